@@ -1,0 +1,179 @@
+/*
+ * ks_int.h - private declarations shared by the keystore's source files.
+ * Nothing outside keystore/ (tests excepted) includes this header.
+ */
+#ifndef KS_INT_H
+#define KS_INT_H
+
+#include <stdarg.h>
+#include <sys/types.h>
+
+#include <jansson.h>
+
+#include "cf_keystore.h"
+
+/* ---- errors (ks_error.c) ---------------------------------------------- */
+
+/*
+ * Records an operator-facing message for cf_ks_last_error() and returns rc
+ * unchanged, so callers can write: return ks_err(-EPROTO, "...", ...).
+ */
+int ks_err(int rc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void ks_err_clear(void);
+
+/* ---- files (ks_util.c) ------------------------------------------------ */
+
+/*
+ * Reads a whole file relative to dirfd, refusing anything larger than max
+ * bytes (-EFBIG) and following no symlink in the last component.  On
+ * success *buf (NUL-terminated, len excludes the NUL) is owned by the
+ * caller; free with free().
+ */
+int ks_read_file(int dirfd, const char *path, size_t max, unsigned char **buf,
+    size_t *len);
+/*
+ * Replaces path relative to dirfd atomically: writes a temporary file
+ * with the given mode, fsyncs it, renames it over path and fsyncs the
+ * directory.  A crash leaves either the old or the new content.
+ */
+int ks_write_file_atomic(int dirfd, const char *path, const void *buf,
+    size_t len, mode_t mode);
+/* Creates every missing directory of path (relative to dirfd) with mode. */
+int ks_mkdirs(int dirfd, const char *path, mode_t mode);
+/* Overwrites a file's bytes, fsyncs, unlinks it and fsyncs its directory. */
+int ks_shred_file(int dirfd, const char *path);
+/* fsyncs the directory that contains path (relative to dirfd). */
+int ks_fsync_parent(int dirfd, const char *path);
+/* Lowercase hex of bin into hex (2 * len + 1 bytes). */
+void ks_hex(char *hex, const unsigned char *bin, size_t len);
+/* Decodes exactly len bytes of hex; -EPROTO unless hex is 2 * len digits. */
+int ks_unhex(unsigned char *bin, size_t len, const char *hex);
+/* Loads a JSON object from a file (max bytes); -EPROTO if not an object. */
+int ks_json_load(int dirfd, const char *path, size_t max, json_t **out);
+/* Saves a JSON object atomically with mode. */
+int ks_json_save(int dirfd, const char *path, const json_t *obj, mode_t mode);
+
+/* ---- home (ks_home.c) ------------------------------------------------- */
+
+struct ks_kms;
+
+#define KS_HOME_MAX_KMS 16
+
+struct cf_ks_home {
+	char *path;
+	int dirfd;			/* O_PATH|O_DIRECTORY on the home */
+	struct cf_ks_config *cfg;
+	cf_ks_passphrase_cb pass_cb;
+	void *pass_arg;
+	char actor[96];
+	struct cf_secbuf *audit_key;	/* loaded on first append/verify */
+	struct ks_kms *kms[KS_HOME_MAX_KMS]; /* opened providers, by name */
+	size_t nkms;
+};
+
+/*
+ * Reads a passphrase for KMS kms_name: from the file named by the
+ * provider's pass_file/passphrase_file key, else through the callback.
+ * On success *out holds the passphrase bytes (no NUL counted).
+ */
+int ks_home_passphrase(struct cf_ks_home *home, const char *kms_name,
+    const char *pass_file, int confirm, struct cf_secbuf **out, size_t *len);
+
+/* ---- KMS providers (ks_kms.c, ks_kms_<type>.c) ------------------------ */
+
+/*
+ * A KMS provider is a const ops table, selected by the "type" key of its
+ * [kms.NAME] section.  Providers never hand a KEK to their callers: they
+ * wrap and unwrap 32-byte root keys.  aad binds the tenant id and key
+ * version (the wrapped-key header) and MUST be authenticated by wrap.
+ */
+struct ks_kms_ops {
+	const char *type;
+	/* Sets up kms->priv from the configuration; no secret is read yet. */
+	int (*open)(struct ks_kms *kms);
+	/*
+	 * Names the KEK that wraps new keys and the CF_KS_WRAP_* algorithm
+	 * it uses, creating the provider's first KEK if it has none.
+	 */
+	int (*current)(struct ks_kms *kms, unsigned char kek_id[CF_KS_ID_BYTES],
+	    uint8_t *alg);
+	/*
+	 * Wraps key under KEK kek_id (as named by current) with alg; writes
+	 * at most CF_KS_ENVELOPE_BLOB_MAX bytes to blob.
+	 */
+	int (*wrap)(struct ks_kms *kms, const unsigned char *kek_id, uint8_t alg,
+	    const unsigned char *aad, size_t aadlen, const struct cf_secbuf *key,
+	    unsigned char *blob, size_t *bloblen);
+	/* Unwraps with the KEK kek_id.  -EBADMSG if authentication fails. */
+	int (*unwrap)(struct ks_kms *kms, const unsigned char *kek_id,
+	    uint8_t alg, const unsigned char *aad, size_t aadlen,
+	    const unsigned char *blob, size_t bloblen, struct cf_secbuf **key);
+	/* Makes a new KEK the current one. */
+	int (*rotate)(struct ks_kms *kms);
+	/* A one-line, secret-free description of a KEK. */
+	int (*describe)(struct ks_kms *kms, const unsigned char *kek_id,
+	    char *buf, size_t len);
+	/* Destroys a KEK (irreversible). */
+	int (*destroy)(struct ks_kms *kms, const unsigned char *kek_id);
+	/* Frees kms->priv (wiping secrets). */
+	void (*close)(struct ks_kms *kms);
+};
+
+struct ks_kms {
+	const struct ks_kms_ops *ops;
+	struct cf_ks_home *home;
+	char name[CF_KS_NAME_MAX + 1];
+	char section[CF_KS_NAME_MAX + 8];	/* "kms.NAME" */
+	void *priv;
+};
+
+extern const struct ks_kms_ops ks_kms_file_ops;
+
+/* Opens (or returns the cached) provider called name.  Owned by home. */
+int ks_kms_get(struct cf_ks_home *home, const char *name, struct ks_kms **out);
+/* Closes every cached provider of home. */
+void ks_kms_close_all(struct cf_ks_home *home);
+/* A configuration value of the provider's section, or NULL. */
+const char *ks_kms_conf(const struct ks_kms *kms, const char *key);
+
+/* ---- lockout (ks_lockout.c) ---------------------------------------- */
+
+/* 0 if subject may try; -EACCES (message says until when) if locked. */
+int ks_lockout_check(struct cf_ks_home *home, const char *subject);
+/* Records a failure; locks after CF_KS_LOCKOUT_FAILURES.  Audited. */
+int ks_lockout_fail(struct cf_ks_home *home, const char *subject);
+/* Clears the failure count after a success. */
+int ks_lockout_reset(struct cf_ks_home *home, const char *subject);
+
+/* ---- audit (ks_audit.c) ----------------------------------------------- */
+
+/* Frees the cached audit key. */
+void ks_audit_close(struct cf_ks_home *home);
+
+/* ---- binary formats (ks_envelope.c; docs/format/keystore.md) ------ */
+
+/* Wrapped-key file: "\x89CFWK\r\n\x1a", as PNG does, to catch mangling. */
+#define KS_WK_MAGIC "\x89" "CFWK\r\n\x1a"
+#define KS_WK_VERSION 1
+#define KS_WK_FIXED 50U		/* header (48) + blob length (2) */
+
+/* File-KMS KEK file. */
+#define KS_KK_MAGIC "\x89" "CFKK\r\n\x1a"
+#define KS_KK_VERSION 1
+#define KS_KK_KDF_ARGON2ID13 1
+#define KS_KK_AEAD_XCHACHA 1
+#define KS_KK_AAD_BYTES 80U
+#define KS_KK_BYTES 128U
+#define KS_KK_OPS_MIN 1U
+#define KS_KK_OPS_MAX 16U
+#define KS_KK_MEM_MIN 8192ULL
+#define KS_KK_MEM_MAX (4ULL << 30)
+/* Defaults: libsodium's MODERATE (3 passes, 256 MiB). */
+#define KS_KK_OPS_DEFAULT 3U
+#define KS_KK_MEM_DEFAULT (256ULL << 20)
+
+int ks_kekfile_seal(unsigned char out[KS_KK_BYTES], const char *pass,
+    size_t passlen, uint32_t ops, uint64_t mem,
+    const unsigned char kek_id[CF_KS_ID_BYTES], const struct cf_secbuf *kek);
+
+#endif /* KS_INT_H */

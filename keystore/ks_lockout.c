@@ -1,0 +1,213 @@
+/*
+ * ks_lockout.c - three strikes, thirty minutes (seed 003).
+ *
+ * A subject ("kms.local", "tenant.acme") that fails to unlock
+ * CF_KS_LOCKOUT_FAILURES times in a row is refused for
+ * CF_KS_LOCKOUT_SECONDS, even with the right secret.  The state lives in
+ * HOME/locks/SUBJECT.json so it survives restarts and is shared by every
+ * coffer process; updates are serialised with flock on the lock
+ * directory.  Anyone who can write the home can delete the state: the
+ * lockout slows guessing through coffer, it is no defence against root.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "ks_int.h"
+
+static int
+subject_path(const char *subject, char *buf, size_t len)
+{
+	size_t i;
+
+	/* Subjects are "kms." or "tenant." plus a valid name: safe names. */
+	for (i = 0; subject[i] != '\0'; i++) {
+		char c = subject[i];
+
+		if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+		    c == '.' || c == '_' || c == '-'))
+			cf_misuse("lockout subject has unsafe characters");
+	}
+	if (i == 0 || subject[0] == '.' ||
+	    snprintf(buf, len, "locks/%s.json", subject) >= (int)len)
+		cf_misuse("lockout subject");
+	return 0;
+}
+
+/* Takes an exclusive lock on HOME/locks; returns the fd to close. */
+static int
+lock_dir(struct cf_ks_home *home)
+{
+	int fd;
+
+	if (mkdirat(home->dirfd, "locks", 0700) != 0 && errno != EEXIST)
+		return -errno;
+	fd = openat(home->dirfd, "locks", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	while (flock(fd, LOCK_EX) != 0) {
+		if (errno != EINTR) {
+			int rc = -errno;
+
+			close(fd);
+			return rc;
+		}
+	}
+	return fd;
+}
+
+/* Reads the state; a missing file is zero failures, no lock. */
+static int
+read_state(struct cf_ks_home *home, const char *path, unsigned *failures,
+    time_t *until)
+{
+	json_t *j = NULL, *f, *u;
+	int rc;
+
+	*failures = 0;
+	*until = 0;
+	rc = ks_json_load(home->dirfd, path, 4096, &j);
+	if (rc == -ENOENT)
+		return 0;
+	if (rc < 0)
+		return rc;
+	f = json_object_get(j, "failures");
+	u = json_object_get(j, "locked_until");
+	if (!json_is_integer(f) || !json_is_integer(u) ||
+	    json_integer_value(f) < 0 || json_integer_value(u) < 0) {
+		json_decref(j);
+		/* A damaged lock file errs on the side of locking. */
+		*failures = CF_KS_LOCKOUT_FAILURES;
+		*until = cf_ks_now() + CF_KS_LOCKOUT_SECONDS;
+		return 0;
+	}
+	*failures = (unsigned)json_integer_value(f);
+	*until = (time_t)json_integer_value(u);
+	json_decref(j);
+	return 0;
+}
+
+int
+cf_ks_lockout_state(struct cf_ks_home *home, const char *subject,
+    unsigned *failures, time_t *until)
+{
+	char path[PATH_MAX];
+	int rc;
+
+	subject_path(subject, path, sizeof(path));
+	rc = read_state(home, path, failures, until);
+	if (rc < 0)
+		return rc;
+	if (*until != 0 && *until <= cf_ks_now()) {
+		/* The lock ran out: a fresh set of attempts. */
+		*failures = 0;
+		*until = 0;
+	}
+	return 0;
+}
+
+int
+ks_lockout_check(struct cf_ks_home *home, const char *subject)
+{
+	char when[32];
+	unsigned failures;
+	time_t until, now = cf_ks_now();
+	int rc;
+
+	rc = cf_ks_lockout_state(home, subject, &failures, &until);
+	if (rc < 0)
+		return rc;
+	if (until == 0)
+		return 0;
+	cf_ks_time_format(until, when, sizeof(when));
+	{
+		struct cf_ks_audit_field f[] = { { "subject", subject, 0 } };
+
+		/* Best effort: the refusal stands even if auditing fails. */
+		(void)!cf_ks_audit_append(home, "lockout.refused", f, 1);
+	}
+	return ks_err(-EACCES, "%s is locked after %d failed unlocks until %s "
+	    "(%lld minutes left); a correct secret is refused until then",
+	    subject, CF_KS_LOCKOUT_FAILURES, when,
+	    (long long)((until - now + 59) / 60));
+}
+
+int
+ks_lockout_fail(struct cf_ks_home *home, const char *subject)
+{
+	char path[PATH_MAX], when[32];
+	unsigned failures;
+	time_t until, now = cf_ks_now();
+	json_t *j = NULL;
+	int fd, rc, locked = 0;
+
+	subject_path(subject, path, sizeof(path));
+	fd = lock_dir(home);
+	if (fd < 0)
+		return ks_err(fd, "cannot lock %s", path);
+	rc = read_state(home, path, &failures, &until);
+	if (rc < 0)
+		goto out;
+	if (until != 0 && until <= now) {
+		failures = 0;
+		until = 0;
+	}
+	failures++;
+	if (failures >= CF_KS_LOCKOUT_FAILURES) {
+		until = now + CF_KS_LOCKOUT_SECONDS;
+		locked = 1;
+	}
+	j = json_pack("{s:I, s:I, s:I}", "failures", (json_int_t)failures,
+	    "locked_until", (json_int_t)until, "last_failure", (json_int_t)now);
+	if (j == NULL) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	rc = ks_json_save(home->dirfd, path, j, 0600);
+	if (rc < 0)
+		goto out;
+	{
+		struct cf_ks_audit_field f[] = {
+			{ "subject", subject, 0 },
+			{ "failures", NULL, (long long)failures },
+		};
+
+		rc = cf_ks_audit_append(home, locked ? "lockout.locked" :
+		    "unlock.failed", f, 2);
+		if (rc < 0)
+			goto out;
+	}
+	if (locked) {
+		cf_ks_time_format(until, when, sizeof(when));
+		rc = ks_err(-EACCES, "wrong passphrase or key for %s: %d "
+		    "failures in a row, locked until %s", subject, failures,
+		    when);
+	} else {
+		rc = ks_err(-EACCES, "wrong passphrase or key for %s (%u of %d "
+		    "attempts before a %d-minute lock)", subject, failures,
+		    CF_KS_LOCKOUT_FAILURES, CF_KS_LOCKOUT_SECONDS / 60);
+	}
+out:
+	json_decref(j);
+	close(fd);
+	return rc;
+}
+
+int
+ks_lockout_reset(struct cf_ks_home *home, const char *subject)
+{
+	char path[PATH_MAX];
+	int rc = 0;
+
+	subject_path(subject, path, sizeof(path));
+	if (faccessat(home->dirfd, path, F_OK, AT_SYMLINK_NOFOLLOW) != 0)
+		return 0;	/* the common case: nothing to reset */
+	if (unlinkat(home->dirfd, path, 0) != 0 && errno != ENOENT)
+		rc = -errno;
+	return rc;
+}

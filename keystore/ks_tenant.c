@@ -1,0 +1,820 @@
+/*
+ * ks_tenant.c - the tenant registry and the per-tenant key hierarchy.
+ *
+ * HOME/tenants/NAME/tenant.json holds what a tenant is (id, cipher, KMS,
+ * repository, state); HOME/tenants/NAME/keys/vN.wk holds root key version
+ * N wrapped by a KEK (docs/format/keystore.md).  A tenant directory is
+ * built under a temporary name and renamed into place, so a crash during
+ * creation never leaves a half tenant behind.  Root keys are only ever in
+ * clear inside a struct cf_secbuf handed to the caller of unlock.
+ *
+ * Not here: what the keys encrypt (fs/, backup/), lifecycle schedules.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "ks_int.h"
+
+#define TENANT_FORMAT 1
+#define TENANT_JSON_MAX (256 * 1024)
+#define MAX_VERSIONS 256
+
+struct cf_ks_tenant {
+	struct cf_ks_home *home;
+	char name[CF_KS_NAME_MAX + 1];
+	char dir[CF_KS_NAME_MAX + 16];		/* "tenants/NAME" */
+	unsigned char id[CF_KS_ID_BYTES];
+	char id_hex[CF_KS_ID_BYTES * 2 + 1];
+	enum cf_ks_cipher cipher;
+	char kms[CF_KS_NAME_MAX + 1];
+	char subject[CF_KS_NAME_MAX + 16];	/* "tenant.NAME" */
+	json_t *doc;				/* tenant.json, kept whole */
+	uint32_t versions[MAX_VERSIONS];	/* sorted ascending */
+	size_t nversions;
+};
+
+static int
+audit_tenant(struct cf_ks_tenant *t, const char *event,
+    const struct cf_ks_audit_field *extra, size_t nextra)
+{
+	struct cf_ks_audit_field f[8];
+	size_t n = 0, i;
+
+	f[n++] = (struct cf_ks_audit_field){ "tenant", t->name, 0 };
+	f[n++] = (struct cf_ks_audit_field){ "tenant_id", t->id_hex, 0 };
+	for (i = 0; i < nextra && n < 8; i++)
+		f[n++] = extra[i];
+	return cf_ks_audit_append(t->home, event, f, n);
+}
+
+static int
+version_cmp(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* Scans keys/ for vN.wk files. */
+static int
+scan_versions(struct cf_ks_tenant *t)
+{
+	char path[PATH_MAX];
+	struct dirent *de;
+	DIR *d;
+	int fd;
+
+	t->nversions = 0;
+	snprintf(path, sizeof(path), "%s/keys", t->dir);
+	fd = openat(t->home->dirfd, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT ? 0 : -errno;
+	d = fdopendir(fd);
+	if (d == NULL) {
+		close(fd);
+		return -errno;
+	}
+	while ((de = readdir(d)) != NULL) {
+		unsigned long v;
+		char *end;
+
+		if (de->d_name[0] != 'v')
+			continue;
+		errno = 0;
+		v = strtoul(de->d_name + 1, &end, 10);
+		if (errno != 0 || v == 0 || v > UINT32_MAX ||
+		    strcmp(end, ".wk") != 0)
+			continue;
+		if (t->nversions == MAX_VERSIONS)
+			break;
+		t->versions[t->nversions++] = (uint32_t)v;
+	}
+	closedir(d);
+	qsort(t->versions, t->nversions, sizeof(t->versions[0]), version_cmp);
+	return 0;
+}
+
+static struct cf_ks_tenant *
+tenant_alloc(struct cf_ks_home *home, const char *name)
+{
+	struct cf_ks_tenant *t = calloc(1, sizeof(*t));
+
+	if (t == NULL)
+		return NULL;
+	t->home = home;
+	snprintf(t->name, sizeof(t->name), "%s", name);
+	snprintf(t->dir, sizeof(t->dir), "tenants/%s", name);
+	snprintf(t->subject, sizeof(t->subject), "tenant.%s", name);
+	return t;
+}
+
+void
+cf_ks_tenant_free(struct cf_ks_tenant *t)
+{
+	if (t == NULL)
+		return;
+	json_decref(t->doc);
+	free(t);
+}
+
+/* Validates tenant.json and fills the cached fields. */
+static int
+load_doc(struct cf_ks_tenant *t, json_t *doc)
+{
+	const char *name, *id, *cipher, *kms;
+	json_t *fmt, *kv;
+
+	fmt = json_object_get(doc, "format");
+	name = json_string_value(json_object_get(doc, "name"));
+	id = json_string_value(json_object_get(doc, "id"));
+	cipher = json_string_value(json_object_get(doc, "cipher"));
+	kms = json_string_value(json_object_get(doc, "kms"));
+	kv = json_object_get(doc, "key_version");
+	if (!json_is_integer(fmt) || json_integer_value(fmt) != TENANT_FORMAT)
+		return ks_err(-EPROTO, "tenant '%s': unknown tenant.json "
+		    "format", t->name);
+	if (name == NULL || strcmp(name, t->name) != 0 || id == NULL ||
+	    ks_unhex(t->id, CF_KS_ID_BYTES, id) < 0 || cipher == NULL ||
+	    kms == NULL || !cf_ks_name_valid(kms) || !json_is_integer(kv) ||
+	    json_integer_value(kv) < 1 ||
+	    json_integer_value(kv) > (json_int_t)UINT32_MAX)
+		return ks_err(-EPROTO, "tenant '%s': tenant.json is damaged "
+		    "(missing or invalid name, id, cipher, kms or "
+		    "key_version)", t->name);
+	if (cf_ks_cipher_parse(cipher, &t->cipher) < 0)
+		return ks_err(-EPROTO, "tenant '%s': unknown cipher in "
+		    "tenant.json", t->name);
+	ks_hex(t->id_hex, t->id, CF_KS_ID_BYTES);
+	snprintf(t->kms, sizeof(t->kms), "%s", kms);
+	json_decref(t->doc);
+	t->doc = json_incref(doc);
+	return 0;
+}
+
+static int
+save_doc(struct cf_ks_tenant *t)
+{
+	char path[PATH_MAX];
+
+	snprintf(path, sizeof(path), "%s/tenant.json", t->dir);
+	return ks_json_save(t->home->dirfd, path, t->doc, 0600);
+}
+
+/* Wraps root under the tenant's KMS and writes keys/vN.wk atomically. */
+static int
+write_wrapped(struct cf_ks_tenant *t, const char *dir, struct ks_kms *kms,
+    uint32_t version, const struct cf_secbuf *root)
+{
+	struct cf_ks_envelope env;
+	unsigned char buf[KS_WK_FIXED + CF_KS_ENVELOPE_BLOB_MAX];
+	char path[PATH_MAX];
+	size_t len;
+	int rc;
+
+	memset(&env, 0, sizeof(env));
+	env.key_version = version;
+	memcpy(env.tenant_id, t->id, CF_KS_ID_BYTES);
+	rc = kms->ops->current(kms, env.kek_id, &env.alg);
+	if (rc < 0)
+		goto out;
+	/* The header, which names tenant, version and KEK, is the AAD. */
+	cf_ks_envelope_header(&env);
+	rc = kms->ops->wrap(kms, env.kek_id, env.alg, env.header,
+	    sizeof(env.header), root, env.blob, &env.blob_len);
+	if (rc < 0)
+		goto out;
+	rc = cf_ks_envelope_encode(&env, buf, sizeof(buf), &len);
+	if (rc < 0)
+		goto out;
+	snprintf(path, sizeof(path), "%s/keys/v%u.wk", dir, version);
+	rc = ks_write_file_atomic(t->home->dirfd, path, buf, len, 0600);
+	if (rc < 0)
+		ks_err(rc, "cannot write %s: %s", path, strerror(-rc));
+out:
+	sodium_memzero(&env, sizeof(env));
+	return rc;
+}
+
+int
+cf_ks_tenant_create(struct cf_ks_home *home, const char *name,
+    enum cf_ks_cipher cipher, const char *kms_name, const char *repo,
+    struct cf_ks_tenant **out)
+{
+	struct cf_ks_tenant *t = NULL;
+	struct cf_secbuf *root = NULL;
+	struct ks_kms *kms;
+	char tmpdir[64], path[PATH_MAX], created[32];
+	unsigned char rnd[8];
+	char rhex[17];
+	json_t *doc = NULL;
+	int rc, made_tmp = 0;
+
+	*out = NULL;
+	if (!cf_ks_name_valid(name))
+		return ks_err(-EINVAL, "invalid tenant name '%.64s': use 1-63 "
+		    "of a-z 0-9 . _ - starting with a letter or digit", name);
+	if (kms_name == NULL)
+		kms_name = "local";
+	if (cipher == CF_KS_CIPHER_NONE)
+		cipher = cf_ks_cipher_default();
+	if (!cf_ks_cipher_available(cipher))
+		return ks_err(-ENOTSUP, "cipher %s needs AES-NI, which this "
+		    "CPU lacks; use xchacha20-poly1305",
+		    cf_ks_cipher_name(cipher));
+	if (repo != NULL && strlen(repo) > 4096)
+		return ks_err(-EINVAL, "repository URL is too long");
+	t = tenant_alloc(home, name);
+	if (t == NULL)
+		return -ENOMEM;
+	snprintf(path, sizeof(path), "%s/tenant.json", t->dir);
+	if (faccessat(home->dirfd, t->dir, F_OK, AT_SYMLINK_NOFOLLOW) == 0) {
+		rc = ks_err(-EEXIST, "tenant '%s' already exists", name);
+		goto out;
+	}
+	rc = ks_kms_get(home, kms_name, &kms);
+	if (rc < 0)
+		goto out;
+	randombytes_buf(t->id, CF_KS_ID_BYTES);
+	ks_hex(t->id_hex, t->id, CF_KS_ID_BYTES);
+	t->cipher = cipher;
+	snprintf(t->kms, sizeof(t->kms), "%s", kms_name);
+	randombytes_buf(rnd, sizeof(rnd));
+	ks_hex(rhex, rnd, sizeof(rnd));
+	snprintf(tmpdir, sizeof(tmpdir), "tenants/.new-%s", rhex);
+	snprintf(path, sizeof(path), "%s/keys", tmpdir);
+	rc = ks_mkdirs(home->dirfd, path, 0700);
+	if (rc < 0)
+		goto out;
+	made_tmp = 1;
+	rc = cf_secbuf_random(&root, CF_KS_KEY_BYTES);
+	if (rc < 0)
+		goto out;
+	rc = write_wrapped(t, tmpdir, kms, 1, root);
+	if (rc < 0)
+		goto out;
+	cf_ks_time_format(cf_ks_now(), created, sizeof(created));
+	doc = json_pack("{s:i, s:s, s:s, s:s, s:s, s:s?, s:s, s:i, s:s}",
+	    "format", TENANT_FORMAT, "name", name, "id", t->id_hex,
+	    "cipher", cf_ks_cipher_name(cipher), "kms", kms_name,
+	    "repo", repo, "created", created, "key_version", 1,
+	    "state", "active");
+	if (doc == NULL) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	if (repo == NULL)
+		json_object_del(doc, "repo");
+	snprintf(path, sizeof(path), "%s/tenant.json", tmpdir);
+	rc = ks_json_save(home->dirfd, path, doc, 0600);
+	if (rc < 0)
+		goto out;
+	/* The commit point: rename fails if another create won the race. */
+	if (renameat(home->dirfd, tmpdir, home->dirfd, t->dir) != 0) {
+		rc = -errno;
+		if (rc == -ENOTEMPTY || rc == -EEXIST)
+			rc = ks_err(-EEXIST, "tenant '%s' already exists",
+			    name);
+		goto out;
+	}
+	made_tmp = 0;
+	rc = ks_fsync_parent(home->dirfd, t->dir);
+	if (rc < 0)
+		goto out;
+	rc = load_doc(t, doc);
+	if (rc < 0)
+		goto out;
+	rc = scan_versions(t);
+	if (rc < 0)
+		goto out;
+	{
+		char kek[160];
+		struct cf_ks_audit_field f[] = {
+			{ "cipher", cf_ks_cipher_name(cipher), 0 },
+			{ "kms", kms_name, 0 },
+			{ "key_version", NULL, 1 },
+			{ "kek", kek, 0 },
+		};
+
+		rc = cf_ks_tenant_describe_kek(t, 1, kek, sizeof(kek));
+		if (rc < 0)
+			goto out;
+		rc = audit_tenant(t, "tenant.create", f, 4);
+		if (rc < 0)
+			goto out;
+	}
+	*out = t;
+	t = NULL;
+	rc = 0;
+out:
+	if (made_tmp) {
+		char p2[PATH_MAX];
+
+		snprintf(p2, sizeof(p2), "%s/keys/v1.wk", tmpdir);
+		unlinkat(home->dirfd, p2, 0);
+		snprintf(p2, sizeof(p2), "%s/tenant.json", tmpdir);
+		unlinkat(home->dirfd, p2, 0);
+		snprintf(p2, sizeof(p2), "%s/keys", tmpdir);
+		unlinkat(home->dirfd, p2, AT_REMOVEDIR);
+		unlinkat(home->dirfd, tmpdir, AT_REMOVEDIR);
+	}
+	json_decref(doc);
+	cf_secbuf_free(root);
+	cf_ks_tenant_free(t);
+	return rc;
+}
+
+int
+cf_ks_tenant_open(struct cf_ks_home *home, const char *name,
+    struct cf_ks_tenant **out)
+{
+	struct cf_ks_tenant *t = NULL;
+	char path[PATH_MAX];
+	json_t *doc = NULL;
+	int rc;
+
+	*out = NULL;
+	if (!cf_ks_name_valid(name))
+		return ks_err(-EINVAL, "invalid tenant name '%.64s'", name);
+	t = tenant_alloc(home, name);
+	if (t == NULL)
+		return -ENOMEM;
+	snprintf(path, sizeof(path), "%s/tenant.json", t->dir);
+	rc = ks_json_load(home->dirfd, path, TENANT_JSON_MAX, &doc);
+	if (rc == -ENOENT) {
+		rc = ks_err(-ENOENT, "no tenant '%s' (see 'coffer tenant "
+		    "list')", name);
+		goto out;
+	}
+	if (rc < 0)
+		goto out;
+	rc = load_doc(t, doc);
+	if (rc < 0)
+		goto out;
+	rc = scan_versions(t);
+	if (rc < 0)
+		goto out;
+	*out = t;
+	t = NULL;
+out:
+	json_decref(doc);
+	cf_ks_tenant_free(t);
+	return rc;
+}
+
+static int
+name_cmp(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+int
+cf_ks_tenant_list(struct cf_ks_home *home, char ***names, size_t *count)
+{
+	char **v = NULL, **nv;
+	size_t n = 0, cap = 0;
+	struct dirent *de;
+	char path[PATH_MAX];
+	DIR *d;
+	int fd, rc = 0;
+
+	*names = NULL;
+	*count = 0;
+	fd = openat(home->dirfd, "tenants", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT ? 0 : -errno;
+	d = fdopendir(fd);
+	if (d == NULL) {
+		close(fd);
+		return -errno;
+	}
+	while ((de = readdir(d)) != NULL) {
+		if (!cf_ks_name_valid(de->d_name))
+			continue;	/* ".", "..", ".new-*" leftovers */
+		snprintf(path, sizeof(path), "tenants/%s/tenant.json",
+		    de->d_name);
+		if (faccessat(home->dirfd, path, F_OK, AT_SYMLINK_NOFOLLOW))
+			continue;
+		if (n == cap) {
+			cap = cap ? cap * 2 : 16;
+			nv = realloc(v, cap * sizeof(*v));
+			if (nv == NULL) {
+				rc = -ENOMEM;
+				goto out;
+			}
+			v = nv;
+		}
+		v[n] = strdup(de->d_name);
+		if (v[n] == NULL) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		n++;
+	}
+	qsort(v, n, sizeof(*v), name_cmp);
+	*names = v;
+	*count = n;
+	v = NULL;
+out:
+	closedir(d);
+	if (v != NULL)
+		cf_ks_tenant_list_free(v, n);
+	return rc;
+}
+
+void
+cf_ks_tenant_list_free(char **names, size_t count)
+{
+	size_t i;
+
+	for (i = 0; i < count; i++)
+		free(names[i]);
+	free(names);
+}
+
+const char *
+cf_ks_tenant_name(const struct cf_ks_tenant *t)
+{
+	return t->name;
+}
+
+const unsigned char *
+cf_ks_tenant_id(const struct cf_ks_tenant *t)
+{
+	return t->id;
+}
+
+const char *
+cf_ks_tenant_id_hex(const struct cf_ks_tenant *t)
+{
+	return t->id_hex;
+}
+
+enum cf_ks_cipher
+cf_ks_tenant_cipher(const struct cf_ks_tenant *t)
+{
+	return t->cipher;
+}
+
+const char *
+cf_ks_tenant_kms(const struct cf_ks_tenant *t)
+{
+	return t->kms;
+}
+
+const char *
+cf_ks_tenant_repo(const struct cf_ks_tenant *t)
+{
+	return json_string_value(json_object_get(t->doc, "repo"));
+}
+
+time_t
+cf_ks_tenant_created(const struct cf_ks_tenant *t)
+{
+	const char *s = json_string_value(json_object_get(t->doc, "created"));
+	time_t v = 0;
+
+	if (s == NULL || cf_ks_time_parse(s, &v) < 0)
+		return 0;
+	return v;
+}
+
+uint32_t
+cf_ks_tenant_key_version(const struct cf_ks_tenant *t)
+{
+	return (uint32_t)json_integer_value(json_object_get(t->doc,
+	    "key_version"));
+}
+
+int
+cf_ks_tenant_shredded(const struct cf_ks_tenant *t)
+{
+	return json_is_true(json_object_get(t->doc, "shredded"));
+}
+
+const char *
+cf_ks_tenant_dir(const struct cf_ks_tenant *t)
+{
+	return t->dir;
+}
+
+const char *
+cf_ks_tenant_get(const struct cf_ks_tenant *t, const char *key)
+{
+	return json_string_value(json_object_get(t->doc, key));
+}
+
+int
+cf_ks_tenant_set(struct cf_ks_tenant *t, const char *key, const char *value)
+{
+	static const char *const reserved[] = { "format", "name", "id",
+		"cipher", "kms", "key_version", "shredded", "created" };
+	json_t *copy;
+	size_t i;
+	int rc;
+
+	for (i = 0; i < sizeof(reserved) / sizeof(reserved[0]); i++)
+		if (strcmp(key, reserved[i]) == 0)
+			cf_misuse("cf_ks_tenant_set: reserved key");
+	copy = json_deep_copy(t->doc);
+	if (copy == NULL)
+		return -ENOMEM;
+	if (value == NULL)
+		json_object_del(copy, key);
+	else if (json_object_set_new(copy, key, json_string(value)) != 0) {
+		json_decref(copy);
+		return -EINVAL;
+	}
+	json_decref(t->doc);
+	t->doc = copy;
+	rc = save_doc(t);
+	if (rc < 0)
+		return ks_err(rc, "tenant '%s': cannot save tenant.json: %s",
+		    t->name, strerror(-rc));
+	return 0;
+}
+
+size_t
+cf_ks_tenant_versions(const struct cf_ks_tenant *t, uint32_t *out, size_t cap)
+{
+	size_t i;
+
+	for (i = 0; i < t->nversions && i < cap; i++)
+		out[i] = t->versions[i];
+	return t->nversions;
+}
+
+/* Reads and decodes keys/vN.wk and checks it belongs to this tenant. */
+static int
+read_envelope(struct cf_ks_tenant *t, uint32_t version,
+    struct cf_ks_envelope *env)
+{
+	unsigned char *buf = NULL;
+	char path[PATH_MAX];
+	size_t len;
+	int rc;
+
+	snprintf(path, sizeof(path), "%s/keys/v%u.wk", t->dir, version);
+	rc = ks_read_file(t->home->dirfd, path, KS_WK_FIXED +
+	    CF_KS_ENVELOPE_BLOB_MAX, &buf, &len);
+	if (rc == -ENOENT)
+		return ks_err(-ENOENT, "tenant '%s' has no key version %u%s",
+		    t->name, version, cf_ks_tenant_shredded(t) ?
+		    " (its keys were crypto-shredded)" : "");
+	if (rc == -EFBIG)
+		return ks_err(-EPROTO, "tenant '%s': %s is too large to be a "
+		    "wrapped key", t->name, path);
+	if (rc < 0)
+		return ks_err(rc, "cannot read %s: %s", path, strerror(-rc));
+	rc = cf_ks_envelope_decode(env, buf, len);
+	free(buf);
+	if (rc < 0)
+		return ks_err(rc, "tenant '%s', key version %u: %s", t->name,
+		    version, cf_ks_last_error());
+	if (sodium_memcmp(env->tenant_id, t->id, CF_KS_ID_BYTES) != 0 ||
+	    env->key_version != version)
+		return ks_err(-EBADMSG, "tenant '%s': %s belongs to another "
+		    "tenant or key version (file swapped)", t->name, path);
+	return 0;
+}
+
+static uint32_t
+resolve_version(const struct cf_ks_tenant *t, uint32_t version)
+{
+	return version == 0 ? cf_ks_tenant_key_version(t) : version;
+}
+
+int
+cf_ks_tenant_unlock(struct cf_ks_tenant *t, uint32_t version,
+    struct cf_secbuf **root)
+{
+	struct cf_ks_envelope env;
+	struct cf_secbuf *k = NULL;
+	struct ks_kms *kms;
+	char kek[160];
+	int rc;
+
+	*root = NULL;
+	version = resolve_version(t, version);
+	if (cf_ks_tenant_shredded(t))
+		return ks_err(-EACCES, "tenant '%s' was crypto-shredded; its "
+		    "keys no longer exist", t->name);
+	rc = ks_lockout_check(t->home, t->subject);
+	if (rc < 0)
+		return rc;
+	rc = read_envelope(t, version, &env);
+	if (rc < 0)
+		goto fail;
+	rc = ks_kms_get(t->home, t->kms, &kms);
+	if (rc < 0)
+		goto out;
+	rc = kms->ops->unwrap(kms, env.kek_id, env.alg, env.header,
+	    sizeof(env.header), env.blob, env.blob_len, &k);
+	if (rc == -EACCES || rc == -ENOENT)
+		goto out;	/* KMS refused or KEK gone: counted there */
+	if (rc < 0)
+		goto fail;
+	rc = ks_lockout_reset(t->home, t->subject);
+	if (rc < 0)
+		goto out;
+	kms->ops->describe(kms, env.kek_id, kek, sizeof(kek));
+	{
+		struct cf_ks_audit_field f[] = {
+			{ "kms", t->kms, 0 },
+			{ "key_version", NULL, version },
+			{ "kek", kek, 0 },
+		};
+
+		rc = audit_tenant(t, "key.unwrap", f, 3);
+		if (rc < 0)
+			goto out;
+	}
+	*root = k;
+	k = NULL;
+	rc = 0;
+	goto out;
+fail:
+	/* An envelope that fails to decode or authenticate counts against
+	 * the tenant: three in a row lock it (seed 003). */
+	if (rc == -EBADMSG || rc == -EPROTO) {
+		char msg[512];
+		struct cf_ks_audit_field f[] = {
+			{ "key_version", NULL, version },
+			{ "reason", rc == -EBADMSG ? "authentication" :
+			    "malformed", 0 },
+		};
+		int rc2;
+
+		snprintf(msg, sizeof(msg), "%s", cf_ks_last_error());
+		(void)!audit_tenant(t, "key.unwrap_failed", f, 2);
+		rc2 = ks_lockout_fail(t->home, t->subject);
+		if (rc2 < 0 && rc2 != -EACCES)
+			rc = rc2;
+		else
+			ks_err(rc, "%s", msg);
+	}
+out:
+	sodium_memzero(&env, sizeof(env));
+	cf_secbuf_free(k);
+	return rc;
+}
+
+int
+cf_ks_tenant_describe_kek(struct cf_ks_tenant *t, uint32_t version, char *buf,
+    size_t len)
+{
+	struct cf_ks_envelope env;
+	struct ks_kms *kms;
+	int rc;
+
+	if (len > 0)
+		buf[0] = '\0';
+	rc = read_envelope(t, resolve_version(t, version), &env);
+	if (rc < 0)
+		return rc;
+	rc = ks_kms_get(t->home, t->kms, &kms);
+	if (rc < 0)
+		return rc;
+	return kms->ops->describe(kms, env.kek_id, buf, len);
+}
+
+int
+cf_ks_tenant_rotate_kek(struct cf_ks_tenant *t, const char *to_kms)
+{
+	struct cf_secbuf *roots[MAX_VERSIONS] = { NULL };
+	struct cf_ks_envelope env;
+	struct ks_kms *kms;
+	char oldkek[160], newkek[160];
+	size_t i;
+	int rc;
+
+	if (to_kms != NULL && strcmp(to_kms, t->kms) != 0)
+		return ks_err(-ENOTSUP, "moving tenant '%s' from KMS '%s' to "
+		    "'%s' needs a second provider type (PKCS#11/KMIP), which "
+		    "is not built yet", t->name, t->kms, to_kms);
+	if (cf_ks_tenant_shredded(t))
+		return ks_err(-EACCES, "tenant '%s' was crypto-shredded",
+		    t->name);
+	if (t->nversions == 0)
+		return ks_err(-ENOENT, "tenant '%s' has no wrapped keys",
+		    t->name);
+	rc = ks_kms_get(t->home, t->kms, &kms);
+	if (rc < 0)
+		return rc;
+	/* Unwrap every version first: rotation must not strand one. */
+	for (i = 0; i < t->nversions; i++) {
+		rc = cf_ks_tenant_unlock(t, t->versions[i], &roots[i]);
+		if (rc < 0)
+			goto out;
+	}
+	rc = cf_ks_tenant_describe_kek(t, 0, oldkek, sizeof(oldkek));
+	if (rc < 0)
+		goto out;
+	rc = read_envelope(t, cf_ks_tenant_key_version(t), &env);
+	if (rc < 0)
+		goto out;
+	{
+		unsigned char cur[CF_KS_ID_BYTES];
+		uint8_t alg;
+
+		rc = kms->ops->current(kms, cur, &alg);
+		if (rc < 0)
+			goto out;
+		/* Already on the newest KEK: make a newer one. */
+		if (sodium_memcmp(cur, env.kek_id, CF_KS_ID_BYTES) == 0) {
+			rc = kms->ops->rotate(kms);
+			if (rc < 0)
+				goto out;
+		}
+	}
+	/*
+	 * Each file is replaced atomically and the old KEK still exists, so
+	 * a crash part-way leaves every version readable, some under the
+	 * old KEK and some under the new; a rerun finishes the job.
+	 */
+	for (i = 0; i < t->nversions; i++) {
+		rc = write_wrapped(t, t->dir, kms, t->versions[i], roots[i]);
+		if (rc < 0)
+			goto out;
+	}
+	rc = cf_ks_tenant_describe_kek(t, 0, newkek, sizeof(newkek));
+	if (rc < 0)
+		goto out;
+	{
+		struct cf_ks_audit_field f[] = {
+			{ "kms", t->kms, 0 },
+			{ "old_kek", oldkek, 0 },
+			{ "new_kek", newkek, 0 },
+			{ "versions", NULL, (long long)t->nversions },
+		};
+
+		rc = audit_tenant(t, "tenant.rotate_kek", f, 4);
+	}
+out:
+	sodium_memzero(&env, sizeof(env));
+	for (i = 0; i < t->nversions; i++)
+		cf_secbuf_free(roots[i]);
+	return rc;
+}
+
+int
+cf_ks_tenant_shred(struct cf_ks_tenant *t)
+{
+	char path[PATH_MAX], when[32];
+	json_t *copy;
+	size_t i, n;
+	int rc;
+
+	/*
+	 * Mark first: a crash after this point leaves a tenant that refuses
+	 * to unlock and whose remaining key files a rerun destroys.
+	 */
+	if (!cf_ks_tenant_shredded(t)) {
+		cf_ks_time_format(cf_ks_now(), when, sizeof(when));
+		copy = json_deep_copy(t->doc);
+		if (copy == NULL)
+			return -ENOMEM;
+		json_object_set_new(copy, "shredded", json_true());
+		json_object_set_new(copy, "shredded_at", json_string(when));
+		json_decref(t->doc);
+		t->doc = copy;
+		rc = save_doc(t);
+		if (rc < 0)
+			return ks_err(rc, "tenant '%s': cannot mark shredded: "
+			    "%s", t->name, strerror(-rc));
+	}
+	rc = scan_versions(t);
+	if (rc < 0)
+		return rc;
+	n = t->nversions;
+	for (i = 0; i < n; i++) {
+		snprintf(path, sizeof(path), "%s/keys/v%u.wk", t->dir,
+		    t->versions[i]);
+		rc = ks_shred_file(t->home->dirfd, path);
+		if (rc < 0 && rc != -ENOENT)
+			return ks_err(rc, "tenant '%s': cannot destroy %s: %s",
+			    t->name, path, strerror(-rc));
+	}
+	rc = scan_versions(t);
+	if (rc < 0)
+		return rc;
+	if (t->nversions != 0)
+		return ks_err(-EIO, "tenant '%s': %zu wrapped keys remain "
+		    "after shredding", t->name, t->nversions);
+	{
+		struct cf_ks_audit_field f[] = {
+			{ "versions_destroyed", NULL, (long long)n },
+		};
+
+		rc = audit_tenant(t, "tenant.shred", f, 1);
+	}
+	return rc;
+}

@@ -1,0 +1,307 @@
+/*
+ * ks_util.c - small file and encoding helpers for the keystore.
+ *
+ * Every write of state that must survive a crash goes through
+ * ks_write_file_atomic(): temporary file, fsync, rename, fsync of the
+ * directory.  Reads are bounded: a file larger than its documented limit
+ * is refused before it is read.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "ks_int.h"
+
+int
+ks_read_file(int dirfd, const char *path, size_t max, unsigned char **buf,
+    size_t *len)
+{
+	struct stat st;
+	unsigned char *b = NULL;
+	size_t got = 0;
+	ssize_t n;
+	int fd, rc;
+
+	*buf = NULL;
+	*len = 0;
+	fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) != 0) {
+		rc = -errno;
+		goto out;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		rc = -EINVAL;
+		goto out;
+	}
+	if ((unsigned long long)st.st_size > max) {
+		rc = -EFBIG;
+		goto out;
+	}
+	b = malloc((size_t)st.st_size + 1);
+	if (b == NULL) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	while (got < (size_t)st.st_size) {
+		n = read(fd, b + got, (size_t)st.st_size - got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			rc = -errno;
+			goto out;
+		}
+		if (n == 0)
+			break;
+		got += (size_t)n;
+	}
+	b[got] = '\0';
+	*buf = b;
+	*len = got;
+	b = NULL;
+	rc = 0;
+out:
+	free(b);
+	close(fd);
+	return rc;
+}
+
+static int
+write_all(int fd, const void *buf, size_t len)
+{
+	const unsigned char *p = buf;
+	ssize_t n;
+
+	while (len > 0) {
+		n = write(fd, p, len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+int
+ks_fsync_parent(int dirfd, const char *path)
+{
+	char dir[PATH_MAX];
+	const char *slash = strrchr(path, '/');
+	int fd, rc = 0;
+
+	if (slash == NULL) {
+		dir[0] = '.';
+		dir[1] = '\0';
+	} else {
+		if ((size_t)(slash - path) >= sizeof(dir))
+			return -ENAMETOOLONG;
+		memcpy(dir, path, (size_t)(slash - path));
+		dir[slash - path] = '\0';
+		if (dir[0] == '\0') {
+			dir[0] = '/';
+			dir[1] = '\0';
+		}
+	}
+	fd = openat(dirfd, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (fsync(fd) != 0)
+		rc = -errno;
+	close(fd);
+	return rc;
+}
+
+int
+ks_write_file_atomic(int dirfd, const char *path, const void *buf, size_t len,
+    mode_t mode)
+{
+	char tmp[PATH_MAX];
+	unsigned char rnd[8];
+	char rhex[17];
+	int fd = -1, rc;
+
+	randombytes_buf(rnd, sizeof(rnd));
+	ks_hex(rhex, rnd, sizeof(rnd));
+	if (snprintf(tmp, sizeof(tmp), "%s.tmp-%s", path, rhex) >=
+	    (int)sizeof(tmp))
+		return -ENAMETOOLONG;
+	fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC |
+	    O_NOFOLLOW, mode);
+	if (fd < 0)
+		return -errno;
+	if (fchmod(fd, mode) != 0) {
+		rc = -errno;
+		goto fail;
+	}
+	rc = write_all(fd, buf, len);
+	if (rc < 0)
+		goto fail;
+	if (fsync(fd) != 0) {
+		rc = -errno;
+		goto fail;
+	}
+	if (close(fd) != 0) {
+		fd = -1;
+		rc = -errno;
+		goto fail;
+	}
+	fd = -1;
+	if (renameat(dirfd, tmp, dirfd, path) != 0) {
+		rc = -errno;
+		goto fail;
+	}
+	return ks_fsync_parent(dirfd, path);
+fail:
+	if (fd >= 0)
+		close(fd);
+	unlinkat(dirfd, tmp, 0);
+	return rc;
+}
+
+int
+ks_mkdirs(int dirfd, const char *path, mode_t mode)
+{
+	char buf[PATH_MAX];
+	size_t i, len = strlen(path);
+
+	if (len >= sizeof(buf))
+		return -ENAMETOOLONG;
+	memcpy(buf, path, len + 1);
+	for (i = 1; i <= len; i++) {
+		if (buf[i] != '/' && buf[i] != '\0')
+			continue;
+		buf[i] = '\0';
+		if (mkdirat(dirfd, buf, mode) != 0 && errno != EEXIST)
+			return -errno;
+		if (i < len)
+			buf[i] = '/';
+	}
+	return 0;
+}
+
+int
+ks_shred_file(int dirfd, const char *path)
+{
+	unsigned char junk[4096];
+	struct stat st;
+	off_t done = 0;
+	int fd, rc = 0;
+
+	/*
+	 * Overwriting does not defeat copy-on-write or flash remapping; the
+	 * real guarantee of a crypto-shred is that the KEK-wrapped key is
+	 * gone from every place coffer keeps it.  The overwrite is cheap
+	 * defence in depth on ordinary file systems.
+	 */
+	fd = openat(dirfd, path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) != 0) {
+		rc = -errno;
+		goto out;
+	}
+	while (done < st.st_size) {
+		size_t n = sizeof(junk);
+
+		if ((off_t)n > st.st_size - done)
+			n = (size_t)(st.st_size - done);
+		randombytes_buf(junk, n);
+		rc = write_all(fd, junk, n);
+		if (rc < 0)
+			goto out;
+		done += (off_t)n;
+	}
+	if (fsync(fd) != 0)
+		rc = -errno;
+out:
+	close(fd);
+	if (rc < 0)
+		return rc;
+	if (unlinkat(dirfd, path, 0) != 0)
+		return -errno;
+	return ks_fsync_parent(dirfd, path);
+}
+
+void
+ks_hex(char *hex, const unsigned char *bin, size_t len)
+{
+	sodium_bin2hex(hex, len * 2 + 1, bin, len);
+}
+
+int
+ks_unhex(unsigned char *bin, size_t len, const char *hex)
+{
+	size_t got = 0, i;
+
+	if (strlen(hex) != len * 2)
+		return -EPROTO;
+	for (i = 0; i < len * 2; i++)
+		if (!((hex[i] >= '0' && hex[i] <= '9') ||
+		    (hex[i] >= 'a' && hex[i] <= 'f')))
+			return -EPROTO;
+	if (sodium_hex2bin(bin, len, hex, len * 2, NULL, &got, NULL) != 0 ||
+	    got != len)
+		return -EPROTO;
+	return 0;
+}
+
+int
+ks_json_load(int dirfd, const char *path, size_t max, json_t **out)
+{
+	unsigned char *buf = NULL;
+	json_error_t jerr;
+	json_t *j;
+	size_t len;
+	int rc;
+
+	*out = NULL;
+	rc = ks_read_file(dirfd, path, max, &buf, &len);
+	if (rc < 0)
+		return rc;
+	j = json_loadb((const char *)buf, len, JSON_REJECT_DUPLICATES, &jerr);
+	free(buf);
+	if (j == NULL || !json_is_object(j)) {
+		json_decref(j);
+		return ks_err(-EPROTO, "%s: not a JSON object (line %d)", path,
+		    jerr.line);
+	}
+	*out = j;
+	return 0;
+}
+
+int
+ks_json_save(int dirfd, const char *path, const json_t *obj, mode_t mode)
+{
+	char *s;
+	int rc;
+
+	s = json_dumps(obj, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+	if (s == NULL)
+		return -ENOMEM;
+	/* json_dumps output has no trailing newline: add one for editors. */
+	{
+		size_t len = strlen(s);
+		char *t = realloc(s, len + 2);
+
+		if (t == NULL) {
+			free(s);
+			return -ENOMEM;
+		}
+		s = t;
+		s[len] = '\n';
+		s[len + 1] = '\0';
+		rc = ks_write_file_atomic(dirfd, path, s, len + 1, mode);
+	}
+	free(s);
+	return rc;
+}

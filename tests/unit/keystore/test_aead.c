@@ -1,0 +1,176 @@
+/*
+ * test_aead.c - the AEAD wrapper: known answers from tests/vectors, round
+ * trips, and every kind of tampering failing with -EBADMSG.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+#include <sodium.h>
+
+#include "cf_test.h"
+
+static json_t *
+vectors(void)
+{
+	json_error_t e;
+
+	return json_load_file(cf_test_vector_path("keystore-v1.json"), 0, &e);
+}
+
+static unsigned char *
+vhex(json_t *o, const char *k, size_t *len)
+{
+	return cf_test_unhex(json_string_value(json_object_get(o, k)), len);
+}
+
+/* [KS-AEAD-1] both ciphers match libsodium's output byte for byte. */
+static void
+known_answers(void)
+{
+	json_t *v = vectors(), *arr, *o;
+	size_t i, checked = 0;
+
+	CHECK(v != NULL);
+	arr = json_object_get(v, "aead");
+	json_array_foreach(arr, i, o) {
+		enum cf_ks_cipher c;
+		struct cf_ks_aead *a;
+		unsigned char *key, *nonce, *ad, *pt, *ct, out[256];
+		size_t kl, nl, al, pl, cl;
+
+		CHECK_RC(cf_ks_cipher_parse(json_string_value(
+		    json_object_get(o, "cipher")), &c), 0);
+		if (!cf_ks_cipher_available(c))
+			continue;
+		key = vhex(o, "key", &kl);
+		nonce = vhex(o, "nonce", &nl);
+		ad = vhex(o, "ad", &al);
+		pt = vhex(o, "plaintext", &pl);
+		ct = vhex(o, "ciphertext", &cl);
+		CHECK(kl == 32 && nl == cf_ks_cipher_nonce_bytes(c));
+		CHECK_RC(cf_ks_aead_new(&a, c, key), 0);
+		CHECK_RC(cf_ks_aead_seal(a, out, pt, pl, ad, al, nonce), 0);
+		CHECK(cl == pl + CF_KS_TAG_BYTES);
+		CHECK(memcmp(out, ct, cl) == 0);
+		CHECK_RC(cf_ks_aead_open(a, out, ct, cl, ad, al, nonce), 0);
+		CHECK(memcmp(out, pt, pl) == 0);
+		cf_ks_aead_free(a);
+		free(key), free(nonce), free(ad), free(pt), free(ct);
+		checked++;
+	}
+	CHECK(checked >= 1);
+	json_decref(v);
+}
+
+static void
+tamper_one(enum cf_ks_cipher c)
+{
+	unsigned char key[32], nonce[24], m[100], ct[116], out[100], bad[116];
+	const unsigned char ad[] = "file-id||block";
+	struct cf_ks_aead *a;
+	size_t i;
+
+	randombytes_buf(key, sizeof(key));
+	randombytes_buf(nonce, sizeof(nonce));
+	randombytes_buf(m, sizeof(m));
+	CHECK_RC(cf_ks_aead_new(&a, c, key), 0);
+	CHECK_RC(cf_ks_aead_seal(a, ct, m, sizeof(m), ad, sizeof(ad), nonce),
+	    0);
+	/* [KS-AEAD-2] any flipped ciphertext or tag bit is rejected. */
+	for (i = 0; i < sizeof(ct); i += 7) {
+		memcpy(bad, ct, sizeof(ct));
+		bad[i] ^= 0x01;
+		memset(out, 0xaa, sizeof(out));
+		CHECK_RC(cf_ks_aead_open(a, out, bad, sizeof(bad), ad,
+		    sizeof(ad), nonce), -EBADMSG);
+		/* Nothing of a forged message is released. */
+		CHECK(sodium_is_zero(out, sizeof(out)));
+	}
+	/* [KS-AEAD-3] wrong AAD (block moved), wrong nonce, truncation. */
+	CHECK_RC(cf_ks_aead_open(a, out, ct, sizeof(ct), ad, sizeof(ad) - 1,
+	    nonce), -EBADMSG);
+	nonce[0] ^= 1;
+	CHECK_RC(cf_ks_aead_open(a, out, ct, sizeof(ct), ad, sizeof(ad),
+	    nonce), -EBADMSG);
+	nonce[0] ^= 1;
+	CHECK_RC(cf_ks_aead_open(a, out, ct, sizeof(ct) - 1, ad, sizeof(ad),
+	    nonce), -EBADMSG);
+	CHECK_RC(cf_ks_aead_open(a, out, ct, 15, ad, sizeof(ad), nonce),
+	    -EINVAL);
+	CHECK_RC(cf_ks_aead_open(a, out, ct, sizeof(ct), ad, sizeof(ad),
+	    nonce), 0);
+	CHECK(memcmp(out, m, sizeof(m)) == 0);
+	cf_ks_aead_free(a);
+	/* [KS-AEAD-4] another key (another tenant) cannot open it. */
+	key[5] ^= 0x80;
+	CHECK_RC(cf_ks_aead_new(&a, c, key), 0);
+	CHECK_RC(cf_ks_aead_open(a, out, ct, sizeof(ct), ad, sizeof(ad),
+	    nonce), -EBADMSG);
+	cf_ks_aead_free(a);
+}
+
+static void
+tamper_xchacha(void)
+{
+	tamper_one(CF_KS_CIPHER_XCHACHA20POLY1305);
+}
+
+static void
+tamper_aes(void)
+{
+	if (!cf_ks_cipher_available(CF_KS_CIPHER_AES256GCM))
+		return;
+	tamper_one(CF_KS_CIPHER_AES256GCM);
+}
+
+static void
+in_place_and_empty(void)
+{
+	unsigned char key[32] = { 1 }, nonce[24] = { 2 }, buf[64 + 16];
+	unsigned char copy[64], tag[16];
+	struct cf_ks_aead *a;
+
+	randombytes_buf(buf, 64);
+	memcpy(copy, buf, 64);
+	CHECK_RC(cf_ks_aead_new(&a, CF_KS_CIPHER_XCHACHA20POLY1305, key), 0);
+	CHECK_RC(cf_ks_aead_seal(a, buf, buf, 64, NULL, 0, nonce), 0);
+	CHECK(memcmp(buf, copy, 64) != 0);
+	CHECK_RC(cf_ks_aead_open(a, buf, buf, 80, NULL, 0, nonce), 0);
+	CHECK(memcmp(buf, copy, 64) == 0);
+	/* An empty message still carries an authenticating tag. */
+	CHECK_RC(cf_ks_aead_seal(a, tag, NULL, 0, NULL, 0, nonce), 0);
+	CHECK_RC(cf_ks_aead_open(a, buf, tag, 16, NULL, 0, nonce), 0);
+	tag[15] ^= 1;
+	CHECK_RC(cf_ks_aead_open(a, buf, tag, 16, NULL, 0, nonce), -EBADMSG);
+	cf_ks_aead_free(a);
+}
+
+static void
+cipher_names(void)
+{
+	enum cf_ks_cipher c;
+
+	CHECK_RC(cf_ks_cipher_parse("aes-256-gcm", &c), 0);
+	CHECK(c == CF_KS_CIPHER_AES256GCM);
+	CHECK_RC(cf_ks_cipher_parse("xchacha20-poly1305", &c), 0);
+	CHECK(c == CF_KS_CIPHER_XCHACHA20POLY1305);
+	CHECK_RC(cf_ks_cipher_parse("AES-256-GCM", &c), -EINVAL);
+	CHECK_RC(cf_ks_cipher_parse("rot13", &c), -EINVAL);
+	CHECK(strstr(cf_ks_last_error(), "rot13") != NULL);
+	CHECK(cf_ks_cipher_name(CF_KS_CIPHER_NONE) == NULL);
+	CHECK(cf_ks_cipher_nonce_bytes(CF_KS_CIPHER_AES256GCM) == 12);
+	CHECK(cf_ks_cipher_nonce_bytes(CF_KS_CIPHER_XCHACHA20POLY1305) == 24);
+	CHECK(cf_ks_cipher_available(cf_ks_cipher_default()));
+}
+
+static const struct cf_test_case cases[] = {
+	CF_TEST(known_answers),
+	CF_TEST(tamper_xchacha),
+	CF_TEST(tamper_aes),
+	CF_TEST(in_place_and_empty),
+	CF_TEST(cipher_names),
+};
+
+CF_TEST_MAIN(cases)

@@ -1,0 +1,50 @@
+/*
+ * tl_int.h - shared declarations of the coffer command-line tool.
+ *
+ * The tool is the only place that prints, exits, reads the environment
+ * for the home directory and prompts on the terminal; the modules below it
+ * return -errno and a message (cf_ks_last_error).
+ */
+#ifndef TL_INT_H
+#define TL_INT_H
+
+#include <jansson.h>
+
+#include "cf_keystore.h"
+
+struct tl_ctx {
+	const char *home_path;
+	struct cf_ks_home *home;	/* opened by tl_home() */
+	int json;			/* --json */
+	int verbose;			/* -v: 1, -q: -1 */
+};
+
+/* A subcommand: argv[0] is its name; returns an exit code. */
+struct tl_cmd {
+	const char *name;
+	int (*run)(struct tl_ctx *ctx, int argc, char **argv);
+	const char *usage;
+	const char *summary;
+};
+
+/* Opens the home (creating it if create) or exits with a message. */
+struct cf_ks_home *tl_home(struct tl_ctx *ctx, int create);
+
+/* Prints "coffer: <last error>" and returns the exit code for rc. */
+int tl_fail(int rc, const char *what);
+/* Prints a usage error and returns CF_EXIT_USAGE. */
+int tl_usage(const struct tl_cmd *cmd, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* Prints a JSON value to stdout (compact or indented) and frees it. */
+void tl_print_json(json_t *j);
+/* Prompts on /dev/tty with echo off: the keystore's passphrase callback. */
+int tl_prompt_passphrase(void *arg, const char *kms_name, int confirm,
+    char *buf, size_t cap, size_t *len);
+
+int cmd_tenant(struct tl_ctx *ctx, int argc, char **argv);
+int cmd_audit(struct tl_ctx *ctx, int argc, char **argv);
+
+extern const struct tl_cmd tl_cmd_tenant;
+extern const struct tl_cmd tl_cmd_audit;
+
+#endif /* TL_INT_H */
