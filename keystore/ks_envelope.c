@@ -105,7 +105,7 @@ cf_ks_envelope_decode(struct cf_ks_envelope *env, const unsigned char *buf,
 	if (len < KS_WK_FIXED)
 		return ks_err(-EPROTO, "wrapped key: truncated (%zu bytes)",
 		    len);
-	if (memcmp(buf, KS_WK_MAGIC, 8) != 0)
+	if (memcmp(buf, KS_WK_MAGIC, 8) != 0)	/* checksrc:allow public magic */
 		return ks_err(-EPROTO, "wrapped key: bad magic (not a coffer "
 		    "wrapped-key file)");
 	if (get16(buf + 8) != KS_WK_VERSION)
@@ -194,7 +194,7 @@ cf_ks_kekfile_open(const unsigned char *buf, size_t len, const char *pass,
 	if (len != KS_KK_BYTES)
 		return ks_err(-EPROTO, "KEK file: wrong size %zu (want %u)",
 		    len, KS_KK_BYTES);
-	if (memcmp(buf, KS_KK_MAGIC, 8) != 0)
+	if (memcmp(buf, KS_KK_MAGIC, 8) != 0)	/* checksrc:allow public magic */
 		return ks_err(-EPROTO, "KEK file: bad magic");
 	if (get16(buf + 8) != KS_KK_VERSION)
 		return ks_err(-EPROTO, "KEK file: unknown format version %u",

@@ -64,10 +64,17 @@ audit_verify(struct tl_ctx *ctx, int argc, char **argv)
 	memset(&rep, 0, sizeof(rep));
 	rc = cf_ks_audit_verify(tl_home(ctx, 0), &rep);
 	if (ctx->json) {
-		tl_print_json(json_pack("{s:b, s:I, s:I?, s:s?}", "ok",
-		    rc == 0, "records", (json_int_t)rep.records, "bad_record",
-		    rep.problem[0] ? json_integer((json_int_t)rep.bad_seq) :
-		    NULL, "problem", rep.problem[0] ? rep.problem : NULL));
+		json_t *j = json_pack("{s:b, s:I}", "ok", rc == 0, "records",
+		    (json_int_t)rep.records);
+
+		if (j != NULL && rep.problem[0] != '\0') {
+			json_object_set_new(j, "bad_record",
+			    json_integer((json_int_t)rep.bad_seq));
+			json_object_set_new(j, "problem",
+			    json_string(rep.problem));
+		}
+		if (j != NULL)
+			tl_print_json(j);
 	}
 	if (rc == -EBADMSG) {
 		if (!ctx->json)

@@ -146,6 +146,10 @@ tenant_create(struct tl_ctx *ctx, int argc, char **argv)
 	if (optind != argc - 1)
 		return tl_usage(&tl_cmd_tenant, "tenant create: give exactly "
 		    "one NAME");
+	if (!cf_ks_name_valid(argv[optind]))
+		return tl_usage(&tl_cmd_tenant, "invalid tenant name '%.64s': "
+		    "use 1-63 of a-z 0-9 . _ - starting with a letter or digit",
+		    argv[optind]);
 	if (repo != NULL && strncmp(repo, "file:///", 8) != 0 &&
 	    strncmp(repo, "s3://", 5) != 0)
 		return tl_usage(&tl_cmd_tenant, "--repo must be file:///PATH "
@@ -277,7 +281,7 @@ tenant_rotate_kek(struct tl_ctx *ctx, int argc, char **argv)
 			return tl_usage(&tl_cmd_tenant, "tenant rotate-kek: "
 			    "bad option");
 	}
-	if (all == (optind != argc - 1) || optind < argc - 1)
+	if (!(all && optind == argc) && !(!all && optind == argc - 1))
 		return tl_usage(&tl_cmd_tenant, "tenant rotate-kek: give one "
 		    "NAME or --all");
 	if (!all)

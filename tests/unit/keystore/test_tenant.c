@@ -81,6 +81,7 @@ create_and_unlock(void)
 	CHECK(stat(path, &st) == 0 && (st.st_mode & 0777) == 0600);
 	snprintf(path, sizeof(path), "%s/tenants/acme", cf_ks_home_path(h));
 	CHECK(stat(path, &st) == 0 && (st.st_mode & 0777) == 0700);
+	cf_secbuf_free(r2);
 	CHECK_RC(cf_ks_tenant_unlock(t2, 2, &r2), -ENOENT);
 	cf_secbuf_free(r1);
 	cf_ks_tenant_free(t2);
@@ -91,8 +92,10 @@ static void
 names_and_duplicates(void)
 {
 	static const char *const bad[] = { "", "../etc", "a/b", "Acme", ".x",
-		"-x", "x y", "0123456789012345678901234567890123456789012345678"
-		"901234567890123", "acme\n" };
+		"-x", "x y",
+		/* 64 characters, one too many */
+		"0123456789012345678901234567890123456789012345678901234567890123",
+		"acme\n" };
 	struct cf_ks_home *h = open_home();
 	struct cf_ks_tenant *t;
 	char **names;
