@@ -15,6 +15,10 @@
 static const struct tl_cmd *const commands[] = {
 	&tl_cmd_tenant,
 	&tl_cmd_audit,
+#ifdef CF_HAVE_FS
+	&tl_cmd_mount,
+	&tl_cmd_umount,
+#endif
 };
 
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))

@@ -43,8 +43,12 @@ int tl_prompt_passphrase(void *arg, const char *kms_name, int confirm,
 
 int cmd_tenant(struct tl_ctx *ctx, int argc, char **argv);
 int cmd_audit(struct tl_ctx *ctx, int argc, char **argv);
+int cmd_mount(struct tl_ctx *ctx, int argc, char **argv);
+int cmd_umount(struct tl_ctx *ctx, int argc, char **argv);
 
 extern const struct tl_cmd tl_cmd_tenant;
 extern const struct tl_cmd tl_cmd_audit;
+extern const struct tl_cmd tl_cmd_mount;
+extern const struct tl_cmd tl_cmd_umount;
 
 #endif /* TL_INT_H */

@@ -1,0 +1,415 @@
+/*
+ * fs_crypt.c - the store's codecs: file headers, sealed blocks, encrypted
+ * names and symlink targets (docs/format/fs.md).
+ *
+ * Blocks: each 4 KiB plaintext block is sealed on its own with a per-file
+ * key (derived from the content key and the file's random id, so a GCM
+ * key never sees more random nonces than one file's block writes) under a
+ * fresh random nonce; the AAD binds file id, block number and key version,
+ * so blocks cannot be moved, swapped or spliced between files.
+ *
+ * Names: a deterministic authenticated encryption built from libsodium
+ * primitives in the SIV pattern: tag = BLAKE2b-128(mac key; diriv || name),
+ * ciphertext = XChaCha20(enc key, nonce = tag || 0^8) XOR name, encoded
+ * as unpadded base64url of tag || ciphertext.  No primitive is written
+ * here; only their composition.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "fs_int.h"
+
+#define HDR_MAGIC "\x89" "CFFS\r\n\x1a"
+#define HDR_VERSION 1
+#define NAME_TAG 16U
+#define LINK_NONCE 24U
+#define LINK_AD "coffer-symlink-v1"
+
+static void
+put32(unsigned char *p, uint32_t v)
+{
+	p[0] = (unsigned char)v;
+	p[1] = (unsigned char)(v >> 8);
+	p[2] = (unsigned char)(v >> 16);
+	p[3] = (unsigned char)(v >> 24);
+}
+
+static uint32_t
+get32(const unsigned char *p)
+{
+	return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) |
+	    ((uint32_t)p[3] << 24);
+}
+
+int
+cf_fs_keys_new(struct cf_fs_keys **out, const struct cf_secbuf *root,
+    enum cf_ks_cipher cipher, uint32_t key_version)
+{
+	struct cf_fs_keys *k;
+	struct cf_secbuf *names = NULL, *meta = NULL;
+	unsigned char tmp[CF_KS_KEY_BYTES];
+	int rc;
+
+	*out = NULL;
+	k = calloc(1, sizeof(*k));
+	if (k == NULL)
+		return -ENOMEM;
+	k->cipher = cipher;
+	k->key_version = key_version;
+	rc = cf_ks_derive(&k->content, root, CF_KS_PURPOSE_FS_CONTENT);
+	if (rc < 0)
+		goto out;
+	cf_secbuf_readonly(k->content);
+	rc = cf_ks_derive(&names, root, CF_KS_PURPOSE_FS_NAMES);
+	if (rc < 0)
+		goto out;
+	rc = cf_secbuf_new(&k->name_mac, CF_KS_KEY_BYTES);
+	if (rc < 0)
+		goto out;
+	rc = cf_secbuf_new(&k->name_enc, CF_KS_KEY_BYTES);
+	if (rc < 0)
+		goto out;
+	rc = cf_ks_derive_id(cf_secbuf_data(k->name_mac), names, "name-mac",
+	    NULL, 0);
+	if (rc < 0)
+		goto out;
+	rc = cf_ks_derive_id(cf_secbuf_data(k->name_enc), names, "name-enc",
+	    NULL, 0);
+	if (rc < 0)
+		goto out;
+	cf_secbuf_readonly(k->name_mac);
+	cf_secbuf_readonly(k->name_enc);
+	rc = cf_ks_derive(&meta, root, CF_KS_PURPOSE_FS_META);
+	if (rc < 0)
+		goto out;
+	memcpy(tmp, cf_secbuf_cdata(meta), sizeof(tmp));
+	rc = cf_ks_aead_new(&k->meta, CF_KS_CIPHER_XCHACHA20POLY1305, tmp);
+	if (rc < 0)
+		goto out;
+	*out = k;
+	k = NULL;
+out:
+	sodium_memzero(tmp, sizeof(tmp));
+	cf_secbuf_free(names);
+	cf_secbuf_free(meta);
+	cf_fs_keys_free(k);
+	return rc;
+}
+
+void
+cf_fs_keys_free(struct cf_fs_keys *k)
+{
+	if (k == NULL)
+		return;
+	cf_secbuf_free(k->content);
+	cf_secbuf_free(k->name_mac);
+	cf_secbuf_free(k->name_enc);
+	cf_ks_aead_free(k->meta);
+	free(k);
+}
+
+/* ---- header and blocks ------------------------------------------------- */
+
+void
+cf_fs_header_encode(const struct cf_fs_header *h,
+    unsigned char buf[CF_FS_HEADER_BYTES])
+{
+	memcpy(buf, HDR_MAGIC, 8);
+	buf[8] = HDR_VERSION;
+	buf[9] = 0;
+	buf[10] = (unsigned char)h->cipher;
+	buf[11] = 0;
+	put32(buf + 12, h->key_version);
+	memcpy(buf + 16, h->file_id, CF_KS_ID_BYTES);
+}
+
+int
+cf_fs_header_decode(struct cf_fs_header *h, const unsigned char *buf,
+    size_t len)
+{
+	memset(h, 0, sizeof(*h));
+	if (len < CF_FS_HEADER_BYTES)
+		return -EPROTO;
+	if (memcmp(buf, HDR_MAGIC, 8) != 0)	/* checksrc:allow public magic */
+		return -EPROTO;
+	if (buf[8] != HDR_VERSION || buf[9] != 0)
+		return -EPROTO;
+	if (buf[10] != CF_KS_CIPHER_AES256GCM &&
+	    buf[10] != CF_KS_CIPHER_XCHACHA20POLY1305)
+		return -EPROTO;
+	if (buf[11] != 0)
+		return -EPROTO;
+	h->cipher = (enum cf_ks_cipher)buf[10];
+	h->key_version = get32(buf + 12);
+	if (h->key_version == 0)
+		return -EPROTO;
+	memcpy(h->file_id, buf + 16, CF_KS_ID_BYTES);
+	return 0;
+}
+
+size_t
+cf_fs_block_overhead(enum cf_ks_cipher c)
+{
+	return cf_ks_cipher_nonce_bytes(c) + CF_KS_TAG_BYTES;
+}
+
+off_t
+cf_fs_plain_size(enum cf_ks_cipher c, off_t csize)
+{
+	off_t ovh = (off_t)cf_fs_block_overhead(c), cb = CF_FS_BLOCK + ovh;
+	off_t body, full, rem;
+
+	if (csize <= (off_t)CF_FS_HEADER_BYTES)
+		return 0;
+	body = csize - CF_FS_HEADER_BYTES;
+	full = body / cb;
+	rem = body % cb;
+	/* A partial block shorter than its overhead is damage: it reads as
+	 * EIO; the size counts it as empty. */
+	return full * CF_FS_BLOCK + (rem > ovh ? rem - ovh : 0);
+}
+
+off_t
+cf_fs_cipher_size(enum cf_ks_cipher c, off_t psize)
+{
+	off_t ovh = (off_t)cf_fs_block_overhead(c);
+	off_t full = psize / CF_FS_BLOCK, rem = psize % CF_FS_BLOCK;
+
+	if (psize == 0)
+		return CF_FS_HEADER_BYTES;
+	return CF_FS_HEADER_BYTES + full * (CF_FS_BLOCK + ovh) +
+	    (rem > 0 ? rem + ovh : 0);
+}
+
+struct cf_fs_file_ctx {
+	struct cf_ks_aead *aead;
+	size_t nonce;
+	unsigned char file_id[CF_KS_ID_BYTES];
+	uint32_t key_version;
+};
+
+int
+cf_fs_file_ctx_new(struct cf_fs_file_ctx **out, const struct cf_fs_keys *k,
+    const struct cf_fs_header *h)
+{
+	unsigned char fk[CF_KS_KEY_BYTES];
+	struct cf_fs_file_ctx *f;
+	int rc;
+
+	*out = NULL;
+	f = calloc(1, sizeof(*f));
+	if (f == NULL)
+		return -ENOMEM;
+	rc = cf_ks_derive_id(fk, k->content, "fs-file", h->file_id,
+	    CF_KS_ID_BYTES);
+	if (rc == 0)
+		rc = cf_ks_aead_new(&f->aead, h->cipher, fk);
+	sodium_memzero(fk, sizeof(fk));
+	if (rc < 0) {
+		free(f);
+		return rc;
+	}
+	f->nonce = cf_ks_cipher_nonce_bytes(h->cipher);
+	memcpy(f->file_id, h->file_id, CF_KS_ID_BYTES);
+	f->key_version = h->key_version;
+	*out = f;
+	return 0;
+}
+
+void
+cf_fs_file_ctx_free(struct cf_fs_file_ctx *f)
+{
+	if (f == NULL)
+		return;
+	cf_ks_aead_free(f->aead);
+	free(f);
+}
+
+/* AAD = file id (16) || block number (8, LE) || key version (4, LE). */
+static void
+block_ad(const struct cf_fs_file_ctx *f, uint64_t blk, unsigned char ad[28])
+{
+	memcpy(ad, f->file_id, CF_KS_ID_BYTES);
+	put32(ad + 16, (uint32_t)blk);
+	put32(ad + 20, (uint32_t)(blk >> 32));
+	put32(ad + 24, f->key_version);
+}
+
+int
+cf_fs_block_seal(const struct cf_fs_file_ctx *f, uint64_t blk,
+    const unsigned char *in, size_t len, unsigned char *out)
+{
+	unsigned char ad[28];
+
+	if (len > CF_FS_BLOCK)
+		cf_misuse("cf_fs_block_seal: block too large");
+	block_ad(f, blk, ad);
+	randombytes_buf(out, f->nonce);
+	return cf_ks_aead_seal(f->aead, out + f->nonce, in, len, ad, sizeof(ad),
+	    out);
+}
+
+int
+cf_fs_block_open(const struct cf_fs_file_ctx *f, uint64_t blk,
+    const unsigned char *in, size_t clen, unsigned char *out)
+{
+	unsigned char ad[28];
+	size_t ovh = f->nonce + CF_KS_TAG_BYTES;
+
+	if (clen <= ovh || clen > CF_FS_BLOCK + ovh)
+		return sodium_is_zero(in, clen) ? 0 : -EBADMSG;
+	if (sodium_is_zero(in, clen)) {
+		/* A hole left by truncate-up or a sparse write. */
+		memset(out, 0, clen - ovh);
+		return 0;
+	}
+	block_ad(f, blk, ad);
+	return cf_ks_aead_open(f->aead, out, in + f->nonce, clen - f->nonce, ad,
+	    sizeof(ad), in);
+}
+
+/* ---- names ------------------------------------------------------------- */
+
+static void
+name_tag(const struct cf_fs_keys *k, const unsigned char *diriv,
+    const unsigned char *name, size_t len, unsigned char tag[NAME_TAG])
+{
+	crypto_generichash_state st;
+
+	crypto_generichash_init(&st, cf_secbuf_cdata(k->name_mac),
+	    CF_KS_KEY_BYTES, NAME_TAG);
+	crypto_generichash_update(&st, diriv, CF_FS_DIRIV_BYTES);
+	crypto_generichash_update(&st, name, len);
+	crypto_generichash_final(&st, tag, NAME_TAG);
+}
+
+static void
+name_xor(const struct cf_fs_keys *k, const unsigned char tag[NAME_TAG],
+    unsigned char *buf, const unsigned char *in, size_t len)
+{
+	unsigned char nonce[crypto_stream_xchacha20_NONCEBYTES] = { 0 };
+
+	memcpy(nonce, tag, NAME_TAG);
+	crypto_stream_xchacha20_xor(buf, in, len, nonce,
+	    cf_secbuf_cdata(k->name_enc));
+}
+
+int
+cf_fs_name_encrypt(const struct cf_fs_keys *k,
+    const unsigned char diriv[CF_FS_DIRIV_BYTES], const char *name,
+    char *out, size_t cap)
+{
+	unsigned char raw[NAME_TAG + CF_FS_NAME_MAX];
+	size_t len = strlen(name);
+
+	if (len == 0 || strchr(name, '/') != NULL || strcmp(name, ".") == 0 ||
+	    strcmp(name, "..") == 0)
+		return -EINVAL;
+	if (len > CF_FS_NAME_MAX)
+		return -ENAMETOOLONG;
+	name_tag(k, diriv, (const unsigned char *)name, len, raw);
+	name_xor(k, raw, raw + NAME_TAG, (const unsigned char *)name, len);
+	if (cap < sodium_base64_ENCODED_LEN(NAME_TAG + len,
+	    sodium_base64_VARIANT_URLSAFE_NO_PADDING))
+		return -ENAMETOOLONG;
+	sodium_bin2base64(out, cap, raw, NAME_TAG + len,
+	    sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+	return 0;
+}
+
+int
+cf_fs_name_decrypt(const struct cf_fs_keys *k,
+    const unsigned char diriv[CF_FS_DIRIV_BYTES], const char *enc,
+    char *out, size_t cap)
+{
+	unsigned char raw[NAME_TAG + CF_FS_NAME_MAX + 3], tag[NAME_TAG];
+	size_t rlen = 0, len, elen = strlen(enc);
+	const char *end;
+
+	if (elen == 0 || elen > 256)
+		return -EPROTO;
+	if (sodium_base642bin(raw, sizeof(raw), enc, elen, NULL, &rlen, &end,
+	    sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0 ||
+	    (size_t)(end - enc) != elen || rlen <= NAME_TAG)
+		return -EPROTO;
+	len = rlen - NAME_TAG;
+	if (len > CF_FS_NAME_MAX || cap < len + 1)
+		return -EPROTO;
+	name_xor(k, raw, (unsigned char *)out, raw + NAME_TAG, len);
+	name_tag(k, diriv, (const unsigned char *)out, len, tag);
+	if (crypto_verify_16(tag, raw) != 0) {
+		sodium_memzero(out, len);
+		return -EBADMSG;
+	}
+	out[len] = '\0';
+	/* Authentic, but it must also be a name we could have written. */
+	if (memchr(out, '\0', len) != NULL || memchr(out, '/', len) != NULL ||
+	    strcmp(out, ".") == 0 || strcmp(out, "..") == 0)
+		return -EPROTO;
+	return 0;
+}
+
+/* ---- symlink targets ---------------------------------------------------- */
+
+int
+cf_fs_link_encrypt(const struct cf_fs_keys *k, const char *target, char *out,
+    size_t cap)
+{
+	size_t len = strlen(target), rlen;
+	unsigned char *raw;
+	int rc;
+
+	rlen = LINK_NONCE + len + CF_KS_TAG_BYTES;
+	if (len == 0)
+		return -ENOENT;
+	if (cap < sodium_base64_ENCODED_LEN(rlen,
+	    sodium_base64_VARIANT_URLSAFE_NO_PADDING))
+		return -ENAMETOOLONG;
+	raw = malloc(rlen);
+	if (raw == NULL)
+		return -ENOMEM;
+	randombytes_buf(raw, LINK_NONCE);
+	rc = cf_ks_aead_seal(k->meta, raw + LINK_NONCE,
+	    (const unsigned char *)target, len, (const unsigned char *)LINK_AD,
+	    sizeof(LINK_AD) - 1, raw);
+	if (rc == 0)
+		sodium_bin2base64(out, cap, raw, rlen,
+		    sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+	free(raw);
+	return rc;
+}
+
+int
+cf_fs_link_decrypt(const struct cf_fs_keys *k, const char *enc, char *out,
+    size_t cap)
+{
+	size_t elen = strlen(enc), rlen = 0, len;
+	unsigned char *raw;
+	const char *end;
+	int rc = -EPROTO;
+
+	raw = malloc(elen + 1);
+	if (raw == NULL)
+		return -ENOMEM;
+	if (sodium_base642bin(raw, elen + 1, enc, elen, NULL, &rlen, &end,
+	    sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0 ||
+	    (size_t)(end - enc) != elen || rlen <= LINK_NONCE + CF_KS_TAG_BYTES)
+		goto out;
+	len = rlen - LINK_NONCE - CF_KS_TAG_BYTES;
+	if (len + 1 > cap)
+		goto out;
+	rc = cf_ks_aead_open(k->meta, (unsigned char *)out, raw + LINK_NONCE,
+	    rlen - LINK_NONCE, (const unsigned char *)LINK_AD,
+	    sizeof(LINK_AD) - 1, raw);
+	if (rc == 0) {
+		out[len] = '\0';
+		if (memchr(out, '\0', len) != NULL)
+			rc = -EPROTO;
+	}
+out:
+	free(raw);
+	return rc;
+}

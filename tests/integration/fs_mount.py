@@ -1,0 +1,448 @@
+#!/usr/bin/python3
+"""fs_mount.py - coffer mount on a real FUSE mount: POSIX behaviour a
+service relies on, checked against an in-memory model; no plaintext in the
+backing store; tampering gives EIO and an audit record; another tenant's
+store is refused.  TAP output.  Needs root and /dev/fuse."""
+import errno
+import hashlib
+import json
+import mmap
+import os
+import random
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+COFFER = os.environ["COFFER"]
+n = 0
+failed = 0
+
+
+def ok(cond, desc, detail=""):
+    global n, failed
+    n += 1
+    if cond:
+        print(f"ok {n} - {desc}")
+    else:
+        failed += 1
+        print(f"not ok {n} - {desc}")
+        if detail:
+            for line in str(detail).splitlines()[:20]:
+                print(f"# {line}")
+    sys.stdout.flush()
+
+
+def coffer(*args, check=False):
+    r = subprocess.run([COFFER, *args], capture_output=True, text=True,
+                       env=ENV, timeout=120)
+    if check and r.returncode != 0:
+        raise RuntimeError(f"coffer {args}: {r.returncode} {r.stderr}")
+    return r
+
+
+def wait_mounted(mp, proc, timeout=15):
+    end = time.time() + timeout
+    while time.time() < end:
+        if os.path.ismount(mp):
+            return True
+        if proc is not None and proc.poll() is not None:
+            return False
+        time.sleep(0.05)
+    return False
+
+
+def mount(tenant, mp):
+    proc = subprocess.Popen([COFFER, "mount", tenant, mp, "-f"], env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    if not wait_mounted(mp, proc):
+        out, err = proc.communicate(timeout=10) if proc.poll() is not None \
+            else ("", "timeout")
+        raise RuntimeError(f"mount {tenant} failed: {err}")
+    return proc
+
+
+def umount(mp, proc):
+    r = coffer("umount", mp)
+    if r.returncode != 0:
+        subprocess.run(["fusermount3", "-u", "-z", mp])
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    return r.returncode
+
+
+if not os.path.exists("/dev/fuse"):
+    print("1..0 # SKIP /dev/fuse is missing")
+    sys.exit(0 if os.environ.get("CI") != "true" else 1)
+
+T = tempfile.mkdtemp(prefix="cf_fs.")
+HOME = os.path.join(T, "home")
+os.makedirs(HOME)
+with open(os.path.join(HOME, "coffer.conf"), "w") as f:
+    f.write("[kms.local]\ntype = file\nargon2_ops = 1\nargon2_mem_kib = 8\n")
+PASS = os.path.join(T, "pass")
+with open(PASS, "w") as f:
+    f.write("fs test passphrase\n")
+os.chmod(PASS, 0o600)
+ENV = dict(os.environ, COFFER_HOME=HOME, COFFER_PASSPHRASE_FILE=PASS)
+MP = os.path.join(T, "mnt")
+os.makedirs(MP)
+procs = []
+
+
+def cleanup():
+    for mp in (MP, MP + "2"):
+        if os.path.ismount(mp):
+            subprocess.run(["fusermount3", "-u", "-z", mp])
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+    shutil.rmtree(T, ignore_errors=True)
+
+
+def store_of(tenant):
+    return os.path.join(HOME, "tenants", tenant, "store")
+
+
+def backing_files(tenant):
+    out = []
+    for root, dirs, files in os.walk(store_of(tenant)):
+        for name in files + dirs:
+            out.append(os.path.join(root, name))
+    return out
+
+
+def main():
+    coffer("tenant", "create", "acme", check=True)
+    coffer("tenant", "create", "beta", "--cipher", "xchacha20-poly1305",
+           check=True)
+    for tenant in ("acme", "beta"):
+        run_posix(tenant)
+    run_tamper()
+    run_isolation()
+
+
+def run_posix(tenant):
+    p = mount(tenant, MP)
+    procs.append(p)
+    ok(os.path.ismount(MP), f"{tenant}: mounted")
+    try:
+        posix_checks(tenant)
+    finally:
+        rc = umount(MP, p)
+    ok(rc == 0 and not os.path.ismount(MP), f"{tenant}: unmounted cleanly")
+    # Data persists across a remount.
+    p = mount(tenant, MP)
+    procs.append(p)
+    try:
+        with open(os.path.join(MP, "sizes", "f4097"), "rb") as f:
+            data = f.read()
+        ok(hashlib.sha256(data).hexdigest() == SIZES[4097],
+           f"{tenant}: content survives remount")
+        ok(os.stat(os.path.join(MP, "dir0151")).st_mode & 0o7777 == 0o151,
+           f"{tenant}: unusual directory mode survives remount")
+    finally:
+        umount(MP, p)
+    # No plaintext anywhere in the backing store.
+    leaks = []
+    for path in backing_files(tenant):
+        if b"PLAINMARK" in os.fsencode(path):
+            leaks.append(path)
+        st = os.lstat(path)
+        if stat.S_ISREG(st.st_mode):
+            with open(path, "rb") as f:
+                if b"PLAINMARK" in f.read():
+                    leaks.append(path)
+        elif stat.S_ISLNK(st.st_mode):
+            if "PLAINMARK" in os.readlink(path):
+                leaks.append(path)
+    ok(not leaks, f"{tenant}: no marker in backing names, contents, links",
+       leaks)
+    st = os.stat(store_of(tenant))
+    ok(st.st_mode & 0o777 == 0o700, f"{tenant}: backing store is 0700")
+
+
+SIZES = {}
+
+
+def posix_checks(tenant):
+    m = MP
+    rnd = random.Random(42)
+    # Sizes around block boundaries.
+    os.mkdir(os.path.join(m, "sizes"))
+    good = True
+    for size in (0, 1, 4095, 4096, 4097, 3 * 4096 + 5, (1 << 20) + 3):
+        data = rnd.randbytes(size)
+        SIZES[size] = hashlib.sha256(data).hexdigest()
+        path = os.path.join(m, "sizes", f"f{size}")
+        with open(path, "wb") as f:
+            f.write(data)
+        with open(path, "rb") as f:
+            back = f.read()
+        if back != data or os.stat(path).st_size != size:
+            good = False
+    ok(good, f"{tenant}: files of 0, 1, 4095, 4096, 4097 B ... 1 MiB")
+    # Random writes and truncates against a model.
+    path = os.path.join(m, "PLAINMARK-model")
+    model = bytearray()
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    good = True
+    for i in range(300):
+        if rnd.random() < 0.15:
+            size = rnd.randrange(0, 50000)
+            os.ftruncate(fd, size)
+            if size < len(model):
+                del model[size:]
+            else:
+                model.extend(b"\0" * (size - len(model)))
+        else:
+            off = rnd.randrange(0, 60000)
+            data = b"PLAINMARK" + rnd.randbytes(rnd.randrange(0, 9000))
+            os.pwrite(fd, data, off)
+            if off > len(model):
+                model.extend(b"\0" * (off - len(model)))
+            model[off:off + len(data)] = data
+        if i % 25 == 0 or i == 299:
+            back = os.pread(fd, len(model) + 100, 0)
+            if back != bytes(model):
+                good = False
+                break
+    os.close(fd)
+    ok(good, f"{tenant}: 300 random writes/truncates match the model")
+    ok(os.stat(path).st_size == len(model), f"{tenant}: size matches model")
+    # O_APPEND.
+    path = os.path.join(m, "log")
+    for i in range(50):
+        with open(path, "a") as f:
+            f.write(f"line {i} PLAINMARK\n")
+    with open(path) as f:
+        lines = f.read().splitlines()
+    ok(lines == [f"line {i} PLAINMARK" for i in range(50)],
+       f"{tenant}: O_APPEND")
+    # Sparse file beyond 4 GiB.
+    path = os.path.join(m, "sparse")
+    with open(path, "wb") as f:
+        f.seek((5 << 30) + 17)
+        f.write(b"end")
+    st = os.stat(path)
+    with open(path, "rb") as f:
+        f.seek(3 << 30)
+        zeros = f.read(8192)
+        f.seek((5 << 30) + 17)
+        tail = f.read()
+    ok(st.st_size == (5 << 30) + 20 and zeros == b"\0" * 8192 and
+       tail == b"end", f"{tenant}: sparse file > 4 GiB, holes read as zeros")
+    # Names: rename, over an existing target, directories, hard links.
+    a, b = os.path.join(m, "a"), os.path.join(m, "b")
+    with open(a, "w") as f:
+        f.write("A")
+    with open(b, "w") as f:
+        f.write("B")
+    os.rename(a, b)
+    with open(b) as f:
+        ok(f.read() == "A" and not os.path.exists(a),
+           f"{tenant}: rename over an existing file")
+    os.makedirs(os.path.join(m, "d1", "d2"))
+    with open(os.path.join(m, "d1", "d2", "x"), "w") as f:
+        f.write("deep")
+    os.rename(os.path.join(m, "d1"), os.path.join(m, "sizes", "moved"))
+    with open(os.path.join(m, "sizes", "moved", "d2", "x")) as f:
+        ok(f.read() == "deep", f"{tenant}: rename a directory tree")
+    os.link(b, os.path.join(m, "sizes", "hard"))
+    ok(os.stat(b).st_nlink == 2 and
+       open(os.path.join(m, "sizes", "hard")).read() == "A",
+       f"{tenant}: hard link")
+    try:
+        os.rmdir(os.path.join(m, "sizes"))
+        ok(False, f"{tenant}: rmdir of a non-empty directory fails")
+    except OSError as e:
+        ok(e.errno == errno.ENOTEMPTY,
+           f"{tenant}: rmdir of a non-empty directory fails")
+    os.mkdir(os.path.join(m, "empty"))
+    os.rmdir(os.path.join(m, "empty"))
+    ok(not os.path.exists(os.path.join(m, "empty")), f"{tenant}: rmdir")
+    # Symlinks, including a long target.
+    os.symlink("../PLAINMARK/target", os.path.join(m, "ln"))
+    ok(os.readlink(os.path.join(m, "ln")) == "../PLAINMARK/target" and
+       os.lstat(os.path.join(m, "ln")).st_size == 19,
+       f"{tenant}: symlink target and size")
+    long = "PLAINMARK/" + "x" * 2990
+    os.symlink(long, os.path.join(m, "longln"))
+    ok(os.readlink(os.path.join(m, "longln")) == long,
+       f"{tenant}: 3000-byte symlink target")
+    # Modes, owners, times.
+    os.mkdir(os.path.join(m, "dir0151"), 0o151)
+    ok(os.stat(os.path.join(m, "dir0151")).st_mode & 0o7777 == 0o151,
+       f"{tenant}: mkdir 0151 reports exactly 0151")
+    os.chmod(b, 0o640)
+    os.chown(b, 1234, 5678)
+    os.utime(b, ns=(1_000_000_000_123, 2_000_000_000_456))
+    st = os.stat(b)
+    ok(st.st_mode & 0o777 == 0o640 and st.st_uid == 1234 and
+       st.st_gid == 5678 and st.st_mtime_ns == 2_000_000_000_456,
+       f"{tenant}: chmod, chown, utimens seen immediately")
+    os.mkfifo(os.path.join(m, "fifo"))
+    ok(stat.S_ISFIFO(os.stat(os.path.join(m, "fifo")).st_mode),
+       f"{tenant}: mkfifo")
+    # A descriptor keeps working after its name is unlinked.
+    path = os.path.join(m, "doomed")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.write(fd, b"before")
+    os.unlink(path)
+    os.pwrite(fd, b"after-unlink", 6)
+    os.fsync(fd)
+    os.fdatasync(fd)
+    os.fchmod(fd, 0o644)
+    os.ftruncate(fd, 11)
+    ok(os.pread(fd, 100, 0) == b"beforeafter" and
+       os.fstat(fd).st_mode & 0o777 == 0o644,
+       f"{tenant}: fsync/fchmod/ftruncate on an unlinked file")
+    os.close(fd)
+    # Many entries.
+    d = os.path.join(m, "many")
+    os.mkdir(d)
+    for i in range(3000):
+        open(os.path.join(d, f"entry-{i:05d}"), "w").close()
+    names = sorted(os.listdir(d))
+    ok(names == [f"entry-{i:05d}" for i in range(3000)],
+       f"{tenant}: 3000 entries listed exactly")
+    # Concurrent writers on one file, distinct regions.
+    path = os.path.join(m, "shared")
+    with open(path, "wb") as f:
+        f.truncate(8 * 100000)
+    def writer(k):
+        fd2 = os.open(path, os.O_RDWR)
+        for j in range(0, 100000, 1000):
+            os.pwrite(fd2, bytes([65 + k]) * 1000, k * 100000 + j)
+        os.close(fd2)
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(8)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    with open(path, "rb") as f:
+        data = f.read()
+    ok(data == b"".join(bytes([65 + k]) * 100000 for k in range(8)),
+       f"{tenant}: 8 concurrent writers")
+    # Shared writable mmap.
+    path = os.path.join(m, "mapped")
+    with open(path, "wb") as f:
+        f.write(b"\0" * 10000)
+    with open(path, "r+b") as f:
+        mm = mmap.mmap(f.fileno(), 10000)
+        mm[5000:5009] = b"PLAINMARK"
+        mm.flush()
+        mm.close()
+    with open(path, "rb") as f:
+        f.seek(5000)
+        ok(f.read(9) == b"PLAINMARK", f"{tenant}: shared writable mmap")
+    sv = os.statvfs(m)
+    ok(sv.f_blocks > 0, f"{tenant}: statfs")
+    too_long = "n" * 176
+    try:
+        open(os.path.join(m, too_long), "w").close()
+        ok(False, f"{tenant}: over-long name refused with ENAMETOOLONG")
+    except OSError as e:
+        ok(e.errno == errno.ENAMETOOLONG,
+           f"{tenant}: over-long name refused with ENAMETOOLONG")
+
+
+def find_backing(tenant, size):
+    """The backing file of the plaintext file sizes/f<size>."""
+    for path in backing_files(tenant):
+        st = os.lstat(path)
+        if stat.S_ISREG(st.st_mode) and st.st_size == size:
+            return path
+    return None
+
+
+def expect_eio(path):
+    try:
+        with open(path, "rb") as f:
+            f.read()
+        return False
+    except OSError as e:
+        return e.errno == errno.EIO
+
+
+def run_tamper():
+    overhead = 28  # AES-256-GCM: 12-byte nonce + 16-byte tag
+    cb = 4096 + overhead
+    size3 = 32 + 3 * cb + 5 + overhead   # sizes/f12293
+    size1 = 32 + cb + 1 + overhead       # sizes/f4097
+    f3 = find_backing("acme", size3)
+    f1 = find_backing("acme", size1)
+    ok(f3 is not None and f1 is not None, "found backing files to tamper")
+    orig3 = open(f3, "rb").read()
+    orig1 = open(f1, "rb").read()
+    p = mount("acme", MP)
+    procs.append(p)
+    target3 = os.path.join(MP, "sizes", "f12293")
+    target1 = os.path.join(MP, "sizes", "f4097")
+    try:
+        def put(path, data):
+            with open(path, "wb") as f:
+                f.write(data)
+        bad = bytearray(orig3)
+        bad[32 + cb + 100] ^= 1
+        put(f3, bad)
+        ok(expect_eio(target3), "flipped byte gives EIO")
+        bad = bytearray(orig3)
+        bad[32:32 + cb], bad[32 + cb:32 + 2 * cb] = \
+            orig3[32 + cb:32 + 2 * cb], orig3[32:32 + cb]
+        put(f3, bad)
+        ok(expect_eio(target3), "swapped blocks give EIO")
+        put(f3, orig3[:-10])
+        ok(expect_eio(target3), "truncated file gives EIO")
+        put(f3, orig3[:32] + orig1[32:])
+        ok(expect_eio(target3), "another file's blocks give EIO")
+        put(f3, orig1[:32] + orig3[32:])
+        ok(expect_eio(target3), "another file's header gives EIO")
+        put(f3, orig3)
+        with open(target3, "rb") as f:
+            ok(hashlib.sha256(f.read()).hexdigest() == SIZES[12293],
+               "restored file reads again")
+    finally:
+        umount(MP, p)
+    log = coffer("audit", "show", "--tenant", "acme").stdout
+    recs = [json.loads(l) for l in log.splitlines() if l.strip()]
+    integ = [r for r in recs if r["event"] == "fs.integrity"]
+    ok(len(integ) >= 5 and all(len(r["file_id"]) == 32 for r in integ),
+       "integrity failures audited with tenant and file id")
+    ok(all("f12293" not in l for l in log.splitlines()),
+       "audit records name no file in clear")
+    ok(any(r["event"] == "fs.mount" for r in recs) and
+       any(r["event"] == "fs.unmount" for r in recs),
+       "mount and unmount audited")
+    ok(coffer("audit", "verify").returncode == 0, "audit log verifies")
+
+
+def run_isolation():
+    # beta's store replaced by acme's: beta's keys must refuse it.
+    shutil.rmtree(store_of("beta"))
+    subprocess.run(["cp", "-a", store_of("acme"), store_of("beta")],
+                   check=True)
+    r = coffer("mount", "beta", MP)
+    ok(r.returncode == 3 and "does not belong" in r.stderr and
+       not os.path.ismount(MP), "another tenant's store is refused", r.stderr)
+    # A shredded tenant cannot mount.
+    coffer("tenant", "shred", "beta", "--yes", check=True)
+    r = coffer("mount", "beta", MP)
+    ok(r.returncode == 4 and not os.path.ismount(MP),
+       "a shredded tenant cannot mount", r.stderr)
+
+
+try:
+    main()
+except Exception as e:  # report, never hide, a harness failure
+    ok(False, f"harness: {e!r}")
+finally:
+    cleanup()
+print(f"1..{n}")
+sys.exit(1 if failed else 0)

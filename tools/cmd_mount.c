@@ -1,0 +1,177 @@
+/*
+ * cmd_mount.c - coffer mount NAME MOUNTPOINT [-f] [-o OPTIONS] and
+ * coffer umount MOUNTPOINT.
+ *
+ * mount unlocks the tenant's root key through its KMS (lockout and audit
+ * apply), derives the store's keys, drops the root key, checks the
+ * backing store belongs to this tenant and serves it until unmounted.
+ * One process per tenant: it never holds another tenant's keys.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "cf_fs.h"
+#include "tl_int.h"
+
+const struct tl_cmd tl_cmd_mount = {
+	"mount", cmd_mount,
+	"  coffer mount NAME MOUNTPOINT [-f] [-o OPTIONS]\n",
+	"mount a tenant's encrypted store (FUSE)",
+};
+
+const struct tl_cmd tl_cmd_umount = {
+	"umount", cmd_umount,
+	"  coffer umount MOUNTPOINT\n",
+	"unmount a tenant's store",
+};
+
+/* Lifecycle states in which the store may not be mounted (issue 6). */
+static const char *const refused_states[] = { "locked", "closed", "purged",
+	"suspended" };
+
+static void
+audit_mount(struct cf_ks_home *home, const char *event, const char *tenant,
+    const char *mp)
+{
+	struct cf_ks_audit_field f[] = {
+		{ "tenant", tenant, 0 },
+		{ "mountpoint", mp, 0 },
+		{ "pid", NULL, (long long)getpid() },
+	};
+
+	(void)!cf_ks_audit_append(home, event, f, 3);
+}
+
+int
+cmd_mount(struct tl_ctx *ctx, int argc, char **argv)
+{
+	struct cf_fs_mount_opts mo;
+	struct cf_ks_tenant *t = NULL;
+	struct cf_secbuf *root = NULL;
+	struct cf_fs_keys *keys = NULL;
+	struct cf_ks_home *home;
+	char store[PATH_MAX], mp[PATH_MAX];
+	const char *state, *fuse_opts = NULL;
+	int c, fg = 0, rc, ret = CF_EXIT_FAIL;
+	size_t i;
+
+	while ((c = getopt(argc, argv, "fo:")) != -1) {
+		if (c == 'f')
+			fg = 1;
+		else if (c == 'o')
+			fuse_opts = optarg;
+		else
+			return tl_usage(&tl_cmd_mount, "mount: bad option");
+	}
+	if (optind != argc - 2)
+		return tl_usage(&tl_cmd_mount, "mount: give NAME and "
+		    "MOUNTPOINT");
+	if (realpath(argv[optind + 1], mp) == NULL) {
+		fprintf(stderr, "coffer: mountpoint %s: %s\n",
+		    argv[optind + 1], strerror(errno));
+		return CF_EXIT_FAIL;
+	}
+	home = tl_home(ctx, 0);
+	rc = cf_ks_tenant_open(home, argv[optind], &t);
+	if (rc < 0)
+		return tl_fail(rc, NULL);
+	state = cf_ks_tenant_get(t, "state");
+	for (i = 0; state != NULL &&
+	    i < sizeof(refused_states) / sizeof(refused_states[0]); i++) {
+		if (strcmp(state, refused_states[i]) == 0) {
+			fprintf(stderr, "coffer: tenant %s is %s: its store may "
+			    "not be mounted\n", argv[optind], state);
+			ret = CF_EXIT_DENIED;
+			goto out;
+		}
+	}
+	rc = cf_ks_tenant_unlock(t, 0, &root);
+	if (rc < 0) {
+		ret = tl_fail(rc, argv[optind]);
+		goto out;
+	}
+	rc = cf_fs_keys_new(&keys, root, cf_ks_tenant_cipher(t),
+	    cf_ks_tenant_key_version(t));
+	cf_secbuf_free(root);	/* only the derived keys stay in memory */
+	root = NULL;
+	if (rc < 0) {
+		ret = tl_fail(rc, "deriving store keys");
+		goto out;
+	}
+	if (cf_ks_tenant_get(t, "store") != NULL)
+		snprintf(store, sizeof(store), "%s", cf_ks_tenant_get(t,
+		    "store"));
+	else
+		snprintf(store, sizeof(store), "%s/%s/store",
+		    cf_ks_home_path(home), cf_ks_tenant_dir(t));
+	rc = cf_fs_store_init(keys, store);
+	if (rc == -EBADMSG) {
+		fprintf(stderr, "coffer: the store at %s does not belong to "
+		    "tenant %s (another tenant's store, or its marker was "
+		    "altered); refusing to mount\n", store, argv[optind]);
+		ret = CF_EXIT_INTEGRITY;
+		goto out;
+	}
+	if (rc < 0) {
+		fprintf(stderr, "coffer: store %s: %s\n", store,
+		    strerror(-rc));
+		goto out;
+	}
+	memset(&mo, 0, sizeof(mo));
+	mo.backing = store;
+	mo.mountpoint = mp;
+	mo.foreground = fg;
+	mo.fuse_opts = fuse_opts;
+	mo.home = home;
+	mo.tenant = cf_ks_tenant_name(t);
+	audit_mount(home, "fs.mount", mo.tenant, mp);
+	rc = cf_fs_mount(keys, &mo);
+	audit_mount(home, "fs.unmount", mo.tenant, mp);
+	if (rc < 0) {
+		fprintf(stderr, "coffer: mount %s on %s failed: %s\n",
+		    argv[optind], mp, strerror(-rc));
+		goto out;
+	}
+	ret = CF_EXIT_OK;
+out:
+	cf_fs_keys_free(keys);
+	cf_secbuf_free(root);
+	cf_ks_tenant_free(t);
+	return ret;
+}
+
+int
+cmd_umount(struct tl_ctx *ctx, int argc, char **argv)
+{
+	pid_t pid;
+	int status;
+
+	(void)ctx;
+	if (argc != 2)
+		return tl_usage(&tl_cmd_umount, "umount: give MOUNTPOINT");
+	if (umount2(argv[1], 0) == 0)
+		return CF_EXIT_OK;
+	if (errno != EPERM) {
+		fprintf(stderr, "coffer: umount %s: %s\n", argv[1],
+		    strerror(errno));
+		return CF_EXIT_FAIL;
+	}
+	/* Not root: the setuid helper may unmount our own mounts. */
+	pid = fork();
+	if (pid == 0) {
+		execlp("fusermount3", "fusermount3", "-u", "--", argv[1],
+		    (char *)NULL);
+		_exit(127);
+	}
+	if (pid < 0 || waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) ||
+	    WEXITSTATUS(status) != 0)
+		return CF_EXIT_FAIL;
+	return CF_EXIT_OK;
+}
