@@ -22,6 +22,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -878,7 +879,7 @@ op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
     struct fuse_file_info *fi)
 {
 	struct fs *fs = fs_of(req);
-	struct fs_inode *p = inode_of(req, parent), *in;
+	struct fs_inode *p = inode_of(req, parent);
 	struct fuse_entry_param e;
 	char enc[260];
 	int fd = -1, rc;
@@ -896,14 +897,8 @@ op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 	rc = do_lookup(fs, p, enc, &e);
 	if (rc < 0)
 		goto fail;
-	in = (struct fs_inode *)(uintptr_t)e.ino;
-	pthread_rwlock_wrlock(&in->rw);
-	rc = ensure_ctx(fs, in, fd, 1);
-	pthread_rwlock_unlock(&in->rw);
-	if (rc < 0) {
-		unref(fs, in, 1);
-		goto fail;
-	}
+	/* The header is written by the first write, as for an empty file
+	 * made by mknod: creating many empty files costs no data write. */
 	e.attr.st_size = 0;
 	fi->fh = (uint64_t)fd;
 	if (fuse_reply_create(req, &e, fi) == -ENOENT)
@@ -1464,7 +1459,10 @@ cf_fs_mount(const struct cf_fs_keys *keys, const struct cf_fs_mount_opts *o)
 		rc = -ENOMEM;
 		goto out_unmount;
 	}
-	fuse_loop_cfg_set_max_threads(lc, 16);
+	/* Two cores here: a few workers keep the pipe busy; more only
+	 * cost memory (each holds a 1 MiB request buffer and an arena). */
+	mallopt(M_ARENA_MAX, 2);
+	fuse_loop_cfg_set_max_threads(lc, 8);
 	fuse_loop_cfg_set_idle_threads(lc, 4);
 	rc = fuse_session_loop_mt(se, lc) == 0 ? 0 : -EIO;
 out_unmount:
