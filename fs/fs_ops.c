@@ -14,7 +14,7 @@
  * truncates hold it exclusively.  Lock order: inode->rw, then fs->mutex.
  *
  * Not yet here (see the issue notes): names longer than CF_FS_NAME_MAX,
- * xattrs, fallocate, writeback cache, parallel crypto within a request.
+ * xattrs outside the user namespace, fallocate, writeback cache, parallel crypto within a request.
  */
 #define FUSE_USE_VERSION 312
 
@@ -28,8 +28,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <fuse_lowlevel.h>
@@ -1283,6 +1285,200 @@ op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync,
 	fuse_reply_err(req, rc == 0 ? 0 : errno);
 }
 
+/* ---- extended attributes ----------------------------------------------- */
+
+/*
+ * Only the user namespace is offered.  A tenant's "user.NAME" is stored as
+ * "user.cf.ENC" where ENC is NAME encrypted like a file name under a
+ * fixed IV, and its value is sealed with the metadata key, the stored
+ * name as AAD, so values cannot be moved between attributes.
+ */
+#define XATTR_PREFIX "user."
+#define XATTR_STORED "user.cf."
+#define XATTR_NONCE 24U
+#define XATTR_OVH (XATTR_NONCE + CF_KS_TAG_BYTES)
+#define XATTR_MAX 65536U
+
+static const unsigned char xattr_iv[CF_FS_DIRIV_BYTES] = "coffer-xattr-iv";
+
+static int
+xattr_name(struct fs *fs, const char *name, char *out, size_t cap)
+{
+	char enc[260];
+	int rc;
+
+	if (strncmp(name, XATTR_PREFIX, strlen(XATTR_PREFIX)) != 0)
+		return -EOPNOTSUPP;
+	rc = cf_fs_name_encrypt(fs->keys, xattr_iv, name + strlen(XATTR_PREFIX),
+	    enc, sizeof(enc));
+	if (rc == -EINVAL)
+		return -EINVAL;
+	if (rc < 0)
+		return -ERANGE;
+	if ((size_t)snprintf(out, cap, "%s%s", XATTR_STORED, enc) >= cap)
+		return -ERANGE;
+	return 0;
+}
+
+static void
+proc_path(const struct fs_inode *in, char *buf, size_t len)
+{
+	snprintf(buf, len, "/proc/self/fd/%d", in->fd);
+}
+
+static void
+op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+    const char *value, size_t size, int flags)
+{
+	struct fs *fs = fs_of(req);
+	struct fs_inode *in = inode_of(req, ino);
+	char sname[300], path[64];
+	unsigned char *blob;
+	int rc;
+
+	rc = xattr_name(fs, name, sname, sizeof(sname));
+	if (rc == 0 && size > XATTR_MAX - XATTR_OVH)
+		rc = -E2BIG;
+	if (rc < 0) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	blob = malloc(size + XATTR_OVH);
+	if (blob == NULL) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	randombytes_buf(blob, XATTR_NONCE);
+	rc = cf_ks_aead_seal(fs->keys->meta, blob + XATTR_NONCE,
+	    (const unsigned char *)value, size, (const unsigned char *)sname,
+	    strlen(sname), blob);
+	proc_path(in, path, sizeof(path));
+	if (rc == 0 && setxattr(path, sname, blob, size + XATTR_OVH, flags))
+		rc = -errno;
+	free(blob);
+	fuse_reply_err(req, -rc);
+}
+
+static void
+op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+	struct fs *fs = fs_of(req);
+	struct fs_inode *in = inode_of(req, ino);
+	char sname[300], path[64];
+	unsigned char *blob = NULL, *plain = NULL;
+	ssize_t n;
+	int rc;
+
+	rc = xattr_name(fs, name, sname, sizeof(sname));
+	if (rc == -EOPNOTSUPP)
+		rc = -ENODATA;
+	if (rc < 0)
+		goto out;
+	proc_path(in, path, sizeof(path));
+	blob = malloc(XATTR_MAX);
+	plain = malloc(XATTR_MAX);
+	if (blob == NULL || plain == NULL) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	n = getxattr(path, sname, blob, XATTR_MAX);
+	if (n < 0) {
+		rc = -errno;
+		goto out;
+	}
+	if ((size_t)n < XATTR_OVH || cf_ks_aead_open(fs->keys->meta, plain,
+	    blob + XATTR_NONCE, (size_t)n - XATTR_NONCE,
+	    (const unsigned char *)sname, strlen(sname), blob) != 0) {
+		audit(fs, "fs.integrity", in, -3);
+		rc = -EIO;
+		goto out;
+	}
+	n -= XATTR_OVH;
+	if (size == 0)
+		fuse_reply_xattr(req, (size_t)n);
+	else if ((size_t)n > size)
+		fuse_reply_err(req, ERANGE);
+	else
+		fuse_reply_buf(req, (const char *)plain, (size_t)n);
+	free(blob);
+	free(plain);
+	return;
+out:
+	free(blob);
+	free(plain);
+	fuse_reply_err(req, -rc);
+}
+
+static void
+op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	struct fs *fs = fs_of(req);
+	struct fs_inode *in = inode_of(req, ino);
+	char path[64], *raw = NULL, *out = NULL, name[CF_FS_NAME_MAX + 1];
+	size_t used = 0, len;
+	ssize_t n;
+	char *p;
+	int rc = 0;
+
+	proc_path(in, path, sizeof(path));
+	n = listxattr(path, NULL, 0);
+	if (n < 0) {
+		fuse_reply_err(req, errno);
+		return;
+	}
+	raw = malloc((size_t)n + 1);
+	out = malloc((size_t)n + 1);
+	if (raw == NULL || out == NULL) {
+		rc = ENOMEM;
+		goto out;
+	}
+	n = listxattr(path, raw, (size_t)n);
+	if (n < 0) {
+		rc = errno;
+		goto out;
+	}
+	for (p = raw; p < raw + n; p += strlen(p) + 1) {
+		if (strncmp(p, XATTR_STORED, strlen(XATTR_STORED)) != 0 ||
+		    cf_fs_name_decrypt(fs->keys, xattr_iv,
+		    p + strlen(XATTR_STORED), name, sizeof(name)) < 0)
+			continue;	/* not one of ours */
+		/* A decrypted name is never longer than its stored form. */
+		len = strlen(XATTR_PREFIX) + strlen(name) + 1;
+		memcpy(out + used, XATTR_PREFIX, strlen(XATTR_PREFIX));
+		memcpy(out + used + strlen(XATTR_PREFIX), name, strlen(name) + 1);
+		used += len;
+	}
+	if (size == 0)
+		fuse_reply_xattr(req, used);
+	else if (used > size)
+		fuse_reply_err(req, ERANGE);
+	else
+		fuse_reply_buf(req, out, used);
+	free(raw);
+	free(out);
+	return;
+out:
+	free(raw);
+	free(out);
+	fuse_reply_err(req, rc);
+}
+
+static void
+op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+	struct fs *fs = fs_of(req);
+	char sname[300], path[64];
+	int rc;
+
+	rc = xattr_name(fs, name, sname, sizeof(sname));
+	if (rc == -EOPNOTSUPP)
+		rc = -ENODATA;
+	proc_path(inode_of(req, ino), path, sizeof(path));
+	if (rc == 0 && removexattr(path, sname) != 0)
+		rc = -errno;
+	fuse_reply_err(req, -rc);
+}
+
 static void
 op_init(void *userdata, struct fuse_conn_info *conn)
 {
@@ -1321,6 +1517,10 @@ static const struct fuse_lowlevel_ops fs_ops = {
 	.fsyncdir = op_fsyncdir,
 	.statfs = op_statfs,
 	.create = op_create,
+	.setxattr = op_setxattr,
+	.getxattr = op_getxattr,
+	.listxattr = op_listxattr,
+	.removexattr = op_removexattr,
 };
 
 /* ---- mounting ------------------------------------------------------------- */
@@ -1413,6 +1613,18 @@ cf_fs_mount(const struct cf_fs_keys *keys, const struct cf_fs_mount_opts *o)
 	pthread_mutex_init(&fs->mutex, NULL);
 	pthread_mutex_init(&fs->audit_mutex, NULL);
 	pthread_rwlock_init(&fs->root.rw, NULL);
+	{
+		/* One O_PATH descriptor per inode the kernel remembers: a
+		 * tree of 100k files needs far more than the default 1024. */
+		struct rlimit rl;
+
+		rl.rlim_cur = rl.rlim_max = 1048576;	/* fs.nr_open default */
+		if (setrlimit(RLIMIT_NOFILE, &rl) != 0 &&
+		    getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+			rl.rlim_cur = rl.rlim_max;	/* not root: soft = hard */
+			(void)setrlimit(RLIMIT_NOFILE, &rl);
+		}
+	}
 	fs->keys = keys;
 	fs->opts = o;
 	fs->ovh = cf_fs_block_overhead(keys->cipher);
