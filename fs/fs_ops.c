@@ -50,7 +50,8 @@ struct fs_inode {
 	uint64_t nlookup;		/* protected by fs->mutex */
 	pthread_rwlock_t rw;
 	/* Protected by rw: */
-	struct cf_fs_file_ctx *ctx;	/* regular files, once known */
+	struct cf_fs_file_ctx *ctx;	/* regular files while open */
+	unsigned opens;			/* open handles of this inode */
 	unsigned char file_id[CF_KS_ID_BYTES];
 	int have_diriv;			/* directories */
 	unsigned char diriv[CF_FS_DIRIV_BYTES];
@@ -762,6 +763,8 @@ op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	rc = recheck_header(fs, in, fd);
 	if (rc == 0 && (fi->flags & O_TRUNC) != 0)
 		rc = do_truncate(fs, in, fd, 0);
+	if (rc == 0)
+		in->opens++;
 	pthread_rwlock_unlock(&in->rw);
 	if (rc < 0) {
 		close(fd);
@@ -776,8 +779,17 @@ op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 static void
 op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	(void)ino;
+	struct fs_inode *in = inode_of(req, ino);
+
 	close((int)fi->fh);
+	/* A file key lives in locked pages: keep it only while the file is
+	 * open, or a tree of many files would pin pages per file. */
+	pthread_rwlock_wrlock(&in->rw);
+	if (in->opens > 0 && --in->opens == 0) {
+		cf_fs_file_ctx_free(in->ctx);
+		in->ctx = NULL;
+	}
+	pthread_rwlock_unlock(&in->rw);
 	fuse_reply_err(req, 0);
 }
 
@@ -902,6 +914,13 @@ op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 	/* The header is written by the first write, as for an empty file
 	 * made by mknod: creating many empty files costs no data write. */
 	e.attr.st_size = 0;
+	{
+		struct fs_inode *in = (struct fs_inode *)(uintptr_t)e.ino;
+
+		pthread_rwlock_wrlock(&in->rw);
+		in->opens++;
+		pthread_rwlock_unlock(&in->rw);
+	}
 	fi->fh = (uint64_t)fd;
 	if (fuse_reply_create(req, &e, fi) == -ENOENT)
 		close(fd);
