@@ -174,8 +174,9 @@ CF_MUST_CHECK int cf_ks_derive_id(unsigned char out[CF_KS_KEY_BYTES],
 /* ---- clock --------------------------------------------------------------- */
 
 /*
- * The current time.  COFFER_NOW (ISO 8601), a test-only variable, replaces
- * the system clock for every command so schedules can be simulated.
+ * The current time.  In builds configured with -Dtest_clock=true only,
+ * COFFER_NOW (ISO 8601) replaces the system clock so tests can simulate
+ * lockout expiry and schedules; production builds ignore it.
  */
 time_t cf_ks_now(void);
 /* Parses "2026-01-31" or "2026-01-31T12:00:00Z" (UTC); -EINVAL otherwise. */

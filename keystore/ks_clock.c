@@ -1,8 +1,10 @@
 /*
  * ks_clock.c - the one clock every schedule reads, and ISO 8601 dates.
  *
- * COFFER_NOW is a test-only override (documented in docs/operations.md):
- * it lets tests simulate lockout expiry and years of schedules in seconds.
+ * COFFER_NOW is a test-only override (docs/format/home.md), compiled in
+ * only with -Dtest_clock=true: it lets tests simulate lockout expiry and
+ * years of schedules in seconds.  A production build ignores it, since
+ * whoever runs coffer could otherwise wind the clock past a lockout.
  * Only the two forms DESIGN.md names are accepted; anything else is an
  * error rather than a guess.
  */
@@ -84,10 +86,12 @@ cf_ks_time_format(time_t t, char *buf, size_t len)
 time_t
 cf_ks_now(void)
 {
+#ifdef CF_TEST_CLOCK
 	const char *e = getenv("COFFER_NOW");
 	time_t t;
 
 	if (e != NULL && e[0] != '\0' && cf_ks_time_parse(e, &t) == 0)
 		return t;
+#endif
 	return time(NULL);
 }

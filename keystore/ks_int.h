@@ -140,7 +140,13 @@ const char *ks_kms_conf(const struct ks_kms *kms, const char *key);
 
 /* 0 if subject may try; -EACCES (message says until when) if locked. */
 int ks_lockout_check(struct cf_ks_home *home, const char *subject);
-/* Records a failure; locks after CF_KS_LOCKOUT_FAILURES.  Audited. */
+/*
+ * Counts an attempt as a failure before it is checked (under flock, so
+ * parallel attempts count); -EACCES if the subject is locked.  Locks once
+ * CF_KS_LOCKOUT_FAILURES are reached.  Undo with ks_lockout_reset().
+ */
+int ks_lockout_attempt(struct cf_ks_home *home, const char *subject);
+/* Reports (and audits) a failed attempt; always returns -EACCES. */
 int ks_lockout_fail(struct cf_ks_home *home, const char *subject);
 /* Clears the failure count after a success. */
 int ks_lockout_reset(struct cf_ks_home *home, const char *subject);

@@ -108,11 +108,16 @@ get_pass(struct ks_kms *kms, int confirm)
 {
 	struct file_priv *p = kms->priv;
 
+	int rc;
+
 	if (p->pass != NULL)
 		return 0;
-	return ks_home_passphrase(kms->home, kms->name,
+	rc = ks_home_passphrase(kms->home, kms->name,
 	    ks_kms_conf(kms, "passphrase_file"), confirm, &p->pass,
 	    &p->passlen);
+	if (rc == 0)
+		cf_secbuf_noaccess(p->pass);
+	return rc;
 }
 
 static void
@@ -158,10 +163,10 @@ load_kek(struct ks_kms *kms, const unsigned char *id, struct cf_secbuf **kek)
 	if (rc < 0)
 		return ks_err(rc, "KMS '%s': cannot read %s: %s", kms->name,
 		    path, strerror(-rc));
-	rc = ks_lockout_check(kms->home, p->subject);
+	rc = get_pass(kms, 0);
 	if (rc < 0)
 		goto out;
-	rc = get_pass(kms, 0);
+	rc = ks_lockout_attempt(kms->home, p->subject);
 	if (rc < 0)
 		goto out;
 	cf_secbuf_readonly(p->pass);
@@ -173,8 +178,11 @@ load_kek(struct ks_kms *kms, const unsigned char *id, struct cf_secbuf **kek)
 		rc = ks_lockout_fail(kms->home, p->subject);
 		goto out;
 	}
-	if (rc < 0)
+	if (rc < 0) {
+		/* Malformed file: not a guess, so not a failure. */
+		(void)!ks_lockout_reset(kms->home, p->subject);
 		goto out;
+	}
 	if (sodium_memcmp(got_id, id, CF_KS_ID_BYTES) != 0) {
 		rc = ks_err(-EBADMSG, "KMS '%s': %s holds another KEK (file "
 		    "swapped)", kms->name, path);
@@ -224,7 +232,8 @@ new_kek(struct ks_kms *kms, int first)
 	int rc;
 
 	ops = conf_u64(kms, "argon2_ops", KS_KK_OPS_DEFAULT);
-	mem = conf_u64(kms, "argon2_mem_kib", KS_KK_MEM_DEFAULT / 1024) * 1024;
+	mem = conf_u64(kms, "argon2_mem_kib", KS_KK_MEM_DEFAULT / 1024);
+	mem = mem > KS_KK_MEM_MAX / 1024 ? 0 : mem * 1024;	/* no overflow */
 	if (ops < KS_KK_OPS_MIN || ops > KS_KK_OPS_MAX || mem < KS_KK_MEM_MIN ||
 	    mem > KS_KK_MEM_MAX)
 		return ks_err(-EINVAL, "[kms.%s]: argon2_ops must be %u..%u and "

@@ -138,14 +138,19 @@ ks_lockout_check(struct cf_ks_home *home, const char *subject)
 }
 
 int
-ks_lockout_fail(struct cf_ks_home *home, const char *subject)
+ks_lockout_attempt(struct cf_ks_home *home, const char *subject)
 {
-	char path[PATH_MAX], when[32];
+	char path[PATH_MAX];
 	unsigned failures;
 	time_t until, now = cf_ks_now();
 	json_t *j = NULL;
-	int fd, rc, locked = 0;
+	int fd, rc;
 
+	/*
+	 * Counted before the slow check (Argon2id, the KMS) and under the
+	 * lock: parallel attempts, or one killed half-way, all count.  A
+	 * success takes it back with ks_lockout_reset().
+	 */
 	subject_path(subject, path, sizeof(path));
 	fd = lock_dir(home);
 	if (fd < 0)
@@ -153,49 +158,64 @@ ks_lockout_fail(struct cf_ks_home *home, const char *subject)
 	rc = read_state(home, path, &failures, &until);
 	if (rc < 0)
 		goto out;
-	if (until != 0 && until <= now) {
+	if (until != 0 && until > now) {
+		close(fd);
+		fd = -1;
+		rc = ks_lockout_check(home, subject);
+		goto out;
+	}
+	if (until != 0) {
 		failures = 0;
 		until = 0;
 	}
 	failures++;
-	if (failures >= CF_KS_LOCKOUT_FAILURES) {
+	if (failures >= CF_KS_LOCKOUT_FAILURES)
 		until = now + CF_KS_LOCKOUT_SECONDS;
-		locked = 1;
-	}
 	j = json_pack("{s:I, s:I, s:I}", "failures", (json_int_t)failures,
-	    "locked_until", (json_int_t)until, "last_failure", (json_int_t)now);
+	    "locked_until", (json_int_t)until, "last_attempt", (json_int_t)now);
 	if (j == NULL) {
 		rc = -ENOMEM;
 		goto out;
 	}
 	rc = ks_json_save(home->dirfd, path, j, 0600);
+out:
+	json_decref(j);
+	if (fd >= 0)
+		close(fd);
+	return rc;
+}
+
+int
+ks_lockout_fail(struct cf_ks_home *home, const char *subject)
+{
+	char when[32];
+	unsigned failures;
+	time_t until;
+	int rc;
+
+	/* The attempt was counted by ks_lockout_attempt: report it. */
+	rc = cf_ks_lockout_state(home, subject, &failures, &until);
 	if (rc < 0)
-		goto out;
+		return rc;
 	{
 		struct cf_ks_audit_field f[] = {
 			{ "subject", subject, 0 },
 			{ "failures", NULL, (long long)failures },
 		};
 
-		rc = cf_ks_audit_append(home, locked ? "lockout.locked" :
+		/* A damaged audit log must not turn a refusal into exit 3. */
+		(void)!cf_ks_audit_append(home, until != 0 ? "lockout.locked" :
 		    "unlock.failed", f, 2);
-		if (rc < 0)
-			goto out;
 	}
-	if (locked) {
+	if (until != 0) {
 		cf_ks_time_format(until, when, sizeof(when));
-		rc = ks_err(-EACCES, "wrong passphrase or key for %s: %d "
+		return ks_err(-EACCES, "wrong passphrase or key for %s: %u "
 		    "failures in a row, locked until %s", subject, failures,
 		    when);
-	} else {
-		rc = ks_err(-EACCES, "wrong passphrase or key for %s (%u of %d "
-		    "attempts before a %d-minute lock)", subject, failures,
-		    CF_KS_LOCKOUT_FAILURES, CF_KS_LOCKOUT_SECONDS / 60);
 	}
-out:
-	json_decref(j);
-	close(fd);
-	return rc;
+	return ks_err(-EACCES, "wrong passphrase or key for %s (%u of %d "
+	    "attempts before a %d-minute lock)", subject, failures,
+	    CF_KS_LOCKOUT_FAILURES, CF_KS_LOCKOUT_SECONDS / 60);
 }
 
 int

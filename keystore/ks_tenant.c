@@ -89,13 +89,22 @@ scan_versions(struct cf_ks_tenant *t)
 
 		if (de->d_name[0] != 'v')
 			continue;
+		char canon[32];
+
 		errno = 0;
 		v = strtoul(de->d_name + 1, &end, 10);
 		if (errno != 0 || v == 0 || v > UINT32_MAX ||
 		    strcmp(end, ".wk") != 0)
 			continue;
-		if (t->nversions == MAX_VERSIONS)
-			break;
+		/* Only the canonical spelling: "v01.wk" is not version 1. */
+		snprintf(canon, sizeof(canon), "v%lu.wk", v);
+		if (strcmp(canon, de->d_name) != 0)
+			continue;
+		if (t->nversions == MAX_VERSIONS) {
+			closedir(d);
+			return ks_err(-E2BIG, "tenant '%s' has more than %d key "
+			    "versions", t->name, MAX_VERSIONS);
+		}
 		t->versions[t->nversions++] = (uint32_t)v;
 	}
 	closedir(d);
@@ -607,7 +616,7 @@ cf_ks_tenant_unlock(struct cf_ks_tenant *t, uint32_t version,
 	if (cf_ks_tenant_shredded(t))
 		return ks_err(-EACCES, "tenant '%s' was crypto-shredded; its "
 		    "keys no longer exist", t->name);
-	rc = ks_lockout_check(t->home, t->subject);
+	rc = ks_lockout_attempt(t->home, t->subject);
 	if (rc < 0)
 		return rc;
 	rc = read_envelope(t, version, &env);
@@ -618,8 +627,12 @@ cf_ks_tenant_unlock(struct cf_ks_tenant *t, uint32_t version,
 		goto out;
 	rc = kms->ops->unwrap(kms, env.kek_id, env.alg, env.header,
 	    sizeof(env.header), env.blob, env.blob_len, &k);
-	if (rc == -EACCES || rc == -ENOENT)
-		goto out;	/* KMS refused or KEK gone: counted there */
+	if (rc == -EACCES || rc == -ENOENT) {
+		/* KMS refused (counted there) or KEK gone: not this
+		 * tenant's failure. */
+		(void)!ks_lockout_reset(t->home, t->subject);
+		goto out;
+	}
 	if (rc < 0)
 		goto fail;
 	rc = ks_lockout_reset(t->home, t->subject);
@@ -651,15 +664,13 @@ fail:
 			{ "reason", rc == -EBADMSG ? "authentication" :
 			    "malformed", 0 },
 		};
-		int rc2;
 
 		snprintf(msg, sizeof(msg), "%s", cf_ks_last_error());
 		(void)!audit_tenant(t, "key.unwrap_failed", f, 2);
-		rc2 = ks_lockout_fail(t->home, t->subject);
-		if (rc2 < 0 && rc2 != -EACCES)
-			rc = rc2;
-		else
-			ks_err(rc, "%s", msg);
+		(void)ks_lockout_fail(t->home, t->subject);
+		ks_err(rc, "%s", msg);
+	} else {
+		(void)!ks_lockout_reset(t->home, t->subject);
 	}
 out:
 	sodium_memzero(&env, sizeof(env));
@@ -765,12 +776,51 @@ out:
 	return rc;
 }
 
+/* Shreds every regular file in the tenant's keys/ directory. */
+static int
+shred_all(struct cf_ks_tenant *t, size_t *count)
+{
+	char dir[128], path[PATH_MAX];
+	struct dirent *de;
+	DIR *d;
+	int fd, rc = 0;
+
+	*count = 0;
+	snprintf(dir, sizeof(dir), "%s/keys", t->dir);
+	fd = openat(t->home->dirfd, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC |
+	    O_NOFOLLOW);
+	if (fd < 0)
+		return errno == ENOENT ? 0 : -errno;
+	d = fdopendir(fd);
+	if (d == NULL) {
+		close(fd);
+		return -errno;
+	}
+	while ((de = readdir(d)) != NULL) {
+		if (de->d_type != DT_REG && de->d_type != DT_UNKNOWN)
+			continue;
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+		rc = ks_shred_file(t->home->dirfd, path);
+		if (rc < 0 && rc != -ENOENT) {
+			ks_err(rc, "tenant '%s': cannot destroy %s: %s",
+			    t->name, path, strerror(-rc));
+			break;
+		}
+		rc = 0;
+		(*count)++;
+	}
+	closedir(d);
+	return rc;
+}
+
 int
 cf_ks_tenant_shred(struct cf_ks_tenant *t)
 {
-	char path[PATH_MAX], when[32];
+	char when[32];
 	json_t *copy;
-	size_t i, n;
+	size_t n;
 	int rc;
 
 	/*
@@ -791,18 +841,11 @@ cf_ks_tenant_shred(struct cf_ks_tenant *t)
 			return ks_err(rc, "tenant '%s': cannot mark shredded: "
 			    "%s", t->name, strerror(-rc));
 	}
-	rc = scan_versions(t);
+	/* Every regular file under keys/ goes, not only the versions we
+	 * recognise: a temporary left by a crash holds a wrapped key too. */
+	rc = shred_all(t, &n);
 	if (rc < 0)
 		return rc;
-	n = t->nversions;
-	for (i = 0; i < n; i++) {
-		snprintf(path, sizeof(path), "%s/keys/v%u.wk", t->dir,
-		    t->versions[i]);
-		rc = ks_shred_file(t->home->dirfd, path);
-		if (rc < 0 && rc != -ENOENT)
-			return ks_err(rc, "tenant '%s': cannot destroy %s: %s",
-			    t->name, path, strerror(-rc));
-	}
 	rc = scan_versions(t);
 	if (rc < 0)
 		return rc;
