@@ -453,6 +453,25 @@ size_damaged(const struct fs *fs, off_t csize)
 	return rem > 0 && rem <= (off_t)fs->ovh;
 }
 
+/* The plaintext size of the open file fd; -EIO (audited) if damaged. */
+static int
+plain_size(struct fs *fs, struct fs_inode *in, int fd, off_t *psize)
+{
+	off_t csize;
+	int rc;
+
+	*psize = 0;
+	rc = backing_size(fd, &csize);
+	if (rc < 0)
+		return rc;
+	if (size_damaged(fs, csize)) {
+		audit(fs, "fs.integrity", in, -1);
+		return -EIO;
+	}
+	*psize = cf_fs_plain_size(fs->keys->cipher, csize);
+	return 0;
+}
+
 /* Reads and opens block blk into out (4096 bytes); *len gets its size. */
 static int
 read_block(struct fs *fs, struct fs_inode *in, int fd, uint64_t blk,
@@ -549,7 +568,7 @@ op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	struct fs_inode *in = inode_of(req, ino);
 	int fd = (int)fi->fh, rc;
 	unsigned char *cbuf = NULL, *pbuf = NULL;
-	off_t csize = 0, psize, end;
+	off_t psize, end;
 	uint64_t fb, lb, b;
 	size_t got, clen, ctot;
 
@@ -564,15 +583,9 @@ op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		if (rc < 0)
 			goto out;
 	}
-	rc = backing_size(fd, &csize);
+	rc = plain_size(fs, in, fd, &psize);
 	if (rc < 0)
 		goto out;
-	if (size_damaged(fs, csize)) {
-		audit(fs, "fs.integrity", in, -1);
-		rc = -EIO;
-		goto out;
-	}
-	psize = cf_fs_plain_size(fs->keys->cipher, csize);
 	if (off >= psize || size == 0 || in->ctx == NULL) {
 		rc = 0;
 		fuse_reply_buf(req, NULL, 0);
@@ -627,7 +640,7 @@ op_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t size,
 	struct fs_inode *in = inode_of(req, ino);
 	int fd = (int)fi->fh, rc;
 	unsigned char *cbuf = NULL, pbuf[CF_FS_BLOCK];
-	off_t csize = 0, psize, end = off + (off_t)size;
+	off_t psize, end = off + (off_t)size;
 	uint64_t fb, lb, b;
 	size_t ctot = 0;
 
@@ -639,15 +652,9 @@ op_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t size,
 	rc = ensure_ctx(fs, in, fd, 1);
 	if (rc < 0)
 		goto out;
-	rc = backing_size(fd, &csize);
+	rc = plain_size(fs, in, fd, &psize);
 	if (rc < 0)
 		goto out;
-	if (size_damaged(fs, csize)) {
-		audit(fs, "fs.integrity", in, -1);
-		rc = -EIO;
-		goto out;
-	}
-	psize = cf_fs_plain_size(fs->keys->cipher, csize);
 	if (off > psize) {
 		rc = do_truncate(fs, in, fd, off);
 		if (rc < 0)
