@@ -54,6 +54,10 @@ cf_fs_keys_new(struct cf_fs_keys **out, const struct cf_secbuf *root,
 	int rc;
 
 	*out = NULL;
+	/* Keys for a header no reader accepts are a caller bug. */
+	if ((cipher != CF_KS_CIPHER_AES256GCM &&
+	    cipher != CF_KS_CIPHER_XCHACHA20POLY1305) || key_version == 0)
+		return -EINVAL;
 	k = calloc(1, sizeof(*k));
 	if (k == NULL)
 		return -ENOMEM;
@@ -259,8 +263,9 @@ cf_fs_block_open(const struct cf_fs_file_ctx *f, uint64_t blk,
 	unsigned char ad[28];
 	size_t ovh = f->nonce + CF_KS_TAG_BYTES;
 
+	/* [FS-BLK-6] no encoder writes such a length, zeros or not. */
 	if (clen <= ovh || clen > CF_FS_BLOCK + ovh)
-		return sodium_is_zero(in, clen) ? 0 : -EBADMSG;
+		return -EBADMSG;
 	if (sodium_is_zero(in, clen)) {
 		/* A hole left by truncate-up or a sparse write. */
 		memset(out, 0, clen - ovh);
@@ -272,6 +277,26 @@ cf_fs_block_open(const struct cf_fs_file_ctx *f, uint64_t blk,
 }
 
 /* ---- names ------------------------------------------------------------- */
+
+/*
+ * 1 if s holds only the unpadded base64url alphabet.  Checked before
+ * decoding because libsodium 1.0.18 decodes bytes 0x80-0xff as '_', which
+ * would give one name a second spelling ([FS-NAME-6]).
+ */
+static int
+b64url_only(const char *s, size_t len)
+{
+	size_t i;
+
+	for (i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+		    (c >= '0' && c <= '9') || c == '-' || c == '_'))
+			return 0;
+	}
+	return 1;
+}
 
 static void
 name_tag(const struct cf_fs_keys *k, const unsigned char *diriv,
@@ -329,7 +354,7 @@ cf_fs_name_decrypt(const struct cf_fs_keys *k,
 	size_t rlen = 0, len, elen = strlen(enc);
 	const char *end;
 
-	if (elen == 0 || elen > 256)
+	if (elen == 0 || elen > 256 || !b64url_only(enc, elen))
 		return -EPROTO;
 	if (sodium_base642bin(raw, sizeof(raw), enc, elen, NULL, &rlen, &end,
 	    sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0 ||
@@ -391,6 +416,8 @@ cf_fs_link_decrypt(const struct cf_fs_keys *k, const char *enc, char *out,
 	const char *end;
 	int rc = -EPROTO;
 
+	if (!b64url_only(enc, elen))
+		return -EPROTO;
 	raw = malloc(elen + 1);
 	if (raw == NULL)
 		return -ENOMEM;

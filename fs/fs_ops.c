@@ -1555,7 +1555,7 @@ int
 cf_fs_store_init(const struct cf_fs_keys *keys, const char *backing)
 {
 	static const char marker[] = "coffer-store-v1";
-	unsigned char blob[24 + sizeof(marker) + 16], out[sizeof(marker)];
+	unsigned char blob[24 + sizeof(marker) + 16 + 1], out[sizeof(marker)];
 	int dfd, fd, rc = 0;
 	ssize_t n;
 
@@ -1579,8 +1579,8 @@ cf_fs_store_init(const struct cf_fs_keys *keys, const char *backing)
 			goto out;
 		fd = openat(dfd, FS_STORE_MARKER, O_WRONLY | O_CREAT | O_EXCL |
 		    O_CLOEXEC, 0400);
-		if (fd < 0 || write(fd, blob, sizeof(blob)) !=
-		    (ssize_t)sizeof(blob) || fsync(fd) != 0) {
+		if (fd < 0 || write(fd, blob, sizeof(blob) - 1) !=
+		    (ssize_t)sizeof(blob) - 1 || fsync(fd) != 0) {
 			rc = -EIO;
 			if (fd >= 0)
 				close(fd);
@@ -1610,10 +1610,11 @@ cf_fs_store_init(const struct cf_fs_keys *keys, const char *backing)
 		rc = -errno;
 		goto out;
 	}
+	/* One byte more than a marker has: trailing bytes are refused. */
 	n = read(fd, blob, sizeof(blob));
 	close(fd);
-	if (n != (ssize_t)sizeof(blob) || cf_ks_aead_open(keys->meta, out,
-	    blob + 24, sizeof(blob) - 24, NULL, 0, blob) != 0 ||
+	if (n != (ssize_t)sizeof(blob) - 1 || cf_ks_aead_open(keys->meta, out,
+	    blob + 24, sizeof(blob) - 1 - 24, NULL, 0, blob) != 0 ||
 	    memcmp(out, marker, sizeof(marker)) != 0) {	/* checksrc:allow public marker */
 		rc = -EBADMSG;
 		goto out;

@@ -1,0 +1,333 @@
+/*
+ * fs_vectors.c - generates tests/vectors/fs-v1.json from raw libsodium
+ * calls, independently of coffer's fs and keystore code, following
+ * docs/format/fs.md byte by byte.  Not built by meson: vectors are
+ * generated once and never silently regenerated.
+ *
+ *   cc -o /tmp/fv fs_vectors.c $(pkg-config --cflags --libs libsodium)
+ *   /tmp/fv > ../fs-v1.json
+ *
+ * Every nonce here is fixed, which the store itself never does (it draws
+ * them from randombytes_buf): that is what makes the sealed bytes known
+ * answers.  Needs a CPU with AES-NI and PCLMUL, since the vectors must
+ * cover both ciphers; it refuses to write a partial file otherwise.
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#define BLOCK 4096U
+
+static void
+seq(unsigned char *b, size_t n, unsigned start)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		b[i] = (unsigned char)(start + i);
+}
+
+static void
+le32(unsigned char *p, uint32_t v)
+{
+	p[0] = (unsigned char)v;
+	p[1] = (unsigned char)(v >> 8);
+	p[2] = (unsigned char)(v >> 16);
+	p[3] = (unsigned char)(v >> 24);
+}
+
+static void
+le64(unsigned char *p, uint64_t v)
+{
+	le32(p, (uint32_t)v);
+	le32(p + 4, (uint32_t)(v >> 32));
+}
+
+/* Prints `ind"key": "hex"` and an optional comma. */
+static void
+hex(int ind, const char *key, const unsigned char *b, size_t n, int comma)
+{
+	static char h[2 * (BLOCK + 64) + 1];
+
+	sodium_bin2hex(h, sizeof(h), b, n);
+	printf("%*s\"%s\": \"%s\"%s\n", ind, "", key, h, comma ? "," : "");
+}
+
+/* A JSON string of printable ASCII or raw UTF-8 (no quote, backslash). */
+static void
+str(int ind, const char *key, const char *s, int comma)
+{
+	printf("%*s\"%s\": \"%s\"%s\n", ind, "", key, s, comma ? "," : "");
+}
+
+static void
+b64(char *out, size_t cap, const unsigned char *b, size_t n)
+{
+	sodium_bin2base64(out, cap, b, n,
+	    sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+}
+
+/* BLAKE2b-256(key; len(label) || label || id), as cf_ks_derive_id. */
+static void
+derive_id(unsigned char out[32], const unsigned char key[32],
+    const char *label, const unsigned char *id, size_t idlen)
+{
+	crypto_generichash_state st;
+	unsigned char ll = (unsigned char)strlen(label);
+
+	crypto_generichash_init(&st, key, 32, 32);
+	crypto_generichash_update(&st, &ll, 1);
+	crypto_generichash_update(&st, (const unsigned char *)label, ll);
+	crypto_generichash_update(&st, id, idlen);
+	crypto_generichash_final(&st, out, 32);
+}
+
+struct keys {
+	unsigned char root[32], content[32], names[32], meta[32];
+	unsigned char name_mac[32], name_enc[32];
+};
+
+static void
+keys_derive(struct keys *k)
+{
+	crypto_kdf_derive_from_key(k->content, 32, 1, "cf-fsdat", k->root);
+	crypto_kdf_derive_from_key(k->names, 32, 1, "cf-fsnam", k->root);
+	crypto_kdf_derive_from_key(k->meta, 32, 1, "cf-fsmet", k->root);
+	derive_id(k->name_mac, k->names, "name-mac", NULL, 0);
+	derive_id(k->name_enc, k->names, "name-enc", NULL, 0);
+}
+
+/* SIV name encryption; returns the raw length (tag + name). */
+static size_t
+name_seal(const struct keys *k, const unsigned char diriv[16],
+    const char *name, unsigned char raw[16 + 175])
+{
+	crypto_generichash_state st;
+	unsigned char nonce[24] = { 0 };
+	size_t len = strlen(name);
+
+	crypto_generichash_init(&st, k->name_mac, 32, 16);
+	crypto_generichash_update(&st, diriv, 16);
+	crypto_generichash_update(&st, (const unsigned char *)name, len);
+	crypto_generichash_final(&st, raw, 16);
+	memcpy(nonce, raw, 16);
+	crypto_stream_xchacha20_xor(raw + 16, (const unsigned char *)name,
+	    len, nonce, k->name_enc);
+	return 16 + len;
+}
+
+enum { GCM = 1, XCHACHA = 2 };
+
+struct blockspec {
+	uint64_t blk;
+	size_t len;
+	unsigned nonce_start;
+};
+
+/* Seals one block with a chosen nonce and prints its vector object. */
+static size_t
+block(int cipher, const unsigned char fk[32], const unsigned char id[16],
+    uint32_t kv, const struct blockspec *b, unsigned char *out, int comma)
+{
+	static unsigned char pt[BLOCK];
+	unsigned char ad[28];
+	size_t nl = cipher == GCM ? 12 : 24, i;
+	unsigned long long clen;
+
+	for (i = 0; i < b->len; i++)
+		pt[i] = (unsigned char)((b->blk * 131 + i * 31 + 7) & 0xff);
+	memcpy(ad, id, 16);
+	le64(ad + 16, b->blk);
+	le32(ad + 24, kv);
+	seq(out, nl, b->nonce_start);
+	if (cipher == GCM)
+		crypto_aead_aes256gcm_encrypt(out + nl, &clen, pt, b->len, ad,
+		    sizeof(ad), NULL, out, fk);
+	else
+		crypto_aead_xchacha20poly1305_ietf_encrypt(out + nl, &clen, pt,
+		    b->len, ad, sizeof(ad), NULL, out, fk);
+	printf("        {\n");
+	printf("          \"block\": %llu,\n", (unsigned long long)b->blk);
+	hex(10, "nonce", out, nl, 1);
+	hex(10, "aad", ad, sizeof(ad), 1);
+	hex(10, "plaintext", pt, b->len, 1);
+	hex(10, "sealed", out, nl + (size_t)clen, 0);
+	printf("        }%s\n", comma ? "," : "");
+	return nl + (size_t)clen;
+}
+
+static void
+file(const struct keys *k, int cipher, uint32_t kv, unsigned id_start,
+    const struct blockspec *bs, size_t nb, size_t nfile, size_t psize,
+    int comma)
+{
+	static unsigned char sealed[BLOCK + 64];
+	unsigned char hdr[32], fk[32];
+	size_t i, total = 32;
+
+	memcpy(hdr, "\x89" "CFFS\r\n\x1a", 8);
+	hdr[8] = 1;
+	hdr[9] = 0;
+	hdr[10] = (unsigned char)cipher;
+	hdr[11] = 0;
+	le32(hdr + 12, kv);
+	seq(hdr + 16, 16, id_start);
+	derive_id(fk, k->content, "fs-file", hdr + 16, 16);
+	printf("    {\n");
+	str(6, "cipher", cipher == GCM ? "aes-256-gcm" : "xchacha20-poly1305",
+	    1);
+	printf("      \"cipher_id\": %d,\n", cipher);
+	printf("      \"key_version\": %lu,\n", (unsigned long)kv);
+	hex(6, "file_id", hdr + 16, 16, 1);
+	hex(6, "header", hdr, 32, 1);
+	hex(6, "file_key", fk, 32, 1);
+	printf("      \"blocks\": [\n");
+	for (i = 0; i < nb; i++) {
+		size_t n = block(cipher, fk, hdr + 16, kv, &bs[i], sealed,
+		    i + 1 < nb);
+
+		if (i < nfile)
+			total += n;
+	}
+	printf("      ],\n");
+	/* The file made of the first nfile blocks (numbered 0..nfile-1). */
+	printf("      \"file_blocks\": %zu,\n", nfile);
+	printf("      \"plaintext_size\": %zu,\n", psize);
+	printf("      \"backing_size\": %zu\n", total);
+	printf("    }%s\n", comma ? "," : "");
+}
+
+static void
+name(const struct keys *k, const unsigned char diriv[16], const char *n,
+    const char *note, int comma)
+{
+	unsigned char raw[16 + 175];
+	char enc[257];
+	size_t rl;
+
+	rl = name_seal(k, diriv, n, raw);
+	b64(enc, sizeof(enc), raw, rl);
+	printf("    {\n");
+	str(6, "note", note, 1);
+	hex(6, "diriv", diriv, 16, 1);
+	hex(6, "name", (const unsigned char *)n, strlen(n), 1);
+	hex(6, "tag", raw, 16, 1);
+	str(6, "encoded", enc, 0);
+	printf("    }%s\n", comma ? "," : "");
+}
+
+int
+main(void)
+{
+	static const struct blockspec gcm_blocks[] = {
+		{ 0, BLOCK, 0x40 },
+		{ 1, 1, 0x50 },
+	};
+	static const struct blockspec xch_blocks[] = {
+		{ 0, BLOCK, 0x60 },
+		{ 1, 1, 0x80 },
+		/* Not part of the file above: a block number with high bits
+		 * set, to pin the u64 LE block number in the AAD. */
+		{ 0x100000002ULL, 13, 0xa0 },
+	};
+	static const char marker[16] = "coffer-store-v1";	/* NUL incl. */
+	static const char *target = "../shared/report 2024.pdf";
+	struct keys k, k2;
+	unsigned char diriv[16], xattr_iv[16] = "coffer-xattr-iv";
+	unsigned char raw[24 + 3100 + 16], mk[24 + 16 + 16];
+	char longname[176], enc[4200];
+	unsigned long long clen;
+	size_t i, tl;
+
+	if (sodium_init() < 0)
+		return 1;
+	if (!crypto_aead_aes256gcm_is_available()) {
+		fprintf(stderr, "fs_vectors: AES-256-GCM is not available on "
+		    "this CPU; the vectors need both ciphers\n");
+		return 1;
+	}
+	seq(k.root, 32, 0x00);
+	keys_derive(&k);
+	seq(k2.root, 32, 0x20);
+	keys_derive(&k2);
+
+	printf("{\n");
+	printf("  \"format\": \"fs\",\n  \"version\": 1,\n");
+	printf("  \"keys\": {\n");
+	hex(4, "root", k.root, 32, 1);
+	hex(4, "content", k.content, 32, 1);
+	hex(4, "names", k.names, 32, 1);
+	hex(4, "meta", k.meta, 32, 1);
+	hex(4, "name_mac", k.name_mac, 32, 1);
+	hex(4, "name_enc", k.name_enc, 32, 0);
+	printf("  },\n");
+
+	/* Files: header, file key, sealed blocks. */
+	printf("  \"files\": [\n");
+	file(&k, GCM, 1, 0xa0, gcm_blocks, 2, 2, BLOCK + 1, 1);
+	/* key_version 0x04030201 pins its byte order in header and AAD;
+	 * the file is blocks 0 and 1, the third block stands alone. */
+	file(&k, XCHACHA, 0x04030201UL, 0xb0, xch_blocks, 3, 2, BLOCK + 1, 0);
+	printf("  ],\n");
+
+	/* Names. */
+	seq(diriv, 16, 0xd0);
+	for (i = 0; i < 175; i++) {
+		/* Printable ASCII, every byte but '/'. */
+		int c = '!' + (int)((i * 7) % 94);
+
+		longname[i] = (char)(c == '/' ? 'Z' : c);
+	}
+	longname[175] = '\0';
+	printf("  \"names\": [\n");
+	name(&k, diriv, "a", "one byte", 1);
+	name(&k, diriv, "hello.txt", "ordinary", 1);
+	name(&k, diriv, "cf.diriv", "a tenant name that looks reserved", 1);
+	name(&k, diriv, "r\xc3\xa9sum\xc3\xa9 \xe2\x9c\x93.pdf", "UTF-8", 1);
+	name(&k, diriv, longname, "175 bytes, the longest", 1);
+	name(&k, xattr_iv, "comment", "xattr name under the fixed xattr IV",
+	    0);
+	printf("  ],\n");
+
+	/* The same name and diriv under another tenant's root. */
+	printf("  \"other_tenant\": {\n");
+	hex(4, "root", k2.root, 32, 1);
+	hex(4, "diriv", diriv, 16, 1);
+	hex(4, "name", (const unsigned char *)"hello.txt", 9, 1);
+	{
+		unsigned char r2[16 + 175];
+		size_t rl = name_seal(&k2, diriv, "hello.txt", r2);
+
+		b64(enc, sizeof(enc), r2, rl);
+	}
+	str(4, "encoded", enc, 0);
+	printf("  },\n");
+
+	/* Symlink target. */
+	tl = strlen(target);
+	seq(raw, 24, 0x80);
+	crypto_aead_xchacha20poly1305_ietf_encrypt(raw + 24, &clen,
+	    (const unsigned char *)target, tl,
+	    (const unsigned char *)"coffer-symlink-v1", 17, NULL, raw, k.meta);
+	b64(enc, sizeof(enc), raw, 24 + (size_t)clen);
+	printf("  \"symlink\": {\n");
+	hex(4, "target", (const unsigned char *)target, tl, 1);
+	hex(4, "nonce", raw, 24, 1);
+	hex(4, "aad", (const unsigned char *)"coffer-symlink-v1", 17, 1);
+	str(4, "encoded", enc, 0);
+	printf("  },\n");
+
+	/* Store marker. */
+	seq(mk, 24, 0xc0);
+	crypto_aead_xchacha20poly1305_ietf_encrypt(mk + 24, &clen,
+	    (const unsigned char *)marker, sizeof(marker), NULL, 0, NULL, mk,
+	    k.meta);
+	printf("  \"store_marker\": {\n");
+	hex(4, "plaintext", (const unsigned char *)marker, sizeof(marker), 1);
+	hex(4, "nonce", mk, 24, 1);
+	hex(4, "bytes", mk, 24 + (size_t)clen, 0);
+	printf("  }\n}\n");
+	return 0;
+}
