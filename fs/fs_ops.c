@@ -1569,6 +1569,13 @@ cf_fs_store_init(const struct cf_fs_keys *keys, const char *backing)
 		goto out;
 	}
 	fd = openat(dfd, FS_STORE_MARKER, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0 && errno == ENOENT &&
+	    faccessat(dfd, FS_STORE_DATA, F_OK, AT_SYMLINK_NOFOLLOW) == 0) {
+		/* Data without a marker: deleting the marker must not let
+		 * another tenant's keys adopt the store ([FS-STORE-4]). */
+		rc = -EBADMSG;
+		goto out;
+	}
 	if (fd < 0 && errno == ENOENT) {
 		/* A new store: its marker proves later mounts use our keys. */
 		randombytes_buf(blob, 24);

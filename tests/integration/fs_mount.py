@@ -532,6 +532,11 @@ def run_isolation():
     r = coffer("mount", "beta", MP)
     ok(r.returncode == 3 and "does not belong" in r.stderr and
        not os.path.ismount(MP), "another tenant's store is refused", r.stderr)
+    # A store whose marker was deleted is not adopted by any tenant.
+    os.unlink(os.path.join(store_of("acme"), "cf.store"))
+    r = coffer("mount", "acme", MP)
+    ok(r.returncode == 3 and not os.path.ismount(MP),
+       "a store whose marker was deleted is refused", r.stderr)
     # A shredded tenant cannot mount.
     coffer("tenant", "shred", "beta", "--yes", check=True)
     r = coffer("mount", "beta", MP)
