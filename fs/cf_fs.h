@@ -56,7 +56,7 @@ void cf_fs_header_encode(const struct cf_fs_header *h,
 size_t cf_fs_block_overhead(enum cf_ks_cipher c);
 /* Plaintext size of a file whose backing file has csize bytes. */
 off_t cf_fs_plain_size(enum cf_ks_cipher c, off_t csize);
-/* Backing size for a plaintext size (header included; 0 stays 0). */
+/* Backing size for a plaintext size, header included (0 gives 32). */
 off_t cf_fs_cipher_size(enum cf_ks_cipher c, off_t psize);
 
 /* A per-file sealing context: the file key derived from the file id. */

@@ -12,16 +12,11 @@
  * encoding per header).  The body is then cut into blocks as the daemon
  * cuts it (4096 bytes plus overhead each, the last one shorter) and at
  * most 8 are opened, each with its own block number: only 0 and -EBADMSG
- * are allowed.  An all-zero block of a valid length is a hole and must
- * open to zeros; any other block that opens must survive a seal/open
- * round trip.  When every block opened and the backing size is not one
- * the format calls damage, the opened lengths must add up to
- * cf_fs_plain_size().
- *
- * It deliberately does not assert what the spec says of an all-zero
- * block of a bad length (-EBADMSG): fs_crypt.c still returns 0 there,
- * a known bug pinned by test_fs_codec --known-bugs.  Such a block only
- * stops the size check.
+ * are allowed, and a last block of 1..overhead bytes (damage) must be
+ * -EBADMSG even when it is all zeros.  An all-zero block of a valid
+ * length is a hole and must open to zeros; any other block that opens
+ * must survive a seal/open round trip.  When every block opened, the
+ * opened lengths must add up to cf_fs_plain_size().
  */
 #include <errno.h>
 #include <stdint.h>
@@ -102,9 +97,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		rc = cf_fs_block_open(ctx, b, body + off, clen, out);
 		if (rc != 0 && rc != -EBADMSG)
 			abort();
-		if (rc != 0 || clen <= ovh) {
-			/* Refused, or the known bug: a too-short zero block
-			 * opening as nothing.  Either way no size to add. */
+		if (clen <= ovh && rc != -EBADMSG)
+			abort();	/* [FS-BLK-6] */
+		if (rc != 0) {
 			all_opened = 0;
 			continue;
 		}
@@ -122,14 +117,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 		total += plen;
 	}
-	if (all_opened && off >= blen) {
-		size_t rem = blen % cb;
-
-		/* Sizes with a last block of 1..overhead bytes are damage. */
-		if ((rem == 0 || rem > ovh) &&
-		    cf_fs_plain_size(h.cipher, (off_t)size) != (off_t)total)
-			abort();
-	}
+	/* Damaged sizes never get here: their last block is refused. */
+	if (all_opened && off >= blen &&
+	    cf_fs_plain_size(h.cipher, (off_t)size) != (off_t)total)
+		abort();
 	cf_fs_file_ctx_free(ctx);
 	return 0;
 }

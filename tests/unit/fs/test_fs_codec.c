@@ -1309,14 +1309,13 @@ link_limits(void)
 	cf_fs_keys_free(k);
 }
 
-
 /* ---- regressions: bugs the first review of fs_crypt.c found ------------- */
 
 /*
  * [FS-BLK-6] a block whose length is outside (overhead, 4096 + overhead]
- * is -EBADMSG whatever its bytes.  fs_crypt.c treats an all-zero block of
- * any such length (0, 1..overhead, or longer than a block) as an opened
- * hole and returns 0 without writing out.
+ * is -EBADMSG whatever its bytes.  Before the fix, an all-zero block of
+ * any such length (0, 1..overhead, or longer than a block) opened as a
+ * hole: 0, with nothing written to out.
  */
 static void
 bug_block_bad_length_zero(void)
@@ -1352,7 +1351,7 @@ bug_block_bad_length_zero(void)
 /*
  * [FS-HDR-5] [FS-HDR-6] keys for a cipher the header cannot name, or for
  * key version 0, would write headers no reader accepts: cf_fs_keys_new
- * should refuse them with -EINVAL.  It accepts both.
+ * refuses them with -EINVAL (it used to accept both).
  */
 static void
 bug_keys_new_unchecked(void)
@@ -1373,8 +1372,8 @@ bug_keys_new_unchecked(void)
 }
 
 /*
- * [FS-STORE-4] the marker is exactly 56 bytes.  cf_fs_store_init reads
- * only the first 56, so a marker with bytes appended is accepted.
+ * [FS-STORE-4] the marker is exactly 56 bytes.  cf_fs_store_init used to
+ * read only the first 56, so a marker with bytes appended was accepted.
  */
 static void
 bug_marker_trailing_bytes(void)
@@ -1402,11 +1401,40 @@ bug_marker_trailing_bytes(void)
 }
 
 /*
+ * [FS-STORE-4] only a store without data/ may lack its marker.
+ * cf_fs_store_init used to take any store without cf.store for a new
+ * one, so after the marker was deleted another tenant's keys were
+ * accepted (and sealed a marker of their own).
+ */
+static void
+bug_marker_deleted(void)
+{
+	struct cf_fs_keys *k = keys_seq(0), *k2 = keys_seq(0x20);
+	char store[1024], marker[1100];
+	int rc1, rc2 = 0, rc3 = 0;
+
+	CHECK(k != NULL && k2 != NULL);
+	snprintf(store, sizeof(store), "%s/store", cf_test_tmpdir());
+	rc1 = cf_fs_store_init(k, store);
+	snprintf(marker, sizeof(marker), "%s/cf.store", store);
+	if (rc1 == 0 && unlink(marker) == 0) {
+		rc2 = cf_fs_store_init(k2, store);
+		rc3 = cf_fs_store_init(k, store);
+	}
+	cf_fs_keys_free(k);
+	cf_fs_keys_free(k2);
+	CHECK_RC(rc1, 0);
+	CHECK_RC(rc2, -EBADMSG);
+	CHECK_RC(rc3, -EBADMSG);	/* not even its own tenant's */
+	CHECK(access(marker, F_OK) != 0);	/* and none was written */
+}
+
+/*
  * [FS-NAME-6] [FS-LINK-4] one encoding per name and per target: a byte
  * outside the base64url alphabet is -EPROTO.  libsodium 1.0.18 decodes
- * every byte from 0x80 to 0xff as '_' (value 63), and fs_crypt.c relies
- * on it to reject them, so a '_' replaced by such a byte still decodes:
- * a second directory entry for the same name.
+ * every byte from 0x80 to 0xff as '_' (value 63); before fs_crypt.c
+ * checked the alphabet itself, a '_' replaced by such a byte still
+ * decoded: a second directory entry for the same name.
  */
 static void
 bug_b64_high_bytes(void)
@@ -1450,7 +1478,6 @@ bug_b64_high_bytes(void)
 	CHECK_RC(rc_link, -EPROTO);
 }
 
-
 static const struct cf_test_case cases[] = {
 	CF_TEST(kat_subkeys),
 	CF_TEST(kat_header),
@@ -1472,10 +1499,11 @@ static const struct cf_test_case cases[] = {
 	CF_TEST(names_distinct),
 	CF_TEST(link_reject),
 	CF_TEST(link_limits),
-	CF_TEST(bug_b64_high_bytes),
 	CF_TEST(bug_block_bad_length_zero),
 	CF_TEST(bug_keys_new_unchecked),
 	CF_TEST(bug_marker_trailing_bytes),
+	CF_TEST(bug_marker_deleted),
+	CF_TEST(bug_b64_high_bytes),
 };
 
 CF_TEST_MAIN(cases)
