@@ -842,6 +842,18 @@ reply_new_entry(fuse_req_t req, struct fs_inode *parent, const char *enc)
 		fuse_reply_entry(req, &e);
 }
 
+/* Ends a create-type op: the error, or the new entry owned by the caller. */
+static void
+reply_created(fuse_req_t req, struct fs_inode *parent, const char *enc, int rc)
+{
+	if (rc < 0) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	own(req, parent->fd, enc);
+	reply_new_entry(req, parent, enc);
+}
+
 static void
 op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
 {
@@ -887,12 +899,7 @@ op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 	rc = enc_name(fs_of(req), p, name, enc, sizeof(enc));
 	if (rc == 0 && mknodat(p->fd, enc, mode, rdev) != 0)
 		rc = -errno;
-	if (rc < 0) {
-		fuse_reply_err(req, -rc);
-		return;
-	}
-	own(req, p->fd, enc);
-	reply_new_entry(req, p, enc);
+	reply_created(req, p, enc, rc);
 }
 
 static void
@@ -960,12 +967,7 @@ op_symlink(fuse_req_t req, const char *target, fuse_ino_t parent,
 	if (rc == 0 && symlinkat(etarget, p->fd, enc) != 0)
 		rc = -errno;
 	free(etarget);
-	if (rc < 0) {
-		fuse_reply_err(req, -rc);
-		return;
-	}
-	own(req, p->fd, enc);
-	reply_new_entry(req, p, enc);
+	reply_created(req, p, enc, rc);
 }
 
 static void
