@@ -90,12 +90,11 @@ not_mounted() { [ -z "$(fstype_of "$MP")" ]; }
 
 # daemon_pids: coffer processes that serve $MP (their argv names it).
 daemon_pids() {
-	local p
+	local p args
 	for p in /proc/[0-9]*; do
-		[ "$(tr '\0' '\n' <"$p/cmdline" 2>/dev/null | head -n 1)" = \
-			"$COFFER" ] || continue
-		tr '\0' '\n' <"$p/cmdline" 2>/dev/null | grep -qxF -- "$MP" &&
-			echo "${p#/proc/}"
+		args=$({ tr '\0' '\n' <"$p/cmdline"; } 2>/dev/null) || continue
+		[ "$(head -n 1 <<<"$args")" = "$COFFER" ] || continue
+		grep -qxF -- "$MP" <<<"$args" && echo "${p#/proc/}"
 	done
 }
 # gone PIDS...: true once none of PIDS is alive (waits up to 10 s).
