@@ -135,4 +135,192 @@ CF_MUST_CHECK int cf_fs_mount(const struct cf_fs_keys *keys,
 CF_MUST_CHECK int cf_fs_store_init(const struct cf_fs_keys *keys,
     const char *backing);
 
+/* ---- reading a store without FUSE -------------------------------------- */
+
+/*
+ * A read-only view of one tenant's store, for backups: it decrypts names,
+ * file contents, symlink targets and user.* xattrs with the tenant's keys
+ * straight from the backing directory, with no mount and no FUSE round
+ * trip (docs/format/fs.md, "Reading a store without FUSE").  It never
+ * creates, changes or deletes anything in the store.
+ *
+ * Every object is reached through a directory handle with openat() and
+ * O_NOFOLLOW, one plaintext name at a time; a name is 1 to
+ * CF_FS_RNAME_MAX bytes, never "." or "..", and holds no '/' (else
+ * -EINVAL, -ENAMETOOLONG).  Names of more than 175 bytes are stored in the
+ * long-name form (cf.L.*), symlink targets too long for a backing symlink
+ * in links/ (cf.T.*); the reader follows both.
+ *
+ * Consistency: the reader does not stop the daemon.  A file that changed
+ * while it was read is reported with -EAGAIN (cf_fs_rfile_check); a
+ * point-in-time copy of a live mount needs the daemon's cooperation, which
+ * is not part of this API.
+ *
+ * Threads: a reader may be shared by many threads; each directory or file
+ * handle is used by one thread at a time.  The keys passed to
+ * cf_fs_reader_open() must outlive the reader, and the reader every handle
+ * made from it.
+ */
+#include <sys/stat.h>
+
+#define CF_FS_RNAME_MAX 255U		/* longest plaintext name */
+#define CF_FS_RLINK_MAX 4095U		/* longest plaintext symlink target */
+#define CF_FS_RXATTR_MAX 65496U		/* longest plaintext xattr value */
+#define CF_FS_RREAD_MAX (256U * CF_FS_BLOCK) /* most bytes one pread gives */
+
+struct cf_fs_reader;	/* an open store */
+struct cf_fs_rdir;	/* a directory of the tenant's tree */
+struct cf_fs_rfile;	/* a regular file open for reading */
+
+/*
+ * Opens the store in the backing directory backing for reading.  Its
+ * marker must open under keys (the check cf_fs_store_init() makes, but
+ * nothing is ever created): -EBADMSG for another tenant's store, an
+ * altered marker, or a store with data/ but no marker; -ENOENT if there is
+ * no store at all.  On success *out is owned by the caller; free with
+ * cf_fs_reader_free().  keys must outlive it.
+ */
+CF_MUST_CHECK int cf_fs_reader_open(struct cf_fs_reader **out,
+    const struct cf_fs_keys *keys, const char *backing);
+void cf_fs_reader_free(struct cf_fs_reader *r);
+
+/*
+ * Opens the tenant's root directory (data/ in the store), or the
+ * subdirectory name of parent (a symlink is refused, -ELOOP or -ENOTDIR).
+ * -EIO if the directory's IV (cf.diriv) is missing or short: none of its
+ * entries can be named.  On success *out is owned by the caller; free with
+ * cf_fs_rdir_free().  parent may be freed before the child.
+ */
+CF_MUST_CHECK int cf_fs_rdir_open_root(struct cf_fs_rdir **out,
+    struct cf_fs_reader *r);
+CF_MUST_CHECK int cf_fs_rdir_open(struct cf_fs_rdir **out,
+    const struct cf_fs_rdir *parent, const char *name);
+void cf_fs_rdir_free(struct cf_fs_rdir *d);
+
+/*
+ * One directory entry.  name is the plaintext name; stored the backing
+ * name (for messages; it reveals nothing the backing store does not).  st
+ * is the backing object's lstat, so st_ino, st_dev and st_nlink find hard
+ * links, except that st_size is the plaintext size for a regular file and
+ * the plaintext target length for a symlink.
+ *
+ * err is 0, or why this one entry cannot be read, while the walk goes on:
+ * -EBADMSG a name that does not authenticate (planted, altered, another
+ * directory's or tenant's) or a long-name sidecar whose hash does not
+ * match; -EPROTO a name that is not an encoded name, a malformed sidecar;
+ * -EIO a missing sidecar; or -errno from lstat (the entry vanished:
+ * -ENOENT).  Then name is NULL and st is zeroed.
+ */
+struct cf_fs_rentry {
+	const char *name;
+	const char *stored;
+	int err;
+	struct stat st;
+};
+
+/*
+ * Gives the next entry of d in *ep: 1 and an entry, 0 at the end, or
+ * -errno if the directory itself cannot be read further.  The store's own
+ * names (cf.diriv, long-name sidecars and every other reserved cf.* name)
+ * are skipped.  *ep points into d and is valid until the next call on d.
+ * Order is the backing file system's.  cf_fs_rdir_rewind() starts over.
+ */
+CF_MUST_CHECK int cf_fs_rdir_next(struct cf_fs_rdir *d,
+    const struct cf_fs_rentry **ep);
+void cf_fs_rdir_rewind(struct cf_fs_rdir *d);
+
+/*
+ * lstat of the entry name of d, or of d itself if name is NULL, with the
+ * sizes of struct cf_fs_rentry.
+ */
+CF_MUST_CHECK int cf_fs_rdir_stat(const struct cf_fs_rdir *d,
+    const char *name, struct stat *st);
+
+/*
+ * Decrypts the target of symlink name in d into out (cap bytes, at least
+ * CF_FS_RLINK_MAX + 1 for every target; NUL-terminated).  -EINVAL if it
+ * is not a symlink, -EBADMSG/-EPROTO if the stored target is damaged
+ * (also a long target's file in links/ whose hash does not match),
+ * -ERANGE if cap is too small.
+ */
+CF_MUST_CHECK int cf_fs_rdir_readlink(const struct cf_fs_rdir *d,
+    const char *name, char *out, size_t cap);
+
+/*
+ * Lists the user.* extended attributes of the entry name of d, or of d
+ * itself if name is NULL (symlinks are not followed), as "user.NAME\0"
+ * strings one after another, like listxattr(2).  Stored names that are
+ * not the store's are skipped; ones that are but do not decrypt are
+ * counted in *damaged (may be NULL) and skipped.  On success *list
+ * (malloc'd, NULL if there are none) is owned by the caller, *len its
+ * length; free with free().
+ */
+CF_MUST_CHECK int cf_fs_rdir_xattr_list(const struct cf_fs_rdir *d,
+    const char *name, char **list, size_t *len, size_t *damaged);
+/*
+ * Decrypts the value of attribute xname ("user.NAME") of the entry name of
+ * d, or of d itself if name is NULL.  -ENODATA if absent (any other
+ * namespace too), -EBADMSG if the value does not authenticate, -EPROTO if
+ * it is too short.  On success *val (malloc'd, at least one byte even if
+ * *len is 0) is owned by the caller; free with free().
+ */
+CF_MUST_CHECK int cf_fs_rdir_xattr_get(const struct cf_fs_rdir *d,
+    const char *name, const char *xname, unsigned char **val, size_t *len);
+
+/*
+ * Opens the regular file name of d for reading and reads its header
+ * (-EINVAL if it is not a regular file, -ELOOP for a symlink; -EPROTO for
+ * a malformed header or one naming the other cipher; -EIO for a backing
+ * size no writer makes, [FS-BLK-9]).  On success *out is owned by the
+ * caller; free with cf_fs_rfile_free().
+ */
+CF_MUST_CHECK int cf_fs_rfile_open(struct cf_fs_rfile **out,
+    const struct cf_fs_rdir *d, const char *name);
+void cf_fs_rfile_free(struct cf_fs_rfile *f);
+/* lstat of the file as it was at open, st_size its plaintext size. */
+void cf_fs_rfile_stat(const struct cf_fs_rfile *f, struct stat *st);
+
+/*
+ * A damaged byte range of a file's plaintext: [off, off + len).
+ */
+struct cf_fs_rrange {
+	off_t off;
+	off_t len;
+};
+
+/*
+ * Reads up to len bytes of plaintext at off into buf, decrypting whole
+ * blocks; holes read as zeros.  Returns the bytes read: fewer than asked
+ * at the end of the file (0 at or past it), after CF_FS_RREAD_MAX bytes,
+ * or before a damaged block.  A damaged block at off itself gives
+ * -EBADMSG (it does not authenticate) or -EIO (the backing read failed),
+ * and *bad (may be NULL) its plaintext range, so the caller can record it
+ * and go on at bad->off + bad->len.  -EAGAIN if the file is seen to change
+ * meanwhile (a short backing read; a failed block while the file changed):
+ * start the file over.  -EINVAL for off < 0.
+ */
+CF_MUST_CHECK ssize_t cf_fs_rfile_pread(struct cf_fs_rfile *f, void *buf,
+    size_t len, off_t off, struct cf_fs_rrange *bad);
+
+/*
+ * Finds the first plaintext data at or after off: 0 and [*data_off,
+ * *data_end), or -ENXIO if only holes follow (like SEEK_DATA).  Between
+ * off and *data_off, and from *data_end to the next data, the file is a
+ * hole (all-zero sealed blocks, [FS-BLK-7], or unallocated backing
+ * ranges); a data range may still hold zeros (holes are found from the
+ * backing file's SEEK_DATA/SEEK_HOLE and by reading the block where a
+ * range starts).  Granularity is one block.
+ */
+CF_MUST_CHECK int cf_fs_rfile_next_data(struct cf_fs_rfile *f, off_t off,
+    off_t *data_off, off_t *data_end);
+
+/*
+ * 0 if the backing file is unchanged since cf_fs_rfile_open() (size, mtime
+ * and ctime), so the bytes read are one version of the file; -EAGAIN if it
+ * changed, or if it was changed so shortly before the open that a later
+ * change could have kept its timestamps (the file system's clock
+ * granularity): wait a little and read the file again.
+ */
+CF_MUST_CHECK int cf_fs_rfile_check(struct cf_fs_rfile *f);
+
 #endif /* CF_FS_H */

@@ -1,0 +1,1141 @@
+/*
+ * fs_reader.c - reading a tenant's store without FUSE, for backups.
+ *
+ * The same view the daemon gives, read-only and straight from the backing
+ * directory: names decrypted per directory, regular files decrypted a
+ * request at a time (one pread per request, not per block), symlink
+ * targets and user.* xattrs decrypted, long names (cf.L.*) and long
+ * symlink targets (cf.T.*, kept in links/) followed.  Every object is
+ * reached with openat()/fstatat() and O_NOFOLLOW relative to a directory
+ * descriptor, one checked name at a time.
+ *
+ * It deliberately does not write anything (not even the store directory's
+ * mode, which cf_fs_store_init resets), does not audit (the caller knows
+ * what it is reading for and reports damage itself), and does not
+ * coordinate with a running daemon: it only notices that a file changed
+ * under it (-EAGAIN).  Consistent snapshots of a live mount are the
+ * daemon's part.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "fs_int.h"
+
+/*
+ * Format constants that fs_ops.c and fs_crypt.c also define (statically);
+ * docs/format/fs.md is their source.
+ */
+#define MARKER_PLAIN "coffer-store-v1"	/* with its NUL: 16 bytes */
+#define MARKER_NONCE 24U
+#define MARKER_BYTES (MARKER_NONCE + sizeof(MARKER_PLAIN) + CF_KS_TAG_BYTES)
+#define XATTR_PREFIX "user."
+#define XATTR_STORED "user.cf."
+#define XATTR_NONCE 24U
+#define XATTR_OVH (XATTR_NONCE + CF_KS_TAG_BYTES)
+#define XATTR_MAX 65536U		/* stored value, Linux's limit */
+#define SHORT_NAME_MAX 175U		/* longest name stored as itself */
+#define LONG_PREFIX "cf.L."		/* long name: cf.L.<43>, sidecar .n */
+#define LINK_PREFIX "cf.T."		/* long symlink target: links/<43> */
+#define LINKS_DIR "links"
+#define HASH_B64 43U			/* base64url of 32 bytes */
+#define LONG_NAME_LEN (5U + HASH_B64)	/* "cf.L." + 43 = 48 */
+#define ENC_NAME_CAP 512U		/* an encoded name (<= 362 chars) */
+#define ENC_LINK_CAP 8192U		/* an encoded target (<= 5514 chars) */
+#define RACY_NS 50000000L		/* 50 ms: coarse file time ticks */
+#define B64URL sodium_base64_VARIANT_URLSAFE_NO_PADDING
+
+static const unsigned char xattr_iv[CF_FS_DIRIV_BYTES] = "coffer-xattr-iv";
+
+struct cf_fs_reader {
+	const struct cf_fs_keys *keys;	/* borrowed, outlives the reader */
+	int storefd;			/* the store directory */
+	int datafd;			/* data/, the tenant's root */
+	size_t ovh;			/* nonce + tag of a block */
+	off_t cb;			/* sealed bytes of a full block */
+};
+
+struct cf_fs_rdir {
+	struct cf_fs_reader *r;
+	int fd;				/* O_RDONLY | O_DIRECTORY */
+	unsigned char diriv[CF_FS_DIRIV_BYTES];
+	DIR *dp;			/* for cf_fs_rdir_next, lazily */
+	struct cf_fs_rentry ent;
+	char name[CF_FS_RNAME_MAX + 1];
+	char stored[NAME_MAX + 1];
+};
+
+struct cf_fs_rfile {
+	struct cf_fs_reader *r;
+	int fd;
+	struct stat st0;		/* backing lstat at open */
+	int racy;			/* changed too recently to trust times */
+	off_t csize, psize;
+	uint64_t nblocks;
+	struct cf_fs_file_ctx *ctx;	/* NULL for a file without header */
+	unsigned char *cbuf;		/* sealed bytes of one request */
+	size_t cbufcap;
+};
+
+/* ---- small helpers ------------------------------------------------------- */
+
+static int
+read_full(int fd, void *buf, size_t len, off_t off, size_t *got)
+{
+	ssize_t n;
+
+	*got = 0;
+	while (*got < len) {
+		n = pread(fd, (char *)buf + *got, len - *got, off + (off_t)*got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			break;
+		*got += (size_t)n;
+	}
+	return 0;
+}
+
+/* base64url (43 characters and a NUL) of BLAKE2b-256 of the bytes. */
+static void
+hash_b64(const char *s, size_t len, char out[HASH_B64 + 1])
+{
+	unsigned char h[32];
+
+	crypto_generichash(h, sizeof(h), (const unsigned char *)s, len, NULL, 0);
+	sodium_bin2base64(out, HASH_B64 + 1, h, sizeof(h), B64URL);
+}
+
+/*
+ * Reads a small regular file at dirfd/name into buf (max + 1 bytes),
+ * NUL-terminated, refusing anything but a regular file of 1 to max bytes
+ * (-EPROTO).  A missing or unreadable one is -EIO.
+ */
+static int
+read_small(int dirfd, const char *name, char *buf, size_t max, size_t *len)
+{
+	struct stat st;
+	size_t got;
+	int fd, rc;
+
+	*len = 0;
+	fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK |
+	    O_CLOEXEC);
+	if (fd < 0)
+		return errno == ELOOP ? -EPROTO : -EIO;
+	if (fstat(fd, &st) != 0) {
+		rc = -EIO;
+		goto out;
+	}
+	if (!S_ISREG(st.st_mode) || st.st_size < 1 ||
+	    (uintmax_t)st.st_size > max) {
+		rc = -EPROTO;
+		goto out;
+	}
+	/* One byte more than it should have: a file that grew is seen. */
+	rc = read_full(fd, buf, (size_t)st.st_size + 1, 0, &got);
+	if (rc < 0) {
+		rc = -EIO;
+		goto out;
+	}
+	if (got != (size_t)st.st_size) {
+		rc = -EPROTO;
+		goto out;
+	}
+	buf[got] = '\0';
+	*len = got;
+	rc = 0;
+out:
+	close(fd);
+	return rc;
+}
+
+/* 1 if s[0..len) holds only the base64url alphabet. */
+static int
+b64url_only(const char *s, size_t len)
+{
+	size_t i;
+
+	for (i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+		    (c >= '0' && c <= '9') || c == '-' || c == '_'))
+			return 0;
+	}
+	return 1;
+}
+
+/* 1 if s is prefix (5 characters) and 43 base64url characters, no more. */
+static int
+is_hashed(const char *s, const char *prefix)
+{
+	return strncmp(s, prefix, strlen(prefix)) == 0 &&
+	    strlen(s) == LONG_NAME_LEN &&
+	    b64url_only(s + strlen(prefix), HASH_B64);
+}
+
+/*
+ * The long-name codec (cf_fs_name_encrypt_any, cf_fs_name_decrypt_long)
+ * lands in fs_crypt.c together with the daemon's long names; until it is
+ * in cf_fs.h, names over 175 bytes are refused and cf.L.* entries are
+ * reported as damaged.  The guard goes when it has landed.
+ */
+static int
+encrypt_any(const struct cf_fs_keys *k, const unsigned char *diriv,
+    const char *name, char *out, size_t cap)
+{
+#ifdef CF_FS_LONG_PREFIX
+	return cf_fs_name_encrypt_any(k, diriv, name, out, cap);
+#else
+	if (strlen(name) > SHORT_NAME_MAX)
+		return -ENAMETOOLONG;
+	return cf_fs_name_encrypt(k, diriv, name, out, cap);
+#endif
+}
+
+/* Decrypts a long name only (176..255 bytes): one spelling per name. */
+static int
+decrypt_long(const struct cf_fs_keys *k, const unsigned char *diriv,
+    const char *enc, char *out, size_t cap)
+{
+#ifdef CF_FS_LONG_PREFIX
+	return cf_fs_name_decrypt_long(k, diriv, enc, out, cap);
+#else
+	(void)k;
+	(void)diriv;
+	(void)enc;
+	if (cap > 0)
+		out[0] = '\0';
+	return -EPROTO;
+#endif
+}
+
+/* A plaintext name a caller may ask for: one component, no traversal. */
+static int
+check_name(const char *name)
+{
+	size_t len = strlen(name);
+
+	if (len == 0 || strchr(name, '/') != NULL || strcmp(name, ".") == 0 ||
+	    strcmp(name, "..") == 0)
+		return -EINVAL;
+	if (len > CF_FS_RNAME_MAX)
+		return -ENAMETOOLONG;
+	return 0;
+}
+
+/*
+ * The backing name of plaintext name in d: its encrypted name, or for a
+ * name over 175 bytes "cf.L." and the hash of that.  out has NAME_MAX + 1
+ * bytes.
+ */
+static int
+stored_name(const struct cf_fs_rdir *d, const char *name, char *out)
+{
+	char enc[ENC_NAME_CAP], h[HASH_B64 + 1];
+	int rc;
+
+	rc = check_name(name);
+	if (rc < 0)
+		return rc;
+	rc = encrypt_any(d->r->keys, d->diriv, name, enc, sizeof(enc));
+	if (rc < 0)
+		return rc;
+	if (strlen(name) <= SHORT_NAME_MAX) {
+		if (strlen(enc) > NAME_MAX)
+			return -ENAMETOOLONG;
+		memcpy(out, enc, strlen(enc) + 1);
+		return 0;
+	}
+	hash_b64(enc, strlen(enc), h);
+	snprintf(out, NAME_MAX + 1, "%s%s", LONG_PREFIX, h);
+	return 0;
+}
+
+/*
+ * Decrypts the backing name stored of d into out (CF_FS_RNAME_MAX + 1
+ * bytes).  1 if it is one of the store's own names, to be skipped.
+ */
+static int
+plain_name(const struct cf_fs_rdir *d, const char *stored, char *out)
+{
+	char enc[ENC_NAME_CAP], side[NAME_MAX + 1], h[HASH_B64 + 1];
+	size_t elen;
+	int rc;
+
+	if (strncmp(stored, "cf.", 3) != 0)
+		return cf_fs_name_decrypt(d->r->keys, d->diriv, stored, out,
+		    CF_FS_RNAME_MAX + 1);
+	if (!is_hashed(stored, LONG_PREFIX))
+		return 1;	/* cf.diriv, sidecars, later reserved names */
+	snprintf(side, sizeof(side), "%s.n", stored);
+	rc = read_small(d->fd, side, enc, sizeof(enc) - 1, &elen);
+	if (rc < 0)
+		return rc;
+	hash_b64(enc, elen, h);
+	if (sodium_memcmp(h, stored + strlen(LONG_PREFIX), HASH_B64) != 0)
+		return -EBADMSG;
+	/* Only a long name: a short one has one stored form, its own. */
+	return decrypt_long(d->r->keys, d->diriv, enc, out,
+	    CF_FS_RNAME_MAX + 1);
+}
+
+/*
+ * The stored target of symlink enc in dirfd (a short one, or the contents
+ * of links/<hash> for a long one) into buf (ENC_LINK_CAP bytes).
+ */
+static int
+stored_target(const struct cf_fs_reader *r, int dirfd, const char *enc,
+    char *buf)
+{
+	char lnk[PATH_MAX + 1], h[HASH_B64 + 1];
+	size_t len;
+	ssize_t n;
+	int lfd, rc;
+
+	n = readlinkat(dirfd, enc, lnk, sizeof(lnk) - 1);
+	if (n < 0)
+		return -errno;	/* -EINVAL: not a symlink */
+	lnk[n] = '\0';
+	if (strncmp(lnk, LINK_PREFIX, strlen(LINK_PREFIX)) != 0) {
+		memcpy(buf, lnk, (size_t)n + 1);
+		return 0;
+	}
+	/* base64url has no '.': no short stored target starts so. */
+	if (!is_hashed(lnk, LINK_PREFIX))
+		return -EPROTO;
+	lfd = openat(r->storefd, LINKS_DIR, O_RDONLY | O_DIRECTORY |
+	    O_NOFOLLOW | O_CLOEXEC);
+	if (lfd < 0)
+		return -EIO;
+	rc = read_small(lfd, lnk + strlen(LINK_PREFIX), buf, ENC_LINK_CAP - 1,
+	    &len);
+	close(lfd);
+	if (rc < 0)
+		return rc;
+	hash_b64(buf, len, h);
+	if (sodium_memcmp(h, lnk + strlen(LINK_PREFIX), HASH_B64) != 0)
+		return -EBADMSG;
+	return 0;
+}
+
+/* Plaintext length of a target from its stored length ([FS-LINK-5]). */
+static off_t
+target_len(size_t stored)
+{
+	off_t raw = (off_t)stored * 3 / 4;
+
+	return raw > 40 ? raw - 40 : 0;
+}
+
+/* Turns the backing lstat of dirfd/enc into the tenant's view. */
+static void
+plain_stat(const struct cf_fs_reader *r, int dirfd, const char *enc,
+    struct stat *st)
+{
+	char *buf;
+
+	if (S_ISREG(st->st_mode)) {
+		st->st_size = cf_fs_plain_size(r->keys->cipher, st->st_size);
+	} else if (S_ISLNK(st->st_mode)) {
+		/* A long target is only known from its file in links/. */
+		buf = st->st_size == LONG_NAME_LEN && enc != NULL ?
+		    malloc(ENC_LINK_CAP) : NULL;
+		if (buf != NULL && stored_target(r, dirfd, enc, buf) == 0)
+			st->st_size = (off_t)strlen(buf);
+		free(buf);
+		st->st_size = target_len((size_t)st->st_size);
+	}
+}
+
+/* ---- the store ------------------------------------------------------------- */
+
+/* The marker check of [FS-STORE-4], as cf_fs_store_init makes it. */
+static int
+check_marker(const struct cf_fs_keys *keys, int storefd)
+{
+	unsigned char blob[MARKER_BYTES + 1], out[sizeof(MARKER_PLAIN)];
+	size_t got;
+	int fd, rc;
+
+	fd = openat(storefd, FS_STORE_MARKER, O_RDONLY | O_NOFOLLOW |
+	    O_NONBLOCK | O_CLOEXEC);
+	if (fd < 0 && errno == ENOENT) {
+		/* Data without a marker is refused, not adopted. */
+		if (faccessat(storefd, FS_STORE_DATA, F_OK,
+		    AT_SYMLINK_NOFOLLOW) == 0)
+			return -EBADMSG;
+		return -ENOENT;
+	}
+	if (fd < 0)
+		return errno == ELOOP ? -EBADMSG : -errno;
+	/* One byte more than a marker has: trailing bytes are refused. */
+	rc = read_full(fd, blob, sizeof(blob), 0, &got);
+	close(fd);
+	if (rc < 0)
+		return rc;
+	if (got != MARKER_BYTES || cf_ks_aead_open(keys->meta, out,
+	    blob + MARKER_NONCE, MARKER_BYTES - MARKER_NONCE, NULL, 0,
+	    blob) != 0 ||
+	    memcmp(out, MARKER_PLAIN, sizeof(out)) != 0)	/* checksrc:allow public marker */
+		return -EBADMSG;
+	return 0;
+}
+
+int
+cf_fs_reader_open(struct cf_fs_reader **out, const struct cf_fs_keys *keys,
+    const char *backing)
+{
+	struct cf_fs_reader *r;
+	int rc;
+
+	*out = NULL;
+	r = calloc(1, sizeof(*r));
+	if (r == NULL)
+		return -ENOMEM;
+	r->storefd = r->datafd = -1;
+	r->keys = keys;
+	r->ovh = cf_fs_block_overhead(keys->cipher);
+	r->cb = CF_FS_BLOCK + (off_t)r->ovh;
+	r->storefd = open(backing, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (r->storefd < 0) {
+		rc = -errno;
+		goto out;
+	}
+	rc = check_marker(keys, r->storefd);
+	if (rc < 0)
+		goto out;
+	r->datafd = openat(r->storefd, FS_STORE_DATA, O_RDONLY | O_DIRECTORY |
+	    O_NOFOLLOW | O_CLOEXEC);
+	if (r->datafd < 0) {
+		rc = errno == ENOENT ? -EIO : -errno;
+		goto out;
+	}
+	*out = r;
+	r = NULL;
+	rc = 0;
+out:
+	cf_fs_reader_free(r);
+	return rc;
+}
+
+void
+cf_fs_reader_free(struct cf_fs_reader *r)
+{
+	if (r == NULL)
+		return;
+	if (r->datafd >= 0)
+		close(r->datafd);
+	if (r->storefd >= 0)
+		close(r->storefd);
+	free(r);
+}
+
+/* ---- directories ---------------------------------------------------------- */
+
+/* Makes a handle of directory fd (taken over, closed on failure). */
+static int
+rdir_new(struct cf_fs_rdir **out, struct cf_fs_reader *r, int fd)
+{
+	struct cf_fs_rdir *d;
+	ssize_t n = -1;
+	int ivfd, rc;
+
+	*out = NULL;
+	d = calloc(1, sizeof(*d));
+	if (d == NULL) {
+		close(fd);
+		return -ENOMEM;
+	}
+	d->r = r;
+	d->fd = fd;
+	/* [FS-STORE-5]: without 16 bytes of IV no entry can be named.  Like
+	 * the daemon, bytes after the 16th are not looked at. */
+	ivfd = openat(fd, CF_FS_DIRIV_NAME, O_RDONLY | O_NOFOLLOW | O_NONBLOCK |
+	    O_CLOEXEC);
+	if (ivfd >= 0) {
+		n = pread(ivfd, d->diriv, sizeof(d->diriv), 0);
+		close(ivfd);
+	}
+	if (n != (ssize_t)sizeof(d->diriv)) {
+		rc = -EIO;
+		goto out;
+	}
+	*out = d;
+	d = NULL;
+	rc = 0;
+out:
+	cf_fs_rdir_free(d);
+	return rc;
+}
+
+int
+cf_fs_rdir_open_root(struct cf_fs_rdir **out, struct cf_fs_reader *r)
+{
+	int fd;
+
+	*out = NULL;
+	fd = openat(r->datafd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	return rdir_new(out, r, fd);
+}
+
+int
+cf_fs_rdir_open(struct cf_fs_rdir **out, const struct cf_fs_rdir *parent,
+    const char *name)
+{
+	char enc[NAME_MAX + 1];
+	int fd, rc;
+
+	*out = NULL;
+	rc = stored_name(parent, name, enc);
+	if (rc < 0)
+		return rc;
+	fd = openat(parent->fd, enc, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
+	    O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	return rdir_new(out, parent->r, fd);
+}
+
+void
+cf_fs_rdir_free(struct cf_fs_rdir *d)
+{
+	if (d == NULL)
+		return;
+	if (d->dp != NULL)
+		closedir(d->dp);
+	close(d->fd);
+	sodium_memzero(d->name, sizeof(d->name));
+	free(d);
+}
+
+void
+cf_fs_rdir_rewind(struct cf_fs_rdir *d)
+{
+	if (d->dp != NULL)
+		rewinddir(d->dp);
+}
+
+int
+cf_fs_rdir_next(struct cf_fs_rdir *d, const struct cf_fs_rentry **ep)
+{
+	struct cf_fs_rentry *e = &d->ent;
+	struct dirent *de;
+	int fd, rc;
+
+	*ep = NULL;
+	if (d->dp == NULL) {
+		/* Its own descriptor: the stream's offset is not ours. */
+		fd = openat(d->fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (fd < 0)
+			return -errno;
+		d->dp = fdopendir(fd);
+		if (d->dp == NULL) {
+			rc = -errno;
+			close(fd);
+			return rc;
+		}
+	}
+	for (;;) {
+		errno = 0;
+		de = readdir(d->dp);
+		if (de == NULL)
+			return errno != 0 ? -errno : 0;
+		if (strcmp(de->d_name, ".") == 0 ||
+		    strcmp(de->d_name, "..") == 0)
+			continue;
+		memset(e, 0, sizeof(*e));
+		rc = plain_name(d, de->d_name, d->name);
+		if (rc == 1)
+			continue;	/* the store's own */
+		snprintf(d->stored, sizeof(d->stored), "%s", de->d_name);
+		e->stored = d->stored;
+		if (rc == 0 && fstatat(d->fd, d->stored, &e->st,
+		    AT_SYMLINK_NOFOLLOW) != 0)
+			rc = -errno;
+		if (rc < 0) {
+			memset(&e->st, 0, sizeof(e->st));
+			e->err = rc;
+		} else {
+			plain_stat(d->r, d->fd, d->stored, &e->st);
+			e->name = d->name;
+		}
+		*ep = e;
+		return 1;
+	}
+}
+
+/*
+ * The backing name of name in d (or "" for d itself, name NULL) into enc.
+ */
+static int
+target_of(const struct cf_fs_rdir *d, const char *name, char *enc)
+{
+	if (name == NULL) {
+		enc[0] = '\0';
+		return 0;
+	}
+	return stored_name(d, name, enc);
+}
+
+int
+cf_fs_rdir_stat(const struct cf_fs_rdir *d, const char *name, struct stat *st)
+{
+	char enc[NAME_MAX + 1];
+	int rc;
+
+	memset(st, 0, sizeof(*st));
+	rc = target_of(d, name, enc);
+	if (rc < 0)
+		return rc;
+	if (fstatat(d->fd, enc, st, AT_SYMLINK_NOFOLLOW | (name == NULL ?
+	    AT_EMPTY_PATH : 0)) != 0) {
+		rc = -errno;
+		memset(st, 0, sizeof(*st));
+		return rc;
+	}
+	plain_stat(d->r, d->fd, name == NULL ? NULL : enc, st);
+	return 0;
+}
+
+int
+cf_fs_rdir_readlink(const struct cf_fs_rdir *d, const char *name, char *out,
+    size_t cap)
+{
+	char enc[NAME_MAX + 1], *buf = NULL, *plain = NULL;
+	int rc;
+
+	if (cap > 0)
+		out[0] = '\0';
+	rc = stored_name(d, name, enc);
+	if (rc < 0)
+		return rc;
+	buf = malloc(ENC_LINK_CAP);
+	plain = malloc(CF_FS_RLINK_MAX + 1);
+	if (buf == NULL || plain == NULL) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	rc = stored_target(d->r, d->fd, enc, buf);
+	if (rc < 0)
+		goto out;
+	rc = cf_fs_link_decrypt(d->r->keys, buf, plain, CF_FS_RLINK_MAX + 1);
+	if (rc < 0)
+		goto out;
+	if (strlen(plain) + 1 > cap) {
+		rc = -ERANGE;
+		goto out;
+	}
+	memcpy(out, plain, strlen(plain) + 1);
+	rc = 0;
+out:
+	if (plain != NULL)
+		sodium_memzero(plain, CF_FS_RLINK_MAX + 1);
+	free(plain);
+	free(buf);
+	return rc;
+}
+
+/* ---- extended attributes ---------------------------------------------------- */
+
+/*
+ * An O_PATH descriptor of name in d (or of d) and its /proc path: the
+ * *xattr() calls have no *at() form, and the magic link reaches the
+ * object itself, never through a symlink in the store.
+ */
+static int
+xattr_path(const struct cf_fs_rdir *d, const char *name, int *fd,
+    char path[64])
+{
+	char enc[NAME_MAX + 1];
+	int rc;
+
+	*fd = -1;
+	rc = target_of(d, name, enc);
+	if (rc < 0)
+		return rc;
+	*fd = openat(d->fd, name == NULL ? "." : enc, O_PATH | O_NOFOLLOW |
+	    O_CLOEXEC);
+	if (*fd < 0)
+		return -errno;
+	snprintf(path, 64, "/proc/self/fd/%d", *fd);
+	return 0;
+}
+
+int
+cf_fs_rdir_xattr_list(const struct cf_fs_rdir *d, const char *name,
+    char **list, size_t *len, size_t *damaged)
+{
+	char path[64], *raw = NULL, *res = NULL, *p, plain[CF_FS_RNAME_MAX + 1];
+	size_t used = 0, bad = 0, plen;
+	ssize_t n;
+	int fd = -1, rc;
+
+	*list = NULL;
+	*len = 0;
+	if (damaged != NULL)
+		*damaged = 0;
+	rc = xattr_path(d, name, &fd, path);
+	if (rc < 0)
+		goto out;
+	/* The list may grow between the two calls: try again then. */
+	for (;;) {
+		n = listxattr(path, NULL, 0);
+		if (n < 0) {
+			rc = errno == ENOTSUP ? 0 : -errno;
+			goto out;
+		}
+		free(raw);
+		raw = malloc((size_t)n + 1);
+		if (raw == NULL) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		n = listxattr(path, raw, (size_t)n);
+		if (n >= 0)
+			break;
+		if (errno != ERANGE) {
+			rc = -errno;
+			goto out;
+		}
+	}
+	raw[n] = '\0';
+	/* A decrypted name is never longer than its stored form. */
+	res = malloc((size_t)n + 1);
+	if (res == NULL) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	for (p = raw; p < raw + n; p += strlen(p) + 1) {
+		if (strncmp(p, XATTR_STORED, strlen(XATTR_STORED)) != 0)
+			continue;	/* not the store's */
+		if (cf_fs_name_decrypt(d->r->keys, xattr_iv,
+		    p + strlen(XATTR_STORED), plain, sizeof(plain)) < 0) {
+			bad++;
+			continue;
+		}
+		plen = strlen(plain);
+		memcpy(res + used, XATTR_PREFIX, strlen(XATTR_PREFIX));
+		memcpy(res + used + strlen(XATTR_PREFIX), plain, plen + 1);
+		used += strlen(XATTR_PREFIX) + plen + 1;
+	}
+	if (used > 0) {
+		*list = res;
+		*len = used;
+		res = NULL;
+	}
+	if (damaged != NULL)
+		*damaged = bad;
+	rc = 0;
+out:
+	if (fd >= 0)
+		close(fd);
+	free(raw);
+	free(res);
+	return rc;
+}
+
+int
+cf_fs_rdir_xattr_get(const struct cf_fs_rdir *d, const char *name,
+    const char *xname, unsigned char **val, size_t *len)
+{
+	char path[64], sname[300], enc[ENC_NAME_CAP];
+	unsigned char *blob = NULL, *plain = NULL;
+	ssize_t n;
+	int fd = -1, rc;
+
+	*val = NULL;
+	*len = 0;
+	if (strncmp(xname, XATTR_PREFIX, strlen(XATTR_PREFIX)) != 0)
+		return -ENODATA;
+	rc = cf_fs_name_encrypt(d->r->keys, xattr_iv,
+	    xname + strlen(XATTR_PREFIX), enc, sizeof(enc));
+	if (rc < 0)
+		return rc == -EINVAL ? -EINVAL : -ENODATA;
+	if ((size_t)snprintf(sname, sizeof(sname), "%s%s", XATTR_STORED, enc) >=
+	    sizeof(sname) || strlen(sname) > XATTR_NAME_MAX)
+		return -ENODATA;	/* no such name can be stored */
+	rc = xattr_path(d, name, &fd, path);
+	if (rc < 0)
+		goto out;
+	blob = malloc(XATTR_MAX);
+	if (blob == NULL) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	n = getxattr(path, sname, blob, XATTR_MAX);
+	if (n < 0) {
+		rc = errno == ENOTSUP ? -ENODATA : -errno;
+		goto out;
+	}
+	if ((size_t)n < XATTR_OVH) {
+		rc = -EPROTO;
+		goto out;
+	}
+	/* One byte more, so an empty value still has a buffer. */
+	plain = malloc((size_t)n - XATTR_OVH + 1);
+	if (plain == NULL) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	rc = cf_ks_aead_open(d->r->keys->meta, plain, blob + XATTR_NONCE,
+	    (size_t)n - XATTR_NONCE, (const unsigned char *)sname,
+	    strlen(sname), blob);
+	if (rc < 0) {
+		rc = -EBADMSG;
+		goto out;
+	}
+	*val = plain;
+	*len = (size_t)n - XATTR_OVH;
+	plain = NULL;
+	rc = 0;
+out:
+	if (fd >= 0)
+		close(fd);
+	free(blob);
+	free(plain);
+	return rc;
+}
+
+/* ---- regular files ------------------------------------------------------------ */
+
+static int
+same_version(const struct stat *a, const struct stat *b)
+{
+	return a->st_size == b->st_size &&
+	    a->st_mtim.tv_sec == b->st_mtim.tv_sec &&
+	    a->st_mtim.tv_nsec == b->st_mtim.tv_nsec &&
+	    a->st_ctim.tv_sec == b->st_ctim.tv_sec &&
+	    a->st_ctim.tv_nsec == b->st_ctim.tv_nsec;
+}
+
+/* A backing size no writer makes ([FS-BLK-9]). */
+static int
+size_damaged(const struct cf_fs_reader *r, off_t csize)
+{
+	off_t rem;
+
+	if (csize == 0)
+		return 0;
+	if (csize < (off_t)CF_FS_HEADER_BYTES)
+		return 1;
+	rem = (csize - CF_FS_HEADER_BYTES) % r->cb;
+	return rem > 0 && rem <= (off_t)r->ovh;
+}
+
+int
+cf_fs_rfile_open(struct cf_fs_rfile **out, const struct cf_fs_rdir *d,
+    const char *name)
+{
+	unsigned char hbuf[CF_FS_HEADER_BYTES];
+	char enc[NAME_MAX + 1];
+	struct cf_fs_rfile *f;
+	struct cf_fs_header h;
+	struct timespec now;
+	size_t got;
+	int rc;
+
+	*out = NULL;
+	rc = stored_name(d, name, enc);
+	if (rc < 0)
+		return rc;
+	f = calloc(1, sizeof(*f));
+	if (f == NULL)
+		return -ENOMEM;
+	f->r = d->r;
+	/* Backups should not touch atimes; O_NOATIME needs ownership. */
+	f->fd = openat(d->fd, enc, O_RDONLY | O_NOFOLLOW | O_NONBLOCK |
+	    O_NOATIME | O_CLOEXEC);
+	if (f->fd < 0 && errno == EPERM)
+		f->fd = openat(d->fd, enc, O_RDONLY | O_NOFOLLOW | O_NONBLOCK |
+		    O_CLOEXEC);
+	if (f->fd < 0) {
+		rc = -errno;
+		goto out;
+	}
+	/* The clock before the stat: errs towards calling a file racy. */
+	clock_gettime(CLOCK_REALTIME, &now);
+	if (fstat(f->fd, &f->st0) != 0) {
+		rc = -errno;
+		goto out;
+	}
+	if (!S_ISREG(f->st0.st_mode)) {
+		rc = S_ISDIR(f->st0.st_mode) ? -EISDIR : -EINVAL;
+		goto out;
+	}
+	/*
+	 * A change within one tick of the file system's clock after this
+	 * stat may keep mtime and ctime as they are: only a file last
+	 * changed at least a tick ago can be checked by its times.
+	 */
+	f->racy = (long long)(now.tv_sec - f->st0.st_ctim.tv_sec) *
+	    1000000000LL + (now.tv_nsec - f->st0.st_ctim.tv_nsec) < RACY_NS;
+	f->csize = f->st0.st_size;
+	if (size_damaged(f->r, f->csize)) {
+		rc = -EIO;
+		goto out;
+	}
+	f->psize = cf_fs_plain_size(f->r->keys->cipher, f->csize);
+	f->nblocks = ((uint64_t)f->psize + CF_FS_BLOCK - 1) / CF_FS_BLOCK;
+	if (f->csize > 0) {
+		rc = read_full(f->fd, hbuf, sizeof(hbuf), 0, &got);
+		if (rc < 0)
+			goto out;
+		if (got != sizeof(hbuf)) {
+			rc = -EAGAIN;	/* shrank since the stat */
+			goto out;
+		}
+		rc = cf_fs_header_decode(&h, hbuf, got);
+		if (rc < 0)
+			goto out;
+		/* [FS-HDR-5]: one cipher per store in v1. */
+		if (h.cipher != f->r->keys->cipher) {
+			rc = -EPROTO;
+			goto out;
+		}
+		rc = cf_fs_file_ctx_new(&f->ctx, f->r->keys, &h);
+		if (rc < 0)
+			goto out;
+	}
+	*out = f;
+	f = NULL;
+	rc = 0;
+out:
+	cf_fs_rfile_free(f);
+	return rc;
+}
+
+void
+cf_fs_rfile_free(struct cf_fs_rfile *f)
+{
+	if (f == NULL)
+		return;
+	if (f->fd >= 0)
+		close(f->fd);
+	cf_fs_file_ctx_free(f->ctx);
+	free(f->cbuf);
+	free(f);
+}
+
+void
+cf_fs_rfile_stat(const struct cf_fs_rfile *f, struct stat *st)
+{
+	*st = f->st0;
+	st->st_size = f->psize;
+}
+
+int
+cf_fs_rfile_check(struct cf_fs_rfile *f)
+{
+	struct stat st;
+
+	if (fstat(f->fd, &st) != 0)
+		return -errno;
+	if (!same_version(&f->st0, &st) || f->racy)
+		return -EAGAIN;
+	return 0;
+}
+
+/* A damaged block: -EAGAIN instead if the file is changing. */
+static int
+block_failed(struct cf_fs_rfile *f, int rc)
+{
+	struct stat st;
+
+	if (fstat(f->fd, &st) == 0 && (!same_version(&f->st0, &st) || f->racy))
+		return -EAGAIN;
+	return rc;
+}
+
+static int
+cbuf_reserve(struct cf_fs_rfile *f, size_t len)
+{
+	unsigned char *p;
+
+	if (f->cbufcap >= len)
+		return 0;
+	p = realloc(f->cbuf, len);
+	if (p == NULL)
+		return -ENOMEM;
+	f->cbuf = p;
+	f->cbufcap = len;
+	return 0;
+}
+
+/* Backing offsets of sealed block blk: [*cs, *ce). */
+static void
+block_span(const struct cf_fs_rfile *f, uint64_t blk, off_t *cs, off_t *ce)
+{
+	*cs = CF_FS_HEADER_BYTES + (off_t)blk * f->r->cb;
+	*ce = *cs + f->r->cb;
+	if (*ce > f->csize)
+		*ce = f->csize;
+}
+
+static void
+set_bad(const struct cf_fs_rfile *f, struct cf_fs_rrange *bad, uint64_t blk)
+{
+	off_t end = ((off_t)blk + 1) * CF_FS_BLOCK;
+
+	if (bad == NULL)
+		return;
+	bad->off = (off_t)blk * CF_FS_BLOCK;
+	bad->len = (end > f->psize ? f->psize : end) - bad->off;
+}
+
+ssize_t
+cf_fs_rfile_pread(struct cf_fs_rfile *f, void *buf, size_t len, off_t off,
+    struct cf_fs_rrange *bad)
+{
+	unsigned char tmp[CF_FS_BLOCK], *dst;
+	uint64_t b0, b1, b;
+	off_t end, cs0, ce1, cs, ce, bstart;
+	size_t got, done = 0, skip, n;
+	int rc;
+
+	if (bad != NULL)
+		bad->off = bad->len = 0;
+	if (off < 0)
+		return -EINVAL;
+	if (off >= f->psize || len == 0)
+		return 0;
+	if (len > CF_FS_RREAD_MAX)
+		len = CF_FS_RREAD_MAX;
+	end = f->psize - off < (off_t)len ? f->psize : off + (off_t)len;
+	b0 = (uint64_t)off / CF_FS_BLOCK;
+	b1 = (uint64_t)(end - 1) / CF_FS_BLOCK;
+	block_span(f, b0, &cs0, &ce);
+	block_span(f, b1, &cs, &ce1);
+	rc = cbuf_reserve(f, (size_t)(ce1 - cs0));
+	if (rc < 0)
+		return rc;
+	/* One read for the whole request, not one per block. */
+	rc = read_full(f->fd, f->cbuf, (size_t)(ce1 - cs0), cs0, &got);
+	if (rc < 0) {
+		set_bad(f, bad, b0);
+		return -EIO;
+	}
+	if (got != (size_t)(ce1 - cs0))
+		return -EAGAIN;		/* shorter than at open */
+	for (b = b0; b <= b1; b++) {
+		block_span(f, b, &cs, &ce);
+		bstart = (off_t)b * CF_FS_BLOCK;
+		skip = b == b0 ? (size_t)(off - bstart) : 0;
+		n = (size_t)(ce - cs) - f->r->ovh - skip;
+		if (bstart + (off_t)skip + (off_t)n > end)
+			n = (size_t)(end - bstart) - skip;
+		/* Whole blocks decrypt in place in the caller's buffer. */
+		dst = skip == 0 && n == (size_t)(ce - cs) - f->r->ovh ?
+		    (unsigned char *)buf + done : tmp;
+		rc = cf_fs_block_open(f->ctx, b, f->cbuf + (cs - cs0),
+		    (size_t)(ce - cs), dst);
+		if (rc < 0) {
+			sodium_memzero(tmp, sizeof(tmp));
+			if (done > 0)
+				return (ssize_t)done;
+			set_bad(f, bad, b);
+			return block_failed(f, rc == -EBADMSG ? -EBADMSG :
+			    -EIO);
+		}
+		if (dst == tmp)
+			memcpy((unsigned char *)buf + done, tmp + skip, n);
+		done += n;
+	}
+	sodium_memzero(tmp, sizeof(tmp));
+	return (ssize_t)done;
+}
+
+/* Block holding backing offset pos (pos >= the header). */
+static uint64_t
+block_at(const struct cf_fs_rfile *f, off_t pos)
+{
+	return (uint64_t)((pos - CF_FS_HEADER_BYTES) / f->r->cb);
+}
+
+/*
+ * 1 if sealed block blk is certainly a hole: no allocated backing byte,
+ * or all its bytes zero.  *next_data gets the first allocated backing
+ * offset at or after the block (f->csize if none).
+ */
+static int
+block_is_hole(struct cf_fs_rfile *f, uint64_t blk, int read_it,
+    off_t *next_data)
+{
+	off_t cs, ce, d;
+	size_t got;
+
+	block_span(f, blk, &cs, &ce);
+	d = lseek(f->fd, cs, SEEK_DATA);
+	if (d < 0)
+		d = errno == ENXIO ? f->csize : cs;	/* unknown: data */
+	*next_data = d;
+	if (d >= ce)
+		return 1;
+	if (!read_it || cbuf_reserve(f, (size_t)f->r->cb) < 0 ||
+	    read_full(f->fd, f->cbuf, (size_t)(ce - cs), cs, &got) < 0 ||
+	    got != (size_t)(ce - cs))
+		return 0;
+	return sodium_is_zero(f->cbuf, got);
+}
+
+int
+cf_fs_rfile_next_data(struct cf_fs_rfile *f, off_t off, off_t *data_off,
+    off_t *data_end)
+{
+	uint64_t b, k;
+	off_t d, h, cs, ce;
+
+	*data_off = *data_end = 0;
+	if (off < 0)
+		return -EINVAL;
+	if (off >= f->psize)
+		return -ENXIO;
+	/* The first block with data: skip unallocated runs in one step. */
+	for (b = (uint64_t)off / CF_FS_BLOCK; b < f->nblocks; b++) {
+		if (!block_is_hole(f, b, 1, &d))
+			break;
+		if (d >= f->csize)
+			return -ENXIO;
+		block_span(f, b, &cs, &ce);
+		if (d >= ce)
+			b = block_at(f, d) - 1;	/* b++ lands on d's block */
+	}
+	if (b >= f->nblocks)
+		return -ENXIO;
+	*data_off = (off_t)b * CF_FS_BLOCK > off ? (off_t)b * CF_FS_BLOCK : off;
+	/*
+	 * Its end: the first later block that lies wholly in a backing
+	 * hole.  Blocks of allocated zeros stay in the range (not read).
+	 */
+	for (k = b + 1; k < f->nblocks; k++) {
+		block_span(f, k, &cs, &ce);
+		h = lseek(f->fd, cs, SEEK_HOLE);
+		if (h < 0 || h >= f->csize)
+			break;
+		k = (uint64_t)((h - CF_FS_HEADER_BYTES + f->r->cb - 1) /
+		    f->r->cb);
+		if (k >= f->nblocks)
+			break;
+		if (block_is_hole(f, k, 0, &d)) {
+			*data_end = (off_t)k * CF_FS_BLOCK;
+			return 0;
+		}
+	}
+	*data_end = f->psize;
+	return 0;
+}
