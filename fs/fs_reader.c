@@ -108,6 +108,45 @@ read_full(int fd, void *buf, size_t len, off_t off, size_t *got)
 	return 0;
 }
 
+/*
+ * Opens dirfd/name for reading only if it is a regular file: checked
+ * before the open, since opening a device node or FIFO planted in the
+ * store may have effects, and again after it, against a swap in between.
+ * -EINVAL if it is something else (-ELOOP for a symlink); *st gets its
+ * fstat.  flags are added to O_RDONLY | O_NOFOLLOW | O_NONBLOCK.
+ */
+static int
+open_regular(int dirfd, const char *name, int flags, struct stat *st)
+{
+	struct stat pre;
+	int fd, rc;
+
+	if (fstatat(dirfd, name, &pre, AT_SYMLINK_NOFOLLOW) != 0)
+		return -errno;
+	if (S_ISLNK(pre.st_mode))
+		return -ELOOP;
+	if (!S_ISREG(pre.st_mode))
+		return S_ISDIR(pre.st_mode) ? -EISDIR : -EINVAL;
+	fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK |
+	    O_CLOEXEC | flags);
+	if (fd < 0 && errno == EPERM && (flags & O_NOATIME) != 0)
+		fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK |
+		    O_CLOEXEC | (flags & ~O_NOATIME));
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, st) != 0) {
+		rc = -errno;
+		close(fd);
+		return rc;
+	}
+	if (!S_ISREG(st->st_mode) || st->st_ino != pre.st_ino ||
+	    st->st_dev != pre.st_dev) {
+		close(fd);
+		return -EAGAIN;		/* replaced under us */
+	}
+	return fd;
+}
+
 /* base64url (43 characters and a NUL) of BLAKE2b-256 of the bytes. */
 static void
 hash_b64(const char *s, size_t len, char out[HASH_B64 + 1])
@@ -131,16 +170,11 @@ read_small(int dirfd, const char *name, char *buf, size_t max, size_t *len)
 	int fd, rc;
 
 	*len = 0;
-	fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK |
-	    O_CLOEXEC);
+	fd = open_regular(dirfd, name, 0, &st);
 	if (fd < 0)
-		return errno == ELOOP ? -EPROTO : -EIO;
-	if (fstat(fd, &st) != 0) {
-		rc = -EIO;
-		goto out;
-	}
-	if (!S_ISREG(st.st_mode) || st.st_size < 1 ||
-	    (uintmax_t)st.st_size > max) {
+		return fd == -ENOENT || fd == -EACCES || fd == -EIO ? -EIO :
+		    -EPROTO;
+	if (st.st_size < 1 || (uintmax_t)st.st_size > max) {
 		rc = -EPROTO;
 		goto out;
 	}
@@ -451,6 +485,7 @@ static int
 rdir_new(struct cf_fs_rdir **out, struct cf_fs_reader *r, int fd)
 {
 	struct cf_fs_rdir *d;
+	struct stat st;
 	ssize_t n = -1;
 	int ivfd, rc;
 
@@ -464,8 +499,7 @@ rdir_new(struct cf_fs_rdir **out, struct cf_fs_reader *r, int fd)
 	d->fd = fd;
 	/* [FS-STORE-5]: without 16 bytes of IV no entry can be named.  Like
 	 * the daemon, bytes after the 16th are not looked at. */
-	ivfd = openat(fd, CF_FS_DIRIV_NAME, O_RDONLY | O_NOFOLLOW | O_NONBLOCK |
-	    O_CLOEXEC);
+	ivfd = open_regular(fd, CF_FS_DIRIV_NAME, 0, &st);
 	if (ivfd >= 0) {
 		n = pread(ivfd, d->diriv, sizeof(d->diriv), 0);
 		close(ivfd);
@@ -858,24 +892,12 @@ cf_fs_rfile_open(struct cf_fs_rfile **out, const struct cf_fs_rdir *d,
 	if (f == NULL)
 		return -ENOMEM;
 	f->r = d->r;
-	/* Backups should not touch atimes; O_NOATIME needs ownership. */
-	f->fd = openat(d->fd, enc, O_RDONLY | O_NOFOLLOW | O_NONBLOCK |
-	    O_NOATIME | O_CLOEXEC);
-	if (f->fd < 0 && errno == EPERM)
-		f->fd = openat(d->fd, enc, O_RDONLY | O_NOFOLLOW | O_NONBLOCK |
-		    O_CLOEXEC);
-	if (f->fd < 0) {
-		rc = -errno;
-		goto out;
-	}
 	/* The clock before the stat: errs towards calling a file racy. */
 	clock_gettime(CLOCK_REALTIME, &now);
-	if (fstat(f->fd, &f->st0) != 0) {
-		rc = -errno;
-		goto out;
-	}
-	if (!S_ISREG(f->st0.st_mode)) {
-		rc = S_ISDIR(f->st0.st_mode) ? -EISDIR : -EINVAL;
+	/* Backups should not touch atimes; O_NOATIME needs ownership. */
+	f->fd = open_regular(d->fd, enc, O_NOATIME, &f->st0);
+	if (f->fd < 0) {
+		rc = f->fd;
 		goto out;
 	}
 	/*

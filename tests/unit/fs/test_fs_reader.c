@@ -357,7 +357,8 @@ slurp(const struct cf_fs_rdir *d, const char *name, size_t *len, int *err)
 
 static const size_t sizes[] = { 0, 1, 4095, 4096, 4097, 8192, MIB, MIB + 17 };
 
-/* Files of every size around block edges read back exactly, both ciphers. */
+/* Files of every size around block edges read back exactly, both ciphers
+ * ([FS-READ-4], [FS-READ-5]). */
 static void
 tree_roundtrip(enum cf_ks_cipher c)
 {
@@ -462,7 +463,8 @@ tree_gcm(void)
 	tree_roundtrip(CF_KS_CIPHER_AES256GCM);
 }
 
-/* Symlinks, hard links, xattrs; stat by name and of the directory. */
+/* Symlinks, hard links, xattrs, FIFOs; stat by name and of the directory
+ * ([FS-READ-2], [FS-READ-4]). */
 static void
 links_and_xattrs(void)
 {
@@ -487,6 +489,13 @@ links_and_xattrs(void)
 	CHECK_RC(mk_xattr(&s, s.root, "a", "comment", "hi there", 8), 0);
 	CHECK_RC(mk_xattr(&s, s.root, "a", "empty", "", 0), 0);
 	CHECK_RC(mk_xattr(&s, s.root, NULL, "dirattr", "D", 1), 0);
+	/* Special files are stored as themselves. */
+	{
+		char bf[NAME_MAX + 1];
+
+		CHECK_RC(bname(&s, s.root, "fifo", bf), 0);
+		CHECK(mkfifoat(s.root, bf, 0600) == 0);
+	}
 	settle();
 
 	CHECK_RC(cf_fs_reader_open(&r, s.k, s.path), 0);
@@ -502,6 +511,8 @@ links_and_xattrs(void)
 		if (strcmp(e->name, "ln") == 0) {
 			CHECK(S_ISLNK(e->st.st_mode));
 			CHECK(e->st.st_size == 25);
+		} else if (strcmp(e->name, "fifo") == 0) {
+			CHECK(S_ISFIFO(e->st.st_mode));
 		} else {
 			CHECK(S_ISREG(e->st.st_mode) && e->st.st_nlink == 2);
 			n_a++;
@@ -518,6 +529,10 @@ links_and_xattrs(void)
 		struct cf_fs_rfile *f = NULL;
 
 		CHECK_RC(cf_fs_rfile_open(&f, root, "ln"), -ELOOP);
+		/* Never opened, so never blocks or wakes a writer. */
+		CHECK_RC(cf_fs_rfile_open(&f, root, "fifo"), -EINVAL);
+		CHECK_RC(cf_fs_rfile_open(&f, root, "."), -EINVAL);
+		CHECK(f == NULL);
 	}
 	CHECK_RC(cf_fs_rdir_xattr_list(root, "a", &list, &len, &dmg), 0);
 	CHECK(dmg == 0 && list != NULL);
@@ -619,7 +634,8 @@ xattr_tampered(void)
 	store_free(&s);
 }
 
-/* Holes: backing holes and all-zero sealed blocks; next_data finds data. */
+/* Holes: backing holes and all-zero sealed blocks; next_data finds data
+ * ([FS-READ-6], [FS-READ-7]). */
 static void
 sparse(void)
 {
@@ -692,7 +708,8 @@ sparse(void)
 	store_free(&s);
 }
 
-/* A tampered block fails for its own range only; damaged files. */
+/* A tampered block fails for its own range only; damaged files
+ * ([FS-READ-5], [FS-READ-6]). */
 static void
 tampered(void)
 {
@@ -766,7 +783,8 @@ tampered(void)
 	store_free(&s);
 }
 
-/* The marker decides: another tenant's keys, no marker, no store. */
+/* The marker decides: another tenant's keys, no marker, no store
+ * ([FS-READ-1]). */
 static void
 wrong_tenant(void)
 {
@@ -812,7 +830,8 @@ wrong_tenant(void)
 	store_free(&s);
 }
 
-/* Names that do not decrypt are reported one by one; the walk goes on. */
+/* Names that do not decrypt are reported one by one; the walk goes on
+ * ([FS-READ-3]). */
 static void
 bad_names(void)
 {
@@ -870,7 +889,8 @@ bad_names(void)
 	store_free(&s);
 }
 
-/* Names from the caller are single components: no way out of the tree. */
+/* Names from the caller are single components: no way out of the tree
+ * ([FS-READ-2]). */
 static void
 traversal(void)
 {
@@ -927,7 +947,7 @@ traversal(void)
 	store_free(&s);
 }
 
-/* Long symlink targets live in links/, named by their hash. */
+/* Long symlink targets live in links/, named by their hash ([FS-READ-8]). */
 static void
 long_targets(void)
 {
@@ -984,7 +1004,8 @@ long_targets(void)
 	store_free(&s);
 }
 
-/* Long names: cf.L.<hash> entries with their .n sidecars. */
+/* Long names: cf.L.<hash> entries with their .n sidecars ([FS-READ-3],
+ * [FS-READ-8]). */
 static void
 long_names(void)
 {
@@ -1086,7 +1107,7 @@ long_names(void)
 #endif
 }
 
-/* A file that changes while it is read is -EAGAIN. */
+/* A file that changes while it is read is -EAGAIN ([FS-READ-9]). */
 static void
 changed(void)
 {
