@@ -1,0 +1,191 @@
+/*
+ * bk_int.h - backup/'s private header: the structures behind the opaque
+ * types that more than one file needs, and module-private helpers.
+ * Tests include it to inject fixed key ids and nonces (known answers);
+ * nothing outside backup/ and tests/ may.
+ */
+#ifndef BK_INT_H
+#define BK_INT_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cf_backup.h"
+
+#define BK_MAGIC "\x89" "CFBK\r\n\x1a"
+#define BK_KID_BYTES 16U
+#define BK_NONCE_MAX 24U
+#define BK_TAG 16U
+#define BK_BODY_HDR 8U		/* compression, reserved, ulen */
+#define BK_ZSTD_LEVEL 3
+
+struct cf_bk_keys {
+	enum cf_ks_cipher cipher;
+	uint32_t version;
+	struct cf_secbuf *data;		/* D: parent of object keys */
+	struct cf_secbuf *idkey;	/* I: blob ids */
+	struct cf_secbuf *gear;		/* 256 u64 (host order) */
+};
+
+/* ---- little-endian helpers ------------------------------------------------ */
+
+static inline void
+bk_le16(unsigned char *p, uint16_t v)
+{
+	p[0] = (unsigned char)v;
+	p[1] = (unsigned char)(v >> 8);
+}
+
+static inline void
+bk_le32(unsigned char *p, uint32_t v)
+{
+	p[0] = (unsigned char)v;
+	p[1] = (unsigned char)(v >> 8);
+	p[2] = (unsigned char)(v >> 16);
+	p[3] = (unsigned char)(v >> 24);
+}
+
+static inline void
+bk_le64(unsigned char *p, uint64_t v)
+{
+	bk_le32(p, (uint32_t)v);
+	bk_le32(p + 4, (uint32_t)(v >> 32));
+}
+
+static inline uint16_t
+bk_rd16(const unsigned char *p)
+{
+	return (uint16_t)(p[0] | (p[1] << 8));
+}
+
+static inline uint32_t
+bk_rd32(const unsigned char *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+	    (uint32_t)p[3] << 24;
+}
+
+static inline uint64_t
+bk_rd64(const unsigned char *p)
+{
+	return (uint64_t)bk_rd32(p) | (uint64_t)bk_rd32(p + 4) << 32;
+}
+
+/* ---- object headers and keys (bk_object.c) -------------------------------- */
+
+/* Writes a header; kid NULL draws a random key id. */
+void bk_header_make(unsigned char hdr[CF_BK_HEADER_BYTES],
+    enum cf_bk_kind kind, const struct cf_bk_keys *k,
+    const unsigned char *kid);
+/*
+ * Checks a header against [BK-OBJ-1..5]: -EPROTO malformed or not of
+ * kind, -ENOKEY key version other than k's (k may be NULL: no check).
+ */
+int bk_header_check(const unsigned char *hdr, enum cf_bk_kind kind,
+    const struct cf_bk_keys *k);
+/* Nonce length for the header's cipher (12 or 24). */
+size_t bk_header_nl(const unsigned char *hdr);
+/* The AEAD context of the object with this header (its object key). */
+int bk_object_aead(const struct cf_bk_keys *k, const unsigned char *hdr,
+    struct cf_ks_aead **out);
+/*
+ * cf_bk_object_seal with injectable key id and nonce (NULL: random) and
+ * compress 0 (never) or 1 (when shorter).
+ */
+int bk_object_seal_ex(const struct cf_bk_keys *k, enum cf_bk_kind kind,
+    const unsigned char *plain, size_t len, const unsigned char *kid,
+    const unsigned char *nonce, int compress, unsigned char **out,
+    size_t *outlen);
+
+/*
+ * Decompresses one zstd frame of clen bytes into exactly ulen bytes at
+ * out; -EPROTO unless the frame declares ulen and yields exactly that.
+ */
+int bk_unzstd(const unsigned char *c, size_t clen, unsigned char *out,
+    size_t ulen);
+
+/* ---- blobs and packs (bk_pack.c) ------------------------------------------ */
+
+void bk_desc_encode(unsigned char out[CF_BK_DESC_BYTES],
+    const struct cf_bk_desc *d);
+/* Decodes and checks one descriptor for cipher nonce length nl. */
+int bk_desc_decode(struct cf_bk_desc *d, const unsigned char *in, size_t nl);
+/* Size of a pack with these blobs ([BK-PACK-1]); 0 if over the limits. */
+uint64_t bk_pack_size(const struct cf_bk_desc *d, size_t n, size_t nl);
+/* Opens a blob with a ready AEAD context (cf_bk_blob_open's body). */
+int bk_blob_open_aead(const struct cf_bk_keys *k,
+    const struct cf_ks_aead *a, const unsigned char *hdr,
+    const struct cf_bk_desc *d, const unsigned char *sblob, size_t len,
+    unsigned char **plain, size_t *plen);
+
+/* A pack being built in memory. */
+struct bk_packer;
+
+/* kid NULL: random key id. */
+int bk_packer_new(struct bk_packer **out, const struct cf_bk_keys *k,
+    const unsigned char *kid);
+void bk_packer_free(struct bk_packer *p);
+/*
+ * Compresses (if compress and shorter; cctx may be NULL), seals and
+ * appends one blob whose id the caller computed.  nonce NULL: random.
+ */
+int bk_packer_add(struct bk_packer *p, enum cf_bk_blob_type type,
+    const unsigned char id[CF_BK_ID_BYTES], const unsigned char *plain,
+    size_t len, int compress, void *cctx, const unsigned char *nonce);
+size_t bk_packer_count(const struct bk_packer *p);
+size_t bk_packer_bytes(const struct bk_packer *p);
+/*
+ * Seals the trailer (nonce NULL: random) and hands over the pack: *buf
+ * (*len bytes, malloc'd), its storage id, header and descriptors (*descs
+ * malloc'd, *n).  The packer is empty afterwards and may be freed.
+ */
+int bk_packer_finish(struct bk_packer *p, const unsigned char *nonce,
+    unsigned char **buf, size_t *len, unsigned char id[CF_BK_ID_BYTES],
+    unsigned char hdr[CF_BK_HEADER_BYTES], struct cf_bk_desc **descs,
+    size_t *n);
+
+/* ---- misc ------------------------------------------------------------------ */
+
+/* Object name for a storage id (65 bytes with the NUL). */
+static inline void
+bk_name(const unsigned char id[CF_BK_ID_BYTES], char out[65])
+{
+	cf_bk_id_hex(id, out);
+}
+
+/* 1 if s is 64 lowercase hex digits. */
+int bk_name_valid(const char *s);
+
+/* Config JSON (bk_repo.c); exposed for the tests. */
+struct bk_config {
+	unsigned char repo_id[16];
+	unsigned char tenant[CF_KS_ID_BYTES];
+	int64_t created;
+	size_t min, avg, max;
+};
+int bk_config_encode(const struct bk_config *c, char **out, size_t *len);
+int bk_config_decode(struct bk_config *c, const char *buf, size_t len);
+
+/* 1 if the chunker parameters obey [BK-CDC-1]. */
+int bk_chunker_params_ok(size_t min, size_t avg, size_t max);
+
+/* ---- repository (bk_repo.c), shared with the writer (bk_writer.c) ------- */
+
+struct cf_bk_repo {
+	struct cf_bk_store *store;
+	const struct cf_bk_keys *keys;
+	struct cf_bk_keys *own_keys;	/* set when opened by URL */
+	struct cf_bk_chunker *chunker;
+	struct bk_config cfg;
+	struct cf_bk_index *idx;
+	/* The AEAD of the pack read last (restores read pack by pack). */
+	unsigned char cache_hdr[CF_BK_HEADER_BYTES];
+	struct cf_ks_aead *cache_aead;
+};
+
+/* Seals plaintext as an object of kind and puts it under its storage id. */
+int bk_repo_put_object(struct cf_bk_repo *r, enum cf_bk_kind kind,
+    const unsigned char *plain, size_t len, unsigned char id[CF_BK_ID_BYTES]);
+
+#endif /* BK_INT_H */

@@ -1,0 +1,613 @@
+/*
+ * bk_repo.c - a repository: init and open through the config object,
+ * the in-memory index loaded from every index object, blob, tree and
+ * snapshot loading and saving, and lock objects
+ * (docs/format/repository.md: Config, Index, Snapshots, Locks).
+ *
+ * Reading trusts nothing: every object is checked against its storage
+ * id ([BK-LAY-3]) and opened under the tenant's keys before use.  It
+ * does not write packs (bk_writer.c) or walk trees (the CLI's job).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <sodium.h>
+
+#include "bk_int.h"
+
+#define LOCK_STALE_SECONDS (30 * 60)
+
+static int
+chunker_from_cfg(struct cf_bk_repo *r)
+{
+	return cf_bk_chunker_new(&r->chunker, r->keys, r->cfg.min,
+	    r->cfg.avg, r->cfg.max);
+}
+
+static int
+repo_new(struct cf_bk_repo **out, struct cf_bk_store *store,
+    const struct cf_bk_keys *keys)
+{
+	struct cf_bk_repo *r;
+	int rc;
+
+	*out = NULL;
+	r = calloc(1, sizeof(*r));
+	if (r == NULL)
+		return -ENOMEM;
+	rc = cf_bk_index_new(&r->idx);
+	if (rc < 0) {
+		free(r);
+		return rc;
+	}
+	r->store = store;
+	r->keys = keys;
+	*out = r;
+	return 0;
+}
+
+/* Frees r but not its store (init/open failures hand it back). */
+static void
+repo_free_keep_store(struct cf_bk_repo *r)
+{
+	if (r == NULL)
+		return;
+	cf_bk_chunker_free(r->chunker);
+	cf_bk_index_free(r->idx);
+	cf_ks_aead_free(r->cache_aead);
+	cf_bk_keys_free(r->own_keys);
+	free(r);
+}
+
+void
+cf_bk_repo_free(struct cf_bk_repo *r)
+{
+	if (r == NULL)
+		return;
+	cf_bk_store_free(r->store);
+	repo_free_keep_store(r);
+}
+
+int
+cf_bk_repo_init(struct cf_bk_repo **out, struct cf_bk_store *store,
+    const struct cf_bk_keys *keys, const unsigned char tenant[CF_KS_ID_BYTES])
+{
+	struct cf_bk_repo *r = NULL;
+	unsigned char *obj = NULL;
+	char *json = NULL;
+	size_t jlen, olen;
+	int rc;
+
+	*out = NULL;
+	rc = repo_new(&r, store, keys);
+	if (rc < 0)
+		return rc;
+	randombytes_buf(r->cfg.repo_id, sizeof(r->cfg.repo_id));
+	memcpy(r->cfg.tenant, tenant, CF_KS_ID_BYTES);
+	r->cfg.created = (int64_t)cf_ks_now();
+	r->cfg.min = CF_BK_CHUNK_MIN;
+	r->cfg.avg = CF_BK_CHUNK_AVG;
+	r->cfg.max = CF_BK_CHUNK_MAX;
+	rc = bk_config_encode(&r->cfg, &json, &jlen);
+	if (rc < 0)
+		goto out;
+	rc = cf_bk_object_seal(keys, CF_BK_KIND_CONFIG,
+	    (const unsigned char *)json, jlen, &obj, &olen);
+	if (rc < 0)
+		goto out;
+	rc = cf_bk_store_put(store, CF_BK_KIND_CONFIG, "config", obj, olen, 1);
+	if (rc < 0)
+		goto out;
+	rc = chunker_from_cfg(r);
+	if (rc < 0)
+		goto out;
+	*out = r;
+	r = NULL;
+out:
+	free(json);
+	free(obj);
+	repo_free_keep_store(r);
+	return rc;
+}
+
+int
+cf_bk_repo_open(struct cf_bk_repo **out, struct cf_bk_store *store,
+    const struct cf_bk_keys *keys, const unsigned char tenant[CF_KS_ID_BYTES])
+{
+	struct cf_bk_repo *r = NULL;
+	unsigned char *obj = NULL, *plain = NULL;
+	size_t olen, plen;
+	int rc;
+
+	*out = NULL;
+	rc = repo_new(&r, store, keys);
+	if (rc < 0)
+		return rc;
+	rc = cf_bk_store_get(store, CF_BK_KIND_CONFIG, "config",
+	    CF_BK_OBJECT_MAX, &obj, &olen);
+	if (rc == -EFBIG)
+		rc = -EPROTO;
+	if (rc < 0)
+		goto out;
+	rc = cf_bk_object_open(keys, CF_BK_KIND_CONFIG, obj, olen, &plain,
+	    &plen);
+	if (rc < 0)
+		goto out;
+	rc = bk_config_decode(&r->cfg, (const char *)plain, plen);
+	if (rc < 0)
+		goto out;
+	rc = -EACCES;
+	if (sodium_memcmp(r->cfg.tenant, tenant, CF_KS_ID_BYTES) != 0)
+		goto out;
+	rc = chunker_from_cfg(r);
+	if (rc < 0)
+		goto out;
+	*out = r;
+	r = NULL;
+out:
+	free(obj);
+	free(plain);
+	repo_free_keep_store(r);
+	return rc;
+}
+
+int
+cf_bk_repo_open_url(struct cf_bk_repo **out, const char *url,
+    const struct cf_secbuf *root, uint32_t key_version,
+    enum cf_ks_cipher cipher, const unsigned char tenant[CF_KS_ID_BYTES],
+    int flags)
+{
+	struct cf_bk_keys *keys = NULL;
+	struct cf_bk_store *store = NULL;
+	struct cf_bk_repo *r = NULL;
+	int rc;
+
+	*out = NULL;
+	rc = cf_bk_keys_new(&keys, root, key_version, cipher);
+	if (rc < 0)
+		return rc;
+	rc = cf_bk_store_open_url(&store, url,
+	    (flags & CF_BK_REPO_CREATE) ? CF_BK_STORE_CREATE : 0);
+	if (rc < 0)
+		goto out;
+	rc = cf_bk_repo_open(&r, store, keys, tenant);
+	if (rc == -ENOENT && (flags & CF_BK_REPO_CREATE))
+		rc = cf_bk_repo_init(&r, store, keys, tenant);
+	if (rc < 0)
+		goto out;
+	store = NULL;
+	r->own_keys = keys;
+	keys = NULL;
+	rc = cf_bk_repo_index_load(r, NULL);
+	if (rc < 0)
+		goto out;
+	*out = r;
+	r = NULL;
+out:
+	cf_bk_repo_free(r);
+	cf_bk_store_free(store);
+	cf_bk_keys_free(keys);
+	return rc;
+}
+
+struct cf_bk_store *
+cf_bk_repo_store(struct cf_bk_repo *r)
+{
+	return r->store;
+}
+
+const struct cf_bk_keys *
+cf_bk_repo_keys(const struct cf_bk_repo *r)
+{
+	return r->keys;
+}
+
+const struct cf_bk_chunker *
+cf_bk_repo_chunker(const struct cf_bk_repo *r)
+{
+	return r->chunker;
+}
+
+const struct cf_bk_index *
+cf_bk_repo_index(const struct cf_bk_repo *r)
+{
+	return r->idx;
+}
+
+const unsigned char *
+cf_bk_repo_id(const struct cf_bk_repo *r)
+{
+	return r->cfg.repo_id;
+}
+
+/* ---- sealed objects by storage id ----------------------------------------- */
+
+int
+bk_repo_put_object(struct cf_bk_repo *r, enum cf_bk_kind kind,
+    const unsigned char *plain, size_t len, unsigned char id[CF_BK_ID_BYTES])
+{
+	unsigned char *obj = NULL;
+	char name[65];
+	size_t olen;
+	int rc;
+
+	rc = cf_bk_object_seal(r->keys, kind, plain, len, &obj, &olen);
+	if (rc < 0)
+		return rc;
+	cf_bk_storage_id(obj, olen, id);
+	bk_name(id, name);
+	rc = cf_bk_store_put(r->store, kind, name, obj, olen, 0);
+	free(obj);
+	return rc;
+}
+
+/* Gets, checks the storage id of, and opens one object. */
+static int
+get_object(struct cf_bk_repo *r, enum cf_bk_kind kind, const char *name,
+    unsigned char **plain, size_t *plen)
+{
+	unsigned char *obj = NULL, id[CF_BK_ID_BYTES], want[CF_BK_ID_BYTES];
+	size_t olen;
+	int rc;
+
+	*plain = NULL;
+	*plen = 0;
+	rc = cf_bk_id_parse(name, want);
+	if (rc < 0)
+		return rc;
+	rc = cf_bk_store_get(r->store, kind, name, CF_BK_OBJECT_MAX, &obj,
+	    &olen);
+	if (rc == -EFBIG)
+		rc = -EPROTO;
+	if (rc < 0)
+		return rc;
+	cf_bk_storage_id(obj, olen, id);
+	if (sodium_memcmp(id, want, CF_BK_ID_BYTES) != 0)
+		rc = -EBADMSG;	/* [BK-LAY-3] */
+	else
+		rc = cf_bk_object_open(r->keys, kind, obj, olen, plain, plen);
+	free(obj);
+	return rc;
+}
+
+/* ---- index ------------------------------------------------------------------ */
+
+struct names {
+	char (*v)[65];
+	size_t n, cap;
+};
+
+static int
+collect(void *arg, const char *name, uint64_t size)
+{
+	struct names *ns = arg;
+
+	(void)size;
+	if (ns->n == ns->cap) {
+		size_t nc = ns->cap ? ns->cap * 2 : 64;
+		char (*nv)[65] = realloc(ns->v, nc * sizeof(*nv));
+
+		if (nv == NULL)
+			return -ENOMEM;
+		ns->v = nv;
+		ns->cap = nc;
+	}
+	memcpy(ns->v[ns->n++], name, 65);
+	return 0;
+}
+
+int
+cf_bk_repo_index_load(struct cf_bk_repo *r, size_t *bad)
+{
+	struct cf_bk_index *idx = NULL;
+	struct names ns = { NULL, 0, 0 };
+	unsigned char *plain;
+	size_t plen, i, nbad = 0;
+	int rc;
+
+	if (bad != NULL)
+		*bad = 0;
+	rc = cf_bk_index_new(&idx);
+	if (rc < 0)
+		return rc;
+	rc = cf_bk_store_list(r->store, CF_BK_KIND_INDEX, collect, &ns);
+	if (rc < 0)
+		goto out;
+	for (i = 0; i < ns.n; i++) {
+		rc = get_object(r, CF_BK_KIND_INDEX, ns.v[i], &plain, &plen);
+		if (rc == 0) {
+			rc = cf_bk_index_decode(idx, plain, plen);
+			free(plain);
+		}
+		if (rc == -ENOMEM)
+			goto out;
+		if (rc < 0)
+			nbad++;	/* verify names it; the rest still loads */
+	}
+	cf_bk_index_free(r->idx);
+	r->idx = idx;
+	idx = NULL;
+	if (bad != NULL)
+		*bad = nbad;
+	rc = 0;
+out:
+	cf_bk_index_free(idx);
+	free(ns.v);
+	return rc;
+}
+
+int
+cf_bk_repo_has_blob(struct cf_bk_repo *r, enum cf_bk_blob_type type,
+    const unsigned char id[CF_BK_ID_BYTES])
+{
+	struct cf_bk_blob_loc loc;
+
+	return cf_bk_index_lookup(r->idx, type, id, &loc) == 0;
+}
+
+int
+cf_bk_repo_blob_load(struct cf_bk_repo *r, enum cf_bk_blob_type type,
+    const unsigned char id[CF_BK_ID_BYTES], unsigned char **buf, size_t *len)
+{
+	struct cf_bk_blob_loc loc;
+	unsigned char *sblob = NULL;
+	char name[65];
+	int rc;
+
+	*buf = NULL;
+	*len = 0;
+	rc = cf_bk_index_lookup(r->idx, type, id, &loc);
+	if (rc < 0)
+		return rc;
+	rc = bk_header_check(loc.header, CF_BK_KIND_PACK, r->keys);
+	if (rc < 0)
+		return rc;
+	if (r->cache_aead == NULL ||
+	    memcmp(r->cache_hdr, loc.header, CF_BK_HEADER_BYTES) != 0) {
+		cf_ks_aead_free(r->cache_aead);
+		r->cache_aead = NULL;
+		rc = bk_object_aead(r->keys, loc.header, &r->cache_aead);
+		if (rc < 0)
+			return rc;
+		memcpy(r->cache_hdr, loc.header, CF_BK_HEADER_BYTES);
+	}
+	sblob = malloc(loc.desc.length);
+	if (sblob == NULL)
+		return -ENOMEM;
+	bk_name(loc.pack, name);
+	rc = cf_bk_store_get_range(r->store, CF_BK_KIND_PACK, name, loc.offset,
+	    loc.desc.length, sblob);
+	if (rc == 0)
+		rc = bk_blob_open_aead(r->keys, r->cache_aead, loc.header,
+		    &loc.desc, sblob, loc.desc.length, buf, len);
+	free(sblob);
+	return rc;
+}
+
+int
+cf_bk_repo_tree_load(struct cf_bk_repo *r,
+    const unsigned char id[CF_BK_ID_BYTES], struct cf_bk_tree **out)
+{
+	unsigned char *buf;
+	size_t len;
+	int rc;
+
+	*out = NULL;
+	rc = cf_bk_repo_blob_load(r, CF_BK_BLOB_TREE, id, &buf, &len);
+	if (rc < 0)
+		return rc;
+	rc = cf_bk_tree_decode(out, buf, len);
+	free(buf);
+	return rc;
+}
+
+/* ---- snapshots --------------------------------------------------------------- */
+
+int
+cf_bk_repo_snapshot_save(struct cf_bk_repo *r, const struct cf_bk_snapshot *s,
+    unsigned char id[CF_BK_ID_BYTES])
+{
+	char *json = NULL;
+	size_t len;
+	int rc;
+
+	memset(id, 0, CF_BK_ID_BYTES);
+	rc = cf_bk_snapshot_encode(s, &json, &len);
+	if (rc < 0)
+		return rc;
+	rc = bk_repo_put_object(r, CF_BK_KIND_SNAPSHOT,
+	    (const unsigned char *)json, len, id);
+	free(json);
+	return rc;
+}
+
+int
+cf_bk_repo_snapshot_list(struct cf_bk_repo *r,
+    unsigned char (**ids)[CF_BK_ID_BYTES], size_t *n)
+{
+	struct names ns = { NULL, 0, 0 };
+	unsigned char (*v)[CF_BK_ID_BYTES] = NULL;
+	size_t i;
+	int rc;
+
+	*ids = NULL;
+	*n = 0;
+	rc = cf_bk_store_list(r->store, CF_BK_KIND_SNAPSHOT, collect, &ns);
+	if (rc < 0)
+		goto out;
+	if (ns.n > 0) {
+		v = malloc(ns.n * sizeof(*v));
+		if (v == NULL) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		for (i = 0; i < ns.n; i++) {
+			rc = cf_bk_id_parse(ns.v[i], v[i]);
+			if (rc < 0)
+				goto out;
+		}
+	}
+	*ids = v;
+	*n = ns.n;
+	v = NULL;
+	rc = 0;
+out:
+	free(v);
+	free(ns.v);
+	return rc;
+}
+
+int
+cf_bk_repo_snapshot_load(struct cf_bk_repo *r,
+    const unsigned char id[CF_BK_ID_BYTES], struct cf_bk_snapshot **out)
+{
+	unsigned char *plain;
+	char name[65];
+	size_t plen;
+	int rc;
+
+	*out = NULL;
+	bk_name(id, name);
+	rc = get_object(r, CF_BK_KIND_SNAPSHOT, name, &plain, &plen);
+	if (rc < 0)
+		return rc;
+	rc = cf_bk_snapshot_decode(out, (const char *)plain, plen);
+	free(plain);
+	return rc;
+}
+
+/* ---- locks -------------------------------------------------------------------- */
+
+struct cf_bk_lock {
+	struct cf_bk_repo *r;
+	int exclusive;
+	char hostname[256];
+	unsigned char id[CF_BK_ID_BYTES];
+};
+
+static int
+lock_put(struct cf_bk_lock *l)
+{
+	json_t *o;
+	char *s;
+	int rc = -ENOMEM;
+
+	o = json_pack("{s:b, s:s, s:I, s:I}", "exclusive", l->exclusive,
+	    "hostname", l->hostname, "pid", (json_int_t)getpid(), "time",
+	    (json_int_t)cf_ks_now());
+	if (o == NULL)
+		return -ENOMEM;
+	s = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
+	json_decref(o);
+	if (s != NULL)
+		rc = bk_repo_put_object(l->r, CF_BK_KIND_LOCK,
+		    (const unsigned char *)s, strlen(s), l->id);
+	free(s);
+	return rc;
+}
+
+/* 1 if the lock object name conflicts with ours (fresh and clashing). */
+static int
+lock_conflicts(struct cf_bk_lock *l, const char *name)
+{
+	unsigned char *plain;
+	size_t plen;
+	json_error_t e;
+	json_t *o, *ex, *t;
+	int conflict = 0;
+
+	if (get_object(l->r, CF_BK_KIND_LOCK, name, &plain, &plen) < 0)
+		return 0;	/* vanished or damaged: not a holder */
+	o = json_loadb((const char *)plain, plen, JSON_REJECT_DUPLICATES, &e);
+	free(plain);
+	if (o == NULL)
+		return 0;
+	ex = json_object_get(o, "exclusive");
+	t = json_object_get(o, "time");
+	if (json_is_boolean(ex) && json_is_integer(t) &&
+	    (long long)cf_ks_now() - json_integer_value(t) <
+	    LOCK_STALE_SECONDS)
+		conflict = l->exclusive || json_is_true(ex);
+	json_decref(o);
+	return conflict;
+}
+
+int
+cf_bk_repo_lock(struct cf_bk_repo *r, int exclusive, const char *hostname,
+    struct cf_bk_lock **out)
+{
+	struct names ns = { NULL, 0, 0 };
+	struct cf_bk_lock *l;
+	char mine[65];
+	size_t i;
+	int rc;
+
+	*out = NULL;
+	l = calloc(1, sizeof(*l));
+	if (l == NULL)
+		return -ENOMEM;
+	l->r = r;
+	l->exclusive = exclusive != 0;
+	if (hostname != NULL)
+		snprintf(l->hostname, sizeof(l->hostname), "%s", hostname);
+	else if (gethostname(l->hostname, sizeof(l->hostname) - 1) < 0)
+		snprintf(l->hostname, sizeof(l->hostname), "unknown");
+	rc = lock_put(l);
+	if (rc < 0)
+		goto fail;
+	bk_name(l->id, mine);
+	rc = cf_bk_store_list(r->store, CF_BK_KIND_LOCK, collect, &ns);
+	if (rc < 0)
+		goto release;
+	for (i = 0; i < ns.n; i++) {
+		if (strcmp(ns.v[i], mine) != 0 && lock_conflicts(l, ns.v[i])) {
+			rc = -EBUSY;
+			goto release;
+		}
+	}
+	free(ns.v);
+	*out = l;
+	return 0;
+release:
+	free(ns.v);
+	if (cf_bk_store_del(r->store, CF_BK_KIND_LOCK, mine) < 0) {
+		/* Left behind, it goes stale in 30 minutes. */
+	}
+fail:
+	free(l);
+	return rc;
+}
+
+int
+cf_bk_lock_refresh(struct cf_bk_lock *l)
+{
+	unsigned char old[CF_BK_ID_BYTES];
+	char name[65];
+	int rc;
+
+	memcpy(old, l->id, sizeof(old));
+	rc = lock_put(l);
+	if (rc < 0)
+		return rc;
+	bk_name(old, name);
+	rc = cf_bk_store_del(l->r->store, CF_BK_KIND_LOCK, name);
+	return rc == -ENOENT ? 0 : rc;
+}
+
+int
+cf_bk_lock_release(struct cf_bk_lock *l)
+{
+	char name[65];
+	int rc;
+
+	if (l == NULL)
+		return 0;
+	bk_name(l->id, name);
+	rc = cf_bk_store_del(l->r->store, CF_BK_KIND_LOCK, name);
+	free(l);
+	return rc == -ENOENT ? 0 : rc;
+}

@@ -1,0 +1,545 @@
+/*
+ * bk_store.c - the storage backend interface and the local directory
+ * backend (docs/format/repository.md: Repository layout, [BK-LAY-1..2]).
+ *
+ * The local backend lays objects out as restic does: config,
+ * data/XX/<id>, index/<id>, snapshots/<id>, locks/<id>.  A put writes a
+ * temporary ".tmp-<random>" beside the target, fsyncs it, renames (or,
+ * for an exclusive put, links) it into place and fsyncs the directory,
+ * so an object is either whole or absent after a crash.  Every path is
+ * resolved relative to the repository's directory fd.  It keeps no
+ * state but that fd, so its ops may run on many threads at once.
+ *
+ * What it deliberately does not do: locking (bk_repo.c's lock objects),
+ * caching, or any interpretation of object bytes.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "bk_int.h"
+
+struct cf_bk_store {
+	const struct cf_bk_store_ops *ops;
+	void *ctx;
+};
+
+int
+cf_bk_store_new(struct cf_bk_store **out, const struct cf_bk_store_ops *ops,
+    void *ctx)
+{
+	struct cf_bk_store *s;
+
+	*out = NULL;
+	s = calloc(1, sizeof(*s));
+	if (s == NULL)
+		return -ENOMEM;
+	s->ops = ops;
+	s->ctx = ctx;
+	*out = s;
+	return 0;
+}
+
+void
+cf_bk_store_free(struct cf_bk_store *s)
+{
+	if (s == NULL)
+		return;
+	if (s->ops->close != NULL)
+		s->ops->close(s->ctx);
+	free(s);
+}
+
+const struct cf_bk_store_ops *
+cf_bk_store_ops(const struct cf_bk_store *s)
+{
+	return s->ops;
+}
+
+void *
+cf_bk_store_ctx(const struct cf_bk_store *s)
+{
+	return s->ctx;
+}
+
+/* A name is "config" for the config, 64 lowercase hex otherwise. */
+static int
+name_ok(enum cf_bk_kind kind, const char *name)
+{
+	if (kind == CF_BK_KIND_CONFIG)
+		return strcmp(name, "config") == 0;
+	if (kind < CF_BK_KIND_PACK || kind > CF_BK_KIND_LOCK)
+		return 0;
+	return bk_name_valid(name);
+}
+
+int
+cf_bk_store_put(struct cf_bk_store *s, enum cf_bk_kind kind, const char *name,
+    const unsigned char *buf, size_t len, int excl)
+{
+	if (!name_ok(kind, name))
+		return -EINVAL;
+	return s->ops->put(s->ctx, kind, name, buf, len, excl);
+}
+
+int
+cf_bk_store_get(struct cf_bk_store *s, enum cf_bk_kind kind, const char *name,
+    size_t max, unsigned char **buf, size_t *len)
+{
+	*buf = NULL;
+	*len = 0;
+	if (!name_ok(kind, name))
+		return -EINVAL;
+	return s->ops->get(s->ctx, kind, name, max, buf, len);
+}
+
+int
+cf_bk_store_get_range(struct cf_bk_store *s, enum cf_bk_kind kind,
+    const char *name, uint64_t off, size_t len, unsigned char *buf)
+{
+	if (!name_ok(kind, name))
+		return -EINVAL;
+	return s->ops->get_range(s->ctx, kind, name, off, len, buf);
+}
+
+int
+cf_bk_store_stat(struct cf_bk_store *s, enum cf_bk_kind kind,
+    const char *name, uint64_t *size)
+{
+	*size = 0;
+	if (!name_ok(kind, name))
+		return -EINVAL;
+	return s->ops->stat(s->ctx, kind, name, size);
+}
+
+int
+cf_bk_store_list(struct cf_bk_store *s, enum cf_bk_kind kind,
+    int (*fn)(void *arg, const char *name, uint64_t size), void *arg)
+{
+	if (kind < CF_BK_KIND_PACK || kind > CF_BK_KIND_LOCK)
+		return -EINVAL;
+	return s->ops->list(s->ctx, kind, fn, arg);
+}
+
+int
+cf_bk_store_del(struct cf_bk_store *s, enum cf_bk_kind kind, const char *name)
+{
+	if (!name_ok(kind, name))
+		return -EINVAL;
+	return s->ops->del(s->ctx, kind, name);
+}
+
+/* ---- local directory backend ------------------------------------------------ */
+
+struct local {
+	int dirfd;
+};
+
+static const char *
+kind_dir(enum cf_bk_kind kind)
+{
+	switch (kind) {
+	case CF_BK_KIND_PACK:
+		return "data";
+	case CF_BK_KIND_INDEX:
+		return "index";
+	case CF_BK_KIND_SNAPSHOT:
+		return "snapshots";
+	case CF_BK_KIND_LOCK:
+		return "locks";
+	case CF_BK_KIND_CONFIG:
+		return ".";
+	}
+	return NULL;
+}
+
+/* The directory (relative to the repo) of an object: "data/ab", "index". */
+static void
+obj_dir(enum cf_bk_kind kind, const char *name, char *dir, size_t cap)
+{
+	if (kind == CF_BK_KIND_PACK)
+		snprintf(dir, cap, "data/%.2s", name);
+	else
+		snprintf(dir, cap, "%s", kind_dir(kind));
+}
+
+static int
+fsync_dir_at(int dirfd, const char *dir)
+{
+	int fd = openat(dirfd, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc = 0;
+
+	if (fd < 0)
+		return -errno;
+	if (fsync(fd) < 0)
+		rc = -errno;
+	close(fd);
+	return rc;
+}
+
+static int
+mkdir_at(int dirfd, const char *dir)
+{
+	if (mkdirat(dirfd, dir, 0700) < 0 && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+static int
+write_all(int fd, const unsigned char *buf, size_t len)
+{
+	while (len > 0) {
+		ssize_t n = write(fd, buf, len);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		buf += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+static int
+local_put(void *ctx, enum cf_bk_kind kind, const char *name,
+    const unsigned char *buf, size_t len, int excl)
+{
+	struct local *l = ctx;
+	unsigned char rnd[8];
+	char dir[32], tmp[64], rhex[17], path[128], tpath[128];
+	int fd = -1, rc, made = 0;
+
+	obj_dir(kind, name, dir, sizeof(dir));
+	randombytes_buf(rnd, sizeof(rnd));
+	sodium_bin2hex(rhex, sizeof(rhex), rnd, sizeof(rnd));
+	snprintf(tmp, sizeof(tmp), ".tmp-%s", rhex);
+	snprintf(tpath, sizeof(tpath), "%s/%s", dir, tmp);
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	fd = openat(l->dirfd, tpath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
+	    0600);
+	if (fd < 0 && errno == ENOENT && kind == CF_BK_KIND_PACK) {
+		/* data/XX appears on first use. */
+		rc = mkdir_at(l->dirfd, dir);
+		if (rc < 0)
+			return rc;
+		rc = fsync_dir_at(l->dirfd, "data");
+		if (rc < 0)
+			return rc;
+		fd = openat(l->dirfd, tpath,
+		    O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	}
+	if (fd < 0)
+		return -errno;
+	made = 1;
+	rc = write_all(fd, buf, len);
+	if (rc == 0 && fsync(fd) < 0)
+		rc = -errno;
+	if (close(fd) < 0 && rc == 0)
+		rc = -errno;
+	if (rc < 0)
+		goto out;
+	if (excl) {
+		/* link fails if the name exists: never replaces a config. */
+		if (linkat(l->dirfd, tpath, l->dirfd, path, 0) < 0) {
+			rc = -errno;
+			goto out;
+		}
+		unlinkat(l->dirfd, tpath, 0);
+		made = 0;
+	} else {
+		if (renameat(l->dirfd, tpath, l->dirfd, path) < 0) {
+			rc = -errno;
+			goto out;
+		}
+		made = 0;
+	}
+	rc = fsync_dir_at(l->dirfd, dir);
+out:
+	if (made)
+		unlinkat(l->dirfd, tpath, 0);
+	return rc;
+}
+
+static int
+local_open(struct local *l, enum cf_bk_kind kind, const char *name)
+{
+	char dir[32], path[128];
+	int fd;
+
+	obj_dir(kind, name, dir, sizeof(dir));
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	fd = openat(l->dirfd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW |
+	    O_NONBLOCK);
+	return fd < 0 ? -errno : fd;
+}
+
+static int
+read_at(int fd, unsigned char *buf, size_t len, uint64_t off)
+{
+	while (len > 0) {
+		ssize_t n = pread(fd, buf, len, (off_t)off);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (n == 0)
+			return -EPROTO;	/* shorter than the index says */
+		buf += n;
+		len -= (size_t)n;
+		off += (uint64_t)n;
+	}
+	return 0;
+}
+
+static int
+local_get(void *ctx, enum cf_bk_kind kind, const char *name, size_t max,
+    unsigned char **buf, size_t *len)
+{
+	struct stat st;
+	unsigned char *b = NULL;
+	int fd, rc;
+
+	*buf = NULL;
+	*len = 0;
+	fd = local_open(ctx, kind, name);
+	if (fd < 0)
+		return fd;
+	if (fstat(fd, &st) < 0) {
+		rc = -errno;
+		goto out;
+	}
+	rc = -EPROTO;
+	if (!S_ISREG(st.st_mode))
+		goto out;
+	rc = -EFBIG;
+	if ((uint64_t)st.st_size > max)
+		goto out;
+	rc = -ENOMEM;
+	b = malloc(st.st_size > 0 ? (size_t)st.st_size : 1);
+	if (b == NULL)
+		goto out;
+	rc = read_at(fd, b, (size_t)st.st_size, 0);
+	if (rc < 0)
+		goto out;
+	*buf = b;
+	*len = (size_t)st.st_size;
+	b = NULL;
+out:
+	free(b);
+	close(fd);
+	return rc;
+}
+
+static int
+local_get_range(void *ctx, enum cf_bk_kind kind, const char *name,
+    uint64_t off, size_t len, unsigned char *buf)
+{
+	int fd = local_open(ctx, kind, name), rc;
+
+	if (fd < 0)
+		return fd;
+	rc = read_at(fd, buf, len, off);
+	close(fd);
+	return rc;
+}
+
+static int
+local_stat(void *ctx, enum cf_bk_kind kind, const char *name, uint64_t *size)
+{
+	struct stat st;
+	int fd = local_open(ctx, kind, name), rc = 0;
+
+	*size = 0;
+	if (fd < 0)
+		return fd;
+	if (fstat(fd, &st) < 0)
+		rc = -errno;
+	else
+		*size = (uint64_t)st.st_size;
+	close(fd);
+	return rc;
+}
+
+/* Lists one directory's valid names. */
+static int
+list_dir(int dirfd, const char *dir,
+    int (*fn)(void *arg, const char *name, uint64_t size), void *arg)
+{
+	struct dirent *de;
+	struct stat st;
+	DIR *d;
+	int fd, rc = 0;
+
+	fd = openat(dirfd, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT ? 0 : -errno;
+	d = fdopendir(fd);
+	if (d == NULL) {
+		rc = -errno;
+		close(fd);
+		return rc;
+	}
+	while ((errno = 0, de = readdir(d)) != NULL) {
+		if (!bk_name_valid(de->d_name))
+			continue;	/* temporaries and strays */
+		if (fstatat(fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+		    !S_ISREG(st.st_mode))
+			continue;
+		rc = fn(arg, de->d_name, (uint64_t)st.st_size);
+		if (rc != 0)
+			break;
+	}
+	if (de == NULL && errno != 0 && rc == 0)
+		rc = -errno;
+	closedir(d);
+	return rc;
+}
+
+static int
+local_list(void *ctx, enum cf_bk_kind kind,
+    int (*fn)(void *arg, const char *name, uint64_t size), void *arg)
+{
+	struct local *l = ctx;
+	char dir[16];
+	unsigned i;
+	int rc;
+
+	if (kind != CF_BK_KIND_PACK)
+		return list_dir(l->dirfd, kind_dir(kind), fn, arg);
+	for (i = 0; i < 256; i++) {
+		snprintf(dir, sizeof(dir), "data/%02x", i);
+		rc = list_dir(l->dirfd, dir, fn, arg);
+		if (rc != 0)
+			return rc;
+	}
+	return 0;
+}
+
+static int
+local_del(void *ctx, enum cf_bk_kind kind, const char *name)
+{
+	struct local *l = ctx;
+	char dir[32], path[128];
+
+	obj_dir(kind, name, dir, sizeof(dir));
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	if (unlinkat(l->dirfd, path, 0) < 0)
+		return -errno;
+	return fsync_dir_at(l->dirfd, dir);
+}
+
+static void
+local_close(void *ctx)
+{
+	struct local *l = ctx;
+
+	if (l == NULL)
+		return;
+	close(l->dirfd);
+	free(l);
+}
+
+const struct cf_bk_store_ops cf_bk_store_local_ops = {
+	.name = "local",
+	.put = local_put,
+	.get = local_get,
+	.get_range = local_get_range,
+	.stat = local_stat,
+	.list = local_list,
+	.del = local_del,
+	.close = local_close,
+};
+
+/* Makes path (and its parents) as directories, mode 0700. */
+static int
+mkdir_p(const char *path)
+{
+	char buf[PATH_MAX];
+	size_t i, n = strlen(path);
+
+	if (n == 0 || n >= sizeof(buf))
+		return -ENAMETOOLONG;
+	memcpy(buf, path, n + 1);
+	for (i = 1; i <= n; i++) {
+		if (buf[i] == '/' || buf[i] == '\0') {
+			char c = buf[i];
+
+			buf[i] = '\0';
+			if (mkdir(buf, 0700) < 0 && errno != EEXIST)
+				return -errno;
+			buf[i] = c;
+		}
+	}
+	return 0;
+}
+
+static int
+local_open_path(struct cf_bk_store **out, const char *path, int flags)
+{
+	static const char *const dirs[] = { "data", "index", "snapshots",
+	    "locks" };
+	struct local *l;
+	size_t i;
+	int fd, rc;
+
+	if (flags & CF_BK_STORE_CREATE) {
+		rc = mkdir_p(path);
+		if (rc < 0)
+			return rc;
+	}
+	fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (flags & CF_BK_STORE_CREATE) {
+		for (i = 0; i < sizeof(dirs) / sizeof(*dirs); i++) {
+			rc = mkdir_at(fd, dirs[i]);
+			if (rc < 0) {
+				close(fd);
+				return rc;
+			}
+		}
+		if (fsync(fd) < 0) {
+			rc = -errno;
+			close(fd);
+			return rc;
+		}
+	}
+	l = calloc(1, sizeof(*l));
+	if (l == NULL) {
+		close(fd);
+		return -ENOMEM;
+	}
+	l->dirfd = fd;
+	rc = cf_bk_store_new(out, &cf_bk_store_local_ops, l);
+	if (rc < 0)
+		local_close(l);
+	return rc;
+}
+
+int
+cf_bk_store_open_url(struct cf_bk_store **out, const char *url, int flags)
+{
+	*out = NULL;
+	if (url == NULL)
+		return -EINVAL;
+	if (strncmp(url, "file://", 7) == 0) {
+		/* Only file:///absolute: no host part, no relative path. */
+		if (url[7] != '/' || strstr(url, "/../") != NULL)
+			return -EINVAL;
+		return local_open_path(out, url + 7, flags);
+	}
+	if (strncmp(url, "s3://", 5) == 0)
+		return -ENOTSUP;
+	return -EINVAL;
+}

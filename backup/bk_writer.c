@@ -1,0 +1,515 @@
+/*
+ * bk_writer.c - the pack writer: dedup, then compress, seal and pack on
+ * worker threads, put full packs, then index them
+ * (docs/format/repository.md: [BK-CRASH-1..2]).
+ *
+ * The caller's thread reads, chunks and hashes (the blob id decides
+ * dedup, so a known blob costs one keyed hash and no copy).  New blobs go
+ * through a bounded queue to nthreads workers; each worker owns a pack
+ * and a zstd context, fills the pack to CF_BK_PACK_TARGET and puts it.
+ * Packs are indexed after they are put; an index object is written
+ * every 256 packs and at flush.
+ *
+ * Locking: w->mu protects the queue, the pending set, the stats, the
+ * unindexed-pack index, w->err, and the repo's in-memory index while
+ * the writer lives.  Workers never hold it while compressing, sealing
+ * or putting.  Only one lock: no lock order to keep.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <zstd.h>
+
+#include "bk_int.h"
+
+#define INDEX_EVERY_PACKS 256U
+#define KEYLEN (1 + CF_BK_ID_BYTES)
+
+struct job {
+	enum cf_bk_blob_type type;
+	unsigned char id[CF_BK_ID_BYTES];
+	unsigned char *data;
+	size_t len;
+};
+
+struct wstate {
+	struct cf_bk_writer *w;
+	struct bk_packer *packer;	/* owned by this worker */
+	ZSTD_CCtx *cctx;
+	pthread_t tid;
+	int started;
+};
+
+struct cf_bk_writer {
+	struct cf_bk_repo *r;
+	unsigned nthreads;
+	struct wstate *ws;		/* nthreads, or 1 when synchronous */
+	size_t nws;
+
+	pthread_mutex_t mu;
+	pthread_cond_t cv_work, cv_space, cv_idle;
+	struct job *q;			/* ring of qcap jobs */
+	size_t qcap, qhead, qlen, busy;
+	int stop, err;
+
+	unsigned char (*pend)[KEYLEN];	/* set of type||id added */
+	size_t pcap, npend;
+
+	struct cf_bk_index *unindexed;	/* put but not yet indexed */
+	struct cf_bk_writer_stats st;
+};
+
+/* ---- pending set ------------------------------------------------------------ */
+
+static int
+pend_grow(struct cf_bk_writer *w)
+{
+	unsigned char (*old)[KEYLEN] = w->pend, (*nv)[KEYLEN];
+	size_t oldcap = w->pcap, cap = oldcap ? oldcap * 2 : 4096, i, j;
+
+	nv = calloc(cap, KEYLEN);
+	if (nv == NULL)
+		return -ENOMEM;
+	for (i = 0; i < oldcap; i++) {
+		if (old[i][0] == 0)
+			continue;
+		j = (size_t)bk_rd64(old[i] + 1) & (cap - 1);
+		while (nv[j][0] != 0)
+			j = (j + 1) & (cap - 1);
+		memcpy(nv[j], old[i], KEYLEN);
+	}
+	free(old);
+	w->pend = nv;
+	w->pcap = cap;
+	return 0;
+}
+
+/* 1 if present; otherwise inserts when add and returns 0. */
+static int
+pend_check(struct cf_bk_writer *w, enum cf_bk_blob_type type,
+    const unsigned char *id, int add, int *rc)
+{
+	size_t j;
+
+	*rc = 0;
+	if (add && (w->npend + 1) * 2 > w->pcap) {
+		*rc = pend_grow(w);
+		if (*rc < 0)
+			return 0;
+	}
+	if (w->pcap == 0)
+		return 0;
+	j = (size_t)bk_rd64(id) & (w->pcap - 1);
+	while (w->pend[j][0] != 0) {
+		if (w->pend[j][0] == (unsigned char)type &&
+		    memcmp(w->pend[j] + 1, id, CF_BK_ID_BYTES) == 0)
+			return 1;
+		j = (j + 1) & (w->pcap - 1);
+	}
+	if (add) {
+		w->pend[j][0] = (unsigned char)type;
+		memcpy(w->pend[j] + 1, id, CF_BK_ID_BYTES);
+		w->npend++;
+	}
+	return 0;
+}
+
+/* ---- packs and indexes ------------------------------------------------------- */
+
+/* Puts the index of every put-but-unindexed pack.  Called without mu. */
+static int
+write_index(struct cf_bk_writer *w)
+{
+	struct cf_bk_index *old = NULL, *fresh = NULL;
+	unsigned char *buf = NULL, id[CF_BK_ID_BYTES];
+	size_t len;
+	int rc;
+
+	rc = cf_bk_index_new(&fresh);
+	if (rc < 0)
+		return rc;
+	pthread_mutex_lock(&w->mu);
+	if (cf_bk_index_packs(w->unindexed) == 0) {
+		pthread_mutex_unlock(&w->mu);
+		cf_bk_index_free(fresh);
+		return 0;
+	}
+	old = w->unindexed;
+	w->unindexed = fresh;
+	pthread_mutex_unlock(&w->mu);
+	rc = cf_bk_index_encode(old, &buf, &len);
+	if (rc == 0)
+		rc = bk_repo_put_object(w->r, CF_BK_KIND_INDEX, buf, len, id);
+	free(buf);
+	cf_bk_index_free(old);
+	pthread_mutex_lock(&w->mu);
+	if (rc == 0)
+		w->st.indexes++;
+	else if (w->err == 0)
+		w->err = rc;	/* those packs are orphans now: fail */
+	pthread_mutex_unlock(&w->mu);
+	return rc;
+}
+
+/* Finishes and puts a worker's pack, then records it.  Without mu. */
+static int
+finish_pack(struct cf_bk_writer *w, struct wstate *s)
+{
+	unsigned char *buf = NULL, id[CF_BK_ID_BYTES], hdr[CF_BK_HEADER_BYTES];
+	struct cf_bk_desc *descs = NULL;
+	char name[65];
+	size_t len, n, i;
+	uint64_t stored = 0;
+	int rc, need_index = 0;
+
+	if (s->packer == NULL || bk_packer_count(s->packer) == 0)
+		return 0;
+	rc = bk_packer_finish(s->packer, NULL, &buf, &len, id, hdr, &descs,
+	    &n);
+	bk_packer_free(s->packer);
+	s->packer = NULL;
+	if (rc < 0)
+		goto out;
+	bk_name(id, name);
+	rc = cf_bk_store_put(w->r->store, CF_BK_KIND_PACK, name, buf, len, 0);
+	if (rc < 0)
+		goto out;
+	for (i = 0; i < n; i++)
+		stored += descs[i].length;
+	pthread_mutex_lock(&w->mu);
+	rc = cf_bk_index_add_pack(w->r->idx, id, hdr, descs, n);
+	if (rc == 0)
+		rc = cf_bk_index_add_pack(w->unindexed, id, hdr, descs, n);
+	if (rc == 0) {
+		w->st.packs++;
+		w->st.stored_bytes += stored;
+		need_index = cf_bk_index_packs(w->unindexed) >=
+		    INDEX_EVERY_PACKS;
+	}
+	pthread_mutex_unlock(&w->mu);
+	if (rc == 0 && need_index)
+		rc = write_index(w);
+out:
+	free(buf);
+	free(descs);
+	return rc;
+}
+
+/* Compresses, seals and packs one job; puts the pack when full. */
+static int
+process(struct cf_bk_writer *w, struct wstate *s, struct job *j)
+{
+	int rc;
+
+	if (s->packer == NULL) {
+		rc = bk_packer_new(&s->packer, w->r->keys, NULL);
+		if (rc < 0)
+			return rc;
+	}
+	rc = bk_packer_add(s->packer, j->type, j->id, j->data, j->len, 1,
+	    s->cctx, NULL);
+	if (rc < 0)
+		return rc;
+	if (bk_packer_bytes(s->packer) >= CF_BK_PACK_TARGET ||
+	    bk_packer_count(s->packer) >= CF_BK_PACK_BLOBS_MAX)
+		rc = finish_pack(w, s);
+	return rc;
+}
+
+static void *
+worker(void *arg)
+{
+	struct wstate *s = arg;
+	struct cf_bk_writer *w = s->w;
+	struct job j;
+	int rc, failed;
+
+	pthread_mutex_lock(&w->mu);
+	for (;;) {
+		while (w->qlen == 0 && !w->stop)
+			pthread_cond_wait(&w->cv_work, &w->mu);
+		if (w->stop)
+			break;
+		j = w->q[w->qhead];
+		w->qhead = (w->qhead + 1) % w->qcap;
+		w->qlen--;
+		w->busy++;
+		failed = w->err != 0;
+		pthread_cond_signal(&w->cv_space);
+		pthread_mutex_unlock(&w->mu);
+		/* A failed writer only drains: nothing more is stored. */
+		rc = !failed ? process(w, s, &j) : 0;
+		free(j.data);
+		pthread_mutex_lock(&w->mu);
+		if (rc < 0 && w->err == 0)
+			w->err = rc;
+		w->busy--;
+		if (w->qlen == 0 && w->busy == 0)
+			pthread_cond_broadcast(&w->cv_idle);
+	}
+	pthread_mutex_unlock(&w->mu);
+	return NULL;
+}
+
+/* ---- public ------------------------------------------------------------------ */
+
+int
+cf_bk_writer_new(struct cf_bk_writer **out, struct cf_bk_repo *r,
+    unsigned nthreads)
+{
+	struct cf_bk_writer *w;
+	size_t i;
+	int rc = -ENOMEM;
+
+	*out = NULL;
+	if (nthreads > 64)
+		return -EINVAL;
+	w = calloc(1, sizeof(*w));
+	if (w == NULL)
+		return -ENOMEM;
+	w->r = r;
+	w->nthreads = nthreads;
+	w->nws = nthreads ? nthreads : 1;
+	w->qcap = 2 * (size_t)nthreads + 2;
+	pthread_mutex_init(&w->mu, NULL);
+	pthread_cond_init(&w->cv_work, NULL);
+	pthread_cond_init(&w->cv_space, NULL);
+	pthread_cond_init(&w->cv_idle, NULL);
+	w->ws = calloc(w->nws, sizeof(*w->ws));
+	w->q = calloc(w->qcap, sizeof(*w->q));
+	if (w->ws == NULL || w->q == NULL)
+		goto fail;
+	rc = cf_bk_index_new(&w->unindexed);
+	if (rc < 0)
+		goto fail;
+	rc = -ENOMEM;
+	for (i = 0; i < w->nws; i++) {
+		w->ws[i].w = w;
+		w->ws[i].cctx = ZSTD_createCCtx();
+		if (w->ws[i].cctx == NULL)
+			goto fail;
+	}
+	for (i = 0; i < nthreads; i++) {
+		rc = -pthread_create(&w->ws[i].tid, NULL, worker, &w->ws[i]);
+		if (rc < 0)
+			goto fail;
+		w->ws[i].started = 1;
+	}
+	*out = w;
+	return 0;
+fail:
+	cf_bk_writer_free(w);
+	return rc;
+}
+
+void
+cf_bk_writer_free(struct cf_bk_writer *w)
+{
+	size_t i;
+
+	if (w == NULL)
+		return;
+	pthread_mutex_lock(&w->mu);
+	w->stop = 1;
+	pthread_cond_broadcast(&w->cv_work);
+	pthread_mutex_unlock(&w->mu);
+	for (i = 0; i < w->nws && w->ws != NULL; i++) {
+		if (w->ws[i].started)
+			pthread_join(w->ws[i].tid, NULL);
+		bk_packer_free(w->ws[i].packer);
+		ZSTD_freeCCtx(w->ws[i].cctx);
+	}
+	for (i = 0; i < w->qlen; i++)
+		free(w->q[(w->qhead + i) % w->qcap].data);
+	free(w->ws);
+	free(w->q);
+	free(w->pend);
+	cf_bk_index_free(w->unindexed);
+	pthread_cond_destroy(&w->cv_work);
+	pthread_cond_destroy(&w->cv_space);
+	pthread_cond_destroy(&w->cv_idle);
+	pthread_mutex_destroy(&w->mu);
+	free(w);
+}
+
+int
+cf_bk_writer_add(struct cf_bk_writer *w, enum cf_bk_blob_type type,
+    const void *data, size_t len, unsigned char id[CF_BK_ID_BYTES])
+{
+	struct cf_bk_blob_loc loc;
+	struct job j;
+	int rc, known;
+
+	if ((type != CF_BK_BLOB_DATA && type != CF_BK_BLOB_TREE) ||
+	    len > CF_BK_BLOB_MAX)
+		return -EINVAL;
+	cf_bk_blob_id(w->r->keys, data, len, id);
+	pthread_mutex_lock(&w->mu);
+	rc = w->err;
+	if (rc < 0)
+		goto unlock;
+	w->st.blobs++;
+	w->st.bytes += len;
+	known = cf_bk_index_lookup(w->r->idx, type, id, &loc) == 0 ||
+	    pend_check(w, type, id, 1, &rc);
+	if (known || rc < 0)
+		goto unlock;
+	w->st.new_blobs++;
+	w->st.new_bytes += len;
+	pthread_mutex_unlock(&w->mu);
+
+	j.type = type;
+	memcpy(j.id, id, CF_BK_ID_BYTES);
+	j.len = len;
+	if (w->nthreads == 0) {
+		j.data = (unsigned char *)(uintptr_t)data;
+		rc = process(w, &w->ws[0], &j);
+		if (rc < 0) {
+			pthread_mutex_lock(&w->mu);
+			if (w->err == 0)
+				w->err = rc;
+			pthread_mutex_unlock(&w->mu);
+		}
+		return rc;
+	}
+	j.data = malloc(len ? len : 1);
+	if (j.data == NULL)
+		return -ENOMEM;
+	memcpy(j.data, data, len);
+	pthread_mutex_lock(&w->mu);
+	while (w->qlen == w->qcap && w->err == 0)
+		pthread_cond_wait(&w->cv_space, &w->mu);
+	rc = w->err;
+	if (rc < 0) {
+		free(j.data);
+		goto unlock;
+	}
+	w->q[(w->qhead + w->qlen) % w->qcap] = j;
+	w->qlen++;
+	pthread_cond_signal(&w->cv_work);
+unlock:
+	pthread_mutex_unlock(&w->mu);
+	return rc;
+}
+
+int
+cf_bk_writer_add_stream(struct cf_bk_writer *w,
+    int (*rd)(void *arg, unsigned char *buf, size_t cap, size_t *got),
+    void *arg, struct cf_bk_item **items, size_t *nitems, uint64_t *size)
+{
+	const struct cf_bk_chunker *ch = w->r->chunker;
+	size_t max = cf_bk_chunker_max(ch), cap = 2 * max, start = 0, end = 0;
+	size_t n = 0, icap = 0, got, cut;
+	struct cf_bk_item *v = NULL;
+	unsigned char *buf;
+	uint64_t total = 0;
+	int eof = 0, rc = 0;
+
+	*items = NULL;
+	*nitems = 0;
+	*size = 0;
+	buf = malloc(cap);
+	if (buf == NULL)
+		return -ENOMEM;
+	for (;;) {
+		/* Keep at least max bytes ahead of start unless at the end. */
+		while (!eof && end - start < max) {
+			if (cap - end < max) {
+				memmove(buf, buf + start, end - start);
+				end -= start;
+				start = 0;
+			}
+			rc = rd(arg, buf + end, cap - end, &got);
+			if (rc < 0)
+				goto out;
+			if (got == 0)
+				eof = 1;
+			end += got;
+			total += got;
+		}
+		if (end == start)
+			break;
+		cut = cf_bk_chunker_cut(ch, buf + start, end - start);
+		if (n == icap) {
+			size_t nc = icap ? icap * 2 : 16;
+			struct cf_bk_item *nv = realloc(v, nc * sizeof(*nv));
+
+			rc = -ENOMEM;
+			if (nv == NULL)
+				goto out;
+			v = nv;
+			icap = nc;
+		}
+		v[n].hole = 0;
+		rc = cf_bk_writer_add(w, CF_BK_BLOB_DATA, buf + start, cut,
+		    v[n].id);
+		if (rc < 0)
+			goto out;
+		n++;
+		start += cut;
+	}
+	*items = v;
+	*nitems = n;
+	*size = total;
+	v = NULL;
+	rc = 0;
+out:
+	free(v);
+	free(buf);
+	return rc;
+}
+
+int
+cf_bk_writer_add_tree(struct cf_bk_writer *w, const struct cf_bk_tree *t,
+    unsigned char id[CF_BK_ID_BYTES])
+{
+	unsigned char *buf;
+	size_t len;
+	int rc;
+
+	memset(id, 0, CF_BK_ID_BYTES);
+	rc = cf_bk_tree_encode(t, &buf, &len);
+	if (rc < 0)
+		return rc;
+	rc = cf_bk_writer_add(w, CF_BK_BLOB_TREE, buf, len, id);
+	free(buf);
+	return rc;
+}
+
+int
+cf_bk_writer_flush(struct cf_bk_writer *w)
+{
+	size_t i;
+	int rc;
+
+	pthread_mutex_lock(&w->mu);
+	while (w->qlen > 0 || w->busy > 0)
+		pthread_cond_wait(&w->cv_idle, &w->mu);
+	rc = w->err;
+	pthread_mutex_unlock(&w->mu);
+	if (rc < 0)
+		return rc;
+	/* Workers are idle: their packs may be finished from here. */
+	for (i = 0; i < w->nws; i++) {
+		rc = finish_pack(w, &w->ws[i]);
+		if (rc < 0)
+			goto out;
+	}
+	rc = write_index(w);
+out:
+	pthread_mutex_lock(&w->mu);
+	if (rc < 0 && w->err == 0)
+		w->err = rc;
+	rc = w->err;
+	pthread_mutex_unlock(&w->mu);
+	return rc;
+}
+
+void
+cf_bk_writer_stats(const struct cf_bk_writer *w, struct cf_bk_writer_stats *st)
+{
+	pthread_mutex_lock((pthread_mutex_t *)(uintptr_t)&w->mu);
+	*st = w->st;
+	pthread_mutex_unlock((pthread_mutex_t *)(uintptr_t)&w->mu);
+}

@@ -1,0 +1,553 @@
+/*
+ * cf_backup.h - the public interface of coffer's backup repository
+ * library: the on-disk (or in-bucket) format of docs/format/repository.md
+ * and the machinery that writes and reads it.
+ *
+ * Layers, bottom up:
+ *   keys      the tenant's backup keys (data key, blob-id key, gear table)
+ *   chunker   FastCDC with a per-tenant gear table
+ *   codecs    sealed objects, blobs and packs, index, trees, snapshots
+ *   store     the storage backend interface (a const ops table) and the
+ *             local directory backend for file:///path URLs
+ *   repo      a repository: config, in-memory index, blob and snapshot
+ *             load/save, locks
+ *   writer    the pack writer the backup command uses: dedup, chunk ->
+ *             hash -> compress -> encrypt -> pack -> put, on worker threads
+ *
+ * It deliberately does not read tenant stores (fs/'s reader API does),
+ * walk directories, restore files or talk to a KMS: callers hand it a
+ * root key they unwrapped and plaintext they read.
+ *
+ * Conventions as in cf_keystore.h: int functions return 0 or -errno;
+ * -EBADMSG is an authentication failure (wrong key, tampered object),
+ * -EPROTO a malformed object or unknown format version, -ENOENT a
+ * missing object or blob, -EINVAL a caller error.  Out-params are reset
+ * on entry.  Unless a comment says otherwise an object is used by one
+ * thread at a time; the codecs and keys are safe to share read-only.
+ */
+#ifndef CF_BACKUP_H
+#define CF_BACKUP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cf_keystore.h"
+
+#define CF_BK_ID_BYTES 32U		/* blob ids and storage ids */
+#define CF_BK_HEADER_BYTES 32U		/* object header */
+#define CF_BK_DESC_BYTES 44U		/* blob descriptor */
+#define CF_BK_VERSION 1U		/* format version written */
+#define CF_BK_BLOB_MAX (32U << 20)	/* blob plaintext limit */
+#define CF_BK_PACK_MAX (256U << 20)	/* pack size limit */
+#define CF_BK_PACK_BLOBS_MAX 65536U	/* blobs per pack */
+#define CF_BK_PACK_TARGET (16U << 20)	/* writers close packs here */
+#define CF_BK_OBJECT_MAX (64U << 20)	/* sealed object and plaintext */
+#define CF_BK_CHUNK_MIN (512U << 10)	/* default chunker parameters */
+#define CF_BK_CHUNK_AVG (1U << 20)
+#define CF_BK_CHUNK_MAX (8U << 20)
+
+/* Object kinds (header byte 9); also the storage backends' object types. */
+enum cf_bk_kind {
+	CF_BK_KIND_PACK = 1,		/* data/XX/<id> */
+	CF_BK_KIND_INDEX = 2,		/* index/<id> */
+	CF_BK_KIND_SNAPSHOT = 3,	/* snapshots/<id> */
+	CF_BK_KIND_LOCK = 4,		/* locks/<id> */
+	CF_BK_KIND_CONFIG = 5,		/* config */
+};
+
+enum cf_bk_blob_type {
+	CF_BK_BLOB_DATA = 1,
+	CF_BK_BLOB_TREE = 2,
+};
+
+/* ---- ids ------------------------------------------------------------------ */
+
+/* Storage id of an object: unkeyed BLAKE2b-256 of its bytes. */
+void cf_bk_storage_id(const unsigned char *buf, size_t len,
+    unsigned char id[CF_BK_ID_BYTES]);
+/* 64 lowercase hex digits and a NUL into out (65 bytes). */
+void cf_bk_id_hex(const unsigned char id[CF_BK_ID_BYTES], char out[65]);
+/* Parses exactly 64 lowercase hex digits; -EINVAL otherwise. */
+CF_MUST_CHECK int cf_bk_id_parse(const char *hex,
+    unsigned char id[CF_BK_ID_BYTES]);
+
+/* ---- keys ----------------------------------------------------------------- */
+
+struct cf_bk_keys;
+
+/*
+ * The backup keys of one tenant: data key D, blob-id key I and gear
+ * table, derived from a root key of version key_version
+ * (docs/format/repository.md, Keys).  Objects are sealed with cipher.
+ * The root key is not kept.  -ENOTSUP if the cipher cannot run here,
+ * -EINVAL for key version 0 or an unknown cipher.  On success *out is
+ * owned by the caller; free with cf_bk_keys_free().  Safe to share
+ * between threads once made.
+ */
+CF_MUST_CHECK int cf_bk_keys_new(struct cf_bk_keys **out,
+    const struct cf_secbuf *root, uint32_t key_version,
+    enum cf_ks_cipher cipher);
+void cf_bk_keys_free(struct cf_bk_keys *k);
+enum cf_ks_cipher cf_bk_keys_cipher(const struct cf_bk_keys *k);
+uint32_t cf_bk_keys_version(const struct cf_bk_keys *k);
+
+/* Blob id of plaintext: BLAKE2b-256 keyed with I ([BK-KEY-2]). */
+void cf_bk_blob_id(const struct cf_bk_keys *k, const void *buf, size_t len,
+    unsigned char id[CF_BK_ID_BYTES]);
+
+/* ---- chunker -------------------------------------------------------------- */
+
+struct cf_bk_chunker;
+
+/*
+ * A FastCDC chunker over the tenant's gear table.  min, avg and max are
+ * powers of two, 64 <= min <= avg <= max <= 8 MiB (-EINVAL otherwise).
+ * The chunker copies the gear table from k into locked memory.
+ */
+CF_MUST_CHECK int cf_bk_chunker_new(struct cf_bk_chunker **out,
+    const struct cf_bk_keys *k, size_t min, size_t avg, size_t max);
+void cf_bk_chunker_free(struct cf_bk_chunker *c);
+size_t cf_bk_chunker_max(const struct cf_bk_chunker *c);
+/*
+ * Length of the first chunk of the n bytes at buf (1..n, or 0 for n 0).
+ * The caller passes at least max bytes unless the stream ends within
+ * them.  Pure: the same bytes always give the same cut.
+ */
+size_t cf_bk_chunker_cut(const struct cf_bk_chunker *c,
+    const unsigned char *buf, size_t n);
+
+/* ---- sealed objects (index, snapshot, lock, config) ----------------------- */
+
+/*
+ * Seals plaintext as an object of the given kind (not a pack) under a
+ * fresh key id and nonce, zstd-compressed if that is shorter.  On success
+ * *out (*outlen bytes) is malloc'd and owned by the caller.
+ */
+CF_MUST_CHECK int cf_bk_object_seal(const struct cf_bk_keys *k,
+    enum cf_bk_kind kind, const unsigned char *plain, size_t len,
+    unsigned char **out, size_t *outlen);
+/*
+ * Opens an object of the expected kind.  On success *plain (*plen bytes,
+ * plus a NUL after them) is malloc'd and owned by the caller.  -EPROTO
+ * malformed or wrong kind/version, -EBADMSG authentication, -ENOKEY key
+ * version other than k's, -ENOTSUP cipher unavailable.
+ */
+CF_MUST_CHECK int cf_bk_object_open(const struct cf_bk_keys *k,
+    enum cf_bk_kind kind, const unsigned char *obj, size_t len,
+    unsigned char **plain, size_t *plen);
+
+/* ---- blobs and packs ------------------------------------------------------ */
+
+/* A blob descriptor ([BK-PACK-2]). */
+struct cf_bk_desc {
+	uint8_t type;			/* enum cf_bk_blob_type */
+	uint8_t compression;		/* 0 raw, 1 zstd */
+	uint32_t length;		/* sealed length in the pack */
+	uint32_t ulen;			/* plaintext length */
+	unsigned char id[CF_BK_ID_BYTES];
+};
+
+/*
+ * Parses a whole pack: checks the header, sizes and the sealed trailer.
+ * On success header receives the pack's 32-byte header and *descs
+ * (*n entries, malloc'd, owned by the caller) its blobs in order; blob i
+ * starts at 32 + the lengths before it.  Blobs are not opened.
+ */
+CF_MUST_CHECK int cf_bk_pack_parse(const struct cf_bk_keys *k,
+    const unsigned char *pack, size_t len,
+    unsigned char header[CF_BK_HEADER_BYTES], struct cf_bk_desc **descs,
+    size_t *n);
+
+/*
+ * Opens one sealed blob (d->length bytes at sblob) of a pack with the
+ * given header: authenticates, decompresses, checks the id
+ * ([BK-PACK-3]).  On success *plain (*plen == d->ulen bytes; malloc'd,
+ * at least 1 byte) is owned by the caller.
+ */
+CF_MUST_CHECK int cf_bk_blob_open(const struct cf_bk_keys *k,
+    const unsigned char header[CF_BK_HEADER_BYTES],
+    const struct cf_bk_desc *d, const unsigned char *sblob, size_t len,
+    unsigned char **plain, size_t *plen);
+
+/* ---- index ---------------------------------------------------------------- */
+
+/* Where a blob is: what cf_bk_index_lookup returns. */
+struct cf_bk_blob_loc {
+	unsigned char pack[CF_BK_ID_BYTES];	/* storage id of the pack */
+	unsigned char header[CF_BK_HEADER_BYTES]; /* the pack's header */
+	struct cf_bk_desc desc;
+	uint64_t offset;			/* of the sealed blob */
+	uint64_t pack_size;			/* whole pack ([BK-PACK-1]) */
+};
+
+/* An in-memory index: packs and a hash table of their blobs. */
+struct cf_bk_index;
+
+CF_MUST_CHECK int cf_bk_index_new(struct cf_bk_index **out);
+void cf_bk_index_free(struct cf_bk_index *idx);
+/*
+ * Decodes an index plaintext ([BK-IDX-1]) and adds its packs.  All or
+ * nothing: on -EPROTO or -ENOMEM idx is unchanged.
+ */
+CF_MUST_CHECK int cf_bk_index_decode(struct cf_bk_index *idx,
+    const unsigned char *buf, size_t len);
+/*
+ * Encodes every pack of idx as one index plaintext (*out malloc'd, owned
+ * by the caller).  -EINVAL if idx has no packs or more than 65536.
+ */
+CF_MUST_CHECK int cf_bk_index_encode(const struct cf_bk_index *idx,
+    unsigned char **out, size_t *len);
+/*
+ * Adds one pack (storage id, header, descriptors in order).  A pack
+ * already present is ignored.  -EPROTO if the record breaks [BK-IDX-1].
+ */
+CF_MUST_CHECK int cf_bk_index_add_pack(struct cf_bk_index *idx,
+    const unsigned char pack[CF_BK_ID_BYTES],
+    const unsigned char header[CF_BK_HEADER_BYTES],
+    const struct cf_bk_desc *descs, size_t n);
+/* 0 and *loc filled, or -ENOENT. */
+CF_MUST_CHECK int cf_bk_index_lookup(const struct cf_bk_index *idx,
+    enum cf_bk_blob_type type, const unsigned char id[CF_BK_ID_BYTES],
+    struct cf_bk_blob_loc *loc);
+size_t cf_bk_index_packs(const struct cf_bk_index *idx);
+size_t cf_bk_index_blobs(const struct cf_bk_index *idx);
+/* Storage id of pack i (i < cf_bk_index_packs()). */
+const unsigned char *cf_bk_index_pack_id(const struct cf_bk_index *idx,
+    size_t i);
+
+/* ---- trees ---------------------------------------------------------------- */
+
+enum cf_bk_node_type {
+	CF_BK_NODE_FILE = 1,
+	CF_BK_NODE_DIR = 2,
+	CF_BK_NODE_SYMLINK = 3,
+	CF_BK_NODE_FIFO = 4,
+	CF_BK_NODE_SOCKET = 5,
+	CF_BK_NODE_CHR = 6,
+	CF_BK_NODE_BLK = 7,
+};
+
+struct cf_bk_xattr {
+	const char *name;		/* NUL-terminated, 1..255 bytes */
+	const unsigned char *value;
+	size_t value_len;		/* 0..65536 */
+};
+
+/* One content item of a file: a data blob, or a hole if hole > 0. */
+struct cf_bk_item {
+	unsigned char id[CF_BK_ID_BYTES];
+	uint64_t hole;
+};
+
+struct cf_bk_node {
+	uint8_t type;			/* enum cf_bk_node_type */
+	uint32_t mode;			/* permission bits, <= 07777 */
+	uint32_t uid, gid;
+	int64_t atime, mtime, ctime;	/* ns since the epoch */
+	uint64_t size;			/* files only */
+	uint64_t rdev;			/* devices only */
+	uint64_t link_group;		/* 0 or shared by hard links */
+	const char *name;		/* NUL-terminated; no '/', not . or .. */
+	const char *target;		/* symlinks: NUL-terminated */
+	unsigned char subtree[CF_BK_ID_BYTES];	/* dirs */
+	const struct cf_bk_item *items;	/* files */
+	size_t nitems;
+	const struct cf_bk_xattr *xattrs;	/* any order on encode */
+	size_t nxattrs;
+};
+
+struct cf_bk_tree {
+	struct cf_bk_node *nodes;	/* sorted by name after decode */
+	size_t count;
+	void *mem_;			/* decoder's storage; do not touch */
+};
+
+/*
+ * Encodes a tree canonically ([BK-TREE-2]): nodes and xattrs are sorted
+ * here, the caller's arrays are not modified.  -EINVAL if the tree
+ * breaks a rule of [BK-TREE-1] (duplicate names, bad name, limits).  On
+ * success *out is malloc'd and owned by the caller.
+ */
+CF_MUST_CHECK int cf_bk_tree_encode(const struct cf_bk_tree *t,
+    unsigned char **out, size_t *len);
+/*
+ * Decodes a tree blob's plaintext.  On success *out is owned by the
+ * caller; free with cf_bk_tree_free().  -EPROTO on any malformation.
+ */
+CF_MUST_CHECK int cf_bk_tree_decode(struct cf_bk_tree **out,
+    const unsigned char *buf, size_t len);
+/* Frees a tree made by cf_bk_tree_decode; accepts NULL. */
+void cf_bk_tree_free(struct cf_bk_tree *t);
+
+/* ---- snapshots ------------------------------------------------------------ */
+
+struct cf_bk_snapshot_stats {
+	uint64_t files, dirs, bytes;		/* what the snapshot holds */
+	uint64_t new_blobs, new_bytes;		/* plaintext added */
+	uint64_t stored_bytes;			/* pack bytes added */
+	uint64_t duration_ns, pause_ns;		/* backup time, writer pause */
+};
+
+struct cf_bk_snapshot {
+	int64_t time;				/* ns since the epoch */
+	unsigned char tenant[CF_KS_ID_BYTES];
+	char *hostname;
+	char **tags;
+	size_t ntags;
+	char **paths;
+	size_t npaths;
+	unsigned char tree[CF_BK_ID_BYTES];
+	int has_parent;
+	unsigned char parent[CF_BK_ID_BYTES];
+	char *consistency;	/* offline, freeze, cow, stream, none */
+	struct cf_bk_snapshot_stats stats;
+};
+
+/*
+ * Encodes a snapshot as its canonical JSON ([BK-SNAP-1]); -EINVAL if a
+ * field breaks a limit.  *out (NUL-terminated, *len without the NUL) is
+ * malloc'd and owned by the caller.
+ */
+CF_MUST_CHECK int cf_bk_snapshot_encode(const struct cf_bk_snapshot *s,
+    char **out, size_t *len);
+/* Decodes; on success *out is owned by the caller (cf_bk_snapshot_free). */
+CF_MUST_CHECK int cf_bk_snapshot_decode(struct cf_bk_snapshot **out,
+    const char *buf, size_t len);
+/* Frees a decoded snapshot (every pointer in it); accepts NULL. */
+void cf_bk_snapshot_free(struct cf_bk_snapshot *s);
+
+/* ---- storage backends ----------------------------------------------------- */
+
+/*
+ * A storage backend: an object store holding named, immutable objects
+ * by kind.  Names are 64 lowercase hex digits, or "config" for
+ * CF_BK_KIND_CONFIG.  Every op may be called from several threads at
+ * once.  No op exposes renames: put is atomic by contract.
+ */
+struct cf_bk_store_ops {
+	const char *name;	/* "local", "s3", "fault", ... */
+	/*
+	 * Stores len bytes atomically: afterwards the object exists whole,
+	 * or (on failure or crash) not at all.  excl: fail with -EEXIST if
+	 * the object exists (used for the config); otherwise an existing
+	 * object of that name is replaced (same content, by naming).
+	 */
+	int (*put)(void *ctx, enum cf_bk_kind kind, const char *name,
+	    const unsigned char *buf, size_t len, int excl);
+	/*
+	 * Reads a whole object of at most max bytes into *buf (malloc'd,
+	 * owned by the caller).  -ENOENT missing, -EFBIG over max.
+	 */
+	int (*get)(void *ctx, enum cf_bk_kind kind, const char *name,
+	    size_t max, unsigned char **buf, size_t *len);
+	/* Reads exactly len bytes at off into buf; -EPROTO if shorter. */
+	int (*get_range)(void *ctx, enum cf_bk_kind kind, const char *name,
+	    uint64_t off, size_t len, unsigned char *buf);
+	/* Size of an object; -ENOENT missing. */
+	int (*stat)(void *ctx, enum cf_bk_kind kind, const char *name,
+	    uint64_t *size);
+	/*
+	 * Calls fn for every object of a kind whose name is valid
+	 * ([BK-LAY-1]), in no particular order; stops with fn's value if
+	 * non-zero.
+	 */
+	int (*list)(void *ctx, enum cf_bk_kind kind,
+	    int (*fn)(void *arg, const char *name, uint64_t size), void *arg);
+	/* Deletes an object; -ENOENT missing. */
+	int (*del)(void *ctx, enum cf_bk_kind kind, const char *name);
+	/* Frees ctx. */
+	void (*close)(void *ctx);
+};
+
+struct cf_bk_store;
+
+#define CF_BK_STORE_CREATE 0x1	/* create the directory if missing */
+
+/*
+ * Opens a backend by URL: "file:///absolute/path" (local directory;
+ * CF_BK_STORE_CREATE makes it and its subdirectories).  "s3://..." is
+ * -ENOTSUP for now; anything else -EINVAL.  On success *out is owned by
+ * the caller (cf_bk_store_free).
+ */
+CF_MUST_CHECK int cf_bk_store_open_url(struct cf_bk_store **out,
+    const char *url, int flags);
+/* Wraps any ops table (tests: a fault-injecting store).  Takes ctx. */
+CF_MUST_CHECK int cf_bk_store_new(struct cf_bk_store **out,
+    const struct cf_bk_store_ops *ops, void *ctx);
+/* Calls close; accepts NULL. */
+void cf_bk_store_free(struct cf_bk_store *s);
+/* The ops and ctx (to wrap a store in another, e.g. fault injection). */
+const struct cf_bk_store_ops *cf_bk_store_ops(const struct cf_bk_store *s);
+void *cf_bk_store_ctx(const struct cf_bk_store *s);
+/* The local backend's ops, for wrapping. */
+extern const struct cf_bk_store_ops cf_bk_store_local_ops;
+
+CF_MUST_CHECK int cf_bk_store_put(struct cf_bk_store *s, enum cf_bk_kind kind,
+    const char *name, const unsigned char *buf, size_t len, int excl);
+CF_MUST_CHECK int cf_bk_store_get(struct cf_bk_store *s, enum cf_bk_kind kind,
+    const char *name, size_t max, unsigned char **buf, size_t *len);
+CF_MUST_CHECK int cf_bk_store_get_range(struct cf_bk_store *s,
+    enum cf_bk_kind kind, const char *name, uint64_t off, size_t len,
+    unsigned char *buf);
+CF_MUST_CHECK int cf_bk_store_stat(struct cf_bk_store *s, enum cf_bk_kind kind,
+    const char *name, uint64_t *size);
+CF_MUST_CHECK int cf_bk_store_list(struct cf_bk_store *s, enum cf_bk_kind kind,
+    int (*fn)(void *arg, const char *name, uint64_t size), void *arg);
+CF_MUST_CHECK int cf_bk_store_del(struct cf_bk_store *s, enum cf_bk_kind kind,
+    const char *name);
+
+/* ---- repository ----------------------------------------------------------- */
+
+struct cf_bk_repo;
+
+/*
+ * Creates a repository in an empty store: writes the config ([BK-CFG-1])
+ * with a random repo id, the tenant id and the default chunker.
+ * -EEXIST if a config exists.  On success the repo owns store and
+ * borrows keys (keep them alive until cf_bk_repo_free); on failure the
+ * caller keeps store.
+ */
+CF_MUST_CHECK int cf_bk_repo_init(struct cf_bk_repo **out,
+    struct cf_bk_store *store, const struct cf_bk_keys *keys,
+    const unsigned char tenant[CF_KS_ID_BYTES]);
+/*
+ * Opens a repository: reads and checks the config.  -ENOENT no config,
+ * -EBADMSG wrong key (another tenant's repository or a damaged config),
+ * -EACCES config of another tenant, -EPROTO unknown version or
+ * malformed.  Ownership as cf_bk_repo_init.  The index is not loaded.
+ */
+CF_MUST_CHECK int cf_bk_repo_open(struct cf_bk_repo **out,
+    struct cf_bk_store *store, const struct cf_bk_keys *keys,
+    const unsigned char tenant[CF_KS_ID_BYTES]);
+
+#define CF_BK_REPO_CREATE 0x1	/* init the repository if it has no config */
+
+/*
+ * The CLI's entry point: opens the store for url, derives the keys from
+ * a tenant root key, and opens (or with CF_BK_REPO_CREATE creates) the
+ * repository, with its index loaded.  The root key is not kept.
+ */
+CF_MUST_CHECK int cf_bk_repo_open_url(struct cf_bk_repo **out,
+    const char *url, const struct cf_secbuf *root, uint32_t key_version,
+    enum cf_ks_cipher cipher, const unsigned char tenant[CF_KS_ID_BYTES],
+    int flags);
+/* Frees the repo, its store and (if opened by url) its keys; NULL ok. */
+void cf_bk_repo_free(struct cf_bk_repo *r);
+
+struct cf_bk_store *cf_bk_repo_store(struct cf_bk_repo *r);
+const struct cf_bk_keys *cf_bk_repo_keys(const struct cf_bk_repo *r);
+const struct cf_bk_chunker *cf_bk_repo_chunker(const struct cf_bk_repo *r);
+/* The in-memory index (valid until the next load or cf_bk_repo_free). */
+const struct cf_bk_index *cf_bk_repo_index(const struct cf_bk_repo *r);
+/* The repo id from the config (16 bytes). */
+const unsigned char *cf_bk_repo_id(const struct cf_bk_repo *r);
+
+/*
+ * (Re)loads every index object.  An index that fails its storage id,
+ * authentication or decoding is skipped and counted in *bad (may be
+ * NULL) rather than failing the load: a reader still finds the blobs of
+ * the good ones, and verify reports the bad one.
+ */
+CF_MUST_CHECK int cf_bk_repo_index_load(struct cf_bk_repo *r, size_t *bad);
+
+/* 1 if the index holds the blob, else 0. */
+int cf_bk_repo_has_blob(struct cf_bk_repo *r, enum cf_bk_blob_type type,
+    const unsigned char id[CF_BK_ID_BYTES]);
+/*
+ * Loads one blob: finds it in the index, reads its range of the pack,
+ * authenticates, decompresses, checks the id.  On success *buf (*len
+ * bytes, malloc'd) is owned by the caller.  -ENOENT if not indexed.
+ */
+CF_MUST_CHECK int cf_bk_repo_blob_load(struct cf_bk_repo *r,
+    enum cf_bk_blob_type type, const unsigned char id[CF_BK_ID_BYTES],
+    unsigned char **buf, size_t *len);
+/* Loads and decodes a tree blob; free with cf_bk_tree_free(). */
+CF_MUST_CHECK int cf_bk_repo_tree_load(struct cf_bk_repo *r,
+    const unsigned char id[CF_BK_ID_BYTES], struct cf_bk_tree **out);
+
+/* Seals and puts a snapshot; id receives its storage id. */
+CF_MUST_CHECK int cf_bk_repo_snapshot_save(struct cf_bk_repo *r,
+    const struct cf_bk_snapshot *s, unsigned char id[CF_BK_ID_BYTES]);
+/*
+ * Lists snapshot storage ids (unsorted; load each for its time).  *ids
+ * (*n entries, malloc'd, NULL if none) is owned by the caller.
+ */
+CF_MUST_CHECK int cf_bk_repo_snapshot_list(struct cf_bk_repo *r,
+    unsigned char (**ids)[CF_BK_ID_BYTES], size_t *n);
+/* Loads one snapshot ([BK-LAY-3] storage id checked). */
+CF_MUST_CHECK int cf_bk_repo_snapshot_load(struct cf_bk_repo *r,
+    const unsigned char id[CF_BK_ID_BYTES], struct cf_bk_snapshot **out);
+
+/*
+ * Locks ([BK-LOCK-1]): writes a lock object, then checks the others.
+ * -EBUSY if a conflicting fresh lock exists (ours is removed again).
+ * hostname may be NULL (gethostname).  Release deletes it and frees.
+ */
+struct cf_bk_lock;
+CF_MUST_CHECK int cf_bk_repo_lock(struct cf_bk_repo *r, int exclusive,
+    const char *hostname, struct cf_bk_lock **out);
+/* Rewrites the lock with a fresh time (every 5 minutes while held). */
+CF_MUST_CHECK int cf_bk_lock_refresh(struct cf_bk_lock *l);
+/* Deletes the lock object and frees l; accepts NULL (returns 0). */
+CF_MUST_CHECK int cf_bk_lock_release(struct cf_bk_lock *l);
+
+/* ---- pack writer ---------------------------------------------------------- */
+
+/*
+ * The writer a backup uses.  Blobs go in by cf_bk_writer_add (ids are
+ * computed on the caller's thread, which also does the dedup check, so a
+ * known blob costs one hash and no copy); new blobs are compressed,
+ * sealed and packed by nthreads worker threads (0: on the caller's
+ * thread), each filling its own pack to CF_BK_PACK_TARGET.  Full packs
+ * are put, then indexed ([BK-CRASH-1]).  The writer adds what it stored
+ * to the repo's in-memory index.  One writer per repo at a time; the
+ * caller must not use the repo's index from another thread meanwhile.
+ */
+struct cf_bk_writer;
+
+struct cf_bk_writer_stats {
+	uint64_t blobs, bytes;			/* every blob added */
+	uint64_t new_blobs, new_bytes;		/* those stored (plaintext) */
+	uint64_t stored_bytes;			/* sealed blob bytes */
+	uint64_t packs, indexes;		/* objects put */
+};
+
+CF_MUST_CHECK int cf_bk_writer_new(struct cf_bk_writer **out,
+    struct cf_bk_repo *r, unsigned nthreads);
+/*
+ * Adds a blob of len bytes (at most CF_BK_BLOB_MAX); id receives its
+ * blob id.  Copies data if the blob is new.  May block while the
+ * workers catch up.  A worker's failure is returned by the next add or
+ * flush, and every later call then fails too.
+ */
+CF_MUST_CHECK int cf_bk_writer_add(struct cf_bk_writer *w,
+    enum cf_bk_blob_type type, const void *data, size_t len,
+    unsigned char id[CF_BK_ID_BYTES]);
+/*
+ * Reads a stream to its end through rd (returns 0 and *got bytes, 0 at
+ * the end, or -errno), cuts it with the repo's chunker and adds every
+ * chunk as a data blob.  On success *items (*nitems blob items in order,
+ * malloc'd, NULL for an empty stream) is owned by the caller and *size
+ * is the stream's length.
+ */
+CF_MUST_CHECK int cf_bk_writer_add_stream(struct cf_bk_writer *w,
+    int (*rd)(void *arg, unsigned char *buf, size_t cap, size_t *got),
+    void *arg, struct cf_bk_item **items, size_t *nitems, uint64_t *size);
+/* Encodes a tree and adds it as a tree blob. */
+CF_MUST_CHECK int cf_bk_writer_add_tree(struct cf_bk_writer *w,
+    const struct cf_bk_tree *t, unsigned char id[CF_BK_ID_BYTES]);
+/*
+ * Waits for the workers, puts every open pack, then the index of all
+ * packs not yet indexed.  Afterwards everything added is durable and a
+ * snapshot may refer to it.
+ */
+CF_MUST_CHECK int cf_bk_writer_flush(struct cf_bk_writer *w);
+void cf_bk_writer_stats(const struct cf_bk_writer *w,
+    struct cf_bk_writer_stats *st);
+/*
+ * Stops the workers and frees the writer; accepts NULL.  Blobs added
+ * since the last flush are abandoned (their packs, if put, are orphans).
+ */
+void cf_bk_writer_free(struct cf_bk_writer *w);
+
+#endif /* CF_BACKUP_H */
