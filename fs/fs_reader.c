@@ -1091,8 +1091,8 @@ block_at(const struct cf_fs_rfile *f, off_t pos)
 
 /*
  * 1 if sealed block blk is certainly a hole: no allocated backing byte,
- * or all its bytes zero.  *next_data gets the first allocated backing
- * offset at or after the block (f->csize if none).
+ * or (read_it) all its bytes zero.  *next_data gets the first allocated
+ * backing offset at or after the block (f->csize if none).
  */
 static int
 block_is_hole(struct cf_fs_rfile *f, uint64_t blk, int read_it,
@@ -1141,19 +1141,19 @@ cf_fs_rfile_next_data(struct cf_fs_rfile *f, off_t off, off_t *data_off,
 		return -ENXIO;
 	*data_off = (off_t)b * CF_FS_BLOCK > off ? (off_t)b * CF_FS_BLOCK : off;
 	/*
-	 * Its end: the first later block that lies wholly in a backing
-	 * hole.  Blocks of allocated zeros stay in the range (not read).
+	 * Its end: the first later block that is a hole.  Only blocks where
+	 * a backing hole begins are looked at (one read at most per hole):
+	 * allocated all-zero blocks elsewhere stay in the range.
 	 */
 	for (k = b + 1; k < f->nblocks; k++) {
 		block_span(f, k, &cs, &ce);
 		h = lseek(f->fd, cs, SEEK_HOLE);
 		if (h < 0 || h >= f->csize)
 			break;
-		k = (uint64_t)((h - CF_FS_HEADER_BYTES + f->r->cb - 1) /
-		    f->r->cb);
+		k = block_at(f, h);
 		if (k >= f->nblocks)
 			break;
-		if (block_is_hole(f, k, 0, &d)) {
+		if (block_is_hole(f, k, 1, &d)) {
 			*data_end = (off_t)k * CF_FS_BLOCK;
 			return 0;
 		}
