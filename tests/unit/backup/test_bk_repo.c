@@ -1,0 +1,802 @@
+/*
+ * test_bk_repo.c - the local storage backend, repositories and the pack
+ * writer, on real directories (docs/format/repository.md): atomic puts
+ * and listings, config checks, blob round trips through packs and
+ * indexes with and without worker threads, dedup, two writers at once,
+ * a crash between pack and index (via a fault-injecting store), damaged
+ * objects, and locks.  Each case cites the requirements it checks.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "bk_test.h"
+
+static const unsigned char tenant_a[16] = { 0xa1, 0xa2, 0xa3 };
+static const unsigned char tenant_b[16] = { 0xb1, 0xb2, 0xb3 };
+
+static const char *
+repo_url(char *buf, size_t cap)
+{
+	snprintf(buf, cap, "file://%s/repo", cf_test_tmpdir());
+	return buf;
+}
+
+static const char *
+repo_path(const char *rel)
+{
+	static char buf[4096];
+
+	snprintf(buf, sizeof(buf), "%s/repo/%s", cf_test_tmpdir(), rel);
+	return buf;
+}
+
+static int
+count_cb(void *arg, const char *name, uint64_t size)
+{
+	(void)name;
+	(void)size;
+	(*(size_t *)arg)++;
+	return 0;
+}
+
+/* Copies the first name listed and stops the listing (returns 1). */
+static int
+first_name(void *arg, const char *name, uint64_t size)
+{
+	(void)size;
+	memcpy(arg, name, 65);
+	return 1;
+}
+
+static size_t
+count(struct cf_bk_store *s, enum cf_bk_kind kind)
+{
+	size_t n = 0;
+
+	if (cf_bk_store_list(s, kind, count_cb, &n) != 0)
+		return (size_t)-1;
+	return n;
+}
+
+/* ---- store [BK-LAY-1..2] -------------------------------------------------- */
+
+static void
+store_put_get_list(void)	/* [BK-LAY-1] [BK-LAY-2] */
+{
+	struct cf_bk_store *s = NULL;
+	unsigned char id[32], *buf, part[5];
+	char url[4096], name[65];
+	size_t len;
+	uint64_t size;
+	struct stat st;
+
+	CHECK_RC(cf_bk_store_open_url(&s, repo_url(url, sizeof(url)), 0),
+	    -ENOENT);
+	CHECK_RC(cf_bk_store_open_url(&s, url, CF_BK_STORE_CREATE), 0);
+	cf_bk_storage_id((const unsigned char *)"hello world", 11, id);
+	bk_name(id, name);
+	CHECK_RC(cf_bk_store_put(s, CF_BK_KIND_PACK, name,
+	    (const unsigned char *)"hello world", 11, 0), 0);
+	CHECK_RC(cf_bk_store_put(s, CF_BK_KIND_INDEX, name,
+	    (const unsigned char *)"hello world", 11, 0), 0);
+	CHECK_RC(cf_bk_store_put(s, CF_BK_KIND_PACK, "config",
+	    (const unsigned char *)"x", 1, 0), -EINVAL);
+	CHECK_RC(cf_bk_store_put(s, CF_BK_KIND_INDEX, "../../etc/passwd",
+	    (const unsigned char *)"x", 1, 0), -EINVAL);
+	CHECK(count(s, CF_BK_KIND_PACK) == 1);
+	CHECK(count(s, CF_BK_KIND_INDEX) == 1);
+	CHECK(count(s, CF_BK_KIND_SNAPSHOT) == 0);
+	CHECK_RC(cf_bk_store_get(s, CF_BK_KIND_PACK, name, 100, &buf, &len), 0);
+	CHECK(len == 11 && memcmp(buf, "hello world", 11) == 0);
+	free(buf);
+	CHECK_RC(cf_bk_store_get(s, CF_BK_KIND_PACK, name, 10, &buf, &len),
+	    -EFBIG);
+	CHECK_RC(cf_bk_store_get_range(s, CF_BK_KIND_PACK, name, 6, 5, part),
+	    0);
+	CHECK(memcmp(part, "world", 5) == 0);
+	CHECK_RC(cf_bk_store_get_range(s, CF_BK_KIND_PACK, name, 7, 5, part),
+	    -EPROTO);
+	CHECK_RC(cf_bk_store_stat(s, CF_BK_KIND_PACK, name, &size), 0);
+	CHECK(size == 11);
+	/* Layout: data/XX/<id>, mode 0600. */
+	{
+		char rel[128];
+
+		snprintf(rel, sizeof(rel), "data/%.2s/%s", name, name);
+		CHECK(stat(repo_path(rel), &st) == 0);
+		CHECK((st.st_mode & 0777) == 0600);
+	}
+	CHECK_RC(cf_bk_store_del(s, CF_BK_KIND_PACK, name), 0);
+	CHECK_RC(cf_bk_store_del(s, CF_BK_KIND_PACK, name), -ENOENT);
+	CHECK_RC(cf_bk_store_get(s, CF_BK_KIND_PACK, name, 100, &buf, &len),
+	    -ENOENT);
+	CHECK(count(s, CF_BK_KIND_PACK) == 0);
+	/* Exclusive put (the config): the second one fails. */
+	CHECK_RC(cf_bk_store_put(s, CF_BK_KIND_CONFIG, "config",
+	    (const unsigned char *)"one", 3, 1), 0);
+	CHECK_RC(cf_bk_store_put(s, CF_BK_KIND_CONFIG, "config",
+	    (const unsigned char *)"two", 3, 1), -EEXIST);
+	CHECK_RC(cf_bk_store_get(s, CF_BK_KIND_CONFIG, "config", 100, &buf,
+	    &len), 0);
+	CHECK(len == 3 && memcmp(buf, "one", 3) == 0);
+	free(buf);
+	cf_bk_store_free(s);
+}
+
+static void
+store_temp_not_listed(void)	/* [BK-LAY-1]: crash leftovers are invisible */
+{
+	struct cf_bk_store *s = NULL;
+	char url[4096];
+
+	CHECK_RC(cf_bk_store_open_url(&s, repo_url(url, sizeof(url)),
+	    CF_BK_STORE_CREATE), 0);
+	/* What a crash between write and rename leaves. */
+	CHECK_RC(cf_test_write_file(repo_path("index/.tmp-0123456789abcdef"),
+	    "partial", 7), 0);
+	CHECK_RC(cf_test_write_file(repo_path("snapshots/notanid"), "x", 1),
+	    0);
+	CHECK_RC(cf_test_write_file(repo_path("snapshots/"
+	    "ABCDEF0000000000000000000000000000000000000000000000000000000000"),
+	    "x", 1), 0);
+	CHECK(mkdir(repo_path("data/00"), 0700) == 0);
+	CHECK_RC(cf_test_write_file(repo_path("data/00/.tmp-aaaa"), "x", 1), 0);
+	CHECK(count(s, CF_BK_KIND_INDEX) == 0);
+	CHECK(count(s, CF_BK_KIND_SNAPSHOT) == 0);
+	CHECK(count(s, CF_BK_KIND_PACK) == 0);
+	cf_bk_store_free(s);
+}
+
+static void
+store_urls(void)
+{
+	struct cf_bk_store *s = NULL;
+
+	CHECK_RC(cf_bk_store_open_url(&s, "s3://bucket/prefix", 0), -ENOTSUP);
+	CHECK_RC(cf_bk_store_open_url(&s, "file://relative/x", 0), -EINVAL);
+	CHECK_RC(cf_bk_store_open_url(&s, "/abs/path", 0), -EINVAL);
+	CHECK_RC(cf_bk_store_open_url(&s, "http://x/", 0), -EINVAL);
+	CHECK_RC(cf_bk_store_open_url(&s, "file:///a/../b", 0), -EINVAL);
+	CHECK(s == NULL);
+}
+
+/* ---- repository [BK-CFG-1] -------------------------------------------------- */
+
+static struct cf_bk_repo *
+open_repo(const struct cf_bk_keys *k, const unsigned char *tenant, int init,
+    int *rcp)
+{
+	struct cf_bk_store *s = NULL;
+	struct cf_bk_repo *r = NULL;
+	char url[4096];
+	int rc;
+
+	rc = cf_bk_store_open_url(&s, repo_url(url, sizeof(url)),
+	    init ? CF_BK_STORE_CREATE : 0);
+	if (rc == 0)
+		rc = init ? cf_bk_repo_init(&r, s, k, tenant) :
+		    cf_bk_repo_open(&r, s, k, tenant);
+	if (rc == 0)
+		rc = cf_bk_repo_index_load(r, NULL);
+	if (rc < 0) {
+		if (r != NULL)
+			cf_bk_repo_free(r);
+		else
+			cf_bk_store_free(s);
+		r = NULL;
+	}
+	if (rcp != NULL)
+		*rcp = rc;
+	return r;
+}
+
+static void
+repo_init_open(void)	/* [BK-CFG-1] */
+{
+	struct cf_bk_keys *k = bkt_keys_x(0), *other = bkt_keys_x(40);
+	struct cf_bk_repo *r;
+	unsigned char *cfg;
+	size_t len;
+	int rc;
+
+	CHECK(k != NULL && other != NULL);
+	r = open_repo(k, tenant_a, 0, &rc);
+	CHECK(r == NULL && rc == -ENOENT);
+	r = open_repo(k, tenant_a, 1, &rc);
+	CHECK(r != NULL);
+	cf_bk_repo_free(r);
+	r = open_repo(k, tenant_a, 1, &rc);
+	CHECK(r == NULL && rc == -EEXIST);
+	r = open_repo(k, tenant_a, 0, &rc);
+	CHECK(r != NULL);
+	cf_bk_repo_free(r);
+	/* The same keys under another tenant id: refused. */
+	r = open_repo(k, tenant_b, 0, &rc);
+	CHECK(r == NULL && rc == -EACCES);
+	/* Another tenant's keys: the config does not open. */
+	r = open_repo(other, tenant_a, 0, &rc);
+	CHECK(r == NULL && rc == -EBADMSG);
+	/* An unknown version. */
+	cfg = cf_test_read_file(repo_path("config"), &len);
+	CHECK(cfg != NULL);
+	cfg[8] = 2;
+	CHECK(unlink(repo_path("config")) == 0);
+	CHECK_RC(cf_test_write_file(repo_path("config"), cfg, len), 0);
+	r = open_repo(k, tenant_a, 0, &rc);
+	CHECK(r == NULL && rc == -EPROTO);
+	free(cfg);
+	cf_bk_keys_free(k);
+	cf_bk_keys_free(other);
+}
+
+static void
+repo_open_url(void)
+{
+	struct cf_secbuf *root = NULL;
+	struct cf_bk_repo *r = NULL;
+	char url[4096];
+
+	CHECK_RC(cf_secbuf_random(&root, 32), 0);
+	repo_url(url, sizeof(url));
+	CHECK_RC(cf_bk_repo_open_url(&r, url, root, 1,
+	    CF_KS_CIPHER_XCHACHA20POLY1305, tenant_a, 0), -ENOENT);
+	CHECK_RC(cf_bk_repo_open_url(&r, url, root, 1,
+	    CF_KS_CIPHER_XCHACHA20POLY1305, tenant_a, CF_BK_REPO_CREATE), 0);
+	CHECK(cf_bk_index_packs(cf_bk_repo_index(r)) == 0);
+	cf_bk_repo_free(r);
+	CHECK_RC(cf_bk_repo_open_url(&r, url, root, 1,
+	    CF_KS_CIPHER_XCHACHA20POLY1305, tenant_a, 0), 0);
+	cf_bk_repo_free(r);
+	cf_secbuf_free(root);
+}
+
+/* ---- writer ---------------------------------------------------------------- */
+
+struct stream {
+	const unsigned char *b;
+	size_t len, off;
+};
+
+static int
+stream_rd(void *arg, unsigned char *buf, size_t cap, size_t *got)
+{
+	struct stream *s = arg;
+	size_t n = s->len - s->off;
+
+	/* Odd read sizes, to exercise the chunker's refill. */
+	if (n > cap)
+		n = cap;
+	if (n > 777777)
+		n = 777777;
+	memcpy(buf, s->b + s->off, n);
+	s->off += n;
+	*got = n;
+	return 0;
+}
+
+/* A 6 MiB stream: text, random, text. */
+static unsigned char *
+mixed(size_t *len, unsigned seed)
+{
+	size_t n = 6U << 20;
+	unsigned char *b = malloc(n), *t = bkt_text(2U << 20),
+	    *r = bkt_random(2U << 20, seed);
+
+	if (b != NULL && t != NULL && r != NULL) {
+		memcpy(b, t, 2U << 20);
+		memcpy(b + (2U << 20), r, 2U << 20);
+		memcpy(b + (4U << 20), t, 2U << 20);
+		b[5U << 20] ^= (unsigned char)seed;
+	}
+	free(t);
+	free(r);
+	*len = n;
+	return b;
+}
+
+/* Loads every item and compares with the stream. */
+static int
+check_items(struct cf_bk_repo *r, const struct cf_bk_item *it, size_t n,
+    const unsigned char *want, size_t wlen)
+{
+	size_t i, off = 0, len;
+	unsigned char *buf;
+
+	for (i = 0; i < n; i++) {
+		if (cf_bk_repo_blob_load(r, CF_BK_BLOB_DATA, it[i].id, &buf,
+		    &len) != 0)
+			return -1;
+		if (off + len > wlen || memcmp(buf, want + off, len) != 0) {
+			free(buf);
+			return -1;
+		}
+		off += len;
+		free(buf);
+	}
+	return off == wlen ? 0 : -1;
+}
+
+static void
+writer_round_trip_n(unsigned nthreads)
+{
+	struct cf_bk_keys *k = bkt_keys_x(0);
+	struct cf_bk_repo *r, *r2;
+	struct cf_bk_writer *w = NULL;
+	struct cf_bk_writer_stats st;
+	struct cf_bk_item *it = NULL, *it2 = NULL;
+	struct cf_bk_node node;
+	struct cf_bk_tree tree = { &node, 1, NULL }, *tb = NULL;
+	struct cf_bk_snapshot snap, *sb = NULL;
+	struct stream s;
+	unsigned char *data, tid[32], sid[32], (*ids)[32] = NULL;
+	char host[] = "h", path[] = "/", cons[] = "offline";
+	char *paths[] = { path };
+	size_t len, n, n2, nsnap;
+	uint64_t size;
+
+	CHECK(k != NULL);
+	data = mixed(&len, 1);
+	CHECK(data != NULL);
+	r = open_repo(k, tenant_a, 1, NULL);
+	CHECK(r != NULL);
+	CHECK_RC(cf_bk_writer_new(&w, r, nthreads), 0);
+	s = (struct stream){ data, len, 0 };
+	CHECK_RC(cf_bk_writer_add_stream(w, stream_rd, &s, &it, &n, &size), 0);
+	CHECK(size == len && n >= 3);
+	memset(&node, 0, sizeof(node));
+	node.type = CF_BK_NODE_FILE;
+	node.name = "file";
+	node.mode = 0640;
+	node.size = size;
+	node.items = it;
+	node.nitems = n;
+	CHECK_RC(cf_bk_writer_add_tree(w, &tree, tid), 0);
+	CHECK_RC(cf_bk_writer_flush(w), 0);
+	cf_bk_writer_stats(w, &st);
+	CHECK(st.packs >= 1 && st.indexes == 1);
+	CHECK(st.new_blobs == n + 1 - (st.blobs - st.new_blobs));
+	/* Compression: the two text parts dedup or shrink. */
+	CHECK(st.stored_bytes < len);
+	cf_bk_writer_free(w);
+	w = NULL;
+	memset(&snap, 0, sizeof(snap));
+	snap.time = 1;
+	memcpy(snap.tenant, tenant_a, 16);
+	snap.hostname = host;
+	snap.paths = paths;
+	snap.npaths = 1;
+	memcpy(snap.tree, tid, 32);
+	snap.consistency = cons;
+	snap.stats.files = 1;
+	CHECK_RC(cf_bk_repo_snapshot_save(r, &snap, sid), 0);
+
+	/* A second handle sees it all from the store alone. */
+	r2 = open_repo(k, tenant_a, 0, NULL);
+	CHECK(r2 != NULL);
+	CHECK_RC(cf_bk_repo_snapshot_list(r2, &ids, &nsnap), 0);
+	CHECK(nsnap == 1 && memcmp(ids[0], sid, 32) == 0);
+	free(ids);
+	CHECK_RC(cf_bk_repo_snapshot_load(r2, sid, &sb), 0);
+	CHECK(memcmp(sb->tree, tid, 32) == 0);
+	CHECK_RC(cf_bk_repo_tree_load(r2, sb->tree, &tb), 0);
+	CHECK(tb->count == 1 && tb->nodes[0].nitems == n);
+	CHECK(check_items(r2, tb->nodes[0].items, n, data, len) == 0);
+	cf_bk_tree_free(tb);
+	cf_bk_snapshot_free(sb);
+
+	/* Dedup: the same stream again stores nothing new. */
+	CHECK_RC(cf_bk_writer_new(&w, r2, nthreads), 0);
+	s.off = 0;
+	CHECK_RC(cf_bk_writer_add_stream(w, stream_rd, &s, &it2, &n2, &size),
+	    0);
+	CHECK(n2 == n && memcmp(it, it2, n * sizeof(*it)) == 0);
+	CHECK_RC(cf_bk_writer_flush(w), 0);
+	cf_bk_writer_stats(w, &st);
+	CHECK(st.new_blobs == 0 && st.packs == 0 && st.indexes == 0);
+	cf_bk_writer_free(w);
+	cf_bk_repo_free(r2);
+	cf_bk_repo_free(r);
+	free(it);
+	free(it2);
+	free(data);
+	cf_bk_keys_free(k);
+}
+
+static void
+writer_round_trip_sync(void)	/* [BK-CRASH-1] order, [BK-PACK-3] */
+{
+	writer_round_trip_n(0);
+}
+
+static void
+writer_round_trip_threads(void)
+{
+	writer_round_trip_n(2);
+}
+
+static void
+writer_small_blobs(void)	/* many blobs: several packs and indexes */
+{
+	struct cf_bk_keys *k = bkt_keys_x(0);
+	struct cf_bk_repo *r, *r2;
+	struct cf_bk_writer *w = NULL;
+	struct cf_bk_writer_stats st;
+	unsigned char id[32], *buf;
+	size_t i, len;
+	uint32_t v[64];
+
+	CHECK(k != NULL);
+	r = open_repo(k, tenant_a, 1, NULL);
+	CHECK(r != NULL);
+	CHECK_RC(cf_bk_writer_new(&w, r, 2), 0);
+	for (i = 0; i < 20000; i++) {
+		memset(v, 0, sizeof(v));
+		v[0] = (uint32_t)i;
+		CHECK_RC(cf_bk_writer_add(w, CF_BK_BLOB_DATA, v,
+		    sizeof(v) - (i % 64), id), 0);
+	}
+	CHECK_RC(cf_bk_writer_flush(w), 0);
+	cf_bk_writer_stats(w, &st);
+	CHECK(st.new_blobs == 20000);
+	cf_bk_writer_free(w);
+	r2 = open_repo(k, tenant_a, 0, NULL);
+	CHECK(r2 != NULL);
+	CHECK(cf_bk_index_blobs(cf_bk_repo_index(r2)) == 20000);
+	for (i = 0; i < 20000; i += 997) {
+		memset(v, 0, sizeof(v));
+		v[0] = (uint32_t)i;
+		cf_bk_blob_id(k, v, sizeof(v) - (i % 64), id);
+		CHECK_RC(cf_bk_repo_blob_load(r2, CF_BK_BLOB_DATA, id, &buf,
+		    &len), 0);
+		CHECK(len == sizeof(v) - (i % 64) && memcmp(buf, v, len) == 0);
+		free(buf);
+	}
+	cf_bk_repo_free(r2);
+	cf_bk_repo_free(r);
+	cf_bk_keys_free(k);
+}
+
+/* ---- two writers at once [BK-CRASH-2] -------------------------------------- */
+
+struct conc {
+	const struct cf_bk_keys *k;
+	unsigned seed;
+	struct cf_bk_item *it;
+	size_t n;
+	unsigned char *data;
+	size_t len;
+	int rc;
+};
+
+static void *
+conc_run(void *arg)
+{
+	struct conc *c = arg;
+	struct cf_bk_repo *r;
+	struct cf_bk_writer *w = NULL;
+	struct stream s;
+	uint64_t size;
+	int rc;
+
+	r = open_repo(c->k, tenant_a, 0, &rc);
+	if (r == NULL) {
+		c->rc = rc;
+		return NULL;
+	}
+	s = (struct stream){ c->data, c->len, 0 };
+	rc = cf_bk_writer_new(&w, r, 2);
+	if (rc == 0)
+		rc = cf_bk_writer_add_stream(w, stream_rd, &s, &c->it, &c->n,
+		    &size);
+	if (rc == 0)
+		rc = cf_bk_writer_flush(w);
+	cf_bk_writer_free(w);
+	cf_bk_repo_free(r);
+	c->rc = rc;
+	return NULL;
+}
+
+static void
+concurrent_writers(void)	/* [BK-CRASH-2] */
+{
+	struct cf_bk_keys *k = bkt_keys_x(0);
+	struct cf_bk_repo *r;
+	struct conc c[2];
+	pthread_t t[2];
+	size_t bad = 9, i;
+
+	CHECK(k != NULL);
+	r = open_repo(k, tenant_a, 1, NULL);
+	CHECK(r != NULL);
+	cf_bk_repo_free(r);
+	for (i = 0; i < 2; i++) {
+		memset(&c[i], 0, sizeof(c[i]));
+		c[i].k = k;
+		/* Shared text parts, distinct random parts. */
+		c[i].data = mixed(&c[i].len, (unsigned)(i + 3));
+		CHECK(pthread_create(&t[i], NULL, conc_run, &c[i]) == 0);
+	}
+	for (i = 0; i < 2; i++)
+		pthread_join(t[i], NULL);
+	CHECK_RC(c[0].rc, 0);
+	CHECK_RC(c[1].rc, 0);
+	r = open_repo(k, tenant_a, 0, NULL);
+	CHECK(r != NULL);
+	CHECK_RC(cf_bk_repo_index_load(r, &bad), 0);
+	CHECK(bad == 0);
+	CHECK(count(cf_bk_repo_store(r), CF_BK_KIND_INDEX) == 2);
+	for (i = 0; i < 2; i++)
+		CHECK(check_items(r, c[i].it, c[i].n, c[i].data, c[i].len) ==
+		    0);
+	cf_bk_repo_free(r);
+	for (i = 0; i < 2; i++) {
+		free(c[i].it);
+		free(c[i].data);
+	}
+	cf_bk_keys_free(k);
+}
+
+/* ---- fault store: a crash between packs and index [BK-CRASH-1] ------------- */
+
+struct fault {
+	struct cf_bk_store *inner;
+	enum cf_bk_kind fail_kind;	/* puts of this kind fail */
+};
+
+static int
+f_put(void *ctx, enum cf_bk_kind kind, const char *name,
+    const unsigned char *buf, size_t len, int excl)
+{
+	struct fault *f = ctx;
+
+	if (kind == f->fail_kind)
+		return -EIO;
+	return cf_bk_store_put(f->inner, kind, name, buf, len, excl);
+}
+
+static int
+f_get(void *ctx, enum cf_bk_kind kind, const char *name, size_t max,
+    unsigned char **buf, size_t *len)
+{
+	return cf_bk_store_get(((struct fault *)ctx)->inner, kind, name, max,
+	    buf, len);
+}
+
+static int
+f_range(void *ctx, enum cf_bk_kind kind, const char *name, uint64_t off,
+    size_t len, unsigned char *buf)
+{
+	return cf_bk_store_get_range(((struct fault *)ctx)->inner, kind, name,
+	    off, len, buf);
+}
+
+static int
+f_stat(void *ctx, enum cf_bk_kind kind, const char *name, uint64_t *size)
+{
+	return cf_bk_store_stat(((struct fault *)ctx)->inner, kind, name,
+	    size);
+}
+
+static int
+f_list(void *ctx, enum cf_bk_kind kind,
+    int (*fn)(void *arg, const char *name, uint64_t size), void *arg)
+{
+	return cf_bk_store_list(((struct fault *)ctx)->inner, kind, fn, arg);
+}
+
+static int
+f_del(void *ctx, enum cf_bk_kind kind, const char *name)
+{
+	return cf_bk_store_del(((struct fault *)ctx)->inner, kind, name);
+}
+
+static void
+f_close(void *ctx)
+{
+	struct fault *f = ctx;
+
+	cf_bk_store_free(f->inner);
+	free(f);
+}
+
+static const struct cf_bk_store_ops fault_ops = {
+	"fault", f_put, f_get, f_range, f_stat, f_list, f_del, f_close,
+};
+
+static void
+crash_orphans(void)	/* [BK-CRASH-1] */
+{
+	struct cf_bk_keys *k = bkt_keys_x(0);
+	struct cf_bk_store *inner = NULL, *s = NULL;
+	struct cf_bk_repo *r = NULL, *r2;
+	struct cf_bk_writer *w = NULL;
+	struct fault *f;
+	unsigned char *data, id[32], *buf;
+	char url[4096];
+	size_t blen;
+
+	CHECK(k != NULL);
+	r = open_repo(k, tenant_a, 1, NULL);
+	CHECK(r != NULL);
+	cf_bk_repo_free(r);
+	CHECK_RC(cf_bk_store_open_url(&inner, repo_url(url, sizeof(url)), 0),
+	    0);
+	f = calloc(1, sizeof(*f));
+	CHECK(f != NULL);
+	f->inner = inner;
+	f->fail_kind = CF_BK_KIND_INDEX;
+	CHECK_RC(cf_bk_store_new(&s, &fault_ops, f), 0);
+	CHECK_RC(cf_bk_repo_open(&r, s, k, tenant_a), 0);
+	CHECK_RC(cf_bk_writer_new(&w, r, 2), 0);
+	data = bkt_random(100000, 11);
+	CHECK(data != NULL);
+	CHECK_RC(cf_bk_writer_add(w, CF_BK_BLOB_DATA, data, 100000, id), 0);
+	CHECK_RC(cf_bk_writer_flush(w), -EIO);
+	/* Sticky: the writer refuses more work. */
+	CHECK_RC(cf_bk_writer_add(w, CF_BK_BLOB_DATA, data, 10, id), -EIO);
+	cf_bk_writer_free(w);
+	cf_bk_repo_free(r);
+	/* The pack is there, unindexed: readers do not see the blob. */
+	r2 = open_repo(k, tenant_a, 0, NULL);
+	CHECK(r2 != NULL);
+	CHECK(count(cf_bk_repo_store(r2), CF_BK_KIND_PACK) == 1);
+	CHECK(count(cf_bk_repo_store(r2), CF_BK_KIND_INDEX) == 0);
+	CHECK_RC(cf_bk_repo_blob_load(r2, CF_BK_BLOB_DATA, id, &buf, &blen),
+	    -ENOENT);
+	/* A later run stores it again and indexes it. */
+	w = NULL;
+	CHECK_RC(cf_bk_writer_new(&w, r2, 0), 0);
+	CHECK_RC(cf_bk_writer_add(w, CF_BK_BLOB_DATA, data, 100000, id), 0);
+	CHECK_RC(cf_bk_writer_flush(w), 0);
+	cf_bk_writer_free(w);
+	cf_bk_repo_free(r2);
+	r2 = open_repo(k, tenant_a, 0, NULL);
+	CHECK(r2 != NULL);
+	CHECK_RC(cf_bk_repo_blob_load(r2, CF_BK_BLOB_DATA, id, &buf, &blen), 0);
+	CHECK(blen == 100000 && memcmp(buf, data, blen) == 0);
+	free(buf);
+	cf_bk_repo_free(r2);
+	free(data);
+	cf_bk_keys_free(k);
+}
+
+/* ---- damage ------------------------------------------------------------------ */
+
+static void
+damaged_objects(void)	/* [BK-LAY-3] [BK-PACK-3] */
+{
+	struct cf_bk_keys *k = bkt_keys_x(0);
+	struct cf_bk_repo *r;
+	struct cf_bk_writer *w = NULL;
+	struct cf_bk_snapshot snap, *sb = NULL;
+	struct cf_bk_blob_loc loc;
+	unsigned char id[32], sid[32], *data, *buf, (*ids)[32] = NULL;
+	char host[] = "h", path[] = "/", cons[] = "none", name[65], rel[256];
+	char *paths[] = { path };
+	size_t len, n, bad = 0;
+	int rc;
+
+	CHECK(k != NULL);
+	r = open_repo(k, tenant_a, 1, NULL);
+	CHECK(r != NULL);
+	CHECK_RC(cf_bk_writer_new(&w, r, 0), 0);
+	data = bkt_random(5000, 2);
+	CHECK(data != NULL);
+	CHECK_RC(cf_bk_writer_add(w, CF_BK_BLOB_DATA, data, 5000, id), 0);
+	CHECK_RC(cf_bk_writer_flush(w), 0);
+	cf_bk_writer_free(w);
+	memset(&snap, 0, sizeof(snap));
+	snap.hostname = host;
+	snap.paths = paths;
+	snap.npaths = 1;
+	snap.consistency = cons;
+	CHECK_RC(cf_bk_repo_snapshot_save(r, &snap, sid), 0);
+	/* Flip a byte of the blob in its pack: -EBADMSG, never data. */
+	CHECK_RC(cf_bk_index_lookup(cf_bk_repo_index(r), CF_BK_BLOB_DATA, id,
+	    &loc), 0);
+	bk_name(loc.pack, name);
+	snprintf(rel, sizeof(rel), "data/%.2s/%s", name, name);
+	buf = cf_test_read_file(repo_path(rel), &len);
+	CHECK(buf != NULL && len == loc.pack_size);
+	buf[loc.offset + 100] ^= 1;
+	CHECK(unlink(repo_path(rel)) == 0);
+	CHECK_RC(cf_test_write_file(repo_path(rel), buf, len), 0);
+	free(buf);
+	rc = cf_bk_repo_blob_load(r, CF_BK_BLOB_DATA, id, &buf, &len);
+	CHECK(rc == -EBADMSG && buf == NULL);
+	/* A truncated pack: the range read fails. */
+	CHECK(truncate(repo_path(rel), (off_t)(loc.offset + 10)) == 0);
+	CHECK_RC(cf_bk_repo_blob_load(r, CF_BK_BLOB_DATA, id, &buf, &len),
+	    -EPROTO);
+	/* A snapshot with a flipped byte, or renamed: -EBADMSG. */
+	bk_name(sid, name);
+	snprintf(rel, sizeof(rel), "snapshots/%s", name);
+	buf = cf_test_read_file(repo_path(rel), &len);
+	CHECK(buf != NULL);
+	buf[len - 1] ^= 1;
+	CHECK(unlink(repo_path(rel)) == 0);
+	CHECK_RC(cf_test_write_file(repo_path(rel), buf, len), 0);
+	free(buf);
+	CHECK_RC(cf_bk_repo_snapshot_load(r, sid, &sb), -EBADMSG);
+	CHECK_RC(cf_bk_repo_snapshot_list(r, &ids, &n), 0);
+	CHECK(n == 1);
+	free(ids);
+	/* A truncated index is skipped and counted, not fatal. */
+	CHECK_RC(cf_bk_repo_index_load(r, &bad), 0);
+	CHECK(bad == 0 && cf_bk_index_blobs(cf_bk_repo_index(r)) == 1);
+	{
+		struct cf_bk_store *s = cf_bk_repo_store(r);
+		char iname[65];
+
+		iname[0] = '\0';
+		CHECK_RC(cf_bk_store_list(s, CF_BK_KIND_INDEX, first_name,
+		    iname), 1);
+		snprintf(rel, sizeof(rel), "index/%s", iname);
+		CHECK(truncate(repo_path(rel), 50) == 0);
+	}
+	CHECK_RC(cf_bk_repo_index_load(r, &bad), 0);
+	CHECK(bad == 1 && cf_bk_index_blobs(cf_bk_repo_index(r)) == 0);
+	cf_bk_repo_free(r);
+	free(data);
+	cf_bk_keys_free(k);
+}
+
+/* ---- locks [BK-LOCK-1] --------------------------------------------------------- */
+
+static void
+locks(void)	/* [BK-LOCK-1] */
+{
+	struct cf_bk_keys *k = bkt_keys_x(0);
+	struct cf_bk_repo *r;
+	struct cf_bk_lock *a = NULL, *b = NULL, *x = NULL;
+
+	CHECK(k != NULL);
+	unsetenv("COFFER_NOW");
+	r = open_repo(k, tenant_a, 1, NULL);
+	CHECK(r != NULL);
+	CHECK_RC(cf_bk_repo_lock(r, 0, "h1", &a), 0);
+	CHECK_RC(cf_bk_repo_lock(r, 0, "h2", &b), 0);
+	CHECK(count(cf_bk_repo_store(r), CF_BK_KIND_LOCK) == 2);
+	CHECK_RC(cf_bk_repo_lock(r, 1, "h3", &x), -EBUSY);
+	CHECK(x == NULL);
+	CHECK(count(cf_bk_repo_store(r), CF_BK_KIND_LOCK) == 2);
+	CHECK_RC(cf_bk_lock_refresh(a), 0);
+	CHECK(count(cf_bk_repo_store(r), CF_BK_KIND_LOCK) == 2);
+	CHECK_RC(cf_bk_lock_release(a), 0);
+	CHECK_RC(cf_bk_lock_release(b), 0);
+	CHECK(count(cf_bk_repo_store(r), CF_BK_KIND_LOCK) == 0);
+	CHECK_RC(cf_bk_repo_lock(r, 1, "h3", &x), 0);
+	CHECK_RC(cf_bk_repo_lock(r, 0, "h1", &a), -EBUSY);
+	/* A stale exclusive lock (an hour later) does not block. */
+	setenv("COFFER_NOW", "2099-01-01T00:00:00Z", 1);
+	CHECK_RC(cf_bk_repo_lock(r, 0, "h1", &a), 0);
+	unsetenv("COFFER_NOW");
+	CHECK_RC(cf_bk_lock_release(a), 0);
+	CHECK_RC(cf_bk_lock_release(x), 0);
+	CHECK_RC(cf_bk_lock_release(NULL), 0);
+	cf_bk_repo_free(r);
+	cf_bk_keys_free(k);
+}
+
+static const struct cf_test_case cases[] = {
+	CF_TEST(store_put_get_list),
+	CF_TEST(store_temp_not_listed),
+	CF_TEST(store_urls),
+	CF_TEST(repo_init_open),
+	CF_TEST(repo_open_url),
+	CF_TEST(writer_round_trip_sync),
+	CF_TEST(writer_round_trip_threads),
+	CF_TEST(writer_small_blobs),
+	CF_TEST(concurrent_writers),
+	CF_TEST(crash_orphans),
+	CF_TEST(damaged_objects),
+	CF_TEST(locks),
+};
+
+CF_TEST_MAIN(cases)
