@@ -22,9 +22,20 @@
 
 #define CF_FS_BLOCK 4096U		/* plaintext bytes per block */
 #define CF_FS_HEADER_BYTES 32U
+/* Largest plaintext size: its backing size must fit an off_t. */
+#define CF_FS_MAX_SIZE ((off_t)1 << 60)
 #define CF_FS_DIRIV_BYTES 16U
 #define CF_FS_DIRIV_NAME "cf.diriv"	/* per-directory IV file */
-#define CF_FS_NAME_MAX 175U		/* longest plaintext name */
+#define CF_FS_NAME_MAX 175U		/* longest name stored as itself */
+#define CF_FS_LONG_NAME_MAX 255U	/* longest name (NAME_MAX) */
+#define CF_FS_ENC_NAME_MAX 362U		/* encoding of a 255-byte name */
+#define CF_FS_LINK_MAX 4095U		/* longest backing symlink target */
+/* "cf.L." or "cf.T." + base64url(BLAKE2b-256) + NUL */
+#define CF_FS_HASHED_BYTES 49U
+#define CF_FS_LONG_PREFIX "cf.L."	/* entry of a long name */
+#define CF_FS_LONG_SIDECAR ".n"		/* beside it: the encrypted name */
+#define CF_FS_TARGET_PREFIX "cf.T."	/* symlink with a long target */
+#define CF_FS_LINKS_DIR "links"		/* in the store: long targets */
 
 /* The keys of one tenant's store, derived from its root key. */
 struct cf_fs_keys;
@@ -56,7 +67,10 @@ void cf_fs_header_encode(const struct cf_fs_header *h,
 size_t cf_fs_block_overhead(enum cf_ks_cipher c);
 /* Plaintext size of a file whose backing file has csize bytes. */
 off_t cf_fs_plain_size(enum cf_ks_cipher c, off_t csize);
-/* Backing size for a plaintext size, header included (0 gives 32). */
+/*
+ * Backing size for a plaintext size, header included (0 gives 32); psize
+ * must be at most CF_FS_MAX_SIZE.
+ */
 off_t cf_fs_cipher_size(enum cf_ks_cipher c, off_t psize);
 
 /* A per-file sealing context: the file key derived from the file id. */
@@ -98,6 +112,29 @@ CF_MUST_CHECK int cf_fs_name_encrypt(const struct cf_fs_keys *k,
 CF_MUST_CHECK int cf_fs_name_decrypt(const struct cf_fs_keys *k,
     const unsigned char diriv[CF_FS_DIRIV_BYTES], const char *enc,
     char *out, size_t cap);
+
+/*
+ * Long names (CF_FS_NAME_MAX+1 .. CF_FS_LONG_NAME_MAX bytes).  The same
+ * construction, but the encoding (up to CF_FS_ENC_NAME_MAX characters) is
+ * too long for a backing name: the entry is named cf_fs_long_name(enc) and
+ * a sidecar file of that name plus CF_FS_LONG_SIDECAR holds enc.
+ * cf_fs_name_encrypt_any takes names of any length up to 255;
+ * cf_fs_name_decrypt_long accepts only long ones (one spelling per name).
+ */
+CF_MUST_CHECK int cf_fs_name_encrypt_any(const struct cf_fs_keys *k,
+    const unsigned char diriv[CF_FS_DIRIV_BYTES], const char *name,
+    char *out, size_t cap);
+CF_MUST_CHECK int cf_fs_name_decrypt_long(const struct cf_fs_keys *k,
+    const unsigned char diriv[CF_FS_DIRIV_BYTES], const char *enc,
+    char *out, size_t cap);
+void cf_fs_long_name(const char *enc, char out[CF_FS_HASHED_BYTES]);
+
+/*
+ * A symlink whose encrypted target is longer than CF_FS_LINK_MAX points
+ * to cf_fs_long_target(etarget) instead; the store's CF_FS_LINKS_DIR
+ * holds etarget in a file named by that value without its prefix.
+ */
+void cf_fs_long_target(const char *etarget, char out[CF_FS_HASHED_BYTES]);
 
 /*
  * Symlink targets: sealed with the metadata key under a random nonce and

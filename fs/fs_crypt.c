@@ -309,6 +309,7 @@ name_tag(const struct cf_fs_keys *k, const unsigned char *diriv,
 	crypto_generichash_update(&st, diriv, CF_FS_DIRIV_BYTES);
 	crypto_generichash_update(&st, name, len);
 	crypto_generichash_final(&st, tag, NAME_TAG);
+	sodium_memzero(&st, sizeof(st));
 }
 
 static void
@@ -322,18 +323,18 @@ name_xor(const struct cf_fs_keys *k, const unsigned char tag[NAME_TAG],
 	    cf_secbuf_cdata(k->name_enc));
 }
 
-int
-cf_fs_name_encrypt(const struct cf_fs_keys *k,
+static int
+name_encrypt(const struct cf_fs_keys *k,
     const unsigned char diriv[CF_FS_DIRIV_BYTES], const char *name,
-    char *out, size_t cap)
+    char *out, size_t cap, size_t max)
 {
-	unsigned char raw[NAME_TAG + CF_FS_NAME_MAX];
+	unsigned char raw[NAME_TAG + CF_FS_LONG_NAME_MAX];
 	size_t len = strlen(name);
 
 	if (len == 0 || strchr(name, '/') != NULL || strcmp(name, ".") == 0 ||
 	    strcmp(name, "..") == 0)
 		return -EINVAL;
-	if (len > CF_FS_NAME_MAX)
+	if (len > max)
 		return -ENAMETOOLONG;
 	name_tag(k, diriv, (const unsigned char *)name, len, raw);
 	name_xor(k, raw, raw + NAME_TAG, (const unsigned char *)name, len);
@@ -342,26 +343,44 @@ cf_fs_name_encrypt(const struct cf_fs_keys *k,
 		return -ENAMETOOLONG;
 	sodium_bin2base64(out, cap, raw, NAME_TAG + len,
 	    sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+	sodium_memzero(raw, sizeof(raw));
 	return 0;
 }
 
 int
-cf_fs_name_decrypt(const struct cf_fs_keys *k,
-    const unsigned char diriv[CF_FS_DIRIV_BYTES], const char *enc,
+cf_fs_name_encrypt(const struct cf_fs_keys *k,
+    const unsigned char diriv[CF_FS_DIRIV_BYTES], const char *name,
     char *out, size_t cap)
 {
-	unsigned char raw[NAME_TAG + CF_FS_NAME_MAX + 3], tag[NAME_TAG];
+	return name_encrypt(k, diriv, name, out, cap, CF_FS_NAME_MAX);
+}
+
+int
+cf_fs_name_encrypt_any(const struct cf_fs_keys *k,
+    const unsigned char diriv[CF_FS_DIRIV_BYTES], const char *name,
+    char *out, size_t cap)
+{
+	return name_encrypt(k, diriv, name, out, cap, CF_FS_LONG_NAME_MAX);
+}
+
+/* Decrypts a name of min..max bytes: one spelling per name and length. */
+static int
+name_decrypt(const struct cf_fs_keys *k,
+    const unsigned char diriv[CF_FS_DIRIV_BYTES], const char *enc,
+    char *out, size_t cap, size_t min, size_t max)
+{
+	unsigned char raw[NAME_TAG + CF_FS_LONG_NAME_MAX + 3], tag[NAME_TAG];
 	size_t rlen = 0, len, elen = strlen(enc);
 	const char *end;
 
-	if (elen == 0 || elen > 256 || !b64url_only(enc, elen))
+	if (elen == 0 || elen > CF_FS_ENC_NAME_MAX || !b64url_only(enc, elen))
 		return -EPROTO;
 	if (sodium_base642bin(raw, sizeof(raw), enc, elen, NULL, &rlen, &end,
 	    sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0 ||
 	    (size_t)(end - enc) != elen || rlen <= NAME_TAG)
 		return -EPROTO;
 	len = rlen - NAME_TAG;
-	if (len > CF_FS_NAME_MAX || cap < len + 1)
+	if (len < min || len > max || cap < len + 1)
 		return -EPROTO;
 	name_xor(k, raw, (unsigned char *)out, raw + NAME_TAG, len);
 	name_tag(k, diriv, (const unsigned char *)out, len, tag);
@@ -375,6 +394,48 @@ cf_fs_name_decrypt(const struct cf_fs_keys *k,
 	    strcmp(out, ".") == 0 || strcmp(out, "..") == 0)
 		return -EPROTO;
 	return 0;
+}
+
+int
+cf_fs_name_decrypt(const struct cf_fs_keys *k,
+    const unsigned char diriv[CF_FS_DIRIV_BYTES], const char *enc,
+    char *out, size_t cap)
+{
+	return name_decrypt(k, diriv, enc, out, cap, 1, CF_FS_NAME_MAX);
+}
+
+int
+cf_fs_name_decrypt_long(const struct cf_fs_keys *k,
+    const unsigned char diriv[CF_FS_DIRIV_BYTES], const char *enc,
+    char *out, size_t cap)
+{
+	return name_decrypt(k, diriv, enc, out, cap, CF_FS_NAME_MAX + 1,
+	    CF_FS_LONG_NAME_MAX);
+}
+
+/* prefix + base64url(BLAKE2b-256(enc)): the backing name of enc. */
+static void
+hashed_name(const char *prefix, const char *enc, char out[CF_FS_HASHED_BYTES])
+{
+	unsigned char h[32];
+
+	crypto_generichash(h, sizeof(h), (const unsigned char *)enc,
+	    strlen(enc), NULL, 0);
+	memcpy(out, prefix, 5);
+	sodium_bin2base64(out + 5, CF_FS_HASHED_BYTES - 5, h, sizeof(h),
+	    sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+}
+
+void
+cf_fs_long_name(const char *enc, char out[CF_FS_HASHED_BYTES])
+{
+	hashed_name(CF_FS_LONG_PREFIX, enc, out);
+}
+
+void
+cf_fs_long_target(const char *enc, char out[CF_FS_HASHED_BYTES])
+{
+	hashed_name(CF_FS_TARGET_PREFIX, enc, out);
 }
 
 /* ---- symlink targets ---------------------------------------------------- */

@@ -2,19 +2,21 @@
  * fs_ops.c - the FUSE daemon of one tenant's encrypted store.
  *
  * Low-level libfuse API in the style of libfuse's passthrough_ll: every
- * inode the kernel knows is an O_PATH descriptor of its backing object,
- * found by (st_dev, st_ino) in a hash table; every path is resolved with
- * *at() calls relative to a parent descriptor, never as a string.  Names
- * are encrypted on the way down and decrypted on the way up; regular file
- * contents go through fs_crypt.c a block at a time.
+ * inode the kernel knows is found by (st_dev, st_ino) in a hash table and
+ * reaches its backing object through a file handle and a cached O_PATH
+ * descriptor (ifd_get); every path is resolved with *at() calls relative
+ * to a parent descriptor, never as a string.  Names are encrypted on the
+ * way down and decrypted on the way up (long ones through a sidecar);
+ * regular file contents go through fs_crypt.c a block at a time.
  *
- * Locking: fs->mutex protects the inode table and lookup counts.  Each
- * inode's rwlock protects its crypto context and serialises the
- * read-modify-write of partial blocks: reads share it, writes and
- * truncates hold it exclusively.  Lock order: inode->rw, then fs->mutex.
+ * Locking: fs->mutex protects the inode table and lookup counts,
+ * fs->fd_mutex the descriptor cache.  Each inode's rwlock protects its
+ * crypto context and serialises the read-modify-write of partial blocks:
+ * reads share it, writes and truncates hold it exclusively.  Lock order:
+ * inode->rw, then fs->mutex or fs->fd_mutex (never both).
  *
- * Not yet here (see the issue notes): names longer than CF_FS_NAME_MAX,
- * xattrs outside the user namespace, fallocate, writeback cache, parallel crypto within a request.
+ * Not yet here (see the issue notes): xattrs outside the user namespace,
+ * writeback cache, parallel crypto within a request.
  */
 #define FUSE_USE_VERSION 312
 
@@ -44,7 +46,11 @@
 
 struct fs_inode {
 	struct fs_inode *next;		/* hash chain, protected by mutex */
-	int fd;				/* O_PATH to the backing object */
+	/* Protected by fs->fd_mutex (fd is constant when fh is NULL): */
+	int fd;				/* O_PATH to the backing object, or -1 */
+	unsigned pins;			/* users of fd right now */
+	struct fs_inode *lru_prev, *lru_next;	/* unpinned open fds */
+	struct file_handle *fh;		/* reopens fd; NULL: fd kept open */
 	ino_t ino;
 	dev_t dev;
 	uint64_t nlookup;		/* protected by fs->mutex */
@@ -65,6 +71,12 @@ struct fs {
 	const struct cf_fs_mount_opts *opts;
 	pthread_mutex_t audit_mutex;
 	int audits;
+	int links_fd;			/* the store's links/ directory */
+	pthread_mutex_t fd_mutex;	/* fds of inodes with handles */
+	struct fs_inode lru;		/* list head: most recent first */
+	unsigned long nfds, fd_cap;	/* open fds of such inodes, limit */
+	int handles;			/* name_to_handle_at works here */
+	int mount_fd;			/* for open_by_handle_at (not O_PATH) */
 	off_t cb;			/* ciphertext bytes per full block */
 	size_t ovh;			/* nonce + tag */
 };
@@ -87,6 +99,113 @@ static size_t
 bucket(ino_t ino, dev_t dev)
 {
 	return (size_t)((ino * 2654435761U) ^ dev) % HASH_BUCKETS;
+}
+
+/* ---- inode descriptors --------------------------------------------------- */
+
+/*
+ * A tree can hold more inodes than a process may have descriptors (here
+ * the hard RLIMIT_NOFILE is 20000).  So each inode keeps a file handle
+ * (name_to_handle_at) and its O_PATH descriptor is only a cache: at most
+ * fd_cap of them stay open, the least recently used unpinned one is
+ * closed first, and a closed one is reopened with open_by_handle_at, as
+ * virtiofsd does.  Where handles do not work (no CAP_DAC_READ_SEARCH, or
+ * a backing filesystem without export support) every inode keeps its
+ * descriptor for its whole life, as before.
+ */
+static void
+lru_unlink(struct fs_inode *in)
+{
+	in->lru_prev->lru_next = in->lru_next;
+	in->lru_next->lru_prev = in->lru_prev;
+	in->lru_prev = in->lru_next = NULL;
+}
+
+/* Closes least recently used descriptors over the cap.  Holds fd_mutex. */
+static void
+evict(struct fs *fs)
+{
+	while (fs->nfds > fs->fd_cap && fs->lru.lru_prev != &fs->lru) {
+		struct fs_inode *old = fs->lru.lru_prev;
+
+		lru_unlink(old);
+		close(old->fd);
+		old->fd = -1;
+		fs->nfds--;
+	}
+}
+
+/* Returns the inode's O_PATH descriptor, pinned until ifd_put. */
+static int
+ifd_get(struct fs *fs, struct fs_inode *in)
+{
+	int fd;
+
+	if (in->fh == NULL)
+		return in->fd;
+	pthread_mutex_lock(&fs->fd_mutex);
+	if (in->fd >= 0) {
+		if (in->pins++ == 0 && in->lru_next != NULL)
+			lru_unlink(in);
+		fd = in->fd;
+		pthread_mutex_unlock(&fs->fd_mutex);
+		return fd;
+	}
+	pthread_mutex_unlock(&fs->fd_mutex);
+	fd = open_by_handle_at(fs->mount_fd, in->fh, O_PATH | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ESTALE ? -ENOENT : -errno;
+	pthread_mutex_lock(&fs->fd_mutex);
+	if (in->fd >= 0) {
+		close(fd);		/* another thread reopened it first */
+		if (in->pins == 0 && in->lru_next != NULL)
+			lru_unlink(in);
+	} else {
+		in->fd = fd;
+		fs->nfds++;
+	}
+	in->pins++;
+	evict(fs);
+	fd = in->fd;
+	pthread_mutex_unlock(&fs->fd_mutex);
+	return fd;
+}
+
+static void
+ifd_put(struct fs *fs, struct fs_inode *in)
+{
+	if (in->fh == NULL)
+		return;
+	pthread_mutex_lock(&fs->fd_mutex);
+	if (in->pins > 0 && --in->pins == 0 && in->fd >= 0) {
+		in->lru_next = fs->lru.lru_next;
+		in->lru_prev = &fs->lru;
+		in->lru_next->lru_prev = in;
+		fs->lru.lru_next = in;
+		evict(fs);
+	}
+	pthread_mutex_unlock(&fs->fd_mutex);
+}
+
+/* Makes a handle for the object open as fd; NULL if handles are off. */
+static struct file_handle *
+make_handle(struct fs *fs, int fd)
+{
+	struct file_handle *fh, *small;
+	int mnt;
+
+	if (!fs->handles)
+		return NULL;
+	fh = malloc(sizeof(*fh) + MAX_HANDLE_SZ);
+	if (fh == NULL)
+		return NULL;
+	fh->handle_bytes = MAX_HANDLE_SZ;
+	if (name_to_handle_at(fd, "", fh, &mnt, AT_EMPTY_PATH) != 0) {
+		free(fh);
+		return NULL;
+	}
+	small = realloc(fh, sizeof(*fh) + fh->handle_bytes);
+	return small != NULL ? small : fh;
 }
 
 static void
@@ -114,19 +233,39 @@ audit(struct fs *fs, const char *event, const struct fs_inode *in,
 
 /* ---- attributes --------------------------------------------------------- */
 
-/* Converts backing attributes to what the tenant sees. */
+/* Length of the target of a symlink whose encoding is elen long. */
+static off_t
+link_size(off_t elen)
+{
+	/* base64 without padding: 4 chars per 3 bytes; 24 + 16 overhead. */
+	off_t raw = elen * 3 / 4;
+
+	return raw > 40 ? raw - 40 : 0;
+}
+
+/*
+ * Converts backing attributes to what the tenant sees.  fd (O_PATH, or
+ * -1 if unknown) is the object: a symlink with a long target needs it.
+ */
 static void
 plain_attr(struct fs *fs, int fd, struct stat *st)
 {
 	if (S_ISREG(st->st_mode)) {
 		st->st_size = cf_fs_plain_size(fs->keys->cipher, st->st_size);
 	} else if (S_ISLNK(st->st_mode)) {
-		/* base64 without padding: 4 chars per 3 bytes. */
-		off_t raw = st->st_size * 3 / 4;
+		char t[CF_FS_HASHED_BYTES];
+		struct stat ls;
 
-		st->st_size = raw > 40 ? raw - 40 : 0;
+		if (st->st_size == CF_FS_HASHED_BYTES - 1 && fd >= 0 &&
+		    readlinkat(fd, "", t, sizeof(t)) == st->st_size &&
+		    strncmp(t, CF_FS_TARGET_PREFIX, 5) == 0) {
+			t[CF_FS_HASHED_BYTES - 1] = '\0';
+			if (fstatat(fs->links_fd, t + 5, &ls,
+			    AT_SYMLINK_NOFOLLOW) == 0)
+				st->st_size = ls.st_size;
+		}
+		st->st_size = link_size(st->st_size);
 	}
-	(void)fd;
 }
 
 static int
@@ -140,9 +279,9 @@ stat_fd(int fd, struct stat *st)
 /* ---- directory IVs ------------------------------------------------------ */
 
 static int
-load_diriv(struct fs_inode *in)
+load_diriv(struct fs *fs, struct fs_inode *in)
 {
-	int fd, rc = 0;
+	int fd, pfd, rc = 0;
 	ssize_t n;
 
 	pthread_rwlock_rdlock(&in->rw);
@@ -153,8 +292,11 @@ load_diriv(struct fs_inode *in)
 	pthread_rwlock_unlock(&in->rw);
 	pthread_rwlock_wrlock(&in->rw);
 	if (!in->have_diriv) {
-		fd = openat(in->fd, CF_FS_DIRIV_NAME, O_RDONLY | O_CLOEXEC |
-		    O_NOFOLLOW);
+		pfd = ifd_get(fs, in);
+		fd = pfd < 0 ? pfd : openat(pfd, CF_FS_DIRIV_NAME, O_RDONLY |
+		    O_CLOEXEC | O_NOFOLLOW);
+		if (pfd >= 0)
+			ifd_put(fs, in);
 		if (fd < 0) {
 			rc = -EIO;	/* a directory without IV: damage */
 		} else {
@@ -187,27 +329,144 @@ write_diriv(int dirfd)
 	return rc;
 }
 
-/* Encrypts name for directory parent into enc. */
+/* A tenant's name as stored in a backing directory. */
+struct ename {
+	char enc[CF_FS_ENC_NAME_MAX + 1];	/* the encrypted name */
+	char hashed[CF_FS_HASHED_BYTES];	/* its entry name when long */
+	const char *b;				/* the backing name */
+	int is_long;
+};
+
+/* Encrypts name for directory parent into en. */
 static int
-enc_name(struct fs *fs, struct fs_inode *parent, const char *name, char *enc,
-    size_t cap)
+enc_name(struct fs *fs, struct fs_inode *parent, const char *name,
+    struct ename *en)
 {
-	int rc = load_diriv(parent);
+	int rc = load_diriv(fs, parent);
 
 	if (rc < 0)
 		return rc;
-	return cf_fs_name_encrypt(fs->keys, parent->diriv, name, enc, cap);
+	rc = cf_fs_name_encrypt_any(fs->keys, parent->diriv, name, en->enc,
+	    sizeof(en->enc));
+	if (rc < 0)
+		return rc;
+	en->is_long = strlen(name) > CF_FS_NAME_MAX;
+	if (en->is_long) {
+		cf_fs_long_name(en->enc, en->hashed);
+		en->b = en->hashed;
+	} else {
+		en->b = en->enc;
+	}
+	return 0;
+}
+
+/* Writes the sidecar that names a long entry (before the entry). */
+static int
+sidecar_write(int dirfd, const struct ename *en)
+{
+	char side[CF_FS_HASHED_BYTES + sizeof(CF_FS_LONG_SIDECAR)];
+	size_t len = strlen(en->enc);
+	int fd, rc = 0;
+
+	if (!en->is_long)
+		return 0;
+	snprintf(side, sizeof(side), "%s%s", en->hashed, CF_FS_LONG_SIDECAR);
+	fd = openat(dirfd, side, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW |
+	    O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	if (write(fd, en->enc, len) != (ssize_t)len)
+		rc = -EIO;
+	close(fd);
+	return rc;
+}
+
+static void
+sidecar_unlink(int dirfd, const struct ename *en)
+{
+	char side[CF_FS_HASHED_BYTES + sizeof(CF_FS_LONG_SIDECAR)];
+
+	if (!en->is_long)
+		return;
+	snprintf(side, sizeof(side), "%s%s", en->hashed, CF_FS_LONG_SIDECAR);
+	(void)unlinkat(dirfd, side, 0);
+}
+
+/* 1 if a backing name is a long-name sidecar. */
+static int
+is_sidecar(const char *n)
+{
+	size_t len = strlen(n);
+
+	return len == CF_FS_HASHED_BYTES - 1 + strlen(CF_FS_LONG_SIDECAR) &&
+	    strncmp(n, CF_FS_LONG_PREFIX, strlen(CF_FS_LONG_PREFIX)) == 0 &&
+	    strcmp(n + CF_FS_HASHED_BYTES - 1, CF_FS_LONG_SIDECAR) == 0;
+}
+
+/*
+ * Reads the long name behind entry n of directory dirfd into out: the
+ * sidecar must hash to the entry's name and decrypt for this directory.
+ */
+static int
+long_name_read(struct fs *fs, struct fs_inode *dir, int dirfd, const char *n,
+    char *out, size_t cap)
+{
+	char side[CF_FS_HASHED_BYTES + sizeof(CF_FS_LONG_SIDECAR)];
+	char enc[CF_FS_ENC_NAME_MAX + 2], check[CF_FS_HASHED_BYTES];
+	ssize_t got;
+	int fd;
+
+	if (strlen(n) != CF_FS_HASHED_BYTES - 1)
+		return -EPROTO;
+	snprintf(side, sizeof(side), "%s%s", n, CF_FS_LONG_SIDECAR);
+	fd = openat(dirfd, side, O_RDONLY | O_NOFOLLOW | O_NONBLOCK |
+	    O_CLOEXEC);
+	if (fd < 0)
+		return -EPROTO;
+	got = read(fd, enc, sizeof(enc) - 1);
+	close(fd);
+	if (got <= 0 || got > (ssize_t)CF_FS_ENC_NAME_MAX)
+		return -EPROTO;
+	enc[got] = '\0';
+	cf_fs_long_name(enc, check);
+	if (strcmp(check, n) != 0)
+		return -EPROTO;
+	return cf_fs_name_decrypt_long(fs->keys, dir->diriv, enc, out, cap);
 }
 
 /* ---- inode table ---------------------------------------------------------- */
 
 static void
-inode_free(struct fs_inode *in)
+inode_free(struct fs *fs, struct fs_inode *in)
 {
-	close(in->fd);
+	if (in->fh != NULL) {
+		pthread_mutex_lock(&fs->fd_mutex);
+		if (in->lru_next != NULL)
+			lru_unlink(in);
+		if (in->fd >= 0)
+			fs->nfds--;
+		pthread_mutex_unlock(&fs->fd_mutex);
+		free(in->fh);
+	}
+	if (in->fd >= 0)
+		close(in->fd);
 	cf_fs_file_ctx_free(in->ctx);
 	pthread_rwlock_destroy(&in->rw);
 	free(in);
+}
+
+/* The inode of (ino, dev) with one more lookup, or NULL.  Holds mutex. */
+static struct fs_inode *
+find_ref(struct fs *fs, ino_t ino, dev_t dev)
+{
+	struct fs_inode *in;
+
+	for (in = fs->table[bucket(ino, dev)]; in != NULL; in = in->next)
+		if (in->ino == ino && in->dev == dev) {
+			in->nlookup++;
+			return in;
+		}
+	return NULL;
 }
 
 /* Looks up parent/enc and returns a fuse entry with a referenced inode. */
@@ -215,13 +474,17 @@ static int
 do_lookup(struct fs *fs, struct fs_inode *parent, const char *enc,
     struct fuse_entry_param *e)
 {
-	struct fs_inode *in, **slot;
-	int fd, rc;
+	struct fs_inode *in, *fresh, **slot;
+	int fd, pfd, rc;
 
 	memset(e, 0, sizeof(*e));
 	e->attr_timeout = 1.0;
 	e->entry_timeout = 1.0;
-	fd = openat(parent->fd, enc, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	pfd = ifd_get(fs, parent);
+	if (pfd < 0)
+		return pfd;
+	fd = openat(pfd, enc, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	ifd_put(fs, parent);
 	if (fd < 0)
 		return -errno;
 	rc = stat_fd(fd, &e->attr);
@@ -229,31 +492,48 @@ do_lookup(struct fs *fs, struct fs_inode *parent, const char *enc,
 		close(fd);
 		return rc;
 	}
+	plain_attr(fs, fd, &e->attr);
 	pthread_mutex_lock(&fs->mutex);
-	slot = &fs->table[bucket(e->attr.st_ino, e->attr.st_dev)];
-	for (in = *slot; in != NULL; in = in->next)
-		if (in->ino == e->attr.st_ino && in->dev == e->attr.st_dev)
-			break;
+	in = find_ref(fs, e->attr.st_ino, e->attr.st_dev);
+	pthread_mutex_unlock(&fs->mutex);
 	if (in != NULL) {
-		in->nlookup++;
 		close(fd);
-	} else {
-		in = calloc(1, sizeof(*in));
-		if (in == NULL) {
-			pthread_mutex_unlock(&fs->mutex);
-			close(fd);
-			return -ENOMEM;
-		}
-		in->fd = fd;
-		in->ino = e->attr.st_ino;
-		in->dev = e->attr.st_dev;
-		in->nlookup = 1;
-		pthread_rwlock_init(&in->rw, NULL);
-		in->next = *slot;
-		*slot = in;
+		goto found;
+	}
+	/* New to the kernel: make it outside the table lock (the handle is
+	 * a system call), then insert unless another thread was quicker. */
+	fresh = calloc(1, sizeof(*fresh));
+	if (fresh == NULL) {
+		close(fd);
+		return -ENOMEM;
+	}
+	fresh->fd = fd;
+	fresh->fh = make_handle(fs, fd);
+	fresh->ino = e->attr.st_ino;
+	fresh->dev = e->attr.st_dev;
+	fresh->nlookup = 1;
+	pthread_rwlock_init(&fresh->rw, NULL);
+	if (fresh->fh != NULL) {
+		pthread_mutex_lock(&fs->fd_mutex);
+		fs->nfds++;
+		fresh->pins = 1;
+		pthread_mutex_unlock(&fs->fd_mutex);
+	}
+	pthread_mutex_lock(&fs->mutex);
+	in = find_ref(fs, e->attr.st_ino, e->attr.st_dev);
+	if (in == NULL) {
+		slot = &fs->table[bucket(e->attr.st_ino, e->attr.st_dev)];
+		fresh->next = *slot;
+		*slot = fresh;
+		in = fresh;
+		fresh = NULL;
 	}
 	pthread_mutex_unlock(&fs->mutex);
-	plain_attr(fs, in->fd, &e->attr);
+	if (fresh != NULL)
+		inode_free(fs, fresh);
+	else
+		ifd_put(fs, in);	/* into the cache, unpinned */
+found:
 	e->ino = (uintptr_t)in;
 	return 0;
 }
@@ -278,7 +558,7 @@ unref(struct fs *fs, struct fs_inode *in, uint64_t n)
 			}
 		}
 		pthread_mutex_unlock(&fs->mutex);
-		inode_free(in);
+		inode_free(fs, in);
 		return;
 	}
 	pthread_mutex_unlock(&fs->mutex);
@@ -289,12 +569,12 @@ op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct fs *fs = fs_of(req);
 	struct fuse_entry_param e;
-	char enc[260];
+	struct ename en;
 	int rc;
 
-	rc = enc_name(fs, inode_of(req, parent), name, enc, sizeof(enc));
+	rc = enc_name(fs, inode_of(req, parent), name, &en);
 	if (rc == 0)
-		rc = do_lookup(fs, inode_of(req, parent), enc, &e);
+		rc = do_lookup(fs, inode_of(req, parent), en.b, &e);
 	if (rc == -ENOENT) {
 		/* Negative entry, cached like a positive one. */
 		memset(&e, 0, sizeof(e));
@@ -332,13 +612,23 @@ op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	struct stat st;
 	int rc;
 
-	(void)fi;
-	rc = stat_fd(in->fd, &st);
+	if (fi != NULL) {
+		rc = fstat((int)fi->fh, &st) == 0 ? 0 : -errno;
+		if (rc == 0)
+			plain_attr(fs_of(req), -1, &st);
+	} else {
+		int fd = ifd_get(fs_of(req), in);
+
+		rc = fd < 0 ? fd : stat_fd(fd, &st);
+		if (rc == 0)
+			plain_attr(fs_of(req), fd, &st);
+		if (fd >= 0)
+			ifd_put(fs_of(req), in);
+	}
 	if (rc < 0) {
 		fuse_reply_err(req, -rc);
 		return;
 	}
-	plain_attr(fs_of(req), in->fd, &st);
 	fuse_reply_attr(req, &st, 1.0);
 }
 
@@ -507,6 +797,8 @@ do_truncate(struct fs *fs, struct fs_inode *in, int fd, off_t newsize)
 	size_t len, keep;
 	int rc;
 
+	if (newsize < 0 || newsize > CF_FS_MAX_SIZE)
+		return newsize < 0 ? -EINVAL : -EFBIG;
 	rc = backing_size(fd, &csize);
 	if (rc < 0)
 		return rc;
@@ -632,42 +924,42 @@ out_replied:
 	free(pbuf);
 }
 
-static void
-op_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t size,
-    off_t off, struct fuse_file_info *fi)
+/*
+ * Writes size bytes at off to the open file fd: whole blocks are sealed
+ * from data, partial ones merged with what is there.  Caller holds in->rw
+ * exclusively.
+ */
+static int
+do_write(struct fs *fs, struct fs_inode *in, int fd, const char *data,
+    size_t size, off_t off)
 {
-	struct fs *fs = fs_of(req);
-	struct fs_inode *in = inode_of(req, ino);
-	int fd = (int)fi->fh, rc;
 	unsigned char *cbuf = NULL, pbuf[CF_FS_BLOCK];
 	off_t psize, end = off + (off_t)size;
 	uint64_t fb, lb, b;
 	size_t ctot = 0;
+	int rc;
 
-	if (size == 0) {
-		fuse_reply_write(req, 0);
-		return;
-	}
-	pthread_rwlock_wrlock(&in->rw);
+	if (size == 0)
+		return 0;
+	if (off < 0 || off > CF_FS_MAX_SIZE - (off_t)size)
+		return -EFBIG;
 	rc = ensure_ctx(fs, in, fd, 1);
 	if (rc < 0)
-		goto out;
+		return rc;
 	rc = plain_size(fs, in, fd, &psize);
 	if (rc < 0)
-		goto out;
+		return rc;
 	if (off > psize) {
 		rc = do_truncate(fs, in, fd, off);
 		if (rc < 0)
-			goto out;
+			return rc;
 		psize = off;
 	}
 	fb = (uint64_t)(off / CF_FS_BLOCK);
 	lb = (uint64_t)((end - 1) / CF_FS_BLOCK);
 	cbuf = malloc((size_t)(lb - fb + 1) * (size_t)fs->cb);
-	if (cbuf == NULL) {
-		rc = -ENOMEM;
-		goto out;
-	}
+	if (cbuf == NULL)
+		return -ENOMEM;
 	for (b = fb; b <= lb; b++) {
 		off_t bs = (off_t)b * CF_FS_BLOCK;
 		off_t ws = off > bs ? off : bs;
@@ -693,16 +985,121 @@ op_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t size,
 		ctot += newlen + fs->ovh;
 	}
 	rc = write_full(fd, cbuf, ctot, CF_FS_HEADER_BYTES + (off_t)fb * fs->cb);
-	if (rc < 0)
-		goto out;
-	fuse_reply_write(req, size);
-	goto done;
 out:
-	fuse_reply_err(req, -rc);
-done:
-	pthread_rwlock_unlock(&in->rw);
 	sodium_memzero(pbuf, sizeof(pbuf));
 	free(cbuf);
+	return rc;
+}
+
+static void
+op_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t size,
+    off_t off, struct fuse_file_info *fi)
+{
+	struct fs_inode *in = inode_of(req, ino);
+	int rc;
+
+	pthread_rwlock_wrlock(&in->rw);
+	rc = do_write(fs_of(req), in, (int)fi->fh, data, size, off);
+	pthread_rwlock_unlock(&in->rw);
+	if (rc < 0)
+		fuse_reply_err(req, -rc);
+	else
+		fuse_reply_write(req, size);
+}
+
+/* Writes zeros over [off, end), which lies inside the file. */
+static int
+write_zeros(struct fs *fs, struct fs_inode *in, int fd, off_t off, off_t end)
+{
+	static const char zeros[CF_FS_BLOCK * 16];
+	int rc = 0;
+
+	while (rc == 0 && off < end) {
+		size_t n = end - off > (off_t)sizeof(zeros) ? sizeof(zeros) :
+		    (size_t)(end - off);
+
+		rc = do_write(fs, in, fd, zeros, n, off);
+		off += (off_t)n;
+	}
+	return rc;
+}
+
+/*
+ * Makes [off, end) of the file read as zeros: edge blocks are rewritten,
+ * whole blocks become holes in the backing file (an all-zero ciphertext
+ * block is a hole, docs/format/fs.md).  end <= the plaintext size.
+ */
+static int
+zero_range(struct fs *fs, struct fs_inode *in, int fd, off_t off, off_t end)
+{
+	off_t first = (off + CF_FS_BLOCK - 1) / CF_FS_BLOCK * CF_FS_BLOCK;
+	off_t last = end / CF_FS_BLOCK * CF_FS_BLOCK;
+	int rc;
+
+	if (off >= end)
+		return 0;
+	if (first >= last)	/* no whole block inside */
+		return write_zeros(fs, in, fd, off, end);
+	rc = write_zeros(fs, in, fd, off, first);
+	if (rc == 0)
+		rc = write_zeros(fs, in, fd, last, end);
+	if (rc < 0)
+		return rc;
+	if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+	    CF_FS_HEADER_BYTES + first / CF_FS_BLOCK * fs->cb,
+	    (last - first) / CF_FS_BLOCK * fs->cb) == 0)
+		return 0;
+	if (errno != EOPNOTSUPP)
+		return -errno;
+	return write_zeros(fs, in, fd, first, last);
+}
+
+static void
+op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off,
+    off_t len, struct fuse_file_info *fi)
+{
+	struct fs *fs = fs_of(req);
+	struct fs_inode *in = inode_of(req, ino);
+	int fd = (int)fi->fh, rc;
+	off_t psize, end;
+
+	if ((mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE |
+	    FALLOC_FL_ZERO_RANGE)) != 0) {
+		fuse_reply_err(req, EOPNOTSUPP);	/* collapse, insert */
+		return;
+	}
+	if (off < 0 || len <= 0 || off > CF_FS_MAX_SIZE - len) {
+		fuse_reply_err(req, off < 0 || len <= 0 ? EINVAL : EFBIG);
+		return;
+	}
+	end = off + len;
+	pthread_rwlock_wrlock(&in->rw);
+	rc = ensure_ctx(fs, in, fd, 1);
+	if (rc == 0)
+		rc = plain_size(fs, in, fd, &psize);
+	if (rc < 0)
+		goto out;
+	if (!(mode & FALLOC_FL_KEEP_SIZE) && end > psize) {
+		rc = do_truncate(fs, in, fd, end);
+		if (rc < 0)
+			goto out;
+		psize = end;
+	}
+	if (mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) {
+		rc = zero_range(fs, in, fd, off, end < psize ? end : psize);
+	} else {
+		/* Reserve the backing space; what it reserves reads as holes,
+		 * so as zeros. */
+		off_t cs = CF_FS_HEADER_BYTES + off / CF_FS_BLOCK * fs->cb;
+
+		if (fallocate(fd, FALLOC_FL_KEEP_SIZE, cs,
+		    cf_fs_cipher_size(fs->keys->cipher, end) - cs) != 0 &&
+		    errno != EOPNOTSUPP)
+			rc = -errno;
+	}
+out:
+	pthread_rwlock_unlock(&in->rw);
+	fuse_reply_err(req, -rc);
 }
 
 /*
@@ -740,18 +1137,35 @@ recheck_header(struct fs *fs, struct fs_inode *in, int fd)
 
 /* Opens the backing file read-write (reads are needed for partial writes). */
 static int
-open_backing(struct fs_inode *in, int flags)
+open_backing(struct fs *fs, struct fs_inode *in, int flags)
 {
 	char path[64];
-	int fd;
+	int fd, pfd;
 
-	snprintf(path, sizeof(path), "/proc/self/fd/%d", in->fd);
 	flags &= ~(O_APPEND | O_TRUNC | O_CREAT | O_EXCL | O_NOFOLLOW |
 	    O_ACCMODE | O_DIRECT);
+	if (in->fh != NULL) {
+		/* Straight from the handle: no path walk through /proc. */
+		fd = open_by_handle_at(fs->mount_fd, in->fh, flags | O_RDWR |
+		    O_CLOEXEC);
+		if (fd < 0 && (errno == EROFS || errno == EACCES))
+			fd = open_by_handle_at(fs->mount_fd, in->fh, flags |
+			    O_RDONLY | O_CLOEXEC);
+		if (fd >= 0 || errno != ESTALE)
+			return fd < 0 ? -errno : fd;
+		return -ENOENT;
+	}
+	pfd = ifd_get(fs, in);
+	if (pfd < 0)
+		return pfd;
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", pfd);
 	fd = open(path, flags | O_RDWR | O_CLOEXEC);
 	if (fd < 0 && (errno == EROFS || errno == EACCES))
 		fd = open(path, flags | O_RDONLY | O_CLOEXEC);
-	return fd < 0 ? -errno : fd;
+	if (fd < 0)
+		fd = -errno;
+	ifd_put(fs, in);
+	return fd;
 }
 
 static void
@@ -761,18 +1175,25 @@ op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	struct fs_inode *in = inode_of(req, ino);
 	int fd, rc;
 
-	fd = open_backing(in, fi->flags);
+	fd = open_backing(fs, in, fi->flags);
 	if (fd < 0) {
 		fuse_reply_err(req, -fd);
 		return;
 	}
-	pthread_rwlock_wrlock(&in->rw);
-	rc = recheck_header(fs, in, fd);
-	if (rc == 0 && (fi->flags & O_TRUNC) != 0)
-		rc = do_truncate(fs, in, fd, 0);
-	if (rc == 0)
-		in->opens++;
-	pthread_rwlock_unlock(&in->rw);
+	/* An open file keeps its inode descriptor: fchmod and the like on
+	 * an unlinked file must not depend on reopening a handle. */
+	rc = ifd_get(fs, in);
+	if (rc >= 0) {
+		pthread_rwlock_wrlock(&in->rw);
+		rc = recheck_header(fs, in, fd);
+		if (rc == 0 && (fi->flags & O_TRUNC) != 0)
+			rc = do_truncate(fs, in, fd, 0);
+		if (rc == 0)
+			in->opens++;
+		pthread_rwlock_unlock(&in->rw);
+		if (rc < 0)
+			ifd_put(fs, in);
+	}
 	if (rc < 0) {
 		close(fd);
 		fuse_reply_err(req, -rc);
@@ -797,6 +1218,7 @@ op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		in->ctx = NULL;
 	}
 	pthread_rwlock_unlock(&in->rw);
+	ifd_put(fs_of(req), in);
 	fuse_reply_err(req, 0);
 }
 
@@ -822,53 +1244,68 @@ op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
 /* ---- creating and removing names ------------------------------------------ */
 
 static void
-own(fuse_req_t req, int dirfd, const char *enc)
+own(fuse_req_t req, int dirfd, const char *b)
 {
 	const struct fuse_ctx *c = fuse_req_ctx(req);
 
-	/* The daemon runs as root; new objects belong to the caller. */
-	(void)!fchownat(dirfd, enc, c->uid, c->gid, AT_SYMLINK_NOFOLLOW);
+	/* The daemon runs as root; new objects belong to the caller.  A
+	 * root caller owns them already. */
+	if (c->uid != 0 || c->gid != 0)
+		(void)!fchownat(dirfd, b, c->uid, c->gid, AT_SYMLINK_NOFOLLOW);
 }
 
+/* Ends a create-type op: the error, or the new entry owned by the caller. */
 static void
-reply_new_entry(fuse_req_t req, struct fs_inode *parent, const char *enc)
+reply_created(fuse_req_t req, struct fs_inode *parent, int pfd,
+    const struct ename *en, int rc)
 {
 	struct fuse_entry_param e;
-	int rc = do_lookup(fs_of(req), parent, enc, &e);
 
+	if (rc == 0) {
+		own(req, pfd, en->b);
+		rc = do_lookup(fs_of(req), parent, en->b, &e);
+	}
+	ifd_put(fs_of(req), parent);
 	if (rc < 0)
 		fuse_reply_err(req, -rc);
 	else
 		fuse_reply_entry(req, &e);
 }
 
-/* Ends a create-type op: the error, or the new entry owned by the caller. */
-static void
-reply_created(fuse_req_t req, struct fs_inode *parent, const char *enc, int rc)
+/*
+ * Starts an op on name in directory p: encrypts the name and pins the
+ * directory's descriptor (*pfd); ifd_put(p) when done if it returns 0.
+ */
+static int
+begin(fuse_req_t req, struct fs_inode *p, const char *name, struct ename *en,
+    int *pfd)
 {
-	if (rc < 0) {
-		fuse_reply_err(req, -rc);
-		return;
-	}
-	own(req, parent->fd, enc);
-	reply_new_entry(req, parent, enc);
+	int rc = enc_name(fs_of(req), p, name, en);
+
+	if (rc < 0)
+		return rc;
+	*pfd = ifd_get(fs_of(req), p);
+	return *pfd < 0 ? *pfd : 0;
 }
 
 static void
 op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
 {
 	struct fs_inode *p = inode_of(req, parent);
-	char enc[260];
-	int rc, dfd;
+	struct ename en;
+	int rc, dfd, pfd;
 
-	rc = enc_name(fs_of(req), p, name, enc, sizeof(enc));
-	if (rc < 0)
-		goto fail;
-	if (mkdirat(p->fd, enc, 0700) != 0) {
-		rc = -errno;
-		goto fail;
+	rc = begin(req, p, name, &en, &pfd);
+	if (rc < 0) {
+		fuse_reply_err(req, -rc);
+		return;
 	}
-	dfd = openat(p->fd, enc, O_RDONLY | O_DIRECTORY | O_CLOEXEC |
+	rc = sidecar_write(pfd, &en);
+	if (rc == 0 && mkdirat(pfd, en.b, 0700) != 0)
+		rc = -errno;
+	if (rc < 0)
+		goto out;
+	dfd = openat(pfd, en.b, O_RDONLY | O_DIRECTORY | O_CLOEXEC |
 	    O_NOFOLLOW);
 	rc = dfd < 0 ? -errno : write_diriv(dfd);
 	/* The IV exists before the directory gets its requested mode, so
@@ -877,15 +1314,10 @@ op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
 		rc = -errno;
 	if (dfd >= 0)
 		close(dfd);
-	if (rc < 0) {
-		unlinkat(p->fd, enc, AT_REMOVEDIR);
-		goto fail;
-	}
-	own(req, p->fd, enc);
-	reply_new_entry(req, p, enc);
-	return;
-fail:
-	fuse_reply_err(req, -rc);
+	if (rc < 0)
+		unlinkat(pfd, en.b, AT_REMOVEDIR);
+out:
+	reply_created(req, p, pfd, &en, rc);
 }
 
 static void
@@ -893,13 +1325,18 @@ op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
     dev_t rdev)
 {
 	struct fs_inode *p = inode_of(req, parent);
-	char enc[260];
-	int rc;
+	struct ename en;
+	int rc, pfd;
 
-	rc = enc_name(fs_of(req), p, name, enc, sizeof(enc));
-	if (rc == 0 && mknodat(p->fd, enc, mode, rdev) != 0)
+	rc = begin(req, p, name, &en, &pfd);
+	if (rc < 0) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	rc = sidecar_write(pfd, &en);
+	if (rc == 0 && mknodat(pfd, en.b, mode, rdev) != 0)
 		rc = -errno;
-	reply_created(req, p, enc, rc);
+	reply_created(req, p, pfd, &en, rc);
 }
 
 static void
@@ -907,34 +1344,45 @@ op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
     struct fuse_file_info *fi)
 {
 	struct fs *fs = fs_of(req);
-	struct fs_inode *p = inode_of(req, parent);
+	struct fs_inode *p = inode_of(req, parent), *in;
 	struct fuse_entry_param e;
-	char enc[260];
-	int fd = -1, rc;
+	struct ename en;
+	int fd = -1, rc, pfd;
 
-	rc = enc_name(fs, p, name, enc, sizeof(enc));
+	rc = begin(req, p, name, &en, &pfd);
+	if (rc < 0) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	rc = sidecar_write(pfd, &en);
 	if (rc < 0)
 		goto fail;
-	fd = openat(p->fd, enc, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC |
+	fd = openat(pfd, en.b, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC |
 	    O_NOFOLLOW, mode & 07777);
 	if (fd < 0) {
 		rc = -errno;
 		goto fail;
 	}
-	own(req, p->fd, enc);
-	rc = do_lookup(fs, p, enc, &e);
+	own(req, pfd, en.b);
+	rc = do_lookup(fs, p, en.b, &e);
 	if (rc < 0)
 		goto fail;
+	ifd_put(fs, p);
 	/* The header is written by the first write, as for an empty file
 	 * made by mknod: creating many empty files costs no data write. */
 	e.attr.st_size = 0;
-	{
-		struct fs_inode *in = (struct fs_inode *)(uintptr_t)e.ino;
-
-		pthread_rwlock_wrlock(&in->rw);
-		in->opens++;
-		pthread_rwlock_unlock(&in->rw);
+	in = (struct fs_inode *)(uintptr_t)e.ino;
+	if (ifd_get(fs, in) < 0) {
+		/* Cannot happen for a fresh inode, whose fd is cached; but an
+		 * open file must hold its descriptor (see op_open). */
+		close(fd);
+		unref(fs, in, 1);
+		fuse_reply_err(req, EIO);
+		return;
 	}
+	pthread_rwlock_wrlock(&in->rw);
+	in->opens++;
+	pthread_rwlock_unlock(&in->rw);
 	fi->fh = (uint64_t)fd;
 	if (fuse_reply_create(req, &e, fi) == -ENOENT)
 		close(fd);
@@ -942,97 +1390,244 @@ op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 fail:
 	if (fd >= 0) {
 		close(fd);
-		unlinkat(p->fd, enc, 0);
+		unlinkat(pfd, en.b, 0);
 	}
+	ifd_put(fs, p);
 	fuse_reply_err(req, -rc);
+}
+
+/* Size of a buffer for an encrypted symlink target of PATH_MAX-1 bytes. */
+#define ETARGET_CAP 8192U
+
+/* Stores a long encrypted target in the store's links/ directory. */
+static int
+long_target_write(struct fs *fs, const char *etarget, char *hashed)
+{
+	size_t len = strlen(etarget);
+	int fd, rc = 0;
+
+	cf_fs_long_target(etarget, hashed);
+	fd = openat(fs->links_fd, hashed + 5, O_WRONLY | O_CREAT | O_TRUNC |
+	    O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	if (write(fd, etarget, len) != (ssize_t)len || fsync(fd) != 0)
+		rc = -EIO;
+	close(fd);
+	return rc;
 }
 
 static void
 op_symlink(fuse_req_t req, const char *target, fuse_ino_t parent,
     const char *name)
 {
+	struct fs *fs = fs_of(req);
 	struct fs_inode *p = inode_of(req, parent);
-	char enc[260], *etarget;
-	size_t cap = PATH_MAX;
-	int rc;
+	char *etarget, hashed[CF_FS_HASHED_BYTES];
+	const char *stored;
+	struct ename en;
+	int rc, pfd;
 
-	etarget = malloc(cap);
-	if (etarget == NULL) {
-		fuse_reply_err(req, ENOMEM);
+	if (strlen(target) >= PATH_MAX) {
+		fuse_reply_err(req, ENAMETOOLONG);
 		return;
 	}
-	rc = enc_name(fs_of(req), p, name, enc, sizeof(enc));
+	rc = begin(req, p, name, &en, &pfd);
+	if (rc < 0) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	etarget = malloc(ETARGET_CAP);
+	if (etarget == NULL) {
+		reply_created(req, p, pfd, &en, -ENOMEM);
+		return;
+	}
+	rc = cf_fs_link_encrypt(fs->keys, target, etarget, ETARGET_CAP);
+	stored = etarget;
+	if (rc == 0 && strlen(etarget) > CF_FS_LINK_MAX) {
+		rc = long_target_write(fs, etarget, hashed);
+		stored = hashed;
+	}
 	if (rc == 0)
-		rc = cf_fs_link_encrypt(fs_of(req)->keys, target, etarget, cap);
-	if (rc == 0 && symlinkat(etarget, p->fd, enc) != 0)
+		rc = sidecar_write(pfd, &en);
+	if (rc == 0 && symlinkat(stored, pfd, en.b) != 0)
 		rc = -errno;
 	free(etarget);
-	reply_created(req, p, enc, rc);
+	reply_created(req, p, pfd, &en, rc);
+}
+
+/* Reads the encrypted target of symlink fd into etarget (ETARGET_CAP). */
+static int
+read_etarget(struct fs *fs, int fd, char *etarget)
+{
+	char check[CF_FS_HASHED_BYTES];
+	ssize_t n;
+	int lfd;
+
+	n = readlinkat(fd, "", etarget, CF_FS_LINK_MAX + 1);
+	if (n < 0)
+		return -errno;
+	etarget[n] = '\0';
+	if (n != CF_FS_HASHED_BYTES - 1 ||
+	    strncmp(etarget, CF_FS_TARGET_PREFIX, 5) != 0)
+		return 0;
+	memcpy(check, etarget, sizeof(check));
+	lfd = openat(fs->links_fd, check + 5, O_RDONLY | O_NOFOLLOW |
+	    O_NONBLOCK | O_CLOEXEC);
+	if (lfd < 0)
+		return -EIO;
+	n = read(lfd, etarget, ETARGET_CAP - 1);
+	close(lfd);
+	if (n <= 0 || n >= (ssize_t)ETARGET_CAP - 1)
+		return -EIO;
+	etarget[n] = '\0';
+	{
+		char again[CF_FS_HASHED_BYTES];
+
+		cf_fs_long_target(etarget, again);
+		if (strcmp(again, check) != 0)
+			return -EIO;	/* not the file the link names */
+	}
+	return 0;
 }
 
 static void
 op_readlink(fuse_req_t req, fuse_ino_t ino)
 {
+	struct fs *fs = fs_of(req);
 	struct fs_inode *in = inode_of(req, ino);
-	char enc[PATH_MAX + 1], plain[PATH_MAX];
-	ssize_t n;
-	int rc;
+	char *enc, plain[PATH_MAX];
+	int rc, fd;
 
-	n = readlinkat(in->fd, "", enc, sizeof(enc) - 1);
-	if (n < 0) {
-		fuse_reply_err(req, errno);
+	enc = malloc(ETARGET_CAP);
+	if (enc == NULL) {
+		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	enc[n] = '\0';
-	rc = cf_fs_link_decrypt(fs_of(req)->keys, enc, plain, sizeof(plain));
-	if (rc < 0) {
-		audit(fs_of(req), "fs.integrity", in, -2);
-		fuse_reply_err(req, EIO);
-		return;
-	}
-	fuse_reply_readlink(req, plain);
+	fd = ifd_get(fs, in);
+	rc = fd < 0 ? fd : read_etarget(fs, fd, enc);
+	if (fd >= 0)
+		ifd_put(fs, in);
+	if (rc == 0 && cf_fs_link_decrypt(fs->keys, enc, plain,
+	    sizeof(plain)) < 0)
+		rc = -EIO;
+	free(enc);
+	if (rc == -EIO)
+		audit(fs, "fs.integrity", in, -2);
+	if (rc < 0)
+		fuse_reply_err(req, -rc);
+	else
+		fuse_reply_readlink(req, plain);
 }
 
 static void
 op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t parent, const char *name)
 {
+	struct fs *fs = fs_of(req);
 	struct fs_inode *in = inode_of(req, ino), *p = inode_of(req, parent);
-	char enc[260], path[64];
-	int rc;
+	struct ename en;
+	char path[64];
+	int rc, pfd, fd;
 
-	rc = enc_name(fs_of(req), p, name, enc, sizeof(enc));
-	snprintf(path, sizeof(path), "/proc/self/fd/%d", in->fd);
-	if (rc == 0 && linkat(AT_FDCWD, path, p->fd, enc, AT_SYMLINK_FOLLOW))
-		rc = -errno;
+	rc = begin(req, p, name, &en, &pfd);
 	if (rc < 0) {
 		fuse_reply_err(req, -rc);
 		return;
 	}
-	reply_new_entry(req, p, enc);
+	fd = ifd_get(fs, in);
+	if (fd < 0) {
+		reply_created(req, p, pfd, &en, fd);
+		return;
+	}
+	rc = sidecar_write(pfd, &en);
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	if (rc == 0 && linkat(AT_FDCWD, path, pfd, en.b, AT_SYMLINK_FOLLOW))
+		rc = -errno;
+	ifd_put(fs, in);
+	/* A new name for an existing object: the caller does not own it. */
+	if (rc == 0) {
+		struct fuse_entry_param e;
+
+		rc = do_lookup(fs, p, en.b, &e);
+		ifd_put(fs, p);
+		if (rc == 0)
+			fuse_reply_entry(req, &e);
+		else
+			fuse_reply_err(req, -rc);
+		return;
+	}
+	reply_created(req, p, pfd, &en, rc);
+}
+
+/*
+ * Before the name b in dirfd goes away: if it is the last link of a
+ * symlink with a long target, *gone gets the links/ file to remove after.
+ */
+static void
+long_target_of(struct fs *fs, int dirfd, const char *b,
+    char gone[CF_FS_HASHED_BYTES])
+{
+	struct stat st;
+
+	gone[0] = '\0';
+	if (fstatat(dirfd, b, &st, AT_SYMLINK_NOFOLLOW) != 0 ||
+	    !S_ISLNK(st.st_mode) || st.st_nlink != 1 ||
+	    st.st_size != CF_FS_HASHED_BYTES - 1)
+		return;
+	if (readlinkat(dirfd, b, gone, CF_FS_HASHED_BYTES) !=
+	    CF_FS_HASHED_BYTES - 1 ||
+	    strncmp(gone, CF_FS_TARGET_PREFIX, 5) != 0) {
+		gone[0] = '\0';
+		return;
+	}
+	gone[CF_FS_HASHED_BYTES - 1] = '\0';
+	(void)fs;
+}
+
+static void
+long_target_drop(struct fs *fs, const char gone[CF_FS_HASHED_BYTES])
+{
+	if (gone[0] != '\0')
+		(void)unlinkat(fs->links_fd, gone + 5, 0);
 }
 
 static void
 op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
+	struct fs *fs = fs_of(req);
 	struct fs_inode *p = inode_of(req, parent);
-	char enc[260];
-	int rc;
+	char gone[CF_FS_HASHED_BYTES];
+	struct ename en;
+	int rc, pfd;
 
-	rc = enc_name(fs_of(req), p, name, enc, sizeof(enc));
-	if (rc == 0 && unlinkat(p->fd, enc, 0) != 0)
+	rc = begin(req, p, name, &en, &pfd);
+	if (rc < 0) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	long_target_of(fs, pfd, en.b, gone);
+	if (unlinkat(pfd, en.b, 0) != 0) {
 		rc = -errno;
+	} else {
+		sidecar_unlink(pfd, &en);
+		long_target_drop(fs, gone);
+	}
+	ifd_put(fs, p);
 	fuse_reply_err(req, -rc);
 }
 
-/* 1 if the backing directory holds nothing but its IV. */
+/*
+ * 1 if the backing directory holds nothing but its IV and sidecars whose
+ * entries are gone; with clean set, removes those (rmdir is about to).
+ */
 static int
-dir_empty(int parentfd, const char *enc)
+dir_empty(int parentfd, const char *b, int clean)
 {
 	struct dirent *de;
 	DIR *d;
 	int fd, empty = 1;
 
-	fd = openat(parentfd, enc, O_RDONLY | O_DIRECTORY | O_CLOEXEC |
+	fd = openat(parentfd, b, O_RDONLY | O_DIRECTORY | O_CLOEXEC |
 	    O_NOFOLLOW);
 	if (fd < 0)
 		return -errno;
@@ -1043,8 +1638,15 @@ dir_empty(int parentfd, const char *enc)
 	}
 	while ((de = readdir(d)) != NULL) {
 		if (strcmp(de->d_name, ".") == 0 ||
-		    strcmp(de->d_name, "..") == 0 ||
-		    strcmp(de->d_name, CF_FS_DIRIV_NAME) == 0)
+		    strcmp(de->d_name, "..") == 0)
+			continue;
+		if (clean && (strcmp(de->d_name, CF_FS_DIRIV_NAME) == 0 ||
+		    is_sidecar(de->d_name))) {
+			(void)unlinkat(dirfd(d), de->d_name, 0);
+			continue;
+		}
+		if (strcmp(de->d_name, CF_FS_DIRIV_NAME) == 0 ||
+		    is_sidecar(de->d_name))
 			continue;
 		empty = 0;
 		break;
@@ -1056,46 +1658,77 @@ dir_empty(int parentfd, const char *enc)
 static void
 op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
+	struct fs *fs = fs_of(req);
 	struct fs_inode *p = inode_of(req, parent);
-	char enc[260];
-	int rc, fd;
+	struct ename en;
+	int rc, pfd;
 
-	rc = enc_name(fs_of(req), p, name, enc, sizeof(enc));
-	if (rc == 0)
-		rc = dir_empty(p->fd, enc);
-	if (rc == 0) {
-		fuse_reply_err(req, ENOTEMPTY);
-		return;
-	}
+	rc = begin(req, p, name, &en, &pfd);
 	if (rc < 0) {
 		fuse_reply_err(req, -rc);
 		return;
 	}
+	rc = dir_empty(pfd, en.b, 0);
+	if (rc == 0)
+		rc = -ENOTEMPTY;
 	/* The kernel holds the directory's lock: nothing is created in it
 	 * between the emptiness check and here. */
-	fd = openat(p->fd, enc, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd >= 0) {
-		unlinkat(fd, CF_FS_DIRIV_NAME, 0);
-		close(fd);
+	if (rc > 0)
+		rc = dir_empty(pfd, en.b, 1);
+	if (rc > 0) {
+		rc = unlinkat(pfd, en.b, AT_REMOVEDIR) == 0 ? 0 : -errno;
+		if (rc == 0)
+			sidecar_unlink(pfd, &en);
 	}
-	rc = unlinkat(p->fd, enc, AT_REMOVEDIR) == 0 ? 0 : errno;
-	fuse_reply_err(req, rc);
+	ifd_put(fs, p);
+	fuse_reply_err(req, -rc);
 }
 
 static void
 op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
     fuse_ino_t newparent, const char *newname, unsigned int flags)
 {
+	struct fs *fs = fs_of(req);
 	struct fs_inode *p = inode_of(req, parent), *np = inode_of(req,
 	    newparent);
-	char enc[260], nenc[260];
-	int rc;
+	char gone[CF_FS_HASHED_BYTES];
+	struct ename en, nen;
+	int rc, pfd, npfd;
 
-	rc = enc_name(fs_of(req), p, name, enc, sizeof(enc));
+	if ((flags & ~(unsigned)(RENAME_NOREPLACE | RENAME_EXCHANGE)) != 0) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	rc = enc_name(fs, np, newname, &nen);
 	if (rc == 0)
-		rc = enc_name(fs_of(req), np, newname, nenc, sizeof(nenc));
-	if (rc == 0 && renameat2(p->fd, enc, np->fd, nenc, flags) != 0)
+		rc = begin(req, p, name, &en, &pfd);
+	if (rc < 0) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	npfd = ifd_get(fs, np);
+	if (npfd < 0) {
+		ifd_put(fs, p);
+		fuse_reply_err(req, -npfd);
+		return;
+	}
+	/* Names stay where they are in an exchange; otherwise the new name
+	 * needs its sidecar first and the old one's goes after. */
+	gone[0] = '\0';
+	if (!(flags & RENAME_EXCHANGE)) {
+		rc = sidecar_write(npfd, &nen);
+		if (!(flags & RENAME_NOREPLACE))
+			long_target_of(fs, npfd, nen.b, gone);
+	}
+	if (rc == 0 && renameat2(pfd, en.b, npfd, nen.b, flags) != 0)
 		rc = -errno;
+	if (rc == 0 && !(flags & RENAME_EXCHANGE) &&
+	    (pfd != npfd || strcmp(en.b, nen.b) != 0)) {
+		sidecar_unlink(pfd, &en);
+		long_target_drop(fs, gone);
+	}
+	ifd_put(fs, np);
+	ifd_put(fs, p);
 	fuse_reply_err(req, -rc);
 }
 
@@ -1109,23 +1742,28 @@ op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int valid,
 	struct fs_inode *in = inode_of(req, ino);
 	char path[64];
 	struct stat st;
-	int rc = 0, fd;
+	int rc = 0, fd, ifd;
 
-	snprintf(path, sizeof(path), "/proc/self/fd/%d", in->fd);
+	ifd = ifd_get(fs, in);
+	if (ifd < 0) {
+		fuse_reply_err(req, -ifd);
+		return;
+	}
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", ifd);
 	if ((valid & FUSE_SET_ATTR_MODE) != 0 &&
 	    fchmodat(AT_FDCWD, path, attr->st_mode & 07777, 0) != 0) {
 		rc = -errno;
 		goto out;
 	}
 	if ((valid & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) != 0 &&
-	    fchownat(in->fd, "", (valid & FUSE_SET_ATTR_UID) ? attr->st_uid :
+	    fchownat(ifd, "", (valid & FUSE_SET_ATTR_UID) ? attr->st_uid :
 	    (uid_t)-1, (valid & FUSE_SET_ATTR_GID) ? attr->st_gid : (gid_t)-1,
 	    AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) {
 		rc = -errno;
 		goto out;
 	}
 	if ((valid & FUSE_SET_ATTR_SIZE) != 0) {
-		fd = fi != NULL ? (int)fi->fh : open_backing(in, 0);
+		fd = fi != NULL ? (int)fi->fh : open_backing(fs, in, 0);
 		if (fd < 0) {
 			rc = fd;
 			goto out;
@@ -1161,13 +1799,15 @@ op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int valid,
 			goto out;
 		}
 	}
-	rc = stat_fd(in->fd, &st);
+	rc = stat_fd(ifd, &st);
 	if (rc < 0)
 		goto out;
-	plain_attr(fs, in->fd, &st);
+	plain_attr(fs, ifd, &st);
+	ifd_put(fs, in);
 	fuse_reply_attr(req, &st, 1.0);
 	return;
 out:
+	ifd_put(fs, in);
 	fuse_reply_err(req, -rc);
 }
 
@@ -1187,7 +1827,7 @@ op_statfs(fuse_req_t req, fuse_ino_t ino)
 		return;
 	}
 	close(fd);
-	sv.f_namemax = CF_FS_NAME_MAX;
+	sv.f_namemax = CF_FS_LONG_NAME_MAX;
 	fuse_reply_statfs(req, &sv);
 }
 
@@ -1206,13 +1846,18 @@ op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	struct fs_dir *d;
 	int fd, rc;
 
-	rc = load_diriv(in);
+	rc = load_diriv(fs_of(req), in);
 	if (rc < 0) {
 		fuse_reply_err(req, -rc);
 		return;
 	}
 	d = calloc(1, sizeof(*d));
-	fd = openat(in->fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	rc = ifd_get(fs_of(req), in);
+	fd = rc < 0 ? -1 : openat(rc, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (rc >= 0)
+		ifd_put(fs_of(req), in);
+	else
+		errno = -rc;
 	if (d == NULL || fd < 0 || (d->dp = fdopendir(fd)) == NULL) {
 		rc = d == NULL ? ENOMEM : errno;
 		if (fd >= 0)
@@ -1232,7 +1877,7 @@ op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	struct fs *fs = fs_of(req);
 	struct fs_inode *in = inode_of(req, ino);
 	struct fs_dir *d = (struct fs_dir *)(uintptr_t)fi->fh;
-	char *buf, name[CF_FS_NAME_MAX + 1];
+	char *buf, name[CF_FS_LONG_NAME_MAX + 1];
 	size_t used = 0;
 	int rc = 0;
 
@@ -1261,9 +1906,17 @@ op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		}
 		shown = d->entry->d_name;
 		if (strcmp(shown, ".") != 0 && strcmp(shown, "..") != 0) {
-			if (strncmp(shown, "cf.", 3) == 0 ||
-			    cf_fs_name_decrypt(fs->keys, in->diriv, shown,
-			    name, sizeof(name)) < 0) {
+			int bad;
+
+			if (strncmp(shown, CF_FS_LONG_PREFIX,
+			    strlen(CF_FS_LONG_PREFIX)) == 0)
+				bad = long_name_read(fs, in, dirfd(d->dp),
+				    shown, name, sizeof(name)) < 0;
+			else
+				bad = strncmp(shown, "cf.", 3) == 0 ||
+				    cf_fs_name_decrypt(fs->keys, in->diriv,
+				    shown, name, sizeof(name)) < 0;
+			if (bad) {
 				/* Our own files, or a name that is not ours
 				 * (planted or damaged): not shown. */
 				d->offset = d->entry->d_off;
@@ -1348,10 +2001,16 @@ xattr_name(struct fs *fs, const char *name, char *out, size_t cap)
 	return 0;
 }
 
-static void
-proc_path(const struct fs_inode *in, char *buf, size_t len)
+/* A path to the inode for the *xattr calls; ifd_put(in) when done. */
+static int
+proc_path(struct fs *fs, struct fs_inode *in, char *buf, size_t len)
 {
-	snprintf(buf, len, "/proc/self/fd/%d", in->fd);
+	int fd = ifd_get(fs, in);
+
+	if (fd < 0)
+		return fd;
+	snprintf(buf, len, "/proc/self/fd/%d", fd);
+	return 0;
 }
 
 static void
@@ -1380,9 +2039,13 @@ op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 	rc = cf_ks_aead_seal(fs->keys->meta, blob + XATTR_NONCE,
 	    (const unsigned char *)value, size, (const unsigned char *)sname,
 	    strlen(sname), blob);
-	proc_path(in, path, sizeof(path));
-	if (rc == 0 && setxattr(path, sname, blob, size + XATTR_OVH, flags))
-		rc = -errno;
+	if (rc == 0)
+		rc = proc_path(fs, in, path, sizeof(path));
+	if (rc == 0) {
+		if (setxattr(path, sname, blob, size + XATTR_OVH, flags))
+			rc = -errno;
+		ifd_put(fs, in);
+	}
 	free(blob);
 	fuse_reply_err(req, -rc);
 }
@@ -1402,18 +2065,21 @@ op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 		rc = -ENODATA;
 	if (rc < 0)
 		goto out;
-	proc_path(in, path, sizeof(path));
 	blob = malloc(XATTR_MAX);
 	plain = malloc(XATTR_MAX);
 	if (blob == NULL || plain == NULL) {
 		rc = -ENOMEM;
 		goto out;
 	}
-	n = getxattr(path, sname, blob, XATTR_MAX);
-	if (n < 0) {
-		rc = -errno;
+	rc = proc_path(fs, in, path, sizeof(path));
+	if (rc < 0)
 		goto out;
-	}
+	n = getxattr(path, sname, blob, XATTR_MAX);
+	if (n < 0)
+		rc = -errno;
+	ifd_put(fs, in);
+	if (rc < 0)
+		goto out;
 	if ((size_t)n < XATTR_OVH || cf_ks_aead_open(fs->keys->meta, plain,
 	    blob + XATTR_NONCE, (size_t)n - XATTR_NONCE,
 	    (const unsigned char *)sname, strlen(sname), blob) != 0) {
@@ -1448,19 +2114,27 @@ op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 	char *p;
 	int rc = 0;
 
-	proc_path(in, path, sizeof(path));
+	rc = -proc_path(fs, in, path, sizeof(path));
+	if (rc != 0) {
+		fuse_reply_err(req, rc);
+		return;
+	}
 	n = listxattr(path, NULL, 0);
 	if (n < 0) {
-		fuse_reply_err(req, errno);
+		rc = errno;
+		ifd_put(fs, in);
+		fuse_reply_err(req, rc);
 		return;
 	}
 	raw = malloc((size_t)n + 1);
 	out = malloc((size_t)n + 1);
 	if (raw == NULL || out == NULL) {
+		ifd_put(fs, in);
 		rc = ENOMEM;
 		goto out;
 	}
 	n = listxattr(path, raw, (size_t)n);
+	ifd_put(fs, in);
 	if (n < 0) {
 		rc = errno;
 		goto out;
@@ -1501,9 +2175,13 @@ op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 	rc = xattr_name(fs, name, sname, sizeof(sname));
 	if (rc == -EOPNOTSUPP)
 		rc = -ENODATA;
-	proc_path(inode_of(req, ino), path, sizeof(path));
-	if (rc == 0 && removexattr(path, sname) != 0)
-		rc = -errno;
+	if (rc == 0)
+		rc = proc_path(fs, inode_of(req, ino), path, sizeof(path));
+	if (rc == 0) {
+		if (removexattr(path, sname) != 0)
+			rc = -errno;
+		ifd_put(fs, inode_of(req, ino));
+	}
 	fuse_reply_err(req, -rc);
 }
 
@@ -1539,6 +2217,7 @@ static const struct fuse_lowlevel_ops fs_ops = {
 	.flush = op_flush,
 	.release = op_release,
 	.fsync = op_fsync,
+	.fallocate = op_fallocate,
 	.opendir = op_opendir,
 	.readdir = op_readdir,
 	.releasedir = op_releasedir,
@@ -1648,10 +2327,14 @@ cf_fs_mount(const struct cf_fs_keys *keys, const struct cf_fs_mount_opts *o)
 		return -ENOMEM;
 	pthread_mutex_init(&fs->mutex, NULL);
 	pthread_mutex_init(&fs->audit_mutex, NULL);
+	pthread_mutex_init(&fs->fd_mutex, NULL);
 	pthread_rwlock_init(&fs->root.rw, NULL);
+	fs->lru.lru_next = fs->lru.lru_prev = &fs->lru;
+	fs->links_fd = -1;
+	fs->mount_fd = -1;
 	{
-		/* One O_PATH descriptor per inode the kernel remembers: a
-		 * tree of 100k files needs far more than the default 1024. */
+		/* Open files and cached inode descriptors: as many as we may
+		 * have; half of them for the inode cache (see ifd_get). */
 		struct rlimit rl;
 
 		rl.rlim_cur = rl.rlim_max = 1048576;	/* fs.nr_open default */
@@ -1660,6 +2343,13 @@ cf_fs_mount(const struct cf_fs_keys *keys, const struct cf_fs_mount_opts *o)
 			rl.rlim_cur = rl.rlim_max;	/* not root: soft = hard */
 			(void)setrlimit(RLIMIT_NOFILE, &rl);
 		}
+		if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+			rl.rlim_cur = 1024;
+		fs->fd_cap = rl.rlim_cur / 2 > 32 ? (unsigned long)rl.rlim_cur /
+		    2 : 32;
+		if (getenv("COFFER_FS_FD_CAP") != NULL)	/* tests: force reuse */
+			fs->fd_cap = strtoul(getenv("COFFER_FS_FD_CAP"), NULL,
+			    10);
 	}
 	fs->keys = keys;
 	fs->opts = o;
@@ -1677,6 +2367,39 @@ cf_fs_mount(const struct cf_fs_keys *keys, const struct cf_fs_mount_opts *o)
 	if (fs->root.fd < 0) {
 		rc = -errno;
 		goto out;
+	}
+	{
+		/* Long symlink targets live here (created for old stores). */
+		char links[PATH_MAX];
+
+		snprintf(links, sizeof(links), "%s/%s", o->backing,
+		    CF_FS_LINKS_DIR);
+		if (mkdir(links, 0700) != 0 && errno != EEXIST) {
+			rc = -errno;
+			goto out;
+		}
+		fs->links_fd = open(links, O_PATH | O_DIRECTORY | O_CLOEXEC |
+		    O_NOFOLLOW);
+		if (fs->links_fd < 0) {
+			rc = -errno;
+			goto out;
+		}
+	}
+	{
+		/* Handles work if one can be made and opened again here. */
+		struct file_handle *h;
+		int fd;
+
+		fs->mount_fd = openat(fs->root.fd, ".", O_RDONLY |
+		    O_DIRECTORY | O_CLOEXEC);
+		fs->handles = fs->mount_fd >= 0;
+		h = make_handle(fs, fs->root.fd);
+		fd = h == NULL ? -1 : open_by_handle_at(fs->mount_fd, h, O_PATH |
+		    O_CLOEXEC);
+		fs->handles = fd >= 0;
+		if (fd >= 0)
+			close(fd);
+		free(h);
 	}
 	snprintf(opts, sizeof(opts), "default_permissions,allow_other,"
 	    "fsname=coffer:%s,subtype=coffer%s%s", o->tenant ? o->tenant :
@@ -1728,11 +2451,15 @@ out:
 
 		for (; in != NULL; in = next) {
 			next = in->next;
-			inode_free(in);
+			inode_free(fs, in);
 		}
 	}
 	if (fs->root.fd >= 0)
 		close(fs->root.fd);
+	if (fs->links_fd >= 0)
+		close(fs->links_fd);
+	if (fs->mount_fd >= 0)
+		close(fs->mount_fd);
 	pthread_rwlock_destroy(&fs->root.rw);
 	free(fs);
 	return rc;

@@ -3,7 +3,9 @@
 service relies on, checked against an in-memory model; no plaintext in the
 backing store; tampering gives EIO and an audit record; another tenant's
 store is refused.  TAP output.  Needs root and /dev/fuse."""
+import ctypes
 import errno
+import fcntl
 import hashlib
 import json
 import mmap
@@ -56,8 +58,9 @@ def wait_mounted(mp, proc, timeout=15):
     return False
 
 
-def mount(tenant, mp):
-    proc = subprocess.Popen([COFFER, "mount", tenant, mp, "-f"], env=ENV,
+def mount(tenant, mp, env=None):
+    proc = subprocess.Popen([COFFER, "mount", tenant, mp, "-f"],
+                            env=env or ENV,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     if not wait_mounted(mp, proc):
@@ -126,6 +129,7 @@ def main():
            check=True)
     for tenant in ("acme", "beta"):
         run_posix(tenant)
+    run_scale()
     run_tamper()
     run_crash()
     run_isolation()
@@ -374,13 +378,234 @@ def posix_checks(tenant):
     ok(refused, f"{tenant}: non-user xattr namespaces refused")
     sv = os.statvfs(m)
     ok(sv.f_blocks > 0, f"{tenant}: statfs")
-    too_long = "n" * 176
+    more_checks(tenant)
+
+
+LIBC = ctypes.CDLL(None, use_errno=True)
+RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2
+FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE = 1, 2, 16
+LIBC.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64,
+                           ctypes.c_int64]
+
+
+def renameat2(src, dst, flags):
+    r = LIBC.renameat2(-100, os.fsencode(src), -100, os.fsencode(dst), flags)
+    return 0 if r == 0 else ctypes.get_errno()
+
+
+def fallocate(fd, mode, off, length):
+    r = LIBC.fallocate(fd, mode, off, length)
+    return 0 if r == 0 else ctypes.get_errno()
+
+
+def backing_names(tenant, prefix):
+    return [p for p in backing_files(tenant)
+            if os.path.basename(p).startswith(prefix)]
+
+
+def more_checks(tenant):
+    m = MP
+    # Names of 176..255 bytes exceed NAME_MAX once encrypted.
+    d = os.path.join(m, "long")
+    os.mkdir(d)
+    names = ["PLAINMARK" + c * (n - 9) for c, n in
+             (("a", 176), ("b", 255), ("c", 200))]
+    for nm in names:
+        with open(os.path.join(d, nm), "wb") as f:
+            f.write(nm.encode())
+    ldir = "PLAINMARK-dir-" + "d" * 230
+    os.mkdir(os.path.join(d, ldir))
+    with open(os.path.join(d, ldir, "inner"), "w") as f:
+        f.write("x")
+    os.symlink("target-of-long", os.path.join(d, "s" * 250))
+    os.link(os.path.join(d, names[0]), os.path.join(d, "h" * 240))
+    expected = sorted(names + [ldir, "s" * 250, "h" * 240])
+    ok(sorted(os.listdir(d)) == expected and
+       all(open(os.path.join(d, nm), "rb").read() == nm.encode()
+           for nm in names) and
+       os.readlink(os.path.join(d, "s" * 250)) == "target-of-long" and
+       os.stat(os.path.join(d, "h" * 240)).st_nlink == 2 and
+       open(os.path.join(d, ldir, "inner")).read() == "x",
+       f"{tenant}: long names (176-255 B): files, directory, symlink, "
+       "hard link", sorted(os.listdir(d)))
+    os.rename(os.path.join(d, names[1]), os.path.join(d, "r" * 230))
+    os.rename(os.path.join(d, "r" * 230), os.path.join(d, "short"))
+    os.rename(os.path.join(d, "short"), os.path.join(d, "q" * 255))
+    os.rename(os.path.join(d, names[2]), os.path.join(d, names[0]))
+    expected = sorted([names[0], ldir, "s" * 250, "h" * 240, "q" * 255])
+    ok(sorted(os.listdir(d)) == expected and
+       open(os.path.join(d, "q" * 255), "rb").read() == names[1].encode()
+       and open(os.path.join(d, names[0]), "rb").read() ==
+       names[2].encode(),
+       f"{tenant}: rename between long and short names, over a long name",
+       sorted(os.listdir(d)))
     try:
-        open(os.path.join(m, too_long), "w").close()
-        ok(False, f"{tenant}: over-long name refused with ENAMETOOLONG")
+        open(os.path.join(d, "n" * 256), "w").close()
+        ok(False, f"{tenant}: a 256-byte name is refused with ENAMETOOLONG")
     except OSError as e:
         ok(e.errno == errno.ENAMETOOLONG,
-           f"{tenant}: over-long name refused with ENAMETOOLONG")
+           f"{tenant}: a 256-byte name is refused with ENAMETOOLONG")
+    ok(os.statvfs(m).f_namemax == 255, f"{tenant}: statfs namemax 255")
+    shutil.rmtree(d)
+    ok(not os.path.exists(d) and not backing_names(tenant, "cf.L."),
+       f"{tenant}: removing long names leaves no sidecar behind",
+       backing_names(tenant, "cf.L."))
+
+    # Symlink targets up to PATH_MAX-1 bytes.
+    links = os.path.join(store_of(tenant), "links")
+    tgt = "PLAINMARK/" + "t" * (4095 - 10)
+    ln1, ln2 = os.path.join(m, "longlink"), os.path.join(m, "longlink2")
+    os.symlink(tgt, ln1)
+    ok(os.readlink(ln1) == tgt and os.lstat(ln1).st_size == 4095 and
+       len(os.listdir(links)) == 1,
+       f"{tenant}: a 4095-byte symlink target reads back, lstat size 4095")
+    os.link(ln1, ln2, follow_symlinks=False)
+    os.unlink(ln1)
+    ok(os.readlink(ln2) == tgt and len(os.listdir(links)) == 1,
+       f"{tenant}: a hard link keeps a long target alive")
+    os.unlink(ln2)
+    ok(len(os.listdir(links)) == 0,
+       f"{tenant}: unlinking the last link removes the stored target")
+    try:
+        os.symlink("x" * 4096, ln1)
+        ok(False, f"{tenant}: a 4096-byte target is refused")
+    except OSError as e:
+        ok(e.errno == errno.ENAMETOOLONG,
+           f"{tenant}: a 4096-byte target is refused")
+
+    # renameat2 flags.
+    a, b, c = (os.path.join(m, x) for x in ("xa", "xb", "xc"))
+    for path, data in ((a, b"A"), (b, b"B")):
+        with open(path, "wb") as f:
+            f.write(data)
+    r1 = renameat2(a, b, RENAME_NOREPLACE)
+    r2 = renameat2(a, b, RENAME_EXCHANGE)
+    ok(r1 == errno.EEXIST and r2 == 0 and open(a, "rb").read() == b"B" and
+       open(b, "rb").read() == b"A",
+       f"{tenant}: RENAME_NOREPLACE refuses, RENAME_EXCHANGE swaps",
+       (r1, r2))
+    r3 = renameat2(a, c, RENAME_NOREPLACE)
+    ok(r3 == 0 and open(c, "rb").read() == b"B" and not os.path.exists(a),
+       f"{tenant}: RENAME_NOREPLACE to a free name")
+
+    # fallocate: allocate, punch a hole, zero a range, keep size.
+    path = os.path.join(m, "falloc")
+    model = bytearray()
+    with open(path, "wb+") as f:
+        fd = f.fileno()
+        r = [fallocate(fd, 0, 0, 3 * 4096 + 100)]
+        model += bytes(3 * 4096 + 100)
+        os.pwrite(fd, b"Z" * 20000, 0)
+        model[0:20000] = b"Z" * 20000
+        r.append(fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                           1000, 12000))
+        model[1000:13000] = bytes(12000)
+        r.append(fallocate(fd, FALLOC_FL_ZERO_RANGE, 19000, 5000))
+        model[19000:24000] = bytes(5000)
+        r.append(fallocate(fd, FALLOC_FL_KEEP_SIZE, 30000, 4096))
+        r.append(fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                           16000, 100000))
+        model[16000:] = bytes(len(model) - 16000)
+        size = os.fstat(fd).st_size
+    back = open(path, "rb").read()
+    ok(r == [0] * 5 and size == len(model) and back == bytes(model),
+       f"{tenant}: fallocate allocate, punch hole, zero range, keep size",
+       (r, size, len(model)))
+
+    # copy_file_range and locks (the kernel's own, across processes).
+    src = os.path.join(m, "sizes", "f4097")
+    dst = os.path.join(m, "copied")
+    with open(src, "rb") as fi, open(dst, "wb") as fo:
+        n = os.copy_file_range(fi.fileno(), fo.fileno(), 1 << 20)
+    ok(n == 4097 and hashlib.sha256(open(dst, "rb").read()).hexdigest() ==
+       SIZES[4097], f"{tenant}: copy_file_range")
+    with open(dst, "rb+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        other = subprocess.run([sys.executable, "-c", f"""
+import fcntl, sys
+f = open({dst!r}, "rb+")
+try:
+    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    sys.exit(0)
+except BlockingIOError:
+    pass
+try:
+    fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB, 10, 0)
+except OSError:
+    sys.exit(3)
+sys.exit(2)
+"""], timeout=30)
+        fcntl.lockf(f, fcntl.LOCK_EX, 10, 0)
+        other2 = subprocess.run([sys.executable, "-c", f"""
+import fcntl, sys
+f = open({dst!r}, "rb+")
+try:
+    fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB, 10, 0)
+    sys.exit(0)
+except OSError:
+    sys.exit(3)
+"""], timeout=30)
+    ok(other.returncode == 2 and other2.returncode == 3,
+       f"{tenant}: flock and POSIX locks exclude another process",
+       (other.returncode, other2.returncode))
+
+
+def run_scale():
+    """More inodes than descriptors: with the daemon's inode descriptor
+    cache forced down to 8 entries every operation must reopen inodes
+    from their handles; and one directory of 100k entries, more than the
+    machine's hard RLIMIT_NOFILE (20000 here) allows as open files."""
+    p = mount("acme", MP, dict(ENV, COFFER_FS_FD_CAP="8"))
+    procs.append(p)
+    try:
+        base = os.path.join(MP, "scale")
+        os.mkdir(base)
+        want = {}
+        for i in range(40):
+            d = os.path.join(base, f"d{i}")
+            os.mkdir(d)
+            for j in range(25):
+                data = f"{i}/{j}".encode() * (j + 1)
+                with open(os.path.join(d, f"f{j}"), "wb") as f:
+                    f.write(data)
+                want[f"d{i}/f{j}"] = data
+        for i in range(0, 40, 3):
+            os.rename(os.path.join(base, f"d{i}"), os.path.join(base,
+                      f"r{i}"))
+            for j in range(25):
+                want[f"r{i}/f{j}"] = want.pop(f"d{i}/f{j}")
+        xk = sorted(want)[::7]
+        for k in xk:
+            os.setxattr(os.path.join(base, k), "user.k", k.encode())
+            os.chmod(os.path.join(base, k), 0o640)
+        bad = [k for k, v in want.items()
+               if open(os.path.join(base, k), "rb").read() != v]
+        xbad = [k for k in xk
+                if os.getxattr(os.path.join(base, k), "user.k") !=
+                k.encode() or
+                os.stat(os.path.join(base, k)).st_mode & 0o777 != 0o640]
+        ok(not bad and not xbad and len(os.listdir(base)) == 40,
+           "1000 files through an 8-entry inode descriptor cache",
+           (bad[:5], xbad[:5]))
+    finally:
+        umount(MP, p)
+    p = mount("acme", MP)
+    procs.append(p)
+    try:
+        big = os.path.join(MP, "big")
+        os.mkdir(big)
+        t0 = time.time()
+        for i in range(100000):
+            os.mknod(os.path.join(big, f"entry-{i:06d}"))
+        made = time.time() - t0
+        names = os.listdir(big)
+        sts = [os.stat(os.path.join(big, n)).st_size for n in names[::997]]
+        ok(len(names) == 100000 and set(sts) == {0},
+           f"a directory of 100000 entries ({made:.0f} s to create)")
+        shutil.rmtree(big)
+        ok(not os.path.exists(big), "and it can be removed")
+    finally:
+        umount(MP, p)
 
 
 def find_backing(tenant, size):

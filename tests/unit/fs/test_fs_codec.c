@@ -1478,6 +1478,96 @@ bug_b64_high_bytes(void)
 	CHECK_RC(rc_link, -EPROTO);
 }
 
+/*
+ * Long names and long symlink targets (docs/format/fs.md, "Long names"):
+ * byte-exact encodings and entry names, and each decoder accepts only
+ * its own lengths so a name has one spelling.
+ */
+static void
+kat_long_names(void)
+{
+	json_t *v = vectors(), *o;
+	struct cf_fs_keys *k = keys_seq(0);
+	char enc[CF_FS_ENC_NAME_MAX + 1], out[CF_FS_LONG_NAME_MAX + 1];
+	char entry[CF_FS_HASHED_BYTES], shortenc[NAME_ENC_CAP];
+	size_t i, n = 0, dl;
+
+	CHECK(v != NULL && k != NULL);
+	json_array_foreach(json_object_get(v, "long_names"), i, o) {
+		unsigned char *diriv = vhex(o, "diriv", &dl);
+		char *name = vstr(o, "name");
+		const char *want = json_string_value(json_object_get(o,
+		    "encoded"));
+		const char *went = json_string_value(json_object_get(o,
+		    "entry"));
+
+		CHECK(diriv != NULL && dl == 16 && name != NULL &&
+		    want != NULL && went != NULL);
+		CHECK(strlen(name) > CF_FS_NAME_MAX);
+		CHECK_RC(cf_fs_name_encrypt(k, diriv, name, enc, sizeof(enc)),
+		    -ENAMETOOLONG);
+		CHECK_RC(cf_fs_name_encrypt_any(k, diriv, name, enc,
+		    sizeof(enc)), 0);
+		CHECK(strcmp(enc, want) == 0);
+		CHECK(strlen(enc) <= CF_FS_ENC_NAME_MAX);
+		cf_fs_long_name(enc, entry);
+		CHECK(strcmp(entry, went) == 0);
+		CHECK(strlen(entry) == CF_FS_HASHED_BYTES - 1);
+		CHECK_RC(cf_fs_name_decrypt_long(k, diriv, want, out,
+		    sizeof(out)), 0);
+		CHECK(strcmp(out, name) == 0);
+		/* The short decoder refuses a long encoding ... */
+		CHECK_RC(cf_fs_name_decrypt(k, diriv, want, out, sizeof(out)),
+		    -EPROTO);
+		/* ... and the long one a short encoding. */
+		CHECK_RC(cf_fs_name_encrypt_any(k, diriv, "short", shortenc,
+		    sizeof(shortenc)), 0);
+		CHECK_RC(cf_fs_name_decrypt_long(k, diriv, shortenc, out,
+		    sizeof(out)), -EPROTO);
+		/* A flipped character does not authenticate or decode. */
+		enc[10] = enc[10] == 'A' ? 'B' : 'A';
+		CHECK(cf_fs_name_decrypt_long(k, diriv, enc, out,
+		    sizeof(out)) < 0);
+		free(diriv), free(name);
+		n++;
+	}
+	CHECK(n == 2);
+	{
+		/* 256 bytes is more than NAME_MAX. */
+		char big[257];
+		unsigned char diriv[16] = { 0 };
+
+		memset(big, 'x', 256);
+		big[256] = '\0';
+		CHECK_RC(cf_fs_name_encrypt_any(k, diriv, big, enc,
+		    sizeof(enc)), -ENAMETOOLONG);
+	}
+	o = json_object_get(v, "long_symlink");
+	{
+		const char *lenc = json_string_value(json_object_get(o,
+		    "encoded"));
+		const char *link = json_string_value(json_object_get(o,
+		    "link"));
+		char *target = malloc(PATH_MAX);
+		size_t j;
+		int good = 1;
+
+		CHECK(lenc != NULL && link != NULL && target != NULL);
+		CHECK(strlen(lenc) > CF_FS_LINK_MAX);
+		cf_fs_long_target(lenc, entry);
+		CHECK(strcmp(entry, link) == 0);
+		CHECK_RC(cf_fs_link_decrypt(k, lenc, target, PATH_MAX), 0);
+		CHECK(strlen(target) == 4095);
+		for (j = 0; j < 4095; j++)
+			if (target[j] != (char)('A' + (int)(j % 26)))
+				good = 0;
+		CHECK(good);
+		free(target);
+	}
+	cf_fs_keys_free(k);
+	json_decref(v);
+}
+
 static const struct cf_test_case cases[] = {
 	CF_TEST(kat_subkeys),
 	CF_TEST(kat_header),
@@ -1485,6 +1575,7 @@ static const struct cf_test_case cases[] = {
 	CF_TEST(block_seal_roundtrip),
 	CF_TEST(kat_names),
 	CF_TEST(kat_other_tenant),
+	CF_TEST(kat_long_names),
 	CF_TEST(kat_symlink),
 	CF_TEST(kat_store_marker),
 	CF_TEST(store_init_layout),

@@ -102,7 +102,7 @@ keys_derive(struct keys *k)
 /* SIV name encryption; returns the raw length (tag + name). */
 static size_t
 name_seal(const struct keys *k, const unsigned char diriv[16],
-    const char *name, unsigned char raw[16 + 175])
+    const char *name, unsigned char raw[16 + 255])
 {
 	crypto_generichash_state st;
 	unsigned char nonce[24] = { 0 };
@@ -203,7 +203,7 @@ static void
 name(const struct keys *k, const unsigned char diriv[16], const char *n,
     const char *note, int comma)
 {
-	unsigned char raw[16 + 175];
+	unsigned char raw[16 + 255];
 	char enc[257];
 	size_t rl;
 
@@ -297,7 +297,7 @@ main(void)
 	hex(4, "diriv", diriv, 16, 1);
 	hex(4, "name", (const unsigned char *)"hello.txt", 9, 1);
 	{
-		unsigned char r2[16 + 175];
+		unsigned char r2[16 + 255];
 		size_t rl = name_seal(&k2, diriv, "hello.txt", r2);
 
 		b64(enc, sizeof(enc), r2, rl);
@@ -318,6 +318,63 @@ main(void)
 	hex(4, "aad", (const unsigned char *)"coffer-symlink-v1", 17, 1);
 	str(4, "encoded", enc, 0);
 	printf("  },\n");
+
+	/* Long names: the entry is cf.L. + base64url(BLAKE2b-256(encoded)),
+	 * a sidecar "<entry>.n" holds the encoded name. */
+	printf("  \"long_names\": [\n");
+	for (i = 0; i < 2; i++) {
+		size_t n = i == 0 ? 176 : 255, j;
+		unsigned char r[16 + 255], h[32];
+		char ln[256], entry[64];
+
+		for (j = 0; j < n; j++)
+			ln[j] = (char)('a' + (int)((j * 5 + i) % 26));
+		ln[n] = '\0';
+		b64(enc, sizeof(enc), r, name_seal(&k, diriv, ln, r));
+		crypto_generichash(h, 32, (const unsigned char *)enc,
+		    strlen(enc), NULL, 0);
+		memcpy(entry, "cf.L.", 5);
+		b64(entry + 5, sizeof(entry) - 5, h, 32);
+		printf("    {\n");
+		hex(6, "diriv", diriv, 16, 1);
+		hex(6, "name", (const unsigned char *)ln, n, 1);
+		str(6, "encoded", enc, 1);
+		str(6, "entry", entry, 0);
+		printf("    }%s\n", i == 0 ? "," : "");
+	}
+	printf("  ],\n");
+
+	/* A symlink target whose encoding exceeds 4095 bytes. */
+	{
+		static char lt[4096];
+		unsigned char *lraw = malloc(24 + 4095 + 16), h[32];
+		char *lenc = malloc(8192), entry[64];
+		size_t j;
+
+		if (lraw == NULL || lenc == NULL)
+			return 1;
+		for (j = 0; j < 4095; j++)
+			lt[j] = (char)('A' + (int)(j % 26));
+		seq(lraw, 24, 0x90);
+		crypto_aead_xchacha20poly1305_ietf_encrypt(lraw + 24, &clen,
+		    (const unsigned char *)lt, 4095,
+		    (const unsigned char *)"coffer-symlink-v1", 17, NULL, lraw,
+		    k.meta);
+		b64(lenc, 8192, lraw, 24 + (size_t)clen);
+		crypto_generichash(h, 32, (const unsigned char *)lenc,
+		    strlen(lenc), NULL, 0);
+		memcpy(entry, "cf.T.", 5);
+		b64(entry + 5, sizeof(entry) - 5, h, 32);
+		printf("  \"long_symlink\": {\n");
+		printf("    \"target_len\": 4095,\n");
+		str(4, "target_pattern", "A..Z repeated", 1);
+		hex(4, "nonce", lraw, 24, 1);
+		str(4, "encoded", lenc, 1);
+		str(4, "link", entry, 0);
+		printf("  },\n");
+		free(lraw);
+		free(lenc);
+	}
 
 	/* Store marker. */
 	seq(mk, 24, 0xc0);
