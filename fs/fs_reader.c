@@ -402,20 +402,23 @@ static int
 check_marker(const struct cf_fs_keys *keys, int storefd)
 {
 	unsigned char blob[MARKER_BYTES + 1], out[sizeof(MARKER_PLAIN)];
+	struct stat st;
 	size_t got;
 	int fd, rc;
 
-	fd = openat(storefd, FS_STORE_MARKER, O_RDONLY | O_NOFOLLOW |
-	    O_NONBLOCK | O_CLOEXEC);
-	if (fd < 0 && errno == ENOENT) {
+	fd = open_regular(storefd, FS_STORE_MARKER, 0, &st);
+	if (fd == -ENOENT) {
 		/* Data without a marker is refused, not adopted. */
 		if (faccessat(storefd, FS_STORE_DATA, F_OK,
 		    AT_SYMLINK_NOFOLLOW) == 0)
 			return -EBADMSG;
 		return -ENOENT;
 	}
+	/* A symlink, FIFO or device in its place is no marker. */
+	if (fd == -ELOOP || fd == -EINVAL || fd == -EISDIR)
+		return -EBADMSG;
 	if (fd < 0)
-		return errno == ELOOP ? -EBADMSG : -errno;
+		return fd;
 	/* One byte more than a marker has: trailing bytes are refused. */
 	rc = read_full(fd, blob, sizeof(blob), 0, &got);
 	close(fd);

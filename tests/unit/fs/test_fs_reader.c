@@ -814,6 +814,10 @@ wrong_tenant(void)
 		close(fd);
 	}
 	CHECK_RC(cf_fs_reader_open(&r, s.k, s.path), -EBADMSG);
+	/* A FIFO in its place is refused without being opened. */
+	CHECK(unlink(path) == 0);
+	CHECK(mkfifo(path, 0600) == 0);
+	CHECK_RC(cf_fs_reader_open(&r, s.k, s.path), -EBADMSG);
 	/* Data without a marker is refused, and nothing is written. */
 	CHECK(unlink(path) == 0);
 	CHECK_RC(cf_fs_reader_open(&r, s.k, s.path), -EBADMSG);
