@@ -200,7 +200,7 @@ CF_MUST_CHECK int cf_fs_store_init(const struct cf_fs_keys *keys,
  */
 #include <sys/stat.h>
 
-#define CF_FS_RNAME_MAX 255U		/* longest plaintext name */
+#define CF_FS_RNAME_MAX CF_FS_LONG_NAME_MAX /* longest plaintext name */
 #define CF_FS_RLINK_MAX 4095U		/* longest plaintext symlink target */
 #define CF_FS_RXATTR_MAX 65496U		/* longest plaintext xattr value */
 #define CF_FS_RREAD_MAX (256U * CF_FS_BLOCK) /* most bytes one pread gives */

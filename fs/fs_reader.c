@@ -44,13 +44,8 @@
 #define XATTR_NONCE 24U
 #define XATTR_OVH (XATTR_NONCE + CF_KS_TAG_BYTES)
 #define XATTR_MAX 65536U		/* stored value, Linux's limit */
-#define SHORT_NAME_MAX 175U		/* longest name stored as itself */
-#define LONG_PREFIX "cf.L."		/* long name: cf.L.<43>, sidecar .n */
-#define LINK_PREFIX "cf.T."		/* long symlink target: links/<43> */
-#define LINKS_DIR "links"
 #define HASH_B64 43U			/* base64url of 32 bytes */
-#define LONG_NAME_LEN (5U + HASH_B64)	/* "cf.L." + 43 = 48 */
-#define ENC_NAME_CAP 512U		/* an encoded name (<= 362 chars) */
+#define ENC_NAME_CAP (CF_FS_ENC_NAME_MAX + 1)
 #define ENC_LINK_CAP 8192U		/* an encoded target (<= 5514 chars) */
 #define RACY_NS 50000000L		/* 50 ms: coarse file time ticks */
 #define B64URL sodium_base64_VARIANT_URLSAFE_NO_PADDING
@@ -147,16 +142,6 @@ open_regular(int dirfd, const char *name, int flags, struct stat *st)
 	return fd;
 }
 
-/* base64url (43 characters and a NUL) of BLAKE2b-256 of the bytes. */
-static void
-hash_b64(const char *s, size_t len, char out[HASH_B64 + 1])
-{
-	unsigned char h[32];
-
-	crypto_generichash(h, sizeof(h), (const unsigned char *)s, len, NULL, 0);
-	sodium_bin2base64(out, HASH_B64 + 1, h, sizeof(h), B64URL);
-}
-
 /*
  * Reads a small regular file at dirfd/name into buf (max + 1 bytes),
  * NUL-terminated, refusing anything but a regular file of 1 to max bytes
@@ -217,44 +202,8 @@ static int
 is_hashed(const char *s, const char *prefix)
 {
 	return strncmp(s, prefix, strlen(prefix)) == 0 &&
-	    strlen(s) == LONG_NAME_LEN &&
+	    strlen(s) == CF_FS_HASHED_BYTES - 1 &&
 	    b64url_only(s + strlen(prefix), HASH_B64);
-}
-
-/*
- * The long-name codec (cf_fs_name_encrypt_any, cf_fs_name_decrypt_long)
- * lands in fs_crypt.c together with the daemon's long names; until it is
- * in cf_fs.h, names over 175 bytes are refused and cf.L.* entries are
- * reported as damaged.  The guard goes when it has landed.
- */
-static int
-encrypt_any(const struct cf_fs_keys *k, const unsigned char *diriv,
-    const char *name, char *out, size_t cap)
-{
-#ifdef CF_FS_LONG_PREFIX
-	return cf_fs_name_encrypt_any(k, diriv, name, out, cap);
-#else
-	if (strlen(name) > SHORT_NAME_MAX)
-		return -ENAMETOOLONG;
-	return cf_fs_name_encrypt(k, diriv, name, out, cap);
-#endif
-}
-
-/* Decrypts a long name only (176..255 bytes): one spelling per name. */
-static int
-decrypt_long(const struct cf_fs_keys *k, const unsigned char *diriv,
-    const char *enc, char *out, size_t cap)
-{
-#ifdef CF_FS_LONG_PREFIX
-	return cf_fs_name_decrypt_long(k, diriv, enc, out, cap);
-#else
-	(void)k;
-	(void)diriv;
-	(void)enc;
-	if (cap > 0)
-		out[0] = '\0';
-	return -EPROTO;
-#endif
 }
 
 /* A plaintext name a caller may ask for: one component, no traversal. */
@@ -273,29 +222,29 @@ check_name(const char *name)
 
 /*
  * The backing name of plaintext name in d: its encrypted name, or for a
- * name over 175 bytes "cf.L." and the hash of that.  out has NAME_MAX + 1
- * bytes.
+ * name over CF_FS_NAME_MAX bytes cf_fs_long_name() of that.  out has
+ * NAME_MAX + 1 bytes.
  */
 static int
 stored_name(const struct cf_fs_rdir *d, const char *name, char *out)
 {
-	char enc[ENC_NAME_CAP], h[HASH_B64 + 1];
+	char enc[ENC_NAME_CAP];
 	int rc;
 
 	rc = check_name(name);
 	if (rc < 0)
 		return rc;
-	rc = encrypt_any(d->r->keys, d->diriv, name, enc, sizeof(enc));
+	rc = cf_fs_name_encrypt_any(d->r->keys, d->diriv, name, enc,
+	    sizeof(enc));
 	if (rc < 0)
 		return rc;
-	if (strlen(name) <= SHORT_NAME_MAX) {
+	if (strlen(name) <= CF_FS_NAME_MAX) {
 		if (strlen(enc) > NAME_MAX)
 			return -ENAMETOOLONG;
 		memcpy(out, enc, strlen(enc) + 1);
 		return 0;
 	}
-	hash_b64(enc, strlen(enc), h);
-	snprintf(out, NAME_MAX + 1, "%s%s", LONG_PREFIX, h);
+	cf_fs_long_name(enc, out);
 	return 0;
 }
 
@@ -306,24 +255,24 @@ stored_name(const struct cf_fs_rdir *d, const char *name, char *out)
 static int
 plain_name(const struct cf_fs_rdir *d, const char *stored, char *out)
 {
-	char enc[ENC_NAME_CAP], side[NAME_MAX + 1], h[HASH_B64 + 1];
+	char enc[ENC_NAME_CAP], side[NAME_MAX + 1], check[CF_FS_HASHED_BYTES];
 	size_t elen;
 	int rc;
 
 	if (strncmp(stored, "cf.", 3) != 0)
 		return cf_fs_name_decrypt(d->r->keys, d->diriv, stored, out,
 		    CF_FS_RNAME_MAX + 1);
-	if (!is_hashed(stored, LONG_PREFIX))
+	if (!is_hashed(stored, CF_FS_LONG_PREFIX))
 		return 1;	/* cf.diriv, sidecars, later reserved names */
-	snprintf(side, sizeof(side), "%s.n", stored);
-	rc = read_small(d->fd, side, enc, sizeof(enc) - 1, &elen);
+	snprintf(side, sizeof(side), "%s%s", stored, CF_FS_LONG_SIDECAR);
+	rc = read_small(d->fd, side, enc, CF_FS_ENC_NAME_MAX, &elen);
 	if (rc < 0)
 		return rc;
-	hash_b64(enc, elen, h);
-	if (sodium_memcmp(h, stored + strlen(LONG_PREFIX), HASH_B64) != 0)
+	cf_fs_long_name(enc, check);
+	if (strcmp(check, stored) != 0)
 		return -EBADMSG;
 	/* Only a long name: a short one has one stored form, its own. */
-	return decrypt_long(d->r->keys, d->diriv, enc, out,
+	return cf_fs_name_decrypt_long(d->r->keys, d->diriv, enc, out,
 	    CF_FS_RNAME_MAX + 1);
 }
 
@@ -335,7 +284,7 @@ static int
 stored_target(const struct cf_fs_reader *r, int dirfd, const char *enc,
     char *buf)
 {
-	char lnk[PATH_MAX + 1], h[HASH_B64 + 1];
+	char lnk[PATH_MAX + 1], check[CF_FS_HASHED_BYTES];
 	size_t len;
 	ssize_t n;
 	int lfd, rc;
@@ -344,24 +293,25 @@ stored_target(const struct cf_fs_reader *r, int dirfd, const char *enc,
 	if (n < 0)
 		return -errno;	/* -EINVAL: not a symlink */
 	lnk[n] = '\0';
-	if (strncmp(lnk, LINK_PREFIX, strlen(LINK_PREFIX)) != 0) {
+	if (strncmp(lnk, CF_FS_TARGET_PREFIX, strlen(CF_FS_TARGET_PREFIX)) !=
+	    0) {
 		memcpy(buf, lnk, (size_t)n + 1);
 		return 0;
 	}
 	/* base64url has no '.': no short stored target starts so. */
-	if (!is_hashed(lnk, LINK_PREFIX))
+	if (!is_hashed(lnk, CF_FS_TARGET_PREFIX))
 		return -EPROTO;
-	lfd = openat(r->storefd, LINKS_DIR, O_RDONLY | O_DIRECTORY |
+	lfd = openat(r->storefd, CF_FS_LINKS_DIR, O_RDONLY | O_DIRECTORY |
 	    O_NOFOLLOW | O_CLOEXEC);
 	if (lfd < 0)
 		return -EIO;
-	rc = read_small(lfd, lnk + strlen(LINK_PREFIX), buf, ENC_LINK_CAP - 1,
-	    &len);
+	rc = read_small(lfd, lnk + strlen(CF_FS_TARGET_PREFIX), buf,
+	    ENC_LINK_CAP - 1, &len);
 	close(lfd);
 	if (rc < 0)
 		return rc;
-	hash_b64(buf, len, h);
-	if (sodium_memcmp(h, lnk + strlen(LINK_PREFIX), HASH_B64) != 0)
+	cf_fs_long_target(buf, check);
+	if (strcmp(check, lnk) != 0)
 		return -EBADMSG;
 	return 0;
 }
@@ -386,7 +336,7 @@ plain_stat(const struct cf_fs_reader *r, int dirfd, const char *enc,
 		st->st_size = cf_fs_plain_size(r->keys->cipher, st->st_size);
 	} else if (S_ISLNK(st->st_mode)) {
 		/* A long target is only known from its file in links/. */
-		buf = st->st_size == LONG_NAME_LEN && enc != NULL ?
+		buf = st->st_size == CF_FS_HASHED_BYTES - 1 && enc != NULL ?
 		    malloc(ENC_LINK_CAP) : NULL;
 		if (buf != NULL && stored_target(r, dirfd, enc, buf) == 0)
 			st->st_size = (off_t)strlen(buf);

@@ -7,9 +7,9 @@
  * long symlink targets (links/).
  *
  * It does not mount: what the daemon writes through a real mount is
- * covered by tests/integration/fs_mount.py.  The long-name cases need the
- * long-name codec in cf_fs.h and are skipped (passing, with a note) until
- * it is there.
+ * covered by tests/integration/fs_mount.py and, for the reader,
+ * tests/integration/fs_reader_mount.py.  Long names and targets are made
+ * with an independent hash (raw libsodium), not cf_fs_long_name().
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -139,18 +139,12 @@ bname(struct store *s, int dfd, const char *name, char *out)
 		return rc;
 	if (strlen(name) <= CF_FS_NAME_MAX)
 		return cf_fs_name_encrypt(s->k, iv, name, out, NAME_MAX + 1);
-#ifdef CF_FS_LONG_PREFIX
 	rc = cf_fs_name_encrypt_any(s->k, iv, name, enc, sizeof(enc));
 	if (rc < 0)
 		return rc;
 	hashed("cf.L.", enc, strlen(enc), out);
 	snprintf(side, sizeof(side), "%s.n", out);
 	return put_file(dfd, side, enc, strlen(enc));
-#else
-	(void)enc;
-	(void)side;
-	return -ENAMETOOLONG;
-#endif
 }
 
 /* Makes directory name in dfd with its IV; returns its fd or -errno. */
@@ -1012,7 +1006,6 @@ long_targets(void)
 static void
 long_names(void)
 {
-#ifdef CF_FS_LONG_PREFIX
 	struct store s;
 	struct cf_fs_reader *r = NULL;
 	struct cf_fs_rdir *root = NULL, *d = NULL;
@@ -1105,9 +1098,6 @@ long_names(void)
 	cf_fs_rdir_free(root);
 	cf_fs_reader_free(r);
 	store_free(&s);
-#else
-	printf("# long-name codec not in cf_fs.h yet: skipped\n");
-#endif
 }
 
 /* A file that changes while it is read is -EAGAIN ([FS-READ-9]). */
