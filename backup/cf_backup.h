@@ -186,8 +186,9 @@ struct cf_bk_index;
 CF_MUST_CHECK int cf_bk_index_new(struct cf_bk_index **out);
 void cf_bk_index_free(struct cf_bk_index *idx);
 /*
- * Decodes an index plaintext ([BK-IDX-1]) and adds its packs.  All or
- * nothing: on -EPROTO or -ENOMEM idx is unchanged.
+ * Decodes an index plaintext ([BK-IDX-1]) and adds its packs.  On
+ * -EPROTO idx is unchanged (the whole plaintext is checked first); on
+ * -ENOMEM some packs may have been added.
  */
 CF_MUST_CHECK int cf_bk_index_decode(struct cf_bk_index *idx,
     const unsigned char *buf, size_t len);
