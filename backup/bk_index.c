@@ -87,6 +87,20 @@ cf_bk_index_pack_id(const struct cf_bk_index *idx, size_t i)
 	return idx->packs[i].id;
 }
 
+void
+bk_index_pack_info(const struct cf_bk_index *idx, size_t i,
+    const unsigned char **hdr, const struct cf_bk_desc **descs,
+    const uint32_t **offsets, size_t *n, uint64_t *size)
+{
+	const struct ipack *p = &idx->packs[i];
+
+	*hdr = p->hdr;
+	*descs = p->descs;
+	*offsets = p->offsets;
+	*n = p->n;
+	*size = p->size;
+}
+
 static const struct cf_bk_desc *
 slot_desc(const struct cf_bk_index *idx, const struct slot *s)
 {

@@ -188,4 +188,13 @@ struct cf_bk_repo {
 int bk_repo_put_object(struct cf_bk_repo *r, enum cf_bk_kind kind,
     const unsigned char *plain, size_t len, unsigned char id[CF_BK_ID_BYTES]);
 
+/*
+ * Pack i of an index (bk_index.c, for bk_verify.c): its header,
+ * descriptors, blob offsets (of each sealed blob in the pack), count
+ * and size.  The pointers are owned by idx.
+ */
+void bk_index_pack_info(const struct cf_bk_index *idx, size_t i,
+    const unsigned char **hdr, const struct cf_bk_desc **descs,
+    const uint32_t **offsets, size_t *n, uint64_t *size);
+
 #endif /* BK_INT_H */

@@ -551,4 +551,61 @@ void cf_bk_writer_stats(const struct cf_bk_writer *w,
  */
 void cf_bk_writer_free(struct cf_bk_writer *w);
 
+/* ---- verify (bk_verify.c) ------------------------------------------------- */
+
+/*
+ * Repository verification (issue 4, Verify).  Structural checks always
+ * run: config (the repo opened), every index object (storage id,
+ * authentication, decoding), every snapshot, every tree reachable from
+ * a snapshot, every blob a tree references is indexed, every indexed
+ * pack exists with its size and its header and trailer length agree
+ * with the index (two small range reads, not the data).  With
+ * read_data, the chosen packs are downloaded whole: storage id,
+ * trailer, and every blob authenticated and decompressed.  Packs no
+ * index lists are orphans: counted, not damage.
+ */
+struct cf_bk_verify_opts {
+	int read_data;			/* 1: read packs */
+	unsigned subset_pct;		/* with read_data: 0..100 % of packs */
+	uint64_t seed;			/* picks the subset (any value) */
+};
+
+/* One damaged file or directory of a snapshot. */
+struct cf_bk_verify_damage {
+	char snapshot[65];		/* storage id of the snapshot, hex */
+	char *path;			/* "/dir/file"; a dir ends with '/' */
+	char *why;			/* "blob missing", "tree unreadable" */
+};
+
+struct cf_bk_verify_result {
+	uint64_t indexes, indexes_bad;
+	uint64_t snapshots, snapshots_bad;	/* bad: unreadable or damaged */
+	uint64_t trees, trees_bad;		/* distinct trees */
+	uint64_t blobs, blobs_missing, blobs_bad; /* distinct data blobs */
+	uint64_t packs, packs_missing, packs_bad, packs_orphan, packs_read;
+	uint64_t bytes_read;			/* pack bytes downloaded */
+	uint64_t files_damaged;			/* damage entries, all */
+	char (*damaged_snapshots)[65];		/* hex storage ids */
+	size_t ndamaged_snapshots;
+	struct cf_bk_verify_damage *damage;	/* first 10000 entries */
+	size_t ndamage;
+	char **problems;			/* object-level messages */
+	size_t nproblems;
+};
+
+/*
+ * Verifies the repository r (opened, any index state; its index is
+ * reloaded).  Damage is not an error: it is reported in *out, and
+ * cf_bk_verify_damaged() says whether there was any.  Returns 0 with
+ * *out owned by the caller (cf_bk_verify_result_free), or -errno for an
+ * operational failure (listing the store failed, -ENOMEM, -EINVAL for
+ * subset_pct > 100).
+ */
+CF_MUST_CHECK int cf_bk_verify(struct cf_bk_repo *r,
+    const struct cf_bk_verify_opts *o, struct cf_bk_verify_result **out);
+/* 1 if the result records any damage (orphan packs are not damage). */
+int cf_bk_verify_damaged(const struct cf_bk_verify_result *res);
+/* Frees a result; accepts NULL. */
+void cf_bk_verify_result_free(struct cf_bk_verify_result *res);
+
 #endif /* CF_BACKUP_H */

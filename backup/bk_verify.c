@@ -1,0 +1,790 @@
+/*
+ * bk_verify.c - repository verification (cf_backup.h, verify): checks
+ * that every snapshot can be restored, and names what cannot.
+ *
+ * Order: indexes (each object on its own, so a bad one is named), then
+ * packs (listing, size, header and trailer length by range reads), then
+ * with read_data the chosen packs whole (storage id, every blob opened
+ * with the index's descriptors, then the trailer), and last every
+ * snapshot and the trees under it, where a file whose blob is missing,
+ * in a missing or truncated pack, or failed to open is named with its
+ * path.  A subtree found clean once is not walked again.
+ *
+ * It never repairs, deletes or writes anything, and holds no lock: a
+ * backup running meanwhile may leave packs that look orphaned.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "bk_int.h"
+
+#define DAMAGE_KEEP 10000U
+#define PROBLEMS_KEEP 10000U
+#define DEPTH_MAX 512U
+
+/* ---- a hash set of (tag, id) keys with a value -------------------------- */
+
+struct ent {
+	unsigned char key[1 + CF_BK_ID_BYTES];
+	uint8_t used;
+	uint64_t val;
+};
+
+struct idset {
+	struct ent *v;
+	size_t cap, n;		/* cap a power of two or 0 */
+};
+
+static size_t
+set_slot(const struct idset *s, const unsigned char *key)
+{
+	size_t i = (size_t)bk_rd64(key + 1) & (s->cap - 1);
+
+	while (s->v[i].used && memcmp(s->v[i].key, key, sizeof(s->v[i].key)))
+		i = (i + 1) & (s->cap - 1);
+	return i;
+}
+
+static struct ent *
+set_find(const struct idset *s, unsigned tag, const unsigned char *id)
+{
+	unsigned char key[1 + CF_BK_ID_BYTES];
+	size_t i;
+
+	if (s->cap == 0)
+		return NULL;
+	key[0] = (unsigned char)tag;
+	memcpy(key + 1, id, CF_BK_ID_BYTES);
+	i = set_slot(s, key);
+	return s->v[i].used ? &s->v[i] : NULL;
+}
+
+/* 1 if added, 0 if present, -ENOMEM. */
+static int
+set_add(struct idset *s, unsigned tag, const unsigned char *id, uint64_t val)
+{
+	unsigned char key[1 + CF_BK_ID_BYTES];
+	size_t i;
+
+	if ((s->n + 1) * 2 > s->cap) {
+		struct idset ns;
+		size_t j;
+
+		ns.cap = s->cap ? s->cap * 2 : 256;
+		ns.n = s->n;
+		ns.v = calloc(ns.cap, sizeof(*ns.v));
+		if (ns.v == NULL)
+			return -ENOMEM;
+		for (j = 0; j < s->cap; j++)
+			if (s->v[j].used)
+				ns.v[set_slot(&ns, s->v[j].key)] = s->v[j];
+		free(s->v);
+		*s = ns;
+	}
+	key[0] = (unsigned char)tag;
+	memcpy(key + 1, id, CF_BK_ID_BYTES);
+	i = set_slot(s, key);
+	if (s->v[i].used)
+		return 0;
+	memcpy(s->v[i].key, key, sizeof(key));
+	s->v[i].used = 1;
+	s->v[i].val = val;
+	s->n++;
+	return 1;
+}
+
+/* ---- the run --------------------------------------------------------------- */
+
+struct vrun {
+	struct cf_bk_repo *r;
+	struct cf_bk_verify_result *res;
+	struct idset listed;	/* packs in the store: size */
+	struct idset bad_packs;	/* missing or truncated: every blob lost */
+	struct idset bad_blobs;	/* (type, id) failed to open */
+	struct idset blobs;	/* data blobs seen */
+	struct idset trees;	/* trees seen: val 1 clean, 2 damaged */
+	char *path;
+	size_t plen, pcap;
+};
+
+static int
+problem(struct cf_bk_verify_result *res, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static int
+problem(struct cf_bk_verify_result *res, const char *fmt, ...)
+{
+	char buf[512], **nv;
+	va_list ap;
+
+	if (res->nproblems >= PROBLEMS_KEEP)
+		return 0;
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	nv = realloc(res->problems, (res->nproblems + 1) * sizeof(*nv));
+	if (nv == NULL)
+		return -ENOMEM;
+	res->problems = nv;
+	nv[res->nproblems] = strdup(buf);
+	if (nv[res->nproblems] == NULL)
+		return -ENOMEM;
+	res->nproblems++;
+	return 0;
+}
+
+static int
+damage(struct vrun *v, const char *snap, const char *why)
+{
+	struct cf_bk_verify_result *res = v->res;
+	struct cf_bk_verify_damage *nd, *d;
+
+	res->files_damaged++;
+	if (res->ndamage >= DAMAGE_KEEP)
+		return 0;
+	nd = realloc(res->damage, (res->ndamage + 1) * sizeof(*nd));
+	if (nd == NULL)
+		return -ENOMEM;
+	res->damage = nd;
+	d = &nd[res->ndamage];
+	memcpy(d->snapshot, snap, 65);
+	d->path = strdup(v->plen ? v->path : "/");
+	d->why = strdup(why);
+	if (d->path == NULL || d->why == NULL) {
+		free(d->path);
+		free(d->why);
+		return -ENOMEM;
+	}
+	res->ndamage++;
+	return 0;
+}
+
+static const char *
+short_id(const unsigned char id[CF_BK_ID_BYTES], char out[17])
+{
+	char hex[65];
+
+	cf_bk_id_hex(id, hex);
+	memcpy(out, hex, 16);
+	out[16] = '\0';
+	return out;
+}
+
+/* ---- indexes -------------------------------------------------------------- */
+
+struct names {
+	char (*v)[65];
+	size_t n, cap;
+	uint64_t *size;
+};
+
+static int
+collect(void *arg, const char *name, uint64_t size)
+{
+	struct names *ns = arg;
+
+	if (ns->n == ns->cap) {
+		size_t nc = ns->cap ? ns->cap * 2 : 64;
+		char (*nv)[65] = realloc(ns->v, nc * sizeof(*nv));
+		uint64_t *nsz;
+
+		if (nv == NULL)
+			return -ENOMEM;
+		ns->v = nv;
+		nsz = realloc(ns->size, nc * sizeof(*nsz));
+		if (nsz == NULL)
+			return -ENOMEM;
+		ns->size = nsz;
+		ns->cap = nc;
+	}
+	memcpy(ns->v[ns->n], name, 65);
+	ns->size[ns->n++] = size;
+	return 0;
+}
+
+static void
+names_free(struct names *ns)
+{
+	free(ns->v);
+	free(ns->size);
+	memset(ns, 0, sizeof(*ns));
+}
+
+/* Gets, checks the storage id of and opens one object. */
+static int
+get_object(struct vrun *v, enum cf_bk_kind kind, const char *name,
+    unsigned char **plain, size_t *plen)
+{
+	unsigned char *obj = NULL, id[CF_BK_ID_BYTES], want[CF_BK_ID_BYTES];
+	size_t olen;
+	int rc;
+
+	*plain = NULL;
+	*plen = 0;
+	rc = cf_bk_id_parse(name, want);
+	if (rc < 0)
+		return rc;
+	rc = cf_bk_store_get(cf_bk_repo_store(v->r), kind, name,
+	    CF_BK_OBJECT_MAX, &obj, &olen);
+	if (rc == -EFBIG)
+		rc = -EPROTO;
+	if (rc < 0)
+		return rc;
+	cf_bk_storage_id(obj, olen, id);
+	if (sodium_memcmp(id, want, CF_BK_ID_BYTES) != 0)
+		rc = -EBADMSG;
+	else
+		rc = cf_bk_object_open(cf_bk_repo_keys(v->r), kind, obj, olen,
+		    plain, plen);
+	free(obj);
+	return rc;
+}
+
+static const char *
+why_text(int rc)
+{
+	switch (rc) {
+	case -ENOENT:
+		return "missing";
+	case -EBADMSG:
+		return "fails authentication or its storage id";
+	case -EPROTO:
+		return "malformed";
+	case -ENOKEY:
+		return "sealed with another key version";
+	default:
+		return strerror(-rc);
+	}
+}
+
+static int
+check_indexes(struct vrun *v)
+{
+	struct cf_bk_index *scratch = NULL;
+	struct names ns = { NULL, 0, 0, NULL };
+	unsigned char *plain;
+	size_t plen, i;
+	int rc;
+
+	rc = cf_bk_store_list(cf_bk_repo_store(v->r), CF_BK_KIND_INDEX,
+	    collect, &ns);
+	if (rc < 0)
+		goto out;
+	for (i = 0; i < ns.n; i++) {
+		v->res->indexes++;
+		rc = get_object(v, CF_BK_KIND_INDEX, ns.v[i], &plain, &plen);
+		if (rc == 0) {
+			rc = cf_bk_index_new(&scratch);
+			if (rc == 0)
+				rc = cf_bk_index_decode(scratch, plain, plen);
+			cf_bk_index_free(scratch);
+			scratch = NULL;
+			free(plain);
+		}
+		if (rc == -ENOMEM)
+			goto out;
+		if (rc < 0) {
+			v->res->indexes_bad++;
+			rc = problem(v->res, "index %s: %s", ns.v[i],
+			    why_text(rc));
+			if (rc < 0)
+				goto out;
+		}
+	}
+	rc = cf_bk_repo_index_load(v->r, NULL);
+out:
+	names_free(&ns);
+	return rc;
+}
+
+/* ---- packs ------------------------------------------------------------------ */
+
+static int
+check_packs(struct vrun *v)
+{
+	const struct cf_bk_index *idx = cf_bk_repo_index(v->r);
+	struct cf_bk_store *st = cf_bk_repo_store(v->r);
+	struct names ns = { NULL, 0, 0, NULL };
+	const struct cf_bk_desc *descs;
+	const unsigned char *hdr;
+	const uint32_t *offs;
+	unsigned char id[CF_BK_ID_BYTES], buf[CF_BK_HEADER_BYTES];
+	struct ent *e;
+	char name[65];
+	size_t i, n, nl;
+	uint64_t size;
+	int rc;
+
+	rc = cf_bk_store_list(st, CF_BK_KIND_PACK, collect, &ns);
+	if (rc < 0)
+		goto out;
+	for (i = 0; i < ns.n; i++) {
+		if (cf_bk_id_parse(ns.v[i], id) < 0)
+			continue;
+		rc = set_add(&v->listed, 0, id, ns.size[i]);
+		if (rc < 0)
+			goto out;
+	}
+	for (i = 0; i < cf_bk_index_packs(idx); i++) {
+		const unsigned char *pid = cf_bk_index_pack_id(idx, i);
+
+		v->res->packs++;
+		bk_name(pid, name);
+		bk_index_pack_info(idx, i, &hdr, &descs, &offs, &n, &size);
+		e = set_find(&v->listed, 0, pid);
+		if (e == NULL) {
+			v->res->packs_missing++;
+			rc = set_add(&v->bad_packs, 0, pid, 0);
+			if (rc >= 0)
+				rc = problem(v->res, "pack %s: missing", name);
+			if (rc < 0)
+				goto out;
+			continue;
+		}
+		e->val |= (uint64_t)1 << 63;	/* indexed */
+		if ((e->val & ~((uint64_t)1 << 63)) != size) {
+			v->res->packs_bad++;
+			rc = set_add(&v->bad_packs, 0, pid, 0);
+			if (rc >= 0)
+				rc = problem(v->res, "pack %s: %llu bytes, the "
+				    "index says %llu", name, (unsigned long long)
+				    (e->val & ~((uint64_t)1 << 63)),
+				    (unsigned long long)size);
+			if (rc < 0)
+				goto out;
+			continue;
+		}
+		/* Header and trailer length, without reading the blobs. */
+		nl = bk_header_nl(hdr);
+		rc = cf_bk_store_get_range(st, CF_BK_KIND_PACK, name, 0,
+		    CF_BK_HEADER_BYTES, buf);
+		if (rc == 0 && sodium_memcmp(buf, hdr, CF_BK_HEADER_BYTES) != 0)
+			rc = -EBADMSG;
+		if (rc == 0)
+			rc = cf_bk_store_get_range(st, CF_BK_KIND_PACK, name,
+			    size - 4, 4, buf);
+		if (rc == 0 && bk_rd32(buf) != nl + 4 + 44 * n + 16)
+			rc = -EPROTO;
+		if (rc == -ENOMEM)
+			goto out;
+		v->res->bytes_read += CF_BK_HEADER_BYTES + 4;
+		if (rc < 0) {
+			/* The index still locates every blob: not lost. */
+			v->res->packs_bad++;
+			rc = problem(v->res, "pack %s: header or trailer "
+			    "length disagrees with the index (%s)", name,
+			    why_text(rc));
+			if (rc < 0)
+				goto out;
+		}
+	}
+	for (i = 0; i < v->listed.cap; i++) {
+		e = &v->listed.v[i];
+		if (e->used && !(e->val >> 63))
+			v->res->packs_orphan++;
+	}
+	rc = 0;
+out:
+	names_free(&ns);
+	return rc;
+}
+
+static uint64_t
+splitmix64(uint64_t *s)
+{
+	uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
+
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+	return z ^ (z >> 31);
+}
+
+/* Downloads pack i and opens every blob the index lists in it. */
+static int
+read_pack(struct vrun *v, size_t i)
+{
+	const struct cf_bk_index *idx = cf_bk_repo_index(v->r);
+	const struct cf_bk_keys *k = cf_bk_repo_keys(v->r);
+	const unsigned char *pid = cf_bk_index_pack_id(idx, i);
+	const struct cf_bk_desc *descs;
+	const unsigned char *hdr;
+	const uint32_t *offs;
+	unsigned char *buf = NULL, *plain, sid[CF_BK_ID_BYTES];
+	unsigned char phdr[CF_BK_HEADER_BYTES];
+	struct cf_bk_desc *pd = NULL;
+	char name[65], sh[17];
+	size_t len, n, j, pn, plen;
+	uint64_t size;
+	int rc, bad = 0;
+
+	bk_name(pid, name);
+	bk_index_pack_info(idx, i, &hdr, &descs, &offs, &n, &size);
+	rc = cf_bk_store_get(cf_bk_repo_store(v->r), CF_BK_KIND_PACK, name,
+	    CF_BK_PACK_MAX, &buf, &len);
+	if (rc == -ENOMEM)
+		goto out;
+	if (rc < 0) {
+		rc = problem(v->res, "pack %s: cannot be read (%s)", name,
+		    why_text(rc));
+		goto out;
+	}
+	v->res->packs_read++;
+	v->res->bytes_read += len;
+	cf_bk_storage_id(buf, len, sid);
+	if (sodium_memcmp(sid, pid, CF_BK_ID_BYTES) != 0) {
+		bad = 1;
+		rc = problem(v->res, "pack %s: content does not match its "
+		    "storage id", name);
+		if (rc < 0)
+			goto out;
+	}
+	for (j = 0; j < n; j++) {
+		if ((uint64_t)offs[j] + descs[j].length > len)
+			rc = -EPROTO;
+		else
+			rc = cf_bk_blob_open(k, hdr, &descs[j], buf + offs[j],
+			    descs[j].length, &plain, &plen);
+		if (rc == 0) {
+			free(plain);
+			continue;
+		}
+		if (rc == -ENOMEM)
+			goto out;
+		bad = 1;
+		if (descs[j].type == CF_BK_BLOB_DATA)
+			v->res->blobs_bad++;
+		rc = set_add(&v->bad_blobs, descs[j].type, descs[j].id, 0);
+		if (rc >= 0)
+			rc = problem(v->res, "pack %s: %s blob %s %s", name,
+			    descs[j].type == CF_BK_BLOB_TREE ? "tree" : "data",
+			    short_id(descs[j].id, sh), why_text(rc));
+		if (rc < 0)
+			goto out;
+	}
+	rc = cf_bk_pack_parse(k, buf, len, phdr, &pd, &pn);
+	if (rc == -ENOMEM)
+		goto out;
+	if (rc < 0) {
+		bad = 1;
+		rc = problem(v->res, "pack %s: trailer %s", name,
+		    why_text(rc));
+		if (rc < 0)
+			goto out;
+	}
+	rc = 0;
+out:
+	if (bad)
+		v->res->packs_bad++;
+	free(pd);
+	free(buf);
+	return rc;
+}
+
+static int
+read_packs(struct vrun *v, const struct cf_bk_verify_opts *o)
+{
+	const struct cf_bk_index *idx = cf_bk_repo_index(v->r);
+	size_t np = cf_bk_index_packs(idx), want, i, j, *order = NULL;
+	uint64_t seed = o->seed;
+	int rc = 0;
+
+	want = (size_t)(((uint64_t)np * o->subset_pct + 99) / 100);
+	if (want == 0)
+		return 0;
+	order = malloc(np * sizeof(*order));
+	if (order == NULL)
+		return -ENOMEM;
+	for (i = 0; i < np; i++)
+		order[i] = i;
+	/* A partial Fisher-Yates shuffle: the first want are the subset. */
+	for (i = 0; i < want && want < np; i++) {
+		size_t t;
+
+		j = i + (size_t)(splitmix64(&seed) % (np - i));
+		t = order[i];
+		order[i] = order[j];
+		order[j] = t;
+	}
+	for (i = 0; i < want; i++) {
+		const unsigned char *pid = cf_bk_index_pack_id(idx, order[i]);
+
+		if (set_find(&v->bad_packs, 0, pid) != NULL)
+			continue;	/* missing or truncated: reported */
+		rc = read_pack(v, order[i]);
+		if (rc < 0)
+			break;
+	}
+	free(order);
+	return rc;
+}
+
+/* ---- snapshots and trees ------------------------------------------------- */
+
+static int
+path_push(struct vrun *v, const char *name, int dir)
+{
+	size_t l = strlen(name), need = v->plen + 1 + l + 2;
+
+	if (need > v->pcap) {
+		size_t nc = need * 2;
+		char *np = realloc(v->path, nc);
+
+		if (np == NULL)
+			return -ENOMEM;
+		v->path = np;
+		v->pcap = nc;
+	}
+	v->path[v->plen++] = '/';
+	memcpy(v->path + v->plen, name, l);
+	v->plen += l;
+	if (dir)
+		v->path[v->plen] = '/';
+	v->path[v->plen + (dir ? 1 : 0)] = '\0';
+	return 0;
+}
+
+/* Why a data blob cannot be restored, or NULL if it can. */
+static const char *
+blob_problem(struct vrun *v, const unsigned char id[CF_BK_ID_BYTES],
+    int *rc)
+{
+	struct cf_bk_blob_loc loc;
+	int fresh, lr;
+
+	*rc = 0;
+	lr = cf_bk_index_lookup(cf_bk_repo_index(v->r), CF_BK_BLOB_DATA, id,
+	    &loc);
+	fresh = set_add(&v->blobs, CF_BK_BLOB_DATA, id, 0);
+	if (fresh < 0) {
+		*rc = fresh;
+		return NULL;
+	}
+	if (fresh)
+		v->res->blobs++;
+	if (lr < 0) {
+		if (fresh)
+			v->res->blobs_missing++;
+		return "data blob missing from the index";
+	}
+	if (set_find(&v->bad_packs, 0, loc.pack) != NULL)
+		return "data blob in a missing or truncated pack";
+	if (set_find(&v->bad_blobs, CF_BK_BLOB_DATA, id) != NULL)
+		return "data blob damaged";
+	return NULL;
+}
+
+/* Walks the tree id at v->path; *found counts damage below. */
+static int
+walk(struct vrun *v, const char *snap, const unsigned char id[CF_BK_ID_BYTES],
+    unsigned depth, uint64_t *found)
+{
+	struct cf_bk_tree *t = NULL;
+	struct ent *e;
+	char why[128];
+	const char *bp;
+	size_t i, j, save = v->plen;
+	uint64_t below = 0;
+	int rc;
+
+	e = set_find(&v->trees, CF_BK_BLOB_TREE, id);
+	if (e != NULL && e->val == 1)
+		return 0;	/* clean, checked already */
+	if (e == NULL) {
+		rc = set_add(&v->trees, CF_BK_BLOB_TREE, id, 1);
+		if (rc < 0)
+			return rc;
+		v->res->trees++;
+	}
+	if (depth > DEPTH_MAX)
+		rc = -ELOOP;
+	else
+		rc = cf_bk_repo_tree_load(v->r, id, &t);
+	if (rc == -ENOMEM)
+		return rc;
+	if (rc == 0 && set_find(&v->bad_blobs, CF_BK_BLOB_TREE, id) != NULL)
+		rc = -EBADMSG;	/* read-data found its copy damaged */
+	if (rc < 0) {
+		if (e == NULL)
+			v->res->trees_bad++;
+		snprintf(why, sizeof(why), "directory unreadable: tree %s",
+		    rc == -ENOENT ? "missing" : why_text(rc));
+		below++;
+		rc = damage(v, snap, why);
+		goto out;
+	}
+	for (i = 0; i < t->count; i++) {
+		const struct cf_bk_node *nd = &t->nodes[i];
+
+		if (nd->type == CF_BK_NODE_DIR) {
+			rc = path_push(v, nd->name, 1);
+			if (rc == 0)
+				rc = walk(v, snap, nd->subtree, depth + 1,
+				    &below);
+			v->plen = save;
+			if (rc < 0)
+				goto out;
+			continue;
+		}
+		if (nd->type != CF_BK_NODE_FILE)
+			continue;
+		bp = NULL;
+		for (j = 0; j < nd->nitems && bp == NULL; j++) {
+			if (nd->items[j].hole > 0)
+				continue;
+			bp = blob_problem(v, nd->items[j].id, &rc);
+			if (rc < 0)
+				goto out;
+		}
+		if (bp == NULL)
+			continue;
+		below++;
+		rc = path_push(v, nd->name, 0);
+		if (rc == 0)
+			rc = damage(v, snap, bp);
+		v->plen = save;
+		if (rc < 0)
+			goto out;
+	}
+	rc = 0;
+out:
+	if (v->path != NULL)
+		v->path[save] = '\0';
+	v->plen = save;
+	*found += below;
+	if (below > 0 || rc < 0) {
+		e = set_find(&v->trees, CF_BK_BLOB_TREE, id);
+		if (e != NULL)
+			e->val = 2;
+	}
+	cf_bk_tree_free(t);
+	return rc;
+}
+
+static int
+check_snapshots(struct vrun *v)
+{
+	struct cf_bk_verify_result *res = v->res;
+	unsigned char (*ids)[CF_BK_ID_BYTES] = NULL;
+	struct cf_bk_snapshot *s = NULL;
+	char name[65];
+	size_t n = 0, i;
+	uint64_t found;
+	int rc;
+
+	rc = cf_bk_repo_snapshot_list(v->r, &ids, &n);
+	if (rc < 0)
+		return rc;
+	res->damaged_snapshots = calloc(n ? n : 1,
+	    sizeof(*res->damaged_snapshots));
+	if (res->damaged_snapshots == NULL) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	for (i = 0; i < n; i++) {
+		res->snapshots++;
+		bk_name(ids[i], name);
+		found = 0;
+		rc = cf_bk_repo_snapshot_load(v->r, ids[i], &s);
+		if (rc == -ENOMEM)
+			goto out;
+		if (rc < 0) {
+			found = 1;
+			rc = problem(res, "snapshot %s: %s", name,
+			    why_text(rc));
+		} else {
+			v->plen = 0;
+			rc = walk(v, name, s->tree, 0, &found);
+		}
+		cf_bk_snapshot_free(s);
+		s = NULL;
+		if (rc < 0)
+			goto out;
+		if (found > 0) {
+			res->snapshots_bad++;
+			memcpy(res->damaged_snapshots[res->ndamaged_snapshots++],
+			    name, 65);
+		}
+	}
+	rc = 0;
+out:
+	free(ids);
+	return rc;
+}
+
+/* ---- entry points ----------------------------------------------------------- */
+
+int
+cf_bk_verify(struct cf_bk_repo *r, const struct cf_bk_verify_opts *o,
+    struct cf_bk_verify_result **out)
+{
+	struct vrun v;
+	int rc;
+
+	*out = NULL;
+	if (o->subset_pct > 100)
+		return -EINVAL;
+	memset(&v, 0, sizeof(v));
+	v.r = r;
+	v.res = calloc(1, sizeof(*v.res));
+	if (v.res == NULL)
+		return -ENOMEM;
+	rc = check_indexes(&v);
+	if (rc < 0)
+		goto out;
+	rc = check_packs(&v);
+	if (rc < 0)
+		goto out;
+	if (o->read_data) {
+		rc = read_packs(&v, o);
+		if (rc < 0)
+			goto out;
+	}
+	rc = check_snapshots(&v);
+	if (rc < 0)
+		goto out;
+	*out = v.res;
+	v.res = NULL;
+	rc = 0;
+out:
+	cf_bk_verify_result_free(v.res);
+	free(v.listed.v);
+	free(v.bad_packs.v);
+	free(v.bad_blobs.v);
+	free(v.blobs.v);
+	free(v.trees.v);
+	free(v.path);
+	return rc;
+}
+
+int
+cf_bk_verify_damaged(const struct cf_bk_verify_result *res)
+{
+	return res->indexes_bad > 0 || res->snapshots_bad > 0 ||
+	    res->trees_bad > 0 || res->blobs_missing > 0 ||
+	    res->blobs_bad > 0 || res->packs_missing > 0 ||
+	    res->packs_bad > 0 || res->files_damaged > 0;
+}
+
+void
+cf_bk_verify_result_free(struct cf_bk_verify_result *res)
+{
+	size_t i;
+
+	if (res == NULL)
+		return;
+	for (i = 0; i < res->ndamage; i++) {
+		free(res->damage[i].path);
+		free(res->damage[i].why);
+	}
+	for (i = 0; i < res->nproblems; i++)
+		free(res->problems[i]);
+	free(res->damage);
+	free(res->problems);
+	free(res->damaged_snapshots);
+	free(res);
+}
