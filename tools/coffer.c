@@ -19,6 +19,11 @@ static const struct tl_cmd *const commands[] = {
 	&tl_cmd_mount,
 	&tl_cmd_umount,
 #endif
+#ifdef CF_HAVE_BACKUP
+	&tl_cmd_backup,
+	&tl_cmd_snapshots,
+	&tl_cmd_restore,
+#endif
 };
 
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))

@@ -45,10 +45,16 @@ int cmd_tenant(struct tl_ctx *ctx, int argc, char **argv);
 int cmd_audit(struct tl_ctx *ctx, int argc, char **argv);
 int cmd_mount(struct tl_ctx *ctx, int argc, char **argv);
 int cmd_umount(struct tl_ctx *ctx, int argc, char **argv);
+int cmd_backup(struct tl_ctx *ctx, int argc, char **argv);
+int cmd_snapshots(struct tl_ctx *ctx, int argc, char **argv);
+int cmd_restore(struct tl_ctx *ctx, int argc, char **argv);
 
 extern const struct tl_cmd tl_cmd_tenant;
 extern const struct tl_cmd tl_cmd_audit;
 extern const struct tl_cmd tl_cmd_mount;
 extern const struct tl_cmd tl_cmd_umount;
+extern const struct tl_cmd tl_cmd_backup;
+extern const struct tl_cmd tl_cmd_snapshots;
+extern const struct tl_cmd tl_cmd_restore;
 
 #endif /* TL_INT_H */

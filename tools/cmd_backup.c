@@ -1,0 +1,1870 @@
+/*
+ * cmd_backup.c - coffer backup, coffer snapshots and coffer restore
+ * (docs/backup.md).
+ *
+ * backup reads the tenant's encrypted store directly through fs's reader
+ * API (no FUSE round trip) and feeds the plaintext to backup/'s pack
+ * writer; trees are built bottom-up, one per directory.  An unmounted
+ * tenant gives an "offline" snapshot.  A mounted one is read live: every
+ * file is checked after reading (cf_fs_rfile_check) and read again if it
+ * changed, so each file is one version of itself, but the snapshot as a
+ * whole is not point-in-time ("none").  restore recreates a snapshot
+ * under a directory with openat()-family calls relative to directory fds,
+ * never following a symlink in the target, or writes it as a pax tar.
+ *
+ * It does not write verify (cmd_verify.c) and does not pause writers.
+ */
+#include <archive.h>
+#include <archive_entry.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cf_backup.h"
+#include "cf_fs.h"
+#include "tl_int.h"
+
+const struct tl_cmd tl_cmd_backup = {
+	"backup", cmd_backup,
+	"  coffer backup NAME [--repo URL] [--tag TAG]...\n"
+	"  coffer backup NAME --stdin --name FILENAME [--repo URL] "
+	"[--tag TAG]...\n",
+	"back up a tenant's store (or stdin) into its repository",
+};
+
+const struct tl_cmd tl_cmd_snapshots = {
+	"snapshots", cmd_snapshots,
+	"  coffer snapshots NAME [--repo URL]\n",
+	"list a tenant's snapshots",
+};
+
+const struct tl_cmd tl_cmd_restore = {
+	"restore", cmd_restore,
+	"  coffer restore NAME [SNAPSHOT|latest] (--target DIR | --to-tar "
+	"FILE|-)\n"
+	"                 [--path P] [--repo URL]\n",
+	"restore a snapshot into a directory or a tar",
+};
+
+#define RETRIES 5		/* reads of a file that keeps changing */
+#define MAX_DEPTH 256		/* directory nesting we follow */
+
+static int64_t
+now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static int64_t
+ts_ns(const struct timespec *ts)
+{
+	return (int64_t)ts->tv_sec * 1000000000 + ts->tv_nsec;
+}
+
+static void
+iso_time(int64_t ns, char *buf, size_t cap)
+{
+	time_t s = (time_t)(ns / 1000000000);
+	struct tm tm;
+
+	gmtime_r(&s, &tm);
+	strftime(buf, cap, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/* ---- the tenant and its repository ------------------------------------ */
+
+struct session {
+	struct tl_ctx *ctx;
+	struct cf_ks_home *home;
+	struct cf_ks_tenant *t;
+	struct cf_secbuf *root;
+	struct cf_bk_repo *repo;
+	struct cf_bk_lock *lock;
+	char url[PATH_MAX + 16];
+};
+
+static void
+session_close(struct session *s)
+{
+	(void)!cf_bk_lock_release(s->lock);
+	s->lock = NULL;
+	cf_bk_repo_free(s->repo);
+	s->repo = NULL;
+	cf_secbuf_free(s->root);
+	s->root = NULL;
+	cf_ks_tenant_free(s->t);
+	s->t = NULL;
+}
+
+/*
+ * Opens the tenant, unlocks its root key and opens the repository (creating
+ * it if create).  Returns an exit code; CF_EXIT_OK on success.
+ */
+static int
+session_open(struct session *s, struct tl_ctx *ctx, const char *name,
+    const char *repo_opt, int create)
+{
+	const char *stored;
+	int rc;
+
+	memset(s, 0, sizeof(*s));
+	s->ctx = ctx;
+	s->home = tl_home(ctx, 0);
+	rc = cf_ks_tenant_open(s->home, name, &s->t);
+	if (rc < 0)
+		return tl_fail(rc, NULL);
+	if (cf_ks_tenant_shredded(s->t)) {
+		fprintf(stderr, "coffer: tenant %s was crypto-shredded: its "
+		    "store and backups can no longer be read\n", name);
+		return CF_EXIT_DENIED;
+	}
+	stored = cf_ks_tenant_get(s->t, "repo");
+	if (repo_opt != NULL)
+		snprintf(s->url, sizeof(s->url), "%s", repo_opt);
+	else if (stored != NULL && stored[0] != '\0')
+		snprintf(s->url, sizeof(s->url), "%s", stored);
+	else
+		snprintf(s->url, sizeof(s->url), "file://%s/repos/%s",
+		    cf_ks_home_path(s->home), name);
+	if (strncmp(s->url, "file:///", 8) != 0 &&
+	    strncmp(s->url, "s3://", 5) != 0) {
+		fprintf(stderr, "coffer: repository URL must be file:///PATH "
+		    "or s3://BUCKET/PREFIX\n");
+		return CF_EXIT_USAGE;
+	}
+	rc = cf_ks_tenant_unlock(s->t, 0, &s->root);
+	if (rc < 0)
+		return tl_fail(rc, name);
+	rc = cf_bk_repo_open_url(&s->repo, s->url, s->root,
+	    cf_ks_tenant_key_version(s->t), cf_ks_tenant_cipher(s->t),
+	    cf_ks_tenant_id(s->t), create ? CF_BK_REPO_CREATE : 0);
+	if (rc == -EBADMSG) {
+		fprintf(stderr, "coffer: repository %s cannot be opened with "
+		    "tenant %s's key: it belongs to another tenant, or its "
+		    "config is damaged\n", s->url, name);
+		return CF_EXIT_INTEGRITY;
+	}
+	if (rc == -EACCES) {
+		fprintf(stderr, "coffer: repository %s belongs to another "
+		    "tenant than %s\n", s->url, name);
+		return CF_EXIT_DENIED;
+	}
+	if (rc == -ENOENT) {
+		fprintf(stderr, "coffer: no repository at %s (run coffer "
+		    "backup %s first)\n", s->url, name);
+		return CF_EXIT_FAIL;
+	}
+	if (rc < 0) {
+		fprintf(stderr, "coffer: repository %s: %s\n", s->url,
+		    strerror(-rc));
+		return cf_ks_exit_code(rc);
+	}
+	if (repo_opt == NULL && (stored == NULL || stored[0] == '\0')) {
+		rc = cf_ks_tenant_set(s->t, "repo", s->url);
+		if (rc < 0)
+			return tl_fail(rc, "saving the repository URL");
+	}
+	rc = cf_bk_repo_lock(s->repo, 0, NULL, &s->lock);
+	if (rc == -EBUSY) {
+		fprintf(stderr, "coffer: repository %s is locked exclusively "
+		    "(a prune or another operation); try again later\n",
+		    s->url);
+		return CF_EXIT_FAIL;
+	}
+	if (rc < 0) {
+		fprintf(stderr, "coffer: locking %s: %s\n", s->url,
+		    strerror(-rc));
+		return cf_ks_exit_code(rc);
+	}
+	return CF_EXIT_OK;
+}
+
+static void
+audit(struct session *s, const char *event, const char *snap,
+    uint64_t files, uint64_t bytes, uint64_t damaged)
+{
+	struct cf_ks_audit_field f[] = {
+		{ "tenant", cf_ks_tenant_name(s->t), 0 },
+		{ "snapshot", snap, 0 },
+		{ "files", NULL, (long long)files },
+		{ "bytes", NULL, (long long)bytes },
+		{ "damaged", NULL, (long long)damaged },
+	};
+
+	(void)!cf_ks_audit_append(s->home, event, f, 5);
+}
+
+/* ---- backup ----------------------------------------------------------- */
+
+/* A hard-linked inode seen in the store: its backing identity. */
+struct hlink {
+	dev_t dev;
+	ino_t ino;
+	uint64_t group;
+};
+
+struct bk {
+	struct cf_bk_writer *w;
+	struct hlink *links;
+	size_t nlinks, caplinks;
+	uint64_t next_group;
+	int live;
+	int progress;
+	uint64_t files, dirs, bytes, retries;
+	uint64_t changed, damaged, failed;
+	int64_t last_progress;
+};
+
+/* What a directory's nodes own until its tree is encoded. */
+struct dir_nodes {
+	struct cf_bk_node *n;
+	size_t count, cap;
+	void **mem;
+	size_t nmem, capmem;
+};
+
+static int
+keep(struct dir_nodes *dn, void *p)
+{
+	void **m;
+
+	if (p == NULL)
+		return -ENOMEM;
+	if (dn->nmem == dn->capmem) {
+		m = realloc(dn->mem, (dn->capmem * 2 + 16) * sizeof(*m));
+		if (m == NULL) {
+			free(p);
+			return -ENOMEM;
+		}
+		dn->mem = m;
+		dn->capmem = dn->capmem * 2 + 16;
+	}
+	dn->mem[dn->nmem++] = p;
+	return 0;
+}
+
+static void
+dir_nodes_free(struct dir_nodes *dn)
+{
+	size_t i;
+
+	for (i = 0; i < dn->nmem; i++)
+		free(dn->mem[i]);
+	free(dn->mem);
+	free(dn->n);
+	memset(dn, 0, sizeof(*dn));
+}
+
+static struct cf_bk_node *
+new_node(struct dir_nodes *dn)
+{
+	struct cf_bk_node *n;
+
+	if (dn->count == dn->cap) {
+		n = realloc(dn->n, (dn->cap * 2 + 16) * sizeof(*n));
+		if (n == NULL)
+			return NULL;
+		dn->n = n;
+		dn->cap = dn->cap * 2 + 16;
+	}
+	n = &dn->n[dn->count];
+	memset(n, 0, sizeof(*n));
+	return n;
+}
+
+static void
+fill_meta(struct cf_bk_node *n, const struct stat *st)
+{
+	n->mode = st->st_mode & 07777;
+	n->uid = st->st_uid;
+	n->gid = st->st_gid;
+	n->atime = ts_ns(&st->st_atim);
+	n->mtime = ts_ns(&st->st_mtim);
+	n->ctime = ts_ns(&st->st_ctim);
+}
+
+static uint64_t
+link_group(struct bk *b, const struct stat *st)
+{
+	struct hlink *l;
+	size_t i;
+
+	if (st->st_nlink < 2)
+		return 0;
+	for (i = 0; i < b->nlinks; i++)
+		if (b->links[i].ino == st->st_ino &&
+		    b->links[i].dev == st->st_dev)
+			return b->links[i].group;
+	if (b->nlinks == b->caplinks) {
+		l = realloc(b->links, (b->caplinks * 2 + 16) * sizeof(*l));
+		if (l == NULL)
+			return 0;	/* stored as separate files */
+		b->links = l;
+		b->caplinks = b->caplinks * 2 + 16;
+	}
+	b->links[b->nlinks].dev = st->st_dev;
+	b->links[b->nlinks].ino = st->st_ino;
+	b->links[b->nlinks].group = ++b->next_group;
+	return b->links[b->nlinks++].group;
+}
+
+static int
+add_xattrs(struct dir_nodes *dn, struct cf_bk_node *n,
+    const struct cf_fs_rdir *d, const char *name, uint64_t *damaged)
+{
+	struct cf_bk_xattr *xa = NULL;
+	char *list = NULL;
+	size_t len = 0, bad = 0, cnt = 0, i, off;
+	unsigned char *val;
+	size_t vlen;
+	int rc;
+
+	rc = cf_fs_rdir_xattr_list(d, name, &list, &len, &bad);
+	if (rc < 0)
+		return rc == -ENOTSUP ? 0 : rc;
+	*damaged += bad;
+	if (list == NULL)
+		return 0;
+	rc = keep(dn, list);
+	if (rc < 0)
+		return rc;
+	for (off = 0; off < len; off += strlen(list + off) + 1)
+		cnt++;
+	xa = calloc(cnt, sizeof(*xa));
+	rc = keep(dn, xa);
+	if (rc < 0)
+		return rc;
+	for (off = 0, i = 0; off < len; off += strlen(list + off) + 1) {
+		rc = cf_fs_rdir_xattr_get(d, name, list + off, &val, &vlen);
+		if (rc == -ENODATA)
+			continue;	/* removed meanwhile */
+		if (rc == -EBADMSG || rc == -EPROTO) {
+			(*damaged)++;
+			continue;
+		}
+		if (rc < 0)
+			return rc;
+		rc = keep(dn, val);
+		if (rc < 0)
+			return rc;
+		xa[i].name = list + off;
+		xa[i].value = val;
+		xa[i].value_len = vlen;
+		i++;
+	}
+	n->xattrs = xa;
+	n->nxattrs = i;
+	return 0;
+}
+
+/* add_stream's reader over [pos, end) of a store file. */
+struct rfile_rd {
+	struct cf_fs_rfile *f;
+	off_t pos, end;
+	int err;
+};
+
+static int
+rfile_read(void *arg, unsigned char *buf, size_t cap, size_t *got)
+{
+	struct rfile_rd *r = arg;
+	struct cf_fs_rrange bad;
+	ssize_t n;
+
+	*got = 0;
+	if (r->pos >= r->end)
+		return 0;
+	if ((off_t)cap > r->end - r->pos)
+		cap = (size_t)(r->end - r->pos);
+	n = cf_fs_rfile_pread(r->f, buf, cap, r->pos, &bad);
+	if (n == 0)
+		n = -EAGAIN;	/* shorter than when we looked: changed */
+	if (n < 0) {
+		r->err = (int)n;
+		return (int)n;
+	}
+	r->pos += n;
+	*got = (size_t)n;
+	return 0;
+}
+
+static int
+push_items(struct cf_bk_item **items, size_t *n, size_t *cap,
+    const struct cf_bk_item *add, size_t nadd)
+{
+	struct cf_bk_item *p;
+
+	if (*n + nadd > *cap) {
+		p = realloc(*items, (*n + nadd + 16) * sizeof(*p));
+		if (p == NULL)
+			return -ENOMEM;
+		*items = p;
+		*cap = *n + nadd + 16;
+	}
+	memcpy(*items + *n, add, nadd * sizeof(*add));
+	*n += nadd;
+	return 0;
+}
+
+static int
+push_hole(struct cf_bk_item **items, size_t *n, size_t *cap, uint64_t len)
+{
+	struct cf_bk_item h;
+
+	if (len == 0)
+		return 0;
+	if (*n > 0 && (*items)[*n - 1].hole > 0) {
+		(*items)[*n - 1].hole += len;
+		return 0;
+	}
+	memset(&h, 0, sizeof(h));
+	h.hole = len;
+	return push_items(items, n, cap, &h, 1);
+}
+
+/*
+ * Reads one open file into content items: data ranges through the
+ * chunker, holes as hole items.  -EAGAIN if it changed while read.
+ */
+static int
+read_file(struct bk *b, struct cf_fs_rfile *f, off_t size,
+    struct cf_bk_item **itemsp, size_t *nitemsp)
+{
+	struct cf_bk_item *items = NULL, *part;
+	size_t n = 0, cap = 0, npart;
+	struct rfile_rd rd;
+	off_t off = 0, doff, dend;
+	uint64_t got;
+	int rc;
+
+	*itemsp = NULL;
+	*nitemsp = 0;
+	while (off < size) {
+		rc = cf_fs_rfile_next_data(f, off, &doff, &dend);
+		if (rc == -ENXIO) {
+			doff = dend = size;
+		} else if (rc < 0) {
+			goto out;
+		}
+		if (doff > size)
+			doff = size;
+		if (dend > size)
+			dend = size;
+		rc = push_hole(&items, &n, &cap, (uint64_t)(doff - off));
+		if (rc < 0)
+			goto out;
+		off = doff;
+		if (dend <= doff)
+			continue;
+		rd.f = f;
+		rd.pos = doff;
+		rd.end = dend;
+		rd.err = 0;
+		rc = cf_bk_writer_add_stream(b->w, rfile_read, &rd, &part,
+		    &npart, &got);
+		if (rc < 0) {
+			if (rd.err < 0)
+				rc = rd.err;
+			goto out;
+		}
+		rc = push_items(&items, &n, &cap, part, npart);
+		free(part);
+		if (rc < 0)
+			goto out;
+		if ((off_t)got != dend - doff) {
+			rc = -EAGAIN;
+			goto out;
+		}
+		off = dend;
+	}
+	*itemsp = items;
+	*nitemsp = n;
+	items = NULL;
+	rc = 0;
+out:
+	free(items);
+	return rc;
+}
+
+static void
+progress(struct bk *b)
+{
+	int64_t t;
+
+	if (!b->progress)
+		return;
+	t = now_ns();
+	if (t - b->last_progress < 200000000)
+		return;
+	b->last_progress = t;
+	fprintf(stderr, "\r%llu files, %.1f MiB", (unsigned long long)b->files,
+	    (double)b->bytes / (1 << 20));
+}
+
+/*
+ * One regular file: read, check, retry while it changes.  1 if the node
+ * was filled, 0 if the file is left out (vanished, damaged, kept
+ * changing; counted), -errno on a failure that ends the backup.
+ */
+static int
+backup_file(struct bk *b, struct dir_nodes *dn, struct cf_bk_node *n,
+    const struct cf_fs_rdir *d, const char *name, const char *path)
+{
+	struct cf_fs_rfile *f = NULL;
+	struct cf_bk_item *items = NULL;
+	size_t nitems = 0;
+	struct stat st;
+	int rc, attempt;
+
+	for (attempt = 0;; attempt++) {
+		rc = cf_fs_rfile_open(&f, d, name);
+		if (rc == -ENOENT)
+			return 0;	/* removed while we walked */
+		if (rc < 0)
+			break;
+		cf_fs_rfile_stat(f, &st);
+		rc = read_file(b, f, st.st_size, &items, &nitems);
+		if (rc == 0)
+			rc = cf_fs_rfile_check(f);
+		cf_fs_rfile_free(f);
+		f = NULL;
+		if (rc != -EAGAIN)
+			break;
+		free(items);
+		items = NULL;
+		if (attempt + 1 >= RETRIES) {
+			fprintf(stderr, "\ncoffer: %s kept changing while it "
+			    "was read (%d tries); left out of the snapshot\n",
+			    path, RETRIES);
+			b->changed++;
+			return 0;
+		}
+		b->retries++;
+		usleep(2000U << attempt);
+	}
+	if (rc == -EBADMSG || rc == -EPROTO || rc == -EIO) {
+		fprintf(stderr, "\ncoffer: %s: damaged in the store (%s); left "
+		    "out of the snapshot\n", path, strerror(-rc));
+		free(items);
+		b->damaged++;
+		return 0;
+	}
+	if (rc < 0) {
+		free(items);
+		return rc;
+	}
+	rc = keep(dn, items);
+	if (rc < 0 && items != NULL)
+		return rc;
+	n->type = CF_BK_NODE_FILE;
+	fill_meta(n, &st);
+	n->size = (uint64_t)st.st_size;
+	n->items = items;
+	n->nitems = nitems;
+	n->link_group = link_group(b, &st);
+	b->files++;
+	b->bytes += n->size;
+	progress(b);
+	return 1;
+}
+
+static int backup_dir(struct bk *b, struct cf_fs_rdir *d, const char *path,
+    int depth, unsigned char id[CF_BK_ID_BYTES]);
+
+static int
+backup_entry(struct bk *b, struct dir_nodes *dn, struct cf_fs_rdir *d,
+    const struct cf_fs_rentry *e, const char *path, int depth)
+{
+	struct cf_bk_node *n;
+	struct cf_fs_rdir *sub = NULL;
+	struct stat st;
+	char *name, *target;
+	int rc;
+
+	n = new_node(dn);
+	if (n == NULL)
+		return -ENOMEM;
+	name = strdup(e->name);
+	rc = keep(dn, name);
+	if (rc < 0)
+		return rc;
+	n->name = name;
+	st = e->st;
+	if (S_ISREG(st.st_mode)) {
+		rc = backup_file(b, dn, n, d, name, path);
+		if (rc <= 0)
+			return rc;
+	} else if (S_ISDIR(st.st_mode)) {
+		if (depth >= MAX_DEPTH) {
+			fprintf(stderr, "coffer: %s: nested too deep; left "
+			    "out\n", path);
+			b->failed++;
+			return 0;
+		}
+		rc = cf_fs_rdir_open(&sub, d, name);
+		if (rc == -ENOENT)
+			return 0;
+		if (rc < 0) {
+			fprintf(stderr, "coffer: %s: %s; left out\n", path,
+			    strerror(-rc));
+			b->damaged++;
+			return 0;
+		}
+		rc = cf_fs_rdir_stat(sub, NULL, &st);
+		if (rc == 0)
+			rc = backup_dir(b, sub, path, depth + 1, n->subtree);
+		cf_fs_rdir_free(sub);
+		if (rc < 0)
+			return rc;
+		n->type = CF_BK_NODE_DIR;
+		fill_meta(n, &st);
+		b->dirs++;
+	} else if (S_ISLNK(st.st_mode)) {
+		target = malloc(CF_FS_RLINK_MAX + 1);
+		rc = keep(dn, target);
+		if (rc < 0)
+			return rc;
+		rc = cf_fs_rdir_readlink(d, name, target, CF_FS_RLINK_MAX + 1);
+		if (rc == -ENOENT || rc == -EINVAL)
+			return 0;
+		if (rc < 0) {
+			fprintf(stderr, "coffer: %s: damaged symlink (%s); "
+			    "left out\n", path, strerror(-rc));
+			b->damaged++;
+			return 0;
+		}
+		if (target[0] == '\0')
+			return 0;
+		n->type = CF_BK_NODE_SYMLINK;
+		n->target = target;
+		fill_meta(n, &st);
+		n->link_group = link_group(b, &st);
+		b->files++;
+	} else {
+		if (S_ISFIFO(st.st_mode))
+			n->type = CF_BK_NODE_FIFO;
+		else if (S_ISSOCK(st.st_mode))
+			n->type = CF_BK_NODE_SOCKET;
+		else if (S_ISCHR(st.st_mode))
+			n->type = CF_BK_NODE_CHR;
+		else if (S_ISBLK(st.st_mode))
+			n->type = CF_BK_NODE_BLK;
+		else
+			return 0;
+		if (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode))
+			n->rdev = st.st_rdev;
+		fill_meta(n, &st);
+		n->link_group = link_group(b, &st);
+		b->files++;
+	}
+	rc = add_xattrs(dn, n, d, name, &b->damaged);
+	if (rc < 0 && rc != -ENOENT)
+		return rc;
+	dn->count++;
+	return 0;
+}
+
+static int
+backup_dir(struct bk *b, struct cf_fs_rdir *d, const char *path, int depth,
+    unsigned char id[CF_BK_ID_BYTES])
+{
+	struct dir_nodes dn;
+	struct cf_bk_tree tree;
+	const struct cf_fs_rentry *e;
+	char *sub;
+	int rc;
+
+	memset(&dn, 0, sizeof(dn));
+	sub = malloc(PATH_MAX * 2);
+	if (sub == NULL)
+		return -ENOMEM;
+	for (;;) {
+		rc = cf_fs_rdir_next(d, &e);
+		if (rc <= 0)
+			break;
+		if (e->err != 0) {
+			if (e->err == -ENOENT)
+				continue;
+			fprintf(stderr, "coffer: %s/%s: damaged entry (%s); "
+			    "left out\n", path, e->stored, strerror(-e->err));
+			b->damaged++;
+			continue;
+		}
+		snprintf(sub, PATH_MAX * 2, "%s/%s", path, e->name);
+		rc = backup_entry(b, &dn, d, e, sub, depth);
+		if (rc < 0)
+			break;
+	}
+	if (rc < 0) {
+		fprintf(stderr, "coffer: %s: %s\n", path[0] ? path : "/",
+		    strerror(-rc));
+		goto out;
+	}
+	tree.nodes = dn.n;
+	tree.count = dn.count;
+	tree.mem_ = NULL;
+	rc = cf_bk_writer_add_tree(b->w, &tree, id);
+	if (rc < 0)
+		fprintf(stderr, "coffer: %s: storing its tree: %s\n",
+		    path[0] ? path : "/", strerror(-rc));
+out:
+	free(sub);
+	dir_nodes_free(&dn);
+	return rc;
+}
+
+/* 1 if a fuse.coffer mount of this tenant's store is in this namespace. */
+static int
+tenant_mounted(const char *name)
+{
+	char line[8192], src[300], *p;
+	FILE *f;
+	int found = 0;
+
+	f = fopen("/proc/self/mountinfo", "re");
+	if (f == NULL)
+		return 0;
+	snprintf(src, sizeof(src), " - fuse.coffer coffer:%s ", name);
+	while (fgets(line, sizeof(line), f) != NULL) {
+		p = strstr(line, src);
+		if (p != NULL) {
+			found = 1;
+			break;
+		}
+	}
+	fclose(f);
+	return found;
+}
+
+/* add_stream's reader over a file descriptor. */
+static int
+fd_read(void *arg, unsigned char *buf, size_t cap, size_t *got)
+{
+	int fd = *(int *)arg;
+	ssize_t n;
+
+	*got = 0;
+	for (;;) {
+		n = read(fd, buf, cap);
+		if (n >= 0)
+			break;
+		if (errno != EINTR)
+			return -errno;
+	}
+	*got = (size_t)n;
+	return 0;
+}
+
+static int
+backup_stdin(struct bk *b, const char *fname, unsigned char id[CF_BK_ID_BYTES])
+{
+	struct cf_bk_node n;
+	struct cf_bk_tree tree;
+	struct cf_bk_item *items = NULL;
+	size_t nitems = 0;
+	uint64_t size = 0;
+	int fd = 0, rc;
+	int64_t t = now_ns();
+
+	rc = cf_bk_writer_add_stream(b->w, fd_read, &fd, &items, &nitems,
+	    &size);
+	if (rc < 0) {
+		fprintf(stderr, "coffer: reading stdin: %s\n", strerror(-rc));
+		return rc;
+	}
+	memset(&n, 0, sizeof(n));
+	n.type = CF_BK_NODE_FILE;
+	n.mode = 0600;
+	n.uid = getuid();
+	n.gid = getgid();
+	n.atime = n.mtime = n.ctime = t;
+	n.size = size;
+	n.name = fname;
+	n.items = items;
+	n.nitems = nitems;
+	tree.nodes = &n;
+	tree.count = 1;
+	tree.mem_ = NULL;
+	rc = cf_bk_writer_add_tree(b->w, &tree, id);
+	free(items);
+	b->files = 1;
+	b->bytes = size;
+	return rc;
+}
+
+int
+cmd_backup(struct tl_ctx *ctx, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "repo", required_argument, NULL, 'r' },
+		{ "tag", required_argument, NULL, 't' },
+		{ "stdin", no_argument, NULL, 's' },
+		{ "name", required_argument, NULL, 'n' },
+		{ "json", no_argument, NULL, 'j' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct session s;
+	struct bk b;
+	struct cf_fs_keys *fkeys = NULL;
+	struct cf_fs_reader *rd = NULL;
+	struct cf_fs_rdir *rootd = NULL;
+	struct cf_bk_snapshot snap;
+	struct cf_bk_writer_stats ws;
+	unsigned char tree[CF_BK_ID_BYTES], sid[CF_BK_ID_BYTES];
+	char *tags[256], *paths[1], host[256], store[PATH_MAX], hex[65];
+	const char *repo = NULL, *fname = NULL, *name;
+	int c, use_stdin = 0, ret, rc;
+	size_t ntags = 0;
+	int64_t t0;
+	json_t *j;
+
+	memset(&b, 0, sizeof(b));
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		switch (c) {
+		case 'r':
+			repo = optarg;
+			break;
+		case 't':
+			if (ntags == 256 || optarg[0] == '\0' ||
+			    strlen(optarg) > 255)
+				return tl_usage(&tl_cmd_backup, "backup: at "
+				    "most 256 tags of 1..255 bytes");
+			tags[ntags++] = optarg;
+			break;
+		case 's':
+			use_stdin = 1;
+			break;
+		case 'n':
+			fname = optarg;
+			break;
+		case 'j':
+			ctx->json = 1;
+			break;
+		default:
+			return tl_usage(&tl_cmd_backup, "backup: bad option");
+		}
+	}
+	if (optind != argc - 1)
+		return tl_usage(&tl_cmd_backup, "backup: give one tenant NAME");
+	name = argv[optind];
+	if (use_stdin != (fname != NULL))
+		return tl_usage(&tl_cmd_backup, "backup: --stdin and --name "
+		    "go together");
+	if (fname != NULL && (fname[0] == '\0' || strchr(fname, '/') ||
+	    strcmp(fname, ".") == 0 || strcmp(fname, "..") == 0 ||
+	    strlen(fname) > 255))
+		return tl_usage(&tl_cmd_backup, "backup: --name must be one "
+		    "file name component");
+	t0 = now_ns();
+	ret = session_open(&s, ctx, name, repo, 1);
+	if (ret != CF_EXIT_OK)
+		goto out;
+	ret = CF_EXIT_FAIL;
+	b.progress = isatty(2) && ctx->verbose >= 0;
+	rc = cf_bk_writer_new(&b.w, s.repo, 2);
+	if (rc < 0) {
+		fprintf(stderr, "coffer: backup writer: %s\n", strerror(-rc));
+		goto out;
+	}
+	if (use_stdin) {
+		rc = backup_stdin(&b, fname, tree);
+		if (rc < 0)
+			goto out;
+	} else {
+		rc = cf_fs_keys_new(&fkeys, s.root, cf_ks_tenant_cipher(s.t),
+		    cf_ks_tenant_key_version(s.t));
+		if (rc < 0) {
+			ret = tl_fail(rc, "deriving store keys");
+			goto out;
+		}
+		if (cf_ks_tenant_get(s.t, "store") != NULL)
+			snprintf(store, sizeof(store), "%s",
+			    cf_ks_tenant_get(s.t, "store"));
+		else
+			snprintf(store, sizeof(store), "%s/%s/store",
+			    cf_ks_home_path(s.home), cf_ks_tenant_dir(s.t));
+		rc = cf_fs_reader_open(&rd, fkeys, store);
+		if (rc == -EBADMSG) {
+			fprintf(stderr, "coffer: the store at %s does not "
+			    "belong to tenant %s (or its marker was "
+			    "altered)\n", store, name);
+			ret = CF_EXIT_INTEGRITY;
+			goto out;
+		}
+		if (rc == -ENOENT) {
+			fprintf(stderr, "coffer: tenant %s has no store yet "
+			    "(mount it once)\n", name);
+			goto out;
+		}
+		if (rc < 0) {
+			fprintf(stderr, "coffer: store %s: %s\n", store,
+			    strerror(-rc));
+			goto out;
+		}
+		b.live = tenant_mounted(name);
+		rc = cf_fs_rdir_open_root(&rootd, rd);
+		if (rc < 0) {
+			fprintf(stderr, "coffer: store root: %s\n",
+			    strerror(-rc));
+			ret = cf_ks_exit_code(rc);
+			goto out;
+		}
+		rc = backup_dir(&b, rootd, "", 0, tree);
+		if (b.progress)
+			fputc('\n', stderr);
+		if (rc < 0)
+			goto out;
+	}
+	rc = cf_bk_writer_flush(b.w);
+	if (rc < 0) {
+		fprintf(stderr, "coffer: writing to %s: %s\n", s.url,
+		    strerror(-rc));
+		goto out;
+	}
+	cf_bk_writer_stats(b.w, &ws);
+	memset(&snap, 0, sizeof(snap));
+	snap.time = t0;
+	memcpy(snap.tenant, cf_ks_tenant_id(s.t), CF_KS_ID_BYTES);
+	if (gethostname(host, sizeof(host)) < 0 || host[0] == '\0')
+		snprintf(host, sizeof(host), "localhost");
+	host[sizeof(host) - 1] = '\0';
+	snap.hostname = host;
+	snap.tags = tags;
+	snap.ntags = ntags;
+	paths[0] = use_stdin ? (char *)(uintptr_t)fname : (char *)"/";
+	snap.paths = paths;
+	snap.npaths = 1;
+	memcpy(snap.tree, tree, sizeof(tree));
+	snap.consistency = (char *)(uintptr_t)(use_stdin ? "stream" :
+	    b.live ? "none" : "offline");
+	snap.stats.files = b.files;
+	snap.stats.dirs = b.dirs;
+	snap.stats.bytes = b.bytes;
+	snap.stats.new_blobs = ws.new_blobs;
+	snap.stats.new_bytes = ws.new_bytes;
+	snap.stats.stored_bytes = ws.stored_bytes;
+	snap.stats.duration_ns = (uint64_t)(now_ns() - t0);
+	rc = cf_bk_repo_snapshot_save(s.repo, &snap, sid);
+	if (rc < 0) {
+		fprintf(stderr, "coffer: saving the snapshot: %s\n",
+		    strerror(-rc));
+		goto out;
+	}
+	cf_bk_id_hex(sid, hex);
+	audit(&s, "backup.create", hex, b.files, b.bytes,
+	    b.damaged + b.changed);
+	if (ctx->json) {
+		j = json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, "
+		    "s:I, s:I, s:I, s:I, s:f}",
+		    "snapshot", hex, "tenant", name, "repo", s.url,
+		    "consistency", snap.consistency,
+		    "files", (json_int_t)b.files, "dirs", (json_int_t)b.dirs,
+		    "bytes", (json_int_t)b.bytes,
+		    "new_blobs", (json_int_t)ws.new_blobs,
+		    "new_bytes", (json_int_t)ws.new_bytes,
+		    "stored_bytes", (json_int_t)ws.stored_bytes,
+		    "retries", (json_int_t)b.retries,
+		    "changed", (json_int_t)b.changed,
+		    "damaged", (json_int_t)b.damaged,
+		    "duration_s", (double)snap.stats.duration_ns / 1e9);
+		if (j != NULL)
+			tl_print_json(j);
+	} else if (ctx->verbose >= 0) {
+		printf("snapshot %.8s saved (%s): %llu files, %llu dirs, "
+		    "%.1f MiB, %.1f MiB new, %.2f s\n", hex, snap.consistency,
+		    (unsigned long long)b.files, (unsigned long long)b.dirs,
+		    (double)b.bytes / (1 << 20),
+		    (double)ws.new_bytes / (1 << 20),
+		    (double)snap.stats.duration_ns / 1e9);
+	}
+	if (b.damaged > 0) {
+		fprintf(stderr, "coffer: %llu damaged entries were left out\n",
+		    (unsigned long long)b.damaged);
+		ret = CF_EXIT_INTEGRITY;
+	} else if (b.changed > 0 || b.failed > 0) {
+		fprintf(stderr, "coffer: %llu files were left out (named "
+		    "above)\n", (unsigned long long)(b.changed + b.failed));
+		ret = CF_EXIT_FAIL;
+	} else {
+		ret = CF_EXIT_OK;
+	}
+out:
+	cf_bk_writer_free(b.w);
+	free(b.links);
+	cf_fs_rdir_free(rootd);
+	cf_fs_reader_free(rd);
+	cf_fs_keys_free(fkeys);
+	session_close(&s);
+	return ret;
+}
+
+/* ---- snapshots -------------------------------------------------------- */
+
+struct snap_ent {
+	unsigned char id[CF_BK_ID_BYTES];
+	struct cf_bk_snapshot *s;
+};
+
+static int
+snap_cmp(const void *a, const void *b)
+{
+	const struct snap_ent *x = a, *y = b;
+
+	if (x->s->time != y->s->time)
+		return x->s->time < y->s->time ? -1 : 1;
+	return memcmp(x->id, y->id, CF_BK_ID_BYTES);
+}
+
+static void
+snaps_free(struct snap_ent *v, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		cf_bk_snapshot_free(v[i].s);
+	free(v);
+}
+
+/* Loads every snapshot, oldest first.  Unreadable ones are named. */
+static int
+snaps_load(struct session *s, struct snap_ent **out, size_t *nout,
+    size_t *bad)
+{
+	unsigned char (*ids)[CF_BK_ID_BYTES] = NULL;
+	struct snap_ent *v = NULL;
+	size_t n = 0, i, k = 0;
+	char hex[65];
+	int rc;
+
+	*out = NULL;
+	*nout = 0;
+	*bad = 0;
+	rc = cf_bk_repo_snapshot_list(s->repo, &ids, &n);
+	if (rc < 0)
+		return rc;
+	v = calloc(n + 1, sizeof(*v));
+	if (v == NULL) {
+		free(ids);
+		return -ENOMEM;
+	}
+	for (i = 0; i < n; i++) {
+		rc = cf_bk_repo_snapshot_load(s->repo, ids[i], &v[k].s);
+		if (rc < 0) {
+			cf_bk_id_hex(ids[i], hex);
+			fprintf(stderr, "coffer: snapshot %s: unreadable (%s)\n",
+			    hex, strerror(-rc));
+			(*bad)++;
+			continue;
+		}
+		memcpy(v[k].id, ids[i], CF_BK_ID_BYTES);
+		k++;
+	}
+	free(ids);
+	qsort(v, k, sizeof(*v), snap_cmp);
+	*out = v;
+	*nout = k;
+	return 0;
+}
+
+int
+cmd_snapshots(struct tl_ctx *ctx, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "repo", required_argument, NULL, 'r' },
+		{ "json", no_argument, NULL, 'j' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct session s;
+	struct snap_ent *v = NULL;
+	size_t n = 0, i, k, bad = 0;
+	const char *repo = NULL;
+	char hex[65], when[32];
+	json_t *arr, *o, *tags;
+	int c, rc, ret;
+
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		if (c == 'r')
+			repo = optarg;
+		else if (c == 'j')
+			ctx->json = 1;
+		else
+			return tl_usage(&tl_cmd_snapshots, "snapshots: bad "
+			    "option");
+	}
+	if (optind != argc - 1)
+		return tl_usage(&tl_cmd_snapshots, "snapshots: give one "
+		    "tenant NAME");
+	ret = session_open(&s, ctx, argv[optind], repo, 0);
+	if (ret != CF_EXIT_OK)
+		goto out;
+	rc = snaps_load(&s, &v, &n, &bad);
+	if (rc < 0) {
+		fprintf(stderr, "coffer: listing snapshots: %s\n",
+		    strerror(-rc));
+		ret = cf_ks_exit_code(rc);
+		goto out;
+	}
+	if (ctx->json) {
+		arr = json_array();
+		for (i = 0; arr != NULL && i < n; i++) {
+			cf_bk_id_hex(v[i].id, hex);
+			iso_time(v[i].s->time, when, sizeof(when));
+			tags = json_array();
+			for (k = 0; tags != NULL && k < v[i].s->ntags; k++)
+				json_array_append_new(tags,
+				    json_string(v[i].s->tags[k]));
+			o = json_pack("{s:s, s:s%, s:s, s:I, s:o, s:s, s:s, "
+			    "s:I, s:I, s:I, s:I, s:f}",
+			    "id", hex, "short_id", hex, (size_t)8,
+			    "time", when, "time_ns", (json_int_t)v[i].s->time,
+			    "tags", tags, "hostname", v[i].s->hostname,
+			    "consistency", v[i].s->consistency,
+			    "files", (json_int_t)v[i].s->stats.files,
+			    "dirs", (json_int_t)v[i].s->stats.dirs,
+			    "bytes", (json_int_t)v[i].s->stats.bytes,
+			    "new_bytes", (json_int_t)v[i].s->stats.new_bytes,
+			    "duration_s",
+			    (double)v[i].s->stats.duration_ns / 1e9);
+			json_array_append_new(arr, o);
+		}
+		if (arr != NULL)
+			tl_print_json(arr);
+	} else {
+		printf("%-8s  %-20s  %-8s  %10s  %12s  %s\n", "ID", "TIME",
+		    "MODE", "FILES", "SIZE", "TAGS");
+		for (i = 0; i < n; i++) {
+			cf_bk_id_hex(v[i].id, hex);
+			iso_time(v[i].s->time, when, sizeof(when));
+			printf("%.8s  %-20s  %-8s  %10llu  %12llu  ", hex,
+			    when, v[i].s->consistency,
+			    (unsigned long long)v[i].s->stats.files,
+			    (unsigned long long)v[i].s->stats.bytes);
+			for (k = 0; k < v[i].s->ntags; k++)
+				printf("%s%s", k ? "," : "", v[i].s->tags[k]);
+			putchar('\n');
+		}
+	}
+	ret = bad > 0 ? CF_EXIT_INTEGRITY : CF_EXIT_OK;
+out:
+	snaps_free(v, n);
+	session_close(&s);
+	return ret;
+}
+
+/* ---- restore ---------------------------------------------------------- */
+
+struct rlink {
+	uint64_t group;
+	int fd;			/* O_PATH of the first name (directories) */
+	char *path;		/* its path in the tar */
+};
+
+struct rs {
+	struct cf_bk_repo *repo;
+	struct archive *ar;	/* --to-tar */
+	struct rlink *links;
+	size_t nlinks, caplinks;
+	uint64_t files, dirs, bytes, damaged, refused, failed;
+	int is_root;
+	int progress;
+	int64_t last_progress;
+};
+
+static struct rlink *
+rlink_find(struct rs *r, uint64_t group)
+{
+	size_t i;
+
+	for (i = 0; i < r->nlinks; i++)
+		if (r->links[i].group == group)
+			return &r->links[i];
+	return NULL;
+}
+
+static void
+rlink_add(struct rs *r, uint64_t group, int fd, const char *path)
+{
+	struct rlink *l;
+
+	if (r->nlinks == r->caplinks) {
+		l = realloc(r->links, (r->caplinks * 2 + 16) * sizeof(*l));
+		if (l == NULL) {
+			if (fd >= 0)
+				close(fd);
+			return;		/* later names become copies */
+		}
+		r->links = l;
+		r->caplinks = r->caplinks * 2 + 16;
+	}
+	r->links[r->nlinks].group = group;
+	r->links[r->nlinks].fd = fd;
+	r->links[r->nlinks].path = path != NULL ? strdup(path) : NULL;
+	r->nlinks++;
+}
+
+static void
+rprogress(struct rs *r)
+{
+	int64_t t;
+
+	if (!r->progress)
+		return;
+	t = now_ns();
+	if (t - r->last_progress < 200000000)
+		return;
+	r->last_progress = t;
+	fprintf(stderr, "\r%llu files, %.1f MiB", (unsigned long long)r->files,
+	    (double)r->bytes / (1 << 20));
+}
+
+/*
+ * Writes a file's content: to fd (holes skipped, size set with
+ * ftruncate) or to the tar (holes as zeros).  Damaged or missing blobs
+ * are counted; the rest is written.  Returns 0, 1 if damaged, or -errno.
+ */
+static int
+write_content(struct rs *r, const struct cf_bk_node *n, int fd,
+    const char *path)
+{
+	static const unsigned char zeros[65536];
+	unsigned char *buf;
+	size_t len, i, k;
+	uint64_t off = 0;
+	ssize_t w;
+	int rc, damaged = 0;
+
+	for (i = 0; i < n->nitems; i++) {
+		if (n->items[i].hole > 0) {
+			if (r->ar != NULL) {
+				for (k = 0; k < n->items[i].hole; k += w) {
+					len = n->items[i].hole - k;
+					if (len > sizeof(zeros))
+						len = sizeof(zeros);
+					w = archive_write_data(r->ar, zeros,
+					    len);
+					if (w <= 0)
+						return -EIO;
+				}
+			}
+			off += n->items[i].hole;
+			continue;
+		}
+		rc = cf_bk_repo_blob_load(r->repo, CF_BK_BLOB_DATA,
+		    n->items[i].id, &buf, &len);
+		if (rc < 0) {
+			if (!damaged)
+				fprintf(stderr, "\ncoffer: %s: damaged or "
+				    "missing data (%s)\n", path,
+				    strerror(-rc));
+			damaged = 1;
+			/*
+			 * The blob's length is unknown: what follows cannot
+			 * be placed, so the file stops here.
+			 */
+			break;
+		}
+		if (r->ar != NULL) {
+			w = archive_write_data(r->ar, buf, len);
+			if (w < 0 || (size_t)w != len) {
+				free(buf);
+				return -EIO;
+			}
+		} else {
+			for (k = 0; k < len; k += (size_t)w) {
+				w = pwrite(fd, buf + k, len - k,
+				    (off_t)(off + k));
+				if (w < 0 && errno == EINTR) {
+					w = 0;
+					continue;
+				}
+				if (w <= 0) {
+					rc = -errno;
+					free(buf);
+					return rc < 0 ? rc : -EIO;
+				}
+			}
+		}
+		free(buf);
+		off += len;
+	}
+	if (r->ar != NULL && off < n->size) {
+		/* A damaged file: pad so the archive stays well-formed. */
+		for (k = off; k < n->size; k += w) {
+			len = n->size - k;
+			if (len > sizeof(zeros))
+				len = sizeof(zeros);
+			w = archive_write_data(r->ar, zeros, len);
+			if (w <= 0)
+				return -EIO;
+		}
+	}
+	if (r->ar == NULL && ftruncate(fd, (off_t)n->size) < 0)
+		return -errno;
+	r->bytes += n->size;
+	return damaged;
+}
+
+static void
+set_xattrs_fd(int fd, const struct cf_bk_node *n, const char *path)
+{
+	size_t i;
+
+	for (i = 0; i < n->nxattrs; i++)
+		if (fsetxattr(fd, n->xattrs[i].name, n->xattrs[i].value,
+		    n->xattrs[i].value_len, 0) < 0)
+			fprintf(stderr, "coffer: %s: xattr %s: %s\n", path,
+			    n->xattrs[i].name, strerror(errno));
+}
+
+static void
+times_of(const struct cf_bk_node *n, struct timespec ts[2])
+{
+	ts[0].tv_sec = n->atime / 1000000000;
+	ts[0].tv_nsec = n->atime % 1000000000;
+	ts[1].tv_sec = n->mtime / 1000000000;
+	ts[1].tv_nsec = n->mtime % 1000000000;
+	if (ts[0].tv_nsec < 0) {
+		ts[0].tv_nsec += 1000000000;
+		ts[0].tv_sec--;
+	}
+	if (ts[1].tv_nsec < 0) {
+		ts[1].tv_nsec += 1000000000;
+		ts[1].tv_sec--;
+	}
+}
+
+/* Owner, mode, times of an open file or directory (owner first: chown
+ * clears set-id bits). */
+static void
+set_meta_fd(struct rs *r, int fd, const struct cf_bk_node *n,
+    const char *path)
+{
+	struct timespec ts[2];
+
+	set_xattrs_fd(fd, n, path);
+	if (r->is_root && fchown(fd, n->uid, n->gid) < 0)
+		fprintf(stderr, "coffer: %s: chown: %s\n", path,
+		    strerror(errno));
+	if (fchmod(fd, n->mode) < 0)
+		fprintf(stderr, "coffer: %s: chmod: %s\n", path,
+		    strerror(errno));
+	times_of(n, ts);
+	if (futimens(fd, ts) < 0)
+		fprintf(stderr, "coffer: %s: times: %s\n", path,
+		    strerror(errno));
+}
+
+static int restore_tree(struct rs *r, int dirfd,
+    const unsigned char id[CF_BK_ID_BYTES], char *path, size_t plen,
+    char **filter, int depth);
+
+static int
+refuse(struct rs *r, const char *path)
+{
+	fprintf(stderr, "coffer: %s exists in the target; not overwritten\n",
+	    path);
+	r->refused++;
+	return 0;
+}
+
+static int
+restore_special(struct rs *r, int dirfd, const struct cf_bk_node *n,
+    const char *path)
+{
+	struct timespec ts[2];
+	mode_t fmt;
+
+	switch (n->type) {
+	case CF_BK_NODE_FIFO:
+		fmt = S_IFIFO;
+		break;
+	case CF_BK_NODE_SOCKET:
+		fmt = S_IFSOCK;
+		break;
+	case CF_BK_NODE_CHR:
+		fmt = S_IFCHR;
+		break;
+	default:
+		fmt = S_IFBLK;
+		break;
+	}
+	if (n->type == CF_BK_NODE_SYMLINK) {
+		if (symlinkat(n->target, dirfd, n->name) < 0)
+			return errno == EEXIST ? refuse(r, path) : -errno;
+	} else if (mknodat(dirfd, n->name, fmt | (n->mode & 0777),
+	    (dev_t)n->rdev) < 0) {
+		return errno == EEXIST ? refuse(r, path) : -errno;
+	}
+	if (r->is_root && fchownat(dirfd, n->name, n->uid, n->gid,
+	    AT_SYMLINK_NOFOLLOW) < 0)
+		fprintf(stderr, "coffer: %s: chown: %s\n", path,
+		    strerror(errno));
+	if (n->type != CF_BK_NODE_SYMLINK &&
+	    fchmodat(dirfd, n->name, n->mode, 0) < 0)
+		fprintf(stderr, "coffer: %s: chmod: %s\n", path,
+		    strerror(errno));
+	times_of(n, ts);
+	if (utimensat(dirfd, n->name, ts, AT_SYMLINK_NOFOLLOW) < 0)
+		fprintf(stderr, "coffer: %s: times: %s\n", path,
+		    strerror(errno));
+	r->files++;
+	return 0;
+}
+
+static int
+restore_node(struct rs *r, int dirfd, const struct cf_bk_node *n,
+    char *path, size_t plen, char **filter, int depth)
+{
+	struct rlink *l;
+	char proc[64];
+	int fd, rc;
+
+	if (n->name[0] == '\0' || strchr(n->name, '/') != NULL ||
+	    strcmp(n->name, ".") == 0 || strcmp(n->name, "..") == 0) {
+		fprintf(stderr, "coffer: refusing entry name in %s\n", path);
+		r->damaged++;
+		return 0;
+	}
+	if (n->type == CF_BK_NODE_DIR) {
+		if (depth >= MAX_DEPTH)
+			return -ELOOP;
+		if (mkdirat(dirfd, n->name, 0700) < 0 && errno != EEXIST)
+			return -errno;
+		fd = openat(dirfd, n->name, O_RDONLY | O_DIRECTORY |
+		    O_NOFOLLOW | O_CLOEXEC);
+		if (fd < 0) {
+			fprintf(stderr, "coffer: %s: %s; not restored\n", path,
+			    strerror(errno));
+			r->refused++;
+			return 0;
+		}
+		rc = restore_tree(r, fd, n->subtree, path, plen, filter,
+		    depth + 1);
+		if (rc >= 0 && filter == NULL)
+			set_meta_fd(r, fd, n, path);
+		close(fd);
+		r->dirs++;
+		return rc;
+	}
+	if (n->link_group != 0) {
+		l = rlink_find(r, n->link_group);
+		if (l != NULL && l->fd >= 0) {
+			snprintf(proc, sizeof(proc), "/proc/self/fd/%d", l->fd);
+			if (linkat(AT_FDCWD, proc, dirfd, n->name,
+			    AT_SYMLINK_FOLLOW) == 0) {
+				r->files++;
+				return 0;
+			}
+			if (errno == EEXIST)
+				return refuse(r, path);
+			/* else: restore this name as its own copy */
+		}
+	}
+	if (n->type != CF_BK_NODE_FILE) {
+		rc = restore_special(r, dirfd, n, path);
+		if (rc == 0 && n->link_group != 0 &&
+		    rlink_find(r, n->link_group) == NULL) {
+			fd = openat(dirfd, n->name, O_PATH | O_NOFOLLOW |
+			    O_CLOEXEC);
+			rlink_add(r, n->link_group, fd, NULL);
+		}
+		return rc;
+	}
+	fd = openat(dirfd, n->name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW |
+	    O_CLOEXEC, 0600);
+	if (fd < 0)
+		return errno == EEXIST ? refuse(r, path) : -errno;
+	rc = write_content(r, n, fd, path);
+	if (rc < 0) {
+		close(fd);
+		return rc;
+	}
+	if (rc > 0)
+		r->damaged++;
+	set_meta_fd(r, fd, n, path);
+	close(fd);
+	r->files++;
+	rprogress(r);
+	if (n->link_group != 0 && rlink_find(r, n->link_group) == NULL) {
+		fd = openat(dirfd, n->name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+		rlink_add(r, n->link_group, fd, NULL);
+	}
+	return 0;
+}
+
+static int
+tar_node(struct rs *r, const struct cf_bk_node *n, char *path, size_t plen,
+    char **filter, int depth)
+{
+	struct archive_entry *e;
+	struct rlink *l;
+	mode_t fmt;
+	size_t i;
+	int rc = 0;
+
+	e = archive_entry_new();
+	if (e == NULL)
+		return -ENOMEM;
+	archive_entry_set_pathname(e, path + 1);	/* no leading '/' */
+	archive_entry_set_perm(e, n->mode);
+	archive_entry_set_uid(e, n->uid);
+	archive_entry_set_gid(e, n->gid);
+	archive_entry_set_mtime(e, n->mtime / 1000000000,
+	    n->mtime % 1000000000);
+	archive_entry_set_atime(e, n->atime / 1000000000,
+	    n->atime % 1000000000);
+	for (i = 0; i < n->nxattrs; i++)
+		archive_entry_xattr_add_entry(e, n->xattrs[i].name,
+		    n->xattrs[i].value, n->xattrs[i].value_len);
+	switch (n->type) {
+	case CF_BK_NODE_DIR: fmt = AE_IFDIR; break;
+	case CF_BK_NODE_SYMLINK: fmt = AE_IFLNK; break;
+	case CF_BK_NODE_FIFO: fmt = AE_IFIFO; break;
+	case CF_BK_NODE_SOCKET: fmt = AE_IFSOCK; break;
+	case CF_BK_NODE_CHR: fmt = AE_IFCHR; break;
+	case CF_BK_NODE_BLK: fmt = AE_IFBLK; break;
+	default: fmt = AE_IFREG; break;
+	}
+	archive_entry_set_filetype(e, fmt);
+	if (n->type == CF_BK_NODE_SYMLINK)
+		archive_entry_set_symlink(e, n->target);
+	if (n->type == CF_BK_NODE_CHR || n->type == CF_BK_NODE_BLK)
+		archive_entry_set_rdev(e, (dev_t)n->rdev);
+	l = n->link_group != 0 ? rlink_find(r, n->link_group) : NULL;
+	if (l != NULL && l->path != NULL) {
+		archive_entry_set_hardlink(e, l->path);
+		archive_entry_set_size(e, 0);
+	} else if (n->type == CF_BK_NODE_FILE) {
+		archive_entry_set_size(e, (la_int64_t)n->size);
+	}
+	if (archive_write_header(r->ar, e) < ARCHIVE_WARN) {
+		fprintf(stderr, "coffer: tar: %s\n",
+		    archive_error_string(r->ar));
+		archive_entry_free(e);
+		return -EIO;
+	}
+	archive_entry_free(e);
+	if (n->type == CF_BK_NODE_DIR) {
+		r->dirs++;
+		return restore_tree(r, -1, n->subtree, path, plen, filter,
+		    depth + 1);
+	}
+	r->files++;
+	if (l == NULL && n->link_group != 0)
+		rlink_add(r, n->link_group, -1, path + 1);
+	if (l == NULL && n->type == CF_BK_NODE_FILE) {
+		rc = write_content(r, n, -1, path);
+		if (rc > 0) {
+			r->damaged++;
+			rc = 0;
+		}
+	}
+	rprogress(r);
+	return rc;
+}
+
+/*
+ * Restores the tree id into dirfd (or the tar if dirfd < 0).  path holds
+ * the directory's path ("" for the root) in a PATH_MAX*2 buffer; filter,
+ * if not NULL, the remaining --path components.
+ */
+static int
+restore_tree(struct rs *r, int dirfd, const unsigned char id[CF_BK_ID_BYTES],
+    char *path, size_t plen, char **filter, int depth)
+{
+	struct cf_bk_tree *t = NULL;
+	size_t i, nlen;
+	int rc, matched = 0;
+
+	rc = cf_bk_repo_tree_load(r->repo, id, &t);
+	if (rc < 0) {
+		fprintf(stderr, "\ncoffer: %s/: directory damaged or missing "
+		    "(%s); its contents are not restored\n", path,
+		    strerror(-rc));
+		r->damaged++;
+		return 0;
+	}
+	for (i = 0; i < t->count; i++) {
+		const struct cf_bk_node *n = &t->nodes[i];
+
+		if (filter != NULL && filter[0] != NULL &&
+		    strcmp(filter[0], n->name) != 0)
+			continue;
+		matched = 1;
+		nlen = strlen(n->name);
+		if (plen + 1 + nlen + 1 > PATH_MAX * 2) {
+			fprintf(stderr, "coffer: %s/%s: path too long\n", path,
+			    n->name);
+			r->failed++;
+			continue;
+		}
+		path[plen] = '/';
+		memcpy(path + plen + 1, n->name, nlen + 1);
+		if (r->ar != NULL)
+			rc = tar_node(r, n, path, plen + 1 + nlen,
+			    filter != NULL && filter[1] != NULL ? filter + 1 :
+			    NULL, depth);
+		else
+			rc = restore_node(r, dirfd, n, path, plen + 1 + nlen,
+			    filter != NULL && filter[1] != NULL ? filter + 1 :
+			    NULL, depth);
+		if (rc < 0) {
+			fprintf(stderr, "\ncoffer: %s: %s\n", path,
+			    strerror(-rc));
+			if (rc == -EIO || rc == -ENOSPC || rc == -EDQUOT) {
+				path[plen] = '\0';
+				goto out;
+			}
+			r->failed++;
+			rc = 0;
+		}
+		path[plen] = '\0';
+	}
+	if (filter != NULL && filter[0] != NULL && !matched) {
+		fprintf(stderr, "coffer: %s/%s: not in the snapshot\n", path,
+		    filter[0]);
+		r->failed++;
+	}
+	rc = 0;
+out:
+	cf_bk_tree_free(t);
+	return rc;
+}
+
+/* Finds the snapshot by "latest", a full id or an id prefix (>= 4). */
+static int
+resolve_snapshot(struct session *s, const char *want, unsigned char id[32],
+    struct cf_bk_snapshot **snap)
+{
+	struct snap_ent *v = NULL;
+	size_t n = 0, i, bad, hits = 0, pick = 0;
+	char hex[65];
+	int rc;
+
+	*snap = NULL;
+	rc = snaps_load(s, &v, &n, &bad);
+	if (rc < 0) {
+		fprintf(stderr, "coffer: listing snapshots: %s\n",
+		    strerror(-rc));
+		return cf_ks_exit_code(rc);
+	}
+	if (strcmp(want, "latest") == 0) {
+		hits = n > 0;
+		pick = n - 1;
+	} else if (strlen(want) >= 4) {
+		for (i = 0; i < n; i++) {
+			cf_bk_id_hex(v[i].id, hex);
+			if (strncmp(hex, want, strlen(want)) == 0) {
+				hits++;
+				pick = i;
+			}
+		}
+	}
+	if (hits != 1) {
+		fprintf(stderr, "coffer: snapshot %s: %s\n", want, hits == 0 ?
+		    "not found (coffer snapshots NAME lists them)" :
+		    "ambiguous; give more of its id");
+		snaps_free(v, n);
+		return CF_EXIT_FAIL;
+	}
+	memcpy(id, v[pick].id, CF_BK_ID_BYTES);
+	*snap = v[pick].s;
+	v[pick].s = NULL;
+	snaps_free(v, n);
+	return CF_EXIT_OK;
+}
+
+int
+cmd_restore(struct tl_ctx *ctx, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "repo", required_argument, NULL, 'r' },
+		{ "target", required_argument, NULL, 'T' },
+		{ "to-tar", required_argument, NULL, 'a' },
+		{ "path", required_argument, NULL, 'p' },
+		{ "json", no_argument, NULL, 'j' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct session s;
+	struct rs r;
+	struct cf_bk_snapshot *snap = NULL;
+	unsigned char sid[CF_BK_ID_BYTES];
+	const char *repo = NULL, *target = NULL, *tarf = NULL, *want = "latest";
+	char *pathbuf = NULL, *pcopy = NULL, *filter[MAX_DEPTH + 1], *tok;
+	char hex[65], *save = NULL;
+	size_t nf = 0, i;
+	int c, ret, rc, dirfd = -1;
+	int64_t t0 = now_ns();
+	json_t *j;
+
+	memset(&r, 0, sizeof(r));
+	memset(&s, 0, sizeof(s));
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		switch (c) {
+		case 'r':
+			repo = optarg;
+			break;
+		case 'T':
+			target = optarg;
+			break;
+		case 'a':
+			tarf = optarg;
+			break;
+		case 'p':
+			pcopy = optarg;
+			break;
+		case 'j':
+			ctx->json = 1;
+			break;
+		default:
+			return tl_usage(&tl_cmd_restore, "restore: bad option");
+		}
+	}
+	if (optind == argc - 2)
+		want = argv[optind + 1];
+	else if (optind != argc - 1)
+		return tl_usage(&tl_cmd_restore, "restore: give NAME and "
+		    "optionally SNAPSHOT");
+	if ((target == NULL) == (tarf == NULL))
+		return tl_usage(&tl_cmd_restore, "restore: give one of "
+		    "--target DIR and --to-tar FILE|-");
+	if (pcopy != NULL) {
+		pcopy = strdup(pcopy);
+		if (pcopy == NULL)
+			return CF_EXIT_FAIL;
+		for (tok = strtok_r(pcopy, "/", &save); tok != NULL;
+		    tok = strtok_r(NULL, "/", &save)) {
+			if (strcmp(tok, ".") == 0)
+				continue;
+			if (strcmp(tok, "..") == 0 || nf == MAX_DEPTH) {
+				free(pcopy);
+				return tl_usage(&tl_cmd_restore, "restore: "
+				    "--path may not hold '..'");
+			}
+			filter[nf++] = tok;
+		}
+		filter[nf] = NULL;
+	}
+	ret = session_open(&s, ctx, argv[optind], repo, 0);
+	if (ret != CF_EXIT_OK)
+		goto out;
+	ret = resolve_snapshot(&s, want, sid, &snap);
+	if (ret != CF_EXIT_OK)
+		goto out;
+	ret = CF_EXIT_FAIL;
+	cf_bk_id_hex(sid, hex);
+	r.repo = s.repo;
+	r.is_root = geteuid() == 0;
+	r.progress = isatty(2) && ctx->verbose >= 0;
+	pathbuf = calloc(1, PATH_MAX * 2);
+	if (pathbuf == NULL)
+		goto out;
+	if (target != NULL) {
+		if (mkdir(target, 0700) < 0 && errno != EEXIST) {
+			fprintf(stderr, "coffer: target %s: %s\n", target,
+			    strerror(errno));
+			goto out;
+		}
+		dirfd = open(target, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (dirfd < 0) {
+			fprintf(stderr, "coffer: target %s: %s\n", target,
+			    strerror(errno));
+			goto out;
+		}
+	} else {
+		r.ar = archive_write_new();
+		if (r.ar == NULL ||
+		    archive_write_set_format_pax_restricted(r.ar) !=
+		    ARCHIVE_OK) {
+			fprintf(stderr, "coffer: tar writer unavailable\n");
+			goto out;
+		}
+		if (strcmp(tarf, "-") == 0) {
+			if (isatty(1)) {
+				fprintf(stderr, "coffer: not writing a tar to a "
+				    "terminal\n");
+				ret = CF_EXIT_USAGE;
+				goto out;
+			}
+			rc = archive_write_open_fd(r.ar, 1);
+		} else {
+			rc = archive_write_open_filename(r.ar, tarf);
+		}
+		if (rc != ARCHIVE_OK) {
+			fprintf(stderr, "coffer: %s: %s\n", tarf,
+			    archive_error_string(r.ar));
+			goto out;
+		}
+	}
+	rc = restore_tree(&r, dirfd, snap->tree, pathbuf, 0,
+	    pcopy != NULL && nf > 0 ? filter : NULL, 0);
+	if (r.progress)
+		fputc('\n', stderr);
+	if (r.ar != NULL) {
+		if (archive_write_close(r.ar) != ARCHIVE_OK && rc == 0) {
+			fprintf(stderr, "coffer: tar: %s\n",
+			    archive_error_string(r.ar));
+			rc = -EIO;
+		}
+	} else if (rc == 0 && syncfs(dirfd) < 0) {
+		rc = -errno;
+		fprintf(stderr, "coffer: syncing %s: %s\n", target,
+		    strerror(errno));
+	}
+	audit(&s, "backup.restore", hex, r.files, r.bytes, r.damaged);
+	if (ctx->json) {
+		j = json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:f}",
+		    "snapshot", hex, "tenant", argv[optind],
+		    "files", (json_int_t)r.files, "dirs", (json_int_t)r.dirs,
+		    "bytes", (json_int_t)r.bytes,
+		    "damaged", (json_int_t)r.damaged,
+		    "refused", (json_int_t)r.refused,
+		    "failed", (json_int_t)r.failed,
+		    "duration_s", (double)(now_ns() - t0) / 1e9);
+		if (j != NULL)
+			tl_print_json(j);
+	} else if (ctx->verbose >= 0 && tarf == NULL) {
+		printf("restored snapshot %.8s: %llu files, %llu dirs, %.1f "
+		    "MiB in %.2f s\n", hex, (unsigned long long)r.files,
+		    (unsigned long long)r.dirs, (double)r.bytes / (1 << 20),
+		    (double)(now_ns() - t0) / 1e9);
+	}
+	if (r.damaged > 0) {
+		fprintf(stderr, "coffer: %llu damaged files or directories "
+		    "(named above); everything else was restored\n",
+		    (unsigned long long)r.damaged);
+		ret = CF_EXIT_INTEGRITY;
+	} else if (rc < 0 || r.refused > 0 || r.failed > 0) {
+		ret = CF_EXIT_FAIL;
+	} else {
+		ret = CF_EXIT_OK;
+	}
+out:
+	for (i = 0; i < r.nlinks; i++) {
+		if (r.links[i].fd >= 0)
+			close(r.links[i].fd);
+		free(r.links[i].path);
+	}
+	free(r.links);
+	if (r.ar != NULL)
+		archive_write_free(r.ar);
+	if (dirfd >= 0)
+		close(dirfd);
+	free(pathbuf);
+	free(pcopy);
+	cf_bk_snapshot_free(snap);
+	session_close(&s);
+	return ret;
+}
