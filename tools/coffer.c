@@ -24,6 +24,7 @@ static const struct tl_cmd *const commands[] = {
 	&tl_cmd_snapshots,
 	&tl_cmd_restore,
 #endif
+	&tl_cmd_verify,
 };
 
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))

@@ -57,4 +57,8 @@ extern const struct tl_cmd tl_cmd_backup;
 extern const struct tl_cmd tl_cmd_snapshots;
 extern const struct tl_cmd tl_cmd_restore;
 
+/* verify (cmd_verify.c) */
+int cmd_verify(struct tl_ctx *ctx, int argc, char **argv);
+extern const struct tl_cmd tl_cmd_verify;
+
 #endif /* TL_INT_H */
