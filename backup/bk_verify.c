@@ -418,6 +418,7 @@ read_pack(struct vrun *v, size_t i)
 	unsigned char phdr[CF_BK_HEADER_BYTES];
 	struct cf_bk_desc *pd = NULL;
 	char name[65], sh[17];
+	const char *why;
 	size_t len, n, j, pn, plen;
 	uint64_t size;
 	int rc, bad = 0;
@@ -458,11 +459,12 @@ read_pack(struct vrun *v, size_t i)
 		bad = 1;
 		if (descs[j].type == CF_BK_BLOB_DATA)
 			v->res->blobs_bad++;
+		why = why_text(rc);
 		rc = set_add(&v->bad_blobs, descs[j].type, descs[j].id, 0);
 		if (rc >= 0)
 			rc = problem(v->res, "pack %s: %s blob %s %s", name,
 			    descs[j].type == CF_BK_BLOB_TREE ? "tree" : "data",
-			    short_id(descs[j].id, sh), why_text(rc));
+			    short_id(descs[j].id, sh), why);
 		if (rc < 0)
 			goto out;
 	}
