@@ -552,7 +552,12 @@ backup_file(struct bk *b, struct dir_nodes *dn, struct cf_bk_node *n,
 			return 0;
 		}
 		b->retries++;
-		usleep(2000U << attempt);
+		/*
+		 * The reader calls a file changed within 50 ms of the open
+		 * "racy" (its times cannot be trusted yet): back off past
+		 * that, 25, 50, 100, 200 ms.
+		 */
+		usleep(25000U << attempt);
 	}
 	if (rc == -EBADMSG || rc == -EPROTO || rc == -EIO) {
 		fprintf(stderr, "\ncoffer: %s: damaged in the store (%s); left "
