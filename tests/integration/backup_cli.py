@@ -358,6 +358,26 @@ try:
     r = coffer("backup", "acme", "--stdin")
     ok(r.returncode == 2, "--stdin without --name is a usage error")
 
+    # ---- a damaged pack: the rest is restored, the damaged file named ----
+    dmg = os.path.join(T, "repo-damaged")
+    shutil.copytree(os.path.join(HOME, "repos", "acme"), dmg)
+    packs = [os.path.join(d, f) for d, _, fs in os.walk(os.path.join(dmg,
+             "data")) for f in fs]
+    biggest = max(packs, key=os.path.getsize)
+    with open(biggest, "r+b") as f:
+        f.seek(os.path.getsize(biggest) // 2)
+        b = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([b[0] ^ 0x40]))
+    out9 = os.path.join(T, "out9")
+    r = coffer("restore", "acme", snaps[0]["id"] if snaps else "x",
+               "--repo", "file://" + dmg, "--target", out9)
+    ok(r.returncode == 3 and "docs/big.bin" in r.stderr,
+       "restore with a damaged pack exits 3 and names the damaged file",
+       f"{r.returncode} {r.stderr}")
+    with open(os.path.join(out9, "small.txt"), "rb") as f:
+        ok(f.read() == b"hello coffer\n", "...and restores the others")
+
     # ---- another tenant's repository ----
     url = "file://" + os.path.join(HOME, "repos", "acme")
     r = coffer("snapshots", "globex", "--repo", url)
