@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -525,7 +526,8 @@ int
 cf_ks_tenant_set(struct cf_ks_tenant *t, const char *key, const char *value)
 {
 	static const char *const reserved[] = { "format", "name", "id",
-		"cipher", "kms", "key_version", "shredded", "created" };
+		"cipher", "kms", "kms_next", "key_version", "shredded",
+		"created" };
 	json_t *copy;
 	size_t i;
 	int rc;
@@ -601,6 +603,39 @@ resolve_version(const struct cf_ks_tenant *t, uint32_t version)
 	return version == 0 ? cf_ks_tenant_key_version(t) : version;
 }
 
+/*
+ * Unwraps env through the tenant's KMS.  While a move to another provider
+ * is in progress ("kms_next" in tenant.json, see move_kms), a version may
+ * already be wrapped by the new provider: a provider that does not know
+ * the envelope's algorithm or KEK (-EPROTO, -ENOENT) hands over to the
+ * other one.  *used names the provider that succeeded (or failed last).
+ */
+static int
+unwrap_any(struct cf_ks_tenant *t, const struct cf_ks_envelope *env,
+    struct ks_kms **used, struct cf_secbuf **k)
+{
+	const char *next = cf_ks_tenant_get(t, "kms_next");
+	struct ks_kms *kms;
+	int rc;
+
+	*used = NULL;
+	rc = ks_kms_get(t->home, t->kms, &kms);
+	if (rc < 0)
+		return rc;
+	*used = kms;
+	rc = kms->ops->unwrap(kms, env->kek_id, env->alg, env->header,
+	    sizeof(env->header), env->blob, env->blob_len, k);
+	if ((rc != -EPROTO && rc != -ENOENT) || next == NULL ||
+	    !cf_ks_name_valid(next) || strcmp(next, t->kms) == 0)
+		return rc;
+	rc = ks_kms_get(t->home, next, &kms);
+	if (rc < 0)
+		return rc;
+	*used = kms;
+	return kms->ops->unwrap(kms, env->kek_id, env->alg, env->header,
+	    sizeof(env->header), env->blob, env->blob_len, k);
+}
+
 int
 cf_ks_tenant_unlock(struct cf_ks_tenant *t, uint32_t version,
     struct cf_secbuf **root)
@@ -622,11 +657,7 @@ cf_ks_tenant_unlock(struct cf_ks_tenant *t, uint32_t version,
 	rc = read_envelope(t, version, &env);
 	if (rc < 0)
 		goto fail;
-	rc = ks_kms_get(t->home, t->kms, &kms);
-	if (rc < 0)
-		goto out;
-	rc = kms->ops->unwrap(kms, env.kek_id, env.alg, env.header,
-	    sizeof(env.header), env.blob, env.blob_len, &k);
+	rc = unwrap_any(t, &env, &kms, &k);
 	if (rc == -EACCES || rc == -ENOENT) {
 		/* KMS refused (counted there) or KEK gone: not this
 		 * tenant's failure. */
@@ -641,7 +672,7 @@ cf_ks_tenant_unlock(struct cf_ks_tenant *t, uint32_t version,
 	kms->ops->describe(kms, env.kek_id, kek, sizeof(kek));
 	{
 		struct cf_ks_audit_field f[] = {
-			{ "kms", t->kms, 0 },
+			{ "kms", kms->name, 0 },
 			{ "key_version", NULL, version },
 			{ "kek", kek, 0 },
 		};
@@ -697,6 +728,121 @@ cf_ks_tenant_describe_kek(struct cf_ks_tenant *t, uint32_t version, char *buf,
 	return kms->ops->describe(kms, env.kek_id, buf, len);
 }
 
+/*
+ * Test builds only: COFFER_TEST_KILL_AT=STEP kills the process with
+ * SIGKILL at a step of a KMS move, so tests can check that a crash leaves
+ * the tenant usable.  Steps: 1 after "kms_next" is recorded, 2 after the
+ * first version is rewrapped, 3 after every version is rewrapped.
+ */
+static void
+crash_point(int step)
+{
+#ifdef CF_TEST_CLOCK
+	const char *v = getenv("COFFER_TEST_KILL_AT");
+
+	if (v != NULL && strtol(v, NULL, 10) == step)
+		raise(SIGKILL);
+#else
+	(void)step;
+#endif
+}
+
+/* Saves tenant.json with "kms" and "kms_next" set (NULL deletes). */
+static int
+set_kms_fields(struct cf_ks_tenant *t, const char *kms, const char *next)
+{
+	json_t *copy;
+	int rc;
+
+	copy = json_deep_copy(t->doc);
+	if (copy == NULL)
+		return -ENOMEM;
+	if (json_object_set_new(copy, "kms", json_string(kms)) != 0 ||
+	    (next != NULL && json_object_set_new(copy, "kms_next",
+	    json_string(next)) != 0)) {
+		json_decref(copy);
+		return -ENOMEM;
+	}
+	if (next == NULL)
+		json_object_del(copy, "kms_next");
+	json_decref(t->doc);
+	t->doc = copy;
+	rc = save_doc(t);
+	if (rc < 0)
+		return ks_err(rc, "tenant '%s': cannot save tenant.json: %s",
+		    t->name, strerror(-rc));
+	snprintf(t->kms, sizeof(t->kms), "%s", kms);
+	return 0;
+}
+
+/*
+ * Moves the tenant's wrapped root keys to another provider.  Two-phase:
+ * tenant.json first names the destination as "kms_next" (unlock then
+ * accepts either provider), each keys/vN.wk is replaced atomically under
+ * the destination, and only then does "kms" change and "kms_next" go.
+ * A crash at any point leaves every version readable through one of the
+ * two providers named in tenant.json; a rerun finishes the move.
+ */
+static int
+move_kms(struct cf_ks_tenant *t, const char *to_kms)
+{
+	struct cf_secbuf *roots[MAX_VERSIONS] = { NULL };
+	struct ks_kms *dst;
+	char from[CF_KS_NAME_MAX + 1], newkek[160];
+	size_t i;
+	int rc;
+
+	if (cf_ks_tenant_shredded(t))
+		return ks_err(-EACCES, "tenant '%s' was crypto-shredded",
+		    t->name);
+	if (t->nversions == 0)
+		return ks_err(-ENOENT, "tenant '%s' has no wrapped keys",
+		    t->name);
+	snprintf(from, sizeof(from), "%s", t->kms);
+	rc = ks_kms_get(t->home, to_kms, &dst);
+	if (rc < 0)
+		return rc;
+	for (i = 0; i < t->nversions; i++) {
+		rc = cf_ks_tenant_unlock(t, t->versions[i], &roots[i]);
+		if (rc < 0)
+			goto out;
+	}
+	if (strcmp(from, to_kms) != 0) {
+		rc = set_kms_fields(t, from, to_kms);
+		if (rc < 0)
+			goto out;
+	}
+	crash_point(1);
+	for (i = 0; i < t->nversions; i++) {
+		rc = write_wrapped(t, t->dir, dst, t->versions[i], roots[i]);
+		if (rc < 0)
+			goto out;
+		if (i == 0)
+			crash_point(2);
+	}
+	crash_point(3);
+	rc = set_kms_fields(t, to_kms, NULL);
+	if (rc < 0)
+		goto out;
+	rc = cf_ks_tenant_describe_kek(t, 0, newkek, sizeof(newkek));
+	if (rc < 0)
+		goto out;
+	{
+		struct cf_ks_audit_field f[] = {
+			{ "kms", to_kms, 0 },
+			{ "from_kms", from, 0 },
+			{ "new_kek", newkek, 0 },
+			{ "versions", NULL, (long long)t->nversions },
+		};
+
+		rc = audit_tenant(t, "tenant.rotate_kek", f, 4);
+	}
+out:
+	for (i = 0; i < t->nversions; i++)
+		cf_secbuf_free(roots[i]);
+	return rc;
+}
+
 int
 cf_ks_tenant_rotate_kek(struct cf_ks_tenant *t, const char *to_kms)
 {
@@ -704,13 +850,21 @@ cf_ks_tenant_rotate_kek(struct cf_ks_tenant *t, const char *to_kms)
 	struct cf_ks_envelope env;
 	struct ks_kms *kms;
 	char oldkek[160], newkek[160];
+	const char *next;
 	size_t i;
 	int rc;
 
-	if (to_kms != NULL && strcmp(to_kms, t->kms) != 0)
-		return ks_err(-ENOTSUP, "moving tenant '%s' from KMS '%s' to "
-		    "'%s' needs a second provider type (PKCS#11/KMIP), which "
-		    "is not built yet", t->name, t->kms, to_kms);
+	next = cf_ks_tenant_get(t, "kms_next");
+	if (next != NULL && to_kms == NULL)
+		to_kms = next;	/* finish an interrupted move */
+	if (next != NULL && strcmp(to_kms, next) != 0 &&
+	    strcmp(to_kms, t->kms) != 0)
+		return ks_err(-EBUSY, "tenant '%s' is part-way through a move "
+		    "from KMS '%s' to '%s': finish it first with 'coffer "
+		    "tenant rotate-kek %s --to %s'", t->name, t->kms, next,
+		    t->name, next);
+	if (to_kms != NULL && (strcmp(to_kms, t->kms) != 0 || next != NULL))
+		return move_kms(t, to_kms);
 	if (cf_ks_tenant_shredded(t))
 		return ks_err(-EACCES, "tenant '%s' was crypto-shredded",
 		    t->name);

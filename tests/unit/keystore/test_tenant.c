@@ -239,7 +239,7 @@ rotate_kek(void)
 	CHECK_RC(cf_ks_tenant_rotate_kek(u, NULL), 0);
 	CHECK_RC(cf_ks_tenant_describe_kek(u, 0, k3, sizeof(k3)), 0);
 	CHECK(strcmp(k3, k2) == 0);
-	CHECK_RC(cf_ks_tenant_rotate_kek(u, "elsewhere"), -ENOTSUP);
+	CHECK_RC(cf_ks_tenant_rotate_kek(u, "elsewhere"), -ENOENT);
 	keyfile(h, "acme", 1, path, sizeof(path));
 	CHECK(stat(path, &st) == 0 && (st.st_mode & 0777) == 0600);
 	cf_secbuf_free(before);
