@@ -165,6 +165,22 @@ CF_MUST_CHECK int cf_fs_mount(const struct cf_fs_keys *keys,
     const struct cf_fs_mount_opts *o);
 
 /*
+ * Point-in-time snapshots of a mounted store, for backups.  Asks the
+ * daemon serving the store at backing for a snapshot: writers are frozen
+ * while it links the store into a farm (*pause_ns), then resume, and the
+ * first change to an object the farm shares copies it there first.  *dir
+ * (the caller frees it) is a store cf_fs_reader_open() reads with the same
+ * keys.  -ENOTCONN if no daemon serves the store (read it directly),
+ * -EBUSY if another snapshot is held.  cf_fs_snapshot_release ends it and
+ * removes the farm; -ESTALE if a copy failed so the snapshot was not
+ * point-in-time after all (retry the backup).
+ */
+struct cf_fs_snapshot;
+CF_MUST_CHECK int cf_fs_snapshot_take(const char *backing,
+    struct cf_fs_snapshot **out, char **dir, uint64_t *pause_ns);
+CF_MUST_CHECK int cf_fs_snapshot_release(struct cf_fs_snapshot *h);
+
+/*
  * Creates the backing directory (mode 0700) with its root directory IV if
  * missing, and checks it belongs to these keys (a store of another tenant
  * is refused with -EBADMSG).

@@ -77,6 +77,8 @@ struct fs {
 	unsigned long nfds, fd_cap;	/* open fds of such inodes, limit */
 	int handles;			/* name_to_handle_at works here */
 	int mount_fd;			/* for open_by_handle_at (not O_PATH) */
+	pthread_rwlock_t snap_rw;	/* mutations read-lock, snapshots write */
+	struct fs_snap *snap;		/* NULL: no snapshots for this mount */
 	off_t cb;			/* ciphertext bytes per full block */
 	size_t ovh;			/* nonce + tag */
 };
@@ -231,6 +233,55 @@ audit(struct fs *fs, const char *event, const struct fs_inode *in,
 	pthread_mutex_unlock(&fs->audit_mutex);
 }
 
+/* ---- snapshots -------------------------------------------------------- */
+
+/*
+ * Every operation that changes the tree holds snap_rw's read side, so a
+ * snapshot (fs_snap.c) can stop them all while it links the store.
+ * Writers prefer: a waiting snapshot is not starved by a stream of writes.
+ */
+static void
+snap_enter(struct fs *fs)
+{
+	pthread_rwlock_rdlock(&fs->snap_rw);
+}
+
+static void
+snap_leave(struct fs *fs)
+{
+	pthread_rwlock_unlock(&fs->snap_rw);
+}
+
+static int
+snap_freeze(void *arg, int on)
+{
+	struct fs *fs = arg;
+
+	if (on)
+		pthread_rwlock_wrlock(&fs->snap_rw);
+	else
+		pthread_rwlock_unlock(&fs->snap_rw);
+	return 0;
+}
+
+static int ifd_get(struct fs *fs, struct fs_inode *in);
+static void ifd_put(struct fs *fs, struct fs_inode *in);
+
+/* Before in changes: a snapshot sharing it gets its own copy first. */
+static void
+cow(struct fs *fs, struct fs_inode *in)
+{
+	int fd;
+
+	if (!fs_snap_active(fs->snap) || in == &fs->root)
+		return;
+	fd = ifd_get(fs, in);
+	if (fd < 0)
+		return;
+	(void)fs_snap_cow(fs->snap, in->dev, in->ino, fd);
+	ifd_put(fs, in);
+}
+
 /* ---- attributes --------------------------------------------------------- */
 
 /* Length of the target of a symlink whose encoding is elen long. */
@@ -371,8 +422,20 @@ sidecar_write(int dirfd, const struct ename *en)
 	if (!en->is_long)
 		return 0;
 	snprintf(side, sizeof(side), "%s%s", en->hashed, CF_FS_LONG_SIDECAR);
-	fd = openat(dirfd, side, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW |
+	/* Never rewritten in place (a snapshot may share it): its content
+	 * follows from its name, so one of the right size is kept. */
+	fd = openat(dirfd, side, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW |
 	    O_CLOEXEC, 0600);
+	if (fd < 0 && errno == EEXIST) {
+		struct stat st;
+
+		if (fstatat(dirfd, side, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+		    S_ISREG(st.st_mode) && st.st_size == (off_t)len)
+			return 0;
+		(void)unlinkat(dirfd, side, 0);
+		fd = openat(dirfd, side, O_WRONLY | O_CREAT | O_EXCL |
+		    O_NOFOLLOW | O_CLOEXEC, 0600);
+	}
 	if (fd < 0)
 		return -errno;
 	if (write(fd, en->enc, len) != (ssize_t)len)
@@ -998,9 +1061,12 @@ op_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t size,
 	struct fs_inode *in = inode_of(req, ino);
 	int rc;
 
+	snap_enter(fs_of(req));
 	pthread_rwlock_wrlock(&in->rw);
+	cow(fs_of(req), in);
 	rc = do_write(fs_of(req), in, (int)fi->fh, data, size, off);
 	pthread_rwlock_unlock(&in->rw);
+	snap_leave(fs_of(req));
 	if (rc < 0)
 		fuse_reply_err(req, -rc);
 	else
@@ -1073,7 +1139,9 @@ op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off,
 		return;
 	}
 	end = off + len;
+	snap_enter(fs);
 	pthread_rwlock_wrlock(&in->rw);
+	cow(fs, in);
 	rc = ensure_ctx(fs, in, fd, 1);
 	if (rc == 0)
 		rc = plain_size(fs, in, fd, &psize);
@@ -1099,6 +1167,7 @@ op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off,
 	}
 out:
 	pthread_rwlock_unlock(&in->rw);
+	snap_leave(fs);
 	fuse_reply_err(req, -rc);
 }
 
@@ -1184,13 +1253,19 @@ op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	 * an unlinked file must not depend on reopening a handle. */
 	rc = ifd_get(fs, in);
 	if (rc >= 0) {
+		if (fi->flags & O_TRUNC)
+			snap_enter(fs);
 		pthread_rwlock_wrlock(&in->rw);
 		rc = recheck_header(fs, in, fd);
-		if (rc == 0 && (fi->flags & O_TRUNC) != 0)
+		if (rc == 0 && (fi->flags & O_TRUNC) != 0) {
+			cow(fs, in);
 			rc = do_truncate(fs, in, fd, 0);
+		}
 		if (rc == 0)
 			in->opens++;
 		pthread_rwlock_unlock(&in->rw);
+		if (fi->flags & O_TRUNC)
+			snap_leave(fs);
 		if (rc < 0)
 			ifd_put(fs, in);
 	}
@@ -1407,8 +1482,12 @@ long_target_write(struct fs *fs, const char *etarget, char *hashed)
 	int fd, rc = 0;
 
 	cf_fs_long_target(etarget, hashed);
-	fd = openat(fs->links_fd, hashed + 5, O_WRONLY | O_CREAT | O_TRUNC |
+	/* Named by its content's hash; each symlink has a fresh nonce, so an
+	 * existing file of this name holds this content already. */
+	fd = openat(fs->links_fd, hashed + 5, O_WRONLY | O_CREAT | O_EXCL |
 	    O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0 && errno == EEXIST)
+		return 0;
 	if (fd < 0)
 		return -errno;
 	if (write(fd, etarget, len) != (ssize_t)len || fsync(fd) != 0)
@@ -1744,11 +1823,14 @@ op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int valid,
 	struct stat st;
 	int rc = 0, fd, ifd;
 
+	snap_enter(fs);
 	ifd = ifd_get(fs, in);
 	if (ifd < 0) {
+		snap_leave(fs);
 		fuse_reply_err(req, -ifd);
 		return;
 	}
+	cow(fs, in);
 	snprintf(path, sizeof(path), "/proc/self/fd/%d", ifd);
 	if ((valid & FUSE_SET_ATTR_MODE) != 0 &&
 	    fchmodat(AT_FDCWD, path, attr->st_mode & 07777, 0) != 0) {
@@ -1804,10 +1886,12 @@ op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int valid,
 		goto out;
 	plain_attr(fs, ifd, &st);
 	ifd_put(fs, in);
+	snap_leave(fs);
 	fuse_reply_attr(req, &st, 1.0);
 	return;
 out:
 	ifd_put(fs, in);
+	snap_leave(fs);
 	fuse_reply_err(req, -rc);
 }
 
@@ -2039,13 +2123,16 @@ op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 	rc = cf_ks_aead_seal(fs->keys->meta, blob + XATTR_NONCE,
 	    (const unsigned char *)value, size, (const unsigned char *)sname,
 	    strlen(sname), blob);
+	snap_enter(fs);
 	if (rc == 0)
 		rc = proc_path(fs, in, path, sizeof(path));
 	if (rc == 0) {
+		cow(fs, in);
 		if (setxattr(path, sname, blob, size + XATTR_OVH, flags))
 			rc = -errno;
 		ifd_put(fs, in);
 	}
+	snap_leave(fs);
 	free(blob);
 	fuse_reply_err(req, -rc);
 }
@@ -2175,13 +2262,16 @@ op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 	rc = xattr_name(fs, name, sname, sizeof(sname));
 	if (rc == -EOPNOTSUPP)
 		rc = -ENODATA;
+	snap_enter(fs);
 	if (rc == 0)
 		rc = proc_path(fs, inode_of(req, ino), path, sizeof(path));
 	if (rc == 0) {
+		cow(fs, inode_of(req, ino));
 		if (removexattr(path, sname) != 0)
 			rc = -errno;
 		ifd_put(fs, inode_of(req, ino));
 	}
+	snap_leave(fs);
 	fuse_reply_err(req, -rc);
 }
 
@@ -2196,6 +2286,32 @@ op_init(void *userdata, struct fuse_conn_info *conn)
 	conn->want &= ~(unsigned)FUSE_CAP_WRITEBACK_CACHE;
 }
 
+/* Namespace changes wait while a snapshot links the store. */
+#define FROZEN(name, params, args)					\
+static void								\
+frozen_##name params							\
+{									\
+	struct fs *fs_ = fs_of(req);					\
+									\
+	snap_enter(fs_);						\
+	op_##name args;							\
+	snap_leave(fs_);						\
+}
+FROZEN(mknod, (fuse_req_t req, fuse_ino_t p, const char *n, mode_t m,
+    dev_t r), (req, p, n, m, r))
+FROZEN(mkdir, (fuse_req_t req, fuse_ino_t p, const char *n, mode_t m),
+    (req, p, n, m))
+FROZEN(unlink, (fuse_req_t req, fuse_ino_t p, const char *n), (req, p, n))
+FROZEN(rmdir, (fuse_req_t req, fuse_ino_t p, const char *n), (req, p, n))
+FROZEN(symlink, (fuse_req_t req, const char *t, fuse_ino_t p,
+    const char *n), (req, t, p, n))
+FROZEN(rename, (fuse_req_t req, fuse_ino_t p, const char *n, fuse_ino_t np,
+    const char *nn, unsigned int f), (req, p, n, np, nn, f))
+FROZEN(link, (fuse_req_t req, fuse_ino_t i, fuse_ino_t p, const char *n),
+    (req, i, p, n))
+FROZEN(create, (fuse_req_t req, fuse_ino_t p, const char *n, mode_t m,
+    struct fuse_file_info *fi), (req, p, n, m, fi))
+
 static const struct fuse_lowlevel_ops fs_ops = {
 	.init = op_init,
 	.lookup = op_lookup,
@@ -2204,13 +2320,13 @@ static const struct fuse_lowlevel_ops fs_ops = {
 	.getattr = op_getattr,
 	.setattr = op_setattr,
 	.readlink = op_readlink,
-	.mknod = op_mknod,
-	.mkdir = op_mkdir,
-	.unlink = op_unlink,
-	.rmdir = op_rmdir,
-	.symlink = op_symlink,
-	.rename = op_rename,
-	.link = op_link,
+	.mknod = frozen_mknod,
+	.mkdir = frozen_mkdir,
+	.unlink = frozen_unlink,
+	.rmdir = frozen_rmdir,
+	.symlink = frozen_symlink,
+	.rename = frozen_rename,
+	.link = frozen_link,
 	.open = op_open,
 	.read = op_read,
 	.write = op_write,
@@ -2223,7 +2339,7 @@ static const struct fuse_lowlevel_ops fs_ops = {
 	.releasedir = op_releasedir,
 	.fsyncdir = op_fsyncdir,
 	.statfs = op_statfs,
-	.create = op_create,
+	.create = frozen_create,
 	.setxattr = op_setxattr,
 	.getxattr = op_getxattr,
 	.listxattr = op_listxattr,
@@ -2328,6 +2444,15 @@ cf_fs_mount(const struct cf_fs_keys *keys, const struct cf_fs_mount_opts *o)
 	pthread_mutex_init(&fs->mutex, NULL);
 	pthread_mutex_init(&fs->audit_mutex, NULL);
 	pthread_mutex_init(&fs->fd_mutex, NULL);
+	{
+		pthread_rwlockattr_t ra;
+
+		pthread_rwlockattr_init(&ra);
+		pthread_rwlockattr_setkind_np(&ra,
+		    PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+		pthread_rwlock_init(&fs->snap_rw, &ra);
+		pthread_rwlockattr_destroy(&ra);
+	}
 	pthread_rwlock_init(&fs->root.rw, NULL);
 	fs->lru.lru_next = fs->lru.lru_prev = &fs->lru;
 	fs->links_fd = -1;
@@ -2425,6 +2550,15 @@ cf_fs_mount(const struct cf_fs_keys *keys, const struct cf_fs_mount_opts *o)
 	umask(0);
 	if (fuse_daemonize(o->foreground) != 0)
 		goto out_unmount;
+	/* After daemonizing: the control thread must live in the daemon.
+	 * Without it the mount works, but backups read it live. */
+	if (fs_snap_new(&fs->snap, o->backing, snap_freeze, fs) != 0 ||
+	    fs_snap_start(fs->snap) != 0) {
+		fs_snap_free(fs->snap);
+		fs->snap = NULL;
+		fprintf(stderr, "coffer: no snapshot control socket for %s; "
+		    "backups of this mount are read live\n", o->backing);
+	}
 	lc = fuse_loop_cfg_create();
 	if (lc == NULL) {
 		rc = -ENOMEM;
@@ -2437,6 +2571,8 @@ cf_fs_mount(const struct cf_fs_keys *keys, const struct cf_fs_mount_opts *o)
 	fuse_loop_cfg_set_idle_threads(lc, 4);
 	rc = fuse_session_loop_mt(se, lc) == 0 ? 0 : -EIO;
 out_unmount:
+	fs_snap_free(fs->snap);
+	fs->snap = NULL;
 	fuse_session_unmount(se);
 out_handlers:
 	fuse_remove_signal_handlers(se);

@@ -3,7 +3,9 @@
  * (fs/fs_reader.c) sees it, for tests/integration/fs_reader_mount.py,
  * which compares it with the same tree seen through a real mount.
  *
- * Usage: fs_reader_dump HOME TENANT   (passphrase: COFFER_PASSPHRASE_FILE)
+ * Usage: fs_reader_dump HOME TENANT   (passphrase: COFFER_PASSPHRASE_FILE;
+ * FS_READER_STORE reads that store instead of the tenant's, e.g. a
+ * snapshot's farm, with the tenant's keys)
  *
  * One line per entry, tab-separated, names and targets in hex so any byte
  * survives:
@@ -235,7 +237,9 @@ main(int argc, char **argv)
 		fprintf(stderr, "fs_reader_dump: keys: %s\n", strerror(-rc));
 		return 1;
 	}
-	if (cf_ks_tenant_get(t, "store") != NULL)
+	if (getenv("FS_READER_STORE") != NULL)	/* a snapshot's farm */
+		snprintf(store, sizeof(store), "%s", getenv("FS_READER_STORE"));
+	else if (cf_ks_tenant_get(t, "store") != NULL)
 		snprintf(store, sizeof(store), "%s", cf_ks_tenant_get(t,
 		    "store"));
 	else

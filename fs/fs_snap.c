@@ -1,0 +1,924 @@
+/*
+ * fs_snap.c - point-in-time snapshots of a mounted store, for backups.
+ *
+ * A backup asks the daemon over its control socket (store/cf.ctl) for a
+ * snapshot.  The daemon freezes every mutating operation, builds a link
+ * farm of the store under store/snap/ID (directories copied, every other
+ * object hard-linked: no data is copied), notes which inodes the farm
+ * shares with the live tree, and thaws.  The writer pause is the farm's
+ * build time: one linkat per object.
+ *
+ * After the thaw, the first change to a shared inode (write, truncate,
+ * fallocate, setattr, xattrs) first gives the farm a private copy of it:
+ * the ciphertext is copied sparsely, metadata and xattrs too, and the copy
+ * replaces every farm link of the inode with a rename.  So the farm keeps
+ * exactly the state at the freeze.  A reader holding the old farm link
+ * open sees its ctime change (the link count drops) and rereads the copy
+ * (cf_fs_rfile_check).  The farm is itself a store: cf_fs_reader_open()
+ * reads it.  The snapshot ends when the client says RELEASE or closes the
+ * socket; the farm is then removed.  docs/backup.md has the protocol.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/xattr.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "fs_int.h"
+
+#define SNAP_BUCKETS 16384U
+#define SNAP_DIR "snap"
+
+struct snap_ent {
+	struct snap_ent *next;
+	dev_t dev;
+	ino_t ino;
+	size_t npaths;
+	char **paths;		/* farm paths, relative to the farm's data/ */
+};
+
+struct fs_snap {
+	char *backing;
+	int store_fd;
+	int lfd;			/* listening control socket */
+	int stop_pipe[2];
+	pthread_t thread;
+	int thread_started;
+	int (*freeze)(void *arg, int on);
+	void *arg;
+	pthread_mutex_t mutex;		/* table, farm_fd, broken */
+	atomic_int active;
+	struct snap_ent *table[SNAP_BUCKETS];
+	int farm_fd;			/* the farm's data/ directory */
+	char farm[PATH_MAX];		/* absolute path of the farm */
+	int broken;			/* a copy-on-write failed */
+};
+
+static size_t
+snap_bucket(dev_t dev, ino_t ino)
+{
+	return (size_t)((ino * 2654435761U) ^ dev) % SNAP_BUCKETS;
+}
+
+static uint64_t
+now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000U + (uint64_t)ts.tv_nsec;
+}
+
+/* ---- the shared-inode table --------------------------------------------- */
+
+static int
+table_add(struct fs_snap *s, dev_t dev, ino_t ino, const char *path)
+{
+	size_t b = snap_bucket(dev, ino);
+	struct snap_ent *e;
+	char **np, *p;
+
+	for (e = s->table[b]; e != NULL; e = e->next)
+		if (e->dev == dev && e->ino == ino)
+			break;
+	if (e == NULL) {
+		e = calloc(1, sizeof(*e));
+		if (e == NULL)
+			return -ENOMEM;
+		e->dev = dev;
+		e->ino = ino;
+		e->next = s->table[b];
+		s->table[b] = e;
+	}
+	p = strdup(path);
+	np = realloc(e->paths, (e->npaths + 1) * sizeof(*np));
+	if (p == NULL || np == NULL) {
+		free(p);
+		if (np != NULL)
+			e->paths = np;
+		return -ENOMEM;
+	}
+	e->paths = np;
+	e->paths[e->npaths++] = p;
+	return 0;
+}
+
+static void
+ent_free(struct snap_ent *e)
+{
+	size_t i;
+
+	for (i = 0; i < e->npaths; i++)
+		free(e->paths[i]);
+	free(e->paths);
+	free(e);
+}
+
+static void
+table_clear(struct fs_snap *s)
+{
+	size_t i;
+
+	for (i = 0; i < SNAP_BUCKETS; i++) {
+		struct snap_ent *e = s->table[i], *next;
+
+		for (; e != NULL; e = next) {
+			next = e->next;
+			ent_free(e);
+		}
+		s->table[i] = NULL;
+	}
+}
+
+/* Removes and returns the entry of (dev, ino), or NULL.  Holds mutex. */
+static struct snap_ent *
+table_take(struct fs_snap *s, dev_t dev, ino_t ino)
+{
+	struct snap_ent **p;
+
+	for (p = &s->table[snap_bucket(dev, ino)]; *p != NULL;
+	    p = &(*p)->next) {
+		if ((*p)->dev == dev && (*p)->ino == ino) {
+			struct snap_ent *e = *p;
+
+			*p = e->next;
+			return e;
+		}
+	}
+	return NULL;
+}
+
+/* ---- copying metadata ------------------------------------------------ */
+
+/*
+ * Copies every xattr of from to to: /proc/self/fd paths of a file or a
+ * directory (followed; symlinks carry no user xattrs here).
+ */
+static int
+copy_xattrs(const char *from, const char *to)
+{
+	char *names = NULL, *n;
+	unsigned char *val = NULL;
+	ssize_t len, vl;
+	int rc = 0;
+
+	len = listxattr(from, NULL, 0);
+	if (len <= 0)
+		return len < 0 && errno != ENOTSUP ? -errno : 0;
+	names = malloc((size_t)len);
+	val = malloc(65536);
+	if (names == NULL || val == NULL) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	len = listxattr(from, names, (size_t)len);
+	if (len < 0) {
+		rc = -errno;
+		goto out;
+	}
+	for (n = names; n < names + len; n += strlen(n) + 1) {
+		vl = getxattr(from, n, val, 65536);
+		if (vl < 0 || setxattr(to, n, val, (size_t)vl, 0) != 0) {
+			rc = -errno;
+			goto out;
+		}
+	}
+out:
+	free(names);
+	free(val);
+	return rc;
+}
+
+static void
+fd_path(int fd, char *buf, size_t len)
+{
+	snprintf(buf, len, "/proc/self/fd/%d", fd);
+}
+
+/* Gives dst (an fd of a new object) the owner, mode and times of st. */
+static int
+copy_meta_fd(int dst, const struct stat *st)
+{
+	struct timespec tv[2];
+
+	tv[0] = st->st_atim;
+	tv[1] = st->st_mtim;
+	if (fchown(dst, st->st_uid, st->st_gid) != 0 ||
+	    fchmod(dst, st->st_mode & 07777) != 0 || futimens(dst, tv) != 0)
+		return -errno;
+	return 0;
+}
+
+/* ---- building the farm ----------------------------------------------------- */
+
+/*
+ * Mirrors directory src (an open fd) into dst: subdirectories are made
+ * and filled recursively, every other entry is hard-linked and recorded.
+ * rel is dst's path relative to the farm's data/ ("" at the top).
+ */
+static int
+mirror(struct fs_snap *s, int src, int dst, const char *rel, int record)
+{
+	struct dirent *de;
+	char path[PATH_MAX], a[64], b[64];
+	struct stat st;
+	DIR *d;
+	int fd, rc = 0, sfd, dfd;
+
+	fd = dup(src);
+	if (fd < 0)
+		return -errno;
+	d = fdopendir(fd);
+	if (d == NULL) {
+		close(fd);
+		return -errno;
+	}
+	while (rc == 0 && (de = readdir(d)) != NULL) {
+		if (strcmp(de->d_name, ".") == 0 ||
+		    strcmp(de->d_name, "..") == 0)
+			continue;
+		if (fstatat(src, de->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+			if (errno == ENOENT)
+				continue;
+			rc = -errno;
+			break;
+		}
+		if ((size_t)snprintf(path, sizeof(path), "%s%s%s", rel,
+		    *rel ? "/" : "", de->d_name) >= sizeof(path)) {
+			rc = -ENAMETOOLONG;
+			break;
+		}
+		if (!S_ISDIR(st.st_mode)) {
+			if (linkat(src, de->d_name, dst, de->d_name, 0) != 0)
+				rc = -errno;
+			else if (record)
+				rc = table_add(s, st.st_dev, st.st_ino, path);
+			continue;
+		}
+		if (mkdirat(dst, de->d_name, 0700) != 0) {
+			rc = -errno;
+			break;
+		}
+		sfd = openat(src, de->d_name, O_RDONLY | O_DIRECTORY |
+		    O_NOFOLLOW | O_CLOEXEC);
+		dfd = openat(dst, de->d_name, O_RDONLY | O_DIRECTORY |
+		    O_NOFOLLOW | O_CLOEXEC);
+		if (sfd < 0 || dfd < 0)
+			rc = -errno;
+		if (rc == 0)
+			rc = mirror(s, sfd, dfd, path, record);
+		if (rc == 0) {
+			fd_path(sfd, a, sizeof(a));
+			fd_path(dfd, b, sizeof(b));
+			rc = copy_xattrs(a, b);
+		}
+		/* Last: the entries made above changed dfd's times. */
+		if (rc == 0)
+			rc = copy_meta_fd(dfd, &st);
+		if (sfd >= 0)
+			close(sfd);
+		if (dfd >= 0)
+			close(dfd);
+	}
+	closedir(d);
+	return rc;
+}
+
+/* Removes the tree at name in dirfd (the farm's own files only). */
+static void
+remove_tree(int at, const char *name)
+{
+	struct dirent *de;
+	DIR *d;
+	int fd;
+
+	if (unlinkat(at, name, 0) == 0 || errno == ENOENT)
+		return;
+	fd = openat(at, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
+	    O_CLOEXEC);
+	if (fd < 0)
+		return;
+	(void)fchmod(fd, 0700);		/* a copied 0151 directory */
+	d = fdopendir(fd);
+	if (d == NULL) {
+		close(fd);
+		return;
+	}
+	while ((de = readdir(d)) != NULL)
+		if (strcmp(de->d_name, ".") != 0 &&
+		    strcmp(de->d_name, "..") != 0)
+			remove_tree(dirfd(d), de->d_name);
+	closedir(d);
+	(void)unlinkat(at, name, AT_REMOVEDIR);
+}
+
+/* Removes every farm under store/snap (left by a crash, or released). */
+static void
+remove_farms(struct fs_snap *s)
+{
+	remove_tree(s->store_fd, SNAP_DIR);
+}
+
+/*
+ * Takes a snapshot: freeze, build the farm store/snap/ID, thaw.  *pause
+ * gets the frozen time in ns.
+ */
+static int
+snap_take(struct fs_snap *s, char *id, uint64_t *pause)
+{
+	unsigned char rnd[8];
+	int farm = -1, sub, rc, src;
+	uint64_t t0;
+
+	randombytes_buf(rnd, sizeof(rnd));
+	sodium_bin2hex(id, 17, rnd, sizeof(rnd));
+	remove_farms(s);
+	if (mkdirat(s->store_fd, SNAP_DIR, 0700) != 0)
+		return -errno;
+	sub = openat(s->store_fd, SNAP_DIR, O_RDONLY | O_DIRECTORY |
+	    O_NOFOLLOW | O_CLOEXEC);
+	if (sub < 0)
+		return -errno;
+	rc = mkdirat(sub, id, 0700) == 0 ? 0 : -errno;
+	if (rc == 0) {
+		farm = openat(sub, id, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
+		    O_CLOEXEC);
+		if (farm < 0)
+			rc = -errno;
+	}
+	close(sub);
+	if (rc < 0)
+		return rc;
+	/* The marker, and long symlink targets, outside the freeze: the
+	 * marker never changes, links/ files are never rewritten in place. */
+	if (linkat(s->store_fd, FS_STORE_MARKER, farm, FS_STORE_MARKER, 0) != 0 ||
+	    mkdirat(farm, CF_FS_LINKS_DIR, 0700) != 0 ||
+	    mkdirat(farm, FS_STORE_DATA, 0700) != 0) {
+		rc = -errno;
+		close(farm);
+		return rc;
+	}
+	t0 = now_ns();
+	s->freeze(s->arg, 1);
+	pthread_mutex_lock(&s->mutex);
+	s->broken = 0;
+	s->farm_fd = openat(farm, FS_STORE_DATA, O_RDONLY | O_DIRECTORY |
+	    O_NOFOLLOW | O_CLOEXEC);
+	src = openat(s->store_fd, FS_STORE_DATA, O_RDONLY | O_DIRECTORY |
+	    O_NOFOLLOW | O_CLOEXEC);
+	rc = s->farm_fd < 0 || src < 0 ? -EIO : mirror(s, src, s->farm_fd,
+	    "", 1);
+	if (rc == 0) {
+		/* data/ itself is copied too: its mode, times, xattrs. */
+		struct stat st;
+		char a[64], b[64];
+
+		fd_path(src, a, sizeof(a));
+		fd_path(s->farm_fd, b, sizeof(b));
+		rc = copy_xattrs(a, b);
+		if (rc == 0)
+			rc = fstat(src, &st) == 0 ? copy_meta_fd(s->farm_fd,
+			    &st) : -errno;
+	}
+	if (rc == 0) {
+		int lsrc = openat(s->store_fd, CF_FS_LINKS_DIR, O_RDONLY |
+		    O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		int ldst = openat(farm, CF_FS_LINKS_DIR, O_RDONLY |
+		    O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+
+		if (lsrc >= 0 && ldst >= 0)
+			rc = mirror(s, lsrc, ldst, "", 0);
+		if (lsrc >= 0)
+			close(lsrc);
+		if (ldst >= 0)
+			close(ldst);
+	}
+	if (src >= 0)
+		close(src);
+	if (rc == 0)
+		atomic_store(&s->active, 1);
+	else
+		table_clear(s);
+	pthread_mutex_unlock(&s->mutex);
+	s->freeze(s->arg, 0);
+	*pause = now_ns() - t0;
+	close(farm);
+	if (rc < 0) {
+		pthread_mutex_lock(&s->mutex);
+		if (s->farm_fd >= 0)
+			close(s->farm_fd);
+		s->farm_fd = -1;
+		pthread_mutex_unlock(&s->mutex);
+		remove_farms(s);
+	}
+	return rc;
+}
+
+/* Ends the snapshot: nothing is shared any more; the farm goes. */
+static int
+snap_release(struct fs_snap *s)
+{
+	int broken;
+
+	/* The freeze waits for operations that may be copying. */
+	s->freeze(s->arg, 1);
+	pthread_mutex_lock(&s->mutex);
+	atomic_store(&s->active, 0);
+	table_clear(s);
+	if (s->farm_fd >= 0)
+		close(s->farm_fd);
+	s->farm_fd = -1;
+	broken = s->broken;
+	pthread_mutex_unlock(&s->mutex);
+	s->freeze(s->arg, 0);
+	remove_farms(s);
+	return broken;
+}
+
+/* ---- copy on write ------------------------------------------------------- */
+
+/* Copies the regular file open as from (readable) into to, sparsely. */
+static int
+copy_sparse(int from, int to, off_t size)
+{
+	unsigned char *buf = malloc(1 << 20);
+	off_t data = 0, hole;
+	ssize_t n;
+	int rc = 0;
+
+	if (buf == NULL)
+		return -ENOMEM;
+	while (rc == 0 && data < size) {
+		data = lseek(from, data, SEEK_DATA);
+		if (data < 0) {
+			rc = errno == ENXIO ? 0 : -errno;
+			break;
+		}
+		hole = lseek(from, data, SEEK_HOLE);
+		if (hole < 0) {
+			rc = -errno;
+			break;
+		}
+		while (data < hole) {
+			size_t want = hole - data > (1 << 20) ? (1 << 20) :
+			    (size_t)(hole - data);
+
+			n = pread(from, buf, want, data);
+			if (n <= 0) {
+				rc = n < 0 ? -errno : 0;
+				data = hole;
+				break;
+			}
+			if (pwrite(to, buf, (size_t)n, data) != n) {
+				rc = -EIO;
+				break;
+			}
+			data += n;
+		}
+	}
+	if (rc == 0 && ftruncate(to, size) != 0)
+		rc = -errno;
+	free(buf);
+	return rc;
+}
+
+/* Splits a farm path into its directory (opened) and last component. */
+static int
+open_parent(int farm, const char *path, const char **last)
+{
+	char dir[PATH_MAX];
+	const char *slash = strrchr(path, '/');
+
+	if (slash == NULL) {
+		int fd = fcntl(farm, F_DUPFD_CLOEXEC, 0);
+
+		*last = path;
+		return fd < 0 ? -errno : fd;
+	}
+	if ((size_t)(slash - path) >= sizeof(dir))
+		return -ENAMETOOLONG;
+	memcpy(dir, path, (size_t)(slash - path));
+	dir[slash - path] = '\0';
+	*last = slash + 1;
+	return openat(farm, dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
+	    O_CLOEXEC);
+}
+
+/*
+ * A copy in a farm directory changes its times, which are the tenant's
+ * times at the freeze: dir_keep(fd, 0, t) notes them in t,
+ * dir_keep(fd, 1, t) puts them back.
+ */
+static void
+dir_keep(int fd, int restore, struct timespec saved[2])
+{
+	struct stat st;
+
+	if (!restore) {
+		if (fstat(fd, &st) == 0) {
+			saved[0] = st.st_atim;
+			saved[1] = st.st_mtim;
+		}
+		return;
+	}
+	(void)futimens(fd, saved);
+}
+
+/* Makes the private copy of e from the live object obj (O_PATH). */
+static int
+cow_copy(struct fs_snap *s, struct snap_ent *e, int obj)
+{
+	static const char tmp[] = "cf.cow~";
+	char p[64], target[PATH_MAX + 1];
+	struct timespec pt[2];
+	const char *last;
+	struct stat st;
+	int pfd, fd = -1, in = -1, rc = 0;
+	size_t i;
+	ssize_t n;
+
+	if (fstatat(obj, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0)
+		return -errno;
+	pfd = open_parent(s->farm_fd, e->paths[0], &last);
+	if (pfd < 0)
+		return pfd;
+	dir_keep(pfd, 0, pt);
+	(void)unlinkat(pfd, tmp, 0);
+	if (S_ISREG(st.st_mode)) {
+		fd_path(obj, p, sizeof(p));
+		in = open(p, O_RDONLY | O_CLOEXEC);
+		fd = openat(pfd, tmp, O_WRONLY | O_CREAT | O_EXCL |
+		    O_NOFOLLOW | O_CLOEXEC, 0600);
+		if (in < 0 || fd < 0)
+			rc = -errno;
+		if (rc == 0)
+			rc = copy_sparse(in, fd, st.st_size);
+		if (rc == 0 && fsync(fd) != 0)
+			rc = -errno;
+		if (rc == 0) {
+			char q[64];
+
+			fd_path(fd, q, sizeof(q));
+			rc = copy_xattrs(p, q);
+		}
+		if (rc == 0)
+			rc = copy_meta_fd(fd, &st);
+	} else if (S_ISLNK(st.st_mode)) {
+		n = readlinkat(obj, "", target, sizeof(target) - 1);
+		if (n < 0) {
+			rc = -errno;
+		} else {
+			target[n] = '\0';
+			if (symlinkat(target, pfd, tmp) != 0)
+				rc = -errno;
+		}
+		if (rc == 0) {
+			struct timespec tv[2] = { st.st_atim, st.st_mtim };
+
+			if (fchownat(pfd, tmp, st.st_uid, st.st_gid,
+			    AT_SYMLINK_NOFOLLOW) != 0 || utimensat(pfd, tmp,
+			    tv, AT_SYMLINK_NOFOLLOW) != 0)
+				rc = -errno;
+		}
+	} else {
+		if (mknodat(pfd, tmp, st.st_mode, st.st_rdev) != 0) {
+			rc = -errno;
+		} else {
+			struct timespec tv[2] = { st.st_atim, st.st_mtim };
+
+			if (fchownat(pfd, tmp, st.st_uid, st.st_gid,
+			    AT_SYMLINK_NOFOLLOW) != 0 ||
+			    fchmodat(pfd, tmp, st.st_mode & 07777, 0) != 0 ||
+			    utimensat(pfd, tmp, tv, AT_SYMLINK_NOFOLLOW) != 0)
+				rc = -errno;
+		}
+	}
+	if (in >= 0)
+		close(in);
+	if (fd >= 0)
+		close(fd);
+	/* Every farm name of the inode now gets the copy. */
+	for (i = 1; rc == 0 && i < e->npaths; i++) {
+		const char *l2;
+		struct timespec t2[2];
+		int p2 = open_parent(s->farm_fd, e->paths[i], &l2);
+
+		if (p2 < 0) {
+			rc = p2;
+			break;
+		}
+		dir_keep(p2, 0, t2);
+		if (linkat(pfd, tmp, p2, "cf.cow2~", 0) != 0 ||
+		    renameat(p2, "cf.cow2~", p2, l2) != 0)
+			rc = -errno;
+		dir_keep(p2, 1, t2);
+		close(p2);
+	}
+	if (rc == 0 && renameat(pfd, tmp, pfd, last) != 0)
+		rc = -errno;
+	if (rc < 0)
+		(void)unlinkat(pfd, tmp, 0);
+	dir_keep(pfd, 1, pt);
+	close(pfd);
+	return rc;
+}
+
+int
+fs_snap_active(const struct fs_snap *s)
+{
+	return s != NULL && atomic_load(&s->active);
+}
+
+int
+fs_snap_cow(struct fs_snap *s, dev_t dev, ino_t ino, int obj)
+{
+	struct snap_ent *e;
+	int rc;
+
+	if (s == NULL || !atomic_load(&s->active))
+		return 0;
+	pthread_mutex_lock(&s->mutex);
+	e = table_take(s, dev, ino);
+	if (e == NULL) {
+		pthread_mutex_unlock(&s->mutex);
+		return 0;
+	}
+	/* Copying under the mutex keeps the farm's directories stable; a
+	 * second change to another shared inode waits for this one. */
+	rc = cow_copy(s, e, obj);
+	if (rc < 0)
+		s->broken = 1;	/* the backup is told at RELEASE */
+	pthread_mutex_unlock(&s->mutex);
+	ent_free(e);
+	return 0;		/* the tenant's write goes on regardless */
+}
+
+/* ---- the control socket ---------------------------------------------------- */
+
+static void
+reply(int fd, const char *msg)
+{
+	(void)!write(fd, msg, strlen(msg));
+}
+
+/* Serves one client until it releases its snapshot or goes away. */
+static void
+serve(struct fs_snap *s, int c)
+{
+	char line[64], out[PATH_MAX + 96], id[17];
+	struct ucred cred;
+	socklen_t cl = sizeof(cred);
+	uint64_t pause = 0;
+	ssize_t n;
+	int have = 0, rc;
+
+	if (getsockopt(c, SOL_SOCKET, SO_PEERCRED, &cred, &cl) != 0 ||
+	    (cred.uid != 0 && cred.uid != geteuid())) {
+		reply(c, "ERR denied\n");
+		return;
+	}
+	for (;;) {
+		struct pollfd p[2] = {
+			{ c, POLLIN, 0 }, { s->stop_pipe[0], POLLIN, 0 },
+		};
+
+		if (poll(p, 2, -1) < 0)
+			continue;
+		if (p[1].revents != 0)
+			break;
+		n = read(c, line, sizeof(line) - 1);
+		if (n <= 0)
+			break;
+		line[n] = '\0';
+		if (strncmp(line, "SNAPSHOT", 8) == 0 && !have) {
+			rc = snap_take(s, id, &pause);
+			if (rc < 0) {
+				snprintf(out, sizeof(out), "ERR %s\n",
+				    strerror(-rc));
+			} else {
+				have = 1;
+				snprintf(out, sizeof(out), "OK %s/%s/%s %llu\n",
+				    s->backing, SNAP_DIR, id,
+				    (unsigned long long)pause);
+			}
+			reply(c, out);
+		} else if (strncmp(line, "RELEASE", 7) == 0 && have) {
+			have = 0;
+			reply(c, snap_release(s) ? "BROKEN\n" : "OK\n");
+			break;
+		} else {
+			reply(c, "ERR bad request\n");
+		}
+	}
+	if (have)
+		(void)snap_release(s);
+}
+
+static void *
+ctl_main(void *arg)
+{
+	struct fs_snap *s = arg;
+	int c;
+
+	for (;;) {
+		struct pollfd p[2] = {
+			{ s->lfd, POLLIN, 0 }, { s->stop_pipe[0], POLLIN, 0 },
+		};
+
+		if (poll(p, 2, -1) < 0)
+			continue;
+		if (p[1].revents != 0)
+			break;
+		c = accept4(s->lfd, NULL, NULL, SOCK_CLOEXEC);
+		if (c < 0)
+			continue;
+		serve(s, c);
+		close(c);
+	}
+	return NULL;
+}
+
+int
+fs_snap_new(struct fs_snap **out, const char *backing,
+    int (*freeze)(void *arg, int on), void *arg)
+{
+	struct sockaddr_un sa;
+	struct fs_snap *s;
+	int rc;
+
+	*out = NULL;
+	memset(&sa, 0, sizeof(sa));
+	sa.sun_family = AF_UNIX;
+	if ((size_t)snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/%s",
+	    backing, FS_STORE_CTL) >= sizeof(sa.sun_path))
+		return -ENAMETOOLONG;
+	s = calloc(1, sizeof(*s));
+	if (s == NULL)
+		return -ENOMEM;
+	s->lfd = s->store_fd = s->farm_fd = -1;
+	s->stop_pipe[0] = s->stop_pipe[1] = -1;
+	s->freeze = freeze;
+	s->arg = arg;
+	pthread_mutex_init(&s->mutex, NULL);
+	s->backing = strdup(backing);
+	s->store_fd = open(backing, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (s->backing == NULL || s->store_fd < 0) {
+		rc = s->backing == NULL ? -ENOMEM : -errno;
+		goto fail;
+	}
+	remove_farms(s);	/* a crashed daemon's */
+	(void)unlinkat(s->store_fd, FS_STORE_CTL, 0);
+	s->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (s->lfd < 0 || bind(s->lfd, (struct sockaddr *)&sa,
+	    sizeof(sa)) != 0 || fchmodat(s->store_fd, FS_STORE_CTL, 0600,
+	    0) != 0 || listen(s->lfd, 4) != 0 ||
+	    pipe2(s->stop_pipe, O_CLOEXEC) != 0) {
+		rc = -errno;
+		goto fail;
+	}
+	*out = s;
+	return 0;
+fail:
+	fs_snap_free(s);
+	return rc;
+}
+
+int
+fs_snap_start(struct fs_snap *s)
+{
+	int rc = pthread_create(&s->thread, NULL, ctl_main, s);
+
+	if (rc != 0)
+		return -rc;
+	s->thread_started = 1;
+	return 0;
+}
+
+void
+fs_snap_free(struct fs_snap *s)
+{
+	if (s == NULL)
+		return;
+	if (s->thread_started) {
+		(void)!write(s->stop_pipe[1], "x", 1);
+		pthread_join(s->thread, NULL);
+	}
+	if (s->lfd >= 0) {
+		close(s->lfd);
+		(void)unlinkat(s->store_fd, FS_STORE_CTL, 0);
+	}
+	if (s->stop_pipe[0] >= 0)
+		close(s->stop_pipe[0]);
+	if (s->stop_pipe[1] >= 0)
+		close(s->stop_pipe[1]);
+	table_clear(s);
+	if (s->farm_fd >= 0)
+		close(s->farm_fd);
+	if (s->store_fd >= 0) {
+		remove_farms(s);
+		close(s->store_fd);
+	}
+	pthread_mutex_destroy(&s->mutex);
+	free(s->backing);
+	free(s);
+}
+
+/* ---- the client side (cf_fs.h) -------------------------------------------- */
+
+struct cf_fs_snapshot {
+	int fd;
+};
+
+int
+cf_fs_snapshot_take(const char *backing, struct cf_fs_snapshot **out,
+    char **dir, uint64_t *pause_ns)
+{
+	struct sockaddr_un sa;
+	struct cf_fs_snapshot *h;
+	char buf[PATH_MAX + 96], path[PATH_MAX];
+	unsigned long long pause;
+	size_t got = 0;
+	ssize_t n;
+	int fd;
+
+	*out = NULL;
+	*dir = NULL;
+	memset(&sa, 0, sizeof(sa));
+	sa.sun_family = AF_UNIX;
+	if ((size_t)snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/%s",
+	    backing, FS_STORE_CTL) >= sizeof(sa.sun_path))
+		return -ENAMETOOLONG;
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+		close(fd);
+		return errno == ENOENT || errno == ECONNREFUSED ? -ENOTCONN :
+		    -errno;
+	}
+	if (write(fd, "SNAPSHOT\n", 9) != 9) {
+		close(fd);
+		return -EIO;
+	}
+	while (got < sizeof(buf) - 1) {
+		n = read(fd, buf + got, sizeof(buf) - 1 - got);
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+		if (buf[got - 1] == '\n')
+			break;
+	}
+	buf[got] = '\0';
+	if (strncmp(buf, "OK ", 3) != 0 ||
+	    sscanf(buf + 3, "%4095s %llu", path, &pause) != 2) {
+		close(fd);
+		return strncmp(buf, "ERR ", 4) == 0 ? -EBUSY : -EPROTO;
+	}
+	h = malloc(sizeof(*h));
+	*dir = strdup(path);
+	if (h == NULL || *dir == NULL) {
+		free(h);
+		free(*dir);
+		*dir = NULL;
+		close(fd);
+		return -ENOMEM;
+	}
+	h->fd = fd;
+	*out = h;
+	*pause_ns = pause;
+	return 0;
+}
+
+int
+cf_fs_snapshot_release(struct cf_fs_snapshot *h)
+{
+	char buf[16] = { 0 };
+	ssize_t n;
+	int rc = 0;
+
+	if (h == NULL)
+		return 0;
+	if (write(h->fd, "RELEASE\n", 8) != 8)
+		rc = -EIO;
+	n = rc == 0 ? read(h->fd, buf, sizeof(buf) - 1) : -1;
+	if (n <= 0)
+		rc = -EIO;
+	else if (strncmp(buf, "BROKEN", 6) == 0)
+		rc = -ESTALE;	/* a copy-on-write failed: not point-in-time */
+	close(h->fd);
+	free(h);
+	return rc;
+}
