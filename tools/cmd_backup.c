@@ -208,6 +208,9 @@ audit(struct session *s, const char *event, const char *snap,
 
 /* ---- backup ----------------------------------------------------------- */
 
+static int latest_parent(struct session *s, const char *path,
+    unsigned char id[CF_BK_ID_BYTES]);
+
 /* A hard-linked inode seen in the store: its backing identity. */
 struct hlink {
 	dev_t dev;
@@ -952,6 +955,7 @@ cmd_backup(struct tl_ctx *ctx, int argc, char **argv)
 	snap.paths = paths;
 	snap.npaths = 1;
 	memcpy(snap.tree, tree, sizeof(tree));
+	snap.has_parent = latest_parent(&s, paths[0], snap.parent);
 	snap.consistency = (char *)(uintptr_t)(use_stdin ? "stream" :
 	    b.live ? "none" : "offline");
 	snap.stats.files = b.files;
@@ -1081,6 +1085,28 @@ snaps_load(struct session *s, struct snap_ent **out, size_t *nout,
 	*out = v;
 	*nout = k;
 	return 0;
+}
+
+/* 1 and id: the newest snapshot of the same path (the parent). */
+static int
+latest_parent(struct session *s, const char *path,
+    unsigned char id[CF_BK_ID_BYTES])
+{
+	struct snap_ent *v = NULL;
+	size_t n = 0, bad = 0, i;
+	int found = 0;
+
+	if (snaps_load(s, &v, &n, &bad) < 0)
+		return 0;
+	for (i = n; i-- > 0;) {
+		if (v[i].s->npaths == 1 && strcmp(v[i].s->paths[0], path) == 0) {
+			memcpy(id, v[i].id, CF_BK_ID_BYTES);
+			found = 1;
+			break;
+		}
+	}
+	snaps_free(v, n);
+	return found;
 }
 
 int
