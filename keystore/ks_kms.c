@@ -16,10 +16,11 @@
 
 static const struct ks_kms_ops *const providers[] = {
 	&ks_kms_file_ops,
+	&ks_kms_kmip_ops,
 };
 
 /* Types that are planned but not built yet, for a precise message. */
-static const char *const planned[] = { "pkcs11", "kmip", "aws-kms",
+static const char *const planned[] = { "pkcs11", "aws-kms",
 	"vault-transit" };
 
 const char *

@@ -32,6 +32,8 @@ CF_DEB_PACKAGES=(
 	libcurl4-openssl-dev
 	libarchive-dev
 	libexpat1-dev
+	libssl-dev
+	python3-pykmip
 )
 
 # Prints the packages of "$@" that are not installed, one per line.
