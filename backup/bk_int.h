@@ -157,6 +157,12 @@ bk_name(const unsigned char id[CF_BK_ID_BYTES], char out[65])
 /* 1 if s is 64 lowercase hex digits. */
 int bk_name_valid(const char *s);
 
+/*
+ * Opens the S3 backend for "s3://bucket/prefix[?options]" (bk_store_s3.c,
+ * docs/s3.md).  CF_BK_STORE_CREATE creates a missing bucket.
+ */
+int bk_store_s3_open(struct cf_bk_store **out, const char *url, int flags);
+
 /* Config JSON (bk_repo.c); exposed for the tests. */
 struct bk_config {
 	unsigned char repo_id[16];

@@ -540,6 +540,6 @@ cf_bk_store_open_url(struct cf_bk_store **out, const char *url, int flags)
 		return local_open_path(out, url + 7, flags);
 	}
 	if (strncmp(url, "s3://", 5) == 0)
-		return -ENOTSUP;
+		return bk_store_s3_open(out, url, flags);
 	return -EINVAL;
 }

@@ -366,9 +366,14 @@ struct cf_bk_store;
 
 /*
  * Opens a backend by URL: "file:///absolute/path" (local directory;
- * CF_BK_STORE_CREATE makes it and its subdirectories).  "s3://..." is
- * -ENOTSUP for now; anything else -EINVAL.  On success *out is owned by
- * the caller (cf_bk_store_free).
+ * CF_BK_STORE_CREATE makes it and its subdirectories) or
+ * "s3://bucket[/prefix][?endpoint=..&region=..&style=path|virtual&ca=..
+ * &credentials=..&profile=..]" (S3; options, environment and credentials
+ * in docs/s3.md; CF_BK_STORE_CREATE creates a missing bucket).  Anything
+ * else -EINVAL.  S3 errors: -EACCES credentials refused, -EPERM the
+ * server's TLS certificate does not verify, -ENOKEY no credentials,
+ * -ENOENT no such bucket, -EIO and friends after the retries ran out.
+ * On success *out is owned by the caller (cf_bk_store_free).
  */
 CF_MUST_CHECK int cf_bk_store_open_url(struct cf_bk_store **out,
     const char *url, int flags);
@@ -382,6 +387,8 @@ const struct cf_bk_store_ops *cf_bk_store_ops(const struct cf_bk_store *s);
 void *cf_bk_store_ctx(const struct cf_bk_store *s);
 /* The local backend's ops, for wrapping. */
 extern const struct cf_bk_store_ops cf_bk_store_local_ops;
+/* The S3 backend's ops, for wrapping (ctx from cf_bk_store_open_url). */
+extern const struct cf_bk_store_ops cf_bk_store_s3_ops;
 
 CF_MUST_CHECK int cf_bk_store_put(struct cf_bk_store *s, enum cf_bk_kind kind,
     const char *name, const unsigned char *buf, size_t len, int excl);

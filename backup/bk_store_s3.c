@@ -1,0 +1,1551 @@
+/*
+ * bk_store_s3.c - the S3 storage backend (docs/s3.md): a repository
+ * under s3://bucket/prefix on any S3-compatible object store (AWS S3,
+ * Ceph RGW, MinIO), with the same object layout as the local backend
+ * (docs/format/repository.md: config, data/XX/<id>, index/<id>,
+ * snapshots/<id>, locks/<id>), each key prefixed with "prefix/".
+ *
+ * Requests go through libcurl easy handles kept in a small pool: a
+ * handle keeps its connections alive between requests (curl_easy_reset
+ * keeps the connection cache), and each thread takes its own handle,
+ * so the ops may run on many threads at once.  Requests are signed by
+ * libcurl's SigV4 (CURLOPT_AWS_SIGV4).  Every request carries
+ * x-amz-content-sha256 with the real SHA-256 of its body: libcurl 7.88
+ * signs that header as given, and the server recomputes the hash, so a
+ * body corrupted in transit is rejected (XAmzContentSHA256Mismatch)
+ * and retried.  Responses are parsed with expat.
+ *
+ * Transient failures (5xx, 429/SlowDown, connection errors, timeouts,
+ * a body hash mismatch) are retried with exponential backoff and full
+ * jitter, within a bounded number of attempts and a bounded total
+ * time.  Every op is idempotent: objects are immutable and named by
+ * content, so replaying a PUT stores the same bytes.
+ *
+ * What it deliberately does not do: multipart upload (a pack is at most
+ * 256 MiB and a single PUT takes 5 GiB), Object Lock retention,
+ * bandwidth limits, a request-level thread pool (callers bring their
+ * threads), or any logging: errors are returned as -errno, and secrets
+ * never leave this file (curl's verbose mode stays off).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+#include <expat.h>
+#include <sodium.h>
+
+#include "bk_int.h"
+
+#define S3_POOL_MAX 16U
+#define S3_ERRBODY_MAX 16384U
+#define S3_LIST_BODY_MAX (8U << 20)	/* one ListObjectsV2 page */
+#define S3_LIST_PAGE 1000
+#define S3_URL_MAX 4096U
+#define S3_TEXT_MAX 2048U		/* one XML leaf (key, token) */
+#define S3_ATTEMPTS_DEFAULT 8U
+#define S3_RETRY_SECONDS_DEFAULT 120L
+#define S3_BACKOFF_BASE_MS 100L
+#define S3_BACKOFF_CAP_MS 10000L
+#define S3_EMPTY_SHA256 \
+	"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
+struct s3 {
+	char *bucket_url;	/* ".../bucket" (path) or "https://bucket.host" */
+	char *prefix;		/* "" or "a/b/" (always ends with '/') */
+	char *sigv4;		/* "aws:amz:REGION:s3" */
+	char *access_key;
+	char *secret;		/* wiped on close */
+	char *token_hdr;	/* "x-amz-security-token: ..." or NULL; wiped */
+	char *ca_file;		/* NULL: the system's CA bundle */
+	unsigned max_attempts;
+	long retry_ms;		/* total time budget of one op's retries */
+	pthread_mutex_t lock;	/* protects pool and npool */
+	CURL *pool[S3_POOL_MAX];
+	unsigned npool;
+};
+
+/* One HTTP request and its response. */
+struct s3_req {
+	const char *method;		/* GET, PUT, HEAD, DELETE */
+	char url[S3_URL_MAX];
+	const unsigned char *body;	/* PUT body */
+	size_t bodylen;
+	int if_none_match;		/* PUT: If-None-Match: * */
+	int ranged;			/* Range: bytes=off-(off+fixedlen-1) */
+	uint64_t range_off;
+	/* Response body, either into a growing buffer of at most outmax... */
+	unsigned char *out;
+	size_t outlen, outcap, outmax;
+	/* ...or into the caller's buffer of exactly fixedlen bytes. */
+	unsigned char *fixed;
+	size_t fixedlen, got;
+	uint64_t skip;			/* bytes to drop (server ignored Range) */
+	int started, overflow, extra;
+	char err[S3_ERRBODY_MAX];	/* error body (XML), NUL-terminated */
+	size_t errlen;
+	long status;
+	curl_off_t clen;		/* HEAD: Content-Length */
+	unsigned attempts;
+	CURL *h;
+};
+
+static pthread_once_t s3_once = PTHREAD_ONCE_INIT;
+static CURLcode s3_global_rc;
+
+static void
+s3_global_init(void)
+{
+	s3_global_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+/* ---- small helpers ---------------------------------------------------------- */
+
+static void
+free_secret(char *s)
+{
+	if (s == NULL)
+		return;
+	sodium_memzero(s, strlen(s));
+	free(s);
+}
+
+static long
+now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long)ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
+}
+
+static void
+sleep_ms(long ms)
+{
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
+/* Appends s to buf (cap bytes) at *pos; -ENAMETOOLONG if it does not fit. */
+static int
+cat(char *buf, size_t cap, size_t *pos, const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n >= cap - *pos)
+		return -ENAMETOOLONG;
+	memcpy(buf + *pos, s, n + 1);
+	*pos += n;
+	return 0;
+}
+
+/*
+ * Appends s percent-encoded as SigV4's canonical form wants it:
+ * unreserved characters as they are, everything else %XX (upper case);
+ * '/' kept if keep_slash (paths), encoded otherwise (query values).
+ */
+static int
+cat_enc(char *buf, size_t cap, size_t *pos, const char *s, int keep_slash)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	char t[4];
+
+	for (; *s != '\0'; s++) {
+		unsigned char c = (unsigned char)*s;
+		int rc;
+
+		if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+		    (c >= '0' && c <= '9') || c == '-' || c == '.' ||
+		    c == '_' || c == '~' || (c == '/' && keep_slash)) {
+			t[0] = (char)c;
+			t[1] = '\0';
+		} else {
+			t[0] = '%';
+			t[1] = hex[c >> 4];
+			t[2] = hex[c & 15];
+			t[3] = '\0';
+		}
+		rc = cat(buf, cap, pos, t);
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
+}
+
+/* The key (under the prefix) of an object: "prefix/data/ab/<id>". */
+static int
+obj_key(const struct s3 *s, enum cf_bk_kind kind, const char *name,
+    char *key, size_t cap)
+{
+	int n;
+
+	switch (kind) {
+	case CF_BK_KIND_PACK:
+		n = snprintf(key, cap, "%sdata/%.2s/%s", s->prefix, name, name);
+		break;
+	case CF_BK_KIND_INDEX:
+		n = snprintf(key, cap, "%sindex/%s", s->prefix, name);
+		break;
+	case CF_BK_KIND_SNAPSHOT:
+		n = snprintf(key, cap, "%ssnapshots/%s", s->prefix, name);
+		break;
+	case CF_BK_KIND_LOCK:
+		n = snprintf(key, cap, "%slocks/%s", s->prefix, name);
+		break;
+	case CF_BK_KIND_CONFIG:
+		n = snprintf(key, cap, "%sconfig", s->prefix);
+		break;
+	default:
+		return -EINVAL;
+	}
+	if (n < 0 || (size_t)n >= cap)
+		return -ENAMETOOLONG;
+	return 0;
+}
+
+/* The request URL of an object. */
+static int
+obj_url(const struct s3 *s, enum cf_bk_kind kind, const char *name,
+    struct s3_req *r)
+{
+	char key[1024];
+	size_t pos = 0;
+	int rc;
+
+	rc = obj_key(s, kind, name, key, sizeof(key));
+	if (rc < 0)
+		return rc;
+	rc = cat(r->url, sizeof(r->url), &pos, s->bucket_url);
+	if (rc == 0)
+		rc = cat(r->url, sizeof(r->url), &pos, "/");
+	if (rc == 0)
+		rc = cat_enc(r->url, sizeof(r->url), &pos, key, 1);
+	return rc;
+}
+
+/* ---- the handle pool -------------------------------------------------------- */
+
+static CURL *
+pool_get(struct s3 *s)
+{
+	CURL *h = NULL;
+
+	pthread_mutex_lock(&s->lock);
+	if (s->npool > 0)
+		h = s->pool[--s->npool];
+	pthread_mutex_unlock(&s->lock);
+	if (h == NULL)
+		h = curl_easy_init();
+	return h;
+}
+
+static void
+pool_put(struct s3 *s, CURL *h)
+{
+	pthread_mutex_lock(&s->lock);
+	if (s->npool < S3_POOL_MAX) {
+		s->pool[s->npool++] = h;
+		h = NULL;
+	}
+	pthread_mutex_unlock(&s->lock);
+	if (h != NULL)
+		curl_easy_cleanup(h);
+}
+
+/* ---- one request ------------------------------------------------------------ */
+
+static size_t
+s3_write(char *p, size_t sz, size_t n, void *arg)
+{
+	struct s3_req *r = arg;
+	size_t len = sz * n, take;
+	long code = 0;
+
+	curl_easy_getinfo(r->h, CURLINFO_RESPONSE_CODE, &code);
+	if (code >= 300) {
+		take = sizeof(r->err) - 1 - r->errlen;
+		if (take > len)
+			take = len;
+		memcpy(r->err + r->errlen, p, take);
+		r->errlen += take;
+		r->err[r->errlen] = '\0';
+		return len;
+	}
+	if (r->fixed != NULL) {
+		if (!r->started && code == 200)
+			r->skip = r->range_off;	/* the whole object came */
+		r->started = 1;
+		take = r->skip < len ? (size_t)r->skip : len;
+		r->skip -= take;
+		p += take;
+		len -= take;
+		if (len > r->fixedlen - r->got) {
+			/* More than asked for: stop the transfer. */
+			take = r->fixedlen - r->got;
+			memcpy(r->fixed + r->got, p, take);
+			r->got += take;
+			r->extra = 1;
+			return 0;
+		}
+		memcpy(r->fixed + r->got, p, len);
+		r->got += len;
+		return sz * n;
+	}
+	if (len > r->outmax - r->outlen) {
+		r->overflow = 1;
+		return 0;
+	}
+	if (r->outlen + len > r->outcap) {
+		size_t cap = r->outcap > 0 ? r->outcap : 65536;
+		unsigned char *b;
+
+		while (cap < r->outlen + len)
+			cap *= 2;
+		if (cap > r->outmax)
+			cap = r->outmax;
+		b = realloc(r->out, cap + 1);
+		if (b == NULL)
+			return 0;
+		r->out = b;
+		r->outcap = cap;
+	}
+	memcpy(r->out + r->outlen, p, len);
+	r->outlen += len;
+	return len;
+}
+
+/* Sets up h for r.  *hdrs is the header list to free after the call. */
+static int
+s3_setup(struct s3 *s, struct s3_req *r, struct curl_slist **hdrs)
+{
+	unsigned char sha[crypto_hash_sha256_BYTES];
+	char line[128], hex[crypto_hash_sha256_BYTES * 2 + 1];
+	struct curl_slist *l = NULL, *t;
+	CURL *h = r->h;
+	int ok = 1;
+
+	*hdrs = NULL;
+	curl_easy_reset(h);	/* keeps the connection cache */
+	ok &= curl_easy_setopt(h, CURLOPT_URL, r->url) == CURLE_OK;
+	ok &= curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https") ==
+	    CURLE_OK;
+	ok &= curl_easy_setopt(h, CURLOPT_VERBOSE, 0L) == CURLE_OK;
+	ok &= curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L) == CURLE_OK;
+	ok &= curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L) == CURLE_OK;
+	ok &= curl_easy_setopt(h, CURLOPT_AWS_SIGV4, s->sigv4) == CURLE_OK;
+	ok &= curl_easy_setopt(h, CURLOPT_USERNAME, s->access_key) ==
+	    CURLE_OK;
+	ok &= curl_easy_setopt(h, CURLOPT_PASSWORD, s->secret) == CURLE_OK;
+	ok &= curl_easy_setopt(h, CURLOPT_SSLVERSION,
+	    (long)CURL_SSLVERSION_TLSv1_2) == CURLE_OK;
+	ok &= curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L) == CURLE_OK;
+	ok &= curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L) == CURLE_OK;
+	if (s->ca_file != NULL)
+		ok &= curl_easy_setopt(h, CURLOPT_CAINFO, s->ca_file) ==
+		    CURLE_OK;
+	ok &= curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 10L) == CURLE_OK;
+	/* A stalled transfer (< 1 byte/s for 60 s) is a timeout. */
+	ok &= curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L) == CURLE_OK;
+	ok &= curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, 60L) == CURLE_OK;
+	ok &= curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L) == CURLE_OK;
+	ok &= curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, s3_write) ==
+	    CURLE_OK;
+	ok &= curl_easy_setopt(h, CURLOPT_WRITEDATA, r) == CURLE_OK;
+	if (strcmp(r->method, "HEAD") == 0) {
+		ok &= curl_easy_setopt(h, CURLOPT_NOBODY, 1L) == CURLE_OK;
+	} else if (strcmp(r->method, "PUT") == 0) {
+		/*
+		 * POSTFIELDS with a custom method sends the buffer as it is
+		 * (no read callback), which also makes a retry trivial.
+		 */
+		ok &= curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, "PUT") ==
+		    CURLE_OK;
+		ok &= curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE,
+		    (curl_off_t)r->bodylen) == CURLE_OK;
+		ok &= curl_easy_setopt(h, CURLOPT_POSTFIELDS,
+		    r->bodylen > 0 ? (const char *)r->body : "") == CURLE_OK;
+	} else if (strcmp(r->method, "GET") != 0) {
+		ok &= curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, r->method) ==
+		    CURLE_OK;
+	}
+	if (!ok)
+		return -EIO;
+
+	if (r->bodylen > 0) {
+		crypto_hash_sha256(sha, r->body, r->bodylen);
+		sodium_bin2hex(hex, sizeof(hex), sha, sizeof(sha));
+	} else {
+		memcpy(hex, S3_EMPTY_SHA256, sizeof(hex));
+	}
+	snprintf(line, sizeof(line), "x-amz-content-sha256: %s", hex);
+	t = curl_slist_append(l, line);
+	if (t == NULL)
+		goto nomem;
+	l = t;
+	if (strcmp(r->method, "PUT") == 0) {
+		t = curl_slist_append(l, "Content-Type: application/octet-stream");
+		if (t == NULL)
+			goto nomem;
+		l = t;
+	}
+	/*
+	 * No "Expect:" override here: libcurl 7.88 would sign the empty
+	 * header and the server then rejects the signature.  Large PUTs
+	 * do the 100-continue round trip, which also stops a refused
+	 * upload before its body is sent.
+	 */
+	if (r->if_none_match) {
+		t = curl_slist_append(l, "If-None-Match: *");
+		if (t == NULL)
+			goto nomem;
+		l = t;
+	}
+	if (r->ranged) {
+		snprintf(line, sizeof(line), "Range: bytes=%llu-%llu",
+		    (unsigned long long)r->range_off,
+		    (unsigned long long)(r->range_off + r->fixedlen - 1));
+		t = curl_slist_append(l, line);
+		if (t == NULL)
+			goto nomem;
+		l = t;
+	}
+	if (s->token_hdr != NULL) {
+		t = curl_slist_append(l, s->token_hdr);
+		if (t == NULL)
+			goto nomem;
+		l = t;
+	}
+	*hdrs = l;
+	if (curl_easy_setopt(h, CURLOPT_HTTPHEADER, l) != CURLE_OK)
+		return -EIO;
+	return 0;
+nomem:
+	curl_slist_free_all(l);
+	return -ENOMEM;
+}
+
+/* ---- XML (ListObjectsV2 pages and error bodies) ------------------------------ */
+
+struct s3_ent {
+	char *key;
+	uint64_t size;
+};
+
+struct s3_xml {
+	char text[S3_TEXT_MAX];
+	size_t textlen;
+	int toolong;
+	int in_contents;
+	char *cur_key;
+	uint64_t cur_size;
+	int have_size;
+	struct s3_ent *ents;
+	size_t nents, capents;
+	int truncated;
+	char *next_token;
+	char code[64];
+	int bad;
+};
+
+static void XMLCALL
+xml_start(void *arg, const XML_Char *el, const XML_Char **attr)
+{
+	struct s3_xml *x = arg;
+
+	(void)attr;
+	x->textlen = 0;
+	x->toolong = 0;
+	if (strcmp(el, "Contents") == 0) {
+		x->in_contents = 1;
+		free(x->cur_key);
+		x->cur_key = NULL;
+		x->have_size = 0;
+	}
+}
+
+static void XMLCALL
+xml_text(void *arg, const XML_Char *s, int len)
+{
+	struct s3_xml *x = arg;
+
+	if (len < 0 || (size_t)len >= sizeof(x->text) - x->textlen) {
+		x->toolong = 1;
+		return;
+	}
+	memcpy(x->text + x->textlen, s, (size_t)len);
+	x->textlen += (size_t)len;
+}
+
+static void XMLCALL
+xml_end(void *arg, const XML_Char *el)
+{
+	struct s3_xml *x = arg;
+	char *end;
+
+	x->text[x->textlen] = '\0';
+	if (x->in_contents && strcmp(el, "Key") == 0) {
+		free(x->cur_key);
+		x->cur_key = x->toolong ? NULL : strdup(x->text);
+		if (x->cur_key == NULL && !x->toolong)
+			x->bad = -ENOMEM;
+	} else if (x->in_contents && strcmp(el, "Size") == 0) {
+		errno = 0;
+		x->cur_size = strtoull(x->text, &end, 10);
+		x->have_size = errno == 0 && end != x->text && *end == '\0';
+	} else if (strcmp(el, "Contents") == 0) {
+		x->in_contents = 0;
+		if (x->cur_key == NULL || !x->have_size)
+			return;		/* over-long key: not ours anyway */
+		if (x->nents == x->capents) {
+			size_t cap = x->capents ? x->capents * 2 : 64;
+			struct s3_ent *e = realloc(x->ents, cap * sizeof(*e));
+
+			if (e == NULL) {
+				x->bad = -ENOMEM;
+				return;
+			}
+			x->ents = e;
+			x->capents = cap;
+		}
+		x->ents[x->nents].key = x->cur_key;
+		x->ents[x->nents].size = x->cur_size;
+		x->nents++;
+		x->cur_key = NULL;
+	} else if (strcmp(el, "IsTruncated") == 0) {
+		x->truncated = strcmp(x->text, "true") == 0;
+	} else if (strcmp(el, "NextContinuationToken") == 0) {
+		free(x->next_token);
+		x->next_token = x->toolong ? NULL : strdup(x->text);
+		if (x->next_token == NULL)
+			x->bad = x->toolong ? -EPROTO : -ENOMEM;
+	} else if (strcmp(el, "Code") == 0 && !x->in_contents) {
+		/* An error body; its Message may be empty (Ceph RGW). */
+		if (x->textlen < sizeof(x->code))
+			memcpy(x->code, x->text, x->textlen + 1);
+	}
+}
+
+static void
+xml_free(struct s3_xml *x)
+{
+	size_t i;
+
+	for (i = 0; i < x->nents; i++)
+		free(x->ents[i].key);
+	free(x->ents);
+	free(x->cur_key);
+	free(x->next_token);
+	memset(x, 0, sizeof(*x));
+}
+
+/* Parses an S3 XML body; -EPROTO if it is not well-formed. */
+static int
+xml_parse(struct s3_xml *x, const char *buf, size_t len)
+{
+	XML_Parser p;
+	int rc = 0;
+
+	memset(x, 0, sizeof(*x));
+	if (len > INT32_MAX)
+		return -EPROTO;
+	p = XML_ParserCreate("UTF-8");
+	if (p == NULL)
+		return -ENOMEM;
+	XML_SetUserData(p, x);
+	XML_SetElementHandler(p, xml_start, xml_end);
+	XML_SetCharacterDataHandler(p, xml_text);
+	if (XML_Parse(p, buf, (int)len, 1) != XML_STATUS_OK)
+		rc = -EPROTO;
+	XML_ParserFree(p);
+	if (rc == 0 && x->bad != 0)
+		rc = x->bad;
+	return rc;
+}
+
+/* The S3 error code of an error body ("" if none or not XML). */
+static void
+err_code(const struct s3_req *r, char *code, size_t cap)
+{
+	struct s3_xml x;
+
+	code[0] = '\0';
+	if (r->errlen == 0)
+		return;
+	if (xml_parse(&x, r->err, r->errlen) == 0)
+		snprintf(code, cap, "%s", x.code);
+	xml_free(&x);
+}
+
+/* ---- perform with retries ----------------------------------------------------- */
+
+static int
+retryable_curl(CURLcode cc)
+{
+	switch (cc) {
+	case CURLE_COULDNT_RESOLVE_HOST:
+	case CURLE_COULDNT_CONNECT:
+	case CURLE_OPERATION_TIMEDOUT:
+	case CURLE_SEND_ERROR:
+	case CURLE_RECV_ERROR:
+	case CURLE_GOT_NOTHING:
+	case CURLE_PARTIAL_FILE:
+	case CURLE_HTTP2:
+	case CURLE_HTTP2_STREAM:
+		return 1;
+	default:
+		return 0;
+	}
+}
+
+static int
+curl_errno(CURLcode cc)
+{
+	switch (cc) {
+	case CURLE_COULDNT_RESOLVE_HOST:
+		return -EHOSTUNREACH;
+	case CURLE_COULDNT_CONNECT:
+		return -ECONNREFUSED;
+	case CURLE_OPERATION_TIMEDOUT:
+		return -ETIMEDOUT;
+	case CURLE_OUT_OF_MEMORY:
+		return -ENOMEM;
+	case CURLE_PEER_FAILED_VERIFICATION:
+	case CURLE_SSL_CACERT_BADFILE:
+	case CURLE_SSL_CERTPROBLEM:
+	case CURLE_SSL_CONNECT_ERROR:
+		/* The server's certificate or TLS version is refused. */
+		return -EPERM;
+	default:
+		return -EIO;
+	}
+}
+
+/*
+ * Classifies a finished attempt: returns 0 or -errno, and sets *retry
+ * when another attempt may succeed.
+ */
+static int
+classify(struct s3_req *r, CURLcode cc, int *retry)
+{
+	char code[64];
+
+	*retry = 0;
+	if (cc == CURLE_WRITE_ERROR && r->extra && r->status == 200)
+		return 0;	/* had what we wanted of a whole object */
+	if (cc == CURLE_WRITE_ERROR && r->overflow)
+		return -EFBIG;
+	if (cc == CURLE_WRITE_ERROR && r->extra)
+		return -EPROTO;	/* a 206 longer than the range */
+	if (cc != CURLE_OK) {
+		*retry = retryable_curl(cc);
+		return curl_errno(cc);
+	}
+	if (r->status >= 200 && r->status < 300)
+		return 0;
+	switch (r->status) {
+	case 403:
+		return -EACCES;	/* AccessDenied, SignatureDoesNotMatch, ... */
+	case 404:
+		return -ENOENT;
+	case 409:
+		return -EBUSY;
+	case 412:
+		return -EEXIST;	/* If-None-Match: * and the key exists */
+	case 416:
+		return -EPROTO;	/* the range is past the end */
+	case 429:
+	case 500:
+	case 502:
+	case 503:
+	case 504:
+		*retry = 1;	/* SlowDown, InternalError, ... */
+		return -EIO;
+	case 400:
+		err_code(r, code, sizeof(code));
+		if (strcmp(code, "BadDigest") == 0 ||
+		    strcmp(code, "XAmzContentSHA256Mismatch") == 0 ||
+		    strcmp(code, "RequestTimeout") == 0 ||
+		    strcmp(code, "IncompleteBody") == 0)
+			*retry = 1;	/* damaged or slow in transit */
+		return -EIO;
+	default:
+		return -EIO;
+	}
+}
+
+static void
+req_reset(struct s3_req *r)
+{
+	r->outlen = 0;
+	r->got = 0;
+	r->skip = 0;
+	r->started = r->overflow = r->extra = 0;
+	r->errlen = 0;
+	r->err[0] = '\0';
+	r->status = 0;
+	r->clen = -1;
+}
+
+static int
+s3_perform(struct s3 *s, struct s3_req *r)
+{
+	struct curl_slist *hdrs = NULL;
+	long start = now_ms(), delay, cap;
+	CURLcode cc;
+	int rc = -EIO, retry;
+
+	for (r->attempts = 0;;) {
+		req_reset(r);
+		r->h = pool_get(s);
+		if (r->h == NULL)
+			return -ENOMEM;
+		rc = s3_setup(s, r, &hdrs);
+		if (rc == 0) {
+			cc = curl_easy_perform(r->h);
+			curl_easy_getinfo(r->h, CURLINFO_RESPONSE_CODE,
+			    &r->status);
+			curl_easy_getinfo(r->h,
+			    CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &r->clen);
+			rc = classify(r, cc, &retry);
+		} else {
+			retry = 0;
+		}
+		/* The handle must not point at freed headers or at r. */
+		curl_easy_reset(r->h);
+		curl_slist_free_all(hdrs);
+		hdrs = NULL;
+		pool_put(s, r->h);
+		r->h = NULL;
+		r->attempts++;
+		if (!retry || r->attempts >= s->max_attempts)
+			break;
+		/* Full jitter: uniform in [0, min(cap, base * 2^n)). */
+		cap = S3_BACKOFF_BASE_MS << (r->attempts < 10 ? r->attempts : 10);
+		if (cap > S3_BACKOFF_CAP_MS)
+			cap = S3_BACKOFF_CAP_MS;
+		delay = (long)randombytes_uniform((uint32_t)cap) + 1;
+		if (now_ms() - start + delay > s->retry_ms)
+			break;
+		sleep_ms(delay);
+	}
+	return rc;
+}
+
+/* ---- the ops ------------------------------------------------------------------ */
+
+static int
+s3_head(struct s3 *s, enum cf_bk_kind kind, const char *name, uint64_t *size)
+{
+	struct s3_req *r;
+	int rc;
+
+	*size = 0;
+	r = calloc(1, sizeof(*r));
+	if (r == NULL)
+		return -ENOMEM;
+	r->method = "HEAD";
+	rc = obj_url(s, kind, name, r);
+	if (rc == 0)
+		rc = s3_perform(s, r);
+	if (rc == 0 && r->clen < 0)
+		rc = -EPROTO;
+	if (rc == 0)
+		*size = (uint64_t)r->clen;
+	free(r);
+	return rc;
+}
+
+static int
+s3_stat(void *ctx, enum cf_bk_kind kind, const char *name, uint64_t *size)
+{
+	return s3_head(ctx, kind, name, size);
+}
+
+static int
+s3_get(void *ctx, enum cf_bk_kind kind, const char *name, size_t max,
+    unsigned char **buf, size_t *len)
+{
+	struct s3_req *r;
+	int rc;
+
+	*buf = NULL;
+	*len = 0;
+	r = calloc(1, sizeof(*r));
+	if (r == NULL)
+		return -ENOMEM;
+	r->method = "GET";
+	r->outmax = max;
+	rc = obj_url(ctx, kind, name, r);
+	if (rc == 0)
+		rc = s3_perform(ctx, r);
+	if (rc < 0)
+		goto out;
+	if (r->out == NULL) {
+		r->out = malloc(1);	/* an empty object */
+		if (r->out == NULL) {
+			rc = -ENOMEM;
+			goto out;
+		}
+	}
+	*buf = r->out;
+	*len = r->outlen;
+	r->out = NULL;
+out:
+	free(r->out);
+	free(r);
+	return rc;
+}
+
+static int
+s3_get_range(void *ctx, enum cf_bk_kind kind, const char *name, uint64_t off,
+    size_t len, unsigned char *buf)
+{
+	struct s3_req *r;
+	uint64_t size;
+	int rc;
+
+	if (len == 0) {
+		/* No empty Range exists in HTTP: check existence and size. */
+		rc = s3_head(ctx, kind, name, &size);
+		if (rc == 0 && off > size)
+			rc = -EPROTO;
+		return rc;
+	}
+	if (off > UINT64_MAX - len)
+		return -EINVAL;
+	r = calloc(1, sizeof(*r));
+	if (r == NULL)
+		return -ENOMEM;
+	r->method = "GET";
+	r->ranged = 1;
+	r->range_off = off;
+	r->fixed = buf;
+	r->fixedlen = len;
+	rc = obj_url(ctx, kind, name, r);
+	if (rc == 0)
+		rc = s3_perform(ctx, r);
+	if (rc == 0 && r->got != len)
+		rc = -EPROTO;	/* shorter than the index says */
+	free(r);
+	return rc;
+}
+
+static int
+s3_put(void *ctx, enum cf_bk_kind kind, const char *name,
+    const unsigned char *buf, size_t len, int excl)
+{
+	struct s3 *s = ctx;
+	struct s3_req *r = NULL;
+	unsigned char *old = NULL;
+	size_t oldlen = 0;
+	uint64_t size;
+	int rc;
+
+	if (excl) {
+		/*
+		 * HEAD first for servers that ignore If-None-Match on PUT;
+		 * the conditional PUT below closes the race where the
+		 * server supports it (AWS since 2024, Ceph RGW, MinIO).
+		 */
+		rc = s3_head(s, kind, name, &size);
+		if (rc == 0)
+			return -EEXIST;
+		if (rc != -ENOENT)
+			return rc;
+	}
+	r = calloc(1, sizeof(*r));
+	if (r == NULL)
+		return -ENOMEM;
+	r->method = "PUT";
+	r->body = buf;
+	r->bodylen = len;
+	r->if_none_match = excl;
+	r->outmax = S3_ERRBODY_MAX;
+	rc = obj_url(s, kind, name, r);
+	if (rc == 0)
+		rc = s3_perform(s, r);
+	if (rc == -EEXIST && r->attempts > 1) {
+		/*
+		 * An earlier attempt may have stored it and lost the
+		 * answer: the object is ours if it holds our bytes.
+		 */
+		rc = s3_get(s, kind, name, len, &old, &oldlen);
+		if (rc == 0)
+			rc = oldlen == len && (len == 0 ||
+			    memcmp(old, buf, len) == 0) ? 0 : -EEXIST;
+		else if (rc == -EFBIG)
+			rc = -EEXIST;
+		free(old);
+	}
+	free(r->out);
+	free(r);
+	return rc;
+}
+
+static int
+s3_del(void *ctx, enum cf_bk_kind kind, const char *name)
+{
+	struct s3_req *r;
+	uint64_t size;
+	int rc;
+
+	/* S3 answers 204 for a missing key too; the contract wants ENOENT. */
+	rc = s3_head(ctx, kind, name, &size);
+	if (rc < 0)
+		return rc;
+	r = calloc(1, sizeof(*r));
+	if (r == NULL)
+		return -ENOMEM;
+	r->method = "DELETE";
+	r->outmax = S3_ERRBODY_MAX;
+	rc = obj_url(ctx, kind, name, r);
+	if (rc == 0)
+		rc = s3_perform(ctx, r);
+	free(r->out);
+	free(r);
+	return rc;
+}
+
+/*
+ * The name of a listed key under dir ("prefix/data/"), or NULL if the key
+ * is not a valid object of that kind (strays, temporaries, nested keys).
+ */
+static const char *
+list_name(enum cf_bk_kind kind, const char *key, size_t dirlen)
+{
+	const char *rest = key + dirlen;
+
+	if (kind == CF_BK_KIND_PACK) {
+		if (strlen(rest) != 3 + 64 || rest[2] != '/' ||
+		    strncmp(rest, rest + 3, 2) != 0)
+			return NULL;
+		rest += 3;
+	}
+	return bk_name_valid(rest) ? rest : NULL;
+}
+
+static int
+s3_list(void *ctx, enum cf_bk_kind kind,
+    int (*fn)(void *arg, const char *name, uint64_t size), void *arg)
+{
+	static const char *const dirs[] = { NULL, "data/", "index/",
+	    "snapshots/", "locks/" };
+	struct s3 *s = ctx;
+	struct s3_req *r;
+	struct s3_xml x;
+	char dir[1024], *token = NULL;
+	const char *name;
+	size_t i, pos, dirlen;
+	int rc, n;
+
+	memset(&x, 0, sizeof(x));
+	if (kind < CF_BK_KIND_PACK || kind > CF_BK_KIND_LOCK)
+		return -EINVAL;
+	n = snprintf(dir, sizeof(dir), "%s%s", s->prefix, dirs[kind]);
+	if (n < 0 || (size_t)n >= sizeof(dir))
+		return -ENAMETOOLONG;
+	dirlen = (size_t)n;
+	r = calloc(1, sizeof(*r));
+	if (r == NULL)
+		return -ENOMEM;
+	for (;;) {
+		/* Query parameters in SigV4's canonical (sorted) order. */
+		pos = 0;
+		rc = cat(r->url, sizeof(r->url), &pos, s->bucket_url);
+		if (rc == 0)
+			rc = cat(r->url, sizeof(r->url), &pos, "/?");
+		if (rc == 0 && token != NULL) {
+			rc = cat(r->url, sizeof(r->url), &pos,
+			    "continuation-token=");
+			if (rc == 0)
+				rc = cat_enc(r->url, sizeof(r->url), &pos,
+				    token, 0);
+			if (rc == 0)
+				rc = cat(r->url, sizeof(r->url), &pos, "&");
+		}
+		if (rc == 0)
+			rc = cat(r->url, sizeof(r->url), &pos,
+			    "list-type=2&max-keys=1000&prefix=");
+		if (rc == 0)
+			rc = cat_enc(r->url, sizeof(r->url), &pos, dir, 0);
+		if (rc < 0)
+			goto out;
+		r->method = "GET";
+		r->outmax = S3_LIST_BODY_MAX;
+		rc = s3_perform(s, r);
+		if (rc < 0)
+			goto out;
+		rc = xml_parse(&x, (const char *)r->out, r->outlen);
+		if (rc < 0)
+			goto out;
+		for (i = 0; i < x.nents; i++) {
+			if (strncmp(x.ents[i].key, dir, dirlen) != 0)
+				continue;
+			name = list_name(kind, x.ents[i].key, dirlen);
+			if (name == NULL)
+				continue;
+			rc = fn(arg, name, x.ents[i].size);
+			if (rc != 0)
+				goto out;
+		}
+		if (!x.truncated)
+			break;
+		/* A truncated page must move on, or we would loop forever. */
+		rc = -EPROTO;
+		if (x.next_token == NULL || x.next_token[0] == '\0' ||
+		    (token != NULL && strcmp(token, x.next_token) == 0))
+			goto out;
+		free(token);
+		token = x.next_token;
+		x.next_token = NULL;
+		xml_free(&x);
+	}
+	rc = 0;
+out:
+	xml_free(&x);
+	free(token);
+	free(r->out);
+	free(r);
+	return rc;
+}
+
+static void
+s3_close(void *ctx)
+{
+	struct s3 *s = ctx;
+	unsigned i;
+
+	if (s == NULL)
+		return;
+	for (i = 0; i < s->npool; i++)
+		curl_easy_cleanup(s->pool[i]);
+	pthread_mutex_destroy(&s->lock);
+	free(s->bucket_url);
+	free(s->prefix);
+	free(s->sigv4);
+	free(s->access_key);
+	free_secret(s->secret);
+	free_secret(s->token_hdr);
+	free(s->ca_file);
+	free(s);
+}
+
+const struct cf_bk_store_ops cf_bk_store_s3_ops = {
+	.name = "s3",
+	.put = s3_put,
+	.get = s3_get,
+	.get_range = s3_get_range,
+	.stat = s3_stat,
+	.list = s3_list,
+	.del = s3_del,
+	.close = s3_close,
+};
+
+/* ---- opening: URL, environment, credentials ------------------------------------ */
+
+/* The options of one store, before they become a struct s3. */
+struct s3_opts {
+	char bucket[64];
+	char prefix[512];
+	char *endpoint;		/* the rest are malloc'd or NULL */
+	char *region;
+	char *style;
+	char *ca;
+	char *credentials;
+	char *profile;
+};
+
+static void
+opts_free(struct s3_opts *o)
+{
+	free(o->endpoint);
+	free(o->region);
+	free(o->style);
+	free(o->ca);
+	free(o->credentials);
+	free(o->profile);
+}
+
+static int
+hexval(int c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* A percent-decoded copy of s[0..n); NULL on bad escapes or no memory. */
+static char *
+pct_decode(const char *s, size_t n)
+{
+	char *d = malloc(n + 1);
+	size_t i, j = 0;
+
+	if (d == NULL)
+		return NULL;
+	for (i = 0; i < n; i++) {
+		if (s[i] == '%') {
+			int hi, lo;
+
+			if (i + 2 >= n) {
+				free(d);
+				return NULL;
+			}
+			hi = hexval((unsigned char)s[i + 1]);
+			lo = hexval((unsigned char)s[i + 2]);
+			if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
+				free(d);
+				return NULL;
+			}
+			d[j++] = (char)(hi << 4 | lo);
+			i += 2;
+		} else {
+			d[j++] = s[i];
+		}
+	}
+	d[j] = '\0';
+	return d;
+}
+
+static int
+set_opt(char **dst, const char *val, size_t n)
+{
+	char *v = pct_decode(val, n);
+
+	if (v == NULL)
+		return -EINVAL;
+	free(*dst);
+	*dst = v;
+	return 0;
+}
+
+/*
+ * Parses "s3://bucket[/prefix][?key=value&...]".  Bucket names follow
+ * S3's rules (3-63 of [a-z0-9.-]); the prefix may hold [A-Za-z0-9._-]
+ * segments separated by single slashes.
+ */
+static int
+parse_url(const char *url, struct s3_opts *o)
+{
+	const char *p = url + 5, *q, *end, *seg;
+	size_t n, i;
+	int rc;
+
+	q = strchr(p, '?');
+	end = q != NULL ? q : p + strlen(p);
+	n = strcspn(p, "/?");
+	if (n < 3 || n > 63)
+		return -EINVAL;
+	for (i = 0; i < n; i++) {
+		char c = p[i];
+
+		if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+		    c == '.' || c == '-'))
+			return -EINVAL;
+	}
+	memcpy(o->bucket, p, n);
+	o->bucket[n] = '\0';
+	p += n;
+	if (*p == '/')
+		p++;
+	/* The prefix, segment by segment. */
+	n = 0;
+	if (end > p && end[-1] == '/')
+		end--;			/* one trailing slash */
+	while (p < end) {
+		seg = p;
+		while (p < end && *p != '/')
+			p++;
+		if (p == seg)
+			return -EINVAL;		/* "//" */
+		if ((p - seg == 1 && seg[0] == '.') ||
+		    (p - seg == 2 && seg[0] == '.' && seg[1] == '.'))
+			return -EINVAL;
+		for (i = 0; seg + i < p; i++) {
+			char c = seg[i];
+
+			if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+			    (c >= '0' && c <= '9') || c == '.' || c == '-' ||
+			    c == '_'))
+				return -EINVAL;
+		}
+		if (n + (size_t)(p - seg) + 2 > sizeof(o->prefix))
+			return -ENAMETOOLONG;
+		memcpy(o->prefix + n, seg, (size_t)(p - seg));
+		n += (size_t)(p - seg);
+		o->prefix[n++] = '/';
+		if (p < end)
+			p++;
+	}
+	o->prefix[n] = '\0';
+	if (q == NULL)
+		return 0;
+	for (p = q + 1; *p != '\0'; p = *end == '&' ? end + 1 : end) {
+		const char *eq;
+		size_t klen;
+
+		end = p + strcspn(p, "&");
+		eq = memchr(p, '=', (size_t)(end - p));
+		if (eq == NULL)
+			return -EINVAL;
+		klen = (size_t)(eq - p);
+		eq++;
+		n = (size_t)(end - eq);
+#define KEY(k) (klen == sizeof(k) - 1 && memcmp(p, k, klen) == 0)
+		if (KEY("endpoint"))
+			rc = set_opt(&o->endpoint, eq, n);
+		else if (KEY("region"))
+			rc = set_opt(&o->region, eq, n);
+		else if (KEY("style"))
+			rc = set_opt(&o->style, eq, n);
+		else if (KEY("ca"))
+			rc = set_opt(&o->ca, eq, n);
+		else if (KEY("credentials"))
+			rc = set_opt(&o->credentials, eq, n);
+		else if (KEY("profile"))
+			rc = set_opt(&o->profile, eq, n);
+		else
+			rc = -EINVAL;
+#undef KEY
+		if (rc < 0)
+			return rc;
+		if (*end == '\0')
+			break;
+	}
+	return 0;
+}
+
+/* Fills an option from the first set environment variable, if unset. */
+static int
+env_opt(char **dst, const char *a, const char *b)
+{
+	const char *v = NULL;
+
+	if (*dst != NULL)
+		return 0;
+	if (a != NULL && (v = getenv(a)) != NULL && v[0] == '\0')
+		v = NULL;
+	if (v == NULL && b != NULL && (v = getenv(b)) != NULL && v[0] == '\0')
+		v = NULL;
+	if (v == NULL)
+		return 0;
+	*dst = strdup(v);
+	return *dst == NULL ? -ENOMEM : 0;
+}
+
+static char *
+trim(char *s)
+{
+	char *e;
+
+	while (*s == ' ' || *s == '\t')
+		s++;
+	e = s + strlen(s);
+	while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\r' ||
+	    e[-1] == '\n'))
+		*--e = '\0';
+	return s;
+}
+
+/*
+ * Reads the credentials of profile from an AWS-style shared credentials
+ * file (aws_access_key_id, aws_secret_access_key, aws_session_token
+ * under [profile]).  The file must be a regular file owned by us and
+ * not readable or writable by group or others: -EPERM otherwise.
+ */
+static int
+read_credentials(const char *path, const char *profile, char **ak, char **sk,
+    char **tok)
+{
+	char line[1024], section[128] = "", *k, *v, *eq;
+	struct stat st;
+	FILE *f = NULL;
+	int fd, rc;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return -errno;
+	rc = -EPERM;
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
+	    (st.st_mode & 077) != 0 || st.st_uid != geteuid()) {
+		close(fd);
+		goto out;
+	}
+	f = fdopen(fd, "r");
+	if (f == NULL) {
+		rc = -errno;
+		close(fd);
+		goto out;
+	}
+	rc = 0;
+	while (rc == 0 && fgets(line, sizeof(line), f) != NULL) {
+		k = trim(line);
+		if (*k == '#' || *k == ';' || *k == '\0')
+			continue;
+		if (*k == '[') {
+			snprintf(section, sizeof(section), "%s", k + 1);
+			section[strcspn(section, "]")] = '\0';
+			k = trim(section);
+			memmove(section, k, strlen(k) + 1);
+			continue;
+		}
+		if (strcmp(section, profile) != 0)
+			continue;
+		eq = strchr(k, '=');
+		if (eq == NULL)
+			continue;
+		*eq = '\0';
+		v = trim(eq + 1);
+		k = trim(k);
+		if (strcmp(k, "aws_access_key_id") == 0 && *ak == NULL)
+			rc = (*ak = strdup(v)) == NULL ? -ENOMEM : 0;
+		else if (strcmp(k, "aws_secret_access_key") == 0 && *sk == NULL)
+			rc = (*sk = strdup(v)) == NULL ? -ENOMEM : 0;
+		else if (strcmp(k, "aws_session_token") == 0 && *tok == NULL)
+			rc = (*tok = strdup(v)) == NULL ? -ENOMEM : 0;
+	}
+	if (rc == 0 && (*ak == NULL || *sk == NULL))
+		rc = -ENOKEY;	/* the profile lacks a key */
+out:
+	sodium_memzero(line, sizeof(line));
+	if (f != NULL)
+		fclose(f);
+	return rc;
+}
+
+/* Unsigned decimal from the environment, or def. */
+static long
+env_num(const char *name, long def, long min, long max)
+{
+	const char *v = getenv(name);
+	char *end;
+	long n;
+
+	if (v == NULL || *v == '\0')
+		return def;
+	errno = 0;
+	n = strtol(v, &end, 10);
+	if (errno != 0 || *end != '\0' || n < min || n > max)
+		return def;
+	return n;
+}
+
+/* Sends a bucket-level HEAD (or PUT to create it). */
+static int
+bucket_req(struct s3 *s, const char *method, const char *region)
+{
+	static const char fmt[] = "<CreateBucketConfiguration xmlns="
+	    "\"http://s3.amazonaws.com/doc/2006-03-01/\"><LocationConstraint>"
+	    "%s</LocationConstraint></CreateBucketConfiguration>";
+	char body[256];
+	struct s3_req *r;
+	size_t pos = 0;
+	int rc;
+
+	r = calloc(1, sizeof(*r));
+	if (r == NULL)
+		return -ENOMEM;
+	r->method = method;
+	r->outmax = S3_ERRBODY_MAX;
+	if (strcmp(method, "PUT") == 0 && strcmp(region, "us-east-1") != 0) {
+		snprintf(body, sizeof(body), fmt, region);
+		r->body = (const unsigned char *)body;
+		r->bodylen = strlen(body);
+	}
+	rc = cat(r->url, sizeof(r->url), &pos, s->bucket_url);
+	if (rc == 0)
+		rc = cat(r->url, sizeof(r->url), &pos, "/");
+	if (rc == 0)
+		rc = s3_perform(s, r);
+	free(r->out);
+	free(r);
+	return rc;
+}
+
+int
+bk_store_s3_open(struct cf_bk_store **out, const char *url, int flags)
+{
+	struct s3_opts o;
+	struct s3 *s = NULL;
+	const char *host, *profile;
+	char *ak = NULL, *sk = NULL, *tok = NULL;
+	size_t n;
+	int rc, path_style;
+
+	*out = NULL;
+	memset(&o, 0, sizeof(o));
+	rc = -EINVAL;
+	if (strncmp(url, "s3://", 5) != 0)
+		goto out;
+	pthread_once(&s3_once, s3_global_init);
+	rc = -EIO;
+	if (s3_global_rc != CURLE_OK)
+		goto out;
+	rc = parse_url(url, &o);
+	if (rc < 0)
+		goto out;
+	rc = env_opt(&o.endpoint, "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL");
+	if (rc == 0)
+		rc = env_opt(&o.region, "AWS_REGION", "AWS_DEFAULT_REGION");
+	if (rc == 0)
+		rc = env_opt(&o.style, "COFFER_S3_ADDRESSING", NULL);
+	if (rc == 0)
+		rc = env_opt(&o.ca, "COFFER_S3_CA_FILE", NULL);
+	if (rc == 0)
+		rc = env_opt(&o.credentials, "COFFER_S3_CREDENTIALS_FILE",
+		    NULL);
+	if (rc < 0)
+		goto out;
+
+	rc = -ENOMEM;
+	s = calloc(1, sizeof(*s));
+	if (s == NULL)
+		goto out;
+	if (pthread_mutex_init(&s->lock, NULL) != 0) {
+		free(s);
+		s = NULL;
+		goto out;
+	}
+	s->max_attempts = (unsigned)env_num("COFFER_S3_MAX_ATTEMPTS",
+	    S3_ATTEMPTS_DEFAULT, 1, 100);
+	s->retry_ms = env_num("COFFER_S3_RETRY_SECONDS",
+	    S3_RETRY_SECONDS_DEFAULT, 0, 86400) * 1000L;
+	s->prefix = strdup(o.prefix);
+	if (s->prefix == NULL)
+		goto out;
+	if (o.region == NULL) {
+		o.region = strdup("us-east-1");
+		if (o.region == NULL)
+			goto out;
+	}
+	rc = -EINVAL;
+	for (n = 0; o.region[n] != '\0'; n++)
+		if (!((o.region[n] >= 'a' && o.region[n] <= 'z') ||
+		    (o.region[n] >= '0' && o.region[n] <= '9') ||
+		    o.region[n] == '-'))
+			goto out;
+	if (n == 0 || n > 32)
+		goto out;
+	rc = -ENOMEM;
+	if (asprintf(&s->sigv4, "aws:amz:%s:s3", o.region) < 0) {
+		s->sigv4 = NULL;
+		goto out;
+	}
+
+	/*
+	 * Addressing: path style for a configured endpoint (an IP, Ceph,
+	 * MinIO), virtual-host style for AWS itself; "style" overrides.
+	 * A dotted bucket breaks virtual-host TLS names: path style.
+	 */
+	path_style = o.endpoint != NULL;
+	if (o.endpoint == NULL &&
+	    asprintf(&o.endpoint, "https://s3.%s.amazonaws.com", o.region) < 0) {
+		o.endpoint = NULL;
+		goto out;
+	}
+	rc = -EINVAL;
+	if (o.style != NULL && strcmp(o.style, "path") == 0)
+		path_style = 1;
+	else if (o.style != NULL && strcmp(o.style, "virtual") == 0)
+		path_style = 0;
+	else if (o.style != NULL)
+		goto out;
+	if (strchr(o.bucket, '.') != NULL)
+		path_style = 1;
+	n = strlen(o.endpoint);
+	while (n > 0 && o.endpoint[n - 1] == '/')
+		o.endpoint[--n] = '\0';
+	if (strncmp(o.endpoint, "https://", 8) == 0)
+		host = o.endpoint + 8;
+	else if (strncmp(o.endpoint, "http://", 7) == 0)
+		host = o.endpoint + 7;
+	else
+		goto out;
+	if (*host == '\0' || strpbrk(host, "/?#@ ") != NULL)
+		goto out;	/* scheme://host[:port] only */
+	rc = -ENOMEM;
+	if (path_style) {
+		if (asprintf(&s->bucket_url, "%s/%s", o.endpoint,
+		    o.bucket) < 0)
+			s->bucket_url = NULL;
+	} else {
+		if (asprintf(&s->bucket_url, "%.*s%s.%s",
+		    (int)(host - o.endpoint), o.endpoint, o.bucket,
+		    host) < 0)
+			s->bucket_url = NULL;
+	}
+	if (s->bucket_url == NULL)
+		goto out;
+	if (o.ca != NULL) {
+		s->ca_file = strdup(o.ca);
+		if (s->ca_file == NULL)
+			goto out;
+	}
+
+	/* Credentials: the environment, else the credentials file. */
+	if (getenv("AWS_ACCESS_KEY_ID") != NULL &&
+	    getenv("AWS_SECRET_ACCESS_KEY") != NULL && o.credentials == NULL) {
+		ak = strdup(getenv("AWS_ACCESS_KEY_ID"));
+		sk = strdup(getenv("AWS_SECRET_ACCESS_KEY"));
+		if (getenv("AWS_SESSION_TOKEN") != NULL &&
+		    getenv("AWS_SESSION_TOKEN")[0] != '\0') {
+			tok = strdup(getenv("AWS_SESSION_TOKEN"));
+			if (tok == NULL)
+				goto out;
+		}
+		if (ak == NULL || sk == NULL)
+			goto out;
+	} else if (o.credentials != NULL) {
+		profile = o.profile != NULL ? o.profile :
+		    getenv("AWS_PROFILE") != NULL ? getenv("AWS_PROFILE") :
+		    "default";
+		rc = read_credentials(o.credentials, profile, &ak, &sk, &tok);
+		if (rc < 0)
+			goto out;
+	} else {
+		rc = -ENOKEY;
+		goto out;
+	}
+	rc = -EINVAL;
+	if (strpbrk(ak, ":\r\n") != NULL || strpbrk(sk, "\r\n") != NULL ||
+	    (tok != NULL && strpbrk(tok, "\r\n") != NULL))
+		goto out;	/* would break the header or the user:pass */
+	s->access_key = ak;
+	s->secret = sk;
+	ak = sk = NULL;
+	rc = -ENOMEM;
+	if (tok != NULL &&
+	    asprintf(&s->token_hdr, "x-amz-security-token: %s", tok) < 0) {
+		s->token_hdr = NULL;
+		goto out;
+	}
+
+	/* The bucket must exist (and the credentials work) from the start. */
+	rc = bucket_req(s, "HEAD", o.region);
+	if (rc == -ENOENT && (flags & CF_BK_STORE_CREATE))
+		rc = bucket_req(s, "PUT", o.region);
+	if (rc < 0)
+		goto out;
+	rc = cf_bk_store_new(out, &cf_bk_store_s3_ops, s);
+	if (rc == 0)
+		s = NULL;
+out:
+	s3_close(s);
+	free(ak);
+	free_secret(sk);
+	free_secret(tok);
+	opts_free(&o);
+	return rc;
+}

@@ -1,0 +1,473 @@
+/*
+ * s3_store.c - the S3 storage backend against a real server (Ceph RGW,
+ * which verifies SigV4 and body hashes), driven by s3_rgw.sh: that
+ * script starts the server, makes the bucket named by S3_BUCKET and
+ * exports AWS_ENDPOINT_URL and the AWS_* credentials, plus
+ * S3_TLS_ENDPOINT and S3_TLS_CA for the HTTPS cases.
+ *
+ * Cases: object round trips (put, get, ranges, stat, exclusive put,
+ * delete, size limits), ListObjectsV2 pagination (> 1000 objects, put
+ * from several threads over one store), refused credentials, a missing
+ * bucket, the credentials file and its mode check, a whole repository
+ * over S3 (init, writer, snapshot, reopen, verify) with a flipped byte
+ * found by verify, TLS refused without the CA and accepted with it,
+ * and PUT/GET throughput of 16 MiB objects (printed as TAP comments).
+ * Without S3_BUCKET every case is skipped (run it through s3_rgw.sh).
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "cf_backup.h"
+#include "cf_test.h"
+
+static const unsigned char tenant[16] = { 0x53, 0x33 };
+
+static const char *
+bucket(void)
+{
+	return getenv("S3_BUCKET");
+}
+
+/* "s3://BUCKET/sub" (static buffer). */
+static const char *
+url_of(const char *sub)
+{
+	static char buf[1024];
+
+	snprintf(buf, sizeof(buf), "s3://%s/%s", bucket(), sub);
+	return buf;
+}
+
+/* A valid object name from a number. */
+static void
+name_of(unsigned n, char name[65])
+{
+	unsigned char h[32];
+
+	crypto_hash_sha256(h, (const unsigned char *)&n, sizeof(n));
+	sodium_bin2hex(name, 65, h, sizeof(h));
+}
+
+static unsigned char *
+rnd(size_t n)
+{
+	unsigned char *b = malloc(n ? n : 1);
+
+	if (b != NULL)
+		randombytes_buf(b, n);
+	return b;
+}
+
+static double
+now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int
+count_cb(void *arg, const char *name, uint64_t size)
+{
+	(void)name;
+	(void)size;
+	(*(size_t *)arg)++;
+	return 0;
+}
+
+static void
+round_trip(void)
+{
+	struct cf_bk_store *s = NULL;
+	unsigned char *data = rnd(1 << 20), *buf = NULL, part[5000];
+	char name[65];
+	size_t len;
+	uint64_t size;
+
+	CHECK(data != NULL);
+	CHECK_RC(cf_bk_store_open_url(&s, url_of("rt"), 0), 0);
+	CHECK(strcmp(cf_bk_store_ops(s)->name, "s3") == 0);
+	name_of(1, name);
+	CHECK_RC(cf_bk_store_stat(s, CF_BK_KIND_PACK, name, &size), -ENOENT);
+	CHECK_RC(cf_bk_store_get(s, CF_BK_KIND_PACK, name, 1 << 20, &buf,
+	    &len), -ENOENT);
+	CHECK_RC(cf_bk_store_put(s, CF_BK_KIND_PACK, name, data, 1 << 20, 0),
+	    0);
+	/* Replacing with the same bytes (a replayed put) is fine. */
+	CHECK_RC(cf_bk_store_put(s, CF_BK_KIND_PACK, name, data, 1 << 20, 0),
+	    0);
+	CHECK_RC(cf_bk_store_stat(s, CF_BK_KIND_PACK, name, &size), 0);
+	CHECK(size == 1 << 20);
+	CHECK_RC(cf_bk_store_get(s, CF_BK_KIND_PACK, name, 1 << 20, &buf,
+	    &len), 0);
+	CHECK(len == 1 << 20 && memcmp(buf, data, len) == 0);
+	free(buf);
+	buf = NULL;
+	CHECK_RC(cf_bk_store_get(s, CF_BK_KIND_PACK, name, (1 << 20) - 1,
+	    &buf, &len), -EFBIG);
+	CHECK(buf == NULL);
+	CHECK_RC(cf_bk_store_get_range(s, CF_BK_KIND_PACK, name, 123457,
+	    sizeof(part), part), 0);
+	CHECK(memcmp(part, data + 123457, sizeof(part)) == 0);
+	CHECK_RC(cf_bk_store_get_range(s, CF_BK_KIND_PACK, name,
+	    (1 << 20) - 10, 10, part), 0);
+	CHECK(memcmp(part, data + (1 << 20) - 10, 10) == 0);
+	/* Past the end, or running over it: short. */
+	CHECK_RC(cf_bk_store_get_range(s, CF_BK_KIND_PACK, name,
+	    (1 << 20) - 10, 20, part), -EPROTO);
+	CHECK_RC(cf_bk_store_get_range(s, CF_BK_KIND_PACK, name, 1 << 21, 1,
+	    part), -EPROTO);
+	/* Empty objects, and the exclusive put of a config. */
+	CHECK_RC(cf_bk_store_put(s, CF_BK_KIND_CONFIG, "config", data, 0, 1),
+	    0);
+	CHECK_RC(cf_bk_store_put(s, CF_BK_KIND_CONFIG, "config", data, 10, 1),
+	    -EEXIST);
+	CHECK_RC(cf_bk_store_get(s, CF_BK_KIND_CONFIG, "config", 100, &buf,
+	    &len), 0);
+	CHECK(len == 0);
+	free(buf);
+	CHECK_RC(cf_bk_store_del(s, CF_BK_KIND_PACK, name), 0);
+	CHECK_RC(cf_bk_store_del(s, CF_BK_KIND_PACK, name), -ENOENT);
+	CHECK_RC(cf_bk_store_stat(s, CF_BK_KIND_PACK, name, &size), -ENOENT);
+	cf_bk_store_free(s);
+	free(data);
+}
+
+struct putter {
+	struct cf_bk_store *s;
+	unsigned from, to;
+	int rc;
+};
+
+static void *
+put_many(void *arg)
+{
+	struct putter *p = arg;
+	char name[65];
+	unsigned i;
+
+	for (i = p->from; i < p->to && p->rc == 0; i++) {
+		name_of(i, name);
+		p->rc = cf_bk_store_put(p->s, CF_BK_KIND_INDEX, name,
+		    (const unsigned char *)name, 64, 0);
+	}
+	return NULL;
+}
+
+static void
+list_pages(void)	/* > 1000 keys: ListObjectsV2 continuation */
+{
+	enum { N = 1234, T = 8 };
+	struct cf_bk_store *s = NULL;
+	struct putter p[T];
+	pthread_t th[T];
+	unsigned char *data = rnd(100);
+	char name[65];
+	size_t n = 0;
+	unsigned i;
+
+	CHECK(data != NULL);
+	CHECK_RC(cf_bk_store_open_url(&s, url_of("pages/deep"), 0), 0);
+	for (i = 0; i < T; i++) {
+		p[i] = (struct putter){ s, i * N / T, (i + 1) * N / T, 0 };
+		CHECK(pthread_create(&th[i], NULL, put_many, &p[i]) == 0);
+	}
+	for (i = 0; i < T; i++)
+		pthread_join(th[i], NULL);
+	for (i = 0; i < T; i++)
+		CHECK_RC(p[i].rc, 0);
+	CHECK_RC(cf_bk_store_list(s, CF_BK_KIND_INDEX, count_cb, &n), 0);
+	CHECK(n == N);
+	/* Packs live under data/XX/: listed with their sizes. */
+	for (i = 0; i < 3; i++) {
+		name_of(100000 + i, name);
+		CHECK_RC(cf_bk_store_put(s, CF_BK_KIND_PACK, name, data,
+		    100 - i, 0), 0);
+	}
+	n = 0;
+	CHECK_RC(cf_bk_store_list(s, CF_BK_KIND_PACK, count_cb, &n), 0);
+	CHECK(n == 3);
+	n = 0;
+	CHECK_RC(cf_bk_store_list(s, CF_BK_KIND_SNAPSHOT, count_cb, &n), 0);
+	CHECK(n == 0);
+	cf_bk_store_free(s);
+	free(data);
+}
+
+static void
+refused(void)		/* wrong secret, missing bucket, credentials file */
+{
+	struct cf_bk_store *s = NULL;
+	char *ak = strdup(getenv("AWS_ACCESS_KEY_ID"));
+	char *sk = strdup(getenv("AWS_SECRET_ACCESS_KEY"));
+	char path[1024], body[512], u[4096];
+	uint64_t size;
+
+	CHECK(ak != NULL && sk != NULL);
+	CHECK(setenv("AWS_SECRET_ACCESS_KEY", "wrong-secret-wrong-secret", 1)
+	    == 0);
+	CHECK_RC(cf_bk_store_open_url(&s, url_of("rt"), 0), -EACCES);
+	CHECK(s == NULL);
+	CHECK(setenv("AWS_SECRET_ACCESS_KEY", sk, 1) == 0);
+	CHECK_RC(cf_bk_store_open_url(&s, "s3://coffer-no-such-bucket/x", 0),
+	    -ENOENT);
+	CHECK_RC(cf_bk_store_open_url(&s, "s3://coffer-made-bucket/x",
+	    CF_BK_STORE_CREATE), 0);
+	cf_bk_store_free(s);
+	s = NULL;
+	CHECK_RC(cf_bk_store_open_url(&s, "s3://ab/x", 0), -EINVAL);
+	CHECK_RC(cf_bk_store_open_url(&s, url_of("a//b"), 0), -EINVAL);
+	CHECK_RC(cf_bk_store_open_url(&s, url_of("a/../b"), 0), -EINVAL);
+	CHECK_RC(cf_bk_store_open_url(&s, url_of("x?nosuch=1"), 0), -EINVAL);
+
+	/* The credentials file: used only when it is private. */
+	snprintf(path, sizeof(path), "%s/creds", cf_test_tmpdir());
+	snprintf(body, sizeof(body), "# test\n[other]\naws_access_key_id = X\n"
+	    "aws_secret_access_key = Y\n[coffer]\naws_access_key_id = %s\n"
+	    "aws_secret_access_key=%s\n", ak, sk);
+	CHECK_RC(cf_test_write_file(path, body, strlen(body)), 0);
+	CHECK(chmod(path, 0644) == 0);
+	CHECK(unsetenv("AWS_ACCESS_KEY_ID") == 0);
+	CHECK(unsetenv("AWS_SECRET_ACCESS_KEY") == 0);
+	CHECK_RC(cf_bk_store_open_url(&s, url_of("rt"), 0), -ENOKEY);
+	snprintf(u, sizeof(u), "%s?credentials=%s&profile=coffer",
+	    url_of("rt"), path);
+	CHECK_RC(cf_bk_store_open_url(&s, u, 0), -EPERM);
+	CHECK(chmod(path, 0600) == 0);
+	CHECK_RC(cf_bk_store_open_url(&s, u, 0), 0);
+	CHECK_RC(cf_bk_store_stat(s, CF_BK_KIND_CONFIG, "config", &size), 0);
+	cf_bk_store_free(s);
+	s = NULL;
+	snprintf(u, sizeof(u), "%s?credentials=%s&profile=other",
+	    url_of("rt"), path);
+	CHECK_RC(cf_bk_store_open_url(&s, u, 0), -EACCES);
+	CHECK(setenv("AWS_ACCESS_KEY_ID", ak, 1) == 0);
+	CHECK(setenv("AWS_SECRET_ACCESS_KEY", sk, 1) == 0);
+	sodium_memzero(body, sizeof(body));
+	free(ak);
+	free(sk);
+}
+
+static struct cf_bk_keys *
+test_keys(void)
+{
+	struct cf_secbuf *sb = NULL;
+	struct cf_bk_keys *k = NULL;
+
+	if (cf_secbuf_random(&sb, 32) != 0)
+		return NULL;
+	if (cf_bk_keys_new(&k, sb, 1, CF_KS_CIPHER_XCHACHA20POLY1305) != 0)
+		k = NULL;
+	cf_secbuf_free(sb);
+	return k;
+}
+
+static int
+first_name(void *arg, const char *name, uint64_t size)
+{
+	(void)size;
+	memcpy(arg, name, 65);
+	return 1;
+}
+
+static void
+repository(void)	/* a repository over S3; a flipped byte is found */
+{
+	enum { NB = 40, BL = 100000 };
+	struct cf_bk_keys *k = test_keys();
+	struct cf_bk_store *s = NULL;
+	struct cf_bk_repo *r = NULL;
+	struct cf_bk_writer *w = NULL;
+	struct cf_bk_node node;
+	struct cf_bk_item items[NB];
+	struct cf_bk_tree tree = { &node, 1, NULL };
+	struct cf_bk_snapshot snap, *sb = NULL;
+	struct cf_bk_verify_opts vo = { 1, 100, 1 };
+	struct cf_bk_verify_result *res = NULL;
+	unsigned char *data = rnd((size_t)NB * BL), *buf = NULL;
+	unsigned char ids[NB][32], tid[32], sid[32], (*sids)[32] = NULL;
+	char host[] = "h", path[] = "/", cons[] = "offline", pack[65] = "";
+	char *paths[] = { path };
+	size_t i, len, nsnap;
+
+	CHECK(k != NULL && data != NULL);
+	CHECK_RC(cf_bk_store_open_url(&s, url_of("repo"), 0), 0);
+	CHECK_RC(cf_bk_repo_init(&r, s, k, tenant), 0);
+	s = NULL;
+	CHECK_RC(cf_bk_writer_new(&w, r, 2), 0);
+	for (i = 0; i < NB; i++) {
+		CHECK_RC(cf_bk_writer_add(w, CF_BK_BLOB_DATA, data + i * BL,
+		    BL, ids[i]), 0);
+		memset(&items[i], 0, sizeof(items[i]));
+		memcpy(items[i].id, ids[i], 32);
+	}
+	memset(&node, 0, sizeof(node));
+	node.type = CF_BK_NODE_FILE;
+	node.name = "file";
+	node.mode = 0640;
+	node.size = (uint64_t)NB * BL;
+	node.items = items;
+	node.nitems = NB;
+	CHECK_RC(cf_bk_writer_add_tree(w, &tree, tid), 0);
+	CHECK_RC(cf_bk_writer_flush(w), 0);
+	cf_bk_writer_free(w);
+	w = NULL;
+	memset(&snap, 0, sizeof(snap));
+	snap.time = 1;
+	memcpy(snap.tenant, tenant, 16);
+	snap.hostname = host;
+	snap.paths = paths;
+	snap.npaths = 1;
+	memcpy(snap.tree, tid, 32);
+	snap.consistency = cons;
+	snap.stats.files = 1;
+	CHECK_RC(cf_bk_repo_snapshot_save(r, &snap, sid), 0);
+	cf_bk_repo_free(r);
+	r = NULL;
+
+	/* A new store and repo see everything from S3 alone. */
+	CHECK_RC(cf_bk_store_open_url(&s, url_of("repo"), 0), 0);
+	CHECK_RC(cf_bk_repo_open(&r, s, k, tenant), 0);
+	s = NULL;
+	CHECK_RC(cf_bk_repo_index_load(r, NULL), 0);
+	CHECK_RC(cf_bk_repo_snapshot_list(r, &sids, &nsnap), 0);
+	CHECK(nsnap == 1 && memcmp(sids[0], sid, 32) == 0);
+	free(sids);
+	CHECK_RC(cf_bk_repo_snapshot_load(r, sid, &sb), 0);
+	CHECK(memcmp(sb->tree, tid, 32) == 0);
+	cf_bk_snapshot_free(sb);
+	for (i = 0; i < NB; i += 7) {
+		CHECK_RC(cf_bk_repo_blob_load(r, CF_BK_BLOB_DATA, ids[i], &buf,
+		    &len), 0);
+		CHECK(len == BL && memcmp(buf, data + i * BL, BL) == 0);
+		free(buf);
+	}
+	CHECK_RC(cf_bk_verify(r, &vo, &res), 0);
+	CHECK(!cf_bk_verify_damaged(res) && res->packs >= 1 &&
+	    res->packs_read == res->packs);
+	cf_bk_verify_result_free(res);
+	res = NULL;
+
+	/* Flip one byte of a stored pack (as a bad disk would). */
+	s = cf_bk_repo_store(r);
+	CHECK_RC(cf_bk_store_list(s, CF_BK_KIND_PACK, first_name, pack), 1);
+	CHECK_RC(cf_bk_store_get(s, CF_BK_KIND_PACK, pack, 64 << 20, &buf,
+	    &len), 0);
+	buf[len / 2] ^= 0x01;
+	CHECK_RC(cf_bk_store_put(s, CF_BK_KIND_PACK, pack, buf, len, 0), 0);
+	free(buf);
+	s = NULL;
+	CHECK_RC(cf_bk_verify(r, &vo, &res), 0);
+	CHECK(cf_bk_verify_damaged(res) && res->packs_bad >= 1);
+	cf_bk_verify_result_free(res);
+	cf_bk_repo_free(r);
+	cf_bk_keys_free(k);
+	free(data);
+}
+
+static void
+tls(void)		/* HTTPS: refused unless the CA is given */
+{
+	const char *ep = getenv("S3_TLS_ENDPOINT"), *ca = getenv("S3_TLS_CA");
+	struct cf_bk_store *s = NULL;
+	unsigned char *buf = NULL;
+	char u[2048], name[65];
+	size_t len;
+
+	if (ep == NULL || ca == NULL) {
+		printf("# S3_TLS_ENDPOINT or S3_TLS_CA unset: TLS not tested\n");
+		CHECK(getenv("CI") == NULL);
+		return;
+	}
+	snprintf(u, sizeof(u), "%s?endpoint=%s", url_of("tls"), ep);
+	CHECK_RC(cf_bk_store_open_url(&s, u, 0), -EPERM);
+	snprintf(u, sizeof(u), "%s?endpoint=%s&ca=%s", url_of("tls"), ep, ca);
+	CHECK_RC(cf_bk_store_open_url(&s, u, 0), 0);
+	name_of(7, name);
+	CHECK_RC(cf_bk_store_put(s, CF_BK_KIND_SNAPSHOT, name,
+	    (const unsigned char *)"over tls", 8, 0), 0);
+	CHECK_RC(cf_bk_store_get(s, CF_BK_KIND_SNAPSHOT, name, 8, &buf, &len),
+	    0);
+	CHECK(len == 8 && memcmp(buf, "over tls", 8) == 0);
+	free(buf);
+	cf_bk_store_free(s);
+	/* The environment variable does the same as ca=. */
+	snprintf(u, sizeof(u), "%s?endpoint=%s", url_of("tls"), ep);
+	CHECK(setenv("COFFER_S3_CA_FILE", ca, 1) == 0);
+	CHECK_RC(cf_bk_store_open_url(&s, u, 0), 0);
+	cf_bk_store_free(s);
+	CHECK(unsetenv("COFFER_S3_CA_FILE") == 0);
+}
+
+static void
+throughput(void)	/* PUT/GET of 16 MiB objects, one stream */
+{
+	enum { N = 4, SZ = 16 << 20 };
+	struct cf_bk_store *s = NULL;
+	unsigned char *data = rnd(SZ), *buf = NULL;
+	char name[65];
+	double t0, tput, tget;
+	size_t len;
+	unsigned i;
+
+	CHECK(data != NULL);
+	CHECK_RC(cf_bk_store_open_url(&s, url_of("speed"), 0), 0);
+	t0 = now_s();
+	for (i = 0; i < N; i++) {
+		name_of(500 + i, name);
+		data[0] = (unsigned char)i;
+		CHECK_RC(cf_bk_store_put(s, CF_BK_KIND_PACK, name, data, SZ,
+		    0), 0);
+	}
+	tput = now_s() - t0;
+	t0 = now_s();
+	for (i = 0; i < N; i++) {
+		name_of(500 + i, name);
+		CHECK_RC(cf_bk_store_get(s, CF_BK_KIND_PACK, name, SZ, &buf,
+		    &len), 0);
+		CHECK(len == SZ && buf[0] == (unsigned char)i);
+		free(buf);
+	}
+	tget = now_s() - t0;
+	printf("# coffer s3 16 MiB x %d: PUT %.1f MB/s, GET %.1f MB/s\n", N,
+	    N * (double)SZ / 1e6 / tput, N * (double)SZ / 1e6 / tget);
+	cf_bk_store_free(s);
+	free(data);
+}
+
+static void
+skip_all(void)
+{
+	printf("# S3_BUCKET unset: run through tests/integration/s3_rgw.sh\n");
+}
+
+static const struct cf_test_case cases[] = {
+	CF_TEST(round_trip),
+	CF_TEST(list_pages),
+	CF_TEST(refused),
+	CF_TEST(repository),
+	CF_TEST(tls),
+	CF_TEST(throughput),
+};
+
+int
+main(int argc, char **argv)
+{
+	static const struct cf_test_case none[] = { CF_TEST(skip_all) };
+
+	if (sodium_init() < 0)
+		return 99;
+	if (bucket() == NULL)
+		return cf_test_run(none, 1, argc, argv);
+	return cf_test_run(cases, sizeof(cases) / sizeof(cases[0]), argc,
+	    argv);
+}
