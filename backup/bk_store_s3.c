@@ -105,7 +105,7 @@ s3_global_init(void)
 	s3_global_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
 }
 
-/* ---- small helpers ---------------------------------------------------------- */
+/* ---- small helpers ------------------------------------------------------- */
 
 static void
 free_secret(char *s)
@@ -231,7 +231,7 @@ obj_url(const struct s3 *s, enum cf_bk_kind kind, const char *name,
 	return rc;
 }
 
-/* ---- the handle pool -------------------------------------------------------- */
+/* ---- the handle pool ----------------------------------------------------- */
 
 static CURL *
 pool_get(struct s3 *s)
@@ -260,7 +260,7 @@ pool_put(struct s3 *s, CURL *h)
 		curl_easy_cleanup(h);
 }
 
-/* ---- one request ------------------------------------------------------------ */
+/* ---- one request --------------------------------------------------------- */
 
 static size_t
 s3_write(char *p, size_t sz, size_t n, void *arg)
@@ -432,7 +432,7 @@ nomem:
 	return -ENOMEM;
 }
 
-/* ---- XML (ListObjectsV2 pages and error bodies) ------------------------------ */
+/* ---- XML (ListObjectsV2 pages and error bodies) -------------------------- */
 
 struct s3_ent {
 	char *key;
@@ -584,7 +584,7 @@ err_code(const struct s3_req *r, char *code, size_t cap)
 	xml_free(&x);
 }
 
-/* ---- perform with retries ----------------------------------------------------- */
+/* ---- perform with retries ------------------------------------------------ */
 
 static int
 retryable_curl(CURLcode cc)
@@ -739,7 +739,7 @@ s3_perform(struct s3 *s, struct s3_req *r)
 	return rc;
 }
 
-/* ---- the ops ------------------------------------------------------------------ */
+/* ---- the ops ------------------------------------------------------------- */
 
 static int
 s3_head(struct s3 *s, enum cf_bk_kind kind, const char *name, uint64_t *size)
@@ -1049,7 +1049,7 @@ const struct cf_bk_store_ops cf_bk_store_s3_ops = {
 	.close = s3_close,
 };
 
-/* ---- opening: URL, environment, credentials ------------------------------------ */
+/* ---- opening: URL, environment, credentials ------------------------------ */
 
 /* The options of one store, before they become a struct s3. */
 struct s3_opts {
