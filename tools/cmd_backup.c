@@ -5,14 +5,17 @@
  * backup reads the tenant's encrypted store directly through fs's reader
  * API (no FUSE round trip) and feeds the plaintext to backup/'s pack
  * writer; trees are built bottom-up, one per directory.  An unmounted
- * tenant gives an "offline" snapshot.  A mounted one is read live: every
- * file is checked after reading (cf_fs_rfile_check) and read again if it
- * changed, so each file is one version of itself, but the snapshot as a
- * whole is not point-in-time ("none").  restore recreates a snapshot
+ * tenant gives an "offline" snapshot.  A mounted one is read from the
+ * point-in-time farm its daemon makes (cf_fs_snapshot_take, "freeze"), or,
+ * if the daemon cannot make one, live: every file is checked after reading
+ * (cf_fs_rfile_check) and read again if it changed, so each file is one
+ * version of itself, but the whole is not point-in-time ("none").  The
+ * checks run on the farm too.  restore recreates a snapshot
  * under a directory with openat()-family calls relative to directory fds,
  * never following a symlink in the target, or writes it as a pax tar.
  *
- * It does not write verify (cmd_verify.c) and does not pause writers.
+ * It does not write verify (cmd_verify.c); the writer pause is the
+ * daemon's (fs/fs_snap.c).
  */
 #include <archive.h>
 #include <archive_entry.h>
@@ -733,29 +736,6 @@ out:
 	return rc;
 }
 
-/* 1 if a fuse.coffer mount of this tenant's store is in this namespace. */
-static int
-tenant_mounted(const char *name)
-{
-	char line[8192], src[300], *p;
-	FILE *f;
-	int found = 0;
-
-	f = fopen("/proc/self/mountinfo", "re");
-	if (f == NULL)
-		return 0;
-	snprintf(src, sizeof(src), " - fuse.coffer coffer:%s ", name);
-	while (fgets(line, sizeof(line), f) != NULL) {
-		p = strstr(line, src);
-		if (p != NULL) {
-			found = 1;
-			break;
-		}
-	}
-	fclose(f);
-	return found;
-}
-
 /* add_stream's reader over a file descriptor. */
 static int
 fd_read(void *arg, unsigned char *buf, size_t cap, size_t *got)
@@ -828,6 +808,9 @@ cmd_backup(struct tl_ctx *ctx, int argc, char **argv)
 	struct cf_fs_keys *fkeys = NULL;
 	struct cf_fs_reader *rd = NULL;
 	struct cf_fs_rdir *rootd = NULL;
+	struct cf_fs_snapshot *fsnap = NULL;
+	char *farm = NULL;
+	uint64_t pause_ns = 0;
 	struct cf_bk_snapshot snap;
 	struct cf_bk_writer_stats ws;
 	unsigned char tree[CF_BK_ID_BYTES], sid[CF_BK_ID_BYTES];
@@ -903,7 +886,26 @@ cmd_backup(struct tl_ctx *ctx, int argc, char **argv)
 		else
 			snprintf(store, sizeof(store), "%s/%s/store",
 			    cf_ks_home_path(s.home), cf_ks_tenant_dir(s.t));
-		rc = cf_fs_reader_open(&rd, fkeys, store);
+		/*
+		 * A mounted store: ask its daemon for a point-in-time farm
+		 * (a brief write freeze, then copy-on-write) and read that.
+		 * No daemon answering on the store's control socket
+		 * (-ENOTCONN) means it is not mounted: read it directly,
+		 * "offline".  If a daemon answers but cannot give a
+		 * snapshot, read the store live with per-file checks
+		 * ("none").
+		 */
+		rc = cf_fs_snapshot_take(store, &fsnap, &farm, &pause_ns);
+		if (rc == 0) {
+			b.live = 2;
+		} else if (rc != -ENOTCONN) {
+			fprintf(stderr, "coffer: no point-in-time snapshot of "
+			    "the mounted store (%s); reading it live, file by "
+			    "file\n", strerror(-rc));
+			b.live = 1;
+		}
+		rc = cf_fs_reader_open(&rd, fkeys, farm != NULL ? farm :
+		    store);
 		if (rc == -EBADMSG) {
 			fprintf(stderr, "coffer: the store at %s does not "
 			    "belong to tenant %s (or its marker was "
@@ -921,7 +923,6 @@ cmd_backup(struct tl_ctx *ctx, int argc, char **argv)
 			    strerror(-rc));
 			goto out;
 		}
-		b.live = tenant_mounted(name);
 		rc = cf_fs_rdir_open_root(&rootd, rd);
 		if (rc < 0) {
 			fprintf(stderr, "coffer: store root: %s\n",
@@ -941,6 +942,23 @@ cmd_backup(struct tl_ctx *ctx, int argc, char **argv)
 		    strerror(-rc));
 		goto out;
 	}
+	if (fsnap != NULL) {
+		cf_fs_rdir_free(rootd);
+		rootd = NULL;
+		cf_fs_reader_free(rd);
+		rd = NULL;
+		rc = cf_fs_snapshot_release(fsnap);
+		fsnap = NULL;
+		if (rc == -ESTALE) {
+			fprintf(stderr, "coffer: the mount could not keep the "
+			    "snapshot point-in-time (a copy-on-write failed); "
+			    "no snapshot saved: run the backup again\n");
+			goto out;
+		}
+		if (rc < 0)
+			fprintf(stderr, "coffer: releasing the store snapshot: "
+			    "%s\n", strerror(-rc));
+	}
 	cf_bk_writer_stats(b.w, &ws);
 	memset(&snap, 0, sizeof(snap));
 	snap.time = t0;
@@ -957,7 +975,7 @@ cmd_backup(struct tl_ctx *ctx, int argc, char **argv)
 	memcpy(snap.tree, tree, sizeof(tree));
 	snap.has_parent = latest_parent(&s, paths[0], snap.parent);
 	snap.consistency = (char *)(uintptr_t)(use_stdin ? "stream" :
-	    b.live ? "none" : "offline");
+	    b.live == 2 ? "freeze" : b.live ? "none" : "offline");
 	snap.stats.files = b.files;
 	snap.stats.dirs = b.dirs;
 	snap.stats.bytes = b.bytes;
@@ -965,6 +983,7 @@ cmd_backup(struct tl_ctx *ctx, int argc, char **argv)
 	snap.stats.new_bytes = ws.new_bytes;
 	snap.stats.stored_bytes = ws.stored_bytes;
 	snap.stats.duration_ns = (uint64_t)(now_ns() - t0);
+	snap.stats.pause_ns = pause_ns;
 	rc = cf_bk_repo_snapshot_save(s.repo, &snap, sid);
 	if (rc < 0) {
 		fprintf(stderr, "coffer: saving the snapshot: %s\n",
@@ -976,7 +995,7 @@ cmd_backup(struct tl_ctx *ctx, int argc, char **argv)
 	    b.damaged + b.changed);
 	if (ctx->json) {
 		j = json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, "
-		    "s:I, s:I, s:I, s:I, s:f}",
+		    "s:I, s:I, s:I, s:I, s:I, s:f}",
 		    "snapshot", hex, "tenant", name, "repo", s.url,
 		    "consistency", snap.consistency,
 		    "files", (json_int_t)b.files, "dirs", (json_int_t)b.dirs,
@@ -985,6 +1004,7 @@ cmd_backup(struct tl_ctx *ctx, int argc, char **argv)
 		    "new_bytes", (json_int_t)ws.new_bytes,
 		    "stored_bytes", (json_int_t)ws.stored_bytes,
 		    "retries", (json_int_t)b.retries,
+		    "pause_ns", (json_int_t)pause_ns,
 		    "changed", (json_int_t)b.changed,
 		    "damaged", (json_int_t)b.damaged,
 		    "duration_s", (double)snap.stats.duration_ns / 1e9);
@@ -1014,6 +1034,9 @@ out:
 	free(b.links);
 	cf_fs_rdir_free(rootd);
 	cf_fs_reader_free(rd);
+	if (fsnap != NULL)
+		(void)!cf_fs_snapshot_release(fsnap);
+	free(farm);
 	cf_fs_keys_free(fkeys);
 	session_close(&s);
 	return ret;
