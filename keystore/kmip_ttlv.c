@@ -14,6 +14,8 @@
 #include <errno.h>
 #include <string.h>
 
+#include <sodium.h>
+
 #include "kmip_ttlv.h"
 
 static void
@@ -456,4 +458,20 @@ kmip_req_decrypt(unsigned char *buf, size_t cap, const char *uid,
 	kmip_enc_bytes(&e, KMIP_TAG_AAD, aad, aadlen);
 	kmip_enc_bytes(&e, KMIP_TAG_AUTH_TAG, tag, KMIP_GCM_TAG_BYTES);
 	return req_end(&e, len);
+}
+
+/* ---- KEK ids ---------------------------------------------------------- */
+
+void
+kmip_kek_id(unsigned char id[16], const char *uid)
+{
+	static const char ctx[] = "coffer-kmip-kek-v1";
+	crypto_generichash_state st;
+
+	crypto_generichash_init(&st, NULL, 0, 16);
+	crypto_generichash_update(&st, (const unsigned char *)ctx,
+	    sizeof(ctx) - 1);
+	crypto_generichash_update(&st, (const unsigned char *)uid,
+	    strlen(uid));
+	crypto_generichash_final(&st, id, 16);
 }

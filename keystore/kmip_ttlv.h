@@ -188,4 +188,11 @@ int kmip_req_decrypt(unsigned char *buf, size_t cap, const char *uid,
     const unsigned char tag[KMIP_GCM_TAG_BYTES], size_t *len)
     __attribute__((warn_unused_result));
 
+/*
+ * The 16-byte KEK id of the server key with unique identifier uid:
+ * BLAKE2b with a 16-byte output of "coffer-kmip-kek-v1" || uid
+ * ([KMIP-BLOB-3]).
+ */
+void kmip_kek_id(unsigned char id[16], const char *uid);
+
 #endif /* KMIP_TTLV_H */

@@ -51,7 +51,6 @@
 #define KMIP_TRIES 3		/* connection attempts */
 #define KMIP_BACKOFF_MS 100	/* doubled after each failed attempt */
 #define KMIP_TIMEOUT_DEFAULT 10	/* seconds per connect, send or receive */
-#define KMIP_KEKID_CONTEXT "coffer-kmip-kek-v1"
 
 struct kmip_priv {
 	char host[256];
@@ -81,20 +80,6 @@ uid_valid(const unsigned char *s, size_t len)
 		if (s[i] < 0x21 || s[i] > 0x7e)
 			return 0;
 	return 1;
-}
-
-/* kek_id = BLAKE2b-128("coffer-kmip-kek-v1" || uid) ([KMIP-BLOB-3]). */
-static void
-kek_id_of(unsigned char id[CF_KS_ID_BYTES], const char *uid)
-{
-	crypto_generichash_state st;
-
-	crypto_generichash_init(&st, NULL, 0, CF_KS_ID_BYTES);
-	crypto_generichash_update(&st, (const unsigned char *)
-	    KMIP_KEKID_CONTEXT, strlen(KMIP_KEKID_CONTEXT));
-	crypto_generichash_update(&st, (const unsigned char *)uid,
-	    strlen(uid));
-	crypto_generichash_final(&st, id, CF_KS_ID_BYTES);
 }
 
 /* A configured path; relative paths are relative to the home. */
@@ -754,7 +739,7 @@ new_current(struct ks_kms *kms)
 	if (rc < 0)
 		return rc;
 	snprintf(p->cur, sizeof(p->cur), "%s", uid);
-	kek_id_of(id, uid);
+	kmip_kek_id(id, uid);
 	ks_hex(hex, id, CF_KS_ID_BYTES);
 	{
 		struct cf_ks_audit_field f[] = {
@@ -790,7 +775,7 @@ kmip_current(struct ks_kms *kms, unsigned char kek_id[CF_KS_ID_BYTES],
 			return rc;
 		}
 	}
-	kek_id_of(kek_id, p->cur);
+	kmip_kek_id(kek_id, p->cur);
 	return 0;
 }
 
@@ -809,7 +794,7 @@ kmip_wrap(struct ks_kms *kms, const unsigned char *kek_id, uint8_t alg,
 	if (alg != CF_KS_WRAP_AES256GCM || p->cur[0] == '\0' ||
 	    cf_secbuf_len(key) != CF_KS_KEY_BYTES)
 		cf_misuse("kmip_wrap: not the KEK named by kmip_current");
-	kek_id_of(id, p->cur);
+	kmip_kek_id(id, p->cur);
 	if (sodium_memcmp(id, kek_id, CF_KS_ID_BYTES) != 0)
 		cf_misuse("kmip_wrap: not the KEK named by kmip_current");
 	randombytes_buf(iv, sizeof(iv));
@@ -875,7 +860,7 @@ kmip_unwrap(struct ks_kms *kms, const unsigned char *kek_id, uint8_t alg,
 		    alg, bloblen);
 	memcpy(uid, blob + 1, ulen);
 	uid[ulen] = '\0';
-	kek_id_of(id, uid);
+	kmip_kek_id(id, uid);
 	if (sodium_memcmp(id, kek_id, CF_KS_ID_BYTES) != 0)
 		return ks_err(-EBADMSG, "wrapped key does not authenticate "
 		    "under KMS '%s': its blob names KMIP key '%s' but its header "
