@@ -21,8 +21,10 @@
  * time.  Every op is idempotent: objects are immutable and named by
  * content, so replaying a PUT stores the same bytes.
  *
- * What it deliberately does not do: multipart upload (a pack is at most
- * 256 MiB and a single PUT takes 5 GiB), Object Lock retention,
+ * Objects larger than the part size (COFFER_S3_PART_SIZE, 64 MiB) go up
+ * as a multipart upload, part by part.
+ *
+ * What it deliberately does not do: parallel parts, Object Lock retention,
  * bandwidth limits, a request-level thread pool (callers bring their
  * threads), or any logging: errors are returned as -errno, and secrets
  * never leave this file (curl's verbose mode stays off).
@@ -33,6 +35,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -50,6 +53,9 @@
 #define S3_URL_MAX 4096U
 #define S3_TEXT_MAX 2048U		/* one XML leaf (key, token) */
 #define S3_ATTEMPTS_DEFAULT 8U
+#define S3_PART_SIZE_DEFAULT (64L << 20)
+#define S3_PART_SIZE_MIN (5L << 20)		/* S3's minimum part */
+#define S3_PART_SIZE_MAX (1024L << 20)
 #define S3_RETRY_SECONDS_DEFAULT 120L
 #define S3_BACKOFF_BASE_MS 100L
 #define S3_BACKOFF_CAP_MS 10000L
@@ -65,6 +71,7 @@ struct s3 {
 	char *token_hdr;	/* "x-amz-security-token: ..." or NULL; wiped */
 	char *ca_file;		/* NULL: the system's CA bundle */
 	unsigned max_attempts;
+	size_t part_size;	/* multipart above this many bytes */
 	long retry_ms;		/* total time budget of one op's retries */
 	pthread_mutex_t lock;	/* protects pool and npool */
 	CURL *pool[S3_POOL_MAX];
@@ -92,6 +99,7 @@ struct s3_req {
 	size_t errlen;
 	long status;
 	curl_off_t clen;		/* HEAD: Content-Length */
+	char etag[128];			/* ETag response header, quoted */
 	unsigned attempts;
 	CURL *h;
 };
@@ -322,6 +330,27 @@ s3_write(char *p, size_t sz, size_t n, void *arg)
 	return len;
 }
 
+/* Keeps the ETag header (multipart parts are completed by ETag). */
+static size_t
+s3_header(char *p, size_t sz, size_t n, void *arg)
+{
+	struct s3_req *r = arg;
+	size_t len = sz * n, i;
+
+	if (len > 5 && strncasecmp(p, "etag:", 5) == 0) {
+		for (i = 5; i < len && (p[i] == ' ' || p[i] == '\t'); i++)
+			;
+		while (len > i && (p[len - 1] == '\r' || p[len - 1] == '\n' ||
+		    p[len - 1] == ' '))
+			len--;
+		if (len - i < sizeof(r->etag)) {
+			memcpy(r->etag, p + i, len - i);
+			r->etag[len - i] = '\0';
+		}
+	}
+	return sz * n;
+}
+
 /* Sets up h for r.  *hdrs is the header list to free after the call. */
 static int
 s3_setup(struct s3 *s, struct s3_req *r, struct curl_slist **hdrs)
@@ -359,14 +388,18 @@ s3_setup(struct s3 *s, struct s3_req *r, struct curl_slist **hdrs)
 	ok &= curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, s3_write) ==
 	    CURLE_OK;
 	ok &= curl_easy_setopt(h, CURLOPT_WRITEDATA, r) == CURLE_OK;
+	ok &= curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, s3_header) ==
+	    CURLE_OK;
+	ok &= curl_easy_setopt(h, CURLOPT_HEADERDATA, r) == CURLE_OK;
 	if (strcmp(r->method, "HEAD") == 0) {
 		ok &= curl_easy_setopt(h, CURLOPT_NOBODY, 1L) == CURLE_OK;
-	} else if (strcmp(r->method, "PUT") == 0) {
+	} else if (strcmp(r->method, "PUT") == 0 ||
+	    strcmp(r->method, "POST") == 0) {
 		/*
 		 * POSTFIELDS with a custom method sends the buffer as it is
 		 * (no read callback), which also makes a retry trivial.
 		 */
-		ok &= curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, "PUT") ==
+		ok &= curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, r->method) ==
 		    CURLE_OK;
 		ok &= curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE,
 		    (curl_off_t)r->bodylen) == CURLE_OK;
@@ -452,6 +485,7 @@ struct s3_xml {
 	int truncated;
 	char *next_token;
 	char code[64];
+	char upload_id[256];
 	int bad;
 };
 
@@ -526,6 +560,9 @@ xml_end(void *arg, const XML_Char *el)
 		x->next_token = x->toolong ? NULL : strdup(x->text);
 		if (x->next_token == NULL)
 			x->bad = x->toolong ? -EPROTO : -ENOMEM;
+	} else if (strcmp(el, "UploadId") == 0) {
+		if (x->textlen < sizeof(x->upload_id))
+			memcpy(x->upload_id, x->text, x->textlen + 1);
 	} else if (strcmp(el, "Code") == 0 && !x->in_contents) {
 		/* An error body; its Message may be empty (Ceph RGW). */
 		if (x->textlen < sizeof(x->code))
@@ -692,6 +729,7 @@ req_reset(struct s3_req *r)
 	r->err[0] = '\0';
 	r->status = 0;
 	r->clen = -1;
+	r->etag[0] = '\0';
 }
 
 static int
@@ -838,6 +876,141 @@ s3_get_range(void *ctx, enum cf_bk_kind kind, const char *name, uint64_t off,
 	return rc;
 }
 
+/* r->url = object URL + "?" + query (query already canonical). */
+static int
+mp_url(struct s3 *s, enum cf_bk_kind kind, const char *name,
+    struct s3_req *r, const char *q1, const char *q2, const char *enc)
+{
+	size_t pos;
+	int rc;
+
+	rc = obj_url(s, kind, name, r);
+	if (rc < 0)
+		return rc;
+	pos = strlen(r->url);
+	rc = cat(r->url, sizeof(r->url), &pos, q1);
+	if (rc == 0 && q2 != NULL)
+		rc = cat(r->url, sizeof(r->url), &pos, q2);
+	if (rc == 0 && enc != NULL)
+		rc = cat_enc(r->url, sizeof(r->url), &pos, enc, 0);
+	return rc;
+}
+
+/*
+ * Multipart upload of an object larger than the part size: create,
+ * upload the parts one by one (each retried on its own), complete.
+ * On failure the upload is aborted (best effort; a bucket lifecycle
+ * rule AbortIncompleteMultipartUpload catches the rest).
+ */
+static int
+s3_put_multipart(struct s3 *s, enum cf_bk_kind kind, const char *name,
+    const unsigned char *buf, size_t len)
+{
+	struct s3_req *r;
+	struct s3_xml x;
+	char *id = NULL, *body = NULL, (*etags)[128] = NULL, num[32];
+	size_t nparts = (len + s->part_size - 1) / s->part_size, i, pos, cap;
+	int rc;
+
+	memset(&x, 0, sizeof(x));
+	if (nparts > 10000)
+		return -EFBIG;	/* S3's limit on parts */
+	r = calloc(1, sizeof(*r));
+	etags = calloc(nparts, sizeof(*etags));
+	cap = 256 + nparts * 256;
+	body = malloc(cap);
+	rc = -ENOMEM;
+	if (r == NULL || etags == NULL || body == NULL)
+		goto out;
+	r->method = "POST";
+	r->outmax = 65536;
+	rc = mp_url(s, kind, name, r, "?uploads=", NULL, NULL);
+	if (rc == 0)
+		rc = s3_perform(s, r);
+	if (rc == 0)
+		rc = xml_parse(&x, (const char *)r->out, r->outlen);
+	if (rc == 0 && x.upload_id[0] == '\0')
+		rc = -EPROTO;
+	if (rc < 0)
+		goto out;
+	id = strdup(x.upload_id);
+	xml_free(&x);
+	if (id == NULL) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	for (i = 0; i < nparts; i++) {
+		memset(r, 0, sizeof(*r));
+		r->method = "PUT";
+		r->body = buf + i * s->part_size;
+		r->bodylen = i + 1 < nparts ? s->part_size :
+		    len - i * s->part_size;
+		r->outmax = S3_ERRBODY_MAX;
+		snprintf(num, sizeof(num), "?partNumber=%zu", i + 1);
+		rc = mp_url(s, kind, name, r, num, "&uploadId=", id);
+		if (rc == 0)
+			rc = s3_perform(s, r);
+		free(r->out);
+		r->out = NULL;
+		if (rc == 0 && r->etag[0] == '\0')
+			rc = -EPROTO;
+		if (rc < 0)
+			goto abort;
+		memcpy(etags[i], r->etag, sizeof(etags[i]));
+	}
+	pos = 0;
+	rc = cat(body, cap, &pos, "<CompleteMultipartUpload>");
+	for (i = 0; rc == 0 && i < nparts; i++) {
+		snprintf(num, sizeof(num), "%zu", i + 1);
+		rc = cat(body, cap, &pos, "<Part><PartNumber>");
+		if (rc == 0)
+			rc = cat(body, cap, &pos, num);
+		if (rc == 0)
+			rc = cat(body, cap, &pos, "</PartNumber><ETag>");
+		if (rc == 0)
+			rc = cat(body, cap, &pos, etags[i]);
+		if (rc == 0)
+			rc = cat(body, cap, &pos, "</ETag></Part>");
+	}
+	if (rc == 0)
+		rc = cat(body, cap, &pos, "</CompleteMultipartUpload>");
+	if (rc < 0)
+		goto abort;
+	memset(r, 0, sizeof(*r));
+	r->method = "POST";
+	r->body = (const unsigned char *)body;
+	r->bodylen = pos;
+	r->outmax = 65536;
+	rc = mp_url(s, kind, name, r, "?uploadId=", NULL, id);
+	if (rc == 0)
+		rc = s3_perform(s, r);
+	/* Complete may answer 200 with an error inside. */
+	if (rc == 0)
+		rc = xml_parse(&x, (const char *)r->out, r->outlen);
+	if (rc == 0 && x.code[0] != '\0')
+		rc = -EIO;
+	xml_free(&x);
+	free(r->out);
+	r->out = NULL;
+	if (rc == 0)
+		goto out;
+abort:
+	memset(r, 0, sizeof(*r));
+	r->method = "DELETE";
+	r->outmax = S3_ERRBODY_MAX;
+	if (mp_url(s, kind, name, r, "?uploadId=", NULL, id) == 0)
+		(void)s3_perform(s, r);	/* best effort */
+out:
+	xml_free(&x);
+	if (r != NULL)
+		free(r->out);
+	free(r);
+	free(id);
+	free(etags);
+	free(body);
+	return rc;
+}
+
 static int
 s3_put(void *ctx, enum cf_bk_kind kind, const char *name,
     const unsigned char *buf, size_t len, int excl)
@@ -861,6 +1034,9 @@ s3_put(void *ctx, enum cf_bk_kind kind, const char *name,
 		if (rc != -ENOENT)
 			return rc;
 	}
+	/* The config (excl) is small: never multipart. */
+	if (!excl && len > s->part_size)
+		return s3_put_multipart(s, kind, name, buf, len);
 	r = calloc(1, sizeof(*r));
 	if (r == NULL)
 		return -ENOMEM;
@@ -1422,6 +1598,8 @@ bk_store_s3_open(struct cf_bk_store **out, const char *url, int flags)
 	    S3_ATTEMPTS_DEFAULT, 1, 100);
 	s->retry_ms = env_num("COFFER_S3_RETRY_SECONDS",
 	    S3_RETRY_SECONDS_DEFAULT, 0, 86400) * 1000L;
+	s->part_size = (size_t)env_num("COFFER_S3_PART_SIZE",
+	    S3_PART_SIZE_DEFAULT, S3_PART_SIZE_MIN, S3_PART_SIZE_MAX);
 	s->prefix = strdup(o.prefix);
 	if (s->prefix == NULL)
 		goto out;

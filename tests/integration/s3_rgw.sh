@@ -126,6 +126,14 @@ else
 	not_ok "aws s3 ls counts the 1234 index objects coffer put (got $pages)"
 fi
 
+# The 16 MiB object put with 5 MiB parts is a 4-part multipart object.
+etag=$("$AWS" --endpoint-url "$S3_ENDPOINT" s3api list-objects-v2 --bucket "$S3_BUCKET" \
+    --prefix mp/ --query 'Contents[0].ETag' --output text 2>&1)
+case $etag in
+*-4\"*) ok "multipart object has a 4-part ETag ($etag)" ;;
+*) not_ok "multipart object has a 4-part ETag (got $etag)" ;;
+esac
+
 # Reference: raw curl (one process per request), 16 MiB.
 head -c $((16 << 20)) /dev/urandom >"$T/raw"
 sha=$(sha256sum "$T/raw" | cut -c1-64)

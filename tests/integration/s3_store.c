@@ -10,7 +10,8 @@
  * from several threads over one store), refused credentials, a missing
  * bucket, the credentials file and its mode check, a whole repository
  * over S3 (init, writer, snapshot, reopen, verify) with a flipped byte
- * found by verify, TLS refused without the CA and accepted with it,
+ * found by verify, TLS refused without the CA and accepted with it, a
+ * multipart upload (16 MiB in 5 MiB parts),
  * and PUT/GET throughput of 16 MiB objects (printed as TAP comments).
  * Without S3_BUCKET every case is skipped (run it through s3_rgw.sh).
  */
@@ -445,6 +446,32 @@ throughput(void)	/* PUT/GET of 16 MiB objects, one stream */
 }
 
 static void
+multipart(void)		/* over the part size: a multipart upload */
+{
+	enum { SZ = (16 << 20) + 3 };
+	struct cf_bk_store *s = NULL;
+	unsigned char *data = rnd(SZ), *buf = NULL;
+	char name[65];
+	size_t len;
+	uint64_t size;
+
+	CHECK(data != NULL);
+	CHECK(setenv("COFFER_S3_PART_SIZE", "5242880", 1) == 0);
+	CHECK_RC(cf_bk_store_open_url(&s, url_of("mp"), 0), 0);
+	CHECK(unsetenv("COFFER_S3_PART_SIZE") == 0);
+	name_of(900, name);
+	CHECK_RC(cf_bk_store_put(s, CF_BK_KIND_PACK, name, data, SZ, 0), 0);
+	CHECK_RC(cf_bk_store_stat(s, CF_BK_KIND_PACK, name, &size), 0);
+	CHECK(size == SZ);
+	CHECK_RC(cf_bk_store_get(s, CF_BK_KIND_PACK, name, SZ, &buf, &len),
+	    0);
+	CHECK(len == SZ && memcmp(buf, data, SZ) == 0);
+	free(buf);
+	cf_bk_store_free(s);
+	free(data);
+}
+
+static void
 skip_all(void)
 {
 	printf("# S3_BUCKET unset: run through tests/integration/s3_rgw.sh\n");
@@ -456,6 +483,7 @@ static const struct cf_test_case cases[] = {
 	CF_TEST(refused),
 	CF_TEST(repository),
 	CF_TEST(tls),
+	CF_TEST(multipart),
 	CF_TEST(throughput),
 };
 
