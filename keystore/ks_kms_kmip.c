@@ -817,8 +817,8 @@ kmip_wrap(struct ks_kms *kms, const unsigned char *kek_id, uint8_t alg,
 	/* A server that answers with an IV must answer with ours. */
 	idx = kmip_child(&p->msg, pl, KMIP_TAG_IV_COUNTER_NONCE, -1);
 	if (idx >= 0 && (kmip_get_bytes(&p->msg, idx, KMIP_T_BYTES, &riv,
-	    &ivlen) < 0 || ivlen != sizeof(iv) || memcmp(riv, iv,
-	    sizeof(iv)) != 0))	/* checksrc:allow public IV */
+	    &ivlen) < 0 || ivlen != sizeof(iv) || sodium_memcmp(riv, iv,
+	    sizeof(iv)) != 0))
 		goto bad;
 	ulen = strlen(p->cur);
 	blob[0] = (unsigned char)ulen;

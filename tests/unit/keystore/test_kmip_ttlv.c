@@ -86,7 +86,7 @@ requests_match_vectors(void)
 	free(tag);
 }
 
-/* [KMIP-ENC-2] a buffer one byte short of any request is -ENOSPC. */
+/* [KMIP-TTLV-1] a buffer one byte short of any request is -ENOSPC. */
 static void
 encoder_bounds(void)
 {
