@@ -9,7 +9,10 @@
 # Then: makes the bucket with awscli, runs the C cases of s3_store
 # (S3_STORE, their TAP lines renumbered into this plan), checks that
 # `aws s3 ls` lists what coffer wrote (interop), and measures raw curl
-# PUT/GET of a 16 MiB object beside coffer's figures.
+# PUT/GET of a 16 MiB object beside coffer's figures.  A proxy
+# (tests/lib/s3_fault_proxy.py, stopped by PID) in front of RGW answers
+# a share of requests with 503 and cuts a share of bodies short; the
+# faults case of s3_store must still complete through it.
 #
 # Needs root and the Debian packages ceph-mon ceph-osd radosgw
 # ceph-common awscli openssl (installed through tools/deps.sh if
@@ -47,8 +50,13 @@ fi
 # Short: Ceph admin socket paths are limited to 107 bytes.
 T=$(mktemp -d /tmp/cfs3.XXXXXX) || exit 1
 D=$T/ceph
+proxy_pid=""
 cleanup()
 {
+	if [ -n "$proxy_pid" ]; then
+		kill "$proxy_pid" 2>/dev/null
+		wait "$proxy_pid" 2>/dev/null
+	fi
 	bash "$SRC/tests/lib/ceph-rgw-down.sh" "$D" >/dev/null 2>&1
 	rm -rf "$T"
 }
@@ -88,6 +96,21 @@ else
 	not_ok "bucket made with awscli"
 fi
 
+# The fault-injecting proxy in front of RGW's HTTP port (503s, cut bodies).
+rgw_port=${S3_ENDPOINT##*:}
+python3 "$SRC/tests/lib/s3_fault_proxy.py" "$rgw_port" "$T/proxy.port" &
+proxy_pid=$!
+for _ in $(seq 50); do
+	[ -s "$T/proxy.port" ] && break
+	sleep 0.1
+done
+if [ -s "$T/proxy.port" ]; then
+	export S3_FAULT_ENDPOINT=http://127.0.0.1:$(cat "$T/proxy.port")
+	ok "fault proxy listens at $S3_FAULT_ENDPOINT"
+else
+	not_ok "fault proxy starts"
+fi
+
 # The C cases, renumbered into this plan.
 "$S3_STORE" >"$T/store.tap" 2>&1
 rc=$?
@@ -107,6 +130,13 @@ while IFS= read -r line; do
 	esac
 done <"$T/store.tap"
 [ "$rc" -eq 0 ] || { not_ok "s3_store exit status $rc"; }
+
+stats=$(cat "$T/proxy.port.stats" 2>/dev/null)
+if grep -Eq 'injected_503=[1-9]' <<<"$stats" && grep -Eq 'truncated=[1-9]' <<<"$stats"; then
+	ok "the proxy injected faults that coffer retried ($stats)"
+else
+	not_ok "the proxy injected faults ($stats)"
+fi
 
 # Interop: awscli sees coffer's repository layout.
 ls_out=$("$AWS" --endpoint-url "$S3_ENDPOINT" s3 ls --recursive "s3://$S3_BUCKET/repo/" 2>&1)

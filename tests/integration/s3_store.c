@@ -11,7 +11,8 @@
  * bucket, the credentials file and its mode check, a whole repository
  * over S3 (init, writer, snapshot, reopen, verify) with a flipped byte
  * found by verify, TLS refused without the CA and accepted with it, a
- * multipart upload (16 MiB in 5 MiB parts),
+ * multipart upload (16 MiB in 5 MiB parts), retries through a proxy
+ * that injects 503s and cuts bodies short (S3_FAULT_ENDPOINT),
  * and PUT/GET throughput of 16 MiB objects (printed as TAP comments).
  * Without S3_BUCKET every case is skipped (run it through s3_rgw.sh).
  */
@@ -472,6 +473,86 @@ multipart(void)		/* over the part size: a multipart upload */
 }
 
 static void
+faults(void)		/* through a proxy injecting 503s and cut bodies */
+{
+	const char *ep = getenv("S3_FAULT_ENDPOINT");
+	struct cf_bk_keys *k = test_keys();
+	struct cf_bk_store *s = NULL;
+	struct cf_bk_repo *r = NULL;
+	struct cf_bk_writer *w = NULL;
+	struct cf_bk_verify_opts vo = { 1, 100, 1 };
+	struct cf_bk_verify_result *res = NULL;
+	unsigned char *data = rnd(1 << 20), *buf = NULL, part[777];
+	unsigned char ids[20][32];
+	char u[2048], name[65];
+	size_t len, n = 0;
+	unsigned i;
+
+	CHECK(k != NULL && data != NULL);
+	if (ep == NULL) {
+		printf("# S3_FAULT_ENDPOINT unset: faults not tested\n");
+		CHECK(getenv("CI") == NULL);
+		goto done;
+	}
+	snprintf(u, sizeof(u), "%s?endpoint=%s", url_of("faults"), ep);
+	CHECK_RC(cf_bk_store_open_url(&s, u, 0), 0);
+	for (i = 0; i < 20; i++) {
+		name_of(2000 + i, name);
+		data[0] = (unsigned char)i;
+		CHECK_RC(cf_bk_store_put(s, CF_BK_KIND_PACK, name, data,
+		    (1 << 20) - i, 0), 0);
+	}
+	for (i = 0; i < 20; i++) {
+		name_of(2000 + i, name);
+		data[0] = (unsigned char)i;
+		CHECK_RC(cf_bk_store_get(s, CF_BK_KIND_PACK, name, 1 << 20,
+		    &buf, &len), 0);
+		CHECK(len == (1 << 20) - i && memcmp(buf, data, len) == 0);
+		free(buf);
+		CHECK_RC(cf_bk_store_get_range(s, CF_BK_KIND_PACK, name, 1000,
+		    sizeof(part), part), 0);
+		CHECK(memcmp(part, data + 1000, sizeof(part)) == 0);
+	}
+	CHECK_RC(cf_bk_store_list(s, CF_BK_KIND_PACK, count_cb, &n), 0);
+	CHECK(n == 20);
+	/* A whole repository, written and verified through the faults. */
+	snprintf(u, sizeof(u), "%s?endpoint=%s", url_of("faults/repo"), ep);
+	cf_bk_store_free(s);
+	s = NULL;
+	CHECK_RC(cf_bk_store_open_url(&s, u, 0), 0);
+	CHECK_RC(cf_bk_repo_init(&r, s, k, tenant), 0);
+	s = NULL;
+	CHECK_RC(cf_bk_writer_new(&w, r, 2), 0);
+	for (i = 0; i < 20; i++) {
+		data[0] = (unsigned char)i;
+		CHECK_RC(cf_bk_writer_add(w, CF_BK_BLOB_DATA, data, 50000,
+		    ids[i]), 0);
+	}
+	CHECK_RC(cf_bk_writer_flush(w), 0);
+	cf_bk_writer_free(w);
+	cf_bk_repo_free(r);
+	r = NULL;
+	CHECK_RC(cf_bk_store_open_url(&s, u, 0), 0);
+	CHECK_RC(cf_bk_repo_open(&r, s, k, tenant), 0);
+	s = NULL;
+	CHECK_RC(cf_bk_repo_index_load(r, NULL), 0);
+	for (i = 0; i < 20; i++) {
+		data[0] = (unsigned char)i;
+		CHECK_RC(cf_bk_repo_blob_load(r, CF_BK_BLOB_DATA, ids[i], &buf,
+		    &len), 0);
+		CHECK(len == 50000 && memcmp(buf, data, len) == 0);
+		free(buf);
+	}
+	CHECK_RC(cf_bk_verify(r, &vo, &res), 0);
+	CHECK(!cf_bk_verify_damaged(res));
+	cf_bk_verify_result_free(res);
+	cf_bk_repo_free(r);
+done:
+	cf_bk_keys_free(k);
+	free(data);
+}
+
+static void
 skip_all(void)
 {
 	printf("# S3_BUCKET unset: run through tests/integration/s3_rgw.sh\n");
@@ -484,6 +565,7 @@ static const struct cf_test_case cases[] = {
 	CF_TEST(repository),
 	CF_TEST(tls),
 	CF_TEST(multipart),
+	CF_TEST(faults),
 	CF_TEST(throughput),
 };
 
