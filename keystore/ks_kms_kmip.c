@@ -177,8 +177,15 @@ out:
 static void
 disconnect(struct kmip_priv *p)
 {
+	struct sigaction ign, old;
+
 	if (p->ssl != NULL) {
+		/* close_notify to a peer that is gone must not SIGPIPE us. */
+		memset(&ign, 0, sizeof(ign));
+		ign.sa_handler = SIG_IGN;
+		sigaction(SIGPIPE, &ign, &old);
 		SSL_shutdown(p->ssl);
+		sigaction(SIGPIPE, &old, NULL);
 		SSL_free(p->ssl);
 		p->ssl = NULL;
 	}

@@ -267,6 +267,12 @@ check "...with a clear error naming the certificate" \
 	err_has "rejected the client certificate"
 check "...and no tenant t2 was left behind" test ! -e "$COFFER_HOME/tenants/t2"
 
+# ---- a client key others can read is refused before any connection.
+chmod 644 "$P/client.key"
+expect 4 "a client key readable by others is refused" tenant rotate-kek t1
+check "...saying chmod 600" err_has "chmod 600"
+chmod 600 "$P/client.key"
+
 # ---- the server is down.
 stop_server
 expect 1 "with the server stopped, unlock fails" tenant rotate-kek t1
