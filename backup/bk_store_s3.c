@@ -935,6 +935,8 @@ s3_put_multipart(struct s3 *s, enum cf_bk_kind kind, const char *name,
 		goto out;
 	id = strdup(x.upload_id);
 	xml_free(&x);
+	free(r->out);
+	r->out = NULL;
 	if (id == NULL) {
 		rc = -ENOMEM;
 		goto out;
