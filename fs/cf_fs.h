@@ -52,6 +52,7 @@ void cf_fs_keys_free(struct cf_fs_keys *k);
 /* ---- file header and blocks ------------------------------------------ */
 
 struct cf_fs_header {
+	unsigned version;		/* 1 or 2; 0 encodes the current (2) */
 	enum cf_ks_cipher cipher;
 	uint32_t key_version;
 	unsigned char file_id[CF_KS_ID_BYTES];
@@ -82,17 +83,23 @@ void cf_fs_file_ctx_free(struct cf_fs_file_ctx *f);
 
 /*
  * Seals plaintext block number blk (len <= CF_FS_BLOCK bytes) into out
- * (len + overhead bytes).
+ * (len + overhead bytes).  final is 1 for the file's last block: in a
+ * version-2 file it is authenticated, so the last block of a file cut at
+ * a block boundary does not open.  Version-1 files ignore it.
  */
 CF_MUST_CHECK int cf_fs_block_seal(const struct cf_fs_file_ctx *f,
-    uint64_t blk, const unsigned char *in, size_t len, unsigned char *out);
+    uint64_t blk, int final, const unsigned char *in, size_t len,
+    unsigned char *out);
 /*
  * Opens ciphertext block blk (clen bytes) into out (clen - overhead
- * bytes).  An all-zero ciphertext block is a hole and opens to zeros.
- * -EBADMSG if it does not authenticate (tampered, moved, swapped).
+ * bytes); final as for cf_fs_block_seal, from the file's size.  An
+ * all-zero ciphertext block is a hole and opens to zeros, unless it is
+ * the final block of a version-2 file.  -EBADMSG if it does not
+ * authenticate (tampered, moved, swapped, cut).
  */
 CF_MUST_CHECK int cf_fs_block_open(const struct cf_fs_file_ctx *f,
-    uint64_t blk, const unsigned char *in, size_t clen, unsigned char *out);
+    uint64_t blk, int final, const unsigned char *in, size_t clen,
+    unsigned char *out);
 
 /* ---- names ------------------------------------------------------------- */
 

@@ -23,7 +23,7 @@
 #include "fs_int.h"
 
 #define HDR_MAGIC "\x89" "CFFS\r\n\x1a"
-#define HDR_VERSION 1
+#define HDR_VERSION 2		/* written; 1 is still read */
 #define NAME_TAG 16U
 #define LINK_NONCE 24U
 #define LINK_AD "coffer-symlink-v1"
@@ -122,7 +122,7 @@ cf_fs_header_encode(const struct cf_fs_header *h,
     unsigned char buf[CF_FS_HEADER_BYTES])
 {
 	memcpy(buf, HDR_MAGIC, 8);
-	buf[8] = HDR_VERSION;
+	buf[8] = h->version == 1 ? 1 : HDR_VERSION;
 	buf[9] = 0;
 	buf[10] = (unsigned char)h->cipher;
 	buf[11] = 0;
@@ -139,8 +139,9 @@ cf_fs_header_decode(struct cf_fs_header *h, const unsigned char *buf,
 		return -EPROTO;
 	if (memcmp(buf, HDR_MAGIC, 8) != 0)	/* checksrc:allow public magic */
 		return -EPROTO;
-	if (buf[8] != HDR_VERSION || buf[9] != 0)
+	if ((buf[8] != 1 && buf[8] != HDR_VERSION) || buf[9] != 0)
 		return -EPROTO;
+	h->version = buf[8];
 	if (buf[10] != CF_KS_CIPHER_AES256GCM &&
 	    buf[10] != CF_KS_CIPHER_XCHACHA20POLY1305)
 		return -EPROTO;
@@ -193,6 +194,7 @@ struct cf_fs_file_ctx {
 	size_t nonce;
 	unsigned char file_id[CF_KS_ID_BYTES];
 	uint32_t key_version;
+	unsigned version;		/* the header's: 1 has no final flag */
 };
 
 int
@@ -219,6 +221,7 @@ cf_fs_file_ctx_new(struct cf_fs_file_ctx **out, const struct cf_fs_keys *k,
 	f->nonce = cf_ks_cipher_nonce_bytes(h->cipher);
 	memcpy(f->file_id, h->file_id, CF_KS_ID_BYTES);
 	f->key_version = h->key_version;
+	f->version = h->version == 1 ? 1 : HDR_VERSION;
 	*out = f;
 	return 0;
 }
@@ -232,36 +235,45 @@ cf_fs_file_ctx_free(struct cf_fs_file_ctx *f)
 	free(f);
 }
 
-/* AAD = file id (16) || block number (8, LE) || key version (4, LE). */
-static void
-block_ad(const struct cf_fs_file_ctx *f, uint64_t blk, unsigned char ad[28])
+/*
+ * AAD = file id (16) || block number (8, LE) || key version (4, LE), and
+ * in version 2 || final (1: 1 for the file's last block, else 0).  Returns
+ * its length.
+ */
+static size_t
+block_ad(const struct cf_fs_file_ctx *f, uint64_t blk, int final,
+    unsigned char ad[29])
 {
 	memcpy(ad, f->file_id, CF_KS_ID_BYTES);
 	put32(ad + 16, (uint32_t)blk);
 	put32(ad + 20, (uint32_t)(blk >> 32));
 	put32(ad + 24, f->key_version);
+	if (f->version == 1)
+		return 28;
+	ad[28] = final ? 1 : 0;
+	return 29;
 }
 
 int
-cf_fs_block_seal(const struct cf_fs_file_ctx *f, uint64_t blk,
+cf_fs_block_seal(const struct cf_fs_file_ctx *f, uint64_t blk, int final,
     const unsigned char *in, size_t len, unsigned char *out)
 {
-	unsigned char ad[28];
+	unsigned char ad[29];
+	size_t adl;
 
 	if (len > CF_FS_BLOCK)
 		cf_misuse("cf_fs_block_seal: block too large");
-	block_ad(f, blk, ad);
+	adl = block_ad(f, blk, final, ad);
 	randombytes_buf(out, f->nonce);
-	return cf_ks_aead_seal(f->aead, out + f->nonce, in, len, ad, sizeof(ad),
-	    out);
+	return cf_ks_aead_seal(f->aead, out + f->nonce, in, len, ad, adl, out);
 }
 
 int
-cf_fs_block_open(const struct cf_fs_file_ctx *f, uint64_t blk,
+cf_fs_block_open(const struct cf_fs_file_ctx *f, uint64_t blk, int final,
     const unsigned char *in, size_t clen, unsigned char *out)
 {
-	unsigned char ad[28];
-	size_t ovh = f->nonce + CF_KS_TAG_BYTES;
+	unsigned char ad[29];
+	size_t ovh = f->nonce + CF_KS_TAG_BYTES, adl;
 
 	/* [FS-BLK-6] no encoder writes such a length, zeros or not. */
 	if (clen <= ovh || clen > CF_FS_BLOCK + ovh)
@@ -270,13 +282,17 @@ cf_fs_block_open(const struct cf_fs_file_ctx *f, uint64_t blk,
 	 * nonce is zero is worth scanning for a hole (public data, no need
 	 * for a constant-time scan: it was 46% of read time). */
 	if (in[0] == 0 && memcmp(in, in + 1, clen - 1) == 0) {
-		/* A hole left by truncate-up or a sparse write. */
+		/* A hole left by truncate-up or a sparse write; never the
+		 * last block of a version-2 file, which is always sealed, so
+		 * cutting a file at a block boundary is noticed. */
+		if (final && f->version != 1)
+			return -EBADMSG;
 		memset(out, 0, clen - ovh);
 		return 0;
 	}
-	block_ad(f, blk, ad);
+	adl = block_ad(f, blk, final, ad);
 	return cf_ks_aead_open(f->aead, out, in + f->nonce, clen - f->nonce, ad,
-	    sizeof(ad), in);
+	    adl, in);
 }
 
 /* ---- names ------------------------------------------------------------- */

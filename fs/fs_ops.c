@@ -825,10 +825,35 @@ plain_size(struct fs *fs, struct fs_inode *in, int fd, off_t *psize)
 	return 0;
 }
 
-/* Reads and opens block blk into out (4096 bytes); *len gets its size. */
+/* 1 if blk is the last block of a file of psize bytes. */
+static int
+is_final(off_t psize, uint64_t blk)
+{
+	return psize > 0 && blk == (uint64_t)((psize - 1) / CF_FS_BLOCK);
+}
+
+/* Seals block blk of len bytes from pbuf and writes it in place. */
+static int
+put_block(struct fs *fs, struct fs_inode *in, int fd, uint64_t blk,
+    int final, const unsigned char *pbuf, size_t len)
+{
+	unsigned char cbuf[CF_FS_BLOCK + 64];
+	int rc;
+
+	rc = cf_fs_block_seal(in->ctx, blk, final, pbuf, len, cbuf);
+	if (rc == 0)
+		rc = write_full(fd, cbuf, len + fs->ovh, CF_FS_HEADER_BYTES +
+		    (off_t)blk * fs->cb);
+	return rc;
+}
+
+/*
+ * Reads and opens block blk of a file of psize bytes into out (4096
+ * bytes); *len gets its size.
+ */
 static int
 read_block(struct fs *fs, struct fs_inode *in, int fd, uint64_t blk,
-    unsigned char *out, size_t *len)
+    off_t psize, unsigned char *out, size_t *len)
 {
 	unsigned char cbuf[CF_FS_BLOCK + 64];
 	size_t got;
@@ -841,7 +866,8 @@ read_block(struct fs *fs, struct fs_inode *in, int fd, uint64_t blk,
 		return rc;
 	if (got == 0)
 		return 0;
-	rc = cf_fs_block_open(in->ctx, blk, cbuf, got, out);
+	rc = cf_fs_block_open(in->ctx, blk, is_final(psize, blk), cbuf, got,
+	    out);
 	if (rc < 0 || got <= fs->ovh) {
 		audit(fs, "fs.integrity", in, (long long)blk);
 		return -EIO;
@@ -850,13 +876,16 @@ read_block(struct fs *fs, struct fs_inode *in, int fd, uint64_t blk,
 	return 0;
 }
 
-/* Truncates to psize; caller holds in->rw exclusively. */
+/*
+ * Truncates to newsize; caller holds in->rw exclusively.  The new last
+ * block is always sealed (final), never a hole ([FS-BLK-10]).
+ */
 static int
 do_truncate(struct fs *fs, struct fs_inode *in, int fd, off_t newsize)
 {
-	unsigned char pbuf[CF_FS_BLOCK], cbuf[CF_FS_BLOCK + 64];
+	unsigned char pbuf[CF_FS_BLOCK];
 	off_t csize = 0, psize;
-	uint64_t blk;
+	uint64_t ol, nl;
 	size_t len, keep;
 	int rc;
 
@@ -877,39 +906,37 @@ do_truncate(struct fs *fs, struct fs_inode *in, int fd, off_t newsize)
 	rc = ensure_ctx(fs, in, fd, 1);
 	if (rc < 0)
 		return rc;
+	nl = (uint64_t)((newsize - 1) / CF_FS_BLOCK);
+	keep = (size_t)(newsize - (off_t)nl * CF_FS_BLOCK);
 	if (newsize < psize) {
-		blk = (uint64_t)(newsize / CF_FS_BLOCK);
-		keep = (size_t)(newsize % CF_FS_BLOCK);
-		if (keep > 0) {
-			rc = read_block(fs, in, fd, blk, pbuf, &len);
-			if (rc < 0)
-				return rc;
-			rc = cf_fs_block_seal(in->ctx, blk, pbuf, keep, cbuf);
-			if (rc < 0)
-				return rc;
-			rc = write_full(fd, cbuf, keep + fs->ovh,
-			    CF_FS_HEADER_BYTES + (off_t)blk * fs->cb);
-			if (rc < 0)
-				return rc;
+		/* The block that becomes the last, resealed as final. */
+		rc = read_block(fs, in, fd, nl, psize, pbuf, &len);
+		if (rc == 0)
+			rc = put_block(fs, in, fd, nl, 1, pbuf, keep);
+	} else {
+		if (psize > 0) {
+			/* The old last block grows (zeros) and, unless it is
+			 * still the last, loses its final mark. */
+			ol = (uint64_t)((psize - 1) / CF_FS_BLOCK);
+			rc = read_block(fs, in, fd, ol, psize, pbuf, &len);
+			if (rc == 0) {
+				size_t nlen = nl == ol ? keep : CF_FS_BLOCK;
+
+				memset(pbuf + len, 0, nlen - len);
+				rc = put_block(fs, in, fd, ol, nl == ol, pbuf,
+				    nlen);
+			}
 		}
-	} else if (psize % CF_FS_BLOCK != 0) {
-		/* Grow the old last block to its new length with zeros;
-		 * blocks after it become holes. */
-		blk = (uint64_t)(psize / CF_FS_BLOCK);
-		rc = read_block(fs, in, fd, blk, pbuf, &len);
-		if (rc < 0)
-			return rc;
-		keep = newsize - (off_t)blk * CF_FS_BLOCK >= CF_FS_BLOCK ?
-		    CF_FS_BLOCK : (size_t)(newsize - (off_t)blk * CF_FS_BLOCK);
-		memset(pbuf + len, 0, keep - len);
-		rc = cf_fs_block_seal(in->ctx, blk, pbuf, keep, cbuf);
-		if (rc < 0)
-			return rc;
-		rc = write_full(fd, cbuf, keep + fs->ovh, CF_FS_HEADER_BYTES +
-		    (off_t)blk * fs->cb);
-		if (rc < 0)
-			return rc;
+		if (rc == 0 && (psize == 0 || nl > (uint64_t)((psize - 1) /
+		    CF_FS_BLOCK))) {
+			/* Blocks between are holes; the last is sealed. */
+			memset(pbuf, 0, keep);
+			rc = put_block(fs, in, fd, nl, 1, pbuf, keep);
+		}
 	}
+	sodium_memzero(pbuf, sizeof(pbuf));
+	if (rc < 0)
+		return rc;
 	if (ftruncate(fd, cf_fs_cipher_size(fs->keys->cipher, newsize)) != 0)
 		return -errno;
 	return 0;
@@ -968,7 +995,8 @@ op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			goto out;
 		}
 		clen = got - at < (size_t)fs->cb ? got - at : (size_t)fs->cb;
-		rc = cf_fs_block_open(in->ctx, b, cbuf + at, clen,
+		rc = cf_fs_block_open(in->ctx, b, is_final(psize, b), cbuf + at,
+		    clen,
 		    pbuf + (size_t)(b - fb) * CF_FS_BLOCK);
 		if (rc < 0) {
 			audit(fs, "fs.integrity", in, (long long)b);
@@ -998,7 +1026,7 @@ do_write(struct fs *fs, struct fs_inode *in, int fd, const char *data,
 {
 	unsigned char *cbuf = NULL, pbuf[CF_FS_BLOCK];
 	off_t psize, end = off + (off_t)size;
-	uint64_t fb, lb, b;
+	uint64_t fb, lb, nl, b;
 	size_t ctot = 0;
 	int rc;
 
@@ -1020,6 +1048,7 @@ do_write(struct fs *fs, struct fs_inode *in, int fd, const char *data,
 	}
 	fb = (uint64_t)(off / CF_FS_BLOCK);
 	lb = (uint64_t)((end - 1) / CF_FS_BLOCK);
+	nl = (uint64_t)(((end > psize ? end : psize) - 1) / CF_FS_BLOCK);
 	cbuf = malloc((size_t)(lb - fb + 1) * (size_t)fs->cb);
 	if (cbuf == NULL)
 		return -ENOMEM;
@@ -1035,19 +1064,29 @@ do_write(struct fs *fs, struct fs_inode *in, int fd, const char *data,
 
 		if (ws > bs || (size_t)(we - bs) < oldlen) {
 			/* Partial block: merge with what is there. */
-			rc = read_block(fs, in, fd, b, pbuf, &len);
+			rc = read_block(fs, in, fd, b, psize, pbuf, &len);
 			if (rc < 0)
 				goto out;
 			if (len < oldlen)
 				memset(pbuf + len, 0, oldlen - len);
 		}
 		memcpy(pbuf + (ws - bs), data + (ws - off), (size_t)(we - ws));
-		rc = cf_fs_block_seal(in->ctx, b, pbuf, newlen, cbuf + ctot);
+		rc = cf_fs_block_seal(in->ctx, b, b == nl, pbuf, newlen,
+		    cbuf + ctot);
 		if (rc < 0)
 			goto out;
 		ctot += newlen + fs->ovh;
 	}
 	rc = write_full(fd, cbuf, ctot, CF_FS_HEADER_BYTES + (off_t)fb * fs->cb);
+	if (rc == 0 && psize > 0 && (uint64_t)((psize - 1) / CF_FS_BLOCK) < fb) {
+		/* The old last block is no longer the last. */
+		uint64_t ol = (uint64_t)((psize - 1) / CF_FS_BLOCK);
+		size_t len;
+
+		rc = read_block(fs, in, fd, ol, psize, pbuf, &len);
+		if (rc == 0)
+			rc = put_block(fs, in, fd, ol, 0, pbuf, len);
+	}
 out:
 	sodium_memzero(pbuf, sizeof(pbuf));
 	free(cbuf);
@@ -1100,10 +1139,19 @@ zero_range(struct fs *fs, struct fs_inode *in, int fd, off_t off, off_t end)
 {
 	off_t first = (off + CF_FS_BLOCK - 1) / CF_FS_BLOCK * CF_FS_BLOCK;
 	off_t last = end / CF_FS_BLOCK * CF_FS_BLOCK;
+	off_t psize;
 	int rc;
 
 	if (off >= end)
 		return 0;
+	/* The file's last block stays sealed: it is rewritten, not punched. */
+	rc = plain_size(fs, in, fd, &psize);
+	if (rc < 0)
+		return rc;
+	if (psize > 0 && last > (psize - 1) / CF_FS_BLOCK * CF_FS_BLOCK)
+		last = (psize - 1) / CF_FS_BLOCK * CF_FS_BLOCK;
+	if (last < first)
+		last = first;
 	if (first >= last)	/* no whole block inside */
 		return write_zeros(fs, in, fd, off, end);
 	rc = write_zeros(fs, in, fd, off, first);

@@ -1017,7 +1017,8 @@ cf_fs_rfile_pread(struct cf_fs_rfile *f, void *buf, size_t len, off_t off,
 		/* Whole blocks decrypt in place in the caller's buffer. */
 		dst = skip == 0 && n == (size_t)(ce - cs) - f->r->ovh ?
 		    (unsigned char *)buf + done : tmp;
-		rc = cf_fs_block_open(f->ctx, b, f->cbuf + (cs - cs0),
+		rc = cf_fs_block_open(f->ctx, b, b == (uint64_t)(f->psize - 1) /
+		    CF_FS_BLOCK, f->cbuf + (cs - cs0),
 		    (size_t)(ce - cs), dst);
 		if (rc < 0) {
 			sodium_memzero(tmp, sizeof(tmp));

@@ -94,7 +94,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	for (b = 0, off = 0; off < blen && b < MAX_BLOCKS; b++, off += cb) {
 		clen = blen - off < cb ? blen - off : cb;
 		memset(out, 0xa5, sizeof(out));
-		rc = cf_fs_block_open(ctx, b, body + off, clen, out);
+		rc = cf_fs_block_open(ctx, b, 0, body + off, clen, out);
 		if (rc != 0 && rc != -EBADMSG)
 			abort();
 		if (clen <= ovh && rc != -EBADMSG)
@@ -109,9 +109,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			if (!sodium_is_zero(out, plen) || out[plen] != 0xa5)
 				abort();
 		} else {
-			if (cf_fs_block_seal(ctx, b, out, plen, sealed) != 0)
+			if (cf_fs_block_seal(ctx, b, 0, out, plen, sealed) != 0)
 				abort();
-			if (cf_fs_block_open(ctx, b, sealed, clen, again) != 0 ||
+			if (cf_fs_block_open(ctx, b, 0, sealed, clen, again) != 0 ||
 			    memcmp(again, out, plen) != 0)
 				abort();
 		}

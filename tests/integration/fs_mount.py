@@ -655,6 +655,19 @@ def run_tamper():
         ok(expect_eio(target3), "swapped blocks give EIO")
         put(f3, orig3[:-10])
         ok(expect_eio(target3), "truncated file gives EIO")
+        # Cut at a block boundary: every block left is authentic, but
+        # the new last one was not sealed as the last (format v2).
+        put(f3, orig3[:32 + 2 * cb])
+        eio = expect_eio(target3)
+        ok(eio and os.stat(target3).st_size == 2 * 4096,
+           "a file cut at a block boundary gives EIO")
+        # Its last block zeroed (it would read as a hole otherwise).
+        bad = bytearray(orig3)
+        bad[32 + 3 * cb:] = bytes(len(bad) - 32 - 3 * cb)
+        put(f3, bad)
+        time.sleep(1.2)  # the kernel's 1 s attribute cache: size again
+        ok(os.stat(target3).st_size == 12293 and expect_eio(target3),
+           "a zeroed last block gives EIO")
         put(f3, orig3[:32] + orig1[32:])
         ok(expect_eio(target3), "another file's blocks give EIO")
         put(f3, orig1[:32] + orig3[32:])

@@ -389,7 +389,7 @@ kat_blocks(void)
 			CHECK(ad[24] == (unsigned char)h.key_version &&
 			    ad[27] == (unsigned char)(h.key_version >> 24));
 			memset(out, 0xa5, sizeof(out));
-			CHECK_RC(cf_fs_block_open(ctx, blk, sealed, sl, out), 0);
+			CHECK_RC(cf_fs_block_open(ctx, blk, 0, sealed, sl, out), 0);
 			CHECK(memcmp(out, pt, pl) == 0);
 			if (j < nfile) {
 				CHECK(blk == j);
@@ -439,14 +439,14 @@ block_seal_roundtrip(void)
 		for (j = 0; j < sizeof(lens) / sizeof(lens[0]); j++) {
 			if (lens[j] == 0)
 				continue;	/* no block has 0 bytes */
-			CHECK_RC(cf_fs_block_seal(ctx, 7, pt, lens[j], a), 0);
-			CHECK_RC(cf_fs_block_seal(ctx, 7, pt, lens[j], b), 0);
+			CHECK_RC(cf_fs_block_seal(ctx, 7, 0, pt, lens[j], a), 0);
+			CHECK_RC(cf_fs_block_seal(ctx, 7, 0, pt, lens[j], b), 0);
 			CHECK(memcmp(a, b, nl) != 0);
 			CHECK(memcmp(a + nl, b + nl, lens[j] + 16) != 0);
-			CHECK_RC(cf_fs_block_open(ctx, 7, a, lens[j] + ovh,
+			CHECK_RC(cf_fs_block_open(ctx, 7, 0, a, lens[j] + ovh,
 			    out), 0);
 			CHECK(memcmp(out, pt, lens[j]) == 0);
-			CHECK_RC(cf_fs_block_open(ctx, 7, b, lens[j] + ovh,
+			CHECK_RC(cf_fs_block_open(ctx, 7, 0, b, lens[j] + ovh,
 			    out), 0);
 			CHECK(memcmp(out, pt, lens[j]) == 0);
 		}
@@ -720,7 +720,7 @@ header_reject(void)
 	for (i = 0; i < 12; i++) {
 		for (val = 0; val < 256; val++) {
 			int ok = val == hb[i] ||
-			    (i == 10 && (val == 1 || val == 2));
+			    ((i == 8 || i == 10) && (val == 1 || val == 2));
 
 			memcpy(bad, hb, hl);
 			bad[i] = (unsigned char)val;
@@ -786,28 +786,28 @@ block_reject(void)
 				memcpy(bad, sealed, sl);
 				bad[n] ^= (unsigned char)(1U << (n % 8));
 				memset(out, 0xa5, sizeof(out));
-				CHECK_RC(cf_fs_block_open(ctx, blk, bad, sl,
+				CHECK_RC(cf_fs_block_open(ctx, blk, 0, bad, sl,
 				    out), -EBADMSG);
 				CHECK(all_zero(out, pl));
 			}
 			/* Moved or swapped: another position. */
-			CHECK_RC(cf_fs_block_open(ctx, blk + 1, sealed, sl,
+			CHECK_RC(cf_fs_block_open(ctx, blk + 1, 0, sealed, sl,
 			    out), -EBADMSG);
-			CHECK_RC(cf_fs_block_open(ctx, blk ^ (1ULL << 32),
+			CHECK_RC(cf_fs_block_open(ctx, blk ^ (1ULL << 32), 0,
 			    sealed, sl, out), -EBADMSG);
-			CHECK_RC(cf_fs_block_open(ctx, blk ^ (1ULL << 63),
+			CHECK_RC(cf_fs_block_open(ctx, blk ^ (1ULL << 63), 0,
 			    sealed, sl, out), -EBADMSG);
 			/* Another file id, key version, cipher, tenant. */
 			h2 = h;
 			h2.file_id[15] ^= 1;
 			CHECK_RC(cf_fs_file_ctx_new(&other, k, &h2), 0);
-			CHECK_RC(cf_fs_block_open(other, blk, sealed, sl,
+			CHECK_RC(cf_fs_block_open(other, blk, 0, sealed, sl,
 			    out), -EBADMSG);
 			cf_fs_file_ctx_free(other);
 			h2 = h;
 			h2.key_version++;
 			CHECK_RC(cf_fs_file_ctx_new(&other, k, &h2), 0);
-			CHECK_RC(cf_fs_block_open(other, blk, sealed, sl,
+			CHECK_RC(cf_fs_block_open(other, blk, 0, sealed, sl,
 			    out), -EBADMSG);
 			cf_fs_file_ctx_free(other);
 			h2 = h;
@@ -816,21 +816,21 @@ block_reject(void)
 			    CF_KS_CIPHER_AES256GCM;
 			if (cf_ks_cipher_available(h2.cipher)) {
 				CHECK_RC(cf_fs_file_ctx_new(&other, k, &h2), 0);
-				CHECK_RC(cf_fs_block_open(other, blk, sealed,
+				CHECK_RC(cf_fs_block_open(other, blk, 0, sealed,
 				    sl, out), -EBADMSG);
 				cf_fs_file_ctx_free(other);
 			}
 			CHECK_RC(cf_fs_file_ctx_new(&other, k2, &h), 0);
-			CHECK_RC(cf_fs_block_open(other, blk, sealed, sl,
+			CHECK_RC(cf_fs_block_open(other, blk, 0, sealed, sl,
 			    out), -EBADMSG);
 			cf_fs_file_ctx_free(other);
 			/* Cut anywhere inside the block, or extended. */
 			for (n = 1; n < sl; n++)
-				CHECK_RC(cf_fs_block_open(ctx, blk, sealed, n,
+				CHECK_RC(cf_fs_block_open(ctx, blk, 0, sealed, n,
 				    out), -EBADMSG);
 			memcpy(bad, sealed, sl);
 			bad[sl] = 0;
-			CHECK_RC(cf_fs_block_open(ctx, blk, bad, sl + 1, out),
+			CHECK_RC(cf_fs_block_open(ctx, blk, 0, bad, sl + 1, out),
 			    -EBADMSG);
 			free(sealed);
 		}
@@ -871,13 +871,13 @@ block_swap(void)
 		ovh = cf_fs_block_overhead(ciphers[i]);
 		CHECK_RC(cf_fs_file_ctx_new(&a, k, &ha), 0);
 		CHECK_RC(cf_fs_file_ctx_new(&b, k, &hb), 0);
-		CHECK_RC(cf_fs_block_seal(a, 0, pt, sizeof(pt), sa), 0);
-		CHECK_RC(cf_fs_block_seal(b, 0, pt, sizeof(pt), sb), 0);
-		CHECK_RC(cf_fs_block_open(a, 0, sa, sizeof(pt) + ovh, out), 0);
-		CHECK_RC(cf_fs_block_open(b, 0, sb, sizeof(pt) + ovh, out), 0);
-		CHECK_RC(cf_fs_block_open(a, 0, sb, sizeof(pt) + ovh, out),
+		CHECK_RC(cf_fs_block_seal(a, 0, 0, pt, sizeof(pt), sa), 0);
+		CHECK_RC(cf_fs_block_seal(b, 0, 0, pt, sizeof(pt), sb), 0);
+		CHECK_RC(cf_fs_block_open(a, 0, 0, sa, sizeof(pt) + ovh, out), 0);
+		CHECK_RC(cf_fs_block_open(b, 0, 0, sb, sizeof(pt) + ovh, out), 0);
+		CHECK_RC(cf_fs_block_open(a, 0, 0, sb, sizeof(pt) + ovh, out),
 		    -EBADMSG);
-		CHECK_RC(cf_fs_block_open(b, 0, sa, sizeof(pt) + ovh, out),
+		CHECK_RC(cf_fs_block_open(b, 0, 0, sa, sizeof(pt) + ovh, out),
 		    -EBADMSG);
 		cf_fs_file_ctx_free(a);
 		cf_fs_file_ctx_free(b);
@@ -919,17 +919,17 @@ block_holes(void)
 			len = lens[j] + ovh;
 			memset(zero, 0, sizeof(zero));
 			memset(out, 0xa5, sizeof(out));
-			CHECK_RC(cf_fs_block_open(ctx, 3, zero, len, out), 0);
+			CHECK_RC(cf_fs_block_open(ctx, 3, 0, zero, len, out), 0);
 			CHECK(all_zero(out, lens[j]));
 			CHECK(out[lens[j]] == 0xa5);	/* no more written */
 			for (pos = 0; pos < len; pos += 97) {
 				zero[pos] = 1;
-				CHECK_RC(cf_fs_block_open(ctx, 3, zero, len,
+				CHECK_RC(cf_fs_block_open(ctx, 3, 0, zero, len,
 				    out), -EBADMSG);
 				zero[pos] = 0;
 			}
 			zero[len - 1] = 0x80;	/* last tag byte */
-			CHECK_RC(cf_fs_block_open(ctx, 3, zero, len, out),
+			CHECK_RC(cf_fs_block_open(ctx, 3, 0, zero, len, out),
 			    -EBADMSG);
 		}
 		cf_fs_file_ctx_free(ctx);
@@ -1335,9 +1335,9 @@ bug_block_bad_length_zero(void)
 	ovh = cf_fs_block_overhead(h.cipher);
 	/* Counted, not CHECKed one by one, so nothing leaks on failure. */
 	for (n = 0; n <= ovh; n++)
-		if (cf_fs_block_open(ctx, 0, zero, n, out) != -EBADMSG)
+		if (cf_fs_block_open(ctx, 0, 0, zero, n, out) != -EBADMSG)
 			wrong++;
-	if (cf_fs_block_open(ctx, 0, zero, CF_FS_BLOCK + ovh + 1, out) !=
+	if (cf_fs_block_open(ctx, 0, 0, zero, CF_FS_BLOCK + ovh + 1, out) !=
 	    -EBADMSG)
 		wrong++;
 	cf_fs_file_ctx_free(ctx);
@@ -1568,10 +1568,99 @@ kat_long_names(void)
 	json_decref(v);
 }
 
+/*
+ * [FS-BLK-10] version 2: the AAD ends with the final flag.  The vectors
+ * (fs-v2.json) open only with their own flag; a hole cannot be the final
+ * block of a version-2 file, while version 1 ignores the flag.
+ */
+static void
+kat_blocks_v2(void)
+{
+	json_error_t je;
+	json_t *v = json_load_file(cf_test_vector_path("fs-v2.json"), 0, &je);
+	json_t *f, *b;
+	struct cf_fs_keys *k = keys_seq(0);
+	size_t i, j, n = 0;
+
+	CHECK(v != NULL && k != NULL);
+	CHECK(json_integer_value(json_object_get(v, "version")) == 2);
+	json_array_foreach(json_object_get(v, "files"), i, f) {
+		unsigned char *hdr, enc[CF_FS_HEADER_BYTES], out[CF_FS_BLOCK];
+		struct cf_fs_file_ctx *ctx = NULL;
+		struct cf_fs_header h;
+		size_t hl;
+
+		hdr = vhex(f, "header", &hl);
+		CHECK(hdr != NULL && hl == CF_FS_HEADER_BYTES);
+		CHECK_RC(cf_fs_header_decode(&h, hdr, hl), 0);
+		CHECK(h.version == 2);
+		cf_fs_header_encode(&h, enc);
+		CHECK(memcmp(enc, hdr, hl) == 0);
+		if (h.cipher == CF_KS_CIPHER_AES256GCM &&
+		    !crypto_aead_aes256gcm_is_available()) {
+			free(hdr);
+			continue;
+		}
+		CHECK_RC(cf_fs_file_ctx_new(&ctx, k, &h), 0);
+		json_array_foreach(json_object_get(f, "blocks"), j, b) {
+			size_t sl, pl;
+			unsigned char *sealed = vhex(b, "sealed", &sl);
+			unsigned char *pt = vhex(b, "plaintext", &pl);
+			uint64_t blk = (uint64_t)json_integer_value(
+			    json_object_get(b, "block"));
+			int final = (int)json_integer_value(json_object_get(b,
+			    "final"));
+
+			CHECK(sealed != NULL && pt != NULL);
+			CHECK_RC(cf_fs_block_open(ctx, blk, final, sealed, sl,
+			    out), 0);
+			CHECK(memcmp(out, pt, pl) == 0);
+			CHECK_RC(cf_fs_block_open(ctx, blk, !final, sealed, sl,
+			    out), -EBADMSG);
+			free(sealed);
+			free(pt);
+			n++;
+		}
+		{
+			/* A zero block: a hole unless final. */
+			static const unsigned char zero[100];
+
+			CHECK_RC(cf_fs_block_open(ctx, 0, 0, zero, sizeof(zero),
+			    out), 0);
+			CHECK_RC(cf_fs_block_open(ctx, 0, 1, zero, sizeof(zero),
+			    out), -EBADMSG);
+		}
+		cf_fs_file_ctx_free(ctx);
+		/* The same file id as a version-1 file: the flag is not in
+		 * its AAD, so no version-2 block opens, and a final hole
+		 * still reads as zeros. */
+		h.version = 1;
+		CHECK_RC(cf_fs_file_ctx_new(&ctx, k, &h), 0);
+		b = json_array_get(json_object_get(f, "blocks"), 0);
+		{
+			size_t sl;
+			unsigned char *sealed = vhex(b, "sealed", &sl);
+			static const unsigned char zero[100];
+
+			CHECK_RC(cf_fs_block_open(ctx, 0, 0, sealed, sl, out),
+			    -EBADMSG);
+			CHECK_RC(cf_fs_block_open(ctx, 0, 1, zero, sizeof(zero),
+			    out), 0);
+			free(sealed);
+		}
+		cf_fs_file_ctx_free(ctx);
+		free(hdr);
+	}
+	CHECK(n >= 2);
+	cf_fs_keys_free(k);
+	json_decref(v);
+}
+
 static const struct cf_test_case cases[] = {
 	CF_TEST(kat_subkeys),
 	CF_TEST(kat_header),
 	CF_TEST(kat_blocks),
+	CF_TEST(kat_blocks_v2),
 	CF_TEST(block_seal_roundtrip),
 	CF_TEST(kat_names),
 	CF_TEST(kat_other_tenant),

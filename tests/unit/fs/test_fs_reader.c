@@ -196,8 +196,14 @@ mk_file(struct store *s, int dfd, const char *name, const unsigned char *p,
 		return -errno;
 	if (!hdr)
 		goto out;
+	memset(&fh, 0, sizeof(fh));
 	fh.cipher = s->k->cipher;
 	fh.key_version = 1;
+	/* A file whose last block is a hole can only be version 1: version
+	 * 2 seals its last block always ([FS-BLK-10]). */
+	if (len > 0 && (len - 1) / CF_FS_BLOCK < 64 &&
+	    (holes >> ((len - 1) / CF_FS_BLOCK)) & 1)
+		fh.version = 1;
 	randombytes_buf(fh.file_id, sizeof(fh.file_id));
 	cf_fs_header_encode(&fh, h);
 	rc = cf_fs_file_ctx_new(&ctx, s->k, &fh);
@@ -212,7 +218,8 @@ mk_file(struct store *s, int dfd, const char *name, const unsigned char *p,
 		n = len - off < CF_FS_BLOCK ? len - off : CF_FS_BLOCK;
 		if (blk < 64 && (holes >> blk) & 1)
 			continue;
-		rc = cf_fs_block_seal(ctx, blk, p + off, n, cbuf);
+		rc = cf_fs_block_seal(ctx, blk, off + n >= len, p + off, n,
+		    cbuf);
 		if (rc < 0)
 			goto out;
 		if (pwrite(fd, cbuf, n + ovh, (off_t)(CF_FS_HEADER_BYTES +
@@ -743,7 +750,7 @@ tampered(void)
 	CHECK_RC(mk_file(&s, s.root, "badhdr", p, 100, 0, 1), 0);
 	CHECK_RC(bname(&s, s.root, "badhdr", bn), 0);
 	fd = openat(s.root, bn, O_WRONLY);
-	CHECK(fd >= 0 && pwrite(fd, "\x02", 1, 8) == 1);
+	CHECK(fd >= 0 && pwrite(fd, "\x03", 1, 8) == 1);
 	close(fd);
 	settle();
 

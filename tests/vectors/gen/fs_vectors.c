@@ -1,11 +1,11 @@
 /*
- * fs_vectors.c - generates tests/vectors/fs-v1.json from raw libsodium
+ * fs_vectors.c - generates tests/vectors/fs-v1.json and fs-v2.json from raw libsodium
  * calls, independently of coffer's fs and keystore code, following
  * docs/format/fs.md byte by byte.  Not built by meson: vectors are
  * generated once and never silently regenerated.
  *
  *   cc -o /tmp/fv fs_vectors.c $(pkg-config --cflags --libs libsodium)
- *   /tmp/fv > ../fs-v1.json
+ *   /tmp/fv > ../fs-v1.json; /tmp/fv v2 > ../fs-v2.json
  *
  * Every nonce here is fixed, which the store itself never does (it draws
  * them from randombytes_buf): that is what makes the sealed bytes known
@@ -126,14 +126,21 @@ struct blockspec {
 	unsigned nonce_start;
 };
 
-/* Seals one block with a chosen nonce and prints its vector object. */
+/* The format version the vectors are made for: 1 (fs-v1.json) or 2. */
+static int g_version = 1;
+
+/*
+ * Seals one block with a chosen nonce and prints its vector object.  In
+ * version 2 the AAD ends with the final flag.
+ */
 static size_t
 block(int cipher, const unsigned char fk[32], const unsigned char id[16],
-    uint32_t kv, const struct blockspec *b, unsigned char *out, int comma)
+    uint32_t kv, const struct blockspec *b, int final, unsigned char *out,
+    int comma)
 {
 	static unsigned char pt[BLOCK];
-	unsigned char ad[28];
-	size_t nl = cipher == GCM ? 12 : 24, i;
+	unsigned char ad[29];
+	size_t nl = cipher == GCM ? 12 : 24, i, adl = g_version == 1 ? 28 : 29;
 	unsigned long long clen;
 
 	for (i = 0; i < b->len; i++)
@@ -141,17 +148,20 @@ block(int cipher, const unsigned char fk[32], const unsigned char id[16],
 	memcpy(ad, id, 16);
 	le64(ad + 16, b->blk);
 	le32(ad + 24, kv);
+	ad[28] = (unsigned char)final;
 	seq(out, nl, b->nonce_start);
 	if (cipher == GCM)
 		crypto_aead_aes256gcm_encrypt(out + nl, &clen, pt, b->len, ad,
-		    sizeof(ad), NULL, out, fk);
+		    adl, NULL, out, fk);
 	else
 		crypto_aead_xchacha20poly1305_ietf_encrypt(out + nl, &clen, pt,
-		    b->len, ad, sizeof(ad), NULL, out, fk);
+		    b->len, ad, adl, NULL, out, fk);
 	printf("        {\n");
 	printf("          \"block\": %llu,\n", (unsigned long long)b->blk);
+	if (g_version != 1)
+		printf("          \"final\": %d,\n", final);
 	hex(10, "nonce", out, nl, 1);
-	hex(10, "aad", ad, sizeof(ad), 1);
+	hex(10, "aad", ad, adl, 1);
 	hex(10, "plaintext", pt, b->len, 1);
 	hex(10, "sealed", out, nl + (size_t)clen, 0);
 	printf("        }%s\n", comma ? "," : "");
@@ -168,7 +178,7 @@ file(const struct keys *k, int cipher, uint32_t kv, unsigned id_start,
 	size_t i, total = 32;
 
 	memcpy(hdr, "\x89" "CFFS\r\n\x1a", 8);
-	hdr[8] = 1;
+	hdr[8] = (unsigned char)g_version;
 	hdr[9] = 0;
 	hdr[10] = (unsigned char)cipher;
 	hdr[11] = 0;
@@ -185,8 +195,10 @@ file(const struct keys *k, int cipher, uint32_t kv, unsigned id_start,
 	hex(6, "file_key", fk, 32, 1);
 	printf("      \"blocks\": [\n");
 	for (i = 0; i < nb; i++) {
-		size_t n = block(cipher, fk, hdr + 16, kv, &bs[i], sealed,
-		    i + 1 < nb);
+		/* The file's last block is final; a block outside the file
+		 * is sealed final too, to pin the flag's byte. */
+		size_t n = block(cipher, fk, hdr + 16, kv, &bs[i],
+		    i + 1 >= nfile, sealed, i + 1 < nb);
 
 		if (i < nfile)
 			total += n;
@@ -219,7 +231,7 @@ name(const struct keys *k, const unsigned char diriv[16], const char *n,
 }
 
 int
-main(void)
+main(int argc, char **argv)
 {
 	static const struct blockspec gcm_blocks[] = {
 		{ 0, BLOCK, 0x40 },
@@ -253,6 +265,21 @@ main(void)
 	seq(k2.root, 32, 0x20);
 	keys_derive(&k2);
 
+	if (argc > 1 && strcmp(argv[1], "v2") == 0) {
+		/* fs-v2.json: version-2 files, whose AAD has the final
+		 * flag; everything else is as in version 1. */
+		g_version = 2;
+		printf("{\n");
+		printf("  \"format\": \"fs\",\n  \"version\": 2,\n");
+		hex(2, "root", k.root, 32, 1);
+		printf("  \"files\": [\n");
+		file(&k, GCM, 1, 0xa0, gcm_blocks, 2, 2, BLOCK + 1, 1);
+		file(&k, XCHACHA, 0x04030201UL, 0xb0, xch_blocks, 3, 2,
+		    BLOCK + 1, 0);
+		printf("  ]\n}\n");
+		return 0;
+	}
+	(void)argv;
 	printf("{\n");
 	printf("  \"format\": \"fs\",\n  \"version\": 1,\n");
 	printf("  \"keys\": {\n");
