@@ -287,6 +287,10 @@ if [ -e /dev/fuse ] && command -v fusermount3 >/dev/null 2>&1; then
 	check "...saying it cannot connect" err_has "cannot connect"
 fi
 
+expect 0 "the audit log (with kms.auth_failed records) verifies" audit verify
+check "...and records the rejected certificate" \
+	grep -q "kms.auth_failed" "$COFFER_HOME/audit/audit.log"
+
 # Secrets never leak into logs or the home.
 check "no private key text in coffer's output" \
 	bash -c "! grep -q 'PRIVATE KEY' '$OUT' '$ERR'"
