@@ -437,10 +437,16 @@ tls_connect(struct ks_kms *kms)
 		    kms->name, p->host);
 	}
 	ERR_clear_error();
+	errno = 0;
 	if (SSL_connect(p->ssl) == 1)
 		return 0;
 	vr = SSL_get_verify_result(p->ssl);
-	if (vr != X509_V_OK) {
+	if (errno == EAGAIN || errno == EWOULDBLOCK) {
+		rc = ks_err(-ETIMEDOUT, "KMS '%s' (kmip): %s:%s did not "
+		    "complete the TLS handshake within %d s", kms->name,
+		    p->host, p->port, p->timeout_s);
+		ERR_clear_error();
+	} else if (vr != X509_V_OK) {
 		rc = ks_err(-EIO, "KMS '%s' (kmip): the server at %s:%s is "
 		    "not trusted: %s (checked against ca %s)", kms->name,
 		    p->host, p->port, X509_verify_cert_error_string(vr), p->ca);

@@ -33,6 +33,7 @@ cleanup() {
 		fusermount3 -u -z "$MP" 2>/dev/null
 		kill "$MNT_PID" 2>/dev/null
 	fi
+	[ -z "${SILENT_PID:-}" ] || kill "$SILENT_PID" 2>/dev/null
 	stop_server
 	rm -rf "$T"
 }
@@ -272,6 +273,33 @@ chmod 644 "$P/client.key"
 expect 4 "a client key readable by others is refused" tenant rotate-kek t1
 check "...saying chmod 600" err_has "chmod 600"
 chmod 600 "$P/client.key"
+
+# ---- a server that accepts connections but never answers: timeout.
+SILENT_PORT=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+"$PY" -c "
+import socket, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(('127.0.0.1', $SILENT_PORT)); s.listen(8); time.sleep(60)" &
+SILENT_PID=$!
+sleep 0.5
+cat >>"$COFFER_HOME/coffer.conf" <<EOF
+
+[kms.silent]
+type = kmip
+host = 127.0.0.1
+port = $SILENT_PORT
+ca = $P/ca.crt
+cert = $P/client.crt
+key = $P/client.key
+key_id = $UID1
+timeout = 1
+EOF
+expect 1 "a server that never answers times out" tenant create t3 --kms silent
+check "...saying so, with host:port" \
+	bash -c "grep -q 'within 1 s' '$ERR' && grep -q '127.0.0.1:$SILENT_PORT' '$ERR'"
+kill "$SILENT_PID" 2>/dev/null
+wait "$SILENT_PID" 2>/dev/null
+SILENT_PID=
 
 # ---- the server is down.
 stop_server
