@@ -128,6 +128,7 @@ struct ks_kms {
 };
 
 extern const struct ks_kms_ops ks_kms_file_ops;
+extern const struct ks_kms_ops ks_kms_pkcs11_ops;
 extern const struct ks_kms_ops ks_kms_kmip_ops;
 
 /* Opens (or returns the cached) provider called name.  Owned by home. */

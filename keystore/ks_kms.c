@@ -16,6 +16,9 @@
 
 static const struct ks_kms_ops *const providers[] = {
 	&ks_kms_file_ops,
+#ifdef CF_HAVE_PKCS11
+	&ks_kms_pkcs11_ops,
+#endif
 	&ks_kms_kmip_ops,
 };
 

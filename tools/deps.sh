@@ -34,6 +34,9 @@ CF_DEB_PACKAGES=(
 	libexpat1-dev
 	libssl-dev
 	python3-pykmip
+	softhsm2
+	opensc
+	libp11-kit-dev
 )
 
 # Prints the packages of "$@" that are not installed, one per line.

@@ -1,0 +1,184 @@
+# kms_pkcs11.sh - the pkcs11 KMS provider against a real SoftHSM2 token
+# that this script initialises in its temp dir: create, unlock through a
+# real FUSE mount, KEK rotation on the token, moving a tenant from the
+# file KMS (with kills part-way), refusals (extractable key, missing
+# module, token or key), tampering (exit 3) and the PIN lockout (exit 4).
+# Skips without softhsm2/opensc unless CI=true.  pkcs11-tool takes the
+# PIN on its command line: acceptable here only, coffer reads a file.
+. "$(dirname "$0")/lib.sh"
+
+MOD=/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so
+skip_or_fail() {
+	if [ "${CI:-}" = true ]; then
+		echo "not ok 1 - $1"
+		echo "1..1"
+		exit 1
+	fi
+	echo "1..0 # SKIP $1"
+	exit 0
+}
+command -v softhsm2-util >/dev/null && command -v pkcs11-tool >/dev/null &&
+	[ -f "$MOD" ] || skip_or_fail "softhsm2/opensc not installed"
+
+PIN=p11-pin-7c3e91
+mkdir -p "$T/tokens"
+cat > "$T/softhsm2.conf" <<EOF
+directories.tokendir = $T/tokens
+objectstore.backend = file
+log.level = ERROR
+slots.removable = false
+EOF
+export SOFTHSM2_CONF="$T/softhsm2.conf"
+softhsm2-util --init-token --free --label coffer --so-pin 87654321 \
+	--pin "$PIN" >/dev/null || skip_or_fail "softhsm2-util --init-token failed"
+p11() { pkcs11-tool --module "$MOD" --token-label coffer --login --pin "$PIN" "$@"; }
+p11 --keygen --key-type AES:32 --label coffer-kek --id 01 --sensitive \
+	--usage-decrypt >/dev/null 2>&1 || skip_or_fail "pkcs11-tool --keygen failed"
+p11 --keygen --key-type AES:32 --label loose-kek --id 02 --extractable \
+	--usage-decrypt >/dev/null 2>&1
+p11 --keygen --key-type AES:32 --label doomed-kek --id 03 --sensitive \
+	--usage-decrypt >/dev/null 2>&1
+printf '%s\n' "$PIN" > "$T/hsm.pin"
+chmod 600 "$T/hsm.pin"
+section() {	# section NAME KEY_LABEL [MODULE] [TOKEN]
+	printf '[kms.%s]\ntype = pkcs11\nmodule = %s\ntoken = %s\npin_file = %s\nkey_label = %s\n\n' \
+		"$1" "${3:-$MOD}" "${4:-coffer}" "$T/hsm.pin" "$2"
+}
+{
+	section hsm coffer-kek
+	section loose loose-kek
+	section doomed doomed-kek
+	section nomod coffer-kek "$T/no-such-module.so"
+	section notoken coffer-kek "$MOD" no-such-token
+} >> "$COFFER_HOME/coffer.conf"
+
+run tenant create probe --kms hsm
+if grep -q "not built" "$ERR"; then
+	skip_or_fail "coffer was built without PKCS#11 support (p11-kit-1)"
+fi
+
+json_field() { "$COFFER" --json tenant show "$1" | python3 -c "import json,sys; print(json.load(sys.stdin)['$2'])"; }
+wk() { echo "$COFFER_HOME/tenants/$1/keys/v1.wk"; }
+byte_at() { od -An -tu1 -j "$2" -N1 "$1" | tr -d ' '; }
+
+# Mounting needs root and /dev/fuse; without them, unlock through
+# rotate-kek instead (which unwraps every version before rewrapping).
+FUSE=0
+[ "$(id -u)" = 0 ] && [ -c /dev/fuse ] && command -v fusermount3 >/dev/null &&
+	FUSE=1
+MP="$T/mnt"
+mkdir -p "$MP"
+# with_mount TENANT SHELL-COMMAND: mounts, runs the command, unmounts.
+with_mount() {
+	local pid i r
+	"$COFFER" mount "$1" "$MP" -f >"$OUT" 2>"$ERR" &
+	pid=$!
+	for i in $(seq 100); do
+		mountpoint -q "$MP" && break
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	if ! mountpoint -q "$MP"; then
+		wait "$pid"
+		return 1
+	fi
+	bash -c "$2"
+	r=$?
+	fusermount3 -u -z "$MP"
+	wait "$pid"
+	return $r
+}
+# unlock_ok TENANT TEXT: the tenant unlocks (and its data reads TEXT).
+unlock_ok() {
+	if [ "$FUSE" = 1 ]; then
+		with_mount "$1" "grep -qx '$2' '$MP/note'"
+	else
+		"$COFFER" tenant rotate-kek "$1" >"$OUT" 2>"$ERR"
+	fi
+}
+put_note() {
+	[ "$FUSE" = 1 ] || return 0
+	with_mount "$1" "echo '$2' > '$MP/note'"
+}
+
+expect 0 "tenant create --kms hsm" tenant create acme --kms hsm
+check "...show names the provider" test "$(json_field acme kms)" = hsm
+check "...and a pkcs11 KEK" bash -c "'$COFFER' --json tenant show acme | grep -q \"pkcs11 KMS 'hsm' (token 'coffer')\""
+check "wrapped key: 50-byte header + 60-byte GCM blob" test "$(stat -c %s "$(wk acme)")" = 110
+check "...alg byte is 2 (AES-256-GCM)" test "$(byte_at "$(wk acme)" 10)" = 2
+check "...blob length field is 60" test "$(byte_at "$(wk acme)" 48)" = 60
+check "the KEK on the token is never extractable" bash -c "pkcs11-tool --module '$MOD' --token-label coffer --login --pin '$PIN' --list-objects --type secrkey 2>/dev/null | grep -A4 'label: *coffer-kek\$' | grep -q 'never extractable'"
+check "put data through a real mount (or skip without FUSE)" put_note acme hello-acme
+check "unlock through the HSM works" unlock_ok acme hello-acme
+
+k1=$(json_field acme kek)
+expect 0 "rotate-kek makes a new KEK on the token" tenant rotate-kek acme
+k2=$(json_field acme kek)
+check "...the tenant is on another KEK" test "$k1" != "$k2"
+check "...labelled coffer-kek.v2, sensitive" bash -c "pkcs11-tool --module '$MOD' --token-label coffer --login --pin '$PIN' --list-objects --type secrkey 2>/dev/null | grep -A4 'label: *coffer-kek.v2' | grep -q 'never extractable'"
+check "...and the data still unlocks" unlock_ok acme hello-acme
+
+expect 0 "a file-KMS tenant" tenant create globex
+check "...with data" put_note globex hello-globex
+expect 0 "rotate-kek --to hsm moves it to the HSM" tenant rotate-kek globex --to hsm
+check "...show names hsm" test "$(json_field globex kms)" = hsm
+check "...its wrapped key is AES-GCM now" test "$(byte_at "$(wk globex)" 10)" = 2
+check "...and it unlocks through the HSM" unlock_ok globex hello-globex
+
+expect 0 "another file-KMS tenant" tenant create initech
+check "...with data" put_note initech hello-initech
+for step in 1 2 3; do
+	COFFER_TEST_KILL_AT=$step "$COFFER" tenant rotate-kek initech --to hsm \
+		>"$OUT" 2>"$ERR"
+	RC=$?
+	check "kill -9 at move step $step" test "$RC" = 137
+	check "...leaves the tenant usable" unlock_ok initech hello-initech
+done
+expect 0 "a rerun finishes the move" tenant rotate-kek initech --to hsm
+check "...now on hsm" test "$(json_field initech kms)" = hsm
+check "...and usable" unlock_ok initech hello-initech
+
+expect 1 "an extractable key is refused" tenant create bad --kms loose
+check "...saying why" err_has "extractable"
+expect 1 "a module that does not load" tenant create bad --kms nomod
+check "...names the provider and module" err_has "KMS 'nomod' (pkcs11): cannot load module"
+expect 1 "a missing token" tenant create bad --kms notoken
+check "...is named" err_has "no token labelled 'no-such-token'"
+
+expect 0 "a tenant on a key about to be deleted" tenant create doom --kms doomed
+p11 --delete-object --type secrkey --label doomed-kek >/dev/null 2>&1
+expect 1 "key deleted from the token: clear error" tenant rotate-kek doom
+check "...saying the KEK is not on the token" err_has "is not on token 'coffer'"
+
+cp "$(wk acme)" "$T/acme.wk"
+python3 -c "
+import sys; p=sys.argv[1]; b=bytearray(open(p,'rb').read()); b[80]^=1; open(p,'wb').write(b)" "$(wk acme)"
+expect 3 "a tampered wrapped key is an integrity failure" tenant rotate-kek acme
+check "...that says so" err_has "does not authenticate"
+cp "$T/acme.wk" "$(wk acme)"
+expect 0 "the restored file unlocks" tenant rotate-kek acme
+
+chmod 644 "$T/hsm.pin"
+expect 4 "a world-readable PIN file is refused" tenant rotate-kek acme
+check "...saying why" err_has "chmod 600"
+chmod 600 "$T/hsm.pin"
+
+export COFFER_NOW=2026-05-01T08:00:00Z
+printf 'wrong-pin\n' > "$T/hsm.pin"
+expect 4 "wrong PIN 1" tenant rotate-kek acme
+check "...counted against kms.hsm" err_has "kms.hsm (1 of 3"
+expect 4 "wrong PIN 2" tenant rotate-kek acme
+expect 4 "wrong PIN 3 locks" tenant rotate-kek acme
+check "...until 08:30" err_has "locked until 2026-05-01T08:30:00Z"
+printf '%s\n' "$PIN" > "$T/hsm.pin"
+expect 4 "the right PIN is refused while locked" tenant rotate-kek acme
+check "...with a clear message" err_has "kms.hsm is locked"
+export COFFER_NOW=2026-05-01T08:31:00Z
+expect 0 "after 30 minutes the right PIN works" tenant rotate-kek acme
+unset COFFER_NOW
+check "...and the data is intact" unlock_ok acme hello-acme
+
+check "the PIN is nowhere in the home" bash -c "! grep -rq -- '$PIN' '$COFFER_HOME'"
+check "...nor in the last output" bash -c "! grep -q -- '$PIN' '$OUT' '$ERR'"
+expect 0 "the audit log verifies" audit verify
+done_testing
