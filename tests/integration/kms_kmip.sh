@@ -42,12 +42,14 @@ trap cleanup EXIT
 stop_server() {
 	local i
 	[ -n "$SRV_PID" ] || return 0
-	kill -TERM "$SRV_PID" 2>/dev/null
+	# pykmip-server forks helpers (a multiprocessing manager and a policy
+	# monitor); it runs in its own process group, which is stopped whole.
+	kill -TERM -- "-$SRV_PID" 2>/dev/null
 	for i in $(seq 1 100); do
-		kill -0 "$SRV_PID" 2>/dev/null || break
+		kill -0 -- "-$SRV_PID" 2>/dev/null || break
 		sleep 0.1
 	done
-	kill -KILL "$SRV_PID" 2>/dev/null
+	kill -KILL -- "-$SRV_PID" 2>/dev/null
 	wait "$SRV_PID" 2>/dev/null
 	SRV_PID=
 }
@@ -113,8 +115,8 @@ EOF
 
 start_server() {
 	local i
-	(cd "$S" && exec "$PY" /usr/bin/pykmip-server -f "$S/server.conf" \
-	    -l "$S/server.log") >"$S/stdout" 2>&1 &
+	(cd "$S" && exec setsid "$PY" /usr/bin/pykmip-server \
+	    -f "$S/server.conf" -l "$S/server.log") >"$S/stdout" 2>&1 &
 	SRV_PID=$!
 	for i in $(seq 1 300); do
 		if "$PY" -c "import socket; socket.create_connection(('127.0.0.1', $PORT), 0.2)" 2>/dev/null; then
