@@ -26,6 +26,7 @@
 #include <limits.h>
 #include <malloc.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -756,6 +757,7 @@ ensure_ctx(struct fs *fs, struct fs_inode *in, int fd, int create)
 	if (got == 0) {
 		if (!create)
 			return 0;	/* empty file, no header yet */
+		memset(&h, 0, sizeof(h));	/* version 0: the current */
 		h.cipher = fs->keys->cipher;
 		h.key_version = fs->keys->key_version;
 		randombytes_buf(h.file_id, sizeof(h.file_id));
@@ -2617,7 +2619,11 @@ cf_fs_mount(const struct cf_fs_keys *keys, const struct cf_fs_mount_opts *o)
 	mallopt(M_ARENA_MAX, 2);
 	fuse_loop_cfg_set_max_threads(lc, 8);
 	fuse_loop_cfg_set_idle_threads(lc, 4);
-	rc = fuse_session_loop_mt(se, lc) == 0 ? 0 : -EIO;
+	/* libfuse reports the signal that ended the loop: SIGTERM, SIGINT
+	 * and SIGHUP are a clean unmount, not an error. */
+	rc = fuse_session_loop_mt(se, lc);
+	rc = rc == 0 || rc == SIGTERM || rc == SIGINT || rc == SIGHUP ? 0 :
+	    -EIO;
 out_unmount:
 	fs_snap_free(fs->snap);
 	fs->snap = NULL;

@@ -60,7 +60,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	static unsigned char sealed[CF_FS_BLOCK + 64];
 	unsigned char enc[CF_FS_HEADER_BYTES];
 	struct cf_fs_file_ctx *ctx = NULL;
-	struct cf_fs_header h;
+	struct cf_fs_header h = { 0 };
 	const unsigned char *body;
 	size_t blen, off, clen, ovh, cb, plen, total = 0;
 	uint64_t b;

@@ -130,6 +130,7 @@ def main():
     for tenant in ("acme", "beta"):
         run_posix(tenant)
     run_scale()
+    run_misc()
     run_tamper()
     run_crash()
     run_isolation()
@@ -608,6 +609,83 @@ def run_scale():
         umount(MP, p)
 
 
+def run_misc():
+    """Daemon life cycle and heavier concurrency."""
+    # Daemonized (no -f): coffer mount returns once mounted; coffer umount
+    # ends the daemon.
+    r = coffer("mount", "acme", MP)
+    pids = subprocess.run(["pgrep", "-f", f"coffer mount acme {MP}"],
+                          capture_output=True, text=True).stdout.split()
+    ok(r.returncode == 0 and os.path.ismount(MP) and len(pids) == 1,
+       "mount without -f daemonizes and returns mounted", r.stderr)
+    try:
+        # Many readers and writers on one file: writers put whole 4 KiB
+        # records of one byte value; a reader must never see a record
+        # mixing two values (each record is one FUSE write, one block).
+        path = os.path.join(MP, "rw-shared")
+        nrec = 256
+        with open(path, "wb") as f:
+            f.write(b"\0" * 4096 * nrec)
+        stop = threading.Event()
+        torn = []
+
+        def w(k):
+            fd = os.open(path, os.O_RDWR)
+            rnd = random.Random(k)
+            while not stop.is_set():
+                i = rnd.randrange(nrec)
+                os.pwrite(fd, bytes([k + 1]) * 4096, i * 4096)
+            os.close(fd)
+
+        def rd(k):
+            fd = os.open(path, os.O_RDONLY)
+            rnd = random.Random(100 + k)
+            while not stop.is_set():
+                i = rnd.randrange(nrec)
+                rec = os.pread(fd, 4096, i * 4096)
+                if len(rec) != 4096 or rec.count(rec[:1]) != 4096:
+                    torn.append(i)
+            os.close(fd)
+
+        ts = [threading.Thread(target=w, args=(k,)) for k in range(4)]
+        ts += [threading.Thread(target=rd, args=(k,)) for k in range(4)]
+        [t.start() for t in ts]
+        time.sleep(3)
+        stop.set()
+        [t.join() for t in ts]
+        ok(not torn, "4 writers and 4 readers on one file: no torn record",
+           torn[:10])
+        # O_SYNC writes through a descriptor whose name is gone.
+        path = os.path.join(MP, "sync-doomed")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_SYNC, 0o600)
+        os.unlink(path)
+        os.write(fd, b"synced after unlink")
+        ok(os.pread(fd, 100, 0) == b"synced after unlink",
+           "O_SYNC writes to an unlinked file")
+        os.close(fd)
+    finally:
+        r = coffer("umount", MP)
+    for _ in range(100):
+        alive = [p for p in pids if os.path.exists(f"/proc/{p}")]
+        if not alive:
+            break
+        time.sleep(0.1)
+    ok(r.returncode == 0 and not os.path.ismount(MP) and not alive,
+       "coffer umount unmounts and the daemon exits")
+    # SIGTERM unmounts cleanly.
+    p = mount("acme", MP)
+    procs.append(p)
+    p.send_signal(signal.SIGTERM)
+    try:
+        rc = p.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        rc = None
+    ok(rc == 0 and not os.path.ismount(MP),
+       "SIGTERM unmounts cleanly (exit 0)", rc)
+    log = coffer("audit", "show", "--tenant", "acme").stdout
+    ok(log.count('"fs.unmount"') >= 2, "the unmounts are audited")
+
+
 def find_backing(tenant, size):
     """The backing file of the plaintext file sizes/f<size>."""
     for path in backing_files(tenant):
@@ -660,7 +738,8 @@ def run_tamper():
         put(f3, orig3[:32 + 2 * cb])
         eio = expect_eio(target3)
         ok(eio and os.stat(target3).st_size == 2 * 4096,
-           "a file cut at a block boundary gives EIO")
+           "a file cut at a block boundary gives EIO",
+           (eio, os.stat(target3).st_size, f3))
         # Its last block zeroed (it would read as a hole otherwise).
         bad = bytearray(orig3)
         bad[32 + 3 * cb:] = bytes(len(bad) - 32 - 3 * cb)

@@ -313,7 +313,7 @@ kat_header(void)
 
 	CHECK(v != NULL);
 	json_array_foreach(json_object_get(v, "files"), i, f) {
-		struct cf_fs_header h;
+		struct cf_fs_header h = { 0 };
 		unsigned char *hb, *id, out[CF_FS_HEADER_BYTES];
 		size_t hl, il;
 
@@ -354,7 +354,7 @@ kat_blocks(void)
 
 	CHECK(v != NULL && k != NULL);
 	json_array_foreach(json_object_get(v, "files"), i, f) {
-		struct cf_fs_header h;
+		struct cf_fs_header h = { 0 };
 		struct cf_fs_file_ctx *ctx;
 		enum cf_ks_cipher c;
 		size_t ovh, backing = CF_FS_HEADER_BYTES, plain = 0, nfile;
@@ -426,7 +426,7 @@ block_seal_roundtrip(void)
 	CHECK(v != NULL && k != NULL);
 	randombytes_buf(pt, sizeof(pt));
 	json_array_foreach(json_object_get(v, "files"), i, f) {
-		struct cf_fs_header h;
+		struct cf_fs_header h = { 0 };
 		struct cf_fs_file_ctx *ctx;
 		size_t ovh, nl;
 
@@ -706,7 +706,7 @@ static void
 header_reject(void)
 {
 	json_t *v = vectors();
-	struct cf_fs_header h;
+	struct cf_fs_header h = { 0 };
 	unsigned char *hb, bad[CF_FS_HEADER_BYTES + 8];
 	size_t hl, i;
 	unsigned val;
@@ -767,7 +767,7 @@ block_reject(void)
 
 	CHECK(v != NULL && k != NULL && k2 != NULL);
 	json_array_foreach(json_object_get(v, "files"), i, f) {
-		struct cf_fs_header h, h2;
+		struct cf_fs_header h = { 0 }, h2 = { 0 };
 		struct cf_fs_file_ctx *ctx, *other;
 		uint64_t blk;
 		size_t pl;
@@ -859,7 +859,7 @@ block_swap(void)
 	CHECK(k != NULL);
 	randombytes_buf(pt, sizeof(pt));
 	for (i = 0; i < 2; i++) {
-		struct cf_fs_header ha, hb;
+		struct cf_fs_header ha = { 0 }, hb = { 0 };
 		struct cf_fs_file_ctx *a, *b;
 
 		if (!cf_ks_cipher_available(ciphers[i]))
@@ -901,7 +901,7 @@ block_holes(void)
 
 	CHECK(k != NULL);
 	for (i = 0; i < 2; i++) {
-		struct cf_fs_header h;
+		struct cf_fs_header h = { 0 };
 		struct cf_fs_file_ctx *ctx;
 		const size_t lens[] = { 1, 2, 100, CF_FS_BLOCK - 1,
 		    CF_FS_BLOCK };
@@ -1321,7 +1321,7 @@ static void
 bug_block_bad_length_zero(void)
 {
 	struct cf_fs_keys *k = keys_seq(0);
-	struct cf_fs_header h;
+	struct cf_fs_header h = { 0 };
 	struct cf_fs_file_ctx *ctx;
 	unsigned char zero[CF_FS_BLOCK + MAX_OVH + 8] = { 0 };
 	unsigned char out[CF_FS_BLOCK + 64];
@@ -1587,7 +1587,7 @@ kat_blocks_v2(void)
 	json_array_foreach(json_object_get(v, "files"), i, f) {
 		unsigned char *hdr, enc[CF_FS_HEADER_BYTES], out[CF_FS_BLOCK];
 		struct cf_fs_file_ctx *ctx = NULL;
-		struct cf_fs_header h;
+		struct cf_fs_header h = { 0 };
 		size_t hl;
 
 		hdr = vhex(f, "header", &hl);
