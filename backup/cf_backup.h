@@ -469,6 +469,21 @@ int cf_bk_repo_has_blob(struct cf_bk_repo *r, enum cf_bk_blob_type type,
 CF_MUST_CHECK int cf_bk_repo_blob_load(struct cf_bk_repo *r,
     enum cf_bk_blob_type type, const unsigned char id[CF_BK_ID_BYTES],
     unsigned char **buf, size_t *len);
+/*
+ * A blob reader: cf_bk_repo_blob_load with its own key cache, so that
+ * several threads (one reader each) can load blobs of one repo at once,
+ * as long as nothing changes the repo's index meanwhile (no writer, no
+ * index load).  The reader borrows r.  On success *out is owned by the
+ * caller; free with cf_bk_blob_reader_free() (accepts NULL).
+ */
+struct cf_bk_blob_reader;
+CF_MUST_CHECK int cf_bk_blob_reader_new(struct cf_bk_blob_reader **out,
+    struct cf_bk_repo *r);
+void cf_bk_blob_reader_free(struct cf_bk_blob_reader *br);
+/* As cf_bk_repo_blob_load. */
+CF_MUST_CHECK int cf_bk_blob_reader_load(struct cf_bk_blob_reader *br,
+    enum cf_bk_blob_type type, const unsigned char id[CF_BK_ID_BYTES],
+    unsigned char **buf, size_t *len);
 /* Loads and decodes a tree blob; free with cf_bk_tree_free(). */
 CF_MUST_CHECK int cf_bk_repo_tree_load(struct cf_bk_repo *r,
     const unsigned char id[CF_BK_ID_BYTES], struct cf_bk_tree **out);
@@ -541,6 +556,27 @@ CF_MUST_CHECK int cf_bk_writer_add(struct cf_bk_writer *w,
 CF_MUST_CHECK int cf_bk_writer_add_stream(struct cf_bk_writer *w,
     int (*rd)(void *arg, unsigned char *buf, size_t cap, size_t *got),
     void *arg, struct cf_bk_item **items, size_t *nitems, uint64_t *size);
+/*
+ * For an incremental backup, while the writer owns the repo's index:
+ * loads and decodes a tree blob (of the parent snapshot) as
+ * cf_bk_repo_tree_load, looking it up under the writer's lock.  Call it
+ * from the thread that adds blobs.  Free *out with cf_bk_tree_free().
+ */
+CF_MUST_CHECK int cf_bk_writer_tree_load(struct cf_bk_writer *w,
+    const unsigned char id[CF_BK_ID_BYTES], struct cf_bk_tree **out);
+/*
+ * 1 if the data blob id is stored in the repository (indexed) and its
+ * plaintext is *ulen bytes, else 0: a parent's blob list may be reused
+ * only if every blob is still there.
+ */
+int cf_bk_writer_data_blob(struct cf_bk_writer *w,
+    const unsigned char id[CF_BK_ID_BYTES], uint64_t *ulen);
+/*
+ * Counts a reused file's blobs (never read, known to be stored) in the
+ * stats as cf_bk_writer_add would count known blobs.
+ */
+void cf_bk_writer_count_reused(struct cf_bk_writer *w, uint64_t blobs,
+    uint64_t bytes);
 /* Encodes a tree and adds it as a tree blob. */
 CF_MUST_CHECK int cf_bk_writer_add_tree(struct cf_bk_writer *w,
     const struct cf_bk_tree *t, unsigned char id[CF_BK_ID_BYTES]);
@@ -614,5 +650,101 @@ CF_MUST_CHECK int cf_bk_verify(struct cf_bk_repo *r,
 int cf_bk_verify_damaged(const struct cf_bk_verify_result *res);
 /* Frees a result; accepts NULL. */
 void cf_bk_verify_result_free(struct cf_bk_verify_result *res);
+
+/* ---- retention (bk_retention.c) ------------------------------------------- */
+
+/*
+ * Snapshot retention, restic `forget` semantics (docs/retention.md): the
+ * snapshots of one group are taken newest first; each bucket rule keeps
+ * the newest snapshot of each of its N most recent buckets (hour, day,
+ * ISO week, month, year, in UTC); keep_last keeps the N newest; a rule
+ * whose count is not used up also keeps the oldest snapshot; keep_within
+ * keeps every snapshot younger than the newest one minus within seconds.
+ * A count of CF_BK_KEEP_ALL keeps every bucket.  A policy with no rule
+ * keeps everything (restic refuses to run instead).
+ */
+#define CF_BK_KEEP_ALL 0xffffffffU
+
+struct cf_bk_retention_policy {
+	uint32_t last, hourly, daily, weekly, monthly, yearly;
+	int64_t within;			/* seconds, 0: no rule */
+};
+
+/* Reasons a snapshot is kept (bits of cf_bk_retention_plan's out). */
+#define CF_BK_KEEP_LAST 0x01U
+#define CF_BK_KEEP_HOURLY 0x02U
+#define CF_BK_KEEP_DAILY 0x04U
+#define CF_BK_KEEP_WEEKLY 0x08U
+#define CF_BK_KEEP_MONTHLY 0x10U
+#define CF_BK_KEEP_YEARLY 0x20U
+#define CF_BK_KEEP_WITHIN 0x40U
+#define CF_BK_KEEP_NOPOLICY 0x100U	/* the policy has no rule */
+/* Kept only as the oldest snapshot of a rule with count left. */
+#define CF_BK_KEEP_OLDEST(rule) ((rule) << 9)
+
+/* 1 if the policy has at least one rule. */
+int cf_bk_retention_policy_set(const struct cf_bk_retention_policy *p);
+
+/*
+ * Decides which of n snapshots (times in seconds since the epoch, any
+ * order) to keep: keep[i] receives 0 (remove) or the CF_BK_KEEP_* bits
+ * of the rules that keep snapshot i.  Pure: no clock, no I/O.  Snapshots
+ * with equal times are ordered by index (the higher index is newer).
+ * -ENOMEM, or 0.
+ */
+CF_MUST_CHECK int cf_bk_retention_plan(const struct cf_bk_retention_policy *p,
+    const int64_t *times, size_t n, unsigned *keep);
+
+/*
+ * The reasons in keep as words ("daily", "oldest monthly", "within",
+ * "last", "no policy"), comma-separated, into buf (cap bytes, always
+ * NUL-terminated); "" for 0.
+ */
+void cf_bk_retention_reasons(unsigned keep, char *buf, size_t cap);
+
+/*
+ * Parses a duration for keep_within: a sequence of NUMBER UNIT with
+ * units y (365 days), m (30 days), w, d, h ("1y6m", "30d", "12h").
+ * -EINVAL otherwise.
+ */
+CF_MUST_CHECK int cf_bk_duration_parse(const char *s, int64_t *out);
+
+/* ---- prune (bk_prune.c) --------------------------------------------------- */
+
+/*
+ * Removes what no snapshot references (docs/retention.md, Prune).  The
+ * caller holds lock, an exclusive lock on r (cf_bk_repo_lock), which
+ * prune refreshes as it goes.  Steps, each safe to crash after:
+ *   1. list the index objects and reload the index;
+ *   2. mark every blob reachable from every snapshot (any unreadable
+ *      snapshot or tree, or an unindexed blob, stops prune: -EBADMSG /
+ *      -ENOENT, nothing deleted);
+ *   3. repack the live blobs of packs with at most repack_pct % live
+ *      bytes into new packs (put, not yet indexed: orphans until 4);
+ *   4. put new index objects listing every kept and new pack;
+ *   5. delete the index objects listed in 1;
+ *   6. delete packs no new index lists (dead, repacked, orphans).
+ * A rerun after a crash anywhere finishes the job; a live snapshot's
+ * blob is never unreachable.  dry_run computes the statistics and
+ * changes nothing.
+ */
+struct cf_bk_prune_opts {
+	int dry_run;
+	unsigned repack_pct;		/* 0: never repack */
+};
+
+struct cf_bk_prune_stats {
+	uint64_t snapshots, blobs_live, blobs_dead;
+	uint64_t packs, packs_deleted, packs_repacked, packs_orphan;
+	uint64_t packs_written, bytes_deleted, bytes_written;
+	uint64_t indexes_deleted, indexes_written;
+};
+
+CF_MUST_CHECK int cf_bk_prune(struct cf_bk_repo *r, struct cf_bk_lock *lock,
+    const struct cf_bk_prune_opts *o, struct cf_bk_prune_stats *st);
+
+/* Deletes a snapshot object (the caller holds an exclusive lock). */
+CF_MUST_CHECK int cf_bk_repo_snapshot_delete(struct cf_bk_repo *r,
+    const unsigned char id[CF_BK_ID_BYTES]);
 
 #endif /* CF_BACKUP_H */

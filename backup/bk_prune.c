@@ -1,0 +1,529 @@
+/*
+ * bk_prune.c - removes from a repository what no snapshot references,
+ * in an order that a crash at any point leaves readable and a rerun
+ * finishes (docs/retention.md, Prune; docs/format/repository.md,
+ * [BK-CRASH-1]).
+ *
+ * The order is the whole design: the live set is computed before
+ * anything changes; packs holding live blobs that move (repack) are
+ * written before any index names them; new index objects naming only
+ * kept packs are written before the old index objects are deleted; and
+ * packs are deleted last, only when no index object names them any more.
+ * So after a crash every index object names only existing packs, and
+ * every live blob is named by some index object.  Orphans (packs no
+ * index names) are harmless to readers and deleted by the next run.
+ *
+ * It relies on the caller's exclusive lock for exclusion from backups
+ * (a backup writing while we mark could reference a pack we delete).
+ * It does not delete snapshots by policy (the caller decides with
+ * cf_bk_retention_plan) and keeps memory to a hash set of blob ids plus
+ * one pack being repacked.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bk_int.h"
+
+#define REFRESH_SECONDS 240	/* refresh the lock well before 30 min */
+#define INDEX_PACKS 60000U	/* packs per new index object (< 65536) */
+
+enum { ACT_KEEP = 1, ACT_DELETE, ACT_REPACK };
+
+/* ---- a set of (type, id) ------------------------------------------------- */
+
+struct idset {
+	unsigned char (*v)[CF_BK_ID_BYTES + 1];	/* byte 0: type, 0 empty */
+	size_t cap, n;
+};
+
+static size_t
+idset_slot(const struct idset *s, unsigned type, const unsigned char *id)
+{
+	uint64_t h;
+	size_t i;
+
+	memcpy(&h, id, sizeof(h));	/* ids are hashes: already uniform */
+	i = (size_t)(h ^ type) & (s->cap - 1);
+	while (s->v[i][0] != 0 && (s->v[i][0] != type ||
+	    memcmp(s->v[i] + 1, id, CF_BK_ID_BYTES) != 0))
+		i = (i + 1) & (s->cap - 1);
+	return i;
+}
+
+static int
+idset_has(const struct idset *s, unsigned type, const unsigned char *id)
+{
+	if (s->cap == 0)
+		return 0;
+	return s->v[idset_slot(s, type, id)][0] != 0;
+}
+
+/* 1 if added, 0 if present, -ENOMEM. */
+static int
+idset_add(struct idset *s, unsigned type, const unsigned char *id)
+{
+	size_t i;
+
+	if ((s->n + 1) * 4 > s->cap * 3) {
+		struct idset ns;
+		size_t j;
+
+		ns.cap = s->cap ? s->cap * 2 : 1024;
+		ns.n = s->n;
+		ns.v = calloc(ns.cap, sizeof(*ns.v));
+		if (ns.v == NULL)
+			return -ENOMEM;
+		for (j = 0; j < s->cap; j++) {
+			if (s->v[j][0] == 0)
+				continue;
+			i = idset_slot(&ns, s->v[j][0], s->v[j] + 1);
+			memcpy(ns.v[i], s->v[j], sizeof(ns.v[i]));
+		}
+		free(s->v);
+		*s = ns;
+	}
+	i = idset_slot(s, type, id);
+	if (s->v[i][0] != 0)
+		return 0;
+	s->v[i][0] = (unsigned char)type;
+	memcpy(s->v[i] + 1, id, CF_BK_ID_BYTES);
+	s->n++;
+	return 1;
+}
+
+static void
+idset_free(struct idset *s)
+{
+	free(s->v);
+	s->v = NULL;
+	s->cap = s->n = 0;
+}
+
+/* ---- names listed from the store ---------------------------------------- */
+
+struct names {
+	char (*v)[65];
+	size_t n, cap;
+};
+
+static int
+collect(void *arg, const char *name, uint64_t size)
+{
+	struct names *ns = arg;
+
+	(void)size;
+	if (ns->n == ns->cap) {
+		size_t nc = ns->cap ? ns->cap * 2 : 64;
+		char (*nv)[65] = realloc(ns->v, nc * sizeof(*nv));
+
+		if (nv == NULL)
+			return -ENOMEM;
+		ns->v = nv;
+		ns->cap = nc;
+	}
+	memcpy(ns->v[ns->n++], name, 65);
+	return 0;
+}
+
+/* ---- the prune state ------------------------------------------------------ */
+
+struct prune {
+	struct cf_bk_repo *r;
+	struct cf_bk_lock *lock;
+	int64_t refreshed;
+	struct idset live;		/* (type, blob id) reachable */
+	struct idset keep_packs;	/* (1, pack id) in the new index */
+	struct cf_bk_prune_stats *st;
+};
+
+static int
+refresh(struct prune *p)
+{
+	int64_t now = (int64_t)cf_ks_now();
+	int rc;
+
+	if (p->lock == NULL || now - p->refreshed < REFRESH_SECONDS)
+		return 0;
+	rc = cf_bk_lock_refresh(p->lock);
+	if (rc == 0)
+		p->refreshed = now;
+	return rc;
+}
+
+static int
+mark_tree(struct prune *p, const unsigned char id[CF_BK_ID_BYTES],
+    int depth)
+{
+	struct cf_bk_tree *t = NULL;
+	size_t i, j;
+	int rc;
+
+	if (depth > 512)
+		return -EPROTO;
+	rc = idset_add(&p->live, CF_BK_BLOB_TREE, id);
+	if (rc <= 0)
+		return rc;	/* seen (0): its subtree is marked already */
+	rc = cf_bk_repo_tree_load(p->r, id, &t);
+	if (rc < 0)
+		return rc;	/* -ENOENT unindexed, -EBADMSG damaged */
+	for (i = 0; i < t->count; i++) {
+		const struct cf_bk_node *n = &t->nodes[i];
+
+		if (n->type == CF_BK_NODE_DIR) {
+			rc = mark_tree(p, n->subtree, depth + 1);
+			if (rc < 0)
+				goto out;
+			continue;
+		}
+		for (j = 0; j < n->nitems; j++) {
+			if (n->items[j].hole > 0)
+				continue;
+			if (!cf_bk_repo_has_blob(p->r, CF_BK_BLOB_DATA,
+			    n->items[j].id)) {
+				rc = -ENOENT;
+				goto out;
+			}
+			rc = idset_add(&p->live, CF_BK_BLOB_DATA,
+			    n->items[j].id);
+			if (rc < 0)
+				goto out;
+		}
+	}
+	rc = 0;
+out:
+	cf_bk_tree_free(t);
+	return rc;
+}
+
+/* Step 2: every blob reachable from every snapshot. */
+static int
+mark(struct prune *p)
+{
+	unsigned char (*ids)[CF_BK_ID_BYTES] = NULL;
+	struct cf_bk_snapshot *s;
+	size_t n = 0, i;
+	int rc;
+
+	rc = cf_bk_repo_snapshot_list(p->r, &ids, &n);
+	if (rc < 0)
+		return rc;
+	p->st->snapshots = n;
+	for (i = 0; i < n; i++) {
+		rc = cf_bk_repo_snapshot_load(p->r, ids[i], &s);
+		if (rc < 0)
+			goto out;
+		rc = mark_tree(p, s->tree, 0);
+		cf_bk_snapshot_free(s);
+		if (rc < 0)
+			goto out;
+		rc = refresh(p);
+		if (rc < 0)
+			goto out;
+	}
+	rc = 0;
+out:
+	free(ids);
+	return rc;
+}
+
+/* Puts the full packer as a pack and adds it to the new index. */
+static int
+put_pack(struct prune *p, struct bk_packer *pk, struct cf_bk_index *nidx)
+{
+	unsigned char *buf = NULL, id[CF_BK_ID_BYTES], hdr[CF_BK_HEADER_BYTES];
+	struct cf_bk_desc *descs = NULL;
+	char name[65];
+	size_t len, n;
+	int rc;
+
+	if (bk_packer_count(pk) == 0)
+		return 0;
+	rc = bk_packer_finish(pk, NULL, &buf, &len, id, hdr, &descs, &n);
+	if (rc < 0)
+		return rc;
+	bk_name(id, name);
+	rc = cf_bk_store_put(p->r->store, CF_BK_KIND_PACK, name, buf, len, 0);
+	if (rc < 0)
+		goto out;
+	rc = cf_bk_index_add_pack(nidx, id, hdr, descs, n);
+	if (rc < 0)
+		goto out;
+	rc = idset_add(&p->keep_packs, 1, id);
+	if (rc < 0)
+		goto out;
+	p->st->packs_written++;
+	p->st->bytes_written += len;
+	rc = 0;
+out:
+	free(buf);
+	free(descs);
+	return rc;
+}
+
+/* Step 3: live blobs of pack i go into the packer (flushed when full). */
+static int
+repack(struct prune *p, size_t i, struct bk_packer **pk,
+    struct cf_bk_index *nidx, struct idset *moved)
+{
+	const struct cf_bk_index *idx = cf_bk_repo_index(p->r);
+	const unsigned char *hdr;
+	const struct cf_bk_desc *d;
+	const uint32_t *off;
+	unsigned char *plain;
+	size_t n, j, plen;
+	uint64_t size;
+	int rc;
+
+	bk_index_pack_info(idx, i, &hdr, &d, &off, &n, &size);
+	for (j = 0; j < n; j++) {
+		if (!idset_has(&p->live, d[j].type, d[j].id))
+			continue;
+		rc = idset_add(moved, d[j].type, d[j].id);
+		if (rc < 0)
+			return rc;
+		if (rc == 0)
+			continue;	/* a duplicate, already moved */
+		if (*pk == NULL) {
+			rc = bk_packer_new(pk, p->r->keys, NULL);
+			if (rc < 0)
+				return rc;
+		}
+		rc = cf_bk_repo_blob_load(p->r, d[j].type, d[j].id, &plain,
+		    &plen);
+		if (rc < 0)
+			return rc;
+		rc = bk_packer_add(*pk, d[j].type, d[j].id, plain, plen, 1,
+		    NULL, NULL);
+		free(plain);
+		if (rc < 0)
+			return rc;
+		if (bk_packer_bytes(*pk) >= CF_BK_PACK_TARGET ||
+		    bk_packer_count(*pk) >= CF_BK_PACK_BLOBS_MAX - 1) {
+			rc = put_pack(p, *pk, nidx);
+			bk_packer_free(*pk);
+			*pk = NULL;
+			if (rc < 0)
+				return rc;
+		}
+	}
+	return 0;
+}
+
+/* Step 4: puts nidx as index objects of at most INDEX_PACKS packs. */
+static int
+write_index(struct prune *p, const struct cf_bk_index *nidx)
+{
+	struct cf_bk_index *part = NULL;
+	const unsigned char *hdr;
+	const struct cf_bk_desc *d;
+	const uint32_t *off;
+	unsigned char *plain, id[CF_BK_ID_BYTES];
+	size_t i, n, total = cf_bk_index_packs(nidx), plen;
+	uint64_t size;
+	int rc = 0;
+
+	for (i = 0; i < total; i++) {
+		if (part == NULL) {
+			rc = cf_bk_index_new(&part);
+			if (rc < 0)
+				return rc;
+		}
+		bk_index_pack_info(nidx, i, &hdr, &d, &off, &n, &size);
+		rc = cf_bk_index_add_pack(part, cf_bk_index_pack_id(nidx, i),
+		    hdr, d, n);
+		if (rc < 0)
+			goto out;
+		if (cf_bk_index_packs(part) < INDEX_PACKS && i + 1 < total)
+			continue;
+		rc = cf_bk_index_encode(part, &plain, &plen);
+		if (rc < 0)
+			goto out;
+		rc = bk_repo_put_object(p->r, CF_BK_KIND_INDEX, plain, plen,
+		    id);
+		free(plain);
+		if (rc < 0)
+			goto out;
+		p->st->indexes_written++;
+		cf_bk_index_free(part);
+		part = NULL;
+		rc = refresh(p);
+		if (rc < 0)
+			goto out;
+	}
+	rc = 0;
+out:
+	cf_bk_index_free(part);
+	return rc;
+}
+
+int
+cf_bk_prune(struct cf_bk_repo *r, struct cf_bk_lock *lock,
+    const struct cf_bk_prune_opts *o, struct cf_bk_prune_stats *st)
+{
+	struct prune p;
+	struct names old_idx = { NULL, 0, 0 }, packs = { NULL, 0, 0 };
+	struct cf_bk_index *nidx = NULL;
+	const struct cf_bk_index *idx;
+	struct bk_packer *pk = NULL;
+	struct idset moved = { NULL, 0, 0 }, indexed = { NULL, 0, 0 };
+	unsigned char pid[CF_BK_ID_BYTES], *act = NULL;
+	size_t i, j, bad = 0;
+	int rc;
+
+	memset(st, 0, sizeof(*st));
+	memset(&p, 0, sizeof(p));
+	p.r = r;
+	p.lock = lock;
+	p.st = st;
+	p.refreshed = (int64_t)cf_ks_now();
+	/* 1: the index objects this run replaces, then the index itself. */
+	rc = cf_bk_store_list(r->store, CF_BK_KIND_INDEX, collect, &old_idx);
+	if (rc < 0)
+		goto out;
+	rc = cf_bk_repo_index_load(r, &bad);
+	if (rc < 0)
+		goto out;
+	if (bad > 0) {
+		/*
+		 * An index we cannot read may be the only one naming a live
+		 * pack: deleting it, or packs it names, could lose data.
+		 */
+		rc = -EBADMSG;
+		goto out;
+	}
+	idx = cf_bk_repo_index(r);
+	/* 2: mark. */
+	rc = mark(&p);
+	if (rc < 0)
+		goto out;
+	/* Classify the indexed packs; count orphans. */
+	rc = cf_bk_store_list(r->store, CF_BK_KIND_PACK, collect, &packs);
+	if (rc < 0)
+		goto out;
+	st->packs = cf_bk_index_packs(idx);
+	rc = cf_bk_index_new(&nidx);
+	if (rc < 0)
+		goto out;
+	act = calloc(cf_bk_index_packs(idx) + 1, 1);
+	if (act == NULL) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	for (i = 0; i < cf_bk_index_packs(idx); i++) {
+		const unsigned char *hdr;
+		const struct cf_bk_desc *d;
+		const uint32_t *off;
+		uint64_t size, live_bytes = 0;
+		size_t n, live = 0;
+
+		bk_index_pack_info(idx, i, &hdr, &d, &off, &n, &size);
+		rc = idset_add(&indexed, 1, cf_bk_index_pack_id(idx, i));
+		if (rc < 0)
+			goto out;
+		for (j = 0; j < n; j++) {
+			if (idset_has(&p.live, d[j].type, d[j].id)) {
+				live++;
+				live_bytes += d[j].length;
+			}
+		}
+		st->blobs_live += live;
+		st->blobs_dead += n - live;
+		if (live == 0) {
+			act[i] = ACT_DELETE;
+			st->packs_deleted++;
+			st->bytes_deleted += size;
+		} else if (live < n && o->repack_pct > 0 &&
+		    live_bytes * 100 <= size * o->repack_pct) {
+			act[i] = ACT_REPACK;
+			st->packs_repacked++;
+			st->bytes_deleted += size;
+		} else {
+			act[i] = ACT_KEEP;
+			rc = cf_bk_index_add_pack(nidx,
+			    cf_bk_index_pack_id(idx, i), hdr, d, n);
+			if (rc == 0)
+				rc = idset_add(&p.keep_packs, 1,
+				    cf_bk_index_pack_id(idx, i));
+			/* Blobs a kept pack holds are not copied again. */
+			for (j = 0; rc >= 0 && j < n; j++)
+				rc = idset_add(&moved, d[j].type, d[j].id);
+			if (rc < 0)
+				goto out;
+		}
+	}
+	/* 3: the moved blobs' new packs are put before any index names them. */
+	for (i = 0; !o->dry_run && i < cf_bk_index_packs(idx); i++) {
+		if (act[i] != ACT_REPACK)
+			continue;
+		rc = repack(&p, i, &pk, nidx, &moved);
+		if (rc < 0)
+			goto out;
+		rc = refresh(&p);
+		if (rc < 0)
+			goto out;
+	}
+	for (i = 0; i < packs.n; i++) {
+		if (cf_bk_id_parse(packs.v[i], pid) == 0 &&
+		    !idset_has(&indexed, 1, pid))
+			st->packs_orphan++;
+	}
+	if (o->dry_run) {
+		rc = 0;
+		goto out;
+	}
+	if (pk != NULL) {
+		rc = put_pack(&p, pk, nidx);
+		if (rc < 0)
+			goto out;
+	}
+	/* 4: new index objects before 5: deleting the old ones. */
+	rc = write_index(&p, nidx);
+	if (rc < 0)
+		goto out;
+	for (i = 0; i < old_idx.n; i++) {
+		rc = cf_bk_store_del(r->store, CF_BK_KIND_INDEX, old_idx.v[i]);
+		if (rc < 0 && rc != -ENOENT)
+			goto out;
+		st->indexes_deleted++;
+	}
+	rc = refresh(&p);
+	if (rc < 0)
+		goto out;
+	/* 6: packs no index names any more: dead, repacked, orphans. */
+	for (i = 0; i < packs.n; i++) {
+		if (cf_bk_id_parse(packs.v[i], pid) < 0 ||
+		    idset_has(&p.keep_packs, 1, pid))
+			continue;
+		rc = cf_bk_store_del(r->store, CF_BK_KIND_PACK, packs.v[i]);
+		if (rc < 0 && rc != -ENOENT)
+			goto out;
+		if (i % 256 == 255) {
+			rc = refresh(&p);
+			if (rc < 0)
+				goto out;
+		}
+	}
+	rc = cf_bk_repo_index_load(r, NULL);
+out:
+	free(act);
+	bk_packer_free(pk);
+	cf_bk_index_free(nidx);
+	idset_free(&p.live);
+	idset_free(&p.keep_packs);
+	idset_free(&moved);
+	idset_free(&indexed);
+	free(old_idx.v);
+	free(packs.v);
+	return rc;
+}
+
+int
+cf_bk_repo_snapshot_delete(struct cf_bk_repo *r,
+    const unsigned char id[CF_BK_ID_BYTES])
+{
+	char name[65];
+
+	bk_name(id, name);
+	return cf_bk_store_del(r->store, CF_BK_KIND_SNAPSHOT, name);
+}
