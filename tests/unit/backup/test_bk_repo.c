@@ -158,7 +158,13 @@ store_urls(void)
 {
 	struct cf_bk_store *s = NULL;
 
-	CHECK_RC(cf_bk_store_open_url(&s, "s3://bucket/prefix", 0), -ENOTSUP);
+	/* s3:// is the S3 backend (tested against Ceph RGW in
+	 * tests/integration/s3_rgw.sh); without credentials it refuses to
+	 * start rather than send unsigned requests. */
+	unsetenv("AWS_ACCESS_KEY_ID");
+	unsetenv("AWS_SECRET_ACCESS_KEY");
+	unsetenv("COFFER_S3_CREDENTIALS_FILE");
+	CHECK_RC(cf_bk_store_open_url(&s, "s3://bucket/prefix", 0), -ENOKEY);
 	CHECK_RC(cf_bk_store_open_url(&s, "file://relative/x", 0), -EINVAL);
 	CHECK_RC(cf_bk_store_open_url(&s, "/abs/path", 0), -EINVAL);
 	CHECK_RC(cf_bk_store_open_url(&s, "http://x/", 0), -EINVAL);
