@@ -773,7 +773,9 @@ fs_snap_new(struct fs_snap **out, const char *backing,
 	s->freeze = freeze;
 	s->arg = arg;
 	pthread_mutex_init(&s->mutex, NULL);
-	s->backing = strdup(backing);
+	/* Absolute: the daemon runs in / after it forks, and clients are
+	 * told the farm's path. */
+	s->backing = realpath(backing, NULL);
 	s->store_fd = open(backing, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (s->backing == NULL || s->store_fd < 0) {
 		rc = s->backing == NULL ? -ENOMEM : -errno;
