@@ -281,7 +281,8 @@ const char *cf_ks_tenant_dir(const struct cf_ks_tenant *t);
  * Other modules' string settings in tenant.json (e.g. "state", "repo"):
  * get returns the value owned by t, or NULL; set (value NULL deletes)
  * saves tenant.json atomically.  Keys the keystore owns (format, name,
- * id, cipher, kms, key_version, shredded, created) may not be set.
+ * id, cipher, kms, kms_next, key_version, shredded, created) may not be
+ * set.
  */
 const char *cf_ks_tenant_get(const struct cf_ks_tenant *t, const char *key);
 CF_MUST_CHECK int cf_ks_tenant_set(struct cf_ks_tenant *t, const char *key,
@@ -300,7 +301,11 @@ CF_MUST_CHECK int cf_ks_tenant_unlock(struct cf_ks_tenant *t, uint32_t version,
  * Rewraps every root key version of the tenant under the KMS provider's
  * newest KEK, creating a new KEK first if the tenant already uses the
  * newest one (or moving to provider to_kms if not NULL).  Each wrapped key
- * file is replaced atomically.  Audited.
+ * file is replaced atomically.  A move is two-phase (docs/kms.md): while
+ * tenant.json names the destination as "kms_next", unlock accepts either
+ * provider, so a crash leaves the tenant usable and a rerun (to_kms NULL
+ * or the same destination) finishes it; -EBUSY for another destination
+ * meanwhile, -ENOENT for an unconfigured one.  Audited.
  */
 CF_MUST_CHECK int cf_ks_tenant_rotate_kek(struct cf_ks_tenant *t,
     const char *to_kms);

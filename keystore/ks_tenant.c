@@ -788,10 +788,15 @@ move_kms(struct cf_ks_tenant *t, const char *to_kms)
 {
 	struct cf_secbuf *roots[MAX_VERSIONS] = { NULL };
 	struct ks_kms *dst;
-	char from[CF_KS_NAME_MAX + 1], newkek[160];
+	char from[CF_KS_NAME_MAX + 1], to[CF_KS_NAME_MAX + 1], newkek[160];
 	size_t i;
 	int rc;
 
+	/* to_kms may point into t->doc, which set_kms_fields replaces. */
+	if (!cf_ks_name_valid(to_kms))
+		return ks_err(-EINVAL, "invalid KMS name");
+	snprintf(to, sizeof(to), "%s", to_kms);
+	to_kms = to;
 	if (cf_ks_tenant_shredded(t))
 		return ks_err(-EACCES, "tenant '%s' was crypto-shredded",
 		    t->name);

@@ -250,6 +250,89 @@ rotate_kek(void)
 	cf_ks_home_free(h);
 }
 
+/* Appends a second file KMS "two" to the test home's coffer.conf. */
+static void
+add_kms_two(struct cf_ks_home *h)
+{
+	char path[4200], text[4400];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/coffer.conf", cf_ks_home_path(h));
+	snprintf(text, sizeof(text), "[kms.two]\ntype = file\n"
+	    "passphrase_file = %s/pass\nargon2_ops = 1\nargon2_mem_kib = 8\n",
+	    cf_test_tmpdir());
+	f = fopen(path, "a");
+	CHECK(f != NULL);
+	if (f == NULL)
+		return;
+	fputs(text, f);
+	fclose(f);
+}
+
+/* Sets "kms_next" in tenant.json by hand: a move interrupted at step 1. */
+static void
+set_kms_next(struct cf_ks_home *h, const char *tenant, const char *next)
+{
+	char path[4200];
+	json_t *j;
+
+	snprintf(path, sizeof(path), "%s/tenants/%s/tenant.json",
+	    cf_ks_home_path(h), tenant);
+	j = json_load_file(path, 0, NULL);
+	CHECK(j != NULL);
+	if (j == NULL)
+		return;
+	json_object_set_new(j, "kms_next", json_string(next));
+	CHECK(json_dump_file(j, path, 0) == 0);
+	json_decref(j);
+}
+
+/* rotate-kek --to: a two-phase move between providers (docs/kms.md). */
+static void
+move_kms(void)
+{
+	struct cf_ks_home *h = open_home();
+	struct cf_ks_tenant *t;
+	struct cf_secbuf *before, *mid, *after;
+
+	CHECK(h != NULL);
+	add_kms_two(h);
+	h = reopen(h);
+	CHECK(h != NULL);
+	CHECK_RC(cf_ks_tenant_create(h, "mover", CF_KS_CIPHER_NONE, NULL,
+	    NULL, &t), 0);
+	CHECK_RC(cf_ks_tenant_unlock(t, 0, &before), 0);
+	cf_ks_tenant_free(t);
+	/* Interrupted after kms_next was recorded: still unlocks. */
+	set_kms_next(h, "mover", "two");
+	CHECK_RC(cf_ks_tenant_open(h, "mover", &t), 0);
+	CHECK_RC(cf_ks_tenant_unlock(t, 0, &mid), 0);
+	CHECK(sodium_memcmp(cf_secbuf_cdata(before), cf_secbuf_cdata(mid),
+	    32) == 0);
+	/* Another destination must wait for the move to finish. */
+	CHECK_RC(cf_ks_tenant_rotate_kek(t, "three"), -EBUSY);
+	/* A plain rotate-kek finishes the move. */
+	CHECK_RC(cf_ks_tenant_rotate_kek(t, NULL), 0);
+	CHECK(strcmp(cf_ks_tenant_kms(t), "two") == 0);
+	CHECK(cf_ks_tenant_get(t, "kms_next") == NULL);
+	cf_ks_tenant_free(t);
+	h = reopen(h);
+	CHECK(h != NULL);
+	CHECK_RC(cf_ks_tenant_open(h, "mover", &t), 0);
+	CHECK(strcmp(cf_ks_tenant_kms(t), "two") == 0);
+	CHECK_RC(cf_ks_tenant_unlock(t, 0, &after), 0);
+	CHECK(sodium_memcmp(cf_secbuf_cdata(before), cf_secbuf_cdata(after),
+	    32) == 0);
+	/* And back, in one step. */
+	CHECK_RC(cf_ks_tenant_rotate_kek(t, "local"), 0);
+	CHECK(strcmp(cf_ks_tenant_kms(t), "local") == 0);
+	cf_secbuf_free(before);
+	cf_secbuf_free(mid);
+	cf_secbuf_free(after);
+	cf_ks_tenant_free(t);
+	cf_ks_home_free(h);
+}
+
 static void
 shred(void)
 {
@@ -371,6 +454,7 @@ static const struct cf_test_case cases[] = {
 	CF_TEST(isolation_and_tamper),
 	CF_TEST(damaged_tenant_json),
 	CF_TEST(rotate_kek),
+	CF_TEST(move_kms),
 	CF_TEST(shred),
 	CF_TEST(vector_home),
 };
