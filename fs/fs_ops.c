@@ -2485,7 +2485,7 @@ cf_fs_mount(const struct cf_fs_keys *keys, const struct cf_fs_mount_opts *o)
 	struct fuse_loop_config *lc = NULL;
 	struct fuse_session *se = NULL;
 	struct fs *fs;
-	char opts[512];
+	char opts[512], *abs_backing = NULL;
 	int rc = -EIO;
 
 	fs = calloc(1, sizeof(*fs));
@@ -2598,11 +2598,14 @@ cf_fs_mount(const struct cf_fs_keys *keys, const struct cf_fs_mount_opts *o)
 	}
 	/* Modes arrive already masked by the caller's umask. */
 	umask(0);
+	/* Before fuse_daemonize changes to /: a relative store path. */
+	abs_backing = realpath(o->backing, NULL);
 	if (fuse_daemonize(o->foreground) != 0)
 		goto out_unmount;
 	/* After daemonizing: the control thread must live in the daemon.
 	 * Without it the mount works, but backups read it live. */
-	if (fs_snap_new(&fs->snap, o->backing, snap_freeze, fs) != 0 ||
+	if (abs_backing == NULL ||
+	    fs_snap_new(&fs->snap, abs_backing, snap_freeze, fs) != 0 ||
 	    fs_snap_start(fs->snap) != 0) {
 		fs_snap_free(fs->snap);
 		fs->snap = NULL;
@@ -2646,6 +2649,7 @@ out:
 	}
 	if (fs->root.fd >= 0)
 		close(fs->root.fd);
+	free(abs_backing);
 	if (fs->links_fd >= 0)
 		close(fs->links_fd);
 	if (fs->mount_fd >= 0)
