@@ -133,8 +133,16 @@ void bk_packer_free(struct bk_packer *p);
 int bk_packer_add(struct bk_packer *p, enum cf_bk_blob_type type,
     const unsigned char id[CF_BK_ID_BYTES], const unsigned char *plain,
     size_t len, int compress, void *cctx, const unsigned char *nonce);
+/*
+ * Hands an empty packer a buffer of cap bytes (malloc'd; the packer owns
+ * it from here) to build its pack in: the writer reuses the buffers of
+ * packs it has put instead of allocating a fresh one per pack.
+ */
+void bk_packer_adopt(struct bk_packer *p, unsigned char *buf, size_t cap);
 size_t bk_packer_count(const struct bk_packer *p);
 size_t bk_packer_bytes(const struct bk_packer *p);
+/* The capacity of the packer's buffer (before finish hands it over). */
+size_t bk_packer_cap(const struct bk_packer *p);
 /*
  * Seals the trailer (nonce NULL: random) and hands over the pack: *buf
  * (*len bytes, malloc'd), its storage id, header and descriptors (*descs
@@ -189,6 +197,14 @@ struct cf_bk_repo {
 	unsigned char cache_hdr[CF_BK_HEADER_BYTES];
 	struct cf_ks_aead *cache_aead;
 };
+
+/*
+ * Loads the blob at loc (found in an index by the caller) with the
+ * repo's AEAD cache; as cf_bk_repo_blob_load otherwise.  The writer uses
+ * it to read the parent snapshot's trees while it owns the index.
+ */
+int bk_repo_blob_load_loc(struct cf_bk_repo *r,
+    const struct cf_bk_blob_loc *loc, unsigned char **buf, size_t *len);
 
 /* Seals plaintext as an object of kind and puts it under its storage id. */
 int bk_repo_put_object(struct cf_bk_repo *r, enum cf_bk_kind kind,

@@ -120,10 +120,25 @@ bk_packer_free(struct bk_packer *p)
 	free(p);
 }
 
+void
+bk_packer_adopt(struct bk_packer *p, unsigned char *buf, size_t cap)
+{
+	if (p->buf != NULL || p->len != 0)
+		cf_misuse("bk_packer_adopt: packer not empty");
+	p->buf = buf;
+	p->cap = cap;
+}
+
 size_t
 bk_packer_count(const struct bk_packer *p)
 {
 	return p->n;
+}
+
+size_t
+bk_packer_cap(const struct bk_packer *p)
+{
+	return p->cap;
 }
 
 size_t
@@ -140,9 +155,15 @@ reserve(struct bk_packer *p, size_t more)
 
 	if (want <= p->cap)
 		return 0;
+	/*
+	 * Grow to what is needed plus a margin, never by doubling: the
+	 * writer closes a pack before a blob would take it past
+	 * CF_BK_PACK_TARGET, so a pack's buffer stays near that size and
+	 * can be reused for the next pack (bk_packer_adopt).
+	 */
 	cap = p->cap ? p->cap : (CF_BK_PACK_TARGET + (1U << 20));
-	while (cap < want)
-		cap *= 2;
+	if (cap < want)
+		cap = want + (1U << 20);
 	nb = realloc(p->buf, cap);
 	if (nb == NULL)
 		return -ENOMEM;

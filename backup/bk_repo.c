@@ -349,13 +349,58 @@ cf_bk_repo_has_blob(struct cf_bk_repo *r, enum cf_bk_blob_type type,
 	return cf_bk_index_lookup(r->idx, type, id, &loc) == 0;
 }
 
+/*
+ * Reads and opens the blob at loc with the AEAD cache cache_hdr, aead (the
+ * pack read last: restores read pack by pack).  Touches no index.
+ */
+static int
+blob_load_at(struct cf_bk_repo *r, const struct cf_bk_blob_loc *loc,
+    unsigned char cache_hdr[CF_BK_HEADER_BYTES], struct cf_ks_aead **aead,
+    unsigned char **buf, size_t *len)
+{
+	unsigned char *sblob = NULL;
+	char name[65];
+	int rc;
+
+	rc = bk_header_check(loc->header, CF_BK_KIND_PACK, r->keys);
+	if (rc < 0)
+		return rc;
+	if (*aead == NULL ||
+	    memcmp(cache_hdr, loc->header, CF_BK_HEADER_BYTES) != 0) {
+		cf_ks_aead_free(*aead);
+		*aead = NULL;
+		rc = bk_object_aead(r->keys, loc->header, aead);
+		if (rc < 0)
+			return rc;
+		memcpy(cache_hdr, loc->header, CF_BK_HEADER_BYTES);
+	}
+	sblob = malloc(loc->desc.length);
+	if (sblob == NULL)
+		return -ENOMEM;
+	bk_name(loc->pack, name);
+	rc = cf_bk_store_get_range(r->store, CF_BK_KIND_PACK, name,
+	    loc->offset, loc->desc.length, sblob);
+	if (rc == 0)
+		rc = bk_blob_open_aead(r->keys, *aead, loc->header,
+		    &loc->desc, sblob, loc->desc.length, buf, len);
+	free(sblob);
+	return rc;
+}
+
+int
+bk_repo_blob_load_loc(struct cf_bk_repo *r, const struct cf_bk_blob_loc *loc,
+    unsigned char **buf, size_t *len)
+{
+	*buf = NULL;
+	*len = 0;
+	return blob_load_at(r, loc, r->cache_hdr, &r->cache_aead, buf, len);
+}
+
 int
 cf_bk_repo_blob_load(struct cf_bk_repo *r, enum cf_bk_blob_type type,
     const unsigned char id[CF_BK_ID_BYTES], unsigned char **buf, size_t *len)
 {
 	struct cf_bk_blob_loc loc;
-	unsigned char *sblob = NULL;
-	char name[65];
 	int rc;
 
 	*buf = NULL;
@@ -363,29 +408,54 @@ cf_bk_repo_blob_load(struct cf_bk_repo *r, enum cf_bk_blob_type type,
 	rc = cf_bk_index_lookup(r->idx, type, id, &loc);
 	if (rc < 0)
 		return rc;
-	rc = bk_header_check(loc.header, CF_BK_KIND_PACK, r->keys);
+	return blob_load_at(r, &loc, r->cache_hdr, &r->cache_aead, buf, len);
+}
+
+/* ---- blob readers (one per restore thread) --------------------------------- */
+
+struct cf_bk_blob_reader {
+	struct cf_bk_repo *r;
+	unsigned char cache_hdr[CF_BK_HEADER_BYTES];
+	struct cf_ks_aead *aead;
+};
+
+int
+cf_bk_blob_reader_new(struct cf_bk_blob_reader **out, struct cf_bk_repo *r)
+{
+	struct cf_bk_blob_reader *br;
+
+	*out = NULL;
+	br = calloc(1, sizeof(*br));
+	if (br == NULL)
+		return -ENOMEM;
+	br->r = r;
+	*out = br;
+	return 0;
+}
+
+void
+cf_bk_blob_reader_free(struct cf_bk_blob_reader *br)
+{
+	if (br == NULL)
+		return;
+	cf_ks_aead_free(br->aead);
+	free(br);
+}
+
+int
+cf_bk_blob_reader_load(struct cf_bk_blob_reader *br,
+    enum cf_bk_blob_type type, const unsigned char id[CF_BK_ID_BYTES],
+    unsigned char **buf, size_t *len)
+{
+	struct cf_bk_blob_loc loc;
+	int rc;
+
+	*buf = NULL;
+	*len = 0;
+	rc = cf_bk_index_lookup(br->r->idx, type, id, &loc);
 	if (rc < 0)
 		return rc;
-	if (r->cache_aead == NULL ||
-	    memcmp(r->cache_hdr, loc.header, CF_BK_HEADER_BYTES) != 0) {
-		cf_ks_aead_free(r->cache_aead);
-		r->cache_aead = NULL;
-		rc = bk_object_aead(r->keys, loc.header, &r->cache_aead);
-		if (rc < 0)
-			return rc;
-		memcpy(r->cache_hdr, loc.header, CF_BK_HEADER_BYTES);
-	}
-	sblob = malloc(loc.desc.length);
-	if (sblob == NULL)
-		return -ENOMEM;
-	bk_name(loc.pack, name);
-	rc = cf_bk_store_get_range(r->store, CF_BK_KIND_PACK, name, loc.offset,
-	    loc.desc.length, sblob);
-	if (rc == 0)
-		rc = bk_blob_open_aead(r->keys, r->cache_aead, loc.header,
-		    &loc.desc, sblob, loc.desc.length, buf, len);
-	free(sblob);
-	return rc;
+	return blob_load_at(br->r, &loc, br->cache_hdr, &br->aead, buf, len);
 }
 
 int

@@ -1,19 +1,31 @@
 /*
  * bk_writer.c - the pack writer: dedup, then compress, seal and pack on
- * worker threads, put full packs, then index them
+ * worker threads, put full packs on an uploader thread, then index them
  * (docs/format/repository.md: [BK-CRASH-1..2]).
  *
  * The caller's thread reads, chunks and hashes (the blob id decides
  * dedup, so a known blob costs one keyed hash and no copy).  New blobs go
  * through a bounded queue to nthreads workers; each worker owns a pack
- * and a zstd context, fills the pack to CF_BK_PACK_TARGET and puts it.
- * Packs are indexed after they are put; an index object is written
- * every 256 packs and at flush.
+ * and a zstd context and fills the pack up to CF_BK_PACK_TARGET (a blob
+ * that would take it past the target closes it first).  A full pack goes
+ * to a bounded queue of the uploader thread, which puts it (the local
+ * store writes and fsyncs it there), then records it in the index, so
+ * compressing never waits for the disk.  Packs are indexed only after
+ * they are put; an index object is written every 256 packs and at flush,
+ * after every pack it names was put.
  *
- * Locking: w->mu protects the queue, the pending set, the stats, the
- * unindexed-pack index, w->err, and the repo's in-memory index while
- * the writer lives.  Workers never hold it while compressing, sealing
- * or putting.  Only one lock: no lock order to keep.
+ * Memory is bounded: at most QBYTES_MAX of queued blob copies (and at
+ * least one blob), one pack buffer per worker, and UPQ_MAX packs waiting
+ * for or in the put.  Put packs' buffers are kept in a small pool and
+ * reused by the next packs (no fresh 17 MiB allocation and page faults
+ * per pack).  The stream buffer of cf_bk_writer_add_stream is allocated
+ * once per writer.
+ *
+ * Locking: w->mu protects the queues, the pending set, the stats, the
+ * buffer pool, the unindexed-pack index, w->err, and the repo's
+ * in-memory index while the writer lives.  Workers and the uploader
+ * never hold it while compressing, sealing or putting.  Only one lock:
+ * no lock order to keep.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -25,12 +37,29 @@
 
 #define INDEX_EVERY_PACKS 256U
 #define KEYLEN (1 + CF_BK_ID_BYTES)
+#define QBYTES_MAX (16U << 20)	/* blob copies waiting for a worker */
+#define UPQ_MAX 1U		/* full packs waiting for the uploader */
+#define POOL_MAX 4U		/* spare pack buffers kept */
 
 struct job {
 	enum cf_bk_blob_type type;
 	unsigned char id[CF_BK_ID_BYTES];
 	unsigned char *data;
 	size_t len;
+};
+
+/* A finished pack on its way to the store. */
+struct upl {
+	unsigned char *buf;
+	size_t len, cap;
+	unsigned char id[CF_BK_ID_BYTES], hdr[CF_BK_HEADER_BYTES];
+	struct cf_bk_desc *descs;
+	size_t n;
+};
+
+struct spare {
+	unsigned char *buf;
+	size_t cap;
 };
 
 struct wstate {
@@ -48,10 +77,20 @@ struct cf_bk_writer {
 	size_t nws;
 
 	pthread_mutex_t mu;
-	pthread_cond_t cv_work, cv_space, cv_idle;
+	pthread_cond_t cv_work, cv_space, cv_idle, cv_up, cv_upspace;
 	struct job *q;			/* ring of qcap jobs */
-	size_t qcap, qhead, qlen, busy;
+	size_t qcap, qhead, qlen, qbytes, busy;
 	int stop, err;
+
+	struct upl upq[UPQ_MAX];	/* ring of full packs */
+	size_t uphead, uplen, upbusy;
+	pthread_t uptid;
+	int upstarted;
+	struct spare pool[POOL_MAX];	/* buffers of put packs */
+	size_t npool;
+
+	unsigned char *sbuf;		/* add_stream's buffer */
+	size_t scap;
 
 	unsigned char (*pend)[KEYLEN];	/* set of type||id added */
 	size_t pcap, npend;
@@ -152,60 +191,179 @@ write_index(struct cf_bk_writer *w)
 	return rc;
 }
 
-/* Finishes and puts a worker's pack, then records it.  Without mu. */
-static int
-finish_pack(struct cf_bk_writer *w, struct wstate *s)
+/* Frees a pack's buffer, or keeps it for a later pack.  With mu. */
+static void
+pool_put(struct cf_bk_writer *w, unsigned char *buf, size_t cap)
 {
-	unsigned char *buf = NULL, id[CF_BK_ID_BYTES], hdr[CF_BK_HEADER_BYTES];
-	struct cf_bk_desc *descs = NULL;
+	if (buf == NULL)
+		return;
+	if (w->npool < POOL_MAX && cap >= CF_BK_PACK_TARGET) {
+		w->pool[w->npool].buf = buf;
+		w->pool[w->npool].cap = cap;
+		w->npool++;
+		return;
+	}
+	free(buf);
+}
+
+/*
+ * Puts one finished pack, then records it in the repo's index and the
+ * unindexed set; writes an index object every INDEX_EVERY_PACKS packs.
+ * Called without mu (uploader thread, or the caller when synchronous).
+ * Frees the descriptors and returns the buffer to the pool.
+ */
+static int
+upload(struct cf_bk_writer *w, struct upl *u)
+{
 	char name[65];
-	size_t len, n, i;
 	uint64_t stored = 0;
+	size_t i;
 	int rc, need_index = 0;
 
-	if (s->packer == NULL || bk_packer_count(s->packer) == 0)
-		return 0;
-	rc = bk_packer_finish(s->packer, NULL, &buf, &len, id, hdr, &descs,
-	    &n);
-	bk_packer_free(s->packer);
-	s->packer = NULL;
-	if (rc < 0)
-		goto out;
-	bk_name(id, name);
-	rc = cf_bk_store_put(w->r->store, CF_BK_KIND_PACK, name, buf, len, 0);
-	if (rc < 0)
-		goto out;
-	for (i = 0; i < n; i++)
-		stored += descs[i].length;
+	bk_name(u->id, name);
+	rc = cf_bk_store_put(w->r->store, CF_BK_KIND_PACK, name, u->buf,
+	    u->len, 0);
+	for (i = 0; i < u->n; i++)
+		stored += u->descs[i].length;
 	pthread_mutex_lock(&w->mu);
-	rc = cf_bk_index_add_pack(w->r->idx, id, hdr, descs, n);
 	if (rc == 0)
-		rc = cf_bk_index_add_pack(w->unindexed, id, hdr, descs, n);
+		rc = cf_bk_index_add_pack(w->r->idx, u->id, u->hdr, u->descs,
+		    u->n);
+	if (rc == 0)
+		rc = cf_bk_index_add_pack(w->unindexed, u->id, u->hdr,
+		    u->descs, u->n);
 	if (rc == 0) {
 		w->st.packs++;
 		w->st.stored_bytes += stored;
 		need_index = cf_bk_index_packs(w->unindexed) >=
 		    INDEX_EVERY_PACKS;
 	}
+	pool_put(w, u->buf, u->cap);
 	pthread_mutex_unlock(&w->mu);
+	free(u->descs);
+	memset(u, 0, sizeof(*u));
 	if (rc == 0 && need_index)
 		rc = write_index(w);
-out:
-	free(buf);
-	free(descs);
 	return rc;
 }
 
-/* Compresses, seals and packs one job; puts the pack when full. */
+static void *
+uploader(void *arg)
+{
+	struct cf_bk_writer *w = arg;
+	struct upl u;
+	int rc, failed;
+
+	pthread_mutex_lock(&w->mu);
+	for (;;) {
+		while (w->uplen == 0 && !w->stop)
+			pthread_cond_wait(&w->cv_up, &w->mu);
+		if (w->stop)
+			break;
+		u = w->upq[w->uphead];
+		memset(&w->upq[w->uphead], 0, sizeof(u));
+		w->uphead = (w->uphead + 1) % UPQ_MAX;
+		w->uplen--;
+		w->upbusy++;
+		failed = w->err != 0;
+		pthread_cond_broadcast(&w->cv_upspace);
+		pthread_mutex_unlock(&w->mu);
+		if (!failed) {
+			rc = upload(w, &u);
+		} else {
+			rc = 0;
+			free(u.buf);
+			free(u.descs);
+		}
+		pthread_mutex_lock(&w->mu);
+		if (rc < 0 && w->err == 0)
+			w->err = rc;
+		w->upbusy--;
+		pthread_cond_broadcast(&w->cv_idle);
+		pthread_cond_broadcast(&w->cv_upspace);
+	}
+	pthread_mutex_unlock(&w->mu);
+	return NULL;
+}
+
+/*
+ * Seals a worker's pack and hands it to the uploader (waiting while its
+ * queue is full), or puts it here when there is no uploader.  Without
+ * mu.
+ */
+static int
+finish_pack(struct cf_bk_writer *w, struct wstate *s)
+{
+	struct upl u;
+	int rc;
+
+	if (s->packer == NULL || bk_packer_count(s->packer) == 0)
+		return 0;
+	memset(&u, 0, sizeof(u));
+	u.cap = bk_packer_cap(s->packer);
+	rc = bk_packer_finish(s->packer, NULL, &u.buf, &u.len, u.id, u.hdr,
+	    &u.descs, &u.n);
+	bk_packer_free(s->packer);
+	s->packer = NULL;
+	if (rc < 0)
+		return rc;
+	if (u.cap < u.len)
+		u.cap = u.len;	/* finish grew it: reserve's new size unknown */
+	if (!w->upstarted)
+		return upload(w, &u);
+	pthread_mutex_lock(&w->mu);
+	while (w->uplen == UPQ_MAX && w->err == 0)
+		pthread_cond_wait(&w->cv_upspace, &w->mu);
+	rc = w->err;
+	if (rc < 0) {
+		pthread_mutex_unlock(&w->mu);
+		free(u.buf);
+		free(u.descs);
+		return rc;
+	}
+	w->upq[(w->uphead + w->uplen) % UPQ_MAX] = u;
+	w->uplen++;
+	pthread_cond_signal(&w->cv_up);
+	pthread_mutex_unlock(&w->mu);
+	return 0;
+}
+
+/* Compresses, seals and packs one job; closes the pack when full. */
 static int
 process(struct cf_bk_writer *w, struct wstate *s, struct job *j)
 {
+	struct spare sp = { NULL, 0 };
+	size_t nl = cf_ks_cipher_nonce_bytes(w->r->keys->cipher);
+	size_t need;
 	int rc;
 
+	/*
+	 * A sealed blob is at most nl + len + tag bytes (stored raw unless
+	 * compression makes it shorter); with its descriptor and the
+	 * trailer it must fit under the target, else the pack closes
+	 * first.  Packs thus stay near CF_BK_PACK_TARGET and their buffers
+	 * are reusable.
+	 */
+	if (s->packer != NULL && bk_packer_count(s->packer) > 0) {
+		need = bk_packer_bytes(s->packer) + nl + j->len + BK_TAG +
+		    CF_BK_DESC_BYTES * (bk_packer_count(s->packer) + 1) +
+		    nl + 4 + BK_TAG + 4;
+		if (need > CF_BK_PACK_TARGET) {
+			rc = finish_pack(w, s);
+			if (rc < 0)
+				return rc;
+		}
+	}
 	if (s->packer == NULL) {
 		rc = bk_packer_new(&s->packer, w->r->keys, NULL);
 		if (rc < 0)
 			return rc;
+		pthread_mutex_lock(&w->mu);
+		if (w->npool > 0)
+			sp = w->pool[--w->npool];
+		pthread_mutex_unlock(&w->mu);
+		if (sp.buf != NULL)
+			bk_packer_adopt(s->packer, sp.buf, sp.cap);
 	}
 	rc = bk_packer_add(s->packer, j->type, j->id, j->data, j->len, 1,
 	    s->cctx, NULL);
@@ -234,6 +392,7 @@ worker(void *arg)
 		j = w->q[w->qhead];
 		w->qhead = (w->qhead + 1) % w->qcap;
 		w->qlen--;
+		w->qbytes -= j.len;
 		w->busy++;
 		failed = w->err != 0;
 		pthread_cond_signal(&w->cv_space);
@@ -247,6 +406,8 @@ worker(void *arg)
 		w->busy--;
 		if (w->qlen == 0 && w->busy == 0)
 			pthread_cond_broadcast(&w->cv_idle);
+		if (rc < 0)
+			pthread_cond_broadcast(&w->cv_space);
 	}
 	pthread_mutex_unlock(&w->mu);
 	return NULL;
@@ -276,6 +437,8 @@ cf_bk_writer_new(struct cf_bk_writer **out, struct cf_bk_repo *r,
 	pthread_cond_init(&w->cv_work, NULL);
 	pthread_cond_init(&w->cv_space, NULL);
 	pthread_cond_init(&w->cv_idle, NULL);
+	pthread_cond_init(&w->cv_up, NULL);
+	pthread_cond_init(&w->cv_upspace, NULL);
 	w->ws = calloc(w->nws, sizeof(*w->ws));
 	w->q = calloc(w->qcap, sizeof(*w->q));
 	if (w->ws == NULL || w->q == NULL)
@@ -296,6 +459,12 @@ cf_bk_writer_new(struct cf_bk_writer **out, struct cf_bk_repo *r,
 			goto fail;
 		w->ws[i].started = 1;
 	}
+	if (nthreads > 0) {
+		rc = -pthread_create(&w->uptid, NULL, uploader, w);
+		if (rc < 0)
+			goto fail;
+		w->upstarted = 1;
+	}
 	*out = w;
 	return 0;
 fail:
@@ -313,6 +482,9 @@ cf_bk_writer_free(struct cf_bk_writer *w)
 	pthread_mutex_lock(&w->mu);
 	w->stop = 1;
 	pthread_cond_broadcast(&w->cv_work);
+	pthread_cond_broadcast(&w->cv_up);
+	pthread_cond_broadcast(&w->cv_upspace);
+	pthread_cond_broadcast(&w->cv_space);
 	pthread_mutex_unlock(&w->mu);
 	for (i = 0; i < w->nws && w->ws != NULL; i++) {
 		if (w->ws[i].started)
@@ -320,6 +492,15 @@ cf_bk_writer_free(struct cf_bk_writer *w)
 		bk_packer_free(w->ws[i].packer);
 		ZSTD_freeCCtx(w->ws[i].cctx);
 	}
+	if (w->upstarted)
+		pthread_join(w->uptid, NULL);
+	for (i = 0; i < w->uplen; i++) {
+		free(w->upq[(w->uphead + i) % UPQ_MAX].buf);
+		free(w->upq[(w->uphead + i) % UPQ_MAX].descs);
+	}
+	for (i = 0; i < w->npool; i++)
+		free(w->pool[i].buf);
+	free(w->sbuf);
 	for (i = 0; i < w->qlen; i++)
 		free(w->q[(w->qhead + i) % w->qcap].data);
 	free(w->ws);
@@ -329,6 +510,8 @@ cf_bk_writer_free(struct cf_bk_writer *w)
 	pthread_cond_destroy(&w->cv_work);
 	pthread_cond_destroy(&w->cv_space);
 	pthread_cond_destroy(&w->cv_idle);
+	pthread_cond_destroy(&w->cv_up);
+	pthread_cond_destroy(&w->cv_upspace);
 	pthread_mutex_destroy(&w->mu);
 	free(w);
 }
@@ -378,7 +561,8 @@ cf_bk_writer_add(struct cf_bk_writer *w, enum cf_bk_blob_type type,
 		return -ENOMEM;
 	memcpy(j.data, data, len);
 	pthread_mutex_lock(&w->mu);
-	while (w->qlen == w->qcap && w->err == 0)
+	while ((w->qlen == w->qcap ||
+	    (w->qlen > 0 && w->qbytes + len > QBYTES_MAX)) && w->err == 0)
 		pthread_cond_wait(&w->cv_space, &w->mu);
 	rc = w->err;
 	if (rc < 0) {
@@ -387,6 +571,7 @@ cf_bk_writer_add(struct cf_bk_writer *w, enum cf_bk_blob_type type,
 	}
 	w->q[(w->qhead + w->qlen) % w->qcap] = j;
 	w->qlen++;
+	w->qbytes += len;
 	pthread_cond_signal(&w->cv_work);
 unlock:
 	pthread_mutex_unlock(&w->mu);
@@ -409,9 +594,15 @@ cf_bk_writer_add_stream(struct cf_bk_writer *w,
 	*items = NULL;
 	*nitems = 0;
 	*size = 0;
-	buf = malloc(cap);
-	if (buf == NULL)
-		return -ENOMEM;
+	if (w->sbuf == NULL) {
+		/* Kept for the writer's life: one allocation, not per file. */
+		w->sbuf = malloc(cap);
+		if (w->sbuf == NULL)
+			return -ENOMEM;
+		w->scap = cap;
+	}
+	buf = w->sbuf;
+	cap = w->scap;
 	for (;;) {
 		/* Keep at least max bytes ahead of start unless at the end. */
 		while (!eof && end - start < max) {
@@ -456,7 +647,6 @@ cf_bk_writer_add_stream(struct cf_bk_writer *w,
 	rc = 0;
 out:
 	free(v);
-	free(buf);
 	return rc;
 }
 
@@ -478,13 +668,64 @@ cf_bk_writer_add_tree(struct cf_bk_writer *w, const struct cf_bk_tree *t,
 }
 
 int
+cf_bk_writer_tree_load(struct cf_bk_writer *w,
+    const unsigned char id[CF_BK_ID_BYTES], struct cf_bk_tree **out)
+{
+	struct cf_bk_blob_loc loc;
+	unsigned char *buf;
+	size_t len;
+	int rc;
+
+	*out = NULL;
+	pthread_mutex_lock(&w->mu);
+	rc = cf_bk_index_lookup(w->r->idx, CF_BK_BLOB_TREE, id, &loc);
+	pthread_mutex_unlock(&w->mu);
+	if (rc < 0)
+		return rc;
+	/* loc is a copy; the repo's AEAD cache is this thread's alone. */
+	rc = bk_repo_blob_load_loc(w->r, &loc, &buf, &len);
+	if (rc < 0)
+		return rc;
+	rc = cf_bk_tree_decode(out, buf, len);
+	free(buf);
+	return rc;
+}
+
+int
+cf_bk_writer_data_blob(struct cf_bk_writer *w,
+    const unsigned char id[CF_BK_ID_BYTES], uint64_t *ulen)
+{
+	struct cf_bk_blob_loc loc;
+	int rc;
+
+	*ulen = 0;
+	pthread_mutex_lock(&w->mu);
+	rc = cf_bk_index_lookup(w->r->idx, CF_BK_BLOB_DATA, id, &loc);
+	pthread_mutex_unlock(&w->mu);
+	if (rc < 0)
+		return 0;
+	*ulen = loc.desc.ulen;
+	return 1;
+}
+
+void
+cf_bk_writer_count_reused(struct cf_bk_writer *w, uint64_t blobs,
+    uint64_t bytes)
+{
+	pthread_mutex_lock(&w->mu);
+	w->st.blobs += blobs;
+	w->st.bytes += bytes;
+	pthread_mutex_unlock(&w->mu);
+}
+
+int
 cf_bk_writer_flush(struct cf_bk_writer *w)
 {
 	size_t i;
 	int rc;
 
 	pthread_mutex_lock(&w->mu);
-	while (w->qlen > 0 || w->busy > 0)
+	while ((w->qlen > 0 || w->busy > 0) && w->err == 0)
 		pthread_cond_wait(&w->cv_idle, &w->mu);
 	rc = w->err;
 	pthread_mutex_unlock(&w->mu);
@@ -496,6 +737,14 @@ cf_bk_writer_flush(struct cf_bk_writer *w)
 		if (rc < 0)
 			goto out;
 	}
+	/* Every pack is put before the index that names them. */
+	pthread_mutex_lock(&w->mu);
+	while ((w->uplen > 0 || w->upbusy > 0) && w->err == 0)
+		pthread_cond_wait(&w->cv_idle, &w->mu);
+	rc = w->err;
+	pthread_mutex_unlock(&w->mu);
+	if (rc < 0)
+		goto out;
 	rc = write_index(w);
 out:
 	pthread_mutex_lock(&w->mu);
