@@ -212,7 +212,7 @@ audit(struct session *s, const char *event, const char *snap,
 /* ---- backup ----------------------------------------------------------- */
 
 static int latest_parent(struct session *s, const char *path,
-    unsigned char id[CF_BK_ID_BYTES]);
+    unsigned char id[CF_BK_ID_BYTES], struct cf_bk_snapshot **snap);
 
 /* A hard-linked inode seen in the store: its backing identity. */
 struct hlink {
@@ -228,6 +228,8 @@ struct bk {
 	uint64_t next_group;
 	int live;
 	int progress;
+	int64_t parent_time;	/* start of the parent snapshot's backup */
+	uint64_t reused;	/* files whose parent blob list was reused */
 	uint64_t files, dirs, bytes, retries;
 	uint64_t changed, damaged, failed;
 	int64_t last_progress;
@@ -591,13 +593,104 @@ backup_file(struct bk *b, struct dir_nodes *dn, struct cf_bk_node *n,
 	return 1;
 }
 
+/*
+ * Change detection against the parent snapshot (docs/backup.md,
+ * Incremental backups): the node of the same name in the parent's tree
+ * of this directory, or NULL.  The parent's nodes are sorted by name
+ * (bytewise, shorter first on a tie), as the tree decoder leaves them.
+ */
+static const struct cf_bk_node *
+parent_node(const struct cf_bk_tree *pt, const char *name)
+{
+	size_t lo = 0, hi, mid, nl = strlen(name), ml;
+	int c;
+
+	if (pt == NULL)
+		return NULL;
+	hi = pt->count;
+	while (lo < hi) {
+		mid = lo + (hi - lo) / 2;
+		ml = strlen(pt->nodes[mid].name);
+		c = memcmp(name, pt->nodes[mid].name, nl < ml ? nl : ml);
+		if (c == 0)
+			c = nl < ml ? -1 : nl > ml;
+		if (c == 0)
+			return &pt->nodes[mid];
+		if (c < 0)
+			hi = mid;
+		else
+			lo = mid + 1;
+	}
+	return NULL;
+}
+
+/*
+ * Reuses the parent's content of a regular file without reading it if
+ * its backing file's size (plaintext), mtime and ctime (ns) equal the
+ * parent node's, the parent saw it settled (its ctime before the parent
+ * backup started), and every blob of the parent's list is still in the
+ * index with lengths adding up to the size.  ctime cannot be set by any
+ * user and changes on every write, truncate, rename, link, chmod and
+ * xattr change of the backing file, so equal times mean the content the
+ * parent read.  1 if n was filled, 0 to read the file, -errno.
+ */
+static int
+reuse_file(struct bk *b, struct dir_nodes *dn, struct cf_bk_node *n,
+    const struct cf_bk_node *pn, const struct stat *st)
+{
+	struct cf_bk_item *items = NULL;
+	uint64_t total = 0, ulen, blobs = 0;
+	size_t i;
+	int rc;
+
+	if (pn == NULL || pn->type != CF_BK_NODE_FILE ||
+	    pn->size != (uint64_t)st->st_size ||
+	    pn->mtime != ts_ns(&st->st_mtim) ||
+	    pn->ctime != ts_ns(&st->st_ctim) ||
+	    pn->ctime >= b->parent_time)
+		return 0;
+	for (i = 0; i < pn->nitems; i++) {
+		if (pn->items[i].hole > 0) {
+			total += pn->items[i].hole;
+			continue;
+		}
+		if (!cf_bk_writer_data_blob(b->w, pn->items[i].id, &ulen))
+			return 0;	/* gone or damaged: read it again */
+		total += ulen;
+		blobs++;
+	}
+	if (total != pn->size)
+		return 0;
+	if (pn->nitems > 0) {
+		items = malloc(pn->nitems * sizeof(*items));
+		rc = keep(dn, items);
+		if (rc < 0)
+			return rc;
+		memcpy(items, pn->items, pn->nitems * sizeof(*items));
+	}
+	n->type = CF_BK_NODE_FILE;
+	fill_meta(n, st);
+	n->size = pn->size;
+	n->items = items;
+	n->nitems = pn->nitems;
+	n->link_group = link_group(b, st);
+	cf_bk_writer_count_reused(b->w, blobs, pn->size);
+	b->files++;
+	b->bytes += n->size;
+	b->reused++;
+	progress(b);
+	return 1;
+}
+
 static int backup_dir(struct bk *b, struct cf_fs_rdir *d, const char *path,
-    int depth, unsigned char id[CF_BK_ID_BYTES]);
+    int depth, const unsigned char *parent, unsigned char id[CF_BK_ID_BYTES]);
 
 static int
 backup_entry(struct bk *b, struct dir_nodes *dn, struct cf_fs_rdir *d,
-    const struct cf_fs_rentry *e, const char *path, int depth)
+    const struct cf_fs_rentry *e, const char *path, int depth,
+    const struct cf_bk_tree *pt)
 {
+	const struct cf_bk_node *pn = parent_node(pt, e->name);
 	struct cf_bk_node *n;
 	struct cf_fs_rdir *sub = NULL;
 	struct stat st;
@@ -614,7 +707,9 @@ backup_entry(struct bk *b, struct dir_nodes *dn, struct cf_fs_rdir *d,
 	n->name = name;
 	st = e->st;
 	if (S_ISREG(st.st_mode)) {
-		rc = backup_file(b, dn, n, d, name, path);
+		rc = reuse_file(b, dn, n, pn, &st);
+		if (rc == 0)
+			rc = backup_file(b, dn, n, d, name, path);
 		if (rc <= 0)
 			return rc;
 	} else if (S_ISDIR(st.st_mode)) {
@@ -635,7 +730,9 @@ backup_entry(struct bk *b, struct dir_nodes *dn, struct cf_fs_rdir *d,
 		}
 		rc = cf_fs_rdir_stat(sub, NULL, &st);
 		if (rc == 0)
-			rc = backup_dir(b, sub, path, depth + 1, n->subtree);
+			rc = backup_dir(b, sub, path, depth + 1,
+			    pn != NULL && pn->type == CF_BK_NODE_DIR ?
+			    pn->subtree : NULL, n->subtree);
 		cf_fs_rdir_free(sub);
 		if (rc < 0)
 			return rc;
@@ -689,8 +786,9 @@ backup_entry(struct bk *b, struct dir_nodes *dn, struct cf_fs_rdir *d,
 
 static int
 backup_dir(struct bk *b, struct cf_fs_rdir *d, const char *path, int depth,
-    unsigned char id[CF_BK_ID_BYTES])
+    const unsigned char *parent, unsigned char id[CF_BK_ID_BYTES])
 {
+	struct cf_bk_tree *pt = NULL;
 	struct dir_nodes dn;
 	struct cf_bk_tree tree;
 	const struct cf_fs_rentry *e;
@@ -698,9 +796,18 @@ backup_dir(struct bk *b, struct cf_fs_rdir *d, const char *path, int depth,
 	int rc;
 
 	memset(&dn, 0, sizeof(dn));
+	/*
+	 * The parent snapshot's tree of this directory, loaded as the walk
+	 * reaches it (one directory at a time).  Unreadable: every file is
+	 * read, nothing else changes.
+	 */
+	if (parent != NULL && cf_bk_writer_tree_load(b->w, parent, &pt) < 0)
+		pt = NULL;
 	sub = malloc(PATH_MAX * 2);
-	if (sub == NULL)
+	if (sub == NULL) {
+		cf_bk_tree_free(pt);
 		return -ENOMEM;
+	}
 	for (;;) {
 		rc = cf_fs_rdir_next(d, &e);
 		if (rc <= 0)
@@ -714,7 +821,7 @@ backup_dir(struct bk *b, struct cf_fs_rdir *d, const char *path, int depth,
 			continue;
 		}
 		snprintf(sub, PATH_MAX * 2, "%s/%s", path, e->name);
-		rc = backup_entry(b, &dn, d, e, sub, depth);
+		rc = backup_entry(b, &dn, d, e, sub, depth, pt);
 		if (rc < 0)
 			break;
 	}
@@ -733,6 +840,7 @@ backup_dir(struct bk *b, struct cf_fs_rdir *d, const char *path, int depth,
 out:
 	free(sub);
 	dir_nodes_free(&dn);
+	cf_bk_tree_free(pt);
 	return rc;
 }
 
@@ -811,9 +919,11 @@ cmd_backup(struct tl_ctx *ctx, int argc, char **argv)
 	struct cf_fs_snapshot *fsnap = NULL;
 	char *farm = NULL;
 	uint64_t pause_ns = 0;
-	struct cf_bk_snapshot snap;
+	struct cf_bk_snapshot snap, *psnap = NULL;
 	struct cf_bk_writer_stats ws;
 	unsigned char tree[CF_BK_ID_BYTES], sid[CF_BK_ID_BYTES];
+	unsigned char pid[CF_BK_ID_BYTES];
+	int has_parent = 0;
 	char *tags[256], *paths[1], host[256], store[PATH_MAX], hex[65];
 	const char *repo = NULL, *fname = NULL, *name;
 	int c, use_stdin = 0, ret, rc;
@@ -864,6 +974,10 @@ cmd_backup(struct tl_ctx *ctx, int argc, char **argv)
 		goto out;
 	ret = CF_EXIT_FAIL;
 	b.progress = isatty(2) && ctx->verbose >= 0;
+	/* The parent: the newest snapshot of the same path. */
+	has_parent = latest_parent(&s, use_stdin ? fname : "/", pid, &psnap);
+	if (has_parent)
+		b.parent_time = psnap->time;
 	rc = cf_bk_writer_new(&b.w, s.repo, 2);
 	if (rc < 0) {
 		fprintf(stderr, "coffer: backup writer: %s\n", strerror(-rc));
@@ -930,7 +1044,8 @@ cmd_backup(struct tl_ctx *ctx, int argc, char **argv)
 			ret = cf_ks_exit_code(rc);
 			goto out;
 		}
-		rc = backup_dir(&b, rootd, "", 0, tree);
+		rc = backup_dir(&b, rootd, "", 0, has_parent ? psnap->tree :
+		    NULL, tree);
 		if (b.progress)
 			fputc('\n', stderr);
 		if (rc < 0)
@@ -973,7 +1088,9 @@ cmd_backup(struct tl_ctx *ctx, int argc, char **argv)
 	snap.paths = paths;
 	snap.npaths = 1;
 	memcpy(snap.tree, tree, sizeof(tree));
-	snap.has_parent = latest_parent(&s, paths[0], snap.parent);
+	snap.has_parent = has_parent;
+	if (has_parent)
+		memcpy(snap.parent, pid, CF_BK_ID_BYTES);
 	snap.consistency = (char *)(uintptr_t)(use_stdin ? "stream" :
 	    b.live == 2 ? "freeze" : b.live ? "none" : "offline");
 	snap.stats.files = b.files;
@@ -1031,6 +1148,7 @@ cmd_backup(struct tl_ctx *ctx, int argc, char **argv)
 	}
 out:
 	cf_bk_writer_free(b.w);
+	cf_bk_snapshot_free(psnap);
 	free(b.links);
 	cf_fs_rdir_free(rootd);
 	cf_fs_reader_free(rd);
@@ -1110,20 +1228,26 @@ snaps_load(struct session *s, struct snap_ent **out, size_t *nout,
 	return 0;
 }
 
-/* 1 and id: the newest snapshot of the same path (the parent). */
+/*
+ * 1, its id and (owned by the caller) the snapshot: the newest snapshot
+ * of the same path (the parent); 0 if there is none.
+ */
 static int
 latest_parent(struct session *s, const char *path,
-    unsigned char id[CF_BK_ID_BYTES])
+    unsigned char id[CF_BK_ID_BYTES], struct cf_bk_snapshot **snap)
 {
 	struct snap_ent *v = NULL;
 	size_t n = 0, bad = 0, i;
 	int found = 0;
 
+	*snap = NULL;
 	if (snaps_load(s, &v, &n, &bad) < 0)
 		return 0;
 	for (i = n; i-- > 0;) {
 		if (v[i].s->npaths == 1 && strcmp(v[i].s->paths[0], path) == 0) {
 			memcpy(id, v[i].id, CF_BK_ID_BYTES);
+			*snap = v[i].s;
+			v[i].s = NULL;
 			found = 1;
 			break;
 		}
