@@ -44,11 +44,11 @@ order_cmp(const void *a, const void *b)
 	return x->i > y->i ? -1 : (x->i < y->i);
 }
 
-/* The bucket of time t for rule r (0 last .. 5 yearly); nr for last. */
+/* The bucket of time t (ns) for rule r (0 last .. 5 yearly); nr for last. */
 static int64_t
 bucket(int r, int64_t t, size_t nr)
 {
-	time_t tt = (time_t)t;
+	time_t tt = (time_t)(t / 1000000000);
 	struct tm tm;
 	char wk[16];
 
@@ -131,7 +131,7 @@ cf_bk_retention_plan(const struct cf_bk_retention_policy *p,
 					count[r]--;
 			}
 		}
-		if (p->within > 0 && o[k].t > o[0].t - p->within)
+		if (p->within > 0 && o[k].t > o[0].t - p->within * 1000000000)
 			why |= CF_BK_KEEP_WITHIN;
 		keep[o[k].i] = why;
 	}

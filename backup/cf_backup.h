@@ -686,8 +686,8 @@ struct cf_bk_retention_policy {
 int cf_bk_retention_policy_set(const struct cf_bk_retention_policy *p);
 
 /*
- * Decides which of n snapshots (times in seconds since the epoch, any
- * order) to keep: keep[i] receives 0 (remove) or the CF_BK_KEEP_* bits
+ * Decides which of n snapshots (times in nanoseconds since the epoch,
+ * as in struct cf_bk_snapshot; any order) to keep: keep[i] receives 0 (remove) or the CF_BK_KEEP_* bits
  * of the rules that keep snapshot i.  Pure: no clock, no I/O.  Snapshots
  * with equal times are ordered by index (the higher index is newer).
  * -ENOMEM, or 0.
@@ -746,5 +746,55 @@ CF_MUST_CHECK int cf_bk_prune(struct cf_bk_repo *r, struct cf_bk_lock *lock,
 /* Deletes a snapshot object (the caller holds an exclusive lock). */
 CF_MUST_CHECK int cf_bk_repo_snapshot_delete(struct cf_bk_repo *r,
     const unsigned char id[CF_BK_ID_BYTES]);
+
+/* ---- tenant lifecycle (bk_lifecycle.c) ------------------------------------ */
+
+/*
+ * Deletion schedules of a tenant (docs/retention.md, Lifecycle): the
+ * state an operator set, since when, and the configured periods give
+ * the effective state at any time and the dates of the transitions.
+ * Pure: no clock, no I/O.  Periods are in seconds.
+ */
+struct cf_bk_lifecycle_cfg {
+	int64_t trial_ended_purge;	/* 12 days */
+	int64_t cancelled_purge;	/* 90 days */
+	int64_t payment_failed_suspend;	/* 15 days */
+	int64_t payment_failed_close;	/* 90 days */
+	int64_t closed_purge;		/* 7 days after closure */
+	int64_t free_idle_purge;	/* 60 days without use */
+	int64_t evaluation_active;	/* 60 days */
+	int64_t evaluation_locked;	/* 16 days more */
+};
+
+/* The published defaults (REQUIREMENTS.md). */
+void cf_bk_lifecycle_defaults(struct cf_bk_lifecycle_cfg *c);
+
+/* 1 if state may be set by an operator (DESIGN.md's STATE list). */
+int cf_bk_lifecycle_state_valid(const char *state);
+
+struct cf_bk_lifecycle_step {
+	const char *state;		/* static string */
+	int64_t at;
+};
+
+struct cf_bk_lifecycle_eval {
+	const char *effective;		/* static string */
+	int64_t purge_at;		/* 0: no purge scheduled */
+	int purge_due;			/* now >= purge_at */
+	int mount_refused;		/* locked, suspended, closed, ... */
+	struct cf_bk_lifecycle_step steps[4];	/* the whole schedule */
+	size_t nsteps;
+};
+
+/*
+ * Evaluates state (set at since; last_use is the last mount or write, 0
+ * if unknown) at now.  A transition takes effect at its instant: at
+ * since + period the new state holds, one second before the old one.
+ * The effective state is "purge-due" from the purge date until the
+ * purge runs.  -EINVAL for an unknown state.
+ */
+CF_MUST_CHECK int cf_bk_lifecycle_eval(const struct cf_bk_lifecycle_cfg *c,
+    const char *state, int64_t since, int64_t last_use, int64_t now,
+    struct cf_bk_lifecycle_eval *out);
 
 #endif /* CF_BACKUP_H */

@@ -17,6 +17,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "cf_backup.h"
 #include "cf_fs.h"
 #include "tl_int.h"
 
@@ -31,10 +32,6 @@ const struct tl_cmd tl_cmd_umount = {
 	"  coffer umount MOUNTPOINT\n",
 	"unmount a tenant's store",
 };
-
-/* Lifecycle states in which the store may not be mounted (issue 6). */
-static const char *const refused_states[] = { "locked", "closed", "purged",
-	"suspended" };
 
 static void
 audit_mount(struct cf_ks_home *home, const char *event, const char *tenant,
@@ -58,9 +55,9 @@ cmd_mount(struct tl_ctx *ctx, int argc, char **argv)
 	struct cf_fs_keys *keys = NULL;
 	struct cf_ks_home *home;
 	char store[PATH_MAX], mp[PATH_MAX];
-	const char *state, *fuse_opts = NULL;
+	struct cf_bk_lifecycle_eval le;
+	const char *fuse_opts = NULL;
 	int c, fg = 0, rc, ret = CF_EXIT_FAIL;
-	size_t i;
 
 	while ((c = getopt(argc, argv, "fo:")) != -1) {
 		if (c == 'f')
@@ -82,15 +79,15 @@ cmd_mount(struct tl_ctx *ctx, int argc, char **argv)
 	rc = cf_ks_tenant_open(home, argv[optind], &t);
 	if (rc < 0)
 		return tl_fail(rc, NULL);
-	state = cf_ks_tenant_get(t, "state");
-	for (i = 0; state != NULL &&
-	    i < sizeof(refused_states) / sizeof(refused_states[0]); i++) {
-		if (strcmp(state, refused_states[i]) == 0) {
-			fprintf(stderr, "coffer: tenant %s is %s: its store may "
-			    "not be mounted\n", argv[optind], state);
-			ret = CF_EXIT_DENIED;
-			goto out;
-		}
+	/* The effective lifecycle state by date (docs/retention.md). */
+	rc = tl_lifecycle_eval(home, t, cf_ks_now(), &le);
+	if (rc < 0)
+		goto out;
+	if (le.mount_refused) {
+		fprintf(stderr, "coffer: tenant %s is %s: its store may not be "
+		    "mounted\n", argv[optind], le.effective);
+		ret = CF_EXIT_DENIED;
+		goto out;
 	}
 	rc = cf_ks_tenant_unlock(t, 0, &root);
 	if (rc < 0) {
@@ -132,8 +129,10 @@ cmd_mount(struct tl_ctx *ctx, int argc, char **argv)
 	mo.home = home;
 	mo.tenant = cf_ks_tenant_name(t);
 	audit_mount(home, "fs.mount", mo.tenant, mp);
+	tl_tenant_touch(t);	/* last use, for the free tier's idle purge */
 	rc = cf_fs_mount(keys, &mo);
 	audit_mount(home, "fs.unmount", mo.tenant, mp);
+	tl_tenant_touch(t);
 	if (rc < 0) {
 		fprintf(stderr, "coffer: mount %s on %s failed: %s\n",
 		    argv[optind], mp, strerror(-rc));

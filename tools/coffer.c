@@ -25,6 +25,8 @@ static const struct tl_cmd *const commands[] = {
 	&tl_cmd_restore,
 #endif
 	&tl_cmd_verify,
+	&tl_cmd_retention,
+	&tl_cmd_lifecycle,
 };
 
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))

@@ -61,4 +61,25 @@ extern const struct tl_cmd tl_cmd_restore;
 int cmd_verify(struct tl_ctx *ctx, int argc, char **argv);
 extern const struct tl_cmd tl_cmd_verify;
 
+/* lifecycle (cmd_lifecycle.c) and retention (cmd_retention.c) */
+struct cf_bk_lifecycle_cfg;
+struct cf_bk_lifecycle_eval;
+struct cf_ks_tenant;
+int cmd_lifecycle(struct tl_ctx *ctx, int argc, char **argv);
+int cmd_retention(struct tl_ctx *ctx, int argc, char **argv);
+extern const struct tl_cmd tl_cmd_lifecycle;
+extern const struct tl_cmd tl_cmd_retention;
+/* The periods of coffer.conf's [lifecycle] (defaults where absent). */
+int tl_lifecycle_cfg(struct cf_ks_home *home, struct cf_bk_lifecycle_cfg *c);
+/* The tenant's effective lifecycle state at now; 0 or -EINVAL (config). */
+int tl_lifecycle_eval(struct cf_ks_home *home, const struct cf_ks_tenant *t,
+    time_t now, struct cf_bk_lifecycle_eval *out);
+/* 1 if the tenant is on legal hold. */
+int tl_tenant_held(const struct cf_ks_tenant *t);
+/* Records now as the tenant's last use (mount, unmount). */
+void tl_tenant_touch(struct cf_ks_tenant *t);
+/* Purges a tenant (docs/retention.md, Purge); returns an exit code. */
+int tl_lifecycle_purge(struct tl_ctx *ctx, const char *name,
+    const char *reason, int force);
+
 #endif /* TL_INT_H */

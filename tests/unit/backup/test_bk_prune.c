@@ -53,6 +53,7 @@ static const char *const gfs_expected[] = {
 };
 
 #define NDAYS 730
+#define NS 1000000000LL
 
 static void
 retention_gfs_two_years(void)
@@ -74,12 +75,12 @@ retention_gfs_two_years(void)
 		perm[j] = x;
 	}
 	for (i = 0; i < NDAYS; i++)
-		times[i] = t0 + (int64_t)perm[i] * 86400;
+		times[i] = (t0 + (int64_t)perm[i] * 86400) * NS;
 	CHECK_RC(cf_bk_retention_plan(&p, times, NDAYS, keep), 0);
 	for (i = 0; i < NDAYS; i++) {
 		int want = 0;
 
-		cf_ks_time_format((time_t)times[i], buf, sizeof(buf));
+		cf_ks_time_format((time_t)(times[i] / NS), buf, sizeof(buf));
 		buf[10] = '\0';
 		for (j = 0; j < sizeof(gfs_expected) / sizeof(*gfs_expected);
 		    j++)
@@ -113,7 +114,7 @@ retention_last_within_none(void)
 	size_t i, kept;
 
 	for (i = 0; i < NDAYS; i++)
-		times[i] = t0 + (int64_t)i * 86400;
+		times[i] = (t0 + (int64_t)i * 86400) * NS;
 	/* keep_last 3: the three newest. */
 	memset(&p, 0, sizeof(p));
 	p.last = 3;
@@ -143,8 +144,8 @@ retention_last_within_none(void)
 		CHECK(keep[i] == CF_BK_KEEP_DAILY);
 	/* Two a day, daily 2: the newer one of each of the last two days. */
 	for (i = 0; i < 6; i++)
-		times[i] = t0 + (int64_t)(i / 2) * 86400 + (int64_t)(i % 2) *
-		    3600;
+		times[i] = (t0 + (int64_t)(i / 2) * 86400 + (int64_t)(i % 2) *
+		    3600) * NS;
 	memset(&p, 0, sizeof(p));
 	p.daily = 2;
 	CHECK_RC(cf_bk_retention_plan(&p, times, 6, keep), 0);

@@ -1,0 +1,881 @@
+/*
+ * cmd_lifecycle.c - coffer lifecycle set|show|hold|release|purge|
+ * verify-receipt (docs/retention.md, Lifecycle and Purge).
+ *
+ * The operator records a tenant's account state and since when
+ * ("state", "state_at" in tenant.json); bk_lifecycle.c turns that, the
+ * last use ("last_use", set by mount and unmount) and the periods of
+ * coffer.conf's [lifecycle] section into the effective state and the
+ * purge date.  A legal hold ("hold") blocks every purge and snapshot
+ * removal until released.  Every change is audited.
+ *
+ * A purge destroys the tenant's keys first (crypto-shredding: every copy
+ * of every backup is unreadable from then on), then deletes every object
+ * of its repository and its live store, checks by listing that nothing
+ * remains, writes a receipt under receipts/ whose BLAKE2b hash goes into
+ * a "tenant.purge" audit record (so the audit chain's MAC vouches for
+ * it), and removes the tenant's directory.  A rerun after a crash
+ * continues where it stopped.  It does not keep data classes with their
+ * own retention (billing records): coffer does not know them.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "cf_backup.h"
+#include "tl_int.h"
+
+const struct tl_cmd tl_cmd_lifecycle = {
+	"lifecycle", cmd_lifecycle,
+	"  coffer lifecycle set NAME STATE [--at DATE]\n"
+	"      STATE: active, trial, trial-ended, cancelled, payment-failed,\n"
+	"             closed, free, evaluation\n"
+	"  coffer lifecycle show NAME [--now DATE]\n"
+	"  coffer lifecycle hold NAME | lifecycle release NAME\n"
+	"  coffer lifecycle purge NAME --yes [--force]\n"
+	"  coffer lifecycle verify-receipt FILE\n",
+	"tenant account states, deletion schedules, legal hold, purge",
+};
+
+/* ---- configuration and evaluation ---------------------------------------- */
+
+static int
+period(const struct cf_ks_config *cfg, const char *key, int64_t *v)
+{
+	const char *s = cfg ? cf_ks_config_get(cfg, "lifecycle", key) : NULL;
+	char *end;
+	long d;
+
+	if (s == NULL)
+		return 0;
+	errno = 0;
+	d = strtol(s, &end, 10);
+	if (errno != 0 || end == s || *end != '\0' || d < 0 || d > 36500) {
+		fprintf(stderr, "coffer: coffer.conf [lifecycle] %s: want a "
+		    "number of days (0..36500), not '%s'\n", key, s);
+		return -EINVAL;
+	}
+	*v = (int64_t)d * 86400;
+	return 0;
+}
+
+int
+tl_lifecycle_cfg(struct cf_ks_home *home, struct cf_bk_lifecycle_cfg *c)
+{
+	const struct cf_ks_config *cfg = cf_ks_home_config(home);
+	int rc = 0;
+
+	cf_bk_lifecycle_defaults(c);
+	rc |= period(cfg, "trial_ended_purge_days", &c->trial_ended_purge);
+	rc |= period(cfg, "cancelled_purge_days", &c->cancelled_purge);
+	rc |= period(cfg, "payment_failed_suspend_days",
+	    &c->payment_failed_suspend);
+	rc |= period(cfg, "payment_failed_close_days",
+	    &c->payment_failed_close);
+	rc |= period(cfg, "closed_purge_days", &c->closed_purge);
+	rc |= period(cfg, "free_idle_purge_days", &c->free_idle_purge);
+	rc |= period(cfg, "evaluation_active_days", &c->evaluation_active);
+	rc |= period(cfg, "evaluation_locked_days", &c->evaluation_locked);
+	return rc ? -EINVAL : 0;
+}
+
+static int64_t
+field_time(const struct cf_ks_tenant *t, const char *key, int64_t dflt)
+{
+	const char *s = cf_ks_tenant_get(t, key);
+	time_t v;
+
+	if (s == NULL || cf_ks_time_parse(s, &v) < 0)
+		return dflt;
+	return (int64_t)v;
+}
+
+int
+tl_lifecycle_eval(struct cf_ks_home *home, const struct cf_ks_tenant *t,
+    time_t now, struct cf_bk_lifecycle_eval *out)
+{
+	struct cf_bk_lifecycle_cfg c;
+	const char *state = cf_ks_tenant_get(t, "state");
+	int rc;
+
+	rc = tl_lifecycle_cfg(home, &c);
+	if (rc < 0)
+		return rc;
+	if (state == NULL)
+		state = "active";
+	/* Older tools wrote states such as "locked" directly: keep them. */
+	rc = cf_bk_lifecycle_eval(&c, state,
+	    field_time(t, "state_at", (int64_t)cf_ks_tenant_created(t)),
+	    field_time(t, "last_use", 0), (int64_t)now, out);
+	if (rc == -EINVAL) {
+		rc = cf_bk_lifecycle_eval(&c, "active", 0, 0, (int64_t)now,
+		    out);
+		out->effective = state;
+		out->mount_refused = strcmp(state, "locked") == 0 ||
+		    strcmp(state, "suspended") == 0 ||
+		    strcmp(state, "closed") == 0;
+	}
+	return rc;
+}
+
+int
+tl_tenant_held(const struct cf_ks_tenant *t)
+{
+	const char *h = cf_ks_tenant_get(t, "hold");
+
+	return h != NULL && strcmp(h, "yes") == 0;
+}
+
+void
+tl_tenant_touch(struct cf_ks_tenant *t)
+{
+	char when[32];
+
+	cf_ks_time_format(cf_ks_now(), when, sizeof(when));
+	(void)!cf_ks_tenant_set(t, "last_use", when);
+}
+
+/* ---- set, show, hold, release --------------------------------------------- */
+
+static void
+audit(struct cf_ks_home *home, const char *event, const char *tenant,
+    const char *k2, const char *v2, const char *k3, const char *v3)
+{
+	struct cf_ks_audit_field f[] = {
+		{ "tenant", tenant, 0 },
+		{ k2, v2, 0 },
+		{ k3, v3, 0 },
+	};
+
+	(void)!cf_ks_audit_append(home, event, f, k2 == NULL ? 1 :
+	    k3 == NULL ? 2 : 3);
+}
+
+static int
+get_now(const char *opt, time_t *now)
+{
+	if (opt == NULL) {
+		*now = cf_ks_now();
+		return 0;
+	}
+	return cf_ks_time_parse(opt, now);
+}
+
+static int
+do_set(struct tl_ctx *ctx, const char *name, const char *state,
+    const char *at)
+{
+	struct cf_ks_tenant *t = NULL;
+	char when[32];
+	time_t ts;
+	int rc, ret = CF_EXIT_FAIL;
+
+	if (!cf_bk_lifecycle_state_valid(state))
+		return tl_usage(&tl_cmd_lifecycle, "lifecycle: unknown state "
+		    "'%s'", state);
+	if (get_now(at, &ts) < 0)
+		return tl_usage(&tl_cmd_lifecycle, "lifecycle: bad --at "
+		    "date '%s'", at);
+	rc = cf_ks_tenant_open(tl_home(ctx, 0), name, &t);
+	if (rc < 0)
+		return tl_fail(rc, NULL);
+	if (cf_ks_tenant_shredded(t)) {
+		fprintf(stderr, "coffer: tenant %s was purged\n", name);
+		goto out;
+	}
+	cf_ks_time_format(ts, when, sizeof(when));
+	rc = cf_ks_tenant_set(t, "state", state);
+	if (rc == 0)
+		rc = cf_ks_tenant_set(t, "state_at", when);
+	if (rc < 0) {
+		ret = tl_fail(rc, name);
+		goto out;
+	}
+	audit(ctx->home, "lifecycle.set", name, "state", state, "at", when);
+	ret = CF_EXIT_OK;
+out:
+	cf_ks_tenant_free(t);
+	return ret;
+}
+
+/* Prints what a receipt says for a purged tenant; CF_EXIT_FAIL if none. */
+static int
+show_purged(struct tl_ctx *ctx, const char *name)
+{
+	char dir[PATH_MAX], path[PATH_MAX + 300];
+	struct dirent *de;
+	json_t *j = NULL;
+	DIR *d;
+	size_t nl = strlen(name);
+
+	snprintf(dir, sizeof(dir), "%s/receipts", cf_ks_home_path(ctx->home));
+	d = opendir(dir);
+	if (d == NULL)
+		return CF_EXIT_FAIL;
+	while ((de = readdir(d)) != NULL) {
+		if (strncmp(de->d_name, name, nl) == 0 &&
+		    de->d_name[nl] == '-' && strlen(de->d_name) == nl + 38) {
+			snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+			j = json_load_file(path, 0, NULL);
+			break;
+		}
+	}
+	closedir(d);
+	if (j == NULL)
+		return CF_EXIT_FAIL;
+	if (ctx->json) {
+		json_object_set_new(j, "effective_state", json_string("purged"));
+		json_object_set_new(j, "receipt_file", json_string(path));
+		tl_print_json(j);
+		return CF_EXIT_OK;
+	}
+	printf("tenant %s: purged at %s\nreceipt: %s\n", name,
+	    json_string_value(json_object_get(j, "purged_at")), path);
+	json_decref(j);
+	return CF_EXIT_OK;
+}
+
+static int
+do_show(struct tl_ctx *ctx, const char *name, const char *now_opt)
+{
+	struct cf_bk_lifecycle_eval e;
+	struct cf_ks_tenant *t = NULL;
+	const char *state, *since, *use;
+	char when[32], nowb[32];
+	json_t *j, *steps;
+	time_t now;
+	size_t i;
+	int rc, ret = CF_EXIT_FAIL;
+
+	if (get_now(now_opt, &now) < 0)
+		return tl_usage(&tl_cmd_lifecycle, "lifecycle: bad --now "
+		    "date '%s'", now_opt);
+	rc = cf_ks_tenant_open(tl_home(ctx, 0), name, &t);
+	if (rc == -ENOENT && show_purged(ctx, name) == CF_EXIT_OK)
+		return CF_EXIT_OK;
+	if (rc < 0)
+		return tl_fail(rc, NULL);
+	rc = tl_lifecycle_eval(ctx->home, t, now, &e);
+	if (rc < 0)
+		goto out;
+	state = cf_ks_tenant_get(t, "state");
+	since = cf_ks_tenant_get(t, "state_at");
+	use = cf_ks_tenant_get(t, "last_use");
+	cf_ks_time_format(now, nowb, sizeof(nowb));
+	if (ctx->json) {
+		steps = json_array();
+		for (i = 0; i < e.nsteps; i++) {
+			cf_ks_time_format((time_t)e.steps[i].at, when,
+			    sizeof(when));
+			json_array_append_new(steps, json_pack("{s:s, s:s, s:b}",
+			    "state", e.steps[i].state, "at", when,
+			    "upcoming", e.steps[i].at > (int64_t)now));
+		}
+		cf_ks_time_format((time_t)e.purge_at, when, sizeof(when));
+		j = json_pack("{s:s, s:s, s:s?, s:s?, s:s, s:b, s:b, s:b, "
+		    "s:s?, s:s?, s:o}", "tenant", name, "now", nowb,
+		    "state", state ? state : "active", "since", since,
+		    "effective_state", e.effective,
+		    "mount_refused", e.mount_refused,
+		    "purge_due", e.purge_due, "hold", tl_tenant_held(t),
+		    "purge_at", e.purge_at ? when : NULL, "last_use", use,
+		    "schedule", steps);
+		tl_print_json(j);
+		ret = CF_EXIT_OK;
+		goto out;
+	}
+	printf("tenant %s (as of %s)\n", name, nowb);
+	printf("  state      %s%s%s\n", state ? state : "active",
+	    since ? " since " : "", since ? since : "");
+	printf("  effective  %s%s\n", e.effective,
+	    e.mount_refused ? " (mount refused)" : "");
+	printf("  legal hold %s\n", tl_tenant_held(t) ? "yes (no purge, no "
+	    "snapshot removal)" : "no");
+	if (use != NULL)
+		printf("  last use   %s\n", use);
+	for (i = 1; i < e.nsteps; i++) {
+		cf_ks_time_format((time_t)e.steps[i].at, when, sizeof(when));
+		printf("  %-10s %s %s\n", e.steps[i].at > (int64_t)now ?
+		    "upcoming" : "since", when, e.steps[i].state);
+	}
+	if (e.purge_due)
+		printf("  purge is due%s\n", tl_tenant_held(t) ?
+		    ", but blocked by the legal hold" :
+		    ": coffer retention apply runs it");
+	ret = CF_EXIT_OK;
+out:
+	if (rc < 0)
+		ret = tl_fail(rc, name);
+	cf_ks_tenant_free(t);
+	return ret;
+}
+
+static int
+do_hold(struct tl_ctx *ctx, const char *name, int hold, const char *reason)
+{
+	struct cf_ks_tenant *t = NULL;
+	char when[32];
+	int rc;
+
+	rc = cf_ks_tenant_open(tl_home(ctx, 0), name, &t);
+	if (rc < 0)
+		return tl_fail(rc, NULL);
+	cf_ks_time_format(cf_ks_now(), when, sizeof(when));
+	rc = cf_ks_tenant_set(t, "hold", hold ? "yes" : NULL);
+	if (rc == 0)
+		rc = cf_ks_tenant_set(t, "hold_at", hold ? when : NULL);
+	cf_ks_tenant_free(t);
+	if (rc < 0)
+		return tl_fail(rc, name);
+	audit(ctx->home, hold ? "lifecycle.hold" : "lifecycle.release", name,
+	    reason ? "reason" : NULL, reason, NULL, NULL);
+	return CF_EXIT_OK;
+}
+
+/* ---- purge ------------------------------------------------------------------ */
+
+struct purge_counts {
+	uint64_t objects, bytes;
+	uint64_t kind_objects[6];
+	uint64_t files, file_bytes;
+};
+
+struct del_ctx {
+	struct cf_bk_store *s;
+	enum cf_bk_kind kind;
+	struct purge_counts *pc;
+	char (*names)[65];
+	size_t n, cap;
+};
+
+static int
+del_collect(void *arg, const char *name, uint64_t size)
+{
+	struct del_ctx *d = arg;
+
+	if (d->n == d->cap) {
+		size_t nc = d->cap ? d->cap * 2 : 256;
+		char (*nv)[65] = realloc(d->names, nc * sizeof(*nv));
+
+		if (nv == NULL)
+			return -ENOMEM;
+		d->names = nv;
+		d->cap = nc;
+	}
+	snprintf(d->names[d->n++], 65, "%s", name);
+	d->pc->bytes += size;
+	return 0;
+}
+
+static int
+count_left(void *arg, const char *name, uint64_t size)
+{
+	(void)name;
+	(void)size;
+	(*(uint64_t *)arg)++;
+	return 0;
+}
+
+/* Deletes every object of the repository; the config last. */
+static int
+purge_repo(const char *url, struct purge_counts *pc, uint64_t *left)
+{
+	static const enum cf_bk_kind kinds[] = { CF_BK_KIND_SNAPSHOT,
+	    CF_BK_KIND_INDEX, CF_BK_KIND_PACK, CF_BK_KIND_LOCK };
+	struct cf_bk_store *s = NULL;
+	struct del_ctx d;
+	uint64_t size;
+	size_t k, i;
+	int rc;
+
+	*left = 0;
+	rc = cf_bk_store_open_url(&s, url, 0);
+	if (rc == -ENOENT)
+		return 0;	/* nothing was ever backed up */
+	if (rc < 0)
+		return rc;
+	for (k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++) {
+		memset(&d, 0, sizeof(d));
+		d.s = s;
+		d.kind = kinds[k];
+		d.pc = pc;
+		rc = cf_bk_store_list(s, kinds[k], del_collect, &d);
+		for (i = 0; rc >= 0 && i < d.n; i++) {
+			rc = cf_bk_store_del(s, kinds[k], d.names[i]);
+			if (rc == -ENOENT)
+				rc = 0;
+			pc->objects++;
+			pc->kind_objects[kinds[k]]++;
+		}
+		free(d.names);
+		if (rc < 0)
+			goto out;
+	}
+	if (cf_bk_store_stat(s, CF_BK_KIND_CONFIG, "config", &size) == 0) {
+		rc = cf_bk_store_del(s, CF_BK_KIND_CONFIG, "config");
+		if (rc < 0)
+			goto out;
+		pc->objects++;
+		pc->bytes += size;
+		pc->kind_objects[CF_BK_KIND_CONFIG]++;
+	}
+	/* Verify by listing: nothing of any kind remains. */
+	for (k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++) {
+		rc = cf_bk_store_list(s, kinds[k], count_left, left);
+		if (rc < 0)
+			goto out;
+	}
+	if (cf_bk_store_stat(s, CF_BK_KIND_CONFIG, "config", &size) == 0)
+		(*left)++;
+	rc = 0;
+out:
+	cf_bk_store_free(s);
+	return rc;
+}
+
+static struct purge_counts *nftw_pc;
+
+static int
+rm_entry(const char *path, const struct stat *st, int flag, struct FTW *f)
+{
+	(void)f;
+	if (flag == FTW_DP || flag == FTW_D)
+		return rmdir(path) < 0 && errno != ENOENT ? -1 : 0;
+	if (S_ISREG(st->st_mode)) {
+		nftw_pc->files++;
+		nftw_pc->file_bytes += (uint64_t)st->st_size;
+	}
+	return unlink(path) < 0 && errno != ENOENT ? -1 : 0;
+}
+
+/* Removes a directory tree (no symlink followed); 0 if it is gone. */
+static int
+rm_tree(const char *dir, struct purge_counts *pc)
+{
+	struct stat st;
+
+	nftw_pc = pc;
+	if (lstat(dir, &st) < 0)
+		return errno == ENOENT ? 0 : -errno;
+	if (nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS) != 0)
+		return -errno ? -errno : -EIO;
+	return lstat(dir, &st) == 0 ? -ENOTEMPTY : 0;
+}
+
+/* Removes the empty directories a local repository leaves (never files). */
+static void
+rm_empty_dirs(const char *dir)
+{
+	char sub[PATH_MAX];
+	struct dirent *de;
+	DIR *d = opendir(dir);
+
+	if (d == NULL)
+		return;
+	while ((de = readdir(d)) != NULL) {
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") ==
+		    0 || de->d_type != DT_DIR)
+			continue;
+		snprintf(sub, sizeof(sub), "%s/%s", dir, de->d_name);
+		rm_empty_dirs(sub);
+	}
+	closedir(d);
+	(void)rmdir(dir);
+}
+
+/* Mountpoints of the tenant's store (fsname coffer:NAME). */
+static int
+unmount_tenant(const char *name, int force)
+{
+	char line[8192], want[CF_KS_NAME_MAX + 16], mp[PATH_MAX];
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	int found = 0, rc = 0;
+
+	if (f == NULL)
+		return 0;
+	snprintf(want, sizeof(want), " coffer:%s ", name);
+	while (fgets(line, sizeof(line), f) != NULL) {
+		char *sep = strstr(line, " - ");
+
+		if (sep == NULL || strstr(sep, want) == NULL)
+			continue;
+		if (sscanf(line, "%*s %*s %*s %*s %4095s", mp) != 1)
+			continue;
+		found++;
+		if (!force) {
+			fprintf(stderr, "coffer: tenant %s is mounted on %s: "
+			    "unmount it first, or purge with --force\n", name,
+			    mp);
+			rc = -EBUSY;
+		} else if (umount2(mp, MNT_DETACH) < 0) {
+			fprintf(stderr, "coffer: unmounting %s: %s\n", mp,
+			    strerror(errno));
+			rc = -errno;
+		}
+	}
+	fclose(f);
+	(void)found;
+	return rc;
+}
+
+/* Key ids from the wrapped-key files (no KMS involved). */
+static json_t *
+key_ids(struct cf_ks_home *home, struct cf_ks_tenant *t)
+{
+	uint32_t v[64];
+	size_t n = cf_ks_tenant_versions(t, v, 64), i;
+	json_t *a = json_array();
+
+	for (i = 0; a != NULL && i < n && i < 64; i++) {
+		struct cf_ks_envelope env;
+		char path[PATH_MAX], kek[33];
+		unsigned char buf[2048];
+		ssize_t len;
+		int fd;
+
+		snprintf(path, sizeof(path), "%s/%s/keys/v%u.wk",
+		    cf_ks_home_path(home), cf_ks_tenant_dir(t), v[i]);
+		fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		len = read(fd, buf, sizeof(buf));
+		close(fd);
+		if (len <= 0 || cf_ks_envelope_decode(&env, buf,
+		    (size_t)len) < 0)
+			continue;
+		sodium_bin2hex(kek, sizeof(kek), env.kek_id, CF_KS_ID_BYTES);
+		json_array_append_new(a, json_pack("{s:I, s:s, s:s}",
+		    "key_version", (json_int_t)env.key_version, "kek_id", kek,
+		    "kms", cf_ks_tenant_kms(t)));
+	}
+	return a;
+}
+
+static int
+write_receipt(const char *path, const char *text, size_t len)
+{
+	char tmp[PATH_MAX + 160];
+	int fd, rc = 0;
+
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC,
+	    0600);
+	if (fd < 0)
+		return -errno;
+	if (write(fd, text, len) != (ssize_t)len || fsync(fd) < 0)
+		rc = -EIO;
+	if (close(fd) < 0 && rc == 0)
+		rc = -EIO;
+	if (rc == 0 && rename(tmp, path) < 0)
+		rc = -errno;
+	if (rc < 0)
+		(void)unlink(tmp);
+	return rc;
+}
+
+int
+tl_lifecycle_purge(struct tl_ctx *ctx, const char *name, const char *reason,
+    int force)
+{
+	struct cf_ks_home *home = tl_home(ctx, 0);
+	struct cf_ks_tenant *t = NULL;
+	struct purge_counts pc;
+	char url[PATH_MAX + 16], store[PATH_MAX], tdir[PATH_MAX];
+	char rdir[PATH_MAX], rpath[PATH_MAX + 128], when[32], hex[65];
+	char kind_key[16];
+	unsigned char hash[32];
+	const char *stored, *ks;
+	json_t *keys = NULL, *j = NULL, *kinds;
+	char *text = NULL;
+	uint64_t left = 0;
+	struct stat st;
+	int rc, ret = CF_EXIT_FAIL, store_gone, k;
+
+	memset(&pc, 0, sizeof(pc));
+	rc = cf_ks_tenant_open(home, name, &t);
+	if (rc < 0)
+		return tl_fail(rc, NULL);
+	if (tl_tenant_held(t)) {
+		fprintf(stderr, "coffer: tenant %s is on legal hold: purge "
+		    "refused until 'coffer lifecycle release %s'\n", name,
+		    name);
+		ret = CF_EXIT_DENIED;
+		goto out;
+	}
+	rc = unmount_tenant(name, force);
+	if (rc < 0)
+		goto out;
+	stored = cf_ks_tenant_get(t, "repo");
+	if (stored != NULL && stored[0] != '\0')
+		snprintf(url, sizeof(url), "%s", stored);
+	else
+		snprintf(url, sizeof(url), "file://%s/repos/%s",
+		    cf_ks_home_path(home), name);
+	ks = cf_ks_tenant_get(t, "store");
+	if (ks != NULL)
+		snprintf(store, sizeof(store), "%s", ks);
+	else
+		snprintf(store, sizeof(store), "%s/%s/store",
+		    cf_ks_home_path(home), cf_ks_tenant_dir(t));
+	snprintf(tdir, sizeof(tdir), "%s/%s", cf_ks_home_path(home),
+	    cf_ks_tenant_dir(t));
+	/* 1: keys first, so every copy anywhere is unreadable from now on. */
+	keys = key_ids(home, t);
+	if (!cf_ks_tenant_shredded(t)) {
+		rc = cf_ks_tenant_shred(t);
+		if (rc < 0) {
+			ret = tl_fail(rc, "crypto-shredding");
+			goto out;
+		}
+	}
+	/* 2: every repository object, then 3: the live store. */
+	rc = purge_repo(url, &pc, &left);
+	if (rc < 0) {
+		fprintf(stderr, "coffer: deleting repository %s: %s (the keys "
+		    "are destroyed; rerun the purge to finish)\n", url,
+		    strerror(-rc));
+		goto out;
+	}
+	if (strncmp(url, "file://", 7) == 0)
+		rm_empty_dirs(url + 7);
+	rc = rm_tree(store, &pc);
+	store_gone = rc == 0 && lstat(store, &st) < 0;
+	if (rc < 0 || left != 0) {
+		fprintf(stderr, "coffer: purge of %s incomplete: %llu repository "
+		    "objects left, store %s; rerun the purge\n", name,
+		    (unsigned long long)left, store_gone ? "gone" : "left");
+		goto out;
+	}
+	/* 4: the receipt, bound into the audit chain by its hash. */
+	cf_ks_time_format(cf_ks_now(), when, sizeof(when));
+	kinds = json_object();
+	for (k = 1; k <= 5; k++) {
+		static const char *const kn[] = { "", "packs", "indexes",
+		    "snapshots", "locks", "config" };
+
+		snprintf(kind_key, sizeof(kind_key), "%s", kn[k]);
+		json_object_set_new(kinds, kind_key,
+		    json_integer((json_int_t)pc.kind_objects[k]));
+	}
+	j = json_pack("{s:i, s:s, s:s, s:s, s:s, s:s, "
+	    "s:{s:s, s:I, s:I, s:o, s:I}, s:{s:s, s:I, s:I, s:b}, "
+	    "s:o, s:s, s:[s]}",
+	    "format", 1, "tenant", name, "tenant_id", cf_ks_tenant_id_hex(t),
+	    "purged_at", when, "reason", reason,
+	    "actor", getenv("SUDO_USER") ? getenv("SUDO_USER") : "operator",
+	    "repository", "url", url, "objects", (json_int_t)pc.objects,
+	    "bytes", (json_int_t)pc.bytes, "by_kind", kinds,
+	    "objects_remaining", (json_int_t)left,
+	    "store", "path", store, "files", (json_int_t)pc.files,
+	    "bytes", (json_int_t)pc.file_bytes, "verified_absent", store_gone,
+	    "keys_destroyed", keys, "key_destruction", "crypto-shred: every "
+	    "wrapped root key overwritten and unlinked",
+	    "retained", "billing records are not held by coffer; nothing "
+	    "retained");
+	keys = NULL;
+	if (j == NULL) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	text = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS);
+	if (text == NULL) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	snprintf(rdir, sizeof(rdir), "%s/receipts", cf_ks_home_path(home));
+	if (mkdir(rdir, 0700) < 0 && errno != EEXIST) {
+		rc = -errno;
+		goto out;
+	}
+	snprintf(rpath, sizeof(rpath), "%s/%s-%s.json", rdir, name,
+	    cf_ks_tenant_id_hex(t));
+	rc = write_receipt(rpath, text, strlen(text));
+	if (rc < 0)
+		goto out;
+	crypto_generichash(hash, sizeof(hash), (const unsigned char *)text,
+	    strlen(text), NULL, 0);
+	sodium_bin2hex(hex, sizeof(hex), hash, sizeof(hash));
+	{
+		struct cf_ks_audit_field f[] = {
+			{ "tenant", name, 0 },
+			{ "tenant_id", cf_ks_tenant_id_hex(t), 0 },
+			{ "reason", reason, 0 },
+			{ "repo_objects", NULL, (long long)pc.objects },
+			{ "repo_bytes", NULL, (long long)pc.bytes },
+			{ "store_files", NULL, (long long)pc.files },
+			{ "store_bytes", NULL, (long long)pc.file_bytes },
+			{ "receipt_hash", hex, 0 },
+		};
+
+		rc = cf_ks_audit_append(home, "tenant.purge", f, 8);
+		if (rc < 0) {
+			ret = tl_fail(rc, "auditing the purge");
+			goto out;
+		}
+	}
+	/* 5: the tenant's directory (tenant.json, emptied keys/). */
+	rc = rm_tree(tdir, &pc);
+	if (rc < 0) {
+		fprintf(stderr, "coffer: removing %s: %s\n", tdir,
+		    strerror(-rc));
+		goto out;
+	}
+	if (ctx->json) {
+		json_object_set_new(j, "receipt_file", json_string(rpath));
+		json_object_set_new(j, "receipt_hash", json_string(hex));
+		tl_print_json(j);
+		j = NULL;
+	} else if (ctx->verbose >= 0) {
+		printf("purged %s: %llu repository objects (%llu bytes), %llu "
+		    "store files, keys destroyed\nreceipt %s\n", name,
+		    (unsigned long long)pc.objects,
+		    (unsigned long long)pc.bytes,
+		    (unsigned long long)pc.files, rpath);
+	}
+	ret = CF_EXIT_OK;
+out:
+	if (ret == CF_EXIT_FAIL && rc < 0 && rc != -EBUSY)
+		fprintf(stderr, "coffer: purge %s: %s\n", name, strerror(-rc));
+	free(text);
+	json_decref(j);
+	json_decref(keys);
+	cf_ks_tenant_free(t);
+	return ret;
+}
+
+/* ---- verify-receipt --------------------------------------------------------- */
+
+struct find_hash {
+	char want[96];
+	int found;
+};
+
+static int
+find_hash(void *arg, const char *line)
+{
+	struct find_hash *f = arg;
+
+	if (strstr(line, "\"event\":\"tenant.purge\"") != NULL &&
+	    strstr(line, f->want) != NULL)
+		f->found = 1;
+	return 0;
+}
+
+static int
+do_verify_receipt(struct tl_ctx *ctx, const char *file)
+{
+	struct cf_ks_audit_report rep;
+	struct find_hash fh;
+	unsigned char hash[32], *buf = NULL;
+	char hex[65];
+	size_t len = 0;
+	FILE *f;
+	int rc;
+
+	f = fopen(file, "re");
+	if (f == NULL) {
+		fprintf(stderr, "coffer: %s: %s\n", file, strerror(errno));
+		return CF_EXIT_FAIL;
+	}
+	buf = malloc(1 << 20);
+	if (buf != NULL)
+		len = fread(buf, 1, 1 << 20, f);
+	fclose(f);
+	if (buf == NULL)
+		return CF_EXIT_FAIL;
+	crypto_generichash(hash, sizeof(hash), buf, len, NULL, 0);
+	free(buf);
+	sodium_bin2hex(hex, sizeof(hex), hash, sizeof(hash));
+	rc = cf_ks_audit_verify(tl_home(ctx, 0), &rep);
+	if (rc < 0) {
+		fprintf(stderr, "coffer: the audit log does not verify: %s\n",
+		    rep.problem);
+		return CF_EXIT_INTEGRITY;
+	}
+	memset(&fh, 0, sizeof(fh));
+	snprintf(fh.want, sizeof(fh.want), "\"receipt_hash\":\"%s\"", hex);
+	rc = cf_ks_audit_foreach(ctx->home, NULL, find_hash, &fh);
+	if (rc < 0 || !fh.found) {
+		fprintf(stderr, "coffer: no purge record in the audit log "
+		    "vouches for %s (edited or foreign receipt)\n", file);
+		return CF_EXIT_INTEGRITY;
+	}
+	printf("receipt %s verified: hash %s is in the MAC-chained audit "
+	    "log\n", file, hex);
+	return CF_EXIT_OK;
+}
+
+/* ---- dispatch ------------------------------------------------------------------ */
+
+int
+cmd_lifecycle(struct tl_ctx *ctx, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "at", required_argument, NULL, 'a' },
+		{ "now", required_argument, NULL, 'n' },
+		{ "yes", no_argument, NULL, 'y' },
+		{ "force", no_argument, NULL, 'f' },
+		{ "reason", required_argument, NULL, 'r' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *at = NULL, *now = NULL, *reason = NULL, *sub;
+	int c, yes = 0, force = 0, nargs;
+
+	if (argc < 2)
+		return tl_usage(&tl_cmd_lifecycle, "lifecycle: give a "
+		    "subcommand");
+	sub = argv[1];
+	while ((c = getopt_long(argc - 1, argv + 1, "", opts, NULL)) != -1) {
+		switch (c) {
+		case 'a':
+			at = optarg;
+			break;
+		case 'n':
+			now = optarg;
+			break;
+		case 'y':
+			yes = 1;
+			break;
+		case 'f':
+			force = 1;
+			break;
+		case 'r':
+			reason = optarg;
+			break;
+		default:
+			return tl_usage(&tl_cmd_lifecycle, "lifecycle: bad "
+			    "option");
+		}
+	}
+	nargs = argc - 1 - optind;
+	argv += 1 + optind;
+	if (strcmp(sub, "set") == 0 && nargs == 2)
+		return do_set(ctx, argv[0], argv[1], at);
+	if (strcmp(sub, "show") == 0 && nargs == 1)
+		return do_show(ctx, argv[0], now);
+	if ((strcmp(sub, "hold") == 0 || strcmp(sub, "release") == 0) &&
+	    nargs == 1)
+		return do_hold(ctx, argv[0], sub[0] == 'h', reason);
+	if (strcmp(sub, "verify-receipt") == 0 && nargs == 1)
+		return do_verify_receipt(ctx, argv[0]);
+	if (strcmp(sub, "purge") == 0 && nargs == 1) {
+		if (!yes)
+			return tl_usage(&tl_cmd_lifecycle, "lifecycle purge "
+			    "destroys the tenant's data, backups and keys: "
+			    "add --yes");
+		return tl_lifecycle_purge(ctx, argv[0], "operator request",
+		    force);
+	}
+	return tl_usage(&tl_cmd_lifecycle, "lifecycle: bad arguments");
+}

@@ -1,0 +1,546 @@
+/*
+ * cmd_retention.c - coffer retention plan [NAME] [--now DATE] and coffer
+ * retention apply [NAME] [--now DATE] [--dry-run] (docs/retention.md).
+ *
+ * The policy of a tenant is coffer.conf's [retention.PLAN] section for
+ * the tenant's "plan" field, else [retention]; a tenant without any
+ * keeps everything.  plan prints each snapshot's fate and the rules that
+ * keep it; apply takes the repository's exclusive lock (a running backup
+ * makes it give up, and it keeps backups out while it runs), decides
+ * again under the lock, deletes the snapshots to remove and prunes
+ * (backup/bk_prune.c).  A tenant on legal hold is left alone.  apply also
+ * runs a purge whose date has passed (tenant lifecycle), unless held.
+ *
+ * Snapshots are grouped by their paths, as restic groups by host and
+ * paths (the host is left out: one repository belongs to one tenant, and
+ * a restore host may differ).  Snapshots newer than --now are not
+ * considered ("future") and always kept.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cf_backup.h"
+#include "tl_int.h"
+
+const struct tl_cmd tl_cmd_retention = {
+	"retention", cmd_retention,
+	"  coffer retention plan [NAME] [--now DATE]\n"
+	"  coffer retention apply [NAME] [--now DATE] [--dry-run]\n"
+	"    policy: coffer.conf [retention.PLAN] (tenant field plan) or "
+	"[retention]:\n"
+	"    keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly,\n"
+	"    keep_yearly (a count or 'all'), keep_within (e.g. 30d, 1y6m),\n"
+	"    repack_pct (default 20)\n",
+	"snapshot retention (plan, apply + prune) and scheduled purges",
+};
+
+struct snap {
+	unsigned char id[CF_BK_ID_BYTES];
+	char hex[65];
+	int64_t time;		/* ns */
+	char *group;		/* paths joined by '\n' */
+	unsigned keep;
+	int future;
+};
+
+struct policy {
+	struct cf_bk_retention_policy p;
+	unsigned repack_pct;
+	char source[112];
+};
+
+static int
+count_key(const struct cf_ks_config *cfg, const char *sec, const char *key,
+    uint32_t *v)
+{
+	const char *s = cf_ks_config_get(cfg, sec, key);
+	char *end;
+	unsigned long n;
+
+	if (s == NULL)
+		return 0;
+	if (strcmp(s, "all") == 0) {
+		*v = CF_BK_KEEP_ALL;
+		return 0;
+	}
+	errno = 0;
+	n = strtoul(s, &end, 10);
+	if (errno != 0 || end == s || *end != '\0' || n > 1000000 ||
+	    s[0] == '-') {
+		fprintf(stderr, "coffer: coffer.conf [%s] %s: want a count or "
+		    "'all', not '%s'\n", sec, key, s);
+		return -EINVAL;
+	}
+	*v = (uint32_t)n;
+	return 0;
+}
+
+static int
+load_policy(struct cf_ks_home *home, const struct cf_ks_tenant *t,
+    struct policy *pol)
+{
+	const struct cf_ks_config *cfg = cf_ks_home_config(home);
+	const char *plan = cf_ks_tenant_get(t, "plan"), *s;
+	char sec[96];
+	int rc = 0;
+
+	memset(pol, 0, sizeof(*pol));
+	pol->repack_pct = 20;
+	if (plan != NULL && plan[0] != '\0')
+		snprintf(sec, sizeof(sec), "retention.%s", plan);
+	else
+		snprintf(sec, sizeof(sec), "retention");
+	snprintf(pol->source, sizeof(pol->source), "[%s]", sec);
+	if (cfg == NULL)
+		return 0;
+	if (plan != NULL && plan[0] != '\0' &&
+	    cf_ks_config_get(cfg, sec, "keep_last") == NULL &&
+	    cf_ks_config_get(cfg, sec, "keep_hourly") == NULL &&
+	    cf_ks_config_get(cfg, sec, "keep_daily") == NULL &&
+	    cf_ks_config_get(cfg, sec, "keep_weekly") == NULL &&
+	    cf_ks_config_get(cfg, sec, "keep_monthly") == NULL &&
+	    cf_ks_config_get(cfg, sec, "keep_yearly") == NULL &&
+	    cf_ks_config_get(cfg, sec, "keep_within") == NULL) {
+		fprintf(stderr, "coffer: tenant %s has plan '%s' but "
+		    "coffer.conf has no [%s] rules\n", cf_ks_tenant_name(t),
+		    plan, sec);
+		return -EINVAL;
+	}
+	rc |= count_key(cfg, sec, "keep_last", &pol->p.last);
+	rc |= count_key(cfg, sec, "keep_hourly", &pol->p.hourly);
+	rc |= count_key(cfg, sec, "keep_daily", &pol->p.daily);
+	rc |= count_key(cfg, sec, "keep_weekly", &pol->p.weekly);
+	rc |= count_key(cfg, sec, "keep_monthly", &pol->p.monthly);
+	rc |= count_key(cfg, sec, "keep_yearly", &pol->p.yearly);
+	s = cf_ks_config_get(cfg, sec, "keep_within");
+	if (s != NULL && cf_bk_duration_parse(s, &pol->p.within) < 0) {
+		fprintf(stderr, "coffer: coffer.conf [%s] keep_within: bad "
+		    "duration '%s' (e.g. 30d, 1y6m, 12h)\n", sec, s);
+		rc = -EINVAL;
+	}
+	s = cf_ks_config_get(cfg, sec, "repack_pct");
+	if (s != NULL) {
+		uint32_t v = 0;
+
+		if (count_key(cfg, sec, "repack_pct", &v) < 0 || v > 100) {
+			fprintf(stderr, "coffer: coffer.conf [%s] repack_pct: "
+			    "want 0..100\n", sec);
+			rc = -EINVAL;
+		}
+		pol->repack_pct = v;
+	}
+	return rc ? -EINVAL : 0;
+}
+
+static void
+snaps_free(struct snap *v, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		free(v[i].group);
+	free(v);
+}
+
+static char *
+group_of(const struct cf_bk_snapshot *s)
+{
+	size_t i, len = 1;
+	char *g;
+
+	for (i = 0; i < s->npaths; i++)
+		len += strlen(s->paths[i]) + 1;
+	g = calloc(1, len);
+	for (i = 0; g != NULL && i < s->npaths; i++) {
+		strcat(g, s->paths[i]);	/* checksrc:allow sized above */
+		strcat(g, "\n");	/* checksrc:allow sized above */
+	}
+	return g;
+}
+
+/* Loads every snapshot and decides which to keep. */
+static int
+decide(struct cf_bk_repo *r, const struct policy *pol, time_t now,
+    struct snap **out, size_t *nout)
+{
+	unsigned char (*ids)[CF_BK_ID_BYTES] = NULL;
+	struct cf_bk_snapshot *s;
+	struct snap *v = NULL;
+	int64_t *times = NULL;
+	unsigned *keep = NULL;
+	size_t n = 0, i, j, m;
+	int rc;
+
+	*out = NULL;
+	*nout = 0;
+	rc = cf_bk_repo_snapshot_list(r, &ids, &n);
+	if (rc < 0 || n == 0)
+		goto out;
+	v = calloc(n, sizeof(*v));
+	times = calloc(n, sizeof(*times));
+	keep = calloc(n, sizeof(*keep));
+	if (v == NULL || times == NULL || keep == NULL) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	for (i = 0; i < n; i++) {
+		cf_bk_id_hex(ids[i], v[i].hex);
+		rc = cf_bk_repo_snapshot_load(r, ids[i], &s);
+		if (rc < 0) {
+			/* Deciding without it could keep too little. */
+			fprintf(stderr, "coffer: snapshot %.12s... unreadable "
+			    "(%s): run coffer verify\n", v[i].hex,
+			    strerror(-rc));
+			goto out;
+		}
+		memcpy(v[i].id, ids[i], CF_BK_ID_BYTES);
+		cf_bk_id_hex(ids[i], v[i].hex);
+		v[i].time = s->time;
+		v[i].group = group_of(s);
+		v[i].future = v[i].time / 1000000000 > (int64_t)now;
+		cf_bk_snapshot_free(s);
+		if (v[i].group == NULL) {
+			rc = -ENOMEM;
+			goto out;
+		}
+	}
+	/* Per group: the plan over the group's snapshots up to now. */
+	for (i = 0; i < n; i++) {
+		size_t *idx;
+
+		if (v[i].keep != 0 || v[i].future)
+			continue;
+		idx = calloc(n, sizeof(*idx));
+		if (idx == NULL) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		for (j = i, m = 0; j < n; j++) {
+			if (!v[j].future && strcmp(v[j].group, v[i].group) ==
+			    0) {
+				idx[m] = j;
+				times[m++] = v[j].time;
+			}
+		}
+		rc = cf_bk_retention_plan(&pol->p, times, m, keep);
+		for (j = 0; rc == 0 && j < m; j++)
+			v[idx[j]].keep = keep[j] ? keep[j] : 0x80000000U;
+		free(idx);
+		if (rc < 0)
+			goto out;
+	}
+	for (i = 0; i < n; i++)
+		if (v[i].keep == 0x80000000U)
+			v[i].keep = 0;
+	*out = v;
+	*nout = n;
+	v = NULL;
+	rc = 0;
+out:
+	if (v != NULL)
+		snaps_free(v, n);
+	free(ids);
+	free(times);
+	free(keep);
+	return rc;
+}
+
+static int
+snap_cmp(const void *a, const void *b)
+{
+	const struct snap *x = a, *y = b;
+
+	return x->time < y->time ? -1 : x->time > y->time;
+}
+
+static void
+print_plan(struct tl_ctx *ctx, const char *name, const struct policy *pol,
+    int held, struct snap *v, size_t n, json_t *tenants)
+{
+	char when[32], why[128];
+	json_t *a = NULL, *p;
+	size_t i, nrm = 0;
+
+	qsort(v, n, sizeof(*v), snap_cmp);
+	if (ctx->json)
+		a = json_array();
+	else
+		printf("tenant %s: policy %s%s\n", name, pol->source,
+		    cf_bk_retention_policy_set(&pol->p) ? "" :
+		    " (no rules: everything kept)");
+	for (i = 0; i < n; i++) {
+		int keep = v[i].keep != 0 || v[i].future || held;
+
+		cf_ks_time_format((time_t)(v[i].time / 1000000000), when,
+		    sizeof(when));
+		if (held)
+			snprintf(why, sizeof(why), "legal hold");
+		else if (v[i].future)
+			snprintf(why, sizeof(why), "after --now");
+		else
+			cf_bk_retention_reasons(v[i].keep, why, sizeof(why));
+		nrm += !keep;
+		if (a != NULL)
+			json_array_append_new(a, json_pack("{s:s, s:s, s:s, "
+			    "s:s, s:s}", "id", v[i].hex, "time", when,
+			    "paths", v[i].group, "action", keep ? "keep" :
+			    "remove", "reason", keep ? why : "no rule keeps "
+			    "it"));
+		else
+			printf("%-6s %s %.12s  %s\n", keep ? "keep" :
+			    "remove", when, v[i].hex, keep ? why : "");
+	}
+	if (a == NULL) {
+		printf("tenant %s: %zu snapshots, %zu to keep, %zu to "
+		    "remove\n", name, n, n - nrm, nrm);
+		return;
+	}
+	p = json_pack("{s:s, s:s, s:b, s:I, s:I, s:o}", "tenant", name,
+	    "policy", pol->source, "hold", held, "keep", (json_int_t)(n - nrm),
+	    "remove", (json_int_t)nrm, "snapshots", a);
+	json_array_append_new(tenants, p);
+}
+
+/* Opens the tenant's repository; returns an exit code, OK with *out. */
+static int
+open_repo(struct tl_ctx *ctx, struct cf_ks_tenant *t, struct cf_bk_repo **out,
+    char *url, size_t cap)
+{
+	struct cf_secbuf *root = NULL;
+	const char *stored = cf_ks_tenant_get(t, "repo");
+	int rc;
+
+	*out = NULL;
+	if (stored != NULL && stored[0] != '\0')
+		snprintf(url, cap, "%s", stored);
+	else
+		snprintf(url, cap, "file://%s/repos/%s",
+		    cf_ks_home_path(ctx->home), cf_ks_tenant_name(t));
+	rc = cf_ks_tenant_unlock(t, 0, &root);
+	if (rc < 0)
+		return tl_fail(rc, cf_ks_tenant_name(t));
+	rc = cf_bk_repo_open_url(out, url, root, cf_ks_tenant_key_version(t),
+	    cf_ks_tenant_cipher(t), cf_ks_tenant_id(t), 0);
+	cf_secbuf_free(root);
+	if (rc == -ENOENT)
+		return -1;	/* no repository: nothing to do */
+	if (rc < 0) {
+		fprintf(stderr, "coffer: repository %s of %s: %s\n", url,
+		    cf_ks_tenant_name(t), strerror(-rc));
+		return rc == -EBADMSG ? CF_EXIT_INTEGRITY : cf_ks_exit_code(rc);
+	}
+	return CF_EXIT_OK;
+}
+
+static void
+audit_apply(struct cf_ks_home *home, const char *name, size_t removed,
+    const struct cf_bk_prune_stats *st)
+{
+	struct cf_ks_audit_field f[] = {
+		{ "tenant", name, 0 },
+		{ "snapshots_removed", NULL, (long long)removed },
+		{ "packs_deleted", NULL, (long long)st->packs_deleted },
+		{ "packs_repacked", NULL, (long long)st->packs_repacked },
+		{ "bytes_deleted", NULL, (long long)st->bytes_deleted },
+	};
+
+	(void)!cf_ks_audit_append(home, "retention.apply", f, 5);
+}
+
+static int
+one_tenant(struct tl_ctx *ctx, const char *name, int apply, int dry_run,
+    time_t now, json_t *tenants)
+{
+	struct cf_bk_lifecycle_eval e;
+	struct cf_ks_tenant *t = NULL;
+	struct cf_bk_repo *r = NULL;
+	struct cf_bk_lock *lock = NULL;
+	struct cf_bk_prune_opts po;
+	struct cf_bk_prune_stats st;
+	struct policy pol;
+	struct snap *v = NULL;
+	char url[PATH_MAX + 16];
+	size_t n = 0, i, removed = 0;
+	int rc, ret = CF_EXIT_FAIL, held;
+
+	rc = cf_ks_tenant_open(ctx->home, name, &t);
+	if (rc < 0)
+		return tl_fail(rc, NULL);
+	if (cf_ks_tenant_shredded(t)) {
+		ret = CF_EXIT_OK;
+		goto out;
+	}
+	held = tl_tenant_held(t);
+	rc = tl_lifecycle_eval(ctx->home, t, now, &e);
+	if (rc < 0)
+		goto out;
+	if (apply && e.purge_due) {
+		if (held) {
+			printf("tenant %s: purge due but on legal hold: "
+			    "skipped\n", name);
+		} else if (dry_run) {
+			printf("tenant %s: purge due (%s): would purge\n",
+			    name, e.effective);
+			ret = CF_EXIT_OK;
+			goto out;
+		} else {
+			char reason[96];
+
+			snprintf(reason, sizeof(reason), "schedule: %s",
+			    cf_ks_tenant_get(t, "state") ?
+			    cf_ks_tenant_get(t, "state") : "?");
+			cf_ks_tenant_free(t);
+			return tl_lifecycle_purge(ctx, name, reason, 1);
+		}
+	}
+	rc = load_policy(ctx->home, t, &pol);
+	if (rc < 0)
+		goto out;
+	ret = open_repo(ctx, t, &r, url, sizeof(url));
+	if (ret == -1) {
+		if (!ctx->json)
+			printf("tenant %s: no repository\n", name);
+		ret = CF_EXIT_OK;
+		goto out;
+	}
+	if (ret != CF_EXIT_OK)
+		goto out;
+	ret = CF_EXIT_FAIL;
+	if (apply && !dry_run && !held) {
+		rc = cf_bk_repo_lock(r, 1, NULL, &lock);
+		if (rc == -EBUSY) {
+			fprintf(stderr, "coffer: repository %s is locked (a "
+			    "backup is running); try again later\n", url);
+			goto out;
+		}
+		if (rc < 0)
+			goto out;
+	}
+	/* Decided under the lock: no backup adds a snapshot meanwhile. */
+	rc = decide(r, &pol, now, &v, &n);
+	if (rc < 0)
+		goto out;
+	print_plan(ctx, name, &pol, held, v, n, tenants);
+	if (!apply || held) {
+		if (apply && held && !ctx->json)
+			printf("tenant %s: legal hold: nothing removed\n",
+			    name);
+		ret = CF_EXIT_OK;
+		goto out;
+	}
+	if (dry_run) {
+		if (!ctx->json)
+			printf("dry run: nothing removed\n");
+		ret = CF_EXIT_OK;
+		goto out;
+	}
+	for (i = 0; i < n; i++) {
+		if (v[i].keep != 0 || v[i].future)
+			continue;
+		rc = cf_bk_repo_snapshot_delete(r, v[i].id);
+		if (rc < 0 && rc != -ENOENT)
+			goto out;
+		removed++;
+	}
+	memset(&po, 0, sizeof(po));
+	po.repack_pct = pol.repack_pct;
+	rc = cf_bk_prune(r, lock, &po, &st);
+	if (rc < 0) {
+		fprintf(stderr, "coffer: prune of %s stopped: %s (nothing a "
+		    "kept snapshot needs was deleted; run apply again)\n",
+		    url, strerror(-rc));
+		goto out;
+	}
+	audit_apply(ctx->home, name, removed, &st);
+	if (!ctx->json)
+		printf("tenant %s: removed %zu snapshots; prune: %llu packs "
+		    "deleted, %llu repacked, %llu orphans, %llu bytes freed\n",
+		    name, removed, (unsigned long long)st.packs_deleted,
+		    (unsigned long long)st.packs_repacked,
+		    (unsigned long long)st.packs_orphan,
+		    (unsigned long long)st.bytes_deleted);
+	ret = CF_EXIT_OK;
+out:
+	if (ret == CF_EXIT_FAIL && rc < 0)
+		fprintf(stderr, "coffer: retention %s: %s\n", name,
+		    strerror(-rc));
+	if (lock != NULL && cf_bk_lock_release(lock) < 0)
+		fprintf(stderr, "coffer: releasing the lock of %s failed (it "
+		    "goes stale in 30 minutes)\n", url);
+	if (v != NULL)
+		snaps_free(v, n);
+	cf_bk_repo_free(r);
+	cf_ks_tenant_free(t);
+	return ret;
+}
+
+int
+cmd_retention(struct tl_ctx *ctx, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "now", required_argument, NULL, 'n' },
+		{ "dry-run", no_argument, NULL, 'd' },
+		{ "json", no_argument, NULL, 'j' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *now_opt = NULL, *sub;
+	char **names = NULL;
+	size_t count = 0, i;
+	json_t *tenants = NULL;
+	time_t now;
+	int c, dry = 0, apply, ret = CF_EXIT_OK, r1, nargs;
+
+	if (argc < 2)
+		return tl_usage(&tl_cmd_retention, "retention: plan or apply");
+	sub = argv[1];
+	while ((c = getopt_long(argc - 1, argv + 1, "", opts, NULL)) != -1) {
+		if (c == 'n')
+			now_opt = optarg;
+		else if (c == 'd')
+			dry = 1;
+		else if (c == 'j')
+			ctx->json = 1;
+		else
+			return tl_usage(&tl_cmd_retention, "retention: bad "
+			    "option");
+	}
+	nargs = argc - 1 - optind;
+	argv += 1 + optind;
+	if (strcmp(sub, "plan") == 0)
+		apply = 0;
+	else if (strcmp(sub, "apply") == 0)
+		apply = 1;
+	else
+		return tl_usage(&tl_cmd_retention, "retention: plan or apply");
+	if (nargs > 1 || (dry && !apply))
+		return tl_usage(&tl_cmd_retention, "retention: bad arguments");
+	if (now_opt == NULL)
+		now = cf_ks_now();
+	else if (cf_ks_time_parse(now_opt, &now) < 0)
+		return tl_usage(&tl_cmd_retention, "retention: bad --now date "
+		    "'%s'", now_opt);
+	tl_home(ctx, 0);
+	if (ctx->json)
+		tenants = json_array();
+	if (nargs == 1) {
+		ret = one_tenant(ctx, argv[0], apply, dry, now, tenants);
+	} else {
+		r1 = cf_ks_tenant_list(ctx->home, &names, &count);
+		if (r1 < 0)
+			return tl_fail(r1, NULL);
+		for (i = 0; i < count; i++) {
+			r1 = one_tenant(ctx, names[i], apply, dry, now,
+			    tenants);
+			if (r1 != CF_EXIT_OK && ret == CF_EXIT_OK)
+				ret = r1;
+		}
+		cf_ks_tenant_list_free(names, count);
+	}
+	if (tenants != NULL)
+		tl_print_json(json_pack("{s:o}", "tenants", tenants));
+	return ret;
+}
