@@ -631,14 +631,28 @@ tl_lifecycle_purge(struct tl_ctx *ctx, const char *name, const char *reason,
 	snprintf(tdir, sizeof(tdir), "%s/%s", cf_ks_home_path(home),
 	    cf_ks_tenant_dir(t));
 	/* 1: keys first, so every copy anywhere is unreadable from now on. */
-	keys = key_ids(home, t);
 	if (!cf_ks_tenant_shredded(t)) {
+		char *ids;
+
+		/* Kept in tenant.json so a rerun's receipt still names them. */
+		keys = key_ids(home, t);
+		ids = keys ? json_dumps(keys, JSON_COMPACT) : NULL;
+		rc = ids ? cf_ks_tenant_set(t, "purge_keys", ids) : -ENOMEM;
+		free(ids);
+		if (rc < 0) {
+			ret = tl_fail(rc, name);
+			goto out;
+		}
 		rc = cf_ks_tenant_shred(t);
 		if (rc < 0) {
 			ret = tl_fail(rc, "crypto-shredding");
 			goto out;
 		}
 	}
+	if (keys == NULL && cf_ks_tenant_get(t, "purge_keys") != NULL)
+		keys = json_loads(cf_ks_tenant_get(t, "purge_keys"), 0, NULL);
+	if (keys == NULL)
+		keys = json_array();
 	/* 2: every repository object, then 3: the live store. */
 	rc = purge_repo(url, &pc, &left);
 	if (rc < 0) {
