@@ -23,6 +23,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1110,6 +1111,7 @@ cmd_backup(struct tl_ctx *ctx, int argc, char **argv)
 	cf_bk_id_hex(sid, hex);
 	audit(&s, "backup.create", hex, b.files, b.bytes,
 	    b.damaged + b.changed);
+	tl_ops_record_backup(s.home, name, hex, snap.time, b.bytes, b.files);
 	if (ctx->json) {
 		j = json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, "
 		    "s:I, s:I, s:I, s:I, s:I, s:f}",
@@ -1349,6 +1351,32 @@ struct rlink {
 	char *path;		/* its path in the tar */
 };
 
+/* A tree whose nodes queued file jobs still use. */
+struct tref {
+	struct cf_bk_tree *t;
+	size_t refs;		/* under rs.mu */
+};
+
+/* One file's content to write: the fd is open, the node in tref. */
+struct fjob {
+	int fd;
+	const struct cf_bk_node *n;
+	struct tref *tr;
+	char *path;
+};
+
+#define RS_WORKERS 2		/* file writers: both cores */
+#define RS_QUEUE 64		/* file jobs waiting (each holds an fd) */
+
+struct rs;
+
+struct rsw {
+	struct rs *r;
+	struct cf_bk_blob_reader *br;	/* its own key cache */
+	pthread_t tid;
+	uint64_t bytes, damaged, failed;	/* added to rs at the end */
+};
+
 struct rs {
 	struct cf_bk_repo *repo;
 	struct archive *ar;	/* --to-tar */
@@ -1358,6 +1386,20 @@ struct rs {
 	int is_root;
 	int progress;
 	int64_t last_progress;
+	/*
+	 * --target: regular files' contents are loaded, written and given
+	 * their metadata by RS_WORKERS threads, each with its own blob
+	 * reader; the walk (trees, names, links, directories) stays on the
+	 * main thread.  mu guards the queue, tree refs, bytes, damaged,
+	 * failed and fatal while workers run.
+	 */
+	pthread_mutex_t mu;
+	pthread_cond_t cv_job, cv_space;
+	struct fjob q[RS_QUEUE];
+	size_t qhead, qlen, busy;
+	int stop, fatal;
+	struct rsw w[RS_WORKERS];
+	size_t nworkers;	/* started */
 };
 
 static struct rlink *
@@ -1413,8 +1455,8 @@ rprogress(struct rs *r)
  * are counted; the rest is written.  Returns 0, 1 if damaged, or -errno.
  */
 static int
-write_content(struct rs *r, const struct cf_bk_node *n, int fd,
-    const char *path)
+write_content(struct rs *r, struct cf_bk_blob_reader *br,
+    const struct cf_bk_node *n, int fd, const char *path)
 {
 	static const unsigned char zeros[65536];
 	unsigned char *buf;
@@ -1439,7 +1481,9 @@ write_content(struct rs *r, const struct cf_bk_node *n, int fd,
 			off += n->items[i].hole;
 			continue;
 		}
-		rc = cf_bk_repo_blob_load(r->repo, CF_BK_BLOB_DATA,
+		rc = br != NULL ? cf_bk_blob_reader_load(br, CF_BK_BLOB_DATA,
+		    n->items[i].id, &buf, &len) :
+		    cf_bk_repo_blob_load(r->repo, CF_BK_BLOB_DATA,
 		    n->items[i].id, &buf, &len);
 		if (rc < 0) {
 			if (!damaged)
@@ -1490,7 +1534,6 @@ write_content(struct rs *r, const struct cf_bk_node *n, int fd,
 	}
 	if (r->ar == NULL && ftruncate(fd, (off_t)n->size) < 0)
 		return -errno;
-	r->bytes += n->size;
 	return damaged;
 }
 
@@ -1542,6 +1585,163 @@ set_meta_fd(struct rs *r, int fd, const struct cf_bk_node *n,
 	if (futimens(fd, ts) < 0)
 		fprintf(stderr, "coffer: %s: times: %s\n", path,
 		    strerror(errno));
+}
+
+/* ---- restore workers -------------------------------------------------- */
+
+static int
+rs_fatal(struct rs *r)
+{
+	int f;
+
+	if (r->nworkers == 0)
+		return 0;
+	pthread_mutex_lock(&r->mu);
+	f = r->fatal;
+	pthread_mutex_unlock(&r->mu);
+	return f;
+}
+
+/* Drops a reference to a tree; the last one frees it. */
+static void
+tref_put(struct rs *r, struct tref *tr)
+{
+	size_t left;
+
+	if (r->nworkers > 0)
+		pthread_mutex_lock(&r->mu);
+	left = --tr->refs;
+	if (r->nworkers > 0)
+		pthread_mutex_unlock(&r->mu);
+	if (left == 0) {
+		cf_bk_tree_free(tr->t);
+		free(tr);
+	}
+}
+
+/* Queues a file's content for the workers; takes fd on success. */
+static int
+fjob_push(struct rs *r, int fd, const struct cf_bk_node *n, struct tref *tr,
+    const char *path)
+{
+	struct fjob j;
+
+	j.fd = fd;
+	j.n = n;
+	j.tr = tr;
+	j.path = strdup(path);
+	if (j.path == NULL)
+		return -ENOMEM;
+	pthread_mutex_lock(&r->mu);
+	while (r->qlen == RS_QUEUE)
+		pthread_cond_wait(&r->cv_space, &r->mu);
+	tr->refs++;
+	r->q[(r->qhead + r->qlen) % RS_QUEUE] = j;
+	r->qlen++;
+	pthread_cond_signal(&r->cv_job);
+	pthread_mutex_unlock(&r->mu);
+	return 0;
+}
+
+/*
+ * A worker: loads a file's blobs with its own reader, writes them with
+ * pwrite, sets the size, then the file's metadata, and closes it.  A
+ * file write that fails with EIO, ENOSPC or EDQUOT stops the restore
+ * (as on the main thread); other failures are counted.
+ */
+static void *
+rs_worker(void *arg)
+{
+	struct rsw *w = arg;
+	struct rs *r = w->r;
+	struct fjob j;
+	int rc;
+
+	pthread_mutex_lock(&r->mu);
+	for (;;) {
+		while (r->qlen == 0 && !r->stop)
+			pthread_cond_wait(&r->cv_job, &r->mu);
+		if (r->qlen == 0)
+			break;		/* stop, and drained */
+		j = r->q[r->qhead];
+		r->qhead = (r->qhead + 1) % RS_QUEUE;
+		r->qlen--;
+		r->busy++;
+		pthread_cond_signal(&r->cv_space);
+		pthread_mutex_unlock(&r->mu);
+		rc = write_content(r, w->br, j.n, j.fd, j.path);
+		if (rc >= 0) {
+			w->bytes += j.n->size;
+			if (rc > 0)
+				w->damaged++;
+			set_meta_fd(r, j.fd, j.n, j.path);
+		} else {
+			fprintf(stderr, "\ncoffer: %s: %s\n", j.path,
+			    strerror(-rc));
+			w->failed++;
+		}
+		close(j.fd);
+		free(j.path);
+		pthread_mutex_lock(&r->mu);
+		if (rc == -EIO || rc == -ENOSPC || rc == -EDQUOT)
+			r->fatal = 1;
+		r->busy--;
+		pthread_mutex_unlock(&r->mu);
+		tref_put(r, j.tr);
+		pthread_mutex_lock(&r->mu);
+	}
+	pthread_mutex_unlock(&r->mu);
+	return NULL;
+}
+
+/* Starts the workers; with none, restore writes on the main thread. */
+static void
+rs_start(struct rs *r)
+{
+	size_t i;
+
+	pthread_mutex_init(&r->mu, NULL);
+	pthread_cond_init(&r->cv_job, NULL);
+	pthread_cond_init(&r->cv_space, NULL);
+	for (i = 0; i < RS_WORKERS; i++) {
+		r->w[i].r = r;
+		if (cf_bk_blob_reader_new(&r->w[i].br, r->repo) < 0)
+			break;
+		if (pthread_create(&r->w[i].tid, NULL, rs_worker,
+		    &r->w[i]) != 0) {
+			cf_bk_blob_reader_free(r->w[i].br);
+			r->w[i].br = NULL;
+			break;
+		}
+		r->nworkers++;
+	}
+}
+
+/* Lets the workers finish every queued file, joins them, adds counts. */
+static void
+rs_finish(struct rs *r)
+{
+	size_t i, n = r->nworkers;
+
+	if (n == 0)
+		return;
+	pthread_mutex_lock(&r->mu);
+	r->stop = 1;
+	pthread_cond_broadcast(&r->cv_job);
+	pthread_mutex_unlock(&r->mu);
+	for (i = 0; i < n; i++) {
+		pthread_join(r->w[i].tid, NULL);
+		cf_bk_blob_reader_free(r->w[i].br);
+		r->bytes += r->w[i].bytes;
+		r->damaged += r->w[i].damaged;
+		r->failed += r->w[i].failed;
+	}
+	r->nworkers = 0;
+	if (r->fatal && r->failed == 0)
+		r->failed++;
+	pthread_cond_destroy(&r->cv_job);
+	pthread_cond_destroy(&r->cv_space);
+	pthread_mutex_destroy(&r->mu);
 }
 
 static int restore_tree(struct rs *r, int dirfd,
@@ -1603,7 +1803,7 @@ restore_special(struct rs *r, int dirfd, const struct cf_bk_node *n,
 
 static int
 restore_node(struct rs *r, int dirfd, const struct cf_bk_node *n,
-    char *path, size_t plen, char **filter, int depth)
+    struct tref *tr, char *path, size_t plen, char **filter, int depth)
 {
 	struct rlink *l;
 	char proc[64];
@@ -1664,15 +1864,24 @@ restore_node(struct rs *r, int dirfd, const struct cf_bk_node *n,
 	    O_CLOEXEC, 0600);
 	if (fd < 0)
 		return errno == EEXIST ? refuse(r, path) : -errno;
-	rc = write_content(r, n, fd, path);
-	if (rc < 0) {
+	if (r->nworkers > 0) {
+		rc = fjob_push(r, fd, n, tr, path);
+		if (rc < 0) {
+			close(fd);
+			return rc;
+		}
+	} else {
+		rc = write_content(r, NULL, n, fd, path);
+		if (rc < 0) {
+			close(fd);
+			return rc;
+		}
+		r->bytes += n->size;
+		if (rc > 0)
+			r->damaged++;
+		set_meta_fd(r, fd, n, path);
 		close(fd);
-		return rc;
 	}
-	if (rc > 0)
-		r->damaged++;
-	set_meta_fd(r, fd, n, path);
-	close(fd);
 	r->files++;
 	rprogress(r);
 	if (n->link_group != 0 && rlink_find(r, n->link_group) == NULL) {
@@ -1743,7 +1952,9 @@ tar_node(struct rs *r, const struct cf_bk_node *n, char *path, size_t plen,
 	if (l == NULL && n->link_group != 0)
 		rlink_add(r, n->link_group, -1, path + 1);
 	if (l == NULL && n->type == CF_BK_NODE_FILE) {
-		rc = write_content(r, n, -1, path);
+		rc = write_content(r, NULL, n, -1, path);
+		if (rc >= 0)
+			r->bytes += n->size;
 		if (rc > 0) {
 			r->damaged++;
 			rc = 0;
@@ -1763,6 +1974,7 @@ restore_tree(struct rs *r, int dirfd, const unsigned char id[CF_BK_ID_BYTES],
     char *path, size_t plen, char **filter, int depth)
 {
 	struct cf_bk_tree *t = NULL;
+	struct tref *tr;
 	size_t i, nlen;
 	int rc, matched = 0;
 
@@ -1774,6 +1986,13 @@ restore_tree(struct rs *r, int dirfd, const unsigned char id[CF_BK_ID_BYTES],
 		r->damaged++;
 		return 0;
 	}
+	tr = malloc(sizeof(*tr));
+	if (tr == NULL) {
+		cf_bk_tree_free(t);
+		return -ENOMEM;
+	}
+	tr->t = t;
+	tr->refs = 1;
 	for (i = 0; i < t->count; i++) {
 		const struct cf_bk_node *n = &t->nodes[i];
 
@@ -1795,9 +2014,11 @@ restore_tree(struct rs *r, int dirfd, const unsigned char id[CF_BK_ID_BYTES],
 			    filter != NULL && filter[1] != NULL ? filter + 1 :
 			    NULL, depth);
 		else
-			rc = restore_node(r, dirfd, n, path, plen + 1 + nlen,
+			rc = restore_node(r, dirfd, n, tr, path, plen + 1 + nlen,
 			    filter != NULL && filter[1] != NULL ? filter + 1 :
 			    NULL, depth);
+		if (rc == 0 && rs_fatal(r))
+			rc = -EIO;	/* a worker's write failed: stop */
 		if (rc < 0) {
 			fprintf(stderr, "\ncoffer: %s: %s\n", path,
 			    strerror(-rc));
@@ -1817,7 +2038,7 @@ restore_tree(struct rs *r, int dirfd, const unsigned char id[CF_BK_ID_BYTES],
 	}
 	rc = 0;
 out:
-	cf_bk_tree_free(t);
+	tref_put(r, tr);
 	return rc;
 }
 
@@ -1986,8 +2207,11 @@ cmd_restore(struct tl_ctx *ctx, int argc, char **argv)
 			goto out;
 		}
 	}
+	if (r.ar == NULL)
+		rs_start(&r);
 	rc = restore_tree(&r, dirfd, snap->tree, pathbuf, 0,
 	    pcopy != NULL && nf > 0 ? filter : NULL, 0);
+	rs_finish(&r);
 	if (r.progress)
 		fputc('\n', stderr);
 	if (r.ar != NULL) {
