@@ -149,15 +149,17 @@ snaps_free(struct snap *v, size_t n)
 static char *
 group_of(const struct cf_bk_snapshot *s)
 {
-	size_t i, len = 1;
+	size_t i, len = 1, off = 0, l;
 	char *g;
 
 	for (i = 0; i < s->npaths; i++)
 		len += strlen(s->paths[i]) + 1;
 	g = calloc(1, len);
 	for (i = 0; g != NULL && i < s->npaths; i++) {
-		strcat(g, s->paths[i]);	/* checksrc:allow sized above */
-		strcat(g, "\n");	/* checksrc:allow sized above */
+		l = strlen(s->paths[i]);
+		memcpy(g + off, s->paths[i], l);
+		g[off + l] = '\n';
+		off += l + 1;
 	}
 	return g;
 }

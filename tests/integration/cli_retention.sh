@@ -58,6 +58,21 @@ expect 0 "apply again: idempotent" retention apply acme
 check "still two" test "$(nsnaps acme)" = 2
 check "apply audited" grep -q '"event":"retention.apply"' \
     "$COFFER_HOME/audit/audit.log"
+# A backup in progress (its shared lock held while it waits on stdin)
+# keeps apply out; once it is done apply runs.
+mkfifo "$T/fifo"
+"$COFFER" backup acme --stdin --name slow.txt <"$T/fifo" >/dev/null 2>&1 &
+bpid=$!
+exec 7>"$T/fifo"
+sleep 1
+expect 1 "apply refused while a backup runs" retention apply acme
+check "says locked" err_has "locked"
+echo "slow" >&7
+exec 7>&-
+wait "$bpid"
+check "backup finished" test $? = 0
+expect 0 "apply after the backup" retention apply acme
+check "per-path groups: 2 of f.txt + 1 of slow.txt" test "$(nsnaps acme)" = 3
 expect 0 "plan for all tenants" retention plan
 expect 2 "bad --now" retention plan acme --now yesterday
 
@@ -157,8 +172,21 @@ run snapshots acme --repo "file://$T/repo-copy"
 check "copy unreadable with the new acme's key (exit $RC)" test "$RC" = 3 -o "$RC" = 4
 check "copy still holds ciphertext" test -n "$(ls "$T/repo-copy/snapshots")"
 
-# Manual purge of gold, not mounted; then nothing left of it.
-expect 0 "purge gold" lifecycle purge gold --yes
+# Manual purge of gold: refused while mounted, --force detaches it.
+if [ -c /dev/fuse ] && [ "$(id -u)" = 0 ] && command -v fusermount3 >/dev/null
+then
+	mkdir -p "$T/gmp"
+	expect 0 "mount gold" mount gold "$T/gmp"
+	echo data > "$T/gmp/file" 2>/dev/null
+	expect 1 "purge refused while mounted" lifecycle purge gold --yes
+	check "says mounted" err_has "is mounted"
+	expect 0 "purge --force unmounts" lifecycle purge gold --yes --force
+	check "no longer mounted" sh -c "! grep -q ' coffer:gold ' /proc/self/mountinfo"
+	fusermount3 -u -z "$T/gmp" 2>/dev/null
+else
+	echo "# no /dev/fuse or not root: mounted purge not tested"
+	expect 0 "purge gold" lifecycle purge gold --yes
+fi
 check "gold gone" test ! -e "$COFFER_HOME/tenants/gold" -a \
     ! -e "$COFFER_HOME/repos/gold"
 expect 0 "audit verify after purges" audit verify
