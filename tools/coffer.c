@@ -23,8 +23,10 @@ static const struct tl_cmd *const commands[] = {
 	&tl_cmd_backup,
 	&tl_cmd_snapshots,
 	&tl_cmd_restore,
+	&tl_cmd_drill,
 #endif
 	&tl_cmd_verify,
+	&tl_cmd_status,
 	&tl_cmd_retention,
 	&tl_cmd_lifecycle,
 };

@@ -82,4 +82,19 @@ void tl_tenant_touch(struct cf_ks_tenant *t);
 int tl_lifecycle_purge(struct tl_ctx *ctx, const char *name,
     const char *reason, int force);
 
+/* operations: drill (cmd_drill.c) and status (cmd_status.c) */
+int cmd_drill(struct tl_ctx *ctx, int argc, char **argv);
+int cmd_status(struct tl_ctx *ctx, int argc, char **argv);
+extern const struct tl_cmd tl_cmd_drill;
+extern const struct tl_cmd tl_cmd_status;
+/* [operations] rto_hours in seconds (default 8 h); -1 if malformed. */
+double tl_ops_rto_s(struct cf_ks_home *home);
+/*
+ * Caches a finished backup in the tenant (last_backup, _snapshot, _bytes,
+ * _files) for coffer status; reopens the tenant, so a long backup's stale
+ * handle does not undo fields written meanwhile.  Failures are printed.
+ */
+void tl_ops_record_backup(struct cf_ks_home *home, const char *name,
+    const char *snapshot, int64_t time_ns, uint64_t bytes, uint64_t files);
+
 #endif /* TL_INT_H */

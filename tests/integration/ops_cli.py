@@ -1,0 +1,262 @@
+#!/usr/bin/python3
+"""ops_cli.py - coffer drill and coffer status (docs/operations.md) on a
+tenant written through a real `coffer mount`: a drill that passes and
+projects the restore time, one over a tiny RTO (exit 1), one after a pack
+was corrupted (exit 3); status OK, then WARN two days later (COFFER_NOW,
+test_clock builds only), FAIL after the damaged drill; the Prometheus
+textfile metrics.  TAP output.  Needs root and /dev/fuse."""
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+COFFER = os.environ["COFFER"]
+TEST_CLOCK = os.environ.get("CF_TEST_CLOCK") == "true"
+n = 0
+failed = 0
+
+
+def ok(cond, desc, detail=""):
+    global n, failed
+    n += 1
+    if cond:
+        print(f"ok {n} - {desc}")
+    else:
+        failed += 1
+        print(f"not ok {n} - {desc}")
+        for line in str(detail).splitlines()[:30]:
+            print(f"# {line}")
+    sys.stdout.flush()
+
+
+def skip(desc, why):
+    global n
+    n += 1
+    print(f"ok {n} - {desc} # SKIP {why}")
+
+
+if not os.path.exists("/dev/fuse") or os.geteuid() != 0:
+    print("1..0 # SKIP needs root and /dev/fuse")
+    sys.exit(0 if os.environ.get("CI") != "true" else 1)
+
+T = tempfile.mkdtemp(prefix="cf_ops.")
+HOME = os.path.join(T, "home")
+os.makedirs(HOME)
+CONF = os.path.join(HOME, "coffer.conf")
+BASE_CONF = "[kms.local]\ntype = file\nargon2_ops = 1\nargon2_mem_kib = 8\n"
+with open(CONF, "w") as f:
+    f.write(BASE_CONF)
+PASS = os.path.join(T, "pass")
+with open(PASS, "w") as f:
+    f.write("ops test passphrase\n")
+os.chmod(PASS, 0o600)
+ENV = dict(os.environ, COFFER_HOME=HOME, COFFER_PASSPHRASE_FILE=PASS)
+ENV.pop("COFFER_NOW", None)
+MP = os.path.join(T, "mnt")
+os.makedirs(MP)
+procs = []
+
+
+def coffer(*args, env=None):
+    return subprocess.run([COFFER, *args], capture_output=True, text=True,
+                          env=env or ENV, timeout=300)
+
+
+def mount(tenant):
+    p = subprocess.Popen([COFFER, "mount", tenant, MP, "-f"], env=ENV,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    procs.append(p)
+    end = time.time() + 15
+    while time.time() < end:
+        if os.path.ismount(MP):
+            return p
+        if p.poll() is not None:
+            break
+        time.sleep(0.05)
+    raise RuntimeError("mount failed: " + p.stderr.read().decode())
+
+
+def umount(p):
+    if coffer("umount", MP).returncode != 0:
+        subprocess.run(["fusermount3", "-u", "-z", MP])
+    p.wait(timeout=15)
+
+
+def cleanup():
+    if os.path.ismount(MP):
+        subprocess.run(["fusermount3", "-u", "-z", MP])
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+    shutil.rmtree(T, ignore_errors=True)
+
+
+def status_json(*args, env=None):
+    r = coffer("--json", "status", *args, env=env)
+    try:
+        rows = {x["tenant"]: x for x in json.loads(r.stdout)}
+    except (ValueError, KeyError, TypeError):
+        rows = {}
+    return r, rows
+
+
+try:
+    r = coffer("tenant", "create", "acme")
+    assert r.returncode == 0, r.stderr
+
+    p = mount("acme")
+    os.makedirs(os.path.join(MP, "docs/deep"))
+    with open(os.path.join(MP, "docs/big.bin"), "wb") as f:
+        f.write(os.urandom(5 << 20))
+    with open(os.path.join(MP, "small.txt"), "wb") as f:
+        f.write(b"hello coffer\n")
+    open(os.path.join(MP, "empty"), "wb").close()
+    with open(os.path.join(MP, "docs/deep/text"), "wb") as f:
+        f.write(b"compressible " * 50000)
+    with open(os.path.join(MP, "sparse"), "wb") as f:
+        f.write(b"head")
+        f.seek(3 << 20)
+        f.write(b"tail")
+    os.symlink("docs/big.bin", os.path.join(MP, "link"))
+
+    r, rows = status_json("acme")
+    ok(r.returncode == 1 and rows.get("acme", {}).get("mounted") is True,
+       "status before any backup: mounted, not OK (exit 1)",
+       r.stdout + r.stderr)
+    ok("no backup recorded" in rows.get("acme", {}).get("why", ""),
+       "status says no backup is recorded", r.stdout)
+    umount(p)
+
+    r = coffer("--json", "backup", "acme")
+    ok(r.returncode == 0, "backup", r.stderr)
+    snap = json.loads(r.stdout).get("snapshot", "") if r.returncode == 0 \
+        else ""
+    r = coffer("verify", "acme")
+    ok(r.returncode == 0, "verify", r.stdout + r.stderr)
+
+    # ---- a drill that passes ----
+    scratch = os.path.join(T, "scratch")
+    r = coffer("--json", "drill", "acme", "--scratch", scratch)
+    ok(r.returncode == 0, "drill passes (exit 0)", r.stdout + r.stderr)
+    d = json.loads(r.stdout) if r.returncode == 0 else {}
+    ok(d.get("result") == "ok" and d.get("snapshot") == snap,
+       "drill restored the latest snapshot, result ok", r.stdout)
+    ok(d.get("mismatched") == 0 and d.get("damaged") == 0 and
+       d.get("blobs_checked", 0) >= 3,
+       "every restored chunk re-hashed and matched", r.stdout)
+    ok(d.get("bytes", 0) >= (5 << 20) and d.get("files") == 6 and
+       d.get("dirs") == 2, "drill counted bytes, files and dirs", r.stdout)
+    ok(d.get("bytes_per_s", 0) > 0 and d.get("files_per_s", 0) > 0 and
+       0 < d.get("projected_rto_s", 0) <= d.get("rto_s", 0) and
+       d.get("rto_s") == 8 * 3600,
+       "drill reports throughput and a projection within the 8 h RTO",
+       r.stdout)
+    ok(os.path.isdir(scratch) and os.listdir(scratch) == [],
+       "the scratch restore is removed afterwards",
+       str(os.listdir(scratch)) if os.path.isdir(scratch) else "")
+    r = coffer("drill", "acme", "--scratch", scratch, "--keep")
+    kept = glob.glob(os.path.join(scratch, "drill-acme-*/restore"))
+    ok(r.returncode == 0 and "within the RTO" in r.stdout and len(kept) == 1
+       and os.path.isfile(os.path.join(kept[0], "docs/big.bin")),
+       "--keep keeps the restored tree; human output names the RTO",
+       r.stdout + r.stderr)
+    r = coffer("audit", "show", "--tenant", "acme")
+    ok("backup.drill" in r.stdout, "the drill is audited",
+       r.stdout[-2000:] + r.stderr)
+
+    # ---- status OK, metrics ----
+    metrics = os.path.join(T, "metrics", "coffer.prom")
+    os.makedirs(os.path.dirname(metrics))
+    r, rows = status_json("--metrics", metrics)
+    a = rows.get("acme", {})
+    ok(r.returncode == 0 and a.get("health") == "OK",
+       "status: OK after backup, verify and drill (exit 0)",
+       r.stdout + r.stderr)
+    ok(a.get("last_backup_snapshot") == snap and
+       a.get("last_backup_bytes", 0) >= (5 << 20) and
+       0 <= a.get("last_backup_age_s", -1) < 600 and
+       a.get("last_verify_result") == "ok" and
+       a.get("last_drill_result") == "ok" and
+       a.get("projected_rto_s") is not None and a.get("mounted") is False,
+       "status shows backup, verify, drill and projected RTO", r.stdout)
+    prom = open(metrics).read() if os.path.exists(metrics) else ""
+    ok('coffer_tenant_ok{tenant="acme"} 1' in prom and
+       'coffer_last_verify_success{tenant="acme"} 1' in prom and
+       'coffer_last_backup_bytes{tenant="acme"} ' in prom and
+       'coffer_projected_rto_seconds{tenant="acme"} ' in prom and
+       "# TYPE coffer_last_backup_timestamp_seconds gauge" in prom,
+       "metrics file has the tenant's gauges", prom)
+    ts = [ln.split()[-1] for ln in prom.splitlines()
+          if ln.startswith("coffer_last_backup_timestamp_seconds{")]
+    ok(len(ts) == 1 and abs(int(ts[0]) - time.time()) < 600,
+       "metrics: last backup timestamp is unix time", prom)
+    ok(glob.glob(metrics + ".tmp*") == [],
+       "metrics written atomically (no temporary left)")
+    r = coffer("status")
+    ok(r.returncode == 0 and "acme" in r.stdout and "OK" in r.stdout,
+       "human status table", r.stdout + r.stderr)
+
+    # ---- two days later: backup and verify are stale ----
+    if TEST_CLOCK:
+        later = time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                              time.gmtime(time.time() + 2 * 86400))
+        r, rows = status_json(env=dict(ENV, COFFER_NOW=later))
+        a = rows.get("acme", {})
+        ok(r.returncode == 1 and a.get("health") == "WARN" and
+           "last backup older than 26 h" in a.get("why", ""),
+           "status two days later: WARN, backup too old (exit 1)",
+           r.stdout + r.stderr)
+    else:
+        skip("status two days later", "COFFER_NOW needs -Dtest_clock=true")
+
+    # ---- an RTO the projection cannot meet ----
+    with open(CONF, "w") as f:
+        f.write(BASE_CONF + "[operations]\nrto_hours = 0.0000001\n")
+    r = coffer("--json", "drill", "acme", "--scratch", scratch)
+    d = json.loads(r.stdout) if r.stdout.startswith("{") else {}
+    ok(r.returncode == 1 and d.get("result") == "over-rto",
+       "drill over the RTO: exit 1, result over-rto", r.stdout + r.stderr)
+    r, rows = status_json("acme")
+    ok(r.returncode == 1 and rows.get("acme", {}).get("health") == "WARN",
+       "status WARN after a drill over the RTO", r.stdout)
+    with open(CONF, "w") as f:
+        f.write(BASE_CONF)
+
+    # ---- a corrupted pack ----
+    packs = sorted(glob.glob(os.path.join(HOME, "repos/acme/data/*/*")),
+                   key=os.path.getsize)
+    ok(len(packs) >= 1, "the repository has packs", str(packs))
+    big = packs[-1]
+    size = os.path.getsize(big)
+    with open(big, "r+b") as f:
+        f.seek(size // 2)
+        b = f.read(1)
+        f.seek(size // 2)
+        f.write(bytes([b[0] ^ 0x40]))
+    r = coffer("--json", "drill", "acme", "--scratch", scratch)
+    d = json.loads(r.stdout) if r.stdout.startswith("{") else {}
+    ok(r.returncode == 3 and d.get("result") == "damaged",
+       "drill after a pack was corrupted: exit 3, damaged",
+       r.stdout + r.stderr)
+    ok(d.get("mismatched", 0) + d.get("damaged", 0) >= 1,
+       "the damaged file is counted", r.stdout)
+    r, rows = status_json("acme")
+    a = rows.get("acme", {})
+    ok(r.returncode == 1 and a.get("health") == "FAIL" and
+       a.get("last_drill_result") == "damaged",
+       "status FAIL after the damaged drill", r.stdout)
+
+    r = coffer("drill", "nosuch")
+    ok(r.returncode == 1, "drill of an unknown tenant fails (exit 1)",
+       r.stderr)
+    r = coffer("drill")
+    ok(r.returncode == 2, "drill without NAME is a usage error")
+finally:
+    cleanup()
+
+print(f"1..{n}")
+sys.exit(1 if failed else 0)
