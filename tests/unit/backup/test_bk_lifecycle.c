@@ -30,6 +30,12 @@ static const struct boundary table[] = {
 	{ "evaluation", 76, "locked", "purge-due" },
 };
 
+static const char *
+nz(const char *s)
+{
+	return s != NULL ? s : "(null)";
+}
+
 static int
 refused(const char *s)
 {
@@ -57,12 +63,17 @@ lifecycle_boundaries(void)
 
 			CHECK_RC(cf_bk_lifecycle_eval(&c, b->state, since, 0,
 			    probes[k], &e), 0);
-			if (strcmp(e.effective, want) != 0)
-				cf_test_fail(__FILE__, __LINE__, "%s +%lldd "
-				    "%+lld s: %s, want %s", b->state,
+			CHECK(e.effective != NULL && want != NULL);
+			if (strcmp(e.effective, want) != 0) {
+				char msg[160];
+
+				snprintf(msg, sizeof(msg), "%s +%lldd %+lld s: "
+				    "%.20s, want %.20s", b->state,
 				    (long long)b->days,
-				    (long long)(probes[k] - at), e.effective,
-				    want);
+				    (long long)(probes[k] - at),
+				    nz(e.effective), nz(want));
+				cf_test_fail(__FILE__, __LINE__, "%s", msg);
+			}
 			CHECK(e.mount_refused == refused(want));
 			CHECK(e.purge_due == (strcmp(want, "purge-due") == 0));
 		}
