@@ -189,6 +189,30 @@ else
 fi
 check "gold gone" test ! -e "$COFFER_HOME/tenants/gold" -a \
     ! -e "$COFFER_HOME/repos/gold"
+# A purge that stops half way (a store file that cannot be removed: a
+# bind mount over it) has destroyed the keys and the repository; a rerun
+# finishes and its receipt still names the destroyed keys.
+if [ "$(id -u)" = 0 ]; then
+	expect 0 "create crash" tenant create crash
+	snap crash "c1"
+	mkdir -p "$COFFER_HOME/tenants/crash/store/data"
+	touch "$COFFER_HOME/tenants/crash/store/data/pinned" "$T/src"
+	mount --bind "$T/src" "$COFFER_HOME/tenants/crash/store/data/pinned"
+	expect 1 "purge stops half way" lifecycle purge crash --yes
+	check "says incomplete" err_has "incomplete"
+	check "keys already shredded" grep -q '"shredded": *true' \
+	    "$COFFER_HOME/tenants/crash/tenant.json"
+	check "repository already gone" test ! -e "$COFFER_HOME/repos/crash"
+	check "no receipt yet" sh -c "! ls $COFFER_HOME/receipts/crash-* 2>/dev/null"
+	umount "$COFFER_HOME/tenants/crash/store/data/pinned"
+	expect 0 "rerun finishes" lifecycle purge crash --yes
+	check "crash gone" test ! -e "$COFFER_HOME/tenants/crash"
+	check "rerun receipt names the keys" python3 -c "
+import json,glob; j=json.load(open(glob.glob('$COFFER_HOME/receipts/crash-*.json')[0]))
+assert len(j['keys_destroyed'])==1 and j['keys_destroyed'][0]['key_version']==1, j"
+else
+	echo "# not root: half-way purge not tested"
+fi
 expect 0 "audit verify after purges" audit verify
 
 done_testing
