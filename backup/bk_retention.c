@@ -14,6 +14,7 @@
  * does not delete anything (cf_bk_repo_snapshot_delete, cf_bk_prune).
  */
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -85,6 +86,7 @@ cf_bk_retention_plan(const struct cf_bk_retention_policy *p,
 	int64_t last[6];
 	int seen[6] = { 0 };
 	struct order *o;
+	uint64_t within_ns = 0;
 	size_t k;
 	int r;
 
@@ -104,6 +106,8 @@ cf_bk_retention_plan(const struct cf_bk_retention_policy *p,
 		o[k].i = k;
 	}
 	qsort(o, n, sizeof(*o), order_cmp);
+	within_ns = p->within >= INT64_MAX / 1000000000 ? UINT64_MAX :
+	    (uint64_t)p->within * 1000000000U;
 	count[0] = p->last;
 	count[1] = p->hourly;
 	count[2] = p->daily;
@@ -131,7 +135,9 @@ cf_bk_retention_plan(const struct cf_bk_retention_policy *p,
 					count[r]--;
 			}
 		}
-		if (p->within > 0 && o[k].t > o[0].t - p->within * 1000000000)
+		/* Age below the newest as unsigned: no overflow at extremes. */
+		if (p->within > 0 && (uint64_t)o[0].t - (uint64_t)o[k].t <
+		    within_ns)
 			why |= CF_BK_KEEP_WITHIN;
 		keep[o[k].i] = why;
 	}
@@ -207,6 +213,8 @@ cf_bk_duration_parse(const char *s, int64_t *out)
 		}
 		p++;
 		total += v;
+		if (total > (int64_t)1000 * 365 * 86400)
+			return -EINVAL;	/* over 1000 years: a typo */
 	}
 	*out = total;
 	return 0;
