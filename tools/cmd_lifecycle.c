@@ -473,6 +473,36 @@ rm_tree(const char *dir, struct purge_counts *pc)
 	return lstat(dir, &st) == 0 ? -ENOTEMPTY : 0;
 }
 
+/*
+ * A store path comes from tenant.json and may be wrong: delete only a
+ * directory that is missing, empty, or carries fs's cf.store marker.
+ */
+static int
+store_check(const char *dir)
+{
+	char marker[PATH_MAX + 16];
+	struct dirent *de;
+	struct stat st;
+	DIR *d;
+	int entries = 0;
+
+	if (lstat(dir, &st) < 0)
+		return errno == ENOENT ? 0 : -errno;
+	if (!S_ISDIR(st.st_mode))
+		return -ENOTDIR;
+	snprintf(marker, sizeof(marker), "%s/cf.store", dir);
+	if (lstat(marker, &st) == 0 && S_ISREG(st.st_mode))
+		return 0;
+	d = opendir(dir);
+	if (d == NULL)
+		return -errno;
+	while ((de = readdir(d)) != NULL)
+		if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
+			entries++;
+	closedir(d);
+	return entries == 0 ? 0 : -ENOTEMPTY;
+}
+
 /* Removes the empty directories a local repository leaves (never files). */
 static void
 rm_empty_dirs(const char *dir)
@@ -663,6 +693,21 @@ tl_lifecycle_purge(struct tl_ctx *ctx, const char *name, const char *reason,
 	}
 	if (strncmp(url, "file://", 7) == 0)
 		rm_empty_dirs(url + 7);
+	/* Once started, the marker may already be gone: trust the record. */
+	ks = cf_ks_tenant_get(t, "purge_store");
+	rc = ks != NULL && strcmp(ks, store) == 0 ? 0 : store_check(store);
+	if (rc < 0) {
+		fprintf(stderr, "coffer: %s is not empty and has no cf.store "
+		    "marker: not a coffer store, not deleting it (check the "
+		    "tenant's \"store\" setting, then rerun the purge)\n",
+		    store);
+		goto out;
+	}
+	rc = cf_ks_tenant_set(t, "purge_store", store);
+	if (rc < 0) {
+		ret = tl_fail(rc, name);
+		goto out;
+	}
 	rc = rm_tree(store, &pc);
 	store_gone = rc == 0 && lstat(store, &st) < 0;
 	if (rc < 0 || left != 0) {

@@ -197,10 +197,23 @@ if [ "$(id -u)" = 0 ]; then
 	snap crash "c1"
 	mkdir -p "$COFFER_HOME/tenants/crash/store/data"
 	touch "$COFFER_HOME/tenants/crash/store/data/pinned" "$T/src"
+	# A store path that is not a coffer store is never deleted.
+	mkdir -p "$T/notastore" && touch "$T/notastore/precious"
+	python3 - "$COFFER_HOME/tenants/crash/tenant.json" "$T/notastore" <<'PY'
+import json,sys; p=sys.argv[1]; j=json.load(open(p)); j['store']=sys.argv[2]
+json.dump(j,open(p,'w'))
+PY
+	expect 1 "purge refuses a store without cf.store" lifecycle purge crash --yes
+	check "precious file kept" test -f "$T/notastore/precious"
+	python3 - "$COFFER_HOME/tenants/crash/tenant.json" <<'PY'
+import json,sys; p=sys.argv[1]; j=json.load(open(p)); del j['store']
+json.dump(j,open(p,'w'))
+PY
+	touch "$COFFER_HOME/tenants/crash/store/cf.store"
 	mount --bind "$T/src" "$COFFER_HOME/tenants/crash/store/data/pinned"
 	expect 1 "purge stops half way" lifecycle purge crash --yes
 	check "says incomplete" err_has "incomplete"
-	check "keys already shredded" grep -q '"shredded": *true' \
+	check "keys already shredded (first attempt)" grep -q '"shredded": *true' \
 	    "$COFFER_HOME/tenants/crash/tenant.json"
 	check "repository already gone" test ! -e "$COFFER_HOME/repos/crash"
 	check "no receipt yet" sh -c "! ls $COFFER_HOME/receipts/crash-* 2>/dev/null"
