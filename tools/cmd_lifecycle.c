@@ -614,6 +614,56 @@ write_receipt(const char *path, const char *text, size_t len)
 	return rc;
 }
 
+/*
+ * 0 if url holds no repository or this tenant's; recorded in tenant.json
+ * ("purge_repo").  After the keys are gone only that record, or the
+ * default location, or --force vouch for it.
+ */
+static int
+repo_owned(struct cf_ks_home *home, struct cf_ks_tenant *t, const char *url,
+    int force)
+{
+	const char *rec = cf_ks_tenant_get(t, "purge_repo");
+	struct cf_secbuf *root = NULL;
+	struct cf_bk_repo *r = NULL;
+	char dflt[PATH_MAX + 16];
+	int rc;
+
+	if (rec != NULL && strcmp(rec, url) == 0)
+		return 0;
+	snprintf(dflt, sizeof(dflt), "file://%s/repos/%s",
+	    cf_ks_home_path(home), cf_ks_tenant_name(t));
+	if (cf_ks_tenant_shredded(t)) {
+		if (strcmp(url, dflt) == 0 || force)
+			return 0;
+		fprintf(stderr, "coffer: the keys of %s are already destroyed, "
+		    "so coffer cannot check that %s is its repository; purge "
+		    "with --force to delete it anyway\n",
+		    cf_ks_tenant_name(t), url);
+		return -EPERM;
+	}
+	rc = cf_ks_tenant_unlock(t, 0, &root);
+	if (rc < 0) {
+		fprintf(stderr, "coffer: %s: cannot unlock the tenant's key to "
+		    "check its repository before destroying the key: %s\n",
+		    cf_ks_tenant_name(t), cf_ks_last_error());
+		return rc;
+	}
+	rc = cf_bk_repo_open_url(&r, url, root, cf_ks_tenant_key_version(t),
+	    cf_ks_tenant_cipher(t), cf_ks_tenant_id(t), 0);
+	cf_secbuf_free(root);
+	cf_bk_repo_free(r);
+	if (rc == -ENOENT)
+		rc = 0;	/* no repository (or not yet): nothing to delete */
+	if (rc < 0) {
+		fprintf(stderr, "coffer: %s does not open with %s's key (%s): "
+		    "not its repository, not deleting it\n", url,
+		    cf_ks_tenant_name(t), strerror(-rc));
+		return rc;
+	}
+	return cf_ks_tenant_set(t, "purge_repo", url);
+}
+
 int
 tl_lifecycle_purge(struct tl_ctx *ctx, const char *name, const char *reason,
     int force)
@@ -660,6 +710,14 @@ tl_lifecycle_purge(struct tl_ctx *ctx, const char *name, const char *reason,
 		    cf_ks_home_path(home), cf_ks_tenant_dir(t));
 	snprintf(tdir, sizeof(tdir), "%s/%s", cf_ks_home_path(home),
 	    cf_ks_tenant_dir(t));
+	/*
+	 * The repository URL comes from tenant.json too: prove it is this
+	 * tenant's (its config opens with the tenant's key) while the key
+	 * still exists, and record that for a rerun.
+	 */
+	rc = repo_owned(home, t, url, force);
+	if (rc < 0)
+		goto out;
 	/* 1: keys first, so every copy anywhere is unreadable from now on. */
 	if (!cf_ks_tenant_shredded(t)) {
 		char *ids;
@@ -804,7 +862,7 @@ tl_lifecycle_purge(struct tl_ctx *ctx, const char *name, const char *reason,
 	}
 	ret = CF_EXIT_OK;
 out:
-	if (ret == CF_EXIT_FAIL && rc < 0 && rc != -EBUSY)
+	if (ret == CF_EXIT_FAIL && rc < 0 && rc != -EBUSY && rc != -EPERM)
 		fprintf(stderr, "coffer: purge %s: %s\n", name, strerror(-rc));
 	free(text);
 	json_decref(j);

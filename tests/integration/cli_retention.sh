@@ -172,6 +172,18 @@ run snapshots acme --repo "file://$T/repo-copy"
 check "copy unreadable with the new acme's key (exit $RC)" test "$RC" = 3 -o "$RC" = 4
 check "copy still holds ciphertext" test -n "$(ls "$T/repo-copy/snapshots")"
 
+# A repository setting that points at another tenant's repository is
+# refused before any key is destroyed.
+expect 0 "create mallory" tenant create mallory
+python3 - "$COFFER_HOME/tenants/mallory/tenant.json" "file://$COFFER_HOME/repos/gold" <<'PY'
+import json,sys; p=sys.argv[1]; j=json.load(open(p)); j['repo']=sys.argv[2]
+json.dump(j,open(p,'w'))
+PY
+expect 1 "purge refuses a foreign repository" lifecycle purge mallory --yes
+check "says not its repository" err_has "not its repository"
+check "mallory's keys kept" test -n "$(ls "$COFFER_HOME/tenants/mallory/keys")"
+check "gold's repository kept" test -e "$COFFER_HOME/repos/gold/config"
+
 # Manual purge of gold: refused while mounted, --force detaches it.
 if [ -c /dev/fuse ] && [ "$(id -u)" = 0 ] && command -v fusermount3 >/dev/null
 then
