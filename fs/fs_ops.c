@@ -519,14 +519,31 @@ inode_free(struct fs *fs, struct fs_inode *in)
 	free(in);
 }
 
-/* The inode of (ino, dev) with one more lookup, or NULL.  Holds mutex. */
+static int
+same_handle(const struct file_handle *a, const struct file_handle *b)
+{
+	if (a == NULL || b == NULL)
+		return a == b;
+	return a->handle_type == b->handle_type &&
+	    a->handle_bytes == b->handle_bytes &&
+	    memcmp(a->f_handle, b->f_handle, a->handle_bytes) == 0;
+}
+
+/*
+ * The inode of (ino, dev) with one more lookup, or NULL.  Holds mutex.
+ * With handles, the handle must match too: an inode number freed and
+ * reused by a new file while the kernel still remembers the old one
+ * (its descriptor no longer pins it) is another file, with another
+ * generation in its handle.
+ */
 static struct fs_inode *
-find_ref(struct fs *fs, ino_t ino, dev_t dev)
+find_ref(struct fs *fs, ino_t ino, dev_t dev, const struct file_handle *fh)
 {
 	struct fs_inode *in;
 
 	for (in = fs->table[bucket(ino, dev)]; in != NULL; in = in->next)
-		if (in->ino == ino && in->dev == dev) {
+		if (in->ino == ino && in->dev == dev &&
+		    (!fs->handles || same_handle(in->fh, fh))) {
 			in->nlookup++;
 			return in;
 		}
@@ -539,6 +556,7 @@ do_lookup(struct fs *fs, struct fs_inode *parent, const char *enc,
     struct fuse_entry_param *e)
 {
 	struct fs_inode *in, *fresh, **slot;
+	struct file_handle *fh;
 	int fd, pfd, rc;
 
 	memset(e, 0, sizeof(*e));
@@ -557,22 +575,24 @@ do_lookup(struct fs *fs, struct fs_inode *parent, const char *enc,
 		return rc;
 	}
 	plain_attr(fs, fd, &e->attr);
+	fh = make_handle(fs, fd);
 	pthread_mutex_lock(&fs->mutex);
-	in = find_ref(fs, e->attr.st_ino, e->attr.st_dev);
+	in = find_ref(fs, e->attr.st_ino, e->attr.st_dev, fh);
 	pthread_mutex_unlock(&fs->mutex);
 	if (in != NULL) {
 		close(fd);
+		free(fh);
 		goto found;
 	}
-	/* New to the kernel: make it outside the table lock (the handle is
-	 * a system call), then insert unless another thread was quicker. */
+	/* New to the kernel: insert unless another thread was quicker. */
 	fresh = calloc(1, sizeof(*fresh));
 	if (fresh == NULL) {
 		close(fd);
+		free(fh);
 		return -ENOMEM;
 	}
 	fresh->fd = fd;
-	fresh->fh = make_handle(fs, fd);
+	fresh->fh = fh;
 	fresh->ino = e->attr.st_ino;
 	fresh->dev = e->attr.st_dev;
 	fresh->nlookup = 1;
@@ -584,7 +604,7 @@ do_lookup(struct fs *fs, struct fs_inode *parent, const char *enc,
 		pthread_mutex_unlock(&fs->fd_mutex);
 	}
 	pthread_mutex_lock(&fs->mutex);
-	in = find_ref(fs, e->attr.st_ino, e->attr.st_dev);
+	in = find_ref(fs, e->attr.st_ino, e->attr.st_dev, fresh->fh);
 	if (in == NULL) {
 		slot = &fs->table[bucket(e->attr.st_ino, e->attr.st_dev)];
 		fresh->next = *slot;

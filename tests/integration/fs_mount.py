@@ -603,8 +603,11 @@ def run_scale():
         sts = [os.stat(os.path.join(big, n)).st_size for n in names[::997]]
         ok(len(names) == 100000 and set(sts) == {0},
            f"a directory of 100000 entries ({made:.0f} s to create)")
-        shutil.rmtree(big)
-        ok(not os.path.exists(big), "and it can be removed")
+        errs = []
+        shutil.rmtree(big, onerror=lambda fn, path, exc: errs.append(
+            (fn.__name__, path, repr(exc[1]), os.path.lexists(path))))
+        ok(not errs and not os.path.exists(big), "and it can be removed",
+           errs[:5])
     finally:
         umount(MP, p)
 
@@ -864,7 +867,8 @@ def run_isolation():
 try:
     main()
 except Exception as e:  # report, never hide, a harness failure
-    ok(False, f"harness: {e!r}")
+    import traceback
+    ok(False, f"harness: {e!r}", traceback.format_exc())
 finally:
     cleanup()
 print(f"1..{n}")
