@@ -312,9 +312,10 @@ finish_pack(struct cf_bk_writer *w, struct wstate *s)
 	if (!w->upstarted)
 		return upload(w, &u);
 	pthread_mutex_lock(&w->mu);
-	while (w->uplen == UPQ_MAX && w->err == 0)
+	while (w->uplen == UPQ_MAX && w->err == 0 && !w->stop)
 		pthread_cond_wait(&w->cv_upspace, &w->mu);
-	rc = w->err;
+	/* Stopping (freed without a flush): the pack is abandoned. */
+	rc = w->err < 0 ? w->err : w->stop ? -ECANCELED : 0;
 	if (rc < 0) {
 		pthread_mutex_unlock(&w->mu);
 		free(u.buf);
