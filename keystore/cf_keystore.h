@@ -277,12 +277,20 @@ int cf_ks_tenant_shredded(const struct cf_ks_tenant *t);
 /* The tenant's directory under the home (config and wrapped keys). */
 const char *cf_ks_tenant_dir(const struct cf_ks_tenant *t);
 
+/* Longest setting name and value that cf_ks_tenant_set accepts. */
+#define CF_KS_TENANT_KEY_MAX 64U
+#define CF_KS_TENANT_VALUE_MAX 4096U
+
 /*
  * Other modules' string settings in tenant.json (e.g. "state", "repo"):
  * get returns the value owned by t, or NULL; set (value NULL deletes)
  * saves tenant.json atomically.  Keys the keystore owns (format, name,
  * id, cipher, kms, kms_next, key_version, shredded, created) may not be
- * set.
+ * set.  set returns -E2BIG for a key over CF_KS_TENANT_KEY_MAX bytes, a
+ * value over CF_KS_TENANT_VALUE_MAX bytes or a file that would outgrow
+ * 256 KiB, -EINVAL for an empty key or a value that is not UTF-8.  The
+ * value get returns changes only once the file is saved: on any failure
+ * t and the file both keep the old value.
  */
 const char *cf_ks_tenant_get(const struct cf_ks_tenant *t, const char *key);
 CF_MUST_CHECK int cf_ks_tenant_set(struct cf_ks_tenant *t, const char *key,

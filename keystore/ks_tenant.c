@@ -528,29 +528,66 @@ cf_ks_tenant_set(struct cf_ks_tenant *t, const char *key, const char *value)
 	static const char *const reserved[] = { "format", "name", "id",
 		"cipher", "kms", "kms_next", "key_version", "shredded",
 		"created" };
-	json_t *copy;
-	size_t i;
+	char path[PATH_MAX];
+	json_t *copy = NULL;
+	char *text = NULL;
+	size_t i, len;
 	int rc;
 
 	for (i = 0; i < sizeof(reserved) / sizeof(reserved[0]); i++)
 		if (strcmp(key, reserved[i]) == 0)
 			cf_misuse("cf_ks_tenant_set: reserved key");
+	len = strlen(key);
+	if (len == 0)
+		return ks_err(-EINVAL, "tenant '%s': empty setting name",
+		    t->name);
+	if (len > CF_KS_TENANT_KEY_MAX)
+		return ks_err(-E2BIG, "tenant '%s': setting name longer than "
+		    "%u bytes", t->name, CF_KS_TENANT_KEY_MAX);
+	if (value != NULL && strlen(value) > CF_KS_TENANT_VALUE_MAX)
+		return ks_err(-E2BIG, "tenant '%s': value of '%s' longer than "
+		    "%u bytes", t->name, key, CF_KS_TENANT_VALUE_MAX);
 	copy = json_deep_copy(t->doc);
 	if (copy == NULL)
 		return -ENOMEM;
 	if (value == NULL)
 		json_object_del(copy, key);
 	else if (json_object_set_new(copy, key, json_string(value)) != 0) {
-		json_decref(copy);
-		return -EINVAL;
+		rc = ks_err(-EINVAL, "tenant '%s': value of '%s' is not valid "
+		    "UTF-8", t->name, key);
+		goto out;
+	}
+	/*
+	 * Many settings of the maximum size could still outgrow the limit
+	 * that tenant open enforces: refuse rather than write a file that
+	 * can no longer be read.
+	 */
+	text = json_dumps(copy, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+	if (text == NULL) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	if (strlen(text) + 1 > TENANT_JSON_MAX) {
+		rc = ks_err(-E2BIG, "tenant '%s': tenant.json would exceed "
+		    "%d bytes", t->name, TENANT_JSON_MAX);
+		goto out;
+	}
+	/* Save first: memory changes only once the disk holds the change. */
+	snprintf(path, sizeof(path), "%s/tenant.json", t->dir);
+	rc = ks_json_save(t->home->dirfd, path, copy, 0600);
+	if (rc < 0) {
+		rc = ks_err(rc, "tenant '%s': cannot save tenant.json: %s",
+		    t->name, strerror(-rc));
+		goto out;
 	}
 	json_decref(t->doc);
 	t->doc = copy;
-	rc = save_doc(t);
-	if (rc < 0)
-		return ks_err(rc, "tenant '%s': cannot save tenant.json: %s",
-		    t->name, strerror(-rc));
-	return 0;
+	copy = NULL;
+	rc = 0;
+out:
+	free(text);
+	json_decref(copy);
+	return rc;
 }
 
 size_t

@@ -1,0 +1,95 @@
+/*
+ * test_ks_bugs.c - regression tests for review findings in the keystore,
+ * one case per finding, each named bug_<what went wrong>.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cf_test.h"
+
+#define PASS "bug test passphrase"
+
+static struct cf_ks_home *
+open_home(void)
+{
+	struct cf_ks_home *h = NULL;
+	const char *p = cf_test_home(PASS);
+
+	if (cf_ks_home_open(&h, p, CF_KS_HOME_CREATE) != 0)
+		return NULL;
+	return h;
+}
+
+/*
+ * cf_ks_tenant_set had no size limit and swapped the in-memory document
+ * before the save: a failed save left memory and disk disagreeing.
+ */
+static void
+bug_tenant_set_unbounded_and_swapped_early(void)
+{
+	struct cf_ks_home *h = open_home();
+	struct cf_ks_tenant *t = NULL;
+	char key[CF_KS_TENANT_KEY_MAX + 2], path[4200];
+	char *big;
+	int i;
+
+	CHECK(h != NULL);
+	CHECK_RC(cf_ks_tenant_create(h, "acme", CF_KS_CIPHER_NONE, NULL, NULL,
+	    &t), 0);
+	CHECK_RC(cf_ks_tenant_set(t, "state", "active"), 0);
+	big = malloc(CF_KS_TENANT_VALUE_MAX + 2);
+	CHECK(big != NULL);
+	memset(big, 'x', CF_KS_TENANT_VALUE_MAX + 1);
+	big[CF_KS_TENANT_VALUE_MAX + 1] = '\0';
+	CHECK_RC(cf_ks_tenant_set(t, "state", big), -E2BIG);
+	big[CF_KS_TENANT_VALUE_MAX] = '\0';
+	CHECK_RC(cf_ks_tenant_set(t, "big", big), 0);
+	memset(key, 'k', sizeof(key) - 1);
+	key[sizeof(key) - 1] = '\0';
+	CHECK_RC(cf_ks_tenant_set(t, key, "v"), -E2BIG);
+	CHECK_RC(cf_ks_tenant_set(t, "", "v"), -EINVAL);
+	/* Many maximal values must not outgrow what open accepts. */
+	for (i = 0; i < 100; i++) {
+		char k[16];
+		int rc;
+
+		snprintf(k, sizeof(k), "k%d", i);
+		rc = cf_ks_tenant_set(t, k, big);
+		if (rc == -E2BIG)
+			break;
+		CHECK_RC(rc, 0);
+	}
+	CHECK(i < 100);
+	free(big);
+	cf_ks_tenant_free(t);
+	t = NULL;
+	CHECK_RC(cf_ks_tenant_open(h, "acme", &t), 0);
+	CHECK(strcmp(cf_ks_tenant_get(t, "state"), "active") == 0);
+	/* A save that fails (a directory in the way) changes nothing. */
+	snprintf(path, sizeof(path), "%s/tenants/acme/tenant.json",
+	    cf_ks_home_path(h));
+	{
+		char moved[4300];
+
+		snprintf(moved, sizeof(moved), "%s.away", path);
+		CHECK(rename(path, moved) == 0);
+		CHECK(mkdir(path, 0700) == 0);
+		CHECK(cf_ks_tenant_set(t, "state", "closed") < 0);
+		CHECK(strcmp(cf_ks_tenant_get(t, "state"), "active") == 0);
+		CHECK(rmdir(path) == 0);
+		CHECK(rename(moved, path) == 0);
+	}
+	cf_ks_tenant_free(t);
+	cf_ks_home_free(h);
+}
+
+static const struct cf_test_case cases[] = {
+	CF_TEST(bug_tenant_set_unbounded_and_swapped_early),
+};
+
+CF_TEST_MAIN(cases)
