@@ -170,6 +170,9 @@ int bk_name_valid(const char *s);
  * docs/s3.md).  CF_BK_STORE_CREATE creates a missing bucket.
  */
 int bk_store_s3_open(struct cf_bk_store **out, const char *url, int flags);
+/* The Object Lock retain-until date of an object (0: none). */
+int bk_store_s3_lock_until(void *ctx, enum cf_bk_kind kind, const char *name,
+    int64_t *until);
 
 /* Config JSON (bk_repo.c); exposed for the tests. */
 struct bk_config {

@@ -137,6 +137,18 @@ cf_bk_store_del(struct cf_bk_store *s, enum cf_bk_kind kind, const char *name)
 	return s->ops->del(s->ctx, kind, name);
 }
 
+int
+cf_bk_store_lock_until(struct cf_bk_store *s, enum cf_bk_kind kind,
+    const char *name, int64_t *until)
+{
+	*until = 0;
+	if (!name_ok(kind, name))
+		return -EINVAL;
+	if (s->ops != &cf_bk_store_s3_ops)
+		return 0;
+	return bk_store_s3_lock_until(s->ctx, kind, name, until);
+}
+
 /* ---- local directory backend ------------------------------------------------ */
 
 struct local {

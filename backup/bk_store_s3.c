@@ -73,6 +73,10 @@ struct s3 {
 	unsigned max_attempts;
 	size_t part_size;	/* multipart above this many bytes */
 	long retry_ms;		/* total time budget of one op's retries */
+	/* Object Lock retention set on every PUT (docs/s3.md). */
+	char lock_mode[16];	/* "", "GOVERNANCE" or "COMPLIANCE" */
+	long lock_days;		/* retain-until = now + lock_days... */
+	int64_t lock_max;	/* ...but never later than this (0: no cap) */
 	pthread_mutex_t lock;	/* protects pool and npool */
 	CURL *pool[S3_POOL_MAX];
 	unsigned npool;
@@ -85,6 +89,7 @@ struct s3_req {
 	const unsigned char *body;	/* PUT body */
 	size_t bodylen;
 	int if_none_match;		/* PUT: If-None-Match: * */
+	int lock;			/* send the Object Lock headers */
 	int ranged;			/* Range: bytes=off-(off+fixedlen-1) */
 	uint64_t range_off;
 	/* Response body, either into a growing buffer of at most outmax... */
@@ -100,6 +105,8 @@ struct s3_req {
 	long status;
 	curl_off_t clen;		/* HEAD: Content-Length */
 	char etag[128];			/* ETag response header, quoted */
+	char version_id[128];		/* x-amz-version-id */
+	char retain_until[64];		/* x-amz-object-lock-retain-until-date */
 	unsigned attempts;
 	CURL *h;
 };
@@ -330,24 +337,75 @@ s3_write(char *p, size_t sz, size_t n, void *arg)
 	return len;
 }
 
+/* Copies the trimmed value of header line p (name of nlen bytes). */
+static void
+hdr_value(const char *p, size_t len, size_t nlen, char *dst, size_t cap)
+{
+	size_t i;
+
+	for (i = nlen; i < len && (p[i] == ' ' || p[i] == '\t'); i++)
+		;
+	while (len > i && (p[len - 1] == '\r' || p[len - 1] == '\n' ||
+	    p[len - 1] == ' '))
+		len--;
+	if (len - i < cap) {
+		memcpy(dst, p + i, len - i);
+		dst[len - i] = '\0';
+	}
+}
+
+/* "2026-11-24T18:30:00[.000]Z" as seconds since the epoch; -1 if bad. */
+static int64_t
+parse_iso8601(const char *v)
+{
+	struct tm tm;
+	int y, mo, d, h, mi, sec;
+
+	if (sscanf(v, "%4d-%2d-%2dT%2d:%2d:%2d", &y, &mo, &d, &h, &mi,
+	    &sec) != 6)
+		return -1;
+	memset(&tm, 0, sizeof(tm));
+	tm.tm_year = y - 1900;
+	tm.tm_mon = mo - 1;
+	tm.tm_mday = d;
+	tm.tm_hour = h;
+	tm.tm_min = mi;
+	tm.tm_sec = sec;
+	return (int64_t)timegm(&tm);
+}
+
+/*
+ * The retain-until date of a PUT now: now + lock_days, capped by
+ * lock_max; 0 if no retention is to be set.
+ */
+static int64_t
+lock_until_now(const struct s3 *s)
+{
+	int64_t until;
+
+	if (s->lock_mode[0] == '\0')
+		return 0;
+	until = (int64_t)time(NULL) + (int64_t)s->lock_days * 86400;
+	if (s->lock_max > 0 && s->lock_max < until)
+		until = s->lock_max;
+	return until > (int64_t)time(NULL) ? until : 0;
+}
+
 /* Keeps the ETag header (multipart parts are completed by ETag). */
 static size_t
 s3_header(char *p, size_t sz, size_t n, void *arg)
 {
 	struct s3_req *r = arg;
-	size_t len = sz * n, i;
+	size_t len = sz * n;
 
-	if (len > 5 && strncasecmp(p, "etag:", 5) == 0) {
-		for (i = 5; i < len && (p[i] == ' ' || p[i] == '\t'); i++)
-			;
-		while (len > i && (p[len - 1] == '\r' || p[len - 1] == '\n' ||
-		    p[len - 1] == ' '))
-			len--;
-		if (len - i < sizeof(r->etag)) {
-			memcpy(r->etag, p + i, len - i);
-			r->etag[len - i] = '\0';
-		}
-	}
+	if (len > 5 && strncasecmp(p, "etag:", 5) == 0)
+		hdr_value(p, len, 5, r->etag, sizeof(r->etag));
+	else if (len > 17 && strncasecmp(p, "x-amz-version-id:", 17) == 0)
+		hdr_value(p, len, 17, r->version_id, sizeof(r->version_id));
+	else if (len > 37 && strncasecmp(p,
+	    "x-amz-object-lock-retain-until-date:", 36) == 0)
+		hdr_value(p, len, 36, r->retain_until,
+		    sizeof(r->retain_until));
 	return sz * n;
 }
 
@@ -435,6 +493,26 @@ s3_setup(struct s3 *s, struct s3_req *r, struct curl_slist **hdrs)
 	 * do the 100-continue round trip, which also stops a refused
 	 * upload before its body is sent.
 	 */
+	if (r->lock && lock_until_now(s) > 0) {
+		time_t until = (time_t)lock_until_now(s);
+		struct tm tm;
+		char date[40];
+
+		gmtime_r(&until, &tm);
+		strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%SZ", &tm);
+		snprintf(line, sizeof(line), "x-amz-object-lock-mode: %s",
+		    s->lock_mode);
+		t = curl_slist_append(l, line);
+		if (t == NULL)
+			goto nomem;
+		l = t;
+		snprintf(line, sizeof(line),
+		    "x-amz-object-lock-retain-until-date: %s", date);
+		t = curl_slist_append(l, line);
+		if (t == NULL)
+			goto nomem;
+		l = t;
+	}
 	if (r->if_none_match) {
 		t = curl_slist_append(l, "If-None-Match: *");
 		if (t == NULL)
@@ -730,6 +808,8 @@ req_reset(struct s3_req *r)
 	r->status = 0;
 	r->clen = -1;
 	r->etag[0] = '\0';
+	r->version_id[0] = '\0';
+	r->retain_until[0] = '\0';
 }
 
 static int
@@ -924,6 +1004,7 @@ s3_put_multipart(struct s3 *s, enum cf_bk_kind kind, const char *name,
 		goto out;
 	r->method = "POST";
 	r->outmax = 65536;
+	r->lock = 1;	/* retention is given when the upload is created */
 	rc = mp_url(s, kind, name, r, "?uploads=", NULL, NULL);
 	if (rc == 0)
 		rc = s3_perform(s, r);
@@ -1046,6 +1127,7 @@ s3_put(void *ctx, enum cf_bk_kind kind, const char *name,
 	r->body = buf;
 	r->bodylen = len;
 	r->if_none_match = excl;
+	r->lock = 1;
 	r->outmax = S3_ERRBODY_MAX;
 	rc = obj_url(s, kind, name, r);
 	if (rc == 0)
@@ -1068,26 +1150,102 @@ s3_put(void *ctx, enum cf_bk_kind kind, const char *name,
 	return rc;
 }
 
+/*
+ * Deletes an object.  In a versioned bucket (Object Lock turns
+ * versioning on) each version is deleted by its version id, so the
+ * space is freed instead of a delete marker hiding a kept version.  A
+ * version whose retention has not expired is not even tried: -EROFS
+ * (and an AccessDenied answer to a versioned delete is -EROFS too: the
+ * server's lock, e.g. a legal hold).
+ */
 static int
 s3_del(void *ctx, enum cf_bk_kind kind, const char *name)
 {
+	struct s3 *s = ctx;
 	struct s3_req *r;
-	uint64_t size;
-	int rc;
+	char code[64];
+	size_t pos;
+	int rc, round, versioned;
+	int64_t until;
 
-	/* S3 answers 204 for a missing key too; the contract wants ENOENT. */
-	rc = s3_head(ctx, kind, name, &size);
-	if (rc < 0)
-		return rc;
 	r = calloc(1, sizeof(*r));
 	if (r == NULL)
 		return -ENOMEM;
-	r->method = "DELETE";
-	r->outmax = S3_ERRBODY_MAX;
+	/* S3 answers 204 for a missing key too; the contract wants ENOENT. */
+	for (round = 0; round < 64; round++) {
+		memset(r, 0, sizeof(*r));
+		r->method = "HEAD";
+		rc = obj_url(s, kind, name, r);
+		if (rc == 0)
+			rc = s3_perform(s, r);
+		if (rc == -ENOENT && round > 0) {
+			rc = 0;		/* every version is gone */
+			break;
+		}
+		if (rc < 0)
+			break;
+		until = r->retain_until[0] != '\0' ?
+		    parse_iso8601(r->retain_until) : 0;
+		if (until > (int64_t)time(NULL)) {
+			rc = -EROFS;
+			break;
+		}
+		versioned = r->version_id[0] != '\0' &&
+		    strcmp(r->version_id, "null") != 0;
+		memset(r, 0, sizeof(*r));
+		r->method = "DELETE";
+		r->outmax = S3_ERRBODY_MAX;
+		rc = obj_url(s, kind, name, r);
+		if (rc == 0 && versioned) {
+			char vid[128];
+
+			memcpy(vid, r->version_id, sizeof(vid));
+			pos = strlen(r->url);
+			rc = cat(r->url, sizeof(r->url), &pos, "?versionId=");
+			if (rc == 0)
+				rc = cat_enc(r->url, sizeof(r->url), &pos, vid,
+				    0);
+		}
+		if (rc == 0)
+			rc = s3_perform(s, r);
+		if (rc == -EACCES && (versioned || s->lock_mode[0] != '\0')) {
+			err_code(r, code, sizeof(code));
+			if (strcmp(code, "AccessDenied") == 0)
+				rc = -EROFS;	/* locked version */
+		}
+		free(r->out);
+		r->out = NULL;
+		if (rc < 0 || !versioned)
+			break;
+		/* An older version may now be the current one: again. */
+	}
+	free(r->out);
+	free(r);
+	return rc;
+}
+
+int
+bk_store_s3_lock_until(void *ctx, enum cf_bk_kind kind, const char *name,
+    int64_t *until)
+{
+	struct s3_req *r;
+	int rc;
+
+	*until = 0;
+	r = calloc(1, sizeof(*r));
+	if (r == NULL)
+		return -ENOMEM;
+	r->method = "HEAD";
 	rc = obj_url(ctx, kind, name, r);
 	if (rc == 0)
 		rc = s3_perform(ctx, r);
-	free(r->out);
+	if (rc == 0 && r->retain_until[0] != '\0') {
+		*until = parse_iso8601(r->retain_until);
+		if (*until < 0) {
+			*until = 0;
+			rc = -EPROTO;
+		}
+	}
 	free(r);
 	return rc;
 }
@@ -1239,6 +1397,9 @@ struct s3_opts {
 	char *ca;
 	char *credentials;
 	char *profile;
+	char *lock;		/* none, governance, compliance */
+	char *lock_days;
+	char *lock_until;	/* seconds since the epoch */
 };
 
 static void
@@ -1250,6 +1411,9 @@ opts_free(struct s3_opts *o)
 	free(o->ca);
 	free(o->credentials);
 	free(o->profile);
+	free(o->lock);
+	free(o->lock_days);
+	free(o->lock_until);
 }
 
 static int
@@ -1394,6 +1558,12 @@ parse_url(const char *url, struct s3_opts *o)
 			rc = set_opt(&o->credentials, eq, n);
 		else if (KEY("profile"))
 			rc = set_opt(&o->profile, eq, n);
+		else if (KEY("lock"))
+			rc = set_opt(&o->lock, eq, n);
+		else if (KEY("lock_days"))
+			rc = set_opt(&o->lock_days, eq, n);
+		else if (KEY("lock_until"))
+			rc = set_opt(&o->lock_until, eq, n);
 		else
 			rc = -EINVAL;
 #undef KEY
@@ -1550,6 +1720,104 @@ bucket_req(struct s3 *s, const char *method, const char *region)
 	free(r->out);
 	free(r);
 	return rc;
+}
+
+/* A decimal number in [min, max], or -1. */
+static long long
+opt_num(const char *v, long long min, long long max)
+{
+	char *end;
+	long long n;
+
+	if (v == NULL || *v < '0' || *v > '9')
+		return -1;
+	errno = 0;
+	n = strtoll(v, &end, 10);
+	if (errno != 0 || *end != '\0' || n < min || n > max)
+		return -1;
+	return n;
+}
+
+/*
+ * Object Lock: GetObjectLockConfiguration (GET bucket?object-lock)
+ * tells whether the bucket has it and its default retention.  The URL's
+ * lock= / lock_days= win; without them a bucket default retention is
+ * applied explicitly (so lock_until can cap it).  -EOPNOTSUPP if the
+ * URL asks for a lock the bucket does not have.
+ */
+static int
+lock_setup(struct s3 *s, const struct s3_opts *o)
+{
+	struct s3_req *r;
+	const char *b, *m;
+	long long days = -1;
+	int enabled = 0, rc;
+	size_t pos = 0;
+
+	if (o->lock_until != NULL) {
+		s->lock_max = opt_num(o->lock_until, 1, 253402300799LL);
+		if (s->lock_max < 0)
+			return -EINVAL;
+	}
+	if (o->lock_days != NULL) {
+		days = opt_num(o->lock_days, 1, 36500);
+		if (days < 0)
+			return -EINVAL;
+	}
+	if (o->lock != NULL) {
+		if (strcmp(o->lock, "none") == 0)
+			return o->lock_days == NULL ? 0 : -EINVAL;
+		if (strcmp(o->lock, "governance") == 0)
+			snprintf(s->lock_mode, sizeof(s->lock_mode),
+			    "GOVERNANCE");
+		else if (strcmp(o->lock, "compliance") == 0)
+			snprintf(s->lock_mode, sizeof(s->lock_mode),
+			    "COMPLIANCE");
+		else
+			return -EINVAL;
+		if (days < 0)
+			return -EINVAL;		/* lock= needs lock_days= */
+	} else if (o->lock_days != NULL) {
+		return -EINVAL;
+	}
+	r = calloc(1, sizeof(*r));
+	if (r == NULL)
+		return -ENOMEM;
+	r->method = "GET";
+	r->outmax = 65536;
+	rc = cat(r->url, sizeof(r->url), &pos, s->bucket_url);
+	if (rc == 0)
+		rc = cat(r->url, sizeof(r->url), &pos, "/?object-lock=");
+	if (rc == 0)
+		rc = s3_perform(s, r);
+	b = r->out != NULL ? (const char *)r->out : "";
+	/* Any failure (404 on a bucket without a lock, 403, 501): none. */
+	if (rc == 0 && r->out != NULL) {
+		r->out[r->outlen] = '\0';	/* s3_write keeps one byte */
+		enabled = strstr(b, "<ObjectLockEnabled>Enabled<") != NULL;
+	}
+	if (enabled && s->lock_mode[0] == '\0') {
+		/* The bucket's default retention, applied explicitly. */
+		m = strstr(b, "<Mode>");
+		if (m != NULL && strncmp(m + 6, "COMPLIANCE<", 11) == 0)
+			snprintf(s->lock_mode, sizeof(s->lock_mode),
+			    "COMPLIANCE");
+		else if (m != NULL && strncmp(m + 6, "GOVERNANCE<", 11) == 0)
+			snprintf(s->lock_mode, sizeof(s->lock_mode),
+			    "GOVERNANCE");
+		if ((m = strstr(b, "<Days>")) != NULL)
+			days = strtol(m + 6, NULL, 10);
+		else if ((m = strstr(b, "<Years>")) != NULL)
+			days = strtol(m + 7, NULL, 10) * 365;
+		if (days <= 0 || days > 36500)
+			s->lock_mode[0] = '\0';	/* enabled, no rule */
+	}
+	free(r->out);
+	free(r);
+	if (s->lock_mode[0] != '\0' && !enabled)
+		return -EOPNOTSUPP;	/* lock= on a bucket without it */
+	s->lock_days = days;
+	return 0;
 }
 
 int
@@ -1716,6 +1984,9 @@ bk_store_s3_open(struct cf_bk_store **out, const char *url, int flags)
 	rc = bucket_req(s, "HEAD", o.region);
 	if (rc == -ENOENT && (flags & CF_BK_STORE_CREATE))
 		rc = bucket_req(s, "PUT", o.region);
+	if (rc < 0)
+		goto out;
+	rc = lock_setup(s, &o);
 	if (rc < 0)
 		goto out;
 	rc = cf_bk_store_new(out, &cf_bk_store_s3_ops, s);

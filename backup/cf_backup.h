@@ -403,6 +403,13 @@ CF_MUST_CHECK int cf_bk_store_list(struct cf_bk_store *s, enum cf_bk_kind kind,
     int (*fn)(void *arg, const char *name, uint64_t size), void *arg);
 CF_MUST_CHECK int cf_bk_store_del(struct cf_bk_store *s, enum cf_bk_kind kind,
     const char *name);
+/*
+ * S3 Object Lock (docs/s3.md): cf_bk_store_del fails with -EROFS for an
+ * object whose retention has not expired.  This gives its retain-until
+ * date in seconds since the epoch (0: not locked, or not an S3 store).
+ */
+CF_MUST_CHECK int cf_bk_store_lock_until(struct cf_bk_store *s,
+    enum cf_bk_kind kind, const char *name, int64_t *until);
 
 /* ---- repository ----------------------------------------------------------- */
 

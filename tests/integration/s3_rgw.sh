@@ -97,6 +97,14 @@ else
 fi
 
 # The fault-injecting proxy in front of RGW's HTTP port (503s, cut bodies).
+export S3_LOCK_BUCKET=coffer-lock
+if "$AWS" --endpoint-url "$S3_ENDPOINT" s3api create-bucket --bucket "$S3_LOCK_BUCKET" \
+    --object-lock-enabled-for-bucket >/dev/null 2>&1; then
+	ok "Object Lock bucket made with awscli"
+else
+	not_ok "Object Lock bucket made with awscli"
+fi
+
 rgw_port=${S3_ENDPOINT##*:}
 python3 "$SRC/tests/lib/s3_fault_proxy.py" "$rgw_port" "$T/proxy.port" &
 proxy_pid=$!
@@ -149,6 +157,31 @@ else
 	not_ok "aws s3 ls lists the repository coffer wrote"
 	sed 's/^/# /' <<<"$ls_out"
 fi
+# Object Lock: what coffer wrote carries the retention, and awscli
+# cannot delete the locked version either.
+lkey=$("$AWS" --endpoint-url "$S3_ENDPOINT" s3 ls --recursive "s3://$S3_LOCK_BUCKET/lrepo/snapshots/" 2>/dev/null |
+    awk '{print $4}' | head -n1)
+[ -n "$lkey" ] || lkey=$("$AWS" --endpoint-url "$S3_ENDPOINT" s3 ls --recursive \
+    "s3://$S3_LOCK_BUCKET/lrepo/index/" 2>/dev/null | awk '{print $4}' | head -n1)
+ret=$("$AWS" --endpoint-url "$S3_ENDPOINT" s3api get-object-retention --bucket "$S3_LOCK_BUCKET" \
+    --key "$lkey" --output text 2>&1)
+if [ -n "$lkey" ] && grep -q GOVERNANCE <<<"$ret" &&
+    grep -Eq "$(date -u -d tomorrow +%Y-%m-%d)|$(date -u +%Y-%m-%d)" <<<"$ret"; then
+	ok "get-object-retention shows GOVERNANCE until tomorrow on $lkey ($ret)"
+else
+	not_ok "get-object-retention on '$lkey' ($ret)"
+fi
+vid=$("$AWS" --endpoint-url "$S3_ENDPOINT" s3api head-object --bucket "$S3_LOCK_BUCKET" \
+    --key "$lkey" --query VersionId --output text 2>/dev/null)
+if [ -n "$lkey" ] && ! "$AWS" --endpoint-url "$S3_ENDPOINT" s3api delete-object --bucket "$S3_LOCK_BUCKET" \
+    --key "$lkey" --version-id "$vid" >/dev/null 2>&1 &&
+    "$AWS" --endpoint-url "$S3_ENDPOINT" s3api head-object --bucket "$S3_LOCK_BUCKET" \
+    --key "$lkey" --version-id "$vid" >/dev/null 2>&1; then
+	ok "awscli cannot delete the locked version either"
+else
+	not_ok "awscli delete of the locked version ($vid) is refused"
+fi
+
 pages=$("$AWS" --endpoint-url "$S3_ENDPOINT" s3 ls --recursive "s3://$S3_BUCKET/pages/deep/index/" 2>/dev/null | wc -l)
 if [ "$pages" -eq 1234 ]; then
 	ok "aws s3 ls counts the 1234 index objects coffer put"

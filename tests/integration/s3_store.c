@@ -377,6 +377,99 @@ repository(void)	/* a repository over S3; a flipped byte is found */
 }
 
 static void
+object_lock(void)	/* S3_LOCK_BUCKET has Object Lock enabled */
+{
+	struct cf_bk_keys *k = test_keys();
+	struct cf_bk_store *s = NULL;
+	struct cf_bk_repo *r = NULL;
+	struct cf_bk_writer *w = NULL;
+	unsigned char *data = rnd(50000), id[32], *buf = NULL;
+	char url[1024], pack[65] = "", name[65];
+	const char *lb = getenv("S3_LOCK_BUCKET");
+	int64_t until = 0, now = (int64_t)time(NULL);
+	uint64_t size;
+	size_t len;
+	unsigned i;
+
+	CHECK(k != NULL && data != NULL);
+	if (lb == NULL) {
+		printf("# S3_LOCK_BUCKET unset: Object Lock not tested\n");
+		goto done;
+	}
+	/* Asking for a lock on a bucket without one; bad options. */
+	CHECK_RC(cf_bk_store_open_url(&s,
+	    "s3://coffer-test/x?lock=governance&lock_days=1", 0), -EOPNOTSUPP);
+	snprintf(url, sizeof(url), "s3://%s/x?lock=forever&lock_days=1", lb);
+	CHECK_RC(cf_bk_store_open_url(&s, url, 0), -EINVAL);
+	snprintf(url, sizeof(url), "s3://%s/x?lock=governance", lb);
+	CHECK_RC(cf_bk_store_open_url(&s, url, 0), -EINVAL);
+	snprintf(url, sizeof(url), "s3://%s/x?lock_days=3", lb);
+	CHECK_RC(cf_bk_store_open_url(&s, url, 0), -EINVAL);
+
+	/* A repository whose every object is locked for a day. */
+	snprintf(url, sizeof(url), "s3://%s/lrepo?lock=governance&lock_days=1",
+	    lb);
+	CHECK_RC(cf_bk_store_open_url(&s, url, 0), 0);
+	CHECK_RC(cf_bk_repo_init(&r, s, k, tenant), 0);
+	s = NULL;
+	CHECK_RC(cf_bk_writer_new(&w, r, 2), 0);
+	for (i = 0; i < 5; i++)
+		CHECK_RC(cf_bk_writer_add(w, CF_BK_BLOB_DATA, data + i * 10000,
+		    10000, id), 0);
+	CHECK_RC(cf_bk_writer_flush(w), 0);
+	cf_bk_writer_free(w);
+	w = NULL;
+	s = cf_bk_repo_store(r);
+	CHECK_RC(cf_bk_store_list(s, CF_BK_KIND_PACK, first_name, pack), 1);
+	CHECK_RC(cf_bk_store_lock_until(s, CF_BK_KIND_PACK, pack, &until), 0);
+	printf("# pack locked until %lld (now %lld)\n", (long long)until,
+	    (long long)now);
+	CHECK(until >= now + 86400 - 300 && until <= now + 86400 + 300);
+	/* Deleting it is refused before the server is even asked. */
+	CHECK_RC(cf_bk_store_del(s, CF_BK_KIND_PACK, pack), -EROFS);
+	CHECK_RC(cf_bk_store_stat(s, CF_BK_KIND_PACK, pack, &size), 0);
+	s = NULL;
+	cf_bk_repo_free(r);
+	r = NULL;
+
+	/* lock_until caps the date (the tenant's purge date). */
+	snprintf(url, sizeof(url),
+	    "s3://%s/cap?lock=compliance&lock_days=30&lock_until=%lld", lb,
+	    (long long)now + 3600);
+	CHECK_RC(cf_bk_store_open_url(&s, url, 0), 0);
+	name_of(4242, name);
+	CHECK_RC(cf_bk_store_put(s, CF_BK_KIND_PACK, name, data, 1000, 0), 0);
+	CHECK_RC(cf_bk_store_lock_until(s, CF_BK_KIND_PACK, name, &until), 0);
+	CHECK(until >= now + 3600 - 5 && until <= now + 3600 + 5);
+	CHECK_RC(cf_bk_store_del(s, CF_BK_KIND_PACK, name), -EROFS);
+	cf_bk_store_free(s);
+	s = NULL;
+
+	/*
+	 * lock=none in the lock bucket (versioned): delete removes every
+	 * version, the object is gone, not hidden behind a marker.
+	 */
+	snprintf(url, sizeof(url), "s3://%s/free?lock=none", lb);
+	CHECK_RC(cf_bk_store_open_url(&s, url, 0), 0);
+	name_of(4343, name);
+	CHECK_RC(cf_bk_store_put(s, CF_BK_KIND_PACK, name, data, 1000, 0), 0);
+	CHECK_RC(cf_bk_store_put(s, CF_BK_KIND_PACK, name, data, 1000, 0), 0);
+	CHECK_RC(cf_bk_store_lock_until(s, CF_BK_KIND_PACK, name, &until), 0);
+	CHECK(until == 0);
+	CHECK_RC(cf_bk_store_del(s, CF_BK_KIND_PACK, name), 0);
+	CHECK_RC(cf_bk_store_get(s, CF_BK_KIND_PACK, name, 1 << 20, &buf,
+	    &len), -ENOENT);
+	CHECK_RC(cf_bk_store_del(s, CF_BK_KIND_PACK, name), -ENOENT);
+done:
+	free(buf);
+	cf_bk_store_free(s);
+	cf_bk_writer_free(w);
+	cf_bk_repo_free(r);
+	cf_bk_keys_free(k);
+	free(data);
+}
+
+static void
 tls(void)		/* HTTPS: refused unless the CA is given */
 {
 	const char *ep = getenv("S3_TLS_ENDPOINT"), *ca = getenv("S3_TLS_CA");
@@ -563,6 +656,7 @@ static const struct cf_test_case cases[] = {
 	CF_TEST(list_pages),
 	CF_TEST(refused),
 	CF_TEST(repository),
+	CF_TEST(object_lock),
 	CF_TEST(tls),
 	CF_TEST(multipart),
 	CF_TEST(faults),
