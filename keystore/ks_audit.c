@@ -222,9 +222,9 @@ key_read(int dirfd, const char *path, struct cf_secbuf **out)
 	int fd, rc;
 
 	*out = NULL;
-	fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	fd = ks_openat(dirfd, path, O_RDONLY, 0);
 	if (fd < 0)
-		return -errno;
+		return fd;
 	if (fstat(fd, &st) != 0) {
 		rc = -errno;
 		goto out;
@@ -1085,12 +1085,15 @@ cf_ks_audit_append(struct cf_ks_home *home, const char *event,
 		goto out;
 	}
 	/* [KS-AUD-1] */
-	fd = openat(home->dirfd, KS_AUDIT_LOG, O_RDWR | O_APPEND | O_CREAT |
-	    O_CLOEXEC | O_NOFOLLOW, 0600);
+	fd = ks_openat(home->dirfd, KS_AUDIT_LOG, O_RDWR | O_APPEND | O_CREAT,
+	    0600);
 	if (fd < 0) {
-		rc = -errno;
-		ks_err(rc, "cannot open %s/%s: %s", home->path, KS_AUDIT_LOG,
-		    strerror(-rc));
+		rc = fd;
+		fd = -1;
+		/* ks_openat explains a symlink or a FIFO itself. */
+		if (rc != -ELOOP && rc != -EINVAL)
+			ks_err(rc, "cannot open %s/%s: %s", home->path,
+			    KS_AUDIT_LOG, strerror(-rc));
 		goto out;
 	}
 	/* [KS-AUD-30] Held until close: protects the log and audit/head. */
@@ -1229,13 +1232,16 @@ cf_ks_audit_verify(struct cf_ks_home *home, struct cf_ks_audit_report *rep)
 	memset(rep, 0, sizeof(*rep));
 	memset(&head, 0, sizeof(head));
 	memcpy(last, zero, sizeof(last));
-	fd = openat(home->dirfd, KS_AUDIT_LOG, O_RDONLY | O_CLOEXEC |
-	    O_NOFOLLOW);
-	if (fd < 0 && errno != ENOENT) {
-		rc = -errno;
-		ks_err(rc, "cannot open %s/%s: %s", home->path, KS_AUDIT_LOG,
-		    strerror(-rc));
-		goto out;
+	fd = ks_openat(home->dirfd, KS_AUDIT_LOG, O_RDONLY, 0);
+	if (fd < 0) {
+		rc = fd;
+		fd = -1;
+		if (rc != -ENOENT) {
+			if (rc != -ELOOP && rc != -EINVAL)
+				ks_err(rc, "cannot open %s/%s: %s", home->path,
+				    KS_AUDIT_LOG, strerror(-rc));
+			goto out;
+		}
 	}
 	/* [KS-AUD-40] A shared lock sees the log and anchor in step. */
 	if (fd >= 0) {
@@ -1405,13 +1411,16 @@ cf_ks_audit_foreach(struct cf_ks_home *home, const char *tenant,
 
 	if (fn == NULL)
 		cf_misuse("cf_ks_audit_foreach: NULL callback");
-	fd = openat(home->dirfd, KS_AUDIT_LOG, O_RDONLY | O_CLOEXEC |
-	    O_NOFOLLOW);
-	if (fd < 0 && errno == ENOENT) {
-		rc = 0;
+	fd = ks_openat(home->dirfd, KS_AUDIT_LOG, O_RDONLY, 0);
+	if (fd < 0) {
+		rc = fd == -ENOENT ? 0 : fd;
+		fd = -1;
+		if (rc < 0 && rc != -ELOOP && rc != -EINVAL)
+			ks_err(rc, "cannot open %s/%s: %s", home->path,
+			    KS_AUDIT_LOG, strerror(-rc));
 		goto out;
 	}
-	if (fd < 0 || fstat(fd, &st) != 0) {
+	if (fstat(fd, &st) != 0) {
 		rc = -errno;
 		ks_err(rc, "cannot open %s/%s: %s", home->path, KS_AUDIT_LOG,
 		    strerror(-rc));

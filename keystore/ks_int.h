@@ -24,10 +24,21 @@ void ks_err_clear(void);
 /* ---- files (ks_util.c) ------------------------------------------------ */
 
 /*
- * Reads a whole file relative to dirfd, refusing anything larger than max
- * bytes (-EFBIG) and following no symlink in the last component.  On
- * success *buf (NUL-terminated, len excludes the NUL) is owned by the
- * caller; free with free().
+ * Opens path relative to dirfd following no symlink in any component and
+ * not climbing out with ".." (openat2 RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS,
+ * else one O_NOFOLLOW openat per component); an absolute path or AT_FDCWD
+ * only refuses a symlink as the last component.  Never blocks on a FIFO:
+ * anything but a regular file (a directory with O_DIRECTORY) is -EINVAL,
+ * a symlink -ELOOP, both with a message.  Adds O_CLOEXEC.  Returns the fd
+ * (blocking mode) or -errno.
+ */
+int ks_openat(int dirfd, const char *path, int flags, mode_t mode);
+
+/*
+ * Reads a whole file relative to dirfd (opened with ks_openat), refusing
+ * anything larger than max bytes (-EFBIG).  On success *buf
+ * (NUL-terminated, len excludes the NUL) is owned by the caller; free
+ * with free().
  */
 int ks_read_file(int dirfd, const char *path, size_t max, unsigned char **buf,
     size_t *len);

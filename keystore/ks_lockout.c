@@ -47,9 +47,9 @@ lock_dir(struct cf_ks_home *home)
 
 	if (mkdirat(home->dirfd, "locks", 0700) != 0 && errno != EEXIST)
 		return -errno;
-	fd = openat(home->dirfd, "locks", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	fd = ks_openat(home->dirfd, "locks", O_RDONLY | O_DIRECTORY, 0);
 	if (fd < 0)
-		return -errno;
+		return fd;
 	while (flock(fd, LOCK_EX) != 0) {
 		if (errno != EINTR) {
 			int rc = -errno;

@@ -76,9 +76,9 @@ scan_versions(struct cf_ks_tenant *t)
 
 	t->nversions = 0;
 	snprintf(path, sizeof(path), "%s/keys", t->dir);
-	fd = openat(t->home->dirfd, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	fd = ks_openat(t->home->dirfd, path, O_RDONLY | O_DIRECTORY, 0);
 	if (fd < 0)
-		return errno == ENOENT ? 0 : -errno;
+		return fd == -ENOENT ? 0 : fd;
 	d = fdopendir(fd);
 	if (d == NULL) {
 		close(fd);
@@ -398,9 +398,9 @@ cf_ks_tenant_list(struct cf_ks_home *home, char ***names, size_t *count)
 
 	*names = NULL;
 	*count = 0;
-	fd = openat(home->dirfd, "tenants", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	fd = ks_openat(home->dirfd, "tenants", O_RDONLY | O_DIRECTORY, 0);
 	if (fd < 0)
-		return errno == ENOENT ? 0 : -errno;
+		return fd == -ENOENT ? 0 : fd;
 	d = fdopendir(fd);
 	if (d == NULL) {
 		close(fd);

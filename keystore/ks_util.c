@@ -13,11 +13,150 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
+#include <linux/openat2.h>
 #include <sodium.h>
 
 #include "ks_int.h"
+
+/*
+ * O_NOFOLLOW with O_DIRECTORY reports a symlink as ENOTDIR: say ELOOP so
+ * that every refused symlink reads the same.
+ */
+static int
+symlink_errno(int dirfd, const char *name)
+{
+	struct stat st;
+	int rc = -errno;
+
+	if (rc == -ENOTDIR && fstatat(dirfd, name, &st,
+	    AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode))
+		rc = -ELOOP;
+	return rc;
+}
+
+/*
+ * The fallback when openat2 is missing (Linux before 5.6, or a seccomp
+ * filter that refuses it): walk the path one component at a time, each
+ * opened with O_NOFOLLOW, so no symlink is followed anywhere in it and
+ * ".." cannot climb out of dirfd.
+ */
+static int
+open_walk(int dirfd, const char *path, int flags, mode_t mode)
+{
+	char buf[PATH_MAX];
+	char *comp, *slash;
+	int fd = dirfd, next;
+
+	if (strlen(path) >= sizeof(buf))
+		return -ENAMETOOLONG;
+	memcpy(buf, path, strlen(path) + 1);
+	comp = buf;
+	for (;;) {
+		slash = strchr(comp, '/');
+		if (slash == NULL)
+			break;
+		*slash = '\0';
+		if (strcmp(comp, "..") == 0) {
+			next = -EXDEV;
+			goto next;
+		}
+		if (comp[0] == '\0' || strcmp(comp, ".") == 0) {
+			comp = slash + 1;
+			continue;
+		}
+		next = openat(fd, comp, O_PATH | O_DIRECTORY | O_NOFOLLOW |
+		    O_CLOEXEC);
+		if (next < 0)
+			next = symlink_errno(fd, comp);
+next:
+		if (fd != dirfd)
+			close(fd);
+		if (next < 0)
+			return next;
+		fd = next;
+		comp = slash + 1;
+	}
+	if (strcmp(comp, "..") == 0)
+		next = -EXDEV;
+	else {
+		next = openat(fd, comp[0] == '\0' ? "." : comp, flags, mode);
+		if (next < 0)
+			next = symlink_errno(fd, comp);
+	}
+	if (fd != dirfd)
+		close(fd);
+	return next;
+}
+
+int
+ks_openat(int dirfd, const char *path, int flags, mode_t mode)
+{
+	struct stat st;
+	int fd = -ENOSYS, fl;
+
+	/*
+	 * O_NONBLOCK: opening a FIFO someone planted must not hang (a FIFO
+	 * opened for reading without a writer blocks in open).  The type is
+	 * checked with fstat on what was opened, then the flag is cleared.
+	 */
+	flags |= O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK;
+	if ((flags & O_CREAT) == 0)
+		mode = 0;
+	if (dirfd != AT_FDCWD && path[0] != '/') {
+#ifdef SYS_openat2
+		struct open_how how;
+
+		memset(&how, 0, sizeof(how));
+		/* Without O_NOFOLLOW, a last-component symlink is ELOOP too. */
+		how.flags = (uint64_t)(flags & ~O_NOFOLLOW);
+		how.mode = mode;
+		how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS;
+		fd = (int)syscall(SYS_openat2, dirfd, path, &how, sizeof(how));
+		if (fd < 0)
+			fd = -errno;
+#endif
+		if (fd == -ENOSYS || fd == -EPERM)
+			fd = open_walk(dirfd, path, flags, mode);
+	} else {
+		/*
+		 * An absolute path the operator configured: symlinks above
+		 * the last component are the operator's business.
+		 */
+		fd = openat(dirfd, path, flags, mode);
+		if (fd < 0)
+			fd = -errno;
+	}
+	if (fd == -ELOOP || fd == -EXDEV)
+		return ks_err(-ELOOP, "%s: a symbolic link or '..' in the "
+		    "path; coffer follows none there, remove it", path);
+	if (fd == -ENXIO)
+		return ks_err(-EINVAL, "%s is not a regular file (a FIFO or "
+		    "socket?); remove it", path);
+	if (fd < 0)
+		return fd;
+	if (fstat(fd, &st) != 0) {
+		fl = -errno;
+		close(fd);
+		return fl;
+	}
+	if ((flags & O_DIRECTORY) != 0 ? !S_ISDIR(st.st_mode) :
+	    !S_ISREG(st.st_mode)) {
+		close(fd);
+		return ks_err(-EINVAL, "%s is not a regular %s (a FIFO, "
+		    "device or symlink was put there?); remove it", path,
+		    (flags & O_DIRECTORY) != 0 ? "directory" : "file");
+	}
+	fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) != 0) {
+		fl = -errno;
+		close(fd);
+		return fl;
+	}
+	return fd;
+}
 
 int
 ks_read_file(int dirfd, const char *path, size_t max, unsigned char **buf,
@@ -31,15 +170,11 @@ ks_read_file(int dirfd, const char *path, size_t max, unsigned char **buf,
 
 	*buf = NULL;
 	*len = 0;
-	fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	fd = ks_openat(dirfd, path, O_RDONLY, 0);
 	if (fd < 0)
-		return -errno;
+		return fd;
 	if (fstat(fd, &st) != 0) {
 		rc = -errno;
-		goto out;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		rc = -EINVAL;
 		goto out;
 	}
 	if ((unsigned long long)st.st_size > max) {
@@ -135,10 +270,9 @@ ks_write_file_atomic(int dirfd, const char *path, const void *buf, size_t len,
 	if (snprintf(tmp, sizeof(tmp), "%s.tmp-%s", path, rhex) >=
 	    (int)sizeof(tmp))
 		return -ENAMETOOLONG;
-	fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC |
-	    O_NOFOLLOW, mode);
+	fd = ks_openat(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL, mode);
 	if (fd < 0)
-		return -errno;
+		return fd;
 	if (fchmod(fd, mode) != 0) {
 		rc = -errno;
 		goto fail;
@@ -203,9 +337,9 @@ ks_shred_file(int dirfd, const char *path)
 	 * gone from every place coffer keeps it.  The overwrite is cheap
 	 * defence in depth on ordinary file systems.
 	 */
-	fd = openat(dirfd, path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+	fd = ks_openat(dirfd, path, O_WRONLY, 0);
 	if (fd < 0)
-		return -errno;
+		return fd;
 	if (fstat(fd, &st) != 0) {
 		rc = -errno;
 		goto out;

@@ -88,8 +88,95 @@ bug_tenant_set_unbounded_and_swapped_early(void)
 	cf_ks_home_free(h);
 }
 
+/* Unlocks tenant acme through a fresh home handle. */
+static int
+try_unlock(const char *home)
+{
+	struct cf_ks_home *h = NULL;
+	struct cf_ks_tenant *t;
+	struct cf_secbuf *r = NULL;
+	int rc;
+
+	rc = cf_ks_home_open(&h, home, 0);
+	if (rc < 0)
+		return rc;
+	rc = cf_ks_tenant_open(h, "acme", &t);
+	if (rc == 0) {
+		rc = cf_ks_tenant_unlock(t, 0, &r);
+		cf_secbuf_free(r);
+		cf_ks_tenant_free(t);
+	}
+	cf_ks_home_free(h);
+	return rc;
+}
+
+/*
+ * A FIFO planted in locks/ (or as the audit log) hung every unlock in
+ * open(2); symlinks above the last component were followed.
+ */
+static void
+bug_fifo_and_symlink_in_home(void)
+{
+	struct cf_ks_home *h = open_home();
+	struct cf_ks_tenant *t = NULL;
+	char home[4096], p[4300], q[4300];
+
+	CHECK(h != NULL);
+	snprintf(home, sizeof(home), "%s", cf_ks_home_path(h));
+	CHECK_RC(cf_ks_tenant_create(h, "acme", CF_KS_CIPHER_NONE, NULL, NULL,
+	    &t), 0);
+	cf_ks_tenant_free(t);
+	cf_ks_home_free(h);
+	CHECK_RC(try_unlock(home), 0);
+	/* A hang fails the case (SIGALRM) instead of the whole suite. */
+	alarm(20);
+	snprintf(p, sizeof(p), "%s/locks/tenant.acme.json", home);
+	CHECK(mkfifo(p, 0600) == 0);
+	CHECK_RC(try_unlock(home), -EINVAL);
+	CHECK(strstr(cf_ks_last_error(), "not a regular file") != NULL);
+	CHECK(unlink(p) == 0);
+	/* A FIFO as the wrapped key. */
+	snprintf(p, sizeof(p), "%s/tenants/acme/keys/v1.wk", home);
+	snprintf(q, sizeof(q), "%s/tenants/acme/v1.wk.real", home);
+	CHECK(rename(p, q) == 0);
+	CHECK(mkfifo(p, 0600) == 0);
+	CHECK_RC(try_unlock(home), -EINVAL);
+	CHECK(unlink(p) == 0);
+	CHECK(rename(q, p) == 0);
+	CHECK_RC(try_unlock(home), 0);
+	/* A FIFO as the audit log. */
+	snprintf(p, sizeof(p), "%s/audit/audit.log", home);
+	snprintf(q, sizeof(q), "%s/audit/audit.log.real", home);
+	CHECK(rename(p, q) == 0);
+	CHECK(mkfifo(p, 0600) == 0);
+	CHECK_RC(cf_ks_home_open(&h, home, 0), 0);
+	CHECK_RC(cf_ks_audit_append(h, "test.event", NULL, 0), -EINVAL);
+	cf_ks_home_free(h);
+	CHECK(unlink(p) == 0);
+	CHECK(rename(q, p) == 0);
+	/* An intermediate symlink: keys/ points somewhere else. */
+	snprintf(p, sizeof(p), "%s/tenants/acme/keys", home);
+	snprintf(q, sizeof(q), "%s/tenants/acme/keys.real", home);
+	CHECK(rename(p, q) == 0);
+	CHECK(symlink("keys.real", p) == 0);
+	CHECK_RC(try_unlock(home), -ELOOP);
+	CHECK(unlink(p) == 0);
+	CHECK(rename(q, p) == 0);
+	/* locks/ itself a symlink. */
+	snprintf(p, sizeof(p), "%s/locks", home);
+	snprintf(q, sizeof(q), "%s/locks.real", home);
+	CHECK(rename(p, q) == 0);
+	CHECK(symlink("locks.real", p) == 0);
+	CHECK(try_unlock(home) < 0);
+	CHECK(unlink(p) == 0);
+	CHECK(rename(q, p) == 0);
+	CHECK_RC(try_unlock(home), 0);
+	alarm(0);
+}
+
 static const struct cf_test_case cases[] = {
 	CF_TEST(bug_tenant_set_unbounded_and_swapped_early),
+	CF_TEST(bug_fifo_and_symlink_in_home),
 };
 
 CF_TEST_MAIN(cases)
