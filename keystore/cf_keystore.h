@@ -344,7 +344,8 @@ size_t cf_ks_tenant_versions(const struct cf_ks_tenant *t, uint32_t *out,
 /*
  * Reports the lock state of a subject ("kms.local", "tenant.acme"):
  * *failures consecutive failures so far, *until the end of a lock in
- * force (0 if not locked).
+ * force (0 if not locked).  -EPROTO (-EFBIG if oversized) when the
+ * state file is damaged: the message names the file to remove.
  */
 CF_MUST_CHECK int cf_ks_lockout_state(struct cf_ks_home *home,
     const char *subject, unsigned *failures, time_t *until);

@@ -74,6 +74,8 @@ read_state(struct cf_ks_home *home, const char *path, unsigned *failures,
 	rc = ks_json_load(home->dirfd, path, 4096, &j);
 	if (rc == -ENOENT)
 		return 0;
+	if (rc == -EPROTO || rc == -EFBIG)
+		goto damaged;
 	if (rc < 0)
 		return rc;
 	f = json_object_get(j, "failures");
@@ -81,15 +83,23 @@ read_state(struct cf_ks_home *home, const char *path, unsigned *failures,
 	if (!json_is_integer(f) || !json_is_integer(u) ||
 	    json_integer_value(f) < 0 || json_integer_value(u) < 0) {
 		json_decref(j);
-		/* A damaged lock file errs on the side of locking. */
-		*failures = CF_KS_LOCKOUT_FAILURES;
-		*until = cf_ks_now() + CF_KS_LOCKOUT_SECONDS;
-		return 0;
+		rc = -EPROTO;
+		goto damaged;
 	}
 	*failures = (unsigned)json_integer_value(f);
 	*until = (time_t)json_integer_value(u);
 	json_decref(j);
 	return 0;
+damaged:
+	/*
+	 * Reading it as a fresh lock would renew the lock at every read,
+	 * forever: refuse with an error that says how to get out instead.
+	 * Unlocks stay refused until the operator acts.
+	 */
+	return ks_err(rc, "lockout state %s/%s is damaged (%s); unlocking "
+	    "is refused until an operator checks for guessing and removes "
+	    "the file: rm %s/%s", home->path, path, rc == -EFBIG ?
+	    "over 4096 bytes" : "not the expected JSON", home->path, path);
 }
 
 int

@@ -174,9 +174,43 @@ bug_fifo_and_symlink_in_home(void)
 	alarm(0);
 }
 
+/*
+ * A damaged lock file read as a fresh 30-minute lock at every read, so it
+ * locked the subject forever without saying why.  [KS-LOCKFILE-2]
+ */
+static void
+bug_damaged_lock_file_locks_forever(void)
+{
+	struct cf_ks_home *h = open_home();
+	struct cf_ks_tenant *t = NULL;
+	char home[4096], p[4300];
+	unsigned failures;
+	time_t until;
+
+	CHECK(h != NULL);
+	snprintf(home, sizeof(home), "%s", cf_ks_home_path(h));
+	CHECK_RC(cf_ks_tenant_create(h, "acme", CF_KS_CIPHER_NONE, NULL, NULL,
+	    &t), 0);
+	cf_ks_tenant_free(t);
+	snprintf(p, sizeof(p), "%s/locks/tenant.acme.json", home);
+	CHECK_RC(cf_test_write_file(p, "{\"failures\": \"x\"}\n", 18), 0);
+	CHECK_RC(cf_ks_lockout_state(h, "tenant.acme", &failures, &until),
+	    -EPROTO);
+	CHECK(strstr(cf_ks_last_error(), "locks/tenant.acme.json") != NULL);
+	CHECK(strstr(cf_ks_last_error(), "rm ") != NULL);
+	CHECK_RC(try_unlock(home), -EPROTO);
+	CHECK_RC(cf_test_write_file(p, "not json", 8), 0);
+	CHECK_RC(try_unlock(home), -EPROTO);
+	/* The documented way out works. */
+	CHECK(unlink(p) == 0);
+	CHECK_RC(try_unlock(home), 0);
+	cf_ks_home_free(h);
+}
+
 static const struct cf_test_case cases[] = {
 	CF_TEST(bug_tenant_set_unbounded_and_swapped_early),
 	CF_TEST(bug_fifo_and_symlink_in_home),
+	CF_TEST(bug_damaged_lock_file_locks_forever),
 };
 
 CF_TEST_MAIN(cases)
