@@ -357,6 +357,19 @@ out:
 	return rc;
 }
 
+/* Counts an object whose deletion Object Lock refused, and its date. */
+static void
+locked(struct cf_bk_repo *r, struct cf_bk_prune_stats *st,
+    enum cf_bk_kind kind, const char *name)
+{
+	int64_t until = 0;
+
+	st->objects_locked++;
+	if (cf_bk_store_lock_until(r->store, kind, name, &until) == 0 &&
+	    until > st->locked_until)
+		st->locked_until = until;
+}
+
 int
 cf_bk_prune(struct cf_bk_repo *r, struct cf_bk_lock *lock,
     const struct cf_bk_prune_opts *o, struct cf_bk_prune_stats *st)
@@ -369,7 +382,7 @@ cf_bk_prune(struct cf_bk_repo *r, struct cf_bk_lock *lock,
 	struct idset moved = { NULL, 0, 0 }, indexed = { NULL, 0, 0 };
 	unsigned char pid[CF_BK_ID_BYTES], *act = NULL;
 	size_t i, j, bad = 0;
-	int rc;
+	int rc, index_locked = 0;
 
 	memset(st, 0, sizeof(*st));
 	memset(&p, 0, sizeof(p));
@@ -483,6 +496,12 @@ cf_bk_prune(struct cf_bk_repo *r, struct cf_bk_lock *lock,
 		goto out;
 	for (i = 0; i < old_idx.n; i++) {
 		rc = cf_bk_store_del(r->store, CF_BK_KIND_INDEX, old_idx.v[i]);
+		if (rc == -EROFS) {
+			/* Object Lock: a later prune deletes it. */
+			locked(r, st, CF_BK_KIND_INDEX, old_idx.v[i]);
+			index_locked = 1;
+			continue;
+		}
 		if (rc < 0 && rc != -ENOENT)
 			goto out;
 		st->indexes_deleted++;
@@ -491,11 +510,15 @@ cf_bk_prune(struct cf_bk_repo *r, struct cf_bk_lock *lock,
 	if (rc < 0)
 		goto out;
 	/* 6: packs no index names any more: dead, repacked, orphans. */
-	for (i = 0; i < packs.n; i++) {
+	for (i = 0; !index_locked && i < packs.n; i++) {
 		if (cf_bk_id_parse(packs.v[i], pid) < 0 ||
 		    idset_has(&p.keep_packs, 1, pid))
 			continue;
 		rc = cf_bk_store_del(r->store, CF_BK_KIND_PACK, packs.v[i]);
+		if (rc == -EROFS) {
+			locked(r, st, CF_BK_KIND_PACK, packs.v[i]);
+			rc = 0;
+		}
 		if (rc < 0 && rc != -ENOENT)
 			goto out;
 		if (i % 256 == 255) {

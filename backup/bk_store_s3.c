@@ -1004,7 +1004,7 @@ s3_put_multipart(struct s3 *s, enum cf_bk_kind kind, const char *name,
 		goto out;
 	r->method = "POST";
 	r->outmax = 65536;
-	r->lock = 1;	/* retention is given when the upload is created */
+	r->lock = kind != CF_BK_KIND_LOCK;	/* given at creation */
 	rc = mp_url(s, kind, name, r, "?uploads=", NULL, NULL);
 	if (rc == 0)
 		rc = s3_perform(s, r);
@@ -1127,7 +1127,8 @@ s3_put(void *ctx, enum cf_bk_kind kind, const char *name,
 	r->body = buf;
 	r->bodylen = len;
 	r->if_none_match = excl;
-	r->lock = 1;
+	/* Repository locks come and go: never retained. */
+	r->lock = kind != CF_BK_KIND_LOCK;
 	r->outmax = S3_ERRBODY_MAX;
 	rc = obj_url(s, kind, name, r);
 	if (rc == 0)

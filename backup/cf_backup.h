@@ -745,6 +745,14 @@ struct cf_bk_prune_stats {
 	uint64_t packs, packs_deleted, packs_repacked, packs_orphan;
 	uint64_t packs_written, bytes_deleted, bytes_written;
 	uint64_t indexes_deleted, indexes_written;
+	/*
+	 * S3 Object Lock: objects whose deletion was refused (-EROFS) and
+	 * left for a later prune, and the latest retain-until date among
+	 * them (seconds since the epoch).  While an old index object is
+	 * locked no pack is deleted (it may still name them).
+	 */
+	uint64_t objects_locked;
+	int64_t locked_until;
 };
 
 CF_MUST_CHECK int cf_bk_prune(struct cf_bk_repo *r, struct cf_bk_lock *lock,

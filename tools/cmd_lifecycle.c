@@ -349,6 +349,8 @@ struct purge_counts {
 	uint64_t objects, bytes;
 	uint64_t kind_objects[6];
 	uint64_t files, file_bytes;
+	uint64_t locked;		/* S3 Object Lock refused */
+	int64_t locked_until;
 };
 
 struct del_ctx {
@@ -387,7 +389,24 @@ count_left(void *arg, const char *name, uint64_t size)
 	return 0;
 }
 
-/* Deletes every object of the repository; the config last. */
+/* Object Lock refused a deletion: count it and keep its date. */
+static void
+purge_locked(struct cf_bk_store *s, enum cf_bk_kind kind, const char *name,
+    struct purge_counts *pc)
+{
+	int64_t until = 0;
+
+	pc->locked++;
+	if (cf_bk_store_lock_until(s, kind, name, &until) == 0 &&
+	    until > pc->locked_until)
+		pc->locked_until = until;
+}
+
+/*
+ * Deletes every object of the repository; the config last (kept while
+ * any object is locked, so a rerun can still prove the repository is
+ * the tenant's).
+ */
 static int
 purge_repo(const char *url, struct purge_counts *pc, uint64_t *left)
 {
@@ -413,6 +432,10 @@ purge_repo(const char *url, struct purge_counts *pc, uint64_t *left)
 		rc = cf_bk_store_list(s, kinds[k], del_collect, &d);
 		for (i = 0; rc >= 0 && i < d.n; i++) {
 			rc = cf_bk_store_del(s, kinds[k], d.names[i]);
+			if (rc == -EROFS) {
+				purge_locked(s, kinds[k], d.names[i], pc);
+				continue;
+			}
 			if (rc == -ENOENT)
 				rc = 0;
 			pc->objects++;
@@ -422,11 +445,17 @@ purge_repo(const char *url, struct purge_counts *pc, uint64_t *left)
 		if (rc < 0)
 			goto out;
 	}
-	if (cf_bk_store_stat(s, CF_BK_KIND_CONFIG, "config", &size) == 0) {
+	if (pc->locked == 0 &&
+	    cf_bk_store_stat(s, CF_BK_KIND_CONFIG, "config", &size) == 0) {
 		rc = cf_bk_store_del(s, CF_BK_KIND_CONFIG, "config");
-		if (rc < 0)
+		if (rc == -EROFS) {
+			purge_locked(s, CF_BK_KIND_CONFIG, "config", pc);
+			rc = 0;
+		} else if (rc < 0) {
 			goto out;
-		pc->objects++;
+		} else {
+			pc->objects++;
+		}
 		pc->bytes += size;
 		pc->kind_objects[CF_BK_KIND_CONFIG]++;
 	}
@@ -768,6 +797,8 @@ tl_lifecycle_purge(struct tl_ctx *ctx, const char *name, const char *reason,
 	}
 	rc = rm_tree(store, &pc);
 	store_gone = rc == 0 && lstat(store, &st) < 0;
+	if (pc.locked > 0 && !ctx->json)
+		tl_report_locked(name, pc.locked, pc.locked_until);
 	if (rc < 0 || left != 0) {
 		fprintf(stderr, "coffer: purge of %s incomplete: %llu repository "
 		    "objects left, store %s; rerun the purge\n", name,

@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cf_backup.h"
 #include "tl_int.h"
@@ -338,6 +339,19 @@ open_repo(struct tl_ctx *ctx, struct cf_ks_tenant *t, struct cf_bk_repo **out,
 	return CF_EXIT_OK;
 }
 
+void
+tl_report_locked(const char *name, uint64_t n, int64_t until)
+{
+	char date[32] = "an unknown date";
+	time_t t = (time_t)until;
+	struct tm tm;
+
+	if (until > 0 && gmtime_r(&t, &tm) != NULL)
+		strftime(date, sizeof(date), "%Y-%m-%d %H:%M UTC", &tm);
+	printf("tenant %s: %llu objects locked (S3 Object Lock) until %s, "
+	    "will be deleted later\n", name, (unsigned long long)n, date);
+}
+
 static void
 audit_apply(struct cf_ks_home *home, const char *name, size_t removed,
     const struct cf_bk_prune_stats *st)
@@ -367,6 +381,8 @@ one_tenant(struct tl_ctx *ctx, const char *name, int apply, int dry_run,
 	struct snap *v = NULL;
 	char url[PATH_MAX + 16];
 	size_t n = 0, i, removed = 0;
+	uint64_t snaps_locked = 0;
+	int64_t snaps_until = 0;
 	int rc, ret = CF_EXIT_FAIL, held;
 
 	rc = cf_ks_tenant_open(ctx->home, name, &t);
@@ -444,10 +460,24 @@ one_tenant(struct tl_ctx *ctx, const char *name, int apply, int dry_run,
 		if (v[i].keep != 0 || v[i].future)
 			continue;
 		rc = cf_bk_repo_snapshot_delete(r, v[i].id);
+		if (rc == -EROFS) {
+			/* S3 Object Lock: not yet; a later apply removes it. */
+			char hex[65];
+			int64_t until = 0;
+
+			cf_bk_id_hex(v[i].id, hex);
+			if (cf_bk_store_lock_until(cf_bk_repo_store(r),
+			    CF_BK_KIND_SNAPSHOT, hex, &until) == 0 &&
+			    until > snaps_until)
+				snaps_until = until;
+			snaps_locked++;
+			continue;
+		}
 		if (rc < 0 && rc != -ENOENT)
 			goto out;
 		removed++;
 	}
+
 	memset(&po, 0, sizeof(po));
 	po.repack_pct = pol.repack_pct;
 	rc = cf_bk_prune(r, lock, &po, &st);
@@ -465,6 +495,10 @@ one_tenant(struct tl_ctx *ctx, const char *name, int apply, int dry_run,
 		    (unsigned long long)st.packs_repacked,
 		    (unsigned long long)st.packs_orphan,
 		    (unsigned long long)st.bytes_deleted);
+	if (!ctx->json && st.objects_locked + snaps_locked > 0)
+		tl_report_locked(name, st.objects_locked + snaps_locked,
+		    st.locked_until > snaps_until ? st.locked_until :
+		    snaps_until);
 	ret = CF_EXIT_OK;
 out:
 	if (ret == CF_EXIT_FAIL && rc < 0)

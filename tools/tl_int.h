@@ -32,6 +32,8 @@ struct cf_ks_home *tl_home(struct tl_ctx *ctx, int create);
 
 /* Prints "coffer: <last error>" and returns the exit code for rc. */
 int tl_fail(int rc, const char *what);
+/* Prints "tenant NAME: N objects locked ... until DATE, will be deleted later". */
+void tl_report_locked(const char *name, uint64_t n, int64_t until);
 /* Prints a usage error and returns CF_EXIT_USAGE. */
 int tl_usage(const struct tl_cmd *cmd, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

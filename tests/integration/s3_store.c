@@ -387,6 +387,15 @@ object_lock(void)	/* S3_LOCK_BUCKET has Object Lock enabled */
 	char url[1024], pack[65] = "", name[65];
 	const char *lb = getenv("S3_LOCK_BUCKET");
 	int64_t until = 0, now = (int64_t)time(NULL);
+	struct cf_bk_snapshot snap;
+	struct cf_bk_lock *l = NULL;
+	struct cf_bk_prune_opts po;
+	struct cf_bk_prune_stats st;
+	char host[] = "h", path[] = "/", cons[] = "offline";
+	char *paths[] = { path };
+	unsigned char sid[32], tid[32];
+	struct cf_bk_node node;
+	struct cf_bk_tree tree = { &node, 1, NULL };
 	uint64_t size;
 	size_t len;
 	unsigned i;
@@ -416,6 +425,11 @@ object_lock(void)	/* S3_LOCK_BUCKET has Object Lock enabled */
 	for (i = 0; i < 5; i++)
 		CHECK_RC(cf_bk_writer_add(w, CF_BK_BLOB_DATA, data + i * 10000,
 		    10000, id), 0);
+	memset(&node, 0, sizeof(node));
+	node.type = CF_BK_NODE_FILE;
+	node.name = "file";
+	node.mode = 0640;
+	CHECK_RC(cf_bk_writer_add_tree(w, &tree, tid), 0);
 	CHECK_RC(cf_bk_writer_flush(w), 0);
 	cf_bk_writer_free(w);
 	w = NULL;
@@ -429,6 +443,28 @@ object_lock(void)	/* S3_LOCK_BUCKET has Object Lock enabled */
 	CHECK_RC(cf_bk_store_del(s, CF_BK_KIND_PACK, pack), -EROFS);
 	CHECK_RC(cf_bk_store_stat(s, CF_BK_KIND_PACK, pack, &size), 0);
 	s = NULL;
+	/* A snapshot cannot be forgotten yet; prune reports, not fails. */
+	memset(&snap, 0, sizeof(snap));
+	snap.time = 1;
+	memcpy(snap.tenant, tenant, 16);
+	snap.hostname = host;
+	snap.paths = paths;
+	snap.npaths = 1;
+	snap.consistency = cons;
+	memcpy(snap.tree, tid, 32);
+	CHECK_RC(cf_bk_repo_snapshot_save(r, &snap, sid), 0);
+	CHECK_RC(cf_bk_repo_snapshot_delete(r, sid), -EROFS);
+	CHECK_RC(cf_bk_repo_lock(r, 1, NULL, &l), 0);	/* locks: no lock */
+	memset(&po, 0, sizeof(po));
+	CHECK_RC(cf_bk_prune(r, l, &po, &st), 0);
+	printf("# prune: %llu objects locked until %lld\n",
+	    (unsigned long long)st.objects_locked, (long long)st.locked_until);
+	CHECK(st.objects_locked >= 1 && st.indexes_deleted == 0 &&
+	    st.locked_until >= now + 86400 - 300);
+	CHECK_RC(cf_bk_lock_release(l), 0);
+	l = NULL;
+	CHECK_RC(cf_bk_store_stat(cf_bk_repo_store(r), CF_BK_KIND_PACK, pack,
+	    &size), 0);
 	cf_bk_repo_free(r);
 	r = NULL;
 
