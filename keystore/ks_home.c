@@ -150,20 +150,27 @@ read_pass_file(const char *path, struct cf_secbuf *sb, size_t *len)
 	ssize_t n;
 	int fd, rc = 0;
 
-	fd = open(path, O_RDONLY | O_CLOEXEC);
+	fd = ks_openat(AT_FDCWD, path, O_RDONLY, 0);
 	if (fd < 0) {
-		rc = -errno;
-		return ks_err(rc, "cannot open passphrase file %s: %s", path,
-		    strerror(-rc));
+		if (fd == -ELOOP || fd == -EINVAL)
+			return fd;
+		return ks_err(fd, "cannot open passphrase file %s: %s", path,
+		    strerror(-fd));
 	}
-	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-		rc = ks_err(-EINVAL, "passphrase file %s is not a regular "
-		    "file", path);
+	if (fstat(fd, &st) != 0) {
+		rc = -errno;
 		goto out;
 	}
 	if ((st.st_mode & 077) != 0) {
 		rc = ks_err(-EACCES, "passphrase file %s is readable by group "
 		    "or others; chmod 600 it", path);
+		goto out;
+	}
+	/* Whoever owns the file can change the passphrase under us. */
+	if (st.st_uid != geteuid() && st.st_uid != 0) {
+		rc = ks_err(-EACCES, "passphrase file %s is owned by uid %u, "
+		    "not by uid %u or root", path, (unsigned)st.st_uid,
+		    (unsigned)geteuid());
 		goto out;
 	}
 	while (got < cf_secbuf_len(sb)) {
@@ -209,7 +216,14 @@ ks_home_passphrase(struct cf_ks_home *home, const char *kms_name,
 	if (rc < 0)
 		return rc;
 	env = getenv("COFFER_PASSPHRASE_FILE");
-	if (pass_file != NULL && pass_file[0] != '\0')
+	/*
+	 * A relative passphrase_file would be relative to the directory the
+	 * command happened to start in, not to coffer.conf.  [KS-PASS-1]
+	 */
+	if (pass_file != NULL && pass_file[0] != '\0' && pass_file[0] != '/')
+		rc = ks_err(-EINVAL, "passphrase_file of [kms.%s] must be an "
+		    "absolute path, not '%s'", kms_name, pass_file);
+	else if (pass_file != NULL && pass_file[0] != '\0')
 		rc = read_pass_file(pass_file, sb, &got);
 	else if (env != NULL && env[0] != '\0')
 		rc = read_pass_file(env, sb, &got);

@@ -207,10 +207,46 @@ bug_damaged_lock_file_locks_forever(void)
 	cf_ks_home_free(h);
 }
 
+/*
+ * The passphrase file's owner was not checked, and a relative
+ * passphrase_file in coffer.conf was taken relative to the working
+ * directory.  [KS-PASS-1] [KS-PASS-2]
+ */
+static void
+bug_pass_file_owner_and_relative_path(void)
+{
+	struct cf_ks_home *h = NULL;
+	struct cf_ks_tenant *t = NULL;
+	const char *home = cf_test_home(PASS);
+	char pass[4200], conf[4200], text[8192];
+
+	snprintf(pass, sizeof(pass), "%s/pass", cf_test_tmpdir());
+	CHECK(chown(pass, 4242, 4242) == 0 || geteuid() != 0);
+	if (geteuid() == 0) {
+		CHECK_RC(cf_ks_home_open(&h, home, CF_KS_HOME_CREATE), 0);
+		CHECK_RC(cf_ks_tenant_create(h, "acme", CF_KS_CIPHER_NONE,
+		    NULL, NULL, &t), -EACCES);
+		CHECK(strstr(cf_ks_last_error(), "owned by uid 4242") != NULL);
+		cf_ks_home_free(h);
+		h = NULL;
+		CHECK(chown(pass, 0, 0) == 0);
+	}
+	snprintf(conf, sizeof(conf), "%s/coffer.conf", home);
+	snprintf(text, sizeof(text), "[kms.local]\ntype = file\n"
+	    "passphrase_file = pass\nargon2_ops = 1\nargon2_mem_kib = 8\n");
+	CHECK_RC(cf_test_write_file(conf, text, strlen(text)), 0);
+	CHECK_RC(cf_ks_home_open(&h, home, CF_KS_HOME_CREATE), 0);
+	CHECK_RC(cf_ks_tenant_create(h, "acme", CF_KS_CIPHER_NONE, NULL, NULL,
+	    &t), -EINVAL);
+	CHECK(strstr(cf_ks_last_error(), "absolute") != NULL);
+	cf_ks_home_free(h);
+}
+
 static const struct cf_test_case cases[] = {
 	CF_TEST(bug_tenant_set_unbounded_and_swapped_early),
 	CF_TEST(bug_fifo_and_symlink_in_home),
 	CF_TEST(bug_damaged_lock_file_locks_forever),
+	CF_TEST(bug_pass_file_owner_and_relative_path),
 };
 
 CF_TEST_MAIN(cases)
