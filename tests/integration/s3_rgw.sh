@@ -147,6 +147,46 @@ else
 fi
 
 # Interop: awscli sees coffer's repository layout.
+# Faults: radosgw killed (SIGKILL) in the middle of a backup, restarted
+# on its data by ceph-rgw-up.sh, and the backup rerun.
+rgw_pid=$(cat "$D/pids/rgw.pid" 2>/dev/null)
+COFFER_S3_RETRY_SECONDS=3 S3_KILL_PHASE=1 "$S3_STORE" >"$T/kill1.tap" 2>&1 &
+k1=$!
+for _ in $(seq 100); do	# until the first pack is stored, then 0.5 s more
+	"$AWS" --endpoint-url "$S3_ENDPOINT" s3 ls --recursive "s3://$S3_BUCKET/killrepo/data/" 2>/dev/null |
+	    grep -q . && break
+	sleep 0.1
+done
+sleep 0.5
+kill -9 "$rgw_pid" 2>/dev/null
+killed_at=$(date +%s.%N)
+wait "$k1"
+k1rc=$?
+sed 's/^/# phase 1: /' "$T/kill1.tap"
+if [ "$k1rc" -eq 0 ]; then
+	ok "a backup with radosgw killed in the middle fails cleanly"
+elif [ "$k1rc" -eq 3 ]; then
+	ok "a backup with radosgw killed in the middle # SKIP it completed before the kill"
+else
+	not_ok "a backup with radosgw killed in the middle (exit $k1rc)"
+fi
+if env=$(CEPH_RGW_SSL_CERT=$T/srv.pem CEPH_RGW_SSL_KEY=$T/srv.key \
+    bash "$SRC/tests/lib/ceph-rgw-up.sh" "$D" 2>>"$T/up.log"); then
+	ok "radosgw restarted on its data in $(awk -v a="$killed_at" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}')s"
+else
+	not_ok "radosgw restarted"
+	tail -n 20 "$T/up.log" | sed 's/^/# /'
+fi
+S3_KILL_PHASE=2 S3_KILL_PHASE1_OK=$([ "$k1rc" -eq 3 ] && echo 1 || echo 0) \
+    "$S3_STORE" >"$T/kill2.tap" 2>&1
+k2rc=$?
+sed 's/^/# phase 2: /' "$T/kill2.tap"
+if [ "$k2rc" -eq 0 ]; then
+	ok "the rerun completes, no snapshot of the interrupted run, verify --read-data passes"
+else
+	not_ok "the rerun after the restart (exit $k2rc)"
+fi
+
 ls_out=$("$AWS" --endpoint-url "$S3_ENDPOINT" s3 ls --recursive "s3://$S3_BUCKET/repo/" 2>&1)
 if grep -q ' repo/config$' <<<"$ls_out" &&
     grep -Eq ' repo/data/[0-9a-f]{2}/[0-9a-f]{64}$' <<<"$ls_out" &&

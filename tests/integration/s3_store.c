@@ -265,8 +265,14 @@ test_keys(void)
 	struct cf_secbuf *sb = NULL;
 	struct cf_bk_keys *k = NULL;
 
-	if (cf_secbuf_random(&sb, 32) != 0)
+	if (getenv("S3_KILL_PHASE") != NULL) {
+		/* Both phases (two processes) must open the same repo. */
+		if (cf_secbuf_new(&sb, 32) != 0)
+			return NULL;
+		memset(cf_secbuf_data(sb), 0x5a, 32);
+	} else if (cf_secbuf_random(&sb, 32) != 0) {
 		return NULL;
+	}
 	if (cf_bk_keys_new(&k, sb, 1, CF_KS_CIPHER_XCHACHA20POLY1305) != 0)
 		k = NULL;
 	cf_secbuf_free(sb);
@@ -681,6 +687,127 @@ done:
 	free(data);
 }
 
+/*
+ * The server killed in the middle of a backup (s3_rgw.sh kills radosgw
+ * while phase 1 runs, restarts it, then runs phase 2).  Both phases back
+ * up the same deterministic blobs into s3://BUCKET/killrepo.  Phase 1
+ * may fail (the server is gone; COFFER_S3_RETRY_SECONDS is short) and
+ * then must leave no snapshot; phase 2 completes, its snapshot is the
+ * only one (S3_KILL_PHASE1_OK=1: phase 1 got through, two), and verify
+ * reading every pack passes.
+ */
+enum { KB_N = 800, KB_LEN = 256 << 10 };
+
+static int
+kill_backup_run(struct cf_bk_repo *r, unsigned char sid[32])
+{
+	static unsigned char ids[KB_N][32], tid[32];
+	unsigned char seed[randombytes_SEEDBYTES] = { 0x4b };
+	unsigned char *blob = malloc(KB_LEN);
+	struct cf_bk_writer *w = NULL;
+	struct cf_bk_node node;
+	struct cf_bk_item *items = calloc(KB_N, sizeof(*items));
+	struct cf_bk_tree tree = { &node, 1, NULL };
+	struct cf_bk_snapshot snap;
+	char host[] = "h", path[] = "/", cons[] = "offline";
+	char *paths[] = { path };
+	unsigned i;
+	int rc = -ENOMEM;
+
+	if (blob == NULL || items == NULL)
+		goto out;
+	rc = cf_bk_writer_new(&w, r, 4);
+	for (i = 0; rc == 0 && i < KB_N; i++) {
+		memcpy(seed + 1, &i, sizeof(i));
+		randombytes_buf_deterministic(blob, KB_LEN, seed);
+		rc = cf_bk_writer_add(w, CF_BK_BLOB_DATA, blob, KB_LEN, ids[i]);
+		memcpy(items[i].id, ids[i], 32);
+	}
+	memset(&node, 0, sizeof(node));
+	node.type = CF_BK_NODE_FILE;
+	node.name = "big";
+	node.mode = 0600;
+	node.size = (uint64_t)KB_N * KB_LEN;
+	node.items = items;
+	node.nitems = KB_N;
+	if (rc == 0)
+		rc = cf_bk_writer_add_tree(w, &tree, tid);
+	if (rc == 0)
+		rc = cf_bk_writer_flush(w);
+	cf_bk_writer_free(w);
+	memset(&snap, 0, sizeof(snap));
+	snap.time = 2;
+	memcpy(snap.tenant, tenant, 16);
+	snap.hostname = host;
+	snap.paths = paths;
+	snap.npaths = 1;
+	snap.consistency = cons;
+	memcpy(snap.tree, tid, 32);
+	if (rc == 0)
+		rc = cf_bk_repo_snapshot_save(r, &snap, sid);
+out:
+	free(blob);
+	free(items);
+	return rc;
+}
+
+static void
+kill_phase1(void)
+{
+	struct cf_bk_keys *k = test_keys();
+	struct cf_bk_store *s = NULL;
+	struct cf_bk_repo *r = NULL;
+	unsigned char sid[32];
+	int rc;
+
+	CHECK(k != NULL);
+	CHECK_RC(cf_bk_store_open_url(&s, url_of("killrepo"), 0), 0);
+	CHECK_RC(cf_bk_repo_init(&r, s, k, tenant), 0);
+	rc = kill_backup_run(r, sid);
+	printf("# phase 1 (server killed meanwhile): %s\n",
+	    rc == 0 ? "completed" : strerror(-rc));
+	cf_bk_repo_free(r);
+	cf_bk_keys_free(k);
+	if (rc == 0)
+		exit(3);	/* tells the script: not interrupted */
+}
+
+static void
+kill_phase2(void)
+{
+	struct cf_bk_keys *k = test_keys();
+	struct cf_bk_store *s = NULL;
+	struct cf_bk_repo *r = NULL;
+	struct cf_bk_verify_opts vo = { 1, 100, 1 };
+	struct cf_bk_verify_result *res = NULL;
+	unsigned char sid[32], (*sids)[32] = NULL;
+	const char *ok1 = getenv("S3_KILL_PHASE1_OK");
+	size_t nsnap, want = ok1 != NULL && strcmp(ok1, "1") == 0 ? 1 : 0;
+
+	CHECK(k != NULL);
+	CHECK_RC(cf_bk_store_open_url(&s, url_of("killrepo"), 0), 0);
+	CHECK_RC(cf_bk_repo_open(&r, s, k, tenant), 0);
+	CHECK_RC(cf_bk_repo_index_load(r, NULL), 0);
+	CHECK_RC(cf_bk_repo_snapshot_list(r, &sids, &nsnap), 0);
+	free(sids);
+	sids = NULL;
+	printf("# before the rerun: %zu snapshots (want %zu)\n", nsnap, want);
+	CHECK(nsnap == want);
+	CHECK_RC(kill_backup_run(r, sid), 0);
+	CHECK_RC(cf_bk_repo_snapshot_list(r, &sids, &nsnap), 0);
+	free(sids);
+	CHECK(nsnap == want + 1);
+	CHECK_RC(cf_bk_verify(r, &vo, &res), 0);
+	printf("# verify: %llu packs, %llu read, %llu orphan\n",
+	    (unsigned long long)res->packs, (unsigned long long)res->packs_read,
+	    (unsigned long long)res->packs_orphan);
+	CHECK(!cf_bk_verify_damaged(res) && res->packs_read == res->packs &&
+	    res->packs >= 2);
+	cf_bk_verify_result_free(res);
+	cf_bk_repo_free(r);
+	cf_bk_keys_free(k);
+}
+
 static void
 skip_all(void)
 {
@@ -706,8 +833,16 @@ main(int argc, char **argv)
 
 	if (sodium_init() < 0)
 		return 99;
+	static const struct cf_test_case k1[] = { CF_TEST(kill_phase1) };
+	static const struct cf_test_case k2[] = { CF_TEST(kill_phase2) };
+	const char *phase = getenv("S3_KILL_PHASE");
+
 	if (bucket() == NULL)
 		return cf_test_run(none, 1, argc, argv);
+	if (phase != NULL && strcmp(phase, "1") == 0)
+		return cf_test_run(k1, 1, argc, argv);
+	if (phase != NULL && strcmp(phase, "2") == 0)
+		return cf_test_run(k2, 1, argc, argv);
 	return cf_test_run(cases, sizeof(cases) / sizeof(cases[0]), argc,
 	    argv);
 }
