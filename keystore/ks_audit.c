@@ -215,52 +215,25 @@ static int
 key_read(int dirfd, const char *path, struct cf_secbuf **out)
 {
 	struct cf_secbuf *sb = NULL;
-	unsigned char *p;
-	struct stat st;
 	size_t got = 0;
-	ssize_t n;
-	int fd, rc;
+	int rc;
 
 	*out = NULL;
-	fd = ks_openat(dirfd, path, O_RDONLY, 0);
-	if (fd < 0)
-		return fd;
-	if (fstat(fd, &st) != 0) {
-		rc = -errno;
-		goto out;
-	}
-	if (!S_ISREG(st.st_mode) || st.st_size != (off_t)CF_KS_KEY_BYTES) {
-		rc = ks_err(-EPROTO, "audit key file %s must be a regular file "
-		    "of exactly %u bytes", path, CF_KS_KEY_BYTES);
-		goto out;
-	}
 	rc = cf_secbuf_new(&sb, CF_KS_KEY_BYTES);
 	if (rc < 0)
+		return rc;
+	rc = ks_read_secret(dirfd, path, "audit key file", sb,
+	    CF_KS_KEY_BYTES, &got);
+	if (rc == -EFBIG || (rc == 0 && got != CF_KS_KEY_BYTES))
+		rc = ks_err(-EPROTO, "audit key file %s must be a regular file "
+		    "of exactly %u bytes", path, CF_KS_KEY_BYTES);
+	if (rc < 0)
 		goto out;
-	p = cf_secbuf_data(sb);
-	while (got < CF_KS_KEY_BYTES) {
-		n = read(fd, p + got, CF_KS_KEY_BYTES - got);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			rc = -errno;
-			goto out;
-		}
-		if (n == 0)
-			break;
-		got += (size_t)n;
-	}
-	if (got != CF_KS_KEY_BYTES) {
-		rc = ks_err(-EPROTO, "audit key file %s is short", path);
-		goto out;
-	}
 	cf_secbuf_readonly(sb);
 	*out = sb;
 	sb = NULL;
-	rc = 0;
 out:
 	cf_secbuf_free(sb);
-	close(fd);
 	return rc;
 }
 

@@ -140,65 +140,25 @@ cf_ks_home_set_actor(struct cf_ks_home *home, const char *actor)
 	snprintf(home->actor, sizeof(home->actor), "%s", actor);
 }
 
-/* Reads a passphrase file into locked memory; refuses loose permissions. */
+/* Reads a passphrase file into locked memory (checks in ks_read_secret). */
 static int
 read_pass_file(const char *path, struct cf_secbuf *sb, size_t *len)
 {
 	unsigned char *p = cf_secbuf_data(sb);
-	struct stat st;
-	size_t got = 0;
-	ssize_t n;
-	int fd, rc = 0;
+	size_t got;
+	int rc;
 
-	fd = ks_openat(AT_FDCWD, path, O_RDONLY, 0);
-	if (fd < 0) {
-		if (fd == -ELOOP || fd == -EINVAL)
-			return fd;
-		return ks_err(fd, "cannot open passphrase file %s: %s", path,
-		    strerror(-fd));
-	}
-	if (fstat(fd, &st) != 0) {
-		rc = -errno;
-		goto out;
-	}
-	if ((st.st_mode & 077) != 0) {
-		rc = ks_err(-EACCES, "passphrase file %s is readable by group "
-		    "or others; chmod 600 it", path);
-		goto out;
-	}
-	/* Whoever owns the file can change the passphrase under us. */
-	if (st.st_uid != geteuid() && st.st_uid != 0) {
-		rc = ks_err(-EACCES, "passphrase file %s is owned by uid %u, "
-		    "not by uid %u or root", path, (unsigned)st.st_uid,
-		    (unsigned)geteuid());
-		goto out;
-	}
-	while (got < cf_secbuf_len(sb)) {
-		n = read(fd, p + got, cf_secbuf_len(sb) - got);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			rc = -errno;
-			goto out;
-		}
-		if (n == 0)
-			break;
-		got += (size_t)n;
-	}
-	if (got == cf_secbuf_len(sb)) {
-		rc = ks_err(-EFBIG, "passphrase file %s is longer than %d "
-		    "bytes", path, PASS_MAX - 1);
-		goto out;
-	}
+	rc = ks_read_secret(AT_FDCWD, path, "passphrase file", sb,
+	    PASS_MAX - 1, &got);
+	if (rc < 0)
+		return rc;
 	/* One trailing newline (echo > file) is not part of the passphrase. */
 	if (got > 0 && p[got - 1] == '\n')
 		got--;
 	if (got > 0 && p[got - 1] == '\r')
 		got--;
 	*len = got;
-out:
-	close(fd);
-	return rc;
+	return 0;
 }
 
 int

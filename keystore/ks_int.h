@@ -43,6 +43,17 @@ int ks_openat(int dirfd, const char *path, int flags, mode_t mode);
 int ks_read_file(int dirfd, const char *path, size_t max, unsigned char **buf,
     size_t *len);
 /*
+ * Reads a small secret file (passphrase, PIN, key) straight into sb,
+ * which the caller owns: at most max (<= cf_secbuf_len(sb)) bytes, -EFBIG
+ * if the file holds more.  Opened with ks_openat (no FIFO hang, regular
+ * files only); -EACCES unless the mode has no group or other bits and the
+ * owner is the effective uid or root.  Errors carry a message that starts
+ * with what ("passphrase file").  On success *len is the byte count; on
+ * failure sb may hold part of the file (the caller wipes it).
+ */
+int ks_read_secret(int dirfd, const char *path, const char *what,
+    struct cf_secbuf *sb, size_t max, size_t *len);
+/*
  * Replaces path relative to dirfd atomically: writes a temporary file
  * with the given mode, fsyncs it, renames it over path and fsyncs the
  * directory.  A crash leaves either the old or the new content.

@@ -291,11 +291,10 @@ read_pin(struct ks_kms *kms, struct cf_secbuf **pin, size_t *len)
 {
 	const char *path = ks_kms_conf(kms, "pin_file");
 	struct cf_secbuf *sb = NULL;
+	char what[CF_KS_NAME_MAX + 32];
 	unsigned char *b;
-	struct stat st;
 	size_t got = 0;
-	ssize_t r;
-	int fd = -1, rc;
+	int rc;
 
 	*pin = NULL;
 	*len = 0;
@@ -305,40 +304,16 @@ read_pin(struct ks_kms *kms, struct cf_secbuf **pin, size_t *len)
 		return ks_err(-EACCES, "KMS '%s' (pkcs11): no PIN: set pin_file "
 		    "in [kms.%s] or COFFER_PKCS11_PIN_FILE", kms->name,
 		    kms->name);
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	if (fd < 0)
-		return ks_err(-EACCES, "KMS '%s' (pkcs11): cannot open PIN file "
-		    "%s: %s", kms->name, path, strerror(errno));
-	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-		rc = ks_err(-EACCES, "KMS '%s' (pkcs11): PIN file %s is not a "
-		    "regular file", kms->name, path);
-		goto out;
-	}
-	if ((st.st_mode & 077) != 0 || st.st_uid != geteuid()) {
-		rc = ks_err(-EACCES, "KMS '%s' (pkcs11): PIN file %s must be "
-		    "owned by this user and not readable by others; chmod 600 "
-		    "it", kms->name, path);
-		goto out;
-	}
+	snprintf(what, sizeof(what), "KMS '%s' (pkcs11): PIN file",
+	    kms->name);
 	rc = cf_secbuf_new(&sb, P11_PIN_MAX + 1);
 	if (rc < 0)
 		goto out;
 	b = cf_secbuf_data(sb);
-	while (got < P11_PIN_MAX + 1) {
-		r = read(fd, b + got, P11_PIN_MAX + 1 - got);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0) {
-			rc = -errno;
-			goto out;
-		}
-		if (r == 0)
-			break;
-		got += (size_t)r;
-	}
-	if (got > P11_PIN_MAX) {
-		rc = ks_err(-EINVAL, "KMS '%s' (pkcs11): PIN file %s is longer "
-		    "than %d bytes", kms->name, path, P11_PIN_MAX);
+	rc = ks_read_secret(AT_FDCWD, path, what, sb, P11_PIN_MAX, &got);
+	if (rc < 0) {
+		/* As before the shared reader: too long is EINVAL, else EACCES. */
+		rc = rc == -EFBIG ? -EINVAL : -EACCES;
 		goto out;
 	}
 	if (got > 0 && b[got - 1] == '\n')
@@ -356,7 +331,6 @@ read_pin(struct ks_kms *kms, struct cf_secbuf **pin, size_t *len)
 	rc = 0;
 out:
 	cf_secbuf_free(sb);
-	close(fd);
 	return rc;
 }
 

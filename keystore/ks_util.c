@@ -159,6 +159,73 @@ ks_openat(int dirfd, const char *path, int flags, mode_t mode)
 }
 
 int
+ks_read_secret(int dirfd, const char *path, const char *what,
+    struct cf_secbuf *sb, size_t max, size_t *len)
+{
+	unsigned char *p = cf_secbuf_data(sb);
+	unsigned char extra;
+	struct stat st;
+	size_t got = 0;
+	ssize_t n;
+	int fd, rc;
+
+	*len = 0;
+	if (max > cf_secbuf_len(sb))
+		cf_misuse("ks_read_secret: max exceeds the buffer");
+	fd = ks_openat(dirfd, path, O_RDONLY, 0);
+	if (fd < 0) {
+		/* ks_openat explains a symlink or a non-regular file. */
+		if (fd == -ELOOP || fd == -EINVAL)
+			return fd;
+		return ks_err(fd, "cannot open %s %s: %s", what, path,
+		    strerror(-fd));
+	}
+	if (fstat(fd, &st) != 0) {
+		rc = -errno;
+		goto out;
+	}
+	if ((st.st_mode & 077) != 0) {
+		rc = ks_err(-EACCES, "%s %s is readable by group or others; "
+		    "chmod 600 it", what, path);
+		goto out;
+	}
+	/* Whoever owns the file can change the secret under us. */
+	if (st.st_uid != geteuid() && st.st_uid != 0) {
+		rc = ks_err(-EACCES, "%s %s is owned by uid %u, not by uid %u "
+		    "or root", what, path, (unsigned)st.st_uid,
+		    (unsigned)geteuid());
+		goto out;
+	}
+	for (;;) {
+		/* One byte past max, read aside, tells a file that is too long. */
+		if (got < max)
+			n = read(fd, p + got, max - got);
+		else
+			n = read(fd, &extra, 1);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			rc = -errno;
+			goto out;
+		}
+		if (n == 0)
+			break;
+		if (got == max) {
+			rc = ks_err(-EFBIG, "%s %s is longer than %zu bytes",
+			    what, path, max);
+			goto out;
+		}
+		got += (size_t)n;
+	}
+	*len = got;
+	rc = 0;
+out:
+	sodium_memzero(&extra, sizeof(extra));
+	close(fd);
+	return rc;
+}
+
+int
 ks_read_file(int dirfd, const char *path, size_t max, unsigned char **buf,
     size_t *len)
 {

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "cf_test.h"
+#include "ks_int.h"
 
 #define PASS "bug test passphrase"
 
@@ -242,11 +243,62 @@ bug_pass_file_owner_and_relative_path(void)
 	cf_ks_home_free(h);
 }
 
+/*
+ * The audit key and passphrase files had two readers with different
+ * checks (the audit key's took any mode and owner).  Both now go through
+ * ks_read_secret.
+ */
+static void
+bug_secret_readers_duplicated(void)
+{
+	struct cf_ks_home *h = open_home();
+	struct cf_secbuf *sb = NULL;
+	char home[4096], p[4300], buf[40];
+	size_t len;
+
+	CHECK(h != NULL);
+	snprintf(home, sizeof(home), "%s", cf_ks_home_path(h));
+	CHECK_RC(cf_secbuf_new(&sb, 8), 0);
+	snprintf(p, sizeof(p), "%s/secret", cf_test_tmpdir());
+	CHECK_RC(cf_test_write_file(p, "12345678", 8), 0);
+	CHECK(chmod(p, 0600) == 0);
+	CHECK_RC(ks_read_secret(AT_FDCWD, p, "test file", sb, 8, &len), 0);
+	CHECK(len == 8 && memcmp(cf_secbuf_data(sb), "12345678", 8) == 0);
+	CHECK_RC(ks_read_secret(AT_FDCWD, p, "test file", sb, 7, &len),
+	    -EFBIG);
+	CHECK(chmod(p, 0640) == 0);
+	CHECK_RC(ks_read_secret(AT_FDCWD, p, "test file", sb, 8, &len),
+	    -EACCES);
+	CHECK(strstr(cf_ks_last_error(), "test file") != NULL);
+	CHECK(unlink(p) == 0);
+	CHECK(mkfifo(p, 0600) == 0);
+	alarm(20);
+	CHECK_RC(ks_read_secret(AT_FDCWD, p, "test file", sb, 8, &len),
+	    -EINVAL);
+	alarm(0);
+	cf_secbuf_free(sb);
+	/* The audit key now gets the passphrase file's checks. */
+	CHECK_RC(cf_ks_audit_append(h, "test.event", NULL, 0), 0);
+	cf_ks_home_free(h);
+	snprintf(p, sizeof(p), "%s/audit/audit.key", home);
+	CHECK(chmod(p, 0644) == 0);
+	CHECK_RC(cf_ks_home_open(&h, home, 0), 0);
+	CHECK_RC(cf_ks_audit_append(h, "test.event", NULL, 0), -EACCES);
+	cf_ks_home_free(h);
+	CHECK(chmod(p, 0600) == 0);
+	memset(buf, 'k', sizeof(buf));
+	CHECK_RC(cf_test_write_file(p, buf, 33), 0);
+	CHECK_RC(cf_ks_home_open(&h, home, 0), 0);
+	CHECK_RC(cf_ks_audit_append(h, "test.event", NULL, 0), -EPROTO);
+	cf_ks_home_free(h);
+}
+
 static const struct cf_test_case cases[] = {
 	CF_TEST(bug_tenant_set_unbounded_and_swapped_early),
 	CF_TEST(bug_fifo_and_symlink_in_home),
 	CF_TEST(bug_damaged_lock_file_locks_forever),
 	CF_TEST(bug_pass_file_owner_and_relative_path),
+	CF_TEST(bug_secret_readers_duplicated),
 };
 
 CF_TEST_MAIN(cases)
