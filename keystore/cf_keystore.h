@@ -428,7 +428,10 @@ struct cf_ks_envelope {
 /* Decodes a wrapped-key file image.  -EPROTO on any malformation. */
 CF_MUST_CHECK int cf_ks_envelope_decode(struct cf_ks_envelope *env,
     const unsigned char *buf, size_t len);
-/* Encodes into buf (cap bytes); *len receives the size.  -ENOSPC if small. */
+/*
+ * Encodes into buf (cap bytes); *len receives the size.  -ENOSPC if small,
+ * -EINVAL for an unknown alg, key_version 0 or blob_len outside 1..1024.
+ */
 CF_MUST_CHECK int cf_ks_envelope_encode(const struct cf_ks_envelope *env,
     unsigned char *buf, size_t cap, size_t *len);
 /* Fills env->header (the AAD) from the other fields. */

@@ -79,8 +79,11 @@ cf_ks_envelope_encode(const struct cf_ks_envelope *env, unsigned char *buf,
 	size_t need;
 
 	*len = 0;
+	/* Only what the decoder accepts: every encoding must decode. */
 	if (env->blob_len == 0 || env->blob_len > CF_KS_ENVELOPE_BLOB_MAX ||
-	    env->key_version == 0)
+	    env->key_version == 0 ||
+	    (env->alg != CF_KS_WRAP_XCHACHA20POLY1305 &&
+	    env->alg != CF_KS_WRAP_AES256GCM))
 		return -EINVAL;
 	need = KS_WK_FIXED + env->blob_len;
 	if (cap < need)

@@ -293,12 +293,40 @@ bug_secret_readers_duplicated(void)
 	cf_ks_home_free(h);
 }
 
+/* The envelope encoder wrote any alg, which the decoder then rejected. */
+static void
+bug_envelope_encoder_unknown_alg(void)
+{
+	static struct cf_ks_envelope env;
+	unsigned char buf[CF_KS_ENVELOPE_BLOB_MAX + 64];
+	size_t len;
+	unsigned a;
+
+	memset(&env, 0, sizeof(env));
+	env.key_version = 1;
+	env.blob_len = 72;
+	for (a = 0; a < 256; a++) {
+		env.alg = (uint8_t)a;
+		if (a == CF_KS_WRAP_XCHACHA20POLY1305 ||
+		    a == CF_KS_WRAP_AES256GCM) {
+			CHECK_RC(cf_ks_envelope_encode(&env, buf, sizeof(buf),
+			    &len), 0);
+			CHECK(len == 122);
+		} else {
+			CHECK_RC(cf_ks_envelope_encode(&env, buf, sizeof(buf),
+			    &len), -EINVAL);
+			CHECK(len == 0);
+		}
+	}
+}
+
 static const struct cf_test_case cases[] = {
 	CF_TEST(bug_tenant_set_unbounded_and_swapped_early),
 	CF_TEST(bug_fifo_and_symlink_in_home),
 	CF_TEST(bug_damaged_lock_file_locks_forever),
 	CF_TEST(bug_pass_file_owner_and_relative_path),
 	CF_TEST(bug_secret_readers_duplicated),
+	CF_TEST(bug_envelope_encoder_unknown_alg),
 };
 
 CF_TEST_MAIN(cases)
