@@ -3,8 +3,9 @@
  *
  * The configuration is a flat list of (section, key, value) triples kept
  * in file order; lookups are linear, which is fine for the few dozen
- * entries a real file has.  Limits (docs/format/config.md): 1 MiB of text,
- * 4096 entries, 255-byte names, 4095-byte values.  A key repeated within a
+ * entries a real file has.  Limits (docs/format/home.md): 1 MiB of text,
+ * 4096 entries, 199-byte lines, 255-byte names, 4095-byte values (the
+ * last two only reachable with an inih built with a larger line buffer).  A key repeated within a
  * section is an error, not a silent override.
  */
 #include <errno.h>
@@ -21,6 +22,7 @@
 #define CONF_MAX_ENTRIES 4096
 #define CONF_MAX_NAME 255
 #define CONF_MAX_VALUE 4095
+#define CONF_MAX_LINE 199	/* inih's INI_MAX_LINE (200) less the NUL */
 
 struct conf_entry {
 	char *section;
@@ -86,6 +88,33 @@ conf_add(void *user, const char *section, const char *key, const char *value)
 	return 1;
 }
 
+/*
+ * inih (release 55, INI_MAX_LINE 200) reads a line into a 200-byte buffer
+ * and reports a longer one as a syntax error on the line after it.  Find
+ * it first and name the right line.  [KS-CONF-2]
+ */
+static int
+check_lines(const char *text, size_t len)
+{
+	const char *p = text, *nl, *end = text + len;
+	size_t n;
+	int line = 1;
+
+	while (p < end) {
+		nl = memchr(p, '\n', (size_t)(end - p));
+		n = (size_t)((nl != NULL ? nl : end) - p);
+		if (n > CONF_MAX_LINE)
+			return ks_err(-EPROTO, "configuration: line %d is too "
+			    "long (%zu bytes, max %d)", line, n,
+			    CONF_MAX_LINE);
+		if (nl == NULL)
+			break;
+		p = nl + 1;
+		line++;
+	}
+	return 0;
+}
+
 int
 cf_ks_config_parse(struct cf_ks_config **out, const char *text, size_t len)
 {
@@ -105,6 +134,10 @@ cf_ks_config_parse(struct cf_ks_config **out, const char *text, size_t len)
 		goto out;
 	memcpy(copy, text, len);
 	copy[len] = '\0';
+	rc = check_lines(copy, len);
+	if (rc < 0)
+		goto out;
+	rc = -ENOMEM;
 	line = ini_parse_string(copy, conf_add, cfg);
 	if (cfg->err == -ENOMEM)
 		goto out;

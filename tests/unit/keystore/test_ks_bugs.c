@@ -320,6 +320,38 @@ bug_envelope_encoder_unknown_alg(void)
 	}
 }
 
+/*
+ * A line over inih's 199 bytes was a "syntax error" one line past the
+ * long one.  [KS-CONF-2]
+ */
+static void
+bug_config_long_line_wrong_line_number(void)
+{
+	struct cf_ks_config *cfg = NULL;
+	char text[1024], v[256];
+
+	/* "key = " (6) + 193 = 199 bytes: accepted. */
+	memset(v, 'a', sizeof(v));
+	v[193] = '\0';
+	snprintf(text, sizeof(text), "[s]\nkey = %s\nx = 1\n", v);
+	CHECK_RC(cf_ks_config_parse(&cfg, text, strlen(text)), 0);
+	CHECK(strlen(cf_ks_config_get(cfg, "s", "key")) == 193);
+	cf_ks_config_free(cfg);
+	cfg = NULL;
+	/* 200 bytes on line 3, then more lines. */
+	v[193] = 'a';
+	v[194] = '\0';
+	snprintf(text, sizeof(text), "[s]\n# c\nkey = %s\nx = 1\n", v);
+	CHECK_RC(cf_ks_config_parse(&cfg, text, strlen(text)), -EPROTO);
+	CHECK(cfg == NULL);
+	CHECK(strstr(cf_ks_last_error(), "line 3 is too long (200 bytes, "
+	    "max 199)") != NULL);
+	/* The same as the last line without a newline. */
+	snprintf(text, sizeof(text), "[s]\nkey = %s", v);
+	CHECK_RC(cf_ks_config_parse(&cfg, text, strlen(text)), -EPROTO);
+	CHECK(strstr(cf_ks_last_error(), "line 2 is too long") != NULL);
+}
+
 static const struct cf_test_case cases[] = {
 	CF_TEST(bug_tenant_set_unbounded_and_swapped_early),
 	CF_TEST(bug_fifo_and_symlink_in_home),
@@ -327,6 +359,7 @@ static const struct cf_test_case cases[] = {
 	CF_TEST(bug_pass_file_owner_and_relative_path),
 	CF_TEST(bug_secret_readers_duplicated),
 	CF_TEST(bug_envelope_encoder_unknown_alg),
+	CF_TEST(bug_config_long_line_wrong_line_number),
 };
 
 CF_TEST_MAIN(cases)
