@@ -5,6 +5,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -96,11 +97,58 @@ read_line(int fd, const char *prompt, char *buf, size_t cap, size_t *len)
 	return 0;
 }
 
+/*
+ * While echo is off, SIGINT and SIGTERM first put the terminal back:
+ * otherwise Ctrl-C at the prompt leaves the user's shell without echo.
+ * The handler then restores the previous disposition and re-raises, so
+ * the process dies (or not) exactly as it would have.  Only
+ * async-signal-safe calls: tcsetattr, sigaction, raise.
+ */
+static const int prompt_sigs[] = { SIGINT, SIGTERM };
+static struct sigaction prompt_oldact[2];
+static struct termios prompt_saved;
+static volatile sig_atomic_t prompt_fd = -1;
+
+static void
+prompt_on_signal(int sig)
+{
+	size_t i;
+
+	if (prompt_fd >= 0)
+		(void)tcsetattr(prompt_fd, TCSANOW, &prompt_saved);
+	for (i = 0; i < sizeof(prompt_sigs) / sizeof(prompt_sigs[0]); i++)
+		if (prompt_sigs[i] == sig)
+			(void)sigaction(sig, &prompt_oldact[i], NULL);
+	(void)raise(sig);
+}
+
+static void
+prompt_signals(int on)
+{
+	struct sigaction sa;
+	size_t i;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = prompt_on_signal;
+	sigemptyset(&sa.sa_mask);
+	for (i = 0; i < sizeof(prompt_sigs) / sizeof(prompt_sigs[0]); i++) {
+		if (on) {
+			(void)sigaction(prompt_sigs[i], NULL,
+			    &prompt_oldact[i]);
+			/* An ignored signal stays ignored. */
+			if (prompt_oldact[i].sa_handler != SIG_IGN)
+				(void)sigaction(prompt_sigs[i], &sa, NULL);
+		} else
+			(void)sigaction(prompt_sigs[i], &prompt_oldact[i],
+			    NULL);
+	}
+}
+
 int
 tl_prompt_passphrase(void *arg, const char *kms_name, int confirm, char *buf,
     size_t cap, size_t *len)
 {
-	struct termios old, quiet;
+	struct termios old, quiet, now;
 	char prompt[160], *again = NULL;
 	size_t len2 = 0;
 	int fd, rc;
@@ -117,7 +165,20 @@ tl_prompt_passphrase(void *arg, const char *kms_name, int confirm, char *buf,
 	quiet = old;
 	quiet.c_lflag &= ~(tcflag_t)(ECHO | ECHONL);
 	quiet.c_lflag |= ICANON;
-	tcsetattr(fd, TCSAFLUSH, &quiet);
+	prompt_saved = old;
+	prompt_fd = fd;
+	prompt_signals(1);
+	/*
+	 * tcsetattr succeeds if any change took effect: read back to be
+	 * sure echo is off before a passphrase is typed.
+	 */
+	if (tcsetattr(fd, TCSAFLUSH, &quiet) != 0 || tcgetattr(fd, &now) != 0 ||
+	    (now.c_lflag & ECHO) != 0) {
+		fprintf(stderr, "coffer: cannot turn off echo on /dev/tty; "
+		    "not asking for a passphrase\n");
+		rc = -EIO;
+		goto out;
+	}
 	snprintf(prompt, sizeof(prompt), "%s passphrase for KMS '%s': ",
 	    confirm ? "New" : "Enter", kms_name);
 	rc = read_line(fd, prompt, buf, cap, len);
@@ -137,7 +198,12 @@ tl_prompt_passphrase(void *arg, const char *kms_name, int confirm, char *buf,
 			sodium_free(again);
 		}
 	}
-	tcsetattr(fd, TCSAFLUSH, &old);
+out:
+	if (tcsetattr(fd, TCSAFLUSH, &old) != 0)
+		fprintf(stderr, "coffer: cannot restore the terminal (%s); "
+		    "run 'stty echo'\n", strerror(errno));
+	prompt_signals(0);
+	prompt_fd = -1;
 	close(fd);
 	if (rc < 0) {
 		sodium_memzero(buf, cap);
