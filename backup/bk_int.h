@@ -199,6 +199,21 @@ struct cf_bk_repo {
 	/* The AEAD of the pack read last (restores read pack by pack). */
 	unsigned char cache_hdr[CF_BK_HEADER_BYTES];
 	struct cf_ks_aead *cache_aead;
+	struct bk_window *win;		/* remote stores: read-ahead window */
+};
+
+/*
+ * A window of one pack read ahead: on a remote store one ranged GET per
+ * blob costs a round trip each (20 ms on RGW), so a blob is read with
+ * the next BK_WINDOW bytes of its pack, and the blobs that follow (a
+ * restore reads a file's blobs in order) come from memory.
+ */
+#define BK_WINDOW (8U << 20)
+struct bk_window {
+	unsigned char pack[CF_BK_ID_BYTES];
+	uint64_t off;
+	size_t len;
+	unsigned char *buf;		/* BK_WINDOW bytes */
 };
 
 /*

@@ -50,6 +50,8 @@ repo_new(struct cf_bk_repo **out, struct cf_bk_store *store,
 	return 0;
 }
 
+static void window_free(struct bk_window *w);
+
 /* Frees r but not its store (init/open failures hand it back). */
 static void
 repo_free_keep_store(struct cf_bk_repo *r)
@@ -59,6 +61,7 @@ repo_free_keep_store(struct cf_bk_repo *r)
 	cf_bk_chunker_free(r->chunker);
 	cf_bk_index_free(r->idx);
 	cf_ks_aead_free(r->cache_aead);
+	window_free(r->win);
 	cf_bk_keys_free(r->own_keys);
 	free(r);
 }
@@ -353,10 +356,70 @@ cf_bk_repo_has_blob(struct cf_bk_repo *r, enum cf_bk_blob_type type,
  * Reads and opens the blob at loc with the AEAD cache cache_hdr, aead (the
  * pack read last: restores read pack by pack).  Touches no index.
  */
+static void
+window_free(struct bk_window *w)
+{
+	if (w == NULL)
+		return;
+	free(w->buf);
+	free(w);
+}
+
+/*
+ * The window for r's store, made on first use: NULL for local stores,
+ * which read exactly what is asked (the page cache is their window).
+ */
+static struct bk_window *
+window_for(struct cf_bk_repo *r, struct bk_window **slot)
+{
+	const struct cf_bk_store_ops *ops = cf_bk_store_ops(r->store);
+
+	if (*slot != NULL)
+		return *slot;
+	if (ops == NULL || ops->name == NULL || strcmp(ops->name, "s3") != 0)
+		return NULL;
+	*slot = calloc(1, sizeof(**slot));
+	if (*slot != NULL && ((*slot)->buf = malloc(BK_WINDOW)) == NULL) {
+		free(*slot);
+		*slot = NULL;
+	}
+	return *slot;
+}
+
+/* Reads the sealed blob at loc into sblob, through the window if any. */
+static int
+read_sealed(struct cf_bk_repo *r, struct bk_window *w,
+    const struct cf_bk_blob_loc *loc, const char *name, unsigned char *sblob)
+{
+	uint64_t end = loc->offset + loc->desc.length;
+	size_t n;
+	int rc;
+
+	if (w == NULL || loc->desc.length > BK_WINDOW ||
+	    loc->pack_size < end)
+		return cf_bk_store_get_range(r->store, CF_BK_KIND_PACK, name,
+		    loc->offset, loc->desc.length, sblob);
+	if (w->len == 0 || memcmp(w->pack, loc->pack, CF_BK_ID_BYTES) != 0 ||
+	    loc->offset < w->off || end > w->off + w->len) {
+		n = loc->pack_size - loc->offset > BK_WINDOW ? BK_WINDOW :
+		    (size_t)(loc->pack_size - loc->offset);
+		w->len = 0;
+		rc = cf_bk_store_get_range(r->store, CF_BK_KIND_PACK, name,
+		    loc->offset, n, w->buf);
+		if (rc < 0)
+			return rc;
+		memcpy(w->pack, loc->pack, CF_BK_ID_BYTES);
+		w->off = loc->offset;
+		w->len = n;
+	}
+	memcpy(sblob, w->buf + (loc->offset - w->off), loc->desc.length);
+	return 0;
+}
+
 static int
 blob_load_at(struct cf_bk_repo *r, const struct cf_bk_blob_loc *loc,
     unsigned char cache_hdr[CF_BK_HEADER_BYTES], struct cf_ks_aead **aead,
-    unsigned char **buf, size_t *len)
+    struct bk_window *win, unsigned char **buf, size_t *len)
 {
 	unsigned char *sblob = NULL;
 	char name[65];
@@ -378,8 +441,7 @@ blob_load_at(struct cf_bk_repo *r, const struct cf_bk_blob_loc *loc,
 	if (sblob == NULL)
 		return -ENOMEM;
 	bk_name(loc->pack, name);
-	rc = cf_bk_store_get_range(r->store, CF_BK_KIND_PACK, name,
-	    loc->offset, loc->desc.length, sblob);
+	rc = read_sealed(r, win, loc, name, sblob);
 	if (rc == 0)
 		rc = bk_blob_open_aead(r->keys, *aead, loc->header,
 		    &loc->desc, sblob, loc->desc.length, buf, len);
@@ -393,7 +455,8 @@ bk_repo_blob_load_loc(struct cf_bk_repo *r, const struct cf_bk_blob_loc *loc,
 {
 	*buf = NULL;
 	*len = 0;
-	return blob_load_at(r, loc, r->cache_hdr, &r->cache_aead, buf, len);
+	return blob_load_at(r, loc, r->cache_hdr, &r->cache_aead,
+	    window_for(r, &r->win), buf, len);
 }
 
 int
@@ -408,7 +471,8 @@ cf_bk_repo_blob_load(struct cf_bk_repo *r, enum cf_bk_blob_type type,
 	rc = cf_bk_index_lookup(r->idx, type, id, &loc);
 	if (rc < 0)
 		return rc;
-	return blob_load_at(r, &loc, r->cache_hdr, &r->cache_aead, buf, len);
+	return blob_load_at(r, &loc, r->cache_hdr, &r->cache_aead,
+	    window_for(r, &r->win), buf, len);
 }
 
 /* ---- blob readers (one per restore thread) --------------------------------- */
@@ -417,6 +481,7 @@ struct cf_bk_blob_reader {
 	struct cf_bk_repo *r;
 	unsigned char cache_hdr[CF_BK_HEADER_BYTES];
 	struct cf_ks_aead *aead;
+	struct bk_window *win;
 };
 
 int
@@ -439,6 +504,7 @@ cf_bk_blob_reader_free(struct cf_bk_blob_reader *br)
 	if (br == NULL)
 		return;
 	cf_ks_aead_free(br->aead);
+	window_free(br->win);
 	free(br);
 }
 
@@ -455,7 +521,8 @@ cf_bk_blob_reader_load(struct cf_bk_blob_reader *br,
 	rc = cf_bk_index_lookup(br->r->idx, type, id, &loc);
 	if (rc < 0)
 		return rc;
-	return blob_load_at(br->r, &loc, br->cache_hdr, &br->aead, buf, len);
+	return blob_load_at(br->r, &loc, br->cache_hdr, &br->aead,
+	    window_for(br->r, &br->win), buf, len);
 }
 
 int
