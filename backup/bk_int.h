@@ -203,17 +203,24 @@ struct cf_bk_repo {
 };
 
 /*
- * A window of one pack read ahead: on a remote store one ranged GET per
- * blob costs a round trip each (20 ms on RGW), so a blob is read with
- * the next BK_WINDOW bytes of its pack, and the blobs that follow (a
- * restore reads a file's blobs in order) come from memory.
+ * Windows of packs read ahead: on a remote store one ranged GET per blob
+ * costs a round trip each (20 ms on RGW), so a blob is read with the next
+ * BK_WINDOW bytes of its pack, and the blobs that follow (a restore reads
+ * a file's blobs in order) come from memory.  Several windows, because a
+ * backup's writer threads fill several packs at once, so consecutive
+ * files alternate between packs.
  */
-#define BK_WINDOW (8U << 20)
+#define BK_WINDOW (4U << 20)
+#define BK_WINDOWS 4		/* packs read at once: one per writer thread */
 struct bk_window {
-	unsigned char pack[CF_BK_ID_BYTES];
-	uint64_t off;
-	size_t len;
-	unsigned char *buf;		/* BK_WINDOW bytes */
+	struct {
+		unsigned char pack[CF_BK_ID_BYTES];
+		uint64_t off;
+		size_t len;
+		unsigned char *buf;	/* BK_WINDOW bytes */
+		unsigned long used;	/* for least recently used */
+	} w[BK_WINDOWS];
+	unsigned long clock;
 };
 
 /*

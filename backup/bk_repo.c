@@ -359,9 +359,12 @@ cf_bk_repo_has_blob(struct cf_bk_repo *r, enum cf_bk_blob_type type,
 static void
 window_free(struct bk_window *w)
 {
+	size_t i;
+
 	if (w == NULL)
 		return;
-	free(w->buf);
+	for (i = 0; i < BK_WINDOWS; i++)
+		free(w->w[i].buf);
 	free(w);
 }
 
@@ -379,10 +382,6 @@ window_for(struct cf_bk_repo *r, struct bk_window **slot)
 	if (ops == NULL || ops->name == NULL || strcmp(ops->name, "s3") != 0)
 		return NULL;
 	*slot = calloc(1, sizeof(**slot));
-	if (*slot != NULL && ((*slot)->buf = malloc(BK_WINDOW)) == NULL) {
-		free(*slot);
-		*slot = NULL;
-	}
 	return *slot;
 }
 
@@ -392,27 +391,40 @@ read_sealed(struct cf_bk_repo *r, struct bk_window *w,
     const struct cf_bk_blob_loc *loc, const char *name, unsigned char *sblob)
 {
 	uint64_t end = loc->offset + loc->desc.length;
-	size_t n;
+	size_t n, i, pick = 0;
 	int rc;
 
 	if (w == NULL || loc->desc.length > BK_WINDOW ||
 	    loc->pack_size < end)
 		return cf_bk_store_get_range(r->store, CF_BK_KIND_PACK, name,
 		    loc->offset, loc->desc.length, sblob);
-	if (w->len == 0 || memcmp(w->pack, loc->pack, CF_BK_ID_BYTES) != 0 ||
-	    loc->offset < w->off || end > w->off + w->len) {
+	for (i = 0; i < BK_WINDOWS; i++) {
+		if (w->w[i].len > 0 && memcmp(w->w[i].pack, loc->pack,
+		    CF_BK_ID_BYTES) == 0 && loc->offset >= w->w[i].off &&
+		    end <= w->w[i].off + w->w[i].len)
+			break;
+		if (w->w[i].used < w->w[pick].used)
+			pick = i;
+	}
+	if (i == BK_WINDOWS) {
+		i = pick;
+		if (w->w[i].buf == NULL && (w->w[i].buf = malloc(BK_WINDOW)) ==
+		    NULL)
+			return -ENOMEM;
 		n = loc->pack_size - loc->offset > BK_WINDOW ? BK_WINDOW :
 		    (size_t)(loc->pack_size - loc->offset);
-		w->len = 0;
+		w->w[i].len = 0;
 		rc = cf_bk_store_get_range(r->store, CF_BK_KIND_PACK, name,
-		    loc->offset, n, w->buf);
+		    loc->offset, n, w->w[i].buf);
 		if (rc < 0)
 			return rc;
-		memcpy(w->pack, loc->pack, CF_BK_ID_BYTES);
-		w->off = loc->offset;
-		w->len = n;
+		memcpy(w->w[i].pack, loc->pack, CF_BK_ID_BYTES);
+		w->w[i].off = loc->offset;
+		w->w[i].len = n;
 	}
-	memcpy(sblob, w->buf + (loc->offset - w->off), loc->desc.length);
+	w->w[i].used = ++w->clock;
+	memcpy(sblob, w->w[i].buf + (loc->offset - w->w[i].off),
+	    loc->desc.length);
 	return 0;
 }
 
