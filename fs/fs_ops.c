@@ -531,22 +531,35 @@ same_handle(const struct file_handle *a, const struct file_handle *b)
 
 /*
  * The inode of (ino, dev) with one more lookup, or NULL.  Holds mutex.
- * With handles, the handle must match too: an inode number freed and
- * reused by a new file while the kernel still remembers the old one
- * (its descriptor no longer pins it) is another file, with another
- * generation in its handle.
+ * An inode number freed and reused by a new file while the kernel still
+ * remembers the old one is another file.  That can only happen while the
+ * old inode's descriptor is closed (an open one keeps it alive): then the
+ * handles (with their generation) must match, and fh is needed; if it is
+ * NULL, *need is set and NULL returned, for the caller to make it.
  */
 static struct fs_inode *
-find_ref(struct fs *fs, ino_t ino, dev_t dev, const struct file_handle *fh)
+find_ref(struct fs *fs, ino_t ino, dev_t dev, const struct file_handle *fh,
+    int *need)
 {
 	struct fs_inode *in;
+	int open;
 
-	for (in = fs->table[bucket(ino, dev)]; in != NULL; in = in->next)
-		if (in->ino == ino && in->dev == dev &&
-		    (!fs->handles || same_handle(in->fh, fh))) {
+	*need = 0;
+	for (in = fs->table[bucket(ino, dev)]; in != NULL; in = in->next) {
+		if (in->ino != ino || in->dev != dev)
+			continue;
+		pthread_mutex_lock(&fs->fd_mutex);
+		open = in->fh == NULL || in->fd >= 0;
+		pthread_mutex_unlock(&fs->fd_mutex);
+		if (!open && fh == NULL) {
+			*need = 1;
+			continue;
+		}
+		if (open || same_handle(in->fh, fh)) {
 			in->nlookup++;
 			return in;
 		}
+	}
 	return NULL;
 }
 
@@ -557,7 +570,7 @@ do_lookup(struct fs *fs, struct fs_inode *parent, const char *enc,
 {
 	struct fs_inode *in, *fresh, **slot;
 	struct file_handle *fh;
-	int fd, pfd, rc;
+	int fd, pfd, rc, need;
 
 	memset(e, 0, sizeof(*e));
 	e->attr_timeout = 1.0;
@@ -575,10 +588,15 @@ do_lookup(struct fs *fs, struct fs_inode *parent, const char *enc,
 		return rc;
 	}
 	plain_attr(fs, fd, &e->attr);
-	fh = make_handle(fs, fd);
 	pthread_mutex_lock(&fs->mutex);
-	in = find_ref(fs, e->attr.st_ino, e->attr.st_dev, fh);
+	in = find_ref(fs, e->attr.st_ino, e->attr.st_dev, NULL, &need);
 	pthread_mutex_unlock(&fs->mutex);
+	fh = in == NULL ? make_handle(fs, fd) : NULL;
+	if (in == NULL && need) {
+		pthread_mutex_lock(&fs->mutex);
+		in = find_ref(fs, e->attr.st_ino, e->attr.st_dev, fh, &need);
+		pthread_mutex_unlock(&fs->mutex);
+	}
 	if (in != NULL) {
 		close(fd);
 		free(fh);
@@ -604,7 +622,7 @@ do_lookup(struct fs *fs, struct fs_inode *parent, const char *enc,
 		pthread_mutex_unlock(&fs->fd_mutex);
 	}
 	pthread_mutex_lock(&fs->mutex);
-	in = find_ref(fs, e->attr.st_ino, e->attr.st_dev, fresh->fh);
+	in = find_ref(fs, e->attr.st_ino, e->attr.st_dev, fresh->fh, &need);
 	if (in == NULL) {
 		slot = &fs->table[bucket(e->attr.st_ino, e->attr.st_dev)];
 		fresh->next = *slot;
