@@ -991,8 +991,14 @@ long_targets(void)
 	lnk[n] = '\0';
 	lfd = openat(s.fd, "links", O_RDONLY | O_DIRECTORY);
 	CHECK(lfd >= 0);
-	fd = openat(lfd, lnk + 5, O_WRONLY);
-	CHECK(fd >= 0 && pwrite(fd, "Q", 1, 10) == 1);
+	fd = openat(lfd, lnk + 5, O_RDWR);
+	{
+		char c = 0;
+
+		CHECK(fd >= 0 && pread(fd, &c, 1, 10) == 1);
+		c = c == 'Q' ? 'R' : 'Q';	/* always a change */
+		CHECK(pwrite(fd, &c, 1, 10) == 1);
+	}
 	close(fd);
 	CHECK_RC(cf_fs_rdir_readlink(root, "long", got, sizeof(got)),
 	    -EBADMSG);
