@@ -21,7 +21,10 @@ expect 0 "a clean repository verifies" verify acme
 check "...saying ok" out_has "verify: ok"
 expect 0 "read-data on a clean repository" verify acme --read-data
 expect 0 "--json summary" --json verify acme --read-data
-check "...with counts" out_has '"packs_read": 2'
+# Every pack read: packs_read equals packs (one or two: the writer's
+# threads may put the tree blob in the data blob's pack or in its own).
+check "...with counts" bash -c "p=\$(sed -n 's/.*\"packs\": \\([0-9]*\\).*/\\1/p' '$OUT' | head -1); \
+	[ -n \"\$p\" ] && [ \"\$p\" -ge 1 ] && grep -q \"\\\"packs_read\\\": \$p\" '$OUT'"
 check "...and result ok" out_has '"result": "ok"'
 expect 0 "subset 0 reads nothing" --json verify acme --read-data-subset 0
 check "...packs_read 0" out_has '"packs_read": 0'
@@ -45,7 +48,10 @@ check "the audit has backup.verify without file names" bash -c \
 	"grep -q '\"event\":\"backup.verify\"' '$COFFER_HOME/audit/audit.log' && ! grep -q payroll '$COFFER_HOME/audit/audit.log'"
 rm "$PACK"
 expect 3 "a deleted pack is found structurally" verify acme
-check "...naming the file" out_has "/payroll.db"
+# The file is named, or, when that one pack also held the snapshot's tree,
+# the directory the tree described.
+check "...naming the file (or its directory)" bash -c \
+	"grep -q -- /payroll.db '$OUT' || grep -q -- '/ (directory unreadable' '$OUT'"
 check "...why" out_has "missing"
 cp "$T/pack.bak" "$PACK"
 expect 0 "restored pack: clean again" verify acme --read-data
