@@ -859,6 +859,24 @@ s3_perform(struct s3 *s, struct s3_req *r)
 
 /* ---- the ops ------------------------------------------------------------- */
 
+/* HEADs an object; *out (the caller frees it) holds the answer. */
+static int
+head_req(struct s3 *s, enum cf_bk_kind kind, const char *name,
+    struct s3_req **out)
+{
+	struct s3_req *r;
+	int rc;
+
+	*out = r = calloc(1, sizeof(*r));
+	if (r == NULL)
+		return -ENOMEM;
+	r->method = "HEAD";
+	rc = obj_url(s, kind, name, r);
+	if (rc == 0)
+		rc = s3_perform(s, r);
+	return rc;
+}
+
 static int
 s3_head(struct s3 *s, enum cf_bk_kind kind, const char *name, uint64_t *size)
 {
@@ -866,13 +884,7 @@ s3_head(struct s3 *s, enum cf_bk_kind kind, const char *name, uint64_t *size)
 	int rc;
 
 	*size = 0;
-	r = calloc(1, sizeof(*r));
-	if (r == NULL)
-		return -ENOMEM;
-	r->method = "HEAD";
-	rc = obj_url(s, kind, name, r);
-	if (rc == 0)
-		rc = s3_perform(s, r);
+	rc = head_req(s, kind, name, &r);
 	if (rc == 0 && r->clen < 0)
 		rc = -EPROTO;
 	if (rc == 0)
@@ -1233,13 +1245,7 @@ bk_store_s3_lock_until(void *ctx, enum cf_bk_kind kind, const char *name,
 	int rc;
 
 	*until = 0;
-	r = calloc(1, sizeof(*r));
-	if (r == NULL)
-		return -ENOMEM;
-	r->method = "HEAD";
-	rc = obj_url(ctx, kind, name, r);
-	if (rc == 0)
-		rc = s3_perform(ctx, r);
+	rc = head_req(ctx, kind, name, &r);
 	if (rc == 0 && r->retain_until[0] != '\0') {
 		*until = parse_iso8601(r->retain_until);
 		if (*until < 0) {

@@ -10,80 +10,18 @@ import os
 import shutil
 import stat
 import subprocess
-import sys
-import tempfile
 import threading
 import time
 
-COFFER = os.environ["COFFER"]
-n = 0
-failed = 0
+import cftest
 
-
-def ok(cond, desc, detail=""):
-    global n, failed
-    n += 1
-    if cond:
-        print(f"ok {n} - {desc}")
-    else:
-        failed += 1
-        print(f"not ok {n} - {desc}")
-        for line in str(detail).splitlines()[:30]:
-            print(f"# {line}")
-    sys.stdout.flush()
-
-
-if not os.path.exists("/dev/fuse"):
-    print("1..0 # SKIP /dev/fuse is missing")
-    sys.exit(0 if os.environ.get("CI") != "true" else 1)
-
-T = tempfile.mkdtemp(prefix="cf_bk.")
-HOME = os.path.join(T, "home")
-os.makedirs(HOME)
-with open(os.path.join(HOME, "coffer.conf"), "w") as f:
-    f.write("[kms.local]\ntype = file\nargon2_ops = 1\nargon2_mem_kib = 8\n")
-PASS = os.path.join(T, "pass")
-with open(PASS, "w") as f:
-    f.write("backup test passphrase\n")
-os.chmod(PASS, 0o600)
-ENV = dict(os.environ, COFFER_HOME=HOME, COFFER_PASSPHRASE_FILE=PASS)
-MP = os.path.join(T, "mnt")
-os.makedirs(MP)
-procs = []
-
-
-def coffer(*args, stdin=None, text=True):
-    return subprocess.run([COFFER, *args], capture_output=True, text=text,
-                          env=ENV, timeout=120, input=stdin)
-
-
-def mount(tenant):
-    p = subprocess.Popen([COFFER, "mount", tenant, MP, "-f"], env=ENV,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    procs.append(p)
-    end = time.time() + 15
-    while time.time() < end:
-        if os.path.ismount(MP):
-            return p
-        if p.poll() is not None:
-            break
-        time.sleep(0.05)
-    raise RuntimeError("mount failed: " + p.stderr.read().decode())
-
-
-def umount(p):
-    if coffer("umount", MP).returncode != 0:
-        subprocess.run(["fusermount3", "-u", "-z", MP])
-    p.wait(timeout=15)
-
-
-def cleanup():
-    if os.path.ismount(MP):
-        subprocess.run(["fusermount3", "-u", "-z", MP])
-    for p in procs:
-        if p.poll() is None:
-            p.kill()
-    shutil.rmtree(T, ignore_errors=True)
+COFFER = cftest.COFFER
+cftest.need_fuse()
+TAP = cftest.Tap()
+ok = TAP.ok
+H = cftest.Home("cf_bk.", "backup test passphrase")
+T, HOME, ENV, MP = H.t, H.home, H.env, H.mp
+coffer, mount, umount, cleanup = H.coffer, H.mount, H.umount, H.cleanup
 
 
 def tree_state(root):
@@ -469,5 +407,4 @@ try:
 finally:
     cleanup()
 
-print(f"1..{n}")
-sys.exit(1 if failed else 0)
+TAP.done()

@@ -8,91 +8,19 @@ textfile metrics.  TAP output.  Needs root and /dev/fuse."""
 import glob
 import json
 import os
-import shutil
-import subprocess
-import sys
-import tempfile
 import time
 
-COFFER = os.environ["COFFER"]
+import cftest
+
+COFFER = cftest.COFFER
 TEST_CLOCK = os.environ.get("CF_TEST_CLOCK") == "true"
-n = 0
-failed = 0
-
-
-def ok(cond, desc, detail=""):
-    global n, failed
-    n += 1
-    if cond:
-        print(f"ok {n} - {desc}")
-    else:
-        failed += 1
-        print(f"not ok {n} - {desc}")
-        for line in str(detail).splitlines()[:30]:
-            print(f"# {line}")
-    sys.stdout.flush()
-
-
-def skip(desc, why):
-    global n
-    n += 1
-    print(f"ok {n} - {desc} # SKIP {why}")
-
-
-if not os.path.exists("/dev/fuse") or os.geteuid() != 0:
-    print("1..0 # SKIP needs root and /dev/fuse")
-    sys.exit(0 if os.environ.get("CI") != "true" else 1)
-
-T = tempfile.mkdtemp(prefix="cf_ops.")
-HOME = os.path.join(T, "home")
-os.makedirs(HOME)
-CONF = os.path.join(HOME, "coffer.conf")
-BASE_CONF = "[kms.local]\ntype = file\nargon2_ops = 1\nargon2_mem_kib = 8\n"
-with open(CONF, "w") as f:
-    f.write(BASE_CONF)
-PASS = os.path.join(T, "pass")
-with open(PASS, "w") as f:
-    f.write("ops test passphrase\n")
-os.chmod(PASS, 0o600)
-ENV = dict(os.environ, COFFER_HOME=HOME, COFFER_PASSPHRASE_FILE=PASS)
-ENV.pop("COFFER_NOW", None)
-MP = os.path.join(T, "mnt")
-os.makedirs(MP)
-procs = []
-
-
-def coffer(*args, env=None):
-    return subprocess.run([COFFER, *args], capture_output=True, text=True,
-                          env=env or ENV, timeout=300)
-
-
-def mount(tenant):
-    p = subprocess.Popen([COFFER, "mount", tenant, MP, "-f"], env=ENV,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    procs.append(p)
-    end = time.time() + 15
-    while time.time() < end:
-        if os.path.ismount(MP):
-            return p
-        if p.poll() is not None:
-            break
-        time.sleep(0.05)
-    raise RuntimeError("mount failed: " + p.stderr.read().decode())
-
-
-def umount(p):
-    if coffer("umount", MP).returncode != 0:
-        subprocess.run(["fusermount3", "-u", "-z", MP])
-    p.wait(timeout=15)
-
-
-def cleanup():
-    if os.path.ismount(MP):
-        subprocess.run(["fusermount3", "-u", "-z", MP])
-    for p in procs:
-        if p.poll() is None:
-            p.kill()
-    shutil.rmtree(T, ignore_errors=True)
+cftest.need_fuse()
+TAP = cftest.Tap()
+ok, skip = TAP.ok, TAP.skip
+H = cftest.Home("cf_ops.", "ops test passphrase")
+T, HOME, ENV, MP, CONF = H.t, H.home, H.env, H.mp, H.conf
+BASE_CONF = cftest.FAST_KMS
+coffer, mount, umount, cleanup = H.coffer, H.mount, H.umount, H.cleanup
 
 
 def status_json(*args, env=None):
@@ -258,5 +186,4 @@ try:
 finally:
     cleanup()
 
-print(f"1..{n}")
-sys.exit(1 if failed else 0)
+TAP.done()
