@@ -39,15 +39,15 @@
 
 const struct tl_cmd tl_cmd_backup = {
 	"backup", cmd_backup,
-	"  coffer backup NAME [--repo URL] [--tag TAG]...\n"
+	"  coffer backup NAME [--repo URL] [--tag TAG]... [--json]\n"
 	"  coffer backup NAME --stdin --name FILENAME [--repo URL] "
-	"[--tag TAG]...\n",
+	"[--tag TAG]... [--json]\n",
 	"back up a tenant's store (or stdin) into its repository",
 };
 
 const struct tl_cmd tl_cmd_snapshots = {
 	"snapshots", cmd_snapshots,
-	"  coffer snapshots NAME [--repo URL]\n",
+	"  coffer snapshots NAME [--repo URL] [--json]\n",
 	"list a tenant's snapshots",
 };
 
@@ -55,7 +55,7 @@ const struct tl_cmd tl_cmd_restore = {
 	"restore", cmd_restore,
 	"  coffer restore NAME [SNAPSHOT|latest] (--target DIR | --to-tar "
 	"FILE|-)\n"
-	"                 [--path P] [--repo URL]\n",
+	"                 [--path P] [--repo URL] [--json]\n",
 	"restore a snapshot into a directory or a tar",
 };
 

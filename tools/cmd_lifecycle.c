@@ -42,7 +42,8 @@ const struct tl_cmd tl_cmd_lifecycle = {
 	"      STATE: active, trial, trial-ended, cancelled, payment-failed,\n"
 	"             closed, free, evaluation\n"
 	"  coffer lifecycle show NAME [--now DATE]\n"
-	"  coffer lifecycle hold NAME | lifecycle release NAME\n"
+	"  coffer lifecycle hold NAME [--reason TEXT]\n"
+	"  coffer lifecycle release NAME [--reason TEXT]\n"
 	"  coffer lifecycle purge NAME --yes [--force]\n"
 	"  coffer lifecycle verify-receipt FILE\n",
 	"tenant account states, deletion schedules, legal hold, purge",

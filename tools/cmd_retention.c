@@ -29,8 +29,8 @@
 
 const struct tl_cmd tl_cmd_retention = {
 	"retention", cmd_retention,
-	"  coffer retention plan [NAME] [--now DATE]\n"
-	"  coffer retention apply [NAME] [--now DATE] [--dry-run]\n"
+	"  coffer retention plan [NAME] [--now DATE] [--json]\n"
+	"  coffer retention apply [NAME] [--now DATE] [--dry-run] [--json]\n"
 	"    policy: coffer.conf [retention.PLAN] (tenant field plan) or "
 	"[retention]:\n"
 	"    keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly,\n"

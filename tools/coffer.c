@@ -39,6 +39,8 @@ usage(FILE *f)
 	size_t i;
 
 	fprintf(f, "usage: coffer [--home DIR] [--json] [-q|-v] COMMAND ...\n"
+	    "       coffer help [COMMAND]\n"
+	    "       coffer --help | --version\n"
 	    "\ncommands:\n");
 	for (i = 0; i < NCOMMANDS; i++)
 		fprintf(f, "  %-8s %s\n", commands[i]->name,
