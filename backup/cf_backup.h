@@ -812,4 +812,63 @@ CF_MUST_CHECK int cf_bk_lifecycle_eval(const struct cf_bk_lifecycle_cfg *c,
     const char *state, int64_t since, int64_t last_use, int64_t now,
     struct cf_bk_lifecycle_eval *out);
 
+/* ---- data classes (bk_class.c) -------------------------------------------- */
+
+/*
+ * A data class of a tenant (docs/retention.md, Data classes): the files
+ * whose paths match its patterns, kept for keep seconds (0: as long as
+ * snapshot retention keeps them), and, with survives_purge, copied into
+ * a retained repository under a separate key when the tenant is purged.
+ */
+#define CF_BK_CLASS_PATTERNS 16U
+#define CF_BK_CLASS_PATTERN_MAX 256U
+#define CF_BK_CLASSES_MAX 16U
+
+struct cf_bk_class {
+	char name[64];
+	char patterns[CF_BK_CLASS_PATTERNS][CF_BK_CLASS_PATTERN_MAX];
+	size_t npatterns;
+	int64_t keep;			/* seconds; 0: no period */
+	int survives_purge;
+};
+
+/*
+ * Parses a comma-separated pattern list (syntax: cf_bk_class_match) into
+ * c->patterns; a leading '/' is dropped.  -EINVAL for an empty list or
+ * entry, more than CF_BK_CLASS_PATTERNS, or one of 256 bytes or more.
+ */
+CF_MUST_CHECK int cf_bk_class_paths(struct cf_bk_class *c, const char *list);
+
+/*
+ * 1 if path (relative to the snapshot root, '/'-separated, a leading '/'
+ * ignored) or one of its parent directories matches a pattern of c: "**"
+ * is any number of whole segments, other segments are fnmatch(3)
+ * patterns.  The root itself never matches.
+ */
+int cf_bk_class_match(const struct cf_bk_class *c, const char *path);
+
+struct cf_bk_filter_stats {
+	uint64_t files, bytes;		/* regular files dropped, their size */
+};
+
+/*
+ * Rewrites the tree root without every entry for which drop(arg, path)
+ * returns 1 (a directory is dropped whole), adding the new trees through
+ * w (flush w before a snapshot names out).  Unchanged subtrees keep
+ * their ids; if nothing is dropped out equals root and nothing is added.
+ */
+CF_MUST_CHECK int cf_bk_tree_filter(struct cf_bk_writer *w,
+    const unsigned char root[CF_BK_ID_BYTES],
+    int (*drop)(void *arg, const char *path), void *arg,
+    unsigned char out[CF_BK_ID_BYTES], struct cf_bk_filter_stats *st);
+
+/*
+ * 1 if the trees a and b differ in anything but access times (names,
+ * types, modes, owners, mtime, ctime, sizes, contents, link targets,
+ * number of xattrs), 0 if not, -errno if a tree cannot be loaded.
+ */
+CF_MUST_CHECK int cf_bk_tree_changed(struct cf_bk_repo *r,
+    const unsigned char a[CF_BK_ID_BYTES],
+    const unsigned char b[CF_BK_ID_BYTES]);
+
 #endif /* CF_BACKUP_H */

@@ -108,6 +108,7 @@ tl_lifecycle_eval(struct cf_ks_home *home, const struct cf_ks_tenant *t,
 {
 	struct cf_bk_lifecycle_cfg c;
 	const char *state = cf_ks_tenant_get(t, "state");
+	int64_t use;
 	int rc;
 
 	rc = tl_lifecycle_cfg(home, &c);
@@ -115,10 +116,14 @@ tl_lifecycle_eval(struct cf_ks_home *home, const struct cf_ks_tenant *t,
 		return rc;
 	if (state == NULL)
 		state = "active";
+	/* Use: the last mount or unmount, or backup that found changes. */
+	use = field_time(t, "last_use", 0);
+	if (field_time(t, "last_write", 0) > use)
+		use = field_time(t, "last_write", 0);
 	/* Older tools wrote states such as "locked" directly: keep them. */
 	rc = cf_bk_lifecycle_eval(&c, state,
 	    field_time(t, "state_at", (int64_t)cf_ks_tenant_created(t)),
-	    field_time(t, "last_use", 0), (int64_t)now, out);
+	    use, (int64_t)now, out);
 	if (rc == -EINVAL) {
 		rc = cf_bk_lifecycle_eval(&c, "active", 0, 0, (int64_t)now,
 		    out);
@@ -252,7 +257,7 @@ do_show(struct tl_ctx *ctx, const char *name, const char *now_opt)
 {
 	struct cf_bk_lifecycle_eval e;
 	struct cf_ks_tenant *t = NULL;
-	const char *state, *since, *use;
+	const char *state, *since, *use, *lw;
 	char when[32], nowb[32];
 	json_t *j, *steps;
 	time_t now;
@@ -273,6 +278,7 @@ do_show(struct tl_ctx *ctx, const char *name, const char *now_opt)
 	state = cf_ks_tenant_get(t, "state");
 	since = cf_ks_tenant_get(t, "state_at");
 	use = cf_ks_tenant_get(t, "last_use");
+	lw = cf_ks_tenant_get(t, "last_write");
 	cf_ks_time_format(now, nowb, sizeof(nowb));
 	if (ctx->json) {
 		steps = json_array();
@@ -292,6 +298,8 @@ do_show(struct tl_ctx *ctx, const char *name, const char *now_opt)
 		    "purge_due", e.purge_due, "hold", tl_tenant_held(t),
 		    "purge_at", e.purge_at ? when : NULL, "last_use", use,
 		    "schedule", steps);
+		if (j != NULL && lw != NULL)
+			json_object_set_new(j, "last_write", json_string(lw));
 		tl_print_json(j);
 		ret = CF_EXIT_OK;
 		goto out;
@@ -304,7 +312,9 @@ do_show(struct tl_ctx *ctx, const char *name, const char *now_opt)
 	printf("  legal hold %s\n", tl_tenant_held(t) ? "yes (no purge, no "
 	    "snapshot removal)" : "no");
 	if (use != NULL)
-		printf("  last use   %s\n", use);
+		printf("  last use   %s (mount)\n", use);
+	if (lw != NULL)
+		printf("  last write %s (a backup that found changes)\n", lw);
 	for (i = 1; i < e.nsteps; i++) {
 		cf_ks_time_format((time_t)e.steps[i].at, when, sizeof(when));
 		printf("  %-10s %s %s\n", e.steps[i].at > (int64_t)now ?

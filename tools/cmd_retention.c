@@ -46,6 +46,8 @@ struct snap {
 	char *group;		/* paths joined by '\n' */
 	unsigned keep;
 	int future;
+	char drops[160];	/* classes past their period, "logs, cache" */
+	unsigned dropmask;	/* bit c: classes[c] is due */
 };
 
 struct policy {
@@ -165,6 +167,354 @@ group_of(const struct cf_bk_snapshot *s)
 	return g;
 }
 
+/* ---- data classes -------------------------------------------------------- */
+
+static int
+class_bool(const char *s, int *v)
+{
+	if (strcmp(s, "true") == 0 || strcmp(s, "yes") == 0 ||
+	    strcmp(s, "1") == 0)
+		*v = 1;
+	else if (strcmp(s, "false") == 0 || strcmp(s, "no") == 0 ||
+	    strcmp(s, "0") == 0)
+		*v = 0;
+	else
+		return -EINVAL;
+	return 0;
+}
+
+/*
+ * The tenant's data classes: tenant.json "classes", else the "classes"
+ * key of its retention section; each name a [class.NAME] section with
+ * paths, keep and survives_purge.
+ */
+int
+tl_classes_load(struct cf_ks_home *home, const struct cf_ks_tenant *t,
+    struct cf_bk_class *out, size_t *n)
+{
+	const struct cf_ks_config *cfg = cf_ks_home_config(home);
+	const char *plan = cf_ks_tenant_get(t, "plan");
+	const char *list = cf_ks_tenant_get(t, "classes"), *p, *e, *s;
+	char sec[96], name[64];
+	size_t len;
+
+	*n = 0;
+	if (list == NULL && cfg != NULL) {
+		if (plan != NULL && plan[0] != '\0')
+			snprintf(sec, sizeof(sec), "retention.%s", plan);
+		else
+			snprintf(sec, sizeof(sec), "retention");
+		list = cf_ks_config_get(cfg, sec, "classes");
+	}
+	for (p = list; p != NULL && *p != '\0'; p = e) {
+		struct cf_bk_class *c = &out[*n];
+
+		while (*p == ' ' || *p == ',')
+			p++;
+		for (e = p; *e != '\0' && *e != ',' && *e != ' '; e++)
+			;
+		len = (size_t)(e - p);
+		if (len == 0)
+			continue;
+		if (len >= sizeof(name) || *n == CF_BK_CLASSES_MAX) {
+			fprintf(stderr, "coffer: tenant %s: too many data "
+			    "classes or a name too long\n",
+			    cf_ks_tenant_name(t));
+			return -EINVAL;
+		}
+		memcpy(name, p, len);
+		name[len] = '\0';
+		memset(c, 0, sizeof(*c));
+		snprintf(c->name, sizeof(c->name), "%s", name);
+		snprintf(sec, sizeof(sec), "class.%s", name);
+		s = cfg ? cf_ks_config_get(cfg, sec, "paths") : NULL;
+		if (s == NULL || cf_bk_class_paths(c, s) < 0) {
+			fprintf(stderr, "coffer: coffer.conf [%s] paths: %s "
+			    "(want patterns such as logs/%s, separated by "
+			    "commas)\n", sec, s ? "bad pattern list" :
+			    "missing", "**");
+			return -EINVAL;
+		}
+		s = cf_ks_config_get(cfg, sec, "keep");
+		if (s != NULL && cf_bk_duration_parse(s, &c->keep) < 0) {
+			fprintf(stderr, "coffer: coffer.conf [%s] keep: bad "
+			    "duration '%s' (e.g. 30d, 7y)\n", sec, s);
+			return -EINVAL;
+		}
+		s = cf_ks_config_get(cfg, sec, "survives_purge");
+		if (s != NULL && class_bool(s, &c->survives_purge) < 0) {
+			fprintf(stderr, "coffer: coffer.conf [%s] "
+			    "survives_purge: want true or false\n", sec);
+			return -EINVAL;
+		}
+		if (c->survives_purge && c->keep == 0) {
+			fprintf(stderr, "coffer: coffer.conf [%s]: "
+			    "survives_purge needs a keep period\n", sec);
+			return -EINVAL;
+		}
+		(*n)++;
+	}
+	return 0;
+}
+
+/* The classes past their period in a snapshot taken at t (ns). */
+static void
+classes_due(const struct cf_bk_class *cl, size_t ncl, int64_t t, time_t now,
+    struct snap *v)
+{
+	int64_t sec = t / 1000000000;
+	size_t c, used = 0;
+
+	v->dropmask = 0;
+	v->drops[0] = '\0';
+	for (c = 0; c < ncl; c++) {
+		if (cl[c].keep == 0 || (int64_t)now < sec + cl[c].keep)
+			continue;
+		v->dropmask |= 1U << c;
+		used += (size_t)snprintf(v->drops + used,
+		    used < sizeof(v->drops) ? sizeof(v->drops) - used : 0,
+		    "%s%s", used ? ", " : "", cl[c].name);
+		if (used >= sizeof(v->drops))
+			used = sizeof(v->drops) - 1;
+	}
+}
+
+struct drop_arg {
+	const struct cf_bk_class *cl;
+	size_t ncl;
+	unsigned mask;
+};
+
+static int
+drop_path(void *arg, const char *path)
+{
+	const struct drop_arg *d = arg;
+	size_t c;
+
+	for (c = 0; c < d->ncl; c++)
+		if ((d->mask & (1U << c)) && cf_bk_class_match(&d->cl[c], path))
+			return 1;
+	return 0;
+}
+
+/*
+ * Rewrites each kept snapshot that holds files of a class past its
+ * period: new trees without them, a new snapshot object (same time,
+ * paths, parent; tag "dropped:CLASS"), then the old object deleted.  A
+ * crash leaves at worst both objects, and a rerun makes the same new
+ * one (same content, same storage id) and deletes the old.
+ */
+static int
+rewrite_classes(struct cf_bk_repo *r, const struct cf_bk_class *cl,
+    size_t ncl, struct snap *v, size_t n, uint64_t *rewritten,
+    uint64_t *files, uint64_t *bytes)
+{
+	struct cf_bk_writer *w = NULL;
+	struct cf_bk_snapshot *s = NULL;
+	struct cf_bk_filter_stats fs;
+	struct drop_arg da = { cl, ncl, 0 };
+	unsigned char (*nt)[CF_BK_ID_BYTES] = NULL;
+	unsigned char nid[CF_BK_ID_BYTES];
+	char **tags = NULL;
+	size_t i, c, k;
+	int rc, any = 0;
+
+	*rewritten = *files = *bytes = 0;
+	for (i = 0; i < n; i++)
+		any |= (v[i].keep != 0 && !v[i].future && v[i].dropmask);
+	if (!any)
+		return 0;
+	nt = calloc(n, sizeof(*nt));
+	if (nt == NULL)
+		return -ENOMEM;
+	rc = cf_bk_repo_index_load(r, NULL);
+	if (rc == 0)
+		rc = cf_bk_writer_new(&w, r, 0);
+	/* 1: the new trees, for every snapshot that loses something. */
+	for (i = 0; rc == 0 && i < n; i++) {
+		if (v[i].keep == 0 || v[i].future || v[i].dropmask == 0)
+			continue;
+		rc = cf_bk_repo_snapshot_load(r, v[i].id, &s);
+		if (rc < 0)
+			break;
+		da.mask = v[i].dropmask;
+		rc = cf_bk_tree_filter(w, s->tree, drop_path, &da, nt[i], &fs);
+		if (rc == 0 && memcmp(nt[i], s->tree, CF_BK_ID_BYTES) == 0)
+			v[i].dropmask = 0;	/* nothing of them in it */
+		*files += fs.files;
+		*bytes += fs.bytes;
+		cf_bk_snapshot_free(s);
+		s = NULL;
+	}
+	if (rc == 0)
+		rc = cf_bk_writer_flush(w);
+	/* 2: the snapshots naming them, then the old ones go. */
+	for (i = 0; rc == 0 && i < n; i++) {
+		if (v[i].keep == 0 || v[i].future || v[i].dropmask == 0)
+			continue;
+		rc = cf_bk_repo_snapshot_load(r, v[i].id, &s);
+		if (rc < 0)
+			break;
+		tags = calloc(s->ntags + ncl, sizeof(*tags));
+		if (tags == NULL) {
+			rc = -ENOMEM;
+			break;
+		}
+		for (k = 0; k < s->ntags; k++)
+			tags[k] = s->tags[k];
+		for (c = 0; c < ncl; c++) {
+			char tag[80];
+			size_t j, dup = 0;
+
+			if (!(v[i].dropmask & (1U << c)))
+				continue;
+			snprintf(tag, sizeof(tag), "dropped:%.63s",
+			    cl[c].name);
+			for (j = 0; j < k; j++)
+				dup |= strcmp(tags[j], tag) == 0;
+			if (!dup && (tags[k] = strdup(tag)) != NULL)
+				k++;
+		}
+		{
+			char **old = s->tags;
+			size_t oldn = s->ntags;
+
+			s->tags = tags;
+			s->ntags = k;
+			memcpy(s->tree, nt[i], CF_BK_ID_BYTES);
+			rc = cf_bk_repo_snapshot_save(r, s, nid);
+			s->tags = old;
+			s->ntags = oldn;
+			for (c = oldn; c < k; c++)
+				free(tags[c]);
+			free(tags);
+			tags = NULL;
+		}
+		cf_bk_snapshot_free(s);
+		s = NULL;
+		if (rc < 0)
+			break;
+		if (memcmp(nid, v[i].id, CF_BK_ID_BYTES) != 0) {
+			rc = cf_bk_repo_snapshot_delete(r, v[i].id);
+			if (rc == -ENOENT)
+				rc = 0;
+		}
+		if (rc == -EROFS) {
+			/* S3 Object Lock: the old one goes on a later run. */
+			rc = 0;
+		}
+		memcpy(v[i].id, nid, CF_BK_ID_BYTES);
+		cf_bk_id_hex(nid, v[i].hex);
+		(*rewritten)++;
+	}
+	cf_bk_snapshot_free(s);
+	cf_bk_writer_free(w);
+	free(nt);
+	return rc;
+}
+
+/* ---- write activity ------------------------------------------------------ */
+
+struct act {
+	int64_t time;
+	unsigned char id[CF_BK_ID_BYTES], tree[CF_BK_ID_BYTES];
+	unsigned char parent[CF_BK_ID_BYTES];
+	int has_parent;
+	char *group;
+	char dropped[256];	/* "dropped:" tags, joined */
+};
+
+static int
+act_cmp(const void *a, const void *b)
+{
+	const struct act *x = a, *y = b;
+
+	return x->time > y->time ? -1 : x->time < y->time;
+}
+
+/*
+ * The time (s) of the newest backup that found changes ("write
+ * activity", docs/retention.md): a snapshot whose tree differs, other
+ * than by access times, from its parent's (or, if the parent is gone,
+ * the next older snapshot of the same paths).  The first snapshot of its
+ * paths does not count (nothing to compare with), nor one compared with
+ * a snapshot a data class was removed from.  Only snapshots after
+ * `after` (s) are looked at; 0 if none.
+ */
+static int
+last_write(struct cf_bk_repo *r, int64_t after, int64_t *out)
+{
+	unsigned char (*ids)[CF_BK_ID_BYTES] = NULL;
+	struct cf_bk_snapshot *s;
+	struct act *a = NULL;
+	size_t n = 0, i, j, m = 0;
+	int rc;
+
+	*out = 0;
+	rc = cf_bk_repo_snapshot_list(r, &ids, &n);
+	if (rc < 0 || n == 0)
+		goto out;
+	a = calloc(n, sizeof(*a));
+	if (a == NULL) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	for (i = 0; i < n; i++) {
+		rc = cf_bk_repo_snapshot_load(r, ids[i], &s);
+		if (rc < 0)
+			goto out;
+		a[m].time = s->time;
+		memcpy(a[m].id, ids[i], CF_BK_ID_BYTES);
+		memcpy(a[m].tree, s->tree, CF_BK_ID_BYTES);
+		memcpy(a[m].parent, s->parent, CF_BK_ID_BYTES);
+		a[m].has_parent = s->has_parent;
+		a[m].group = group_of(s);
+		for (j = 0; j < s->ntags; j++)
+			if (strncmp(s->tags[j], "dropped:", 8) == 0)
+				snprintf(a[m].dropped + strlen(a[m].dropped),
+				    sizeof(a[m].dropped) -
+				    strlen(a[m].dropped), "%s,", s->tags[j]);
+		cf_bk_snapshot_free(s);
+		if (a[m++].group == NULL) {
+			rc = -ENOMEM;
+			goto out;
+		}
+	}
+	qsort(a, m, sizeof(*a), act_cmp);
+	for (i = 0; i < m && a[i].time / 1000000000 > after; i++) {
+		const struct act *prev = NULL;
+
+		for (j = 0; a[i].has_parent && j < m; j++)
+			if (memcmp(a[j].id, a[i].parent, CF_BK_ID_BYTES) == 0)
+				prev = &a[j];
+		for (j = i + 1; prev == NULL && j < m; j++)
+			if (strcmp(a[j].group, a[i].group) == 0)
+				prev = &a[j];
+		if (prev == NULL) {
+			/* The first of its paths: nothing to compare with. */
+			continue;
+		} else if (strcmp(prev->dropped, a[i].dropped) != 0) {
+			/* A class was removed from one of them: unknown. */
+			continue;
+		} else {
+			rc = cf_bk_tree_changed(r, a[i].tree, prev->tree);
+			if (rc < 0)
+				goto out;
+		}
+		if (rc == 1) {
+			*out = a[i].time / 1000000000;
+			break;
+		}
+	}
+	rc = 0;
+out:
+	for (i = 0; a != NULL && i < m; i++)
+		free(a[i].group);
+	free(a);
+	free(ids);
+	return rc;
+}
+
 /* Loads every snapshot and decides which to keep. */
 static int
 decide(struct cf_bk_repo *r, const struct policy *pol, time_t now,
@@ -264,7 +614,7 @@ static void
 print_plan(struct tl_ctx *ctx, const char *name, const struct policy *pol,
     int held, struct snap *v, size_t n, json_t *tenants)
 {
-	char when[32], why[128];
+	char when[32], why[320];
 	json_t *a = NULL, *p;
 	size_t i, nrm = 0;
 
@@ -286,6 +636,9 @@ print_plan(struct tl_ctx *ctx, const char *name, const struct policy *pol,
 			snprintf(why, sizeof(why), "after --now");
 		else
 			cf_bk_retention_reasons(v[i].keep, why, sizeof(why));
+		if (keep && !held && v[i].drops[0] != '\0')
+			snprintf(why + strlen(why), sizeof(why) - strlen(why),
+			    "; without %s", v[i].drops);
 		nrm += !keep;
 		if (a != NULL)
 			json_array_append_new(a, json_pack("{s:s, s:s, s:s, "
@@ -354,17 +707,54 @@ tl_report_locked(const char *name, uint64_t n, int64_t until)
 
 static void
 audit_apply(struct cf_ks_home *home, const char *name, size_t removed,
+    uint64_t rewritten, uint64_t class_files,
     const struct cf_bk_prune_stats *st)
 {
 	struct cf_ks_audit_field f[] = {
 		{ "tenant", name, 0 },
 		{ "snapshots_removed", NULL, (long long)removed },
+		{ "snapshots_rewritten", NULL, (long long)rewritten },
+		{ "class_files_dropped", NULL, (long long)class_files },
 		{ "packs_deleted", NULL, (long long)st->packs_deleted },
 		{ "packs_repacked", NULL, (long long)st->packs_repacked },
 		{ "bytes_deleted", NULL, (long long)st->bytes_deleted },
 	};
 
-	(void)!cf_ks_audit_append(home, "retention.apply", f, 5);
+	(void)!cf_ks_audit_append(home, "retention.apply", f, 7);
+}
+
+/*
+ * Records in tenant.json "last_write" the newest backup of a free tenant
+ * that found changes, for its idle schedule (docs/retention.md, Last use).
+ */
+static void
+refresh_activity(struct tl_ctx *ctx, struct cf_ks_tenant *t)
+{
+	struct cf_bk_repo *r = NULL;
+	char url[PATH_MAX + 16], when[32];
+	const char *s = cf_ks_tenant_get(t, "last_write");
+	int64_t after = 0, lw = 0;
+	time_t prev;
+	int rc;
+
+	if (s != NULL && cf_ks_time_parse(s, &prev) == 0)
+		after = (int64_t)prev;
+	if (open_repo(ctx, t, &r, url, sizeof(url)) != CF_EXIT_OK)
+		return;
+	rc = last_write(r, after, &lw);
+	cf_bk_repo_free(r);
+	if (rc < 0) {
+		fprintf(stderr, "coffer: %s: cannot tell the last write "
+		    "activity from its snapshots: %s\n", cf_ks_tenant_name(t),
+		    strerror(-rc));
+		return;
+	}
+	if (lw <= after)
+		return;
+	cf_ks_time_format((time_t)lw, when, sizeof(when));
+	if (cf_ks_tenant_set(t, "last_write", when) < 0)
+		fprintf(stderr, "coffer: %s: cannot record last_write\n",
+		    cf_ks_tenant_name(t));
 }
 
 static int
@@ -381,8 +771,11 @@ one_tenant(struct tl_ctx *ctx, const char *name, int apply, int dry_run,
 	struct snap *v = NULL;
 	char url[PATH_MAX + 16];
 	size_t n = 0, i, removed = 0;
-	uint64_t snaps_locked = 0;
+	uint64_t snaps_locked = 0, rewritten = 0, cfiles = 0, cbytes = 0;
 	int64_t snaps_until = 0;
+	struct cf_bk_class cl[CF_BK_CLASSES_MAX];
+	size_t ncl = 0;
+	const char *st_name;
 	int rc, ret = CF_EXIT_FAIL, held;
 
 	rc = cf_ks_tenant_open(ctx->home, name, &t);
@@ -393,6 +786,10 @@ one_tenant(struct tl_ctx *ctx, const char *name, int apply, int dry_run,
 		goto out;
 	}
 	held = tl_tenant_held(t);
+	st_name = cf_ks_tenant_get(t, "state");
+	if (apply && !dry_run && st_name != NULL && strcmp(st_name, "free") ==
+	    0)
+		refresh_activity(ctx, t);
 	rc = tl_lifecycle_eval(ctx->home, t, now, &e);
 	if (rc < 0)
 		goto out;
@@ -416,6 +813,8 @@ one_tenant(struct tl_ctx *ctx, const char *name, int apply, int dry_run,
 		}
 	}
 	rc = load_policy(ctx->home, t, &pol);
+	if (rc == 0)
+		rc = tl_classes_load(ctx->home, t, cl, &ncl);
 	if (rc < 0)
 		goto out;
 	ret = open_repo(ctx, t, &r, url, sizeof(url));
@@ -442,6 +841,8 @@ one_tenant(struct tl_ctx *ctx, const char *name, int apply, int dry_run,
 	rc = decide(r, &pol, now, &v, &n);
 	if (rc < 0)
 		goto out;
+	for (i = 0; i < n; i++)
+		classes_due(cl, ncl, v[i].time, now, &v[i]);
 	print_plan(ctx, name, &pol, held, v, n, tenants);
 	if (!apply || held) {
 		if (apply && held && !ctx->json)
@@ -477,6 +878,14 @@ one_tenant(struct tl_ctx *ctx, const char *name, int apply, int dry_run,
 			goto out;
 		removed++;
 	}
+	/* Files of a class past its period leave the older snapshots. */
+	rc = rewrite_classes(r, cl, ncl, v, n, &rewritten, &cfiles, &cbytes);
+	if (rc < 0) {
+		fprintf(stderr, "coffer: removing expired data classes from "
+		    "the snapshots of %s stopped: %s (run apply again)\n",
+		    name, strerror(-rc));
+		goto out;
+	}
 
 	memset(&po, 0, sizeof(po));
 	po.repack_pct = pol.repack_pct;
@@ -487,7 +896,12 @@ one_tenant(struct tl_ctx *ctx, const char *name, int apply, int dry_run,
 		    url, strerror(-rc));
 		goto out;
 	}
-	audit_apply(ctx->home, name, removed, &st);
+	audit_apply(ctx->home, name, removed, rewritten, cfiles, &st);
+	if (!ctx->json && rewritten > 0)
+		printf("tenant %s: rewrote %llu snapshots without expired data "
+		    "classes (%llu files, %llu bytes)\n", name,
+		    (unsigned long long)rewritten, (unsigned long long)cfiles,
+		    (unsigned long long)cbytes);
 	if (!ctx->json)
 		printf("tenant %s: removed %zu snapshots; prune: %llu packs "
 		    "deleted, %llu repacked, %llu orphans, %llu bytes freed\n",

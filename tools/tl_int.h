@@ -66,6 +66,7 @@ extern const struct tl_cmd tl_cmd_verify;
 /* lifecycle (cmd_lifecycle.c) and retention (cmd_retention.c) */
 struct cf_bk_lifecycle_cfg;
 struct cf_bk_lifecycle_eval;
+struct cf_bk_class;
 struct cf_ks_tenant;
 int cmd_lifecycle(struct tl_ctx *ctx, int argc, char **argv);
 int cmd_retention(struct tl_ctx *ctx, int argc, char **argv);
@@ -76,6 +77,12 @@ int tl_lifecycle_cfg(struct cf_ks_home *home, struct cf_bk_lifecycle_cfg *c);
 /* The tenant's effective lifecycle state at now; 0 or -EINVAL (config). */
 int tl_lifecycle_eval(struct cf_ks_home *home, const struct cf_ks_tenant *t,
     time_t now, struct cf_bk_lifecycle_eval *out);
+/*
+ * The tenant's data classes (docs/retention.md); *n of at most
+ * CF_BK_CLASSES_MAX.  -EINVAL (reported) for a bad [class.NAME].
+ */
+int tl_classes_load(struct cf_ks_home *home, const struct cf_ks_tenant *t,
+    struct cf_bk_class *out, size_t *n);
 /* 1 if the tenant is on legal hold. */
 int tl_tenant_held(const struct cf_ks_tenant *t);
 /* Records now as the tenant's last use (mount, unmount). */

@@ -1,0 +1,295 @@
+/*
+ * bk_class.c - data classes inside a tenant (docs/retention.md, Data
+ * classes): path patterns that say which files are "billing" or "logs",
+ * the rewrite of a snapshot's tree without a class's files (so files
+ * past their class's period cannot be restored from old snapshots), and
+ * the comparison of two trees that tells a backup that found changes
+ * (write activity) from one that found none.
+ *
+ * Patterns are relative to the snapshot's root, '/'-separated; a
+ * segment "**" matches any number of segments (none too), any other
+ * segment is an fnmatch(3) pattern without FNM_PATHNAME (it never sees a
+ * '/').  A pattern that matches a directory takes everything below it.
+ *
+ * It reads no configuration and no clock: tools/cmd_retention.c parses
+ * coffer.conf and decides which classes are due.  It deletes nothing: the
+ * old snapshot is removed by the caller, the blobs by cf_bk_prune.
+ */
+#include <errno.h>
+#include <fnmatch.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cf_backup.h"
+
+#define MAX_DEPTH 256		/* directory nesting followed */
+
+int
+cf_bk_class_paths(struct cf_bk_class *c, const char *list)
+{
+	const char *p = list, *e;
+	size_t len;
+
+	c->npatterns = 0;
+	while (*p != '\0') {
+		while (*p == ' ' || *p == '\t' || *p == ',')
+			p++;
+		if (*p == '\0')
+			break;
+		e = p;
+		while (*e != '\0' && *e != ',')
+			e++;
+		len = (size_t)(e - p);
+		while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t'))
+			len--;
+		while (len > 1 && p[0] == '/') {	/* "/x" is "x" */
+			p++;
+			len--;
+		}
+		if (len == 0 || p[0] == '/' || len >= CF_BK_CLASS_PATTERN_MAX ||
+		    c->npatterns == CF_BK_CLASS_PATTERNS)
+			return -EINVAL;
+		memcpy(c->patterns[c->npatterns], p, len);
+		c->patterns[c->npatterns][len] = '\0';
+		c->npatterns++;
+		p = e;
+	}
+	return c->npatterns == 0 ? -EINVAL : 0;
+}
+
+/*
+ * 1 if the segments of pattern pat match a prefix of path made of whole
+ * segments (so a matched directory takes its subtree), else 0.
+ */
+static int
+match_segs(const char *pat, const char *path, int depth)
+{
+	char seg[CF_BK_CLASS_PATTERN_MAX], name[256];
+	const char *pe, *ne;
+	size_t pl, nl;
+
+	if (depth > 64)
+		return 0;
+	if (*pat == '\0')
+		return 1;	/* pattern used up: path is at or below it */
+	pe = strchr(pat, '/');
+	pl = pe ? (size_t)(pe - pat) : strlen(pat);
+	if (pl == 2 && pat[0] == '*' && pat[1] == '*') {
+		const char *rest = pe ? pe + 1 : "";
+
+		/* ** takes zero segments, or one and tries again. */
+		if (match_segs(rest, path, depth + 1))
+			return 1;
+		if (*path == '\0')
+			return 0;
+		ne = strchr(path, '/');
+		return ne != NULL ? match_segs(pat, ne + 1, depth + 1) : 1;
+	}
+	if (*path == '\0' || pl >= sizeof(seg))
+		return 0;
+	ne = strchr(path, '/');
+	nl = ne ? (size_t)(ne - path) : strlen(path);
+	if (nl >= sizeof(name))
+		return 0;
+	memcpy(seg, pat, pl);
+	seg[pl] = '\0';
+	memcpy(name, path, nl);
+	name[nl] = '\0';
+	if (fnmatch(seg, name, 0) != 0)
+		return 0;
+	return match_segs(pe ? pe + 1 : "", ne ? ne + 1 : "", depth + 1);
+}
+
+int
+cf_bk_class_match(const struct cf_bk_class *c, const char *path)
+{
+	size_t i;
+
+	while (*path == '/')
+		path++;
+	if (*path == '\0')
+		return 0;	/* the root itself is never a class's */
+	for (i = 0; i < c->npatterns; i++)
+		if (match_segs(c->patterns[i], path, 0))
+			return 1;
+	return 0;
+}
+
+/* ---- tree rewrite -------------------------------------------------------- */
+
+struct filter {
+	struct cf_bk_writer *w;
+	int (*drop)(void *arg, const char *path);
+	void *arg;
+	struct cf_bk_filter_stats *st;
+};
+
+/* Counts the files and bytes of a dropped subtree. */
+static int
+count_tree(struct filter *f, const unsigned char id[CF_BK_ID_BYTES],
+    int depth)
+{
+	struct cf_bk_tree *t = NULL;
+	size_t i;
+	int rc;
+
+	if (depth > MAX_DEPTH)
+		return -ELOOP;
+	rc = cf_bk_writer_tree_load(f->w, id, &t);
+	if (rc < 0)
+		return rc;
+	for (i = 0; rc == 0 && i < t->count; i++) {
+		if (t->nodes[i].type == CF_BK_NODE_DIR)
+			rc = count_tree(f, t->nodes[i].subtree, depth + 1);
+		else if (t->nodes[i].type == CF_BK_NODE_FILE) {
+			f->st->files++;
+			f->st->bytes += t->nodes[i].size;
+		}
+	}
+	cf_bk_tree_free(t);
+	return rc;
+}
+
+static int
+filter_tree(struct filter *f, const unsigned char id[CF_BK_ID_BYTES],
+    const char *dir, int depth, unsigned char out[CF_BK_ID_BYTES])
+{
+	struct cf_bk_tree *t = NULL, nt;
+	char *path = NULL;
+	size_t i, dl = strlen(dir), cap = dl + 258;
+	int rc, changed = 0;
+
+	if (depth > MAX_DEPTH)
+		return -ELOOP;
+	memset(&nt, 0, sizeof(nt));
+	rc = cf_bk_writer_tree_load(f->w, id, &t);
+	if (rc < 0)
+		return rc;
+	nt.nodes = calloc(t->count ? t->count : 1, sizeof(*nt.nodes));
+	path = malloc(cap);
+	if (nt.nodes == NULL || path == NULL) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	for (i = 0; i < t->count; i++) {
+		struct cf_bk_node n = t->nodes[i];
+
+		snprintf(path, cap, "%s%s%s", dir, dl ? "/" : "", n.name);
+		if (f->drop(f->arg, path)) {
+			changed = 1;
+			if (n.type == CF_BK_NODE_DIR)
+				rc = count_tree(f, n.subtree, depth + 1);
+			else if (n.type == CF_BK_NODE_FILE) {
+				f->st->files++;
+				f->st->bytes += n.size;
+			}
+			if (rc < 0)
+				goto out;
+			continue;
+		}
+		if (n.type == CF_BK_NODE_DIR) {
+			unsigned char sub[CF_BK_ID_BYTES];
+
+			rc = filter_tree(f, n.subtree, path, depth + 1, sub);
+			if (rc < 0)
+				goto out;
+			if (memcmp(sub, n.subtree, CF_BK_ID_BYTES) != 0) {
+				memcpy(n.subtree, sub, CF_BK_ID_BYTES);
+				changed = 1;
+			}
+		}
+		nt.nodes[nt.count++] = n;
+	}
+	if (!changed) {
+		memcpy(out, id, CF_BK_ID_BYTES);
+		rc = 0;
+		goto out;
+	}
+	/* The node strings point into t, which lives until encoded. */
+	rc = cf_bk_writer_add_tree(f->w, &nt, out);
+out:
+	free(path);
+	free(nt.nodes);
+	cf_bk_tree_free(t);
+	return rc;
+}
+
+int
+cf_bk_tree_filter(struct cf_bk_writer *w,
+    const unsigned char root[CF_BK_ID_BYTES],
+    int (*drop)(void *arg, const char *path), void *arg,
+    unsigned char out[CF_BK_ID_BYTES], struct cf_bk_filter_stats *st)
+{
+	struct filter f = { w, drop, arg, st };
+
+	memset(st, 0, sizeof(*st));
+	return filter_tree(&f, root, "", 0, out);
+}
+
+/* ---- change detection ---------------------------------------------------- */
+
+/* 1 if two nodes of the same name differ other than by access time. */
+static int
+node_differs(const struct cf_bk_node *a, const struct cf_bk_node *b)
+{
+	size_t i;
+
+	if (a->type != b->type || a->mode != b->mode || a->uid != b->uid ||
+	    a->gid != b->gid || a->mtime != b->mtime ||
+	    a->ctime != b->ctime || a->size != b->size ||
+	    a->nitems != b->nitems || a->nxattrs != b->nxattrs)
+		return 1;
+	if ((a->target != NULL) != (b->target != NULL) ||
+	    (a->target != NULL && strcmp(a->target, b->target) != 0))
+		return 1;
+	for (i = 0; i < a->nitems; i++)
+		if (a->items[i].hole != b->items[i].hole ||
+		    memcmp(a->items[i].id, b->items[i].id, CF_BK_ID_BYTES) != 0)
+			return 1;
+	return 0;
+}
+
+static int
+changed_tree(struct cf_bk_repo *r, const unsigned char a[CF_BK_ID_BYTES],
+    const unsigned char b[CF_BK_ID_BYTES], int depth)
+{
+	struct cf_bk_tree *ta = NULL, *tb = NULL;
+	size_t i;
+	int rc;
+
+	if (memcmp(a, b, CF_BK_ID_BYTES) == 0)
+		return 0;
+	if (depth > MAX_DEPTH)
+		return -ELOOP;
+	rc = cf_bk_repo_tree_load(r, a, &ta);
+	if (rc == 0)
+		rc = cf_bk_repo_tree_load(r, b, &tb);
+	if (rc < 0)
+		goto out;
+	if (ta->count != tb->count) {
+		rc = 1;
+		goto out;
+	}
+	/* Both sorted by name after decode. */
+	for (i = 0; rc == 0 && i < ta->count; i++) {
+		const struct cf_bk_node *x = &ta->nodes[i], *y = &tb->nodes[i];
+
+		if (strcmp(x->name, y->name) != 0 || node_differs(x, y))
+			rc = 1;
+		else if (x->type == CF_BK_NODE_DIR)
+			rc = changed_tree(r, x->subtree, y->subtree,
+			    depth + 1);
+	}
+out:
+	cf_bk_tree_free(ta);
+	cf_bk_tree_free(tb);
+	return rc;
+}
+
+int
+cf_bk_tree_changed(struct cf_bk_repo *r, const unsigned char a[CF_BK_ID_BYTES],
+    const unsigned char b[CF_BK_ID_BYTES])
+{
+	return changed_tree(r, a, b, 0);
+}
