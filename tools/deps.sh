@@ -14,7 +14,8 @@
 # Build: compilers, meson, the libraries found with pkg-config.
 # Test: clang's libFuzzer and sanitizer runtimes (libclang-rt-14-dev is
 # not pulled in by clang on Debian 12), fuse3 for fusermount3, python3 for
-# reading meson's test logs.
+# reading meson's test logs.  Docs: scdoc builds the man pages in
+# docs/man/; man-db and groff-base render them in the man_pages test.
 CF_DEB_PACKAGES=(
 	meson
 	ninja-build
@@ -37,6 +38,9 @@ CF_DEB_PACKAGES=(
 	softhsm2
 	opensc
 	libp11-kit-dev
+	scdoc
+	man-db
+	groff-base
 )
 
 # Prints the packages of "$@" that are not installed, one per line.
