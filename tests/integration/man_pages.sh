@@ -16,9 +16,10 @@
 #     short option strings) is a term of the OPTIONS of the page of the
 #     command whose function holds the table (the function's tl_cmd_NAME;
 #     coffer.c's are coffer(1)'s, mount_coffer.c's mount.coffer(8)'s);
-#   - every coffer.conf key the code looks up (cf_ks_config_get and the
-#     lookup helpers around it) is a term of coffer.conf(5), or a section
-#     named there as [name].
+#   - every coffer.conf key the code looks up (the lower-case string
+#     literals in the arguments of cf_ks_config_get and of the helpers
+#     around it: any function with "conf" in its name, count_key, period)
+#     is a term of coffer.conf(5), or a section named there as [name].
 # Needs scdoc, man (man-db), groff and col; tools/deps.sh installs them,
 # so a missing one is a failure, not a skip.
 set -u
@@ -246,7 +247,8 @@ ok $bad "every option the getopt tables accept is documented in OPTIONS"
 # ---- coffer.conf keys against coffer.conf(5) ------------------------------
 
 for f in "$SRC"/keystore/*.c "$SRC"/backup/*.c "$SRC"/tools/*.c; do
-	tr '\n' ' ' <"$f" | grep -oE '(cf_ks_config_get|ks_kms_conf|conf_u64|conf_path|conf_num|count_key|period) *\([^;{]*' |
+	tr '\n' ' ' <"$f" |
+	    grep -oE '([A-Za-z0-9_]*conf[A-Za-z0-9_]*|count_key|period) *\([^;{]*' |
 	    grep -oE '"[a-z][a-z0-9_]*"' | tr -d '"'
 done | sort -u >"$T/keys"
 [ -s "$T/keys" ]
