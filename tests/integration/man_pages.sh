@@ -8,9 +8,10 @@
 #   - scdoc builds it with nothing on stderr;
 #   - man -l renders it (groff warnings on) with nothing on stderr;
 #   - every usage line of `coffer help CMD` is in the page's SYNOPSIS
-#     (whitespace normalised).  A usage line starts with "coffer "; a
-#     following, more indented line that starts with "[", "(" or "|"
-#     continues it; any other line is a note;
+#     (whitespace normalised).  A usage line starts with "coffer "; the
+#     next line continues it if it starts with "[", "(" or "|", or if the
+#     usage line so far has an unclosed "[" or "("; any other line is a
+#     note;
 #   - every long option in `coffer help CMD` is a term of its OPTIONS;
 #   - every option of every getopt table in tools/*.c (long names and
 #     short option strings) is a term of the OPTIONS of the page of the
@@ -86,9 +87,13 @@ has_word() {
 # per line, whitespace normalised.
 usage_lines() {
 	awk 'function flush() { if (cur != "") print cur; cur = "" }
+	    function open_brackets(s,  a, b) {
+		a = gsub(/[[(]/, "&", s); b = gsub(/[])]/, "&", s)
+		return a - b }
 	    { t = $0; sub(/^usage:/, "", t); sub(/^[ \t]+/, "", t) }
 	    t ~ /^coffer( |$)/ { flush(); cur = t; next }
-	    cur != "" && t ~ /^[[(|]/ { cur = cur " " t; next }
+	    cur != "" && (t ~ /^[[(|]/ || open_brackets(cur) > 0) {
+		cur = cur " " t; next }
 	    { flush() }
 	    END { flush() }' | while IFS= read -r l; do
 		printf '%s\n' "$l" | norm
