@@ -5,12 +5,15 @@
  * (pack, blob).  Blob ids are keyed hashes, so their first bytes are
  * uniform and serve as the hash directly.
  *
- * It does no I/O and no cryptography; bk_repo.c loads and seals index
- * objects.  Not thread-safe: the writer serialises its updates.
+ * It does no I/O and no cryptography (but for checking that a sealed
+ * pack's key id is the hash of its sealed key); bk_repo.c loads and
+ * seals index objects.  Not thread-safe: the writer serialises its updates.
  */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <sodium.h>
 
 #include "bk_int.h"
 
@@ -19,7 +22,8 @@
 
 struct ipack {
 	unsigned char id[CF_BK_ID_BYTES];
-	unsigned char hdr[CF_BK_HEADER_BYTES];
+	/* The header, then the sealed key of a sealed pack (contiguous). */
+	unsigned char hdr[CF_BK_PACK_HEADER_MAX];
 	struct cf_bk_desc *descs;
 	uint32_t *offsets;
 	uint32_t n;
@@ -202,11 +206,19 @@ static int
 record_check(const unsigned char *hdr, const struct cf_bk_desc *d, size_t n,
     uint64_t *size)
 {
+	unsigned char kid[16];
 	int rc = bk_header_check(hdr, CF_BK_KIND_PACK, NULL);
 
 	if (rc < 0)
 		return rc;
-	*size = bk_pack_size(d, n, bk_header_nl(hdr));
+	if (bk_header_extra(hdr) > 0) {
+		/* [BK-WO-3] the key id is the hash of the sealed key. */
+		crypto_generichash(kid, sizeof(kid), hdr + CF_BK_HEADER_BYTES,
+		    BK_BOX_BYTES, NULL, 0);
+		if (memcmp(kid, hdr + 16, sizeof(kid)) != 0)
+			return -EPROTO;
+	}
+	*size = bk_pack_size_hdr(hdr, d, n);
 	return *size == 0 ? -EPROTO : 0;
 }
 
@@ -217,7 +229,8 @@ add_record(struct cf_bk_index *idx, const unsigned char *id,
     uint64_t size, int *taken)
 {
 	struct ipack *p;
-	uint32_t *offs, *pt, off = CF_BK_HEADER_BYTES, pi;
+	uint32_t *offs, *pt, pi;
+	uint32_t off = (uint32_t)(CF_BK_HEADER_BYTES + bk_header_extra(hdr));
 	size_t i;
 	int rc;
 
@@ -255,7 +268,8 @@ add_record(struct cf_bk_index *idx, const unsigned char *id,
 	pi = (uint32_t)idx->npacks;
 	p = &idx->packs[pi];
 	memcpy(p->id, id, CF_BK_ID_BYTES);
-	memcpy(p->hdr, hdr, CF_BK_HEADER_BYTES);
+	memset(p->hdr, 0, sizeof(p->hdr));
+	memcpy(p->hdr, hdr, CF_BK_HEADER_BYTES + bk_header_extra(hdr));
 	p->descs = descs;
 	p->offsets = offs;
 	p->n = (uint32_t)n;
@@ -279,8 +293,7 @@ add_record(struct cf_bk_index *idx, const unsigned char *id,
 int
 cf_bk_index_add_pack(struct cf_bk_index *idx,
     const unsigned char pack[CF_BK_ID_BYTES],
-    const unsigned char header[CF_BK_HEADER_BYTES],
-    const struct cf_bk_desc *descs, size_t n)
+    const unsigned char *header, const struct cf_bk_desc *descs, size_t n)
 {
 	struct cf_bk_desc *copy;
 	uint64_t size;
@@ -314,7 +327,7 @@ cf_bk_index_lookup(const struct cf_bk_index *idx, enum cf_bk_blob_type type,
 		return -ENOENT;
 	p = &idx->packs[s->pack];
 	memcpy(loc->pack, p->id, CF_BK_ID_BYTES);
-	memcpy(loc->header, p->hdr, CF_BK_HEADER_BYTES);
+	memcpy(loc->header, p->hdr, sizeof(loc->header));
 	loc->desc = p->descs[s->blob];
 	loc->offset = p->offsets[s->blob];
 	loc->pack_size = p->size;
@@ -348,7 +361,7 @@ cf_bk_index_decode(struct cf_bk_index *idx, const unsigned char *buf,
 		return -ENOMEM;
 	for (i = 0; i < npacks; i++) {
 		struct rec *r = &recs[i];
-		size_t nl;
+		size_t nl, hl;
 
 		rc = -EPROTO;
 		if (len - off < CF_BK_ID_BYTES + CF_BK_HEADER_BYTES + 4)
@@ -360,8 +373,12 @@ cf_bk_index_decode(struct cf_bk_index *idx, const unsigned char *buf,
 			goto out;
 		rc = -EPROTO;
 		nl = bk_header_nl(r->hdr);
-		r->n = bk_rd32(buf + off + CF_BK_ID_BYTES + CF_BK_HEADER_BYTES);
-		off += CF_BK_ID_BYTES + CF_BK_HEADER_BYTES + 4;
+		/* A sealed pack's record holds its sealed key too. */
+		hl = CF_BK_HEADER_BYTES + bk_header_extra(r->hdr);
+		if (len - off < CF_BK_ID_BYTES + hl + 4)
+			goto out;
+		r->n = bk_rd32(buf + off + CF_BK_ID_BYTES + hl);
+		off += CF_BK_ID_BYTES + hl + 4;
 		if (r->n == 0 || r->n > CF_BK_PACK_BLOBS_MAX ||
 		    (len - off) / CF_BK_DESC_BYTES < r->n)
 			goto out;
@@ -438,7 +455,8 @@ cf_bk_index_encode(const struct cf_bk_index *idx, unsigned char **out,
 	if (idx->npacks == 0 || idx->npacks > MAX_PACKS_PER_OBJECT)
 		return -EINVAL;
 	for (i = 0; i < idx->npacks; i++)
-		total += CF_BK_ID_BYTES + CF_BK_HEADER_BYTES + 4 +
+		total += CF_BK_ID_BYTES + CF_BK_HEADER_BYTES +
+		    bk_header_extra(idx->packs[i].hdr) + 4 +
 		    (size_t)CF_BK_DESC_BYTES * idx->packs[i].n;
 	if (total > CF_BK_OBJECT_MAX)
 		return -EINVAL;
@@ -449,11 +467,12 @@ cf_bk_index_encode(const struct cf_bk_index *idx, unsigned char **out,
 	p = buf + 4;
 	for (i = 0; i < idx->npacks; i++) {
 		const struct ipack *ip = &idx->packs[i];
+		size_t hl = CF_BK_HEADER_BYTES + bk_header_extra(ip->hdr);
 
 		memcpy(p, ip->id, CF_BK_ID_BYTES);
-		memcpy(p + CF_BK_ID_BYTES, ip->hdr, CF_BK_HEADER_BYTES);
-		bk_le32(p + CF_BK_ID_BYTES + CF_BK_HEADER_BYTES, ip->n);
-		p += CF_BK_ID_BYTES + CF_BK_HEADER_BYTES + 4;
+		memcpy(p + CF_BK_ID_BYTES, ip->hdr, hl);
+		bk_le32(p + CF_BK_ID_BYTES + hl, ip->n);
+		p += CF_BK_ID_BYTES + hl + 4;
 		for (j = 0; j < ip->n; j++) {
 			bk_desc_encode(p, &ip->descs[j]);
 			p += CF_BK_DESC_BYTES;

@@ -20,13 +20,71 @@
 #define BK_BODY_HDR 8U		/* compression, reserved, ulen */
 #define BK_ZSTD_LEVEL 3
 
+/*
+ * Version 2 headers (docs/format/repository.md, Write-only objects):
+ * byte 11 says how the object key is found.
+ */
+#define BK_VERSION_WO 2U
+#define BK_KEYING_SEALED 1U	/* a sealed key follows the header */
+#define BK_KEYING_INDEX 2U	/* object key from the index key X */
+#define BK_BOX_BYTES CF_BK_SEALED_KEY_BYTES
+
+/* Object keys of sealed packs learnt from their sealed keys. */
+struct bk_keytab;
+
 struct cf_bk_keys {
 	enum cf_ks_cipher cipher;
 	uint32_t version;
-	struct cf_secbuf *data;		/* D: parent of object keys */
+	int writer;			/* write-only keys: no D, no box secret */
+	struct cf_secbuf *data;		/* D: parent of object keys; NULL writer */
 	struct cf_secbuf *idkey;	/* I: blob ids */
 	struct cf_secbuf *gear;		/* 256 u64 (host order) */
+	struct cf_secbuf *gkey;		/* G: the gear table's key */
+	struct cf_secbuf *xkey;		/* X: index and lock objects */
+	struct cf_secbuf *boxsk;	/* backup secret key; NULL writer */
+	unsigned char boxpk[32];	/* backup public key */
+	struct bk_keytab *tab;		/* full keys: learnt object keys */
 };
+
+/*
+ * Extra header bytes of an object: BK_BOX_BYTES for a version 2 sealed
+ * header, else 0.  hdr must have passed bk_header_check.
+ */
+size_t bk_header_extra(const unsigned char *hdr);
+/*
+ * Makes a sealed-key header (version 2, keying 1) of kind for writer
+ * or full keys: a fresh random object key sealed to the backup public
+ * key.  hdr receives the header followed by the sealed key
+ * (CF_BK_HEADER_BYTES + BK_BOX_BYTES), key the object key (the caller
+ * wipes it).
+ */
+int bk_header_make_sealed(unsigned char *hdr, enum cf_bk_kind kind,
+    const struct cf_bk_keys *k, unsigned char key[CF_KS_KEY_BYTES]);
+/* Makes a version 2 index-key header (keying 2); kid NULL: random. */
+void bk_header_make_x(unsigned char hdr[CF_BK_HEADER_BYTES],
+    enum cf_bk_kind kind, const struct cf_bk_keys *k,
+    const unsigned char *kid);
+/*
+ * Learns the object key of a sealed header from its sealed key box
+ * (BK_BOX_BYTES): -EBADMSG if the key id is not the box's hash or the
+ * box does not open, -ENOKEY for write-only keys.  Idempotent.
+ */
+int bk_keys_learn(const struct cf_bk_keys *k, const unsigned char *hdr,
+    const unsigned char *box);
+/* Opens a sealed key box into key (-EBADMSG, -ENOKEY as above). */
+int bk_keys_unseal(const struct cf_bk_keys *k, const unsigned char *hdr,
+    const unsigned char *box, unsigned char key[CF_KS_KEY_BYTES]);
+/* The object key of a sealed header learnt before; -ENOKEY if not. */
+int bk_keys_learnt(const struct cf_bk_keys *k, const unsigned char *hdr,
+    unsigned char key[CF_KS_KEY_BYTES]);
+/* Encodes the writer credential of full keys k (bk_keys.c). */
+int bk_wcred_encode(const struct cf_bk_keys *k,
+    const struct cf_bk_wcred_info *in, struct cf_secbuf **out);
+/* Seals plaintext as a version 2 object with keying 2 (index key X). */
+int bk_object_seal_x(const struct cf_bk_keys *k, enum cf_bk_kind kind,
+    const unsigned char *plain, size_t len, const unsigned char *kid,
+    const unsigned char *nonce, int compress, unsigned char **out,
+    size_t *outlen);
 
 /* ---- little-endian helpers ------------------------------------------------ */
 
@@ -79,14 +137,19 @@ void bk_header_make(unsigned char hdr[CF_BK_HEADER_BYTES],
     enum cf_bk_kind kind, const struct cf_bk_keys *k,
     const unsigned char *kid);
 /*
- * Checks a header against [BK-OBJ-1..5]: -EPROTO malformed or not of
- * kind, -ENOKEY key version other than k's (k may be NULL: no check).
+ * Checks a header against [BK-OBJ-1..5] and [BK-WO-1]: -EPROTO
+ * malformed or not of kind, -ENOKEY key version other than k's (k may
+ * be NULL: no check).
  */
 int bk_header_check(const unsigned char *hdr, enum cf_bk_kind kind,
     const struct cf_bk_keys *k);
 /* Nonce length for the header's cipher (12 or 24). */
 size_t bk_header_nl(const unsigned char *hdr);
-/* The AEAD context of the object with this header (its object key). */
+/*
+ * The AEAD context of the object with this header (its object key).
+ * -ENOKEY when k cannot derive it: write-only keys and a version 1 or
+ * sealed object, or a sealed pack whose key was not learnt.
+ */
 int bk_object_aead(const struct cf_bk_keys *k, const unsigned char *hdr,
     struct cf_ks_aead **out);
 /*
@@ -113,6 +176,9 @@ void bk_desc_encode(unsigned char out[CF_BK_DESC_BYTES],
 int bk_desc_decode(struct cf_bk_desc *d, const unsigned char *in, size_t nl);
 /* Size of a pack with these blobs ([BK-PACK-1]); 0 if over the limits. */
 uint64_t bk_pack_size(const struct cf_bk_desc *d, size_t n, size_t nl);
+/* The same for a checked pack header (a sealed pack: 80 bytes more). */
+uint64_t bk_pack_size_hdr(const unsigned char *hdr,
+    const struct cf_bk_desc *d, size_t n);
 /* Opens a blob with a ready AEAD context (cf_bk_blob_open's body). */
 int bk_blob_open_aead(const struct cf_bk_keys *k,
     const struct cf_ks_aead *a, const unsigned char *hdr,
@@ -122,7 +188,11 @@ int bk_blob_open_aead(const struct cf_bk_keys *k,
 /* A pack being built in memory. */
 struct bk_packer;
 
-/* kid NULL: random key id. */
+/*
+ * kid NULL: random key id.  With write-only keys the pack is a version 2
+ * sealed pack (kid must be NULL) and bk_packer_finish's hdr receives
+ * the header and the sealed key (CF_BK_PACK_HEADER_MAX bytes).
+ */
 int bk_packer_new(struct bk_packer **out, const struct cf_bk_keys *k,
     const unsigned char *kid);
 void bk_packer_free(struct bk_packer *p);
@@ -176,7 +246,7 @@ int bk_store_s3_lock_until(void *ctx, enum cf_bk_kind kind, const char *name,
 
 /* Config JSON (bk_repo.c); exposed for the tests. */
 struct bk_config {
-	unsigned char repo_id[16];
+	unsigned char repo_id[16];	/* zero when opened by a writer */
 	unsigned char tenant[CF_KS_ID_BYTES];
 	int64_t created;
 	size_t min, avg, max;
@@ -195,6 +265,7 @@ struct cf_bk_repo {
 	struct cf_bk_keys *own_keys;	/* set when opened by URL */
 	struct cf_bk_chunker *chunker;
 	struct bk_config cfg;
+	unsigned char config_id[CF_BK_ID_BYTES];	/* storage id of config */
 	struct cf_bk_index *idx;
 	/* The AEAD of the pack read last (restores read pack by pack). */
 	unsigned char cache_hdr[CF_BK_HEADER_BYTES];

@@ -6,8 +6,14 @@
  * Every key is derived with the keystore's KDF helpers and kept in
  * cf_secbufs; nothing here implements a primitive.  The gear table is
  * secret too (it reveals chunk boundaries), so it lives in locked memory.
+ *
+ * Also the write-only side (docs/write-only.md): the backup key pair
+ * (crypto_box, sealed boxes), the index key X, the object keys of sealed
+ * packs learnt from their sealed keys, and the writer credential
+ * (docs/format/writer-key.md).
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -78,17 +84,234 @@ derive_label(struct cf_secbuf **out, const struct cf_secbuf *parent,
 	return 0;
 }
 
+/* ---- learnt object keys of sealed packs ------------------------------------ */
+
+#define TAB_ENT (BK_KID_BYTES + CF_KS_KEY_BYTES)
+
+struct bk_keytab {
+	pthread_mutex_t mu;
+	struct cf_secbuf *v;		/* cap entries: key id || key */
+	size_t cap, n;
+};
+
+static int
+tab_new(struct bk_keytab **out)
+{
+	struct bk_keytab *t = calloc(1, sizeof(*t));
+
+	*out = NULL;
+	if (t == NULL)
+		return -ENOMEM;
+	pthread_mutex_init(&t->mu, NULL);
+	*out = t;
+	return 0;
+}
+
+static void
+tab_free(struct bk_keytab *t)
+{
+	if (t == NULL)
+		return;
+	cf_secbuf_free(t->v);
+	pthread_mutex_destroy(&t->mu);
+	free(t);
+}
+
+/* The slot of kid: its entry, or the empty one to fill.  With mu. */
+static unsigned char *
+tab_slot(struct bk_keytab *t, const unsigned char *kid)
+{
+	static const unsigned char zero[BK_KID_BYTES];
+	unsigned char *v = cf_secbuf_data(t->v), *e;
+	size_t i = (size_t)bk_rd64(kid) & (t->cap - 1);
+
+	for (;;) {
+		e = v + i * TAB_ENT;
+		if (memcmp(e, kid, BK_KID_BYTES) == 0 ||
+		    memcmp(e, zero, BK_KID_BYTES) == 0)
+			return e;
+		i = (i + 1) & (t->cap - 1);
+	}
+}
+
+/* Copies the key of kid into key; 0, or -ENOKEY. */
+static int
+tab_get(struct bk_keytab *t, const unsigned char *kid,
+    unsigned char key[CF_KS_KEY_BYTES])
+{
+	unsigned char *e;
+	int rc = -ENOKEY;
+
+	pthread_mutex_lock(&t->mu);
+	if (t->cap > 0) {
+		e = tab_slot(t, kid);
+		if (memcmp(e, kid, BK_KID_BYTES) == 0) {
+			memcpy(key, e + BK_KID_BYTES, CF_KS_KEY_BYTES);
+			rc = 0;
+		}
+	}
+	pthread_mutex_unlock(&t->mu);
+	return rc;
+}
+
+static int
+tab_put(struct bk_keytab *t, const unsigned char *kid,
+    const unsigned char key[CF_KS_KEY_BYTES])
+{
+	static const unsigned char zero[BK_KID_BYTES];
+	struct cf_secbuf *old, *nv = NULL;
+	unsigned char *e;
+	size_t oldcap, i;
+	int rc = 0;
+
+	if (memcmp(kid, zero, BK_KID_BYTES) == 0)
+		return -EBADMSG;	/* the empty marker: never a hash */
+	pthread_mutex_lock(&t->mu);
+	if ((t->n + 1) * 2 > t->cap) {
+		old = t->v;
+		oldcap = t->cap;
+		rc = cf_secbuf_new(&nv, (oldcap ? oldcap * 2 : 64) * TAB_ENT);
+		if (rc < 0)
+			goto out;
+		memset(cf_secbuf_data(nv), 0, cf_secbuf_len(nv));
+		t->v = nv;
+		t->cap = oldcap ? oldcap * 2 : 64;
+		for (i = 0; i < oldcap; i++) {
+			const unsigned char *oe = cf_secbuf_cdata(old) +
+			    i * TAB_ENT;
+
+			if (memcmp(oe, zero, BK_KID_BYTES) != 0)
+				memcpy(tab_slot(t, oe), oe, TAB_ENT);
+		}
+		cf_secbuf_free(old);
+	}
+	e = tab_slot(t, kid);
+	if (memcmp(e, kid, BK_KID_BYTES) != 0) {
+		memcpy(e, kid, BK_KID_BYTES);
+		memcpy(e + BK_KID_BYTES, key, CF_KS_KEY_BYTES);
+		t->n++;
+	}
+out:
+	pthread_mutex_unlock(&t->mu);
+	return rc;
+}
+
+/* The key id of a sealed key: BLAKE2b-128 of the box. */
+static void
+box_kid(const unsigned char *box, unsigned char kid[BK_KID_BYTES])
+{
+	crypto_generichash(kid, BK_KID_BYTES, box, BK_BOX_BYTES, NULL, 0);
+}
+
+int
+bk_keys_unseal(const struct cf_bk_keys *k, const unsigned char *hdr,
+    const unsigned char *box, unsigned char key[CF_KS_KEY_BYTES])
+{
+	unsigned char kid[BK_KID_BYTES];
+
+	box_kid(box, kid);
+	if (sodium_memcmp(kid, hdr + 16, BK_KID_BYTES) != 0)
+		return -EBADMSG;
+	if (k->boxsk == NULL)
+		return -ENOKEY;
+	if (crypto_box_seal_open(key, box, BK_BOX_BYTES, k->boxpk,
+	    cf_secbuf_cdata(k->boxsk)) != 0) {
+		sodium_memzero(key, CF_KS_KEY_BYTES);
+		return -EBADMSG;
+	}
+	return 0;
+}
+
+int
+bk_keys_learn(const struct cf_bk_keys *k, const unsigned char *hdr,
+    const unsigned char *box)
+{
+	unsigned char key[CF_KS_KEY_BYTES];
+	int rc;
+
+	if (k->tab == NULL)
+		return -ENOKEY;
+	if (tab_get(k->tab, hdr + 16, key) == 0) {
+		sodium_memzero(key, sizeof(key));
+		/* Known key id: only this box hashes to it. */
+		box_kid(box, key);
+		return sodium_memcmp(key, hdr + 16, BK_KID_BYTES) == 0 ? 0 :
+		    -EBADMSG;
+	}
+	rc = bk_keys_unseal(k, hdr, box, key);
+	if (rc == 0)
+		rc = tab_put(k->tab, hdr + 16, key);
+	sodium_memzero(key, sizeof(key));
+	return rc;
+}
+
+/* The object key of a sealed header, learnt before; -ENOKEY if not. */
+int
+bk_keys_learnt(const struct cf_bk_keys *k, const unsigned char *hdr,
+    unsigned char key[CF_KS_KEY_BYTES])
+{
+	if (k->tab == NULL)
+		return -ENOKEY;
+	return tab_get(k->tab, hdr + 16, key);
+}
+
+int
+cf_bk_keys_writeonly(const struct cf_bk_keys *k)
+{
+	return k->writer;
+}
+
+/* The backup key pair from D: crypto_box_seed_keypair(ID(D, "bk-box")). */
+static int
+derive_box(struct cf_bk_keys *k)
+{
+	unsigned char seed[CF_KS_KEY_BYTES];
+	int rc;
+
+	rc = cf_ks_derive_id(seed, k->data, "bk-box", NULL, 0);
+	if (rc < 0)
+		return rc;
+	rc = cf_secbuf_new(&k->boxsk, crypto_box_SECRETKEYBYTES);
+	if (rc == 0 && crypto_box_seed_keypair(k->boxpk,
+	    cf_secbuf_data(k->boxsk), seed) != 0)
+		rc = -EINVAL;
+	sodium_memzero(seed, sizeof(seed));
+	if (rc == 0)
+		cf_secbuf_readonly(k->boxsk);
+	return rc;
+}
+
+/* The gear table from G into k->gear. */
+static int
+gear_make(struct cf_bk_keys *k)
+{
+	static const unsigned char zero_nonce[
+	    crypto_stream_chacha20_ietf_NONCEBYTES];
+	unsigned char *g;
+	uint64_t *gear;
+	size_t i;
+	int rc;
+
+	rc = cf_secbuf_new(&k->gear, 256 * sizeof(uint64_t));
+	if (rc < 0)
+		return rc;
+	/* The keystream is the table's bytes; entries are read LE. */
+	g = cf_secbuf_data(k->gear);
+	crypto_stream_chacha20_ietf(g, 2048, zero_nonce,
+	    cf_secbuf_cdata(k->gkey));
+	gear = (uint64_t *)(void *)g;
+	for (i = 0; i < 256; i++)
+		gear[i] = bk_rd64(g + 8 * i);
+	cf_secbuf_readonly(k->gear);
+	return 0;
+}
+
 int
 cf_bk_keys_new(struct cf_bk_keys **out, const struct cf_secbuf *root,
     uint32_t key_version, enum cf_ks_cipher cipher)
 {
-	static const unsigned char zero_nonce[
-	    crypto_stream_chacha20_ietf_NONCEBYTES];
 	struct cf_bk_keys *k = NULL;
-	struct cf_secbuf *chunk = NULL, *gkey = NULL;
-	unsigned char *g;
-	uint64_t *gear;
-	size_t i;
+	struct cf_secbuf *chunk = NULL;
 	int rc = -EINVAL;
 
 	*out = NULL;
@@ -111,27 +334,30 @@ cf_bk_keys_new(struct cf_bk_keys **out, const struct cf_secbuf *root,
 	rc = derive_label(&k->idkey, chunk, "bk-chunk-id");
 	if (rc < 0)
 		goto out;
-	rc = derive_label(&gkey, chunk, "bk-gear");
+	rc = derive_label(&k->gkey, chunk, "bk-gear");
 	if (rc < 0)
 		goto out;
-	rc = cf_secbuf_new(&k->gear, 256 * sizeof(uint64_t));
+	rc = derive_label(&k->xkey, chunk, "bk-index-key");
 	if (rc < 0)
 		goto out;
-	/* The keystream is the table's bytes; entries are read LE. */
-	g = cf_secbuf_data(k->gear);
-	crypto_stream_chacha20_ietf(g, 2048, zero_nonce, cf_secbuf_cdata(gkey));
-	gear = (uint64_t *)(void *)g;
-	for (i = 0; i < 256; i++)
-		gear[i] = bk_rd64(g + 8 * i);
-	cf_secbuf_readonly(k->gear);
+	rc = gear_make(k);
+	if (rc < 0)
+		goto out;
+	rc = derive_box(k);
+	if (rc < 0)
+		goto out;
+	rc = tab_new(&k->tab);
+	if (rc < 0)
+		goto out;
 	cf_secbuf_readonly(k->data);
 	cf_secbuf_readonly(k->idkey);
+	cf_secbuf_readonly(k->gkey);
+	cf_secbuf_readonly(k->xkey);
 	*out = k;
 	k = NULL;
 	rc = 0;
 out:
 	cf_secbuf_free(chunk);
-	cf_secbuf_free(gkey);
 	cf_bk_keys_free(k);
 	return rc;
 }
@@ -144,6 +370,10 @@ cf_bk_keys_free(struct cf_bk_keys *k)
 	cf_secbuf_free(k->data);
 	cf_secbuf_free(k->idkey);
 	cf_secbuf_free(k->gear);
+	cf_secbuf_free(k->gkey);
+	cf_secbuf_free(k->xkey);
+	cf_secbuf_free(k->boxsk);
+	tab_free(k->tab);
 	free(k);
 }
 
@@ -165,6 +395,117 @@ cf_bk_blob_id(const struct cf_bk_keys *k, const void *buf, size_t len,
 {
 	crypto_generichash(id, CF_BK_ID_BYTES, buf, len,
 	    cf_secbuf_cdata(k->idkey), CF_KS_KEY_BYTES);
+}
+
+/* ---- writer credential (docs/format/writer-key.md) -------------------------- */
+
+#define WC_MAGIC "\x89" "CFWK\r\n\x1a"
+#define WC_VERSION 1U
+#define WC_CHECK 208U		/* offset of the checksum */
+
+int
+bk_wcred_encode(const struct cf_bk_keys *k,
+    const struct cf_bk_wcred_info *in, struct cf_secbuf **out)
+{
+	struct cf_secbuf *sb = NULL;
+	unsigned char *b;
+	int rc;
+
+	*out = NULL;
+	if (k->writer || k->xkey == NULL)
+		return -EINVAL;
+	rc = cf_secbuf_new(&sb, CF_BK_WCRED_BYTES);
+	if (rc < 0)
+		return rc;
+	b = cf_secbuf_data(sb);
+	memset(b, 0, CF_BK_WCRED_BYTES);
+	memcpy(b, WC_MAGIC, 8);
+	b[8] = WC_VERSION;
+	b[9] = (unsigned char)k->cipher;
+	bk_le32(b + 12, k->version);
+	memcpy(b + 16, in->tenant, CF_KS_ID_BYTES);
+	memcpy(b + 32, in->config_id, CF_BK_ID_BYTES);
+	bk_le32(b + 64, in->min);
+	bk_le32(b + 68, in->avg);
+	bk_le32(b + 72, in->max);
+	memcpy(b + 80, k->boxpk, 32);
+	memcpy(b + 112, cf_secbuf_cdata(k->idkey), CF_KS_KEY_BYTES);
+	memcpy(b + 144, cf_secbuf_cdata(k->gkey), CF_KS_KEY_BYTES);
+	memcpy(b + 176, cf_secbuf_cdata(k->xkey), CF_KS_KEY_BYTES);
+	crypto_generichash(b + WC_CHECK, 32, b, WC_CHECK, NULL, 0);
+	*out = sb;
+	return 0;
+}
+
+/* A secbuf holding a copy of 32 bytes. */
+static int
+secbuf_copy(struct cf_secbuf **out, const unsigned char *p)
+{
+	int rc = cf_secbuf_new(out, CF_KS_KEY_BYTES);
+
+	if (rc == 0) {
+		memcpy(cf_secbuf_data(*out), p, CF_KS_KEY_BYTES);
+		cf_secbuf_readonly(*out);
+	}
+	return rc;
+}
+
+int
+cf_bk_wcred_parse(const unsigned char *buf, size_t len,
+    struct cf_bk_wcred_info *info, struct cf_bk_keys **keys)
+{
+	unsigned char check[32];
+	struct cf_bk_keys *k = NULL;
+	int rc;
+
+	memset(info, 0, sizeof(*info));
+	if (keys != NULL)
+		*keys = NULL;
+	if (len != CF_BK_WCRED_BYTES || memcmp(buf, WC_MAGIC, 8) != 0 ||
+	    buf[8] != WC_VERSION || buf[10] != 0 || buf[11] != 0 ||
+	    bk_rd32(buf + 76) != 0)
+		return -EPROTO;
+	crypto_generichash(check, sizeof(check), buf, WC_CHECK, NULL, 0);
+	if (sodium_memcmp(check, buf + WC_CHECK, 32) != 0)
+		return -EPROTO;
+	if ((buf[9] != CF_KS_CIPHER_AES256GCM &&
+	    buf[9] != CF_KS_CIPHER_XCHACHA20POLY1305) || bk_rd32(buf + 12) == 0)
+		return -EPROTO;
+	info->cipher = (enum cf_ks_cipher)buf[9];
+	info->key_version = bk_rd32(buf + 12);
+	memcpy(info->tenant, buf + 16, CF_KS_ID_BYTES);
+	memcpy(info->config_id, buf + 32, CF_BK_ID_BYTES);
+	info->min = bk_rd32(buf + 64);
+	info->avg = bk_rd32(buf + 68);
+	info->max = bk_rd32(buf + 72);
+	if (!bk_chunker_params_ok(info->min, info->avg, info->max)) {
+		memset(info, 0, sizeof(*info));
+		return -EPROTO;
+	}
+	if (keys == NULL)
+		return 0;
+	if (!cf_ks_cipher_available(info->cipher))
+		return -ENOTSUP;
+	k = calloc(1, sizeof(*k));
+	if (k == NULL)
+		return -ENOMEM;
+	k->writer = 1;
+	k->cipher = info->cipher;
+	k->version = info->key_version;
+	memcpy(k->boxpk, buf + 80, 32);
+	rc = secbuf_copy(&k->idkey, buf + 112);
+	if (rc == 0)
+		rc = secbuf_copy(&k->gkey, buf + 144);
+	if (rc == 0)
+		rc = secbuf_copy(&k->xkey, buf + 176);
+	if (rc == 0)
+		rc = gear_make(k);
+	if (rc < 0) {
+		cf_bk_keys_free(k);
+		return rc;
+	}
+	*keys = k;
+	return 0;
 }
 
 /* ---- chunker --------------------------------------------------------------- */

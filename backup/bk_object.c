@@ -1,8 +1,9 @@
 /*
  * bk_object.c - the 32-byte object header every repository object starts
  * with, object keys, and sealed objects (index, snapshot, lock, config):
- * header || nonce || AEAD(object key, nonce, header, body)
- * (docs/format/repository.md: Object header, Sealed objects).
+ * header || [sealed key] || nonce || AEAD(object key, nonce, header, body)
+ * (docs/format/repository.md: Object header, Sealed objects, Write-only
+ * objects).
  *
  * It does not know what the plaintexts mean; bk_index.c, bk_tree.c and
  * bk_repo.c decode them.
@@ -32,6 +33,34 @@ bk_header_make(unsigned char hdr[CF_BK_HEADER_BYTES], enum cf_bk_kind kind,
 		randombytes_buf(hdr + 16, BK_KID_BYTES);
 }
 
+void
+bk_header_make_x(unsigned char hdr[CF_BK_HEADER_BYTES], enum cf_bk_kind kind,
+    const struct cf_bk_keys *k, const unsigned char *kid)
+{
+	bk_header_make(hdr, kind, k, kid);
+	hdr[8] = BK_VERSION_WO;
+	hdr[11] = BK_KEYING_INDEX;
+}
+
+int
+bk_header_make_sealed(unsigned char *hdr, enum cf_bk_kind kind,
+    const struct cf_bk_keys *k, unsigned char key[CF_KS_KEY_BYTES])
+{
+	unsigned char *box = hdr + CF_BK_HEADER_BYTES;
+
+	randombytes_buf(key, CF_KS_KEY_BYTES);
+	if (crypto_box_seal(box, key, CF_KS_KEY_BYTES, k->boxpk) != 0) {
+		sodium_memzero(key, CF_KS_KEY_BYTES);
+		return -EINVAL;
+	}
+	bk_header_make(hdr, kind, k, NULL);
+	hdr[8] = BK_VERSION_WO;
+	hdr[11] = BK_KEYING_SEALED;
+	/* The key id commits to the sealed key: BLAKE2b-128 of it. */
+	crypto_generichash(hdr + 16, BK_KID_BYTES, box, BK_BOX_BYTES, NULL, 0);
+	return 0;
+}
+
 int
 bk_header_check(const unsigned char *hdr, enum cf_bk_kind kind,
     const struct cf_bk_keys *k)
@@ -39,9 +68,25 @@ bk_header_check(const unsigned char *hdr, enum cf_bk_kind kind,
 	/* Magics are public: memcmp is fine (checksrc bans it in keystore/). */
 	if (memcmp(hdr, BK_MAGIC, 8) != 0)
 		return -EPROTO;
-	if (hdr[8] != CF_BK_VERSION || hdr[9] != (unsigned char)kind ||
-	    hdr[11] != 0)
+	if (hdr[9] != (unsigned char)kind)
 		return -EPROTO;
+	if (hdr[8] == CF_BK_VERSION) {
+		if (hdr[11] != 0)
+			return -EPROTO;
+	} else if (hdr[8] == BK_VERSION_WO) {
+		/* [BK-WO-1] packs and snapshots sealed, the rest X. */
+		if (kind == CF_BK_KIND_PACK || kind == CF_BK_KIND_SNAPSHOT) {
+			if (hdr[11] != BK_KEYING_SEALED)
+				return -EPROTO;
+		} else if (kind == CF_BK_KIND_INDEX || kind == CF_BK_KIND_LOCK) {
+			if (hdr[11] != BK_KEYING_INDEX)
+				return -EPROTO;
+		} else {
+			return -EPROTO;
+		}
+	} else {
+		return -EPROTO;
+	}
 	if (hdr[10] != CF_KS_CIPHER_AES256GCM &&
 	    hdr[10] != CF_KS_CIPHER_XCHACHA20POLY1305)
 		return -EPROTO;
@@ -58,6 +103,13 @@ bk_header_nl(const unsigned char *hdr)
 	return cf_ks_cipher_nonce_bytes((enum cf_ks_cipher)hdr[10]);
 }
 
+size_t
+bk_header_extra(const unsigned char *hdr)
+{
+	return hdr[8] == BK_VERSION_WO && hdr[11] == BK_KEYING_SEALED ?
+	    BK_BOX_BYTES : 0;
+}
+
 int
 bk_object_aead(const struct cf_bk_keys *k, const unsigned char *hdr,
     struct cf_ks_aead **out)
@@ -69,8 +121,16 @@ bk_object_aead(const struct cf_bk_keys *k, const unsigned char *hdr,
 	*out = NULL;
 	if (!cf_ks_cipher_available(c))
 		return -ENOTSUP;
-	rc = cf_ks_derive_id(key, k->data, "bk-object", hdr + 16,
-	    BK_KID_BYTES);
+	if (hdr[8] == BK_VERSION_WO && hdr[11] == BK_KEYING_INDEX)
+		rc = cf_ks_derive_id(key, k->xkey, "bk-object", hdr + 16,
+		    BK_KID_BYTES);
+	else if (hdr[8] == BK_VERSION_WO)
+		rc = bk_keys_learnt(k, hdr, key);
+	else if (k->data == NULL)
+		rc = -ENOKEY;	/* write-only keys: no D */
+	else
+		rc = cf_ks_derive_id(key, k->data, "bk-object", hdr + 16,
+		    BK_KID_BYTES);
 	if (rc == 0)
 		rc = cf_ks_aead_new(out, c, key);
 	sodium_memzero(key, sizeof(key));
@@ -98,31 +158,54 @@ bk_unzstd(const unsigned char *c, size_t clen, unsigned char *out,
 	return 0;
 }
 
-int
-bk_object_seal_ex(const struct cf_bk_keys *k, enum cf_bk_kind kind,
-    const unsigned char *plain, size_t len, const unsigned char *kid,
-    const unsigned char *nonce, int compress, unsigned char **out,
-    size_t *outlen)
+/* How an object is keyed when sealed. */
+enum seal_mode {
+	SEAL_V1 = 1,		/* version 1: object key from D */
+	SEAL_BOX,		/* version 2: random key sealed to the pair */
+	SEAL_X,			/* version 2: object key from X */
+};
+
+static int
+seal_mode(const struct cf_bk_keys *k, enum cf_bk_kind kind,
+    enum seal_mode mode, const unsigned char *plain, size_t len,
+    const unsigned char *kid, const unsigned char *nonce, int compress,
+    unsigned char **out, size_t *outlen)
 {
 	struct cf_ks_aead *a = NULL;
-	unsigned char *buf = NULL, *body;
+	unsigned char *buf = NULL, *body, key[CF_KS_KEY_BYTES];
 	size_t nl = cf_ks_cipher_nonce_bytes(k->cipher), cap, stored = len;
+	size_t extra = mode == SEAL_BOX ? BK_BOX_BYTES : 0, pre;
 	int comp = 0, rc = -ENOMEM;
 
 	*out = NULL;
 	*outlen = 0;
 	if (kind == CF_BK_KIND_PACK || len > CF_BK_OBJECT_MAX)
 		return -EINVAL;
-	cap = CF_BK_HEADER_BYTES + nl + BK_BODY_HDR + len + BK_TAG;
+	if ((mode == SEAL_V1 && k->data == NULL) ||
+	    (mode == SEAL_BOX && kid != NULL))
+		return -EINVAL;
+	pre = CF_BK_HEADER_BYTES + extra;
+	cap = pre + nl + BK_BODY_HDR + len + BK_TAG;
 	buf = malloc(cap);
 	if (buf == NULL)
 		goto out;
-	bk_header_make(buf, kind, k, kid);
+	if (mode == SEAL_BOX) {
+		rc = bk_header_make_sealed(buf, kind, k, key);
+		if (rc == 0)
+			rc = cf_ks_aead_new(&a, k->cipher, key);
+		sodium_memzero(key, sizeof(key));
+		if (rc < 0)
+			goto out;
+	} else if (mode == SEAL_X) {
+		bk_header_make_x(buf, kind, k, kid);
+	} else {
+		bk_header_make(buf, kind, k, kid);
+	}
 	if (nonce != NULL)
-		memcpy(buf + CF_BK_HEADER_BYTES, nonce, nl);
+		memcpy(buf + pre, nonce, nl);
 	else
-		randombytes_buf(buf + CF_BK_HEADER_BYTES, nl);
-	body = buf + CF_BK_HEADER_BYTES + nl;
+		randombytes_buf(buf + pre, nl);
+	body = buf + pre + nl;
 	if (compress && len > 1) {
 		/* Only a strictly shorter frame is kept ([BK-SOB-2]). */
 		size_t r = ZSTD_compress(body + BK_BODY_HDR, len - 1, plain,
@@ -138,26 +221,54 @@ bk_object_seal_ex(const struct cf_bk_keys *k, enum cf_bk_kind kind,
 	body[0] = (unsigned char)comp;
 	body[1] = body[2] = body[3] = 0;
 	bk_le32(body + 4, (uint32_t)len);
-	if (CF_BK_HEADER_BYTES + nl + BK_BODY_HDR + stored + BK_TAG >
-	    CF_BK_OBJECT_MAX) {
+	if (pre + nl + BK_BODY_HDR + stored + BK_TAG > CF_BK_OBJECT_MAX) {
 		rc = -EINVAL;
 		goto out;
 	}
-	rc = bk_object_aead(k, buf, &a);
-	if (rc < 0)
-		goto out;
+	if (a == NULL) {
+		rc = bk_object_aead(k, buf, &a);
+		if (rc < 0)
+			goto out;
+	}
 	rc = cf_ks_aead_seal(a, body, body, BK_BODY_HDR + stored, buf,
-	    CF_BK_HEADER_BYTES, buf + CF_BK_HEADER_BYTES);
+	    CF_BK_HEADER_BYTES, buf + pre);
 	if (rc < 0)
 		goto out;
 	*out = buf;
-	*outlen = CF_BK_HEADER_BYTES + nl + BK_BODY_HDR + stored + BK_TAG;
+	*outlen = pre + nl + BK_BODY_HDR + stored + BK_TAG;
 	buf = NULL;
 	rc = 0;
 out:
 	cf_ks_aead_free(a);
 	free(buf);
 	return rc;
+}
+
+int
+bk_object_seal_ex(const struct cf_bk_keys *k, enum cf_bk_kind kind,
+    const unsigned char *plain, size_t len, const unsigned char *kid,
+    const unsigned char *nonce, int compress, unsigned char **out,
+    size_t *outlen)
+{
+	enum seal_mode m = SEAL_V1;
+
+	if (k->writer)
+		m = kind == CF_BK_KIND_INDEX || kind == CF_BK_KIND_LOCK ?
+		    SEAL_X : SEAL_BOX;
+	return seal_mode(k, kind, m, plain, len, kid, nonce, compress, out,
+	    outlen);
+}
+
+int
+bk_object_seal_x(const struct cf_bk_keys *k, enum cf_bk_kind kind,
+    const unsigned char *plain, size_t len, const unsigned char *kid,
+    const unsigned char *nonce, int compress, unsigned char **out,
+    size_t *outlen)
+{
+	if (kind != CF_BK_KIND_INDEX && kind != CF_BK_KIND_LOCK)
+		return -EINVAL;
+	return seal_mode(k, kind, SEAL_X, plain, len, kid, nonce, compress,
+	    out, outlen);
 }
 
 int
@@ -176,7 +287,7 @@ cf_bk_object_open(const struct cf_bk_keys *k, enum cf_bk_kind kind,
 {
 	struct cf_ks_aead *a = NULL;
 	unsigned char *body = NULL, *res = NULL;
-	size_t nl, blen, stored;
+	size_t nl, blen, stored, pre;
 	uint32_t ulen;
 	int rc;
 
@@ -189,17 +300,28 @@ cf_bk_object_open(const struct cf_bk_keys *k, enum cf_bk_kind kind,
 	if (rc < 0)
 		return rc;
 	nl = bk_header_nl(obj);
-	if (len < CF_BK_HEADER_BYTES + nl + BK_BODY_HDR + BK_TAG)
+	pre = CF_BK_HEADER_BYTES + bk_header_extra(obj);
+	if (len < pre + nl + BK_BODY_HDR + BK_TAG)
 		return -EPROTO;
-	blen = len - CF_BK_HEADER_BYTES - nl - BK_TAG;
+	blen = len - pre - nl - BK_TAG;
 	body = malloc(blen);
 	if (body == NULL)
 		return -ENOMEM;
-	rc = bk_object_aead(k, obj, &a);
+	if (pre > CF_BK_HEADER_BYTES) {
+		unsigned char key[CF_KS_KEY_BYTES];
+
+		/* [BK-WO-2] the sealed key opens only with the secret key. */
+		rc = bk_keys_unseal(k, obj, obj + CF_BK_HEADER_BYTES, key);
+		if (rc == 0)
+			rc = cf_ks_aead_new(&a, (enum cf_ks_cipher)obj[10], key);
+		sodium_memzero(key, sizeof(key));
+	} else {
+		rc = bk_object_aead(k, obj, &a);
+	}
 	if (rc < 0)
 		goto out;
-	rc = cf_ks_aead_open(a, body, obj + CF_BK_HEADER_BYTES + nl,
-	    blen + BK_TAG, obj, CF_BK_HEADER_BYTES, obj + CF_BK_HEADER_BYTES);
+	rc = cf_ks_aead_open(a, body, obj + pre + nl, blen + BK_TAG, obj,
+	    CF_BK_HEADER_BYTES, obj + pre);
 	if (rc < 0)
 		goto out;
 	rc = -EPROTO;

@@ -64,6 +64,18 @@ bk_pack_size(const struct cf_bk_desc *d, size_t n, size_t nl)
 	return total > CF_BK_PACK_MAX ? 0 : total;
 }
 
+uint64_t
+bk_pack_size_hdr(const unsigned char *hdr, const struct cf_bk_desc *d,
+    size_t n)
+{
+	uint64_t total = bk_pack_size(d, n, bk_header_nl(hdr));
+
+	if (total == 0)
+		return 0;
+	total += bk_header_extra(hdr);
+	return total > CF_BK_PACK_MAX ? 0 : total;
+}
+
 /* AAD of a blob: the pack header, then its descriptor. */
 static void
 blob_ad(unsigned char ad[CF_BK_HEADER_BYTES + CF_BK_DESC_BYTES],
@@ -78,7 +90,8 @@ blob_ad(unsigned char ad[CF_BK_HEADER_BYTES + CF_BK_DESC_BYTES],
 struct bk_packer {
 	const struct cf_bk_keys *keys;
 	struct cf_ks_aead *aead;
-	unsigned char hdr[CF_BK_HEADER_BYTES];
+	unsigned char hdr[CF_BK_PACK_HEADER_MAX];	/* with the sealed key */
+	size_t pre;			/* header bytes: 32, or 112 sealed */
 	size_t nl;
 	unsigned char *buf;
 	size_t len, cap;
@@ -99,8 +112,21 @@ bk_packer_new(struct bk_packer **out, const struct cf_bk_keys *k,
 		return -ENOMEM;
 	p->keys = k;
 	p->nl = cf_ks_cipher_nonce_bytes(k->cipher);
-	bk_header_make(p->hdr, CF_BK_KIND_PACK, k, kid);
-	rc = bk_object_aead(k, p->hdr, &p->aead);
+	p->pre = CF_BK_HEADER_BYTES;
+	if (k->writer) {
+		unsigned char key[CF_KS_KEY_BYTES];
+
+		/* [BK-WO-2] a fresh key only the secret key unseals. */
+		rc = kid != NULL ? -EINVAL :
+		    bk_header_make_sealed(p->hdr, CF_BK_KIND_PACK, k, key);
+		if (rc == 0)
+			rc = cf_ks_aead_new(&p->aead, k->cipher, key);
+		sodium_memzero(key, sizeof(key));
+		p->pre += BK_BOX_BYTES;
+	} else {
+		bk_header_make(p->hdr, CF_BK_KIND_PACK, k, kid);
+		rc = bk_object_aead(k, p->hdr, &p->aead);
+	}
 	if (rc < 0) {
 		free(p);
 		return rc;
@@ -195,11 +221,11 @@ bk_packer_add(struct bk_packer *p, enum cf_bk_blob_type type,
 		p->dcap = nc;
 	}
 	if (p->len == 0) {
-		rc = reserve(p, CF_BK_HEADER_BYTES);
+		rc = reserve(p, p->pre);
 		if (rc < 0)
 			return rc;
-		memcpy(p->buf, p->hdr, CF_BK_HEADER_BYTES);
-		p->len = CF_BK_HEADER_BYTES;
+		memcpy(p->buf, p->hdr, p->pre);
+		p->len = p->pre;
 	}
 	rc = reserve(p, p->nl + len + BK_TAG);
 	if (rc < 0)
@@ -276,7 +302,7 @@ bk_packer_finish(struct bk_packer *p, const unsigned char *nonce,
 	bk_le32(at + tlen, (uint32_t)tlen);
 	p->len += tlen + 4;
 	cf_bk_storage_id(p->buf, p->len, id);
-	memcpy(hdr, p->hdr, CF_BK_HEADER_BYTES);
+	memcpy(hdr, p->hdr, p->pre);
 	*buf = p->buf;
 	*len = p->len;
 	*descs = p->descs;
@@ -297,7 +323,7 @@ cf_bk_pack_parse(const struct cf_bk_keys *k, const unsigned char *pack,
 	struct cf_ks_aead *a = NULL;
 	struct cf_bk_desc *d = NULL;
 	unsigned char *plain = NULL;
-	size_t nl, tlen, cnt, i;
+	size_t nl, tlen, cnt, i, pre;
 	int rc;
 
 	memset(header, 0, CF_BK_HEADER_BYTES);
@@ -309,9 +335,12 @@ cf_bk_pack_parse(const struct cf_bk_keys *k, const unsigned char *pack,
 	if (rc < 0)
 		return rc;
 	nl = bk_header_nl(pack);
+	pre = CF_BK_HEADER_BYTES + bk_header_extra(pack);
+	if (len < pre + 4)
+		return -EPROTO;
 	tlen = bk_rd32(pack + len - 4);
 	if (tlen < nl + 4 + CF_BK_DESC_BYTES + BK_TAG ||
-	    tlen > len - CF_BK_HEADER_BYTES - 4 ||
+	    tlen > len - pre - 4 ||
 	    (tlen - nl - 4 - BK_TAG) % CF_BK_DESC_BYTES != 0)
 		return -EPROTO;
 	cnt = (tlen - nl - 4 - BK_TAG) / CF_BK_DESC_BYTES;
@@ -322,6 +351,12 @@ cf_bk_pack_parse(const struct cf_bk_keys *k, const unsigned char *pack,
 	if (plain == NULL || d == NULL) {
 		rc = -ENOMEM;
 		goto out;
+	}
+	if (pre > CF_BK_HEADER_BYTES) {
+		/* [BK-WO-2]; blobs of this pack then open by key id. */
+		rc = bk_keys_learn(k, pack, pack + CF_BK_HEADER_BYTES);
+		if (rc < 0)
+			goto out;
 	}
 	rc = bk_object_aead(k, pack, &a);
 	if (rc < 0)
@@ -340,7 +375,7 @@ cf_bk_pack_parse(const struct cf_bk_keys *k, const unsigned char *pack,
 			goto out;
 	}
 	rc = -EPROTO;
-	if (bk_pack_size(d, cnt, nl) != len)
+	if (bk_pack_size_hdr(pack, d, cnt) != len)
 		goto out;
 	memcpy(header, pack, CF_BK_HEADER_BYTES);
 	*descs = d;

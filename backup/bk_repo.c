@@ -105,6 +105,7 @@ cf_bk_repo_init(struct cf_bk_repo **out, struct cf_bk_store *store,
 	rc = cf_bk_store_put(store, CF_BK_KIND_CONFIG, "config", obj, olen, 1);
 	if (rc < 0)
 		goto out;
+	cf_bk_storage_id(obj, olen, r->config_id);
 	rc = chunker_from_cfg(r);
 	if (rc < 0)
 		goto out;
@@ -136,6 +137,7 @@ cf_bk_repo_open(struct cf_bk_repo **out, struct cf_bk_store *store,
 		rc = -EPROTO;
 	if (rc < 0)
 		goto out;
+	cf_bk_storage_id(obj, olen, r->config_id);
 	rc = cf_bk_object_open(keys, CF_BK_KIND_CONFIG, obj, olen, &plain,
 	    &plen);
 	if (rc < 0)
@@ -197,6 +199,85 @@ out:
 	return rc;
 }
 
+/* ---- write-only ---------------------------------------------------------------- */
+
+int
+cf_bk_wcred_export(const struct cf_bk_repo *r, struct cf_secbuf **out)
+{
+	struct cf_bk_wcred_info in;
+
+	*out = NULL;
+	if (r->keys->writer)
+		return -EINVAL;
+	memset(&in, 0, sizeof(in));
+	memcpy(in.tenant, r->cfg.tenant, CF_KS_ID_BYTES);
+	memcpy(in.config_id, r->config_id, CF_BK_ID_BYTES);
+	in.min = (uint32_t)r->cfg.min;
+	in.avg = (uint32_t)r->cfg.avg;
+	in.max = (uint32_t)r->cfg.max;
+	return bk_wcred_encode(r->keys, &in, out);
+}
+
+int
+cf_bk_repo_open_writer(struct cf_bk_repo **out, const char *url,
+    const unsigned char *cred, size_t len)
+{
+	struct cf_bk_wcred_info info;
+	struct cf_bk_keys *keys = NULL;
+	struct cf_bk_store *store = NULL;
+	struct cf_bk_repo *r = NULL;
+	unsigned char *obj = NULL, id[CF_BK_ID_BYTES];
+	size_t olen;
+	int rc;
+
+	*out = NULL;
+	rc = cf_bk_wcred_parse(cred, len, &info, &keys);
+	if (rc < 0)
+		return rc;
+	rc = cf_bk_store_open_url(&store, url, 0);
+	if (rc < 0)
+		goto out;
+	rc = repo_new(&r, store, keys);
+	if (rc < 0)
+		goto out;
+	store = NULL;	/* r owns it */
+	r->own_keys = keys;
+	keys = NULL;
+	rc = cf_bk_store_get(r->store, CF_BK_KIND_CONFIG, "config",
+	    CF_BK_OBJECT_MAX, &obj, &olen);
+	if (rc == -EFBIG)
+		rc = -EPROTO;
+	if (rc < 0)
+		goto out;
+	/*
+	 * [BK-WO-5] The config is not decrypted: its bytes must be those
+	 * the credential was made from (a full-key holder opened them).
+	 */
+	cf_bk_storage_id(obj, olen, id);
+	rc = -EACCES;
+	if (sodium_memcmp(id, info.config_id, CF_BK_ID_BYTES) != 0)
+		goto out;
+	memcpy(r->config_id, id, CF_BK_ID_BYTES);
+	memcpy(r->cfg.tenant, info.tenant, CF_KS_ID_BYTES);
+	r->cfg.min = info.min;
+	r->cfg.avg = info.avg;
+	r->cfg.max = info.max;
+	rc = chunker_from_cfg(r);
+	if (rc < 0)
+		goto out;
+	rc = cf_bk_repo_index_load(r, NULL);
+	if (rc < 0)
+		goto out;
+	*out = r;
+	r = NULL;
+out:
+	free(obj);
+	cf_bk_repo_free(r);
+	cf_bk_store_free(store);
+	cf_bk_keys_free(keys);
+	return rc;
+}
+
 struct cf_bk_store *
 cf_bk_repo_store(struct cf_bk_repo *r)
 {
@@ -238,7 +319,15 @@ bk_repo_put_object(struct cf_bk_repo *r, enum cf_bk_kind kind,
 	size_t olen;
 	int rc;
 
-	rc = cf_bk_object_seal(r->keys, kind, plain, len, &obj, &olen);
+	/*
+	 * [BK-WO-4] Index and lock objects are sealed with the index key,
+	 * by every writer: a write-only agent reads them (dedup, locks).
+	 */
+	if (kind == CF_BK_KIND_INDEX || kind == CF_BK_KIND_LOCK)
+		rc = bk_object_seal_x(r->keys, kind, plain, len, NULL, NULL,
+		    1, &obj, &olen);
+	else
+		rc = cf_bk_object_seal(r->keys, kind, plain, len, &obj, &olen);
 	if (rc < 0)
 		return rc;
 	cf_bk_storage_id(obj, olen, id);
@@ -336,6 +425,26 @@ cf_bk_repo_index_load(struct cf_bk_repo *r, size_t *bad)
 	idx = NULL;
 	if (bad != NULL)
 		*bad = nbad;
+	/*
+	 * Full keys learn the object key of every sealed pack now, so
+	 * that cf_bk_blob_open (verify) opens its blobs by header alone.
+	 * A key that does not open is found again by the blob's load.
+	 */
+	for (i = 0; !r->keys->writer && i < cf_bk_index_packs(r->idx); i++) {
+		const unsigned char *hdr;
+		const struct cf_bk_desc *d;
+		const uint32_t *offs;
+		uint64_t size;
+		size_t n;
+
+		bk_index_pack_info(r->idx, i, &hdr, &d, &offs, &n, &size);
+		if (bk_header_extra(hdr) > 0 &&
+		    bk_keys_learn(r->keys, hdr, hdr + CF_BK_HEADER_BYTES) ==
+		    -ENOMEM) {
+			rc = -ENOMEM;
+			goto out;
+		}
+	}
 	rc = 0;
 out:
 	cf_bk_index_free(idx);
@@ -440,6 +549,13 @@ blob_load_at(struct cf_bk_repo *r, const struct cf_bk_blob_loc *loc,
 	rc = bk_header_check(loc->header, CF_BK_KIND_PACK, r->keys);
 	if (rc < 0)
 		return rc;
+	if (bk_header_extra(loc->header) > 0) {
+		/* -ENOKEY for write-only keys, -EBADMSG a damaged key. */
+		rc = bk_keys_learn(r->keys, loc->header,
+		    loc->header + CF_BK_HEADER_BYTES);
+		if (rc < 0)
+			return rc;
+	}
 	if (*aead == NULL ||
 	    memcmp(cache_hdr, loc->header, CF_BK_HEADER_BYTES) != 0) {
 		cf_ks_aead_free(*aead);

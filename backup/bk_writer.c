@@ -52,7 +52,8 @@ struct job {
 struct upl {
 	unsigned char *buf;
 	size_t len, cap;
-	unsigned char id[CF_BK_ID_BYTES], hdr[CF_BK_HEADER_BYTES];
+	unsigned char id[CF_BK_ID_BYTES];
+	unsigned char hdr[CF_BK_PACK_HEADER_MAX];	/* with a sealed key */
 	struct cf_bk_desc *descs;
 	size_t n;
 };

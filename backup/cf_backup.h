@@ -45,6 +45,10 @@
 #define CF_BK_CHUNK_MIN (512U << 10)	/* default chunker parameters */
 #define CF_BK_CHUNK_AVG (1U << 20)
 #define CF_BK_CHUNK_MAX (8U << 20)
+#define CF_BK_SEALED_KEY_BYTES 80U	/* crypto_box_seal of a 32-byte key */
+/* A pack's header plus, for a sealed (version 2) pack, its sealed key. */
+#define CF_BK_PACK_HEADER_MAX (CF_BK_HEADER_BYTES + CF_BK_SEALED_KEY_BYTES)
+#define CF_BK_WCRED_BYTES 240U		/* writer credential file */
 
 /* Object kinds (header byte 9); also the storage backends' object types. */
 enum cf_bk_kind {
@@ -151,7 +155,9 @@ struct cf_bk_desc {
  * Parses a whole pack: checks the header, sizes and the sealed trailer.
  * On success header receives the pack's 32-byte header and *descs
  * (*n entries, malloc'd, owned by the caller) its blobs in order; blob i
- * starts at 32 + the lengths before it.  Blobs are not opened.
+ * starts at 32 + the lengths before it (112 + for a sealed pack, whose
+ * key is then learnt by k so that cf_bk_blob_open finds it).  Blobs are
+ * not opened.
  */
 CF_MUST_CHECK int cf_bk_pack_parse(const struct cf_bk_keys *k,
     const unsigned char *pack, size_t len,
@@ -174,7 +180,8 @@ CF_MUST_CHECK int cf_bk_blob_open(const struct cf_bk_keys *k,
 /* Where a blob is: what cf_bk_index_lookup returns. */
 struct cf_bk_blob_loc {
 	unsigned char pack[CF_BK_ID_BYTES];	/* storage id of the pack */
-	unsigned char header[CF_BK_HEADER_BYTES]; /* the pack's header */
+	/* the pack's header, then its sealed key if it is a sealed pack */
+	unsigned char header[CF_BK_PACK_HEADER_MAX];
 	struct cf_bk_desc desc;
 	uint64_t offset;			/* of the sealed blob */
 	uint64_t pack_size;			/* whole pack ([BK-PACK-1]) */
@@ -202,9 +209,14 @@ CF_MUST_CHECK int cf_bk_index_encode(const struct cf_bk_index *idx,
  * Adds one pack (storage id, header, descriptors in order).  A pack
  * already present is ignored.  -EPROTO if the record breaks [BK-IDX-1].
  */
+/*
+ * header: the pack's 32-byte header; for a sealed (version 2) pack, the
+ * header followed by its sealed key (CF_BK_PACK_HEADER_MAX bytes), as
+ * bk_index_pack_info and bk_packer_finish give it.
+ */
 CF_MUST_CHECK int cf_bk_index_add_pack(struct cf_bk_index *idx,
     const unsigned char pack[CF_BK_ID_BYTES],
-    const unsigned char header[CF_BK_HEADER_BYTES],
+    const unsigned char *header,
     const struct cf_bk_desc *descs, size_t n);
 /* 0 and *loc filled, or -ENOENT. */
 CF_MUST_CHECK int cf_bk_index_lookup(const struct cf_bk_index *idx,
@@ -520,6 +532,50 @@ CF_MUST_CHECK int cf_bk_repo_lock(struct cf_bk_repo *r, int exclusive,
 CF_MUST_CHECK int cf_bk_lock_refresh(struct cf_bk_lock *l);
 /* Deletes the lock object and frees l; accepts NULL (returns 0). */
 CF_MUST_CHECK int cf_bk_lock_release(struct cf_bk_lock *l);
+
+/* ---- write-only backups (docs/write-only.md) ------------------------------ */
+
+/*
+ * The writer credential of a repository (docs/format/writer-key.md):
+ * what a backup agent needs to add snapshots, nothing that opens them.
+ * Made from a repo opened with the full keys; *out (CF_BK_WCRED_BYTES)
+ * is owned by the caller (a secret: write it to a 0600 file only).
+ */
+CF_MUST_CHECK int cf_bk_wcred_export(const struct cf_bk_repo *r,
+    struct cf_secbuf **out);
+
+/* What a credential says (its public part). */
+struct cf_bk_wcred_info {
+	uint32_t key_version;
+	enum cf_ks_cipher cipher;
+	unsigned char tenant[CF_KS_ID_BYTES];
+	unsigned char config_id[CF_BK_ID_BYTES];	/* storage id */
+	uint32_t min, avg, max;				/* chunker */
+};
+
+/*
+ * Parses a credential and makes the write-only keys it holds.  -EPROTO
+ * malformed or damaged (its checksum), -ENOTSUP cipher unavailable.
+ * keys may be NULL (parse only).  On success *keys is owned by the
+ * caller (cf_bk_keys_free).
+ */
+CF_MUST_CHECK int cf_bk_wcred_parse(const unsigned char *buf, size_t len,
+    struct cf_bk_wcred_info *info, struct cf_bk_keys **keys);
+
+/* 1 if k are write-only keys (they seal, they never open). */
+int cf_bk_keys_writeonly(const struct cf_bk_keys *k);
+
+/*
+ * Opens the repository at url with a writer credential: no root key.
+ * The config is not decrypted; its storage id must be the one the
+ * credential names (-EACCES otherwise: another repository or tenant;
+ * -ENOENT no config).  Loads the index objects these keys open (those
+ * sealed with the index key), so that blobs stored before are not
+ * stored again.  The repo can add packs, indexes, snapshots and locks;
+ * every load of a blob, tree or snapshot fails with -ENOKEY.
+ */
+CF_MUST_CHECK int cf_bk_repo_open_writer(struct cf_bk_repo **out,
+    const char *url, const unsigned char *cred, size_t len);
 
 /* ---- pack writer ---------------------------------------------------------- */
 
@@ -861,6 +917,28 @@ CF_MUST_CHECK int cf_bk_tree_filter(struct cf_bk_writer *w,
     const unsigned char root[CF_BK_ID_BYTES],
     int (*drop)(void *arg, const char *path), void *arg,
     unsigned char out[CF_BK_ID_BYTES], struct cf_bk_filter_stats *st);
+
+/*
+ * The schedule of a retained class (docs/retention.md, Purge with data
+ * classes): "retained" from since (the purge of the tenant it was part
+ * of), "purge-due" from until; never mountable.
+ */
+void cf_bk_lifecycle_eval_retained(int64_t since, int64_t until, int64_t now,
+    struct cf_bk_lifecycle_eval *out);
+
+/*
+ * Copies from src into the repository of w (its own keys, so every data
+ * blob is read, and added again under its new id) the tree root with
+ * only the files of class c: a directory that matches is copied whole,
+ * one that does not is searched and left out if nothing below matches.
+ * st counts the files copied.  out is the new root (an empty tree if
+ * nothing matched: st->files is then 0).  Flush w before a snapshot
+ * names out.
+ */
+CF_MUST_CHECK int cf_bk_tree_copy_class(struct cf_bk_repo *src,
+    struct cf_bk_writer *w, const unsigned char root[CF_BK_ID_BYTES],
+    const struct cf_bk_class *c, unsigned char out[CF_BK_ID_BYTES],
+    struct cf_bk_filter_stats *st);
 
 /*
  * 1 if the trees a and b differ in anything but access times (names,
