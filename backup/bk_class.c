@@ -17,6 +17,7 @@
  */
 #include <errno.h>
 #include <fnmatch.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +25,41 @@
 #include "cf_backup.h"
 
 #define MAX_DEPTH 256		/* directory nesting followed */
+
+/*
+ * Collapses "**" segments that follow each other (same meaning) and
+ * returns how many are left: each one multiplies the work of a match by
+ * the path's depth.
+ */
+static int
+globstars(char *pat)
+{
+	char *seg = pat, *next;
+	int n = 0, prev = 0;
+
+	while (seg != NULL) {
+		next = strchr(seg, '/');
+		if ((next ? next - seg : (ptrdiff_t)strlen(seg)) == 2 &&
+		    seg[0] == '*' && seg[1] == '*') {
+			if (prev && next != NULL) {
+				/* drop this "**" and its '/' */
+				memmove(seg, next + 1, strlen(next + 1) + 1);
+				continue;
+			}
+			if (prev) {
+				/* a trailing "**" after "**": drop it */
+				seg[-1] = '\0';
+				break;
+			}
+			prev = 1;
+			n++;
+		} else {
+			prev = 0;
+		}
+		seg = next ? next + 1 : NULL;
+	}
+	return n;
+}
 
 int
 cf_bk_class_paths(struct cf_bk_class *c, const char *list)
@@ -52,6 +88,8 @@ cf_bk_class_paths(struct cf_bk_class *c, const char *list)
 			return -EINVAL;
 		memcpy(c->patterns[c->npatterns], p, len);
 		c->patterns[c->npatterns][len] = '\0';
+		if (globstars(c->patterns[c->npatterns]) > 4)
+			return -EINVAL;	/* matching would be too slow */
 		c->npatterns++;
 		p = e;
 	}
@@ -84,7 +122,9 @@ match_segs(const char *pat, const char *path, int depth)
 		if (*path == '\0')
 			return 0;
 		ne = strchr(path, '/');
-		return ne != NULL ? match_segs(pat, ne + 1, depth + 1) : 1;
+		/* ** took the last segment: only an empty rest matches. */
+		return ne != NULL ? match_segs(pat, ne + 1, depth + 1) :
+		    *rest == '\0';
 	}
 	if (*path == '\0' || pl >= sizeof(seg))
 		return 0;
@@ -292,4 +332,129 @@ cf_bk_tree_changed(struct cf_bk_repo *r, const unsigned char a[CF_BK_ID_BYTES],
     const unsigned char b[CF_BK_ID_BYTES])
 {
 	return changed_tree(r, a, b, 0);
+}
+
+/* ---- copy into another repository -------------------------------------- */
+
+struct copy {
+	struct cf_bk_repo *src;
+	struct cf_bk_writer *w;
+	const struct cf_bk_class *c;
+	struct cf_bk_filter_stats *st;
+};
+
+/* Copies a file's data blobs: items (malloc'd) with the new blob ids. */
+static int
+copy_items(struct copy *k, const struct cf_bk_node *n,
+    struct cf_bk_item **out)
+{
+	struct cf_bk_item *it;
+	unsigned char *buf;
+	size_t i, len;
+	int rc = 0;
+
+	*out = NULL;
+	if (n->nitems == 0)
+		return 0;
+	it = calloc(n->nitems, sizeof(*it));
+	if (it == NULL)
+		return -ENOMEM;
+	for (i = 0; rc == 0 && i < n->nitems; i++) {
+		it[i] = n->items[i];
+		if (n->items[i].hole > 0)
+			continue;
+		rc = cf_bk_repo_blob_load(k->src, CF_BK_BLOB_DATA,
+		    n->items[i].id, &buf, &len);
+		if (rc < 0)
+			break;
+		rc = cf_bk_writer_add(k->w, CF_BK_BLOB_DATA, buf, len,
+		    it[i].id);
+		free(buf);
+	}
+	if (rc < 0) {
+		free(it);
+		return rc;
+	}
+	*out = it;
+	return 0;
+}
+
+/*
+ * Copies the tree id (at dir) into k->w: with all set, every entry;
+ * otherwise only entries of the class (directories searched, dropped if
+ * nothing of the class is below).  *count receives the entries kept.
+ */
+static int
+copy_tree(struct copy *k, const unsigned char id[CF_BK_ID_BYTES],
+    const char *dir, int all, int depth, unsigned char out[CF_BK_ID_BYTES],
+    size_t *count)
+{
+	struct cf_bk_tree *t = NULL, nt;
+	struct cf_bk_item **items = NULL;
+	char *path = NULL;
+	size_t i, dl = strlen(dir), cap = dl + 258, sub_n;
+	int rc;
+
+	*count = 0;
+	if (depth > MAX_DEPTH)
+		return -ELOOP;
+	memset(&nt, 0, sizeof(nt));
+	rc = cf_bk_repo_tree_load(k->src, id, &t);
+	if (rc < 0)
+		return rc;
+	nt.nodes = calloc(t->count ? t->count : 1, sizeof(*nt.nodes));
+	items = calloc(t->count ? t->count : 1, sizeof(*items));
+	path = malloc(cap);
+	if (nt.nodes == NULL || items == NULL || path == NULL) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	for (i = 0; i < t->count; i++) {
+		struct cf_bk_node n = t->nodes[i];
+		int in = all;
+
+		snprintf(path, cap, "%s%s%s", dir, dl ? "/" : "", n.name);
+		if (!in)
+			in = cf_bk_class_match(k->c, path);
+		if (n.type == CF_BK_NODE_DIR) {
+			rc = copy_tree(k, n.subtree, path, in, depth + 1,
+			    n.subtree, &sub_n);
+			if (rc < 0)
+				goto out;
+			if (!in && sub_n == 0)
+				continue;	/* nothing of the class below */
+		} else if (!in) {
+			continue;
+		} else if (n.type == CF_BK_NODE_FILE) {
+			rc = copy_items(k, &n, &items[nt.count]);
+			if (rc < 0)
+				goto out;
+			n.items = items[nt.count];
+			k->st->files++;
+			k->st->bytes += n.size;
+		}
+		nt.nodes[nt.count++] = n;
+	}
+	*count = nt.count;
+	rc = cf_bk_writer_add_tree(k->w, &nt, out);
+out:
+	for (i = 0; items != NULL && i < (t ? t->count : 0); i++)
+		free(items[i]);
+	free(items);
+	free(path);
+	free(nt.nodes);
+	cf_bk_tree_free(t);
+	return rc;
+}
+
+int
+cf_bk_tree_copy_class(struct cf_bk_repo *src, struct cf_bk_writer *w,
+    const unsigned char root[CF_BK_ID_BYTES], const struct cf_bk_class *c,
+    unsigned char out[CF_BK_ID_BYTES], struct cf_bk_filter_stats *st)
+{
+	struct copy k = { src, w, c, st };
+	size_t n;
+
+	memset(st, 0, sizeof(*st));
+	return copy_tree(&k, root, "", 0, 0, out, &n);
 }

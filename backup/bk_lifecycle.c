@@ -108,3 +108,16 @@ cf_bk_lifecycle_eval(const struct cf_bk_lifecycle_cfg *c, const char *state,
 			out->mount_refused = 1;
 	return 0;
 }
+
+void
+cf_bk_lifecycle_eval_retained(int64_t since, int64_t until, int64_t now,
+    struct cf_bk_lifecycle_eval *out)
+{
+	memset(out, 0, sizeof(*out));
+	step(out, "retained", since);
+	step(out, "purge-due", until);
+	out->effective = now >= until ? "purge-due" : "retained";
+	out->purge_at = until;
+	out->purge_due = now >= until;
+	out->mount_refused = 1;		/* no live store, backups only */
+}

@@ -890,8 +890,10 @@ struct cf_bk_class {
 
 /*
  * Parses a comma-separated pattern list (syntax: cf_bk_class_match) into
- * c->patterns; a leading '/' is dropped.  -EINVAL for an empty list or
- * entry, more than CF_BK_CLASS_PATTERNS, or one of 256 bytes or more.
+ * c->patterns; a leading '/' is dropped, empty entries are skipped,
+ * consecutive "**" segments collapse into one.  -EINVAL for a list with
+ * no pattern, more than CF_BK_CLASS_PATTERNS, one of 256 bytes or more,
+ * or one with more than 4 "**" segments.
  */
 CF_MUST_CHECK int cf_bk_class_paths(struct cf_bk_class *c, const char *list);
 

@@ -15,8 +15,9 @@
  * remains, writes a receipt under receipts/ whose BLAKE2b hash goes into
  * a "tenant.purge" audit record (so the audit chain's MAC vouches for
  * it), and removes the tenant's directory.  A rerun after a crash
- * continues where it stopped.  It does not keep data classes with their
- * own retention (billing records): coffer does not know them.
+ * continues where it stopped.  Data classes that survive a purge
+ * (billing records) are first copied into a retained tenant of their
+ * own, with its own root key, purged in turn when their period ends.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -116,6 +117,12 @@ tl_lifecycle_eval(struct cf_ks_home *home, const struct cf_ks_tenant *t,
 		return rc;
 	if (state == NULL)
 		state = "active";
+	if (strcmp(state, "retained") == 0) {
+		/* A class kept after its tenant's purge, until its date. */
+		cf_bk_lifecycle_eval_retained(field_time(t, "state_at", 0),
+		    field_time(t, "retain_until", 0), (int64_t)now, out);
+		return 0;
+	}
 	/* Use: the last mount or unmount, or backup that found changes. */
 	use = field_time(t, "last_use", 0);
 	if (field_time(t, "last_write", 0) > use)
@@ -704,6 +711,259 @@ repo_owned(struct cf_ks_home *home, struct cf_ks_tenant *t, const char *url,
 	return cf_ks_tenant_set(t, "purge_repo", url);
 }
 
+/* ---- retained data classes ------------------------------------------------ */
+
+/*
+ * The repository of a retained class: next to the tenant's ("file://
+ * HOME/repos/NAME.retained-CLASS", or the tenant's S3 prefix with that
+ * suffix).
+ */
+static void
+retained_url(struct cf_ks_home *home, const char *url, const char *rname,
+    const char *cls, char *out, size_t cap)
+{
+	if (strncmp(url, "file://", 7) == 0)
+		snprintf(out, cap, "file://%s/repos/%s", cf_ks_home_path(home),
+		    rname);
+	else
+		snprintf(out, cap, "%s.retained-%.63s", url, cls);
+}
+
+/* Opens (a rerun) or creates the retained tenant of class c. */
+static int
+retained_tenant(struct cf_ks_home *home, struct cf_ks_tenant *t,
+    const char *url, const struct cf_bk_class *c, time_t now,
+    struct cf_ks_tenant **out)
+{
+	struct cf_ks_tenant *rt = NULL;
+	char rname[CF_KS_NAME_MAX + 2], rurl[PATH_MAX + 96], when[32];
+	const char *of;
+	int n, rc;
+
+	*out = NULL;
+	n = snprintf(rname, sizeof(rname), "%s.retained-%.63s",
+	    cf_ks_tenant_name(t), c->name);
+	if (n < 0 || (size_t)n >= sizeof(rname) || !cf_ks_name_valid(rname)) {
+		fprintf(stderr, "coffer: '%s.retained-%s' is not a valid tenant "
+		    "name (at most %u characters): shorten the class name\n",
+		    cf_ks_tenant_name(t), c->name, CF_KS_NAME_MAX);
+		return -ENAMETOOLONG;
+	}
+	rc = cf_ks_tenant_open(home, rname, &rt);
+	if (rc == 0) {
+		of = cf_ks_tenant_get(rt, "retained_of_id");
+		if (of == NULL || strcmp(of, cf_ks_tenant_id_hex(t)) != 0 ||
+		    cf_ks_tenant_shredded(rt)) {
+			fprintf(stderr, "coffer: tenant %s exists and does not "
+			    "hold %s's retained data: not using it\n", rname,
+			    cf_ks_tenant_name(t));
+			cf_ks_tenant_free(rt);
+			return -EEXIST;
+		}
+		*out = rt;
+		return 0;
+	}
+	if (rc != -ENOENT)
+		return rc;
+	retained_url(home, url, rname, c->name, rurl, sizeof(rurl));
+	rc = cf_ks_tenant_create(home, rname, cf_ks_tenant_cipher(t),
+	    cf_ks_tenant_kms(t), rurl, &rt);
+	if (rc < 0) {
+		fprintf(stderr, "coffer: creating %s (a separate key for the "
+		    "retained class %s): %s\n", rname, c->name,
+		    cf_ks_last_error());
+		return rc;
+	}
+	cf_ks_time_format(now, when, sizeof(when));
+	rc = cf_ks_tenant_set(rt, "state", "retained");
+	if (rc == 0)
+		rc = cf_ks_tenant_set(rt, "state_at", when);
+	cf_ks_time_format(now + (time_t)c->keep, when, sizeof(when));
+	if (rc == 0)
+		rc = cf_ks_tenant_set(rt, "retain_until", when);
+	if (rc == 0)
+		rc = cf_ks_tenant_set(rt, "retained_of", cf_ks_tenant_name(t));
+	if (rc == 0)
+		rc = cf_ks_tenant_set(rt, "retained_of_id",
+		    cf_ks_tenant_id_hex(t));
+	if (rc == 0)
+		rc = cf_ks_tenant_set(rt, "class", c->name);
+	/* Its own data is not split into classes again. */
+	if (rc == 0)
+		rc = cf_ks_tenant_set(rt, "classes", "");
+	if (rc < 0) {
+		cf_ks_tenant_free(rt);
+		return rc;
+	}
+	*out = rt;
+	return 0;
+}
+
+static json_t *key_ids(struct cf_ks_home *home, struct cf_ks_tenant *t);
+
+/*
+ * Copies the files of class c from every snapshot of src into the
+ * repository of the retained tenant (its own root key), one snapshot
+ * per source snapshot that holds any; *entry is the receipt's record.
+ */
+static int
+retain_class(struct cf_ks_home *home, struct cf_ks_tenant *t,
+    struct cf_bk_repo *src, const char *url, const struct cf_bk_class *c,
+    time_t now, json_t **entry)
+{
+	unsigned char (*ids)[CF_BK_ID_BYTES] = NULL, sid[CF_BK_ID_BYTES];
+	struct cf_bk_snapshot **keep = NULL, *s = NULL;
+	struct cf_ks_tenant *rt = NULL;
+	struct cf_secbuf *root = NULL;
+	struct cf_bk_repo *dst = NULL;
+	struct cf_bk_writer *w = NULL;
+	struct cf_bk_filter_stats st;
+	uint64_t files = 0, bytes = 0;
+	int64_t newest = 0;
+	size_t n = 0, i, nk = 0;
+	char when[32], tag[80];
+	const char *rurl;
+	json_t *paths;
+	int rc;
+
+	*entry = NULL;
+	rc = retained_tenant(home, t, url, c, now, &rt);
+	if (rc < 0)
+		return rc;
+	rurl = cf_ks_tenant_get(rt, "repo");
+	rc = cf_ks_tenant_unlock(rt, 0, &root);
+	if (rc == 0)
+		rc = cf_bk_repo_open_url(&dst, rurl, root,
+		    cf_ks_tenant_key_version(rt), cf_ks_tenant_cipher(rt),
+		    cf_ks_tenant_id(rt), CF_BK_REPO_CREATE);
+	cf_secbuf_free(root);
+	if (rc == 0)
+		rc = cf_bk_writer_new(&w, dst, 0);
+	if (rc == 0)
+		rc = cf_bk_repo_snapshot_list(src, &ids, &n);
+	if (rc == 0 && n > 0 && (keep = calloc(n, sizeof(*keep))) == NULL)
+		rc = -ENOMEM;
+	for (i = 0; rc == 0 && i < n; i++) {
+		rc = cf_bk_repo_snapshot_load(src, ids[i], &s);
+		if (rc < 0)
+			break;
+		rc = cf_bk_tree_copy_class(src, w, s->tree, c, s->tree, &st);
+		if (rc < 0 || st.files == 0) {
+			cf_bk_snapshot_free(s);
+			s = NULL;
+			continue;
+		}
+		memcpy(s->tenant, cf_ks_tenant_id(rt), CF_KS_ID_BYTES);
+		s->has_parent = 0;
+		s->stats.files = st.files;
+		s->stats.bytes = st.bytes;
+		files += st.files;
+		bytes += st.bytes;
+		if (s->time > newest)
+			newest = s->time;
+		keep[nk++] = s;
+		s = NULL;
+	}
+	if (rc == 0)
+		rc = cf_bk_writer_flush(w);
+	snprintf(tag, sizeof(tag), "retained:%.63s", c->name);
+	for (i = 0; rc == 0 && i < nk; i++) {
+		char **tags = realloc(keep[i]->tags, (keep[i]->ntags + 1) *
+		    sizeof(*tags));
+
+		if (tags == NULL) {
+			rc = -ENOMEM;
+			break;
+		}
+		keep[i]->tags = tags;
+		tags[keep[i]->ntags] = strdup(tag);
+		if (tags[keep[i]->ntags] == NULL) {
+			rc = -ENOMEM;
+			break;
+		}
+		keep[i]->ntags++;
+		rc = cf_bk_repo_snapshot_save(dst, keep[i], sid);
+	}
+	if (rc < 0) {
+		fprintf(stderr, "coffer: copying class %s of %s into %s: %s "
+		    "(nothing destroyed; rerun the purge)\n", c->name,
+		    cf_ks_tenant_name(t), rurl ? rurl : "?", strerror(-rc));
+		goto out;
+	}
+	paths = json_array();
+	for (i = 0; paths != NULL && i < c->npatterns; i++)
+		json_array_append_new(paths, json_string(c->patterns[i]));
+	cf_ks_time_format((time_t)(newest / 1000000000), when, sizeof(when));
+	*entry = json_pack("{s:s, s:o, s:s, s:s, s:s, s:I, s:I, s:I, s:s?, "
+	    "s:s, s:o}", "class", c->name, "paths", paths,
+	    "retained_as", cf_ks_tenant_name(rt),
+	    "retained_tenant_id", cf_ks_tenant_id_hex(rt),
+	    "repository", rurl, "snapshots", (json_int_t)nk,
+	    "files", (json_int_t)files, "bytes", (json_int_t)bytes,
+	    "newest_snapshot", nk ? when : NULL,
+	    "delete_after", cf_ks_tenant_get(rt, "retain_until"),
+	    "key", key_ids(home, rt));
+	if (*entry == NULL)
+		rc = -ENOMEM;
+out:
+	for (i = 0; i < nk; i++)
+		cf_bk_snapshot_free(keep[i]);
+	free(keep);
+	free(ids);
+	cf_bk_writer_free(w);
+	cf_bk_repo_free(dst);
+	cf_ks_tenant_free(rt);
+	return rc;
+}
+
+/*
+ * Before the keys are destroyed: every class of the tenant that
+ * survives a purge is copied out (retain_class).  *out is the receipt's
+ * "retained" array (empty if none).
+ */
+static int
+retain_classes(struct tl_ctx *ctx, struct cf_ks_tenant *t, const char *url,
+    json_t **out)
+{
+	struct cf_bk_class cl[CF_BK_CLASSES_MAX];
+	struct cf_secbuf *root = NULL;
+	struct cf_bk_repo *src = NULL;
+	size_t ncl = 0, c;
+	json_t *a, *e;
+	int rc, any = 0;
+
+	*out = a = json_array();
+	if (a == NULL)
+		return -ENOMEM;
+	rc = tl_classes_load(ctx->home, t, cl, &ncl);
+	if (rc < 0)
+		return rc;
+	for (c = 0; c < ncl; c++)
+		any |= cl[c].survives_purge;
+	if (!any)
+		return 0;
+	rc = cf_ks_tenant_unlock(t, 0, &root);
+	if (rc < 0)
+		return rc;
+	rc = cf_bk_repo_open_url(&src, url, root, cf_ks_tenant_key_version(t),
+	    cf_ks_tenant_cipher(t), cf_ks_tenant_id(t), 0);
+	cf_secbuf_free(root);
+	if (rc == -ENOENT)
+		return 0;	/* never backed up: nothing to retain */
+	if (rc < 0)
+		return rc;
+	for (c = 0; rc == 0 && c < ncl; c++) {
+		if (!cl[c].survives_purge)
+			continue;
+		rc = retain_class(ctx->home, t, src, url, &cl[c], cf_ks_now(),
+		    &e);
+		if (rc == 0)
+			json_array_append_new(a, e);
+	}
+	cf_bk_repo_free(src);
+	return rc;
+}
+
 int
 tl_lifecycle_purge(struct tl_ctx *ctx, const char *name, const char *reason,
     int force)
@@ -716,7 +976,7 @@ tl_lifecycle_purge(struct tl_ctx *ctx, const char *name, const char *reason,
 	char kind_key[16];
 	unsigned char hash[32];
 	const char *stored, *ks;
-	json_t *keys = NULL, *j = NULL, *kinds;
+	json_t *keys = NULL, *j = NULL, *kinds, *retained = NULL;
 	char *text = NULL;
 	uint64_t left = 0;
 	struct stat st;
@@ -732,6 +992,21 @@ tl_lifecycle_purge(struct tl_ctx *ctx, const char *name, const char *reason,
 		    name);
 		ret = CF_EXIT_DENIED;
 		goto out;
+	}
+	ks = cf_ks_tenant_get(t, "state");
+	if (ks != NULL && strcmp(ks, "retained") == 0 && !force) {
+		struct cf_bk_lifecycle_eval e;
+
+		if (tl_lifecycle_eval(home, t, cf_ks_now(), &e) == 0 &&
+		    !e.purge_due) {
+			fprintf(stderr, "coffer: %s holds the retained class %s "
+			    "of %s until %s: purge refused (--force to delete "
+			    "it earlier)\n", name, cf_ks_tenant_get(t, "class"),
+			    cf_ks_tenant_get(t, "retained_of"),
+			    cf_ks_tenant_get(t, "retain_until"));
+			ret = CF_EXIT_DENIED;
+			goto out;
+		}
 	}
 	rc = unmount_tenant(name, force);
 	if (rc < 0)
@@ -758,6 +1033,34 @@ tl_lifecycle_purge(struct tl_ctx *ctx, const char *name, const char *reason,
 	rc = repo_owned(home, t, url, force);
 	if (rc < 0)
 		goto out;
+	/*
+	 * 0: classes that survive the purge are copied out under keys of
+	 * their own, while the tenant's key can still read them.
+	 */
+	if (!cf_ks_tenant_shredded(t)) {
+		char *ids;
+
+		rc = retain_classes(ctx, t, url, &retained);
+		ids = rc == 0 ? json_dumps(retained, JSON_COMPACT) : NULL;
+		if (rc == 0)
+			rc = ids ? cf_ks_tenant_set(t, "purge_retained", ids) :
+			    -ENOMEM;
+		free(ids);
+		if (rc < 0) {
+			fprintf(stderr, "coffer: purge %s: keeping its retained "
+			    "data classes failed: %s; nothing destroyed\n",
+			    name, strerror(-rc));
+			rc = 0;
+			goto out;
+		}
+	}
+	json_decref(retained);
+	retained = NULL;
+	if (cf_ks_tenant_get(t, "purge_retained") != NULL)
+		retained = json_loads(cf_ks_tenant_get(t, "purge_retained"), 0,
+		    NULL);
+	if (retained == NULL)
+		retained = json_array();
 	/* 1: keys first, so every copy anywhere is unreadable from now on. */
 	if (!cf_ks_tenant_shredded(t)) {
 		char *ids;
@@ -829,7 +1132,7 @@ tl_lifecycle_purge(struct tl_ctx *ctx, const char *name, const char *reason,
 	}
 	j = json_pack("{s:i, s:s, s:s, s:s, s:s, s:s, "
 	    "s:{s:s, s:I, s:I, s:o, s:I}, s:{s:s, s:I, s:I, s:b}, "
-	    "s:o, s:s, s:[s]}",
+	    "s:o, s:s, s:o}",
 	    "format", 1, "tenant", name, "tenant_id", cf_ks_tenant_id_hex(t),
 	    "purged_at", when, "reason", reason,
 	    "actor", getenv("SUDO_USER") ? getenv("SUDO_USER") : "operator",
@@ -840,9 +1143,9 @@ tl_lifecycle_purge(struct tl_ctx *ctx, const char *name, const char *reason,
 	    "bytes", (json_int_t)pc.file_bytes, "verified_absent", store_gone,
 	    "keys_destroyed", keys, "key_destruction", "crypto-shred: every "
 	    "wrapped root key overwritten and unlinked",
-	    "retained", "billing records are not held by coffer; nothing "
-	    "retained");
+	    "retained", retained);
 	keys = NULL;
+	retained = NULL;
 	if (j == NULL) {
 		rc = -ENOMEM;
 		goto out;
@@ -896,11 +1199,26 @@ tl_lifecycle_purge(struct tl_ctx *ctx, const char *name, const char *reason,
 		tl_print_json(j);
 		j = NULL;
 	} else if (ctx->verbose >= 0) {
+		json_t *e;
+		size_t ri;
+
 		printf("purged %s: %llu repository objects (%llu bytes), %llu "
 		    "store files, keys destroyed\nreceipt %s\n", name,
 		    (unsigned long long)pc.objects,
 		    (unsigned long long)pc.bytes,
 		    (unsigned long long)pc.files, rpath);
+		json_array_foreach(json_object_get(j, "retained"), ri, e)
+			printf("retained class %s: %lld files in %lld snapshots "
+			    "as tenant %s until %s\n",
+			    json_string_value(json_object_get(e, "class")),
+			    (long long)json_integer_value(json_object_get(e,
+			    "files")),
+			    (long long)json_integer_value(json_object_get(e,
+			    "snapshots")),
+			    json_string_value(json_object_get(e,
+			    "retained_as")),
+			    json_string_value(json_object_get(e,
+			    "delete_after")));
 	}
 	ret = CF_EXIT_OK;
 out:
@@ -909,6 +1227,7 @@ out:
 	free(text);
 	json_decref(j);
 	json_decref(keys);
+	json_decref(retained);
 	cf_ks_tenant_free(t);
 	return ret;
 }

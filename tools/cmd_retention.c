@@ -812,6 +812,16 @@ one_tenant(struct tl_ctx *ctx, const char *name, int apply, int dry_run,
 			return tl_lifecycle_purge(ctx, name, reason, 1);
 		}
 	}
+	if (st_name != NULL && strcmp(st_name, "retained") == 0) {
+		/* Kept whole until its date: no snapshot removed. */
+		if (!ctx->json)
+			printf("tenant %s: retained class %s of %s, kept until "
+			    "%s\n", name, cf_ks_tenant_get(t, "class"),
+			    cf_ks_tenant_get(t, "retained_of"),
+			    cf_ks_tenant_get(t, "retain_until"));
+		ret = CF_EXIT_OK;
+		goto out;
+	}
 	rc = load_policy(ctx->home, t, &pol);
 	if (rc == 0)
 		rc = tl_classes_load(ctx->home, t, cl, &ncl);

@@ -126,6 +126,62 @@ check "no logs left anywhere" test ! -e "$T/r3/logs"
 check "billing of snapshot 2 kept" test "$(cat "$T/r3/billing/2026/inv2.txt")" = "invoice 2"
 expect 0 "verify after the second rewrite" verify acme --read-data
 
+# ---- purge: billing survives, under a key of its own, for 7 years ----
+sum "$T/r3/billing/2026/inv2.txt" > "$T/inv2.sum"
+cp -a "$COFFER_HOME/repos/acme" "$T/acme-copy"
+p0=$(date -u +%s)
+y7=$((7 * 365 * 86400))
+COFFER_NOW=$(iso "$p0") expect 0 "purge acme" lifecycle purge acme --yes
+check "says billing retained" out_has "retained class billing"
+R=acme.retained-billing
+check "acme gone" test ! -e "$COFFER_HOME/tenants/acme" -a \
+    ! -e "$COFFER_HOME/repos/acme"
+receipt=$(ls "$COFFER_HOME"/receipts/acme-*.json 2>/dev/null | head -1)
+check "receipt lists billing retained until purge + 7y" python3 -c "
+import json; j=json.load(open('$receipt'))
+r=j['retained']; assert len(r)==1, r; r=r[0]
+assert r['class']=='billing' and r['retained_as']=='$R', r
+assert r['snapshots']==2 and r['files']==3, r
+assert r['bytes']==len('invoice 1\n')*2+len('invoice 2\n'), r
+assert r['delete_after']=='$(iso $((p0 + y7)))', r
+assert len(r['key'])==1 and r['key'][0]['kek_id'], r
+assert j['repository']['objects_remaining']==0"
+expect 0 "receipt verifies" lifecycle verify-receipt "$receipt"
+run snapshots "$R" --repo "file://$T/acme-copy"
+check "a copy of the old repository: the retained key does not open it (exit $RC)" \
+    test "$RC" = 3 -o "$RC" = 4
+expect 0 "retained tenant lists 2 snapshots" snapshots "$R"
+expect 0 "restore retained billing" restore "$R" latest --target "$T/rb"
+check "billing content equal" test "$(sum "$T/rb/billing/2026/inv2.txt")" = "$(cat "$T/inv2.sum")"
+check "only billing retained" test ! -e "$T/rb/docs" -a ! -e "$T/rb/logs"
+mkdir -p "$T/rmp"
+COFFER_NOW=$(iso "$p0") expect 4 "retained tenant is not mountable" mount "$R" "$T/rmp"
+expect 4 "early purge refused" lifecycle purge "$R" --yes
+COFFER_NOW=$(iso $((p0 + y7 - 1))) expect 0 "apply just before 7 years" \
+    retention apply "$R"
+check "still there" test -e "$COFFER_HOME/tenants/$R/tenant.json"
+COFFER_NOW=$(iso $((p0 + y7 - 1))) expect 0 \
+    "restore just before 7 years" restore "$R" latest --target "$T/rb2"
+check "content equal just before 7 years" \
+    test "$(sum "$T/rb2/billing/2026/inv2.txt")" = "$(cat "$T/inv2.sum")"
+run --json lifecycle show "$R" --now "$(iso $((p0 + y7)))"
+check "purge-due at 7 years" python3 -c "
+import json; assert json.load(open('$OUT'))['effective_state']=='purge-due'"
+COFFER_NOW=$(iso $((p0 + y7))) expect 0 "apply at 7 years purges it" \
+    retention apply "$R"
+check "retained tenant gone" test ! -e "$COFFER_HOME/tenants/$R" -a \
+    ! -e "$COFFER_HOME/repos/$R"
+receipt2=$(ls "$COFFER_HOME"/receipts/"$R"-*.json 2>/dev/null | head -1)
+check "second receipt" python3 -c "
+import json; j=json.load(open('$receipt2'))
+assert j['tenant']=='$R' and j['reason']=='schedule: retained', j
+assert j['repository']['objects']>0 and len(j['keys_destroyed'])==1, j
+assert j['retained']==[], j"
+expect 0 "second receipt verifies" lifecycle verify-receipt "$receipt2"
+left=$(find "$COFFER_HOME" -name '*acme*' ! -path "$COFFER_HOME/receipts/*" \
+    ! -path "$COFFER_HOME/audit/*")
+check "nothing of acme left ($left)" test -z "$left"
+
 # A class without paths, or a bad period, is an error, not a silent no-op.
 expect 0 "create bad" tenant create bad
 python3 - "$COFFER_HOME/tenants/bad/tenant.json" <<'PY'
