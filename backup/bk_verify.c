@@ -12,8 +12,15 @@
  *
  * It never repairs, deletes or writes anything, and holds no lock: a
  * backup running meanwhile may leave packs that look orphaned.
+ *
+ * Read-data coverage (cf_bk_verify_coverage): a small record per pack of
+ * when verify first saw it and last read it whole, kept by the caller in
+ * a file (docs/format/verify-coverage.md), picks the packs due so that a
+ * daily run reads every pack within a period without reading them all
+ * every day.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -100,6 +107,13 @@ set_add(struct idset *s, unsigned tag, const unsigned char *id, uint64_t val)
 
 /* ---- the run --------------------------------------------------------------- */
 
+/* When verify first saw a pack, and last read it whole (0: never). */
+struct cov_ent {
+	unsigned char id[CF_BK_ID_BYTES];
+	int64_t first_seen, last_read;
+};
+
+
 struct vrun {
 	struct cf_bk_repo *r;
 	struct cf_bk_verify_result *res;
@@ -108,6 +122,8 @@ struct vrun {
 	struct idset bad_blobs;	/* (type, id) failed to open */
 	struct idset blobs;	/* data blobs seen */
 	struct idset trees;	/* trees seen: val 1 clean, 2 damaged */
+	struct cov_ent *cov_new;	/* coverage after the run, by id */
+	size_t cov_n;
 	char *path;
 	size_t plen, pcap;
 };
@@ -525,6 +541,306 @@ read_packs(struct vrun *v, const struct cf_bk_verify_opts *o)
 	return rc;
 }
 
+/* ---- read-data coverage -------------------------------------------------- */
+
+struct cf_bk_coverage {
+	struct cov_ent *v;	/* sorted by id, no duplicates */
+	size_t n;
+};
+
+#define COV_MAGIC "coffer-verify-coverage 1\n"
+#define COV_TIME_MAX ((int64_t)1 << 62)
+
+static int
+cov_cmp(const void *a, const void *b)
+{
+	return memcmp(((const struct cov_ent *)a)->id,
+	    ((const struct cov_ent *)b)->id, CF_BK_ID_BYTES);
+}
+
+int
+cf_bk_coverage_new(struct cf_bk_coverage **out)
+{
+	*out = calloc(1, sizeof(**out));
+	return *out == NULL ? -ENOMEM : 0;
+}
+
+void
+cf_bk_coverage_free(struct cf_bk_coverage *c)
+{
+	if (c == NULL)
+		return;
+	free(c->v);
+	free(c);
+}
+
+size_t
+cf_bk_coverage_count(const struct cf_bk_coverage *c)
+{
+	return c->n;
+}
+
+void
+cf_bk_coverage_get(const struct cf_bk_coverage *c, size_t i,
+    unsigned char id[CF_BK_ID_BYTES], int64_t *first_seen,
+    int64_t *last_read)
+{
+	if (i >= c->n)
+		cf_misuse("cf_bk_coverage_get: index out of range");
+	memcpy(id, c->v[i].id, CF_BK_ID_BYTES);
+	*first_seen = c->v[i].first_seen;
+	*last_read = c->v[i].last_read;
+}
+
+/* A decimal time: 1..19 digits, no sign, no leading zero but "0". */
+static int
+cov_num(const char **pp, const char *end, char stop, int64_t *out)
+{
+	const char *p = *pp;
+	uint64_t v = 0;
+	size_t nd = 0;
+
+	while (p < end && *p >= '0' && *p <= '9') {
+		if (nd == 19)
+			return -EPROTO;
+		v = v * 10 + (uint64_t)(*p - '0');
+		nd++;
+		p++;
+	}
+	if (nd == 0 || (nd > 1 && (*pp)[0] == '0') || p == end ||
+	    *p != stop || v > (uint64_t)COV_TIME_MAX)
+		return -EPROTO;
+	*out = (int64_t)v;
+	*pp = p + 1;
+	return 0;
+}
+
+int
+cf_bk_coverage_parse(const char *buf, size_t len, struct cf_bk_coverage **out)
+{
+	struct cf_bk_coverage *c = NULL;
+	const char *p = buf, *end = buf + len;
+	char hex[65];
+	size_t cap = 0, i;
+	int rc;
+
+	*out = NULL;
+	if (len < sizeof(COV_MAGIC) - 1 ||
+	    memcmp(buf, COV_MAGIC, sizeof(COV_MAGIC) - 1) != 0)
+		return -EPROTO;
+	p += sizeof(COV_MAGIC) - 1;
+	rc = cf_bk_coverage_new(&c);
+	if (rc < 0)
+		return rc;
+	while (p < end) {
+		struct cov_ent *e;
+
+		if (c->n == CF_BK_COVERAGE_MAX) {
+			rc = -E2BIG;
+			goto out;
+		}
+		if (c->n == cap) {
+			size_t nc = cap ? cap * 2 : 64;
+			struct cov_ent *nv = realloc(c->v, nc * sizeof(*nv));
+
+			if (nv == NULL) {
+				rc = -ENOMEM;
+				goto out;
+			}
+			c->v = nv;
+			cap = nc;
+		}
+		e = &c->v[c->n];
+		if ((size_t)(end - p) < 65 || p[64] != ' ') {
+			rc = -EPROTO;
+			goto out;
+		}
+		memcpy(hex, p, 64);
+		hex[64] = '\0';
+		rc = cf_bk_id_parse(hex, e->id);
+		if (rc < 0) {
+			rc = -EPROTO;
+			goto out;
+		}
+		p += 65;
+		rc = cov_num(&p, end, ' ', &e->first_seen);
+		if (rc == 0)
+			rc = cov_num(&p, end, '\n', &e->last_read);
+		if (rc < 0)
+			goto out;
+		c->n++;
+	}
+	if (c->n > 1)
+		qsort(c->v, c->n, sizeof(*c->v), cov_cmp);
+	for (i = 1; i < c->n; i++) {
+		if (memcmp(c->v[i - 1].id, c->v[i].id, CF_BK_ID_BYTES) == 0) {
+			rc = -EPROTO;	/* a pack listed twice */
+			goto out;
+		}
+	}
+	*out = c;
+	c = NULL;
+	rc = 0;
+out:
+	cf_bk_coverage_free(c);
+	return rc;
+}
+
+int
+cf_bk_coverage_format(const struct cf_bk_coverage *c, char **out,
+    size_t *outlen)
+{
+	size_t cap = sizeof(COV_MAGIC) + c->n * (65 + 2 * 21), len, i;
+	char *buf, hex[65];
+	int w;
+
+	*out = NULL;
+	*outlen = 0;
+	buf = malloc(cap);
+	if (buf == NULL)
+		return -ENOMEM;
+	memcpy(buf, COV_MAGIC, sizeof(COV_MAGIC) - 1);
+	len = sizeof(COV_MAGIC) - 1;
+	for (i = 0; i < c->n; i++) {
+		cf_bk_id_hex(c->v[i].id, hex);
+		w = snprintf(buf + len, cap - len, "%s %" PRId64 " %" PRId64
+		    "\n", hex, c->v[i].first_seen, c->v[i].last_read);
+		if (w < 0 || (size_t)w >= cap - len) {
+			free(buf);
+			return -EIO;	/* cannot happen: cap is exact */
+		}
+		len += (size_t)w;
+	}
+	buf[len] = '\0';
+	*out = buf;
+	*outlen = len;
+	return 0;
+}
+
+static struct cov_ent *
+cov_find(const struct cf_bk_coverage *c, const unsigned char *id)
+{
+	struct cov_ent key;
+
+	if (c->n == 0)
+		return NULL;
+	memcpy(key.id, id, CF_BK_ID_BYTES);
+	return bsearch(&key, c->v, c->n, sizeof(*c->v), cov_cmp);
+}
+
+struct due {
+	size_t pack;		/* index position */
+	struct cov_ent e;
+	int pick;
+};
+
+/* Never-read first (oldest sighting first), then oldest read first. */
+static int
+due_cmp(const void *a, const void *b)
+{
+	const struct due *x = a, *y = b;
+	int64_t kx = x->e.last_read ? x->e.last_read : x->e.first_seen;
+	int64_t ky = y->e.last_read ? y->e.last_read : y->e.first_seen;
+
+	if ((x->e.last_read == 0) != (y->e.last_read == 0))
+		return x->e.last_read == 0 ? -1 : 1;
+	if (kx != ky)
+		return kx < ky ? -1 : 1;
+	return memcmp(x->e.id, y->e.id, CF_BK_ID_BYTES);
+}
+
+/*
+ * Chooses and reads the packs due; the coverage after the run goes to
+ * v->cov_new (the caller commits it once the whole verify succeeded).
+ */
+static int
+read_due(struct vrun *v, const struct cf_bk_coverage *cov, int64_t now,
+    unsigned days)
+{
+	const struct cf_bk_index *idx = cf_bk_repo_index(v->r);
+	size_t np = cf_bk_index_packs(idx), i, picked = 0, quota;
+	int64_t period = (int64_t)days * 86400, ref;
+	struct cov_ent *nv = NULL, *old;
+	struct due *d = NULL;
+	uint64_t bad, nread;
+	int rc = 0;
+
+	d = calloc(np ? np : 1, sizeof(*d));
+	nv = calloc(np ? np : 1, sizeof(*nv));
+	if (d == NULL || nv == NULL) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	for (i = 0; i < np; i++) {
+		const unsigned char *pid = cf_bk_index_pack_id(idx, i);
+
+		d[i].pack = i;
+		memcpy(d[i].e.id, pid, CF_BK_ID_BYTES);
+		old = cov_find(cov, pid);
+		if (old != NULL) {
+			d[i].e.first_seen = old->first_seen;
+			d[i].e.last_read = old->last_read;
+		} else {
+			d[i].e.first_seen = now;
+		}
+	}
+	if (np > 1)
+		qsort(d, np, sizeof(*d), due_cmp);
+	/*
+	 * Due before the next daily run: read now.  Then the steady share,
+	 * so that the whole repository turns over within the period even
+	 * when nothing is overdue yet.
+	 */
+	for (i = 0; i < np; i++) {
+		ref = d[i].e.last_read ? d[i].e.last_read : d[i].e.first_seen;
+		if (ref + period - 86400 <= now) {
+			d[i].pick = 1;
+			picked++;
+		}
+	}
+	quota = (np + days - 1) / days;
+	for (i = 0; i < np && picked < quota; i++) {
+		if (!d[i].pick) {
+			d[i].pick = 1;
+			picked++;
+		}
+	}
+	v->res->packs_due = picked;
+	for (i = 0; i < np; i++) {
+		if (!d[i].pick)
+			continue;
+		if (set_find(&v->bad_packs, 0, d[i].e.id) != NULL)
+			continue;	/* missing or truncated: reported */
+		bad = v->res->packs_bad;
+		nread = v->res->packs_read;
+		rc = read_pack(v, d[i].pack);
+		if (rc < 0)
+			goto out;
+		/* A damaged or unreadable pack stays due: read again next time. */
+		if (v->res->packs_bad == bad && v->res->packs_read > nread)
+			d[i].e.last_read = now;
+	}
+	v->res->oldest_read = 0;
+	for (i = 0; i < np; i++) {
+		nv[i] = d[i].e;
+		if (nv[i].last_read == 0)
+			v->res->packs_never_read++;
+		else if (v->res->oldest_read == 0 ||
+		    nv[i].last_read < v->res->oldest_read)
+			v->res->oldest_read = nv[i].last_read;
+	}
+	if (np > 1)
+		qsort(nv, np, sizeof(*nv), cov_cmp);
+	v->cov_new = nv;
+	v->cov_n = np;
+	nv = NULL;
+	rc = 0;
+out:
+	free(nv);
+	free(d);
+	return rc;
+}
+
 /* ---- snapshots and trees ------------------------------------------------- */
 
 static int
@@ -720,16 +1036,14 @@ out:
 
 /* ---- entry points ----------------------------------------------------------- */
 
-int
-cf_bk_verify(struct cf_bk_repo *r, const struct cf_bk_verify_opts *o,
+static int
+verify_run(struct cf_bk_repo *r, const struct cf_bk_verify_opts *o,
+    struct cf_bk_coverage *cov, int64_t now, unsigned days,
     struct cf_bk_verify_result **out)
 {
 	struct vrun v;
 	int rc;
 
-	*out = NULL;
-	if (o->subset_pct > 100)
-		return -EINVAL;
 	memset(&v, 0, sizeof(v));
 	v.r = r;
 	v.res = calloc(1, sizeof(*v.res));
@@ -741,18 +1055,26 @@ cf_bk_verify(struct cf_bk_repo *r, const struct cf_bk_verify_opts *o,
 	rc = check_packs(&v);
 	if (rc < 0)
 		goto out;
-	if (o->read_data) {
+	if (cov != NULL)
+		rc = read_due(&v, cov, now, days);
+	else if (o->read_data)
 		rc = read_packs(&v, o);
-		if (rc < 0)
-			goto out;
-	}
+	if (rc < 0)
+		goto out;
 	rc = check_snapshots(&v);
 	if (rc < 0)
 		goto out;
 	*out = v.res;
 	v.res = NULL;
+	if (cov != NULL) {
+		free(cov->v);
+		cov->v = v.cov_new;
+		cov->n = v.cov_n;
+		v.cov_new = NULL;
+	}
 	rc = 0;
 out:
+	free(v.cov_new);
 	cf_bk_verify_result_free(v.res);
 	free(v.listed.v);
 	free(v.bad_packs.v);
@@ -761,6 +1083,31 @@ out:
 	free(v.trees.v);
 	free(v.path);
 	return rc;
+}
+
+int
+cf_bk_verify(struct cf_bk_repo *r, const struct cf_bk_verify_opts *o,
+    struct cf_bk_verify_result **out)
+{
+	*out = NULL;
+	if (o->subset_pct > 100)
+		return -EINVAL;
+	return verify_run(r, o, NULL, 0, 0, out);
+}
+
+int
+cf_bk_verify_coverage(struct cf_bk_repo *r, struct cf_bk_coverage *cov,
+    int64_t now, unsigned period_days, struct cf_bk_verify_result **out)
+{
+	struct cf_bk_verify_opts o;
+
+	*out = NULL;
+	if (period_days == 0 || period_days > 36500 || now < 0 ||
+	    now > COV_TIME_MAX)
+		return -EINVAL;
+	memset(&o, 0, sizeof(o));
+	o.read_data = 1;
+	return verify_run(r, &o, cov, now, period_days, out);
 }
 
 int

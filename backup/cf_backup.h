@@ -697,6 +697,10 @@ struct cf_bk_verify_result {
 	size_t ndamage;
 	char **problems;			/* object-level messages */
 	size_t nproblems;
+	/* cf_bk_verify_coverage only: */
+	uint64_t packs_due;			/* chosen to read this run */
+	uint64_t packs_never_read;		/* in the index, after the run */
+	int64_t oldest_read;			/* oldest last read; 0: none */
 };
 
 /*
@@ -711,6 +715,57 @@ CF_MUST_CHECK int cf_bk_verify(struct cf_bk_repo *r,
     const struct cf_bk_verify_opts *o, struct cf_bk_verify_result **out);
 /* 1 if the result records any damage (orphan packs are not damage). */
 int cf_bk_verify_damaged(const struct cf_bk_verify_result *res);
+
+/*
+ * Read-data coverage (docs/format/verify-coverage.md): when verify first
+ * saw and last read whole each pack of one repository, so that a daily
+ * cf_bk_verify_coverage reads every pack at least once per period.
+ */
+struct cf_bk_coverage;
+
+#define CF_BK_COVERAGE_MAX (1U << 22)	/* entries; the decoder's limit */
+
+/* An empty coverage; 0 or -ENOMEM.  *out is the caller's (free below). */
+CF_MUST_CHECK int cf_bk_coverage_new(struct cf_bk_coverage **out);
+/*
+ * Decodes the coverage file buf[0..len): 0 with *out the caller's,
+ * -EPROTO for a malformed file or an unknown version, -E2BIG for more
+ * than CF_BK_COVERAGE_MAX entries, -ENOMEM.  Never reads past len.
+ */
+CF_MUST_CHECK int cf_bk_coverage_parse(const char *buf, size_t len,
+    struct cf_bk_coverage **out);
+/*
+ * Encodes c (entries sorted by pack id): 0 with *out (NUL-terminated,
+ * *outlen bytes without the NUL) the caller's to free(), or -ENOMEM.
+ */
+CF_MUST_CHECK int cf_bk_coverage_format(const struct cf_bk_coverage *c,
+    char **out, size_t *outlen);
+/* Number of packs in c. */
+size_t cf_bk_coverage_count(const struct cf_bk_coverage *c);
+/*
+ * Entry i (0 <= i < count, sorted by pack id): its id and times (unix
+ * seconds; last_read 0 if never read whole).
+ */
+void cf_bk_coverage_get(const struct cf_bk_coverage *c, size_t i,
+    unsigned char id[CF_BK_ID_BYTES], int64_t *first_seen,
+    int64_t *last_read);
+/* Frees c; accepts NULL. */
+void cf_bk_coverage_free(struct cf_bk_coverage *c);
+
+/*
+ * Structural verify like cf_bk_verify, and reads the packs that are due
+ * under cov at now (unix seconds) for a period of period_days (>= 1):
+ * every pack whose last read (or, never read, its first sighting) will
+ * be period_days old before the next daily run, and at least
+ * ceil(packs / period_days) packs, never-read and oldest first.  cov is
+ * then rewritten to the index's packs: new ones first seen at now, read
+ * ones (and not found damaged) last read at now, vanished ones dropped.
+ * res->packs_due says how many were chosen.  Returns as cf_bk_verify,
+ * plus -EINVAL for period_days 0; cov is unchanged on failure.
+ */
+CF_MUST_CHECK int cf_bk_verify_coverage(struct cf_bk_repo *r,
+    struct cf_bk_coverage *cov, int64_t now, unsigned period_days,
+    struct cf_bk_verify_result **out);
 /* Frees a result; accepts NULL. */
 void cf_bk_verify_result_free(struct cf_bk_verify_result *res);
 

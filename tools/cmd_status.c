@@ -22,6 +22,11 @@
  * text-format metrics for every tenant shown, atomically (a temporary
  * file in the same directory, fsync, rename), for node_exporter's
  * textfile collector.
+ *
+ * The state file of coffer daemon (tl_daemon.c), if there is one, adds
+ * the daemon's failing jobs: WARN while a job is retried with backoff,
+ * FAIL once it waits for a person (exit 2, 3 or 4), and the
+ * coffer_daemon_* metrics.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -54,7 +59,7 @@ struct st_row {
 	const char *verify_result, *drill_result;
 	long long projected;			/* -1: unknown */
 	int health;				/* 0 OK, 1 WARN, 2 FAIL */
-	char why[512];
+	char why[1536];
 };
 
 static const char *const health_names[] = { "OK", "WARN", "FAIL" };
@@ -332,8 +337,9 @@ print_row(const struct st_row *r, time_t now)
 /* Writes the metrics of rows to path atomically; 0 or -errno. */
 static int
 write_metrics(const char *path, const struct st_row *rows, size_t n,
-    double rto)
+    double rto, const struct tl_daemon_state *dst)
 {
+	const char **names = NULL;
 	char tmp[PATH_MAX];
 	FILE *f = NULL;
 	size_t i;
@@ -402,6 +408,18 @@ write_metrics(const char *path, const struct st_row *rows, size_t n,
 			fprintf(f, "coffer_tenant_ok{tenant=\"%s\"} %d\n",
 			    rows[i].name, rows[i].health == 0);
 #undef HDR
+	if (dst != NULL) {
+		names = calloc(n + 1, sizeof(*names));
+		if (names == NULL) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		for (i = 0; i < n; i++)
+			names[i] = rows[i].name;
+		tl_daemon_metrics(f, dst, names, n);
+		free(names);
+		names = NULL;
+	}
 	if (fflush(f) != 0 || fsync(fileno(f)) < 0) {
 		rc = -errno;
 		goto out;
@@ -435,13 +453,14 @@ cmd_status(struct tl_ctx *ctx, int argc, char **argv)
 	struct cf_ks_home *home;
 	struct cf_ks_tenant **ts = NULL;
 	struct st_row *rows = NULL;
-	char **names = NULL;
+	struct tl_daemon_state *dst = NULL;
+	char **names = NULL, dpath[PATH_MAX], dwhy[sizeof(rows->why)];
 	const char *metrics = NULL, *one = NULL;
 	size_t n = 0, i, bad = 0;
 	double max_backup, max_verify, max_drill, rto;
 	time_t now;
 	json_t *arr;
-	int c, rc, ret = CF_EXIT_FAIL;
+	int c, rc, ret = CF_EXIT_FAIL, level;
 
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (c) {
@@ -473,6 +492,11 @@ cmd_status(struct tl_ctx *ctx, int argc, char **argv)
 		return CF_EXIT_USAGE;
 	}
 	now = cf_ks_now();
+	tl_daemon_state_path(home, dpath, sizeof(dpath));
+	rc = tl_daemon_state_load(dpath, &dst);
+	if (rc < 0 && rc != -ENOENT)
+		fprintf(stderr, "coffer: daemon state %s: %s\n", dpath,
+		    rc == -EPROTO ? "malformed" : strerror(-rc));
 	if (one != NULL) {
 		names = calloc(1, sizeof(*names));
 		if (names == NULL)
@@ -512,6 +536,11 @@ cmd_status(struct tl_ctx *ctx, int argc, char **argv)
 		}
 		fill(&rows[i], ts[i], now, max_backup, max_verify, max_drill,
 		    rto);
+		if (rows[i].shredded)
+			continue;
+		level = tl_daemon_judge(dst, rows[i].name, dwhy, sizeof(dwhy));
+		if (level > 0)
+			judge(&rows[i], level, dwhy, NULL);
 	}
 	for (i = 0; i < n; i++)
 		if (rows[i].health != 0)
@@ -531,7 +560,7 @@ cmd_status(struct tl_ctx *ctx, int argc, char **argv)
 			print_row(&rows[i], now);
 	}
 	if (metrics != NULL && metrics[0] != '\0') {
-		rc = write_metrics(metrics, rows, n, rto);
+		rc = write_metrics(metrics, rows, n, rto, dst);
 		if (rc < 0) {
 			fprintf(stderr, "coffer: metrics %s: %s\n", metrics,
 			    strerror(-rc));
@@ -545,6 +574,7 @@ out:
 		cf_ks_tenant_free(ts[i]);
 	free(ts);
 	free(rows);
+	tl_daemon_state_free(dst);
 	cf_ks_tenant_list_free(names, n);
 	return ret;
 }

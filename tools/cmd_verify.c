@@ -1,8 +1,13 @@
 /*
- * cmd_verify.c - coffer verify NAME [--read-data | --read-data-subset PCT]
- * [--repo URL] [--seed N]: checks a tenant's backup repository with
- * cf_bk_verify and says which snapshots and which files could not be
- * restored.
+ * cmd_verify.c - coffer verify NAME [--read-data | --read-data-subset PCT
+ * | --read-data-due DAYS] [--repo URL] [--seed N]: checks a tenant's
+ * backup repository with cf_bk_verify and says which snapshots and which
+ * files could not be restored.
+ *
+ * --read-data-due DAYS reads the packs due so that every pack is read at
+ * least once per DAYS when run daily (cf_bk_verify_coverage), keeping when
+ * each pack was last read in the tenant directory's verify-coverage file
+ * (docs/format/verify-coverage.md), written atomically.
  *
  * Exit 0 clean, 3 damage (or a repository the tenant's key does not
  * open), 1 operational failure, 4 locked out or denied.  Audits
@@ -11,22 +16,28 @@
  * It repairs nothing.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cf_backup.h"
 #include "tl_int.h"
 
 const struct tl_cmd tl_cmd_verify = {
 	"verify", cmd_verify,
-	"  coffer verify NAME [--read-data | --read-data-subset PCT] "
-	"[--repo URL] [--seed N]\n"
+	"  coffer verify NAME [--read-data | --read-data-subset PCT |\n"
+	"                --read-data-due DAYS] [--repo URL] [--seed N]\n"
 	"    structural check of every snapshot, tree, index and pack;\n"
 	"    --read-data reads and authenticates every pack,\n"
-	"    --read-data-subset PCT a random PCT %% of them (seed printed)\n",
+	"    --read-data-subset PCT a random PCT % of them (seed printed),\n"
+	"    --read-data-due DAYS the packs due so that, run daily, every\n"
+	"    pack is read once per DAYS (state: the tenant's verify-coverage)\n",
 	"check a tenant's backups; name damaged snapshots and files",
 };
 
@@ -157,12 +168,135 @@ record(struct cf_ks_home *home, struct cf_ks_tenant *t, const char *result,
 		    cf_ks_last_error());
 }
 
+#define COVERAGE_FILE_MAX (256U << 20)	/* > CF_BK_COVERAGE_MAX lines */
+
+/*
+ * Loads the tenant's coverage file at path into *out (empty if absent).
+ * A malformed file is moved aside to PATH.bad with a message and a fresh
+ * coverage starts: losing it costs extra reads, never a missed pack.
+ */
+static int
+coverage_load(const char *path, struct cf_bk_coverage **out)
+{
+	char *buf = NULL, bad[PATH_MAX + 8];
+	struct stat st;
+	size_t got = 0;
+	ssize_t n;
+	int fd, rc;
+
+	*out = NULL;
+	fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0 && errno == ENOENT)
+		return cf_bk_coverage_new(out);
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0) {
+		rc = -errno;
+		goto out;
+	}
+	if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size > COVERAGE_FILE_MAX) {
+		rc = -EPROTO;
+		goto parsed;
+	}
+	buf = malloc((size_t)st.st_size + 1);
+	if (buf == NULL) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	while (got < (size_t)st.st_size) {
+		n = read(fd, buf + got, (size_t)st.st_size - got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			rc = -errno;
+			goto out;
+		}
+		if (n == 0)
+			break;
+		got += (size_t)n;
+	}
+	rc = cf_bk_coverage_parse(buf, got, out);
+parsed:
+	if (rc == -EPROTO || rc == -E2BIG) {
+		snprintf(bad, sizeof(bad), "%s.bad", path);
+		fprintf(stderr, "coffer: %s is malformed; moved to %s, "
+		    "coverage starts afresh\n", path, bad);
+		if (rename(path, bad) < 0) {
+			rc = -errno;
+			goto out;
+		}
+		rc = cf_bk_coverage_new(out);
+	}
+out:
+	free(buf);
+	close(fd);
+	return rc;
+}
+
+/* Writes c to path atomically: temporary, fsync, rename, fsync dir. */
+static int
+coverage_save(const char *path, const struct cf_bk_coverage *c)
+{
+	char tmp[PATH_MAX + 32], dir[PATH_MAX], *text = NULL, *slash;
+	size_t len, off = 0;
+	ssize_t n;
+	int fd = -1, rc;
+
+	rc = cf_bk_coverage_format(c, &text, &len);
+	if (rc < 0)
+		return rc;
+	snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid());
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC,
+	    0600);
+	if (fd < 0) {
+		rc = -errno;
+		goto out;
+	}
+	while (off < len) {
+		n = write(fd, text + off, len - off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			rc = -errno;
+			goto out;
+		}
+		off += (size_t)n;
+	}
+	if (fsync(fd) < 0 || close(fd) < 0) {
+		rc = -errno;
+		fd = -1;
+		goto out;
+	}
+	fd = -1;
+	if (rename(tmp, path) < 0) {
+		rc = -errno;
+		goto out;
+	}
+	snprintf(dir, sizeof(dir), "%s", path);
+	slash = strrchr(dir, '/');
+	if (slash != NULL) {
+		*slash = '\0';
+		fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (fd >= 0)
+			(void)fsync(fd);
+	}
+	rc = 0;
+out:
+	if (fd >= 0)
+		close(fd);
+	if (rc < 0)
+		(void)unlink(tmp);
+	free(text);
+	return rc;
+}
+
 int
 cmd_verify(struct tl_ctx *ctx, int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "read-data", no_argument, NULL, 'd' },
 		{ "read-data-subset", required_argument, NULL, 's' },
+		{ "read-data-due", required_argument, NULL, 'D' },
 		{ "repo", required_argument, NULL, 'r' },
 		{ "seed", required_argument, NULL, 'S' },
 		{ "json", no_argument, NULL, 'j' },
@@ -174,13 +308,15 @@ cmd_verify(struct tl_ctx *ctx, int argc, char **argv)
 	struct cf_secbuf *root = NULL;
 	struct cf_bk_repo *repo = NULL;
 	struct cf_bk_lock *lock = NULL;
+	struct cf_bk_coverage *cov = NULL;
 	struct cf_ks_home *home;
 	const char *repo_opt = NULL, *stored, *name;
-	char url[4200], *end;
+	char url[4200], *end, covpath[PATH_MAX], when[64];
 	unsigned long long seed = 0;
 	unsigned long v;
 	int c, rc, ret = CF_EXIT_FAIL, have_seed = 0, subset = 0;
 	int full = 0;
+	unsigned due_days = 0;
 	struct timespec ts;
 
 	memset(&vo, 0, sizeof(vo));
@@ -198,6 +334,15 @@ cmd_verify(struct tl_ctx *ctx, int argc, char **argv)
 				    "--read-data-subset takes 0..100");
 			subset = 1;
 			vo.subset_pct = (unsigned)v;
+			break;
+		case 'D':
+			errno = 0;
+			v = strtoul(optarg, &end, 10);
+			if (errno != 0 || end == optarg || *end != '\0' ||
+			    v < 1 || v > 36500)
+				return tl_usage(&tl_cmd_verify, "verify: "
+				    "--read-data-due takes 1..36500 days");
+			due_days = (unsigned)v;
 			break;
 		case 'r':
 			repo_opt = optarg;
@@ -217,12 +362,16 @@ cmd_verify(struct tl_ctx *ctx, int argc, char **argv)
 			return tl_usage(&tl_cmd_verify, "verify: bad option");
 		}
 	}
-	if (subset && full)
-		return tl_usage(&tl_cmd_verify, "verify: give --read-data or "
-		    "--read-data-subset, not both");
+	if (subset + full + (due_days > 0) > 1)
+		return tl_usage(&tl_cmd_verify, "verify: give one of "
+		    "--read-data, --read-data-subset, --read-data-due");
+	if (due_days > 0 && repo_opt != NULL)
+		return tl_usage(&tl_cmd_verify, "verify: --read-data-due keeps "
+		    "the coverage of the tenant's own repository; not with "
+		    "--repo");
 	if (full)
 		vo.subset_pct = 100;
-	vo.read_data = full || subset;
+	vo.read_data = full || subset || due_days > 0;
 	if (optind != argc - 1)
 		return tl_usage(&tl_cmd_verify, "verify: give NAME");
 	name = argv[optind];
@@ -297,22 +446,70 @@ cmd_verify(struct tl_ctx *ctx, int argc, char **argv)
 		    strerror(-rc));
 		goto out;
 	}
-	if (vo.read_data && vo.subset_pct < 100 && ctx->verbose >= 0)
+	if (subset && ctx->verbose >= 0)
 		fprintf(stderr, "coffer: verify: reading %u %% of the packs, "
 		    "seed %llu (--seed %llu repeats this choice)\n",
 		    vo.subset_pct, seed, seed);
-	rc = cf_bk_verify(repo, &vo, &res);
+	if (due_days > 0) {
+		snprintf(covpath, sizeof(covpath), "%s/%s/verify-coverage",
+		    cf_ks_home_path(home), cf_ks_tenant_dir(t));
+		rc = coverage_load(covpath, &cov);
+		if (rc < 0) {
+			fprintf(stderr, "coffer: %s: %s\n", covpath,
+			    strerror(-rc));
+			goto out;
+		}
+		rc = cf_bk_verify_coverage(repo, cov, (int64_t)cf_ks_now(),
+		    due_days, &res);
+	} else {
+		rc = cf_bk_verify(repo, &vo, &res);
+	}
 	if (rc < 0) {
 		fprintf(stderr, "coffer: verify %s: %s\n", url,
 		    strerror(-rc));
 		record(home, t, "failed", NULL, vo.read_data, vo.subset_pct);
 		goto out;
 	}
-	if (ctx->json)
-		tl_print_json(result_json(name, url, vo.read_data,
-		    vo.subset_pct, seed, res));
-	else
+	if (due_days > 0) {
+		rc = coverage_save(covpath, cov);
+		if (rc < 0) {
+			fprintf(stderr, "coffer: saving %s: %s\n", covpath,
+			    strerror(-rc));
+			record(home, t, "failed", NULL, 1, 0);
+			goto out;
+		}
+		vo.subset_pct = res->packs ? (unsigned)((res->packs_due * 100 +
+		    res->packs - 1) / res->packs) : 0;
+	}
+	if (ctx->json) {
+		json_t *j = result_json(name, url, vo.read_data,
+		    vo.subset_pct, seed, res);
+
+		if (j != NULL && due_days > 0) {
+			cf_ks_time_format((time_t)res->oldest_read, when,
+			    sizeof(when));
+			json_object_set_new(j, "read_data_due_days",
+			    json_integer(due_days));
+			json_object_set_new(j, "packs_due",
+			    json_integer((json_int_t)res->packs_due));
+			json_object_set_new(j, "packs_never_read",
+			    json_integer((json_int_t)res->packs_never_read));
+			json_object_set_new(j, "oldest_read", res->oldest_read ?
+			    json_string(when) : json_null());
+		}
+		tl_print_json(j);
+	} else {
 		print_human(name, res);
+		if (due_days > 0) {
+			cf_ks_time_format((time_t)res->oldest_read, when,
+			    sizeof(when));
+			printf("read-data coverage (%u days): %llu packs due, "
+			    "%llu never read, oldest read %s\n", due_days,
+			    (unsigned long long)res->packs_due,
+			    (unsigned long long)res->packs_never_read,
+			    res->oldest_read ? when : "-");
+		}
+	}
 	if (cf_bk_verify_damaged(res)) {
 		record(home, t, "damaged", res, vo.read_data, vo.subset_pct);
 		fprintf(stderr, "coffer: verify: repository of %s is damaged: "
@@ -325,6 +522,7 @@ cmd_verify(struct tl_ctx *ctx, int argc, char **argv)
 		ret = CF_EXIT_OK;
 	}
 out:
+	cf_bk_coverage_free(cov);
 	cf_bk_verify_result_free(res);
 	(void)!cf_bk_lock_release(lock);
 	cf_bk_repo_free(repo);

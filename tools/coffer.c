@@ -24,6 +24,7 @@ static const struct tl_cmd *const commands[] = {
 	&tl_cmd_snapshots,
 	&tl_cmd_restore,
 	&tl_cmd_drill,
+	&tl_cmd_daemon,
 #endif
 	&tl_cmd_verify,
 	&tl_cmd_status,

@@ -8,6 +8,8 @@
 #ifndef TL_INT_H
 #define TL_INT_H
 
+#include <stdio.h>
+
 #include <jansson.h>
 
 #include "cf_keystore.h"
@@ -105,5 +107,51 @@ double tl_ops_rto_s(struct cf_ks_home *home);
  */
 void tl_ops_record_backup(struct cf_ks_home *home, const char *name,
     const char *snapshot, int64_t time_ns, uint64_t bytes, uint64_t files);
+
+/* daemon (cmd_daemon.c) and its state file (tl_daemon.c) */
+int cmd_daemon(struct tl_ctx *ctx, int argc, char **argv);
+extern const struct tl_cmd tl_cmd_daemon;
+#define TL_DJOBS 4			/* backup, retention, verify, drill */
+#define TL_DAEMON_STATE_MAX (64 << 20)	/* bytes of daemon.json */
+#define TL_DAEMON_TIME_MAX ((long long)1 << 40)
+extern const char *const tl_daemon_job_names[TL_DJOBS];
+/* One job of one tenant (docs/format/daemon-state.md); times unix s. */
+struct tl_daemon_job {
+	long long last_ok, last_try, failed_since, next_try;
+	long long started_ns, ended_ns;	/* wall clock of the last run */
+	int failures, last_exit, hold;	/* hold: exit 2/3/4, needs a person */
+};
+struct tl_daemon_tenant {
+	char *name;
+	struct tl_daemon_job job[TL_DJOBS];
+};
+struct tl_daemon_state {
+	long long updated;
+	struct tl_daemon_tenant *t;
+	size_t n, cap;
+};
+/* Parses daemon.json; 0 with *out the caller's, -EPROTO, -ENOMEM. */
+int tl_daemon_state_parse(const char *buf, size_t len,
+    struct tl_daemon_state **out);
+/* Reads and parses path; -ENOENT if absent. */
+int tl_daemon_state_load(const char *path, struct tl_daemon_state **out);
+/* Writes st to path atomically (temporary, fsync, rename); 0 or -errno. */
+int tl_daemon_state_save(const char *path, const struct tl_daemon_state *st);
+/* The JSON text of st (malloc'ed) or NULL for -ENOMEM. */
+char *tl_daemon_state_dump(const struct tl_daemon_state *st);
+void tl_daemon_state_free(struct tl_daemon_state *st);
+/* [daemon] state_file, else HOME/daemon.json. */
+void tl_daemon_state_path(struct cf_ks_home *home, char *buf, size_t cap);
+struct tl_daemon_tenant *tl_daemon_state_find(
+    const struct tl_daemon_state *st, const char *name);
+/* Finds or adds name; NULL for -ENOMEM. */
+struct tl_daemon_tenant *tl_daemon_state_add(struct tl_daemon_state *st,
+    const char *name);
+/* Writes the tenant's failing jobs into why; 0 none, 1 WARN, 2 FAIL. */
+int tl_daemon_judge(const struct tl_daemon_state *st, const char *name,
+    char *why, size_t cap);
+/* The coffer_daemon_* metrics of the tenants names[0..n). */
+void tl_daemon_metrics(FILE *f, const struct tl_daemon_state *st,
+    const char *const *names, size_t n);
 
 #endif /* TL_INT_H */

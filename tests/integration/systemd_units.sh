@@ -27,7 +27,8 @@ ok() {
 	fi
 }
 
-for f in "$UNITS_BUILD"/coffer-*.service "$UNITS_SRC"/coffer-*.timer; do
+for f in "$UNITS_BUILD"/coffer-*.service "$UNITS_BUILD"/coffer.service \
+    "$UNITS_SRC"/coffer-*.timer; do
 	sed "s|^\(Exec[A-Za-z]*=\)[^ ]*/coffer |\1$COFFER |" "$f" \
 	    > "$T/$(basename "$f")"
 done
@@ -39,7 +40,7 @@ for u in mount backup verify drill; do
 	    ln -s "coffer-$u@.timer" "$T/coffer-$u@acme.timer"
 done
 for u in "$T"/coffer-*@acme.* "$T"/coffer-status.service \
-    "$T"/coffer-status.timer; do
+    "$T"/coffer-status.timer "$T"/coffer.service; do
 	(cd "$T" && SYSTEMD_UNIT_PATH="$T:" systemd-analyze verify \
 	    --man=no "$u") >"$T/out" 2>&1
 	rc=$?
