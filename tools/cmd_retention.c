@@ -790,6 +790,7 @@ one_tenant(struct tl_ctx *ctx, const char *name, int apply, int dry_run,
 	if (apply && !dry_run && st_name != NULL && strcmp(st_name, "free") ==
 	    0)
 		refresh_activity(ctx, t);
+	st_name = cf_ks_tenant_get(t, "state");	/* t was saved */
 	rc = tl_lifecycle_eval(ctx->home, t, now, &e);
 	if (rc < 0)
 		goto out;
