@@ -101,6 +101,48 @@ CF_MUST_CHECK int cf_fs_block_open(const struct cf_fs_file_ctx *f,
     uint64_t blk, int final, const unsigned char *in, size_t clen,
     unsigned char *out);
 
+/* ---- file generations (rollback detection) ------------------------------ */
+
+/*
+ * Every regular file carries its generation, a counter raised when it is
+ * changed, in the backing xattr CF_FS_GEN_XATTR; coffer's home keeps the
+ * newest generation of each file (fs_gen.c), so an older copy of a file is
+ * noticed (docs/format/fs.md, File generations).
+ */
+#define CF_FS_GEN_XATTR "user.cf.gen"
+#define CF_FS_GEN_BYTES 64U
+#define CF_FS_GEN_VERSION 1U
+
+/* The xattr value of generation gen (at least 1) of file file_id. */
+CF_MUST_CHECK int cf_fs_gen_encode(const struct cf_fs_keys *k,
+    const unsigned char file_id[CF_KS_ID_BYTES], uint64_t gen,
+    unsigned char out[CF_FS_GEN_BYTES]);
+/*
+ * Decodes and authenticates an xattr value: -EPROTO if malformed, -EBADMSG
+ * if its tag is wrong (forged, another tenant's); else the file id and gen.
+ */
+CF_MUST_CHECK int cf_fs_gen_decode(const struct cf_fs_keys *k,
+    const unsigned char *buf, size_t len,
+    unsigned char file_id[CF_KS_ID_BYTES], uint64_t *gen);
+
+/*
+ * The generation log in coffer's home (docs/format/fs.md, The generation
+ * log): a 16-byte header and 32-byte records (file id, gen; gen 0 forgets
+ * the file).  cf_fs_genlog_parse calls fn for every record in order and
+ * sets *used to the bytes that hold whole valid records; a torn last
+ * record (short, or failing its check) is left out.  -EPROTO: not a log,
+ * or a damaged record before the last.  fn may stop it with a negative
+ * return, which is passed on.
+ */
+#define CF_FS_GENLOG_HEADER 16U
+#define CF_FS_GENLOG_RECORD 32U
+CF_MUST_CHECK int cf_fs_genlog_parse(const unsigned char *buf, size_t len,
+    int (*fn)(void *arg, const unsigned char id[CF_KS_ID_BYTES],
+    uint64_t gen), void *arg, size_t *used);
+void cf_fs_genlog_header(unsigned char out[CF_FS_GENLOG_HEADER]);
+void cf_fs_genlog_record(const unsigned char id[CF_KS_ID_BYTES], uint64_t gen,
+    unsigned char out[CF_FS_GENLOG_RECORD]);
+
 /* ---- names ------------------------------------------------------------- */
 
 /*
@@ -161,6 +203,9 @@ struct cf_fs_mount_opts {
 	const char *fuse_opts;		/* -o list, or NULL */
 	struct cf_ks_home *home;	/* for audit records */
 	const char *tenant;		/* tenant name, for audit records */
+	/* The generation log, outside the store (NULL: no rollback checks). */
+	const char *gen_log;
+	int accept_rollback;		/* start the log anew: the store as is */
 };
 
 /*

@@ -520,3 +520,65 @@ out:
 	free(raw);
 	return rc;
 }
+
+/* ---- file generations ---------------------------------------------------- */
+
+static void
+put64(unsigned char *p, uint64_t v)
+{
+	put32(p, (uint32_t)v);
+	put32(p + 4, (uint32_t)(v >> 32));
+}
+
+static uint64_t
+get64(const unsigned char *p)
+{
+	return (uint64_t)get32(p) | ((uint64_t)get32(p + 4) << 32);
+}
+
+/* tag = ID(content, "fs-gen", value[0..32)): version, gen, file id. */
+static int
+gen_tag(const struct cf_fs_keys *k, const unsigned char *body,
+    unsigned char tag[CF_KS_KEY_BYTES])
+{
+	return cf_ks_derive_id(tag, k->content, "fs-gen", body,
+	    CF_FS_GEN_BYTES - CF_KS_KEY_BYTES);
+}
+
+int
+cf_fs_gen_encode(const struct cf_fs_keys *k,
+    const unsigned char file_id[CF_KS_ID_BYTES], uint64_t gen,
+    unsigned char out[CF_FS_GEN_BYTES])
+{
+	if (gen == 0)
+		return -EINVAL;
+	memset(out, 0, CF_FS_GEN_BYTES);
+	out[0] = CF_FS_GEN_VERSION;
+	put64(out + 8, gen);
+	memcpy(out + 16, file_id, CF_KS_ID_BYTES);
+	return gen_tag(k, out, out + 32);
+}
+
+int
+cf_fs_gen_decode(const struct cf_fs_keys *k, const unsigned char *buf,
+    size_t len, unsigned char file_id[CF_KS_ID_BYTES], uint64_t *gen)
+{
+	unsigned char tag[CF_KS_KEY_BYTES];
+	int rc;
+
+	*gen = 0;
+	memset(file_id, 0, CF_KS_ID_BYTES);
+	if (len != CF_FS_GEN_BYTES || buf[0] != CF_FS_GEN_VERSION ||
+	    !sodium_is_zero(buf + 1, 7) || get64(buf + 8) == 0)
+		return -EPROTO;
+	rc = gen_tag(k, buf, tag);
+	if (rc < 0)
+		return rc;
+	rc = sodium_memcmp(tag, buf + 32, sizeof(tag)) == 0 ? 0 : -EBADMSG;
+	sodium_memzero(tag, sizeof(tag));
+	if (rc < 0)
+		return rc;
+	*gen = get64(buf + 8);
+	memcpy(file_id, buf + 16, CF_KS_ID_BYTES);
+	return 0;
+}

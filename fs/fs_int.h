@@ -33,4 +33,17 @@ void fs_snap_free(struct fs_snap *s);
 int fs_snap_active(const struct fs_snap *s);
 int fs_snap_cow(struct fs_snap *s, dev_t dev, ino_t ino, int obj);
 
+/*
+ * The generation log (fs_gen.c): opened at mount (reset: start empty, for
+ * -o accept_rollback after a damaged log), -EPROTO if damaged.  get gives
+ * 0 for an unknown file; set with gen 0 forgets one.  Thread-safe.
+ */
+struct fs_gen;
+CF_MUST_CHECK int fs_gen_open(struct fs_gen **out, const char *path,
+    int reset);
+void fs_gen_close(struct fs_gen *g);
+uint64_t fs_gen_get(struct fs_gen *g, const unsigned char id[CF_KS_ID_BYTES]);
+CF_MUST_CHECK int fs_gen_set(struct fs_gen *g,
+    const unsigned char id[CF_KS_ID_BYTES], uint64_t gen);
+
 #endif /* FS_INT_H */

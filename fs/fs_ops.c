@@ -35,6 +35,7 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/xattr.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <fuse_lowlevel.h>
@@ -60,6 +61,9 @@ struct fs_inode {
 	struct cf_fs_file_ctx *ctx;	/* regular files while open */
 	unsigned opens;			/* open handles of this inode */
 	unsigned char file_id[CF_KS_ID_BYTES];
+	uint64_t gen;			/* the file's generation (0: none) */
+	time_t gen_at;			/* monotonic s of the last raise */
+	int gen_raised;			/* raised since the context was made */
 	int have_diriv;			/* directories */
 	unsigned char diriv[CF_FS_DIRIV_BYTES];
 };
@@ -81,6 +85,7 @@ struct fs {
 	pthread_rwlock_t snap_rw;	/* mutations read-lock, snapshots write */
 	struct fs_snap *snap;		/* NULL: no snapshots for this mount */
 	off_t cb;			/* ciphertext bytes per full block */
+	struct fs_gen *gen;		/* generation log; NULL: not kept */
 	size_t ovh;			/* nonce + tag */
 };
 
@@ -281,6 +286,111 @@ cow(struct fs *fs, struct fs_inode *in)
 		return;
 	(void)fs_snap_cow(fs->snap, in->dev, in->ino, fd);
 	ifd_put(fs, in);
+}
+
+/* ---- generations (rollback detection) ------------------------------------ */
+
+/* A file changed again this long after its last raise is raised again. */
+#define GEN_INTERVAL 1
+
+/*
+ * Checks the generation of the file open as fd (in->file_id set) against
+ * the log: an older one, or none where the log knows one, is a rollback
+ * (EIO, audited); a newer one is progress the log had not seen (a crash,
+ * or a log started anew by -o accept_rollback), and is recorded.
+ */
+static int
+gen_check(struct fs *fs, struct fs_inode *in, int fd)
+{
+	unsigned char buf[CF_FS_GEN_BYTES + 1], id[CF_KS_ID_BYTES];
+	uint64_t gen = 0, known;
+	ssize_t n;
+	int rc = 0;
+
+	if (fs->gen == NULL)
+		return 0;
+	known = fs_gen_get(fs->gen, in->file_id);
+	n = fgetxattr(fd, CF_FS_GEN_XATTR, buf, sizeof(buf));
+	if (n < 0 && errno != ENODATA && errno != ERANGE)
+		return -errno;
+	if (n >= 0 || errno == ERANGE) {
+		rc = n < 0 ? -EPROTO : cf_fs_gen_decode(fs->keys, buf,
+		    (size_t)n, id, &gen);
+		if (rc == 0 && sodium_memcmp(id, in->file_id,
+		    CF_KS_ID_BYTES) != 0)
+			rc = -EBADMSG;	/* another file's generation */
+		if (rc < 0) {
+			audit(fs, "fs.integrity", in, -1);
+			return -EIO;
+		}
+	}
+	if (gen < known) {
+		audit(fs, "fs.rollback", in, -1);
+		return -EIO;
+	}
+	if (gen > known)
+		rc = fs_gen_set(fs->gen, in->file_id, gen);
+	if (rc < 0)
+		return rc;
+	in->gen = gen;
+	return 0;
+}
+
+/*
+ * Before a change to the file open as fd: the first change since its
+ * context was made, or GEN_INTERVAL after the last raise, raises its
+ * generation, in the xattr first and then in the log (so a crash between
+ * the two leaves the file ahead of the log, which is accepted).  Caller
+ * holds in->rw exclusively and in->ctx is set.
+ */
+static int
+gen_raise(struct fs *fs, struct fs_inode *in, int fd)
+{
+	unsigned char val[CF_FS_GEN_BYTES];
+	struct timespec ts;
+	int rc;
+
+	if (fs->gen == NULL || in->ctx == NULL)
+		return 0;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	if (in->gen_raised && ts.tv_sec - in->gen_at < GEN_INTERVAL)
+		return 0;
+	rc = cf_fs_gen_encode(fs->keys, in->file_id, in->gen + 1, val);
+	if (rc == 0 && fsetxattr(fd, CF_FS_GEN_XATTR, val, sizeof(val), 0) !=
+	    0)
+		rc = -errno;
+	if (rc == 0)
+		rc = fs_gen_set(fs->gen, in->file_id, in->gen + 1);
+	if (rc < 0)
+		return rc;
+	in->gen++;
+	in->gen_at = ts.tv_sec;
+	in->gen_raised = 1;
+	return 0;
+}
+
+/*
+ * The file id of the regular file b in dirfd if removing that name
+ * removes the file (its last link), so the log can forget it; else 0.
+ */
+static int
+gen_last_link(struct fs *fs, int dirfd, const char *b,
+    unsigned char id[CF_KS_ID_BYTES])
+{
+	unsigned char buf[CF_FS_GEN_BYTES];
+	char path[64 + CF_FS_ENC_NAME_MAX];
+	struct stat st;
+	uint64_t gen;
+	ssize_t n;
+
+	if (fs->gen == NULL || fstatat(dirfd, b, &st,
+	    AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode) ||
+	    st.st_nlink != 1)
+		return 0;
+	snprintf(path, sizeof(path), "/proc/self/fd/%d/%s", dirfd, b);
+	n = getxattr(path, CF_FS_GEN_XATTR, buf, sizeof(buf));
+	return n > 0 && cf_fs_gen_decode(fs->keys, buf, (size_t)n, id,
+	    &gen) == 0;
 }
 
 /* ---- attributes --------------------------------------------------------- */
@@ -792,6 +902,8 @@ ensure_ctx(struct fs *fs, struct fs_inode *in, int fd, int create)
 	rc = read_full(fd, buf, sizeof(buf), 0, &got);
 	if (rc < 0)
 		return rc;
+	in->gen = 0;
+	in->gen_raised = 0;
 	if (got == 0) {
 		if (!create)
 			return 0;	/* empty file, no header yet */
@@ -814,7 +926,15 @@ ensure_ctx(struct fs *fs, struct fs_inode *in, int fd, int create)
 		audit(fs, "fs.integrity", in, -1);
 		return -EIO;
 	}
-	return cf_fs_file_ctx_new(&in->ctx, fs->keys, &h);
+	if (got != 0) {
+		rc = gen_check(fs, in, fd);
+		if (rc < 0)
+			return rc;
+	}
+	rc = cf_fs_file_ctx_new(&in->ctx, fs->keys, &h);
+	if (rc == 0 && got == 0)
+		rc = gen_raise(fs, in, fd);	/* a new file: generation 1 */
+	return rc;
 }
 
 static int
@@ -938,12 +1058,21 @@ do_truncate(struct fs *fs, struct fs_inode *in, int fd, off_t newsize)
 	if (newsize == psize && csize != 0)
 		return 0;
 	if (newsize == 0) {
+		/* A damaged file may still be emptied: no context needed. */
+		if (csize >= (off_t)CF_FS_HEADER_BYTES &&
+		    ensure_ctx(fs, in, fd, 0) == 0) {
+			rc = gen_raise(fs, in, fd);
+			if (rc < 0)
+				return rc;
+		}
 		if (ftruncate(fd, csize >= CF_FS_HEADER_BYTES ?
 		    CF_FS_HEADER_BYTES : 0) != 0)
 			return -errno;
 		return 0;
 	}
 	rc = ensure_ctx(fs, in, fd, 1);
+	if (rc == 0)
+		rc = gen_raise(fs, in, fd);
 	if (rc < 0)
 		return rc;
 	nl = (uint64_t)((newsize - 1) / CF_FS_BLOCK);
@@ -1075,6 +1204,8 @@ do_write(struct fs *fs, struct fs_inode *in, int fd, const char *data,
 	if (off < 0 || off > CF_FS_MAX_SIZE - (off_t)size)
 		return -EFBIG;
 	rc = ensure_ctx(fs, in, fd, 1);
+	if (rc == 0)
+		rc = gen_raise(fs, in, fd);
 	if (rc < 0)
 		return rc;
 	rc = plain_size(fs, in, fd, &psize);
@@ -1231,6 +1362,8 @@ op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off,
 	pthread_rwlock_wrlock(&in->rw);
 	cow(fs, in);
 	rc = ensure_ctx(fs, in, fd, 1);
+	if (rc == 0)
+		rc = gen_raise(fs, in, fd);
 	if (rc == 0)
 		rc = plain_size(fs, in, fd, &psize);
 	if (rc < 0)
@@ -1763,9 +1896,10 @@ op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct fs *fs = fs_of(req);
 	struct fs_inode *p = inode_of(req, parent);
+	unsigned char id[CF_KS_ID_BYTES];
 	char gone[CF_FS_HASHED_BYTES];
 	struct ename en;
-	int rc, pfd;
+	int rc, pfd, last;
 
 	rc = begin(req, p, name, &en, &pfd);
 	if (rc < 0) {
@@ -1773,11 +1907,14 @@ op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 		return;
 	}
 	long_target_of(fs, pfd, en.b, gone);
+	last = gen_last_link(fs, pfd, en.b, id);
 	if (unlinkat(pfd, en.b, 0) != 0) {
 		rc = -errno;
 	} else {
 		sidecar_unlink(pfd, &en);
 		long_target_drop(fs, gone);
+		if (last)
+			(void)!fs_gen_set(fs->gen, id, 0);
 	}
 	ifd_put(fs, p);
 	fuse_reply_err(req, -rc);
@@ -1858,9 +1995,10 @@ op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 	struct fs *fs = fs_of(req);
 	struct fs_inode *p = inode_of(req, parent), *np = inode_of(req,
 	    newparent);
+	unsigned char id[CF_KS_ID_BYTES];
 	char gone[CF_FS_HASHED_BYTES];
 	struct ename en, nen;
-	int rc, pfd, npfd;
+	int rc, pfd, npfd, last = 0;
 
 	if ((flags & ~(unsigned)(RENAME_NOREPLACE | RENAME_EXCHANGE)) != 0) {
 		fuse_reply_err(req, EINVAL);
@@ -1884,8 +2022,12 @@ op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 	gone[0] = '\0';
 	if (!(flags & RENAME_EXCHANGE)) {
 		rc = sidecar_write(npfd, &nen);
-		if (!(flags & RENAME_NOREPLACE))
+		if (!(flags & RENAME_NOREPLACE)) {
 			long_target_of(fs, npfd, nen.b, gone);
+			/* The file it replaces (a link to the source itself
+			 * has more than one link: left alone). */
+			last = gen_last_link(fs, npfd, nen.b, id);
+		}
 	}
 	if (rc == 0 && renameat2(pfd, en.b, npfd, nen.b, flags) != 0)
 		rc = -errno;
@@ -1893,6 +2035,8 @@ op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 	    (pfd != npfd || strcmp(en.b, nen.b) != 0)) {
 		sidecar_unlink(pfd, &en);
 		long_target_drop(fs, gone);
+		if (last)
+			(void)!fs_gen_set(fs->gen, id, 0);
 	}
 	ifd_put(fs, np);
 	ifd_put(fs, p);
@@ -2614,6 +2758,26 @@ cf_fs_mount(const struct cf_fs_keys *keys, const struct cf_fs_mount_opts *o)
 			close(fd);
 		free(h);
 	}
+	if (o->gen_log != NULL) {
+		/* Before daemonizing: the path may be relative.  Accepting
+		 * rollbacks starts the log anew: what the store holds now is
+		 * the newest state of every file. */
+		rc = fs_gen_open(&fs->gen, o->gen_log, o->accept_rollback);
+		if (rc == 0 && o->accept_rollback && o->home != NULL) {
+			struct cf_ks_audit_field f[] = {
+				{ "tenant", o->tenant, 0 },
+			};
+
+			(void)!cf_ks_audit_append(o->home,
+			    "fs.generations_reset", f, 1);
+		}
+		if (rc == -EPROTO)
+			fprintf(stderr, "coffer: the generation log %s is "
+			    "damaged; mount with -o accept_rollback to start "
+			    "a new one (docs/mount.md)\n", o->gen_log);
+		if (rc < 0)
+			goto out;
+	}
 	snprintf(opts, sizeof(opts), "default_permissions,allow_other,"
 	    "fsname=coffer:%s,subtype=coffer%s%s", o->tenant ? o->tenant :
 	    "store", o->fuse_opts ? "," : "", o->fuse_opts ? o->fuse_opts : "");
@@ -2692,6 +2856,7 @@ out:
 		close(fs->links_fd);
 	if (fs->mount_fd >= 0)
 		close(fs->mount_fd);
+	fs_gen_close(fs->gen);
 	pthread_rwlock_destroy(&fs->root.rw);
 	free(fs);
 	return rc;

@@ -709,8 +709,9 @@ cf_fs_rdir_xattr_list(const struct cf_fs_rdir *d, const char *name,
 		goto out;
 	}
 	for (p = raw; p < raw + n; p += strlen(p) + 1) {
-		if (strncmp(p, XATTR_STORED, strlen(XATTR_STORED)) != 0)
-			continue;	/* not the store's */
+		if (strncmp(p, XATTR_STORED, strlen(XATTR_STORED)) != 0 ||
+		    strcmp(p, CF_FS_GEN_XATTR) == 0)
+			continue;	/* not the store's, or not the tenant's */
 		if (cf_fs_name_decrypt(d->r->keys, xattr_iv,
 		    p + strlen(XATTR_STORED), plain, sizeof(plain)) < 0) {
 			bad++;

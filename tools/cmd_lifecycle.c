@@ -207,6 +207,14 @@ do_set(struct tl_ctx *ctx, const char *name, const char *state,
 		fprintf(stderr, "coffer: tenant %s was purged\n", name);
 		goto out;
 	}
+	if (cf_ks_tenant_get(t, "state") != NULL &&
+	    strcmp(cf_ks_tenant_get(t, "state"), "retained") == 0) {
+		fprintf(stderr, "coffer: %s holds a retained data class until "
+		    "%s: its schedule cannot be changed\n", name,
+		    cf_ks_tenant_get(t, "retain_until"));
+		ret = CF_EXIT_DENIED;
+		goto out;
+	}
 	cf_ks_time_format(ts, when, sizeof(when));
 	rc = cf_ks_tenant_set(t, "state", state);
 	if (rc == 0)

@@ -33,6 +33,38 @@ const struct tl_cmd tl_cmd_umount = {
 	"unmount a tenant's store",
 };
 
+/*
+ * Takes coffer's own options out of a -o list (the rest goes to FUSE):
+ * accept_rollback.  out gets the remaining list, or "" if none is left.
+ */
+static int
+split_opts(const char *in, char *out, size_t cap, int *accept_rollback)
+{
+	char buf[1024], *tok, *save = NULL;
+	size_t used = 0;
+	int n;
+
+	*accept_rollback = 0;
+	out[0] = '\0';
+	if (in == NULL)
+		return 0;
+	if ((size_t)snprintf(buf, sizeof(buf), "%s", in) >= sizeof(buf))
+		return -E2BIG;
+	for (tok = strtok_r(buf, ",", &save); tok != NULL;
+	    tok = strtok_r(NULL, ",", &save)) {
+		if (strcmp(tok, "accept_rollback") == 0) {
+			*accept_rollback = 1;
+			continue;
+		}
+		n = snprintf(out + used, cap - used, "%s%s", used ? "," : "",
+		    tok);
+		if (n < 0 || (size_t)n >= cap - used)
+			return -E2BIG;
+		used += (size_t)n;
+	}
+	return 0;
+}
+
 static void
 audit_mount(struct cf_ks_home *home, const char *event, const char *tenant,
     const char *mp)
@@ -54,10 +86,10 @@ cmd_mount(struct tl_ctx *ctx, int argc, char **argv)
 	struct cf_secbuf *root = NULL;
 	struct cf_fs_keys *keys = NULL;
 	struct cf_ks_home *home;
-	char store[PATH_MAX], mp[PATH_MAX];
+	char store[PATH_MAX], mp[PATH_MAX], gen_log[PATH_MAX], fopts[1024];
 	struct cf_bk_lifecycle_eval le;
 	const char *fuse_opts = NULL;
-	int c, fg = 0, rc, ret = CF_EXIT_FAIL;
+	int c, fg = 0, accept_rollback, rc, ret = CF_EXIT_FAIL;
 
 	while ((c = getopt(argc, argv, "fo:")) != -1) {
 		if (c == 'f')
@@ -70,6 +102,8 @@ cmd_mount(struct tl_ctx *ctx, int argc, char **argv)
 	if (optind != argc - 2)
 		return tl_usage(&tl_cmd_mount, "mount: give NAME and "
 		    "MOUNTPOINT");
+	if (split_opts(fuse_opts, fopts, sizeof(fopts), &accept_rollback) < 0)
+		return tl_usage(&tl_cmd_mount, "mount: -o list too long");
 	if (realpath(argv[optind + 1], mp) == NULL) {
 		fprintf(stderr, "coffer: mountpoint %s: %s\n",
 		    argv[optind + 1], strerror(errno));
@@ -125,7 +159,12 @@ cmd_mount(struct tl_ctx *ctx, int argc, char **argv)
 	mo.backing = store;
 	mo.mountpoint = mp;
 	mo.foreground = fg;
-	mo.fuse_opts = fuse_opts;
+	mo.fuse_opts = fopts[0] != '\0' ? fopts : NULL;
+	/* Outside the store: a copy of the store cannot roll it back. */
+	snprintf(gen_log, sizeof(gen_log), "%s/%s/fsgen", cf_ks_home_path(home),
+	    cf_ks_tenant_dir(t));
+	mo.gen_log = gen_log;
+	mo.accept_rollback = accept_rollback;
 	mo.home = home;
 	mo.tenant = cf_ks_tenant_name(t);
 	audit_mount(home, "fs.mount", mo.tenant, mp);

@@ -72,8 +72,9 @@ class Home:
                               text=text, env=env or self.env,
                               timeout=timeout, input=stdin)
 
-    def mount(self, tenant):
-        p = subprocess.Popen([COFFER, "mount", tenant, self.mp, "-f"],
+    def mount(self, tenant, *opts):
+        p = subprocess.Popen([COFFER, "mount", tenant, self.mp, "-f",
+                              *opts],
                              env=self.env, stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE)
         self.procs.append(p)

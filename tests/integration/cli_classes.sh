@@ -157,6 +157,14 @@ check "only billing retained" test ! -e "$T/rb/docs" -a ! -e "$T/rb/logs"
 mkdir -p "$T/rmp"
 COFFER_NOW=$(iso "$p0") expect 4 "retained tenant is not mountable" mount "$R" "$T/rmp"
 expect 4 "early purge refused" lifecycle purge "$R" --yes
+check "says until when" err_has "until $(iso $((p0 + y7)))"
+expect 4 "its schedule cannot be changed" lifecycle set "$R" active
+run --json lifecycle show "$R" --now "$(iso $((p0 + y7 - 1)))"
+check "retained just before 7 years" python3 -c "
+import json; assert json.load(open('$OUT'))['effective_state']=='retained'"
+run --json lifecycle show "$R" --now "$(iso $((p0 + y7 + 1)))"
+check "purge-due just after 7 years" python3 -c "
+import json; assert json.load(open('$OUT'))['effective_state']=='purge-due'"
 COFFER_NOW=$(iso $((p0 + y7 - 1))) expect 0 "apply just before 7 years" \
     retention apply "$R"
 check "still there" test -e "$COFFER_HOME/tenants/$R/tenant.json"

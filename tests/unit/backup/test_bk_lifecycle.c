@@ -1,7 +1,8 @@
 /*
  * test_bk_lifecycle.c - every deletion schedule of REQUIREMENTS.md at,
  * one second before and one day after each boundary (table-driven), the
- * free tier's idle clock, configured periods, and the mount refusals.
+ * free tier's idle clock, configured periods, the mount refusals, and
+ * the schedule of a class retained after a purge.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -135,9 +136,28 @@ lifecycle_free_idle_and_config(void)
 	    e.purge_at == since + 35 * DAY);
 }
 
+/* A retained class: retained until its date, then purge-due; never mounted. */
+static void
+lifecycle_retained(void)
+{
+	struct cf_bk_lifecycle_eval e;
+	int64_t since = 1700000000, until = since + (int64_t)7 * 365 * DAY;
+
+	cf_bk_lifecycle_eval_retained(since, until, until - 1, &e);
+	CHECK(strcmp(nz(e.effective), "retained") == 0 && !e.purge_due);
+	CHECK(e.mount_refused && e.purge_at == until && e.nsteps == 2);
+	cf_bk_lifecycle_eval_retained(since, until, until, &e);
+	CHECK(strcmp(nz(e.effective), "purge-due") == 0 && e.purge_due);
+	cf_bk_lifecycle_eval_retained(since, until, until + DAY, &e);
+	CHECK(strcmp(nz(e.effective), "purge-due") == 0 && e.mount_refused);
+	/* Not a state an operator can set. */
+	CHECK(!cf_bk_lifecycle_state_valid("retained"));
+}
+
 static const struct cf_test_case cases[] = {
 	CF_TEST(lifecycle_boundaries),
 	CF_TEST(lifecycle_free_idle_and_config),
+	CF_TEST(lifecycle_retained),
 };
 
 CF_TEST_MAIN(cases)

@@ -23,6 +23,7 @@
 
 #include "cf_fs.h"
 #include "cf_test.h"
+#include "fs_int.h"
 
 #define MAX_OVH 40U
 #define NAME_ENC_CAP 256U	/* 255 characters and the NUL */
@@ -1656,6 +1657,249 @@ kat_blocks_v2(void)
 	json_decref(v);
 }
 
+/* The u64 of a decimal string member (JSON numbers lose 64-bit values). */
+static uint64_t
+vu64(json_t *o, const char *k)
+{
+	return strtoull(json_string_value(json_object_get(o, k)), NULL, 10);
+}
+
+/*
+ * [FS-GEN-1], [FS-GEN-2] the xattr values of fs-gen-v1.json: encoded
+ * byte for byte, decoded back, bound to the file id and the tenant.
+ */
+static void
+kat_gen(void)
+{
+	json_error_t je;
+	json_t *v = json_load_file(cf_test_vector_path("fs-gen-v1.json"), 0,
+	    &je);
+	json_t *e;
+	struct cf_fs_keys *k = keys_seq(0), *k2 = keys_seq(0x20);
+	unsigned char out[CF_FS_GEN_BYTES], id[CF_KS_ID_BYTES];
+	size_t i, n = 0;
+
+	CHECK(v != NULL && k != NULL && k2 != NULL);
+	json_array_foreach(json_object_get(v, "values"), i, e) {
+		size_t il, vl;
+		unsigned char *fid = vhex(e, "file_id", &il);
+		unsigned char *val = vhex(e, "value", &vl);
+		uint64_t gen = vu64(e, "gen"), got;
+		struct cf_fs_keys *kk = json_object_get(e, "other_root") ?
+		    k2 : k;
+
+		CHECK(fid != NULL && il == 16 && val != NULL && vl == 64);
+		CHECK_RC(cf_fs_gen_encode(kk, fid, gen, out), 0);
+		CHECK(memcmp(out, val, vl) == 0);
+		CHECK_RC(cf_fs_gen_decode(kk, val, vl, id, &got), 0);
+		CHECK(got == gen && memcmp(id, fid, il) == 0);
+		/* [FS-GEN-2] under the other tenant's keys: forged. */
+		CHECK_RC(cf_fs_gen_decode(kk == k ? k2 : k, val, vl, id, &got),
+		    -EBADMSG);
+		CHECK(got == 0);
+		free(fid);
+		free(val);
+		n++;
+	}
+	CHECK(n == 4);
+	cf_fs_keys_free(k);
+	cf_fs_keys_free(k2);
+	json_decref(v);
+}
+
+/* [FS-GEN-2] malformed and altered values. */
+static void
+gen_reject(void)
+{
+	struct cf_fs_keys *k = keys_seq(0);
+	unsigned char id[CF_KS_ID_BYTES], got_id[CF_KS_ID_BYTES];
+	unsigned char val[CF_FS_GEN_BYTES + 1], bad[CF_FS_GEN_BYTES + 1];
+	uint64_t gen;
+	size_t i;
+
+	CHECK(k != NULL);
+	memset(id, 0x5a, sizeof(id));
+	CHECK_RC(cf_fs_gen_encode(k, id, 0, val), -EINVAL);
+	CHECK_RC(cf_fs_gen_encode(k, id, 9, val), 0);
+	CHECK_RC(cf_fs_gen_decode(k, val, 63, got_id, &gen), -EPROTO);
+	val[64] = 0;
+	CHECK_RC(cf_fs_gen_decode(k, val, 65, got_id, &gen), -EPROTO);
+	/* Every single bit flipped: malformed or forged, never accepted. */
+	for (i = 0; i < CF_FS_GEN_BYTES * 8; i++) {
+		int rc;
+
+		memcpy(bad, val, CF_FS_GEN_BYTES);
+		bad[i / 8] ^= (unsigned char)(1U << (i % 8));
+		rc = cf_fs_gen_decode(k, bad, CF_FS_GEN_BYTES, got_id, &gen);
+		CHECK(rc == -EPROTO || rc == -EBADMSG);
+		CHECK(gen == 0);
+	}
+	/* Generation 0 never decodes, even with a matching tag. */
+	memset(bad, 0, sizeof(bad));
+	bad[0] = 1;
+	memcpy(bad + 16, id, sizeof(id));
+	CHECK_RC(cf_fs_gen_decode(k, bad, CF_FS_GEN_BYTES, got_id, &gen),
+	    -EPROTO);
+	cf_fs_keys_free(k);
+}
+
+struct seen {
+	unsigned char id[8][CF_KS_ID_BYTES];
+	uint64_t gen[8];
+	size_t n;
+};
+
+static int
+collect(void *arg, const unsigned char *id, uint64_t gen)
+{
+	struct seen *s = arg;
+
+	if (s->n == 8)
+		return -E2BIG;
+	memcpy(s->id[s->n], id, CF_KS_ID_BYTES);
+	s->gen[s->n++] = gen;
+	return 0;
+}
+
+/* [FS-GEN-3], [FS-GEN-4] the log of the vectors; torn tails; damage. */
+static void
+kat_genlog(void)
+{
+	json_error_t je;
+	json_t *v = json_load_file(cf_test_vector_path("fs-gen-v1.json"), 0,
+	    &je);
+	json_t *log, *e;
+	unsigned char hdr[CF_FS_GENLOG_HEADER], rec[CF_FS_GENLOG_RECORD];
+	unsigned char *file, *buf;
+	struct seen s;
+	size_t fl, i, used;
+
+	CHECK(v != NULL);
+	log = json_object_get(v, "log");
+	file = vhex(log, "file", &fl);
+	CHECK(file != NULL && fl == 16 + 4 * 32);
+	cf_fs_genlog_header(hdr);
+	CHECK(memcmp(hdr, file, sizeof(hdr)) == 0);
+	json_array_foreach(json_object_get(log, "records"), i, e) {
+		size_t il, rl;
+		unsigned char *fid = vhex(e, "file_id", &il);
+		unsigned char *r = vhex(e, "record", &rl);
+
+		CHECK(fid != NULL && r != NULL && rl == 32);
+		cf_fs_genlog_record(fid, vu64(e, "gen"), rec);
+		CHECK(memcmp(rec, r, rl) == 0);
+		CHECK(memcmp(file + 16 + 32 * i, r, rl) == 0);
+		free(fid);
+		free(r);
+	}
+	memset(&s, 0, sizeof(s));
+	CHECK_RC(cf_fs_genlog_parse(file, fl, collect, &s, &used), 0);
+	CHECK(used == fl && s.n == 4);
+	CHECK(s.gen[0] == 1 && s.gen[1] == 2 && s.gen[2] == 0 && s.gen[3] == 7);
+	/* A torn last record, short or garbled, is left out. */
+	memset(&s, 0, sizeof(s));
+	CHECK_RC(cf_fs_genlog_parse(file, fl - 5, collect, &s, &used), 0);
+	CHECK(s.n == 3 && used == 16 + 3 * 32);
+	buf = malloc(fl);
+	CHECK(buf != NULL);
+	memcpy(buf, file, fl);
+	buf[fl - 1] ^= 1;
+	memset(&s, 0, sizeof(s));
+	CHECK_RC(cf_fs_genlog_parse(buf, fl, collect, &s, &used), 0);
+	CHECK(s.n == 3 && used == 16 + 3 * 32);
+	/* Damage before the last record is not a torn write. */
+	memcpy(buf, file, fl);
+	buf[16 + 32 + 3] ^= 1;
+	CHECK_RC(cf_fs_genlog_parse(buf, fl, collect, &s, &used), -EPROTO);
+	/* Not a log: header damaged, short, of another version. */
+	for (i = 0; i < 16; i++) {
+		memcpy(buf, file, fl);
+		buf[i] ^= 0x40;
+		CHECK_RC(cf_fs_genlog_parse(buf, fl, NULL, NULL, &used),
+		    -EPROTO);
+	}
+	CHECK_RC(cf_fs_genlog_parse(file, 15, NULL, NULL, &used), -EPROTO);
+	CHECK_RC(cf_fs_genlog_parse(file, 16, NULL, NULL, &used), 0);
+	CHECK(used == 16);
+	free(buf);
+	free(file);
+	json_decref(v);
+}
+
+/*
+ * [FS-GEN-5] the daemon's table over the log: set, raise, forget, across
+ * a reopen (compaction), with enough files to grow the table and remove
+ * from the middle of probe chains.
+ */
+static void
+gen_table(void)
+{
+	enum { N = 5000 };
+	char path[PATH_MAX];
+	struct fs_gen *g = NULL;
+	unsigned char id[CF_KS_ID_BYTES];
+	struct stat st;
+	size_t i;
+	int pass;
+
+	snprintf(path, sizeof(path), "%s/fsgen", cf_test_tmpdir());
+	(void)unlink(path);
+	CHECK_RC(fs_gen_open(&g, path, 0), 0);
+	for (i = 0; i < N; i++) {
+		memset(id, 0, sizeof(id));
+		/* Few distinct hashes: long probe chains. */
+		id[0] = (unsigned char)(i % 7);
+		memcpy(id + 8, &i, sizeof(i));
+		CHECK_RC(fs_gen_set(g, id, i + 1), 0);
+	}
+	for (i = 0; i < N; i += 2) {
+		memset(id, 0, sizeof(id));
+		id[0] = (unsigned char)(i % 7);
+		memcpy(id + 8, &i, sizeof(i));
+		CHECK_RC(fs_gen_set(g, id, 0), 0);
+	}
+	for (pass = 0; pass < 2; pass++) {
+		for (i = 0; i < N; i++) {
+			memset(id, 0, sizeof(id));
+			id[0] = (unsigned char)(i % 7);
+			memcpy(id + 8, &i, sizeof(i));
+			CHECK(fs_gen_get(g, id) == (i % 2 ? i + 1 : 0));
+		}
+		fs_gen_close(g);
+		g = NULL;
+		/* Reopened: replayed, then compacted to the live entries. */
+		CHECK_RC(fs_gen_open(&g, path, 0), 0);
+		CHECK(stat(path, &st) == 0);
+		CHECK(st.st_size == 16 + (N / 2) * 32);
+	}
+	/* A torn append is dropped at the next open. */
+	fs_gen_close(g);
+	g = NULL;
+	{
+		FILE *f = fopen(path, "ab");
+
+		CHECK(f != NULL && fwrite("torn", 1, 4, f) == 4);
+		fclose(f);
+	}
+	CHECK_RC(fs_gen_open(&g, path, 0), 0);
+	CHECK(stat(path, &st) == 0 && st.st_size == 16 + (N / 2) * 32);
+	fs_gen_close(g);
+	g = NULL;
+	/* Damage inside: refused; reset starts an empty log. */
+	{
+		FILE *f = fopen(path, "r+b");
+
+		CHECK(f != NULL && fseek(f, 16 + 32 * 10, SEEK_SET) == 0 &&
+		    fputc('X', f) != EOF);
+		fclose(f);
+	}
+	CHECK_RC(fs_gen_open(&g, path, 0), -EPROTO);
+	CHECK(g == NULL);
+	CHECK_RC(fs_gen_open(&g, path, 1), 0);
+	CHECK(stat(path, &st) == 0 && st.st_size == 16);
+	fs_gen_close(g);
+}
+
 static const struct cf_test_case cases[] = {
 	CF_TEST(kat_subkeys),
 	CF_TEST(kat_header),
@@ -1684,6 +1928,10 @@ static const struct cf_test_case cases[] = {
 	CF_TEST(bug_marker_trailing_bytes),
 	CF_TEST(bug_marker_deleted),
 	CF_TEST(bug_b64_high_bytes),
+	CF_TEST(kat_gen),
+	CF_TEST(gen_reject),
+	CF_TEST(kat_genlog),
+	CF_TEST(gen_table),
 };
 
 CF_TEST_MAIN(cases)

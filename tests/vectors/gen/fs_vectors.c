@@ -6,6 +6,7 @@
  *
  *   cc -o /tmp/fv fs_vectors.c $(pkg-config --cflags --libs libsodium)
  *   /tmp/fv > ../fs-v1.json; /tmp/fv v2 > ../fs-v2.json
+ *   /tmp/fv gen > ../fs-gen-v1.json
  *
  * Every nonce here is fixed, which the store itself never does (it draws
  * them from randombytes_buf): that is what makes the sealed bytes known
@@ -230,6 +231,87 @@ name(const struct keys *k, const unsigned char diriv[16], const char *n,
 	printf("    }%s\n", comma ? "," : "");
 }
 
+/*
+ * fs-gen-v1.json: file generations.  The xattr value is version (1),
+ * 7 zero bytes, u64le gen, file id, then tag = ID(content, "fs-gen",
+ * the 32 bytes before it).  A log record is file id, u64le gen, and the
+ * first 8 bytes of unkeyed BLAKE2b-128 of those 24 bytes.
+ */
+static void
+gen_value(const struct keys *k, const unsigned char id[16], uint64_t gen,
+    unsigned char out[64])
+{
+	memset(out, 0, 64);
+	out[0] = 1;
+	le64(out + 8, gen);
+	memcpy(out + 16, id, 16);
+	derive_id(out + 32, k->content, "fs-gen", out, 32);
+}
+
+static void
+gen_record(const unsigned char id[16], uint64_t gen, unsigned char out[32])
+{
+	unsigned char h[16];
+
+	memcpy(out, id, 16);
+	le64(out + 16, gen);
+	crypto_generichash(h, 16, out, 24, NULL, 0);
+	memcpy(out + 24, h, 8);
+}
+
+static void
+gen_vectors(const struct keys *k, const struct keys *k2)
+{
+	static const uint64_t gens[] = { 1, 2, 0x0807060504030201ULL };
+	static const uint64_t log_gens[] = { 1, 2, 0, 7 };
+	unsigned char id[16], id2[16], v[64], rec[32];
+	unsigned char file[16 + 4 * 32];
+	size_t i;
+
+	seq(id, 16, 0xa0);
+	seq(id2, 16, 0xb0);
+	printf("{\n  \"format\": \"fs-gen\",\n  \"version\": 1,\n");
+	hex(2, "root", k->root, 32, 1);
+	hex(2, "content", k->content, 32, 1);
+	printf("  \"values\": [\n");
+	for (i = 0; i < 3; i++) {
+		gen_value(k, id, gens[i], v);
+		printf("    {\n");
+		hex(6, "file_id", id, 16, 1);
+		printf("      \"gen\": \"%llu\",\n",
+		    (unsigned long long)gens[i]);
+		hex(6, "value", v, 64, 0);
+		printf("    },\n");
+	}
+	/* The same file and generation under another tenant's root key. */
+	gen_value(k2, id, 1, v);
+	printf("    {\n");
+	hex(6, "other_root", k2->root, 32, 1);
+	hex(6, "file_id", id, 16, 1);
+	printf("      \"gen\": \"1\",\n");
+	hex(6, "value", v, 64, 0);
+	printf("    }\n  ],\n");
+	/* A log: header, then id gen 1, id gen 2, id forgotten, id2 gen 7. */
+	memset(file, 0, sizeof(file));
+	memcpy(file, "\x89" "CFGN\r\n\x1a", 8);
+	file[8] = 1;
+	printf("  \"log\": {\n");
+	printf("    \"records\": [\n");
+	for (i = 0; i < 4; i++) {
+		gen_record(i == 3 ? id2 : id, log_gens[i], rec);
+		memcpy(file + 16 + 32 * i, rec, 32);
+		printf("      {\n");
+		hex(8, "file_id", i == 3 ? id2 : id, 16, 1);
+		printf("        \"gen\": \"%llu\",\n",
+		    (unsigned long long)log_gens[i]);
+		hex(8, "record", rec, 32, 0);
+		printf("      }%s\n", i < 3 ? "," : "");
+	}
+	printf("    ],\n");
+	hex(4, "file", file, sizeof(file), 0);
+	printf("  }\n}\n");
+}
+
 int
 main(int argc, char **argv)
 {
@@ -265,6 +347,10 @@ main(int argc, char **argv)
 	seq(k2.root, 32, 0x20);
 	keys_derive(&k2);
 
+	if (argc > 1 && strcmp(argv[1], "gen") == 0) {
+		gen_vectors(&k, &k2);
+		return 0;
+	}
 	if (argc > 1 && strcmp(argv[1], "v2") == 0) {
 		/* fs-v2.json: version-2 files, whose AAD has the final
 		 * flag; everything else is as in version 1. */
