@@ -359,6 +359,16 @@ start_job(struct daemon *dm, const char *name, int job)
 	return spawn(dm, a);
 }
 
+/* Seconds of CLOCK_MONOTONIC: the tick survives wall-clock jumps. */
+static long long
+mono_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec;
+}
+
 static long long
 now_ns(void)
 {
@@ -690,14 +700,19 @@ reap(struct daemon *dm)
 	}
 }
 
-/* coffer status refreshes the metrics file (its exit 1 is a finding). */
+/*
+ * coffer status refreshes the metrics file, if [operations] metrics_file
+ * names one (its exit 1 is a finding, not an error).
+ */
 static void
 refresh_status(struct daemon *dm, int wait)
 {
 	static const char *const a[] = { "status", NULL };
+	const char *m = cf_ks_config_get(cf_ks_home_config(dm->home),
+	    "operations", "metrics_file");
 	int status;
 
-	if (dm->status_pid > 0)
+	if (dm->status_pid > 0 || m == NULL || m[0] == '\0')
 		return;
 	dm->status_pid = spawn(dm, a);
 	if (dm->status_pid < 0) {
@@ -866,7 +881,7 @@ cmd_daemon(struct tl_ctx *ctx, int argc, char **argv)
 		goto out;
 	}
 	for (;;) {
-		now = (long long)cf_ks_now();
+		now = mono_s();
 		if (!stopping && now >= next_pass) {
 			pass(&dm);
 			next_pass = now + dm.c.tick;

@@ -7,7 +7,8 @@ day does nothing, day 5 after a gap gives exactly one catch-up snapshot
 each; with max_jobs = 1 the jobs' recorded wall-clock intervals never
 overlap; a tenant whose repository is broken fails, is retried only after
 its backoff (15, then 30 min), shows in coffer status and the metrics, and
-recovers once fixed; retention keeps keep_last; over 30 days the
+recovers once fixed; an exit 3 is held for a person until the next
+daily slot; retention keeps keep_last; over 30 days the
 read-data coverage reads every pack of a repository (checked against the
 pack files) without reading all of them daily; the looping daemon stops
 on SIGTERM after its jobs and exits 0.  TAP output.  Needs root and
@@ -203,6 +204,37 @@ try:
     ok(r.returncode == 0 and len(snaps) == 3,
        "day 7: 4 backups of a, retention (keep_last = 3) left 3",
        r.stderr + str(len(snaps)))
+
+    # ---- day 8: b's store carries c's marker: exit 3, needs a person ----
+    mark_b = os.path.join(H.home, "tenants/b/store/cf.store")
+    mark_c = os.path.join(H.home, "tenants/c/store/cf.store")
+    good = open(mark_b, "rb").read()
+    with open(mark_b, "wb") as f:
+        f.write(open(mark_c, "rb").read())
+    r = daemon(H, at(8))
+    b = state(H)["b"]["backup"]
+    ok(r.returncode == 1 and b["last_exit"] == 3 and b["hold"] == 1 and
+       "b: backup failed (exit 3: needs a person)" in r.stderr,
+       "day 8: exit 3 is held for a person, not retried in 15 min",
+       r.stderr + json.dumps(b))
+    r, rows = status(H, at(8, "12:01"))
+    prom = open(METRICS).read() if os.path.exists(METRICS) else ""
+    ok(rows.get("b", {}).get("health") == "FAIL" and
+       "daemon: backup failed (exit 3: needs a person)" in
+       rows.get("b", {}).get("why", "") and
+       'coffer_daemon_job_needs_person{tenant="b",job="backup"} 1' in prom,
+       "status FAIL and the needs_person metric for b",
+       rows.get("b", {}).get("why", "") + prom[-1500:])
+    r = daemon(H, at(8, "14:00"))
+    ok(state(H)["b"]["backup"]["failures"] == 1,
+       "two hours later: still held (no blind retry)")
+    with open(mark_b, "wb") as f:
+        f.write(good)
+    r = daemon(H, at(9))
+    b = state(H)["b"]["backup"]
+    ok(r.returncode == 0 and b["failures"] == 0 and b["hold"] == 0,
+       "day 9: tried at its next slot, fixed meanwhile: recovered",
+       r.stderr + json.dumps(b))
 
     # ---- read-data coverage over 30 days (another home) ----
     with open(H2.conf, "w") as f:
