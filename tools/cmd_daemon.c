@@ -504,12 +504,13 @@ tenant_has_store(struct cf_ks_home *home, const struct cf_ks_tenant *t)
 	char path[PATH_MAX];
 	struct stat sb;
 
+	/* The marker a first mount writes (docs/format/fs.md). */
 	if (s != NULL && s[0] != '\0')
-		snprintf(path, sizeof(path), "%s", s);
+		snprintf(path, sizeof(path), "%s/cf.store", s);
 	else
-		snprintf(path, sizeof(path), "%s/%s/store",
+		snprintf(path, sizeof(path), "%s/%s/store/cf.store",
 		    cf_ks_home_path(home), cf_ks_tenant_dir(t));
-	return stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
+	return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
 }
 
 static struct chain *
