@@ -29,8 +29,9 @@
  * running jobs (a second one passes SIGTERM on to them); SIGHUP reloads
  * coffer.conf and releases held jobs.  One daemon per home (a lock file).
  *
- * It does not mount stores (coffer-mount@.service does) and knows nothing
- * of keys or repositories.
+ * A step running longer than job_timeout_hours (12) is stopped and
+ * counts as failed.  It does not mount stores (coffer-mount@.service
+ * does) and knows nothing of keys or repositories.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -75,6 +76,7 @@ struct dconf {
 	long retry, retry_max;	/* seconds */
 	unsigned read_days;	/* 0: structural verify only */
 	unsigned drill_days;	/* 0: no drills */
+	long timeout;		/* seconds a step may run; 0: no limit */
 	char scratch[PATH_MAX];	/* drill --scratch, "" for its default */
 	char state[PATH_MAX];
 };
@@ -86,6 +88,8 @@ struct chain {
 	int step;		/* job running, -1 none */
 	pid_t pid;
 	long long started;	/* daemon clock at the step's start */
+	long long mono;		/* CLOCK_MONOTONIC s at the step's start */
+	int killed;		/* 1 SIGTERM sent, 2 SIGKILL sent */
 	int failed;		/* some step failed */
 	int active;		/* started: counts against max_jobs */
 	long long slot;		/* the slot it runs for (ordering) */
@@ -173,6 +177,8 @@ conf_load(struct cf_ks_home *home, struct dconf *c)
 	c->read_days = (unsigned)n;
 	rc |= conf_long(home, "drill_days", 7, 0, 365, &n);
 	c->drill_days = (unsigned)n;
+	rc |= conf_long(home, "job_timeout_hours", 12, 0, 720, &n);
+	c->timeout = n * 3600;
 	v = cf_ks_config_get(cfg, "daemon", "drill_scratch");
 	if (v != NULL)
 		snprintf(c->scratch, sizeof(c->scratch), "%s", v);
@@ -389,6 +395,8 @@ save_state(struct daemon *dm)
 		logmsg("saving %s: %s", dm->c.state, strerror(-rc));
 }
 
+static long long mono_s(void);
+
 /* Starts the next step of ch, or returns 0 if it has none left. */
 static int
 chain_next(struct daemon *dm, struct chain *ch)
@@ -417,6 +425,8 @@ chain_next(struct daemon *dm, struct chain *ch)
 	}
 	ch->step = k;
 	ch->started = now;
+	ch->mono = mono_s();
+	ch->killed = 0;
 	t->job[k].last_try = now;
 	t->job[k].started_ns = now_ns();
 	ch->pid = start_job(dm, ch->name, k);
@@ -726,6 +736,35 @@ refresh_status(struct daemon *dm, int wait)
 	}
 }
 
+/*
+ * A step running longer than job_timeout_hours is stopped (SIGTERM to its
+ * session, SIGKILL a minute later) and counts as failed (exit 128 + N).
+ */
+static void
+check_timeouts(struct daemon *dm)
+{
+	long long now = mono_s();
+	size_t i;
+
+	for (i = 0; dm->c.timeout > 0 && i < dm->nch; i++) {
+		struct chain *ch = &dm->ch[i];
+
+		if (ch->pid <= 0 || now - ch->mono < dm->c.timeout)
+			continue;
+		if (ch->killed == 0) {
+			logmsg("%s: %s running for more than %ld h: stopping "
+			    "it", ch->name, tl_daemon_job_names[ch->step],
+			    dm->c.timeout / 3600);
+			(void)kill(-ch->pid, SIGTERM);
+			ch->killed = 1;
+		} else if (ch->killed == 1 &&
+		    now - ch->mono >= dm->c.timeout + 60) {
+			(void)kill(-ch->pid, SIGKILL);
+			ch->killed = 2;
+		}
+	}
+}
+
 static void
 kill_children(struct daemon *dm)
 {
@@ -874,6 +913,7 @@ cmd_daemon(struct tl_ctx *ctx, int argc, char **argv)
 				stopping = 1;
 			}
 			reap(&dm);
+			check_timeouts(&dm);
 			run_queue(&dm, stopping);
 		}
 		save_state(&dm);
@@ -887,6 +927,7 @@ cmd_daemon(struct tl_ctx *ctx, int argc, char **argv)
 			pass(&dm);
 			next_pass = now + dm.c.tick;
 		}
+		check_timeouts(&dm);
 		run_queue(&dm, stopping);
 		if (changed && dm.status_pid == 0) {
 			refresh_status(&dm, 0);
@@ -894,7 +935,8 @@ cmd_daemon(struct tl_ctx *ctx, int argc, char **argv)
 		}
 		if (stopping && dm.nch == 0)
 			break;
-		tmo.tv_sec = dm.c.tick;
+		/* Wake at least every minute for the time limits. */
+		tmo.tv_sec = dm.c.tick < 60 ? dm.c.tick : 60;
 		tmo.tv_nsec = 0;
 		sig = sigtimedwait(&set, &info, &tmo);
 		switch (sig) {

@@ -304,6 +304,47 @@ try:
        all(j["last_ok"] == j["last_try"] for j in d.values()),
        "every job it had started finished and was recorded",
        json.dumps(d))
+    # ---- one daemon per home; bad settings and state are refused ----
+    import fcntl
+    with open(os.path.join(H2.home, "daemon.json.lock"), "a") as lk:
+        fcntl.flock(lk, fcntl.LOCK_EX)
+        r = daemon(H2, at(31))
+    ok(r.returncode == 1 and "another coffer daemon" in r.stderr,
+       "a second daemon on the same home exits 1", r.stderr)
+    with open(H2.conf, "a") as f:
+        f.write("max_jobs = 0\n")
+    r = daemon(H2, at(31))
+    ok(r.returncode == 2 and "[daemon] max_jobs" in r.stderr,
+       "a bad [daemon] setting is a usage error (exit 2)", r.stderr)
+    with open(H2.conf, "w") as f:
+        f.write(cftest.FAST_KMS)
+    sf = os.path.join(H2.home, "daemon.json")
+    saved = open(sf).read()
+    with open(sf, "w") as f:
+        f.write(saved[:len(saved) // 2])
+    r = daemon(H2, at(31))
+    ok(r.returncode == 1 and "malformed" in r.stderr and
+       open(sf).read() == saved[:len(saved) // 2],
+       "a malformed state file: the daemon refuses and keeps it", r.stderr)
+    r, rows = status(H2, at(31))
+    ok("d" in rows and "daemon state" in r.stderr,
+       "status still reports, and warns about the state file", r.stderr)
+    with open(sf, "w") as f:
+        f.write(saved)
+    cp = os.path.join(H2.home, "tenants/d/verify-coverage")
+    with open(cp, "w") as f:
+        f.write("coffer-verify-coverage 1\nnot a line\n")
+    r = H2.coffer("verify", "d", "--read-data-due", "30",
+                  env=dict(H2.env, COFFER_NOW=at(31)))
+    ok(r.returncode == 0 and os.path.exists(cp + ".bad") and
+       "malformed" in r.stderr and
+       open(cp).read().startswith("coffer-verify-coverage 1\n") and
+       "read-data coverage (30 days)" in r.stdout,
+       "a malformed coverage file is moved aside; coverage starts afresh",
+       r.stdout + r.stderr)
+    r = H2.coffer("verify", "d", "--read-data-due", "30", "--repo",
+                  "file:///nonexistent")
+    ok(r.returncode == 2, "--read-data-due with --repo is a usage error")
     r = H2.coffer("daemon", "extra")
     ok(r.returncode == 2, "daemon with an argument is a usage error")
     r = H2.coffer("help", "daemon")
