@@ -92,6 +92,7 @@ struct chain {
 	int killed;		/* 1 SIGTERM sent, 2 SIGKILL sent */
 	int failed;		/* some step failed */
 	int active;		/* started: counts against max_jobs */
+	int purge;		/* purge due: retention apply only */
 	long long slot;		/* the slot it runs for (ordering) */
 };
 
@@ -395,8 +396,6 @@ save_state(struct daemon *dm)
 		logmsg("saving %s: %s", dm->c.state, strerror(-rc));
 }
 
-static long long mono_s(void);
-
 /* Starts the next step of ch, or returns 0 if it has none left. */
 static int
 chain_next(struct daemon *dm, struct chain *ch)
@@ -414,8 +413,9 @@ chain_next(struct daemon *dm, struct chain *ch)
 		if (k == TL_DJOBS)
 			return 0;
 		ch->todo &= ~(1U << k);
-		/* Retention follows a new snapshot only. */
-		if (k == J_RETENTION && (t->job[J_BACKUP].last_ok == 0 ||
+		/* Retention follows a new snapshot only (or purges). */
+		if (k == J_RETENTION && !ch->purge &&
+		    (t->job[J_BACKUP].last_ok == 0 ||
 		    t->job[J_RETENTION].last_ok >= t->job[J_BACKUP].last_ok))
 			continue;
 		/* Drills need a snapshot. */
@@ -636,6 +636,7 @@ pass(struct daemon *dm)
 		memset(ch, 0, sizeof(*ch));
 		snprintf(ch->name, sizeof(ch->name), "%s", names[i]);
 		ch->todo = todo;
+		ch->purge = purge;
 		ch->step = -1;
 		ch->slot = slot;
 	}

@@ -8,7 +8,8 @@ each; with max_jobs = 1 the jobs' recorded wall-clock intervals never
 overlap; a tenant whose repository is broken fails, is retried only after
 its backoff (15, then 30 min), shows in coffer status and the metrics, and
 recovers once fixed; an exit 3 is held for a person until the next
-daily slot; retention keeps keep_last; over 30 days the
+daily slot; retention keeps keep_last; a purge that is due is run;
+over 30 days the
 read-data coverage reads every pack of a repository (checked against the
 pack files) without reading all of them daily; the looping daemon stops
 on SIGTERM after its jobs and exits 0.  TAP output.  Needs root and
@@ -345,6 +346,26 @@ try:
     r = H2.coffer("verify", "d", "--read-data-due", "30", "--repo",
                   "file:///nonexistent")
     ok(r.returncode == 2, "--read-data-due with --repo is a usage error")
+    # ---- a tenant whose purge date passed: the daemon runs the purge ----
+    with open(H2.conf, "a") as f:
+        f.write("[lifecycle]\ncancelled_purge_days = 2\n")
+    make_tenant(H2, "e", 1000)
+    r = daemon(H2, at(1).replace("03-01", "04-01"))
+    ok(r.returncode == 0 and nsnaps(H2, "e") == 1, "e backed up",
+       r.stderr)
+    r = H2.coffer("lifecycle", "set", "e", "cancelled", "--at",
+                  "2031-04-01T13:00:00Z")
+    r = daemon(H2, "2031-04-04T12:00:00Z")
+    e = state(H2)["e"]
+    ok(r.returncode == 0 and glob.glob(os.path.join(H2.home,
+       "receipts/e-*.json")) and
+       e["retention"]["last_ok"] == 1932811200 + 3 * 86400 and
+       e["backup"]["last_try"] == 1932811200,
+       "purge due: the daemon ran retention apply (the purge, with its "
+       "receipt) and no backup", r.stdout + r.stderr + json.dumps(e))
+    r = daemon(H2, "2031-04-05T12:00:00Z")
+    ok(r.returncode == 0 and state(H2)["e"] == e,
+       "a purged tenant is not scheduled any more", r.stderr)
     r = H2.coffer("daemon", "extra")
     ok(r.returncode == 2, "daemon with an argument is a usage error")
     r = H2.coffer("help", "daemon")
