@@ -336,10 +336,95 @@ cf_bk_tree_changed(struct cf_bk_repo *r, const unsigned char a[CF_BK_ID_BYTES],
 
 /* ---- copy into another repository -------------------------------------- */
 
+/* Subtrees already copied whole: source tree id -> copy, with counts. */
+struct memo_ent {
+	unsigned char src[CF_BK_ID_BYTES], dst[CF_BK_ID_BYTES];
+	uint64_t files, bytes;
+	int used;
+};
+
+struct cf_bk_copy_memo {
+	struct memo_ent *e;
+	size_t cap, n;			/* cap a power of two */
+};
+
+int
+cf_bk_copy_memo_new(struct cf_bk_copy_memo **out)
+{
+	struct cf_bk_copy_memo *m = calloc(1, sizeof(*m));
+
+	*out = NULL;
+	if (m == NULL)
+		return -ENOMEM;
+	m->cap = 256;
+	m->e = calloc(m->cap, sizeof(*m->e));
+	if (m->e == NULL) {
+		free(m);
+		return -ENOMEM;
+	}
+	*out = m;
+	return 0;
+}
+
+void
+cf_bk_copy_memo_free(struct cf_bk_copy_memo *m)
+{
+	if (m == NULL)
+		return;
+	free(m->e);
+	free(m);
+}
+
+static size_t
+memo_slot(const struct cf_bk_copy_memo *m, const unsigned char *id)
+{
+	size_t h, i;
+
+	memcpy(&h, id, sizeof(h));	/* ids are hashes: any bytes will do */
+	for (i = h & (m->cap - 1); m->e[i].used &&
+	    memcmp(m->e[i].src, id, CF_BK_ID_BYTES) != 0;
+	    i = (i + 1) & (m->cap - 1))
+		;
+	return i;
+}
+
+static int
+memo_put(struct cf_bk_copy_memo *m, const unsigned char *src,
+    const unsigned char *dst, uint64_t files, uint64_t bytes)
+{
+	struct memo_ent *e;
+	size_t i;
+
+	if ((m->n + 1) * 2 > m->cap) {
+		struct cf_bk_copy_memo big = { NULL, m->cap * 2, 0 };
+
+		big.e = calloc(big.cap, sizeof(*big.e));
+		if (big.e == NULL)
+			return -ENOMEM;
+		for (i = 0; i < m->cap; i++)
+			if (m->e[i].used) {
+				big.e[memo_slot(&big, m->e[i].src)] = m->e[i];
+				big.n++;
+			}
+		free(m->e);
+		*m = big;
+	}
+	e = &m->e[memo_slot(m, src)];
+	if (!e->used)
+		m->n++;
+	memcpy(e->src, src, CF_BK_ID_BYTES);
+	memcpy(e->dst, dst, CF_BK_ID_BYTES);
+	e->files = files;
+	e->bytes = bytes;
+	e->used = 1;
+	return 0;
+}
+
 struct copy {
 	struct cf_bk_repo *src;
 	struct cf_bk_writer *w;
 	const struct cf_bk_class *c;
+	struct cf_bk_copy_memo *memo;
 	struct cf_bk_filter_stats *st;
 };
 
@@ -393,11 +478,26 @@ copy_tree(struct copy *k, const unsigned char id[CF_BK_ID_BYTES],
 	struct cf_bk_item **items = NULL;
 	char *path = NULL;
 	size_t i, dl = strlen(dir), cap = dl + 258, sub_n;
+	uint64_t files0, bytes0;
 	int rc;
 
 	*count = 0;
 	if (depth > MAX_DEPTH)
 		return -ELOOP;
+	if (all && k->memo != NULL) {
+		const struct memo_ent *e = &k->memo->e[memo_slot(k->memo, id)];
+
+		if (e->used) {
+			/* Copied whole before (another snapshot). */
+			memcpy(out, e->dst, CF_BK_ID_BYTES);
+			k->st->files += e->files;
+			k->st->bytes += e->bytes;
+			*count = 1;
+			return 0;
+		}
+	}
+	files0 = k->st->files;
+	bytes0 = k->st->bytes;
 	memset(&nt, 0, sizeof(nt));
 	rc = cf_bk_repo_tree_load(k->src, id, &t);
 	if (rc < 0)
@@ -437,6 +537,9 @@ copy_tree(struct copy *k, const unsigned char id[CF_BK_ID_BYTES],
 	}
 	*count = nt.count;
 	rc = cf_bk_writer_add_tree(k->w, &nt, out);
+	if (rc == 0 && all && k->memo != NULL)
+		rc = memo_put(k->memo, id, out, k->st->files - files0,
+		    k->st->bytes - bytes0);
 out:
 	for (i = 0; items != NULL && i < (t ? t->count : 0); i++)
 		free(items[i]);
@@ -450,9 +553,10 @@ out:
 int
 cf_bk_tree_copy_class(struct cf_bk_repo *src, struct cf_bk_writer *w,
     const unsigned char root[CF_BK_ID_BYTES], const struct cf_bk_class *c,
-    unsigned char out[CF_BK_ID_BYTES], struct cf_bk_filter_stats *st)
+    struct cf_bk_copy_memo *memo, unsigned char out[CF_BK_ID_BYTES],
+    struct cf_bk_filter_stats *st)
 {
-	struct copy k = { src, w, c, st };
+	struct copy k = { src, w, c, memo, st };
 	size_t n;
 
 	memset(st, 0, sizeof(*st));

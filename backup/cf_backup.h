@@ -990,12 +990,17 @@ void cf_bk_lifecycle_eval_retained(int64_t since, int64_t until, int64_t now,
  * one that does not is searched and left out if nothing below matches.
  * st counts the files copied.  out is the new root (an empty tree if
  * nothing matched: st->files is then 0).  Flush w before a snapshot
- * names out.
+ * names out.  memo (NULL: none) remembers the subtrees copied whole, so
+ * the snapshots of one repository that share them are copied once: use
+ * one memo per (src, w) pair.
  */
+struct cf_bk_copy_memo;
+CF_MUST_CHECK int cf_bk_copy_memo_new(struct cf_bk_copy_memo **out);
+void cf_bk_copy_memo_free(struct cf_bk_copy_memo *m);
 CF_MUST_CHECK int cf_bk_tree_copy_class(struct cf_bk_repo *src,
     struct cf_bk_writer *w, const unsigned char root[CF_BK_ID_BYTES],
-    const struct cf_bk_class *c, unsigned char out[CF_BK_ID_BYTES],
-    struct cf_bk_filter_stats *st);
+    const struct cf_bk_class *c, struct cf_bk_copy_memo *memo,
+    unsigned char out[CF_BK_ID_BYTES], struct cf_bk_filter_stats *st);
 
 /*
  * 1 if the trees a and b differ in anything but access times (names,

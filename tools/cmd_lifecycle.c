@@ -825,6 +825,7 @@ retain_class(struct cf_ks_home *home, struct cf_ks_tenant *t,
 	struct cf_secbuf *root = NULL;
 	struct cf_bk_repo *dst = NULL;
 	struct cf_bk_writer *w = NULL;
+	struct cf_bk_copy_memo *memo = NULL;
 	struct cf_bk_filter_stats st;
 	uint64_t files = 0, bytes = 0;
 	int64_t newest = 0;
@@ -848,6 +849,8 @@ retain_class(struct cf_ks_home *home, struct cf_ks_tenant *t,
 	if (rc == 0)
 		rc = cf_bk_writer_new(&w, dst, 0);
 	if (rc == 0)
+		rc = cf_bk_copy_memo_new(&memo);
+	if (rc == 0)
 		rc = cf_bk_repo_snapshot_list(src, &ids, &n);
 	if (rc == 0 && n > 0 && (keep = calloc(n, sizeof(*keep))) == NULL)
 		rc = -ENOMEM;
@@ -855,7 +858,8 @@ retain_class(struct cf_ks_home *home, struct cf_ks_tenant *t,
 		rc = cf_bk_repo_snapshot_load(src, ids[i], &s);
 		if (rc < 0)
 			break;
-		rc = cf_bk_tree_copy_class(src, w, s->tree, c, s->tree, &st);
+		rc = cf_bk_tree_copy_class(src, w, s->tree, c, memo, s->tree,
+		    &st);
 		if (rc < 0 || st.files == 0) {
 			cf_bk_snapshot_free(s);
 			s = NULL;
@@ -918,6 +922,7 @@ out:
 		cf_bk_snapshot_free(keep[i]);
 	free(keep);
 	free(ids);
+	cf_bk_copy_memo_free(memo);
 	cf_bk_writer_free(w);
 	cf_bk_repo_free(dst);
 	cf_ks_tenant_free(rt);
@@ -1186,9 +1191,11 @@ tl_lifecycle_purge(struct tl_ctx *ctx, const char *name, const char *reason,
 			{ "store_files", NULL, (long long)pc.files },
 			{ "store_bytes", NULL, (long long)pc.file_bytes },
 			{ "receipt_hash", hex, 0 },
+			{ "retained_classes", NULL, (long long)json_array_size(
+			    json_object_get(j, "retained")) },
 		};
 
-		rc = cf_ks_audit_append(home, "tenant.purge", f, 8);
+		rc = cf_ks_audit_append(home, "tenant.purge", f, 9);
 		if (rc < 0) {
 			ret = tl_fail(rc, "auditing the purge");
 			goto out;

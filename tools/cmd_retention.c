@@ -304,11 +304,24 @@ drop_path(void *arg, const char *path)
  * crash leaves at worst both objects, and a rerun makes the same new
  * one (same content, same storage id) and deletes the old.
  */
+/* Keeps the exclusive lock fresh (it goes stale after 30 minutes). */
 static int
-rewrite_classes(struct cf_bk_repo *r, const struct cf_bk_class *cl,
-    size_t ncl, struct snap *v, size_t n, uint64_t *rewritten,
-    uint64_t *files, uint64_t *bytes)
+lock_keep(struct cf_bk_lock *lock, time_t *refreshed)
 {
+	time_t now = time(NULL);
+
+	if (lock == NULL || now - *refreshed < 240)
+		return 0;
+	*refreshed = now;
+	return cf_bk_lock_refresh(lock);
+}
+
+static int
+rewrite_classes(struct cf_bk_repo *r, struct cf_bk_lock *lock,
+    const struct cf_bk_class *cl, size_t ncl, struct snap *v, size_t n,
+    uint64_t *rewritten, uint64_t *files, uint64_t *bytes)
+{
+	time_t refreshed = time(NULL);
 	struct cf_bk_writer *w = NULL;
 	struct cf_bk_snapshot *s = NULL;
 	struct cf_bk_filter_stats fs;
@@ -334,7 +347,9 @@ rewrite_classes(struct cf_bk_repo *r, const struct cf_bk_class *cl,
 	for (i = 0; rc == 0 && i < n; i++) {
 		if (v[i].keep == 0 || v[i].future || v[i].dropmask == 0)
 			continue;
-		rc = cf_bk_repo_snapshot_load(r, v[i].id, &s);
+		rc = lock_keep(lock, &refreshed);
+		if (rc == 0)
+			rc = cf_bk_repo_snapshot_load(r, v[i].id, &s);
 		if (rc < 0)
 			break;
 		da.mask = v[i].dropmask;
@@ -890,7 +905,8 @@ one_tenant(struct tl_ctx *ctx, const char *name, int apply, int dry_run,
 		removed++;
 	}
 	/* Files of a class past its period leave the older snapshots. */
-	rc = rewrite_classes(r, cl, ncl, v, n, &rewritten, &cfiles, &cbytes);
+	rc = rewrite_classes(r, lock, cl, ncl, v, n, &rewritten, &cfiles,
+	    &cbytes);
 	if (rc < 0) {
 		fprintf(stderr, "coffer: removing expired data classes from "
 		    "the snapshots of %s stopped: %s (run apply again)\n",

@@ -147,6 +147,9 @@ assert r['delete_after']=='$(iso $((p0 + y7)))', r
 assert len(r['key'])==1 and r['key'][0]['kek_id'], r
 assert j['repository']['objects_remaining']==0"
 expect 0 "receipt verifies" lifecycle verify-receipt "$receipt"
+check "purge audited with one retained class" \
+    grep -q '"event":"tenant.purge".*"tenant":"acme".*"retained_classes":1' \
+    "$COFFER_HOME/audit/audit.log"
 run snapshots "$R" --repo "file://$T/acme-copy"
 check "a copy of the old repository: the retained key does not open it (exit $RC)" \
     test "$RC" = 3 -o "$RC" = 4

@@ -17,7 +17,7 @@
 static const unsigned char tenant_a[16] = { 0xc1, 0xc2 };
 static const unsigned char tenant_b[16] = { 0xd1, 0xd2 };
 
-/* ---- patterns ------------------------------------------------------------ */
+/* ---- patterns ----------------------------------------------------------- */
 
 static void
 class_patterns(void)
@@ -78,7 +78,7 @@ class_patterns(void)
 	CHECK_RC(cf_bk_class_paths(&c, many), -EINVAL);
 }
 
-/* ---- trees in a real repository -------------------------------------------- */
+/* ---- trees in a real repository ----------------------------------------- */
 
 static struct cf_bk_repo *
 repo(const char *tag, struct cf_bk_keys *k, const unsigned char *tenant)
@@ -178,6 +178,8 @@ class_trees(void)
 	struct cf_bk_class logs, billing, none;
 	struct cf_bk_tree *t = NULL, *sub = NULL;
 	unsigned char root[32], atime2[32], mtime2[32], out[32], copy[32];
+	unsigned char copy2[32];
+	struct cf_bk_copy_memo *memo = NULL;
 	unsigned char *buf = NULL;
 	size_t len = 0;
 
@@ -220,12 +222,20 @@ class_trees(void)
 
 	/* Copy billing into repository b (other keys): the data reads. */
 	CHECK_RC(cf_bk_writer_new(&wb, rb, 0), 0);
-	CHECK_RC(cf_bk_tree_copy_class(ra, wb, root, &billing, copy, &st), 0);
+	CHECK_RC(cf_bk_copy_memo_new(&memo), 0);
+	CHECK_RC(cf_bk_tree_copy_class(ra, wb, root, &billing, memo, copy,
+	    &st), 0);
+	CHECK(st.files == 1 && st.bytes == strlen("invoice 1\n"));
+	/* Again through the memo: same copy, same counts. */
+	CHECK_RC(cf_bk_tree_copy_class(ra, wb, mtime2, &billing, memo, copy2,
+	    &st), 0);
+	CHECK(memcmp(copy, copy2, 32) == 0);
 	CHECK(st.files == 1 && st.bytes == strlen("invoice 1\n"));
 	CHECK_RC(cf_bk_writer_flush(wb), 0);
 	CHECK_RC(cf_bk_repo_tree_load(rb, copy, &t), 0);
 	if (t != NULL) {
-		CHECK(t->count == 1 && strcmp(t->nodes[0].name, "billing") == 0);
+		CHECK(t->count == 1 &&
+		    strcmp(t->nodes[0].name, "billing") == 0);
 		CHECK_RC(cf_bk_repo_tree_load(rb, t->nodes[0].subtree, &sub),
 		    0);
 	}
@@ -239,9 +249,11 @@ class_trees(void)
 	/* The source's tree is not in b: nothing is shared. */
 	CHECK(!cf_bk_repo_has_blob(rb, CF_BK_BLOB_TREE, root));
 	/* A class with nothing in the tree copies an empty root. */
-	CHECK_RC(cf_bk_tree_copy_class(ra, wb, root, &none, copy, &st), 0);
+	CHECK_RC(cf_bk_tree_copy_class(ra, wb, root, &none, NULL, copy, &st),
+	    0);
 	CHECK(st.files == 0);
 out:
+	cf_bk_copy_memo_free(memo);
 	free(buf);
 	cf_bk_tree_free(sub);
 	cf_bk_tree_free(t);
