@@ -6,7 +6,8 @@
 # mount.coffer(8) and coffer.conf(5):
 #   - the page's scdoc source exists and is listed in docs/man/meson.build;
 #   - scdoc builds it with nothing on stderr;
-#   - man -l renders it (groff warnings on) with nothing on stderr;
+#   - man -l renders it (groff warnings on) with nothing on stderr, and
+#     it has the sections EXIT STATUS (commands), EXAMPLES and SEE ALSO;
 #   - every usage line of `coffer help CMD` is in the page's SYNOPSIS
 #     (whitespace normalised).  A usage line starts with "coffer "; the
 #     next line continues it if it starts with "[", "(" or "|", or if the
@@ -126,6 +127,15 @@ build() {
 	[ ! -s "$T/man.err" ] && grep -q '^NAME$' "$T/$page.txt" &&
 	    grep -q '^SYNOPSIS$' "$T/$page.txt"
 	ok $? "$page: man -l renders it without warnings"
+	: >"$WHY"
+	for sec in "EXIT STATUS" EXAMPLES "SEE ALSO"; do
+		case "$page:$sec" in
+		*.5:EXIT\ STATUS) continue ;;
+		esac
+		grep -qx "$sec" "$T/$page.txt" || echo "no $sec section" >>"$WHY"
+	done
+	[ ! -s "$WHY" ]
+	ok $? "$page: has EXIT STATUS (commands), EXAMPLES and SEE ALSO"
 	section "$T/$page.txt" SYNOPSIS | norm >"$T/$page.synopsis"
 	section "$T/$page.txt" OPTIONS | terms >"$T/$page.options"
 	return 0
