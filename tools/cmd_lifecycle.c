@@ -941,6 +941,7 @@ retain_classes(struct tl_ctx *ctx, struct cf_ks_tenant *t, const char *url,
 	struct cf_bk_class cl[CF_BK_CLASSES_MAX];
 	struct cf_secbuf *root = NULL;
 	struct cf_bk_repo *src = NULL;
+	struct cf_bk_lock *lock = NULL;
 	size_t ncl = 0, c;
 	json_t *a, *e;
 	int rc, any = 0;
@@ -965,6 +966,11 @@ retain_classes(struct tl_ctx *ctx, struct cf_ks_tenant *t, const char *url,
 		return 0;	/* never backed up: nothing to retain */
 	if (rc < 0)
 		return rc;
+	/* No backup adds a snapshot while the classes are copied out. */
+	rc = cf_bk_repo_lock(src, 1, NULL, &lock);
+	if (rc == -EBUSY)
+		fprintf(stderr, "coffer: repository %s is locked (a backup is "
+		    "running); try again later\n", url);
 	for (c = 0; rc == 0 && c < ncl; c++) {
 		if (!cl[c].survives_purge)
 			continue;
@@ -973,6 +979,8 @@ retain_classes(struct tl_ctx *ctx, struct cf_ks_tenant *t, const char *url,
 		if (rc == 0)
 			json_array_append_new(a, e);
 	}
+	if (lock != NULL && cf_bk_lock_release(lock) < 0 && rc == 0)
+		rc = -EIO;
 	cf_bk_repo_free(src);
 	return rc;
 }

@@ -129,6 +129,21 @@ expect 0 "verify after the second rewrite" verify acme --read-data
 # ---- purge: billing survives, under a key of its own, for 7 years ----
 sum "$T/r3/billing/2026/inv2.txt" > "$T/inv2.sum"
 cp -a "$COFFER_HOME/repos/acme" "$T/acme-copy"
+# A backup in progress (its shared lock held while it waits on stdin)
+# stops the purge before anything is destroyed.
+mkfifo "$T/fifo"
+"$COFFER" backup acme --stdin --name slow.txt <"$T/fifo" >/dev/null 2>&1 &
+bpid=$!
+exec 7>"$T/fifo"
+sleep 1
+expect 1 "purge refused while a backup runs" lifecycle purge acme --yes
+check "says locked" err_has "locked"
+check "nothing destroyed" sh -c "! grep -q '\"shredded\": *true' \
+    '$COFFER_HOME/tenants/acme/tenant.json' && test -d '$COFFER_HOME/repos/acme'"
+echo "slow" >&7
+exec 7>&-
+wait "$bpid"
+check "backup finished" test $? = 0
 p0=$(date -u +%s)
 y7=$((7 * 365 * 86400))
 COFFER_NOW=$(iso "$p0") expect 0 "purge acme" lifecycle purge acme --yes
