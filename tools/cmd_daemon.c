@@ -23,6 +23,8 @@
  * after every job) and shown by coffer status and its metrics, which the
  * daemon refreshes by running `coffer status` after its jobs.
  *
+ * -v logs every step's start and success too.
+ *
  * --once: one pass at the current time (COFFER_NOW in test builds), waits
  * for its jobs, exits 0 if all succeeded, else 1.  Otherwise it loops
  * every tick_seconds; SIGTERM or SIGINT stop scheduling and wait for the
@@ -429,6 +431,8 @@ chain_next(struct daemon *dm, struct chain *ch)
 	ch->killed = 0;
 	t->job[k].last_try = now;
 	t->job[k].started_ns = now_ns();
+	if (dm->ctx->verbose > 0)
+		logmsg("%s: %s started", ch->name, tl_daemon_job_names[k]);
 	ch->pid = start_job(dm, ch->name, k);
 	if (ch->pid < 0) {
 		logmsg("%s: %s: fork: %s", ch->name, tl_daemon_job_names[k],
@@ -461,6 +465,10 @@ job_done(struct daemon *dm, struct chain *ch, int status)
 	j->ended_ns = now_ns();
 	j->last_exit = code;
 	if (code == 0) {
+		if (dm->ctx->verbose > 0)
+			logmsg("%s: %s ok (%.1f s)", ch->name,
+			    tl_daemon_job_names[k],
+			    (double)(j->ended_ns - j->started_ns) / 1e9);
 		if (j->failures > 0)
 			logmsg("%s: %s recovered after %d failure%s", ch->name,
 			    tl_daemon_job_names[k], j->failures,

@@ -200,7 +200,10 @@ try:
        rows.get("c", {}).get("why", "") + prom)
 
     # ---- day 7: the fourth backup of a; retention keeps 3 ----
-    r = daemon(H, at(7))
+    r = H.coffer("-v", "daemon", "--once",
+                 env=dict(H.env, COFFER_NOW=at(7)))
+    ok(all(f"{n}: backup started" in r.stderr and f"{n}: backup ok (" in
+           r.stderr for n in "abc"), "-v logs every step", r.stderr)
     snaps = json.loads(H.coffer("--json", "snapshots", "a").stdout or "[]")
     ok(r.returncode == 0 and len(snaps) == 3,
        "day 7: 4 backups of a, retention (keep_last = 3) left 3",
