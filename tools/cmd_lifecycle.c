@@ -263,6 +263,18 @@ show_purged(struct tl_ctx *ctx, const char *name)
 	}
 	printf("tenant %s: purged at %s\nreceipt: %s\n", name,
 	    json_string_value(json_object_get(j, "purged_at")), path);
+	{
+		json_t *e;
+		size_t i;
+
+		json_array_foreach(json_object_get(j, "retained"), i, e)
+			printf("  retained class %s as tenant %s until %s\n",
+			    json_string_value(json_object_get(e, "class")),
+			    json_string_value(json_object_get(e,
+			    "retained_as")),
+			    json_string_value(json_object_get(e,
+			    "delete_after")));
+	}
 	json_decref(j);
 	return CF_EXIT_OK;
 }
@@ -985,6 +997,53 @@ retain_classes(struct tl_ctx *ctx, struct cf_ks_tenant *t, const char *url,
 	return rc;
 }
 
+/*
+ * `lifecycle purge NAME` for a tenant already purged: purges the classes
+ * it retained whose date has passed.  CF_EXIT_FAIL with *found 0 if it
+ * retained none.
+ */
+static int
+purge_retained_of(struct tl_ctx *ctx, const char *name, int *found)
+{
+	struct cf_bk_lifecycle_eval e;
+	struct cf_ks_tenant *rt;
+	char **names = NULL, prefix[CF_KS_NAME_MAX + 16];
+	size_t count = 0, i, pl;
+	int ret = CF_EXIT_OK, r1;
+
+	*found = 0;
+	pl = (size_t)snprintf(prefix, sizeof(prefix), "%s.retained-", name);
+	if (cf_ks_tenant_list(ctx->home, &names, &count) < 0)
+		return CF_EXIT_FAIL;
+	for (i = 0; i < count; i++) {
+		const char *of;
+
+		if (strncmp(names[i], prefix, pl) != 0 ||
+		    cf_ks_tenant_open(ctx->home, names[i], &rt) < 0)
+			continue;
+		of = cf_ks_tenant_get(rt, "retained_of");
+		if (of == NULL || strcmp(of, name) != 0 ||
+		    tl_lifecycle_eval(ctx->home, rt, cf_ks_now(), &e) < 0) {
+			cf_ks_tenant_free(rt);
+			continue;
+		}
+		(*found)++;
+		if (!e.purge_due) {
+			printf("tenant %s: retained class %s kept until %s\n",
+			    names[i], cf_ks_tenant_get(rt, "class"),
+			    cf_ks_tenant_get(rt, "retain_until"));
+			cf_ks_tenant_free(rt);
+			continue;
+		}
+		cf_ks_tenant_free(rt);
+		r1 = tl_lifecycle_purge(ctx, names[i], "schedule: retained", 0);
+		if (r1 != CF_EXIT_OK && ret == CF_EXIT_OK)
+			ret = r1;
+	}
+	cf_ks_tenant_list_free(names, count);
+	return *found ? ret : CF_EXIT_FAIL;
+}
+
 int
 tl_lifecycle_purge(struct tl_ctx *ctx, const char *name, const char *reason,
     int force)
@@ -1005,6 +1064,14 @@ tl_lifecycle_purge(struct tl_ctx *ctx, const char *name, const char *reason,
 
 	memset(&pc, 0, sizeof(pc));
 	rc = cf_ks_tenant_open(home, name, &t);
+	if (rc == -ENOENT) {
+		int found;
+
+		/* Purged before: its retained classes, if their date came. */
+		ret = purge_retained_of(ctx, name, &found);
+		if (found)
+			return ret;
+	}
 	if (rc < 0)
 		return tl_fail(rc, NULL);
 	if (tl_tenant_held(t)) {

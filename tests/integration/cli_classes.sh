@@ -183,6 +183,11 @@ import json; assert json.load(open('$OUT'))['effective_state']=='retained'"
 run --json lifecycle show "$R" --now "$(iso $((p0 + y7 + 1)))"
 check "purge-due just after 7 years" python3 -c "
 import json; assert json.load(open('$OUT'))['effective_state']=='purge-due'"
+expect 0 "show acme after the purge" lifecycle show acme
+check "names the retained class" out_has "retained class billing as tenant $R until $(iso $((p0 + y7)))"
+COFFER_NOW=$(iso $((p0 + y7 - 1))) expect 0 "purge acme again before 7 years" \
+    lifecycle purge acme --yes
+check "says kept until" out_has "kept until $(iso $((p0 + y7)))"
 COFFER_NOW=$(iso $((p0 + y7 - 1))) expect 0 "apply just before 7 years" \
     retention apply "$R"
 check "still there" test -e "$COFFER_HOME/tenants/$R/tenant.json"
