@@ -882,10 +882,15 @@ cmd_daemon(struct tl_ctx *ctx, int argc, char **argv)
 		if (dm.st == NULL)
 			goto out;
 	} else if (rc < 0) {
-		/* Refuse rather than forget every failure and backoff. */
+		/*
+		 * Refuse rather than forget every failure and backoff; a
+		 * damaged file (exit 3) needs a person, not a restart loop.
+		 */
 		fprintf(stderr, "coffer: daemon state %s: %s; move it aside "
 		    "to start afresh\n", dm.c.state, rc == -EPROTO ?
 		    "malformed" : strerror(-rc));
+		if (rc == -EPROTO)
+			ret = CF_EXIT_INTEGRITY;
 		goto out;
 	}
 

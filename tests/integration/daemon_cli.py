@@ -327,9 +327,10 @@ try:
     with open(sf, "w") as f:
         f.write(saved[:len(saved) // 2])
     r = daemon(H2, at(31))
-    ok(r.returncode == 1 and "malformed" in r.stderr and
+    ok(r.returncode == 3 and "malformed" in r.stderr and
        open(sf).read() == saved[:len(saved) // 2],
-       "a malformed state file: the daemon refuses and keeps it", r.stderr)
+       "a malformed state file: the daemon refuses (exit 3) and keeps it",
+       r.stderr)
     r, rows = status(H2, at(31))
     ok("d" in rows and "daemon state" in r.stderr,
        "status still reports, and warns about the state file", r.stderr)
