@@ -41,7 +41,10 @@ const struct tl_cmd tl_cmd_backup = {
 	"backup", cmd_backup,
 	"  coffer backup NAME [--repo URL] [--tag TAG]... [--json]\n"
 	"  coffer backup NAME --stdin --name FILENAME [--repo URL] "
-	"[--tag TAG]... [--json]\n",
+	"[--tag TAG]... [--json]\n"
+	"  coffer backup NAME --writer-key FILE --repo URL --stdin --name "
+	"FILENAME\n"
+	"                [--tag TAG]... [--json]\n",
 	"back up a tenant's store (or stdin) into its repository",
 };
 
@@ -901,6 +904,288 @@ backup_stdin(struct bk *b, const char *fname, unsigned char id[CF_BK_ID_BYTES])
 	return rc;
 }
 
+/* ---- write-only agents (docs/write-only.md) -------------------------- */
+
+/*
+ * Reads a writer credential file into locked memory.  Refuses a file
+ * others may read (like ssh with private keys).  Messages name the
+ * path only, never the contents.  Returns an exit code.
+ */
+static int
+read_cred(const char *path, struct cf_secbuf **out)
+{
+	struct cf_secbuf *sb = NULL;
+	struct stat st;
+	ssize_t n;
+	size_t got = 0;
+	int fd, rc;
+
+	*out = NULL;
+	fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0) {
+		fprintf(stderr, "coffer: writer credential %s: %s\n", path,
+		    strerror(errno));
+		return CF_EXIT_FAIL;
+	}
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		fprintf(stderr, "coffer: writer credential %s is not a "
+		    "regular file\n", path);
+		close(fd);
+		return CF_EXIT_FAIL;
+	}
+	if ((st.st_mode & 077) != 0) {
+		fprintf(stderr, "coffer: writer credential %s may be read by "
+		    "others (mode %04o): chmod 600 it\n", path,
+		    (unsigned)(st.st_mode & 07777));
+		close(fd);
+		return CF_EXIT_DENIED;
+	}
+	rc = cf_secbuf_new(&sb, CF_BK_WCRED_BYTES + 1);
+	if (rc < 0) {
+		close(fd);
+		return tl_fail(rc, NULL);
+	}
+	while (got < CF_BK_WCRED_BYTES + 1) {
+		n = read(fd, cf_secbuf_data(sb) + got,
+		    CF_BK_WCRED_BYTES + 1 - got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+	}
+	close(fd);
+	if (got != CF_BK_WCRED_BYTES) {
+		fprintf(stderr, "coffer: %s is not a writer credential (%s)\n",
+		    path, got > CF_BK_WCRED_BYTES ? "too long" : "too short");
+		cf_secbuf_free(sb);
+		return CF_EXIT_INTEGRITY;
+	}
+	*out = sb;
+	return CF_EXIT_OK;
+}
+
+/*
+ * coffer backup NAME --writer-key FILE --repo URL --stdin --name F: no
+ * home, no keystore, no KMS; the credential seals, it opens nothing.
+ */
+static int
+backup_writeonly(struct tl_ctx *ctx, const char *name, const char *keyfile,
+    const char *url, const char *fname, char **tags, size_t ntags)
+{
+	struct cf_secbuf *cred = NULL;
+	struct cf_bk_wcred_info info;
+	struct cf_bk_repo *repo = NULL;
+	struct cf_bk_lock *lock = NULL;
+	struct cf_bk_snapshot snap;
+	struct cf_bk_writer_stats ws;
+	struct bk b;
+	unsigned char tree[CF_BK_ID_BYTES], sid[CF_BK_ID_BYTES];
+	char host[256], hex[65], *paths[1];
+	int64_t t0 = now_ns();
+	int ret, rc;
+	json_t *j;
+
+	memset(&b, 0, sizeof(b));
+	ret = read_cred(keyfile, &cred);
+	if (ret != CF_EXIT_OK)
+		return ret;
+	ret = CF_EXIT_FAIL;
+	rc = cf_bk_wcred_parse(cf_secbuf_cdata(cred), CF_BK_WCRED_BYTES,
+	    &info, NULL);
+	if (rc == -EPROTO) {
+		fprintf(stderr, "coffer: %s is not a writer credential, or it "
+		    "is damaged\n", keyfile);
+		ret = CF_EXIT_INTEGRITY;
+		goto out;
+	}
+	rc = cf_bk_repo_open_writer(&repo, url, cf_secbuf_cdata(cred),
+	    CF_BK_WCRED_BYTES);
+	if (rc == -EACCES) {
+		fprintf(stderr, "coffer: the writer credential %s was made for "
+		    "another repository or tenant than %s (or the repository "
+		    "was recreated): export a new one with coffer tenant "
+		    "writer-key\n", keyfile, url);
+		ret = CF_EXIT_DENIED;
+		goto out;
+	}
+	if (rc == -ENOENT) {
+		fprintf(stderr, "coffer: no repository at %s (coffer tenant "
+		    "writer-key creates it)\n", url);
+		goto out;
+	}
+	if (rc < 0) {
+		fprintf(stderr, "coffer: repository %s: %s\n", url,
+		    strerror(-rc));
+		ret = cf_ks_exit_code(rc);
+		goto out;
+	}
+	rc = cf_bk_repo_lock(repo, 0, NULL, &lock);
+	if (rc == -EBUSY) {
+		fprintf(stderr, "coffer: repository %s is locked exclusively "
+		    "(a prune or another operation); try again later\n", url);
+		goto out;
+	}
+	if (rc < 0) {
+		fprintf(stderr, "coffer: locking %s: %s\n", url,
+		    strerror(-rc));
+		ret = cf_ks_exit_code(rc);
+		goto out;
+	}
+	rc = cf_bk_writer_new(&b.w, repo, 2);
+	if (rc == 0)
+		rc = backup_stdin(&b, fname, tree);
+	if (rc == 0)
+		rc = cf_bk_writer_flush(b.w);
+	if (rc < 0) {
+		fprintf(stderr, "coffer: writing to %s: %s\n", url,
+		    strerror(-rc));
+		goto out;
+	}
+	cf_bk_writer_stats(b.w, &ws);
+	memset(&snap, 0, sizeof(snap));
+	snap.time = t0;
+	memcpy(snap.tenant, info.tenant, CF_KS_ID_BYTES);
+	if (gethostname(host, sizeof(host)) < 0 || host[0] == '\0')
+		snprintf(host, sizeof(host), "localhost");
+	host[sizeof(host) - 1] = '\0';
+	snap.hostname = host;
+	snap.tags = tags;
+	snap.ntags = ntags;
+	paths[0] = (char *)(uintptr_t)fname;
+	snap.paths = paths;
+	snap.npaths = 1;
+	memcpy(snap.tree, tree, sizeof(tree));
+	snap.consistency = (char *)"stream";
+	snap.stats.files = 1;
+	snap.stats.bytes = b.bytes;
+	snap.stats.new_blobs = ws.new_blobs;
+	snap.stats.new_bytes = ws.new_bytes;
+	snap.stats.stored_bytes = ws.stored_bytes;
+	snap.stats.duration_ns = (uint64_t)(now_ns() - t0);
+	rc = cf_bk_repo_snapshot_save(repo, &snap, sid);
+	if (rc < 0) {
+		fprintf(stderr, "coffer: saving the snapshot: %s\n",
+		    strerror(-rc));
+		goto out;
+	}
+	cf_bk_id_hex(sid, hex);
+	if (ctx->json) {
+		j = json_pack("{s:s, s:s, s:s, s:s, s:b, s:I, s:I, s:I, s:I, "
+		    "s:I, s:f}", "snapshot", hex, "tenant", name, "repo", url,
+		    "consistency", "stream", "write_only", 1,
+		    "files", (json_int_t)1, "bytes", (json_int_t)b.bytes,
+		    "new_blobs", (json_int_t)ws.new_blobs,
+		    "new_bytes", (json_int_t)ws.new_bytes,
+		    "stored_bytes", (json_int_t)ws.stored_bytes,
+		    "duration_s", (double)snap.stats.duration_ns / 1e9);
+		if (j != NULL)
+			tl_print_json(j);
+	} else if (ctx->verbose >= 0) {
+		printf("snapshot %.8s saved (stream, write-only): %.1f MiB, "
+		    "%.1f MiB new, %.2f s\n", hex, (double)b.bytes / (1 << 20),
+		    (double)ws.new_bytes / (1 << 20),
+		    (double)snap.stats.duration_ns / 1e9);
+	}
+	ret = CF_EXIT_OK;
+out:
+	cf_bk_writer_free(b.w);
+	(void)!cf_bk_lock_release(lock);
+	cf_bk_repo_free(repo);
+	cf_secbuf_free(cred);
+	return ret;
+}
+
+/* coffer tenant writer-key NAME --out FILE [--repo URL] (cmd_tenant.c). */
+int tl_backup_writer_key(struct tl_ctx *ctx, int argc, char **argv);
+
+int
+tl_backup_writer_key(struct tl_ctx *ctx, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "out", required_argument, NULL, 'o' },
+		{ "repo", required_argument, NULL, 'r' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct session s;
+	struct cf_secbuf *cred = NULL;
+	const char *out = NULL, *repo = NULL;
+	char hex[65];
+	size_t off = 0;
+	ssize_t n;
+	int c, fd = -1, ret, rc;
+	json_t *j;
+
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		switch (c) {
+		case 'o':
+			out = optarg;
+			break;
+		case 'r':
+			repo = optarg;
+			break;
+		default:
+			return tl_usage(&tl_cmd_tenant, "tenant writer-key: bad "
+			    "option");
+		}
+	}
+	if (optind != argc - 1 || out == NULL || out[0] == '\0' ||
+	    strcmp(out, "-") == 0)
+		return tl_usage(&tl_cmd_tenant, "tenant writer-key: give one "
+		    "NAME and --out FILE");
+	ret = session_open(&s, ctx, argv[optind], repo, 1);
+	if (ret != CF_EXIT_OK)
+		goto out;
+	ret = CF_EXIT_FAIL;
+	rc = cf_bk_wcred_export(s.repo, &cred);
+	if (rc < 0) {
+		ret = tl_fail(rc, "making the writer credential");
+		goto out;
+	}
+	fd = open(out, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+	    0600);
+	if (fd < 0) {
+		fprintf(stderr, "coffer: %s: %s%s\n", out, strerror(errno),
+		    errno == EEXIST ? " (not overwritten)" : "");
+		goto out;
+	}
+	while (off < CF_BK_WCRED_BYTES) {
+		n = write(fd, cf_secbuf_cdata(cred) + off,
+		    CF_BK_WCRED_BYTES - off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		off += (size_t)n;
+	}
+	if (off != CF_BK_WCRED_BYTES || fsync(fd) < 0) {
+		fprintf(stderr, "coffer: writing %s: %s\n", out,
+		    strerror(errno ? errno : EIO));
+		(void)unlink(out);
+		goto out;
+	}
+	cf_bk_id_hex(cf_bk_repo_id(s.repo), hex);
+	hex[32] = '\0';	/* the repo id is 16 bytes */
+	audit(&s, "backup.writer_key", hex, 0, 0, 0);
+	if (ctx->json) {
+		j = json_pack("{s:s, s:s, s:s, s:s}", "tenant", argv[optind],
+		    "repo", s.url, "repo_id", hex, "file", out);
+		if (j != NULL)
+			tl_print_json(j);
+	} else if (ctx->verbose >= 0) {
+		printf("writer credential of tenant %s for %s written to %s "
+		    "(mode 0600): it adds snapshots and opens none\n",
+		    argv[optind], s.url, out);
+	}
+	ret = CF_EXIT_OK;
+out:
+	if (fd >= 0)
+		close(fd);
+	cf_secbuf_free(cred);
+	session_close(&s);
+	return ret;
+}
+
 int
 cmd_backup(struct tl_ctx *ctx, int argc, char **argv)
 {
@@ -910,6 +1195,7 @@ cmd_backup(struct tl_ctx *ctx, int argc, char **argv)
 		{ "stdin", no_argument, NULL, 's' },
 		{ "name", required_argument, NULL, 'n' },
 		{ "json", no_argument, NULL, 'j' },
+		{ "writer-key", required_argument, NULL, 'w' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct session s;
@@ -926,7 +1212,7 @@ cmd_backup(struct tl_ctx *ctx, int argc, char **argv)
 	unsigned char pid[CF_BK_ID_BYTES];
 	int has_parent = 0;
 	char *tags[256], *paths[1], host[256], store[PATH_MAX], hex[65];
-	const char *repo = NULL, *fname = NULL, *name;
+	const char *repo = NULL, *fname = NULL, *name, *wkey = NULL;
 	int c, use_stdin = 0, ret, rc;
 	size_t ntags = 0;
 	int64_t t0;
@@ -954,6 +1240,9 @@ cmd_backup(struct tl_ctx *ctx, int argc, char **argv)
 		case 'j':
 			ctx->json = 1;
 			break;
+		case 'w':
+			wkey = optarg;
+			break;
 		default:
 			return tl_usage(&tl_cmd_backup, "backup: bad option");
 		}
@@ -969,6 +1258,14 @@ cmd_backup(struct tl_ctx *ctx, int argc, char **argv)
 	    strlen(fname) > 255))
 		return tl_usage(&tl_cmd_backup, "backup: --name must be one "
 		    "file name component");
+	if (wkey != NULL) {
+		if (repo == NULL || !use_stdin)
+			return tl_usage(&tl_cmd_backup, "backup: --writer-key "
+			    "needs --repo URL and --stdin --name FILE (a "
+			    "write-only agent cannot read the tenant's store)");
+		return backup_writeonly(ctx, name, wkey, repo, fname, tags,
+		    ntags);
+	}
 	t0 = now_ns();
 	ret = session_open(&s, ctx, name, repo, 1);
 	if (ret != CF_EXIT_OK)

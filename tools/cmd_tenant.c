@@ -17,6 +17,10 @@ static int tenant_list(struct tl_ctx *ctx, int argc, char **argv);
 static int tenant_show(struct tl_ctx *ctx, int argc, char **argv);
 static int tenant_rotate_kek(struct tl_ctx *ctx, int argc, char **argv);
 static int tenant_shred(struct tl_ctx *ctx, int argc, char **argv);
+#ifdef CF_HAVE_BACKUP
+/* In cmd_backup.c: the writer credential (docs/write-only.md). */
+int tl_backup_writer_key(struct tl_ctx *ctx, int argc, char **argv);
+#endif
 
 const struct tl_cmd tl_cmd_tenant = {
 	"tenant", cmd_tenant,
@@ -26,6 +30,7 @@ const struct tl_cmd tl_cmd_tenant = {
 	"  coffer tenant show NAME\n"
 	"  coffer tenant rotate-kek (NAME | --all) [--to PROVIDER]\n"
 	"  coffer tenant shred NAME --yes\n"
+	"  coffer tenant writer-key NAME --out FILE [--repo URL]\n"
 	"    shred destroys every key of the tenant: its data and backups\n"
 	"    can no longer be decrypted\n",
 	"create, list, show, rotate or crypto-shred tenants",
@@ -43,6 +48,9 @@ cmd_tenant(struct tl_ctx *ctx, int argc, char **argv)
 		{ "show", tenant_show },
 		{ "rotate-kek", tenant_rotate_kek },
 		{ "shred", tenant_shred },
+#ifdef CF_HAVE_BACKUP
+		{ "writer-key", tl_backup_writer_key },
+#endif
 	};
 	size_t i;
 
