@@ -671,6 +671,62 @@ credential_checks(void)	/* [BK-WCRED-1] [BK-WO-5] */
 	free(cb);
 }
 
+static void
+prune_and_locks(void)	/* [BK-WO-3] [BK-WO-4] [BK-CRASH-3] [BK-LOCK-1] */
+{
+	struct cf_bk_repo *full, *wr = NULL;
+	struct cf_bk_lock *lw = NULL, *lx = NULL;
+	struct cf_bk_prune_opts po = { 0, 100 };
+	struct cf_bk_prune_stats ps;
+	struct cf_bk_verify_opts vo = { 1, 100, 3 };
+	struct cf_bk_verify_result *vr = NULL;
+	struct cf_bk_writer_stats st;
+	unsigned char *cred, *x, *y, sx[32], sy[32], sy2[32];
+	size_t lx_len = 2U << 20, ly = 3U << 20;
+
+	x = bkt_random(lx_len, 41);
+	y = bkt_random(ly, 42);
+	full = full_repo("r4", 0, tenant_a);
+	CHECK(full != NULL && x != NULL && y != NULL);
+	cred = cred_of(full);
+	CHECK_RC(cf_bk_repo_open_writer(&wr, url_of("r4"), cred,
+	    CF_BK_WCRED_BYTES), 0);
+	/* Locks: the agent's lock stops a prune, a prune's the agent. */
+	CHECK_RC(cf_bk_repo_lock(wr, 0, "agent", &lw), 0);
+	CHECK_RC(cf_bk_repo_lock(full, 1, "prune", &lx), -EBUSY);
+	CHECK_RC(cf_bk_lock_release(lw), 0);
+	CHECK_RC(cf_bk_repo_lock(full, 1, "prune", &lx), 0);
+	CHECK_RC(cf_bk_repo_lock(wr, 0, "agent", &lw), -EBUSY);
+	CHECK_RC(cf_bk_lock_release(lx), 0);
+	lx = NULL;
+	/* Two agent snapshots; the full keys forget the first and prune. */
+	CHECK_RC(backup(wr, tenant_a, x, lx_len, sx, NULL), 0);
+	CHECK_RC(backup(wr, tenant_a, y, ly, sy, NULL), 0);
+	cf_bk_repo_free(wr);
+	wr = NULL;
+	CHECK_RC(cf_bk_repo_index_load(full, NULL), 0);
+	CHECK_RC(cf_bk_repo_lock(full, 1, "prune", &lx), 0);
+	CHECK_RC(cf_bk_repo_snapshot_delete(full, sx), 0);
+	CHECK_RC(cf_bk_prune(full, lx, &po, &ps), 0);
+	CHECK_RC(cf_bk_lock_release(lx), 0);
+	CHECK(ps.blobs_dead >= 2 && ps.indexes_written >= 1);
+	CHECK_RC(cf_bk_verify(full, &vo, &vr), 0);
+	CHECK(!cf_bk_verify_damaged(vr) && vr->snapshots == 1);
+	cf_bk_verify_result_free(vr);
+	CHECK_RC(restore_eq(full, sy, y, ly), 0);
+	/* The pruned index is under X: the agent still dedups. */
+	CHECK_RC(cf_bk_repo_open_writer(&wr, url_of("r4"), cred,
+	    CF_BK_WCRED_BYTES), 0);
+	CHECK(cf_bk_index_blobs(cf_bk_repo_index(wr)) >= 3);
+	CHECK_RC(backup(wr, tenant_a, y, ly, sy2, &st), 0);
+	CHECK(st.new_blobs == 0);
+	cf_bk_repo_free(wr);
+	cf_bk_repo_free(full);
+	free(cred);
+	free(x);
+	free(y);
+}
+
 /* ---- vectors (tests/vectors/repository-wo-v2.json) ------------------------- */
 
 static unsigned char *
@@ -765,6 +821,7 @@ static const struct cf_test_case cases[] = {
 	CF_TEST(writer_dedup),
 	CF_TEST(tampered_sealed_key),
 	CF_TEST(credential_checks),
+	CF_TEST(prune_and_locks),
 	CF_TEST(vectors),
 };
 
