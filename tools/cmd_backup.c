@@ -2368,6 +2368,14 @@ resolve_snapshot(struct session *s, const char *want, unsigned char id[32],
 			}
 		}
 	}
+	if (hits == 0 && bad > 0) {
+		/* It may be one of those: damage, not a typo. */
+		fprintf(stderr, "coffer: snapshot %s: not among the readable "
+		    "snapshots; %zu could not be read (named above)\n", want,
+		    bad);
+		snaps_free(v, n);
+		return CF_EXIT_INTEGRITY;
+	}
 	if (hits != 1) {
 		fprintf(stderr, "coffer: snapshot %s: %s\n", want, hits == 0 ?
 		    "not found (coffer snapshots NAME lists them)" :

@@ -246,6 +246,26 @@ try:
     r = run("backup", "acme", "--writer-key", KEY, "--repo", URL, env=AGENT)
     ok(r.returncode == 2, "--writer-key needs --stdin --name", r.stderr)
 
+    # A changed sealed key: a clear error, never other data.
+    sp = os.path.join(URL[len("file://"):], "snapshots", s2)
+    with open(sp, "rb") as f:
+        obj = bytearray(f.read())
+    ok(obj[8] == 2 and obj[11] == 1,
+       "the agent's snapshot is a version 2 object with a sealed key",
+       obj[:12].hex())
+    obj[50] ^= 1
+    with open(sp, "wb") as f:
+        f.write(obj)
+    d = os.path.join(T, "tampered")
+    r = run("restore", "acme", s2, "--repo", URL, "--target", d)
+    ok(r.returncode == 3 and not os.path.exists(os.path.join(d, "db.sql")),
+       "a snapshot whose sealed key was changed restores nothing (exit 3)",
+       r.stderr)
+    r = run("verify", "acme", "--repo", URL)
+    ok(r.returncode == 3 and s2.encode() in r.stdout + r.stderr,
+       "verify names the snapshot whose sealed key was changed",
+       r.stdout + r.stderr)
+
     # ---- never in output, logs or argv ----
     marks = [CRED.hex().encode(), CRED[112:144], CRED[176:208],
              CRED[112:144].hex().encode()]
