@@ -699,12 +699,13 @@ run_queue(struct daemon *dm, int stopping)
 	}
 }
 
-static void
+/* Collects finished children; returns how many of them were jobs. */
+static int
 reap(struct daemon *dm)
 {
 	size_t i;
 	pid_t pid;
-	int status;
+	int status, jobs = 0;
 
 	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
 		if (pid == dm->status_pid) {
@@ -714,10 +715,12 @@ reap(struct daemon *dm)
 		for (i = 0; i < dm->nch; i++) {
 			if (dm->ch[i].pid == pid) {
 				job_done(dm, &dm->ch[i], status);
+				jobs++;
 				break;
 			}
 		}
 	}
+	return jobs;
 }
 
 /*
@@ -739,6 +742,8 @@ refresh_status(struct daemon *dm, int wait)
 		dm->status_pid = 0;
 		return;
 	}
+	if (dm->ctx->verbose > 0)
+		logmsg("refreshing the metrics (coffer status)");
 	if (wait) {
 		(void)waitpid(dm->status_pid, &status, 0);
 		dm->status_pid = 0;
@@ -831,7 +836,7 @@ cmd_daemon(struct tl_ctx *ctx, int argc, char **argv)
 	sigset_t set;
 	siginfo_t info;
 	char lockpath[PATH_MAX + 8], *end;
-	long long next_pass = 0, now;
+	long long next_pass = 0, now, last_status = 0;
 	int c, once = 0, rc, lockfd = -1, stopping = 0, ret = CF_EXIT_FAIL;
 	int sig, changed = 0;
 	long v;
@@ -943,9 +948,12 @@ cmd_daemon(struct tl_ctx *ctx, int argc, char **argv)
 		}
 		check_timeouts(&dm);
 		run_queue(&dm, stopping);
-		if (changed && dm.status_pid == 0) {
+		/* After jobs, and every 5 minutes so the file stays fresh. */
+		if ((changed || now - last_status >= 300) &&
+		    dm.status_pid == 0) {
 			refresh_status(&dm, 0);
 			changed = 0;
+			last_status = now;
 		}
 		if (stopping && dm.nch == 0)
 			break;
@@ -971,8 +979,9 @@ cmd_daemon(struct tl_ctx *ctx, int argc, char **argv)
 			next_pass = 0;
 			break;
 		case SIGCHLD:
-			reap(&dm);
-			changed = 1;
+			/* Not for the status child itself: that would loop. */
+			if (reap(&dm) > 0)
+				changed = 1;
 			break;
 		default:
 			break;	/* the tick */

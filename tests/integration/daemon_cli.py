@@ -240,6 +240,21 @@ try:
        "day 9: tried at its next slot, fixed meanwhile: recovered",
        r.stderr + json.dumps(b))
 
+    # ---- the loop refreshes the metrics after jobs and every 5 min ----
+    with open(H.conf, "a") as f:
+        f.write("[daemon]\ntick_seconds = 1\n")
+    p = subprocess.Popen([COFFER, "-v", "daemon"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True,
+                         env=dict(H.env, COFFER_NOW=at(9, "13:00")))
+    time.sleep(3)
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=60)
+    n = err.count("refreshing the metrics")
+    ok(p.returncode == 0 and 1 <= n <= 2 and "started" not in
+       err.replace("coffer daemon: started", ""),
+       f"idle loop for 3 s: nothing started, metrics refreshed {n} times "
+       "(not in a loop)", err[-1500:])
+
     # ---- read-data coverage over 30 days (another home) ----
     with open(H2.conf, "w") as f:
         f.write(cftest.FAST_KMS + "[daemon]\nwindow_start = 00:00\n"
