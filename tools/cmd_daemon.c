@@ -606,7 +606,7 @@ pass(struct daemon *dm)
 		todo = 0;
 		if (purge) {
 			/* retention apply runs the purge that is due. */
-			if (dt->job[J_RETENTION].last_try < slot &&
+			if (dt->job[J_RETENTION].last_ok < slot &&
 			    may_try(&dt->job[J_RETENTION], now))
 				todo |= 1U << J_RETENTION;
 		} else {
