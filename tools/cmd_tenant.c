@@ -29,8 +29,8 @@ const struct tl_cmd tl_cmd_tenant = {
 	"  coffer tenant list\n"
 	"  coffer tenant show NAME\n"
 	"  coffer tenant rotate-kek (NAME | --all) [--to PROVIDER]\n"
-	"  coffer tenant shred NAME --yes\n"
 	"  coffer tenant writer-key NAME --out FILE [--repo URL]\n"
+	"  coffer tenant shred NAME --yes\n"
 	"    shred destroys every key of the tenant: its data and backups\n"
 	"    can no longer be decrypted\n",
 	"create, list, show, rotate or crypto-shred tenants",
