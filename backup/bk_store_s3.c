@@ -80,6 +80,12 @@ struct s3 {
 	pthread_mutex_t lock;	/* protects pool and npool */
 	CURL *pool[S3_POOL_MAX];
 	unsigned npool;
+	/* Bandwidth limits of this store, all transfers together. */
+	struct s3_rate {
+		pthread_mutex_t m;
+		double bps;	/* bytes per second; 0: no limit */
+		double next;	/* monotonic s when the budget is free */
+	} up, down;
 };
 
 /* One HTTP request and its response. */
@@ -100,6 +106,8 @@ struct s3_req {
 	size_t fixedlen, got;
 	uint64_t skip;			/* bytes to drop (server ignored Range) */
 	int started, overflow, extra;
+	curl_off_t seen_up, seen_down;	/* bytes counted against the limits */
+	struct s3 *s;			/* for the limits */
 	char err[S3_ERRBODY_MAX];	/* error body (XML), NUL-terminated */
 	size_t errlen;
 	long status;
@@ -409,6 +417,51 @@ s3_header(char *p, size_t sz, size_t n, void *arg)
 	return sz * n;
 }
 
+/*
+ * Charges n bytes to a limit and sleeps until they fit: a shared virtual
+ * clock advances n / bps per charge, with at most 1 s of unused budget
+ * saved up, so every transfer of the store together stays under bps.
+ */
+static void
+rate_charge(struct s3_rate *rt, curl_off_t n)
+{
+	struct timespec ts;
+	double now, wait;
+
+	if (rt->bps <= 0 || n <= 0)
+		return;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	now = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+	pthread_mutex_lock(&rt->m);
+	if (rt->next < now - 1.0)
+		rt->next = now - 1.0;
+	rt->next += (double)n / rt->bps;
+	wait = rt->next - now;
+	pthread_mutex_unlock(&rt->m);
+	if (wait > 0)
+		sleep_ms((long)(wait * 1000.0) + 1);
+}
+
+/* libcurl's progress callback: charges what moved since the last call. */
+static int
+s3_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow,
+    curl_off_t ultotal, curl_off_t ulnow)
+{
+	struct s3_req *r = arg;
+
+	(void)dltotal;
+	(void)ultotal;
+	if (ulnow > r->seen_up) {
+		rate_charge(&r->s->up, ulnow - r->seen_up);
+		r->seen_up = ulnow;
+	}
+	if (dlnow > r->seen_down) {
+		rate_charge(&r->s->down, dlnow - r->seen_down);
+		r->seen_down = dlnow;
+	}
+	return 0;
+}
+
 /* Sets up h for r.  *hdrs is the header list to free after the call. */
 static int
 s3_setup(struct s3 *s, struct s3_req *r, struct curl_slist **hdrs)
@@ -449,6 +502,14 @@ s3_setup(struct s3 *s, struct s3_req *r, struct curl_slist **hdrs)
 	ok &= curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, s3_header) ==
 	    CURLE_OK;
 	ok &= curl_easy_setopt(h, CURLOPT_HEADERDATA, r) == CURLE_OK;
+	r->s = s;
+	r->seen_up = r->seen_down = 0;
+	if (s->up.bps > 0 || s->down.bps > 0) {
+		ok &= curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION,
+		    s3_progress) == CURLE_OK;
+		ok &= curl_easy_setopt(h, CURLOPT_XFERINFODATA, r) == CURLE_OK;
+		ok &= curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L) == CURLE_OK;
+	}
 	if (strcmp(r->method, "HEAD") == 0) {
 		ok &= curl_easy_setopt(h, CURLOPT_NOBODY, 1L) == CURLE_OK;
 	} else if (strcmp(r->method, "PUT") == 0 ||
@@ -1371,6 +1432,8 @@ s3_close(void *ctx)
 	for (i = 0; i < s->npool; i++)
 		curl_easy_cleanup(s->pool[i]);
 	pthread_mutex_destroy(&s->lock);
+	pthread_mutex_destroy(&s->up.m);
+	pthread_mutex_destroy(&s->down.m);
 	free(s->bucket_url);
 	free(s->prefix);
 	free(s->sigv4);
@@ -1407,6 +1470,7 @@ struct s3_opts {
 	char *lock;		/* none, governance, compliance */
 	char *lock_days;
 	char *lock_until;	/* seconds since the epoch */
+	char *max_up, *max_down;	/* bandwidth limits, bytes/s */
 };
 
 static void
@@ -1421,6 +1485,8 @@ opts_free(struct s3_opts *o)
 	free(o->lock);
 	free(o->lock_days);
 	free(o->lock_until);
+	free(o->max_up);
+	free(o->max_down);
 }
 
 static int
@@ -1571,6 +1637,10 @@ parse_url(const char *url, struct s3_opts *o)
 			rc = set_opt(&o->lock_days, eq, n);
 		else if (KEY("lock_until"))
 			rc = set_opt(&o->lock_until, eq, n);
+		else if (KEY("max_up"))
+			rc = set_opt(&o->max_up, eq, n);
+		else if (KEY("max_down"))
+			rc = set_opt(&o->max_down, eq, n);
 		else
 			rc = -EINVAL;
 #undef KEY
@@ -1746,6 +1816,40 @@ opt_num(const char *v, long long min, long long max)
 }
 
 /*
+ * A rate in bytes per second: digits and an optional binary suffix K, M
+ * or G (KiB/s, MiB/s, GiB/s); at least 1 KiB/s (below that libcurl's
+ * stall detection would fire).  -1 if malformed.
+ */
+static double
+opt_rate(const char *v)
+{
+	char num[32];
+	size_t n = strlen(v);
+	long long r, mul = 1;
+
+	if (n == 0 || n >= sizeof(num))
+		return -1;
+	memcpy(num, v, n + 1);
+	switch (num[n - 1]) {
+	case 'K': case 'k':
+		mul = 1024;
+		break;
+	case 'M': case 'm':
+		mul = 1024 * 1024;
+		break;
+	case 'G': case 'g':
+		mul = 1024LL * 1024 * 1024;
+		break;
+	}
+	if (mul > 1)
+		num[n - 1] = '\0';
+	r = opt_num(num, 1, 1LL << 40);
+	if (r < 0 || r * mul < 1024)
+		return -1;
+	return (double)(r * mul);
+}
+
+/*
  * Object Lock: GetObjectLockConfiguration (GET bucket?object-lock)
  * tells whether the bucket has it and its default retention.  The URL's
  * lock= / lock_days= win; without them a bucket default retention is
@@ -1859,6 +1963,10 @@ bk_store_s3_open(struct cf_bk_store **out, const char *url, int flags)
 	if (rc == 0)
 		rc = env_opt(&o.credentials, "COFFER_S3_CREDENTIALS_FILE",
 		    NULL);
+	if (rc == 0)
+		rc = env_opt(&o.max_up, "COFFER_S3_MAX_UP", NULL);
+	if (rc == 0)
+		rc = env_opt(&o.max_down, "COFFER_S3_MAX_DOWN", NULL);
 	if (rc < 0)
 		goto out;
 
@@ -1871,6 +1979,13 @@ bk_store_s3_open(struct cf_bk_store **out, const char *url, int flags)
 		s = NULL;
 		goto out;
 	}
+	pthread_mutex_init(&s->up.m, NULL);
+	pthread_mutex_init(&s->down.m, NULL);
+	rc = -EINVAL;
+	if ((o.max_up != NULL && (s->up.bps = opt_rate(o.max_up)) <= 0) ||
+	    (o.max_down != NULL && (s->down.bps = opt_rate(o.max_down)) <= 0))
+		goto out;
+	rc = -ENOMEM;
 	s->max_attempts = (unsigned)env_num("COFFER_S3_MAX_ATTEMPTS",
 	    S3_ATTEMPTS_DEFAULT, 1, 100);
 	s->retry_ms = env_num("COFFER_S3_RETRY_SECONDS",

@@ -230,6 +230,16 @@ refused(void)		/* wrong secret, missing bucket, credentials file */
 	CHECK_RC(cf_bk_store_open_url(&s, url_of("a//b"), 0), -EINVAL);
 	CHECK_RC(cf_bk_store_open_url(&s, url_of("a/../b"), 0), -EINVAL);
 	CHECK_RC(cf_bk_store_open_url(&s, url_of("x?nosuch=1"), 0), -EINVAL);
+	/* Bandwidth limits: digits and K/M/G, at least 1 KiB/s. */
+	CHECK_RC(cf_bk_store_open_url(&s, url_of("x?max_up=fast"), 0),
+	    -EINVAL);
+	CHECK_RC(cf_bk_store_open_url(&s, url_of("x?max_down=1000"), 0),
+	    -EINVAL);
+	CHECK_RC(cf_bk_store_open_url(&s, url_of("x?max_down=2X"), 0),
+	    -EINVAL);
+	CHECK(setenv("COFFER_S3_MAX_UP", "-5", 1) == 0);
+	CHECK_RC(cf_bk_store_open_url(&s, url_of("x"), 0), -EINVAL);
+	CHECK(unsetenv("COFFER_S3_MAX_UP") == 0);
 
 	/* The credentials file: used only when it is private. */
 	snprintf(path, sizeof(path), "%s/creds", cf_test_tmpdir());
@@ -582,6 +592,47 @@ throughput(void)	/* PUT/GET of 16 MiB objects, one stream */
 }
 
 static void
+rate_limit(void)	/* max_up / max_down hold all transfers together */
+{
+	enum { SZ = 6 << 20 };
+	struct cf_bk_store *s = NULL;
+	unsigned char *data = rnd(SZ), *buf = NULL;
+	char name[65];
+	double t0, tput, tget;
+	size_t len;
+
+	CHECK(data != NULL);
+	/* 2 MiB/s each way, 1 s of budget saved up: 6 MiB take >= 2 s. */
+	CHECK_RC(cf_bk_store_open_url(&s,
+	    url_of("rate?max_up=2M&max_down=2048K"), 0), 0);
+	name_of(600, name);
+	t0 = now_s();
+	CHECK_RC(cf_bk_store_put(s, CF_BK_KIND_PACK, name, data, SZ, 0), 0);
+	tput = now_s() - t0;
+	t0 = now_s();
+	CHECK_RC(cf_bk_store_get(s, CF_BK_KIND_PACK, name, SZ, &buf, &len),
+	    0);
+	tget = now_s() - t0;
+	CHECK(len == SZ && memcmp(buf, data, SZ) == 0);
+	printf("# 6 MiB at 2 MiB/s: PUT %.2f s, GET %.2f s\n", tput, tget);
+	CHECK(tput >= 1.9 && tget >= 1.9);
+	cf_bk_store_free(s);
+	free(buf);
+	/* The environment sets the same limit when the URL does not. */
+	CHECK(setenv("COFFER_S3_MAX_DOWN", "2M", 1) == 0);
+	CHECK_RC(cf_bk_store_open_url(&s, url_of("rate"), 0), 0);
+	CHECK(unsetenv("COFFER_S3_MAX_DOWN") == 0);
+	t0 = now_s();
+	CHECK_RC(cf_bk_store_get(s, CF_BK_KIND_PACK, name, SZ, &buf, &len),
+	    0);
+	tget = now_s() - t0;
+	CHECK(len == SZ && tget >= 1.9);
+	cf_bk_store_free(s);
+	free(buf);
+	free(data);
+}
+
+static void
 multipart(void)		/* over the part size: a multipart upload */
 {
 	enum { SZ = (16 << 20) + 3 };
@@ -824,6 +875,7 @@ static const struct cf_test_case cases[] = {
 	CF_TEST(multipart),
 	CF_TEST(faults),
 	CF_TEST(throughput),
+	CF_TEST(rate_limit),
 };
 
 int
