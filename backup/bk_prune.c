@@ -102,6 +102,8 @@ idset_free(struct idset *s)
 
 /* ---- names listed from the store ---------------------------------------- */
 
+#define PRUNE_DEL_BATCH 256	/* packs deleted between lock refreshes */
+
 struct names {
 	char (*v)[65];
 	size_t n, cap;
@@ -509,23 +511,29 @@ cf_bk_prune(struct cf_bk_repo *r, struct cf_bk_lock *lock,
 	rc = refresh(&p);
 	if (rc < 0)
 		goto out;
-	/* 6: packs no index names any more: dead, repacked, orphans. */
-	for (i = 0; !index_locked && i < packs.n; i++) {
-		if (cf_bk_id_parse(packs.v[i], pid) < 0 ||
-		    idset_has(&p.keep_packs, 1, pid))
-			continue;
-		rc = cf_bk_store_del(r->store, CF_BK_KIND_PACK, packs.v[i]);
-		if (rc == -EROFS) {
-			locked(r, st, CF_BK_KIND_PACK, packs.v[i]);
-			rc = 0;
+	/* 6: packs no index names any more: dead, repacked, orphans; in
+	 * batches (one request each on S3), the lock refreshed between. */
+	for (i = 0; !index_locked && i < packs.n;) {
+		const char *batch[PRUNE_DEL_BATCH];
+		int rcs[PRUNE_DEL_BATCH];
+		size_t nb = 0, k;
+
+		for (; i < packs.n && nb < PRUNE_DEL_BATCH; i++)
+			if (cf_bk_id_parse(packs.v[i], pid) == 0 &&
+			    !idset_has(&p.keep_packs, 1, pid))
+				batch[nb++] = packs.v[i];
+		rc = cf_bk_store_del_many(r->store, CF_BK_KIND_PACK, batch, nb,
+		    rcs);
+		for (k = 0; rc == 0 && k < nb; k++) {
+			if (rcs[k] == -EROFS)
+				locked(r, st, CF_BK_KIND_PACK, batch[k]);
+			else if (rcs[k] < 0)
+				rc = rcs[k];
 		}
-		if (rc < 0 && rc != -ENOENT)
-			goto out;
-		if (i % 256 == 255) {
+		if (rc == 0)
 			rc = refresh(&p);
-			if (rc < 0)
-				goto out;
-		}
+		if (rc < 0)
+			goto out;
 	}
 	rc = cf_bk_repo_index_load(r, NULL);
 out:

@@ -138,6 +138,25 @@ cf_bk_store_del(struct cf_bk_store *s, enum cf_bk_kind kind, const char *name)
 }
 
 int
+cf_bk_store_del_many(struct cf_bk_store *s, enum cf_bk_kind kind,
+    const char *const *names, size_t n, int *rcs)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (!name_ok(kind, names[i]))
+			return -EINVAL;
+	if (s->ops->del_many != NULL)
+		return s->ops->del_many(s->ctx, kind, names, n, rcs);
+	for (i = 0; i < n; i++) {
+		rcs[i] = s->ops->del(s->ctx, kind, names[i]);
+		if (rcs[i] == -ENOENT)
+			rcs[i] = 0;
+	}
+	return 0;
+}
+
+int
 cf_bk_store_lock_until(struct cf_bk_store *s, enum cf_bk_kind kind,
     const char *name, int64_t *until)
 {

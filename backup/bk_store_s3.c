@@ -77,6 +77,7 @@ struct s3 {
 	char lock_mode[16];	/* "", "GOVERNANCE" or "COMPLIANCE" */
 	long lock_days;		/* retain-until = now + lock_days... */
 	int64_t lock_max;	/* ...but never later than this (0: no cap) */
+	int versioning;		/* -1 unknown, 0 off, 1 on (Object Lock too) */
 	pthread_mutex_t lock;	/* protects pool and npool */
 	CURL *pool[S3_POOL_MAX];
 	unsigned npool;
@@ -95,6 +96,7 @@ struct s3_req {
 	const unsigned char *body;	/* PUT body */
 	size_t bodylen;
 	int if_none_match;		/* PUT: If-None-Match: * */
+	const char *checksum;		/* x-amz-checksum-sha256 value, or NULL */
 	int lock;			/* send the Object Lock headers */
 	int ranged;			/* Range: bytes=off-(off+fixedlen-1) */
 	uint64_t range_off;
@@ -574,6 +576,19 @@ s3_setup(struct s3 *s, struct s3_req *r, struct curl_slist **hdrs)
 			goto nomem;
 		l = t;
 	}
+	if (r->checksum != NULL) {
+		/* DeleteObjects needs a body checksum (Content-MD5 or this). */
+		snprintf(line, sizeof(line), "x-amz-checksum-sha256: %s",
+		    r->checksum);
+		t = curl_slist_append(l, line);
+		if (t == NULL)
+			goto nomem;
+		l = t;
+		t = curl_slist_append(l, "x-amz-sdk-checksum-algorithm: SHA256");
+		if (t == NULL)
+			goto nomem;
+		l = t;
+	}
 	if (r->if_none_match) {
 		t = curl_slist_append(l, "If-None-Match: *");
 		if (t == NULL)
@@ -625,6 +640,12 @@ struct s3_xml {
 	char *next_token;
 	char code[64];
 	char upload_id[256];
+	int in_result;		/* inside <DeleteResult> */
+	int in_error;		/* DeleteResult: one key's <Error> */
+	char cur_code[64];
+	struct s3_ent *errs;	/* key and size 1 if AccessDenied, else 0 */
+	size_t nerrs, caperrs;
+	char status[32];	/* GetBucketVersioning's <Status> */
 	int bad;
 };
 
@@ -636,12 +657,40 @@ xml_start(void *arg, const XML_Char *el, const XML_Char **attr)
 	(void)attr;
 	x->textlen = 0;
 	x->toolong = 0;
-	if (strcmp(el, "Contents") == 0) {
-		x->in_contents = 1;
+	if (strcmp(el, "DeleteResult") == 0)
+		x->in_result = 1;
+	/* A top-level <Error> is an error body, not one key's error. */
+	if (strcmp(el, "Contents") == 0 ||
+	    (x->in_result && strcmp(el, "Error") == 0)) {
+		x->in_contents = strcmp(el, "Contents") == 0;
+		x->in_error = !x->in_contents;
 		free(x->cur_key);
 		x->cur_key = NULL;
 		x->have_size = 0;
+		x->cur_code[0] = '\0';
 	}
+}
+
+/* Appends an entry to a growing array; -ENOMEM into x->bad. */
+static void
+ent_push(struct s3_xml *x, struct s3_ent **v, size_t *n, size_t *cap,
+    char *key, uint64_t size)
+{
+	if (*n == *cap) {
+		size_t c = *cap ? *cap * 2 : 64;
+		struct s3_ent *e = realloc(*v, c * sizeof(*e));
+
+		if (e == NULL) {
+			free(key);
+			x->bad = -ENOMEM;
+			return;
+		}
+		*v = e;
+		*cap = c;
+	}
+	(*v)[*n].key = key;
+	(*v)[*n].size = size;
+	(*n)++;
 }
 
 static void XMLCALL
@@ -664,7 +713,23 @@ xml_end(void *arg, const XML_Char *el)
 	char *end;
 
 	x->text[x->textlen] = '\0';
-	if (x->in_contents && strcmp(el, "Key") == 0) {
+	if (x->in_error && strcmp(el, "Key") == 0) {
+		free(x->cur_key);
+		x->cur_key = x->toolong ? NULL : strdup(x->text);
+	} else if (x->in_error && strcmp(el, "Code") == 0) {
+		if (x->textlen < sizeof(x->cur_code))
+			memcpy(x->cur_code, x->text, x->textlen + 1);
+	} else if (x->in_error && strcmp(el, "Error") == 0) {
+		x->in_error = 0;
+		if (x->cur_key == NULL)
+			return;		/* not one of our keys */
+		ent_push(x, &x->errs, &x->nerrs, &x->caperrs, x->cur_key,
+		    strcmp(x->cur_code, "AccessDenied") == 0);
+		x->cur_key = NULL;
+	} else if (strcmp(el, "Status") == 0) {
+		if (x->textlen < sizeof(x->status))
+			memcpy(x->status, x->text, x->textlen + 1);
+	} else if (x->in_contents && strcmp(el, "Key") == 0) {
 		free(x->cur_key);
 		x->cur_key = x->toolong ? NULL : strdup(x->text);
 		if (x->cur_key == NULL && !x->toolong)
@@ -677,20 +742,8 @@ xml_end(void *arg, const XML_Char *el)
 		x->in_contents = 0;
 		if (x->cur_key == NULL || !x->have_size)
 			return;		/* over-long key: not ours anyway */
-		if (x->nents == x->capents) {
-			size_t cap = x->capents ? x->capents * 2 : 64;
-			struct s3_ent *e = realloc(x->ents, cap * sizeof(*e));
-
-			if (e == NULL) {
-				x->bad = -ENOMEM;
-				return;
-			}
-			x->ents = e;
-			x->capents = cap;
-		}
-		x->ents[x->nents].key = x->cur_key;
-		x->ents[x->nents].size = x->cur_size;
-		x->nents++;
+		ent_push(x, &x->ents, &x->nents, &x->capents, x->cur_key,
+		    x->cur_size);
 		x->cur_key = NULL;
 	} else if (strcmp(el, "IsTruncated") == 0) {
 		x->truncated = strcmp(x->text, "true") == 0;
@@ -717,6 +770,9 @@ xml_free(struct s3_xml *x)
 	for (i = 0; i < x->nents; i++)
 		free(x->ents[i].key);
 	free(x->ents);
+	for (i = 0; i < x->nerrs; i++)
+		free(x->errs[i].key);
+	free(x->errs);
 	free(x->cur_key);
 	free(x->next_token);
 	memset(x, 0, sizeof(*x));
@@ -1444,6 +1500,153 @@ s3_close(void *ctx)
 	free(s);
 }
 
+/* 1 if the bucket keeps versions (asked once: GET ?versioning). */
+static int
+s3_versioned(struct s3 *s)
+{
+	struct s3_req *r;
+	struct s3_xml x;
+	size_t pos = 0;
+	int rc, v;
+
+	pthread_mutex_lock(&s->lock);
+	v = s->versioning;
+	pthread_mutex_unlock(&s->lock);
+	if (v >= 0)
+		return v;
+	r = calloc(1, sizeof(*r));
+	if (r == NULL)
+		return -ENOMEM;
+	r->method = "GET";
+	r->outmax = 65536;
+	rc = cat(r->url, sizeof(r->url), &pos, s->bucket_url);
+	if (rc == 0)
+		rc = cat(r->url, sizeof(r->url), &pos, "/?versioning=");
+	if (rc == 0)
+		rc = s3_perform(s, r);
+	if (rc == 0)
+		rc = xml_parse(&x, (const char *)r->out, r->outlen);
+	if (rc == 0) {
+		/* Suspended still keeps the versions written before. */
+		v = x.status[0] != '\0';
+		xml_free(&x);
+		pthread_mutex_lock(&s->lock);
+		s->versioning = v;
+		pthread_mutex_unlock(&s->lock);
+	}
+	free(r->out);
+	free(r);
+	return rc < 0 ? rc : v;
+}
+
+#define S3_DEL_BATCH 1000	/* DeleteObjects' limit */
+
+/*
+ * Deletes up to S3_DEL_BATCH objects in one DeleteObjects request
+ * (quiet: the answer lists only failures).  rcs[i] gets 0 (deleted, or
+ * there was nothing), -EROFS (AccessDenied: a lock) or -EIO.
+ */
+static int
+del_batch(struct s3 *s, enum cf_bk_kind kind, const char *const *names,
+    size_t n, int *rcs)
+{
+	unsigned char sha[crypto_hash_sha256_BYTES];
+	char key[1024], b64[64], *body = NULL;
+	struct s3_req *r = NULL;
+	struct s3_xml x;
+	size_t i, j, pos = 0, cap = 128 + n * (sizeof(key) + 32);
+	int rc;
+
+	memset(&x, 0, sizeof(x));
+	body = malloc(cap);
+	r = calloc(1, sizeof(*r));
+	rc = body == NULL || r == NULL ? -ENOMEM : 0;
+	if (rc == 0)
+		rc = cat(body, cap, &pos, "<Delete xmlns=\"http://s3.amazonaws."
+		    "com/doc/2006-03-01/\"><Quiet>true</Quiet>");
+	for (i = 0; rc == 0 && i < n; i++) {
+		/* Names and prefixes are [A-Za-z0-9._/-]: nothing to escape. */
+		rc = obj_key(s, kind, names[i], key, sizeof(key));
+		if (rc == 0)
+			rc = cat(body, cap, &pos, "<Object><Key>");
+		if (rc == 0)
+			rc = cat(body, cap, &pos, key);
+		if (rc == 0)
+			rc = cat(body, cap, &pos, "</Key></Object>");
+	}
+	if (rc == 0)
+		rc = cat(body, cap, &pos, "</Delete>");
+	if (rc < 0)
+		goto out;
+	crypto_hash_sha256(sha, (const unsigned char *)body, pos);
+	sodium_bin2base64(b64, sizeof(b64), sha, sizeof(sha),
+	    sodium_base64_VARIANT_ORIGINAL);
+	r->method = "POST";
+	r->body = (const unsigned char *)body;
+	r->bodylen = pos;
+	r->checksum = b64;
+	r->outmax = S3_LIST_BODY_MAX;
+	pos = 0;
+	rc = cat(r->url, sizeof(r->url), &pos, s->bucket_url);
+	if (rc == 0)
+		rc = cat(r->url, sizeof(r->url), &pos, "/?delete=");
+	if (rc == 0)
+		rc = s3_perform(s, r);
+	if (rc == 0)
+		rc = xml_parse(&x, r->out != NULL ? (const char *)r->out : "",
+		    r->outlen);
+	if (rc < 0)
+		goto out;
+	for (i = 0; i < n; i++) {
+		rcs[i] = 0;
+		if (obj_key(s, kind, names[i], key, sizeof(key)) < 0)
+			continue;
+		for (j = 0; j < x.nerrs; j++)
+			if (strcmp(x.errs[j].key, key) == 0)
+				rcs[i] = x.errs[j].size ? -EROFS : -EIO;
+	}
+out:
+	xml_free(&x);
+	if (r != NULL)
+		free(r->out);
+	free(r);
+	free(body);
+	return rc;
+}
+
+/*
+ * Deletes many objects of one kind.  In a bucket without versions, 1000
+ * at a time with DeleteObjects; in a versioned one (Object Lock) one by
+ * one through s3_del, which removes every version and respects locks.
+ */
+static int
+s3_del_many(void *ctx, enum cf_bk_kind kind, const char *const *names,
+    size_t n, int *rcs)
+{
+	struct s3 *s = ctx;
+	size_t i, k;
+	int rc, v;
+
+	v = s->lock_mode[0] != '\0' ? 1 : s3_versioned(s);
+	if (v < 0)
+		return v;
+	if (v) {
+		for (i = 0; i < n; i++) {
+			rcs[i] = s3_del(ctx, kind, names[i]);
+			if (rcs[i] == -ENOENT)
+				rcs[i] = 0;
+		}
+		return 0;
+	}
+	for (i = 0; i < n; i += k) {
+		k = n - i < S3_DEL_BATCH ? n - i : S3_DEL_BATCH;
+		rc = del_batch(s, kind, names + i, k, rcs + i);
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
+}
+
 const struct cf_bk_store_ops cf_bk_store_s3_ops = {
 	.name = "s3",
 	.put = s3_put,
@@ -1452,6 +1655,7 @@ const struct cf_bk_store_ops cf_bk_store_s3_ops = {
 	.stat = s3_stat,
 	.list = s3_list,
 	.del = s3_del,
+	.del_many = s3_del_many,
 	.close = s3_close,
 };
 
@@ -1928,6 +2132,7 @@ lock_setup(struct s3 *s, const struct s3_opts *o)
 	if (s->lock_mode[0] != '\0' && !enabled)
 		return -EOPNOTSUPP;	/* lock= on a bucket without it */
 	s->lock_days = days;
+	s->versioning = enabled ? 1 : -1;	/* Object Lock implies it */
 	return 0;
 }
 
@@ -1979,6 +2184,7 @@ bk_store_s3_open(struct cf_bk_store **out, const char *url, int flags)
 		s = NULL;
 		goto out;
 	}
+	s->versioning = -1;
 	pthread_mutex_init(&s->up.m, NULL);
 	pthread_mutex_init(&s->down.m, NULL);
 	rc = -EINVAL;

@@ -370,6 +370,13 @@ struct cf_bk_store_ops {
 	int (*del)(void *ctx, enum cf_bk_kind kind, const char *name);
 	/* Frees ctx. */
 	void (*close)(void *ctx);
+	/*
+	 * Optional (NULL: del one by one): deletes n objects of a kind,
+	 * rcs[i] as del's result for names[i] (0 also for a missing one);
+	 * returns < 0 only if a request as a whole failed (rcs undefined).
+	 */
+	int (*del_many)(void *ctx, enum cf_bk_kind kind,
+	    const char *const *names, size_t n, int *rcs);
 };
 
 struct cf_bk_store;
@@ -415,6 +422,14 @@ CF_MUST_CHECK int cf_bk_store_list(struct cf_bk_store *s, enum cf_bk_kind kind,
     int (*fn)(void *arg, const char *name, uint64_t size), void *arg);
 CF_MUST_CHECK int cf_bk_store_del(struct cf_bk_store *s, enum cf_bk_kind kind,
     const char *name);
+/*
+ * Deletes n objects of one kind, rcs[i] as cf_bk_store_del's result for
+ * names[i] except that a missing object is 0.  One request per 1000
+ * objects on an S3 bucket without versions; one by one elsewhere.
+ * Returns < 0 if a request as a whole failed (rcs then undefined).
+ */
+CF_MUST_CHECK int cf_bk_store_del_many(struct cf_bk_store *s,
+    enum cf_bk_kind kind, const char *const *names, size_t n, int *rcs);
 /*
  * S3 Object Lock (docs/s3.md): cf_bk_store_del fails with -EROFS for an
  * object whose retention has not expired.  This gives its retain-until

@@ -391,6 +391,8 @@ struct purge_counts {
 	int64_t locked_until;
 };
 
+#define PURGE_DEL_BATCH 1000	/* objects per cf_bk_store_del_many call */
+
 struct del_ctx {
 	struct cf_bk_store *s;
 	enum cf_bk_kind kind;
@@ -468,16 +470,28 @@ purge_repo(const char *url, struct purge_counts *pc, uint64_t *left)
 		d.kind = kinds[k];
 		d.pc = pc;
 		rc = cf_bk_store_list(s, kinds[k], del_collect, &d);
-		for (i = 0; rc >= 0 && i < d.n; i++) {
-			rc = cf_bk_store_del(s, kinds[k], d.names[i]);
-			if (rc == -EROFS) {
-				purge_locked(s, kinds[k], d.names[i], pc);
-				continue;
+		/* 1000 a request on S3 (DeleteObjects), one by one elsewhere. */
+		for (i = 0; rc >= 0 && i < d.n; i += PURGE_DEL_BATCH) {
+			const char *batch[PURGE_DEL_BATCH];
+			int rcs[PURGE_DEL_BATCH];
+			size_t nb = d.n - i < PURGE_DEL_BATCH ? d.n - i :
+			    PURGE_DEL_BATCH, j;
+
+			for (j = 0; j < nb; j++)
+				batch[j] = d.names[i + j];
+			rc = cf_bk_store_del_many(s, kinds[k], batch, nb, rcs);
+			for (j = 0; rc >= 0 && j < nb; j++) {
+				if (rcs[j] == -EROFS) {
+					purge_locked(s, kinds[k], batch[j], pc);
+					continue;
+				}
+				if (rcs[j] < 0) {
+					rc = rcs[j];
+					break;
+				}
+				pc->objects++;
+				pc->kind_objects[kinds[k]]++;
 			}
-			if (rc == -ENOENT)
-				rc = 0;
-			pc->objects++;
-			pc->kind_objects[kinds[k]]++;
 		}
 		free(d.names);
 		if (rc < 0)

@@ -494,6 +494,18 @@ object_lock(void)	/* S3_LOCK_BUCKET has Object Lock enabled */
 	CHECK_RC(cf_bk_store_lock_until(s, CF_BK_KIND_PACK, name, &until), 0);
 	CHECK(until >= now + 3600 - 5 && until <= now + 3600 + 5);
 	CHECK_RC(cf_bk_store_del(s, CF_BK_KIND_PACK, name), -EROFS);
+	{
+		/* In a batch too: the locked one -EROFS, a missing one 0. */
+		char other[65];
+		const char *v[2] = { name, other };
+		int rcs[2] = { 99, 99 };
+
+		name_of(4244, other);
+		CHECK_RC(cf_bk_store_del_many(s, CF_BK_KIND_PACK, v, 2, rcs),
+		    0);
+		CHECK(rcs[0] == -EROFS && rcs[1] == 0);
+		CHECK_RC(cf_bk_store_stat(s, CF_BK_KIND_PACK, name, &size), 0);
+	}
 	cf_bk_store_free(s);
 	s = NULL;
 
@@ -512,6 +524,20 @@ object_lock(void)	/* S3_LOCK_BUCKET has Object Lock enabled */
 	CHECK_RC(cf_bk_store_get(s, CF_BK_KIND_PACK, name, 1 << 20, &buf,
 	    &len), -ENOENT);
 	CHECK_RC(cf_bk_store_del(s, CF_BK_KIND_PACK, name), -ENOENT);
+	{
+		/* A batch in a versioned bucket removes every version. */
+		const char *v[1] = { name };
+		int rcs[1] = { 99 };
+
+		CHECK_RC(cf_bk_store_put(s, CF_BK_KIND_PACK, name, data, 1000,
+		    0), 0);
+		CHECK_RC(cf_bk_store_put(s, CF_BK_KIND_PACK, name, data, 1000,
+		    0), 0);
+		CHECK_RC(cf_bk_store_del_many(s, CF_BK_KIND_PACK, v, 1, rcs),
+		    0);
+		CHECK(rcs[0] == 0);
+		CHECK_RC(cf_bk_store_del(s, CF_BK_KIND_PACK, name), -ENOENT);
+	}
 done:
 	free(buf);
 	cf_bk_store_free(s);
@@ -589,6 +615,54 @@ throughput(void)	/* PUT/GET of 16 MiB objects, one stream */
 	    N * (double)SZ / 1e6 / tput, N * (double)SZ / 1e6 / tget);
 	cf_bk_store_free(s);
 	free(data);
+}
+
+static void
+del_batches(void)	/* DeleteObjects, 1000 keys a request */
+{
+	enum { N = 1100, T = 8, MISSING = 3 };
+	struct cf_bk_store *s = NULL;
+	struct putter p[T];
+	pthread_t th[T];
+	char (*names)[65] = calloc(N + MISSING, 65);
+	const char **v = calloc(N + MISSING, sizeof(*v));
+	int *rcs = calloc(N + MISSING, sizeof(*rcs));
+	double t0;
+	size_t n = 0;
+	unsigned i;
+
+	CHECK(names != NULL && v != NULL && rcs != NULL);
+	CHECK_RC(cf_bk_store_open_url(&s, url_of("batch"), 0), 0);
+	for (i = 0; i < T; i++) {
+		p[i] = (struct putter){ s, i * N / T, (i + 1) * N / T, 0 };
+		CHECK(pthread_create(&th[i], NULL, put_many, &p[i]) == 0);
+	}
+	for (i = 0; i < T; i++)
+		pthread_join(th[i], NULL);
+	for (i = 0; i < T; i++)
+		CHECK_RC(p[i].rc, 0);
+	/* Every object put, and a few that never were. */
+	for (i = 0; i < N + MISSING; i++) {
+		name_of(i < N ? i : 900000 + i, names[i]);
+		v[i] = names[i];
+		rcs[i] = 99;
+	}
+	t0 = now_s();
+	CHECK_RC(cf_bk_store_del_many(s, CF_BK_KIND_INDEX, v, N + MISSING,
+	    rcs), 0);
+	printf("# %d objects deleted in %.2f s\n", N, now_s() - t0);
+	for (i = 0; i < N + MISSING; i++)
+		CHECK_RC(rcs[i], 0);
+	CHECK_RC(cf_bk_store_list(s, CF_BK_KIND_INDEX, count_cb, &n), 0);
+	CHECK(n == 0);
+	/* A name that is not an object name is refused before any request. */
+	v[0] = "../config";
+	CHECK_RC(cf_bk_store_del_many(s, CF_BK_KIND_INDEX, v, 1, rcs),
+	    -EINVAL);
+	cf_bk_store_free(s);
+	free(names);
+	free(v);
+	free(rcs);
 }
 
 static void
@@ -876,6 +950,7 @@ static const struct cf_test_case cases[] = {
 	CF_TEST(faults),
 	CF_TEST(throughput),
 	CF_TEST(rate_limit),
+	CF_TEST(del_batches),
 };
 
 int
