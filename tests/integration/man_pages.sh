@@ -18,6 +18,8 @@
 #     short option strings) is a term of the OPTIONS of the page of the
 #     command whose function holds the table (the function's tl_cmd_NAME;
 #     coffer.c's are coffer(1)'s, mount_coffer.c's mount.coffer(8)'s);
+#   - every environment variable the code reads (getenv and helpers
+#     with "env" in their name) is named in some page;
 #   - every coffer.conf key the code looks up (the lower-case string
 #     literals in the arguments of cf_ks_config_get and of the helpers
 #     around it: any function with "conf" in its name, count_key, period)
@@ -283,6 +285,28 @@ else
 	bad=1
 fi
 ok $bad "coffer.conf(5) documents every key the code reads"
+
+# ---- environment variables against the pages ------------------------------
+
+# Every variable the code reads (string literals in the arguments of
+# getenv and of helpers with "env" in their name) is named in some page.
+for f in "$SRC"/keystore/*.c "$SRC"/fs/*.c "$SRC"/backup/*.c "$SRC"/tools/*.c; do
+	[ -f "$f" ] || continue
+	tr '\n' ' ' <"$f" |
+	    grep -oE '[A-Za-z0-9_]*env[A-Za-z0-9_]* *\([^;{]*' |
+	    grep -oE '"[A-Z][A-Z0-9_]+"' | tr -d '"'
+done | sort -u >"$T/env"
+[ -s "$T/env" ]
+ok $? "environment lookups found ($(wc -l <"$T/env") names)"
+cat "$T"/*.txt >"$T/all.txt" 2>/dev/null
+bad=0
+while read -r v; do
+	if ! has_word "$v" "$T/all.txt"; then
+		bad=1
+		echo "environment variable $v is read but in no page" >>"$WHY"
+	fi
+done <"$T/env"
+ok $bad "every environment variable the code reads is documented"
 
 # mount.coffer's own usage line, when the helper was built.
 if [ -n "${MOUNT_COFFER:-}" ] && [ -x "$MOUNT_COFFER" ] &&
