@@ -240,6 +240,14 @@ int bk_name_valid(const char *s);
  * docs/s3.md).  CF_BK_STORE_CREATE creates a missing bucket.
  */
 int bk_store_s3_open(struct cf_bk_store **out, const char *url, int flags);
+/*
+ * The S3 XML reader (bk_store_s3.c) on one response body, for the fuzz
+ * target: 0 or -EPROTO (not well-formed) or -ENOMEM; the counts of list
+ * entries and of per-key DeleteObjects errors, the error code and the
+ * versioning status it found (each "" if none).
+ */
+int bk_store_s3_xml_probe(const char *buf, size_t len, size_t *nents,
+    size_t *nerrs, char code[64], char status[32]);
 /* The Object Lock retain-until date of an object (0: none). */
 int bk_store_s3_lock_until(void *ctx, enum cf_bk_kind kind, const char *name,
     int64_t *until);

@@ -802,6 +802,34 @@ xml_parse(struct s3_xml *x, const char *buf, size_t len)
 	return rc;
 }
 
+int
+bk_store_s3_xml_probe(const char *buf, size_t len, size_t *nents,
+    size_t *nerrs, char code[64], char status[32])
+{
+	struct s3_xml x;
+	size_t i;
+	int rc;
+
+	*nents = *nerrs = 0;
+	code[0] = status[0] = '\0';
+	rc = xml_parse(&x, buf, len);
+	if (rc == 0) {
+		/* Every entry kept has a key; an error's flag is 0 or 1. */
+		for (i = 0; i < x.nents; i++)
+			if (x.ents[i].key == NULL)
+				rc = -EFAULT;
+		for (i = 0; i < x.nerrs; i++)
+			if (x.errs[i].key == NULL || x.errs[i].size > 1)
+				rc = -EFAULT;
+		*nents = x.nents;
+		*nerrs = x.nerrs;
+		memcpy(code, x.code, 64);
+		memcpy(status, x.status, 32);
+	}
+	xml_free(&x);
+	return rc;
+}
+
 /* The S3 error code of an error body ("" if none or not XML). */
 static void
 err_code(const struct s3_req *r, char *code, size_t cap)
@@ -1524,12 +1552,14 @@ s3_versioned(struct s3 *s)
 		rc = cat(r->url, sizeof(r->url), &pos, "/?versioning=");
 	if (rc == 0)
 		rc = s3_perform(s, r);
-	if (rc == 0)
-		rc = xml_parse(&x, (const char *)r->out, r->outlen);
 	if (rc == 0) {
+		rc = xml_parse(&x, r->out != NULL ? (const char *)r->out : "",
+		    r->outlen);
 		/* Suspended still keeps the versions written before. */
 		v = x.status[0] != '\0';
 		xml_free(&x);
+	}
+	if (rc == 0) {
 		pthread_mutex_lock(&s->lock);
 		s->versioning = v;
 		pthread_mutex_unlock(&s->lock);
