@@ -119,10 +119,34 @@ session_close(struct session *s)
  * Opens the tenant, unlocks its root key and opens the repository (creating
  * it if create).  Returns an exit code; CF_EXIT_OK on success.
  */
+/*
+ * The URL to open: an S3 URL gets lock_until= set to the tenant's purge
+ * date when it has one and the URL sets none, so Object Lock retention
+ * never outlives the purge (docs/retention.md).  url itself is what is
+ * recorded and shown.
+ */
+static void
+open_url(struct session *s, char *out, size_t cap)
+{
+	struct cf_bk_lifecycle_eval le;
+
+	snprintf(out, cap, "%s", s->url);
+	if (strncmp(s->url, "s3://", 5) != 0 ||
+	    strstr(s->url, "lock_until=") != NULL ||
+	    tl_lifecycle_eval(s->home, s->t, cf_ks_now(), &le) < 0 ||
+	    le.purge_at <= 0)
+		return;
+	if ((size_t)snprintf(out, cap, "%s%clock_until=%lld", s->url,
+	    strchr(s->url, '?') != NULL ? '&' : '?', (long long)le.purge_at) >=
+	    cap)
+		snprintf(out, cap, "%s", s->url);
+}
+
 static int
 session_open(struct session *s, struct tl_ctx *ctx, const char *name,
     const char *repo_opt, int create)
 {
+	char ourl[sizeof(s->url) + 32];
 	const char *stored;
 	int rc;
 
@@ -154,7 +178,8 @@ session_open(struct session *s, struct tl_ctx *ctx, const char *name,
 	rc = cf_ks_tenant_unlock(s->t, 0, &s->root);
 	if (rc < 0)
 		return tl_fail(rc, name);
-	rc = cf_bk_repo_open_url(&s->repo, s->url, s->root,
+	open_url(s, ourl, sizeof(ourl));
+	rc = cf_bk_repo_open_url(&s->repo, ourl, s->root,
 	    cf_ks_tenant_key_version(s->t), cf_ks_tenant_cipher(s->t),
 	    cf_ks_tenant_id(s->t), create ? CF_BK_REPO_CREATE : 0);
 	if (rc == -EBADMSG) {

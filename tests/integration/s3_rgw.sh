@@ -237,6 +237,49 @@ case $etag in
 *) not_ok "multipart object has a 4-part ETag (got $etag)" ;;
 esac
 
+# The purge date caps Object Lock retention (docs/retention.md): a
+# cancelled tenant (purge 90 days on) backed up with lock_days=365 is
+# locked until its purge date; an active one for the full 365 days.
+if [ -x "${COFFER:-}" ]; then
+	H=$T/chome
+	mkdir -p "$H"
+	printf '[kms.local]\ntype = file\nargon2_ops = 1\nargon2_mem_kib = 8\n' >"$H/coffer.conf"
+	printf 'lock test passphrase\n' >"$T/cpass"
+	chmod 600 "$T/cpass"
+	lrepo() { echo "s3://$S3_LOCK_BUCKET/$1?lock=governance&lock_days=365"; }
+	day() { date -u -d "$1" +%Y-%m-%d; }
+	retention_of() {	# the retain-until date of the first snapshot object under $1
+		local key
+		key=$("$AWS" --endpoint-url "$S3_ENDPOINT" s3 ls --recursive "s3://$S3_LOCK_BUCKET/$1/snapshots/" 2>/dev/null |
+		    awk '{print $4}' | head -n1)
+		[ -n "$key" ] && "$AWS" --endpoint-url "$S3_ENDPOINT" s3api get-object-retention \
+		    --bucket "$S3_LOCK_BUCKET" --key "$key" --query Retention.RetainUntilDate --output text 2>&1
+	}
+	d90a=$(day "+90 days")
+	if COFFER_HOME=$H COFFER_PASSPHRASE_FILE=$T/cpass "$COFFER" tenant create gone >/dev/null 2>"$T/cap.err" &&
+	    COFFER_HOME=$H COFFER_PASSPHRASE_FILE=$T/cpass "$COFFER" tenant create kept >/dev/null 2>>"$T/cap.err" &&
+	    COFFER_HOME=$H "$COFFER" lifecycle set gone cancelled >/dev/null 2>>"$T/cap.err" &&
+	    echo ledger | COFFER_HOME=$H COFFER_PASSPHRASE_FILE=$T/cpass "$COFFER" backup gone --stdin \
+	        --name ledger.txt --repo "$(lrepo capped)" >/dev/null 2>>"$T/cap.err" &&
+	    echo ledger | COFFER_HOME=$H COFFER_PASSPHRASE_FILE=$T/cpass "$COFFER" backup kept --stdin \
+	        --name ledger.txt --repo "$(lrepo uncapped)" >/dev/null 2>>"$T/cap.err"; then
+		capped=$(retention_of capped)
+		uncapped=$(retention_of uncapped)
+		d90b=$(day "+90 days")
+		case $capped in
+		"$d90a"*|"$d90b"*) ok "a cancelled tenant's backup is locked until its purge date ($capped)" ;;
+		*) not_ok "a cancelled tenant's backup is locked until its purge date $d90a (got $capped)" ;;
+		esac
+		case $uncapped in
+		"$(day '+365 days')"*|"$(day '+364 days')"*) ok "an active tenant's backup is locked for lock_days ($uncapped)" ;;
+		*) not_ok "an active tenant's backup is locked for 365 days (got $uncapped)" ;;
+		esac
+	else
+		not_ok "CLI backups to the Object Lock bucket"
+		sed 's/^/# /' "$T/cap.err"
+	fi
+fi
+
 # Reference: raw curl (one process per request), 16 MiB.
 head -c $((16 << 20)) /dev/urandom >"$T/raw"
 sha=$(sha256sum "$T/raw" | cut -c1-64)
