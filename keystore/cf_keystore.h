@@ -70,6 +70,14 @@ CF_MUST_CHECK int cf_ks_init(void);
  */
 CF_MUST_CHECK int cf_ks_harden_process(void);
 
+/*
+ * Reads the whole regular file open as fd (at most max bytes) into *buf
+ * (malloc'd, NUL-terminated, the caller frees it).  -EINVAL if it is not
+ * a regular file, -EFBIG if larger than max.
+ */
+CF_MUST_CHECK int cf_ks_read_fd(int fd, size_t max, unsigned char **buf,
+    size_t *len);
+
 /* ---- secure buffers ---------------------------------------------------- */
 
 /*

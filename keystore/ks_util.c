@@ -226,40 +226,31 @@ out:
 }
 
 int
-ks_read_file(int dirfd, const char *path, size_t max, unsigned char **buf,
-    size_t *len)
+cf_ks_read_fd(int fd, size_t max, unsigned char **buf, size_t *len)
 {
 	struct stat st;
 	unsigned char *b = NULL;
 	size_t got = 0;
 	ssize_t n;
-	int fd, rc;
 
 	*buf = NULL;
 	*len = 0;
-	fd = ks_openat(dirfd, path, O_RDONLY, 0);
-	if (fd < 0)
-		return fd;
-	if (fstat(fd, &st) != 0) {
-		rc = -errno;
-		goto out;
-	}
-	if ((unsigned long long)st.st_size > max) {
-		rc = -EFBIG;
-		goto out;
-	}
+	if (fstat(fd, &st) != 0)
+		return -errno;
+	if (!S_ISREG(st.st_mode))
+		return -EINVAL;
+	if ((unsigned long long)st.st_size > max)
+		return -EFBIG;
 	b = malloc((size_t)st.st_size + 1);
-	if (b == NULL) {
-		rc = -ENOMEM;
-		goto out;
-	}
+	if (b == NULL)
+		return -ENOMEM;
 	while (got < (size_t)st.st_size) {
 		n = read(fd, b + got, (size_t)st.st_size - got);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0) {
-			rc = -errno;
-			goto out;
+			free(b);
+			return -errno;
 		}
 		if (n == 0)
 			break;
@@ -268,10 +259,21 @@ ks_read_file(int dirfd, const char *path, size_t max, unsigned char **buf,
 	b[got] = '\0';
 	*buf = b;
 	*len = got;
-	b = NULL;
-	rc = 0;
-out:
-	free(b);
+	return 0;
+}
+
+int
+ks_read_file(int dirfd, const char *path, size_t max, unsigned char **buf,
+    size_t *len)
+{
+	int fd, rc;
+
+	*buf = NULL;
+	*len = 0;
+	fd = ks_openat(dirfd, path, O_RDONLY, 0);
+	if (fd < 0)
+		return fd;
+	rc = cf_ks_read_fd(fd, max, buf, len);
 	close(fd);
 	return rc;
 }

@@ -178,10 +178,9 @@ record(struct cf_ks_home *home, struct cf_ks_tenant *t, const char *result,
 static int
 coverage_load(const char *path, struct cf_bk_coverage **out)
 {
-	char *buf = NULL, bad[PATH_MAX + 8];
-	struct stat st;
+	unsigned char *buf = NULL;
+	char bad[PATH_MAX + 8];
 	size_t got = 0;
-	ssize_t n;
 	int fd, rc;
 
 	*out = NULL;
@@ -190,33 +189,11 @@ coverage_load(const char *path, struct cf_bk_coverage **out)
 		return cf_bk_coverage_new(out);
 	if (fd < 0)
 		return -errno;
-	if (fstat(fd, &st) < 0) {
-		rc = -errno;
-		goto out;
-	}
-	if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size > COVERAGE_FILE_MAX) {
-		rc = -EPROTO;
-		goto parsed;
-	}
-	buf = malloc((size_t)st.st_size + 1);
-	if (buf == NULL) {
-		rc = -ENOMEM;
-		goto out;
-	}
-	while (got < (size_t)st.st_size) {
-		n = read(fd, buf + got, (size_t)st.st_size - got);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			rc = -errno;
-			goto out;
-		}
-		if (n == 0)
-			break;
-		got += (size_t)n;
-	}
-	rc = cf_bk_coverage_parse(buf, got, out);
-parsed:
+	rc = cf_ks_read_fd(fd, COVERAGE_FILE_MAX, &buf, &got);
+	if (rc == -EINVAL || rc == -EFBIG)
+		rc = -EPROTO;	/* not a regular file, or too large */
+	if (rc == 0)
+		rc = cf_bk_coverage_parse((const char *)buf, got, out);
 	if (rc == -EPROTO || rc == -E2BIG) {
 		snprintf(bad, sizeof(bad), "%s.bad", path);
 		fprintf(stderr, "coffer: %s is malformed; moved to %s, "

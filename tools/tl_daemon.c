@@ -234,43 +234,19 @@ tl_daemon_state_path(struct cf_ks_home *home, char *buf, size_t cap)
 int
 tl_daemon_state_load(const char *path, struct tl_daemon_state **out)
 {
-	struct stat sb;
-	char *buf = NULL;
+	unsigned char *buf = NULL;
 	size_t got = 0;
-	ssize_t n;
 	int fd, rc;
 
 	*out = NULL;
 	fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
-	if (fstat(fd, &sb) < 0) {
-		rc = -errno;
-		goto out;
-	}
-	if (!S_ISREG(sb.st_mode) || sb.st_size > TL_DAEMON_STATE_MAX) {
-		rc = -EPROTO;
-		goto out;
-	}
-	buf = malloc((size_t)sb.st_size + 1);
-	if (buf == NULL) {
-		rc = -ENOMEM;
-		goto out;
-	}
-	while (got < (size_t)sb.st_size) {
-		n = read(fd, buf + got, (size_t)sb.st_size - got);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			rc = -errno;
-			goto out;
-		}
-		if (n == 0)
-			break;
-		got += (size_t)n;
-	}
-	rc = tl_daemon_state_parse(buf, got, out);
-out:
+	rc = cf_ks_read_fd(fd, TL_DAEMON_STATE_MAX, &buf, &got);
+	if (rc == -EINVAL || rc == -EFBIG)
+		rc = -EPROTO;	/* not a regular file, or too large */
+	if (rc == 0)
+		rc = tl_daemon_state_parse((const char *)buf, got, out);
 	free(buf);
 	close(fd);
 	return rc;
