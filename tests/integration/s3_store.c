@@ -165,13 +165,30 @@ put_many(void *arg)
 	return NULL;
 }
 
+/* Puts index objects name_of(0..n-1) with 8 threads. */
+static void
+put_index_objects(struct cf_bk_store *s, unsigned n)
+{
+	enum { T = 8 };
+	struct putter p[T];
+	pthread_t th[T];
+	unsigned i;
+
+	for (i = 0; i < T; i++) {
+		p[i] = (struct putter){ s, i * n / T, (i + 1) * n / T, 0 };
+		CHECK(pthread_create(&th[i], NULL, put_many, &p[i]) == 0);
+	}
+	for (i = 0; i < T; i++)
+		pthread_join(th[i], NULL);
+	for (i = 0; i < T; i++)
+		CHECK_RC(p[i].rc, 0);
+}
+
 static void
 list_pages(void)	/* > 1000 keys: ListObjectsV2 continuation */
 {
-	enum { N = 1234, T = 8 };
+	enum { N = 1234 };
 	struct cf_bk_store *s = NULL;
-	struct putter p[T];
-	pthread_t th[T];
 	unsigned char *data = rnd(100);
 	char name[65];
 	size_t n = 0;
@@ -179,14 +196,7 @@ list_pages(void)	/* > 1000 keys: ListObjectsV2 continuation */
 
 	CHECK(data != NULL);
 	CHECK_RC(cf_bk_store_open_url(&s, url_of("pages/deep"), 0), 0);
-	for (i = 0; i < T; i++) {
-		p[i] = (struct putter){ s, i * N / T, (i + 1) * N / T, 0 };
-		CHECK(pthread_create(&th[i], NULL, put_many, &p[i]) == 0);
-	}
-	for (i = 0; i < T; i++)
-		pthread_join(th[i], NULL);
-	for (i = 0; i < T; i++)
-		CHECK_RC(p[i].rc, 0);
+	put_index_objects(s, N);
 	CHECK_RC(cf_bk_store_list(s, CF_BK_KIND_INDEX, count_cb, &n), 0);
 	CHECK(n == N);
 	/* Packs live under data/XX/: listed with their sizes. */
@@ -620,10 +630,8 @@ throughput(void)	/* PUT/GET of 16 MiB objects, one stream */
 static void
 del_batches(void)	/* DeleteObjects, 1000 keys a request */
 {
-	enum { N = 1100, T = 8, MISSING = 3 };
+	enum { N = 1100, MISSING = 3 };
 	struct cf_bk_store *s = NULL;
-	struct putter p[T];
-	pthread_t th[T];
 	char (*names)[65] = calloc(N + MISSING, 65);
 	const char **v = calloc(N + MISSING, sizeof(*v));
 	int *rcs = calloc(N + MISSING, sizeof(*rcs));
@@ -633,14 +641,7 @@ del_batches(void)	/* DeleteObjects, 1000 keys a request */
 
 	CHECK(names != NULL && v != NULL && rcs != NULL);
 	CHECK_RC(cf_bk_store_open_url(&s, url_of("batch"), 0), 0);
-	for (i = 0; i < T; i++) {
-		p[i] = (struct putter){ s, i * N / T, (i + 1) * N / T, 0 };
-		CHECK(pthread_create(&th[i], NULL, put_many, &p[i]) == 0);
-	}
-	for (i = 0; i < T; i++)
-		pthread_join(th[i], NULL);
-	for (i = 0; i < T; i++)
-		CHECK_RC(p[i].rc, 0);
+	put_index_objects(s, N);
 	/* Every object put, and a few that never were. */
 	for (i = 0; i < N + MISSING; i++) {
 		name_of(i < N ? i : 900000 + i, names[i]);
