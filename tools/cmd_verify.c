@@ -32,7 +32,7 @@
 const struct tl_cmd tl_cmd_verify = {
 	"verify", cmd_verify,
 	"  coffer verify NAME [--read-data | --read-data-subset PCT |\n"
-	"                --read-data-due DAYS] [--repo URL] [--seed N]\n"
+	"                --read-data-due DAYS] [--repo URL] [--seed N] [--json]\n"
 	"    structural check of every snapshot, tree, index and pack;\n"
 	"    --read-data reads and authenticates every pack,\n"
 	"    --read-data-subset PCT a random PCT % of them (seed printed),\n"
