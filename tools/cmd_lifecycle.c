@@ -30,6 +30,7 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <sodium.h>
@@ -960,9 +961,47 @@ out:
  * survives a purge is copied out (retain_class).  *out is the receipt's
  * "retained" array (empty if none).
  */
+/*
+ * A last snapshot of the store (unmounted by now) before the classes are
+ * copied out, so retained files written since the last backup survive
+ * too: `coffer backup NAME --tag final` as a child of this binary.  A
+ * store that was never mounted has nothing to add.
+ */
+static int
+final_backup(struct tl_ctx *ctx, const char *name, const char *store)
+{
+	char marker[PATH_MAX + 16];
+	const char *home = cf_ks_home_path(ctx->home);
+	pid_t pid;
+	int status;
+
+	snprintf(marker, sizeof(marker), "%s/cf.store", store);
+	if (access(marker, F_OK) != 0)
+		return 0;
+	fflush(NULL);
+	pid = fork();
+	if (pid < 0)
+		return -errno;
+	if (pid == 0) {
+		execl("/proc/self/exe", "coffer", "--home", home, "-q",
+		    "backup", name, "--tag", "final", (char *)NULL);
+		_exit(127);
+	}
+	if (waitpid(pid, &status, 0) < 0)
+		return -errno;
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+		fprintf(stderr, "coffer: the final backup of %s before its "
+		    "purge failed (%s %d)\n", name, WIFEXITED(status) ?
+		    "exit" : "signal", WIFEXITED(status) ?
+		    WEXITSTATUS(status) : WTERMSIG(status));
+		return -EIO;
+	}
+	return 0;
+}
+
 static int
 retain_classes(struct tl_ctx *ctx, struct cf_ks_tenant *t, const char *url,
-    json_t **out)
+    const char *store, json_t **out)
 {
 	struct cf_bk_class cl[CF_BK_CLASSES_MAX];
 	struct cf_secbuf *root = NULL;
@@ -982,6 +1021,9 @@ retain_classes(struct tl_ctx *ctx, struct cf_ks_tenant *t, const char *url,
 		any |= cl[c].survives_purge;
 	if (!any)
 		return 0;
+	rc = final_backup(ctx, cf_ks_tenant_name(t), store);
+	if (rc < 0)
+		return rc;
 	rc = cf_ks_tenant_unlock(t, 0, &root);
 	if (rc < 0)
 		return rc;
@@ -1142,7 +1184,7 @@ tl_lifecycle_purge(struct tl_ctx *ctx, const char *name, const char *reason,
 	if (!cf_ks_tenant_shredded(t)) {
 		char *ids;
 
-		rc = retain_classes(ctx, t, url, &retained);
+		rc = retain_classes(ctx, t, url, store, &retained);
 		ids = rc == 0 ? json_dumps(retained, JSON_COMPACT) : NULL;
 		if (rc == 0)
 			rc = ids ? cf_ks_tenant_set(t, "purge_retained", ids) :

@@ -144,6 +144,11 @@ echo "slow" >&7
 exec 7>&-
 wait "$bpid"
 check "backup finished" test $? = 0
+# A billing file written after the last backup: the purge's final backup
+# takes it (the refused purge above made one final backup already).
+mnt acme
+echo "invoice 3" > "$MP/billing/2026/inv3.txt"
+umnt
 p0=$(date -u +%s)
 y7=$((7 * 365 * 86400))
 COFFER_NOW=$(iso "$p0") expect 0 "purge acme" lifecycle purge acme --yes
@@ -156,8 +161,9 @@ check "receipt lists billing retained until purge + 7y" python3 -c "
 import json; j=json.load(open('$receipt'))
 r=j['retained']; assert len(r)==1, r; r=r[0]
 assert r['class']=='billing' and r['retained_as']=='$R', r
-assert r['snapshots']==2 and r['files']==3, r
-assert r['bytes']==len('invoice 1\n')*2+len('invoice 2\n'), r
+# snapshots 1 and 2, the refused purge's final one, the purge's final one
+assert r['snapshots']==4 and r['files']==1+2+2+3, r
+assert r['bytes']==len('invoice 1\n')*8, r
 assert r['delete_after']=='$(iso $((p0 + y7)))', r
 assert len(r['key'])==1 and r['key'][0]['kek_id'], r
 assert j['repository']['objects_remaining']==0"
@@ -168,10 +174,12 @@ check "purge audited with one retained class" \
 run snapshots "$R" --repo "file://$T/acme-copy"
 check "a copy of the old repository: the retained key does not open it (exit $RC)" \
     test "$RC" = 3 -o "$RC" = 4
-expect 0 "retained tenant lists 2 snapshots" snapshots "$R"
+expect 0 "retained tenant lists 4 snapshots" snapshots "$R"
 expect 0 "restore retained billing" restore "$R" latest --target "$T/rb"
 check "billing content equal" test "$(sum "$T/rb/billing/2026/inv2.txt")" = "$(cat "$T/inv2.sum")"
 check "only billing retained" test ! -e "$T/rb/docs" -a ! -e "$T/rb/logs"
+check "billing written after the last backup retained too" \
+    test "$(cat "$T/rb/billing/2026/inv3.txt")" = "invoice 3"
 mkdir -p "$T/rmp"
 COFFER_NOW=$(iso "$p0") expect 4 "retained tenant is not mountable" mount "$R" "$T/rmp"
 expect 4 "early purge refused" lifecycle purge "$R" --yes
