@@ -2787,6 +2787,25 @@ cf_fs_mount(const struct cf_fs_keys *keys, const struct cf_fs_mount_opts *o)
 		rc = -ENOMEM;
 		goto out;
 	}
+	/*
+	 * The control socket listens before the mount appears, so a backup
+	 * started as soon as the mount is visible queues on it instead of
+	 * finding none and reading the store live; its thread starts in the
+	 * daemon, after fuse_daemonize forks.  A store another daemon still
+	 * serves is refused.
+	 */
+	abs_backing = realpath(o->backing, NULL);
+	if (abs_backing != NULL) {
+		rc = fs_snap_new(&fs->snap, abs_backing, snap_freeze, fs);
+		if (rc == -EBUSY) {
+			fprintf(stderr, "coffer: %s is already served by another "
+			    "coffer daemon (mounted elsewhere?)\n", o->backing);
+			goto out;
+		}
+		if (rc < 0)
+			fs->snap = NULL;
+	}
+	rc = -EIO;
 	se = fuse_session_new(&args, &fs_ops, sizeof(fs_ops), fs);
 	if (se == NULL) {
 		rc = -EINVAL;
@@ -2800,15 +2819,11 @@ cf_fs_mount(const struct cf_fs_keys *keys, const struct cf_fs_mount_opts *o)
 	}
 	/* Modes arrive already masked by the caller's umask. */
 	umask(0);
-	/* Before fuse_daemonize changes to /: a relative store path. */
-	abs_backing = realpath(o->backing, NULL);
 	if (fuse_daemonize(o->foreground) != 0)
 		goto out_unmount;
 	/* After daemonizing: the control thread must live in the daemon.
 	 * Without it the mount works, but backups read it live. */
-	if (abs_backing == NULL ||
-	    fs_snap_new(&fs->snap, abs_backing, snap_freeze, fs) != 0 ||
-	    fs_snap_start(fs->snap) != 0) {
+	if (fs->snap == NULL || fs_snap_start(fs->snap) != 0) {
 		fs_snap_free(fs->snap);
 		fs->snap = NULL;
 		fprintf(stderr, "coffer: no snapshot control socket for %s; "
@@ -2836,6 +2851,7 @@ out_unmount:
 out_handlers:
 	fuse_remove_signal_handlers(se);
 out:
+	fs_snap_free(fs->snap);		/* a mount that never came up */
 	if (lc != NULL)
 		fuse_loop_cfg_destroy(lc);
 	if (se != NULL)

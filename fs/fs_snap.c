@@ -781,6 +781,18 @@ fs_snap_new(struct fs_snap **out, const char *backing,
 		rc = s->backing == NULL ? -ENOMEM : -errno;
 		goto fail;
 	}
+	/* A daemon that answers still serves this store: two would corrupt
+	 * it.  A socket nobody answers is a crashed daemon's. */
+	s->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (s->lfd >= 0 && connect(s->lfd, (struct sockaddr *)&sa,
+	    sizeof(sa)) == 0) {
+		close(s->lfd);
+		s->lfd = -1;
+		rc = -EBUSY;
+		goto fail;
+	}
+	if (s->lfd >= 0)
+		close(s->lfd);
 	remove_farms(s);	/* a crashed daemon's */
 	(void)unlinkat(s->store_fd, FS_STORE_CTL, 0);
 	s->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);

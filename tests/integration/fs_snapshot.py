@@ -115,12 +115,23 @@ def main():
                             stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
     for _ in range(200):
-        if os.path.ismount(MP) and os.path.exists(CTL):
+        if os.path.ismount(MP):
             break
         time.sleep(0.05)
+    # The socket listens before the mount appears: a backup started the
+    # moment the mount is visible never finds it missing.
     ok(os.path.ismount(MP) and os.path.exists(CTL) and
        os.stat(CTL).st_mode & 0o777 == 0o600,
-       "mounted; control socket in the store, mode 0600")
+       "mounted; control socket in the store from the start, mode 0600")
+    mp2 = MP + "2"
+    os.makedirs(mp2, exist_ok=True)
+    r = subprocess.run([COFFER, "mount", "acme", mp2, "-f"], env=ENV,
+                       capture_output=True, text=True, timeout=30)
+    ok(r.returncode != 0 and "already served" in r.stderr and
+       not os.path.ismount(mp2) and os.path.exists(CTL) and
+       os.path.ismount(MP),
+       "a second daemon on the same store is refused; the first goes on",
+       r.stderr)
 
     # A tree with every kind of object.
     m = MP
@@ -257,8 +268,9 @@ try:
 except Exception as e:  # report, never hide, a harness failure
     ok(False, f"harness: {e!r}")
 finally:
-    if os.path.ismount(MP):
-        subprocess.run(["fusermount3", "-u", "-z", MP])
+    for mp in (MP, MP + "2"):
+        if os.path.ismount(mp):
+            subprocess.run(["fusermount3", "-u", "-z", mp])
     if proc is not None and proc.poll() is None:
         proc.kill()
     shutil.rmtree(T, ignore_errors=True)
