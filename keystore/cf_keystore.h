@@ -27,6 +27,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <time.h>
 
 #define CF_MUST_CHECK __attribute__((warn_unused_result))
@@ -77,6 +78,12 @@ CF_MUST_CHECK int cf_ks_harden_process(void);
  */
 CF_MUST_CHECK int cf_ks_read_fd(int fd, size_t max, unsigned char **buf,
     size_t *len);
+/*
+ * Replaces the file at path with len bytes of buf, crash-safely: a
+ * temporary file beside it, fsync, rename, fsync of the directory.
+ */
+CF_MUST_CHECK int cf_ks_write_atomic(const char *path, const void *buf,
+    size_t len, mode_t mode);
 
 /* ---- secure buffers ---------------------------------------------------- */
 

@@ -372,6 +372,33 @@ fail:
 }
 
 int
+cf_ks_write_atomic(const char *path, const void *buf, size_t len, mode_t mode)
+{
+	char dir[PATH_MAX];
+	const char *base = strrchr(path, '/');
+	int dirfd, rc;
+
+	if (base == NULL) {
+		snprintf(dir, sizeof(dir), ".");
+		base = path;
+	} else if ((size_t)(base - path) >= sizeof(dir)) {
+		return -ENAMETOOLONG;
+	} else {
+		memcpy(dir, path, (size_t)(base - path));
+		dir[base - path] = '\0';
+		if (dir[0] == '\0')
+			snprintf(dir, sizeof(dir), "/");
+		base++;
+	}
+	dirfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (dirfd < 0)
+		return -errno;
+	rc = ks_write_file_atomic(dirfd, base, buf, len, mode);
+	close(dirfd);
+	return rc;
+}
+
+int
 ks_mkdirs(int dirfd, const char *path, mode_t mode)
 {
 	char buf[PATH_MAX];

@@ -142,6 +142,57 @@ open_url(struct session *s, char *out, size_t cap)
 		snprintf(out, cap, "%s", s->url);
 }
 
+/*
+ * Takes the repository's shared lock for a backup; an exit code, with
+ * the reason on stderr.
+ */
+static int
+lock_for_backup(struct cf_bk_repo *r, const char *url, struct cf_bk_lock **l)
+{
+	int rc = cf_bk_repo_lock(r, 0, NULL, l);
+
+	if (rc == -EBUSY) {
+		fprintf(stderr, "coffer: repository %s is locked exclusively "
+		    "(a prune or another operation); try again later\n", url);
+		return CF_EXIT_FAIL;
+	}
+	if (rc < 0) {
+		fprintf(stderr, "coffer: locking %s: %s\n", url,
+		    strerror(-rc));
+		return cf_ks_exit_code(rc);
+	}
+	return CF_EXIT_OK;
+}
+
+/*
+ * The fields every new snapshot of a backup shares: time, tenant, host
+ * (into host), tags, its one path, tree and the writer's counts.
+ */
+static void
+snap_fill(struct cf_bk_snapshot *snap, int64_t t0,
+    const unsigned char tenant[CF_KS_ID_BYTES], char *host, size_t hostcap,
+    char **tags, size_t ntags, char **paths,
+    const unsigned char tree[CF_BK_ID_BYTES],
+    const struct cf_bk_writer_stats *ws)
+{
+	memset(snap, 0, sizeof(*snap));
+	snap->time = t0;
+	memcpy(snap->tenant, tenant, CF_KS_ID_BYTES);
+	if (gethostname(host, hostcap) < 0 || host[0] == '\0')
+		snprintf(host, hostcap, "localhost");
+	host[hostcap - 1] = '\0';
+	snap->hostname = host;
+	snap->tags = tags;
+	snap->ntags = ntags;
+	snap->paths = paths;
+	snap->npaths = 1;
+	memcpy(snap->tree, tree, CF_BK_ID_BYTES);
+	snap->stats.new_blobs = ws->new_blobs;
+	snap->stats.new_bytes = ws->new_bytes;
+	snap->stats.stored_bytes = ws->stored_bytes;
+	snap->stats.duration_ns = (uint64_t)(now_ns() - t0);
+}
+
 static int
 session_open(struct session *s, struct tl_ctx *ctx, const char *name,
     const char *repo_opt, int create)
@@ -208,19 +259,7 @@ session_open(struct session *s, struct tl_ctx *ctx, const char *name,
 		if (rc < 0)
 			return tl_fail(rc, "saving the repository URL");
 	}
-	rc = cf_bk_repo_lock(s->repo, 0, NULL, &s->lock);
-	if (rc == -EBUSY) {
-		fprintf(stderr, "coffer: repository %s is locked exclusively "
-		    "(a prune or another operation); try again later\n",
-		    s->url);
-		return CF_EXIT_FAIL;
-	}
-	if (rc < 0) {
-		fprintf(stderr, "coffer: locking %s: %s\n", s->url,
-		    strerror(-rc));
-		return cf_ks_exit_code(rc);
-	}
-	return CF_EXIT_OK;
+	return lock_for_backup(s->repo, s->url, &s->lock);
 }
 
 static void
@@ -1045,18 +1084,10 @@ backup_writeonly(struct tl_ctx *ctx, const char *name, const char *keyfile,
 		ret = cf_ks_exit_code(rc);
 		goto out;
 	}
-	rc = cf_bk_repo_lock(repo, 0, NULL, &lock);
-	if (rc == -EBUSY) {
-		fprintf(stderr, "coffer: repository %s is locked exclusively "
-		    "(a prune or another operation); try again later\n", url);
+	ret = lock_for_backup(repo, url, &lock);
+	if (ret != CF_EXIT_OK)
 		goto out;
-	}
-	if (rc < 0) {
-		fprintf(stderr, "coffer: locking %s: %s\n", url,
-		    strerror(-rc));
-		ret = cf_ks_exit_code(rc);
-		goto out;
-	}
+	ret = CF_EXIT_FAIL;
 	rc = cf_bk_writer_new(&b.w, repo, 2);
 	if (rc == 0)
 		rc = backup_stdin(&b, fname, tree);
@@ -1068,26 +1099,12 @@ backup_writeonly(struct tl_ctx *ctx, const char *name, const char *keyfile,
 		goto out;
 	}
 	cf_bk_writer_stats(b.w, &ws);
-	memset(&snap, 0, sizeof(snap));
-	snap.time = t0;
-	memcpy(snap.tenant, info.tenant, CF_KS_ID_BYTES);
-	if (gethostname(host, sizeof(host)) < 0 || host[0] == '\0')
-		snprintf(host, sizeof(host), "localhost");
-	host[sizeof(host) - 1] = '\0';
-	snap.hostname = host;
-	snap.tags = tags;
-	snap.ntags = ntags;
 	paths[0] = (char *)(uintptr_t)fname;
-	snap.paths = paths;
-	snap.npaths = 1;
-	memcpy(snap.tree, tree, sizeof(tree));
+	snap_fill(&snap, t0, info.tenant, host, sizeof(host), tags, ntags,
+	    paths, tree, &ws);
 	snap.consistency = (char *)"stream";
 	snap.stats.files = 1;
 	snap.stats.bytes = b.bytes;
-	snap.stats.new_blobs = ws.new_blobs;
-	snap.stats.new_bytes = ws.new_bytes;
-	snap.stats.stored_bytes = ws.stored_bytes;
-	snap.stats.duration_ns = (uint64_t)(now_ns() - t0);
 	rc = cf_bk_repo_snapshot_save(repo, &snap, sid);
 	if (rc < 0) {
 		fprintf(stderr, "coffer: saving the snapshot: %s\n",
@@ -1398,19 +1415,9 @@ cmd_backup(struct tl_ctx *ctx, int argc, char **argv)
 			    "%s\n", strerror(-rc));
 	}
 	cf_bk_writer_stats(b.w, &ws);
-	memset(&snap, 0, sizeof(snap));
-	snap.time = t0;
-	memcpy(snap.tenant, cf_ks_tenant_id(s.t), CF_KS_ID_BYTES);
-	if (gethostname(host, sizeof(host)) < 0 || host[0] == '\0')
-		snprintf(host, sizeof(host), "localhost");
-	host[sizeof(host) - 1] = '\0';
-	snap.hostname = host;
-	snap.tags = tags;
-	snap.ntags = ntags;
 	paths[0] = use_stdin ? (char *)(uintptr_t)fname : (char *)"/";
-	snap.paths = paths;
-	snap.npaths = 1;
-	memcpy(snap.tree, tree, sizeof(tree));
+	snap_fill(&snap, t0, cf_ks_tenant_id(s.t), host, sizeof(host), tags,
+	    ntags, paths, tree, &ws);
 	snap.has_parent = has_parent;
 	if (has_parent)
 		memcpy(snap.parent, pid, CF_BK_ID_BYTES);
@@ -1419,10 +1426,6 @@ cmd_backup(struct tl_ctx *ctx, int argc, char **argv)
 	snap.stats.files = b.files;
 	snap.stats.dirs = b.dirs;
 	snap.stats.bytes = b.bytes;
-	snap.stats.new_blobs = ws.new_blobs;
-	snap.stats.new_bytes = ws.new_bytes;
-	snap.stats.stored_bytes = ws.stored_bytes;
-	snap.stats.duration_ns = (uint64_t)(now_ns() - t0);
 	snap.stats.pause_ns = pause_ns;
 	rc = cf_bk_repo_snapshot_save(s.repo, &snap, sid);
 	if (rc < 0) {

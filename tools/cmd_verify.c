@@ -214,55 +214,13 @@ out:
 static int
 coverage_save(const char *path, const struct cf_bk_coverage *c)
 {
-	char tmp[PATH_MAX + 32], dir[PATH_MAX], *text = NULL, *slash;
-	size_t len, off = 0;
-	ssize_t n;
-	int fd = -1, rc;
+	char *text = NULL;
+	size_t len;
+	int rc;
 
 	rc = cf_bk_coverage_format(c, &text, &len);
-	if (rc < 0)
-		return rc;
-	snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid());
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC,
-	    0600);
-	if (fd < 0) {
-		rc = -errno;
-		goto out;
-	}
-	while (off < len) {
-		n = write(fd, text + off, len - off);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			rc = -errno;
-			goto out;
-		}
-		off += (size_t)n;
-	}
-	if (fsync(fd) < 0 || close(fd) < 0) {
-		rc = -errno;
-		fd = -1;
-		goto out;
-	}
-	fd = -1;
-	if (rename(tmp, path) < 0) {
-		rc = -errno;
-		goto out;
-	}
-	snprintf(dir, sizeof(dir), "%s", path);
-	slash = strrchr(dir, '/');
-	if (slash != NULL) {
-		*slash = '\0';
-		fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		if (fd >= 0)
-			(void)fsync(fd);
-	}
-	rc = 0;
-out:
-	if (fd >= 0)
-		close(fd);
-	if (rc < 0)
-		(void)unlink(tmp);
+	if (rc == 0)
+		rc = cf_ks_write_atomic(path, text, len, 0600);
 	free(text);
 	return rc;
 }

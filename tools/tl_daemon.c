@@ -255,56 +255,12 @@ tl_daemon_state_load(const char *path, struct tl_daemon_state **out)
 int
 tl_daemon_state_save(const char *path, const struct tl_daemon_state *st)
 {
-	char tmp[PATH_MAX + 32], dir[PATH_MAX], *text, *slash;
-	size_t len, off = 0;
-	ssize_t n;
-	int fd = -1, rc;
+	char *text = tl_daemon_state_dump(st);
+	int rc;
 
-	text = tl_daemon_state_dump(st);
 	if (text == NULL)
 		return -ENOMEM;
-	len = strlen(text);
-	snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid());
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC,
-	    0600);
-	if (fd < 0) {
-		rc = -errno;
-		goto out;
-	}
-	while (off < len) {
-		n = write(fd, text + off, len - off);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			rc = -errno;
-			goto out;
-		}
-		off += (size_t)n;
-	}
-	if (fsync(fd) < 0) {
-		rc = -errno;
-		goto out;
-	}
-	rc = close(fd);
-	fd = -1;
-	if (rc < 0 || rename(tmp, path) < 0) {
-		rc = -errno;
-		goto out;
-	}
-	snprintf(dir, sizeof(dir), "%s", path);
-	slash = strrchr(dir, '/');
-	if (slash != NULL && slash != dir) {
-		*slash = '\0';
-		fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		if (fd >= 0)
-			(void)fsync(fd);
-	}
-	rc = 0;
-out:
-	if (fd >= 0)
-		close(fd);
-	if (rc < 0)
-		(void)unlink(tmp);
+	rc = cf_ks_write_atomic(path, text, strlen(text), 0600);
 	free(text);
 	return rc;
 }
