@@ -1528,13 +1528,38 @@ s3_close(void *ctx)
 	free(s);
 }
 
+/*
+ * GET bucket/?query (a bucket sub-resource such as "versioning=");
+ * *out (free its out, then it) holds the answer, also on failure.
+ */
+static int
+bucket_get(struct s3 *s, const char *query, struct s3_req **out)
+{
+	struct s3_req *r;
+	size_t pos = 0;
+	int rc;
+
+	*out = r = calloc(1, sizeof(*r));
+	if (r == NULL)
+		return -ENOMEM;
+	r->method = "GET";
+	r->outmax = 65536;
+	rc = cat(r->url, sizeof(r->url), &pos, s->bucket_url);
+	if (rc == 0)
+		rc = cat(r->url, sizeof(r->url), &pos, "/?");
+	if (rc == 0)
+		rc = cat(r->url, sizeof(r->url), &pos, query);
+	if (rc == 0)
+		rc = s3_perform(s, r);
+	return rc;
+}
+
 /* 1 if the bucket keeps versions (asked once: GET ?versioning). */
 static int
 s3_versioned(struct s3 *s)
 {
 	struct s3_req *r;
 	struct s3_xml x;
-	size_t pos = 0;
 	int rc, v;
 
 	pthread_mutex_lock(&s->lock);
@@ -1542,16 +1567,9 @@ s3_versioned(struct s3 *s)
 	pthread_mutex_unlock(&s->lock);
 	if (v >= 0)
 		return v;
-	r = calloc(1, sizeof(*r));
+	rc = bucket_get(s, "versioning=", &r);
 	if (r == NULL)
-		return -ENOMEM;
-	r->method = "GET";
-	r->outmax = 65536;
-	rc = cat(r->url, sizeof(r->url), &pos, s->bucket_url);
-	if (rc == 0)
-		rc = cat(r->url, sizeof(r->url), &pos, "/?versioning=");
-	if (rc == 0)
-		rc = s3_perform(s, r);
+		return rc;
 	if (rc == 0) {
 		rc = xml_parse(&x, r->out != NULL ? (const char *)r->out : "",
 		    r->outlen);
@@ -2097,7 +2115,6 @@ lock_setup(struct s3 *s, const struct s3_opts *o)
 	const char *b, *m;
 	long long days = -1;
 	int enabled = 0, rc;
-	size_t pos = 0;
 
 	if (o->lock_until != NULL) {
 		s->lock_max = opt_num(o->lock_until, 1, 253402300799LL);
@@ -2125,16 +2142,9 @@ lock_setup(struct s3 *s, const struct s3_opts *o)
 	} else if (o->lock_days != NULL) {
 		return -EINVAL;
 	}
-	r = calloc(1, sizeof(*r));
+	rc = bucket_get(s, "object-lock=", &r);
 	if (r == NULL)
-		return -ENOMEM;
-	r->method = "GET";
-	r->outmax = 65536;
-	rc = cat(r->url, sizeof(r->url), &pos, s->bucket_url);
-	if (rc == 0)
-		rc = cat(r->url, sizeof(r->url), &pos, "/?object-lock=");
-	if (rc == 0)
-		rc = s3_perform(s, r);
+		return rc;
 	b = r->out != NULL ? (const char *)r->out : "";
 	/* Any failure (404 on a bucket without a lock, 403, 501): none. */
 	if (rc == 0 && r->out != NULL) {
