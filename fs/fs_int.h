@@ -46,4 +46,19 @@ uint64_t fs_gen_get(struct fs_gen *g, const unsigned char id[CF_KS_ID_BYTES]);
 CF_MUST_CHECK int fs_gen_set(struct fs_gen *g,
     const unsigned char id[CF_KS_ID_BYTES], uint64_t gen);
 
+/*
+ * A helper thread for the blocks of one large request (fs_par.c).  run
+ * calls fn(arg, lo, hi) on [0, n) split in two, the upper part on the
+ * helper (when it is free and n >= CF_FS_PAR_MIN), and returns the first
+ * negative result; fn must be safe to run on both halves at once.  new
+ * gives NULL on a single-core machine; run with NULL does it all inline.
+ */
+#define CF_FS_PAR_MIN 32		/* blocks: 128 KiB */
+struct cf_fs_par;
+typedef int cf_fs_par_fn(void *arg, size_t lo, size_t hi);
+CF_MUST_CHECK int cf_fs_par_new(struct cf_fs_par **out);
+void cf_fs_par_free(struct cf_fs_par *p);
+int cf_fs_par_run(struct cf_fs_par *p, cf_fs_par_fn *fn, void *arg,
+    size_t n);
+
 #endif /* FS_INT_H */
