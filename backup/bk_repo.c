@@ -9,6 +9,8 @@
  * does not write packs (bk_writer.c) or walk trees (the CLI's job).
  */
 #include <errno.h>
+#include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -775,6 +777,28 @@ lock_put(struct cf_bk_lock *l)
 	return rc;
 }
 
+/*
+ * 1 if lock o was taken on this host (same hostname) by a process that
+ * no longer exists: a backup killed (a job time limit, kill -9, a crash)
+ * need not block the repository for the 30 minutes a lock takes to go
+ * stale.  A pid reused by another process keeps the lock (safe side).
+ */
+static int
+lock_holder_gone(const struct cf_bk_lock *l, json_t *o)
+{
+	json_t *h = json_object_get(o, "hostname");
+	json_t *p = json_object_get(o, "pid");
+	json_int_t pid;
+
+	if (!json_is_string(h) || !json_is_integer(p) ||
+	    strcmp(json_string_value(h), l->hostname) != 0)
+		return 0;
+	pid = json_integer_value(p);
+	if (pid <= 0 || pid > INT_MAX || pid == (json_int_t)getpid())
+		return 0;
+	return kill((pid_t)pid, 0) != 0 && errno == ESRCH;
+}
+
 /* 1 if the lock object name conflicts with ours (fresh and clashing). */
 static int
 lock_conflicts(struct cf_bk_lock *l, const char *name)
@@ -797,6 +821,11 @@ lock_conflicts(struct cf_bk_lock *l, const char *name)
 	    (long long)cf_ks_now() - json_integer_value(t) <
 	    LOCK_STALE_SECONDS)
 		conflict = l->exclusive || json_is_true(ex);
+	if (conflict && lock_holder_gone(l, o)) {
+		conflict = 0;
+		/* Best effort: if it stays, it goes stale in 30 minutes. */
+		(void)!cf_bk_store_del(l->r->store, CF_BK_KIND_LOCK, name);
+	}
 	json_decref(o);
 	return conflict;
 }

@@ -7,7 +7,7 @@ day does nothing, day 5 after a gap gives exactly one catch-up snapshot
 each; with max_jobs = 1 the jobs' recorded wall-clock intervals never
 overlap; a tenant whose repository is broken fails, is retried only after
 its backoff (15, then 30 min), shows in coffer status and the metrics, and
-recovers once fixed; an exit 3 is held for a person until the next
+recovers once fixed; a wedged job is stopped at the time limit; an exit 3 is held for a person until the next
 daily slot; retention keeps keep_last; a purge that is due is run;
 over 30 days the
 read-data coverage reads every pack of a repository (checked against the
@@ -21,6 +21,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import time
 
@@ -424,6 +425,35 @@ try:
     r = daemon(H2, "2031-04-05T12:00:00Z")
     ok(r.returncode == 0 and state(H2)["e"] == e,
        "a purged tenant is not scheduled any more", r.stderr)
+    # ---- a wedged job is stopped at the time limit ----
+    # w's store has a control socket that accepts and never answers (a
+    # hung mount daemon): its backup waits for ever.  Test builds take
+    # the limit in seconds from COFFER_TEST_JOB_TIMEOUT_SECONDS.
+    make_tenant(H2, "w", 1000)
+    ctl = os.path.join(H2.home, "tenants/w/store/cf.ctl")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(ctl)
+    srv.listen(4)
+    t0 = time.time()
+    r = H2.coffer("daemon", "--once", env=dict(
+        H2.env, COFFER_NOW="2031-04-06T12:00:00Z",
+        COFFER_TEST_JOB_TIMEOUT_SECONDS="2"))
+    took = time.time() - t0
+    srv.close()
+    os.unlink(ctl)
+    w = state(H2)["w"]["backup"]
+    ok(r.returncode == 1 and took < 60 and
+       "w: backup running for more than 2 s: stopping it" in r.stderr and
+       w["failures"] == 1 and w["last_exit"] == 128 + signal.SIGTERM and
+       w["next_try"] == 1932811200 + 5 * 86400 + 900,
+       f"a wedged backup is stopped at the limit ({took:.1f} s), counts as "
+       "a failure and is retried after the backoff",
+       r.stderr + json.dumps(w))
+    r = daemon(H2, "2031-04-06T12:16:00Z")
+    w = state(H2)["w"]["backup"]
+    ok(r.returncode == 0 and w["failures"] == 0 and nsnaps(H2, "w") == 1,
+       "once the mount answers again, the retry succeeds",
+       r.stderr + json.dumps(w))
     r = H2.coffer("daemon", "extra")
     ok(r.returncode == 2, "daemon with an argument is a usage error")
     r = H2.coffer("help", "daemon")

@@ -9,10 +9,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "bk_test.h"
@@ -790,6 +792,55 @@ locks(void)	/* [BK-LOCK-1] */
 	cf_bk_keys_free(k);
 }
 
+/*
+ * A lock left by a process of this host that is gone (killed at a job
+ * time limit) does not block; one of a live process does.  [BK-LOCK-1]
+ */
+static void
+locks_dead_holder(void)
+{
+	struct cf_bk_keys *k = bkt_keys_x(0);
+	struct cf_bk_repo *r;
+	struct cf_bk_lock *x = NULL;
+	int p[2], status;
+	pid_t pid;
+	char c;
+
+	CHECK(k != NULL);
+	unsetenv("COFFER_NOW");
+	r = open_repo(k, tenant_a, 1, NULL);
+	CHECK(r != NULL && pipe(p) == 0);
+	pid = fork();
+	CHECK(pid >= 0);
+	if (pid == 0) {
+		struct cf_bk_lock *cl;
+
+		close(p[0]);
+		if (cf_bk_repo_lock(r, 0, "this-host", &cl) != 0)
+			_exit(1);
+		(void)!write(p[1], "L", 1);
+		pause();	/* holds it until killed, never releases */
+		_exit(0);
+	}
+	close(p[1]);
+	CHECK(read(p[0], &c, 1) == 1);
+	close(p[0]);
+	/* Alive: the exclusive lock must wait, on this host or another. */
+	CHECK_RC(cf_bk_repo_lock(r, 1, "this-host", &x), -EBUSY);
+	CHECK_RC(cf_bk_repo_lock(r, 1, "other-host", &x), -EBUSY);
+	CHECK(count(cf_bk_repo_store(r), CF_BK_KIND_LOCK) == 1);
+	CHECK(kill(pid, SIGKILL) == 0 && waitpid(pid, &status, 0) == pid);
+	/* Gone: another host cannot tell, so it still waits ... */
+	CHECK_RC(cf_bk_repo_lock(r, 1, "other-host", &x), -EBUSY);
+	/* ... this host can: the dead holder's lock is removed. */
+	CHECK_RC(cf_bk_repo_lock(r, 1, "this-host", &x), 0);
+	CHECK(count(cf_bk_repo_store(r), CF_BK_KIND_LOCK) == 1);
+	CHECK_RC(cf_bk_lock_release(x), 0);
+	CHECK(count(cf_bk_repo_store(r), CF_BK_KIND_LOCK) == 0);
+	cf_bk_repo_free(r);
+	cf_bk_keys_free(k);
+}
+
 static const struct cf_test_case cases[] = {
 	CF_TEST(store_put_get_list),
 	CF_TEST(store_temp_not_listed),
@@ -803,6 +854,7 @@ static const struct cf_test_case cases[] = {
 	CF_TEST(crash_orphans),
 	CF_TEST(damaged_objects),
 	CF_TEST(locks),
+	CF_TEST(locks_dead_holder),
 };
 
 CF_TEST_MAIN(cases)
