@@ -19,6 +19,7 @@
  */
 #include <archive.h>
 #include <archive_entry.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -42,11 +43,11 @@ const struct tl_cmd tl_cmd_backup = {
 	"  coffer backup NAME [--repo URL] [--tag TAG]... [--json]\n"
 	"  coffer backup NAME --stdin --name FILENAME [--repo URL] "
 	"[--tag TAG]... [--json]\n"
-	"  coffer backup NAME --tar FILE|- [--repo URL] [--tag TAG]... "
-	"[--json]\n"
+	"  coffer backup NAME (--tar FILE|- | --dir DIR) [--repo URL] "
+	"[--tag TAG]... [--json]\n"
 	"  coffer backup NAME --writer-key FILE --repo URL\n"
-	"                (--stdin --name FILENAME | --tar FILE|-) "
-	"[--tag TAG]... [--json]\n",
+	"                (--stdin --name FILENAME | --tar FILE|- | --dir DIR)\n"
+	"                [--tag TAG]... [--json]\n",
 	"back up a tenant's store (or stdin) into its repository",
 };
 
@@ -1713,6 +1714,435 @@ out:
 	return rc;
 }
 
+/* ---- a plain directory: backup --dir DIR (docs/write-only.md) --------- */
+
+/*
+ * A write-only agent has no store keys: it backs up plaintext files it
+ * can read, e.g. a database dump directory.  The walk works relative to
+ * directory descriptors and never follows a symlink below DIR: symlinks
+ * are recorded as symlinks, every open is O_NOFOLLOW and checked against
+ * the lstat that chose it, so a file swapped for a symlink meanwhile is
+ * left out, not followed out of DIR.  Each regular file is read and then
+ * checked (size, mtime, ctime) and read again if it changed, as the
+ * live store backup does: consistency "none".
+ */
+
+/* add_stream's reader over [pos, end) of a plain file. */
+struct pfile_rd {
+	int fd;
+	off_t pos, end;
+	int err;
+};
+
+static int
+pfile_read(void *arg, unsigned char *buf, size_t cap, size_t *got)
+{
+	struct pfile_rd *r = arg;
+	ssize_t n;
+
+	*got = 0;
+	if (r->pos >= r->end)
+		return 0;
+	if ((off_t)cap > r->end - r->pos)
+		cap = (size_t)(r->end - r->pos);
+	do {
+		n = pread(r->fd, buf, cap, r->pos);
+	} while (n < 0 && errno == EINTR);
+	if (n == 0)
+		n = -EAGAIN;	/* shorter than when we looked: changed */
+	else if (n < 0)
+		n = -errno;
+	if (n < 0) {
+		r->err = (int)n;
+		return (int)n;
+	}
+	r->pos += n;
+	*got = (size_t)n;
+	return 0;
+}
+
+/* Data ranges through the chunker, holes (SEEK_HOLE) as hole items. */
+static int
+plain_content(struct bk *b, int fd, off_t size, struct cf_bk_item **itemsp,
+    size_t *nitemsp)
+{
+	struct cf_bk_item *items = NULL, *part;
+	size_t n = 0, cap = 0, npart;
+	struct pfile_rd rd;
+	off_t off = 0, doff, dend;
+	uint64_t got;
+	int rc;
+
+	*itemsp = NULL;
+	*nitemsp = 0;
+	while (off < size) {
+		doff = lseek(fd, off, SEEK_DATA);
+		if (doff < 0 && errno == ENXIO) {
+			doff = size;	/* a hole to the end */
+		} else if (doff < 0) {
+			doff = off;	/* no SEEK_DATA here: all data */
+			dend = size;
+			goto data;
+		}
+		if (doff > size)
+			doff = size;
+		dend = doff < size ? lseek(fd, doff, SEEK_HOLE) : size;
+		if (dend < 0 || dend > size)
+			dend = size;
+data:
+		rc = push_hole(&items, &n, &cap, (uint64_t)(doff - off));
+		if (rc < 0)
+			goto out;
+		off = doff;
+		if (dend <= doff)
+			continue;
+		rd.fd = fd;
+		rd.pos = doff;
+		rd.end = dend;
+		rd.err = 0;
+		rc = cf_bk_writer_add_stream(b->w, pfile_read, &rd, &part,
+		    &npart, &got);
+		if (rc < 0) {
+			if (rd.err < 0)
+				rc = rd.err;
+			goto out;
+		}
+		rc = push_items(&items, &n, &cap, part, npart);
+		free(part);
+		if (rc < 0)
+			goto out;
+		if ((off_t)got != dend - doff) {
+			rc = -EAGAIN;
+			goto out;
+		}
+		off = dend;
+	}
+	*itemsp = items;
+	*nitemsp = n;
+	items = NULL;
+	rc = 0;
+out:
+	free(items);
+	return rc;
+}
+
+static int
+same_file(const struct stat *a, const struct stat *b)
+{
+	return a->st_dev == b->st_dev && a->st_ino == b->st_ino &&
+	    (a->st_mode & S_IFMT) == (b->st_mode & S_IFMT);
+}
+
+static int
+unchanged(const struct stat *a, const struct stat *b)
+{
+	return same_file(a, b) && a->st_size == b->st_size &&
+	    ts_ns(&a->st_mtim) == ts_ns(&b->st_mtim) &&
+	    ts_ns(&a->st_ctim) == ts_ns(&b->st_ctim);
+}
+
+/*
+ * user.* xattrs of an open file or directory (fd >= 0), else of the
+ * entry name in dfd without following it (through /proc/self/fd).
+ */
+static int
+plain_xattrs(struct dir_nodes *dn, struct cf_bk_node *n, int fd, int dfd,
+    const char *name)
+{
+	char proc[PATH_MAX + 64], *list;
+	struct cf_bk_xattr *xa;
+	unsigned char *val;
+	ssize_t len, vlen;
+	size_t off, cnt = 0, i = 0;
+	int rc;
+
+	if (fd < 0)
+		snprintf(proc, sizeof(proc), "/proc/self/fd/%d/%s", dfd, name);
+	len = fd >= 0 ? flistxattr(fd, NULL, 0) : llistxattr(proc, NULL, 0);
+	if (len <= 0)
+		return 0;	/* none, or not supported here */
+	list = malloc((size_t)len + 1);
+	rc = keep(dn, list);
+	if (rc < 0)
+		return rc;
+	len = fd >= 0 ? flistxattr(fd, list, (size_t)len) :
+	    llistxattr(proc, list, (size_t)len);
+	if (len <= 0)
+		return 0;	/* changed meanwhile: taken as none */
+	list[len] = '\0';
+	for (off = 0; off < (size_t)len; off += strlen(list + off) + 1)
+		cnt++;
+	xa = calloc(cnt, sizeof(*xa));
+	rc = keep(dn, xa);
+	if (rc < 0)
+		return rc;
+	for (off = 0; off < (size_t)len; off += strlen(list + off) + 1) {
+		if (strncmp(list + off, "user.", 5) != 0 || i == 1024)
+			continue;
+		val = malloc(65536 + 1);
+		rc = keep(dn, val);
+		if (rc < 0)
+			return rc;
+		vlen = fd >= 0 ? fgetxattr(fd, list + off, val, 65536) :
+		    lgetxattr(proc, list + off, val, 65536);
+		if (vlen < 0)
+			continue;	/* removed meanwhile, or too large */
+		xa[i].name = list + off;
+		xa[i].value = val;
+		xa[i].value_len = (size_t)vlen;
+		i++;
+	}
+	n->xattrs = xa;
+	n->nxattrs = i;
+	return 0;
+}
+
+static int plain_dir(struct bk *b, int dfd, const char *path, int depth,
+    unsigned char id[CF_BK_ID_BYTES]);
+
+/*
+ * One entry of a plain directory.  0 (also when left out: counted in
+ * b->failed or b->changed and named), -errno to stop the backup.
+ */
+static int
+plain_entry(struct bk *b, struct dir_nodes *dn, int dfd, const char *name,
+    const char *path, int depth)
+{
+	struct cf_bk_node *n;
+	struct cf_bk_item *items = NULL;
+	struct stat st, fst;
+	size_t nitems = 0;
+	char *nm, *target;
+	ssize_t tl;
+	int fd = -1, rc, attempt;
+
+	if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+		if (errno == ENOENT)
+			return 0;	/* removed while we walked */
+		fprintf(stderr, "coffer: %s: %s; left out\n", path,
+		    strerror(errno));
+		b->failed++;
+		return 0;
+	}
+	n = new_node(dn);
+	if (n == NULL)
+		return -ENOMEM;
+	nm = strdup(name);
+	rc = keep(dn, nm);
+	if (rc < 0)
+		return rc;
+	n->name = nm;
+	if (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode)) {
+		if (S_ISDIR(st.st_mode) && depth >= MAX_DEPTH) {
+			fprintf(stderr, "coffer: %s: nested too deep; left "
+			    "out\n", path);
+			b->failed++;
+			return 0;
+		}
+		fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_NOCTTY |
+		    O_CLOEXEC | O_NONBLOCK |
+		    (S_ISDIR(st.st_mode) ? O_DIRECTORY : 0));
+		if (fd < 0 || fstat(fd, &fst) < 0 || !same_file(&st, &fst)) {
+			rc = fd < 0 ? errno : 0;
+			if (fd >= 0)
+				close(fd);
+			if (rc == ENOENT)
+				return 0;	/* removed meanwhile */
+			fprintf(stderr, "coffer: %s: %s; left out\n", path,
+			    rc != 0 ? strerror(rc) : "replaced while read "
+			    "(never followed)");
+			b->failed++;
+			return 0;
+		}
+	}
+	if (S_ISDIR(st.st_mode)) {
+		rc = plain_dir(b, fd, path, depth + 1, n->subtree);
+		if (rc == 0)
+			rc = plain_xattrs(dn, n, fd, dfd, name);
+		if (rc == 0 && fstat(fd, &st) < 0)
+			rc = -errno;
+		if (rc < 0) {
+			close(fd);
+			return rc;
+		}
+		n->type = CF_BK_NODE_DIR;
+		fill_meta(n, &st);
+		b->dirs++;
+	} else if (S_ISREG(st.st_mode)) {
+		for (attempt = 0;; attempt++) {
+			rc = plain_content(b, fd, fst.st_size, &items, &nitems);
+			if (rc == 0 && fstat(fd, &st) < 0)
+				rc = -errno;
+			if (rc == 0 && !unchanged(&fst, &st))
+				rc = -EAGAIN;
+			if (rc != -EAGAIN)
+				break;
+			free(items);
+			items = NULL;
+			if (attempt + 1 >= RETRIES) {
+				fprintf(stderr, "coffer: %s kept changing while "
+				    "it was read (%d tries); left out\n", path,
+				    RETRIES);
+				b->changed++;
+				close(fd);
+				return 0;
+			}
+			b->retries++;
+			usleep(25000U << attempt);
+			fst = st;
+		}
+		if (rc == -EIO || rc == -EACCES) {
+			fprintf(stderr, "coffer: %s: %s; left out\n", path,
+			    strerror(-rc));
+			b->failed++;
+			close(fd);
+			return 0;
+		}
+		if (rc == 0)
+			rc = keep(dn, items);
+		if (rc == 0)
+			rc = plain_xattrs(dn, n, fd, dfd, name);
+		if (rc < 0) {
+			close(fd);
+			return rc;
+		}
+		n->type = CF_BK_NODE_FILE;
+		fill_meta(n, &st);
+		n->size = (uint64_t)st.st_size;
+		n->items = items;
+		n->nitems = nitems;
+		n->link_group = link_group(b, &st);
+		b->files++;
+		b->bytes += n->size;
+		progress(b);
+	} else if (S_ISLNK(st.st_mode)) {
+		target = malloc(CF_FS_RLINK_MAX + 1);
+		rc = keep(dn, target);
+		if (rc < 0)
+			return rc;
+		tl = readlinkat(dfd, name, target, CF_FS_RLINK_MAX + 1);
+		if (tl < 0 && errno == ENOENT)
+			return 0;
+		if (tl <= 0 || tl > CF_FS_RLINK_MAX) {
+			fprintf(stderr, "coffer: %s: %s; left out\n", path,
+			    tl < 0 ? strerror(errno) : "symlink target empty "
+			    "or too long");
+			b->failed++;
+			return 0;
+		}
+		target[tl] = '\0';
+		n->type = CF_BK_NODE_SYMLINK;
+		n->target = target;
+		fill_meta(n, &st);
+		n->link_group = link_group(b, &st);
+		b->files++;
+	} else {
+		if (S_ISFIFO(st.st_mode))
+			n->type = CF_BK_NODE_FIFO;
+		else if (S_ISSOCK(st.st_mode))
+			n->type = CF_BK_NODE_SOCKET;
+		else if (S_ISCHR(st.st_mode))
+			n->type = CF_BK_NODE_CHR;
+		else if (S_ISBLK(st.st_mode))
+			n->type = CF_BK_NODE_BLK;
+		else
+			return 0;
+		if (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode))
+			n->rdev = st.st_rdev;
+		fill_meta(n, &st);
+		n->link_group = link_group(b, &st);
+		b->files++;
+	}
+	if (fd < 0) {
+		rc = plain_xattrs(dn, n, -1, dfd, name);
+		if (rc < 0)
+			return rc;
+	}
+	if (fd >= 0)
+		close(fd);
+	dn->count++;
+	return 0;
+}
+
+static int
+plain_dir(struct bk *b, int dfd, const char *path, int depth,
+    unsigned char id[CF_BK_ID_BYTES])
+{
+	struct dir_nodes dn;
+	struct cf_bk_tree tree;
+	struct dirent *de;
+	DIR *d;
+	char *sub;
+	int fd, rc = 0;
+
+	memset(&dn, 0, sizeof(dn));
+	fd = dup(dfd);
+	if (fd < 0)
+		return -errno;
+	d = fdopendir(fd);
+	if (d == NULL) {
+		rc = -errno;
+		close(fd);
+		return rc;
+	}
+	rewinddir(d);
+	sub = malloc(PATH_MAX * 2);
+	if (sub == NULL) {
+		closedir(d);
+		return -ENOMEM;
+	}
+	for (;;) {
+		errno = 0;
+		de = readdir(d);
+		if (de == NULL) {
+			rc = -errno;
+			break;
+		}
+		if (strcmp(de->d_name, ".") == 0 ||
+		    strcmp(de->d_name, "..") == 0)
+			continue;
+		snprintf(sub, PATH_MAX * 2, "%s/%s", path, de->d_name);
+		rc = plain_entry(b, &dn, dfd, de->d_name, sub, depth);
+		if (rc < 0)
+			break;
+	}
+	if (rc < 0) {
+		fprintf(stderr, "coffer: %s: %s\n", path, strerror(-rc));
+		goto out;
+	}
+	tree.nodes = dn.n;
+	tree.count = dn.count;
+	tree.mem_ = NULL;
+	rc = cf_bk_writer_add_tree(b->w, &tree, id);
+	if (rc < 0)
+		fprintf(stderr, "coffer: %s: storing its tree: %s\n", path,
+		    strerror(-rc));
+out:
+	free(sub);
+	closedir(d);
+	dir_nodes_free(&dn);
+	return rc;
+}
+
+/* backup --dir DIR: DIR itself may be a symlink; nothing below it is. */
+static int
+backup_plain(struct bk *b, const char *dir, unsigned char id[CF_BK_ID_BYTES])
+{
+	int fd, rc;
+
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0) {
+		rc = -errno;
+		fprintf(stderr, "coffer: %s: %s\n", dir, strerror(errno));
+		return rc;
+	}
+	rc = plain_dir(b, fd, dir, 0, id);
+	if (b->progress)
+		fputc('\n', stderr);
+	close(fd);
+	return rc;
+}
+
 /* ---- write-only agents (docs/write-only.md) -------------------------- */
 
 /*
@@ -1776,13 +2206,23 @@ read_cred(const char *path, struct cf_secbuf **out)
 
 /*
  * The snapshot's one path for a stream: the --name of stdin, or
- * "tar:FILE" ("tar:-" for standard input).  Never "/": a store backup
+ * "tar:FILE" ("tar:-" for standard input), or "dir:" and the absolute
+ * path of a --dir.  Never "/": a store backup
  * must not take a tar's snapshot as the parent whose unchanged files it
  * reuses (a tar sets any times it likes).
  */
 static char *
-source_path(const char *fname, const char *tarf, char *buf, size_t cap)
+source_path(const char *fname, const char *tarf, const char *dir, char *buf,
+    size_t cap)
 {
+	char *rp;
+
+	if (dir != NULL) {
+		rp = realpath(dir, NULL);
+		snprintf(buf, cap, "dir:%s", rp != NULL ? rp : dir);
+		free(rp);
+		return buf;
+	}
 	if (tarf == NULL)
 		return (char *)(uintptr_t)fname;
 	snprintf(buf, cap, "tar:%s", tarf);
@@ -1795,8 +2235,8 @@ source_path(const char *fname, const char *tarf, char *buf, size_t cap)
  */
 static int
 backup_writeonly(struct tl_ctx *ctx, const char *name, const char *keyfile,
-    const char *url, const char *fname, const char *tarf, char **tags,
-    size_t ntags)
+    const char *url, const char *fname, const char *tarf, const char *dir,
+    char **tags, size_t ntags)
 {
 	struct cf_secbuf *cred = NULL;
 	struct cf_bk_wcred_info info;
@@ -1851,8 +2291,9 @@ backup_writeonly(struct tl_ctx *ctx, const char *name, const char *keyfile,
 		goto out;
 	ret = CF_EXIT_FAIL;
 	rc = cf_bk_writer_new(&b.w, repo, 2);
-	if (rc == 0 && tarf != NULL) {
-		rc = backup_tar(&b, tarf, t0, tree);
+	if (rc == 0 && (tarf != NULL || dir != NULL)) {
+		rc = tarf != NULL ? backup_tar(&b, tarf, t0, tree) :
+		    backup_plain(&b, dir, tree);
 		if (rc < 0)
 			goto out;	/* named; nothing saved */
 	} else if (rc == 0) {
@@ -1866,10 +2307,11 @@ backup_writeonly(struct tl_ctx *ctx, const char *name, const char *keyfile,
 		goto out;
 	}
 	cf_bk_writer_stats(b.w, &ws);
-	paths[0] = source_path(fname, tarf, tpath, sizeof(tpath));
+	paths[0] = source_path(fname, tarf, dir, tpath, sizeof(tpath));
 	snap_fill(&snap, t0, info.tenant, host, sizeof(host), tags, ntags,
 	    paths, tree, &ws);
-	snap.consistency = (char *)"stream";
+	snap.consistency = (char *)(uintptr_t)(dir != NULL ? "none" :
+	    "stream");
 	snap.stats.files = b.files;
 	snap.stats.dirs = b.dirs;
 	snap.stats.bytes = b.bytes;
@@ -1883,7 +2325,8 @@ backup_writeonly(struct tl_ctx *ctx, const char *name, const char *keyfile,
 	if (ctx->json) {
 		j = json_pack("{s:s, s:s, s:s, s:s, s:b, s:I, s:I, s:I, s:I, "
 		    "s:I, s:I, s:I, s:f}", "snapshot", hex, "tenant", name,
-		    "repo", url, "consistency", "stream", "write_only", 1,
+		    "repo", url, "consistency", snap.consistency,
+		    "write_only", 1,
 		    "files", (json_int_t)b.files, "dirs", (json_int_t)b.dirs,
 		    "bytes", (json_int_t)b.bytes,
 		    "left_out", (json_int_t)b.failed,
@@ -1894,15 +2337,16 @@ backup_writeonly(struct tl_ctx *ctx, const char *name, const char *keyfile,
 		if (j != NULL)
 			tl_print_json(j);
 	} else if (ctx->verbose >= 0) {
-		printf("snapshot %.8s saved (stream, write-only): %.1f MiB, "
-		    "%.1f MiB new, %.2f s\n", hex, (double)b.bytes / (1 << 20),
+		printf("snapshot %.8s saved (%s, write-only): %.1f MiB, "
+		    "%.1f MiB new, %.2f s\n", hex, snap.consistency,
+		    (double)b.bytes / (1 << 20),
 		    (double)ws.new_bytes / (1 << 20),
 		    (double)snap.stats.duration_ns / 1e9);
 	}
 	ret = CF_EXIT_OK;
-	if (b.failed > 0) {
+	if (b.failed + b.changed > 0) {
 		fprintf(stderr, "coffer: %llu entries were left out (named "
-		    "above)\n", (unsigned long long)b.failed);
+		    "above)\n", (unsigned long long)(b.failed + b.changed));
 		ret = CF_EXIT_FAIL;
 	}
 out:
@@ -2014,6 +2458,7 @@ cmd_backup(struct tl_ctx *ctx, int argc, char **argv)
 		{ "json", no_argument, NULL, 'j' },
 		{ "writer-key", required_argument, NULL, 'w' },
 		{ "tar", required_argument, NULL, 'T' },
+		{ "dir", required_argument, NULL, 'D' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct session s;
@@ -2032,7 +2477,7 @@ cmd_backup(struct tl_ctx *ctx, int argc, char **argv)
 	char *tags[256], *paths[1], host[256], store[PATH_MAX], hex[65];
 	char tpath[PATH_MAX + 8];
 	const char *repo = NULL, *fname = NULL, *name, *wkey = NULL;
-	const char *tarf = NULL;
+	const char *tarf = NULL, *dir = NULL;
 	int c, use_stdin = 0, ret, rc;
 	size_t ntags = 0;
 	int64_t t0;
@@ -2066,6 +2511,9 @@ cmd_backup(struct tl_ctx *ctx, int argc, char **argv)
 		case 'T':
 			tarf = optarg;
 			break;
+		case 'D':
+			dir = optarg;
+			break;
 		default:
 			return tl_usage(&tl_cmd_backup, "backup: bad option");
 		}
@@ -2081,20 +2529,21 @@ cmd_backup(struct tl_ctx *ctx, int argc, char **argv)
 	    strlen(fname) > 255))
 		return tl_usage(&tl_cmd_backup, "backup: --name must be one "
 		    "file name component");
-	if (tarf != NULL && (use_stdin || tarf[0] == '\0'))
-		return tl_usage(&tl_cmd_backup, "backup: give either --tar "
-		    "FILE|- or --stdin --name FILE");
+	if (use_stdin + (tarf != NULL) + (dir != NULL) > 1 ||
+	    (tarf != NULL && tarf[0] == '\0') || (dir != NULL && dir[0] == '\0'))
+		return tl_usage(&tl_cmd_backup, "backup: give one source: "
+		    "--stdin --name FILE, --tar FILE|- or --dir DIR");
 	if (tarf != NULL && strcmp(tarf, "-") == 0 && isatty(0))
 		return tl_usage(&tl_cmd_backup, "backup: not reading a tar "
 		    "from a terminal");
 	if (wkey != NULL) {
-		if (repo == NULL || (!use_stdin && tarf == NULL))
+		if (repo == NULL || (!use_stdin && tarf == NULL && dir == NULL))
 			return tl_usage(&tl_cmd_backup, "backup: --writer-key "
-			    "needs --repo URL and --stdin --name FILE or --tar "
-			    "FILE|- (a write-only agent cannot read the "
-			    "tenant's store)");
+			    "needs --repo URL and a source: --stdin --name "
+			    "FILE, --tar FILE|- or --dir DIR (a write-only "
+			    "agent cannot read the tenant's store)");
 		return backup_writeonly(ctx, name, wkey, repo, fname, tarf,
-		    tags, ntags);
+		    dir, tags, ntags);
 	}
 	t0 = now_ns();
 	ret = session_open(&s, ctx, name, repo, 1);
@@ -2103,8 +2552,8 @@ cmd_backup(struct tl_ctx *ctx, int argc, char **argv)
 	ret = CF_EXIT_FAIL;
 	b.progress = isatty(2) && ctx->verbose >= 0;
 	/* The parent: the newest snapshot of the same path. */
-	paths[0] = use_stdin || tarf != NULL ? source_path(fname, tarf, tpath,
-	    sizeof(tpath)) : (char *)"/";
+	paths[0] = use_stdin || tarf != NULL || dir != NULL ?
+	    source_path(fname, tarf, dir, tpath, sizeof(tpath)) : (char *)"/";
 	has_parent = latest_parent(&s, paths[0], pid, &psnap);
 	if (has_parent)
 		b.parent_time = psnap->time;
@@ -2119,6 +2568,10 @@ cmd_backup(struct tl_ctx *ctx, int argc, char **argv)
 			goto out;
 	} else if (tarf != NULL) {
 		rc = backup_tar(&b, tarf, t0, tree);
+		if (rc < 0)
+			goto out;	/* named; no snapshot */
+	} else if (dir != NULL) {
+		rc = backup_plain(&b, dir, tree);
 		if (rc < 0)
 			goto out;	/* named; no snapshot */
 	} else {
@@ -2215,7 +2668,7 @@ cmd_backup(struct tl_ctx *ctx, int argc, char **argv)
 	if (has_parent)
 		memcpy(snap.parent, pid, CF_BK_ID_BYTES);
 	snap.consistency = (char *)(uintptr_t)(use_stdin || tarf != NULL ?
-	    "stream" :
+	    "stream" : dir != NULL ? "none" :
 	    b.live == 2 ? "freeze" : b.live ? "none" : "offline");
 	snap.stats.files = b.files;
 	snap.stats.dirs = b.dirs;
@@ -2264,7 +2717,8 @@ cmd_backup(struct tl_ctx *ctx, int argc, char **argv)
 	} else if (b.changed > 0 || b.failed > 0) {
 		fprintf(stderr, "coffer: %llu %s left out (named above)\n",
 		    (unsigned long long)(b.changed + b.failed),
-		    tarf != NULL ? "entries were" : "files were");
+		    tarf != NULL || dir != NULL ? "entries were" :
+		    "files were");
 		ret = CF_EXIT_FAIL;
 	} else {
 		ret = CF_EXIT_OK;
