@@ -2351,6 +2351,7 @@ backup_writeonly(struct tl_ctx *ctx, const char *name, const char *keyfile,
 	}
 out:
 	cf_bk_writer_free(b.w);
+	free(b.links);
 	(void)!cf_bk_lock_release(lock);
 	cf_bk_repo_free(repo);
 	cf_secbuf_free(cred);
