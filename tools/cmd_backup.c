@@ -168,18 +168,38 @@ lock_for_backup(struct cf_bk_repo *r, const char *url, struct cf_bk_lock **l)
 }
 
 /*
- * The fields every new snapshot of a backup shares: time, tenant, host
- * (into host), tags, its one path, tree and the writer's counts.
+ * A snapshot's time: the schedules' clock (cf_ks_now: COFFER_NOW in a
+ * -Dtest_clock build, so tests can simulate days of backups), in ns.  A
+ * build without the test clock, or with COFFER_NOW unset, gives the
+ * system clock with its nanoseconds: cf_ks_now is then time(NULL), never
+ * more than a second from it.  Two snapshots of one COFFER_NOW tie and
+ * are ordered by id.
+ */
+static int64_t
+snap_time_ns(void)
+{
+	time_t now = cf_ks_now();
+	int64_t real = now_ns(), rs = real / 1000000000;
+
+	if ((int64_t)now >= rs - 1 && (int64_t)now <= rs + 1)
+		return real;
+	return (int64_t)now * 1000000000;
+}
+
+/*
+ * The fields every new snapshot of a backup shares: time (when), tenant,
+ * host (into host), tags, its one path, tree and the writer's counts;
+ * the duration since t0 on the system clock.
  */
 static void
-snap_fill(struct cf_bk_snapshot *snap, int64_t t0,
+snap_fill(struct cf_bk_snapshot *snap, int64_t when, int64_t t0,
     const unsigned char tenant[CF_KS_ID_BYTES], char *host, size_t hostcap,
     char **tags, size_t ntags, char **paths,
     const unsigned char tree[CF_BK_ID_BYTES],
     const struct cf_bk_writer_stats *ws)
 {
 	memset(snap, 0, sizeof(*snap));
-	snap->time = t0;
+	snap->time = when;
 	memcpy(snap->tenant, tenant, CF_KS_ID_BYTES);
 	if (gethostname(host, hostcap) < 0 || host[0] == '\0')
 		snprintf(host, hostcap, "localhost");
@@ -2247,7 +2267,7 @@ backup_writeonly(struct tl_ctx *ctx, const char *name, const char *keyfile,
 	struct bk b;
 	unsigned char tree[CF_BK_ID_BYTES], sid[CF_BK_ID_BYTES];
 	char host[256], hex[65], *paths[1], tpath[PATH_MAX + 8];
-	int64_t t0 = now_ns();
+	int64_t t0 = now_ns(), when = snap_time_ns();
 	int ret, rc;
 	json_t *j;
 
@@ -2308,8 +2328,8 @@ backup_writeonly(struct tl_ctx *ctx, const char *name, const char *keyfile,
 	}
 	cf_bk_writer_stats(b.w, &ws);
 	paths[0] = source_path(fname, tarf, dir, tpath, sizeof(tpath));
-	snap_fill(&snap, t0, info.tenant, host, sizeof(host), tags, ntags,
-	    paths, tree, &ws);
+	snap_fill(&snap, when, t0, info.tenant, host, sizeof(host), tags,
+	    ntags, paths, tree, &ws);
 	snap.consistency = (char *)(uintptr_t)(dir != NULL ? "none" :
 	    "stream");
 	snap.stats.files = b.files;
@@ -2481,7 +2501,7 @@ cmd_backup(struct tl_ctx *ctx, int argc, char **argv)
 	const char *tarf = NULL, *dir = NULL;
 	int c, use_stdin = 0, ret, rc;
 	size_t ntags = 0;
-	int64_t t0;
+	int64_t t0, when;
 	json_t *j;
 
 	memset(&b, 0, sizeof(b));
@@ -2547,6 +2567,7 @@ cmd_backup(struct tl_ctx *ctx, int argc, char **argv)
 		    dir, tags, ntags);
 	}
 	t0 = now_ns();
+	when = snap_time_ns();
 	ret = session_open(&s, ctx, name, repo, 1);
 	if (ret != CF_EXIT_OK)
 		goto out;
@@ -2556,8 +2577,15 @@ cmd_backup(struct tl_ctx *ctx, int argc, char **argv)
 	paths[0] = use_stdin || tarf != NULL || dir != NULL ?
 	    source_path(fname, tarf, dir, tpath, sizeof(tpath)) : (char *)"/";
 	has_parent = latest_parent(&s, paths[0], pid, &psnap);
+	/*
+	 * Files whose ctime is before the parent's start were settled when
+	 * it read them.  A parent stamped by an injected clock later than
+	 * now (COFFER_NOW, test builds) says nothing about when it really
+	 * read them: reuse nothing.
+	 */
 	if (has_parent)
-		b.parent_time = psnap->time;
+		b.parent_time = psnap->time <= now_ns() ? psnap->time :
+		    INT64_MIN;
 	rc = cf_bk_writer_new(&b.w, s.repo, 2);
 	if (rc < 0) {
 		fprintf(stderr, "coffer: backup writer: %s\n", strerror(-rc));
@@ -2663,8 +2691,8 @@ cmd_backup(struct tl_ctx *ctx, int argc, char **argv)
 			    "%s\n", strerror(-rc));
 	}
 	cf_bk_writer_stats(b.w, &ws);
-	snap_fill(&snap, t0, cf_ks_tenant_id(s.t), host, sizeof(host), tags,
-	    ntags, paths, tree, &ws);
+	snap_fill(&snap, when, t0, cf_ks_tenant_id(s.t), host, sizeof(host),
+	    tags, ntags, paths, tree, &ws);
 	snap.has_parent = has_parent;
 	if (has_parent)
 		memcpy(snap.parent, pid, CF_BK_ID_BYTES);
