@@ -3495,6 +3495,73 @@ restore_node(struct rs *r, int dirfd, const struct cf_bk_node *n,
 	return 0;
 }
 
+/*
+ * Gives a file with holes a sparse map (pax GNU.sparse 1.0), so that
+ * holes take no room in the tar: the data regions, as the blobs'
+ * plaintext lengths in the index give them.  The pax writer then drops
+ * the holes' zeros write_content passes it.  Regions are widened to
+ * 512-byte boundaries (with the zeros around them): GNU tar reads each
+ * region of a 1.0 map from whole archive blocks.  A blob the index does
+ * not list leaves the file dense (its damage is reported when read).
+ */
+static void
+tar_sparse(struct rs *r, struct archive_entry *e, const struct cf_bk_node *n)
+{
+	const struct cf_bk_index *idx = cf_bk_repo_index(r->repo);
+	struct cf_bk_blob_loc loc;
+	uint64_t off = 0, start = 0, end = 0, s, t;
+	size_t i;
+	int holes = 0, open = 0, any = 0;
+
+	for (i = 0; i < n->nitems; i++)
+		holes |= n->items[i].hole > 0;
+	if (!holes)
+		return;
+	for (i = 0; i <= n->nitems; i++) {
+		if (i < n->nitems && n->items[i].hole == 0) {
+			if (cf_bk_index_lookup(idx, CF_BK_BLOB_DATA,
+			    n->items[i].id, &loc) < 0)
+				goto dense;
+			if (!open)
+				s = off;
+			open = 1;
+			off += loc.desc.ulen;
+			continue;
+		}
+		if (open) {
+			/* The region [s, off), block-aligned. */
+			s &= ~(uint64_t)511;
+			t = (off + 511) & ~(uint64_t)511;
+			if (t > n->size)
+				t = n->size;
+			if (any && s <= end) {
+				end = t;	/* overlaps the last: merge */
+			} else {
+				if (any)
+					archive_entry_sparse_add_entry(e,
+					    (la_int64_t)start,
+					    (la_int64_t)(end - start));
+				start = s;
+				end = t;
+				any = 1;
+			}
+			open = 0;
+		}
+		if (i < n->nitems)
+			off += n->items[i].hole;
+	}
+	if (off != n->size)
+		goto dense;	/* not as the tree says: leave it dense */
+	if (any)
+		archive_entry_sparse_add_entry(e, (la_int64_t)start,
+		    (la_int64_t)(end - start));
+	else
+		archive_entry_sparse_add_entry(e, (la_int64_t)n->size, 0);
+	return;
+dense:
+	archive_entry_sparse_clear(e);
+}
+
 static int
 tar_node(struct rs *r, const struct cf_bk_node *n, char *path, size_t plen,
     char **filter, int depth)
@@ -3539,6 +3606,7 @@ tar_node(struct rs *r, const struct cf_bk_node *n, char *path, size_t plen,
 		archive_entry_set_size(e, 0);
 	} else if (n->type == CF_BK_NODE_FILE) {
 		archive_entry_set_size(e, (la_int64_t)n->size);
+		tar_sparse(r, e, n);
 	}
 	if (archive_write_header(r->ar, e) < ARCHIVE_WARN) {
 		fprintf(stderr, "coffer: tar: %s\n",

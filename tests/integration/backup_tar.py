@@ -6,7 +6,8 @@ tarfile (pax xattrs, ustar) become snapshots that `coffer restore
 --target` gives back byte for byte and metadata for metadata (mode,
 owner, mtime and atime in ns, user.* xattrs, symlinks, hard links, fifos,
 devices, holes); standard input and gzip/xz/bzip2/zstd; dedup of the
-same archive; --json; the audit record; hostile entries (absolute
+same archive; restore --to-tar writes holes as sparse entries (a 10 GiB
+sparse file is a small tar GNU tar extracts exactly); --json; the audit record; hostile entries (absolute
 paths, "..", a symlink to climb through, duplicates, hard links to
 missing or later names, a file over a directory) are handled safely; a
 truncated or damaged archive saves no snapshot.  TAP output.  Needs root
@@ -108,6 +109,38 @@ def pax_ns(v):
     """A pax time ("123.456") as integer ns, exactly."""
     s, _, frac = v.partition(".")
     return int(s) * 10**9 + int((frac + "000000000")[:9])
+
+
+def data_regions(path):
+    """[(start, end)] of a file's data as SEEK_DATA/SEEK_HOLE give it."""
+    out = []
+    with open(path, "rb") as f:
+        fd = f.fileno()
+        size = os.fstat(fd).st_size
+        off = 0
+        while off < size:
+            try:
+                d = os.lseek(fd, off, os.SEEK_DATA)
+            except OSError:
+                break
+            h = os.lseek(fd, d, os.SEEK_HOLE)
+            out.append((d, h))
+            off = h
+    return out
+
+
+def same_sparse(a, b):
+    """Byte-for-byte equal without reading the holes: both files' data
+    regions are read from both (outside them both are zeros)."""
+    if os.path.getsize(a) != os.path.getsize(b):
+        return False
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        for s, e in data_regions(a) + data_regions(b):
+            fa.seek(s)
+            fb.seek(s)
+            if fa.read(e - s) != fb.read(e - s):
+                return False
+    return True
 
 
 def add(tf, name, data=b"", **kw):
@@ -420,6 +453,60 @@ try:
     r = coffer("backup", "acme", "--tar", os.path.join(T, "missing.tar"))
     ok(r.returncode == 1 and "missing.tar" in r.stderr,
        "a missing archive: exit 1, named", r.stderr)
+
+    # ---- restore --to-tar writes sparse entries ----
+    sd = os.path.join(T, "sparse-src")
+    os.makedirs(sd)
+    huge = os.path.join(sd, "huge")
+    with open(huge, "wb") as f:
+        f.truncate(10 << 30)
+        f.seek(5 << 30)
+        f.write(b"MIDDLE" * 1000)
+        f.seek((10 << 30) - 3)
+        f.write(b"END")
+    with open(os.path.join(sd, "lead"), "wb") as f:
+        f.seek(3 << 20)
+        f.write(os.urandom(100000))
+    with open(os.path.join(sd, "holes-only"), "wb") as f:
+        f.truncate(7 << 20)
+    with open(os.path.join(sd, "dense"), "wb") as f:
+        f.write(os.urandom(700000))
+    r = coffer("--json", "backup", "acme", "--dir", sd)
+    sid = js(r).get("snapshot", "x")
+    ok(r.returncode == 0 and js(r).get("bytes") == (10 << 30) +
+       (3 << 20) + 100000 + (7 << 20) + 700000,
+       "a 10 GiB sparse file backed up (--dir)", r.stdout + r.stderr)
+    spt = os.path.join(T, "sparse.tar")
+    r = coffer("restore", "acme", sid, "--to-tar", spt)
+    ok(r.returncode == 0 and os.path.getsize(spt) < 1 << 20,
+       f"restore --to-tar writes it as a sparse entry: the tar is "
+       f"{os.path.getsize(spt) if os.path.exists(spt) else -1} bytes",
+       r.stderr)
+    t = subprocess.run(["tar", "-tvf", spt], capture_output=True, text=True)
+    ok(t.returncode == 0 and "10737418240" in t.stdout,
+       "GNU tar lists the 10 GiB file", t.stdout + t.stderr)
+    sx = os.path.join(T, "sparse-x")
+    os.makedirs(sx)
+    t = subprocess.run(["tar", "-xf", spt, "-C", sx], capture_output=True,
+                       text=True)
+    bad = [n for n in os.listdir(sd) if not os.path.exists(
+        os.path.join(sx, n)) or not same_sparse(os.path.join(sd, n),
+                                               os.path.join(sx, n))]
+    ok(t.returncode == 0 and not bad,
+       "GNU tar extracts every file byte for byte (holes included)",
+       t.stderr + str(bad))
+    blocks = {n: os.stat(os.path.join(sx, n)).st_blocks * 512
+              for n in os.listdir(sx)}
+    ok(blocks.get("huge", 1 << 40) < 1 << 20 and
+       blocks.get("holes-only", 1 << 40) < 64 << 10 and
+       blocks.get("lead", 1 << 40) < 1 << 20,
+       "and extracts them sparse (holes stay holes)", blocks)
+    r = subprocess.run([cftest.COFFER, "restore", "acme", sid, "--to-tar",
+                        "-"], capture_output=True, env=ENV, timeout=120)
+    t = subprocess.run(["tar", "-tvf", "-"], input=r.stdout,
+                       capture_output=True)
+    ok(r.returncode == 0 and len(r.stdout) < 1 << 20 and t.returncode == 0
+       and b"huge" in t.stdout, "to standard output too", r.stderr)
 
     # ---- a write-only agent reads a tar too ----
     wurl = "file://" + os.path.join(T, "repo-wo")
