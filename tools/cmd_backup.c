@@ -1413,6 +1413,13 @@ tar_content(struct tarin *ti, struct archive_entry *e, struct tino *ino)
 			goto fail;
 		size = (uint64_t)archive_entry_size(e);
 	}
+	/*
+	 * Kept until the end of the archive: trim push_items' spare room
+	 * (16 items, 640 bytes, per file otherwise).
+	 */
+	if (n > 0 && n < cap && (part = realloc(items, n * sizeof(*items))) !=
+	    NULL)
+		items = part;
 	free(ino->items);
 	ino->items = items;
 	ino->nitems = n;
