@@ -48,7 +48,8 @@ const struct tl_cmd tl_cmd_backup = {
 	"  coffer backup NAME --writer-key FILE --repo URL\n"
 	"                (--stdin --name FILENAME | --tar FILE|- | --dir DIR)\n"
 	"                [--tag TAG]... [--json]\n",
-	"back up a tenant's store (or stdin) into its repository",
+	"back up a tenant's store (or stdin, a tar, a directory) into its "
+	"repository",
 };
 
 const struct tl_cmd tl_cmd_snapshots = {
