@@ -2008,9 +2008,9 @@ plain_entry(struct bk *b, struct dir_nodes *dn, int dfd, const char *name,
 			free(items);
 			items = NULL;
 			if (attempt + 1 >= RETRIES) {
-				fprintf(stderr, "coffer: %s kept changing while "
-				    "it was read (%d tries); left out\n", path,
-				    RETRIES);
+				fprintf(stderr, "coffer: %s kept changing "
+				    "while it was read (%d tries); left out\n",
+				    path, RETRIES);
 				b->changed++;
 				close(fd);
 				return 0;
@@ -2559,7 +2559,8 @@ cmd_backup(struct tl_ctx *ctx, int argc, char **argv)
 		return tl_usage(&tl_cmd_backup, "backup: --name must be one "
 		    "file name component");
 	if (use_stdin + (tarf != NULL) + (dir != NULL) > 1 ||
-	    (tarf != NULL && tarf[0] == '\0') || (dir != NULL && dir[0] == '\0'))
+	    (tarf != NULL && tarf[0] == '\0') ||
+	    (dir != NULL && dir[0] == '\0'))
 		return tl_usage(&tl_cmd_backup, "backup: give one source: "
 		    "--stdin --name FILE, --tar FILE|- or --dir DIR");
 	if (tarf != NULL && strcmp(tarf, "-") == 0 && isatty(0))
