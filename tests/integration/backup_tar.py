@@ -9,7 +9,8 @@ devices, holes); standard input and gzip/xz/bzip2/zstd; dedup of the
 same archive; restore --to-tar writes holes as sparse entries (a 10 GiB
 sparse file is a small tar GNU tar extracts exactly); --json; the audit record; hostile entries (absolute
 paths, "..", a symlink to climb through, duplicates, hard links to
-missing or later names, a file over a directory) are handled safely; a
+missing or later names, a file over a directory, a 5000-byte symlink
+target, a 41-bit owner id) are handled safely; a
 truncated or damaged archive saves no snapshot.  TAP output.  Needs root
 (owners, devices); no FUSE."""
 import io
@@ -366,15 +367,17 @@ try:
         add(tf, "h1", b"linked\n")
         add(tf, "sub/h2", type=tarfile.LNKTYPE, linkname="./h1")
         add(tf, "h1", b"replaced\n")
+        add(tf, "longlink", type=tarfile.SYMTYPE, linkname="t" * 5000)
+        add(tf, "bigid", b"x", uid=1 << 40)
     nsnap = len(snapshots())
     r = coffer("--json", "backup", "acme", "--tar", host)
     j = js(r)
-    ok(r.returncode == 1 and j.get("left_out") == 6 and
+    ok(r.returncode == 1 and j.get("left_out") == 8 and
        "left out" in r.stderr,
        "hostile entries are left out and counted; the backup exits 1",
        r.stdout + r.stderr)
     named = ["../escape", "a/../../escape2", "evil/pwned", "ghostlink",
-             "early", "d"]
+             "early", "d", "longlink", "bigid"]
     ok(all(f"tar entry {n}: " in r.stderr for n in named),
        "each is named on stderr", r.stderr)
     ok("\\033[31m" in r.stderr or "ok\x1b" not in r.stderr,
