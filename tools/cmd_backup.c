@@ -19,6 +19,7 @@
  */
 #include <archive.h>
 #include <archive_entry.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -42,10 +43,13 @@ const struct tl_cmd tl_cmd_backup = {
 	"  coffer backup NAME [--repo URL] [--tag TAG]... [--json]\n"
 	"  coffer backup NAME --stdin --name FILENAME [--repo URL] "
 	"[--tag TAG]... [--json]\n"
-	"  coffer backup NAME --writer-key FILE --repo URL --stdin --name "
-	"FILENAME\n"
+	"  coffer backup NAME (--tar FILE|- | --dir DIR) [--repo URL] "
+	"[--tag TAG]... [--json]\n"
+	"  coffer backup NAME --writer-key FILE --repo URL\n"
+	"                (--stdin --name FILENAME | --tar FILE|- | --dir DIR)\n"
 	"                [--tag TAG]... [--json]\n",
-	"back up a tenant's store (or stdin) into its repository",
+	"back up a tenant's store (or stdin, a tar, a directory) into its "
+	"repository",
 };
 
 const struct tl_cmd tl_cmd_snapshots = {
@@ -165,18 +169,38 @@ lock_for_backup(struct cf_bk_repo *r, const char *url, struct cf_bk_lock **l)
 }
 
 /*
- * The fields every new snapshot of a backup shares: time, tenant, host
- * (into host), tags, its one path, tree and the writer's counts.
+ * A snapshot's time: the schedules' clock (cf_ks_now: COFFER_NOW in a
+ * -Dtest_clock build, so tests can simulate days of backups), in ns.  A
+ * build without the test clock, or with COFFER_NOW unset, gives the
+ * system clock with its nanoseconds: cf_ks_now is then time(NULL), never
+ * more than a second from it.  Two snapshots of one COFFER_NOW tie and
+ * are ordered by id.
+ */
+static int64_t
+snap_time_ns(void)
+{
+	time_t now = cf_ks_now();
+	int64_t real = now_ns(), rs = real / 1000000000;
+
+	if ((int64_t)now >= rs - 1 && (int64_t)now <= rs + 1)
+		return real;
+	return (int64_t)now * 1000000000;
+}
+
+/*
+ * The fields every new snapshot of a backup shares: time (when), tenant,
+ * host (into host), tags, its one path, tree and the writer's counts;
+ * the duration since t0 on the system clock.
  */
 static void
-snap_fill(struct cf_bk_snapshot *snap, int64_t t0,
+snap_fill(struct cf_bk_snapshot *snap, int64_t when, int64_t t0,
     const unsigned char tenant[CF_KS_ID_BYTES], char *host, size_t hostcap,
     char **tags, size_t ntags, char **paths,
     const unsigned char tree[CF_BK_ID_BYTES],
     const struct cf_bk_writer_stats *ws)
 {
 	memset(snap, 0, sizeof(*snap));
-	snap->time = t0;
+	snap->time = when;
 	memcpy(snap->tenant, tenant, CF_KS_ID_BYTES);
 	if (gethostname(host, hostcap) < 0 || host[0] == '\0')
 		snprintf(host, hostcap, "localhost");
@@ -968,6 +992,1185 @@ backup_stdin(struct bk *b, const char *fname, unsigned char id[CF_BK_ID_BYTES])
 	return rc;
 }
 
+/* ---- tar input: backup --tar FILE|- (docs/backup.md) ------------------ */
+
+/*
+ * The archive is read once, in order, with libarchive (every tar dialect
+ * it reads: v7, ustar, pax, GNU, through any of its decompression
+ * filters).  Contents go through the chunker as they arrive; names and
+ * metadata build a tree in memory, encoded bottom-up at the end, because
+ * a tar may name a directory's entries anywhere in the stream.
+ *
+ * An inode of the archive (struct tino) holds the metadata and content;
+ * the names of the tree (struct tnode) point at one, and the names a
+ * hard link adds share it.  A later entry of the same name replaces the
+ * earlier one, as extracting the archive would.  Entries the tree cannot
+ * hold safely are left out and named: ".." components, a name below
+ * something that is not a directory (a symlink: never followed), a hard
+ * link to a name not earlier in the archive, a file over a directory that
+ * has entries.  A damaged or truncated archive (no end-of-archive block)
+ * fails the backup: no snapshot is saved.
+ */
+struct tino {
+	uint8_t type;
+	uint32_t mode, uid, gid;
+	int64_t atime, mtime, ctime;
+	uint64_t rdev, size, group;
+	char *target;
+	struct cf_bk_xattr *xattrs;
+	size_t nxattrs;
+	struct cf_bk_item *items;
+	size_t nitems;
+	size_t refs;		/* names pointing at it */
+};
+
+struct tnode {
+	char *name;
+	struct tino *ino;
+	struct tnode *parent;
+	struct tnode *child, *last, *sibling;	/* directories' entries */
+	size_t nchild;
+	struct tnode *hnext;	/* hash chain of (parent, name) */
+	struct tnode *all;	/* every node, for freeing */
+};
+
+struct tarin {
+	struct bk *b;
+	struct archive *a;
+	struct tnode root;
+	struct tnode *all;
+	struct tnode **hash;
+	size_t nhash, nnodes;
+	uint64_t next_group;
+	uint64_t dropped_xattrs;
+	int64_t t0;
+	int stripped;
+};
+
+/* Prints a name from the archive with control bytes escaped. */
+static void
+put_name(const char *s)
+{
+	for (; *s != '\0'; s++) {
+		if ((unsigned char)*s < 0x20 || *s == 0x7f)
+			fprintf(stderr, "\\%03o", (unsigned char)*s);
+		else
+			fputc(*s, stderr);
+	}
+}
+
+static void
+tar_left_out(struct tarin *ti, const char *path, const char *why)
+{
+	fputs("coffer: tar entry ", stderr);
+	put_name(path);
+	fprintf(stderr, ": %s; left out\n", why);
+	ti->b->failed++;
+}
+
+static void
+tino_put(struct tino *ino)
+{
+	size_t i;
+
+	if (ino == NULL || --ino->refs > 0)
+		return;
+	free(ino->target);
+	for (i = 0; i < ino->nxattrs; i++) {
+		free((char *)(uintptr_t)ino->xattrs[i].name);
+		free((unsigned char *)(uintptr_t)ino->xattrs[i].value);
+	}
+	free(ino->xattrs);
+	free(ino->items);
+	free(ino);
+}
+
+static struct tino *
+tino_new(struct tarin *ti, uint8_t type)
+{
+	struct tino *ino = calloc(1, sizeof(*ino));
+
+	if (ino == NULL)
+		return NULL;
+	ino->type = type;
+	ino->refs = 1;
+	ino->group = ++ti->next_group;
+	return ino;
+}
+
+static size_t
+tnode_hash(const struct tnode *parent, const char *name, size_t nhash)
+{
+	uint64_t h = 1469598103934665603ULL ^ (uint64_t)(uintptr_t)parent;
+
+	for (; *name != '\0'; name++)
+		h = (h ^ (unsigned char)*name) * 1099511628211ULL;
+	return (size_t)(h ^ (h >> 32)) & (nhash - 1);
+}
+
+static struct tnode *
+tnode_find(struct tarin *ti, const struct tnode *parent, const char *name)
+{
+	struct tnode *n;
+
+	for (n = ti->hash[tnode_hash(parent, name, ti->nhash)]; n != NULL;
+	    n = n->hnext)
+		if (n->parent == parent && strcmp(n->name, name) == 0)
+			return n;
+	return NULL;
+}
+
+/* A new entry named name in the directory parent (no ino yet). */
+static struct tnode *
+tnode_add(struct tarin *ti, struct tnode *parent, const char *name)
+{
+	struct tnode *n, **nh, *m, *next;
+	size_t i, h;
+
+	if (ti->nnodes >= ti->nhash) {
+		nh = calloc(ti->nhash * 2, sizeof(*nh));
+		if (nh == NULL)
+			return NULL;
+		for (i = 0; i < ti->nhash; i++) {
+			for (m = ti->hash[i]; m != NULL; m = next) {
+				next = m->hnext;
+				h = tnode_hash(m->parent, m->name,
+				    ti->nhash * 2);
+				m->hnext = nh[h];
+				nh[h] = m;
+			}
+		}
+		free(ti->hash);
+		ti->hash = nh;
+		ti->nhash *= 2;
+	}
+	n = calloc(1, sizeof(*n));
+	if (n == NULL)
+		return NULL;
+	n->name = strdup(name);
+	if (n->name == NULL) {
+		free(n);
+		return NULL;
+	}
+	n->parent = parent;
+	if (parent->last != NULL)
+		parent->last->sibling = n;
+	else
+		parent->child = n;
+	parent->last = n;
+	parent->nchild++;
+	h = tnode_hash(parent, name, ti->nhash);
+	n->hnext = ti->hash[h];
+	ti->hash[h] = n;
+	n->all = ti->all;
+	ti->all = n;
+	ti->nnodes++;
+	return n;
+}
+
+static int
+is_tdir(const struct tnode *n)
+{
+	return n->ino != NULL && n->ino->type == CF_BK_NODE_DIR;
+}
+
+/*
+ * Splits an archive path into its components in place: leading '/'
+ * removed (as tar does), empty and "." components skipped.  -EINVAL for
+ * "..", a component over 255 bytes or more than MAX_DEPTH of them.
+ */
+static int
+tar_split(struct tarin *ti, char *p, char **comp, size_t *ncomp)
+{
+	char *s, *save = NULL;
+
+	*ncomp = 0;
+	if (p[0] == '/' && !ti->stripped) {
+		fprintf(stderr, "coffer: removing leading '/' from tar member "
+		    "names\n");
+		ti->stripped = 1;
+	}
+	for (s = strtok_r(p, "/", &save); s != NULL;
+	    s = strtok_r(NULL, "/", &save)) {
+		if (strcmp(s, ".") == 0)
+			continue;
+		if (strcmp(s, "..") == 0 || strlen(s) > 255 ||
+		    *ncomp == MAX_DEPTH)
+			return -EINVAL;
+		comp[(*ncomp)++] = s;
+	}
+	return 0;
+}
+
+/*
+ * The directory holding comp[0..n-1] into *dp, made (as implicit
+ * directories: 0755, the caller's owner, the backup's start time) where
+ * missing if make, else -ENOENT.  -ENOTDIR if a component is not a
+ * directory.
+ */
+static int
+tar_dir(struct tarin *ti, char **comp, size_t n, int make,
+    struct tnode **dp)
+{
+	struct tnode *d = &ti->root, *c;
+	size_t i;
+
+	*dp = NULL;
+	for (i = 0; i < n; i++) {
+		c = tnode_find(ti, d, comp[i]);
+		if (c == NULL) {
+			if (!make)
+				return -ENOENT;
+			c = tnode_add(ti, d, comp[i]);
+			if (c == NULL || (c->ino = tino_new(ti,
+			    CF_BK_NODE_DIR)) == NULL)
+				return -ENOMEM;
+			c->ino->mode = 0755;
+			c->ino->uid = getuid();
+			c->ino->gid = getgid();
+			c->ino->atime = c->ino->mtime = c->ino->ctime = ti->t0;
+		} else if (!is_tdir(c)) {
+			return -ENOTDIR;
+		}
+		d = c;
+	}
+	*dp = d;
+	return 0;
+}
+
+static int64_t
+tar_ns(int set, time_t s, long ns, int64_t dflt)
+{
+	if (!set)
+		return dflt;
+	if (s > INT64_MAX / 1000000000 - 1 || s < INT64_MIN / 1000000000 + 1)
+		return dflt;
+	return (int64_t)s * 1000000000 + ns;
+}
+
+/* Metadata and user.* xattrs of the entry into ino.  -EINVAL: bad ids. */
+static int
+tar_meta(struct tarin *ti, struct archive_entry *e, struct tino *ino)
+{
+	const char *xn;
+	const void *xv;
+	size_t xl, i;
+	struct cf_bk_xattr *xa;
+	la_int64_t uid = archive_entry_uid(e), gid = archive_entry_gid(e);
+
+	if (uid < 0 || uid > UINT32_MAX || gid < 0 || gid > UINT32_MAX)
+		return -EINVAL;
+	ino->mode = archive_entry_perm(e) & 07777;
+	ino->uid = (uint32_t)uid;
+	ino->gid = (uint32_t)gid;
+	ino->mtime = tar_ns(archive_entry_mtime_is_set(e),
+	    archive_entry_mtime(e), archive_entry_mtime_nsec(e), 0);
+	ino->atime = tar_ns(archive_entry_atime_is_set(e),
+	    archive_entry_atime(e), archive_entry_atime_nsec(e), ino->mtime);
+	ino->ctime = tar_ns(archive_entry_ctime_is_set(e),
+	    archive_entry_ctime(e), archive_entry_ctime_nsec(e), ino->mtime);
+	for (i = 0; i < ino->nxattrs; i++) {
+		free((char *)(uintptr_t)ino->xattrs[i].name);
+		free((unsigned char *)(uintptr_t)ino->xattrs[i].value);
+	}
+	ino->nxattrs = 0;
+	if (archive_entry_xattr_reset(e) == 0)
+		return 0;
+	while (archive_entry_xattr_next(e, &xn, &xv, &xl) == ARCHIVE_OK) {
+		/*
+		 * user.* only, as a store backup records: a tar must not
+		 * give restore security.* or trusted.* attributes to set.
+		 */
+		if (strncmp(xn, "user.", 5) != 0 || strlen(xn) > 255 ||
+		    xl > 65536 || ino->nxattrs == 1024) {
+			ti->dropped_xattrs++;
+			continue;
+		}
+		for (i = 0; i < ino->nxattrs; i++)
+			if (strcmp(ino->xattrs[i].name, xn) == 0)
+				break;
+		if (i < ino->nxattrs)
+			continue;	/* named twice: the first is kept */
+		xa = realloc(ino->xattrs, (ino->nxattrs + 1) * sizeof(*xa));
+		if (xa == NULL)
+			return -ENOMEM;
+		ino->xattrs = xa;
+		xa[ino->nxattrs].name = strdup(xn);
+		xa[ino->nxattrs].value = malloc(xl > 0 ? xl : 1);
+		xa[ino->nxattrs].value_len = xl;
+		if (xa[ino->nxattrs].name == NULL ||
+		    xa[ino->nxattrs].value == NULL) {
+			free((char *)(uintptr_t)xa[ino->nxattrs].name);
+			free((unsigned char *)(uintptr_t)
+			    xa[ino->nxattrs].value);
+			return -ENOMEM;
+		}
+		memcpy((unsigned char *)(uintptr_t)xa[ino->nxattrs].value, xv,
+		    xl);
+		ino->nxattrs++;
+	}
+	return 0;
+}
+
+/* add_stream's reader over an entry's data blocks, one region at a time. */
+struct tar_rd {
+	struct archive *a;
+	const unsigned char *buf;	/* the pending block */
+	size_t len;
+	int64_t off;			/* its offset in the file */
+	int pending, eof, err;
+	int64_t pos;			/* bytes of the file consumed */
+};
+
+static int
+tar_read(void *arg, unsigned char *buf, size_t cap, size_t *got)
+{
+	struct tar_rd *r = arg;
+	const void *p;
+	size_t len;
+	la_int64_t off;
+	int rc;
+
+	*got = 0;
+	for (;;) {
+		if (r->pending) {
+			if (r->off != r->pos)
+				return 0;	/* a hole first: region ends */
+			if (r->len == 0) {
+				r->pending = 0;
+				continue;
+			}
+			len = r->len < cap ? r->len : cap;
+			memcpy(buf, r->buf, len);
+			r->buf += len;
+			r->len -= len;
+			r->off += (int64_t)len;
+			r->pos += (int64_t)len;
+			*got = len;
+			return 0;
+		}
+		if (r->eof)
+			return 0;
+		rc = archive_read_data_block(r->a, &p, &len, &off);
+		if (rc == ARCHIVE_EOF) {
+			r->eof = 1;
+			return 0;
+		}
+		if ((rc != ARCHIVE_OK && rc != ARCHIVE_WARN) || off < r->pos) {
+			r->err = rc != ARCHIVE_OK && rc != ARCHIVE_WARN ? -EIO :
+			    -EPROTO;
+			return r->err;
+		}
+		r->buf = p;
+		r->len = len;
+		r->off = off;
+		r->pending = 1;
+	}
+}
+
+/*
+ * Reads the current entry's data into content items: data regions
+ * through the chunker, the gaps libarchive reports between them (sparse
+ * entries) as holes, and a hole up to the entry's size.
+ */
+static int
+tar_content(struct tarin *ti, struct archive_entry *e, struct tino *ino)
+{
+	struct cf_bk_item *items = NULL, *part;
+	size_t n = 0, cap = 0, npart;
+	struct tar_rd r;
+	uint64_t got, size;
+	int rc;
+
+	memset(&r, 0, sizeof(r));
+	r.a = ti->a;
+	for (;;) {
+		rc = cf_bk_writer_add_stream(ti->b->w, tar_read, &r, &part,
+		    &npart, &got);
+		if (rc < 0) {
+			if (r.err < 0)
+				rc = r.err;
+			goto fail;
+		}
+		rc = push_items(&items, &n, &cap, part, npart);
+		free(part);
+		if (rc < 0)
+			goto fail;
+		if (r.eof && !r.pending)
+			break;
+		if (r.pending && r.off > r.pos) {
+			rc = push_hole(&items, &n, &cap,
+			    (uint64_t)(r.off - r.pos));
+			if (rc < 0)
+				goto fail;
+			r.pos = r.off;
+		}
+	}
+	size = (uint64_t)r.pos;
+	if (archive_entry_size_is_set(e) && archive_entry_size(e) > r.pos) {
+		rc = push_hole(&items, &n, &cap,
+		    (uint64_t)(archive_entry_size(e) - r.pos));
+		if (rc < 0)
+			goto fail;
+		size = (uint64_t)archive_entry_size(e);
+	}
+	/*
+	 * Kept until the end of the archive: trim push_items' spare room
+	 * (16 items, 640 bytes, per file otherwise).
+	 */
+	if (n > 0 && n < cap && (part = realloc(items, n * sizeof(*items))) !=
+	    NULL)
+		items = part;
+	free(ino->items);
+	ino->items = items;
+	ino->nitems = n;
+	ino->size = size;
+	return 0;
+fail:
+	free(items);
+	if (rc == -EIO)
+		fprintf(stderr, "coffer: reading the tar: %s\n",
+		    archive_error_string(ti->a));
+	else if (rc == -EPROTO)
+		fprintf(stderr, "coffer: reading the tar: overlapping data "
+		    "blocks in an entry (damaged archive)\n");
+	return rc;
+}
+
+/*
+ * One archive entry into the tree.  0 (also when it is left out and
+ * named), or -errno to stop: the archive is damaged or truncated, or a
+ * write failed.
+ */
+static int
+tar_entry(struct tarin *ti, struct archive_entry *e)
+{
+	char *path = NULL, *lpath = NULL, *comp[MAX_DEPTH + 1];
+	char *lcomp[MAX_DEPTH + 1];
+	const char *raw = archive_entry_pathname(e), *hl;
+	struct tnode *dir, *n, *ln;
+	struct tino *ino = NULL;
+	size_t nc, nlc;
+	mode_t ft = archive_entry_filetype(e);
+	uint8_t type;
+	int rc = 0, isdir;
+
+	if (raw == NULL)
+		raw = archive_entry_pathname_utf8(e);
+	if (raw == NULL || raw[0] == '\0') {
+		tar_left_out(ti, "(unreadable name)", "no usable name");
+		return 0;
+	}
+	path = strdup(raw);
+	if (path == NULL)
+		return -ENOMEM;
+	if (tar_split(ti, path, comp, &nc) < 0) {
+		tar_left_out(ti, raw, "a '..' component, a name over 255 "
+		    "bytes or too deep");
+		goto out;
+	}
+	hl = archive_entry_hardlink(e);
+	isdir = hl == NULL && ft == AE_IFDIR;
+	if (nc == 0) {
+		/* "./": the root's own metadata is not recorded. */
+		if (!isdir)
+			tar_left_out(ti, raw, "names the root");
+		goto out;
+	}
+	rc = tar_dir(ti, comp, nc - 1, 1, &dir);
+	if (rc == -ENOTDIR) {
+		rc = 0;
+		tar_left_out(ti, raw, "a directory above it is not a "
+		    "directory in the archive (a symlink is never followed)");
+		goto out;
+	}
+	if (rc < 0)
+		goto out;
+	n = tnode_find(ti, dir, comp[nc - 1]);
+	if (n != NULL && is_tdir(n) && !isdir && n->nchild > 0) {
+		tar_left_out(ti, raw, "a directory of that name has entries");
+		goto out;
+	}
+	if (hl != NULL) {
+		lpath = strdup(hl);
+		if (lpath == NULL) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		ln = NULL;
+		if (tar_split(ti, lpath, lcomp, &nlc) == 0 && nlc > 0 &&
+		    tar_dir(ti, lcomp, nlc - 1, 0, &ln) == 0)
+			ln = tnode_find(ti, ln, lcomp[nlc - 1]);
+		if (ln == NULL || is_tdir(ln)) {
+			tar_left_out(ti, raw, ln == NULL ? "a hard link to a "
+			    "name not earlier in the archive" : "a hard link "
+			    "to a directory");
+			goto out;
+		}
+		ino = ln->ino;
+		ino->refs++;
+		/*
+		 * A hard link entry with a size carries the inode's new
+		 * content (pax "hardlink with data"); without one it names
+		 * the inode only.
+		 */
+		if (ino->type == CF_BK_NODE_FILE &&
+		    archive_entry_size_is_set(e) && archive_entry_size(e) > 0) {
+			rc = tar_content(ti, e, ino);
+			if (rc < 0)
+				goto out;
+		}
+		if (n == ln)
+			goto out;	/* a name linked to itself: no change */
+	} else {
+		switch (ft) {
+		case AE_IFREG: type = CF_BK_NODE_FILE; break;
+		case AE_IFDIR: type = CF_BK_NODE_DIR; break;
+		case AE_IFLNK: type = CF_BK_NODE_SYMLINK; break;
+		case AE_IFIFO: type = CF_BK_NODE_FIFO; break;
+		case AE_IFSOCK: type = CF_BK_NODE_SOCKET; break;
+		case AE_IFCHR: type = CF_BK_NODE_CHR; break;
+		case AE_IFBLK: type = CF_BK_NODE_BLK; break;
+		default:
+			tar_left_out(ti, raw, "an entry type the snapshot "
+			    "cannot hold");
+			goto out;
+		}
+		if (isdir && n != NULL && is_tdir(n)) {
+			ino = n->ino;	/* a directory again: its metadata */
+			ino->refs++;
+		} else {
+			ino = tino_new(ti, type);
+			if (ino == NULL) {
+				rc = -ENOMEM;
+				goto out;
+			}
+		}
+		if (tar_meta(ti, e, ino) < 0) {
+			tar_left_out(ti, raw, "owner ids out of range");
+			goto out;
+		}
+		if (type == CF_BK_NODE_SYMLINK) {
+			hl = archive_entry_symlink(e);
+			if (hl == NULL)
+				hl = archive_entry_symlink_utf8(e);
+			if (hl == NULL || hl[0] == '\0' ||
+			    strlen(hl) > CF_FS_RLINK_MAX) {
+				tar_left_out(ti, raw, "an empty or too long "
+				    "symlink target");
+				goto out;
+			}
+			free(ino->target);
+			ino->target = strdup(hl);
+			if (ino->target == NULL) {
+				rc = -ENOMEM;
+				goto out;
+			}
+		}
+		if (type == CF_BK_NODE_CHR || type == CF_BK_NODE_BLK)
+			ino->rdev = archive_entry_rdev(e);
+		if (type == CF_BK_NODE_FILE) {
+			rc = tar_content(ti, e, ino);
+			if (rc < 0)
+				goto out;
+		}
+	}
+	if (n == NULL) {
+		n = tnode_add(ti, dir, comp[nc - 1]);
+		if (n == NULL) {
+			rc = -ENOMEM;
+			goto out;
+		}
+	}
+	/* A later entry of the same name replaces it, as tar -x would. */
+	tino_put(n->ino);
+	n->ino = ino;
+	ino = NULL;
+	progress(ti->b);
+out:
+	tino_put(ino);
+	free(lpath);
+	free(path);
+	return rc;
+}
+
+/* Encodes the directory d's tree, its subdirectories' first. */
+static int
+tar_tree(struct tarin *ti, struct tnode *d, unsigned char id[CF_BK_ID_BYTES])
+{
+	struct cf_bk_node *nodes;
+	struct cf_bk_tree tree;
+	struct tnode *c;
+	struct tino *ino;
+	size_t i = 0;
+	int rc = 0;
+
+	nodes = calloc(d->nchild + 1, sizeof(*nodes));
+	if (nodes == NULL)
+		return -ENOMEM;
+	for (c = d->child; c != NULL; c = c->sibling, i++) {
+		ino = c->ino;
+		nodes[i].type = ino->type;
+		nodes[i].name = c->name;
+		nodes[i].mode = ino->mode;
+		nodes[i].uid = ino->uid;
+		nodes[i].gid = ino->gid;
+		nodes[i].atime = ino->atime;
+		nodes[i].mtime = ino->mtime;
+		nodes[i].ctime = ino->ctime;
+		nodes[i].xattrs = ino->xattrs;
+		nodes[i].nxattrs = ino->nxattrs;
+		if (ino->type == CF_BK_NODE_DIR) {
+			rc = tar_tree(ti, c, nodes[i].subtree);
+			if (rc < 0)
+				goto out;
+			ti->b->dirs++;
+			continue;
+		}
+		nodes[i].link_group = ino->refs > 1 ? ino->group : 0;
+		if (ino->type == CF_BK_NODE_FILE) {
+			nodes[i].size = ino->size;
+			nodes[i].items = ino->items;
+			nodes[i].nitems = ino->nitems;
+			ti->b->bytes += ino->size;
+		}
+		nodes[i].target = ino->target;
+		nodes[i].rdev = ino->rdev;
+		ti->b->files++;
+	}
+	tree.nodes = nodes;
+	tree.count = d->nchild;
+	tree.mem_ = NULL;
+	rc = cf_bk_writer_add_tree(ti->b->w, &tree, id);
+out:
+	free(nodes);
+	return rc;
+}
+
+static void
+tarin_free(struct tarin *ti)
+{
+	struct tnode *n, *next;
+
+	for (n = ti->all; n != NULL; n = next) {
+		next = n->all;
+		tino_put(n->ino);
+		free(n->name);
+		free(n);
+	}
+	free(ti->hash);
+	if (ti->a != NULL)
+		archive_read_free(ti->a);
+}
+
+/*
+ * backup --tar FILE|-: the archive's entries become the snapshot's tree.
+ * A damaged or truncated archive is an error (nothing is saved);
+ * entries left out are counted in b->failed and named.
+ */
+static int
+backup_tar(struct bk *b, const char *file, int64_t t0,
+    unsigned char id[CF_BK_ID_BYTES])
+{
+	struct tarin ti;
+	struct archive_entry *e;
+	la_int64_t end;
+	int rc, ar;
+
+	memset(&ti, 0, sizeof(ti));
+	ti.b = b;
+	ti.t0 = t0;
+	ti.nhash = 1024;
+	ti.hash = calloc(ti.nhash, sizeof(*ti.hash));
+	ti.root.ino = NULL;
+	ti.a = archive_read_new();
+	if (ti.hash == NULL || ti.a == NULL) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	archive_read_support_filter_all(ti.a);
+	archive_read_support_format_tar(ti.a);
+	if (strcmp(file, "-") == 0)
+		ar = archive_read_open_fd(ti.a, 0, 1 << 16);
+	else
+		ar = archive_read_open_filename(ti.a, file, 1 << 16);
+	if (ar != ARCHIVE_OK) {
+		fprintf(stderr, "coffer: %s: %s\n", strcmp(file, "-") == 0 ?
+		    "standard input" : file, archive_error_string(ti.a));
+		rc = -EPROTO;
+		goto out;
+	}
+	for (;;) {
+		ar = archive_read_next_header(ti.a, &e);
+		if (ar == ARCHIVE_EOF)
+			break;
+		if (ar != ARCHIVE_OK && ar != ARCHIVE_WARN) {
+			/* ARCHIVE_RETRY too: a damaged header. */
+			fprintf(stderr, "coffer: reading the tar: %s\n",
+			    archive_error_string(ti.a));
+			rc = -EPROTO;
+			goto out;
+		}
+		rc = tar_entry(&ti, e);
+		if (rc < 0)
+			goto out;
+	}
+	/*
+	 * libarchive ends quietly when the stream stops between two
+	 * entries; a complete tar ends with a zero block after the last
+	 * one, so its absence means a truncated archive.
+	 */
+	end = archive_read_header_position(ti.a);
+	if (archive_filter_bytes(ti.a, 0) - end < 512) {
+		fprintf(stderr, "coffer: the tar has no end-of-archive block: "
+		    "it is truncated\n");
+		rc = -EPROTO;
+		goto out;
+	}
+	rc = tar_tree(&ti, &ti.root, id);
+	if (rc < 0)
+		fprintf(stderr, "coffer: storing the tree: %s\n",
+		    strerror(-rc));
+	if (ti.dropped_xattrs > 0)
+		fprintf(stderr, "coffer: %llu extended attributes outside "
+		    "user.* (or over the limits) were not kept\n",
+		    (unsigned long long)ti.dropped_xattrs);
+out:
+	if (b->progress)
+		fputc('\n', stderr);
+	tarin_free(&ti);
+	return rc;
+}
+
+/* ---- a plain directory: backup --dir DIR (docs/write-only.md) --------- */
+
+/*
+ * A write-only agent has no store keys: it backs up plaintext files it
+ * can read, e.g. a database dump directory.  The walk works relative to
+ * directory descriptors and never follows a symlink below DIR: symlinks
+ * are recorded as symlinks, every open is O_NOFOLLOW and checked against
+ * the lstat that chose it, so a file swapped for a symlink meanwhile is
+ * left out, not followed out of DIR.  Each regular file is read and then
+ * checked (size, mtime, ctime) and read again if it changed, as the
+ * live store backup does: consistency "none".
+ */
+
+/* add_stream's reader over [pos, end) of a plain file. */
+struct pfile_rd {
+	int fd;
+	off_t pos, end;
+	int err;
+};
+
+static int
+pfile_read(void *arg, unsigned char *buf, size_t cap, size_t *got)
+{
+	struct pfile_rd *r = arg;
+	ssize_t n;
+
+	*got = 0;
+	if (r->pos >= r->end)
+		return 0;
+	if ((off_t)cap > r->end - r->pos)
+		cap = (size_t)(r->end - r->pos);
+	do {
+		n = pread(r->fd, buf, cap, r->pos);
+	} while (n < 0 && errno == EINTR);
+	if (n == 0)
+		n = -EAGAIN;	/* shorter than when we looked: changed */
+	else if (n < 0)
+		n = -errno;
+	if (n < 0) {
+		r->err = (int)n;
+		return (int)n;
+	}
+	r->pos += n;
+	*got = (size_t)n;
+	return 0;
+}
+
+/* Data ranges through the chunker, holes (SEEK_HOLE) as hole items. */
+static int
+plain_content(struct bk *b, int fd, off_t size, struct cf_bk_item **itemsp,
+    size_t *nitemsp)
+{
+	struct cf_bk_item *items = NULL, *part;
+	size_t n = 0, cap = 0, npart;
+	struct pfile_rd rd;
+	off_t off = 0, doff, dend;
+	uint64_t got;
+	int rc;
+
+	*itemsp = NULL;
+	*nitemsp = 0;
+	while (off < size) {
+		doff = lseek(fd, off, SEEK_DATA);
+		if (doff < 0 && errno == ENXIO) {
+			doff = size;	/* a hole to the end */
+		} else if (doff < 0) {
+			doff = off;	/* no SEEK_DATA here: all data */
+			dend = size;
+			goto data;
+		}
+		if (doff > size)
+			doff = size;
+		dend = doff < size ? lseek(fd, doff, SEEK_HOLE) : size;
+		if (dend < 0 || dend > size)
+			dend = size;
+data:
+		rc = push_hole(&items, &n, &cap, (uint64_t)(doff - off));
+		if (rc < 0)
+			goto out;
+		off = doff;
+		if (dend <= doff)
+			continue;
+		rd.fd = fd;
+		rd.pos = doff;
+		rd.end = dend;
+		rd.err = 0;
+		rc = cf_bk_writer_add_stream(b->w, pfile_read, &rd, &part,
+		    &npart, &got);
+		if (rc < 0) {
+			if (rd.err < 0)
+				rc = rd.err;
+			goto out;
+		}
+		rc = push_items(&items, &n, &cap, part, npart);
+		free(part);
+		if (rc < 0)
+			goto out;
+		if ((off_t)got != dend - doff) {
+			rc = -EAGAIN;
+			goto out;
+		}
+		off = dend;
+	}
+	*itemsp = items;
+	*nitemsp = n;
+	items = NULL;
+	rc = 0;
+out:
+	free(items);
+	return rc;
+}
+
+static int
+same_file(const struct stat *a, const struct stat *b)
+{
+	return a->st_dev == b->st_dev && a->st_ino == b->st_ino &&
+	    (a->st_mode & S_IFMT) == (b->st_mode & S_IFMT);
+}
+
+static int
+unchanged(const struct stat *a, const struct stat *b)
+{
+	return same_file(a, b) && a->st_size == b->st_size &&
+	    ts_ns(&a->st_mtim) == ts_ns(&b->st_mtim) &&
+	    ts_ns(&a->st_ctim) == ts_ns(&b->st_ctim);
+}
+
+/*
+ * user.* xattrs of an open file or directory (fd >= 0), else of the
+ * entry name in dfd without following it (through /proc/self/fd).
+ */
+static int
+plain_xattrs(struct dir_nodes *dn, struct cf_bk_node *n, int fd, int dfd,
+    const char *name)
+{
+	char proc[PATH_MAX + 64], *list;
+	struct cf_bk_xattr *xa;
+	unsigned char *val;
+	ssize_t len, vlen;
+	size_t off, cnt = 0, i = 0;
+	int rc;
+
+	if (fd < 0)
+		snprintf(proc, sizeof(proc), "/proc/self/fd/%d/%s", dfd, name);
+	len = fd >= 0 ? flistxattr(fd, NULL, 0) : llistxattr(proc, NULL, 0);
+	if (len <= 0)
+		return 0;	/* none, or not supported here */
+	list = malloc((size_t)len + 1);
+	rc = keep(dn, list);
+	if (rc < 0)
+		return rc;
+	len = fd >= 0 ? flistxattr(fd, list, (size_t)len) :
+	    llistxattr(proc, list, (size_t)len);
+	if (len <= 0)
+		return 0;	/* changed meanwhile: taken as none */
+	list[len] = '\0';
+	for (off = 0; off < (size_t)len; off += strlen(list + off) + 1)
+		cnt++;
+	xa = calloc(cnt, sizeof(*xa));
+	rc = keep(dn, xa);
+	if (rc < 0)
+		return rc;
+	for (off = 0; off < (size_t)len; off += strlen(list + off) + 1) {
+		if (strncmp(list + off, "user.", 5) != 0 || i == 1024)
+			continue;
+		val = malloc(65536 + 1);
+		rc = keep(dn, val);
+		if (rc < 0)
+			return rc;
+		vlen = fd >= 0 ? fgetxattr(fd, list + off, val, 65536) :
+		    lgetxattr(proc, list + off, val, 65536);
+		if (vlen < 0)
+			continue;	/* removed meanwhile, or too large */
+		xa[i].name = list + off;
+		xa[i].value = val;
+		xa[i].value_len = (size_t)vlen;
+		i++;
+	}
+	n->xattrs = xa;
+	n->nxattrs = i;
+	return 0;
+}
+
+static int plain_dir(struct bk *b, int dfd, const char *path, int depth,
+    unsigned char id[CF_BK_ID_BYTES]);
+
+/*
+ * One entry of a plain directory.  0 (also when left out: counted in
+ * b->failed or b->changed and named), -errno to stop the backup.
+ */
+static int
+plain_entry(struct bk *b, struct dir_nodes *dn, int dfd, const char *name,
+    const char *path, int depth)
+{
+	struct cf_bk_node *n;
+	struct cf_bk_item *items = NULL;
+	struct stat st, fst;
+	size_t nitems = 0;
+	char *nm, *target;
+	ssize_t tl;
+	int fd = -1, rc, attempt;
+
+	if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+		if (errno == ENOENT)
+			return 0;	/* removed while we walked */
+		fprintf(stderr, "coffer: %s: %s; left out\n", path,
+		    strerror(errno));
+		b->failed++;
+		return 0;
+	}
+	n = new_node(dn);
+	if (n == NULL)
+		return -ENOMEM;
+	nm = strdup(name);
+	rc = keep(dn, nm);
+	if (rc < 0)
+		return rc;
+	n->name = nm;
+	if (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode)) {
+		if (S_ISDIR(st.st_mode) && depth >= MAX_DEPTH) {
+			fprintf(stderr, "coffer: %s: nested too deep; left "
+			    "out\n", path);
+			b->failed++;
+			return 0;
+		}
+		fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_NOCTTY |
+		    O_CLOEXEC | O_NONBLOCK |
+		    (S_ISDIR(st.st_mode) ? O_DIRECTORY : 0));
+		if (fd < 0 || fstat(fd, &fst) < 0 || !same_file(&st, &fst)) {
+			rc = fd < 0 ? errno : 0;
+			if (fd >= 0)
+				close(fd);
+			if (rc == ENOENT)
+				return 0;	/* removed meanwhile */
+			fprintf(stderr, "coffer: %s: %s; left out\n", path,
+			    rc != 0 ? strerror(rc) : "replaced while read "
+			    "(never followed)");
+			b->failed++;
+			return 0;
+		}
+	}
+	if (S_ISDIR(st.st_mode)) {
+		rc = plain_dir(b, fd, path, depth + 1, n->subtree);
+		if (rc == 0)
+			rc = plain_xattrs(dn, n, fd, dfd, name);
+		if (rc == 0 && fstat(fd, &st) < 0)
+			rc = -errno;
+		if (rc < 0) {
+			close(fd);
+			return rc;
+		}
+		n->type = CF_BK_NODE_DIR;
+		fill_meta(n, &st);
+		b->dirs++;
+	} else if (S_ISREG(st.st_mode)) {
+		for (attempt = 0;; attempt++) {
+			rc = plain_content(b, fd, fst.st_size, &items, &nitems);
+			if (rc == 0 && fstat(fd, &st) < 0)
+				rc = -errno;
+			if (rc == 0 && !unchanged(&fst, &st))
+				rc = -EAGAIN;
+			if (rc != -EAGAIN)
+				break;
+			free(items);
+			items = NULL;
+			if (attempt + 1 >= RETRIES) {
+				fprintf(stderr, "coffer: %s kept changing "
+				    "while it was read (%d tries); left out\n",
+				    path, RETRIES);
+				b->changed++;
+				close(fd);
+				return 0;
+			}
+			b->retries++;
+			usleep(25000U << attempt);
+			fst = st;
+		}
+		if (rc == -EIO || rc == -EACCES) {
+			fprintf(stderr, "coffer: %s: %s; left out\n", path,
+			    strerror(-rc));
+			b->failed++;
+			close(fd);
+			return 0;
+		}
+		if (rc == 0)
+			rc = keep(dn, items);
+		if (rc == 0)
+			rc = plain_xattrs(dn, n, fd, dfd, name);
+		if (rc < 0) {
+			close(fd);
+			return rc;
+		}
+		n->type = CF_BK_NODE_FILE;
+		fill_meta(n, &st);
+		n->size = (uint64_t)st.st_size;
+		n->items = items;
+		n->nitems = nitems;
+		n->link_group = link_group(b, &st);
+		b->files++;
+		b->bytes += n->size;
+		progress(b);
+	} else if (S_ISLNK(st.st_mode)) {
+		target = malloc(CF_FS_RLINK_MAX + 1);
+		rc = keep(dn, target);
+		if (rc < 0)
+			return rc;
+		tl = readlinkat(dfd, name, target, CF_FS_RLINK_MAX + 1);
+		if (tl < 0 && errno == ENOENT)
+			return 0;
+		if (tl <= 0 || tl > CF_FS_RLINK_MAX) {
+			fprintf(stderr, "coffer: %s: %s; left out\n", path,
+			    tl < 0 ? strerror(errno) : "symlink target empty "
+			    "or too long");
+			b->failed++;
+			return 0;
+		}
+		target[tl] = '\0';
+		n->type = CF_BK_NODE_SYMLINK;
+		n->target = target;
+		fill_meta(n, &st);
+		n->link_group = link_group(b, &st);
+		b->files++;
+	} else {
+		if (S_ISFIFO(st.st_mode))
+			n->type = CF_BK_NODE_FIFO;
+		else if (S_ISSOCK(st.st_mode))
+			n->type = CF_BK_NODE_SOCKET;
+		else if (S_ISCHR(st.st_mode))
+			n->type = CF_BK_NODE_CHR;
+		else if (S_ISBLK(st.st_mode))
+			n->type = CF_BK_NODE_BLK;
+		else
+			return 0;
+		if (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode))
+			n->rdev = st.st_rdev;
+		fill_meta(n, &st);
+		n->link_group = link_group(b, &st);
+		b->files++;
+	}
+	if (fd < 0) {
+		rc = plain_xattrs(dn, n, -1, dfd, name);
+		if (rc < 0)
+			return rc;
+	}
+	if (fd >= 0)
+		close(fd);
+	dn->count++;
+	return 0;
+}
+
+static int
+plain_dir(struct bk *b, int dfd, const char *path, int depth,
+    unsigned char id[CF_BK_ID_BYTES])
+{
+	struct dir_nodes dn;
+	struct cf_bk_tree tree;
+	struct dirent *de;
+	DIR *d;
+	char *sub;
+	int fd, rc = 0;
+
+	memset(&dn, 0, sizeof(dn));
+	fd = dup(dfd);
+	if (fd < 0)
+		return -errno;
+	d = fdopendir(fd);
+	if (d == NULL) {
+		rc = -errno;
+		close(fd);
+		return rc;
+	}
+	rewinddir(d);
+	sub = malloc(PATH_MAX * 2);
+	if (sub == NULL) {
+		closedir(d);
+		return -ENOMEM;
+	}
+	for (;;) {
+		errno = 0;
+		de = readdir(d);
+		if (de == NULL) {
+			rc = -errno;
+			break;
+		}
+		if (strcmp(de->d_name, ".") == 0 ||
+		    strcmp(de->d_name, "..") == 0)
+			continue;
+		snprintf(sub, PATH_MAX * 2, "%s/%s", path, de->d_name);
+		rc = plain_entry(b, &dn, dfd, de->d_name, sub, depth);
+		if (rc < 0)
+			break;
+	}
+	if (rc < 0) {
+		fprintf(stderr, "coffer: %s: %s\n", path, strerror(-rc));
+		goto out;
+	}
+	tree.nodes = dn.n;
+	tree.count = dn.count;
+	tree.mem_ = NULL;
+	rc = cf_bk_writer_add_tree(b->w, &tree, id);
+	if (rc < 0)
+		fprintf(stderr, "coffer: %s: storing its tree: %s\n", path,
+		    strerror(-rc));
+out:
+	free(sub);
+	closedir(d);
+	dir_nodes_free(&dn);
+	return rc;
+}
+
+/* backup --dir DIR: DIR itself may be a symlink; nothing below it is. */
+static int
+backup_plain(struct bk *b, const char *dir, unsigned char id[CF_BK_ID_BYTES])
+{
+	int fd, rc;
+
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0) {
+		rc = -errno;
+		fprintf(stderr, "coffer: %s: %s\n", dir, strerror(errno));
+		return rc;
+	}
+	rc = plain_dir(b, fd, dir, 0, id);
+	if (b->progress)
+		fputc('\n', stderr);
+	close(fd);
+	return rc;
+}
+
 /* ---- write-only agents (docs/write-only.md) -------------------------- */
 
 /*
@@ -1030,12 +2233,38 @@ read_cred(const char *path, struct cf_secbuf **out)
 }
 
 /*
+ * The snapshot's one path for a stream: the --name of stdin, or
+ * "tar:FILE" ("tar:-" for standard input), or "dir:" and the absolute
+ * path of a --dir.  Never "/": a store backup
+ * must not take a tar's snapshot as the parent whose unchanged files it
+ * reuses (a tar sets any times it likes).
+ */
+static char *
+source_path(const char *fname, const char *tarf, const char *dir, char *buf,
+    size_t cap)
+{
+	char *rp;
+
+	if (dir != NULL) {
+		rp = realpath(dir, NULL);
+		snprintf(buf, cap, "dir:%s", rp != NULL ? rp : dir);
+		free(rp);
+		return buf;
+	}
+	if (tarf == NULL)
+		return (char *)(uintptr_t)fname;
+	snprintf(buf, cap, "tar:%s", tarf);
+	return buf;
+}
+
+/*
  * coffer backup NAME --writer-key FILE --repo URL --stdin --name F: no
  * home, no keystore, no KMS; the credential seals, it opens nothing.
  */
 static int
 backup_writeonly(struct tl_ctx *ctx, const char *name, const char *keyfile,
-    const char *url, const char *fname, char **tags, size_t ntags)
+    const char *url, const char *fname, const char *tarf, const char *dir,
+    char **tags, size_t ntags)
 {
 	struct cf_secbuf *cred = NULL;
 	struct cf_bk_wcred_info info;
@@ -1045,12 +2274,13 @@ backup_writeonly(struct tl_ctx *ctx, const char *name, const char *keyfile,
 	struct cf_bk_writer_stats ws;
 	struct bk b;
 	unsigned char tree[CF_BK_ID_BYTES], sid[CF_BK_ID_BYTES];
-	char host[256], hex[65], *paths[1];
-	int64_t t0 = now_ns();
+	char host[256], hex[65], *paths[1], tpath[PATH_MAX + 8];
+	int64_t t0 = now_ns(), when = snap_time_ns();
 	int ret, rc;
 	json_t *j;
 
 	memset(&b, 0, sizeof(b));
+	b.progress = isatty(2) && ctx->verbose >= 0;
 	ret = read_cred(keyfile, &cred);
 	if (ret != CF_EXIT_OK)
 		return ret;
@@ -1089,8 +2319,14 @@ backup_writeonly(struct tl_ctx *ctx, const char *name, const char *keyfile,
 		goto out;
 	ret = CF_EXIT_FAIL;
 	rc = cf_bk_writer_new(&b.w, repo, 2);
-	if (rc == 0)
+	if (rc == 0 && (tarf != NULL || dir != NULL)) {
+		rc = tarf != NULL ? backup_tar(&b, tarf, t0, tree) :
+		    backup_plain(&b, dir, tree);
+		if (rc < 0)
+			goto out;	/* named; nothing saved */
+	} else if (rc == 0) {
 		rc = backup_stdin(&b, fname, tree);
+	}
 	if (rc == 0)
 		rc = cf_bk_writer_flush(b.w);
 	if (rc < 0) {
@@ -1099,11 +2335,13 @@ backup_writeonly(struct tl_ctx *ctx, const char *name, const char *keyfile,
 		goto out;
 	}
 	cf_bk_writer_stats(b.w, &ws);
-	paths[0] = (char *)(uintptr_t)fname;
-	snap_fill(&snap, t0, info.tenant, host, sizeof(host), tags, ntags,
-	    paths, tree, &ws);
-	snap.consistency = (char *)"stream";
-	snap.stats.files = 1;
+	paths[0] = source_path(fname, tarf, dir, tpath, sizeof(tpath));
+	snap_fill(&snap, when, t0, info.tenant, host, sizeof(host), tags,
+	    ntags, paths, tree, &ws);
+	snap.consistency = (char *)(uintptr_t)(dir != NULL ? "none" :
+	    "stream");
+	snap.stats.files = b.files;
+	snap.stats.dirs = b.dirs;
 	snap.stats.bytes = b.bytes;
 	rc = cf_bk_repo_snapshot_save(repo, &snap, sid);
 	if (rc < 0) {
@@ -1114,9 +2352,12 @@ backup_writeonly(struct tl_ctx *ctx, const char *name, const char *keyfile,
 	cf_bk_id_hex(sid, hex);
 	if (ctx->json) {
 		j = json_pack("{s:s, s:s, s:s, s:s, s:b, s:I, s:I, s:I, s:I, "
-		    "s:I, s:f}", "snapshot", hex, "tenant", name, "repo", url,
-		    "consistency", "stream", "write_only", 1,
-		    "files", (json_int_t)1, "bytes", (json_int_t)b.bytes,
+		    "s:I, s:I, s:I, s:f}", "snapshot", hex, "tenant", name,
+		    "repo", url, "consistency", snap.consistency,
+		    "write_only", 1,
+		    "files", (json_int_t)b.files, "dirs", (json_int_t)b.dirs,
+		    "bytes", (json_int_t)b.bytes,
+		    "left_out", (json_int_t)b.failed,
 		    "new_blobs", (json_int_t)ws.new_blobs,
 		    "new_bytes", (json_int_t)ws.new_bytes,
 		    "stored_bytes", (json_int_t)ws.stored_bytes,
@@ -1124,14 +2365,21 @@ backup_writeonly(struct tl_ctx *ctx, const char *name, const char *keyfile,
 		if (j != NULL)
 			tl_print_json(j);
 	} else if (ctx->verbose >= 0) {
-		printf("snapshot %.8s saved (stream, write-only): %.1f MiB, "
-		    "%.1f MiB new, %.2f s\n", hex, (double)b.bytes / (1 << 20),
+		printf("snapshot %.8s saved (%s, write-only): %.1f MiB, "
+		    "%.1f MiB new, %.2f s\n", hex, snap.consistency,
+		    (double)b.bytes / (1 << 20),
 		    (double)ws.new_bytes / (1 << 20),
 		    (double)snap.stats.duration_ns / 1e9);
 	}
 	ret = CF_EXIT_OK;
+	if (b.failed + b.changed > 0) {
+		fprintf(stderr, "coffer: %llu entries were left out (named "
+		    "above)\n", (unsigned long long)(b.failed + b.changed));
+		ret = CF_EXIT_FAIL;
+	}
 out:
 	cf_bk_writer_free(b.w);
+	free(b.links);
 	(void)!cf_bk_lock_release(lock);
 	cf_bk_repo_free(repo);
 	cf_secbuf_free(cred);
@@ -1238,6 +2486,8 @@ cmd_backup(struct tl_ctx *ctx, int argc, char **argv)
 		{ "name", required_argument, NULL, 'n' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "writer-key", required_argument, NULL, 'w' },
+		{ "tar", required_argument, NULL, 'T' },
+		{ "dir", required_argument, NULL, 'D' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct session s;
@@ -1254,10 +2504,12 @@ cmd_backup(struct tl_ctx *ctx, int argc, char **argv)
 	unsigned char pid[CF_BK_ID_BYTES];
 	int has_parent = 0;
 	char *tags[256], *paths[1], host[256], store[PATH_MAX], hex[65];
+	char tpath[PATH_MAX + 8];
 	const char *repo = NULL, *fname = NULL, *name, *wkey = NULL;
+	const char *tarf = NULL, *dir = NULL;
 	int c, use_stdin = 0, ret, rc;
 	size_t ntags = 0;
-	int64_t t0;
+	int64_t t0, when;
 	json_t *j;
 
 	memset(&b, 0, sizeof(b));
@@ -1285,6 +2537,12 @@ cmd_backup(struct tl_ctx *ctx, int argc, char **argv)
 		case 'w':
 			wkey = optarg;
 			break;
+		case 'T':
+			tarf = optarg;
+			break;
+		case 'D':
+			dir = optarg;
+			break;
 		default:
 			return tl_usage(&tl_cmd_backup, "backup: bad option");
 		}
@@ -1300,24 +2558,43 @@ cmd_backup(struct tl_ctx *ctx, int argc, char **argv)
 	    strlen(fname) > 255))
 		return tl_usage(&tl_cmd_backup, "backup: --name must be one "
 		    "file name component");
+	if (use_stdin + (tarf != NULL) + (dir != NULL) > 1 ||
+	    (tarf != NULL && tarf[0] == '\0') ||
+	    (dir != NULL && dir[0] == '\0'))
+		return tl_usage(&tl_cmd_backup, "backup: give one source: "
+		    "--stdin --name FILE, --tar FILE|- or --dir DIR");
+	if (tarf != NULL && strcmp(tarf, "-") == 0 && isatty(0))
+		return tl_usage(&tl_cmd_backup, "backup: not reading a tar "
+		    "from a terminal");
 	if (wkey != NULL) {
-		if (repo == NULL || !use_stdin)
+		if (repo == NULL || (!use_stdin && tarf == NULL && dir == NULL))
 			return tl_usage(&tl_cmd_backup, "backup: --writer-key "
-			    "needs --repo URL and --stdin --name FILE (a "
-			    "write-only agent cannot read the tenant's store)");
-		return backup_writeonly(ctx, name, wkey, repo, fname, tags,
-		    ntags);
+			    "needs --repo URL and a source: --stdin --name "
+			    "FILE, --tar FILE|- or --dir DIR (a write-only "
+			    "agent cannot read the tenant's store)");
+		return backup_writeonly(ctx, name, wkey, repo, fname, tarf,
+		    dir, tags, ntags);
 	}
 	t0 = now_ns();
+	when = snap_time_ns();
 	ret = session_open(&s, ctx, name, repo, 1);
 	if (ret != CF_EXIT_OK)
 		goto out;
 	ret = CF_EXIT_FAIL;
 	b.progress = isatty(2) && ctx->verbose >= 0;
 	/* The parent: the newest snapshot of the same path. */
-	has_parent = latest_parent(&s, use_stdin ? fname : "/", pid, &psnap);
+	paths[0] = use_stdin || tarf != NULL || dir != NULL ?
+	    source_path(fname, tarf, dir, tpath, sizeof(tpath)) : (char *)"/";
+	has_parent = latest_parent(&s, paths[0], pid, &psnap);
+	/*
+	 * Files whose ctime is before the parent's start were settled when
+	 * it read them.  A parent stamped by an injected clock later than
+	 * now (COFFER_NOW, test builds) says nothing about when it really
+	 * read them: reuse nothing.
+	 */
 	if (has_parent)
-		b.parent_time = psnap->time;
+		b.parent_time = psnap->time <= now_ns() ? psnap->time :
+		    INT64_MIN;
 	rc = cf_bk_writer_new(&b.w, s.repo, 2);
 	if (rc < 0) {
 		fprintf(stderr, "coffer: backup writer: %s\n", strerror(-rc));
@@ -1327,6 +2604,14 @@ cmd_backup(struct tl_ctx *ctx, int argc, char **argv)
 		rc = backup_stdin(&b, fname, tree);
 		if (rc < 0)
 			goto out;
+	} else if (tarf != NULL) {
+		rc = backup_tar(&b, tarf, t0, tree);
+		if (rc < 0)
+			goto out;	/* named; no snapshot */
+	} else if (dir != NULL) {
+		rc = backup_plain(&b, dir, tree);
+		if (rc < 0)
+			goto out;	/* named; no snapshot */
 	} else {
 		rc = cf_fs_keys_new(&fkeys, s.root, cf_ks_tenant_cipher(s.t),
 		    cf_ks_tenant_key_version(s.t));
@@ -1415,13 +2700,13 @@ cmd_backup(struct tl_ctx *ctx, int argc, char **argv)
 			    "%s\n", strerror(-rc));
 	}
 	cf_bk_writer_stats(b.w, &ws);
-	paths[0] = use_stdin ? (char *)(uintptr_t)fname : (char *)"/";
-	snap_fill(&snap, t0, cf_ks_tenant_id(s.t), host, sizeof(host), tags,
-	    ntags, paths, tree, &ws);
+	snap_fill(&snap, when, t0, cf_ks_tenant_id(s.t), host, sizeof(host),
+	    tags, ntags, paths, tree, &ws);
 	snap.has_parent = has_parent;
 	if (has_parent)
 		memcpy(snap.parent, pid, CF_BK_ID_BYTES);
-	snap.consistency = (char *)(uintptr_t)(use_stdin ? "stream" :
+	snap.consistency = (char *)(uintptr_t)(use_stdin || tarf != NULL ?
+	    "stream" : dir != NULL ? "none" :
 	    b.live == 2 ? "freeze" : b.live ? "none" : "offline");
 	snap.stats.files = b.files;
 	snap.stats.dirs = b.dirs;
@@ -1439,7 +2724,7 @@ cmd_backup(struct tl_ctx *ctx, int argc, char **argv)
 	tl_ops_record_backup(s.home, name, hex, snap.time, b.bytes, b.files);
 	if (ctx->json) {
 		j = json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, "
-		    "s:I, s:I, s:I, s:I, s:I, s:f}",
+		    "s:I, s:I, s:I, s:I, s:I, s:I, s:f}",
 		    "snapshot", hex, "tenant", name, "repo", s.url,
 		    "consistency", snap.consistency,
 		    "files", (json_int_t)b.files, "dirs", (json_int_t)b.dirs,
@@ -1451,6 +2736,7 @@ cmd_backup(struct tl_ctx *ctx, int argc, char **argv)
 		    "pause_ns", (json_int_t)pause_ns,
 		    "changed", (json_int_t)b.changed,
 		    "damaged", (json_int_t)b.damaged,
+		    "left_out", (json_int_t)b.failed,
 		    "duration_s", (double)snap.stats.duration_ns / 1e9);
 		if (j != NULL)
 			tl_print_json(j);
@@ -1467,8 +2753,10 @@ cmd_backup(struct tl_ctx *ctx, int argc, char **argv)
 		    (unsigned long long)b.damaged);
 		ret = CF_EXIT_INTEGRITY;
 	} else if (b.changed > 0 || b.failed > 0) {
-		fprintf(stderr, "coffer: %llu files were left out (named "
-		    "above)\n", (unsigned long long)(b.changed + b.failed));
+		fprintf(stderr, "coffer: %llu %s left out (named above)\n",
+		    (unsigned long long)(b.changed + b.failed),
+		    tarf != NULL || dir != NULL ? "entries were" :
+		    "files were");
 		ret = CF_EXIT_FAIL;
 	} else {
 		ret = CF_EXIT_OK;
@@ -2216,6 +3504,73 @@ restore_node(struct rs *r, int dirfd, const struct cf_bk_node *n,
 	return 0;
 }
 
+/*
+ * Gives a file with holes a sparse map (pax GNU.sparse 1.0), so that
+ * holes take no room in the tar: the data regions, as the blobs'
+ * plaintext lengths in the index give them.  The pax writer then drops
+ * the holes' zeros write_content passes it.  Regions are widened to
+ * 512-byte boundaries (with the zeros around them): GNU tar reads each
+ * region of a 1.0 map from whole archive blocks.  A blob the index does
+ * not list leaves the file dense (its damage is reported when read).
+ */
+static void
+tar_sparse(struct rs *r, struct archive_entry *e, const struct cf_bk_node *n)
+{
+	const struct cf_bk_index *idx = cf_bk_repo_index(r->repo);
+	struct cf_bk_blob_loc loc;
+	uint64_t off = 0, start = 0, end = 0, s, t;
+	size_t i;
+	int holes = 0, open = 0, any = 0;
+
+	for (i = 0; i < n->nitems; i++)
+		holes |= n->items[i].hole > 0;
+	if (!holes)
+		return;
+	for (i = 0; i <= n->nitems; i++) {
+		if (i < n->nitems && n->items[i].hole == 0) {
+			if (cf_bk_index_lookup(idx, CF_BK_BLOB_DATA,
+			    n->items[i].id, &loc) < 0)
+				goto dense;
+			if (!open)
+				s = off;
+			open = 1;
+			off += loc.desc.ulen;
+			continue;
+		}
+		if (open) {
+			/* The region [s, off), block-aligned. */
+			s &= ~(uint64_t)511;
+			t = (off + 511) & ~(uint64_t)511;
+			if (t > n->size)
+				t = n->size;
+			if (any && s <= end) {
+				end = t;	/* overlaps the last: merge */
+			} else {
+				if (any)
+					archive_entry_sparse_add_entry(e,
+					    (la_int64_t)start,
+					    (la_int64_t)(end - start));
+				start = s;
+				end = t;
+				any = 1;
+			}
+			open = 0;
+		}
+		if (i < n->nitems)
+			off += n->items[i].hole;
+	}
+	if (off != n->size)
+		goto dense;	/* not as the tree says: leave it dense */
+	if (any)
+		archive_entry_sparse_add_entry(e, (la_int64_t)start,
+		    (la_int64_t)(end - start));
+	else
+		archive_entry_sparse_add_entry(e, (la_int64_t)n->size, 0);
+	return;
+dense:
+	archive_entry_sparse_clear(e);
+}
+
 static int
 tar_node(struct rs *r, const struct cf_bk_node *n, char *path, size_t plen,
     char **filter, int depth)
@@ -2260,6 +3615,7 @@ tar_node(struct rs *r, const struct cf_bk_node *n, char *path, size_t plen,
 		archive_entry_set_size(e, 0);
 	} else if (n->type == CF_BK_NODE_FILE) {
 		archive_entry_set_size(e, (la_int64_t)n->size);
+		tar_sparse(r, e, n);
 	}
 	if (archive_write_header(r->ar, e) < ARCHIVE_WARN) {
 		fprintf(stderr, "coffer: tar: %s\n",

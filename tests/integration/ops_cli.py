@@ -4,7 +4,8 @@ tenant written through a real `coffer mount`: a drill that passes and
 projects the restore time, one over a tiny RTO (exit 1), one after a pack
 was corrupted (exit 3); status OK, then WARN two days later (COFFER_NOW,
 test_clock builds only), FAIL after the damaged drill; the Prometheus
-textfile metrics.  TAP output.  Needs root and /dev/fuse."""
+textfile metrics; backups on simulated days are stamped with COFFER_NOW.  TAP output.  Needs root and /dev/fuse."""
+import calendar
 import glob
 import json
 import os
@@ -183,6 +184,46 @@ try:
        r.stderr)
     r = coffer("drill")
     ok(r.returncode == 2, "drill without NAME is a usage error")
+
+    # ---- backups are stamped with the schedules' clock (COFFER_NOW) ----
+    if TEST_CLOCK:
+        r = coffer("tenant", "create", "clocked")
+        assert r.returncode == 0, r.stderr
+        days = ["2031-05-01T02:00:00Z", "2031-05-02T02:00:00Z",
+                "2031-05-03T02:00:00Z"]
+        made = []
+        for d in days:
+            r = coffer("--json", "backup", "clocked", "--stdin", "--name",
+                       "db.sql", stdin="dump of " + d,
+                       env=dict(ENV, COFFER_NOW=d))
+            made.append(json.loads(r.stdout).get("snapshot")
+                        if r.returncode == 0 else None)
+        r = coffer("--json", "snapshots", "clocked")
+        snaps = json.loads(r.stdout) if r.returncode == 0 else []
+        want_ns = [calendar.timegm(time.strptime(d, "%Y-%m-%dT%H:%M:%SZ"))
+                   * 10**9 for d in days]
+        ok([x["time"] for x in snaps] == days and
+           [x["time_ns"] for x in snaps] == want_ns and
+           [x["id"] for x in snaps] == made,
+           "three backups on three simulated days are stamped with "
+           "COFFER_NOW, to the nanosecond, in that order", r.stdout)
+        r, rows = status_json("clocked", env=dict(
+            ENV, COFFER_NOW="2031-05-03T03:00:00Z"))
+        ok(rows.get("clocked", {}).get("last_backup_age_s") == 3600,
+           "status an hour after the last simulated backup: age 3600 s",
+           r.stdout + r.stderr)
+        r = coffer("--json", "backup", "clocked", "--stdin", "--name",
+                   "db.sql", stdin="real clock")
+        r2 = coffer("--json", "snapshots", "clocked")
+        # Oldest first: the real clock's snapshot precedes 2031.
+        real = json.loads(r2.stdout)[0] if r2.returncode == 0 else {}
+        ok(r.returncode == 0 and
+           real.get("id") == json.loads(r.stdout).get("snapshot") and
+           abs(real.get("time_ns", 0) / 1e9 - time.time()) < 600,
+           "without COFFER_NOW the system clock stamps it", r2.stdout)
+    else:
+        skip("backups stamped with COFFER_NOW",
+             "COFFER_NOW needs -Dtest_clock=true")
 finally:
     cleanup()
 

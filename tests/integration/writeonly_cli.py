@@ -13,6 +13,7 @@ the audit log or argv.  TAP output."""
 import hashlib
 import json
 import os
+import stat
 import subprocess
 
 import cftest
@@ -51,6 +52,37 @@ def js(r):
 
 def sha(b):
     return hashlib.sha256(b).hexdigest()
+
+
+def tree_state(root):
+    """path -> (type, mode, uid, gid, mtime_ns, size, content/target,
+    user xattrs, rdev, link key); the link key groups hard links."""
+    out, inodes = {}, {}
+    for dirpath, dirs, files in os.walk(root):
+        for name in sorted(dirs + files):
+            p = os.path.join(dirpath, name)
+            rel = os.path.relpath(p, root)
+            st = os.lstat(p)
+            data = None
+            if stat.S_ISREG(st.st_mode):
+                with open(p, "rb") as f:
+                    data = sha(f.read())
+            elif stat.S_ISLNK(st.st_mode):
+                data = os.readlink(p)
+            xa = {}
+            if not stat.S_ISLNK(st.st_mode):
+                xa = {k: os.getxattr(p, k, follow_symlinks=False)
+                      for k in os.listxattr(p, follow_symlinks=False)
+                      if k.startswith("user.")}
+            link = None
+            if st.st_nlink > 1 and not stat.S_ISDIR(st.st_mode):
+                link = inodes.setdefault(st.st_ino, rel)
+            mt = st.st_mtime_ns if not stat.S_ISLNK(st.st_mode) else 0
+            size = st.st_size if not stat.S_ISDIR(st.st_mode) else 0
+            out[rel] = (stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode),
+                        st.st_uid, st.st_gid, mt, size, data, xa,
+                        st.st_rdev, link)
+    return out
 
 
 def repo_objects(url):
@@ -163,6 +195,59 @@ try:
     s3 = js(r).get("snapshot", "")
     ok(os.listdir(empty) == [], "the agent wrote nothing into the home")
 
+    # ---- a plain directory on the agent's host (--dir) ----
+    DUMPS = os.path.join(T, "dumps")
+    OUTSIDE = os.path.join(T, "outside")
+    os.makedirs(os.path.join(DUMPS, "pg/wal"))
+    os.makedirs(OUTSIDE)
+    SECRET = os.urandom(300000)
+    with open(os.path.join(OUTSIDE, "secret"), "wb") as f:
+        f.write(SECRET)
+    DUMP = os.urandom(1 << 20) + b"INSERT INTO t VALUES (1);\n" * 40000
+    with open(os.path.join(DUMPS, "pg/db.sql"), "wb") as f:
+        f.write(DUMP)
+    with open(os.path.join(DUMPS, "pg/wal/seg"), "wb") as f:
+        f.write(b"wal")
+        f.seek(4 << 20)
+        f.write(b"end")
+    os.link(os.path.join(DUMPS, "pg/db.sql"), os.path.join(DUMPS, "latest"))
+    os.symlink(OUTSIDE, os.path.join(DUMPS, "out-dir"))
+    os.symlink(os.path.join(OUTSIDE, "secret"), os.path.join(DUMPS, "out-f"))
+    os.mkfifo(os.path.join(DUMPS, "pipe"), 0o600)
+    os.setxattr(os.path.join(DUMPS, "pg/db.sql"), "user.lsn", b"0/16B6C50")
+    if os.geteuid() == 0:
+        os.chown(os.path.join(DUMPS, "pg"), 999, 998)
+        os.chown(os.path.join(DUMPS, "pg/db.sql"), 999, 998)
+    os.chmod(os.path.join(DUMPS, "pg/wal"), 0o700)
+    os.chmod(os.path.join(DUMPS, "pg/db.sql"), 0o640)
+    os.utime(os.path.join(DUMPS, "pg/db.sql"), ns=(3, 1_700_000_000_123_456_789))
+    os.utime(os.path.join(DUMPS, "pg/wal"), ns=(4, 1_600_000_000_987_654_321))
+    os.utime(os.path.join(DUMPS, "pg"), ns=(5, 1_500_000_000_000_000_001))
+    DSTATE = tree_state(DUMPS)
+    r = run("backup", "acme", "--writer-key", KEY, "--repo", URL, "--dir",
+            DUMPS, "--json", env=AGENT)
+    j = js(r)
+    ok(r.returncode == 0 and j.get("write_only") is True and
+       j.get("consistency") == "none" and j.get("files") == 6 and
+       j.get("dirs") == 2,
+       "an agent backs up a plain directory (--dir): 6 files, 2 dirs",
+       r.stdout + r.stderr)
+    sd1 = j.get("snapshot", "")
+    size4 = repo_size(URL)
+    r = run("backup", "acme", "--writer-key", KEY, "--repo", URL, "--dir",
+            DUMPS, "--json", env=AGENT)
+    j = js(r)
+    sd2 = j.get("snapshot", "")
+    ok(r.returncode == 0 and j.get("new_blobs") == 0 and
+       0 < repo_size(URL) - size4 < 2048,
+       f"the same directory again stores no blob (repository "
+       f"+{repo_size(URL) - size4} bytes: an index and the snapshot)",
+       r.stdout + r.stderr)
+    r = run("backup", "acme", "--writer-key", KEY, "--repo", URL, "--dir",
+            os.path.join(T, "no-such-dir"), env=AGENT)
+    ok(r.returncode == 1 and b"no-such-dir" in r.stderr,
+       "a missing directory: exit 1, named", r.stderr)
+
     # ---- with only the credential, nothing opens ----
     secrets = [CRED[o:o + 32] for o in (80, 112, 144, 176)]
     opened, tried, kinds, idx_open = [], 0, {}, 0
@@ -181,7 +266,7 @@ try:
     ok(idx_open == kinds.get("index"),
        "the checker works: it opens every index object with X",
        f"{idx_open} of {kinds.get('index')}")
-    ok(tried >= 8 and not opened and kinds.get("snapshots") == 4
+    ok(tried >= 8 and not opened and kinds.get("snapshots") == 6
        and kinds.get("data", 0) >= 3,
        f"no pack, snapshot, lock or config opens with the credential's "
        f"secrets ({tried} objects: {kinds})", "\n".join(opened))
@@ -207,10 +292,28 @@ try:
         ok(r.returncode == 0 and sha(got) == sha(want),
            f"full keys restore {name} of snapshot {sid[:8]} identically",
            r.stderr)
+    d = os.path.join(tgt, "dumps")
+    r = run("restore", "acme", sd1, "--repo", URL, "--target", d)
+    got = tree_state(d)
+    ok(r.returncode == 0 and got == DSTATE,
+       "full keys restore the agent's directory exactly (content, holes, "
+       "mode, owner, mtime ns, user xattrs, hard link, symlinks, fifo)",
+       r.stderr.decode() + str({k: (DSTATE.get(k), got.get(k))
+                       for k in set(DSTATE) | set(got)
+                       if DSTATE.get(k) != got.get(k)}))
+    ok(os.path.islink(os.path.join(d, "out-dir")) and
+       os.readlink(os.path.join(d, "out-dir")) == OUTSIDE and
+       os.path.islink(os.path.join(d, "out-f")) and
+       not [k for k, v in got.items() if v[6] == sha(SECRET)],
+       "symlinks out of the directory are kept as symlinks, never "
+       "followed (nothing of the outside is in the snapshot)", sorted(got))
+    st = os.stat(os.path.join(d, "pg/wal/seg"))
+    ok(st.st_blocks * 512 < 1 << 20, "holes restored as holes",
+       st.st_blocks)
     r = run("snapshots", "acme", "--repo", URL, "--json")
     ids = [e.get("id") for e in (js(r) or [])]
-    ok(r.returncode == 0 and len(ids) == 4 and s1 in ids and s2 in ids and
-       s3 in ids, "snapshots lists the agent's snapshots",
+    ok(r.returncode == 0 and len(ids) == 6 and s1 in ids and s2 in ids and
+       s3 in ids and sd1 in ids, "snapshots lists the agent's snapshots",
        r.stderr + r.stdout)
     r = run("verify", "acme", "--read-data", "--repo", URL)
     ok(r.returncode == 0, "verify --read-data passes", r.stdout + r.stderr)
@@ -244,7 +347,10 @@ try:
        "a credential others may read is refused", r.stderr)
     os.chmod(KEY, 0o600)
     r = run("backup", "acme", "--writer-key", KEY, "--repo", URL, env=AGENT)
-    ok(r.returncode == 2, "--writer-key needs --stdin --name", r.stderr)
+    ok(r.returncode == 2, "--writer-key needs a source", r.stderr)
+    r = run("backup", "acme", "--writer-key", KEY, "--repo", URL, "--dir",
+            DUMPS, "--stdin", "--name", "x", env=AGENT)
+    ok(r.returncode == 2, "two sources at once are a usage error", r.stderr)
 
     # A changed sealed key: a clear error, never other data.
     sp = os.path.join(URL[len("file://"):], "snapshots", s2)
