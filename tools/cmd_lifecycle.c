@@ -606,14 +606,22 @@ rm_empty_dirs(const char *dir)
 	(void)rmdir(dir);
 }
 
-/* Mountpoints of the tenant's store (fsname coffer:NAME). */
+/*
+ * Mountpoints of the tenant's store (fsname coffer:NAME).  If no daemon
+ * serves this home's store, a coffer:NAME mount belongs to another home
+ * (or is a dead daemon's) and is left alone.
+ */
 static int
-unmount_tenant(const char *name, int force)
+unmount_tenant(struct cf_ks_home *home, const struct cf_ks_tenant *t,
+    const char *name, int force)
 {
 	char line[8192], want[CF_KS_NAME_MAX + 16], mp[PATH_MAX];
-	FILE *f = fopen("/proc/self/mountinfo", "re");
+	FILE *f;
 	int found = 0, rc = 0;
 
+	if (tl_store_served(home, t) == 0)
+		return 0;
+	f = fopen("/proc/self/mountinfo", "re");
 	if (f == NULL)
 		return 0;
 	snprintf(want, sizeof(want), " coffer:%s ", name);
@@ -1152,7 +1160,7 @@ tl_lifecycle_purge(struct tl_ctx *ctx, const char *name, const char *reason,
 			goto out;
 		}
 	}
-	rc = unmount_tenant(name, force);
+	rc = unmount_tenant(home, t, name, force);
 	if (rc < 0)
 		goto out;
 	stored = cf_ks_tenant_get(t, "repo");

@@ -157,12 +157,17 @@ conf_num(struct cf_ks_home *home, const char *key, double def)
 }
 
 static int
-is_mounted(const char *name)
+is_mounted(struct cf_ks_home *home, const struct cf_ks_tenant *t,
+    const char *name)
 {
 	char line[8192], want[CF_KS_NAME_MAX + 16];
-	FILE *f = fopen("/proc/self/mountinfo", "re");
-	int found = 0;
+	FILE *f;
+	int found = tl_store_served(home, t);
 
+	if (found >= 0)
+		return found;	/* exact: this home's store is served */
+	found = 0;
+	f = fopen("/proc/self/mountinfo", "re");
 	if (f == NULL)
 		return 0;
 	snprintf(want, sizeof(want), " coffer:%s ", name);
@@ -187,7 +192,8 @@ judge(struct st_row *r, int level, const char *a, const char *b)
 }
 
 static void
-fill(struct st_row *r, const struct cf_ks_tenant *t, time_t now,
+fill(struct st_row *r, struct cf_ks_home *home, const struct cf_ks_tenant *t,
+    time_t now,
     double max_backup, double max_verify, double max_drill, double rto)
 {
 	char buf[64];
@@ -200,7 +206,7 @@ fill(struct st_row *r, const struct cf_ks_tenant *t, time_t now,
 		r->state = "active";
 	if (r->shredded)
 		r->state = "shredded";
-	r->mounted = is_mounted(r->name);
+	r->mounted = is_mounted(home, t, r->name);
 	r->backup = field_time(t, "last_backup");
 	r->backup_bytes = field_num(t, "last_backup_bytes");
 	r->backup_files = field_num(t, "last_backup_files");
@@ -534,8 +540,8 @@ cmd_status(struct tl_ctx *ctx, int argc, char **argv)
 			    "tenant.json unreadable");
 			continue;
 		}
-		fill(&rows[i], ts[i], now, max_backup, max_verify, max_drill,
-		    rto);
+		fill(&rows[i], home, ts[i], now, max_backup, max_verify,
+		    max_drill, rto);
 		if (rows[i].shredded)
 			continue;
 		level = tl_daemon_judge(dst, rows[i].name, dwhy, sizeof(dwhy));

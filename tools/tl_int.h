@@ -41,6 +41,8 @@ int tl_usage(const struct tl_cmd *cmd, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 /* Prints a JSON value to stdout (compact or indented) and frees it. */
 void tl_print_json(json_t *j);
+/* 1 if a daemon serves t's store (its control socket answers), else 0. */
+int tl_store_served(struct cf_ks_home *home, const struct cf_ks_tenant *t);
 /* Prompts on /dev/tty with echo off: the keystore's passphrase callback. */
 int tl_prompt_passphrase(void *arg, const char *kms_name, int confirm,
     char *buf, size_t cap, size_t *len);

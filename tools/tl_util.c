@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -210,4 +212,32 @@ out:
 		*len = 0;
 	}
 	return rc;
+}
+
+/*
+ * 1 if a coffer daemon serves the tenant's store of this home: the
+ * store's control socket (docs/format/ctl.md) accepts a connection.  A
+ * mount table entry "coffer:NAME" is not enough: another home on the
+ * same machine may have a tenant of that name mounted.  -ENAMETOOLONG
+ * if the socket's path does not fit a sockaddr_un (callers then fall
+ * back to the mount table).
+ */
+int
+tl_store_served(struct cf_ks_home *home, const struct cf_ks_tenant *t)
+{
+	struct sockaddr_un sa;
+	int fd, served;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sun_family = AF_UNIX;
+	if ((size_t)snprintf(sa.sun_path, sizeof(sa.sun_path),
+	    "%s/%s/store/cf.ctl", cf_ks_home_path(home), cf_ks_tenant_dir(t)) >=
+	    sizeof(sa.sun_path))
+		return -ENAMETOOLONG;
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	served = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+	close(fd);
+	return served;
 }

@@ -4,7 +4,8 @@ tenant written through a real `coffer mount`: a drill that passes and
 projects the restore time, one over a tiny RTO (exit 1), one after a pack
 was corrupted (exit 3); status OK, then WARN two days later (COFFER_NOW,
 test_clock builds only), FAIL after the damaged drill; the Prometheus
-textfile metrics; backups on simulated days are stamped with COFFER_NOW.  TAP output.  Needs root and /dev/fuse."""
+textfile metrics; another home's mount of a tenant of the same name is not
+this home's; backups on simulated days are stamped with COFFER_NOW.  TAP output.  Needs root and /dev/fuse."""
 import calendar
 import glob
 import json
@@ -112,6 +113,24 @@ try:
        a.get("last_drill_result") == "ok" and
        a.get("projected_rto_s") is not None and a.get("mounted") is False,
        "status shows backup, verify, drill and projected RTO", r.stdout)
+    # Another home on the machine mounts its own "acme": this home's
+    # acme is still not mounted (status asks the store's daemon, not
+    # the mount table's coffer:acme).
+    H2 = cftest.Home("cf_ops2.", "other home passphrase")
+    try:
+        with open(H2.conf, "w") as f:
+            f.write(BASE_CONF)
+        assert H2.coffer("tenant", "create", "acme").returncode == 0
+        p2 = H2.mount("acme")
+        r2, rows2 = status_json()
+        r3 = H2.coffer("--json", "status")
+        ok(rows2.get("acme", {}).get("mounted") is False and
+           '"mounted": true' in r3.stdout,
+           "another home's mounted acme is not this home's",
+           r2.stdout + r3.stdout)
+        H2.umount(p2)
+    finally:
+        H2.cleanup()
     prom = open(metrics).read() if os.path.exists(metrics) else ""
     ok('coffer_tenant_ok{tenant="acme"} 1' in prom and
        'coffer_last_verify_success{tenant="acme"} 1' in prom and
