@@ -29,13 +29,17 @@
 
 const struct tl_cmd tl_cmd_retention = {
 	"retention", cmd_retention,
-	"  coffer retention plan [NAME] [--now DATE] [--json]\n"
-	"  coffer retention apply [NAME] [--now DATE] [--dry-run] [--json]\n"
+	"  coffer retention plan [NAME] [--now DATE] [--json] [--files]\n"
+	"  coffer retention apply [NAME] [--now DATE] [--dry-run] [--json] "
+	"[--files]\n"
 	"    policy: coffer.conf [retention.PLAN] (tenant field plan) or "
 	"[retention]:\n"
 	"    keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly,\n"
 	"    keep_yearly (a count or 'all'), keep_within (e.g. 30d, 1y6m),\n"
-	"    repack_pct (default 20)\n",
+	"    repack_pct (default 20)\n"
+	"    data classes ([class.NAME] keep) also delete expired files from "
+	"the\n"
+	"    live store; --files names them (tenant data: only on request)\n",
 	"snapshot retention (plan, apply + prune) and scheduled purges",
 };
 
@@ -625,7 +629,8 @@ snap_cmp(const void *a, const void *b)
 	return x->time < y->time ? -1 : x->time > y->time;
 }
 
-static void
+/* Prints the plan; with --json appends the tenant's object and returns it. */
+static json_t *
 print_plan(struct tl_ctx *ctx, const char *name, const struct policy *pol,
     int held, struct snap *v, size_t n, json_t *tenants)
 {
@@ -668,12 +673,13 @@ print_plan(struct tl_ctx *ctx, const char *name, const struct policy *pol,
 	if (a == NULL) {
 		printf("tenant %s: %zu snapshots, %zu to keep, %zu to "
 		    "remove\n", name, n, n - nrm, nrm);
-		return;
+		return NULL;
 	}
 	p = json_pack("{s:s, s:s, s:b, s:I, s:I, s:o}", "tenant", name,
 	    "policy", pol->source, "hold", held, "keep", (json_int_t)(n - nrm),
 	    "remove", (json_int_t)nrm, "snapshots", a);
 	json_array_append_new(tenants, p);
+	return p;
 }
 
 /* Opens the tenant's repository; returns an exit code, OK with *out. */
@@ -772,9 +778,139 @@ refresh_activity(struct tl_ctx *ctx, struct cf_ks_tenant *t)
 		    cf_ks_tenant_name(t));
 }
 
+struct tick {
+	struct cf_bk_lock *lock;
+	time_t refreshed;
+};
+
+static int
+tick_lock(void *arg)
+{
+	struct tick *k = arg;
+
+	return lock_keep(k->lock, &k->refreshed);
+}
+
+/*
+ * The live store's part of plan and apply (docs/retention.md, "Live
+ * store"): counts, and with apply deletes, the files of classes past
+ * their keep, prints a line per class, audits retention.expire per class
+ * that lost files, and adds "live" to the tenant's JSON object jt.
+ * Returns an exit code.
+ */
+static int
+live_store(struct tl_ctx *ctx, struct cf_ks_tenant *t,
+    const struct cf_bk_class *cl, size_t ncl, time_t now, int apply,
+    int held, int list, json_t *jt, struct cf_bk_lock *lock)
+{
+#ifdef CF_HAVE_FS
+	const char *name = cf_ks_tenant_name(t);
+	struct tick tk = { lock, 0 };
+	struct tl_expire x;
+	char where[4200];
+	json_t *ja = NULL;
+	size_t c;
+	int rc, any = 0;
+
+	for (c = 0; c < ncl; c++)
+		any |= cl[c].keep > 0;
+	if (!any)
+		return CF_EXIT_OK;
+	if (held) {
+		if (!ctx->json)
+			printf("tenant %s: legal hold: nothing deleted from the "
+			    "live store\n", name);
+		if (jt != NULL)
+			json_object_set_new(jt, "live", json_pack("{s:b}",
+			    "hold", 1));
+		return CF_EXIT_OK;
+	}
+	memset(&x, 0, sizeof(x));
+	x.cl = cl;
+	x.ncl = ncl;
+	x.now = now;
+	x.apply = apply;
+	x.list = list && !ctx->json;
+	tk.refreshed = time(NULL);
+	x.tick = lock != NULL ? tick_lock : NULL;
+	x.tick_arg = &tk;
+	if (x.list)
+		printf("tenant %s: live store, files past their class's keep:"
+		    "\n", name);
+	rc = tl_expire_live(ctx->home, t, &x);
+	if (rc == 1)
+		return CF_EXIT_OK;	/* no store */
+	if (rc < 0)
+		return CF_EXIT_FAIL;
+	if (x.mounted)
+		snprintf(where, sizeof(where), "mounted on %s", x.mp);
+	else
+		snprintf(where, sizeof(where), "not mounted");
+	if (jt != NULL)
+		ja = json_array();
+	for (c = 0; c < ncl; c++) {
+		if (cl[c].keep == 0)
+			continue;
+		if (!ctx->json)
+			printf("tenant %s: live store (%s): class %s: %llu "
+			    "files, %llu bytes %s\n", name, where, cl[c].name,
+			    (unsigned long long)x.files[c],
+			    (unsigned long long)x.bytes[c], apply ? "deleted" :
+			    "past keep (to delete)");
+		if (ja != NULL)
+			json_array_append_new(ja, json_pack("{s:s, s:I, s:I}",
+			    "class", cl[c].name, "files",
+			    (json_int_t)x.files[c], "bytes",
+			    (json_int_t)x.bytes[c]));
+		if (apply && x.files[c] > 0) {
+			struct cf_ks_audit_field f[] = {
+				{ "tenant", name, 0 },
+				{ "class", cl[c].name, 0 },
+				{ "files", NULL, (long long)x.files[c] },
+				{ "bytes", NULL, (long long)x.bytes[c] },
+				{ "store", x.mounted ? "mounted" : "offline",
+				    0 },
+			};
+
+			(void)!cf_ks_audit_append(ctx->home,
+			    "retention.expire", f, 5);
+		}
+	}
+	if (jt != NULL)
+		json_object_set_new(jt, "live", json_pack("{s:s, s:b, s:o, "
+		    "s:I, s:I}", "store", x.mounted ? "mounted" : "offline",
+		    "deleted", apply, "classes", ja, "changed",
+		    (json_int_t)x.changed, "failed", (json_int_t)x.failed));
+	if (x.changed > 0 && !ctx->json)
+		printf("tenant %s: live store: %llu files changed while "
+		    "looked at: kept\n", name,
+		    (unsigned long long)x.changed);
+	if (x.foreign > 0)
+		fprintf(stderr, "coffer: tenant %s: %llu entries of another "
+		    "file system mounted inside the store left alone\n",
+		    name, (unsigned long long)x.foreign);
+	if (x.unreadable > 0)
+		fprintf(stderr, "coffer: tenant %s: %llu entries of the live "
+		    "store whose names cannot be read were left alone (run "
+		    "coffer verify)\n", name,
+		    (unsigned long long)x.unreadable);
+	if (x.failed > 0) {
+		fprintf(stderr, "coffer: tenant %s: %llu entries of the live "
+		    "store could not be read or deleted; run apply again\n",
+		    name, (unsigned long long)x.failed);
+		return CF_EXIT_FAIL;
+	}
+	return CF_EXIT_OK;
+#else
+	(void)ctx; (void)t; (void)cl; (void)ncl; (void)now; (void)apply;
+	(void)held; (void)list; (void)jt; (void)lock;
+	return CF_EXIT_OK;
+#endif
+}
+
 static int
 one_tenant(struct tl_ctx *ctx, const char *name, int apply, int dry_run,
-    time_t now, json_t *tenants)
+    int list, time_t now, json_t *tenants)
 {
 	struct cf_bk_lifecycle_eval e;
 	struct cf_ks_tenant *t = NULL;
@@ -791,6 +927,7 @@ one_tenant(struct tl_ctx *ctx, const char *name, int apply, int dry_run,
 	struct cf_bk_class cl[CF_BK_CLASSES_MAX];
 	size_t ncl = 0;
 	const char *st_name;
+	json_t *jt = NULL;
 	int rc, ret = CF_EXIT_FAIL, held;
 
 	rc = cf_ks_tenant_open(ctx->home, name, &t);
@@ -845,9 +982,15 @@ one_tenant(struct tl_ctx *ctx, const char *name, int apply, int dry_run,
 		goto out;
 	ret = open_repo(ctx, t, &r, url, sizeof(url));
 	if (ret == -1) {
+		/* No backups yet: only the live store, if any. */
 		if (!ctx->json)
 			printf("tenant %s: no repository\n", name);
-		ret = CF_EXIT_OK;
+		if (tenants != NULL) {
+			jt = json_pack("{s:s}", "tenant", name);
+			json_array_append_new(tenants, jt);
+		}
+		ret = live_store(ctx, t, cl, ncl, now, apply && !dry_run, held,
+		    list, jt, NULL);
 		goto out;
 	}
 	if (ret != CF_EXIT_OK)
@@ -869,18 +1012,20 @@ one_tenant(struct tl_ctx *ctx, const char *name, int apply, int dry_run,
 		goto out;
 	for (i = 0; i < n; i++)
 		classes_due(cl, ncl, v[i].time, now, &v[i]);
-	print_plan(ctx, name, &pol, held, v, n, tenants);
+	jt = print_plan(ctx, name, &pol, held, v, n, tenants);
 	if (!apply || held) {
 		if (apply && held && !ctx->json)
 			printf("tenant %s: legal hold: nothing removed\n",
 			    name);
-		ret = CF_EXIT_OK;
+		ret = live_store(ctx, t, cl, ncl, now, 0, held, list, jt,
+		    NULL);
 		goto out;
 	}
 	if (dry_run) {
+		ret = live_store(ctx, t, cl, ncl, now, 0, held, list, jt,
+		    NULL);
 		if (!ctx->json)
 			printf("dry run: nothing removed\n");
-		ret = CF_EXIT_OK;
 		goto out;
 	}
 	for (i = 0; i < n; i++) {
@@ -940,7 +1085,8 @@ one_tenant(struct tl_ctx *ctx, const char *name, int apply, int dry_run,
 		tl_report_locked(name, st.objects_locked + snaps_locked,
 		    st.locked_until > snaps_until ? st.locked_until :
 		    snaps_until);
-	ret = CF_EXIT_OK;
+	/* Still under the lock: no backup reads the store meanwhile. */
+	ret = live_store(ctx, t, cl, ncl, now, 1, held, list, jt, lock);
 out:
 	if (ret == CF_EXIT_FAIL && rc < 0)
 		fprintf(stderr, "coffer: retention %s: %s\n", name,
@@ -962,6 +1108,7 @@ cmd_retention(struct tl_ctx *ctx, int argc, char **argv)
 		{ "now", required_argument, NULL, 'n' },
 		{ "dry-run", no_argument, NULL, 'd' },
 		{ "json", no_argument, NULL, 'j' },
+		{ "files", no_argument, NULL, 'f' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *now_opt = NULL, *sub;
@@ -969,7 +1116,7 @@ cmd_retention(struct tl_ctx *ctx, int argc, char **argv)
 	size_t count = 0, i;
 	json_t *tenants = NULL;
 	time_t now;
-	int c, dry = 0, apply, ret = CF_EXIT_OK, r1, nargs;
+	int c, dry = 0, list = 0, apply, ret = CF_EXIT_OK, r1, nargs;
 
 	if (argc < 2)
 		return tl_usage(&tl_cmd_retention, "retention: plan or apply");
@@ -981,6 +1128,8 @@ cmd_retention(struct tl_ctx *ctx, int argc, char **argv)
 			dry = 1;
 		else if (c == 'j')
 			ctx->json = 1;
+		else if (c == 'f')
+			list = 1;
 		else
 			return tl_usage(&tl_cmd_retention, "retention: bad "
 			    "option");
@@ -1004,13 +1153,13 @@ cmd_retention(struct tl_ctx *ctx, int argc, char **argv)
 	if (ctx->json)
 		tenants = json_array();
 	if (nargs == 1) {
-		ret = one_tenant(ctx, argv[0], apply, dry, now, tenants);
+		ret = one_tenant(ctx, argv[0], apply, dry, list, now, tenants);
 	} else {
 		r1 = cf_ks_tenant_list(ctx->home, &names, &count);
 		if (r1 < 0)
 			return tl_fail(r1, NULL);
 		for (i = 0; i < count; i++) {
-			r1 = one_tenant(ctx, names[i], apply, dry, now,
+			r1 = one_tenant(ctx, names[i], apply, dry, list, now,
 			    tenants);
 			if (r1 != CF_EXIT_OK && ret == CF_EXIT_OK)
 				ret = r1;
