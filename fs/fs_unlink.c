@@ -59,7 +59,7 @@ fs_unlink_plan(const struct cf_fs_keys *k, int dirfd, const char *b,
     int gen, struct fs_unlink_plan *p)
 {
 	unsigned char buf[CF_FS_GEN_BYTES];
-	char path[64 + CF_FS_ENC_NAME_MAX];
+	char path[64 + CF_FS_ENC_NAME_MAX], t[CF_FS_HASHED_BYTES];
 	struct stat st;
 	uint64_t g;
 	ssize_t n;
@@ -69,15 +69,13 @@ fs_unlink_plan(const struct cf_fs_keys *k, int dirfd, const char *b,
 	    st.st_nlink != 1)
 		return;		/* other links keep what it names */
 	if (S_ISLNK(st.st_mode) && st.st_size == CF_FS_HASHED_BYTES - 1) {
-		if (readlinkat(dirfd, b, p->gone, CF_FS_HASHED_BYTES) !=
-		    CF_FS_HASHED_BYTES - 1 || strncmp(p->gone,
-		    CF_FS_TARGET_PREFIX, strlen(CF_FS_TARGET_PREFIX)) != 0 ||
-		    strchr(p->gone + strlen(CF_FS_TARGET_PREFIX), '/') !=
-		    NULL) {
-			p->gone[0] = '\0';
+		if (readlinkat(dirfd, b, t, sizeof(t)) != sizeof(t) - 1)
 			return;
-		}
-		p->gone[CF_FS_HASHED_BYTES - 1] = '\0';
+		t[sizeof(t) - 1] = '\0';
+		if (strncmp(t, CF_FS_TARGET_PREFIX,
+		    strlen(CF_FS_TARGET_PREFIX)) == 0 &&
+		    strchr(t + strlen(CF_FS_TARGET_PREFIX), '/') == NULL)
+			memcpy(p->gone, t, sizeof(t));
 		return;
 	}
 	if (!gen || !S_ISREG(st.st_mode))
