@@ -304,10 +304,11 @@ unescape(char *s)
 }
 
 int
-tl_tenant_mountpoint(const char *name, char *mp, size_t cap)
+tl_tenant_mountpoint(const char *name, ino_t root_ino, char *mp, size_t cap)
 {
+	struct stat st;
 	char line[8192], root[PATH_MAX], point[PATH_MAX], type[64];
-	char src[CF_KS_NAME_MAX + 16], want[CF_KS_NAME_MAX + 16];
+	char src[300], want[CF_KS_NAME_MAX + 16];
 	FILE *f = fopen("/proc/self/mountinfo", "re");
 	int found = 0;
 
@@ -318,7 +319,7 @@ tl_tenant_mountpoint(const char *name, char *mp, size_t cap)
 	while (!found && fgets(line, sizeof(line), f) != NULL) {
 		char *sep = strstr(line, " - ");
 
-		if (sep == NULL || sscanf(sep + 3, "%63s %271s", type,
+		if (sep == NULL || sscanf(sep + 3, "%63s %299s", type,
 		    src) != 2 || strcmp(type, "fuse.coffer") != 0 ||
 		    strcmp(src, want) != 0)
 			continue;
@@ -326,6 +327,13 @@ tl_tenant_mountpoint(const char *name, char *mp, size_t cap)
 		    point) != 2 || strcmp(root, "/") != 0)
 			continue;	/* a bind mount of a subdirectory */
 		unescape(point);
+		/*
+		 * Another home may mount a tenant of the same name: the
+		 * mount's root reports its backing directory's inode.
+		 */
+		if (root_ino != 0 && (stat(point, &st) != 0 ||
+		    st.st_ino != root_ino))
+			continue;
 		if (strlen(point) < cap) {
 			memcpy(mp, point, strlen(point) + 1);
 			found = 1;
@@ -344,7 +352,8 @@ tl_expire_live(struct cf_ks_home *home, struct cf_ks_tenant *t,
 	struct cf_fs_keys *keys = NULL;
 	struct cf_fs_reader *r = NULL;
 	struct wdir top = { NULL, -1, NULL };
-	char store[PATH_MAX], genlog[PATH_MAX], *path = NULL;
+	char store[PATH_MAX], genlog[PATH_MAX], data[PATH_MAX + 8];
+	char *path = NULL;
 	struct stat st;
 	size_t c;
 	int rc, any = 0, is_served, has_mp;
@@ -365,7 +374,9 @@ tl_expire_live(struct cf_ks_home *home, struct cf_ks_tenant *t,
 	if (path == NULL)
 		return -ENOMEM;
 	is_served = served(store);
-	has_mp = tl_tenant_mountpoint(name, x->mp, sizeof(x->mp));
+	snprintf(data, sizeof(data), "%s/data", store);
+	has_mp = stat(data, &st) == 0 && tl_tenant_mountpoint(name,
+	    st.st_ino, x->mp, sizeof(x->mp));
 	if (is_served && !has_mp) {
 		fprintf(stderr, "coffer: tenant %s is served by a coffer "
 		    "daemon whose mount is not visible here; its live store "

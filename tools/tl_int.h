@@ -133,8 +133,14 @@ struct tl_expire {
  */
 int tl_expire_live(struct cf_ks_home *home, struct cf_ks_tenant *t,
     struct tl_expire *x);
-/* 1 and its mount point if tenant name is mounted here (fuse.coffer). */
-int tl_tenant_mountpoint(const char *name, char *mp, size_t cap);
+/*
+ * 1 and its mount point if tenant name is mounted here (fuse.coffer,
+ * source coffer:NAME, the whole store); with root_ino (not 0) only a
+ * mount whose root has that inode, its store's data/ (another home may
+ * mount a tenant of the same name).
+ */
+int tl_tenant_mountpoint(const char *name, ino_t root_ino, char *mp,
+    size_t cap);
 
 /* operations: drill (cmd_drill.c) and status (cmd_status.c) */
 int cmd_drill(struct tl_ctx *ctx, int argc, char **argv);
