@@ -286,27 +286,58 @@ classes_due(const struct cf_bk_class *cl, size_t ncl, int64_t t, time_t now,
 struct drop_arg {
 	const struct cf_bk_class *cl;
 	size_t ncl;
-	unsigned mask;
+	unsigned mask;		/* classes due by the snapshot's age */
+	time_t now;
+	unsigned hit_age;	/* classes that lost entries by age */
+	unsigned hit_file;	/* ... by the file's own mtime */
 };
 
+/*
+ * What leaves a snapshot (docs/retention.md, Snapshot retention per
+ * class): everything of a class due by the snapshot's age, and every
+ * non-directory of a class with keep whose own mtime is keep or longer
+ * ago (the rule of the live store).  Directories nothing of a class with
+ * keep can be below are not searched.
+ */
 static int
-drop_path(void *arg, const char *path)
+drop_path(void *arg, const char *path, const struct cf_bk_node *n)
 {
-	const struct drop_arg *d = arg;
+	struct drop_arg *d = arg;
 	size_t c;
+	int may = 0;
 
-	for (c = 0; c < d->ncl; c++)
-		if ((d->mask & (1U << c)) && cf_bk_class_match(&d->cl[c], path))
+	for (c = 0; c < d->ncl; c++) {
+		if (d->cl[c].keep == 0)
+			continue;
+		if ((d->mask & (1U << c)) &&
+		    cf_bk_class_match(&d->cl[c], path)) {
+			d->hit_age |= 1U << c;
 			return 1;
-	return 0;
+		}
+	}
+	for (c = 0; c < d->ncl; c++) {
+		if (d->cl[c].keep == 0)
+			continue;
+		if (n->type != CF_BK_NODE_DIR && (int64_t)d->now >=
+		    n->mtime / 1000000000 + d->cl[c].keep &&
+		    cf_bk_class_match(&d->cl[c], path)) {
+			d->hit_file |= 1U << c;
+			return 1;
+		}
+		if (n->type == CF_BK_NODE_DIR && !may)
+			may = cf_bk_class_may_contain(&d->cl[c], path);
+	}
+	return n->type == CF_BK_NODE_DIR && !may ? 2 : 0;
 }
 
 /*
  * Rewrites each kept snapshot that holds files of a class past its
- * period: new trees without them, a new snapshot object (same time,
- * paths, parent; tag "dropped:CLASS"), then the old object deleted.  A
- * crash leaves at worst both objects, and a rerun makes the same new
- * one (same content, same storage id) and deletes the old.
+ * period (the snapshot's age, or the file's own mtime): new trees
+ * without them, a new snapshot object (same time, paths, parent; tag
+ * "dropped:CLASS" for a class dropped by age, "expired:CLASS" for files
+ * dropped by their mtime), then the old object deleted.  A crash leaves
+ * at worst both objects, and a rerun makes the same new one (same
+ * content, same storage id) and deletes the old.
  */
 /* Keeps the exclusive lock fresh (it goes stale after 30 minutes). */
 static int
@@ -322,34 +353,44 @@ lock_keep(struct cf_bk_lock *lock, time_t *refreshed)
 
 static int
 rewrite_classes(struct cf_bk_repo *r, struct cf_bk_lock *lock,
-    const struct cf_bk_class *cl, size_t ncl, struct snap *v, size_t n,
-    uint64_t *rewritten, uint64_t *files, uint64_t *bytes)
+    const struct cf_bk_class *cl, size_t ncl, time_t now, struct snap *v,
+    size_t n, uint64_t *rewritten, uint64_t *files, uint64_t *bytes)
 {
 	time_t refreshed = time(NULL);
 	struct cf_bk_writer *w = NULL;
 	struct cf_bk_snapshot *s = NULL;
 	struct cf_bk_filter_stats fs;
-	struct drop_arg da = { cl, ncl, 0 };
+	struct drop_arg da = { cl, ncl, 0, now, 0, 0 };
 	unsigned char (*nt)[CF_BK_ID_BYTES] = NULL;
 	unsigned char nid[CF_BK_ID_BYTES];
+	unsigned *hits = NULL;	/* per snapshot: age bits, file bits << 16 */
 	char **tags = NULL;
 	size_t i, c, k;
 	int rc, any = 0;
 
 	*rewritten = *files = *bytes = 0;
+	for (c = 0; c < ncl; c++)
+		any |= cl[c].keep > 0;
+	if (!any)
+		return 0;
+	any = 0;
 	for (i = 0; i < n; i++)
-		any |= (v[i].keep != 0 && !v[i].future && v[i].dropmask);
+		any |= v[i].keep != 0 && !v[i].future;
 	if (!any)
 		return 0;
 	nt = calloc(n, sizeof(*nt));
-	if (nt == NULL)
+	hits = calloc(n, sizeof(*hits));
+	if (nt == NULL || hits == NULL) {
+		free(nt);
+		free(hits);
 		return -ENOMEM;
+	}
 	rc = cf_bk_repo_index_load(r, NULL);
 	if (rc == 0)
 		rc = cf_bk_writer_new(&w, r, 0);
 	/* 1: the new trees, for every snapshot that loses something. */
 	for (i = 0; rc == 0 && i < n; i++) {
-		if (v[i].keep == 0 || v[i].future || v[i].dropmask == 0)
+		if (v[i].keep == 0 || v[i].future)
 			continue;
 		rc = lock_keep(lock, &refreshed);
 		if (rc == 0)
@@ -357,9 +398,12 @@ rewrite_classes(struct cf_bk_repo *r, struct cf_bk_lock *lock,
 		if (rc < 0)
 			break;
 		da.mask = v[i].dropmask;
+		da.hit_age = da.hit_file = 0;
 		rc = cf_bk_tree_filter(w, s->tree, drop_path, &da, nt[i], &fs);
 		if (rc == 0 && memcmp(nt[i], s->tree, CF_BK_ID_BYTES) == 0)
-			v[i].dropmask = 0;	/* nothing of them in it */
+			hits[i] = 0;	/* nothing of them in it */
+		else
+			hits[i] = da.hit_age | (da.hit_file << 16);
 		*files += fs.files;
 		*bytes += fs.bytes;
 		cf_bk_snapshot_free(s);
@@ -369,26 +413,27 @@ rewrite_classes(struct cf_bk_repo *r, struct cf_bk_lock *lock,
 		rc = cf_bk_writer_flush(w);
 	/* 2: the snapshots naming them, then the old ones go. */
 	for (i = 0; rc == 0 && i < n; i++) {
-		if (v[i].keep == 0 || v[i].future || v[i].dropmask == 0)
+		if (v[i].keep == 0 || v[i].future || hits[i] == 0)
 			continue;
 		rc = cf_bk_repo_snapshot_load(r, v[i].id, &s);
 		if (rc < 0)
 			break;
-		tags = calloc(s->ntags + ncl, sizeof(*tags));
+		tags = calloc(s->ntags + 2 * ncl, sizeof(*tags));
 		if (tags == NULL) {
 			rc = -ENOMEM;
 			break;
 		}
 		for (k = 0; k < s->ntags; k++)
 			tags[k] = s->tags[k];
-		for (c = 0; c < ncl; c++) {
+		for (c = 0; c < 2 * ncl; c++) {
 			char tag[80];
 			size_t j, dup = 0;
 
-			if (!(v[i].dropmask & (1U << c)))
+			/* c < ncl: by age; then by file mtime. */
+			if (!(hits[i] & (1U << (c < ncl ? c : c - ncl + 16))))
 				continue;
-			snprintf(tag, sizeof(tag), "dropped:%.63s",
-			    cl[c].name);
+			snprintf(tag, sizeof(tag), "%s:%.63s", c < ncl ?
+			    "dropped" : "expired", cl[c % ncl].name);
 			for (j = 0; j < k; j++)
 				dup |= strcmp(tags[j], tag) == 0;
 			if (!dup && (tags[k] = strdup(tag)) != NULL)
@@ -429,6 +474,7 @@ rewrite_classes(struct cf_bk_repo *r, struct cf_bk_lock *lock,
 	cf_bk_snapshot_free(s);
 	cf_bk_writer_free(w);
 	free(nt);
+	free(hits);
 	return rc;
 }
 
@@ -1050,8 +1096,8 @@ one_tenant(struct tl_ctx *ctx, const char *name, int apply, int dry_run,
 		removed++;
 	}
 	/* Files of a class past its period leave the older snapshots. */
-	rc = rewrite_classes(r, lock, cl, ncl, v, n, &rewritten, &cfiles,
-	    &cbytes);
+	rc = rewrite_classes(r, lock, cl, ncl, now, v, n, &rewritten,
+	    &cfiles, &cbytes);
 	if (rc < 0) {
 		fprintf(stderr, "coffer: removing expired data classes from "
 		    "the snapshots of %s stopped: %s (run apply again)\n",

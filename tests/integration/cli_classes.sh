@@ -99,7 +99,9 @@ check "its log restores" test "$(sum "$T/r0/logs/app.log")" = "$(sum "$T/log1")"
 
 COFFER_NOW=$(iso $((t1 + d30))) expect 0 "apply at 30 days (COFFER_NOW)" \
     retention apply acme
-check "one snapshot rewritten" out_has "rewrote 1 snapshots"
+# Snapshot 1 by its age; snapshot 2 too: its cache file was last
+# written before snapshot 1, 30 days ago (the rule of the live store).
+check "two snapshots rewritten" out_has "rewrote 2 snapshots"
 snaps acme > "$T/snaps"
 check "still two snapshots" test "$(wc -l < "$T/snaps")" = 2
 n1=$(sed -n 1p "$T/snaps" | cut -d' ' -f2)
@@ -112,9 +114,10 @@ check "billing kept in it" test "$(cat "$T/r1/billing/2026/inv1.txt")" = "invoic
 check "other files kept" test "$(cat "$T/r1/docs/readme")" = readme
 expect 0 "restore snapshot 2 (29 days old)" restore acme latest --target "$T/r2"
 check "its log restores, same content" test "$(sum "$T/r2/logs/app.log")" = "$(sum "$T/log2")"
-check "its cache restores" test "$(cat "$T/r2/cache/c.bin")" = cached
+check "its cache, last written 30 days ago, does not" test ! -e "$T/r2/cache/c.bin"
+check "snapshot 2 tagged expired:logs" sh -c "'$COFFER' snapshots acme --json | grep -q expired:logs"
 expect 0 "verify --read-data after the rewrite" verify acme --read-data
-check "audited" grep -q '"snapshots_rewritten":1' "$COFFER_HOME/audit/audit.log"
+check "audited" grep -q '"snapshots_rewritten":2' "$COFFER_HOME/audit/audit.log"
 expect 0 "apply again: nothing more" retention apply acme --now "$(iso $((t1 + d30 + 1)))"
 check "idempotent" sh -c "! grep -q rewrote '$OUT'"
 check "snapshot tagged" sh -c "'$COFFER' snapshots acme --json | grep -q dropped:logs"
@@ -303,6 +306,10 @@ for l in open('$COFFER_HOME/audit/audit.log'):
         assert r['store']=='offline', r
         f,b=n.get(r['class'],(0,0)); n[r['class']]=(f+r['files'],b+r['bytes'])
 assert n=={'logs':(7,25000),'billing':(1,5000)}, n"
+expect 0 "restore shop's snapshot (taken before the deletion)" restore shop latest --target "$T/rs0"
+check "the snapshot agrees: expired files gone from it too" test ! -e "$T/rs0/logs/old.log" -a ! -e "$T/rs0/logs/edge.log" -a ! -e "$T/rs0/logs/sub/deep.log" -a ! -e "$T/rs0/billing/old8y.txt" -a ! -L "$T/rs0/cache/outside"
+check "the snapshot agrees: the younger log and billing kept" sh -c "test \"\$(sha256sum < '$T/rs0/logs/young.log' | cut -c1-64)\" = \"\$(cat '$T/young.sum')\" && test -e '$T/rs0/billing/inv.txt'"
+check "snapshot tagged expired:logs and expired:billing" sh -c "'$COFFER' snapshots shop --json | grep -q expired:logs && '$COFFER' snapshots shop --json | grep -q expired:billing"
 check "no file name in the audit log" sh -c "! grep -q 'old.log\|deep.log\|old8y' '$COFFER_HOME/audit/audit.log'"
 expect 0 "apply again: nothing more" retention apply shop --now "$(iso "$N")"
 check "idempotent" out_has "class logs: 0 files, 0 bytes deleted"
