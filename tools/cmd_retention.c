@@ -10,6 +10,8 @@
  * again under the lock, deletes the snapshots to remove and prunes
  * (backup/bk_prune.c).  A tenant on legal hold is left alone.  apply also
  * runs a purge whose date has passed (tenant lifecycle), unless held.
+ * Data classes with a keep period leave the snapshots (by the snapshot's
+ * age, or the file's own mtime) and the live store (tl_expire.c).
  *
  * Snapshots are grouped by their paths, as restic groups by host and
  * paths (the host is left out: one repository belongs to one tenant, and
@@ -330,15 +332,6 @@ drop_path(void *arg, const char *path, const struct cf_bk_node *n)
 	return n->type == CF_BK_NODE_DIR && !may ? 2 : 0;
 }
 
-/*
- * Rewrites each kept snapshot that holds files of a class past its
- * period (the snapshot's age, or the file's own mtime): new trees
- * without them, a new snapshot object (same time, paths, parent; tag
- * "dropped:CLASS" for a class dropped by age, "expired:CLASS" for files
- * dropped by their mtime), then the old object deleted.  A crash leaves
- * at worst both objects, and a rerun makes the same new one (same
- * content, same storage id) and deletes the old.
- */
 /* Keeps the exclusive lock fresh (it goes stale after 30 minutes). */
 static int
 lock_keep(struct cf_bk_lock *lock, time_t *refreshed)
@@ -351,6 +344,15 @@ lock_keep(struct cf_bk_lock *lock, time_t *refreshed)
 	return cf_bk_lock_refresh(lock);
 }
 
+/*
+ * Rewrites each kept snapshot that holds files of a class past its
+ * period (the snapshot's age, or the file's own mtime): new trees
+ * without them, a new snapshot object (same time, paths, parent; tag
+ * "dropped:CLASS" for a class dropped by age, "expired:CLASS" for files
+ * dropped by their mtime), then the old object deleted.  A crash leaves
+ * at worst both objects, and a rerun makes the same new one (same
+ * content, same storage id) and deletes the old.
+ */
 static int
 rewrite_classes(struct cf_bk_repo *r, struct cf_bk_lock *lock,
     const struct cf_bk_class *cl, size_t ncl, time_t now, struct snap *v,
@@ -880,9 +882,6 @@ live_store(struct tl_ctx *ctx, struct cf_ks_tenant *t,
 	tk.refreshed = time(NULL);
 	x.tick = lock != NULL ? tick_lock : NULL;
 	x.tick_arg = &tk;
-	if (x.list)
-		printf("tenant %s: live store, files past their class's keep:"
-		    "\n", name);
 	rc = tl_expire_live(ctx->home, t, &x);
 	if (rc == 1)
 		return CF_EXIT_OK;	/* no store */

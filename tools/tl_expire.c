@@ -251,6 +251,9 @@ walk(struct tl_expire *x, struct wdir *d, char *path, size_t plen, int depth)
 			x->files[c]++;
 			x->bytes[c] += S_ISREG(st.st_mode) ?
 			    (uint64_t)st.st_size : 0;
+			if (x->list && x->listed++ == 0)
+				printf("tenant %s: live store, files past their "
+				    "class's keep:\n", x->tenant);
 			if (x->list) {
 				cf_ks_time_format(st.st_mtim.tv_sec, when,
 				    sizeof(when));
@@ -358,6 +361,7 @@ tl_expire_live(struct cf_ks_home *home, struct cf_ks_tenant *t,
 	size_t c;
 	int rc, any = 0, is_served, has_mp;
 
+	x->tenant = name;
 	for (c = 0; c < x->ncl; c++)
 		any |= x->cl[c].keep > 0;
 	if (!any)

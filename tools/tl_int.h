@@ -120,6 +120,8 @@ struct tl_expire {
 	int mounted;			/* 1: through the mount point mp */
 	char mp[4096];
 	/* private */
+	const char *tenant;
+	uint64_t listed;
 	struct cf_fs_hold *hold;
 	dev_t dev;
 	int err;
