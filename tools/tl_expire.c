@@ -6,7 +6,8 @@
  * A non-directory entry expires when its path (relative to the store's
  * root) matches a class with a keep period and now >= its mtime + keep
  * (seconds): the last write, as the tenant sees it.  Directories are
- * walked, never deleted, and never followed through symlinks.
+ * walked (only those a class with keep may reach below), never deleted,
+ * and never followed through symlinks.
  *
  * Where the store is served by its daemon (its control socket answers)
  * the files are deleted through the tenant's mount point, found in
@@ -171,6 +172,19 @@ wdir_unlink(struct tl_expire *x, struct wdir *d, const char *name,
 	return unlinkat(dirfd(d->dp), name, 0) == 0 ? 0 : -errno;
 }
 
+/* 1 if something of a class with keep may be at or below directory path. */
+static int
+may_hold(const struct tl_expire *x, const char *path)
+{
+	size_t c;
+
+	for (c = 0; c < x->ncl; c++)
+		if (x->cl[c].keep > 0 &&
+		    cf_bk_class_may_contain(&x->cl[c], path))
+			return 1;
+	return 0;
+}
+
 /* The first class of path past its keep at x->now, or -1. */
 static int
 due(const struct tl_expire *x, const char *path, const struct stat *st)
@@ -213,7 +227,9 @@ walk(struct tl_expire *x, struct wdir *d, char *path, size_t plen, int depth)
 			path[plen] = '/';
 		memcpy(path + plen + (plen > 0), name, nl + 1);
 		if (S_ISDIR(st.st_mode)) {
-			if (depth >= MAX_DEPTH) {
+			if (!may_hold(x, path)) {
+				/* nothing of a class below: not walked */
+			} else if (depth >= MAX_DEPTH) {
 				x->failed++;
 			} else if ((rc = wdir_open(x, d, name, &sub)) == 0) {
 				walk(x, &sub, path, plen + (plen > 0) + nl,
