@@ -335,12 +335,15 @@ touch -d "@$((N - d30 - 5))" "$MP/logs/m-old.log"
 touch -d "@$((N - d30 + 5))" "$MP/logs/m-young.log"
 exec 8>>"$MP/billing/busy.txt"
 echo "first" >&8
+exec 9<"$MP/logs/m-old.log"
 o1=$(objs)
 expect 0 "apply at N (mounted)" retention apply shop --now "$(iso "$N")"
 check "says mounted" out_has "live store (mounted on $MP): class logs: 1 files, 3000 bytes deleted"
 check "expired log gone from the mount" test ! -e "$MP/logs/m-old.log"
 check "younger log kept" test -s "$MP/logs/m-young.log"
 check "ciphertext gone from the backing store ($o1 -> $(objs))" test "$(objs)" = $((o1 - 1))
+check "a reader of the expired log still reads it" test "$(head -c 3000 <&9 | wc -c)" = 3000
+exec 9<&-
 echo "second" >&8
 exec 8>&-
 check "the service's open file of another class still writes" test "$(cat "$MP/billing/busy.txt")" = "$(printf 'first\nsecond')"
@@ -367,6 +370,17 @@ check "another home's shop is mounted" mountpoint -q "$T/mp2"
 expect 0 "plan shop of this home meanwhile" retention plan shop --now "$(iso "$N")"
 check "not taken for its mount" out_has "live store (not mounted)"
 "$COFFER" umount "$T/mp2" >/dev/null 2>&1 || fusermount3 -u -z "$T/mp2"
+# A locked evaluation tenant cannot be mounted, but its expired class
+# files are still deleted (offline): the lifecycle restricts the
+# customer, not coffer's deletion duty.
+mnt shop
+echo "late" > "$MP/logs/late.log"
+touch -d "@$((N - d30 - 5))" "$MP/logs/late.log"
+umnt
+expect 0 "shop is an evaluation since 65 days" lifecycle set shop evaluation --at "$(iso $((N - 65 * 86400)))"
+COFFER_NOW=$(iso "$N") expect 4 "locked: mount refused" mount shop "$MP"
+expect 0 "apply while locked" retention apply shop --now "$(iso "$N")"
+check "its expired log deleted offline" out_has "live store (not mounted): class logs: 1 files, 5 bytes deleted"
 
 # A class without paths, or a bad period, is an error, not a silent no-op.
 expect 0 "create bad" tenant create bad
