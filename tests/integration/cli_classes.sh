@@ -61,6 +61,10 @@ keep = 30d
 CONF
 
 # ---- snapshot retention per class ----
+# Files last written after both snapshots (mtimes set 10 minutes ahead):
+# here only the snapshots' age expires them, not their own mtime (that
+# rule is tested with the live store below).
+FUT=$(($(date -u +%s) + 600))
 expect 0 "create acme" tenant create acme
 mnt acme
 mkdir -p "$MP/billing/2026" "$MP/logs" "$MP/cache" "$MP/docs"
@@ -68,6 +72,8 @@ echo "invoice 1" > "$MP/billing/2026/inv1.txt"
 head -c 200000 /dev/urandom > "$MP/logs/app.log"
 echo "cached" > "$MP/cache/c.bin"
 echo "readme" > "$MP/docs/readme"
+touch -d "@$FUT" "$MP/billing/2026/inv1.txt" "$MP/logs/app.log" \
+    "$MP/cache/c.bin" "$MP/docs/readme"
 cp "$MP/logs/app.log" "$T/log1"
 umnt
 check "backup 1" backup acme
@@ -75,6 +81,7 @@ sleep 2
 mnt acme
 head -c 100000 /dev/urandom >> "$MP/logs/app.log"
 echo "invoice 2" > "$MP/billing/2026/inv2.txt"
+touch -d "@$FUT" "$MP/logs/app.log" "$MP/billing/2026/inv2.txt"
 cp "$MP/logs/app.log" "$T/log2"
 umnt
 check "backup 2" backup acme
@@ -99,9 +106,7 @@ check "its log restores" test "$(sum "$T/r0/logs/app.log")" = "$(sum "$T/log1")"
 
 COFFER_NOW=$(iso $((t1 + d30))) expect 0 "apply at 30 days (COFFER_NOW)" \
     retention apply acme
-# Snapshot 1 by its age; snapshot 2 too: its cache file was last
-# written before snapshot 1, 30 days ago (the rule of the live store).
-check "two snapshots rewritten" out_has "rewrote 2 snapshots"
+check "one snapshot rewritten" out_has "rewrote 1 snapshots"
 snaps acme > "$T/snaps"
 check "still two snapshots" test "$(wc -l < "$T/snaps")" = 2
 n1=$(sed -n 1p "$T/snaps" | cut -d' ' -f2)
@@ -114,10 +119,9 @@ check "billing kept in it" test "$(cat "$T/r1/billing/2026/inv1.txt")" = "invoic
 check "other files kept" test "$(cat "$T/r1/docs/readme")" = readme
 expect 0 "restore snapshot 2 (29 days old)" restore acme latest --target "$T/r2"
 check "its log restores, same content" test "$(sum "$T/r2/logs/app.log")" = "$(sum "$T/log2")"
-check "its cache, last written 30 days ago, does not" test ! -e "$T/r2/cache/c.bin"
-check "snapshot 2 tagged expired:logs" sh -c "'$COFFER' snapshots acme --json | grep -q expired:logs"
+check "its cache restores" test "$(cat "$T/r2/cache/c.bin")" = cached
 expect 0 "verify --read-data after the rewrite" verify acme --read-data
-check "audited" grep -q '"snapshots_rewritten":2' "$COFFER_HOME/audit/audit.log"
+check "audited" grep -q '"snapshots_rewritten":1' "$COFFER_HOME/audit/audit.log"
 expect 0 "apply again: nothing more" retention apply acme --now "$(iso $((t1 + d30 + 1)))"
 check "idempotent" sh -c "! grep -q rewrote '$OUT'"
 check "snapshot tagged" sh -c "'$COFFER' snapshots acme --json | grep -q dropped:logs"
