@@ -156,11 +156,55 @@ cf_bk_class_match(const struct cf_bk_class *c, const char *path)
 	return 0;
 }
 
+/*
+ * 1 if the segments of path (a directory) can be consumed by a prefix of
+ * pattern pat, so that something below the directory may match: a "**"
+ * reached, or the path used up first.  Errs towards 1.
+ */
+static int
+prefix_segs(const char *pat, const char *path, int depth)
+{
+	char seg[CF_BK_CLASS_PATTERN_MAX], name[256];
+	const char *pe, *ne;
+	size_t pl, nl;
+
+	if (depth > 64 || *path == '\0' || *pat == '\0')
+		return 1;
+	pe = strchr(pat, '/');
+	pl = pe ? (size_t)(pe - pat) : strlen(pat);
+	if (pl == 2 && pat[0] == '*' && pat[1] == '*')
+		return 1;
+	ne = strchr(path, '/');
+	nl = ne ? (size_t)(ne - path) : strlen(path);
+	if (pl >= sizeof(seg) || nl >= sizeof(name))
+		return 1;
+	memcpy(seg, pat, pl);
+	seg[pl] = '\0';
+	memcpy(name, path, nl);
+	name[nl] = '\0';
+	if (fnmatch(seg, name, 0) != 0)
+		return 0;
+	return prefix_segs(pe ? pe + 1 : "", ne ? ne + 1 : "", depth + 1);
+}
+
+int
+cf_bk_class_may_contain(const struct cf_bk_class *c, const char *dir)
+{
+	size_t i;
+
+	while (*dir == '/')
+		dir++;
+	for (i = 0; i < c->npatterns; i++)
+		if (prefix_segs(c->patterns[i], dir, 0))
+			return 1;
+	return 0;
+}
+
 /* ---- tree rewrite -------------------------------------------------------- */
 
 struct filter {
 	struct cf_bk_writer *w;
-	int (*drop)(void *arg, const char *path);
+	int (*drop)(void *arg, const char *path, const struct cf_bk_node *n);
 	void *arg;
 	struct cf_bk_filter_stats *st;
 };
@@ -198,7 +242,7 @@ filter_tree(struct filter *f, const unsigned char id[CF_BK_ID_BYTES],
 	struct cf_bk_tree *t = NULL, nt;
 	char *path = NULL;
 	size_t i, dl = strlen(dir), cap = dl + 258;
-	int rc, changed = 0;
+	int rc, d, changed = 0;
 
 	if (depth > MAX_DEPTH)
 		return -ELOOP;
@@ -216,7 +260,8 @@ filter_tree(struct filter *f, const unsigned char id[CF_BK_ID_BYTES],
 		struct cf_bk_node n = t->nodes[i];
 
 		snprintf(path, cap, "%s%s%s", dir, dl ? "/" : "", n.name);
-		if (f->drop(f->arg, path)) {
+		d = f->drop(f->arg, path, &n);
+		if (d == 1) {
 			changed = 1;
 			if (n.type == CF_BK_NODE_DIR)
 				rc = count_tree(f, n.subtree, depth + 1);
@@ -228,7 +273,7 @@ filter_tree(struct filter *f, const unsigned char id[CF_BK_ID_BYTES],
 				goto out;
 			continue;
 		}
-		if (n.type == CF_BK_NODE_DIR) {
+		if (n.type == CF_BK_NODE_DIR && d == 0) {
 			unsigned char sub[CF_BK_ID_BYTES];
 
 			rc = filter_tree(f, n.subtree, path, depth + 1, sub);
@@ -258,7 +303,8 @@ out:
 int
 cf_bk_tree_filter(struct cf_bk_writer *w,
     const unsigned char root[CF_BK_ID_BYTES],
-    int (*drop)(void *arg, const char *path), void *arg,
+    int (*drop)(void *arg, const char *path, const struct cf_bk_node *n),
+    void *arg,
     unsigned char out[CF_BK_ID_BYTES], struct cf_bk_filter_stats *st)
 {
 	struct filter f = { w, drop, arg, st };

@@ -980,14 +980,24 @@ struct cf_bk_filter_stats {
 };
 
 /*
- * Rewrites the tree root without every entry for which drop(arg, path)
- * returns 1 (a directory is dropped whole), adding the new trees through
- * w (flush w before a snapshot names out).  Unchanged subtrees keep
- * their ids; if nothing is dropped out equals root and nothing is added.
+ * 1 if something at or below the directory dir (relative, as for
+ * cf_bk_class_match) may match a pattern of c; 0 only if nothing below it
+ * can.  A "**" segment reached makes it 1.
+ */
+int cf_bk_class_may_contain(const struct cf_bk_class *c, const char *dir);
+
+/*
+ * Rewrites the tree root without every entry for which drop(arg, path,
+ * node) returns 1 (a directory is dropped whole); 0 keeps the entry (a
+ * directory is searched), 2 keeps a directory as it is without searching
+ * it.  The new trees are added through w (flush w before a snapshot names
+ * out).  Unchanged subtrees keep their ids; if nothing is dropped out
+ * equals root and nothing is added.
  */
 CF_MUST_CHECK int cf_bk_tree_filter(struct cf_bk_writer *w,
     const unsigned char root[CF_BK_ID_BYTES],
-    int (*drop)(void *arg, const char *path), void *arg,
+    int (*drop)(void *arg, const char *path, const struct cf_bk_node *n),
+    void *arg,
     unsigned char out[CF_BK_ID_BYTES], struct cf_bk_filter_stats *st);
 
 /*

@@ -428,4 +428,52 @@ CF_MUST_CHECK int cf_fs_rfile_next_data(struct cf_fs_rfile *f, off_t off,
  */
 CF_MUST_CHECK int cf_fs_rfile_check(struct cf_fs_rfile *f);
 
+/* ---- removing entries of an unmounted store ------------------------------ */
+
+/*
+ * A hold on an unmounted store, for the one change coffer makes to a
+ * store without its daemon: removing entries whose data class has expired
+ * (docs/retention.md, "Live store").  The hold listens on the store's
+ * control socket, so a daemon that starts to mount the store meanwhile
+ * finds it answered and refuses ([CTL-0]); it checks the marker as
+ * cf_fs_reader_open does, and opens the generation log gen_log (NULL:
+ * none) so removed files are forgotten there, as the daemon's unlink does.
+ *
+ * cf_fs_hold_take: -EBUSY if a daemon serves the store (or took it over
+ * while the hold was set up), -EBADMSG/-ENOENT as cf_fs_reader_open,
+ * -EPROTO if the generation log is damaged.  On success *out is owned by
+ * the caller; free with cf_fs_hold_release(), which stops listening.
+ * keys must outlive the hold.  Not thread-safe.
+ *
+ * cf_fs_hold_check: 0 while the control socket is still the hold's;
+ * -EBUSY if a daemon replaced it (stop changing the store).
+ */
+struct cf_fs_hold;
+CF_MUST_CHECK int cf_fs_hold_take(struct cf_fs_hold **out,
+    const struct cf_fs_keys *keys, const char *backing, const char *gen_log);
+void cf_fs_hold_release(struct cf_fs_hold *h);
+CF_MUST_CHECK int cf_fs_hold_check(const struct cf_fs_hold *h);
+
+/*
+ * Removes the entry name (anything but a directory) of d, a directory
+ * handle of a reader opened on the held store, as the daemon's unlink
+ * does: the backing entry first, then a long name's sidecar, a long
+ * target's file in links/ and the file's generation, each only if this
+ * was the object's last link.  expect (NULL: no check) is the entry's
+ * stat as cf_fs_rdir_next gave it: if the entry is no longer that object
+ * with those mtime and ctime, nothing is removed and -ESTALE is returned,
+ * so a file changed after the caller decided is kept.  -EISDIR for a
+ * directory, -ENOENT if gone, -EINVAL if d is another store's, -EBUSY
+ * (cf_fs_hold_check) if the hold was lost.
+ */
+CF_MUST_CHECK int cf_fs_hold_unlink(struct cf_fs_hold *h,
+    const struct cf_fs_rdir *d, const char *name, const struct stat *expect);
+
+/*
+ * Removes the long-name sidecars of d whose entry is gone (a crash
+ * between an unlink and its sidecar's); returns how many, or -errno.
+ */
+CF_MUST_CHECK int cf_fs_hold_sweep(struct cf_fs_hold *h,
+    const struct cf_fs_rdir *d);
+
 #endif /* CF_FS_H */

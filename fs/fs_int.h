@@ -61,4 +61,34 @@ void cf_fs_par_free(struct cf_fs_par *p);
 int cf_fs_par_run(struct cf_fs_par *p, cf_fs_par_fn *fn, void *arg,
     size_t n);
 
+/*
+ * Removing one name of a store (fs_unlink.c), shared by the daemon's
+ * unlink and rename and by cf_fs_hold_unlink.  fs_unlink_plan, before the
+ * name b of dirfd goes, notes what goes with it if it is the object's
+ * last link: the links/ file of a long symlink target, and (gen set) the
+ * id of a regular file whose generation the log forgets.  After the
+ * unlink: fs_sidecar_unlink removes a long name's sidecar, fs_unlink_after
+ * the rest (g may be NULL, links_fd -1).
+ */
+struct fs_unlink_plan {
+	char gone[CF_FS_HASHED_BYTES];	/* "cf.T.<hash>" or "" */
+	unsigned char id[CF_KS_ID_BYTES];
+	int last;			/* 1: forget id's generation */
+};
+void fs_unlink_plan(const struct cf_fs_keys *k, int dirfd, const char *b,
+    int gen, struct fs_unlink_plan *p);
+void fs_sidecar_unlink(int dirfd, const char *b);
+void fs_unlink_after(int links_fd, struct fs_gen *g,
+    const struct fs_unlink_plan *p);
+
+/*
+ * Reader internals for the hold (fs_reader.c): the directory's descriptor,
+ * its store's descriptor, and the backing name of plaintext name in it
+ * (out: NAME_MAX + 1 bytes; -EINVAL, -ENAMETOOLONG as the reader).
+ */
+int fs_rdir_fd(const struct cf_fs_rdir *d);
+int fs_rdir_store_fd(const struct cf_fs_rdir *d);
+CF_MUST_CHECK int fs_rdir_backing_name(const struct cf_fs_rdir *d,
+    const char *name, char *out);
+
 #endif /* FS_INT_H */

@@ -383,30 +383,6 @@ gen_raise(struct fs *fs, struct fs_inode *in, int fd)
 	return 0;
 }
 
-/*
- * The file id of the regular file b in dirfd if removing that name
- * removes the file (its last link), so the log can forget it; else 0.
- */
-static int
-gen_last_link(struct fs *fs, int dirfd, const char *b,
-    unsigned char id[CF_KS_ID_BYTES])
-{
-	unsigned char buf[CF_FS_GEN_BYTES];
-	char path[64 + CF_FS_ENC_NAME_MAX];
-	struct stat st;
-	uint64_t gen;
-	ssize_t n;
-
-	if (fs->gen == NULL || fstatat(dirfd, b, &st,
-	    AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode) ||
-	    st.st_nlink != 1)
-		return 0;
-	snprintf(path, sizeof(path), "/proc/self/fd/%d/%s", dirfd, b);
-	n = getxattr(path, CF_FS_GEN_XATTR, buf, sizeof(buf));
-	return n > 0 && cf_fs_gen_decode(fs->keys, buf, (size_t)n, id,
-	    &gen) == 0;
-}
-
 /* ---- attributes --------------------------------------------------------- */
 
 /* Length of the target of a symlink whose encoding is elen long. */
@@ -572,12 +548,8 @@ sidecar_write(int dirfd, const struct ename *en)
 static void
 sidecar_unlink(int dirfd, const struct ename *en)
 {
-	char side[CF_FS_HASHED_BYTES + sizeof(CF_FS_LONG_SIDECAR)];
-
-	if (!en->is_long)
-		return;
-	snprintf(side, sizeof(side), "%s%s", en->hashed, CF_FS_LONG_SIDECAR);
-	(void)unlinkat(dirfd, side, 0);
+	if (en->is_long)
+		fs_sidecar_unlink(dirfd, en->b);
 }
 
 /* 1 if a backing name is a long-name sidecar. */
@@ -2027,62 +1999,26 @@ op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t parent, const char *name)
 	reply_created(req, p, pfd, &en, rc);
 }
 
-/*
- * Before the name b in dirfd goes away: if it is the last link of a
- * symlink with a long target, *gone gets the links/ file to remove after.
- */
-static void
-long_target_of(struct fs *fs, int dirfd, const char *b,
-    char gone[CF_FS_HASHED_BYTES])
-{
-	struct stat st;
-
-	gone[0] = '\0';
-	if (fstatat(dirfd, b, &st, AT_SYMLINK_NOFOLLOW) != 0 ||
-	    !S_ISLNK(st.st_mode) || st.st_nlink != 1 ||
-	    st.st_size != CF_FS_HASHED_BYTES - 1)
-		return;
-	if (readlinkat(dirfd, b, gone, CF_FS_HASHED_BYTES) !=
-	    CF_FS_HASHED_BYTES - 1 ||
-	    strncmp(gone, CF_FS_TARGET_PREFIX, 5) != 0) {
-		gone[0] = '\0';
-		return;
-	}
-	gone[CF_FS_HASHED_BYTES - 1] = '\0';
-	(void)fs;
-}
-
-static void
-long_target_drop(struct fs *fs, const char gone[CF_FS_HASHED_BYTES])
-{
-	if (gone[0] != '\0')
-		(void)unlinkat(fs->links_fd, gone + 5, 0);
-}
-
 static void
 op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct fs *fs = fs_of(req);
 	struct fs_inode *p = inode_of(req, parent);
-	unsigned char id[CF_KS_ID_BYTES];
-	char gone[CF_FS_HASHED_BYTES];
+	struct fs_unlink_plan up;
 	struct ename en;
-	int rc, pfd, last;
+	int rc, pfd;
 
 	rc = begin(req, p, name, &en, &pfd);
 	if (rc < 0) {
 		fuse_reply_err(req, -rc);
 		return;
 	}
-	long_target_of(fs, pfd, en.b, gone);
-	last = gen_last_link(fs, pfd, en.b, id);
+	fs_unlink_plan(fs->keys, pfd, en.b, fs->gen != NULL, &up);
 	if (unlinkat(pfd, en.b, 0) != 0) {
 		rc = -errno;
 	} else {
 		sidecar_unlink(pfd, &en);
-		long_target_drop(fs, gone);
-		if (last)
-			(void)!fs_gen_set(fs->gen, id, 0);
+		fs_unlink_after(fs->links_fd, fs->gen, &up);
 	}
 	ifd_put(fs, p);
 	fuse_reply_err(req, -rc);
@@ -2163,10 +2099,9 @@ op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 	struct fs *fs = fs_of(req);
 	struct fs_inode *p = inode_of(req, parent), *np = inode_of(req,
 	    newparent);
-	unsigned char id[CF_KS_ID_BYTES];
-	char gone[CF_FS_HASHED_BYTES];
+	struct fs_unlink_plan up;
 	struct ename en, nen;
-	int rc, pfd, npfd, last = 0;
+	int rc, pfd, npfd;
 
 	if ((flags & ~(unsigned)(RENAME_NOREPLACE | RENAME_EXCHANGE)) != 0) {
 		fuse_reply_err(req, EINVAL);
@@ -2187,24 +2122,21 @@ op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 	}
 	/* Names stay where they are in an exchange; otherwise the new name
 	 * needs its sidecar first and the old one's goes after. */
-	gone[0] = '\0';
+	memset(&up, 0, sizeof(up));
 	if (!(flags & RENAME_EXCHANGE)) {
 		rc = sidecar_write(npfd, &nen);
-		if (!(flags & RENAME_NOREPLACE)) {
-			long_target_of(fs, npfd, nen.b, gone);
-			/* The file it replaces (a link to the source itself
-			 * has more than one link: left alone). */
-			last = gen_last_link(fs, npfd, nen.b, id);
-		}
+		/* The object it replaces (a link to the source itself has
+		 * more than one link: left alone). */
+		if (!(flags & RENAME_NOREPLACE))
+			fs_unlink_plan(fs->keys, npfd, nen.b, fs->gen != NULL,
+			    &up);
 	}
 	if (rc == 0 && renameat2(pfd, en.b, npfd, nen.b, flags) != 0)
 		rc = -errno;
 	if (rc == 0 && !(flags & RENAME_EXCHANGE) &&
 	    (pfd != npfd || strcmp(en.b, nen.b) != 0)) {
 		sidecar_unlink(pfd, &en);
-		long_target_drop(fs, gone);
-		if (last)
-			(void)!fs_gen_set(fs->gen, id, 0);
+		fs_unlink_after(fs->links_fd, fs->gen, &up);
 	}
 	ifd_put(fs, np);
 	ifd_put(fs, p);

@@ -433,6 +433,24 @@ cf_fs_reader_free(struct cf_fs_reader *r)
 
 /* ---- directories ---------------------------------------------------------- */
 
+int
+fs_rdir_fd(const struct cf_fs_rdir *d)
+{
+	return d->fd;
+}
+
+int
+fs_rdir_store_fd(const struct cf_fs_rdir *d)
+{
+	return d->r->storefd;
+}
+
+int
+fs_rdir_backing_name(const struct cf_fs_rdir *d, const char *name, char *out)
+{
+	return stored_name(d, name, out);
+}
+
 /* Makes a handle of directory fd (taken over, closed on failure). */
 static int
 rdir_new(struct cf_fs_rdir **out, struct cf_fs_reader *r, int fd)

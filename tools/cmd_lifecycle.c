@@ -607,20 +607,24 @@ rm_empty_dirs(const char *dir)
 }
 
 /*
- * Mountpoints of the tenant's store (fsname coffer:NAME).  If no daemon
- * serves this home's store, a coffer:NAME mount belongs to another home
- * (or is a dead daemon's) and is left alone.
+ * Mountpoints of the tenant's store (fsname coffer:NAME).  Another home
+ * may mount a tenant of the same name: where the store's data/ exists, a
+ * mount counts only if its root reports that inode (a mount whose daemon
+ * is gone cannot tell, and counts).
  */
 static int
-unmount_tenant(struct cf_ks_home *home, const struct cf_ks_tenant *t,
-    const char *name, int force)
+unmount_tenant(const char *name, const char *store, int force)
 {
 	char line[8192], want[CF_KS_NAME_MAX + 16], mp[PATH_MAX];
+	char data[PATH_MAX + 8];
 	FILE *f;
+	struct stat st;
+	ino_t root_ino = 0;
 	int found = 0, rc = 0;
 
-	if (tl_store_served(home, t) == 0)
-		return 0;
+	snprintf(data, sizeof(data), "%s/data", store);
+	if (stat(data, &st) == 0)
+		root_ino = st.st_ino;
 	f = fopen("/proc/self/mountinfo", "re");
 	if (f == NULL)
 		return 0;
@@ -632,6 +636,9 @@ unmount_tenant(struct cf_ks_home *home, const struct cf_ks_tenant *t,
 			continue;
 		if (sscanf(line, "%*s %*s %*s %*s %4095s", mp) != 1)
 			continue;
+		if (root_ino != 0 && stat(mp, &st) == 0 &&
+		    st.st_ino != root_ino)
+			continue;	/* another home's tenant of this name */
 		found++;
 		if (!force) {
 			fprintf(stderr, "coffer: tenant %s is mounted on %s: "
@@ -1160,7 +1167,13 @@ tl_lifecycle_purge(struct tl_ctx *ctx, const char *name, const char *reason,
 			goto out;
 		}
 	}
-	rc = unmount_tenant(home, t, name, force);
+	ks = cf_ks_tenant_get(t, "store");
+	if (ks != NULL)
+		snprintf(store, sizeof(store), "%s", ks);
+	else
+		snprintf(store, sizeof(store), "%s/%s/store",
+		    cf_ks_home_path(home), cf_ks_tenant_dir(t));
+	rc = unmount_tenant(name, store, force);
 	if (rc < 0)
 		goto out;
 	stored = cf_ks_tenant_get(t, "repo");
@@ -1169,12 +1182,6 @@ tl_lifecycle_purge(struct tl_ctx *ctx, const char *name, const char *reason,
 	else
 		snprintf(url, sizeof(url), "file://%s/repos/%s",
 		    cf_ks_home_path(home), name);
-	ks = cf_ks_tenant_get(t, "store");
-	if (ks != NULL)
-		snprintf(store, sizeof(store), "%s", ks);
-	else
-		snprintf(store, sizeof(store), "%s/%s/store",
-		    cf_ks_home_path(home), cf_ks_tenant_dir(t));
 	snprintf(tdir, sizeof(tdir), "%s/%s", cf_ks_home_path(home),
 	    cf_ks_tenant_dir(t));
 	/*

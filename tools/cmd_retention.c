@@ -10,6 +10,8 @@
  * again under the lock, deletes the snapshots to remove and prunes
  * (backup/bk_prune.c).  A tenant on legal hold is left alone.  apply also
  * runs a purge whose date has passed (tenant lifecycle), unless held.
+ * Data classes with a keep period leave the snapshots (by the snapshot's
+ * age, or the file's own mtime) and the live store (tl_expire.c).
  *
  * Snapshots are grouped by their paths, as restic groups by host and
  * paths (the host is left out: one repository belongs to one tenant, and
@@ -29,13 +31,17 @@
 
 const struct tl_cmd tl_cmd_retention = {
 	"retention", cmd_retention,
-	"  coffer retention plan [NAME] [--now DATE] [--json]\n"
-	"  coffer retention apply [NAME] [--now DATE] [--dry-run] [--json]\n"
+	"  coffer retention plan [NAME] [--now DATE] [--json] [--files]\n"
+	"  coffer retention apply [NAME] [--now DATE] [--dry-run] [--json] "
+	"[--files]\n"
 	"    policy: coffer.conf [retention.PLAN] (tenant field plan) or "
 	"[retention]:\n"
 	"    keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly,\n"
 	"    keep_yearly (a count or 'all'), keep_within (e.g. 30d, 1y6m),\n"
-	"    repack_pct (default 20)\n",
+	"    repack_pct (default 20)\n"
+	"    data classes ([class.NAME] keep) also delete expired files from "
+	"the\n"
+	"    live store; --files names them (tenant data: only on request)\n",
 	"snapshot retention (plan, apply + prune) and scheduled purges",
 };
 
@@ -282,28 +288,50 @@ classes_due(const struct cf_bk_class *cl, size_t ncl, int64_t t, time_t now,
 struct drop_arg {
 	const struct cf_bk_class *cl;
 	size_t ncl;
-	unsigned mask;
+	unsigned mask;		/* classes due by the snapshot's age */
+	time_t now;
+	unsigned hit_age;	/* classes that lost entries by age */
+	unsigned hit_file;	/* ... by the file's own mtime */
 };
 
+/*
+ * What leaves a snapshot (docs/retention.md, Snapshot retention per
+ * class): everything of a class due by the snapshot's age, and every
+ * non-directory of a class with keep whose own mtime is keep or longer
+ * ago (the rule of the live store).  Directories nothing of a class with
+ * keep can be below are not searched.
+ */
 static int
-drop_path(void *arg, const char *path)
+drop_path(void *arg, const char *path, const struct cf_bk_node *n)
 {
-	const struct drop_arg *d = arg;
+	struct drop_arg *d = arg;
 	size_t c;
+	int may = 0;
 
-	for (c = 0; c < d->ncl; c++)
-		if ((d->mask & (1U << c)) && cf_bk_class_match(&d->cl[c], path))
+	for (c = 0; c < d->ncl; c++) {
+		if (d->cl[c].keep == 0)
+			continue;
+		if ((d->mask & (1U << c)) &&
+		    cf_bk_class_match(&d->cl[c], path)) {
+			d->hit_age |= 1U << c;
 			return 1;
-	return 0;
+		}
+	}
+	for (c = 0; c < d->ncl; c++) {
+		if (d->cl[c].keep == 0)
+			continue;
+		if (n->type != CF_BK_NODE_DIR && (int64_t)d->now >=
+		    n->mtime / 1000000000 + d->cl[c].keep &&
+		    cf_bk_class_match(&d->cl[c], path)) {
+			d->hit_file |= 1U << c;
+			return 1;
+		}
+		if (n->type == CF_BK_NODE_DIR && !may)
+			may = cf_bk_class_may_contain(&d->cl[c], path);
+	}
+	return n->type == CF_BK_NODE_DIR && !may ? 2 : 0;
 }
 
-/*
- * Rewrites each kept snapshot that holds files of a class past its
- * period: new trees without them, a new snapshot object (same time,
- * paths, parent; tag "dropped:CLASS"), then the old object deleted.  A
- * crash leaves at worst both objects, and a rerun makes the same new
- * one (same content, same storage id) and deletes the old.
- */
 /* Keeps the exclusive lock fresh (it goes stale after 30 minutes). */
 static int
 lock_keep(struct cf_bk_lock *lock, time_t *refreshed)
@@ -316,36 +344,55 @@ lock_keep(struct cf_bk_lock *lock, time_t *refreshed)
 	return cf_bk_lock_refresh(lock);
 }
 
+/*
+ * Rewrites each kept snapshot that holds files of a class past its
+ * period (the snapshot's age, or the file's own mtime): new trees
+ * without them, a new snapshot object (same time, paths, parent; tag
+ * "dropped:CLASS" for a class dropped by age, "expired:CLASS" for files
+ * dropped by their mtime), then the old object deleted.  A crash leaves
+ * at worst both objects, and a rerun makes the same new one (same
+ * content, same storage id) and deletes the old.
+ */
 static int
 rewrite_classes(struct cf_bk_repo *r, struct cf_bk_lock *lock,
-    const struct cf_bk_class *cl, size_t ncl, struct snap *v, size_t n,
-    uint64_t *rewritten, uint64_t *files, uint64_t *bytes)
+    const struct cf_bk_class *cl, size_t ncl, time_t now, struct snap *v,
+    size_t n, uint64_t *rewritten, uint64_t *files, uint64_t *bytes)
 {
 	time_t refreshed = time(NULL);
 	struct cf_bk_writer *w = NULL;
 	struct cf_bk_snapshot *s = NULL;
 	struct cf_bk_filter_stats fs;
-	struct drop_arg da = { cl, ncl, 0 };
+	struct drop_arg da = { cl, ncl, 0, now, 0, 0 };
 	unsigned char (*nt)[CF_BK_ID_BYTES] = NULL;
 	unsigned char nid[CF_BK_ID_BYTES];
+	unsigned *hits = NULL;	/* per snapshot: age bits, file bits << 16 */
 	char **tags = NULL;
 	size_t i, c, k;
 	int rc, any = 0;
 
 	*rewritten = *files = *bytes = 0;
+	for (c = 0; c < ncl; c++)
+		any |= cl[c].keep > 0;
+	if (!any)
+		return 0;
+	any = 0;
 	for (i = 0; i < n; i++)
-		any |= (v[i].keep != 0 && !v[i].future && v[i].dropmask);
+		any |= v[i].keep != 0 && !v[i].future;
 	if (!any)
 		return 0;
 	nt = calloc(n, sizeof(*nt));
-	if (nt == NULL)
+	hits = calloc(n, sizeof(*hits));
+	if (nt == NULL || hits == NULL) {
+		free(nt);
+		free(hits);
 		return -ENOMEM;
+	}
 	rc = cf_bk_repo_index_load(r, NULL);
 	if (rc == 0)
 		rc = cf_bk_writer_new(&w, r, 0);
 	/* 1: the new trees, for every snapshot that loses something. */
 	for (i = 0; rc == 0 && i < n; i++) {
-		if (v[i].keep == 0 || v[i].future || v[i].dropmask == 0)
+		if (v[i].keep == 0 || v[i].future)
 			continue;
 		rc = lock_keep(lock, &refreshed);
 		if (rc == 0)
@@ -353,9 +400,12 @@ rewrite_classes(struct cf_bk_repo *r, struct cf_bk_lock *lock,
 		if (rc < 0)
 			break;
 		da.mask = v[i].dropmask;
+		da.hit_age = da.hit_file = 0;
 		rc = cf_bk_tree_filter(w, s->tree, drop_path, &da, nt[i], &fs);
 		if (rc == 0 && memcmp(nt[i], s->tree, CF_BK_ID_BYTES) == 0)
-			v[i].dropmask = 0;	/* nothing of them in it */
+			hits[i] = 0;	/* nothing of them in it */
+		else
+			hits[i] = da.hit_age | (da.hit_file << 16);
 		*files += fs.files;
 		*bytes += fs.bytes;
 		cf_bk_snapshot_free(s);
@@ -365,26 +415,27 @@ rewrite_classes(struct cf_bk_repo *r, struct cf_bk_lock *lock,
 		rc = cf_bk_writer_flush(w);
 	/* 2: the snapshots naming them, then the old ones go. */
 	for (i = 0; rc == 0 && i < n; i++) {
-		if (v[i].keep == 0 || v[i].future || v[i].dropmask == 0)
+		if (v[i].keep == 0 || v[i].future || hits[i] == 0)
 			continue;
 		rc = cf_bk_repo_snapshot_load(r, v[i].id, &s);
 		if (rc < 0)
 			break;
-		tags = calloc(s->ntags + ncl, sizeof(*tags));
+		tags = calloc(s->ntags + 2 * ncl, sizeof(*tags));
 		if (tags == NULL) {
 			rc = -ENOMEM;
 			break;
 		}
 		for (k = 0; k < s->ntags; k++)
 			tags[k] = s->tags[k];
-		for (c = 0; c < ncl; c++) {
+		for (c = 0; c < 2 * ncl; c++) {
 			char tag[80];
 			size_t j, dup = 0;
 
-			if (!(v[i].dropmask & (1U << c)))
+			/* c < ncl: by age; then by file mtime. */
+			if (!(hits[i] & (1U << (c < ncl ? c : c - ncl + 16))))
 				continue;
-			snprintf(tag, sizeof(tag), "dropped:%.63s",
-			    cl[c].name);
+			snprintf(tag, sizeof(tag), "%s:%.63s", c < ncl ?
+			    "dropped" : "expired", cl[c % ncl].name);
 			for (j = 0; j < k; j++)
 				dup |= strcmp(tags[j], tag) == 0;
 			if (!dup && (tags[k] = strdup(tag)) != NULL)
@@ -425,6 +476,7 @@ rewrite_classes(struct cf_bk_repo *r, struct cf_bk_lock *lock,
 	cf_bk_snapshot_free(s);
 	cf_bk_writer_free(w);
 	free(nt);
+	free(hits);
 	return rc;
 }
 
@@ -625,7 +677,8 @@ snap_cmp(const void *a, const void *b)
 	return x->time < y->time ? -1 : x->time > y->time;
 }
 
-static void
+/* Prints the plan; with --json appends the tenant's object and returns it. */
+static json_t *
 print_plan(struct tl_ctx *ctx, const char *name, const struct policy *pol,
     int held, struct snap *v, size_t n, json_t *tenants)
 {
@@ -668,12 +721,13 @@ print_plan(struct tl_ctx *ctx, const char *name, const struct policy *pol,
 	if (a == NULL) {
 		printf("tenant %s: %zu snapshots, %zu to keep, %zu to "
 		    "remove\n", name, n, n - nrm, nrm);
-		return;
+		return NULL;
 	}
 	p = json_pack("{s:s, s:s, s:b, s:I, s:I, s:o}", "tenant", name,
 	    "policy", pol->source, "hold", held, "keep", (json_int_t)(n - nrm),
 	    "remove", (json_int_t)nrm, "snapshots", a);
 	json_array_append_new(tenants, p);
+	return p;
 }
 
 /* Opens the tenant's repository; returns an exit code, OK with *out. */
@@ -772,9 +826,136 @@ refresh_activity(struct tl_ctx *ctx, struct cf_ks_tenant *t)
 		    cf_ks_tenant_name(t));
 }
 
+struct tick {
+	struct cf_bk_lock *lock;
+	time_t refreshed;
+};
+
+static int
+tick_lock(void *arg)
+{
+	struct tick *k = arg;
+
+	return lock_keep(k->lock, &k->refreshed);
+}
+
+/*
+ * The live store's part of plan and apply (docs/retention.md, "Live
+ * store"): counts, and with apply deletes, the files of classes past
+ * their keep, prints a line per class, audits retention.expire per class
+ * that lost files, and adds "live" to the tenant's JSON object jt.
+ * Returns an exit code.
+ */
+static int
+live_store(struct tl_ctx *ctx, struct cf_ks_tenant *t,
+    const struct cf_bk_class *cl, size_t ncl, time_t now, int apply,
+    int held, int list, json_t *jt, struct cf_bk_lock *lock)
+{
+#ifdef CF_HAVE_FS
+	const char *name = cf_ks_tenant_name(t);
+	struct tick tk = { lock, 0 };
+	struct tl_expire x;
+	char where[4200];
+	json_t *ja = NULL;
+	size_t c;
+	int rc, any = 0;
+
+	for (c = 0; c < ncl; c++)
+		any |= cl[c].keep > 0;
+	if (!any)
+		return CF_EXIT_OK;
+	if (held) {
+		if (!ctx->json)
+			printf("tenant %s: legal hold: nothing deleted from the "
+			    "live store\n", name);
+		if (jt != NULL)
+			json_object_set_new(jt, "live", json_pack("{s:b}",
+			    "hold", 1));
+		return CF_EXIT_OK;
+	}
+	memset(&x, 0, sizeof(x));
+	x.cl = cl;
+	x.ncl = ncl;
+	x.now = now;
+	x.apply = apply;
+	x.list = list && !ctx->json;
+	tk.refreshed = time(NULL);
+	x.tick = lock != NULL ? tick_lock : NULL;
+	x.tick_arg = &tk;
+	rc = tl_expire_live(ctx->home, t, &x);
+	if (rc == 1)
+		return CF_EXIT_OK;	/* no store */
+	if (rc < 0)
+		return CF_EXIT_FAIL;
+	if (x.mounted)
+		snprintf(where, sizeof(where), "mounted on %s", x.mp);
+	else
+		snprintf(where, sizeof(where), "not mounted");
+	if (jt != NULL)
+		ja = json_array();
+	for (c = 0; c < ncl; c++) {
+		if (cl[c].keep == 0)
+			continue;
+		if (!ctx->json)
+			printf("tenant %s: live store (%s): class %s: %llu "
+			    "files, %llu bytes %s\n", name, where, cl[c].name,
+			    (unsigned long long)x.files[c],
+			    (unsigned long long)x.bytes[c], apply ? "deleted" :
+			    "past keep (to delete)");
+		if (ja != NULL)
+			json_array_append_new(ja, json_pack("{s:s, s:I, s:I}",
+			    "class", cl[c].name, "files",
+			    (json_int_t)x.files[c], "bytes",
+			    (json_int_t)x.bytes[c]));
+		if (apply && x.files[c] > 0) {
+			struct cf_ks_audit_field f[] = {
+				{ "tenant", name, 0 },
+				{ "class", cl[c].name, 0 },
+				{ "files", NULL, (long long)x.files[c] },
+				{ "bytes", NULL, (long long)x.bytes[c] },
+				{ "store", x.mounted ? "mounted" : "offline",
+				    0 },
+			};
+
+			(void)!cf_ks_audit_append(ctx->home,
+			    "retention.expire", f, 5);
+		}
+	}
+	if (jt != NULL)
+		json_object_set_new(jt, "live", json_pack("{s:s, s:b, s:o, "
+		    "s:I, s:I}", "store", x.mounted ? "mounted" : "offline",
+		    "deleted", apply, "classes", ja, "changed",
+		    (json_int_t)x.changed, "failed", (json_int_t)x.failed));
+	if (x.changed > 0 && !ctx->json)
+		printf("tenant %s: live store: %llu files changed while "
+		    "looked at: kept\n", name,
+		    (unsigned long long)x.changed);
+	if (x.foreign > 0)
+		fprintf(stderr, "coffer: tenant %s: %llu entries of another "
+		    "file system mounted inside the store left alone\n",
+		    name, (unsigned long long)x.foreign);
+	if (x.unreadable > 0)
+		fprintf(stderr, "coffer: tenant %s: %llu entries of the live "
+		    "store whose names cannot be read were left alone (run "
+		    "coffer verify)\n", name,
+		    (unsigned long long)x.unreadable);
+	if (x.failed > 0) {
+		fprintf(stderr, "coffer: tenant %s: %llu entries of the live "
+		    "store could not be read or deleted; run apply again\n",
+		    name, (unsigned long long)x.failed);
+		return CF_EXIT_FAIL;
+	}
+	return CF_EXIT_OK;
+#else
+	(void)ctx; (void)t; (void)cl; (void)ncl; (void)now; (void)apply;
+	(void)held; (void)list; (void)jt; (void)lock;
+	return CF_EXIT_OK;
+#endif
+}
+
 static int
 one_tenant(struct tl_ctx *ctx, const char *name, int apply, int dry_run,
-    time_t now, json_t *tenants)
+    int list, time_t now, json_t *tenants)
 {
 	struct cf_bk_lifecycle_eval e;
 	struct cf_ks_tenant *t = NULL;
@@ -791,6 +972,7 @@ one_tenant(struct tl_ctx *ctx, const char *name, int apply, int dry_run,
 	struct cf_bk_class cl[CF_BK_CLASSES_MAX];
 	size_t ncl = 0;
 	const char *st_name;
+	json_t *jt = NULL;
 	int rc, ret = CF_EXIT_FAIL, held;
 
 	rc = cf_ks_tenant_open(ctx->home, name, &t);
@@ -845,9 +1027,15 @@ one_tenant(struct tl_ctx *ctx, const char *name, int apply, int dry_run,
 		goto out;
 	ret = open_repo(ctx, t, &r, url, sizeof(url));
 	if (ret == -1) {
+		/* No backups yet: only the live store, if any. */
 		if (!ctx->json)
 			printf("tenant %s: no repository\n", name);
-		ret = CF_EXIT_OK;
+		if (tenants != NULL) {
+			jt = json_pack("{s:s}", "tenant", name);
+			json_array_append_new(tenants, jt);
+		}
+		ret = live_store(ctx, t, cl, ncl, now, apply && !dry_run, held,
+		    list, jt, NULL);
 		goto out;
 	}
 	if (ret != CF_EXIT_OK)
@@ -869,18 +1057,20 @@ one_tenant(struct tl_ctx *ctx, const char *name, int apply, int dry_run,
 		goto out;
 	for (i = 0; i < n; i++)
 		classes_due(cl, ncl, v[i].time, now, &v[i]);
-	print_plan(ctx, name, &pol, held, v, n, tenants);
+	jt = print_plan(ctx, name, &pol, held, v, n, tenants);
 	if (!apply || held) {
 		if (apply && held && !ctx->json)
 			printf("tenant %s: legal hold: nothing removed\n",
 			    name);
-		ret = CF_EXIT_OK;
+		ret = live_store(ctx, t, cl, ncl, now, 0, held, list, jt,
+		    NULL);
 		goto out;
 	}
 	if (dry_run) {
+		ret = live_store(ctx, t, cl, ncl, now, 0, held, list, jt,
+		    NULL);
 		if (!ctx->json)
 			printf("dry run: nothing removed\n");
-		ret = CF_EXIT_OK;
 		goto out;
 	}
 	for (i = 0; i < n; i++) {
@@ -905,8 +1095,8 @@ one_tenant(struct tl_ctx *ctx, const char *name, int apply, int dry_run,
 		removed++;
 	}
 	/* Files of a class past its period leave the older snapshots. */
-	rc = rewrite_classes(r, lock, cl, ncl, v, n, &rewritten, &cfiles,
-	    &cbytes);
+	rc = rewrite_classes(r, lock, cl, ncl, now, v, n, &rewritten,
+	    &cfiles, &cbytes);
 	if (rc < 0) {
 		fprintf(stderr, "coffer: removing expired data classes from "
 		    "the snapshots of %s stopped: %s (run apply again)\n",
@@ -940,7 +1130,8 @@ one_tenant(struct tl_ctx *ctx, const char *name, int apply, int dry_run,
 		tl_report_locked(name, st.objects_locked + snaps_locked,
 		    st.locked_until > snaps_until ? st.locked_until :
 		    snaps_until);
-	ret = CF_EXIT_OK;
+	/* Still under the lock: no backup reads the store meanwhile. */
+	ret = live_store(ctx, t, cl, ncl, now, 1, held, list, jt, lock);
 out:
 	if (ret == CF_EXIT_FAIL && rc < 0)
 		fprintf(stderr, "coffer: retention %s: %s\n", name,
@@ -962,6 +1153,7 @@ cmd_retention(struct tl_ctx *ctx, int argc, char **argv)
 		{ "now", required_argument, NULL, 'n' },
 		{ "dry-run", no_argument, NULL, 'd' },
 		{ "json", no_argument, NULL, 'j' },
+		{ "files", no_argument, NULL, 'f' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *now_opt = NULL, *sub;
@@ -969,7 +1161,7 @@ cmd_retention(struct tl_ctx *ctx, int argc, char **argv)
 	size_t count = 0, i;
 	json_t *tenants = NULL;
 	time_t now;
-	int c, dry = 0, apply, ret = CF_EXIT_OK, r1, nargs;
+	int c, dry = 0, list = 0, apply, ret = CF_EXIT_OK, r1, nargs;
 
 	if (argc < 2)
 		return tl_usage(&tl_cmd_retention, "retention: plan or apply");
@@ -981,6 +1173,8 @@ cmd_retention(struct tl_ctx *ctx, int argc, char **argv)
 			dry = 1;
 		else if (c == 'j')
 			ctx->json = 1;
+		else if (c == 'f')
+			list = 1;
 		else
 			return tl_usage(&tl_cmd_retention, "retention: bad "
 			    "option");
@@ -1004,13 +1198,13 @@ cmd_retention(struct tl_ctx *ctx, int argc, char **argv)
 	if (ctx->json)
 		tenants = json_array();
 	if (nargs == 1) {
-		ret = one_tenant(ctx, argv[0], apply, dry, now, tenants);
+		ret = one_tenant(ctx, argv[0], apply, dry, list, now, tenants);
 	} else {
 		r1 = cf_ks_tenant_list(ctx->home, &names, &count);
 		if (r1 < 0)
 			return tl_fail(r1, NULL);
 		for (i = 0; i < count; i++) {
-			r1 = one_tenant(ctx, names[i], apply, dry, now,
+			r1 = one_tenant(ctx, names[i], apply, dry, list, now,
 			    tenants);
 			if (r1 != CF_EXIT_OK && ret == CF_EXIT_OK)
 				ret = r1;

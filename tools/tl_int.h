@@ -8,7 +8,10 @@
 #ifndef TL_INT_H
 #define TL_INT_H
 
+#include <stdint.h>
 #include <stdio.h>
+#include <sys/types.h>
+#include <time.h>
 
 #include <jansson.h>
 
@@ -94,6 +97,54 @@ void tl_tenant_touch(struct cf_ks_tenant *t);
 /* Purges a tenant (docs/retention.md, Purge); returns an exit code. */
 int tl_lifecycle_purge(struct tl_ctx *ctx, const char *name,
     const char *reason, int force);
+
+/*
+ * Deleting expired data-class files from a tenant's live store
+ * (tl_expire.c; docs/retention.md, "Live store").  The caller fills the
+ * inputs; tl_expire_live fills the counts.
+ */
+struct cf_bk_class;
+struct cf_fs_hold;
+struct tl_expire {
+	const struct cf_bk_class *cl;	/* the tenant's classes */
+	size_t ncl;
+	time_t now;
+	int apply;			/* delete; else count what would go */
+	int list;			/* print each path (tenant data) */
+	int (*tick)(void *arg);		/* per directory (lock refresh), or NULL */
+	void *tick_arg;
+	/* results, per class */
+	uint64_t files[16], bytes[16];
+	uint64_t changed;		/* kept: changed since judged */
+	uint64_t failed;		/* could not be read or deleted */
+	uint64_t unreadable;		/* entries whose name is damaged */
+	uint64_t foreign;		/* another file system mounted inside */
+	int mounted;			/* 1: through the mount point mp */
+	char mp[4096];
+	/* private */
+	const char *tenant;
+	uint64_t listed;
+	struct cf_fs_hold *hold;
+	dev_t dev;
+	int err;
+};
+/*
+ * Walks the tenant's store, mounted (through its mount point) or not
+ * (with its keys, under a hold), counting, and with apply deleting, every
+ * non-directory whose class's keep has passed.  0 when walked (see
+ * x->failed), 1 if there is nothing to do (no class with keep, no store),
+ * -errno (printed) if the store could not be walked or a mount appeared.
+ */
+int tl_expire_live(struct cf_ks_home *home, struct cf_ks_tenant *t,
+    struct tl_expire *x);
+/*
+ * 1 and its mount point if tenant name is mounted here (fuse.coffer,
+ * source coffer:NAME, the whole store); with root_ino (not 0) only a
+ * mount whose root has that inode, its store's data/ (another home may
+ * mount a tenant of the same name).
+ */
+int tl_tenant_mountpoint(const char *name, ino_t root_ino, char *mp,
+    size_t cap);
 
 /* operations: drill (cmd_drill.c) and status (cmd_status.c) */
 int cmd_drill(struct tl_ctx *ctx, int argc, char **argv);

@@ -226,13 +226,16 @@ int
 tl_store_served(struct cf_ks_home *home, const struct cf_ks_tenant *t)
 {
 	struct sockaddr_un sa;
+	const char *store;
 	int fd, served;
 
 	memset(&sa, 0, sizeof(sa));
 	sa.sun_family = AF_UNIX;
-	if ((size_t)snprintf(sa.sun_path, sizeof(sa.sun_path),
-	    "%s/%s/store/cf.ctl", cf_ks_home_path(home), cf_ks_tenant_dir(t)) >=
-	    sizeof(sa.sun_path))
+	store = cf_ks_tenant_get(t, "store");	/* set: a store elsewhere */
+	if ((store != NULL ? (size_t)snprintf(sa.sun_path, sizeof(sa.sun_path),
+	    "%s/cf.ctl", store) : (size_t)snprintf(sa.sun_path,
+	    sizeof(sa.sun_path), "%s/%s/store/cf.ctl", cf_ks_home_path(home),
+	    cf_ks_tenant_dir(t))) >= sizeof(sa.sun_path))
 		return -ENAMETOOLONG;
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)

@@ -7,7 +7,8 @@
  * Invariants: the parser gives 0 or -EINVAL; on 0 there are 1..16
  * patterns, none empty, none starting with '/', none with consecutive
  * "**" segments; a match is 0 or 1, the same with a leading '/', and the
- * root ("" or "/") never matches.
+ * root ("" or "/") never matches; every directory above a match may
+ * contain it (cf_bk_class_may_contain, which prunes walks).
  */
 #include <errno.h>
 #include <stdint.h>
@@ -75,6 +76,24 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	m = cf_bk_class_match(&c, path);
 	if ((m != 0 && m != 1) || cf_bk_class_match(&c, slashed) != m)
 		abort();
+	/*
+	 * Pruning is sound: every directory above a match (the root
+	 * included) may hold it.  Paths as trees and directories give them:
+	 * no empty segment, no leading or trailing '/'.
+	 */
+	if (m == 1 && path[0] != '/' && strstr(path, "//") == NULL &&
+	    path[strlen(path) - 1] != '/') {
+		if (cf_bk_class_may_contain(&c, "") != 1)
+			abort();
+		for (i = 0; path[i] != '\0'; i++) {
+			if (path[i] != '/')
+				continue;
+			path[i] = '\0';
+			if (cf_bk_class_may_contain(&c, path) != 1)
+				abort();
+			path[i] = '/';
+		}
+	}
 	free(path);
 	free(slashed);
 	return 0;

@@ -50,6 +50,25 @@ class_patterns(void)
 		{ "**", "", 0 },		/* the root never matches */
 		{ "*", "/", 0 },
 	};
+	static const struct {
+		const char *pats, *path;
+		int want;
+	} mc[] = {
+		{ "logs/**", "", 1 },
+		{ "logs/**", "logs", 1 },
+		{ "logs/**", "logs/a/b", 1 },
+		{ "logs/**", "docs", 0 },
+		{ "logs/**", "logsx", 0 },
+		{ "logs/**, cache/**", "cache", 1 },
+		{ "a/*/c", "a", 1 },
+		{ "a/*/c", "a/x", 1 },
+		{ "a/*/c", "a/x/c", 1 },
+		{ "a/*/c", "a/x/y", 0 },
+		{ "a/*/c", "b", 0 },
+		{ "**/*.log", "any/where", 1 },
+		{ "a/**/z", "a/b", 1 },
+		{ "a/**/z", "b/a", 0 },
+	};
 	struct cf_bk_class c;
 	char many[4096];
 	size_t i;
@@ -60,6 +79,14 @@ class_patterns(void)
 		if (cf_bk_class_match(&c, t[i].path) != t[i].want)
 			cf_test_fail(__FILE__, __LINE__, "'%s' on '%s': want "
 			    "%d", t[i].pats, t[i].path, t[i].want);
+	}
+	/* Directories below which something may match. */
+	for (i = 0; i < sizeof(mc) / sizeof(mc[0]); i++) {
+		memset(&c, 0, sizeof(c));
+		CHECK_RC(cf_bk_class_paths(&c, mc[i].pats), 0);
+		if (cf_bk_class_may_contain(&c, mc[i].path) != mc[i].want)
+			cf_test_fail(__FILE__, __LINE__, "'%s' below '%s': "
+			    "want %d", mc[i].pats, mc[i].path, mc[i].want);
 	}
 	CHECK_RC(cf_bk_class_paths(&c, ""), -EINVAL);
 	CHECK_RC(cf_bk_class_paths(&c, " , ,"), -EINVAL);
@@ -162,9 +189,19 @@ build(struct cf_bk_writer *w, int64_t readme_atime, int64_t log_mtime,
 }
 
 static int
-drop_class(void *arg, const char *path)
+drop_class(void *arg, const char *path, const struct cf_bk_node *n)
 {
+	(void)n;
 	return cf_bk_class_match(arg, path);
+}
+
+/* Drops files of class arg with mtime < 150 (ns); 2: dirs it cannot hold. */
+static int
+drop_old(void *arg, const char *path, const struct cf_bk_node *n)
+{
+	if (n->type == CF_BK_NODE_DIR)
+		return cf_bk_class_may_contain(arg, path) ? 0 : 2;
+	return cf_bk_class_match(arg, path) && n->mtime < 150;
 }
 
 static void
@@ -219,6 +256,25 @@ class_trees(void)
 		cf_bk_tree_free(t);
 		t = NULL;
 	}
+
+	/* Per file (mtime): app.log goes, logs/ stays, billing/ is not
+	 * searched; a tree whose log is newer is left as it is. */
+	CHECK_RC(cf_bk_tree_filter(w, root, drop_old, &logs, out, &st), 0);
+	CHECK(memcmp(out, root, 32) != 0 && st.files == 1);
+	CHECK_RC(cf_bk_writer_flush(w), 0);
+	CHECK_RC(cf_bk_repo_tree_load(ra, out, &t), 0);
+	if (t != NULL) {
+		struct cf_bk_tree *lt = NULL;
+
+		CHECK(t->count == 3 && strcmp(t->nodes[1].name, "logs") == 0);
+		CHECK_RC(cf_bk_repo_tree_load(ra, t->nodes[1].subtree, &lt), 0);
+		CHECK(lt != NULL && lt->count == 0);
+		cf_bk_tree_free(lt);
+		cf_bk_tree_free(t);
+		t = NULL;
+	}
+	CHECK_RC(cf_bk_tree_filter(w, mtime2, drop_old, &logs, out, &st), 0);
+	CHECK(memcmp(out, mtime2, 32) == 0 && st.files == 0);
 
 	/* Copy billing into repository b (other keys): the data reads. */
 	CHECK_RC(cf_bk_writer_new(&wb, rb, 0), 0);

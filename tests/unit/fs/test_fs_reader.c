@@ -17,7 +17,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
@@ -1169,6 +1171,191 @@ changed(void)
 	store_free(&s);
 }
 
+
+/* An entry's stat as the reader lists it (name in d), or a zeroed one. */
+static struct stat
+listed(struct cf_fs_rdir *d, const char *name)
+{
+	const struct cf_fs_rentry *e;
+	struct stat st;
+
+	memset(&st, 0, sizeof(st));
+	cf_fs_rdir_rewind(d);
+	while (cf_fs_rdir_next(d, &e) == 1)
+		if (e->name != NULL && strcmp(e->name, name) == 0)
+			st = e->st;
+	return st;
+}
+
+/* 1 if a client can connect to the store's control socket. */
+static int
+ctl_answers(const struct store *s)
+{
+	struct sockaddr_un sa;
+	int fd, ok;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sun_family = AF_UNIX;
+	if ((size_t)snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/cf.ctl",
+	    s->path) >= sizeof(sa.sun_path))
+		return -1;
+	fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	ok = fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+	if (fd >= 0)
+		close(fd);
+	return ok;
+}
+
+/*
+ * The offline hold (fs_unlink.c): removing entries of an unmounted store
+ * as the daemon's unlink does (sidecar, links/ file, generation), refusing
+ * a changed entry, a directory, another store's handle, and stopping when
+ * a daemon takes the store over.
+ */
+static void
+hold_unlink(void)
+{
+	struct store s, o;
+	struct cf_fs_reader *r = NULL, *ro = NULL;
+	struct cf_fs_rdir *root = NULL, *oroot = NULL;
+	struct cf_fs_hold *h = NULL, *h2 = NULL;
+	struct fs_gen *g = NULL;
+	struct cf_fs_header fh;
+	unsigned char val[CF_FS_GEN_BYTES], hbuf[CF_FS_HEADER_BYTES];
+	char longn[256], target[CF_FS_RLINK_MAX + 1], bn[NAME_MAX + 1], lnk[64];
+	char side[NAME_MAX + 4];
+	char glog[1200], path[1300];
+	struct stat st, st2;
+	struct timespec ts[2];
+	int fd, lfd;
+
+	memset(longn, 'L', 255);
+	longn[255] = '\0';
+	memset(target, 't', sizeof(target) - 1);
+	target[sizeof(target) - 1] = '\0';
+	CHECK_RC(store_new(&s, CF_KS_CIPHER_XCHACHA20POLY1305), 0);
+	CHECK_RC(mk_file(&s, s.root, "old.log", (const unsigned char *)"x", 1,
+	    0, 1), 0);
+	CHECK_RC(mk_file(&s, s.root, "kept", (const unsigned char *)"k", 1, 0,
+	    1), 0);
+	CHECK_RC(mk_file(&s, s.root, longn, (const unsigned char *)"l", 1, 0,
+	    1), 0);
+	CHECK_RC(mk_symlink(&s, s.root, "ln", target), 0);
+	fd = mk_dir(&s, s.root, "dir");
+	CHECK(fd >= 0);
+	close(fd);
+	/* old.log carries generation 5, known to the log. */
+	CHECK_RC(bname(&s, s.root, "old.log", bn), 0);
+	fd = openat(s.root, bn, O_RDWR);
+	CHECK(fd >= 0 && pread(fd, hbuf, sizeof(hbuf), 0) == sizeof(hbuf));
+	CHECK_RC(cf_fs_header_decode(&fh, hbuf, sizeof(hbuf)), 0);
+	CHECK_RC(cf_fs_gen_encode(s.k, fh.file_id, 5, val), 0);
+	CHECK(fsetxattr(fd, CF_FS_GEN_XATTR, val, sizeof(val), 0) == 0);
+	close(fd);
+	snprintf(glog, sizeof(glog), "%s/fsgen", cf_test_tmpdir());
+	CHECK_RC(fs_gen_open(&g, glog, 0), 0);
+	CHECK_RC(fs_gen_set(g, fh.file_id, 5), 0);
+	fs_gen_close(g);
+	g = NULL;
+
+	CHECK(!ctl_answers(&s));
+	CHECK_RC(cf_fs_hold_take(&h, s.k, s.path, glog), 0);
+	/* A daemon starting now finds the socket answered ([CTL-0]). */
+	CHECK(ctl_answers(&s));
+	CHECK_RC(cf_fs_hold_take(&h2, s.k, s.path, NULL), -EBUSY);
+	CHECK_RC(cf_fs_reader_open(&r, s.k, s.path), 0);
+	CHECK_RC(cf_fs_rdir_open_root(&root, r), 0);
+
+	/* A file changed after it was listed is kept. */
+	st = listed(root, "old.log");
+	CHECK(S_ISREG(st.st_mode));
+	ts[0].tv_sec = ts[1].tv_sec = 1000000;
+	ts[0].tv_nsec = ts[1].tv_nsec = 0;
+	CHECK(utimensat(s.root, bn, ts, AT_SYMLINK_NOFOLLOW) == 0);
+	CHECK_RC(cf_fs_hold_unlink(h, root, "old.log", &st), -ESTALE);
+	CHECK(fstatat(s.root, bn, &st2, AT_SYMLINK_NOFOLLOW) == 0);
+	/* As listed now: removed, and its generation forgotten. */
+	st = listed(root, "old.log");
+	CHECK_RC(cf_fs_hold_unlink(h, root, "old.log", &st), 0);
+	CHECK(fstatat(s.root, bn, &st2, AT_SYMLINK_NOFOLLOW) != 0 &&
+	    errno == ENOENT);
+	CHECK_RC(cf_fs_hold_unlink(h, root, "old.log", NULL), -ENOENT);
+
+	/* A long name: entry and sidecar. */
+	CHECK_RC(bname(&s, s.root, longn, bn), 0);
+	snprintf(side, sizeof(side), "%s.n", bn);
+	CHECK(faccessat(s.root, side, F_OK, AT_SYMLINK_NOFOLLOW) == 0);
+	st = listed(root, longn);
+	CHECK_RC(cf_fs_hold_unlink(h, root, longn, &st), 0);
+	CHECK(faccessat(s.root, bn, F_OK, AT_SYMLINK_NOFOLLOW) != 0);
+	CHECK(faccessat(s.root, side, F_OK, AT_SYMLINK_NOFOLLOW) != 0);
+
+	/* A long symlink target: its file in links/ goes too. */
+	CHECK_RC(bname(&s, s.root, "ln", bn), 0);
+	CHECK(readlinkat(s.root, bn, lnk, sizeof(lnk)) == 48);
+	lnk[48] = '\0';
+	lfd = openat(s.fd, "links", O_RDONLY | O_DIRECTORY);
+	CHECK(lfd >= 0 && faccessat(lfd, lnk + 5, F_OK, 0) == 0);
+	CHECK_RC(cf_fs_hold_unlink(h, root, "ln", NULL), 0);
+	CHECK(faccessat(lfd, lnk + 5, F_OK, 0) != 0 && errno == ENOENT);
+	close(lfd);
+
+	CHECK_RC(cf_fs_hold_unlink(h, root, "dir", NULL), -EISDIR);
+	CHECK_RC(cf_fs_hold_unlink(h, root, "..", NULL), -EINVAL);
+	CHECK_RC(cf_fs_hold_unlink(h, root, "a/b", NULL), -EINVAL);
+
+	/* A crash between an entry and its sidecar: the sweep finishes. */
+	CHECK_RC(put_file(s.root, "cf.L.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA.n",
+	    "x", 1), 0);
+	CHECK(cf_fs_hold_sweep(h, root) == 1);
+	CHECK(cf_fs_hold_sweep(h, root) == 0);
+
+	/* Another store's directory handle is refused. */
+	memset(&o, 0, sizeof(o));
+	o.k = keys_seq(0, CF_KS_CIPHER_XCHACHA20POLY1305);
+	snprintf(o.path, sizeof(o.path), "%s/other", cf_test_tmpdir());
+	CHECK(o.k != NULL && cf_fs_store_init(o.k, o.path) == 0);
+	o.fd = o.root = -1;
+	CHECK_RC(cf_fs_reader_open(&ro, o.k, o.path), 0);
+	CHECK_RC(cf_fs_rdir_open_root(&oroot, ro), 0);
+	CHECK_RC(cf_fs_hold_unlink(h, oroot, "kept", NULL), -EINVAL);
+
+	/* A daemon that replaced the socket: the hold stops changing. */
+	snprintf(path, sizeof(path), "%s/cf.ctl", s.path);
+	CHECK(unlink(path) == 0);
+	CHECK_RC(put_file(s.fd, "cf.ctl", "d", 1), 0);
+	CHECK_RC(cf_fs_hold_check(h), -EBUSY);
+	CHECK_RC(cf_fs_hold_unlink(h, root, "kept", NULL), -EBUSY);
+	CHECK(faccessat(s.fd, "cf.ctl", F_OK, 0) == 0);
+	cf_fs_hold_release(h);
+	h = NULL;
+	/* ... and release leaves a socket that is not its own. */
+	CHECK(faccessat(s.fd, "cf.ctl", F_OK, 0) == 0);
+	CHECK(unlink(path) == 0);
+	/* A normal release removes its socket. */
+	CHECK_RC(cf_fs_hold_take(&h, s.k, s.path, glog), 0);
+	cf_fs_hold_release(h);
+	h = NULL;
+	CHECK(faccessat(s.fd, "cf.ctl", F_OK, 0) != 0);
+	CHECK(!ctl_answers(&s));
+	/* The generation log forgot old.log; kept is still readable. */
+	CHECK_RC(fs_gen_open(&g, glog, 0), 0);
+	CHECK(fs_gen_get(g, fh.file_id) == 0);
+	fs_gen_close(g);
+	st = listed(root, "kept");
+	CHECK(S_ISREG(st.st_mode));
+	/* Another tenant's keys never hold the store. */
+	cf_fs_keys_free(o.k);
+	o.k = keys_seq(32, CF_KS_CIPHER_XCHACHA20POLY1305);
+	CHECK_RC(cf_fs_hold_take(&h, o.k, s.path, NULL), -EBADMSG);
+	cf_fs_rdir_free(oroot);
+	cf_fs_reader_free(ro);
+	cf_fs_keys_free(o.k);
+	cf_fs_rdir_free(root);
+	cf_fs_reader_free(r);
+	store_free(&s);
+}
+
 static const struct cf_test_case cases[] = {
 	CF_TEST(tree_xchacha),
 	CF_TEST(tree_gcm),
@@ -1182,6 +1369,7 @@ static const struct cf_test_case cases[] = {
 	CF_TEST(long_targets),
 	CF_TEST(long_names),
 	CF_TEST(changed),
+	CF_TEST(hold_unlink),
 };
 
 CF_TEST_MAIN(cases)
