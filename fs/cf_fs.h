@@ -470,6 +470,12 @@ CF_MUST_CHECK int cf_fs_hold_unlink(struct cf_fs_hold *h,
     const struct cf_fs_rdir *d, const char *name, const struct stat *expect);
 
 /*
+ * 1 if a and b describe the same object (device, inode, type) with the
+ * same mtime and ctime (to the ns): nothing was written to it between.
+ */
+int cf_fs_same_object(const struct stat *a, const struct stat *b);
+
+/*
  * Removes the long-name sidecars of d whose entry is gone (a crash
  * between an unlink and its sidecar's); returns how many, or -errno.
  */

@@ -239,8 +239,8 @@ same_store(const struct cf_fs_hold *h, const struct cf_fs_rdir *d)
 	    -EINVAL;
 }
 
-static int
-same_version(const struct stat *a, const struct stat *b)
+int
+cf_fs_same_object(const struct stat *a, const struct stat *b)
 {
 	return a->st_dev == b->st_dev && a->st_ino == b->st_ino &&
 	    (a->st_mode & S_IFMT) == (b->st_mode & S_IFMT) &&
@@ -270,7 +270,7 @@ cf_fs_hold_unlink(struct cf_fs_hold *h, const struct cf_fs_rdir *d,
 		return -errno;
 	if (S_ISDIR(st.st_mode))
 		return -EISDIR;
-	if (expect != NULL && !same_version(&st, expect))
+	if (expect != NULL && !cf_fs_same_object(&st, expect))
 		return -ESTALE;	/* changed since the caller looked */
 	fs_unlink_plan(h->keys, dfd, b, h->gen != NULL, &p);
 	if (unlinkat(dfd, b, 0) != 0)

@@ -143,17 +143,6 @@ wdir_open(struct tl_expire *x, const struct wdir *d, const char *name,
 	return 0;
 }
 
-static int
-same_object(const struct stat *a, const struct stat *b)
-{
-	return a->st_dev == b->st_dev && a->st_ino == b->st_ino &&
-	    (a->st_mode & S_IFMT) == (b->st_mode & S_IFMT) &&
-	    a->st_mtim.tv_sec == b->st_mtim.tv_sec &&
-	    a->st_mtim.tv_nsec == b->st_mtim.tv_nsec &&
-	    a->st_ctim.tv_sec == b->st_ctim.tv_sec &&
-	    a->st_ctim.tv_nsec == b->st_ctim.tv_nsec;
-}
-
 /* Deletes name of d if it is still the object *st: 0, -ESTALE, -errno. */
 static int
 wdir_unlink(struct tl_expire *x, struct wdir *d, const char *name,
@@ -167,7 +156,7 @@ wdir_unlink(struct tl_expire *x, struct wdir *d, const char *name,
 		return -errno;
 	if (S_ISDIR(now.st_mode))
 		return -EISDIR;
-	if (!same_object(&now, st))
+	if (!cf_fs_same_object(&now, st))
 		return -ESTALE;
 	return unlinkat(dirfd(d->dp), name, 0) == 0 ? 0 : -errno;
 }
