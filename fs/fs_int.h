@@ -48,10 +48,11 @@ CF_MUST_CHECK int fs_gen_set(struct fs_gen *g,
 
 /*
  * A helper thread for the blocks of one large request (fs_par.c).  run
- * calls fn(arg, lo, hi) on [0, n) split in two, the upper part on the
- * helper (when it is free and n >= CF_FS_PAR_MIN), and returns the first
- * negative result; fn must be safe to run on both halves at once.  new
- * gives NULL on a single-core machine; run with NULL does it all inline.
+ * calls fn(arg, lo, hi) on chunks covering [0, n), shared between the
+ * caller and the helper (when it is free and n >= CF_FS_PAR_MIN), and
+ * returns a negative result if any chunk had one; fn must be safe to run
+ * on two chunks at once.  new gives NULL on a single-core machine; run
+ * with NULL does it all inline.
  */
 #define CF_FS_PAR_MIN 32		/* blocks: 128 KiB */
 struct cf_fs_par;

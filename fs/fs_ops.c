@@ -1106,7 +1106,7 @@ struct rjob {
 	size_t got;			/* ciphertext bytes read */
 	uint64_t fb;
 	off_t psize;
-	long long bad[2];		/* per half: damaged block, -1 cut */
+	atomic_llong bad;		/* damaged block, -1 cut, -2 none */
 };
 
 static int
@@ -1114,19 +1114,21 @@ open_blocks(void *arg, size_t lo, size_t hi)
 {
 	struct rjob *j = arg;
 	size_t cb = (size_t)j->fs->cb, i, at, clen;
-	long long *bad = &j->bad[lo == 0 ? 0 : 1];
+	long long none = -2;
 
 	for (i = lo; i < hi; i++) {
 		at = i * cb;
 		if (j->got <= at) {
-			*bad = -1;	/* shorter than its size says */
+			/* Shorter than its size says. */
+			atomic_compare_exchange_strong(&j->bad, &none, -1);
 			return -EIO;
 		}
 		clen = j->got - at < cb ? j->got - at : cb;
 		if (cf_fs_block_open(j->in->ctx, j->fb + i, is_final(j->psize,
 		    j->fb + i), j->cbuf + at, clen, j->pbuf + i * CF_FS_BLOCK)
 		    < 0) {
-			*bad = (long long)(j->fb + i);
+			atomic_compare_exchange_strong(&j->bad, &none,
+			    (long long)(j->fb + i));
 			return -EIO;
 		}
 	}
@@ -1186,10 +1188,10 @@ op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	rj.got = got;
 	rj.fb = fb;
 	rj.psize = psize;
-	rj.bad[0] = rj.bad[1] = -2;
+	atomic_init(&rj.bad, -2);
 	rc = cf_fs_par_run(fs->par, open_blocks, &rj, (size_t)(lb - fb + 1));
 	if (rc < 0) {
-		long long bad = rj.bad[0] != -2 ? rj.bad[0] : rj.bad[1];
+		long long bad = atomic_load(&rj.bad);
 
 		if (bad >= 0)
 			audit(fs, "fs.integrity", in, bad);
