@@ -161,6 +161,39 @@ out:
 }
 
 int
+cf_bk_repo_key_version(const char *url, uint32_t *version)
+{
+	struct cf_bk_store *store = NULL;
+	unsigned char *obj = NULL;
+	size_t len = 0;
+	int rc;
+
+	*version = 0;
+	rc = cf_bk_store_open_url(&store, url, 0);
+	if (rc < 0)
+		return rc;
+	rc = cf_bk_store_get(store, CF_BK_KIND_CONFIG, "config",
+	    CF_BK_OBJECT_MAX, &obj, &len);
+	if (rc == -EFBIG)
+		rc = -EPROTO;
+	if (rc < 0)
+		goto out;
+	/* Magic, version 1, kind config: [BK-OBJ-1..3, 5]. */
+	if (len < 32 || memcmp(obj, BK_MAGIC, 8) != 0 ||
+	    obj[8] != 1 || obj[9] != CF_BK_KIND_CONFIG ||
+	    bk_rd32(obj + 12) == 0) {
+		rc = -EPROTO;
+		goto out;
+	}
+	*version = bk_rd32(obj + 12);
+	rc = 0;
+out:
+	free(obj);
+	cf_bk_store_free(store);
+	return rc;
+}
+
+int
 cf_bk_repo_open_url(struct cf_bk_repo **out, const char *url,
     const struct cf_secbuf *root, uint32_t key_version,
     enum cf_ks_cipher cipher, const unsigned char tenant[CF_KS_ID_BYTES],

@@ -465,6 +465,15 @@ CF_MUST_CHECK int cf_bk_repo_open(struct cf_bk_repo **out,
 #define CF_BK_REPO_CREATE 0x1	/* init the repository if it has no config */
 
 /*
+ * The root key version a repository is keyed by: the key_version of its
+ * config object's header ([BK-OBJ-5]; the header is not secret, so no key
+ * is needed).  After a root key rotation the repository keeps its
+ * version: open it with that version's root key.  -ENOENT if url holds
+ * no repository, -EPROTO if the config is not a config object.
+ */
+CF_MUST_CHECK int cf_bk_repo_key_version(const char *url, uint32_t *version);
+
+/*
  * The CLI's entry point: opens the store for url, derives the keys from
  * a tenant root key, and opens (or with CF_BK_REPO_CREATE creates) the
  * repository, with its index loaded.  The root key is not kept.

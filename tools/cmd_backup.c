@@ -197,6 +197,7 @@ static int
 session_open(struct session *s, struct tl_ctx *ctx, const char *name,
     const char *repo_opt, int create)
 {
+	uint32_t kv = 0;
 	char ourl[sizeof(s->url) + 32];
 	const char *stored;
 	int rc;
@@ -226,12 +227,12 @@ session_open(struct session *s, struct tl_ctx *ctx, const char *name,
 		    "or s3://BUCKET/PREFIX\n");
 		return CF_EXIT_USAGE;
 	}
-	rc = cf_ks_tenant_unlock(s->t, 0, &s->root);
+	open_url(s, ourl, sizeof(ourl));
+	rc = tl_repo_unlock(s->t, ourl, &s->root, &kv);
 	if (rc < 0)
 		return tl_fail(rc, name);
-	open_url(s, ourl, sizeof(ourl));
-	rc = cf_bk_repo_open_url(&s->repo, ourl, s->root,
-	    cf_ks_tenant_key_version(s->t), cf_ks_tenant_cipher(s->t),
+	rc = cf_bk_repo_open_url(&s->repo, ourl, s->root, kv,
+	    cf_ks_tenant_cipher(s->t),
 	    cf_ks_tenant_id(s->t), create ? CF_BK_REPO_CREATE : 0);
 	if (rc == -EBADMSG) {
 		fprintf(stderr, "coffer: repository %s cannot be opened with "
@@ -1328,18 +1329,12 @@ cmd_backup(struct tl_ctx *ctx, int argc, char **argv)
 		if (rc < 0)
 			goto out;
 	} else {
-		rc = cf_fs_keys_new(&fkeys, s.root, cf_ks_tenant_cipher(s.t),
-		    cf_ks_tenant_key_version(s.t));
+		rc = tl_fs_keys(s.t, &fkeys);
 		if (rc < 0) {
 			ret = tl_fail(rc, "deriving store keys");
 			goto out;
 		}
-		if (cf_ks_tenant_get(s.t, "store") != NULL)
-			snprintf(store, sizeof(store), "%s",
-			    cf_ks_tenant_get(s.t, "store"));
-		else
-			snprintf(store, sizeof(store), "%s/%s/store",
-			    cf_ks_home_path(s.home), cf_ks_tenant_dir(s.t));
+		tl_store_path(s.home, s.t, store, sizeof(store));
 		/*
 		 * A mounted store: ask its daemon for a point-in-time farm
 		 * (a brief write freeze, then copy-on-write) and read that.

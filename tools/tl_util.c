@@ -15,6 +15,7 @@
 
 #include <sodium.h>
 
+#include "cf_backup.h"
 #include "tl_int.h"
 
 struct cf_ks_home *
@@ -209,5 +210,29 @@ out:
 		sodium_memzero(buf, cap);
 		*len = 0;
 	}
+	return rc;
+}
+
+int
+tl_repo_unlock(struct cf_ks_tenant *t, const char *url,
+    struct cf_secbuf **root, uint32_t *version)
+{
+	uint32_t v = 0;
+	int rc;
+
+	*root = NULL;
+	*version = 0;
+	/*
+	 * A repository keeps the root key version it was created with
+	 * (docs/kms.md, Root key rotation): open it with that one.  One
+	 * that cannot be read here is left to the open that follows to
+	 * report.
+	 */
+	if (cf_bk_repo_key_version(url, &v) < 0 ||
+	    v > cf_ks_tenant_key_version(t))
+		v = cf_ks_tenant_key_version(t);
+	rc = cf_ks_tenant_unlock(t, v, root);
+	if (rc == 0)
+		*version = v;
 	return rc;
 }
