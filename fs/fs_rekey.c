@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -39,6 +40,7 @@
 #define REKEY_JOURNAL "cf.rekey"	/* symlink: the file being copied */
 #define REKEY_NEW "cf.rekey.new"	/* its new ciphertext */
 #define REKEY_TMP "cf.rekey.tmp"	/* the journal before its rename */
+#define REKEY_LOCK "cf.rekey.lock"	/* flock: mounts share, offline runs own */
 #define WALK_DEPTH_MAX 4096		/* deeper trees are refused */
 
 static int
@@ -602,12 +604,41 @@ out:
 	return rc;
 }
 
+/* Opens the store's lock file and flocks it (op with LOCK_NB). */
+static int
+store_lock(const char *backing, int op)
+{
+	char path[PATH_MAX];
+	int fd;
+
+	if ((size_t)snprintf(path, sizeof(path), "%s/%s", backing,
+	    REKEY_LOCK) >= sizeof(path))
+		return -ENAMETOOLONG;
+	fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	if (flock(fd, op | LOCK_NB) != 0) {
+		int e = errno;
+
+		close(fd);
+		return e == EWOULDBLOCK ? -EBUSY : -e;
+	}
+	return fd;
+}
+
+int
+cf_fs_store_lock_shared(const char *backing)
+{
+	return store_lock(backing, LOCK_SH);
+}
+
 int
 cf_fs_rekey(const struct cf_fs_keys *keys, const char *backing,
     void (*progress)(void *arg, const struct cf_fs_rekey_stats *st,
     const char *rel), void *arg, struct cf_fs_rekey_stats *st)
 {
 	struct rekey r;
+	int lfd, rc;
 
 	memset(st, 0, sizeof(*st));
 	memset(&r, 0, sizeof(r));
@@ -615,7 +646,13 @@ cf_fs_rekey(const struct cf_fs_keys *keys, const char *backing,
 	r.st = st;
 	r.progress = progress;
 	r.arg = arg;
-	return rekey_run(&r, backing);
+	/* No daemon may serve the store meanwhile (each holds it shared). */
+	lfd = store_lock(backing, LOCK_EX);
+	if (lfd < 0)
+		return lfd;
+	rc = rekey_run(&r, backing);
+	close(lfd);
+	return rc;
 }
 
 int

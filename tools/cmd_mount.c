@@ -152,7 +152,7 @@ cmd_mount(struct tl_ctx *ctx, int argc, char **argv)
 	char store[PATH_MAX], mp[PATH_MAX], gen_log[PATH_MAX], fopts[1024];
 	struct cf_bk_lifecycle_eval le;
 	const char *fuse_opts = NULL;
-	int c, fg = 0, accept_rollback, rc, ret = CF_EXIT_FAIL;
+	int c, fg = 0, accept_rollback, rc, lockfd = -1, ret = CF_EXIT_FAIL;
 
 	while ((c = getopt(argc, argv, "fo:")) != -1) {
 		if (c == 'f')
@@ -205,6 +205,20 @@ cmd_mount(struct tl_ctx *ctx, int argc, char **argv)
 		    strerror(-rc));
 		goto out;
 	}
+	/* Shared with other mounts, never with an offline re-encryption;
+	 * held by the daemon (across its fork) until it exits. */
+	lockfd = cf_fs_store_lock_shared(store);
+	if (lockfd == -EBUSY) {
+		fprintf(stderr, "coffer: the store of %s is being re-encrypted "
+		    "('coffer tenant reencrypt'); mount it when that ends\n",
+		    argv[optind]);
+		goto out;
+	}
+	if (lockfd < 0) {
+		fprintf(stderr, "coffer: store %s: %s\n", store,
+		    strerror(-lockfd));
+		goto out;
+	}
 	/* A re-encryption a crash interrupted: finish its file first. */
 	rc = cf_fs_rekey_recover(store);
 	if (rc < 0) {
@@ -237,6 +251,8 @@ cmd_mount(struct tl_ctx *ctx, int argc, char **argv)
 	}
 	ret = CF_EXIT_OK;
 out:
+	if (lockfd >= 0)
+		close(lockfd);
 	cf_fs_keys_free(keys);
 	cf_secbuf_free(root);
 	cf_ks_tenant_free(t);

@@ -97,6 +97,12 @@ done:
 
 		(void)!cf_ks_audit_append(home, "tenant.reencrypt", f, 7);
 	}
+	if (rc == -EBUSY && !mounted) {
+		fprintf(stderr, "coffer: the store of %s is mounted (its "
+		    "daemon holds the store lock) but does not answer on its "
+		    "control socket; unmount it and retry\n", argv[1]);
+		goto out;
+	}
 	if (rc < 0) {
 		fprintf(stderr, "coffer: re-encrypting the store of %s%s: %s "
 		    "(rerun to go on; no file is lost)\n", argv[1],

@@ -8,6 +8,7 @@ on an old version, backups and restores of snapshots taken before the
 rotation, `tenant retire-key` refused while anything needs a version and
 shredding it otherwise, and the audit records.  TAP output; needs root
 and /dev/fuse."""
+import fcntl
 import hashlib
 import json
 import os
@@ -206,6 +207,26 @@ try:
     r = h.coffer("tenant", "reencrypt", "acme")
     ok(r.returncode == 0 and "0 files re-encrypted" in r.stdout,
        "a third run has nothing to do", r.stdout)
+
+    # an offline run and a mount exclude each other (store/cf.rekey.lock)
+    with open(os.path.join(STORE, "cf.rekey.lock"), "a") as lk:
+        fcntl.flock(lk, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        try:
+            h.mount("acme")
+            ok(False, "a mount during an offline re-encryption is refused")
+        except RuntimeError as e:
+            ok("being re-encrypted" in str(e),
+               "a mount during an offline re-encryption is refused", e)
+        fcntl.flock(lk, fcntl.LOCK_UN)
+    p = h.mount("acme")
+    with open(os.path.join(STORE, "cf.rekey.lock"), "a") as lk:
+        try:
+            fcntl.flock(lk, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            held = False
+        except OSError:
+            held = True
+    ok(held, "a mounted daemon holds the store lock")
+    h.umount(p)
 
     # online: the daemon killed mid-way; the next mount finishes the file
     env = dict(h.env, COFFER_TEST_REKEY_KILL_AT="2")
