@@ -193,6 +193,72 @@ out:
 	return rc;
 }
 
+struct vnames {
+	char **v;
+	size_t n, cap;
+};
+
+static int
+collect_named(void *arg, const char *name, uint64_t size)
+{
+	struct vnames *ns = arg;
+	char **nv;
+
+	if (size < CF_BK_HEADER_BYTES)
+		return 0;
+	if (ns->n == ns->cap) {
+		ns->cap = ns->cap ? ns->cap * 2 : 64;
+		nv = realloc(ns->v, ns->cap * sizeof(*nv));
+		if (nv == NULL)
+			return -ENOMEM;
+		ns->v = nv;
+	}
+	ns->v[ns->n] = strdup(name);
+	if (ns->v[ns->n] == NULL)
+		return -ENOMEM;
+	ns->n++;
+	return 0;
+}
+
+int
+cf_bk_repo_count_version(const char *url, uint32_t version, uint64_t *n)
+{
+	static const enum cf_bk_kind kinds[] = { CF_BK_KIND_PACK,
+		CF_BK_KIND_INDEX, CF_BK_KIND_SNAPSHOT, CF_BK_KIND_LOCK };
+	struct cf_bk_store *store = NULL;
+	struct vnames ns = { NULL, 0, 0 };
+	unsigned char hdr[CF_BK_HEADER_BYTES];
+	size_t k, i;
+	int rc;
+
+	*n = 0;
+	rc = cf_bk_store_open_url(&store, url, 0);
+	if (rc < 0)
+		return rc;
+	for (k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++) {
+		rc = cf_bk_store_list(store, kinds[k], collect_named, &ns);
+		for (i = 0; rc == 0 && i < ns.n; i++) {
+			rc = cf_bk_store_get_range(store, kinds[k], ns.v[i], 0,
+			    sizeof(hdr), hdr);
+			if (rc == -ENOENT) {
+				rc = 0;		/* deleted meanwhile */
+				continue;
+			}
+			if (rc == 0 && memcmp(hdr, BK_MAGIC, 8) == 0 &&
+			    bk_rd32(hdr + 12) == version)
+				(*n)++;
+		}
+		for (i = 0; i < ns.n; i++)
+			free(ns.v[i]);
+		ns.n = 0;
+		if (rc < 0)
+			break;
+	}
+	free(ns.v);
+	cf_bk_store_free(store);
+	return rc;
+}
+
 int
 cf_bk_repo_open_url(struct cf_bk_repo **out, const char *url,
     const struct cf_secbuf *root, uint32_t key_version,
@@ -200,14 +266,25 @@ cf_bk_repo_open_url(struct cf_bk_repo **out, const char *url,
     int flags)
 {
 	struct cf_bk_keys *keys = NULL;
-	struct cf_bk_store *store = NULL;
-	struct cf_bk_repo *r = NULL;
 	int rc;
 
 	*out = NULL;
 	rc = cf_bk_keys_new(&keys, root, key_version, cipher);
 	if (rc < 0)
 		return rc;
+	return cf_bk_repo_open_url_keys(out, url, keys, tenant, flags);
+}
+
+int
+cf_bk_repo_open_url_keys(struct cf_bk_repo **out, const char *url,
+    struct cf_bk_keys *keys, const unsigned char tenant[CF_KS_ID_BYTES],
+    int flags)
+{
+	struct cf_bk_store *store = NULL;
+	struct cf_bk_repo *r = NULL;
+	int rc;
+
+	*out = NULL;
 	rc = cf_bk_store_open_url(&store, url,
 	    (flags & CF_BK_REPO_CREATE) ? CF_BK_STORE_CREATE : 0);
 	if (rc < 0)

@@ -231,9 +231,8 @@ session_open(struct session *s, struct tl_ctx *ctx, const char *name,
 	rc = tl_repo_unlock(s->t, ourl, &s->root, &kv);
 	if (rc < 0)
 		return tl_fail(rc, name);
-	rc = cf_bk_repo_open_url(&s->repo, ourl, s->root, kv,
-	    cf_ks_tenant_cipher(s->t),
-	    cf_ks_tenant_id(s->t), create ? CF_BK_REPO_CREATE : 0);
+	rc = tl_repo_open(s->t, &s->repo, ourl, s->root, kv,
+	    create ? CF_BK_REPO_CREATE : 0);
 	if (rc == -EBADMSG) {
 		fprintf(stderr, "coffer: repository %s cannot be opened with "
 		    "tenant %s's key: it belongs to another tenant, or its "

@@ -436,8 +436,7 @@ cmd_drill(struct tl_ctx *ctx, int argc, char **argv)
 		ret = tl_fail(rc, name);
 		goto out;
 	}
-	rc = cf_bk_repo_open_url(&repo, url, root, kv,
-	    cf_ks_tenant_cipher(t), cf_ks_tenant_id(t), 0);
+	rc = tl_repo_open(t, &repo, url, root, kv, 0);
 	cf_secbuf_free(root);
 	root = NULL;
 	if (rc == -ENOENT) {

@@ -732,8 +732,7 @@ repo_owned(struct cf_ks_home *home, struct cf_ks_tenant *t, const char *url,
 		    cf_ks_tenant_name(t), cf_ks_last_error());
 		return rc;
 	}
-	rc = cf_bk_repo_open_url(&r, url, root, kv,
-	    cf_ks_tenant_cipher(t), cf_ks_tenant_id(t), 0);
+	rc = tl_repo_open(t, &r, url, root, kv, 0);
 	cf_secbuf_free(root);
 	cf_bk_repo_free(r);
 	if (rc == -ENOENT)
@@ -871,9 +870,8 @@ retain_class(struct cf_ks_home *home, struct cf_ks_tenant *t,
 	rurl = cf_ks_tenant_get(rt, "repo");
 	rc = tl_repo_unlock(rt, rurl, &root, &kv);
 	if (rc == 0)
-		rc = cf_bk_repo_open_url(&dst, rurl, root,
-		    kv, cf_ks_tenant_cipher(rt),
-		    cf_ks_tenant_id(rt), CF_BK_REPO_CREATE);
+		rc = tl_repo_open(rt, &dst, rurl, root, kv,
+		    CF_BK_REPO_CREATE);
 	cf_secbuf_free(root);
 	if (rc == 0)
 		rc = cf_bk_writer_new(&w, dst, 0);
@@ -1030,8 +1028,7 @@ retain_classes(struct tl_ctx *ctx, struct cf_ks_tenant *t, const char *url,
 	rc = tl_repo_unlock(t, url, &root, &kv);
 	if (rc < 0)
 		return rc;
-	rc = cf_bk_repo_open_url(&src, url, root, kv,
-	    cf_ks_tenant_cipher(t), cf_ks_tenant_id(t), 0);
+	rc = tl_repo_open(t, &src, url, root, kv, 0);
 	cf_secbuf_free(root);
 	if (rc == -ENOENT)
 		return 0;	/* never backed up: nothing to retain */

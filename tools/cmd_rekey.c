@@ -196,10 +196,28 @@ tl_tenant_retire_key(struct tl_ctx *ctx, int argc, char **argv)
 		goto out;
 	}
 	if (rc == 0 && rv == v) {
-		fprintf(stderr, "coffer: %s: the backup repository %s is keyed "
-		    "by key version %lu: its snapshots need it\n", argv[1],
+		fprintf(stderr, "coffer: %s: the backup repository %s was "
+		    "created under key version %lu: its id and chunking keys "
+		    "derive from it, so every snapshot needs it\n", argv[1],
 		    url, v);
 		goto out;
+	}
+	if (rc == 0) {
+		rc = cf_bk_repo_count_version(url, (uint32_t)v, &n);
+		if (rc < 0) {
+			fprintf(stderr, "coffer: %s: cannot read the repository "
+			    "%s: %s\n", argv[1], url, strerror(-rc));
+			goto out;
+		}
+		if (n > 0) {
+			fprintf(stderr, "coffer: %s: %llu objects of the backup "
+			    "repository %s (snapshots, packs, indexes) are "
+			    "under key version %lu: the snapshots that need "
+			    "them must go first (coffer retention apply, which "
+			    "prunes)\n", argv[1], (unsigned long long)n, url,
+			    v);
+			goto out;
+		}
 	}
 retire:
 	rc = cf_ks_tenant_retire_key(t, (uint32_t)v);

@@ -695,8 +695,7 @@ open_repo(struct tl_ctx *ctx, struct cf_ks_tenant *t, struct cf_bk_repo **out,
 	rc = tl_repo_unlock(t, url, &root, &kv);
 	if (rc < 0)
 		return tl_fail(rc, cf_ks_tenant_name(t));
-	rc = cf_bk_repo_open_url(out, url, root, kv,
-	    cf_ks_tenant_cipher(t), cf_ks_tenant_id(t), 0);
+	rc = tl_repo_open(t, out, url, root, kv, 0);
 	cf_secbuf_free(root);
 	if (rc == -ENOENT)
 		return -1;	/* no repository: nothing to do */

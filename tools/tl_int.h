@@ -48,6 +48,16 @@ int tl_usage(const struct tl_cmd *cmd, const char *fmt, ...)
 int tl_repo_unlock(struct cf_ks_tenant *t, const char *url,
     struct cf_secbuf **root, uint32_t *version);
 /*
+ * Opens the repository at url with root (of version, from
+ * tl_repo_unlock) and every other live root key version of t (each
+ * unlocked), so objects of every version open and new ones use the
+ * newest.  As cf_bk_repo_open_url otherwise.
+ */
+struct cf_bk_repo;
+int tl_repo_open(struct cf_ks_tenant *t, struct cf_bk_repo **out,
+    const char *url, const struct cf_secbuf *root, uint32_t version,
+    int flags);
+/*
  * The store (tools with fs/, cmd_mount.c).  tl_fs_keys unlocks every live
  * root key version of t and derives the store's keys: names and metadata
  * under TL_FS_META_VERSION, each file's contents under its header's

@@ -81,6 +81,25 @@ def events(name):
             if l.strip() and json.loads(l).get("event") == name]
 
 
+REPO = os.path.join(h.home, "repos", "acme")
+
+
+def snap_ids():
+    r = h.coffer("--json", "snapshots", "acme")
+    return [x["id"] for x in json.loads(r.stdout)] if r.returncode == 0 \
+        else []
+
+
+def snap_version(sid):
+    """The key_version in the header of snapshot sid's object."""
+    d = os.path.join(REPO, "snapshots")
+    for name in os.listdir(d):
+        if name.startswith(sid):
+            with open(os.path.join(d, name), "rb") as f:
+                return struct.unpack_from("<I", f.read(32), 12)[0]
+    return None
+
+
 def populate(mp):
     os.makedirs(os.path.join(mp, "dir", "sub"))
     with open(os.path.join(mp, "small"), "w") as f:
@@ -176,6 +195,15 @@ try:
     ok(len(ev) == 1 and ev[0].get("mounted") == "yes" and
        ev[0].get("old") == 0 and ev[0].get("result") == "complete",
        "audited tenant.reencrypt (mounted)", ev)
+    # a backup now is written under version 2 (its snapshot object)
+    only = os.urandom(70000)
+    ids = snap_ids()
+    r = h.coffer("backup", "acme", "--stdin", "--name", "only-v2.bin",
+                 stdin=only, text=False)
+    sid2 = [i for i in snap_ids() if i not in ids]
+    ok(r.returncode == 0 and len(sid2) == 1 and
+       snap_version(sid2[0]) == 2, "a backup after the rotation is "
+       "written under version 2", r.stderr)
     h.umount(p)
     r = h.coffer("tenant", "retire-key", "acme", "2")
     ok(r.returncode == 1 and "newest" in r.stderr,
@@ -271,9 +299,16 @@ try:
     now = tree(h.mp)
     h.umount(p)
 
-    # backups: the repository keeps version 1; old snapshots restore
+    # backups: every version opens; the snapshots from before restore
+    ids = snap_ids()
     r = h.coffer("backup", "acme")
-    ok(r.returncode == 0, "backup after the rotation", r.stderr)
+    sid4 = [i for i in snap_ids() if i not in ids]
+    ok(r.returncode == 0 and len(sid4) == 1 and
+       snap_version(sid4[0]) == 4, "backup after the rotations: version 4",
+       r.stderr)
+    r = h.coffer("restore", "acme", sid2[0], "--to-tar", "-", text=False)
+    ok(r.returncode == 0 and only in r.stdout,
+       "the version 2 snapshot restores", r.stderr)
     sid = json.loads(snap1)[0]["id"]
     out = os.path.join(h.t, "restored")
     r = h.coffer("restore", "acme", sid, "--target", out)
@@ -288,9 +323,25 @@ try:
     ok(r.returncode == 1 and "names" in r.stderr,
        "retire-key refuses the store's metadata version", r.stderr)
     r = h.coffer("tenant", "retire-key", "acme", "2")
-    ok(r.returncode == 0, "retire-key 2", r.stderr)
+    ok(r.returncode == 1 and "objects of the backup repository" in
+       r.stderr, "retire-key refuses a version a snapshot needs", r.stderr)
     r = h.coffer("tenant", "retire-key", "acme", "3")
-    ok(r.returncode == 0, "retire-key 3", r.stderr)
+    ok(r.returncode == 0, "retire-key 3 (nothing under it)", r.stderr)
+    # a newer backup of the same stdin path (under 4), then retention
+    # keeps the newest of each path; prune drops version 2's objects
+    ids = snap_ids()
+    r = h.coffer("backup", "acme", "--stdin", "--name", "only-v2.bin",
+                 stdin=os.urandom(1000), text=False)
+    sid5 = [i for i in snap_ids() if i not in ids]
+    with open(h.conf, "a") as f:
+        f.write("[retention]\nkeep_last = 1\n")
+    r = h.coffer("retention", "apply", "acme")
+    ok(r.returncode == 0 and sorted(snap_ids()) == sorted(sid4 + sid5),
+       "retention apply keeps the newest snapshot of each path",
+       r.stdout + r.stderr)
+    r = h.coffer("tenant", "retire-key", "acme", "2")
+    ok(r.returncode == 0, "retire-key 2 once no snapshot needs it",
+       r.stderr)
     ok(not os.path.exists(os.path.join(TDIR, "keys", "v2.wk")) and
        not os.path.exists(os.path.join(TDIR, "keys", "v3.wk")) and
        os.path.exists(os.path.join(TDIR, "keys", "v1.wk")),
@@ -299,7 +350,7 @@ try:
     ok(s.get("key_versions") == [1, 4] and
        s.get("retired_versions") == [2, 3], "tenant show: 2 3 retired", s)
     ev = events("tenant.retire_key")
-    ok(len(ev) == 2 and ev[0].get("key_version") == 2,
+    ok(sorted(e.get("key_version") for e in ev) == [2, 3],
        "audited tenant.retire_key", ev)
     r = h.coffer("tenant", "retire-key", "acme", "2")
     ok(r.returncode != 0 and "already retired" in r.stderr,
@@ -307,9 +358,13 @@ try:
     p = h.mount("acme")
     ok(tree(h.mp) == now, "the store reads back after the retirement")
     h.umount(p)
-    r = h.coffer("restore", "acme", "latest", "--target",
+    r = h.coffer("restore", "acme", sid4[0], "--target",
                  os.path.join(h.t, "r2"))
-    ok(r.returncode == 0, "restore after the retirement", r.stderr)
+    ok(r.returncode == 0 and tree(os.path.join(h.t, "r2")) == now,
+       "restore after the retirement", r.stderr)
+    r = h.coffer("verify", "acme", "--read-data")
+    ok(r.returncode == 0, "verify --read-data after the retirement",
+       r.stdout + r.stderr)
 finally:
     h.cleanup()
 tap.done()
