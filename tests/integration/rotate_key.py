@@ -106,6 +106,8 @@ def populate(mp):
         f.write("hello\n")
     with open(os.path.join(mp, "dir", "big"), "wb") as f:
         f.write(os.urandom(300000))
+    with open(os.path.join(mp, "large"), "wb") as f:
+        f.write(os.urandom(24 << 20))
     with open(os.path.join(mp, "dir", "sub", LONG), "wb") as f:
         f.write(os.urandom(5000))
     with open(os.path.join(mp, "sparse"), "wb") as f:
@@ -127,7 +129,7 @@ try:
     populate(h.mp)
     before = tree(h.mp)
     h.umount(p)
-    ok(versions() == {1: 5}, "five files under key version 1",
+    ok(versions() == {1: 6}, "six files under key version 1",
        versions())
     r = h.coffer("backup", "acme")
     ok(r.returncode == 0, "backup before the rotation", r.stderr)
@@ -278,9 +280,17 @@ try:
     p = h.mount("acme")
     ok(not os.path.lexists(os.path.join(STORE, "cf.rekey")),
        "the next mount finished the interrupted file")
-    r = h.coffer("tenant", "reencrypt", "acme")
-    ok(r.returncode == 0 and " 0 files still" in r.stdout.replace(";", ""),
-       "online rerun finishes", r.stdout + r.stderr)
+    # a backup started meanwhile waits for the control socket, then runs
+    re = subprocess.Popen([cftest.COFFER, "tenant", "reencrypt", "acme"],
+                          env=h.env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+    time.sleep(0.1)
+    rb = h.coffer("backup", "acme")
+    out, err = re.communicate(timeout=300)
+    ok(re.returncode == 0 and " 0 files still" in out.replace(";", ""),
+       "online rerun finishes", out + err)
+    ok(rb.returncode == 0, "a backup started during it succeeds",
+       rb.stdout + rb.stderr)
     ok(versions() == {4: nfiles}, "every file on version 4", versions())
     h.umount(p)
 
