@@ -28,11 +28,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/syscall.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <linux/openat2.h>
 #include <sodium.h>
 
 #include "fs_int.h"
@@ -263,6 +265,30 @@ fs_rekey_path_ok(const char *buf, size_t len)
 }
 
 /*
+ * Opens rel (read-write) under the store without following any symlink
+ * on the way: a store written by someone else must not make a rerun
+ * copy over a file outside it.
+ */
+static int
+open_beneath(int sfd, const char *rel)
+{
+	struct open_how how;
+	long fd;
+
+	memset(&how, 0, sizeof(how));
+	how.flags = O_RDWR | O_NOFOLLOW | O_CLOEXEC;
+	how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
+	    RESOLVE_NO_MAGICLINKS;
+	fd = syscall(SYS_openat2, sfd, rel, &how, sizeof(how));
+	if (fd < 0) {
+		if (errno == ELOOP || errno == EXDEV)
+			errno = ENOENT;	/* not a file of the store */
+		return -1;
+	}
+	return (int)fd;
+}
+
+/*
  * Copies the journal's new ciphertext over its file (open as tfd, or
  * found by the journal's path if tfd is -1); removes both.
  */
@@ -300,7 +326,7 @@ journal_finish(int sfd, int tfd_in)
 		goto out;
 	}
 	if (tfd < 0)
-		tfd = openat(sfd, rel, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+		tfd = open_beneath(sfd, rel);
 	if (tfd < 0) {
 		rc = errno == ENOENT ? 0 : -errno;	/* deleted since */
 		goto done;

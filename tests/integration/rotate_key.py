@@ -238,6 +238,28 @@ try:
     ok(r.returncode == 0 and "0 files re-encrypted" in r.stdout,
        "a third run has nothing to do", r.stdout)
 
+    # a planted journal never copies over a file outside the store
+    outside = os.path.join(h.t, "outside")
+    os.makedirs(outside)
+    src = [os.path.join(r_, f_) for r_, _, fs_ in os.walk(DATA)
+           for f_ in fs_ if not f_.startswith("cf.") and
+           not os.path.islink(os.path.join(r_, f_))][0]
+    with open(src, "rb") as f:
+        victim = f.read()
+    with open(os.path.join(outside, "victim"), "wb") as f:
+        f.write(victim)
+    os.symlink(outside, os.path.join(DATA, "evil"))
+    with open(os.path.join(STORE, "cf.rekey.new"), "wb") as f:
+        f.write(victim[:32] + b"\0" * 100)
+    os.symlink("data/evil/victim", os.path.join(STORE, "cf.rekey"))
+    r = h.coffer("tenant", "reencrypt", "acme")
+    with open(os.path.join(outside, "victim"), "rb") as f:
+        ok(r.returncode == 0 and f.read() == victim and
+           not os.path.lexists(os.path.join(STORE, "cf.rekey")),
+           "a journal through a symlink is dropped, the target untouched",
+           r.stdout + r.stderr)
+    os.unlink(os.path.join(DATA, "evil"))
+
     # an offline run and a mount exclude each other (store/cf.rekey.lock)
     with open(os.path.join(STORE, "cf.rekey.lock"), "a") as lk:
         fcntl.flock(lk, fcntl.LOCK_EX | fcntl.LOCK_NB)
