@@ -240,7 +240,10 @@ struct cf_fs_rekey_stats {
  * it was and counted in failed and old.  progress (may be NULL) is called
  * after each file with its backing path.  -EPROTO for a damaged journal.
  */
-/* -EBUSY if a daemon serves the store (see cf_fs_store_lock_shared). */
+/*
+ * -EBUSY if a daemon serves the store or a backup reads it (see
+ * cf_fs_store_lock_shared).
+ */
 CF_MUST_CHECK int cf_fs_rekey(const struct cf_fs_keys *keys,
     const char *backing,
     void (*progress)(void *arg, const struct cf_fs_rekey_stats *st,
@@ -248,12 +251,14 @@ CF_MUST_CHECK int cf_fs_rekey(const struct cf_fs_keys *keys,
 
 /*
  * Takes the store's lock shared (store/cf.rekey.lock, flock): every
- * daemon holds it for as long as it serves the store, and cf_fs_rekey
- * holds it exclusively, so an offline re-encryption and a mount never
- * overlap.  Returns the descriptor that holds it (keep it open, also
- * across fork), -EBUSY while a re-encryption runs, or -errno.
+ * daemon holds it for as long as it serves the store, and so does a
+ * backup reading an unmounted store; cf_fs_rekey holds it exclusively,
+ * so an offline re-encryption never overlaps either.  With wait it waits
+ * for a re-encryption to end, else it returns -EBUSY while one runs.
+ * Returns the descriptor that holds it (keep it open, also across fork)
+ * or -errno.
  */
-CF_MUST_CHECK int cf_fs_store_lock_shared(const char *backing);
+CF_MUST_CHECK int cf_fs_store_lock_shared(const char *backing, int wait);
 
 /*
  * Finishes the file a crashed re-encryption was copying, if any (no key

@@ -630,7 +630,7 @@ out:
 	return rc;
 }
 
-/* Opens the store's lock file and flocks it (op with LOCK_NB). */
+/* Opens the store's lock file and flocks it (op, maybe LOCK_NB). */
 static int
 store_lock(const char *backing, int op)
 {
@@ -643,8 +643,11 @@ store_lock(const char *backing, int op)
 	fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return -errno;
-	if (flock(fd, op | LOCK_NB) != 0) {
+	while (flock(fd, op) != 0) {
 		int e = errno;
+
+		if (e == EINTR)
+			continue;
 
 		close(fd);
 		return e == EWOULDBLOCK ? -EBUSY : -e;
@@ -653,9 +656,9 @@ store_lock(const char *backing, int op)
 }
 
 int
-cf_fs_store_lock_shared(const char *backing)
+cf_fs_store_lock_shared(const char *backing, int wait)
 {
-	return store_lock(backing, LOCK_SH);
+	return store_lock(backing, wait ? LOCK_SH : LOCK_SH | LOCK_NB);
 }
 
 int
@@ -673,7 +676,7 @@ cf_fs_rekey(const struct cf_fs_keys *keys, const char *backing,
 	r.progress = progress;
 	r.arg = arg;
 	/* No daemon may serve the store meanwhile (each holds it shared). */
-	lfd = store_lock(backing, LOCK_EX);
+	lfd = store_lock(backing, LOCK_EX | LOCK_NB);
 	if (lfd < 0)
 		return lfd;
 	rc = rekey_run(&r, backing);

@@ -1248,6 +1248,7 @@ cmd_backup(struct tl_ctx *ctx, int argc, char **argv)
 	struct cf_fs_snapshot *fsnap = NULL;
 	char *farm = NULL;
 	uint64_t pause_ns = 0;
+	int storelock = -1;
 	struct cf_bk_snapshot snap, *psnap = NULL;
 	struct cf_bk_writer_stats ws;
 	unsigned char tree[CF_BK_ID_BYTES], sid[CF_BK_ID_BYTES];
@@ -1351,6 +1352,10 @@ cmd_backup(struct tl_ctx *ctx, int argc, char **argv)
 			    "the mounted store (%s); reading it live, file by "
 			    "file\n", strerror(-rc));
 			b.live = 1;
+		} else {
+			/* Offline: wait out an offline re-encryption, and
+			 * keep one from starting while we read. */
+			storelock = cf_fs_store_lock_shared(store, 1);
 		}
 		rc = cf_fs_reader_open(&rd, fkeys, farm != NULL ? farm :
 		    store);
@@ -1476,6 +1481,8 @@ out:
 	if (fsnap != NULL)
 		(void)!cf_fs_snapshot_release(fsnap);
 	free(farm);
+	if (storelock >= 0)
+		close(storelock);
 	cf_fs_keys_free(fkeys);
 	session_close(&s);
 	return ret;

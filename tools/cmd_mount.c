@@ -207,7 +207,7 @@ cmd_mount(struct tl_ctx *ctx, int argc, char **argv)
 	}
 	/* Shared with other mounts, never with an offline re-encryption;
 	 * held by the daemon (across its fork) until it exits. */
-	lockfd = cf_fs_store_lock_shared(store);
+	lockfd = cf_fs_store_lock_shared(store, 0);
 	if (lockfd == -EBUSY) {
 		fprintf(stderr, "coffer: the store of %s is being re-encrypted "
 		    "('coffer tenant reencrypt'); mount it when that ends\n",

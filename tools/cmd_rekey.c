@@ -98,9 +98,9 @@ done:
 		(void)!cf_ks_audit_append(home, "tenant.reencrypt", f, 7);
 	}
 	if (rc == -EBUSY && !mounted) {
-		fprintf(stderr, "coffer: the store of %s is mounted (its "
-		    "daemon holds the store lock) but does not answer on its "
-		    "control socket; unmount it and retry\n", argv[1]);
+		fprintf(stderr, "coffer: the store of %s is in use (a backup "
+		    "reading it, or a mount whose daemon does not answer on "
+		    "its control socket); retry when it is free\n", argv[1]);
 		goto out;
 	}
 	if (rc < 0) {

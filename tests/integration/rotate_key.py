@@ -260,26 +260,6 @@ try:
            r.stdout + r.stderr)
     os.unlink(os.path.join(DATA, "evil"))
 
-    # an offline run and a mount exclude each other (store/cf.rekey.lock)
-    with open(os.path.join(STORE, "cf.rekey.lock"), "a") as lk:
-        fcntl.flock(lk, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        try:
-            h.mount("acme")
-            ok(False, "a mount during an offline re-encryption is refused")
-        except RuntimeError as e:
-            ok("being re-encrypted" in str(e),
-               "a mount during an offline re-encryption is refused", e)
-        fcntl.flock(lk, fcntl.LOCK_UN)
-    p = h.mount("acme")
-    with open(os.path.join(STORE, "cf.rekey.lock"), "a") as lk:
-        try:
-            fcntl.flock(lk, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            held = False
-        except OSError:
-            held = True
-    ok(held, "a mounted daemon holds the store lock")
-    h.umount(p)
-
     # online: the daemon killed mid-way; the next mount finishes the file
     env = dict(h.env, COFFER_TEST_REKEY_KILL_AT="2")
     p = subprocess.Popen([cftest.COFFER, "mount", "acme", h.mp, "-f"],
@@ -314,6 +294,33 @@ try:
     ok(rb.returncode == 0, "a backup started during it succeeds",
        rb.stdout + rb.stderr)
     ok(versions() == {4: nfiles}, "every file on version 4", versions())
+    h.umount(p)
+
+    # an offline run and a mount exclude each other (store/cf.rekey.lock)
+    with open(os.path.join(STORE, "cf.rekey.lock"), "a") as lk:
+        fcntl.flock(lk, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        try:
+            h.mount("acme")
+            ok(False, "a mount during an offline re-encryption is refused")
+        except RuntimeError as e:
+            ok("being re-encrypted" in str(e),
+               "a mount during an offline re-encryption is refused", e)
+        bk = subprocess.Popen([cftest.COFFER, "backup", "acme"],
+                              env=h.env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+        time.sleep(1.0)
+        ok(bk.poll() is None, "an offline backup waits for the run to end")
+        fcntl.flock(lk, fcntl.LOCK_UN)
+        bk.communicate(timeout=120)
+        ok(bk.returncode == 0, "...and then runs")
+    p = h.mount("acme")
+    with open(os.path.join(STORE, "cf.rekey.lock"), "a") as lk:
+        try:
+            fcntl.flock(lk, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            held = False
+        except OSError:
+            held = True
+    ok(held, "a mounted daemon holds the store lock")
     h.umount(p)
 
     p = h.mount("acme")
