@@ -299,12 +299,6 @@ CF_MUST_CHECK int cf_fs_keys_reload(const char *backing, uint32_t *version,
 CF_MUST_CHECK int cf_fs_store_count_version(const char *backing,
     uint32_t version, uint64_t *n);
 
-/*
- * 1 if a daemon answers on the store's control socket (it is mounted),
- * else 0.
- */
-int cf_fs_store_served(const char *backing);
-
 /* ---- mounting ------------------------------------------------------------ */
 
 struct cf_fs_mount_opts {

@@ -1,22 +1,25 @@
 /*
  * fs_rekey.c - re-encrypts a store's files under the newest root key
  * version after a root key rotation (docs/format/fs.md, Re-encryption),
- * and counts the files of each version.
+ * counts the files of a version, and serves the control socket's KEYS
+ * and REKEY requests (docs/format/ctl.md) with their client side.
  *
- * Offline only: the store must not be mounted.  Each file is rewritten
- * in place (same inode, so hard links, xattrs, owner and mode stay; the
- * ciphertext size does not change), through a redo journal in the store:
- * the new ciphertext goes to cf.rekey.new, then the symlink cf.rekey
- * names the file (the commit point), then the new bytes are copied over
- * the file, and both go.  A crash before the commit leaves the old file,
- * after it a rerun finishes the copy: old or new, never neither.
+ * Each file is rewritten in place (same inode, so hard links, xattrs,
+ * owner and mode stay; the ciphertext size does not change), through a
+ * redo journal in the store: the new ciphertext goes to cf.rekey.new,
+ * then the symlink cf.rekey names the file (the commit point), then the
+ * new bytes are copied over the file, and both go.  A crash before the
+ * commit leaves the old file, after it a rerun (or the next mount)
+ * finishes the copy: old or new, never neither.  The file keeps its file
+ * id (its generation tag and the generation log stay valid); its mtime
+ * and atime are put back.
  *
- * The file keeps its file id (its generation tag and the generation log
- * stay valid); its mtime and atime are put back.
+ * Offline (cf_fs_rekey) the store lock keeps mounts and backups out.  In
+ * a daemon (REKEY) each file is rewritten inside fs_ops.c's exclusive
+ * hook, which holds that file's readers and writers off.
  *
  * Not here: names, symlink targets and xattr values, which stay under
- * the store's metadata version (docs/crypto.md); rewriting files of a
- * mounted store (the daemon would have to do it under its inode locks).
+ * the store's metadata version (docs/crypto.md).
  */
 #include <dirent.h>
 #include <errno.h>
@@ -695,25 +698,6 @@ cf_fs_rekey_recover(const char *backing)
 	rc = journal_finish(sfd, -1);
 	close(sfd);
 	return rc;
-}
-
-int
-cf_fs_store_served(const char *backing)
-{
-	struct sockaddr_un sa;
-	int fd, served;
-
-	memset(&sa, 0, sizeof(sa));
-	sa.sun_family = AF_UNIX;
-	if ((size_t)snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/%s",
-	    backing, FS_STORE_CTL) >= sizeof(sa.sun_path))
-		return 0;
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return 0;
-	served = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
-	close(fd);
-	return served;
 }
 
 /* ---- online: the daemon's side of KEYS and REKEY -------------------------- */
