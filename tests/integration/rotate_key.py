@@ -125,6 +125,15 @@ try:
     r = h.coffer("tenant", "create", "acme", "--cipher",
                  "xchacha20-poly1305")
     ok(r.returncode == 0, "tenant create", r.stderr)
+    r = h.coffer("tenant", "rotate-key")
+    ok(r.returncode == 2, "rotate-key without NAME is a usage error")
+    r = h.coffer("tenant", "retire-key", "acme", "two")
+    ok(r.returncode == 2, "retire-key with a bad VERSION is a usage error")
+    r = h.coffer("tenant", "retire-key", "acme", "7")
+    ok(r.returncode == 1 and "no key version 7" in r.stderr,
+       "retire-key of an unknown version", r.stderr)
+    r = h.coffer("tenant", "rotate-key", "nosuch")
+    ok(r.returncode == 1, "rotate-key of an unknown tenant", r.stderr)
     p = h.mount("acme")
     populate(h.mp)
     before = tree(h.mp)
