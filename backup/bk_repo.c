@@ -221,7 +221,7 @@ collect_named(void *arg, const char *name, uint64_t size)
 }
 
 int
-cf_bk_repo_count_version(const char *url, uint32_t version, uint64_t *n)
+cf_bk_repo_count_version(const char *url, uint32_t version, uint64_t n[4])
 {
 	static const enum cf_bk_kind kinds[] = { CF_BK_KIND_PACK,
 		CF_BK_KIND_INDEX, CF_BK_KIND_SNAPSHOT, CF_BK_KIND_LOCK };
@@ -231,7 +231,7 @@ cf_bk_repo_count_version(const char *url, uint32_t version, uint64_t *n)
 	size_t k, i;
 	int rc;
 
-	*n = 0;
+	memset(n, 0, 4 * sizeof(n[0]));
 	rc = cf_bk_store_open_url(&store, url, 0);
 	if (rc < 0)
 		return rc;
@@ -246,7 +246,7 @@ cf_bk_repo_count_version(const char *url, uint32_t version, uint64_t *n)
 			}
 			if (rc == 0 && memcmp(hdr, BK_MAGIC, 8) == 0 &&
 			    bk_rd32(hdr + 12) == version)
-				(*n)++;
+				n[k]++;
 		}
 		for (i = 0; i < ns.n; i++)
 			free(ns.v[i]);

@@ -489,13 +489,14 @@ CF_MUST_CHECK int cf_bk_repo_open(struct cf_bk_repo **out,
 CF_MUST_CHECK int cf_bk_repo_key_version(const char *url, uint32_t *version);
 
 /*
- * Counts the objects of the repository at url (packs, indexes,
- * snapshots, locks; the config apart) whose header names root key
- * version `version`, reading 32 bytes of each (no key needed).  Until
- * prune deletes them, the objects of a forgotten snapshot count too.
+ * Counts the objects of the repository at url whose header names root
+ * key version `version`, reading 32 bytes of each (no key needed):
+ * n[0] packs, n[1] indexes, n[2] snapshots, n[3] locks (the config
+ * apart).  Until prune deletes them, the objects of a forgotten snapshot
+ * count too.
  */
 CF_MUST_CHECK int cf_bk_repo_count_version(const char *url, uint32_t version,
-    uint64_t *n);
+    uint64_t n[4]);
 
 /*
  * The CLI's entry point: opens the store for url, derives the keys from

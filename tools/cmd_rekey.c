@@ -203,19 +203,23 @@ tl_tenant_retire_key(struct tl_ctx *ctx, int argc, char **argv)
 		goto out;
 	}
 	if (rc == 0) {
-		rc = cf_bk_repo_count_version(url, (uint32_t)v, &n);
+		uint64_t c[4];
+
+		rc = cf_bk_repo_count_version(url, (uint32_t)v, c);
 		if (rc < 0) {
 			fprintf(stderr, "coffer: %s: cannot read the repository "
 			    "%s: %s\n", argv[1], url, strerror(-rc));
 			goto out;
 		}
-		if (n > 0) {
-			fprintf(stderr, "coffer: %s: %llu objects of the backup "
-			    "repository %s (snapshots, packs, indexes) are "
-			    "under key version %lu: the snapshots that need "
-			    "them must go first (coffer retention apply, which "
-			    "prunes)\n", argv[1], (unsigned long long)n, url,
-			    v);
+		if (c[0] + c[1] + c[2] + c[3] > 0) {
+			fprintf(stderr, "coffer: %s: objects of the backup "
+			    "repository %s are under key version %lu (%llu "
+			    "snapshots, %llu packs, %llu indexes, %llu locks): "
+			    "the snapshots that need them must go first "
+			    "(coffer retention apply, which prunes)\n",
+			    argv[1], url, v, (unsigned long long)c[2],
+			    (unsigned long long)c[0], (unsigned long long)c[1],
+			    (unsigned long long)c[3]);
 			goto out;
 		}
 	}
