@@ -36,7 +36,7 @@ struct bk_keytab;
 struct cf_bk_keys {
 	enum cf_ks_cipher cipher;
 	uint32_t version;		/* the config's: I, G, X, box, D */
-	uint32_t wversion;		/* full-key objects are written under */
+	uint32_t wversion;		/* of new full-key objects */
 	/* D of the other root key versions (cf_bk_keys_add). */
 	struct {
 		uint32_t version;

@@ -220,13 +220,13 @@ CF_MUST_CHECK int cf_fs_link_encrypt(const struct cf_fs_keys *k,
 CF_MUST_CHECK int cf_fs_link_decrypt(const struct cf_fs_keys *k,
     const char *enc, char *out, size_t cap);
 
-/* ---- re-encryption after a root key rotation ------------------------------ */
+/* ---- re-encryption after a root key rotation ---------------------------- */
 
 struct cf_fs_rekey_stats {
 	uint64_t files;		/* regular files seen */
 	uint64_t rewritten;	/* re-encrypted by this run */
-	uint64_t old;		/* left on another version than the newest */
-	uint64_t failed;	/* of those: damaged, or no key of their version */
+	uint64_t old;		/* left on an older version */
+	uint64_t failed;	/* of those: damaged, or no key */
 	uint64_t bytes;		/* ciphertext bytes rewritten */
 };
 

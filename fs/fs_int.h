@@ -9,7 +9,7 @@
 struct cf_fs_keys {
 	enum cf_ks_cipher cipher;	/* for new files */
 	uint32_t key_version;		/* for new files: the newest */
-	uint32_t meta_version;		/* of content, names, meta below */
+	uint32_t meta_version;		/* of the three keys below */
 	struct cf_secbuf *content;	/* per-file keys derive from this */
 	/* Content keys of the other root key versions (cf_fs_keys_add). */
 	struct {

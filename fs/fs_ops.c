@@ -74,7 +74,7 @@ struct fs {
 	struct fs_inode *table[HASH_BUCKETS];
 	struct cf_fs_keys *keys;	/* versions added by fs_rekey.c */
 	const struct cf_fs_mount_opts *opts;
-	struct fs_rekey_host rekey;	/* the control socket's KEYS, REKEY */
+	struct fs_rekey_host rekey;	/* control socket: KEYS, REKEY */
 	pthread_mutex_t audit_mutex;
 	int audits;
 	int links_fd;			/* the store's links/ directory */

@@ -45,7 +45,7 @@
 #define REKEY_JOURNAL "cf.rekey"	/* symlink: the file being copied */
 #define REKEY_NEW "cf.rekey.new"	/* its new ciphertext */
 #define REKEY_TMP "cf.rekey.tmp"	/* the journal before its rename */
-#define REKEY_LOCK "cf.rekey.lock"	/* flock: mounts share, offline runs own */
+#define REKEY_LOCK "cf.rekey.lock"	/* flock: mounts share, offline own */
 #define WALK_DEPTH_MAX 4096		/* deeper trees are refused */
 
 static int
@@ -700,7 +700,7 @@ cf_fs_rekey_recover(const char *backing)
 	return rc;
 }
 
-/* ---- online: the daemon's side of KEYS and REKEY -------------------------- */
+/* ---- online: the daemon's side of KEYS and REKEY ------------------------ */
 
 static void
 send_line(int c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -789,7 +789,7 @@ fs_rekey_ctl(struct fs_rekey_host *h, const char *backing, int c,
 		return 0;
 	rc = keys_refresh(h);
 	if (rc < 0) {
-		send_line(c, "ERR %s: %s\n", "cannot unlock the new key version",
+		send_line(c, "ERR cannot unlock the new key version: %s\n",
 		    cf_ks_last_error());
 		return 1;
 	}

@@ -301,11 +301,12 @@ const char *cf_ks_tenant_dir(const struct cf_ks_tenant *t);
  * get returns the value owned by t, or NULL; set (value NULL deletes)
  * saves tenant.json atomically.  Keys the keystore owns (format, name,
  * id, cipher, kms, kms_next, key_version, retired_versions, shredded,
- * created) may not be set.  set returns -E2BIG for a key over CF_KS_TENANT_KEY_MAX bytes, a
- * value over CF_KS_TENANT_VALUE_MAX bytes or a file that would outgrow
- * 256 KiB, -EINVAL for an empty key or a value that is not UTF-8.  The
- * value get returns changes only once the file is saved: on any failure
- * t and the file both keep the old value.
+ * created) may not be set.  set rereads the file first (another process
+ * may have changed it) and returns -E2BIG for a key over
+ * CF_KS_TENANT_KEY_MAX bytes, a value over CF_KS_TENANT_VALUE_MAX bytes
+ * or a file that would outgrow 256 KiB, -EINVAL for an empty key or a
+ * value that is not UTF-8.  The value get returns changes only once the
+ * file is saved: on any failure t and the file both keep the old value.
  */
 const char *cf_ks_tenant_get(const struct cf_ks_tenant *t, const char *key);
 CF_MUST_CHECK int cf_ks_tenant_set(struct cf_ks_tenant *t, const char *key,

@@ -222,9 +222,9 @@ cmd_mount(struct tl_ctx *ctx, int argc, char **argv)
 	/* A re-encryption a crash interrupted: finish its file first. */
 	rc = cf_fs_rekey_recover(store);
 	if (rc < 0) {
-		fprintf(stderr, "coffer: store %s: cannot finish an interrupted "
-		    "re-encryption (journal cf.rekey): %s\n", store,
-		    strerror(-rc));
+		fprintf(stderr, "coffer: store %s: cannot finish an "
+		    "interrupted re-encryption (journal cf.rekey): %s\n",
+		    store, strerror(-rc));
 		goto out;
 	}
 	memset(&mo, 0, sizeof(mo));

@@ -207,8 +207,9 @@ tl_tenant_retire_key(struct tl_ctx *ctx, int argc, char **argv)
 
 		rc = cf_bk_repo_count_version(url, (uint32_t)v, c);
 		if (rc < 0) {
-			fprintf(stderr, "coffer: %s: cannot read the repository "
-			    "%s: %s\n", argv[1], url, strerror(-rc));
+			fprintf(stderr, "coffer: %s: cannot read the "
+			    "repository %s: %s\n", argv[1], url,
+			    strerror(-rc));
 			goto out;
 		}
 		if (c[0] + c[1] + c[2] + c[3] > 0) {
@@ -230,7 +231,8 @@ retire:
 		goto out;
 	}
 	if (ctx->verbose >= 0)
-		printf("%s: key version %lu retired and shredded\n", argv[1], v);
+		printf("%s: key version %lu retired and shredded\n", argv[1],
+		    v);
 	ret = CF_EXIT_OK;
 out:
 	cf_ks_tenant_free(t);
