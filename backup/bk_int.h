@@ -32,9 +32,17 @@
 /* Object keys of sealed packs learnt from their sealed keys. */
 struct bk_keytab;
 
+
 struct cf_bk_keys {
 	enum cf_ks_cipher cipher;
-	uint32_t version;
+	uint32_t version;		/* the config's: I, G, X, box, D */
+	uint32_t wversion;		/* of new full-key objects */
+	/* D of the other root key versions (cf_bk_keys_add). */
+	struct {
+		uint32_t version;
+		struct cf_secbuf *data;
+	} more[CF_BK_KEYS_MAX];
+	size_t nmore;
 	int writer;			/* write-only keys: no D, no box secret */
 	struct cf_secbuf *data;		/* D: parent of object keys; NULL writer */
 	struct cf_secbuf *idkey;	/* I: blob ids */
@@ -45,6 +53,10 @@ struct cf_bk_keys {
 	unsigned char boxpk[32];	/* backup public key */
 	struct bk_keytab *tab;		/* full keys: learnt object keys */
 };
+
+/* D of root key version `version`, or NULL if k lacks it. */
+const struct cf_secbuf *bk_keys_data(const struct cf_bk_keys *k,
+    uint32_t version);
 
 /*
  * Extra header bytes of an object: BK_BOX_BYTES for a version 2 sealed

@@ -325,6 +325,7 @@ cf_bk_keys_new(struct cf_bk_keys **out, const struct cf_secbuf *root,
 		return -ENOMEM;
 	k->cipher = cipher;
 	k->version = key_version;
+	k->wversion = key_version;
 	rc = cf_ks_derive(&k->data, root, CF_KS_PURPOSE_BK_DATA);
 	if (rc < 0)
 		goto out;
@@ -362,11 +363,59 @@ out:
 	return rc;
 }
 
+int
+cf_bk_keys_add(struct cf_bk_keys *k, const struct cf_secbuf *root,
+    uint32_t key_version)
+{
+	struct cf_secbuf *d = NULL;
+	int rc;
+
+	if (k->writer || key_version == 0)
+		return -EINVAL;
+	if (bk_keys_data(k, key_version) != NULL)
+		return -EEXIST;
+	if (k->nmore == CF_BK_KEYS_MAX)
+		return -E2BIG;
+	rc = cf_ks_derive(&d, root, CF_KS_PURPOSE_BK_DATA);
+	if (rc < 0)
+		return rc;
+	cf_secbuf_readonly(d);
+	k->more[k->nmore].version = key_version;
+	k->more[k->nmore].data = d;
+	k->nmore++;
+	if (key_version > k->wversion)
+		k->wversion = key_version;
+	return 0;
+}
+
+const struct cf_secbuf *
+bk_keys_data(const struct cf_bk_keys *k, uint32_t version)
+{
+	size_t i;
+
+	if (version == k->version)
+		return k->data;
+	for (i = 0; i < k->nmore; i++)
+		if (k->more[i].version == version)
+			return k->more[i].data;
+	return NULL;
+}
+
+uint32_t
+cf_bk_keys_write_version(const struct cf_bk_keys *k)
+{
+	return k->wversion;
+}
+
 void
 cf_bk_keys_free(struct cf_bk_keys *k)
 {
+	size_t i;
+
 	if (k == NULL)
 		return;
+	for (i = 0; i < k->nmore; i++)
+		cf_secbuf_free(k->more[i].data);
 	cf_secbuf_free(k->data);
 	cf_secbuf_free(k->idkey);
 	cf_secbuf_free(k->gear);
@@ -492,6 +541,7 @@ cf_bk_wcred_parse(const unsigned char *buf, size_t len,
 	k->writer = 1;
 	k->cipher = info->cipher;
 	k->version = info->key_version;
+	k->wversion = info->key_version;
 	memcpy(k->boxpk, buf + 80, 32);
 	rc = secbuf_copy(&k->idkey, buf + 112);
 	if (rc == 0)

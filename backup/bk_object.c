@@ -26,7 +26,10 @@ bk_header_make(unsigned char hdr[CF_BK_HEADER_BYTES], enum cf_bk_kind kind,
 	hdr[9] = (unsigned char)kind;
 	hdr[10] = (unsigned char)k->cipher;
 	hdr[11] = 0;
-	bk_le32(hdr + 12, k->version);
+	/* Full-key objects: the newest version held (docs/kms.md); the
+	 * config names the version of I and G. */
+	bk_le32(hdr + 12, kind == CF_BK_KIND_CONFIG ? k->version :
+	    k->wversion);
 	if (kid != NULL)
 		memcpy(hdr + 16, kid, BK_KID_BYTES);
 	else
@@ -40,6 +43,7 @@ bk_header_make_x(unsigned char hdr[CF_BK_HEADER_BYTES], enum cf_bk_kind kind,
 	bk_header_make(hdr, kind, k, kid);
 	hdr[8] = BK_VERSION_WO;
 	hdr[11] = BK_KEYING_INDEX;
+	bk_le32(hdr + 12, k->version);	/* X is the config version's */
 }
 
 int
@@ -56,6 +60,7 @@ bk_header_make_sealed(unsigned char *hdr, enum cf_bk_kind kind,
 	bk_header_make(hdr, kind, k, NULL);
 	hdr[8] = BK_VERSION_WO;
 	hdr[11] = BK_KEYING_SEALED;
+	bk_le32(hdr + 12, k->version);	/* the box key pair's version */
 	/* The key id commits to the sealed key: BLAKE2b-128 of it. */
 	crypto_generichash(hdr + 16, BK_KID_BYTES, box, BK_BOX_BYTES, NULL, 0);
 	return 0;
@@ -92,7 +97,11 @@ bk_header_check(const unsigned char *hdr, enum cf_bk_kind kind,
 		return -EPROTO;
 	if (bk_rd32(hdr + 12) == 0)
 		return -EPROTO;
-	if (k != NULL && bk_rd32(hdr + 12) != k->version)
+	/* [BK-OBJ-5] a full-key object of a version k holds (any, since
+	 * root key rotation); version 2 objects: the config's. */
+	if (k != NULL && bk_rd32(hdr + 12) != k->version &&
+	    (hdr[8] != CF_BK_VERSION || k->writer ||
+	    bk_keys_data(k, bk_rd32(hdr + 12)) == NULL))
 		return -ENOKEY;
 	return 0;
 }
@@ -128,9 +137,11 @@ bk_object_aead(const struct cf_bk_keys *k, const unsigned char *hdr,
 		rc = bk_keys_learnt(k, hdr, key);
 	else if (k->data == NULL)
 		rc = -ENOKEY;	/* write-only keys: no D */
+	else if (bk_keys_data(k, bk_rd32(hdr + 12)) == NULL)
+		rc = -ENOKEY;	/* a root key version k does not hold */
 	else
-		rc = cf_ks_derive_id(key, k->data, "bk-object", hdr + 16,
-		    BK_KID_BYTES);
+		rc = cf_ks_derive_id(key, bk_keys_data(k, bk_rd32(hdr + 12)),
+		    "bk-object", hdr + 16, BK_KID_BYTES);
 	if (rc == 0)
 		rc = cf_ks_aead_new(out, c, key);
 	sodium_memzero(key, sizeof(key));

@@ -163,20 +163,130 @@ out:
 }
 
 int
+cf_bk_repo_key_version(const char *url, uint32_t *version)
+{
+	struct cf_bk_store *store = NULL;
+	unsigned char *obj = NULL;
+	size_t len = 0;
+	int rc;
+
+	*version = 0;
+	rc = cf_bk_store_open_url(&store, url, 0);
+	if (rc < 0)
+		return rc;
+	rc = cf_bk_store_get(store, CF_BK_KIND_CONFIG, "config",
+	    CF_BK_OBJECT_MAX, &obj, &len);
+	if (rc == -EFBIG)
+		rc = -EPROTO;
+	if (rc < 0)
+		goto out;
+	/* Magic, version 1, kind config: [BK-OBJ-1..3, 5]. */
+	if (len < 32 || memcmp(obj, BK_MAGIC, 8) != 0 ||
+	    obj[8] != 1 || obj[9] != CF_BK_KIND_CONFIG ||
+	    bk_rd32(obj + 12) == 0) {
+		rc = -EPROTO;
+		goto out;
+	}
+	*version = bk_rd32(obj + 12);
+	rc = 0;
+out:
+	free(obj);
+	cf_bk_store_free(store);
+	return rc;
+}
+
+struct vnames {
+	char **v;
+	size_t n, cap;
+};
+
+static int
+collect_named(void *arg, const char *name, uint64_t size)
+{
+	struct vnames *ns = arg;
+	char **nv;
+
+	if (size < CF_BK_HEADER_BYTES)
+		return 0;
+	if (ns->n == ns->cap) {
+		ns->cap = ns->cap ? ns->cap * 2 : 64;
+		nv = realloc(ns->v, ns->cap * sizeof(*nv));
+		if (nv == NULL)
+			return -ENOMEM;
+		ns->v = nv;
+	}
+	ns->v[ns->n] = strdup(name);
+	if (ns->v[ns->n] == NULL)
+		return -ENOMEM;
+	ns->n++;
+	return 0;
+}
+
+int
+cf_bk_repo_count_version(const char *url, uint32_t version, uint64_t n[4])
+{
+	static const enum cf_bk_kind kinds[] = { CF_BK_KIND_PACK,
+		CF_BK_KIND_INDEX, CF_BK_KIND_SNAPSHOT, CF_BK_KIND_LOCK };
+	struct cf_bk_store *store = NULL;
+	struct vnames ns = { NULL, 0, 0 };
+	unsigned char hdr[CF_BK_HEADER_BYTES];
+	size_t k, i;
+	int rc;
+
+	memset(n, 0, 4 * sizeof(n[0]));
+	rc = cf_bk_store_open_url(&store, url, 0);
+	if (rc < 0)
+		return rc;
+	for (k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++) {
+		rc = cf_bk_store_list(store, kinds[k], collect_named, &ns);
+		for (i = 0; rc == 0 && i < ns.n; i++) {
+			rc = cf_bk_store_get_range(store, kinds[k], ns.v[i], 0,
+			    sizeof(hdr), hdr);
+			if (rc == -ENOENT) {
+				rc = 0;		/* deleted meanwhile */
+				continue;
+			}
+			if (rc == 0 && memcmp(hdr, BK_MAGIC, 8) == 0 &&
+			    bk_rd32(hdr + 12) == version)
+				n[k]++;
+		}
+		for (i = 0; i < ns.n; i++)
+			free(ns.v[i]);
+		ns.n = 0;
+		if (rc < 0)
+			break;
+	}
+	free(ns.v);
+	cf_bk_store_free(store);
+	return rc;
+}
+
+int
 cf_bk_repo_open_url(struct cf_bk_repo **out, const char *url,
     const struct cf_secbuf *root, uint32_t key_version,
     enum cf_ks_cipher cipher, const unsigned char tenant[CF_KS_ID_BYTES],
     int flags)
 {
 	struct cf_bk_keys *keys = NULL;
-	struct cf_bk_store *store = NULL;
-	struct cf_bk_repo *r = NULL;
 	int rc;
 
 	*out = NULL;
 	rc = cf_bk_keys_new(&keys, root, key_version, cipher);
 	if (rc < 0)
 		return rc;
+	return cf_bk_repo_open_url_keys(out, url, keys, tenant, flags);
+}
+
+int
+cf_bk_repo_open_url_keys(struct cf_bk_repo **out, const char *url,
+    struct cf_bk_keys *keys, const unsigned char tenant[CF_KS_ID_BYTES],
+    int flags)
+{
+	struct cf_bk_store *store = NULL;
+	struct cf_bk_repo *r = NULL;
+	int rc;
+
+	*out = NULL;
 	rc = cf_bk_store_open_url(&store, url,
 	    (flags & CF_BK_REPO_CREATE) ? CF_BK_STORE_CREATE : 0);
 	if (rc < 0)

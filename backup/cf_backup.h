@@ -94,6 +94,21 @@ CF_MUST_CHECK int cf_bk_keys_new(struct cf_bk_keys **out,
 void cf_bk_keys_free(struct cf_bk_keys *k);
 enum cf_ks_cipher cf_bk_keys_cipher(const struct cf_bk_keys *k);
 uint32_t cf_bk_keys_version(const struct cf_bk_keys *k);
+/*
+ * Root key rotation (docs/kms.md): adds D of another root key version, so
+ * objects written under it open; if it is newer than every version held,
+ * full-key objects (packs, snapshots, indexes) are written under it from
+ * now on.  The id, gear and index keys and the backup key pair stay the
+ * config version's (cf_bk_keys_version), so dedup goes on across a
+ * rotation.  root is only read.  -EEXIST if held, -E2BIG past 64
+ * versions, -EINVAL for write-only keys or version 0.  Not while other
+ * threads use k.
+ */
+#define CF_BK_KEYS_MAX 64U
+CF_MUST_CHECK int cf_bk_keys_add(struct cf_bk_keys *k,
+    const struct cf_secbuf *root, uint32_t key_version);
+/* The version full-key objects are written under. */
+uint32_t cf_bk_keys_write_version(const struct cf_bk_keys *k);
 
 /* Blob id of plaintext: BLAKE2b-256 keyed with I ([BK-KEY-2]). */
 void cf_bk_blob_id(const struct cf_bk_keys *k, const void *buf, size_t len,
@@ -465,6 +480,25 @@ CF_MUST_CHECK int cf_bk_repo_open(struct cf_bk_repo **out,
 #define CF_BK_REPO_CREATE 0x1	/* init the repository if it has no config */
 
 /*
+ * The root key version a repository is keyed by: the key_version of its
+ * config object's header ([BK-OBJ-5]; the header is not secret, so no key
+ * is needed).  After a root key rotation the repository keeps its
+ * version: open it with that version's root key.  -ENOENT if url holds
+ * no repository, -EPROTO if the config is not a config object.
+ */
+CF_MUST_CHECK int cf_bk_repo_key_version(const char *url, uint32_t *version);
+
+/*
+ * Counts the objects of the repository at url whose header names root
+ * key version `version`, reading 32 bytes of each (no key needed):
+ * n[0] packs, n[1] indexes, n[2] snapshots, n[3] locks (the config
+ * apart).  Until prune deletes them, the objects of a forgotten snapshot
+ * count too.
+ */
+CF_MUST_CHECK int cf_bk_repo_count_version(const char *url, uint32_t version,
+    uint64_t n[4]);
+
+/*
  * The CLI's entry point: opens the store for url, derives the keys from
  * a tenant root key, and opens (or with CF_BK_REPO_CREATE creates) the
  * repository, with its index loaded.  The root key is not kept.
@@ -473,6 +507,14 @@ CF_MUST_CHECK int cf_bk_repo_open_url(struct cf_bk_repo **out,
     const char *url, const struct cf_secbuf *root, uint32_t key_version,
     enum cf_ks_cipher cipher, const unsigned char tenant[CF_KS_ID_BYTES],
     int flags);
+/*
+ * The same with keys made by the caller (e.g. holding several root key
+ * versions, cf_bk_keys_add), which the repository takes over, also on
+ * failure.
+ */
+CF_MUST_CHECK int cf_bk_repo_open_url_keys(struct cf_bk_repo **out,
+    const char *url, struct cf_bk_keys *keys,
+    const unsigned char tenant[CF_KS_ID_BYTES], int flags);
 /* Frees the repo, its store and (if opened by url) its keys; NULL ok. */
 void cf_bk_repo_free(struct cf_bk_repo *r);
 

@@ -49,6 +49,27 @@ CF_MUST_CHECK int cf_fs_keys_new(struct cf_fs_keys **out,
     uint32_t key_version);
 void cf_fs_keys_free(struct cf_fs_keys *k);
 
+/*
+ * Root key rotation (docs/crypto.md, Root key versions in the store).
+ * The version given to cf_fs_keys_new is the store's metadata version:
+ * names, symlink targets, xattr values, the store marker and generation
+ * tags are keyed by it, and so are the contents of files whose header
+ * names it.  cf_fs_keys_add adds the content key of another version:
+ * files whose header names that version become readable, and if it is
+ * newer than every version so far, files created from now on use it.
+ * root is only read.  -EEXIST if the version is present, -E2BIG past
+ * CF_FS_KEYS_MAX versions, -EINVAL for version 0.
+ */
+#define CF_FS_KEYS_MAX 64U
+CF_MUST_CHECK int cf_fs_keys_add(struct cf_fs_keys *k,
+    const struct cf_secbuf *root, uint32_t key_version);
+/* The version new files are written under (the newest added). */
+uint32_t cf_fs_keys_version(const struct cf_fs_keys *k);
+/* The store's metadata version (see above). */
+uint32_t cf_fs_keys_meta_version(const struct cf_fs_keys *k);
+/* 1 if the content of a file of key version v can be read. */
+int cf_fs_keys_has(const struct cf_fs_keys *k, uint32_t v);
+
 /* ---- file header and blocks ------------------------------------------ */
 
 struct cf_fs_header {
@@ -77,6 +98,11 @@ off_t cf_fs_cipher_size(enum cf_ks_cipher c, off_t psize);
 /* A per-file sealing context: the file key derived from the file id. */
 struct cf_fs_file_ctx;
 
+/*
+ * Makes the context of the file with header h, from the content key of
+ * h->key_version: -ENOKEY if k has no key of that version (not unlocked,
+ * or retired).  On success *out is owned by the caller.
+ */
 CF_MUST_CHECK int cf_fs_file_ctx_new(struct cf_fs_file_ctx **out,
     const struct cf_fs_keys *k, const struct cf_fs_header *h);
 void cf_fs_file_ctx_free(struct cf_fs_file_ctx *f);
@@ -194,6 +220,85 @@ CF_MUST_CHECK int cf_fs_link_encrypt(const struct cf_fs_keys *k,
 CF_MUST_CHECK int cf_fs_link_decrypt(const struct cf_fs_keys *k,
     const char *enc, char *out, size_t cap);
 
+/* ---- re-encryption after a root key rotation ---------------------------- */
+
+struct cf_fs_rekey_stats {
+	uint64_t files;		/* regular files seen */
+	uint64_t rewritten;	/* re-encrypted by this run */
+	uint64_t old;		/* left on an older version */
+	uint64_t failed;	/* of those: damaged, or no key */
+	uint64_t bytes;		/* ciphertext bytes rewritten */
+};
+
+/*
+ * Re-encrypts every regular file of the store at backing whose header
+ * names another key version than cf_fs_keys_version(keys) under that
+ * version (docs/format/fs.md, Re-encryption).  The store must not be
+ * mounted.  Crash-safe and resumable: a file is old or new, never
+ * neither, and a rerun first finishes the file a crash interrupted.  A
+ * file whose blocks do not open, or of a version keys lack, is left as
+ * it was and counted in failed and old.  progress (may be NULL) is called
+ * after each file with its backing path.  -EPROTO for a damaged journal.
+ */
+/*
+ * -EBUSY if a daemon serves the store or a backup reads it (see
+ * cf_fs_store_lock_shared).
+ */
+CF_MUST_CHECK int cf_fs_rekey(const struct cf_fs_keys *keys,
+    const char *backing,
+    void (*progress)(void *arg, const struct cf_fs_rekey_stats *st,
+    const char *rel), void *arg, struct cf_fs_rekey_stats *st);
+
+/*
+ * Takes the store's lock shared (store/cf.rekey.lock, flock): every
+ * daemon holds it for as long as it serves the store, and so does a
+ * backup reading an unmounted store; cf_fs_rekey holds it exclusively,
+ * so an offline re-encryption never overlaps either.  With wait it waits
+ * for a re-encryption to end, else it returns -EBUSY while one runs.
+ * Returns the descriptor that holds it (keep it open, also across fork)
+ * or -errno.
+ */
+CF_MUST_CHECK int cf_fs_store_lock_shared(const char *backing, int wait);
+
+/*
+ * Finishes the file a crashed re-encryption was copying, if any (no key
+ * needed); coffer mount calls it before serving the store.  -EPROTO for a
+ * damaged journal.
+ */
+CF_MUST_CHECK int cf_fs_rekey_recover(const char *backing);
+
+/*
+ * The same on a mounted store, done by its daemon (docs/format/ctl.md,
+ * REKEY): the daemon first unlocks every live root key version it lacks
+ * (new files use the newest from then on), then rewrites each file under
+ * that file's lock, so readers and writers go on and never see a half
+ * rewritten file.  progress gets st->rewritten and st->bytes (rel NULL).
+ * *version is the version files were re-encrypted to.  -ENOTCONN if no
+ * daemon serves the store; another error with err (cap bytes) saying why
+ * (the daemon's reply).  Stopping the client stops the daemon's run; a
+ * rerun goes on.
+ */
+CF_MUST_CHECK int cf_fs_rekey_mounted(const char *backing,
+    void (*progress)(void *arg, const struct cf_fs_rekey_stats *st,
+    const char *rel), void *arg, struct cf_fs_rekey_stats *st,
+    uint32_t *version, char *err, size_t cap);
+
+/*
+ * Asks the daemon serving the store at backing to unlock the tenant's
+ * root key versions it lacks (KEYS): new files use the newest at once.
+ * *version is the daemon's newest.  -ENOTCONN if none serves it; else as
+ * cf_fs_rekey_mounted.
+ */
+CF_MUST_CHECK int cf_fs_keys_reload(const char *backing, uint32_t *version,
+    char *err, size_t cap);
+
+/*
+ * Counts the regular files of the store at backing whose header names
+ * key version `version` (headers only: no key needed).
+ */
+CF_MUST_CHECK int cf_fs_store_count_version(const char *backing,
+    uint32_t version, uint64_t *n);
+
 /* ---- mounting ------------------------------------------------------------ */
 
 struct cf_fs_mount_opts {
@@ -211,9 +316,10 @@ struct cf_fs_mount_opts {
 /*
  * Mounts the store and serves requests until it is unmounted or receives
  * SIGTERM/SIGINT; returns 0 after a clean unmount.  keys must live until
- * it returns.
+ * it returns; the daemon adds root key versions to it when asked (after
+ * a rotation, cf_fs_keys_reload).
  */
-CF_MUST_CHECK int cf_fs_mount(const struct cf_fs_keys *keys,
+CF_MUST_CHECK int cf_fs_mount(struct cf_fs_keys *keys,
     const struct cf_fs_mount_opts *o);
 
 /*

@@ -63,6 +63,7 @@ cf_fs_keys_new(struct cf_fs_keys **out, const struct cf_secbuf *root,
 		return -ENOMEM;
 	k->cipher = cipher;
 	k->key_version = key_version;
+	k->meta_version = key_version;
 	rc = cf_ks_derive(&k->content, root, CF_KS_PURPOSE_FS_CONTENT);
 	if (rc < 0)
 		goto out;
@@ -103,11 +104,79 @@ out:
 	return rc;
 }
 
+int
+cf_fs_keys_add(struct cf_fs_keys *k, const struct cf_secbuf *root,
+    uint32_t key_version)
+{
+	struct cf_secbuf *c = NULL;
+	int rc;
+
+	if (key_version == 0)
+		return -EINVAL;
+	if (cf_fs_keys_has(k, key_version))
+		return -EEXIST;
+	if (k->nmore == CF_FS_KEYS_MAX)
+		return -E2BIG;
+	rc = cf_ks_derive(&c, root, CF_KS_PURPOSE_FS_CONTENT);
+	if (rc < 0)
+		return rc;
+	cf_secbuf_readonly(c);
+	/*
+	 * A mounted daemon adds versions while its threads read the keys
+	 * (fs_rekey.c, KEYS): the entry is complete before the count that
+	 * shows it is published, and the version for new files changes
+	 * last.  One adder at a time (the control thread).
+	 */
+	k->more[k->nmore].version = key_version;
+	k->more[k->nmore].key = c;
+	__atomic_store_n(&k->nmore, k->nmore + 1, __ATOMIC_RELEASE);
+	if (key_version > k->key_version)
+		__atomic_store_n(&k->key_version, key_version,
+		    __ATOMIC_RELEASE);
+	return 0;
+}
+
+uint32_t
+cf_fs_keys_version(const struct cf_fs_keys *k)
+{
+	return __atomic_load_n(&k->key_version, __ATOMIC_ACQUIRE);
+}
+
+uint32_t
+cf_fs_keys_meta_version(const struct cf_fs_keys *k)
+{
+	return k->meta_version;
+}
+
+/* The content key of version v, or NULL. */
+static const struct cf_secbuf *
+content_key(const struct cf_fs_keys *k, uint32_t v)
+{
+	size_t i, n = __atomic_load_n(&k->nmore, __ATOMIC_ACQUIRE);
+
+	if (v == k->meta_version)
+		return k->content;
+	for (i = 0; i < n; i++)
+		if (k->more[i].version == v)
+			return k->more[i].key;
+	return NULL;
+}
+
+int
+cf_fs_keys_has(const struct cf_fs_keys *k, uint32_t v)
+{
+	return content_key(k, v) != NULL;
+}
+
 void
 cf_fs_keys_free(struct cf_fs_keys *k)
 {
+	size_t i;
+
 	if (k == NULL)
 		return;
+	for (i = 0; i < k->nmore; i++)
+		cf_secbuf_free(k->more[i].key);
 	cf_secbuf_free(k->content);
 	cf_secbuf_free(k->name_mac);
 	cf_secbuf_free(k->name_enc);
@@ -202,14 +271,17 @@ cf_fs_file_ctx_new(struct cf_fs_file_ctx **out, const struct cf_fs_keys *k,
     const struct cf_fs_header *h)
 {
 	unsigned char fk[CF_KS_KEY_BYTES];
+	const struct cf_secbuf *ck = content_key(k, h->key_version);
 	struct cf_fs_file_ctx *f;
 	int rc;
 
 	*out = NULL;
+	if (ck == NULL)
+		return -ENOKEY;
 	f = calloc(1, sizeof(*f));
 	if (f == NULL)
 		return -ENOMEM;
-	rc = cf_ks_derive_id(fk, k->content, "fs-file", h->file_id,
+	rc = cf_ks_derive_id(fk, ck, "fs-file", h->file_id,
 	    CF_KS_ID_BYTES);
 	if (rc == 0)
 		rc = cf_ks_aead_new(&f->aead, h->cipher, fk);

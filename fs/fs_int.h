@@ -8,8 +8,15 @@
 
 struct cf_fs_keys {
 	enum cf_ks_cipher cipher;	/* for new files */
-	uint32_t key_version;		/* for new files */
+	uint32_t key_version;		/* for new files: the newest */
+	uint32_t meta_version;		/* of the three keys below */
 	struct cf_secbuf *content;	/* per-file keys derive from this */
+	/* Content keys of the other root key versions (cf_fs_keys_add). */
+	struct {
+		uint32_t version;
+		struct cf_secbuf *key;
+	} more[CF_FS_KEYS_MAX];
+	size_t nmore;
 	struct cf_secbuf *name_mac;	/* SIV tag key for names */
 	struct cf_secbuf *name_enc;	/* stream key for names */
 	struct cf_ks_aead *meta;	/* symlink targets, store marker */
@@ -32,6 +39,30 @@ CF_MUST_CHECK int fs_snap_start(struct fs_snap *s);
 void fs_snap_free(struct fs_snap *s);
 int fs_snap_active(const struct fs_snap *s);
 int fs_snap_cow(struct fs_snap *s, dev_t dev, ino_t ino, int obj);
+
+/*
+ * Root key rotation on a mounted store (fs_rekey.c): what the daemon
+ * (fs_ops.c) lends the control socket's KEYS and REKEY requests.
+ * exclusive runs fn on the regular file name of dirfd, open read-write
+ * as fd, with every reader and writer of that file held off and a
+ * snapshot's copy made first, then remakes an open file's context from
+ * its new header; 0 for an object that is not a regular file.
+ */
+struct fs_rekey_host {
+	struct cf_fs_keys *keys;
+	const struct cf_fs_mount_opts *opts;
+	int (*exclusive)(void *arg, int dirfd, const char *name,
+	    int (*fn)(void *fnarg, int fd), void *fnarg);
+	void *arg;
+};
+void fs_snap_set_rekey(struct fs_snap *s, struct fs_rekey_host *h);
+/*
+ * Serves line if it is KEYS or REKEY (docs/format/ctl.md), replying on
+ * c; returns 1 then (the connection is done), else 0.  Stops between
+ * files once *stop is set (unmount).
+ */
+int fs_rekey_ctl(struct fs_rekey_host *h, const char *backing, int c,
+    const char *line, const volatile int *stop);
 
 /*
  * The generation log (fs_gen.c): opened at mount (reset: start empty, for
@@ -91,5 +122,12 @@ int fs_rdir_fd(const struct cf_fs_rdir *d);
 int fs_rdir_store_fd(const struct cf_fs_rdir *d);
 CF_MUST_CHECK int fs_rdir_backing_name(const struct cf_fs_rdir *d,
     const char *name, char *out);
+
+/*
+ * The re-encryption journal's target (fs_rekey.c, [FS-REKEY-1]): 0 if the
+ * len bytes at buf are "data/" and components, none empty, "." or "..",
+ * with no NUL; else -EPROTO.
+ */
+CF_MUST_CHECK int fs_rekey_path_ok(const char *buf, size_t len);
 
 #endif /* FS_INT_H */

@@ -83,8 +83,9 @@ struct fs {
 	pthread_mutex_t mutex;
 	struct fs_inode root;
 	struct fs_inode *table[HASH_BUCKETS];
-	const struct cf_fs_keys *keys;
+	struct cf_fs_keys *keys;	/* versions added by fs_rekey.c */
 	const struct cf_fs_mount_opts *opts;
+	struct fs_rekey_host rekey;	/* control socket: KEYS, REKEY */
 	pthread_mutex_t audit_mutex;
 	int audits;
 	int links_fd;			/* the store's links/ directory */
@@ -659,18 +660,16 @@ find_ref(struct fs *fs, ino_t ino, dev_t dev, const struct file_handle *fh,
 	return NULL;
 }
 
+static int lookup_fd(struct fs *fs, int fd, struct fuse_entry_param *e);
+
 /* Looks up parent/enc and returns a fuse entry with a referenced inode. */
 static int
 do_lookup(struct fs *fs, struct fs_inode *parent, const char *enc,
     struct fuse_entry_param *e)
 {
-	struct fs_inode *in, *fresh, **slot;
-	struct file_handle *fh;
-	int fd, pfd, rc, need;
+	int fd, pfd;
 
 	memset(e, 0, sizeof(*e));
-	e->attr_timeout = FS_TTL;
-	e->entry_timeout = FS_TTL;
 	pfd = ifd_get(fs, parent);
 	if (pfd < 0)
 		return pfd;
@@ -678,6 +677,20 @@ do_lookup(struct fs *fs, struct fs_inode *parent, const char *enc,
 	ifd_put(fs, parent);
 	if (fd < 0)
 		return -errno;
+	return lookup_fd(fs, fd, e);
+}
+
+/* The inode of the object open as fd (O_PATH, taken over), referenced. */
+static int
+lookup_fd(struct fs *fs, int fd, struct fuse_entry_param *e)
+{
+	struct fs_inode *in, *fresh, **slot;
+	struct file_handle *fh;
+	int rc, need;
+
+	memset(e, 0, sizeof(*e));
+	e->attr_timeout = FS_TTL;
+	e->entry_timeout = FS_TTL;
 	rc = stat_fd(fd, &e->attr);
 	if (rc < 0) {
 		close(fd);
@@ -895,7 +908,7 @@ ensure_ctx(struct fs *fs, struct fs_inode *in, int fd, int create)
 			return 0;	/* empty file, no header yet */
 		memset(&h, 0, sizeof(h));	/* version 0: the current */
 		h.cipher = fs->keys->cipher;
-		h.key_version = fs->keys->key_version;
+		h.key_version = cf_fs_keys_version(fs->keys);
 		randombytes_buf(h.file_id, sizeof(h.file_id));
 		cf_fs_header_encode(&h, buf);
 		rc = write_full(fd, buf, sizeof(buf), 0);
@@ -2682,6 +2695,66 @@ static const struct fuse_lowlevel_ops fs_ops = {
 
 /* ---- mounting ------------------------------------------------------------- */
 
+/* ---- root key rotation ------------------------------------------------ */
+
+/*
+ * fs_rekey.c rewrites a file of the mounted store in place: fn runs on
+ * the file name of dirfd (open read-write as fd) holding the inode's lock
+ * exclusively, so no reader or writer of it sees a half-rewritten file,
+ * after a snapshot that shares it got its copy; then an open file's
+ * context is made again from the new header (same file id).
+ */
+static int
+rekey_exclusive(void *arg, int dirfd, const char *name,
+    int (*fn)(void *fnarg, int fd), void *fnarg)
+{
+	struct fs *fs = arg;
+	struct fuse_entry_param e;
+	struct fs_inode *in;
+	int fd, rc;
+
+	fd = openat(dirfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	snap_enter(fs);
+	rc = lookup_fd(fs, fd, &e);
+	if (rc < 0) {
+		snap_leave(fs);
+		return rc;
+	}
+	in = (struct fs_inode *)(uintptr_t)e.ino;
+	if (!S_ISREG(e.attr.st_mode)) {
+		rc = 0;
+		goto out;
+	}
+	fd = open_backing(fs, in, 0);
+	if (fd < 0) {
+		rc = fd;
+		goto out;
+	}
+	pthread_rwlock_wrlock(&in->rw);
+	cow(fs, in);
+	rc = fn(fnarg, fd);
+	if (rc == 0 && in->ctx != NULL) {
+		unsigned char buf[CF_FS_HEADER_BYTES];
+		struct cf_fs_header h;
+		size_t got = 0;
+
+		cf_fs_file_ctx_free(in->ctx);
+		in->ctx = NULL;
+		if (read_full(fd, buf, sizeof(buf), 0, &got) == 0 &&
+		    got == sizeof(buf) && cf_fs_header_decode(&h, buf,
+		    got) == 0)
+			(void)!cf_fs_file_ctx_new(&in->ctx, fs->keys, &h);
+	}
+	pthread_rwlock_unlock(&in->rw);
+	close(fd);
+out:
+	unref(fs, in, 1);
+	snap_leave(fs);
+	return rc;
+}
+
 int
 cf_fs_store_init(const struct cf_fs_keys *keys, const char *backing)
 {
@@ -2763,7 +2836,7 @@ out:
 }
 
 int
-cf_fs_mount(const struct cf_fs_keys *keys, const struct cf_fs_mount_opts *o)
+cf_fs_mount(struct cf_fs_keys *keys, const struct cf_fs_mount_opts *o)
 {
 	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
 	struct fuse_loop_config *lc = NULL;
@@ -2899,6 +2972,12 @@ cf_fs_mount(const struct cf_fs_keys *keys, const struct cf_fs_mount_opts *o)
 	abs_backing = realpath(o->backing, NULL);
 	if (abs_backing != NULL) {
 		rc = fs_snap_new(&fs->snap, abs_backing, snap_freeze, fs);
+		fs->rekey.keys = keys;
+		fs->rekey.opts = o;
+		fs->rekey.exclusive = rekey_exclusive;
+		fs->rekey.arg = fs;
+		if (rc == 0)
+			fs_snap_set_rekey(fs->snap, &fs->rekey);
 		if (rc == -EBUSY) {
 			fprintf(stderr, "coffer: %s is already served by another "
 			    "coffer daemon (mounted elsewhere?)\n", o->backing);

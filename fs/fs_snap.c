@@ -65,6 +65,8 @@ struct fs_snap {
 	int farm_fd;			/* the farm's data/ directory */
 	char farm[PATH_MAX];		/* absolute path of the farm */
 	int broken;			/* a copy-on-write failed */
+	struct fs_rekey_host *rekey;	/* KEYS, REKEY; NULL: refused */
+	volatile int stopping;		/* unmount: a REKEY stops */
 };
 
 static size_t
@@ -715,6 +717,10 @@ serve(struct fs_snap *s, int c)
 				    (unsigned long long)pause);
 			}
 			reply(c, out);
+		} else if (!have && s->rekey != NULL &&
+		    fs_rekey_ctl(s->rekey, s->backing, c, line,
+		    &s->stopping)) {
+			break;
 		} else if (strncmp(line, "RELEASE", 7) == 0 && have) {
 			have = 0;
 			reply(c, snap_release(s) ? "BROKEN\n" : "OK\n");
@@ -810,6 +816,12 @@ fail:
 	return rc;
 }
 
+void
+fs_snap_set_rekey(struct fs_snap *s, struct fs_rekey_host *h)
+{
+	s->rekey = h;
+}
+
 int
 fs_snap_start(struct fs_snap *s)
 {
@@ -827,6 +839,7 @@ fs_snap_free(struct fs_snap *s)
 	if (s == NULL)
 		return;
 	if (s->thread_started) {
+		s->stopping = 1;
 		(void)!write(s->stop_pipe[1], "x", 1);
 		pthread_join(s->thread, NULL);
 	}

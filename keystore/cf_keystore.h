@@ -300,12 +300,13 @@ const char *cf_ks_tenant_dir(const struct cf_ks_tenant *t);
  * Other modules' string settings in tenant.json (e.g. "state", "repo"):
  * get returns the value owned by t, or NULL; set (value NULL deletes)
  * saves tenant.json atomically.  Keys the keystore owns (format, name,
- * id, cipher, kms, kms_next, key_version, shredded, created) may not be
- * set.  set returns -E2BIG for a key over CF_KS_TENANT_KEY_MAX bytes, a
- * value over CF_KS_TENANT_VALUE_MAX bytes or a file that would outgrow
- * 256 KiB, -EINVAL for an empty key or a value that is not UTF-8.  The
- * value get returns changes only once the file is saved: on any failure
- * t and the file both keep the old value.
+ * id, cipher, kms, kms_next, key_version, retired_versions, shredded,
+ * created) may not be set.  set rereads the file first (another process
+ * may have changed it) and returns -E2BIG for a key over
+ * CF_KS_TENANT_KEY_MAX bytes, a value over CF_KS_TENANT_VALUE_MAX bytes
+ * or a file that would outgrow 256 KiB, -EINVAL for an empty key or a
+ * value that is not UTF-8.  The value get returns changes only once the
+ * file is saved: on any failure t and the file both keep the old value.
  */
 const char *cf_ks_tenant_get(const struct cf_ks_tenant *t, const char *key);
 CF_MUST_CHECK int cf_ks_tenant_set(struct cf_ks_tenant *t, const char *key,
@@ -347,9 +348,45 @@ CF_MUST_CHECK int cf_ks_tenant_shred(struct cf_ks_tenant *t);
 CF_MUST_CHECK int cf_ks_tenant_describe_kek(struct cf_ks_tenant *t,
     uint32_t version, char *buf, size_t len);
 
-/* Root key versions present: writes up to cap versions, returns count. */
+/*
+ * Root key versions that can be unlocked (present, not retired, not newer
+ * than key_version), ascending: writes up to cap versions, returns count.
+ */
 size_t cf_ks_tenant_versions(const struct cf_ks_tenant *t, uint32_t *out,
     size_t cap);
+
+/*
+ * Root key rotation (docs/kms.md, Root key rotation).  Adds root key
+ * version key_version + 1 (32 random bytes wrapped by the tenant's KMS)
+ * and makes it the newest: the wrapped key is written first, then
+ * tenant.json's key_version moves (the commit point), so a crash leaves
+ * the old newest version or the new one, never neither; a wrapped key
+ * left beyond key_version by a crash is never used and is overwritten by
+ * the next rotation.  On success *version (may be NULL) is the new
+ * version.  -EBUSY while a KMS move is in progress, -EACCES for a
+ * shredded tenant, -E2BIG past the limit of versions.  Audited
+ * (tenant.rotate_key).  Data under older versions is not touched: the
+ * caller re-encrypts it (coffer tenant reencrypt).
+ */
+CF_MUST_CHECK int cf_ks_tenant_rotate_key(struct cf_ks_tenant *t,
+    uint32_t *version);
+
+/*
+ * Retires root key version `version`: records it in tenant.json's
+ * "retired_versions", then overwrites and unlinks its wrapped key
+ * (crypto-shredding that version only), so nothing encrypted under it
+ * can be decrypted again.  The caller must first make sure nothing still
+ * needs it (no file of the store, no snapshot): the keystore cannot
+ * know.  -EBUSY for the newest version, -ENOENT for an unknown one,
+ * -EALREADY if already retired.  A crash after the record leaves a
+ * version that no longer unlocks; a rerun finishes the shredding.
+ * Audited (tenant.retire_key).
+ */
+CF_MUST_CHECK int cf_ks_tenant_retire_key(struct cf_ks_tenant *t,
+    uint32_t version);
+
+/* 1 if root key version `version` was retired. */
+int cf_ks_tenant_retired(const struct cf_ks_tenant *t, uint32_t version);
 
 /* ---- lockout ------------------------------------------------------------- */
 

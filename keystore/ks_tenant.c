@@ -101,6 +101,11 @@ scan_versions(struct cf_ks_tenant *t)
 		snprintf(canon, sizeof(canon), "v%lu.wk", v);
 		if (strcmp(canon, de->d_name) != 0)
 			continue;
+		/* A wrapped key beyond key_version is a rotation that never
+		 * committed; a retired one is being shredded. */
+		if (v > cf_ks_tenant_key_version(t) ||
+		    cf_ks_tenant_retired(t, (uint32_t)v))
+			continue;
 		if (t->nversions == MAX_VERSIONS) {
 			closedir(d);
 			return ks_err(-E2BIG, "tenant '%s' has more than %d key "
@@ -168,6 +173,38 @@ load_doc(struct cf_ks_tenant *t, json_t *doc)
 	json_decref(t->doc);
 	t->doc = json_incref(doc);
 	return 0;
+}
+
+/*
+ * Rereads tenant.json before a change: another process (a rotation while
+ * the tenant is mounted, a setting written by a command meanwhile) may
+ * have changed it since t was opened, and saving the stale copy would
+ * undo that, e.g. move key_version back.
+ */
+static int
+reload_doc(struct cf_ks_tenant *t)
+{
+	char path[PATH_MAX];
+	json_t *doc = NULL;
+	int rc;
+
+	snprintf(path, sizeof(path), "%s/tenant.json", t->dir);
+	rc = ks_json_load(t->home->dirfd, path, TENANT_JSON_MAX, &doc);
+	if (rc < 0)
+		return ks_err(rc, "tenant '%s': cannot read tenant.json: %s",
+		    t->name, strerror(-rc));
+	if (!json_is_string(json_object_get(doc, "id")) ||
+	    strcmp(json_string_value(json_object_get(doc, "id")),
+	    t->id_hex) != 0) {
+		json_decref(doc);
+		return ks_err(-EPROTO, "tenant '%s': tenant.json was replaced "
+		    "by another tenant's", t->name);
+	}
+	rc = load_doc(t, doc);
+	json_decref(doc);
+	if (rc == 0)
+		rc = scan_versions(t);
+	return rc;
 }
 
 static int
@@ -526,8 +563,8 @@ int
 cf_ks_tenant_set(struct cf_ks_tenant *t, const char *key, const char *value)
 {
 	static const char *const reserved[] = { "format", "name", "id",
-		"cipher", "kms", "kms_next", "key_version", "shredded",
-		"created" };
+		"cipher", "kms", "kms_next", "key_version", "retired_versions",
+		"shredded", "created" };
 	char path[PATH_MAX];
 	json_t *copy = NULL;
 	char *text = NULL;
@@ -547,6 +584,9 @@ cf_ks_tenant_set(struct cf_ks_tenant *t, const char *key, const char *value)
 	if (value != NULL && strlen(value) > CF_KS_TENANT_VALUE_MAX)
 		return ks_err(-E2BIG, "tenant '%s': value of '%s' longer than "
 		    "%u bytes", t->name, key, CF_KS_TENANT_VALUE_MAX);
+	rc = reload_doc(t);
+	if (rc < 0)
+		return rc;
 	copy = json_deep_copy(t->doc);
 	if (copy == NULL)
 		return -ENOMEM;
@@ -613,10 +653,12 @@ read_envelope(struct cf_ks_tenant *t, uint32_t version,
 	snprintf(path, sizeof(path), "%s/keys/v%u.wk", t->dir, version);
 	rc = ks_read_file(t->home->dirfd, path, KS_WK_FIXED +
 	    CF_KS_ENVELOPE_BLOB_MAX, &buf, &len);
-	if (rc == -ENOENT)
+	if (rc == -ENOENT || cf_ks_tenant_retired(t, version))
 		return ks_err(-ENOENT, "tenant '%s' has no key version %u%s",
 		    t->name, version, cf_ks_tenant_shredded(t) ?
-		    " (its keys were crypto-shredded)" : "");
+		    " (its keys were crypto-shredded)" :
+		    cf_ks_tenant_retired(t, version) ? " (it was retired "
+		    "and shredded)" : "");
 	if (rc == -EFBIG)
 		return ks_err(-EPROTO, "tenant '%s': %s is too large to be a "
 		    "wrapped key", t->name, path);
@@ -769,7 +811,10 @@ cf_ks_tenant_describe_kek(struct cf_ks_tenant *t, uint32_t version, char *buf,
  * Test builds only: COFFER_TEST_KILL_AT=STEP kills the process with
  * SIGKILL at a step of a KMS move, so tests can check that a crash leaves
  * the tenant usable.  Steps: 1 after "kms_next" is recorded, 2 after the
- * first version is rewrapped, 3 after every version is rewrapped.
+ * first version is rewrapped, 3 after every version is rewrapped; 11 in a
+ * root key rotation after the new wrapped key is written, before
+ * tenant.json commits it; 12 in a retirement after tenant.json records
+ * it, before the wrapped key is shredded.
  */
 static void
 crash_point(int step)
@@ -896,6 +941,9 @@ cf_ks_tenant_rotate_kek(struct cf_ks_tenant *t, const char *to_kms)
 	size_t i;
 	int rc;
 
+	rc = reload_doc(t);
+	if (rc < 0)
+		return rc;
 	next = cf_ks_tenant_get(t, "kms_next");
 	if (next != NULL && to_kms == NULL)
 		to_kms = next;	/* finish an interrupted move */
@@ -1023,6 +1071,9 @@ cf_ks_tenant_shred(struct cf_ks_tenant *t)
 	 * Mark first: a crash after this point leaves a tenant that refuses
 	 * to unlock and whose remaining key files a rerun destroys.
 	 */
+	rc = reload_doc(t);
+	if (rc < 0)
+		return rc;
 	if (!cf_ks_tenant_shredded(t)) {
 		cf_ks_time_format(cf_ks_now(), when, sizeof(when));
 		copy = json_deep_copy(t->doc);
@@ -1054,6 +1105,168 @@ cf_ks_tenant_shred(struct cf_ks_tenant *t)
 		};
 
 		rc = audit_tenant(t, "tenant.shred", f, 1);
+	}
+	return rc;
+}
+
+int
+cf_ks_tenant_retired(const struct cf_ks_tenant *t, uint32_t version)
+{
+	json_t *a = json_object_get(t->doc, "retired_versions"), *e;
+	size_t i;
+
+	json_array_foreach(a, i, e) {
+		if (json_is_integer(e) &&
+		    json_integer_value(e) == (json_int_t)version)
+			return 1;
+	}
+	return 0;
+}
+
+int
+cf_ks_tenant_rotate_key(struct cf_ks_tenant *t, uint32_t *version)
+{
+	struct cf_secbuf *root = NULL;
+	struct ks_kms *kms;
+	uint32_t cur = cf_ks_tenant_key_version(t), v;
+	char kek[160];
+	json_t *copy = NULL;
+	int rc;
+
+	if (version != NULL)
+		*version = 0;
+	rc = reload_doc(t);
+	if (rc < 0)
+		return rc;
+	cur = cf_ks_tenant_key_version(t);
+	if (cf_ks_tenant_shredded(t))
+		return ks_err(-EACCES, "tenant '%s' was crypto-shredded",
+		    t->name);
+	if (cf_ks_tenant_get(t, "kms_next") != NULL)
+		return ks_err(-EBUSY, "tenant '%s' is part-way through a move "
+		    "to KMS '%s': finish it first with 'coffer tenant "
+		    "rotate-kek %s'", t->name, cf_ks_tenant_get(t, "kms_next"),
+		    t->name);
+	if (cur >= UINT32_MAX - 1 || t->nversions >= MAX_VERSIONS)
+		return ks_err(-E2BIG, "tenant '%s' has too many key versions "
+		    "(retire old ones first)", t->name);
+	v = cur + 1;
+	rc = ks_kms_get(t->home, t->kms, &kms);
+	if (rc < 0)
+		return rc;
+	rc = cf_secbuf_random(&root, CF_KS_KEY_BYTES);
+	if (rc < 0)
+		goto out;
+	/* Replaces a key a crash left beyond key_version: never used. */
+	rc = write_wrapped(t, t->dir, kms, v, root);
+	if (rc < 0)
+		goto out;
+	crash_point(11);
+	copy = json_deep_copy(t->doc);
+	if (copy == NULL) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	json_object_set_new(copy, "key_version", json_integer(v));
+	json_decref(t->doc);
+	t->doc = copy;
+	copy = NULL;
+	/* The commit point. */
+	rc = save_doc(t);
+	if (rc < 0) {
+		json_object_set_new(t->doc, "key_version", json_integer(cur));
+		rc = ks_err(rc, "tenant '%s': cannot save tenant.json: %s",
+		    t->name, strerror(-rc));
+		goto out;
+	}
+	rc = scan_versions(t);
+	if (rc < 0)
+		goto out;
+	rc = cf_ks_tenant_describe_kek(t, v, kek, sizeof(kek));
+	if (rc < 0)
+		goto out;
+	{
+		struct cf_ks_audit_field f[] = {
+			{ "key_version", NULL, v },
+			{ "previous", NULL, cur },
+			{ "kms", t->kms, 0 },
+			{ "kek", kek, 0 },
+		};
+
+		rc = audit_tenant(t, "tenant.rotate_key", f, 4);
+		if (rc < 0)
+			goto out;
+	}
+	if (version != NULL)
+		*version = v;
+out:
+	json_decref(copy);
+	cf_secbuf_free(root);
+	return rc;
+}
+
+int
+cf_ks_tenant_retire_key(struct cf_ks_tenant *t, uint32_t version)
+{
+	char path[PATH_MAX];
+	json_t *copy, *a;
+	int rc, had;
+
+	rc = reload_doc(t);
+	if (rc < 0)
+		return rc;
+	if (cf_ks_tenant_shredded(t))
+		return ks_err(-EACCES, "tenant '%s' was crypto-shredded",
+		    t->name);
+	if (version == 0 || version > cf_ks_tenant_key_version(t))
+		return ks_err(-ENOENT, "tenant '%s' has no key version %u",
+		    t->name, version);
+	if (version == cf_ks_tenant_key_version(t))
+		return ks_err(-EBUSY, "tenant '%s': version %u is the newest "
+		    "key version (new data uses it); rotate first", t->name,
+		    version);
+	snprintf(path, sizeof(path), "%s/keys/v%u.wk", t->dir, version);
+	had = faccessat(t->home->dirfd, path, F_OK, AT_SYMLINK_NOFOLLOW) == 0;
+	if (cf_ks_tenant_retired(t, version) && !had)
+		return ks_err(-EALREADY, "tenant '%s': key version %u is "
+		    "already retired", t->name, version);
+	if (!cf_ks_tenant_retired(t, version)) {
+		if (!had)
+			return ks_err(-ENOENT, "tenant '%s' has no key version "
+			    "%u", t->name, version);
+		/* Record first: a crash leaves a version that no longer
+		 * unlocks and whose file a rerun shreds. */
+		copy = json_deep_copy(t->doc);
+		if (copy == NULL)
+			return -ENOMEM;
+		a = json_object_get(copy, "retired_versions");
+		if (!json_is_array(a)) {
+			a = json_array();
+			json_object_set_new(copy, "retired_versions", a);
+		}
+		json_array_append_new(a, json_integer(version));
+		json_decref(t->doc);
+		t->doc = copy;
+		rc = save_doc(t);
+		if (rc < 0)
+			return ks_err(rc, "tenant '%s': cannot save "
+			    "tenant.json: %s", t->name, strerror(-rc));
+		crash_point(12);
+	}
+	rc = ks_shred_file(t->home->dirfd, path);
+	if (rc < 0 && rc != -ENOENT)
+		return ks_err(rc, "tenant '%s': cannot destroy %s: %s",
+		    t->name, path, strerror(-rc));
+	rc = scan_versions(t);
+	if (rc < 0)
+		return rc;
+	{
+		struct cf_ks_audit_field f[] = {
+			{ "key_version", NULL, version },
+			{ "newest", NULL, cf_ks_tenant_key_version(t) },
+		};
+
+		rc = audit_tenant(t, "tenant.retire_key", f, 2);
 	}
 	return rc;
 }

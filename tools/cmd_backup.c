@@ -221,6 +221,7 @@ static int
 session_open(struct session *s, struct tl_ctx *ctx, const char *name,
     const char *repo_opt, int create)
 {
+	uint32_t kv = 0;
 	char ourl[sizeof(s->url) + 32];
 	const char *stored;
 	int rc;
@@ -250,13 +251,12 @@ session_open(struct session *s, struct tl_ctx *ctx, const char *name,
 		    "or s3://BUCKET/PREFIX\n");
 		return CF_EXIT_USAGE;
 	}
-	rc = cf_ks_tenant_unlock(s->t, 0, &s->root);
+	open_url(s, ourl, sizeof(ourl));
+	rc = tl_repo_unlock(s->t, ourl, &s->root, &kv);
 	if (rc < 0)
 		return tl_fail(rc, name);
-	open_url(s, ourl, sizeof(ourl));
-	rc = cf_bk_repo_open_url(&s->repo, ourl, s->root,
-	    cf_ks_tenant_key_version(s->t), cf_ks_tenant_cipher(s->t),
-	    cf_ks_tenant_id(s->t), create ? CF_BK_REPO_CREATE : 0);
+	rc = tl_repo_open(s->t, &s->repo, ourl, s->root, kv,
+	    create ? CF_BK_REPO_CREATE : 0);
 	if (rc == -EBADMSG) {
 		fprintf(stderr, "coffer: repository %s cannot be opened with "
 		    "tenant %s's key: it belongs to another tenant, or its "
@@ -2498,6 +2498,7 @@ cmd_backup(struct tl_ctx *ctx, int argc, char **argv)
 	struct cf_fs_snapshot *fsnap = NULL;
 	char *farm = NULL;
 	uint64_t pause_ns = 0;
+	int storelock = -1;
 	struct cf_bk_snapshot snap, *psnap = NULL;
 	struct cf_bk_writer_stats ws;
 	unsigned char tree[CF_BK_ID_BYTES], sid[CF_BK_ID_BYTES];
@@ -2613,18 +2614,12 @@ cmd_backup(struct tl_ctx *ctx, int argc, char **argv)
 		if (rc < 0)
 			goto out;	/* named; no snapshot */
 	} else {
-		rc = cf_fs_keys_new(&fkeys, s.root, cf_ks_tenant_cipher(s.t),
-		    cf_ks_tenant_key_version(s.t));
+		rc = tl_fs_keys(s.t, &fkeys);
 		if (rc < 0) {
 			ret = tl_fail(rc, "deriving store keys");
 			goto out;
 		}
-		if (cf_ks_tenant_get(s.t, "store") != NULL)
-			snprintf(store, sizeof(store), "%s",
-			    cf_ks_tenant_get(s.t, "store"));
-		else
-			snprintf(store, sizeof(store), "%s/%s/store",
-			    cf_ks_home_path(s.home), cf_ks_tenant_dir(s.t));
+		tl_store_path(s.home, s.t, store, sizeof(store));
 		/*
 		 * A mounted store: ask its daemon for a point-in-time farm
 		 * (a brief write freeze, then copy-on-write) and read that.
@@ -2642,6 +2637,10 @@ cmd_backup(struct tl_ctx *ctx, int argc, char **argv)
 			    "the mounted store (%s); reading it live, file by "
 			    "file\n", strerror(-rc));
 			b.live = 1;
+		} else {
+			/* Offline: wait out an offline re-encryption, and
+			 * keep one from starting while we read. */
+			storelock = cf_fs_store_lock_shared(store, 1);
 		}
 		rc = cf_fs_reader_open(&rd, fkeys, farm != NULL ? farm :
 		    store);
@@ -2770,6 +2769,8 @@ out:
 	if (fsnap != NULL)
 		(void)!cf_fs_snapshot_release(fsnap);
 	free(farm);
+	if (storelock >= 0)
+		close(storelock);
 	cf_fs_keys_free(fkeys);
 	session_close(&s);
 	return ret;

@@ -358,6 +358,7 @@ fail:
 int
 cmd_drill(struct tl_ctx *ctx, int argc, char **argv)
 {
+	uint32_t kv = 0;
 	static const struct option opts[] = {
 		{ "scratch", required_argument, NULL, 's' },
 		{ "keep", no_argument, NULL, 'k' },
@@ -430,13 +431,12 @@ cmd_drill(struct tl_ctx *ctx, int argc, char **argv)
 	else
 		snprintf(store, sizeof(store), "%s/%s/store",
 		    cf_ks_home_path(home), cf_ks_tenant_dir(t));
-	rc = cf_ks_tenant_unlock(t, 0, &root);
+	rc = tl_repo_unlock(t, url, &root, &kv);
 	if (rc < 0) {
 		ret = tl_fail(rc, name);
 		goto out;
 	}
-	rc = cf_bk_repo_open_url(&repo, url, root, cf_ks_tenant_key_version(t),
-	    cf_ks_tenant_cipher(t), cf_ks_tenant_id(t), 0);
+	rc = tl_repo_open(t, &repo, url, root, kv, 0);
 	cf_secbuf_free(root);
 	root = NULL;
 	if (rc == -ENOENT) {

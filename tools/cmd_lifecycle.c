@@ -720,6 +720,7 @@ static int
 repo_owned(struct cf_ks_home *home, struct cf_ks_tenant *t, const char *url,
     int force)
 {
+	uint32_t kv = 0;
 	const char *rec = cf_ks_tenant_get(t, "purge_repo");
 	struct cf_secbuf *root = NULL;
 	struct cf_bk_repo *r = NULL;
@@ -739,15 +740,14 @@ repo_owned(struct cf_ks_home *home, struct cf_ks_tenant *t, const char *url,
 		    cf_ks_tenant_name(t), url);
 		return -EPERM;
 	}
-	rc = cf_ks_tenant_unlock(t, 0, &root);
+	rc = tl_repo_unlock(t, url, &root, &kv);
 	if (rc < 0) {
 		fprintf(stderr, "coffer: %s: cannot unlock the tenant's key to "
 		    "check its repository before destroying the key: %s\n",
 		    cf_ks_tenant_name(t), cf_ks_last_error());
 		return rc;
 	}
-	rc = cf_bk_repo_open_url(&r, url, root, cf_ks_tenant_key_version(t),
-	    cf_ks_tenant_cipher(t), cf_ks_tenant_id(t), 0);
+	rc = tl_repo_open(t, &r, url, root, kv, 0);
 	cf_secbuf_free(root);
 	cf_bk_repo_free(r);
 	if (rc == -ENOENT)
@@ -861,6 +861,7 @@ retain_class(struct cf_ks_home *home, struct cf_ks_tenant *t,
     struct cf_bk_repo *src, const char *url, const struct cf_bk_class *c,
     time_t now, json_t **entry)
 {
+	uint32_t kv = 0;
 	unsigned char (*ids)[CF_BK_ID_BYTES] = NULL, sid[CF_BK_ID_BYTES];
 	struct cf_bk_snapshot **keep = NULL, *s = NULL;
 	struct cf_ks_tenant *rt = NULL;
@@ -882,11 +883,10 @@ retain_class(struct cf_ks_home *home, struct cf_ks_tenant *t,
 	if (rc < 0)
 		return rc;
 	rurl = cf_ks_tenant_get(rt, "repo");
-	rc = cf_ks_tenant_unlock(rt, 0, &root);
+	rc = tl_repo_unlock(rt, rurl, &root, &kv);
 	if (rc == 0)
-		rc = cf_bk_repo_open_url(&dst, rurl, root,
-		    cf_ks_tenant_key_version(rt), cf_ks_tenant_cipher(rt),
-		    cf_ks_tenant_id(rt), CF_BK_REPO_CREATE);
+		rc = tl_repo_open(rt, &dst, rurl, root, kv,
+		    CF_BK_REPO_CREATE);
 	cf_secbuf_free(root);
 	if (rc == 0)
 		rc = cf_bk_writer_new(&w, dst, 0);
@@ -1018,6 +1018,7 @@ static int
 retain_classes(struct tl_ctx *ctx, struct cf_ks_tenant *t, const char *url,
     const char *store, json_t **out)
 {
+	uint32_t kv = 0;
 	struct cf_bk_class cl[CF_BK_CLASSES_MAX];
 	struct cf_secbuf *root = NULL;
 	struct cf_bk_repo *src = NULL;
@@ -1039,11 +1040,10 @@ retain_classes(struct tl_ctx *ctx, struct cf_ks_tenant *t, const char *url,
 	rc = final_backup(ctx, cf_ks_tenant_name(t), store);
 	if (rc < 0)
 		return rc;
-	rc = cf_ks_tenant_unlock(t, 0, &root);
+	rc = tl_repo_unlock(t, url, &root, &kv);
 	if (rc < 0)
 		return rc;
-	rc = cf_bk_repo_open_url(&src, url, root, cf_ks_tenant_key_version(t),
-	    cf_ks_tenant_cipher(t), cf_ks_tenant_id(t), 0);
+	rc = tl_repo_open(t, &src, url, root, kv, 0);
 	cf_secbuf_free(root);
 	if (rc == -ENOENT)
 		return 0;	/* never backed up: nothing to retain */

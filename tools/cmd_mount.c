@@ -79,6 +79,69 @@ audit_mount(struct cf_ks_home *home, const char *event, const char *tenant,
 }
 
 int
+tl_fs_keys(struct cf_ks_tenant *t, struct cf_fs_keys **out)
+{
+	struct cf_fs_keys *keys = NULL;
+	struct cf_secbuf *root = NULL;
+	uint32_t v[CF_FS_KEYS_MAX + 1];
+	size_t n, i;
+	int rc;
+
+	*out = NULL;
+	/*
+	 * Names, symlink targets, xattrs, the marker and generation tags
+	 * stay under version 1; every live version keys the contents of
+	 * its files, and the newest keys new files (docs/crypto.md).
+	 */
+	rc = cf_ks_tenant_unlock(t, TL_FS_META_VERSION, &root);
+	if (rc < 0)
+		return rc;
+	rc = cf_fs_keys_new(&keys, root, cf_ks_tenant_cipher(t),
+	    TL_FS_META_VERSION);
+	cf_secbuf_free(root);	/* only the derived keys stay in memory */
+	root = NULL;
+	if (rc < 0)
+		return rc;
+	n = cf_ks_tenant_versions(t, v, CF_FS_KEYS_MAX + 1);
+	if (n > CF_FS_KEYS_MAX) {
+		rc = -E2BIG;
+		goto out;
+	}
+	for (i = 0; i < n; i++) {
+		if (v[i] == TL_FS_META_VERSION)
+			continue;
+		rc = cf_ks_tenant_unlock(t, v[i], &root);
+		if (rc < 0)
+			goto out;
+		rc = cf_fs_keys_add(keys, root, v[i]);
+		cf_secbuf_free(root);
+		root = NULL;
+		if (rc < 0)
+			goto out;
+	}
+	if (cf_fs_keys_version(keys) != cf_ks_tenant_key_version(t)) {
+		rc = -ENOKEY;	/* the newest version is missing */
+		goto out;
+	}
+	*out = keys;
+	keys = NULL;
+out:
+	cf_fs_keys_free(keys);
+	return rc;
+}
+
+void
+tl_store_path(struct cf_ks_home *home, const struct cf_ks_tenant *t,
+    char *buf, size_t cap)
+{
+	if (cf_ks_tenant_get(t, "store") != NULL)
+		snprintf(buf, cap, "%s", cf_ks_tenant_get(t, "store"));
+	else
+		snprintf(buf, cap, "%s/%s/store", cf_ks_home_path(home),
+		    cf_ks_tenant_dir(t));
+}
+
+int
 cmd_mount(struct tl_ctx *ctx, int argc, char **argv)
 {
 	struct cf_fs_mount_opts mo;
@@ -89,7 +152,7 @@ cmd_mount(struct tl_ctx *ctx, int argc, char **argv)
 	char store[PATH_MAX], mp[PATH_MAX], gen_log[PATH_MAX], fopts[1024];
 	struct cf_bk_lifecycle_eval le;
 	const char *fuse_opts = NULL;
-	int c, fg = 0, accept_rollback, rc, ret = CF_EXIT_FAIL;
+	int c, fg = 0, accept_rollback, rc, lockfd = -1, ret = CF_EXIT_FAIL;
 
 	while ((c = getopt(argc, argv, "fo:")) != -1) {
 		if (c == 'f')
@@ -123,25 +186,12 @@ cmd_mount(struct tl_ctx *ctx, int argc, char **argv)
 		ret = CF_EXIT_DENIED;
 		goto out;
 	}
-	rc = cf_ks_tenant_unlock(t, 0, &root);
+	rc = tl_fs_keys(t, &keys);
 	if (rc < 0) {
 		ret = tl_fail(rc, argv[optind]);
 		goto out;
 	}
-	rc = cf_fs_keys_new(&keys, root, cf_ks_tenant_cipher(t),
-	    cf_ks_tenant_key_version(t));
-	cf_secbuf_free(root);	/* only the derived keys stay in memory */
-	root = NULL;
-	if (rc < 0) {
-		ret = tl_fail(rc, "deriving store keys");
-		goto out;
-	}
-	if (cf_ks_tenant_get(t, "store") != NULL)
-		snprintf(store, sizeof(store), "%s", cf_ks_tenant_get(t,
-		    "store"));
-	else
-		snprintf(store, sizeof(store), "%s/%s/store",
-		    cf_ks_home_path(home), cf_ks_tenant_dir(t));
+	tl_store_path(home, t, store, sizeof(store));
 	rc = cf_fs_store_init(keys, store);
 	if (rc == -EBADMSG) {
 		fprintf(stderr, "coffer: the store at %s does not belong to "
@@ -153,6 +203,28 @@ cmd_mount(struct tl_ctx *ctx, int argc, char **argv)
 	if (rc < 0) {
 		fprintf(stderr, "coffer: store %s: %s\n", store,
 		    strerror(-rc));
+		goto out;
+	}
+	/* Shared with other mounts, never with an offline re-encryption;
+	 * held by the daemon (across its fork) until it exits. */
+	lockfd = cf_fs_store_lock_shared(store, 0);
+	if (lockfd == -EBUSY) {
+		fprintf(stderr, "coffer: the store of %s is being re-encrypted "
+		    "('coffer tenant reencrypt'); mount it when that ends\n",
+		    argv[optind]);
+		goto out;
+	}
+	if (lockfd < 0) {
+		fprintf(stderr, "coffer: store %s: %s\n", store,
+		    strerror(-lockfd));
+		goto out;
+	}
+	/* A re-encryption a crash interrupted: finish its file first. */
+	rc = cf_fs_rekey_recover(store);
+	if (rc < 0) {
+		fprintf(stderr, "coffer: store %s: cannot finish an "
+		    "interrupted re-encryption (journal cf.rekey): %s\n",
+		    store, strerror(-rc));
 		goto out;
 	}
 	memset(&mo, 0, sizeof(mo));
@@ -179,6 +251,8 @@ cmd_mount(struct tl_ctx *ctx, int argc, char **argv)
 	}
 	ret = CF_EXIT_OK;
 out:
+	if (lockfd >= 0)
+		close(lockfd);
 	cf_fs_keys_free(keys);
 	cf_secbuf_free(root);
 	cf_ks_tenant_free(t);

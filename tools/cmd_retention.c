@@ -735,6 +735,7 @@ static int
 open_repo(struct tl_ctx *ctx, struct cf_ks_tenant *t, struct cf_bk_repo **out,
     char *url, size_t cap)
 {
+	uint32_t kv = 0;
 	struct cf_secbuf *root = NULL;
 	const char *stored = cf_ks_tenant_get(t, "repo");
 	int rc;
@@ -745,11 +746,10 @@ open_repo(struct tl_ctx *ctx, struct cf_ks_tenant *t, struct cf_bk_repo **out,
 	else
 		snprintf(url, cap, "file://%s/repos/%s",
 		    cf_ks_home_path(ctx->home), cf_ks_tenant_name(t));
-	rc = cf_ks_tenant_unlock(t, 0, &root);
+	rc = tl_repo_unlock(t, url, &root, &kv);
 	if (rc < 0)
 		return tl_fail(rc, cf_ks_tenant_name(t));
-	rc = cf_bk_repo_open_url(out, url, root, cf_ks_tenant_key_version(t),
-	    cf_ks_tenant_cipher(t), cf_ks_tenant_id(t), 0);
+	rc = tl_repo_open(t, out, url, root, kv, 0);
 	cf_secbuf_free(root);
 	if (rc == -ENOENT)
 		return -1;	/* no repository: nothing to do */

@@ -1,5 +1,6 @@
 /*
- * cmd_tenant.c - coffer tenant create|list|show|rotate-kek|shred.
+ * cmd_tenant.c - coffer tenant create|list|show|rotate-kek|rotate-key|shred
+ * (reencrypt and retire-key are in cmd_rekey.c).
  *
  * Thin: parses arguments, calls the keystore, prints.  Output is one line
  * per fact for people, or one JSON document with --json.
@@ -17,6 +18,7 @@ static int tenant_list(struct tl_ctx *ctx, int argc, char **argv);
 static int tenant_show(struct tl_ctx *ctx, int argc, char **argv);
 static int tenant_rotate_kek(struct tl_ctx *ctx, int argc, char **argv);
 static int tenant_shred(struct tl_ctx *ctx, int argc, char **argv);
+static int tenant_rotate_key(struct tl_ctx *ctx, int argc, char **argv);
 #ifdef CF_HAVE_BACKUP
 /* In cmd_backup.c: the writer credential (docs/write-only.md). */
 int tl_backup_writer_key(struct tl_ctx *ctx, int argc, char **argv);
@@ -29,6 +31,9 @@ const struct tl_cmd tl_cmd_tenant = {
 	"  coffer tenant list\n"
 	"  coffer tenant show NAME\n"
 	"  coffer tenant rotate-kek (NAME | --all) [--to PROVIDER]\n"
+	"  coffer tenant rotate-key NAME\n"
+	"  coffer tenant reencrypt NAME\n"
+	"  coffer tenant retire-key NAME VERSION\n"
 	"  coffer tenant writer-key NAME --out FILE [--repo URL]\n"
 	"  coffer tenant shred NAME --yes\n"
 	"    shred destroys every key of the tenant: its data and backups\n"
@@ -47,6 +52,11 @@ cmd_tenant(struct tl_ctx *ctx, int argc, char **argv)
 		{ "list", tenant_list },
 		{ "show", tenant_show },
 		{ "rotate-kek", tenant_rotate_kek },
+		{ "rotate-key", tenant_rotate_key },
+#ifdef CF_HAVE_FS
+		{ "reencrypt", tl_tenant_reencrypt },
+		{ "retire-key", tl_tenant_retire_key },
+#endif
 		{ "shred", tenant_shred },
 #ifdef CF_HAVE_BACKUP
 		{ "writer-key", tl_backup_writer_key },
@@ -88,6 +98,11 @@ tenant_json(struct cf_ks_tenant *t)
 	for (i = 0; i < n && i < 64; i++)
 		json_array_append_new(vs, json_integer(v[i]));
 	json_object_set_new(j, "key_versions", vs);
+	vs = json_array();
+	for (i = 1; i < cf_ks_tenant_key_version(t) && i < 100000; i++)
+		if (cf_ks_tenant_retired(t, (uint32_t)i))
+			json_array_append_new(vs, json_integer((json_int_t)i));
+	json_object_set_new(j, "retired_versions", vs);
 	if (!cf_ks_tenant_shredded(t) &&
 	    cf_ks_tenant_describe_kek(t, 0, kek, sizeof(kek)) == 0)
 		json_object_set_new(j, "kek", json_string(kek));
@@ -329,6 +344,38 @@ tenant_shred(struct tl_ctx *ctx, int argc, char **argv)
 	if (ctx->verbose >= 0)
 		printf("%s: keys destroyed; its data and backups can no longer "
 		    "be decrypted\n", argv[1]);
+	cf_ks_tenant_free(t);
+	return CF_EXIT_OK;
+}
+
+static int
+tenant_rotate_key(struct tl_ctx *ctx, int argc, char **argv)
+{
+	struct cf_ks_tenant *t;
+	uint32_t v = 0;
+	int rc;
+
+	if (argc != 2)
+		return tl_usage(&tl_cmd_tenant, "tenant rotate-key: give one "
+		    "NAME");
+	rc = cf_ks_tenant_open(tl_home(ctx, 0), argv[1], &t);
+	if (rc < 0)
+		return tl_fail(rc, NULL);
+	rc = cf_ks_tenant_rotate_key(t, &v);
+	if (rc < 0) {
+		cf_ks_tenant_free(t);
+		return tl_fail(rc, argv[1]);
+	}
+	if (ctx->json)
+		tl_print_json(json_pack("{s:s, s:I}", "tenant", argv[1],
+		    "key_version", (json_int_t)v));
+	else if (ctx->verbose >= 0)
+		printf("%s: new root key version %u; 'coffer tenant reencrypt "
+		    "%s' rewrites the files under older ones\n", argv[1], v,
+		    argv[1]);
+#ifdef CF_HAVE_FS
+	tl_rotate_key_notify(ctx, t);
+#endif
 	cf_ks_tenant_free(t);
 	return CF_EXIT_OK;
 }

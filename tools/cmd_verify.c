@@ -228,6 +228,7 @@ coverage_save(const char *path, const struct cf_bk_coverage *c)
 int
 cmd_verify(struct tl_ctx *ctx, int argc, char **argv)
 {
+	uint32_t kv = 0;
 	static const struct option opts[] = {
 		{ "read-data", no_argument, NULL, 'd' },
 		{ "read-data-subset", required_argument, NULL, 's' },
@@ -335,13 +336,12 @@ cmd_verify(struct tl_ctx *ctx, int argc, char **argv)
 	else
 		snprintf(url, sizeof(url), "file://%s/repos/%s",
 		    cf_ks_home_path(home), name);
-	rc = cf_ks_tenant_unlock(t, 0, &root);
+	rc = tl_repo_unlock(t, url, &root, &kv);
 	if (rc < 0) {
 		ret = tl_fail(rc, name);
 		goto out;
 	}
-	rc = cf_bk_repo_open_url(&repo, url, root, cf_ks_tenant_key_version(t),
-	    cf_ks_tenant_cipher(t), cf_ks_tenant_id(t), 0);
+	rc = tl_repo_open(t, &repo, url, root, kv, 0);
 	cf_secbuf_free(root);	/* the repo keeps only derived keys */
 	root = NULL;
 	if (rc == -EBADMSG) {

@@ -42,6 +42,42 @@ void tl_report_locked(const char *name, uint64_t n, int64_t until);
 /* Prints a usage error and returns CF_EXIT_USAGE. */
 int tl_usage(const struct tl_cmd *cmd, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+/*
+ * Unlocks the root key version the tenant's repository at url is keyed
+ * by (the config's key_version; the newest if there is no repository
+ * yet): on success *root is the caller's and *version its version.
+ * Errors as cf_ks_tenant_unlock.
+ */
+int tl_repo_unlock(struct cf_ks_tenant *t, const char *url,
+    struct cf_secbuf **root, uint32_t *version);
+/*
+ * Opens the repository at url with root (of version, from
+ * tl_repo_unlock) and every other live root key version of t (each
+ * unlocked), so objects of every version open and new ones use the
+ * newest.  As cf_bk_repo_open_url otherwise.
+ */
+struct cf_bk_repo;
+int tl_repo_open(struct cf_ks_tenant *t, struct cf_bk_repo **out,
+    const char *url, const struct cf_secbuf *root, uint32_t version,
+    int flags);
+/*
+ * The store (tools with fs/, cmd_mount.c).  tl_fs_keys unlocks every live
+ * root key version of t and derives the store's keys: names and metadata
+ * under TL_FS_META_VERSION, each file's contents under its header's
+ * version, new files under the newest (docs/crypto.md).  On success *out
+ * is the caller's (cf_fs_keys_free).  tl_store_path gives the backing
+ * directory.
+ */
+#define TL_FS_META_VERSION 1U
+/* coffer tenant reencrypt | retire-key (cmd_rekey.c) */
+int tl_tenant_reencrypt(struct tl_ctx *ctx, int argc, char **argv);
+int tl_tenant_retire_key(struct tl_ctx *ctx, int argc, char **argv);
+/* After a rotation: a mounted store's daemon loads the new version. */
+void tl_rotate_key_notify(struct tl_ctx *ctx, struct cf_ks_tenant *t);
+struct cf_fs_keys;
+int tl_fs_keys(struct cf_ks_tenant *t, struct cf_fs_keys **out);
+void tl_store_path(struct cf_ks_home *home, const struct cf_ks_tenant *t,
+    char *buf, size_t cap);
 /* Prints a JSON value to stdout (compact or indented) and frees it. */
 void tl_print_json(json_t *j);
 /* 1 if a daemon serves t's store (its control socket answers), else 0. */

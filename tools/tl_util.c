@@ -17,6 +17,7 @@
 
 #include <sodium.h>
 
+#include "cf_backup.h"
 #include "tl_int.h"
 
 struct cf_ks_home *
@@ -243,4 +244,62 @@ tl_store_served(struct cf_ks_home *home, const struct cf_ks_tenant *t)
 	served = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
 	close(fd);
 	return served;
+}
+
+int
+tl_repo_unlock(struct cf_ks_tenant *t, const char *url,
+    struct cf_secbuf **root, uint32_t *version)
+{
+	uint32_t v = 0;
+	int rc;
+
+	*root = NULL;
+	*version = 0;
+	/*
+	 * A repository keeps the root key version it was created with
+	 * (docs/kms.md, Root key rotation): open it with that one.  One
+	 * that cannot be read here is left to the open that follows to
+	 * report.
+	 */
+	if (cf_bk_repo_key_version(url, &v) < 0 ||
+	    v > cf_ks_tenant_key_version(t))
+		v = cf_ks_tenant_key_version(t);
+	rc = cf_ks_tenant_unlock(t, v, root);
+	if (rc == 0)
+		*version = v;
+	return rc;
+}
+
+int
+tl_repo_open(struct cf_ks_tenant *t, struct cf_bk_repo **out,
+    const char *url, const struct cf_secbuf *root, uint32_t version,
+    int flags)
+{
+	struct cf_bk_keys *keys = NULL;
+	struct cf_secbuf *other = NULL;
+	uint32_t v[CF_BK_KEYS_MAX + 1];
+	size_t n, i;
+	int rc;
+
+	*out = NULL;
+	rc = cf_bk_keys_new(&keys, root, version, cf_ks_tenant_cipher(t));
+	if (rc < 0)
+		return rc;
+	/* Objects of every live version open; new ones use the newest. */
+	n = cf_ks_tenant_versions(t, v, CF_BK_KEYS_MAX + 1);
+	for (i = 0; i < n && i < CF_BK_KEYS_MAX; i++) {
+		if (v[i] == version)
+			continue;
+		rc = cf_ks_tenant_unlock(t, v[i], &other);
+		if (rc == 0)
+			rc = cf_bk_keys_add(keys, other, v[i]);
+		cf_secbuf_free(other);
+		other = NULL;
+		if (rc < 0) {
+			cf_bk_keys_free(keys);
+			return rc;
+		}
+	}
+	return cf_bk_repo_open_url_keys(out, url, keys, cf_ks_tenant_id(t),
+	    flags);
 }

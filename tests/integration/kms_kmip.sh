@@ -6,7 +6,8 @@
 # key with PyKMIP's Python client, and then drives coffer: tenant create,
 # unlock through a real FUSE mount (write, remount, read back; skipped
 # without /dev/fuse), a tampered wrapped key (exit 3), rotate-kek (a new
-# key on the server, unlock still works), a client certificate from
+# key on the server, unlock still works; rotate-key and reencrypt on the
+# mounted tenant), a client certificate from
 # another CA (exit 4, clear error) and a stopped server (exit 1, naming
 # provider and host:port).  The server is stopped by its PID on exit.
 # Skips when the packages are missing, except in CI (CI=true) where that
@@ -257,6 +258,16 @@ if [ -e /dev/fuse ] && command -v fusermount3 >/dev/null 2>&1; then
 	_result $? "mount t1 after the rotation"
 	if [ -n "$MNT_PID" ]; then
 		check "the file still reads back" \
+			grep -qx "kept by kmip" "$MP/hello.txt"
+		# Root key rotation through the server while mounted: the
+		# daemon unwraps the new version and re-encrypts.
+		expect 0 "rotate-key t1 (mounted) wraps version 2 on the server" \
+			tenant rotate-key t1
+		check "...and the daemon loads it at once" \
+			out_has "version 2 now"
+		expect 0 "reencrypt t1 through the daemon" tenant reencrypt t1
+		check "...leaving no file on version 1" out_has " 0 files still"
+		check "...and the file reads back" \
 			grep -qx "kept by kmip" "$MP/hello.txt"
 		umount_t1
 	fi

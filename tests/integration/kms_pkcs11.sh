@@ -1,7 +1,7 @@
 # kms_pkcs11.sh - the pkcs11 KMS provider against a real SoftHSM2 token
 # that this script initialises in its temp dir: create, unlock through a
-# real FUSE mount, KEK rotation on the token, moving a tenant from the
-# file KMS (with kills part-way), refusals (extractable key, missing
+# real FUSE mount, KEK and root key rotation on the token, moving a tenant
+# from the file KMS (with kills part-way), refusals (extractable key, missing
 # module, token or key), tampering (exit 3) and the PIN lockout (exit 4).
 # Skips without softhsm2/opensc unless CI=true.  pkcs11-tool takes the
 # PIN on its command line: acceptable here only, coffer reads a file.
@@ -117,6 +117,19 @@ k2=$(json_field acme kek)
 check "...the tenant is on another KEK" test "$k1" != "$k2"
 check "...labelled coffer-kek.v2, sensitive" bash -c "pkcs11-tool --module '$MOD' --token-label coffer --login --pin '$PIN' --list-objects --type secrkey 2>/dev/null | grep -A4 'label: *coffer-kek.v2' | grep -q 'never extractable'"
 check "...and the data still unlocks" unlock_ok acme hello-acme
+
+# Root key rotation through the token (docs/kms.md, Root key rotation).
+expect 0 "rotate-key wraps a new root key version on the token" tenant rotate-key acme
+check "...key_version 2" test "$(json_field acme key_version)" = 2
+check "...its wrapped key is AES-GCM too" test "$(byte_at "$COFFER_HOME/tenants/acme/keys/v2.wk" 10)" = 2
+expect 0 "reencrypt unlocks every version through the HSM" tenant reencrypt acme
+check "...and the data still unlocks" unlock_ok acme hello-acme
+if [ "$FUSE" = 1 ]; then
+	check "rotate-key on a mounted HSM tenant: its daemon loads version 3" \
+	    with_mount acme "'$COFFER' tenant rotate-key acme | grep -q 'version 3 now' && '$COFFER' tenant reencrypt acme | grep -q ' 0 files still' && grep -qx hello-acme '$MP/note'"
+else
+	check "rotate-key on a mounted HSM tenant # SKIP no FUSE" true
+fi
 
 expect 0 "a file-KMS tenant" tenant create globex
 check "...with data" put_note globex hello-globex

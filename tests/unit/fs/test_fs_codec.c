@@ -81,17 +81,34 @@ secbuf_from(const unsigned char *b, size_t n)
 	return sb;
 }
 
-/* The store keys for a root key given as bytes; NULL on failure. */
+/* The vectors' files are of key versions 1 and VEC_VERSION. */
+#define VEC_VERSION 67305985U
+
+/*
+ * The store keys for a root key given as bytes, holding versions 1 and
+ * VEC_VERSION (and extra if not 0) of the same root; NULL on failure.
+ */
 static struct cf_fs_keys *
-keys_from(const unsigned char root[32], enum cf_ks_cipher c)
+keys_from_v(const unsigned char root[32], enum cf_ks_cipher c,
+    uint32_t extra)
 {
 	struct cf_secbuf *sb = secbuf_from(root, 32);
 	struct cf_fs_keys *k = NULL;
 
-	if (sb != NULL && cf_fs_keys_new(&k, sb, c, 1) != 0)
+	if (sb == NULL || cf_fs_keys_new(&k, sb, c, 1) != 0 ||
+	    cf_fs_keys_add(k, sb, VEC_VERSION) != 0 ||
+	    (extra != 0 && cf_fs_keys_add(k, sb, extra) != 0)) {
+		cf_fs_keys_free(k);
 		k = NULL;
+	}
 	cf_secbuf_free(sb);
 	return k;
+}
+
+static struct cf_fs_keys *
+keys_from(const unsigned char root[32], enum cf_ks_cipher c)
+{
+	return keys_from_v(root, c, 0);
 }
 
 /* The keys of the vectors' root (00..1f), or of root start..start+31. */
@@ -807,10 +824,36 @@ block_reject(void)
 			cf_fs_file_ctx_free(other);
 			h2 = h;
 			h2.key_version++;
-			CHECK_RC(cf_fs_file_ctx_new(&other, k, &h2), 0);
-			CHECK_RC(cf_fs_block_open(other, blk, 0, sealed, sl,
-			    out), -EBADMSG);
-			cf_fs_file_ctx_free(other);
+			/* No key of that version ... */
+			CHECK_RC(cf_fs_file_ctx_new(&other, k, &h2), -ENOKEY);
+			CHECK(other == NULL);
+			/* ... and with one (the same root), the version
+			 * is still bound. */
+			{
+				unsigned char r0[32];
+				struct cf_fs_keys *kv;
+
+				for (n = 0; n < 32; n++)
+					r0[n] = (unsigned char)n;
+				kv = keys_from_v(r0,
+				    CF_KS_CIPHER_XCHACHA20POLY1305,
+				    h2.key_version);
+				CHECK(kv != NULL);
+				CHECK(cf_fs_keys_version(kv) >=
+				    h2.key_version);
+				CHECK_RC(cf_fs_file_ctx_new(&other, kv, &h2),
+				    0);
+				CHECK_RC(cf_fs_block_open(other, blk, 0,
+				    sealed, sl, out), -EBADMSG);
+				cf_fs_file_ctx_free(other);
+				/* The right version opens. */
+				CHECK_RC(cf_fs_file_ctx_new(&other, kv, &h),
+				    0);
+				CHECK_RC(cf_fs_block_open(other, blk, 0,
+				    sealed, sl, out), 0);
+				cf_fs_file_ctx_free(other);
+				cf_fs_keys_free(kv);
+			}
 			h2 = h;
 			h2.cipher = h.cipher == CF_KS_CIPHER_AES256GCM ?
 			    CF_KS_CIPHER_XCHACHA20POLY1305 :
@@ -1900,6 +1943,94 @@ gen_table(void)
 	fs_gen_close(g);
 }
 
+/*
+ * Root key versions in the store (docs/crypto.md): a file's content key
+ * is that of its header's version; names, symlink targets and generation
+ * tags stay under the metadata version; new files use the newest.
+ */
+static void
+key_versions(void)
+{
+	unsigned char ra[32], rb[32], blk[100], sealed[200], out[100];
+	char n1[256], n2[256];
+	unsigned char iv[CF_FS_DIRIV_BYTES] = { 7 }, g1[CF_FS_GEN_BYTES],
+	    g2[CF_FS_GEN_BYTES];
+	struct cf_secbuf *sa, *sb;
+	struct cf_fs_keys *k1 = NULL, *k12 = NULL, *kbad = NULL;
+	struct cf_fs_file_ctx *c = NULL, *c2 = NULL;
+	struct cf_fs_header h = { 0 };
+	size_t i, ovh = cf_fs_block_overhead(CF_KS_CIPHER_XCHACHA20POLY1305);
+
+	for (i = 0; i < 32; i++) {
+		ra[i] = (unsigned char)i;
+		rb[i] = (unsigned char)(0x80 + i);
+	}
+	sa = secbuf_from(ra, 32);
+	sb = secbuf_from(rb, 32);
+	CHECK(sa != NULL && sb != NULL);
+	CHECK_RC(cf_fs_keys_new(&k1, sa, CF_KS_CIPHER_XCHACHA20POLY1305, 1),
+	    0);
+	CHECK_RC(cf_fs_keys_new(&k12, sa, CF_KS_CIPHER_XCHACHA20POLY1305, 1),
+	    0);
+	CHECK_RC(cf_fs_keys_add(k12, sb, 2), 0);
+	CHECK_RC(cf_fs_keys_add(k12, sb, 2), -EEXIST);
+	CHECK_RC(cf_fs_keys_add(k12, sb, 1), -EEXIST);
+	CHECK_RC(cf_fs_keys_add(k12, sb, 0), -EINVAL);
+	CHECK(cf_fs_keys_version(k1) == 1 && cf_fs_keys_version(k12) == 2);
+	CHECK(cf_fs_keys_meta_version(k12) == 1);
+	CHECK(cf_fs_keys_has(k12, 1) && cf_fs_keys_has(k12, 2) &&
+	    !cf_fs_keys_has(k12, 3) && !cf_fs_keys_has(k1, 2));
+	/* An older version added later does not become the newest. */
+	CHECK_RC(cf_fs_keys_new(&kbad, sb, CF_KS_CIPHER_XCHACHA20POLY1305, 3),
+	    0);
+	CHECK_RC(cf_fs_keys_add(kbad, sa, 2), 0);
+	CHECK(cf_fs_keys_version(kbad) == 3);
+	cf_fs_keys_free(kbad);
+	kbad = NULL;
+	/* Version 2 under root B: sealed, opened; not under root A. */
+	h.cipher = CF_KS_CIPHER_XCHACHA20POLY1305;
+	h.key_version = 2;
+	memset(h.file_id, 0x5a, sizeof(h.file_id));
+	memset(blk, 0x33, sizeof(blk));
+	CHECK_RC(cf_fs_file_ctx_new(&c, k12, &h), 0);
+	CHECK_RC(cf_fs_block_seal(c, 0, 1, blk, sizeof(blk), sealed), 0);
+	CHECK_RC(cf_fs_block_open(c, 0, 1, sealed, sizeof(blk) + ovh, out), 0);
+	CHECK(memcmp(out, blk, sizeof(blk)) == 0);
+	CHECK_RC(cf_fs_file_ctx_new(&c2, k1, &h), -ENOKEY);
+	CHECK_RC(cf_fs_keys_new(&kbad, sa, CF_KS_CIPHER_XCHACHA20POLY1305, 1),
+	    0);
+	CHECK_RC(cf_fs_keys_add(kbad, sa, 2), 0);	/* wrong root */
+	CHECK_RC(cf_fs_file_ctx_new(&c2, kbad, &h), 0);
+	CHECK_RC(cf_fs_block_open(c2, 0, 1, sealed, sizeof(blk) + ovh, out),
+	    -EBADMSG);
+	cf_fs_file_ctx_free(c2);
+	c2 = NULL;
+	cf_fs_file_ctx_free(c);
+	c = NULL;
+	/* Version 1 files read the same through both key sets. */
+	h.key_version = 1;
+	CHECK_RC(cf_fs_file_ctx_new(&c, k1, &h), 0);
+	CHECK_RC(cf_fs_block_seal(c, 0, 1, blk, sizeof(blk), sealed), 0);
+	CHECK_RC(cf_fs_file_ctx_new(&c2, k12, &h), 0);
+	CHECK_RC(cf_fs_block_open(c2, 0, 1, sealed, sizeof(blk) + ovh, out),
+	    0);
+	CHECK(memcmp(out, blk, sizeof(blk)) == 0);
+	/* Names and generation tags: the metadata version's. */
+	CHECK_RC(cf_fs_name_encrypt(k1, iv, "a name", n1, sizeof(n1)), 0);
+	CHECK_RC(cf_fs_name_encrypt(k12, iv, "a name", n2, sizeof(n2)), 0);
+	CHECK(strcmp(n1, n2) == 0);
+	CHECK_RC(cf_fs_gen_encode(k1, h.file_id, 9, g1), 0);
+	CHECK_RC(cf_fs_gen_encode(k12, h.file_id, 9, g2), 0);
+	CHECK(memcmp(g1, g2, sizeof(g1)) == 0);
+	cf_fs_file_ctx_free(c);
+	cf_fs_file_ctx_free(c2);
+	cf_fs_keys_free(kbad);
+	cf_fs_keys_free(k1);
+	cf_fs_keys_free(k12);
+	cf_secbuf_free(sa);
+	cf_secbuf_free(sb);
+}
+
 static const struct cf_test_case cases[] = {
 	CF_TEST(kat_subkeys),
 	CF_TEST(kat_header),
@@ -1932,6 +2063,7 @@ static const struct cf_test_case cases[] = {
 	CF_TEST(gen_reject),
 	CF_TEST(kat_genlog),
 	CF_TEST(gen_table),
+	CF_TEST(key_versions),
 };
 
 CF_TEST_MAIN(cases)

@@ -448,12 +448,93 @@ vector_home(void)
 	json_decref(v);
 }
 
+/*
+ * Root key rotation: a new random version becomes the newest, the old
+ * one still unlocks, a stale handle does not undo it, a wrapped key left
+ * beyond key_version by a crash is ignored and replaced; retirement
+ * shreds one version, refuses the newest and twice, and survives a
+ * reopen.
+ */
+static void
+rotate_key(void)
+{
+	struct cf_ks_home *h = open_home();
+	struct cf_ks_tenant *t, *stale;
+	struct cf_secbuf *r1, *r2, *r1b, *r3;
+	uint32_t v[8], nv = 0;
+	char path[4200];
+	FILE *f;
+
+	CHECK(h != NULL);
+	CHECK_RC(cf_ks_tenant_create(h, "acme", CF_KS_CIPHER_NONE, NULL, NULL,
+	    &t), 0);
+	CHECK_RC(cf_ks_tenant_open(h, "acme", &stale), 0);
+	CHECK_RC(cf_ks_tenant_unlock(t, 0, &r1), 0);
+	CHECK_RC(cf_ks_tenant_rotate_key(t, &nv), 0);
+	CHECK(nv == 2 && cf_ks_tenant_key_version(t) == 2);
+	CHECK(cf_ks_tenant_versions(t, v, 8) == 2 && v[0] == 1 && v[1] == 2);
+	CHECK_RC(cf_ks_tenant_unlock(t, 0, &r2), 0);
+	CHECK_RC(cf_ks_tenant_unlock(t, 1, &r1b), 0);
+	CHECK(sodium_memcmp(cf_secbuf_cdata(r1), cf_secbuf_cdata(r1b),
+	    32) == 0);
+	CHECK(sodium_memcmp(cf_secbuf_cdata(r1), cf_secbuf_cdata(r2),
+	    32) != 0);
+	/* A handle opened before (a mounted daemon) setting a field must
+	 * not move key_version back. */
+	CHECK_RC(cf_ks_tenant_set(stale, "last_use", "x"), 0);
+	CHECK(cf_ks_tenant_key_version(stale) == 2);
+	cf_ks_tenant_free(t);
+	CHECK_RC(cf_ks_tenant_open(h, "acme", &t), 0);
+	CHECK(cf_ks_tenant_key_version(t) == 2);
+	/* A crash's leftover v3.wk (not committed) is not a version ... */
+	keyfile(h, "acme", 3, path, sizeof(path));
+	f = fopen(path, "w");
+	CHECK(f != NULL);
+	fputs("garbage", f);
+	fclose(f);
+	cf_ks_tenant_free(t);
+	CHECK_RC(cf_ks_tenant_open(h, "acme", &t), 0);
+	CHECK(cf_ks_tenant_versions(t, v, 8) == 2);
+	/* ... and the next rotation replaces it. */
+	CHECK_RC(cf_ks_tenant_rotate_key(t, &nv), 0);
+	CHECK(nv == 3);
+	CHECK_RC(cf_ks_tenant_unlock(t, 3, &r3), 0);
+	/* Retirement. */
+	CHECK_RC(cf_ks_tenant_retire_key(t, 3), -EBUSY);
+	CHECK_RC(cf_ks_tenant_retire_key(t, 4), -ENOENT);
+	CHECK_RC(cf_ks_tenant_retire_key(t, 0), -ENOENT);
+	CHECK(!cf_ks_tenant_retired(t, 2));
+	CHECK_RC(cf_ks_tenant_retire_key(t, 2), 0);
+	CHECK(cf_ks_tenant_retired(t, 2));
+	keyfile(h, "acme", 2, path, sizeof(path));
+	CHECK(access(path, F_OK) != 0);
+	CHECK(cf_ks_tenant_versions(t, v, 8) == 2 && v[0] == 1 && v[1] == 3);
+	CHECK_RC(cf_ks_tenant_retire_key(t, 2), -EALREADY);
+	cf_secbuf_free(r2);
+	CHECK_RC(cf_ks_tenant_unlock(t, 2, &r2), -ENOENT);
+	CHECK(strstr(cf_ks_last_error(), "retired") != NULL);
+	cf_ks_tenant_free(t);
+	h = reopen(h);
+	CHECK(h != NULL);
+	CHECK_RC(cf_ks_tenant_open(h, "acme", &t), 0);
+	CHECK(cf_ks_tenant_retired(t, 2) && !cf_ks_tenant_retired(t, 1));
+	cf_secbuf_free(r1b);
+	CHECK_RC(cf_ks_tenant_unlock(t, 1, &r1b), 0);
+	cf_secbuf_free(r1);
+	cf_secbuf_free(r1b);
+	cf_secbuf_free(r3);
+	cf_ks_tenant_free(t);
+	cf_ks_tenant_free(stale);
+	cf_ks_home_free(h);
+}
+
 static const struct cf_test_case cases[] = {
 	CF_TEST(create_and_unlock),
 	CF_TEST(names_and_duplicates),
 	CF_TEST(isolation_and_tamper),
 	CF_TEST(damaged_tenant_json),
 	CF_TEST(rotate_kek),
+	CF_TEST(rotate_key),
 	CF_TEST(move_kms),
 	CF_TEST(shred),
 	CF_TEST(vector_home),
