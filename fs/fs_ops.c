@@ -45,14 +45,21 @@
 #include "fs_int.h"
 
 /*
- * How long the kernel may keep names (also negative ones) and attributes
- * without asking again.  The daemon is the only writer of a mounted store
- * (a second daemon is refused, offline tools refuse a served store), so
- * every change passes through the kernel, which updates or drops what it
+ * How long the kernel may keep names and attributes without asking
+ * again.  The daemon is the only writer of a mounted store (a second
+ * daemon is refused, offline tools refuse a served store), so every
+ * change passes through the kernel, which updates or drops what it
  * cached: a long lifetime is as correct as a short one and saves a LOOKUP
  * or GETATTR round trip for nearly every stat, rename and unlink.
  */
 #define FS_TTL 86400.0
+/*
+ * Names that do not exist are remembered for a second only: what a miss
+ * saves is one LOOKUP of a name about to be created, while a miss
+ * answered wrongly (a transient error taken for "no such name") must not
+ * hide an existing file for a day.
+ */
+#define FS_NEG_TTL 1.0
 
 #define HASH_BUCKETS 65536U
 #define AUDIT_MAX 1000		/* integrity records per mount, at most */
@@ -789,7 +796,7 @@ op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	if (rc == -ENOENT) {
 		/* Negative entry, cached like a positive one. */
 		memset(&e, 0, sizeof(e));
-		e.entry_timeout = FS_TTL;
+		e.entry_timeout = FS_NEG_TTL;
 		fuse_reply_entry(req, &e);
 		return;
 	}
