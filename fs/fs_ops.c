@@ -1488,8 +1488,9 @@ out:
 /*
  * The kernel may keep an inode (and so its file context) across opens;
  * check on every open that the header on disk is still the one the
- * context was made from, so a replaced header is noticed.  Caller holds
- * in->rw exclusively.
+ * context was made from, and that the file's generation is not older
+ * than the log's, so a replaced header or an older copy is noticed.
+ * Caller holds in->rw exclusively.
  */
 static int
 recheck_header(struct fs *fs, struct fs_inode *in, int fd)
@@ -1515,7 +1516,11 @@ recheck_header(struct fs *fs, struct fs_inode *in, int fd)
 		audit(fs, "fs.integrity", in, -1);
 		return -EIO;
 	}
-	return 0;
+	/* The context outlives this open while another handle (or a release
+	 * the kernel has not sent yet) keeps it: an older copy put back
+	 * meanwhile keeps the header, so its generation is checked here too,
+	 * not only when a context is made. */
+	return gen_check(fs, in, fd);
 }
 
 /* Opens the backing file read-write (reads are needed for partial writes). */

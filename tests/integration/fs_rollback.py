@@ -118,6 +118,16 @@ def main():
     ok(read(f) == errno.EIO, "another file's generation gives EIO")
     put(bf, cur, curgen)
     ok(read(f) == v2, "the current copy put back reads again")
+    # A handle held open keeps the daemon's context for the file: the
+    # next open must still check the generation of what is on disk.
+    keep = open(f, "rb")
+    keep.read(1)            # the daemon now has the file's context
+    put(bf, old, oldgen)
+    ok(read(f) == errno.EIO,
+       "an older copy is caught at open while another handle is open")
+    keep.close()
+    put(bf, cur, curgen)
+    ok(read(f) == v2, "and the current copy reads again")
     h.umount(p)
 
     # The log lives in the home: a remount still knows generation 2.
