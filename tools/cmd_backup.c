@@ -662,10 +662,14 @@ backup_file(struct bk *b, struct dir_nodes *dn, struct cf_bk_node *n,
 		 * The generation before the content, so the check after the
 		 * read covers both (raising it changes the ctime).  Recorded
 		 * for the next backup's change detection only where it
-		 * names this content and no other (reuse_file).
+		 * names this content and no other (reuse_file): in a farm
+		 * whose daemon raises after each snapshot, or for a file
+		 * settled for GEN_SETTLED_NS.  Never in another farm: its
+		 * ctime is the link's, not the file's last change.
 		 */
 		if (cf_fs_rfile_gen(f, fid, &gen) < 0 || (!b->farm_gens &&
-		    t_open - ts_ns(&st.st_ctim) < GEN_SETTLED_NS))
+		    (b->live == 2 ||
+		    t_open - ts_ns(&st.st_ctim) < GEN_SETTLED_NS)))
 			gen = 0;
 		rc = read_file(b, f, st.st_size, &items, &nitems);
 		if (rc == 0)
