@@ -23,8 +23,8 @@
 #define MAX_TARGET 4095U
 #define ITEM_BLOB 1
 #define ITEM_HOLE 2
-#define FLAG_STORE_ID 0x01	/* a file: file id || gen follow its items */
-#define STORE_ID_BYTES (CF_BK_FILE_ID_BYTES + 8U)
+#define FLAG_STORE_ID 0x01	/* a file: file id, gen, ino follow its items */
+#define STORE_ID_BYTES (CF_BK_FILE_ID_BYTES + 16U)
 
 /* Bytewise order, a proper prefix first. */
 static int
@@ -234,6 +234,8 @@ walk(const unsigned char *buf, size_t len, struct counts *c, struct fill *f)
 					memcpy(nd->file_id, buf + off,
 					    CF_BK_FILE_ID_BYTES);
 					nd->gen = g;
+					nd->ino = bk_rd64(buf + off +
+					    CF_BK_FILE_ID_BYTES + 8);
 				}
 				off += STORE_ID_BYTES;
 			}
@@ -512,6 +514,7 @@ cf_bk_tree_encode(const struct cf_bk_tree *t, unsigned char **out,
 			if (n->gen != 0) {
 				memcpy(p, n->file_id, CF_BK_FILE_ID_BYTES);
 				bk_le64(p + CF_BK_FILE_ID_BYTES, n->gen);
+				bk_le64(p + CF_BK_FILE_ID_BYTES + 8, n->ino);
 				p += STORE_ID_BYTES;
 			}
 		} else if (n->type == CF_BK_NODE_DIR) {

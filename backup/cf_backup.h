@@ -270,11 +270,13 @@ struct cf_bk_node {
 	size_t nxattrs;
 	/*
 	 * Files: the store's identity of the content (docs/format/fs.md,
-	 * File generations) for the next backup's change detection, or gen 0
-	 * (none recorded; file_id then ignored).
+	 * File generations, and the backing inode number) for the next
+	 * backup's change detection, or gen 0 (none recorded; file_id and
+	 * ino then ignored).
 	 */
 	uint64_t gen;
 	unsigned char file_id[CF_BK_FILE_ID_BYTES];
+	uint64_t ino;
 };
 
 struct cf_bk_tree {

@@ -716,8 +716,10 @@ backup_file(struct bk *b, struct dir_nodes *dn, struct cf_bk_node *n,
 	n->nitems = nitems;
 	n->link_group = link_group(b, &st);
 	n->gen = gen;
-	if (gen != 0)
+	if (gen != 0) {
 		memcpy(n->file_id, fid, CF_BK_FILE_ID_BYTES);
+		n->ino = (uint64_t)st.st_ino;
+	}
 	b->files++;
 	b->read_files++;
 	b->bytes += n->size;
@@ -769,14 +771,15 @@ parent_node(const struct cf_bk_tree *pt, const char *name)
  *    links change it, so this holds only between backups of an unmounted
  *    store; or
  *  - generation: the parent recorded the file's store identity (file id
- *    and generation, [FS-GEN-1]) and the store's backing file (the farm's,
- *    for a mounted tenant) has the same one now, authenticated under the
- *    tenant's keys.  The daemon raises the generation before every change
+ *    and generation, [FS-GEN-1], and the backing inode number) and the
+ *    store's backing file (the farm's, for a mounted tenant) has the same
+ *    one now, the generation authenticated under the tenant's keys.  The daemon raises the generation before every change
  *    that is not within a second of the previous raise in the same
  *    snapshot epoch, and a recorded generation is one no later change
  *    shared (backup_file), so an equal generation of the same file id is
  *    the content the parent read.  A file renamed over the name, or
- *    another inode linked there, has another file id.
+ *    another inode linked there, has another file id; a copy of the
+ *    store put back (cp, rsync, tar, a restore) has other inodes.
  *
  * 1 if n was filled, 0 to read the file, -errno.
  */
@@ -813,7 +816,8 @@ reuse_file(struct bk *b, struct dir_nodes *dn, struct cf_bk_node *n,
 		return 0;
 	if (!by_ctime) {
 		/* Any error (none, forged, unreadable): read the file. */
-		if (cf_fs_rdir_gen(d, name, fid, &gen) < 0 || gen != pn->gen ||
+		if (pn->ino != (uint64_t)st->st_ino ||
+		    cf_fs_rdir_gen(d, name, fid, &gen) < 0 || gen != pn->gen ||
 		    memcmp(fid, pn->file_id, CF_BK_FILE_ID_BYTES) != 0)
 			return 0;
 		b->reused_gen++;
@@ -834,6 +838,7 @@ reuse_file(struct bk *b, struct dir_nodes *dn, struct cf_bk_node *n,
 	/* Unchanged since the parent: its identity still names this content. */
 	n->gen = pn->gen;
 	memcpy(n->file_id, pn->file_id, CF_BK_FILE_ID_BYTES);
+	n->ino = (uint64_t)st->st_ino;
 	cf_bk_writer_count_reused(b->w, blobs, pn->size);
 	b->files++;
 	b->bytes += n->size;

@@ -12,6 +12,7 @@ counters (files read, bytes read, files reused), and by verify
 Needs root and /dev/fuse."""
 import json
 import os
+import shutil
 import time
 
 import cftest
@@ -215,6 +216,21 @@ try:
     good, why = restored_equals(want, "out7")
     ok(good and want["touchd"] == b"q" * 5000,
        "...and the offline snapshot restores every file as it is", why)
+
+    # ---- a copy of the store put back: new inodes, every file read ----
+    # Its files keep their generations (copy2 copies xattrs) and get new
+    # ctimes, so only the inode number tells the copy apart.
+    store = os.path.join(HOME, "tenants", "acme", "store")
+    shutil.copytree(store, store + ".copy", symlinks=True)
+    os.rename(store, store + ".old")
+    os.rename(store + ".copy", store)
+    r, s8 = backup()
+    ok(r.returncode == 0 and s8.get("reused") == 0 and
+       s8.get("read_files") == s8.get("files", -1),
+       "a copy of the store put back: every file is read again",
+       json.dumps(s8))
+    good, why = restored_equals(want, "out8")
+    ok(good, "...and restored as it is", why)
     r = coffer("verify", "acme", "--read-data")
     ok(r.returncode == 0, "verify --read-data passes at the end",
        r.stdout + r.stderr)

@@ -689,12 +689,14 @@ tree_store_id(void)
 	for (i = 0; i < CF_BK_FILE_ID_BYTES; i++)
 		n[0].file_id[i] = (unsigned char)(0xa0 + i);
 	n[0].gen = 42;
+	n[0].ino = 0x0102030405060708ULL;
 	CHECK_RC(cf_bk_tree_encode(&t, &enc, &len), 0);
-	CHECK(len == plen + 24);
+	CHECK(len == plen + 32);
 	CHECK(enc[4 + 1] == 1);
 	CHECK_RC(cf_bk_tree_decode(&back, enc, len), 0);
 	CHECK(back->nodes[0].gen == 42 && back->nodes[0].file_id[0] == 0xa0 &&
-	    back->nodes[0].file_id[15] == 0xaf && back->nodes[1].gen == 0);
+	    back->nodes[0].file_id[15] == 0xaf && back->nodes[1].gen == 0 &&
+	    back->nodes[0].ino == 0x0102030405060708ULL);
 	cf_bk_tree_free(back);
 	back = NULL;
 	/* Without it: gen 0 and no bytes. */

@@ -381,7 +381,8 @@ tree_store_id(void)
 	CHECK_RC(cf_bk_tree_decode(&tr, enc, len), 0);
 	CHECK(tr->count == 1 && strcmp(tr->nodes[0].name, "f") == 0 &&
 	    tr->nodes[0].size == 3 && tr->nodes[0].nitems == 1);
-	CHECK(tr->nodes[0].gen == 0x0807060504030201ULL);
+	CHECK(tr->nodes[0].gen == 0x0807060504030201ULL &&
+	    tr->nodes[0].ino == 0x1817161514131211ULL);
 	for (i = 0; i < CF_BK_FILE_ID_BYTES; i++)
 		ok &= tr->nodes[0].file_id[i] == 0xa0 + i;
 	CHECK(ok);

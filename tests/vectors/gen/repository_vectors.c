@@ -409,7 +409,8 @@ tree(unsigned char *o, const unsigned char abc_id[32])
 
 /*
  * A file node with the store identity (flag 0x01 at offset 1): "f", size
- * 3, items: blob abc; file id a0..af, gen 0x0807060504030201.
+ * 3, items: blob abc; file id a0..af, gen 0x0807060504030201, ino
+ * 0x1817161514131211.
  */
 static size_t
 tree_store_id(unsigned char *o, const unsigned char abc_id[32])
@@ -424,7 +425,8 @@ tree_store_id(unsigned char *o, const unsigned char abc_id[32])
 	off += 33;
 	seq(o + off, 16, 0xa0);
 	le64(o + off + 16, 0x0807060504030201ULL);
-	off += 24;
+	le64(o + off + 24, 0x1817161514131211ULL);
+	off += 32;
 	return off;
 }
 
@@ -543,7 +545,8 @@ main(void)
 	/* Added 2026-11-24 (store identity of a file); nothing above changed. */
 	printf("  \"tree_store_id\": {\n");
 	printf("    \"nodes\": \"f (mode 0600, size 3, items: blob abc, "
-	    "file id a0..af, gen 0x0807060504030201); uid 1000, gid 100, "
+	    "file id a0..af, gen 0x0807060504030201, ino 0x1817161514131211); "
+	    "uid 1000, gid 100, "
 	    "times 1767225600000000001/2/3\",\n");
 	hex(4, "encoding", tg, tglen, 0);
 	printf("  }\n");
