@@ -233,7 +233,7 @@ CF_MUST_CHECK int cf_fs_snapshot_take(const char *backing,
 CF_MUST_CHECK int cf_fs_snapshot_release(struct cf_fs_snapshot *h);
 /*
  * 1 if the daemon that made h raises a file's generation before its first
- * change after the snapshot ([CTL-5] in docs/format/ctl.md), so a file of
+ * change after the snapshot ([CTL-6] in docs/format/ctl.md), so a file of
  * the farm and a later copy of it with the same generation have the same
  * content; 0 for a daemon without a generation log or of an older build.
  */

@@ -14,7 +14,10 @@
  * replaces every farm link of the inode with a rename.  So the farm keeps
  * exactly the state at the freeze.  A reader holding the old farm link
  * open sees its ctime change (the link count drops) and rereads the copy
- * (cf_fs_rfile_check).  The farm is itself a store: cf_fs_reader_open()
+ * (cf_fs_rfile_check).  Each snapshot raises an epoch while writers are
+ * frozen, so the daemon raises a file's generation before its first change
+ * after it (incremental backups rely on that, docs/format/ctl.md [CTL-6]).
+ * The farm is itself a store: cf_fs_reader_open()
  * reads it.  The snapshot ends when the client says RELEASE or closes the
  * socket; the farm is then removed.  docs/backup.md has the protocol.
  */
@@ -876,7 +879,7 @@ fs_snap_free(struct fs_snap *s)
 
 struct cf_fs_snapshot {
 	int fd;
-	int gens;		/* the reply said "gen" ([CTL-5]) */
+	int gens;		/* the reply said "gen" ([CTL-6]) */
 };
 
 int

@@ -13,6 +13,7 @@ Needs root and /dev/fuse."""
 import json
 import os
 import shutil
+import socket
 import time
 
 import cftest
@@ -103,6 +104,18 @@ try:
     fd = os.open(fdpath, os.O_RDWR)
     os.pwrite(fd, b"G" * 5000, 0)
     os.utime(fd, ns=(OLD_NS, OLD_NS))
+
+    # [CTL-6]: the daemon says it raises generations after snapshots.
+    ctl = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    ctl.connect(os.path.join(HOME, "tenants", "acme", "store", "cf.ctl"))
+    ctl.sendall(b"SNAPSHOT\n")
+    words = ctl.recv(8192).decode().split()
+    ctl.sendall(b"RELEASE\n")
+    released = ctl.recv(64).decode().strip()
+    ctl.close()
+    ok(len(words) == 4 and words[0] == "OK" and words[3] == "gen" and
+       released == "OK", "the SNAPSHOT reply ends with 'gen' ([CTL-6])",
+       f"{words} {released}")
 
     r, s1 = backup()
     ok(r.returncode == 0 and s1.get("consistency") == "freeze" and
