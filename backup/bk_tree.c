@@ -23,6 +23,8 @@
 #define MAX_TARGET 4095U
 #define ITEM_BLOB 1
 #define ITEM_HOLE 2
+#define FLAG_STORE_ID 0x01	/* a file: file id, gen, ino follow its items */
+#define STORE_ID_BYTES (CF_BK_FILE_ID_BYTES + 16U)
 
 /* Bytewise order, a proper prefix first. */
 static int
@@ -105,7 +107,9 @@ walk(const unsigned char *buf, size_t len, struct counts *c, struct fill *f)
 		nx = bk_rd16(p + 64);
 		nitems = bk_rd32(p + 68);
 		if (type < CF_BK_NODE_FILE || type > CF_BK_NODE_BLK ||
-		    p[1] != 0 || bk_rd16(p + 66) != 0 ||
+		    (p[1] & ~FLAG_STORE_ID) != 0 ||
+		    (p[1] != 0 && type != CF_BK_NODE_FILE) ||
+		    bk_rd16(p + 66) != 0 ||
 		    bk_rd32(p + 4) > 07777 || nx > MAX_XATTRS)
 			return -EPROTO;
 		if (type != CF_BK_NODE_FILE && size != 0)
@@ -218,6 +222,23 @@ walk(const unsigned char *buf, size_t len, struct counts *c, struct fill *f)
 				}
 			}
 			c->items += nitems;
+			if (p[1] & FLAG_STORE_ID) {
+				uint64_t g;
+
+				if (len - off < STORE_ID_BYTES)
+					return -EPROTO;
+				g = bk_rd64(buf + off + CF_BK_FILE_ID_BYTES);
+				if (g == 0)
+					return -EPROTO;
+				if (nd != NULL) {
+					memcpy(nd->file_id, buf + off,
+					    CF_BK_FILE_ID_BYTES);
+					nd->gen = g;
+					nd->ino = bk_rd64(buf + off +
+					    CF_BK_FILE_ID_BYTES + 8);
+				}
+				off += STORE_ID_BYTES;
+			}
 			break;
 		case CF_BK_NODE_DIR:
 			if (nitems != 1 || len - off < CF_BK_ID_BYTES)
@@ -348,7 +369,8 @@ node_size(const struct cf_bk_node *n)
 	    n->type < CF_BK_NODE_FILE || n->type > CF_BK_NODE_BLK ||
 	    n->mode > 07777 || n->nxattrs > MAX_XATTRS)
 		return 0;
-	if ((n->type != CF_BK_NODE_FILE && (n->size != 0 || n->nitems)) ||
+	if ((n->type != CF_BK_NODE_FILE && (n->size != 0 || n->nitems ||
+	    n->gen != 0)) ||
 	    (n->type != CF_BK_NODE_CHR && n->type != CF_BK_NODE_BLK &&
 	    n->rdev != 0) || (n->type == CF_BK_NODE_DIR && n->link_group))
 		return 0;
@@ -375,6 +397,8 @@ node_size(const struct cf_bk_node *n)
 				total += 1 + CF_BK_ID_BYTES;
 			}
 		}
+		if (n->gen != 0)
+			total += STORE_ID_BYTES;
 		break;
 	case CF_BK_NODE_DIR:
 		total += CF_BK_ID_BYTES;
@@ -442,7 +466,7 @@ cf_bk_tree_encode(const struct cf_bk_tree *t, unsigned char **out,
 		else if (n->type == CF_BK_NODE_SYMLINK)
 			nitems = strlen(n->target);
 		p[0] = n->type;
-		p[1] = 0;
+		p[1] = n->gen != 0 ? FLAG_STORE_ID : 0;
 		bk_le16(p + 2, (uint16_t)nl);
 		bk_le32(p + 4, n->mode);
 		bk_le32(p + 8, n->uid);
@@ -486,6 +510,12 @@ cf_bk_tree_encode(const struct cf_bk_tree *t, unsigned char **out,
 					    CF_BK_ID_BYTES);
 					p += 1 + CF_BK_ID_BYTES;
 				}
+			}
+			if (n->gen != 0) {
+				memcpy(p, n->file_id, CF_BK_FILE_ID_BYTES);
+				bk_le64(p + CF_BK_FILE_ID_BYTES, n->gen);
+				bk_le64(p + CF_BK_FILE_ID_BYTES + 8, n->ino);
+				p += STORE_ID_BYTES;
 			}
 		} else if (n->type == CF_BK_NODE_DIR) {
 			memcpy(p, n->subtree, CF_BK_ID_BYTES);

@@ -34,6 +34,7 @@
 #include "cf_keystore.h"
 
 #define CF_BK_ID_BYTES 32U		/* blob ids and storage ids */
+#define CF_BK_FILE_ID_BYTES 16U	/* a store file id (tree nodes) */
 #define CF_BK_HEADER_BYTES 32U		/* object header */
 #define CF_BK_DESC_BYTES 44U		/* blob descriptor */
 #define CF_BK_VERSION 1U		/* format version written */
@@ -282,6 +283,15 @@ struct cf_bk_node {
 	size_t nitems;
 	const struct cf_bk_xattr *xattrs;	/* any order on encode */
 	size_t nxattrs;
+	/*
+	 * Files: the store's identity of the content (docs/format/fs.md,
+	 * File generations, and the backing inode number) for the next
+	 * backup's change detection, or gen 0 (none recorded; file_id and
+	 * ino then ignored).
+	 */
+	uint64_t gen;
+	unsigned char file_id[CF_BK_FILE_ID_BYTES];
+	uint64_t ino;
 };
 
 struct cf_bk_tree {

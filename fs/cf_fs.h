@@ -337,6 +337,13 @@ struct cf_fs_snapshot;
 CF_MUST_CHECK int cf_fs_snapshot_take(const char *backing,
     struct cf_fs_snapshot **out, char **dir, uint64_t *pause_ns);
 CF_MUST_CHECK int cf_fs_snapshot_release(struct cf_fs_snapshot *h);
+/*
+ * 1 if the daemon that made h raises a file's generation before its first
+ * change after the snapshot ([CTL-6] in docs/format/ctl.md), so a file of
+ * the farm and a later copy of it with the same generation have the same
+ * content; 0 for a daemon without a generation log or of an older build.
+ */
+int cf_fs_snapshot_gens(const struct cf_fs_snapshot *h);
 
 /*
  * Creates the backing directory (mode 0700) with its root directory IV if
@@ -533,6 +540,23 @@ CF_MUST_CHECK int cf_fs_rfile_next_data(struct cf_fs_rfile *f, off_t off,
  * granularity): wait a little and read the file again.
  */
 CF_MUST_CHECK int cf_fs_rfile_check(struct cf_fs_rfile *f);
+
+/*
+ * A regular file's identity and version for change detection: the file id
+ * and generation of its backing xattr CF_FS_GEN_XATTR (docs/format/fs.md,
+ * File generations), authenticated under the reader's keys.
+ * cf_fs_rfile_gen reads it from the open file and also requires the file
+ * id of its header (call it before reading the content: a change after
+ * the open then fails cf_fs_rfile_check); cf_fs_rdir_gen from the entry
+ * name of d without opening it.  0 and *gen >= 1; -ENODATA if the file has
+ * none (empty since its creation, written before generations, or by a
+ * mount without a generation log); -EPROTO if malformed, -EBADMSG if the
+ * tag or (rfile) the file id does not match; -errno.
+ */
+CF_MUST_CHECK int cf_fs_rfile_gen(const struct cf_fs_rfile *f,
+    unsigned char file_id[CF_KS_ID_BYTES], uint64_t *gen);
+CF_MUST_CHECK int cf_fs_rdir_gen(const struct cf_fs_rdir *d,
+    const char *name, unsigned char file_id[CF_KS_ID_BYTES], uint64_t *gen);
 
 /* ---- removing entries of an unmounted store ------------------------------ */
 

@@ -38,6 +38,16 @@ CF_MUST_CHECK int fs_snap_new(struct fs_snap **out, const char *backing,
 CF_MUST_CHECK int fs_snap_start(struct fs_snap *s);
 void fs_snap_free(struct fs_snap *s);
 int fs_snap_active(const struct fs_snap *s);
+/*
+ * The number of snapshots taken so far (0 for NULL).  It changes only
+ * while writers are frozen, so a change made after a snapshot reads a
+ * newer value than every change made before it: the generation of a file
+ * is raised before its first change after each snapshot (fs_ops.c
+ * gen_raise), which incremental backups rely on (docs/backup.md).
+ */
+uint64_t fs_snap_epoch(const struct fs_snap *s);
+/* on: the daemon keeps generations (a log), so SNAPSHOT says "gen". */
+void fs_snap_set_gens(struct fs_snap *s, int on);
 int fs_snap_cow(struct fs_snap *s, dev_t dev, ino_t ino, int obj);
 
 /*

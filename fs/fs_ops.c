@@ -82,6 +82,7 @@ struct fs_inode {
 	uint64_t gen;			/* the file's generation (0: none) */
 	time_t gen_at;			/* monotonic s of the last raise */
 	int gen_raised;			/* raised since the context was made */
+	uint64_t gen_epoch;		/* fs_snap_epoch at the last raise */
 	int have_diriv;			/* directories */
 	unsigned char diriv[CF_FS_DIRIV_BYTES];
 };
@@ -370,12 +371,21 @@ gen_raise(struct fs *fs, struct fs_inode *in, int fd)
 {
 	unsigned char val[CF_FS_GEN_BYTES];
 	struct timespec ts;
+	uint64_t epoch;
 	int rc;
 
 	if (fs->gen == NULL || in->ctx == NULL)
 		return 0;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
-	if (in->gen_raised && ts.tv_sec - in->gen_at < GEN_INTERVAL)
+	/*
+	 * Not within GEN_INTERVAL across a snapshot: the first change after
+	 * one always raises (we hold snap_rw shared, so the epoch is
+	 * stable), and an incremental backup may take an equal generation
+	 * for unchanged content since its parent's farm (docs/backup.md).
+	 */
+	epoch = fs_snap_epoch(fs->snap);
+	if (in->gen_raised && ts.tv_sec - in->gen_at < GEN_INTERVAL &&
+	    in->gen_epoch == epoch)
 		return 0;
 	rc = cf_fs_gen_encode(fs->keys, in->file_id, in->gen + 1, val);
 	if (rc == 0 && fsetxattr(fd, CF_FS_GEN_XATTR, val, sizeof(val), 0) !=
@@ -387,6 +397,7 @@ gen_raise(struct fs *fs, struct fs_inode *in, int fd)
 		return rc;
 	in->gen++;
 	in->gen_at = ts.tv_sec;
+	in->gen_epoch = epoch;
 	in->gen_raised = 1;
 	return 0;
 }
@@ -2997,6 +3008,7 @@ cf_fs_mount(struct cf_fs_keys *keys, const struct cf_fs_mount_opts *o)
 		}
 		if (rc < 0)
 			fs->snap = NULL;
+		fs_snap_set_gens(fs->snap, fs->gen != NULL);
 	}
 	/* Before mounting: resolving the mount point later would ask us. */
 	abs_mnt = realpath(o->mountpoint, NULL);

@@ -78,6 +78,7 @@ struct cf_fs_rfile {
 	off_t csize, psize;
 	uint64_t nblocks;
 	struct cf_fs_file_ctx *ctx;	/* NULL for a file without header */
+	unsigned char file_id[CF_KS_ID_BYTES];	/* the header's, if ctx */
 	unsigned char *cbuf;		/* sealed bytes of one request */
 	size_t cbufcap;
 };
@@ -905,6 +906,7 @@ cf_fs_rfile_open(struct cf_fs_rfile **out, const struct cf_fs_rdir *d,
 		rc = cf_fs_file_ctx_new(&f->ctx, f->r->keys, &h);
 		if (rc < 0)
 			goto out;
+		memcpy(f->file_id, h.file_id, sizeof(f->file_id));
 	}
 	*out = f;
 	f = NULL;
@@ -943,6 +945,61 @@ cf_fs_rfile_check(struct cf_fs_rfile *f)
 	if (!same_version(&f->st0, &st) || f->racy)
 		return -EAGAIN;
 	return 0;
+}
+
+/* Reads and checks the generation xattr of the object at path. */
+static int
+gen_of(const struct cf_fs_reader *r, const char *path,
+    unsigned char file_id[CF_KS_ID_BYTES], uint64_t *gen)
+{
+	unsigned char buf[CF_FS_GEN_BYTES + 1];
+	ssize_t n;
+
+	n = getxattr(path, CF_FS_GEN_XATTR, buf, sizeof(buf));
+	if (n < 0)
+		return errno == ERANGE ? -EPROTO : errno == ENOTSUP ?
+		    -ENODATA : -errno;
+	return cf_fs_gen_decode(r->keys, buf, (size_t)n, file_id, gen);
+}
+
+int
+cf_fs_rfile_gen(const struct cf_fs_rfile *f,
+    unsigned char file_id[CF_KS_ID_BYTES], uint64_t *gen)
+{
+	char path[64];
+	int rc;
+
+	*gen = 0;
+	if (f->ctx == NULL)
+		return -ENODATA;	/* no header: nothing to identify */
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", f->fd);
+	rc = gen_of(f->r, path, file_id, gen);
+	if (rc == 0 && sodium_memcmp(file_id, f->file_id,
+	    CF_KS_ID_BYTES) != 0)
+		rc = -EBADMSG;	/* another file's generation */
+	if (rc < 0)
+		*gen = 0;
+	return rc;
+}
+
+int
+cf_fs_rdir_gen(const struct cf_fs_rdir *d, const char *name,
+    unsigned char file_id[CF_KS_ID_BYTES], uint64_t *gen)
+{
+	char path[64];
+	int fd = -1, rc;
+
+	*gen = 0;
+	if (name == NULL)
+		return -EINVAL;
+	rc = xattr_path(d, name, &fd, path);
+	if (rc == 0)
+		rc = gen_of(d->r, path, file_id, gen);
+	if (fd >= 0)
+		close(fd);
+	if (rc < 0)
+		*gen = 0;
+	return rc;
 }
 
 /* A damaged block: -EAGAIN instead if the file is changing. */

@@ -14,7 +14,10 @@
  * replaces every farm link of the inode with a rename.  So the farm keeps
  * exactly the state at the freeze.  A reader holding the old farm link
  * open sees its ctime change (the link count drops) and rereads the copy
- * (cf_fs_rfile_check).  The farm is itself a store: cf_fs_reader_open()
+ * (cf_fs_rfile_check).  Each snapshot raises an epoch while writers are
+ * frozen, so the daemon raises a file's generation before its first change
+ * after it (incremental backups rely on that, docs/format/ctl.md [CTL-6]).
+ * The farm is itself a store: cf_fs_reader_open()
  * reads it.  The snapshot ends when the client says RELEASE or closes the
  * socket; the farm is then removed.  docs/backup.md has the protocol.
  */
@@ -61,6 +64,8 @@ struct fs_snap {
 	void *arg;
 	pthread_mutex_t mutex;		/* table, farm_fd, broken */
 	atomic_int active;
+	_Atomic uint64_t epoch;		/* snapshots taken; see fs_snap_epoch */
+	int gens;			/* the daemon raises generations */
 	struct snap_ent *table[SNAP_BUCKETS];
 	int farm_fd;			/* the farm's data/ directory */
 	char farm[PATH_MAX];		/* absolute path of the farm */
@@ -375,6 +380,12 @@ snap_take(struct fs_snap *s, char *id, uint64_t *pause)
 	}
 	t0 = now_ns();
 	s->freeze(s->arg, 1);
+	/*
+	 * Under the freeze: every change after the thaw sees the new epoch
+	 * and raises its file's generation first, so a file's generation in
+	 * this farm differs from its generation after any later change.
+	 */
+	atomic_fetch_add(&s->epoch, 1);
 	pthread_mutex_lock(&s->mutex);
 	s->broken = 0;
 	s->farm_fd = openat(farm, FS_STORE_DATA, O_RDONLY | O_DIRECTORY |
@@ -644,6 +655,19 @@ fs_snap_active(const struct fs_snap *s)
 	return s != NULL && atomic_load(&s->active);
 }
 
+void
+fs_snap_set_gens(struct fs_snap *s, int on)
+{
+	if (s != NULL)
+		s->gens = on;
+}
+
+uint64_t
+fs_snap_epoch(const struct fs_snap *s)
+{
+	return s == NULL ? 0 : atomic_load(&s->epoch);
+}
+
 int
 fs_snap_cow(struct fs_snap *s, dev_t dev, ino_t ino, int obj)
 {
@@ -712,9 +736,10 @@ serve(struct fs_snap *s, int c)
 				    strerror(-rc));
 			} else {
 				have = 1;
-				snprintf(out, sizeof(out), "OK %s/%s/%s %llu\n",
+				snprintf(out, sizeof(out), "OK %s/%s/%s %llu%s\n",
 				    s->backing, SNAP_DIR, id,
-				    (unsigned long long)pause);
+				    (unsigned long long)pause,
+				    s->gens ? " gen" : "");
 			}
 			reply(c, out);
 		} else if (!have && s->rekey != NULL &&
@@ -867,6 +892,7 @@ fs_snap_free(struct fs_snap *s)
 
 struct cf_fs_snapshot {
 	int fd;
+	int gens;		/* the reply said "gen" ([CTL-6]) */
 };
 
 int
@@ -875,7 +901,7 @@ cf_fs_snapshot_take(const char *backing, struct cf_fs_snapshot **out,
 {
 	struct sockaddr_un sa;
 	struct cf_fs_snapshot *h;
-	char buf[PATH_MAX + 96], path[PATH_MAX];
+	char buf[PATH_MAX + 96], path[PATH_MAX], flag[8] = "";
 	unsigned long long pause;
 	size_t got = 0;
 	ssize_t n;
@@ -910,7 +936,7 @@ cf_fs_snapshot_take(const char *backing, struct cf_fs_snapshot **out,
 	}
 	buf[got] = '\0';
 	if (strncmp(buf, "OK ", 3) != 0 ||
-	    sscanf(buf + 3, "%4095s %llu", path, &pause) != 2) {
+	    sscanf(buf + 3, "%4095s %llu %7s", path, &pause, flag) < 2) {
 		close(fd);
 		return strncmp(buf, "ERR ", 4) == 0 ? -EBUSY : -EPROTO;
 	}
@@ -924,9 +950,16 @@ cf_fs_snapshot_take(const char *backing, struct cf_fs_snapshot **out,
 		return -ENOMEM;
 	}
 	h->fd = fd;
+	h->gens = strcmp(flag, "gen") == 0;
 	*out = h;
 	*pause_ns = pause;
 	return 0;
+}
+
+int
+cf_fs_snapshot_gens(const struct cf_fs_snapshot *h)
+{
+	return h != NULL && h->gens;
 }
 
 int

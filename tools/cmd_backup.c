@@ -67,6 +67,13 @@ const struct tl_cmd tl_cmd_restore = {
 };
 
 #define RETRIES 5		/* reads of a file that keeps changing */
+/*
+ * A generation read outside a farm is recorded only for a file last
+ * changed this long before it was opened: the daemon may change a file
+ * without raising its generation within one second of a raise (in the
+ * same snapshot epoch), never later (docs/backup.md, Incremental).
+ */
+#define GEN_SETTLED_NS 2000000000LL
 #define MAX_DEPTH 256		/* directory nesting we follow */
 
 static int64_t
@@ -320,8 +327,17 @@ struct bk {
 	uint64_t next_group;
 	int live;
 	int progress;
+	/*
+	 * The farm's daemon raises generations after each snapshot
+	 * (cf_fs_snapshot_gens): every file's generation in the farm can be
+	 * recorded.  Else only those of files settled for GEN_SETTLED_NS.
+	 */
+	int farm_gens;
 	int64_t parent_time;	/* start of the parent snapshot's backup */
 	uint64_t reused;	/* files whose parent blob list was reused */
+	uint64_t reused_gen;	/* of those, found unchanged by generation */
+	uint64_t read_files;	/* regular files read from the store */
+	uint64_t read_bytes;	/* plaintext bytes read (retries included) */
 	uint64_t files, dirs, bytes, retries;
 	uint64_t changed, damaged, failed;
 	int64_t last_progress;
@@ -474,6 +490,7 @@ struct rfile_rd {
 	struct cf_fs_rfile *f;
 	off_t pos, end;
 	int err;
+	uint64_t *count;	/* bytes read, added up */
 };
 
 static int
@@ -496,6 +513,7 @@ rfile_read(void *arg, unsigned char *buf, size_t cap, size_t *got)
 		return (int)n;
 	}
 	r->pos += n;
+	*r->count += (uint64_t)n;
 	*got = (size_t)n;
 	return 0;
 }
@@ -572,6 +590,7 @@ read_file(struct bk *b, struct cf_fs_rfile *f, off_t size,
 		rd.pos = doff;
 		rd.end = dend;
 		rd.err = 0;
+		rd.count = &b->read_bytes;
 		rc = cf_bk_writer_add_stream(b->w, rfile_read, &rd, &part,
 		    &npart, &got);
 		if (rc < 0) {
@@ -624,17 +643,34 @@ backup_file(struct bk *b, struct dir_nodes *dn, struct cf_bk_node *n,
 {
 	struct cf_fs_rfile *f = NULL;
 	struct cf_bk_item *items = NULL;
+	unsigned char fid[CF_KS_ID_BYTES];
 	size_t nitems = 0;
 	struct stat st;
+	uint64_t gen = 0;
+	int64_t t_open;
 	int rc, attempt;
 
 	for (attempt = 0;; attempt++) {
+		t_open = now_ns();
 		rc = cf_fs_rfile_open(&f, d, name);
 		if (rc == -ENOENT)
 			return 0;	/* removed while we walked */
 		if (rc < 0)
 			break;
 		cf_fs_rfile_stat(f, &st);
+		/*
+		 * The generation before the content, so the check after the
+		 * read covers both (raising it changes the ctime).  Recorded
+		 * for the next backup's change detection only where it
+		 * names this content and no other (reuse_file): in a farm
+		 * whose daemon raises after each snapshot, or for a file
+		 * settled for GEN_SETTLED_NS.  Never in another farm: its
+		 * ctime is the link's, not the file's last change.
+		 */
+		if (cf_fs_rfile_gen(f, fid, &gen) < 0 || (!b->farm_gens &&
+		    (b->live == 2 ||
+		    t_open - ts_ns(&st.st_ctim) < GEN_SETTLED_NS)))
+			gen = 0;
 		rc = read_file(b, f, st.st_size, &items, &nitems);
 		if (rc == 0)
 			rc = cf_fs_rfile_check(f);
@@ -679,7 +715,13 @@ backup_file(struct bk *b, struct dir_nodes *dn, struct cf_bk_node *n,
 	n->items = items;
 	n->nitems = nitems;
 	n->link_group = link_group(b, &st);
+	n->gen = gen;
+	if (gen != 0) {
+		memcpy(n->file_id, fid, CF_BK_FILE_ID_BYTES);
+		n->ino = (uint64_t)st.st_ino;
+	}
 	b->files++;
+	b->read_files++;
 	b->bytes += n->size;
 	progress(b);
 	return 1;
@@ -717,29 +759,48 @@ parent_node(const struct cf_bk_tree *pt, const char *name)
 }
 
 /*
- * Reuses the parent's content of a regular file without reading it if
- * its backing file's size (plaintext), mtime and ctime (ns) equal the
- * parent node's, the parent saw it settled (its ctime before the parent
- * backup started), and every blob of the parent's list is still in the
- * index with lengths adding up to the size.  ctime cannot be set by any
- * user and changes on every write, truncate, rename, link, chmod and
- * xattr change of the backing file, so equal times mean the content the
- * parent read.  1 if n was filled, 0 to read the file, -errno.
+ * Reuses the parent's content of a regular file without reading it
+ * (docs/backup.md, Incremental backups) when its size (plaintext) and
+ * mtime (ns) equal the parent node's, every blob of the parent's list is
+ * still in the index with lengths adding up to the size, and either
+ *
+ *  - ctime: the backing file's ctime (ns) equals the parent's and the
+ *    parent saw it settled (before the parent backup started).  ctime
+ *    cannot be set by any user and changes on every write, truncate,
+ *    rename, link, chmod and xattr change of the backing file.  A farm's
+ *    links change it, so this holds only between backups of an unmounted
+ *    store; or
+ *  - generation: the parent recorded the file's store identity (file id
+ *    and generation, [FS-GEN-1], and the backing inode number) and the
+ *    store's backing file (the farm's, for a mounted tenant) has the same
+ *    one now, the generation authenticated under the tenant's keys.  The daemon raises the generation before every change
+ *    that is not within a second of the previous raise in the same
+ *    snapshot epoch, and a recorded generation is one no later change
+ *    shared (backup_file), so an equal generation of the same file id is
+ *    the content the parent read.  A file renamed over the name, or
+ *    another inode linked there, has another file id; a copy of the
+ *    store put back (cp, rsync, tar, a restore) has other inodes.
+ *
+ * 1 if n was filled, 0 to read the file, -errno.
  */
 static int
 reuse_file(struct bk *b, struct dir_nodes *dn, struct cf_bk_node *n,
-    const struct cf_bk_node *pn, const struct stat *st)
+    const struct cf_bk_node *pn, const struct stat *st,
+    const struct cf_fs_rdir *d, const char *name)
 {
 	struct cf_bk_item *items = NULL;
-	uint64_t total = 0, ulen, blobs = 0;
+	unsigned char fid[CF_KS_ID_BYTES];
+	uint64_t total = 0, ulen, blobs = 0, gen = 0;
+	int by_ctime, rc;
 	size_t i;
-	int rc;
 
 	if (pn == NULL || pn->type != CF_BK_NODE_FILE ||
 	    pn->size != (uint64_t)st->st_size ||
-	    pn->mtime != ts_ns(&st->st_mtim) ||
-	    pn->ctime != ts_ns(&st->st_ctim) ||
-	    pn->ctime >= b->parent_time)
+	    pn->mtime != ts_ns(&st->st_mtim))
+		return 0;
+	by_ctime = pn->ctime == ts_ns(&st->st_ctim) &&
+	    pn->ctime < b->parent_time;
+	if (!by_ctime && pn->gen == 0)
 		return 0;
 	for (i = 0; i < pn->nitems; i++) {
 		if (pn->items[i].hole > 0) {
@@ -753,6 +814,14 @@ reuse_file(struct bk *b, struct dir_nodes *dn, struct cf_bk_node *n,
 	}
 	if (total != pn->size)
 		return 0;
+	if (!by_ctime) {
+		/* Any error (none, forged, unreadable): read the file. */
+		if (pn->ino != (uint64_t)st->st_ino ||
+		    cf_fs_rdir_gen(d, name, fid, &gen) < 0 || gen != pn->gen ||
+		    memcmp(fid, pn->file_id, CF_BK_FILE_ID_BYTES) != 0)
+			return 0;
+		b->reused_gen++;
+	}
 	if (pn->nitems > 0) {
 		items = malloc(pn->nitems * sizeof(*items));
 		rc = keep(dn, items);
@@ -766,6 +835,10 @@ reuse_file(struct bk *b, struct dir_nodes *dn, struct cf_bk_node *n,
 	n->items = items;
 	n->nitems = pn->nitems;
 	n->link_group = link_group(b, st);
+	/* Unchanged since the parent: its identity still names this content. */
+	n->gen = pn->gen;
+	memcpy(n->file_id, pn->file_id, CF_BK_FILE_ID_BYTES);
+	n->ino = (uint64_t)st->st_ino;
 	cf_bk_writer_count_reused(b->w, blobs, pn->size);
 	b->files++;
 	b->bytes += n->size;
@@ -799,7 +872,7 @@ backup_entry(struct bk *b, struct dir_nodes *dn, struct cf_fs_rdir *d,
 	n->name = name;
 	st = e->st;
 	if (S_ISREG(st.st_mode)) {
-		rc = reuse_file(b, dn, n, pn, &st);
+		rc = reuse_file(b, dn, n, pn, &st, d, name);
 		if (rc == 0)
 			rc = backup_file(b, dn, n, d, name, path);
 		if (rc <= 0)
@@ -2632,6 +2705,7 @@ cmd_backup(struct tl_ctx *ctx, int argc, char **argv)
 		rc = cf_fs_snapshot_take(store, &fsnap, &farm, &pause_ns);
 		if (rc == 0) {
 			b.live = 2;
+			b.farm_gens = cf_fs_snapshot_gens(fsnap);
 		} else if (rc != -ENOTCONN) {
 			fprintf(stderr, "coffer: no point-in-time snapshot of "
 			    "the mounted store (%s); reading it live, file by "
@@ -2723,7 +2797,7 @@ cmd_backup(struct tl_ctx *ctx, int argc, char **argv)
 	tl_ops_record_backup(s.home, name, hex, snap.time, b.bytes, b.files);
 	if (ctx->json) {
 		j = json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, "
-		    "s:I, s:I, s:I, s:I, s:I, s:I, s:f}",
+		    "s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f}",
 		    "snapshot", hex, "tenant", name, "repo", s.url,
 		    "consistency", snap.consistency,
 		    "files", (json_int_t)b.files, "dirs", (json_int_t)b.dirs,
@@ -2736,6 +2810,10 @@ cmd_backup(struct tl_ctx *ctx, int argc, char **argv)
 		    "changed", (json_int_t)b.changed,
 		    "damaged", (json_int_t)b.damaged,
 		    "left_out", (json_int_t)b.failed,
+		    "reused", (json_int_t)b.reused,
+		    "reused_by_gen", (json_int_t)b.reused_gen,
+		    "read_files", (json_int_t)b.read_files,
+		    "read_bytes", (json_int_t)b.read_bytes,
 		    "duration_s", (double)snap.stats.duration_ns / 1e9);
 		if (j != NULL)
 			tl_print_json(j);

@@ -364,6 +364,36 @@ tree(void)	/* [BK-TREE-1..2] */
 	json_decref(v);
 }
 
+/* A file node with its store identity (flag 0x01).  [BK-TREE-1..2] */
+static void
+tree_store_id(void)
+{
+	json_t *v = vectors(), *t;
+	struct cf_bk_tree *tr = NULL;
+	unsigned char *enc, *again;
+	size_t len, l2, i;
+	int ok = 1;
+
+	CHECK(v != NULL);
+	t = json_object_get(v, "tree_store_id");
+	enc = vhex(t, "encoding", &len);
+	CHECK(enc != NULL);
+	CHECK_RC(cf_bk_tree_decode(&tr, enc, len), 0);
+	CHECK(tr->count == 1 && strcmp(tr->nodes[0].name, "f") == 0 &&
+	    tr->nodes[0].size == 3 && tr->nodes[0].nitems == 1);
+	CHECK(tr->nodes[0].gen == 0x0807060504030201ULL &&
+	    tr->nodes[0].ino == 0x1817161514131211ULL);
+	for (i = 0; i < CF_BK_FILE_ID_BYTES; i++)
+		ok &= tr->nodes[0].file_id[i] == 0xa0 + i;
+	CHECK(ok);
+	CHECK_RC(cf_bk_tree_encode(tr, &again, &l2), 0);
+	CHECK(l2 == len && memcmp(again, enc, len) == 0);
+	free(again);
+	cf_bk_tree_free(tr);
+	free(enc);
+	json_decref(v);
+}
+
 static const struct cf_test_case cases[] = {
 	CF_TEST(keys),
 	CF_TEST(chunking),
@@ -371,6 +401,7 @@ static const struct cf_test_case cases[] = {
 	CF_TEST(packs),
 	CF_TEST(objects),
 	CF_TEST(tree),
+	CF_TEST(tree_store_id),
 };
 
 CF_TEST_MAIN(cases)

@@ -1171,6 +1171,84 @@ changed(void)
 	store_free(&s);
 }
 
+/*
+ * A file's store identity for incremental backups (cf_fs_rfile_gen,
+ * cf_fs_rdir_gen): the generation xattr authenticated under the reader's
+ * keys; none, forged, another file's or another tenant's value refused.
+ */
+static void
+gens(void)
+{
+	struct store s;
+	struct cf_fs_keys *ok;
+	struct cf_fs_reader *r = NULL;
+	struct cf_fs_rdir *root = NULL;
+	struct cf_fs_rfile *f = NULL;
+	struct cf_fs_header fh;
+	unsigned char val[CF_FS_GEN_BYTES], hbuf[CF_FS_HEADER_BYTES];
+	unsigned char id[CF_KS_ID_BYTES], other[CF_KS_ID_BYTES];
+	char bn[NAME_MAX + 1];
+	uint64_t gen = 99;
+	int fd;
+
+	CHECK_RC(store_new(&s, CF_KS_CIPHER_XCHACHA20POLY1305), 0);
+	ok = keys_seq(0x20, CF_KS_CIPHER_XCHACHA20POLY1305);	/* another tenant */
+	CHECK(ok != NULL);
+	CHECK_RC(mk_file(&s, s.root, "f", (const unsigned char *)"x", 1, 0,
+	    1), 0);
+	CHECK_RC(mk_file(&s, s.root, "empty", (const unsigned char *)"", 0, 0,
+	    0), 0);
+	CHECK_RC(cf_fs_reader_open(&r, s.k, s.path), 0);
+	CHECK_RC(cf_fs_rdir_open_root(&root, r), 0);
+	/* None yet. */
+	CHECK_RC(cf_fs_rdir_gen(root, "f", id, &gen), -ENODATA);
+	CHECK(gen == 0);
+	CHECK_RC(cf_fs_rfile_open(&f, root, "f"), 0);
+	CHECK_RC(cf_fs_rfile_gen(f, id, &gen), -ENODATA);
+	cf_fs_rfile_free(f);
+	CHECK_RC(cf_fs_rfile_open(&f, root, "empty"), 0);
+	CHECK_RC(cf_fs_rfile_gen(f, id, &gen), -ENODATA);	/* no header */
+	cf_fs_rfile_free(f);
+	CHECK_RC(cf_fs_rdir_gen(root, "missing", id, &gen), -ENOENT);
+	/* Generation 7 of its own file id: both ways. */
+	CHECK_RC(bname(&s, s.root, "f", bn), 0);
+	fd = openat(s.root, bn, O_RDWR);
+	CHECK(fd >= 0 && pread(fd, hbuf, sizeof(hbuf), 0) == sizeof(hbuf));
+	CHECK_RC(cf_fs_header_decode(&fh, hbuf, sizeof(hbuf)), 0);
+	CHECK_RC(cf_fs_gen_encode(s.k, fh.file_id, 7, val), 0);
+	CHECK(fsetxattr(fd, CF_FS_GEN_XATTR, val, sizeof(val), 0) == 0);
+	CHECK_RC(cf_fs_rdir_gen(root, "f", id, &gen), 0);
+	CHECK(gen == 7 && memcmp(id, fh.file_id, sizeof(id)) == 0);
+	gen = 0;
+	CHECK_RC(cf_fs_rfile_open(&f, root, "f"), 0);
+	CHECK_RC(cf_fs_rfile_gen(f, id, &gen), 0);
+	CHECK(gen == 7 && memcmp(id, fh.file_id, sizeof(id)) == 0);
+	cf_fs_rfile_free(f);
+	/* Another file's id (well tagged): the open file refuses it. */
+	memset(other, 0x5a, sizeof(other));
+	CHECK_RC(cf_fs_gen_encode(s.k, other, 7, val), 0);
+	CHECK(fsetxattr(fd, CF_FS_GEN_XATTR, val, sizeof(val), 0) == 0);
+	CHECK_RC(cf_fs_rfile_open(&f, root, "f"), 0);
+	CHECK_RC(cf_fs_rfile_gen(f, id, &gen), -EBADMSG);
+	CHECK(gen == 0);
+	cf_fs_rfile_free(f);
+	/* Forged (a flipped bit) and another tenant's: refused. */
+	CHECK_RC(cf_fs_gen_encode(s.k, fh.file_id, 8, val), 0);
+	val[9] ^= 1;
+	CHECK(fsetxattr(fd, CF_FS_GEN_XATTR, val, sizeof(val), 0) == 0);
+	CHECK_RC(cf_fs_rdir_gen(root, "f", id, &gen), -EBADMSG);
+	CHECK_RC(cf_fs_gen_encode(ok, fh.file_id, 8, val), 0);
+	CHECK(fsetxattr(fd, CF_FS_GEN_XATTR, val, sizeof(val), 0) == 0);
+	CHECK_RC(cf_fs_rdir_gen(root, "f", id, &gen), -EBADMSG);
+	CHECK(fsetxattr(fd, CF_FS_GEN_XATTR, val, 10, 0) == 0);
+	CHECK_RC(cf_fs_rdir_gen(root, "f", id, &gen), -EPROTO);
+	CHECK(gen == 0);
+	close(fd);
+	cf_fs_rdir_free(root);
+	cf_fs_reader_free(r);
+	cf_fs_keys_free(ok);
+	store_free(&s);
+}
 
 /* An entry's stat as the reader lists it (name in d), or a zeroed one. */
 static struct stat
@@ -1369,6 +1447,7 @@ static const struct cf_test_case cases[] = {
 	CF_TEST(long_targets),
 	CF_TEST(long_names),
 	CF_TEST(changed),
+	CF_TEST(gens),
 	CF_TEST(hold_unlink),
 };
 

@@ -407,14 +407,38 @@ tree(unsigned char *o, const unsigned char abc_id[32])
 	return off;
 }
 
+/*
+ * A file node with the store identity (flag 0x01 at offset 1): "f", size
+ * 3, items: blob abc; file id a0..af, gen 0x0807060504030201, ino
+ * 0x1817161514131211.
+ */
+static size_t
+tree_store_id(unsigned char *o, const unsigned char abc_id[32])
+{
+	size_t off = 4;
+
+	le32(o, 1);
+	off += node(o + off, 1, 0600, "f", 3, 0, 0, 0, 1);
+	o[4 + 1] = 0x01;
+	o[off] = 1;
+	memcpy(o + off + 1, abc_id, 32);
+	off += 33;
+	seq(o + off, 16, 0xa0);
+	le64(o + off + 16, 0x0807060504030201ULL);
+	le64(o + off + 24, 0x1817161514131211ULL);
+	off += 32;
+	return off;
+}
+
 int
 main(void)
 {
 	static unsigned char text[7000], rnd[64], tr[1024], rawpack[1 << 16];
+	static unsigned char tg[256];
 	static unsigned char d[44 * 8], idx[4096];
 	unsigned char id[32], abc_id[32], nonce[12] = { 0 }, k64[32];
 	const char *snap;
-	size_t i, tlen, plen, ilen;
+	size_t i, tlen, plen, ilen, tglen;
 	struct blob mixed[3], raw[2];
 
 	if (sodium_init() < 0 || !crypto_aead_aes256gcm_is_available()) {
@@ -428,6 +452,7 @@ main(void)
 	crypto_stream_chacha20_ietf(rnd, sizeof(rnd), nonce, k64);
 	blob_id(abc_id, (const unsigned char *)"abc", 3);
 	tlen = tree(tr, abc_id);
+	tglen = tree_store_id(tg, abc_id);
 
 	printf("{\n");
 	printf("  \"format\": \"coffer backup repository v1 "
@@ -516,6 +541,14 @@ main(void)
 	    "1767225600000000001/2/3\",\n");
 	hex(4, "encoding", tr, tlen, 1);
 	hex(4, "abc_id", abc_id, 32, 0);
+	printf("  },\n");
+	/* Added 2026-11-24 (store identity of a file); nothing above changed. */
+	printf("  \"tree_store_id\": {\n");
+	printf("    \"nodes\": \"f (mode 0600, size 3, items: blob abc, "
+	    "file id a0..af, gen 0x0807060504030201, ino 0x1817161514131211); "
+	    "uid 1000, gid 100, "
+	    "times 1767225600000000001/2/3\",\n");
+	hex(4, "encoding", tg, tglen, 0);
 	printf("  }\n");
 	printf("}\n");
 	return 0;
