@@ -485,18 +485,22 @@ add_xattrs(struct dir_nodes *dn, struct cf_bk_node *n,
 	return 0;
 }
 
-/* add_stream's reader over [pos, end) of a store file. */
-struct rfile_rd {
+/*
+ * add_stream's reader over [pos, end) of a store file (f) or of a plain
+ * file (fd, with f NULL).
+ */
+struct src_rd {
 	struct cf_fs_rfile *f;
+	int fd;
 	off_t pos, end;
 	int err;
 	uint64_t *count;	/* bytes read, added up */
 };
 
 static int
-rfile_read(void *arg, unsigned char *buf, size_t cap, size_t *got)
+src_read(void *arg, unsigned char *buf, size_t cap, size_t *got)
 {
-	struct rfile_rd *r = arg;
+	struct src_rd *r = arg;
 	struct cf_fs_rrange bad;
 	ssize_t n;
 
@@ -505,7 +509,15 @@ rfile_read(void *arg, unsigned char *buf, size_t cap, size_t *got)
 		return 0;
 	if ((off_t)cap > r->end - r->pos)
 		cap = (size_t)(r->end - r->pos);
-	n = cf_fs_rfile_pread(r->f, buf, cap, r->pos, &bad);
+	if (r->f != NULL) {
+		n = cf_fs_rfile_pread(r->f, buf, cap, r->pos, &bad);
+	} else {
+		do {
+			n = pread(r->fd, buf, cap, r->pos);
+		} while (n < 0 && errno == EINTR);
+		if (n < 0)
+			n = -errno;
+	}
 	if (n == 0)
 		n = -EAGAIN;	/* shorter than when we looked: changed */
 	if (n < 0) {
@@ -515,6 +527,40 @@ rfile_read(void *arg, unsigned char *buf, size_t cap, size_t *got)
 	r->pos += n;
 	*r->count += (uint64_t)n;
 	*got = (size_t)n;
+	return 0;
+}
+
+/* The next data range [*doff, *dend) at or after off, cut at size. */
+static int
+src_next_data(const struct src_rd *r, off_t off, off_t size, off_t *doff,
+    off_t *dend)
+{
+	int rc;
+
+	if (r->f != NULL) {
+		rc = cf_fs_rfile_next_data(r->f, off, doff, dend);
+		if (rc == -ENXIO)
+			*doff = *dend = size;	/* a hole to the end */
+		else if (rc < 0)
+			return rc;
+	} else {
+		*doff = lseek(r->fd, off, SEEK_DATA);
+		if (*doff < 0 && errno == ENXIO) {
+			*doff = *dend = size;	/* a hole to the end */
+		} else if (*doff < 0) {
+			*doff = off;	/* no SEEK_DATA here: all data */
+			*dend = size;
+		} else {
+			*dend = *doff < size ? lseek(r->fd, *doff, SEEK_HOLE) :
+			    size;
+			if (*dend < 0)
+				*dend = size;
+		}
+	}
+	if (*doff > size)
+		*doff = size;
+	if (*dend > size)
+		*dend = size;
 	return 0;
 }
 
@@ -553,16 +599,17 @@ push_hole(struct cf_bk_item **items, size_t *n, size_t *cap, uint64_t len)
 }
 
 /*
- * Reads one open file into content items: data ranges through the
- * chunker, holes as hole items.  -EAGAIN if it changed while read.
+ * Reads one open file, of the store (f) or plain (fd, f NULL), into
+ * content items: data ranges through the chunker, holes as hole items.
+ * -EAGAIN if it changed while read.
  */
 static int
-read_file(struct bk *b, struct cf_fs_rfile *f, off_t size,
+read_file(struct bk *b, struct cf_fs_rfile *f, int fd, off_t size,
     struct cf_bk_item **itemsp, size_t *nitemsp)
 {
 	struct cf_bk_item *items = NULL, *part;
 	size_t n = 0, cap = 0, npart;
-	struct rfile_rd rd;
+	struct src_rd rd = { f, fd, 0, 0, 0, &b->read_bytes };
 	off_t off = 0, doff, dend;
 	uint64_t got;
 	int rc;
@@ -570,28 +617,19 @@ read_file(struct bk *b, struct cf_fs_rfile *f, off_t size,
 	*itemsp = NULL;
 	*nitemsp = 0;
 	while (off < size) {
-		rc = cf_fs_rfile_next_data(f, off, &doff, &dend);
-		if (rc == -ENXIO) {
-			doff = dend = size;
-		} else if (rc < 0) {
+		rc = src_next_data(&rd, off, size, &doff, &dend);
+		if (rc < 0)
 			goto out;
-		}
-		if (doff > size)
-			doff = size;
-		if (dend > size)
-			dend = size;
 		rc = push_hole(&items, &n, &cap, (uint64_t)(doff - off));
 		if (rc < 0)
 			goto out;
 		off = doff;
 		if (dend <= doff)
 			continue;
-		rd.f = f;
 		rd.pos = doff;
 		rd.end = dend;
 		rd.err = 0;
-		rd.count = &b->read_bytes;
-		rc = cf_bk_writer_add_stream(b->w, rfile_read, &rd, &part,
+		rc = cf_bk_writer_add_stream(b->w, src_read, &rd, &part,
 		    &npart, &got);
 		if (rc < 0) {
 			if (rd.err < 0)
@@ -671,7 +709,7 @@ backup_file(struct bk *b, struct dir_nodes *dn, struct cf_bk_node *n,
 		    (b->live == 2 ||
 		    t_open - ts_ns(&st.st_ctim) < GEN_SETTLED_NS)))
 			gen = 0;
-		rc = read_file(b, f, st.st_size, &items, &nitems);
+		rc = read_file(b, f, -1, st.st_size, &items, &nitems);
 		if (rc == 0)
 			rc = cf_fs_rfile_check(f);
 		cf_fs_rfile_free(f);
@@ -1828,105 +1866,6 @@ out:
  * live store backup does: consistency "none".
  */
 
-/* add_stream's reader over [pos, end) of a plain file. */
-struct pfile_rd {
-	int fd;
-	off_t pos, end;
-	int err;
-};
-
-static int
-pfile_read(void *arg, unsigned char *buf, size_t cap, size_t *got)
-{
-	struct pfile_rd *r = arg;
-	ssize_t n;
-
-	*got = 0;
-	if (r->pos >= r->end)
-		return 0;
-	if ((off_t)cap > r->end - r->pos)
-		cap = (size_t)(r->end - r->pos);
-	do {
-		n = pread(r->fd, buf, cap, r->pos);
-	} while (n < 0 && errno == EINTR);
-	if (n == 0)
-		n = -EAGAIN;	/* shorter than when we looked: changed */
-	else if (n < 0)
-		n = -errno;
-	if (n < 0) {
-		r->err = (int)n;
-		return (int)n;
-	}
-	r->pos += n;
-	*got = (size_t)n;
-	return 0;
-}
-
-/* Data ranges through the chunker, holes (SEEK_HOLE) as hole items. */
-static int
-plain_content(struct bk *b, int fd, off_t size, struct cf_bk_item **itemsp,
-    size_t *nitemsp)
-{
-	struct cf_bk_item *items = NULL, *part;
-	size_t n = 0, cap = 0, npart;
-	struct pfile_rd rd;
-	off_t off = 0, doff, dend;
-	uint64_t got;
-	int rc;
-
-	*itemsp = NULL;
-	*nitemsp = 0;
-	while (off < size) {
-		doff = lseek(fd, off, SEEK_DATA);
-		if (doff < 0 && errno == ENXIO) {
-			doff = size;	/* a hole to the end */
-		} else if (doff < 0) {
-			doff = off;	/* no SEEK_DATA here: all data */
-			dend = size;
-			goto data;
-		}
-		if (doff > size)
-			doff = size;
-		dend = doff < size ? lseek(fd, doff, SEEK_HOLE) : size;
-		if (dend < 0 || dend > size)
-			dend = size;
-data:
-		rc = push_hole(&items, &n, &cap, (uint64_t)(doff - off));
-		if (rc < 0)
-			goto out;
-		off = doff;
-		if (dend <= doff)
-			continue;
-		rd.fd = fd;
-		rd.pos = doff;
-		rd.end = dend;
-		rd.err = 0;
-		rc = cf_bk_writer_add_stream(b->w, pfile_read, &rd, &part,
-		    &npart, &got);
-		if (rc < 0) {
-			if (rd.err < 0)
-				rc = rd.err;
-			goto out;
-		}
-		rc = push_items(&items, &n, &cap, part, npart);
-		free(part);
-		if (rc < 0)
-			goto out;
-		if ((off_t)got != dend - doff) {
-			rc = -EAGAIN;
-			goto out;
-		}
-		off = dend;
-	}
-	*itemsp = items;
-	*nitemsp = n;
-	items = NULL;
-	rc = 0;
-out:
-	free(items);
-	return rc;
-}
-
 static int
 same_file(const struct stat *a, const struct stat *b)
 {
@@ -2071,7 +2010,7 @@ plain_entry(struct bk *b, struct dir_nodes *dn, int dfd, const char *name,
 		b->dirs++;
 	} else if (S_ISREG(st.st_mode)) {
 		for (attempt = 0;; attempt++) {
-			rc = plain_content(b, fd, fst.st_size, &items, &nitems);
+			rc = read_file(b, NULL, fd, fst.st_size, &items, &nitems);
 			if (rc == 0 && fstat(fd, &st) < 0)
 				rc = -errno;
 			if (rc == 0 && !unchanged(&fst, &st))
