@@ -606,6 +606,13 @@ CF_MUST_CHECK int cf_fs_hold_unlink(struct cf_fs_hold *h,
 int cf_fs_same_object(const struct stat *a, const struct stat *b);
 
 /*
+ * 1 if a daemon (a mount, or a hold) answers on the control socket of
+ * the store in directory backing, 0 if none does, -ENAMETOOLONG if the
+ * socket's path does not fit a socket address.
+ */
+int cf_fs_store_served(const char *backing);
+
+/*
  * Removes the long-name sidecars of d whose entry is gone (a crash
  * between an unlink and its sidecar's); returns how many, or -errno.
  */

@@ -27,6 +27,16 @@ struct cf_fs_keys {
 #define FS_STORE_CTL "cf.ctl"		/* the daemon's control socket */
 
 /*
+ * The store's control socket (fs_snap.c): fs_ctl_addr fills sa with its
+ * address (-ENAMETOOLONG if it does not fit); fs_ctl_connect connects to
+ * it and returns the descriptor, -ENOTCONN if no daemon answers (no
+ * socket, or a crashed daemon's), or -errno.
+ */
+struct sockaddr_un;
+CF_MUST_CHECK int fs_ctl_addr(const char *backing, struct sockaddr_un *sa);
+int fs_ctl_connect(const char *backing);
+
+/*
  * Snapshots of a mounted store (fs_snap.c).  freeze(arg, 1) must block
  * every mutating operation until freeze(arg, 0).  fs_snap_cow is called
  * by every operation about to change the inode (dev, ino), open as obj

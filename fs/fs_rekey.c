@@ -826,23 +826,12 @@ fs_rekey_ctl(struct fs_rekey_host *h, const char *backing, int c,
 static int
 ctl_request(const char *backing, const char *req)
 {
-	struct sockaddr_un sa;
 	size_t len = strlen(req);
 	int fd;
 
-	memset(&sa, 0, sizeof(sa));
-	sa.sun_family = AF_UNIX;
-	if ((size_t)snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/%s",
-	    backing, FS_STORE_CTL) >= sizeof(sa.sun_path))
-		return -ENAMETOOLONG;
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	fd = fs_ctl_connect(backing);
 	if (fd < 0)
-		return -errno;
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
-		close(fd);
-		return errno == ENOENT || errno == ECONNREFUSED ? -ENOTCONN :
-		    -errno;
-	}
+		return fd;
 	if (send(fd, req, len, MSG_NOSIGNAL) != (ssize_t)len) {
 		close(fd);
 		return -EIO;

@@ -783,6 +783,50 @@ ctl_main(void *arg)
 }
 
 int
+fs_ctl_addr(const char *backing, struct sockaddr_un *sa)
+{
+	memset(sa, 0, sizeof(*sa));
+	sa->sun_family = AF_UNIX;
+	if ((size_t)snprintf(sa->sun_path, sizeof(sa->sun_path), "%s/%s",
+	    backing, FS_STORE_CTL) >= sizeof(sa->sun_path))
+		return -ENAMETOOLONG;
+	return 0;
+}
+
+int
+fs_ctl_connect(const char *backing)
+{
+	struct sockaddr_un sa;
+	int fd, rc;
+
+	rc = fs_ctl_addr(backing, &sa);
+	if (rc < 0)
+		return rc;
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+		rc = errno == ENOENT || errno == ECONNREFUSED ? -ENOTCONN :
+		    -errno;
+		close(fd);
+		return rc;
+	}
+	return fd;
+}
+
+int
+cf_fs_store_served(const char *backing)
+{
+	int fd = fs_ctl_connect(backing);
+
+	if (fd >= 0) {
+		close(fd);
+		return 1;
+	}
+	return fd == -ENAMETOOLONG ? fd : 0;
+}
+
+int
 fs_snap_new(struct fs_snap **out, const char *backing,
     int (*freeze)(void *arg, int on), void *arg)
 {
@@ -791,11 +835,9 @@ fs_snap_new(struct fs_snap **out, const char *backing,
 	int rc;
 
 	*out = NULL;
-	memset(&sa, 0, sizeof(sa));
-	sa.sun_family = AF_UNIX;
-	if ((size_t)snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/%s",
-	    backing, FS_STORE_CTL) >= sizeof(sa.sun_path))
-		return -ENAMETOOLONG;
+	rc = fs_ctl_addr(backing, &sa);
+	if (rc < 0)
+		return rc;
 	s = calloc(1, sizeof(*s));
 	if (s == NULL)
 		return -ENOMEM;
@@ -814,16 +856,10 @@ fs_snap_new(struct fs_snap **out, const char *backing,
 	}
 	/* A daemon that answers still serves this store: two would corrupt
 	 * it.  A socket nobody answers is a crashed daemon's. */
-	s->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (s->lfd >= 0 && connect(s->lfd, (struct sockaddr *)&sa,
-	    sizeof(sa)) == 0) {
-		close(s->lfd);
-		s->lfd = -1;
+	if (cf_fs_store_served(backing) == 1) {
 		rc = -EBUSY;
 		goto fail;
 	}
-	if (s->lfd >= 0)
-		close(s->lfd);
 	remove_farms(s);	/* a crashed daemon's */
 	(void)unlinkat(s->store_fd, FS_STORE_CTL, 0);
 	s->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -899,7 +935,6 @@ int
 cf_fs_snapshot_take(const char *backing, struct cf_fs_snapshot **out,
     char **dir, uint64_t *pause_ns)
 {
-	struct sockaddr_un sa;
 	struct cf_fs_snapshot *h;
 	char buf[PATH_MAX + 96], path[PATH_MAX], flag[8] = "";
 	unsigned long long pause;
@@ -909,19 +944,9 @@ cf_fs_snapshot_take(const char *backing, struct cf_fs_snapshot **out,
 
 	*out = NULL;
 	*dir = NULL;
-	memset(&sa, 0, sizeof(sa));
-	sa.sun_family = AF_UNIX;
-	if ((size_t)snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/%s",
-	    backing, FS_STORE_CTL) >= sizeof(sa.sun_path))
-		return -ENAMETOOLONG;
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	fd = fs_ctl_connect(backing);
 	if (fd < 0)
-		return -errno;
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
-		close(fd);
-		return errno == ENOENT || errno == ECONNREFUSED ? -ENOTCONN :
-		    -errno;
-	}
+		return fd;
 	if (write(fd, "SNAPSHOT\n", 9) != 9) {
 		close(fd);
 		return -EIO;

@@ -118,14 +118,12 @@ cf_fs_hold_take(struct cf_fs_hold **out, const struct cf_fs_keys *keys,
 	struct sockaddr_un sa;
 	struct cf_fs_hold *h;
 	struct stat st;
-	int fd, rc;
+	int rc;
 
 	*out = NULL;
-	memset(&sa, 0, sizeof(sa));
-	sa.sun_family = AF_UNIX;
-	if ((size_t)snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/%s",
-	    backing, FS_STORE_CTL) >= sizeof(sa.sun_path))
-		return -ENAMETOOLONG;
+	rc = fs_ctl_addr(backing, &sa);
+	if (rc < 0)
+		return rc;
 	/* Only a store of these keys (its marker checked) is changed. */
 	rc = cf_fs_reader_open(&r, keys, backing);
 	cf_fs_reader_free(r);
@@ -144,14 +142,7 @@ cf_fs_hold_take(struct cf_fs_hold **out, const struct cf_fs_keys *keys,
 	h->store_dev = st.st_dev;
 	h->store_ino = st.st_ino;
 	/* A daemon that answers serves the store: hands off. */
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0) {
-		rc = -errno;
-		goto fail;
-	}
-	rc = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
-	close(fd);
-	if (rc == 0) {
+	if (cf_fs_store_served(backing) == 1) {
 		rc = -EBUSY;
 		goto fail;
 	}

@@ -273,25 +273,6 @@ walk(struct tl_expire *x, struct wdir *d, char *path, size_t plen, int depth)
 		x->failed++;
 }
 
-/* 1 if a daemon answers on the store's control socket. */
-static int
-served(const char *store)
-{
-	struct sockaddr_un sa;
-	int fd, ok;
-
-	memset(&sa, 0, sizeof(sa));
-	sa.sun_family = AF_UNIX;
-	if ((size_t)snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/cf.ctl",
-	    store) >= sizeof(sa.sun_path))
-		return 0;
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	ok = fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
-	if (fd >= 0)
-		close(fd);
-	return ok;
-}
-
 /* Decodes mountinfo's octal escapes (\040 for a space) in place. */
 static void
 unescape(char *s)
@@ -382,7 +363,7 @@ tl_expire_live(struct cf_ks_home *home, struct cf_ks_tenant *t,
 	path = calloc(1, PATH_CAP);
 	if (path == NULL)
 		return -ENOMEM;
-	is_served = served(store);
+	is_served = cf_fs_store_served(store) == 1;
 	snprintf(data, sizeof(data), "%s/data", store);
 	has_mp = stat(data, &st) == 0 && tl_tenant_mountpoint(name,
 	    st.st_ino, x->mp, sizeof(x->mp));

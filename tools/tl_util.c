@@ -10,8 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/un.h>
+#include <limits.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -19,6 +18,9 @@
 
 #include "cf_backup.h"
 #include "tl_int.h"
+#ifdef CF_HAVE_FS
+#include "cf_fs.h"
+#endif
 
 struct cf_ks_home *
 tl_home(struct tl_ctx *ctx, int create)
@@ -220,30 +222,27 @@ out:
  * store's control socket (docs/format/ctl.md) accepts a connection.  A
  * mount table entry "coffer:NAME" is not enough: another home on the
  * same machine may have a tenant of that name mounted.  -ENAMETOOLONG
- * if the socket's path does not fit a sockaddr_un (callers then fall
- * back to the mount table).
+ * if the socket's path does not fit a sockaddr_un, -ENOSYS in a build
+ * without the store (callers then fall back to the mount table).
  */
 int
 tl_store_served(struct cf_ks_home *home, const struct cf_ks_tenant *t)
 {
-	struct sockaddr_un sa;
-	const char *store;
-	int fd, served;
+#ifdef CF_HAVE_FS
+	const char *store = cf_ks_tenant_get(t, "store");	/* elsewhere */
+	char path[PATH_MAX];
 
-	memset(&sa, 0, sizeof(sa));
-	sa.sun_family = AF_UNIX;
-	store = cf_ks_tenant_get(t, "store");	/* set: a store elsewhere */
-	if ((store != NULL ? (size_t)snprintf(sa.sun_path, sizeof(sa.sun_path),
-	    "%s/cf.ctl", store) : (size_t)snprintf(sa.sun_path,
-	    sizeof(sa.sun_path), "%s/%s/store/cf.ctl", cf_ks_home_path(home),
-	    cf_ks_tenant_dir(t))) >= sizeof(sa.sun_path))
-		return -ENAMETOOLONG;
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -errno;
-	served = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
-	close(fd);
-	return served;
+	if (store == NULL) {
+		snprintf(path, sizeof(path), "%s/%s/store",
+		    cf_ks_home_path(home), cf_ks_tenant_dir(t));
+		store = path;
+	}
+	return cf_fs_store_served(store);
+#else
+	(void)home;
+	(void)t;
+	return -ENOSYS;		/* built without the store: no mounts */
+#endif
 }
 
 int
