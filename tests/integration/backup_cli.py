@@ -24,51 +24,6 @@ T, HOME, ENV, MP = H.t, H.home, H.env, H.mp
 coffer, mount, umount, cleanup = H.coffer, H.mount, H.umount, H.cleanup
 
 
-def tree_state(root):
-    """path -> (type, mode, uid, gid, mtime_ns, size, content/target,
-    xattrs, link key); link key groups hard links by inode."""
-    out = {}
-    inodes = {}
-    for dirpath, dirs, files in os.walk(root):
-        for name in sorted(dirs + files):
-            p = os.path.join(dirpath, name)
-            rel = os.path.relpath(p, root)
-            st = os.lstat(p)
-            data = None
-            if stat.S_ISREG(st.st_mode):
-                with open(p, "rb") as f:
-                    data = f.read()
-            elif stat.S_ISLNK(st.st_mode):
-                data = os.readlink(p)
-            xa = {}
-            if not stat.S_ISLNK(st.st_mode):
-                for k in os.listxattr(p, follow_symlinks=False):
-                    if k.startswith("user."):
-                        xa[k] = os.getxattr(p, k, follow_symlinks=False)
-            link = None
-            if st.st_nlink > 1 and not stat.S_ISDIR(st.st_mode):
-                link = inodes.setdefault(st.st_ino, rel)
-            mt = st.st_mtime_ns if not stat.S_ISLNK(st.st_mode) else 0
-            out[rel] = (stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode),
-                        st.st_uid, st.st_gid, mt,
-                        st.st_size, data, xa, link)
-    return out
-
-
-def diff(a, b):
-    lines = []
-    for k in sorted(set(a) | set(b)):
-        if a.get(k) != b.get(k):
-            va, vb = a.get(k), b.get(k)
-            if va and vb:
-                va = tuple(x if not isinstance(x, bytes) or len(x) < 64
-                           else f"<{len(x)} bytes>" for x in va)
-                vb = tuple(x if not isinstance(x, bytes) or len(x) < 64
-                           else f"<{len(x)} bytes>" for x in vb)
-            lines.append(f"{k}: {va} != {vb}")
-    return "\n".join(lines)
-
-
 def repo_size(tenant):
     total = 0
     for dirpath, _, files in os.walk(os.path.join(HOME, "repos", tenant)):
@@ -112,7 +67,7 @@ try:
     os.chown(os.path.join(MP, "docs/deep/er/text"), 1234, 5678)
     os.utime(os.path.join(MP, "empty"), ns=(1, 1_000_000_123))
     os.utime(os.path.join(MP, "docs/deep"), ns=(2, 978_307_200_987_654_321))
-    before = tree_state(MP)
+    before = cftest.tree_state(MP)
     umount(p)
 
     t0 = time.time()
@@ -130,10 +85,10 @@ try:
     out = os.path.join(T, "out1")
     r = coffer("restore", "acme", "latest", "--target", out)
     ok(r.returncode == 0, "restore latest --target", r.stderr)
-    after = tree_state(out)
+    after = cftest.tree_state(out)
     ok(before == after, "restored tree equals the original (content, "
        "mode, owner, mtime ns, xattrs, symlinks, hard links)",
-       diff(before, after))
+       cftest.tree_diff(before, after))
     st = os.stat(os.path.join(out, "sparse"))
     ok(st.st_size == 8 << 20 and st.st_blocks * 512 < 1 << 20,
        "sparse file restored with real holes",
@@ -184,11 +139,12 @@ try:
                         "-xpf", tarf, "-C", tx], capture_output=True,
                        text=True)
     ok(t.returncode == 0, "GNU tar extracts it", t.stderr)
-    fromtar = tree_state(tx)
+    fromtar = cftest.tree_state(tx)
     keys = [k for k in before if before[k][0] == stat.S_IFREG]
     ok(all(fromtar.get(k, (None,) * 7)[6] == before[k][6] for k in keys),
        "tar content equals the original for every regular file",
-       diff({k: before[k] for k in keys}, {k: fromtar.get(k) for k in keys}))
+       cftest.tree_diff({k: before[k] for k in keys},
+                        {k: fromtar.get(k) for k in keys}))
     r = subprocess.run([COFFER, "restore", "acme", "--to-tar", "-"],
                        capture_output=True, env=ENV, timeout=120)
     ok(r.returncode == 0 and r.stdout == open(tarf, "rb").read()[:0] +

@@ -36,55 +36,7 @@ coffer = H.coffer
 
 
 def tree_state(root):
-    """path -> (type, mode, uid, gid, mtime_ns, size, content/target,
-    xattrs, rdev, link key); the link key groups hard links by inode."""
-    out = {}
-    inodes = {}
-    for dirpath, dirs, files in os.walk(root):
-        for name in sorted(dirs + files):
-            p = os.path.join(dirpath, name)
-            rel = os.path.relpath(p, root)
-            st = os.lstat(p)
-            data = None
-            if stat.S_ISREG(st.st_mode):
-                with open(p, "rb") as f:
-                    data = f.read()
-            elif stat.S_ISLNK(st.st_mode):
-                data = os.readlink(p)
-            xa = {}
-            if not stat.S_ISLNK(st.st_mode):
-                for k in os.listxattr(p, follow_symlinks=False):
-                    xa[k] = os.getxattr(p, k, follow_symlinks=False)
-            link = None
-            if st.st_nlink > 1 and not stat.S_ISDIR(st.st_mode):
-                link = inodes.setdefault(st.st_ino, rel)
-            mt = st.st_mtime_ns if not stat.S_ISLNK(st.st_mode) else 0
-            size = st.st_size if not stat.S_ISDIR(st.st_mode) else 0
-            out[rel] = (stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode),
-                        st.st_uid, st.st_gid, mt, size, data, xa,
-                        st.st_rdev, link)
-    return out
-
-
-def diff(a, b):
-    lines = []
-    for k in sorted(set(a) | set(b)):
-        if a.get(k) != b.get(k):
-            va, vb = a.get(k), b.get(k)
-            if va and vb:
-                va = tuple(x if not isinstance(x, bytes) or len(x) < 64
-                           else f"<{len(x)} bytes>" for x in va)
-                vb = tuple(x if not isinstance(x, bytes) or len(x) < 64
-                           else f"<{len(x)} bytes>" for x in vb)
-            lines.append(f"{k}: {va} != {vb}")
-    return "\n".join(lines)
-
-
-def js(r):
-    try:
-        return json.loads(r.stdout)
-    except ValueError:
-        return {}
+    return cftest.tree_state(root, all_xattrs=True)
 
 
 def snapshots():
@@ -210,7 +162,7 @@ try:
     ok(os.path.getsize(ptar) < 4 << 20,
        "GNU tar stored the sparse files sparse", os.path.getsize(ptar))
     r = coffer("--json", "backup", "acme", "--tar", ptar, "--tag", "pax")
-    s1 = js(r)
+    s1 = cftest.js(r)
     nfiles = sum(1 for v in before.values() if v[0] != stat.S_IFDIR)
     ndirs = sum(1 for v in before.values() if v[0] == stat.S_IFDIR)
     ok(r.returncode == 0 and s1.get("consistency") == "stream" and
@@ -241,7 +193,7 @@ try:
     ok(r.returncode == 0 and before == after,
        "restore gives the tree back: content, mode, owner, mtime ns, "
        "xattrs, symlinks, hard links, fifo, device, long names",
-       r.stderr + diff(before, after))
+       r.stderr + cftest.tree_diff(before, after))
     st = os.stat(os.path.join(out, "sparse"))
     st2 = os.stat(os.path.join(out, "dir/sub/tailhole"))
     ok(st.st_size == 8 << 20 and st.st_blocks * 512 < 1 << 20 and
@@ -254,7 +206,7 @@ try:
     # ---- the same archive again: dedup ----
     size1 = repo_size()
     r = coffer("--json", "backup", "acme", "--tar", ptar)
-    s2 = js(r)
+    s2 = cftest.js(r)
     grew = repo_size() - size1
     ok(r.returncode == 0 and s2.get("new_bytes", 1 << 30) < 64 << 10 and
        grew < 64 << 10,
@@ -267,7 +219,7 @@ try:
                         src, "."], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     r = coffer("--json", "backup", "acme", "--tar", gtar)
-    r2, out = restore(js(r).get("snapshot", "x"), "out-gnu")
+    r2, out = restore(cftest.js(r).get("snapshot", "x"), "out-gnu")
     after = tree_state(out)
     # The GNU format keeps neither xattrs nor sub-second times.
     def gnu(st):
@@ -277,7 +229,7 @@ try:
     ok(r.returncode == 0 and r2.returncode == 0 and nox == gnu(after) and
        os.stat(os.path.join(out, "sparse")).st_blocks * 512 < 1 << 20,
        "a GNU-format archive (long names, GNU sparse) round trips",
-       r.stderr + r2.stderr + diff(nox, after))
+       r.stderr + r2.stderr + cftest.tree_diff(nox, after))
 
     # ---- standard input, compressed ----
     for comp in ("gzip", "xz", "bzip2", "zstd"):
@@ -289,12 +241,12 @@ try:
         r = subprocess.run([cftest.COFFER, "--json", "backup", "acme",
                             "--tar", "-"], input=z.stdout,
                            capture_output=True, env=ENV, timeout=120)
-        r2, out = restore(js(r).get("snapshot", "x"), "out-" + comp)
+        r2, out = restore(cftest.js(r).get("snapshot", "x"), "out-" + comp)
         after = tree_state(out)
         ok(r.returncode == 0 and before == after and
-           js(r).get("new_bytes", 1 << 30) < 64 << 10,
+           cftest.js(r).get("new_bytes", 1 << 30) < 64 << 10,
            f"--tar - reads a {comp} stream from stdin, dedups, round trips",
-           r.stderr.decode() + r2.stderr + diff(before, after))
+           r.stderr.decode() + r2.stderr + cftest.tree_diff(before, after))
 
     # ---- Python tarfile: pax xattrs (one outside user.*), ustar ----
     pyt = os.path.join(T, "py.tar")
@@ -307,7 +259,7 @@ try:
         add(tf, "py/caf\u00e9-\u65e5\u672c.txt", b"utf-8 name\n")
         add(tf, "py/" + "x" * 250, b"a 250-byte name\n")
     r = coffer("--json", "backup", "acme", "--tar", pyt)
-    r2, out = restore(js(r).get("snapshot", "x"), "out-py")
+    r2, out = restore(cftest.js(r).get("snapshot", "x"), "out-py")
     p = os.path.join(out, "py/data.bin")
     st = os.lstat(p) if os.path.exists(p) else None
     ok(r.returncode == 0 and r2.returncode == 0 and st is not None and
@@ -334,7 +286,7 @@ try:
         add(tf, "u/dev", type=tarfile.BLKTYPE, devmajor=7, devminor=9,
             mode=0o600)
     r = coffer("--json", "backup", "acme", "--tar", ust)
-    r2, out = restore(js(r).get("snapshot", "x"), "out-ustar")
+    r2, out = restore(cftest.js(r).get("snapshot", "x"), "out-ustar")
     f = os.path.join(out, "u/" + "p" * 90 + "/" + "q" * 90)
     dv = os.path.join(out, "u/dev")
     ok(r.returncode == 0 and os.path.isfile(f) and
@@ -371,7 +323,7 @@ try:
         add(tf, "bigid", b"x", uid=1 << 40)
     nsnap = len(snapshots())
     r = coffer("--json", "backup", "acme", "--tar", host)
-    j = js(r)
+    j = cftest.js(r)
     ok(r.returncode == 1 and j.get("left_out") == 8 and
        "left out" in r.stderr,
        "hostile entries are left out and counted; the backup exits 1",
@@ -483,7 +435,7 @@ try:
             bad.append(f"{i}: {r.returncode} "
                        f"{r.stderr.decode(errors='replace')[-500:]}")
             continue
-        sid = js(r).get("snapshot") if r.stdout.startswith(b"{") else None
+        sid = cftest.js(r).get("snapshot") if r.stdout.startswith(b"{") else None
         if sid:
             r2 = coffer("restore", "acme", sid, "--repo", mrepo,
                         "--target", os.path.join(T, "mut", str(i)))
@@ -521,8 +473,8 @@ try:
     with open(os.path.join(sd, "dense"), "wb") as f:
         f.write(os.urandom(700000))
     r = coffer("--json", "backup", "acme", "--dir", sd)
-    sid = js(r).get("snapshot", "x")
-    ok(r.returncode == 0 and js(r).get("bytes") == (10 << 30) +
+    sid = cftest.js(r).get("snapshot", "x")
+    ok(r.returncode == 0 and cftest.js(r).get("bytes") == (10 << 30) +
        (3 << 20) + 100000 + (7 << 20) + 700000,
        "a 10 GiB sparse file backed up (--dir)", r.stdout + r.stderr)
     spt = os.path.join(T, "sparse.tar")
@@ -569,7 +521,7 @@ try:
                             "--writer-key", wkey, "--repo", wurl, "--tar",
                             "-"], stdin=f, capture_output=True, env=agent,
                            timeout=120)
-    j = js(r)
+    j = cftest.js(r)
     ok(r.returncode == 0 and j.get("write_only") is True and
        j.get("files") == nfiles and j.get("dirs") == ndirs,
        "a write-only agent backs up a tar from stdin", r.stderr)
@@ -579,7 +531,7 @@ try:
     after = tree_state(out)
     ok(r2.returncode == 0 and before == after,
        "the full keys restore the agent's tar snapshot exactly",
-       r2.stderr + diff(before, after))
+       r2.stderr + cftest.tree_diff(before, after))
 
     # ---- snapshots, audit ----
     snaps = snapshots()

@@ -1,7 +1,10 @@
 """cftest.py - what the Python integration tests share: TAP output, a
 throwaway coffer home with a fast file KMS, and real `coffer mount`s."""
+import hashlib
+import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -99,3 +102,61 @@ class Home:
             if p.poll() is None:
                 p.kill()
         shutil.rmtree(self.t, ignore_errors=True)
+
+
+def js(r):
+    """The JSON a command printed on stdout, or {} if it printed none."""
+    try:
+        return json.loads(r.stdout)
+    except ValueError:
+        return {}
+
+
+def tree_state(root, all_xattrs=False, hash_data=False):
+    """path -> (type, mode, uid, gid, mtime_ns, size (0 for directories),
+    content (its sha256 with hash_data) or symlink target, xattrs (user.*
+    unless all_xattrs), rdev, link key); the link key groups hard links
+    by inode."""
+    out, inodes = {}, {}
+    for dirpath, dirs, files in os.walk(root):
+        for name in sorted(dirs + files):
+            p = os.path.join(dirpath, name)
+            rel = os.path.relpath(p, root)
+            st = os.lstat(p)
+            data = None
+            if stat.S_ISREG(st.st_mode):
+                with open(p, "rb") as f:
+                    data = f.read()
+                if hash_data:
+                    data = hashlib.sha256(data).hexdigest()
+            elif stat.S_ISLNK(st.st_mode):
+                data = os.readlink(p)
+            xa = {}
+            if not stat.S_ISLNK(st.st_mode):
+                xa = {k: os.getxattr(p, k, follow_symlinks=False)
+                      for k in os.listxattr(p, follow_symlinks=False)
+                      if all_xattrs or k.startswith("user.")}
+            link = None
+            if st.st_nlink > 1 and not stat.S_ISDIR(st.st_mode):
+                link = inodes.setdefault(st.st_ino, rel)
+            mt = st.st_mtime_ns if not stat.S_ISLNK(st.st_mode) else 0
+            size = st.st_size if not stat.S_ISDIR(st.st_mode) else 0
+            out[rel] = (stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode),
+                        st.st_uid, st.st_gid, mt, size, data, xa,
+                        st.st_rdev, link)
+    return out
+
+
+def tree_diff(a, b):
+    """The entries of two tree_state results that differ, one per line."""
+    def short(v):
+        return tuple(x if not isinstance(x, bytes) or len(x) < 64
+                     else f"<{len(x)} bytes>" for x in v)
+    lines = []
+    for k in sorted(set(a) | set(b)):
+        if a.get(k) != b.get(k):
+            va, vb = a.get(k), b.get(k)
+            if va and vb:
+                va, vb = short(va), short(vb)
+            lines.append(f"{k}: {va} != {vb}")
+    return "\n".join(lines)

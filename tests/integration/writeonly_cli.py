@@ -43,46 +43,12 @@ def run(*args, env=None, stdin=None):
     return r
 
 
-def js(r):
-    try:
-        return json.loads(r.stdout)
-    except ValueError:
-        return {}
-
-
 def sha(b):
     return hashlib.sha256(b).hexdigest()
 
 
 def tree_state(root):
-    """path -> (type, mode, uid, gid, mtime_ns, size, content/target,
-    user xattrs, rdev, link key); the link key groups hard links."""
-    out, inodes = {}, {}
-    for dirpath, dirs, files in os.walk(root):
-        for name in sorted(dirs + files):
-            p = os.path.join(dirpath, name)
-            rel = os.path.relpath(p, root)
-            st = os.lstat(p)
-            data = None
-            if stat.S_ISREG(st.st_mode):
-                with open(p, "rb") as f:
-                    data = sha(f.read())
-            elif stat.S_ISLNK(st.st_mode):
-                data = os.readlink(p)
-            xa = {}
-            if not stat.S_ISLNK(st.st_mode):
-                xa = {k: os.getxattr(p, k, follow_symlinks=False)
-                      for k in os.listxattr(p, follow_symlinks=False)
-                      if k.startswith("user.")}
-            link = None
-            if st.st_nlink > 1 and not stat.S_ISDIR(st.st_mode):
-                link = inodes.setdefault(st.st_ino, rel)
-            mt = st.st_mtime_ns if not stat.S_ISLNK(st.st_mode) else 0
-            size = st.st_size if not stat.S_ISDIR(st.st_mode) else 0
-            out[rel] = (stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode),
-                        st.st_uid, st.st_gid, mt, size, data, xa,
-                        st.st_rdev, link)
-    return out
+    return cftest.tree_state(root, hash_data=True)
 
 
 def repo_objects(url):
@@ -140,7 +106,7 @@ try:
     r = run("backup", "acme", "--stdin", "--name", "full.bin", "--repo", URL,
             "--json", stdin=A)
     ok(r.returncode == 0, "a full-key backup first", r.stderr)
-    s0 = js(r).get("snapshot", "")
+    s0 = cftest.js(r).get("snapshot", "")
 
     # ---- export ----
     r = run("tenant", "writer-key", "acme", "--out", KEY, "--repo", URL)
@@ -169,14 +135,14 @@ try:
        r.stderr)
     ok(not os.path.exists(AGENT["COFFER_HOME"]),
        "the agent created no home")
-    s1 = js(r).get("snapshot", "")
+    s1 = cftest.js(r).get("snapshot", "")
     size1 = repo_size(URL)
     empty = os.path.join(T, "empty-home")
     os.makedirs(empty)
     env2 = dict(AGENT, COFFER_HOME=empty)
     r = run("backup", "acme", "--writer-key", KEY, "--repo", URL, "--stdin",
             "--name", "db.sql", "--json", env=env2, stdin=B)
-    j = js(r)
+    j = cftest.js(r)
     ok(r.returncode == 0 and j.get("new_blobs") == 1 and
        j.get("new_bytes", 1 << 20) < 1024,
        "a second run on an empty home stores only its new tree blob",
@@ -185,14 +151,14 @@ try:
     ok(0 < size2 - size1 < 2048,
        f"dedup: the second 4.4 MiB run added {size2 - size1} bytes "
        "(its tree blob, an index and the snapshot)")
-    s2 = js(r).get("snapshot", "")
+    s2 = cftest.js(r).get("snapshot", "")
     r = run("backup", "acme", "--writer-key", KEY, "--repo", URL, "--stdin",
             "--name", "db.sql", "--json", env=env2, stdin=B2)
     size3 = repo_size(URL)
     ok(r.returncode == 0 and 0 < size3 - size2 < len(B2) // 2,
        f"a 7-byte insertion stores only the chunks around it "
        f"({size3 - size2} of {len(B2)} bytes)", r.stderr)
-    s3 = js(r).get("snapshot", "")
+    s3 = cftest.js(r).get("snapshot", "")
     ok(os.listdir(empty) == [], "the agent wrote nothing into the home")
 
     # ---- a plain directory on the agent's host (--dir) ----
@@ -226,7 +192,7 @@ try:
     DSTATE = tree_state(DUMPS)
     r = run("backup", "acme", "--writer-key", KEY, "--repo", URL, "--dir",
             DUMPS, "--json", env=AGENT)
-    j = js(r)
+    j = cftest.js(r)
     ok(r.returncode == 0 and j.get("write_only") is True and
        j.get("consistency") == "none" and j.get("files") == 6 and
        j.get("dirs") == 2,
@@ -236,7 +202,7 @@ try:
     size4 = repo_size(URL)
     r = run("backup", "acme", "--writer-key", KEY, "--repo", URL, "--dir",
             DUMPS, "--json", env=AGENT)
-    j = js(r)
+    j = cftest.js(r)
     sd2 = j.get("snapshot", "")
     ok(r.returncode == 0 and j.get("new_blobs") == 0 and
        0 < repo_size(URL) - size4 < 2048,
@@ -311,7 +277,7 @@ try:
     ok(st.st_blocks * 512 < 1 << 20, "holes restored as holes",
        st.st_blocks)
     r = run("snapshots", "acme", "--repo", URL, "--json")
-    ids = [e.get("id") for e in (js(r) or [])]
+    ids = [e.get("id") for e in (cftest.js(r) or [])]
     ok(r.returncode == 0 and len(ids) == 6 and s1 in ids and s2 in ids and
        s3 in ids and sd1 in ids, "snapshots lists the agent's snapshots",
        r.stderr + r.stdout)
@@ -319,7 +285,7 @@ try:
     ok(r.returncode == 0, "verify --read-data passes", r.stdout + r.stderr)
     r = run("backup", "acme", "--stdin", "--name", "db.sql", "--repo", URL,
             "--json", stdin=B)
-    j = js(r)
+    j = cftest.js(r)
     ok(r.returncode == 0 and j.get("new_blobs") == 1 and
        j.get("new_bytes", 1 << 20) < 1024,
        "a full-key backup dedups against the agent's blobs (only its tree "
