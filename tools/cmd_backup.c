@@ -2970,16 +2970,44 @@ struct tref {
 	size_t refs;		/* under rs.mu */
 };
 
-/* One file's content to write: the fd is open, the node in tref. */
+/*
+ * A directory being restored: its fd, and its node (in the parent's
+ * tree, held by tr) whose metadata is set when the last reference goes:
+ * the walk holds one while it creates the entries, and each queued file
+ * job one, because workers create files in it (which changes its
+ * mtime).  The root (the target) has no node and keeps its fd.
+ */
+struct rdir {
+	int fd;
+	int own;		/* close fd at the end */
+	int meta;		/* set n's metadata at the end */
+	const struct cf_bk_node *n;
+	struct tref *tr;	/* NULL for the root */
+	char *path;
+	size_t refs;		/* under rs.mu */
+};
+
+/*
+ * One file's content to write: fd is open (a file with hard links,
+ * created by the walk so later names can link to it), or -1 and the
+ * worker creates the file in d.  The node lives in tref.
+ */
 struct fjob {
 	int fd;
+	struct rdir *d;
 	const struct cf_bk_node *n;
 	struct tref *tr;
 	char *path;
 };
 
-#define RS_WORKERS 2		/* file writers: both cores */
-#define RS_QUEUE 64		/* file jobs waiting (each holds an fd) */
+/*
+ * File workers.  More than the cores: a worker often waits for the
+ * file system (inode allocation in a directory, page cache), and
+ * creating, writing and closing files on several threads keeps both
+ * cores busy.  Measured in docs/backup.md.
+ */
+#define RS_WORKERS 4
+#define RS_QUEUE 64		/* file jobs waiting */
 
 struct rs;
 
@@ -2987,7 +3015,7 @@ struct rsw {
 	struct rs *r;
 	struct cf_bk_blob_reader *br;	/* its own key cache */
 	pthread_t tid;
-	uint64_t bytes, damaged, failed;	/* added to rs at the end */
+	uint64_t damaged, failed, refused;	/* added to rs at the end */
 };
 
 struct rs {
@@ -3003,13 +3031,14 @@ struct rs {
 	 * --target: regular files' contents are loaded, written and given
 	 * their metadata by RS_WORKERS threads, each with its own blob
 	 * reader; the walk (trees, names, links, directories) stays on the
-	 * main thread.  mu guards the queue, tree refs, bytes, damaged,
-	 * failed and fatal while workers run.
+	 * main thread.  mu guards the queue, tree and directory refs,
+	 * files, bytes and fatal while workers run.
 	 */
 	pthread_mutex_t mu;
 	pthread_cond_t cv_job, cv_space;
 	struct fjob q[RS_QUEUE];
 	size_t qhead, qlen, busy;
+	uint64_t wfiles, wbytes;	/* done by workers */
 	int stop, fatal;
 	struct rsw w[RS_WORKERS];
 	size_t nworkers;	/* started */
@@ -3050,6 +3079,7 @@ rlink_add(struct rs *r, uint64_t group, int fd, const char *path)
 static void
 rprogress(struct rs *r)
 {
+	uint64_t files, bytes;
 	int64_t t;
 
 	if (!r->progress)
@@ -3058,8 +3088,14 @@ rprogress(struct rs *r)
 	if (t - r->last_progress < 200000000)
 		return;
 	r->last_progress = t;
-	fprintf(stderr, "\r%llu files, %.1f MiB", (unsigned long long)r->files,
-	    (double)r->bytes / (1 << 20));
+	if (r->nworkers > 0)
+		pthread_mutex_lock(&r->mu);
+	files = r->files + r->wfiles;
+	bytes = r->bytes + r->wbytes;
+	if (r->nworkers > 0)
+		pthread_mutex_unlock(&r->mu);
+	fprintf(stderr, "\r%llu files, %.1f MiB", (unsigned long long)files,
+	    (double)bytes / (1 << 20));
 }
 
 /*
@@ -3232,14 +3268,41 @@ tref_put(struct rs *r, struct tref *tr)
 	}
 }
 
-/* Queues a file's content for the workers; takes fd on success. */
+/* Drops a reference to a directory; the last one sets its metadata. */
+static void
+rdir_put(struct rs *r, struct rdir *d)
+{
+	size_t left;
+
+	if (r->nworkers > 0)
+		pthread_mutex_lock(&r->mu);
+	left = --d->refs;
+	if (r->nworkers > 0)
+		pthread_mutex_unlock(&r->mu);
+	if (left > 0)
+		return;
+	if (d->meta)
+		set_meta_fd(r, d->fd, d->n, d->path);
+	if (d->own)
+		close(d->fd);
+	if (d->tr != NULL)
+		tref_put(r, d->tr);
+	free(d->path);
+	free(d);
+}
+
+/*
+ * Queues a file's content for the workers: fd open (taken on success),
+ * or -1 to have a worker create it in d.
+ */
 static int
-fjob_push(struct rs *r, int fd, const struct cf_bk_node *n, struct tref *tr,
-    const char *path)
+fjob_push(struct rs *r, int fd, struct rdir *d, const struct cf_bk_node *n,
+    struct tref *tr, const char *path)
 {
 	struct fjob j;
 
 	j.fd = fd;
+	j.d = d;
 	j.n = n;
 	j.tr = tr;
 	j.path = strdup(path);
@@ -3249,6 +3312,7 @@ fjob_push(struct rs *r, int fd, const struct cf_bk_node *n, struct tref *tr,
 	while (r->qlen == RS_QUEUE)
 		pthread_cond_wait(&r->cv_space, &r->mu);
 	tr->refs++;
+	d->refs++;
 	r->q[(r->qhead + r->qlen) % RS_QUEUE] = j;
 	r->qlen++;
 	pthread_cond_signal(&r->cv_job);
@@ -3257,10 +3321,11 @@ fjob_push(struct rs *r, int fd, const struct cf_bk_node *n, struct tref *tr,
 }
 
 /*
- * A worker: loads a file's blobs with its own reader, writes them with
- * pwrite, sets the size, then the file's metadata, and closes it.  A
- * file write that fails with EIO, ENOSPC or EDQUOT stops the restore
- * (as on the main thread); other failures are counted.
+ * A worker: creates the file (unless the walk did), loads its blobs
+ * with its own reader, writes them with pwrite, sets the size, then the
+ * file's metadata, and closes it.  A file that fails with EIO, ENOSPC
+ * or EDQUOT stops the restore (as on the main thread); other failures
+ * are counted, and an existing name is refused, not overwritten.
  */
 static void *
 rs_worker(void *arg)
@@ -3268,7 +3333,7 @@ rs_worker(void *arg)
 	struct rsw *w = arg;
 	struct rs *r = w->r;
 	struct fjob j;
-	int rc;
+	int rc, created, wrote = 0;
 
 	pthread_mutex_lock(&r->mu);
 	for (;;) {
@@ -3282,25 +3347,45 @@ rs_worker(void *arg)
 		r->busy++;
 		pthread_cond_signal(&r->cv_space);
 		pthread_mutex_unlock(&r->mu);
-		rc = write_content(r, w->br, j.n, j.fd, j.path);
-		if (rc >= 0) {
-			w->bytes += j.n->size;
-			if (rc > 0)
-				w->damaged++;
-			set_meta_fd(r, j.fd, j.n, j.path);
+		created = j.fd < 0;
+		if (created)
+			j.fd = openat(j.d->fd, j.n->name, O_WRONLY | O_CREAT |
+			    O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+		if (j.fd < 0 && errno == EEXIST) {
+			fprintf(stderr, "coffer: %s exists in the target; not "
+			    "overwritten\n", j.path);
+			w->refused++;
+			rc = 0;
 		} else {
-			fprintf(stderr, "\ncoffer: %s: %s\n", j.path,
-			    strerror(-rc));
-			w->failed++;
+			rc = j.fd < 0 ? -errno : write_content(r, w->br, j.n,
+			    j.fd, j.path);
+			if (rc >= 0) {
+				if (rc > 0)
+					w->damaged++;
+				set_meta_fd(r, j.fd, j.n, j.path);
+				wrote = 1;
+			} else {
+				fprintf(stderr, "\ncoffer: %s: %s\n", j.path,
+				    strerror(-rc));
+				w->failed++;
+			}
 		}
-		close(j.fd);
+		if (j.fd >= 0)
+			close(j.fd);
 		free(j.path);
 		pthread_mutex_lock(&r->mu);
 		if (rc == -EIO || rc == -ENOSPC || rc == -EDQUOT)
 			r->fatal = 1;
+		if (wrote) {
+			r->wbytes += j.n->size;
+			if (created)
+				r->wfiles++;	/* the walk counted the others */
+		}
+		wrote = 0;
 		r->busy--;
 		pthread_mutex_unlock(&r->mu);
 		tref_put(r, j.tr);
+		rdir_put(r, j.d);
 		pthread_mutex_lock(&r->mu);
 	}
 	pthread_mutex_unlock(&r->mu);
@@ -3345,10 +3430,12 @@ rs_finish(struct rs *r)
 	for (i = 0; i < n; i++) {
 		pthread_join(r->w[i].tid, NULL);
 		cf_bk_blob_reader_free(r->w[i].br);
-		r->bytes += r->w[i].bytes;
 		r->damaged += r->w[i].damaged;
 		r->failed += r->w[i].failed;
+		r->refused += r->w[i].refused;
 	}
+	r->files += r->wfiles;
+	r->bytes += r->wbytes;
 	r->nworkers = 0;
 	if (r->fatal && r->failed == 0)
 		r->failed++;
@@ -3357,7 +3444,7 @@ rs_finish(struct rs *r)
 	pthread_mutex_destroy(&r->mu);
 }
 
-static int restore_tree(struct rs *r, int dirfd,
+static int restore_tree(struct rs *r, struct rdir *d,
     const unsigned char id[CF_BK_ID_BYTES], char *path, size_t plen,
     char **filter, int depth);
 
@@ -3415,12 +3502,13 @@ restore_special(struct rs *r, int dirfd, const struct cf_bk_node *n,
 }
 
 static int
-restore_node(struct rs *r, int dirfd, const struct cf_bk_node *n,
+restore_node(struct rs *r, struct rdir *pd, const struct cf_bk_node *n,
     struct tref *tr, char *path, size_t plen, char **filter, int depth)
 {
+	struct rdir *d;
 	struct rlink *l;
 	char proc[64];
-	int fd, rc;
+	int fd, rc, dirfd = pd->fd;
 
 	if (n->name[0] == '\0' || strchr(n->name, '/') != NULL ||
 	    strcmp(n->name, ".") == 0 || strcmp(n->name, "..") == 0) {
@@ -3441,11 +3529,27 @@ restore_node(struct rs *r, int dirfd, const struct cf_bk_node *n,
 			r->refused++;
 			return 0;
 		}
-		rc = restore_tree(r, fd, n->subtree, path, plen, filter,
+		d = calloc(1, sizeof(*d));
+		if (d == NULL || (d->path = strdup(path)) == NULL) {
+			free(d);
+			close(fd);
+			return -ENOMEM;
+		}
+		d->fd = fd;
+		d->own = 1;
+		d->n = n;
+		d->tr = tr;
+		d->refs = 1;
+		if (r->nworkers > 0)
+			pthread_mutex_lock(&r->mu);
+		tr->refs++;
+		if (r->nworkers > 0)
+			pthread_mutex_unlock(&r->mu);
+		rc = restore_tree(r, d, n->subtree, path, plen, filter,
 		    depth + 1);
-		if (rc >= 0 && filter == NULL)
-			set_meta_fd(r, fd, n, path);
-		close(fd);
+		/* Its metadata once the workers have made its files. */
+		d->meta = rc >= 0 && filter == NULL;
+		rdir_put(r, d);
 		r->dirs++;
 		return rc;
 	}
@@ -3473,12 +3577,19 @@ restore_node(struct rs *r, int dirfd, const struct cf_bk_node *n,
 		}
 		return rc;
 	}
+	if (r->nworkers > 0 && n->link_group == 0) {
+		/* A worker creates it (counted there). */
+		rc = fjob_push(r, -1, pd, n, tr, path);
+		if (rc == 0)
+			rprogress(r);
+		return rc;
+	}
 	fd = openat(dirfd, n->name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW |
 	    O_CLOEXEC, 0600);
 	if (fd < 0)
 		return errno == EEXIST ? refuse(r, path) : -errno;
 	if (r->nworkers > 0) {
-		rc = fjob_push(r, fd, n, tr, path);
+		rc = fjob_push(r, fd, pd, n, tr, path);
 		if (rc < 0) {
 			close(fd);
 			return rc;
@@ -3626,7 +3737,7 @@ tar_node(struct rs *r, const struct cf_bk_node *n, char *path, size_t plen,
 	archive_entry_free(e);
 	if (n->type == CF_BK_NODE_DIR) {
 		r->dirs++;
-		return restore_tree(r, -1, n->subtree, path, plen, filter,
+		return restore_tree(r, NULL, n->subtree, path, plen, filter,
 		    depth + 1);
 	}
 	r->files++;
@@ -3646,13 +3757,14 @@ tar_node(struct rs *r, const struct cf_bk_node *n, char *path, size_t plen,
 }
 
 /*
- * Restores the tree id into dirfd (or the tar if dirfd < 0).  path holds
+ * Restores the tree id into d (or the tar if d is NULL).  path holds
  * the directory's path ("" for the root) in a PATH_MAX*2 buffer; filter,
  * if not NULL, the remaining --path components.
  */
 static int
-restore_tree(struct rs *r, int dirfd, const unsigned char id[CF_BK_ID_BYTES],
-    char *path, size_t plen, char **filter, int depth)
+restore_tree(struct rs *r, struct rdir *d,
+    const unsigned char id[CF_BK_ID_BYTES], char *path, size_t plen,
+    char **filter, int depth)
 {
 	struct cf_bk_tree *t = NULL;
 	struct tref *tr;
@@ -3695,7 +3807,7 @@ restore_tree(struct rs *r, int dirfd, const unsigned char id[CF_BK_ID_BYTES],
 			    filter != NULL && filter[1] != NULL ? filter + 1 :
 			    NULL, depth);
 		else
-			rc = restore_node(r, dirfd, n, tr, path, plen + 1 + nlen,
+			rc = restore_node(r, d, n, tr, path, plen + 1 + nlen,
 			    filter != NULL && filter[1] != NULL ? filter + 1 :
 			    NULL, depth);
 		if (rc == 0 && rs_fatal(r))
@@ -3787,6 +3899,7 @@ cmd_restore(struct tl_ctx *ctx, int argc, char **argv)
 	};
 	struct session s;
 	struct rs r;
+	struct rdir *root = NULL;
 	struct cf_bk_snapshot *snap = NULL;
 	unsigned char sid[CF_BK_ID_BYTES];
 	const char *repo = NULL, *target = NULL, *tarf = NULL, *want = "latest";
@@ -3896,10 +4009,18 @@ cmd_restore(struct tl_ctx *ctx, int argc, char **argv)
 			goto out;
 		}
 	}
-	if (r.ar == NULL)
+	if (r.ar == NULL) {
+		root = calloc(1, sizeof(*root));
+		if (root == NULL)
+			goto out;
+		root->fd = dirfd;	/* no metadata; closed below */
+		root->refs = 1;
 		rs_start(&r);
-	rc = restore_tree(&r, dirfd, snap->tree, pathbuf, 0,
+	}
+	rc = restore_tree(&r, root, snap->tree, pathbuf, 0,
 	    pcopy != NULL && nf > 0 ? filter : NULL, 0);
+	if (root != NULL)
+		rdir_put(&r, root);	/* the workers may hold it longer */
 	rs_finish(&r);
 	if (r.progress)
 		fputc('\n', stderr);
