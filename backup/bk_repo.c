@@ -10,6 +10,7 @@
  */
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,6 +54,7 @@ repo_new(struct cf_bk_repo **out, struct cf_bk_store *store,
 }
 
 static void window_free(struct bk_window *w);
+static void pcache_free(struct bk_pcache *pc);
 
 /* Frees r but not its store (init/open failures hand it back). */
 static void
@@ -60,6 +62,7 @@ repo_free_keep_store(struct cf_bk_repo *r)
 {
 	if (r == NULL)
 		return;
+	pcache_free(r->pc);
 	cf_bk_chunker_free(r->chunker);
 	cf_bk_index_free(r->idx);
 	cf_ks_aead_free(r->cache_aead);
@@ -479,6 +482,15 @@ window_free(struct bk_window *w)
 	free(w);
 }
 
+/* 1 if r's store is remote (each read a request), 0 if local. */
+static int
+store_remote(struct cf_bk_repo *r)
+{
+	const struct cf_bk_store_ops *ops = cf_bk_store_ops(r->store);
+
+	return ops != NULL && ops->name != NULL && strcmp(ops->name, "s3") == 0;
+}
+
 /*
  * The window for r's store, made on first use: NULL for local stores,
  * which read exactly what is asked (the page cache is their window).
@@ -486,17 +498,305 @@ window_free(struct bk_window *w)
 static struct bk_window *
 window_for(struct cf_bk_repo *r, struct bk_window **slot)
 {
-	const struct cf_bk_store_ops *ops = cf_bk_store_ops(r->store);
-
 	if (*slot != NULL)
 		return *slot;
-	if (ops == NULL || ops->name == NULL || strcmp(ops->name, "s3") != 0)
+	if (!store_remote(r))
 		return NULL;
 	*slot = calloc(1, sizeof(**slot));
 	return *slot;
 }
 
-/* Reads the sealed blob at loc into sblob, through the window if any. */
+/* ---- the pack cache (restores from remote stores) ---------------------------- */
+
+#define PC_PACK_MAX (64U << 20)	/* larger packs: ranged reads */
+
+enum pc_state { PC_EMPTY, PC_QUEUED, PC_LOADING, PC_READY, PC_FAILED };
+
+struct pc_slot {
+	unsigned char pack[CF_BK_ID_BYTES];
+	uint64_t size;
+	unsigned char *buf;
+	size_t cap;
+	enum pc_state state;
+	int rc;			/* PC_FAILED: why */
+	int hinted;		/* asked for and not used yet: kept */
+	size_t refs;		/* readers copying out of buf */
+	unsigned long used;	/* least recently used goes first */
+	unsigned long seq;	/* PC_QUEUED: order asked */
+};
+
+/*
+ * Every field of the slots, clock, seq and stop is protected by mu.
+ * A slot's buf is written only by the one thread that moved it to
+ * PC_LOADING, and read only while refs > 0 in PC_READY; a slot is
+ * reused only with refs == 0.
+ */
+struct bk_pcache {
+	struct cf_bk_repo *r;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;	/* a slot changed state or refs */
+	pthread_cond_t cv_work;	/* a pack was queued, or stop */
+	struct pc_slot *s;
+	unsigned nslots;
+	pthread_t *tid;
+	unsigned nthreads;
+	unsigned long clock, seq;
+	int stop;
+};
+
+static struct pc_slot *
+pc_find(struct bk_pcache *pc, const unsigned char pack[CF_BK_ID_BYTES])
+{
+	unsigned i;
+
+	for (i = 0; i < pc->nslots; i++)
+		if (pc->s[i].state != PC_EMPTY &&
+		    memcmp(pc->s[i].pack, pack, CF_BK_ID_BYTES) == 0)
+			return &pc->s[i];
+	return NULL;
+}
+
+/*
+ * A slot to reuse: empty, else the least recently used one nobody reads
+ * or loads.  A hint (queued, or loaded and not used yet) is taken only
+ * by a thread that needs a pack now (demand), and last.
+ */
+static struct pc_slot *
+pc_victim(struct bk_pcache *pc, int demand)
+{
+	struct pc_slot *best = NULL, *s;
+	unsigned i;
+	int bh = 0, h;
+
+	for (i = 0; i < pc->nslots; i++) {
+		s = &pc->s[i];
+		if (s->state == PC_EMPTY)
+			return s;
+		if (s->refs > 0 || s->state == PC_LOADING)
+			continue;
+		h = s->hinted || s->state == PC_QUEUED;
+		if (h && !demand)
+			continue;
+		if (best == NULL || h < bh || (h == bh && s->used < best->used)) {
+			best = s;
+			bh = h;
+		}
+	}
+	return best;
+}
+
+/* Reads a whole pack into slot s (PC_LOADING, owned by the caller). */
+static int
+pc_load(struct bk_pcache *pc, struct pc_slot *s)
+{
+	unsigned char *b;
+	char name[65];
+
+	if (s->cap < s->size) {
+		b = realloc(s->buf, (size_t)s->size);
+		if (b == NULL)
+			return -ENOMEM;
+		s->buf = b;
+		s->cap = (size_t)s->size;
+	}
+	bk_name(s->pack, name);
+	return cf_bk_store_get_range(pc->r->store, CF_BK_KIND_PACK, name, 0,
+	    (size_t)s->size, s->buf);
+}
+
+/* Loads s outside the lock (held on entry and return); wakes waiters. */
+static void
+pc_load_unlocked(struct bk_pcache *pc, struct pc_slot *s)
+{
+	int rc;
+
+	s->state = PC_LOADING;
+	pthread_mutex_unlock(&pc->mu);
+	rc = pc_load(pc, s);
+	pthread_mutex_lock(&pc->mu);
+	s->state = rc == 0 ? PC_READY : PC_FAILED;
+	s->rc = rc;
+	pthread_cond_broadcast(&pc->cv);
+}
+
+static void *
+pc_loader(void *arg)
+{
+	struct bk_pcache *pc = arg;
+	struct pc_slot *s;
+	unsigned i;
+
+	pthread_mutex_lock(&pc->mu);
+	while (!pc->stop) {
+		s = NULL;
+		for (i = 0; i < pc->nslots; i++)
+			if (pc->s[i].state == PC_QUEUED && (s == NULL ||
+			    pc->s[i].seq < s->seq))
+				s = &pc->s[i];
+		if (s == NULL) {
+			pthread_cond_wait(&pc->cv_work, &pc->mu);
+			continue;
+		}
+		pc_load_unlocked(pc, s);
+	}
+	pthread_mutex_unlock(&pc->mu);
+	return NULL;
+}
+
+/*
+ * Copies the sealed blob at loc out of its cached pack, loading the
+ * pack on this thread when no loader has it yet.  A failed load is
+ * tried again once by the next thread that needs the pack.
+ */
+static int
+pc_read(struct bk_pcache *pc, const struct cf_bk_blob_loc *loc,
+    unsigned char *sblob)
+{
+	struct pc_slot *s;
+	int rc, tried = 0;
+
+	pthread_mutex_lock(&pc->mu);
+	for (;;) {
+		s = pc_find(pc, loc->pack);
+		if (s != NULL && s->state == PC_READY)
+			break;
+		if (s != NULL && s->state == PC_FAILED && tried) {
+			rc = s->rc;
+			pthread_mutex_unlock(&pc->mu);
+			return rc;
+		}
+		if (s != NULL && s->state == PC_LOADING) {
+			pthread_cond_wait(&pc->cv, &pc->mu);
+			continue;
+		}
+		if (s == NULL) {
+			s = pc_victim(pc, 1);
+			if (s == NULL) {
+				/* Every slot is being read or loaded. */
+				pthread_cond_wait(&pc->cv, &pc->mu);
+				continue;
+			}
+			memcpy(s->pack, loc->pack, CF_BK_ID_BYTES);
+			s->size = loc->pack_size;
+			s->hinted = 0;
+		}
+		/* Queued, failed or new: load it here, now. */
+		tried = 1;
+		pc_load_unlocked(pc, s);
+	}
+	if (loc->offset + loc->desc.length > s->size) {
+		/* Two indexes disagree on the pack's size. */
+		pthread_mutex_unlock(&pc->mu);
+		return -EPROTO;
+	}
+	s->refs++;
+	s->hinted = 0;
+	s->used = ++pc->clock;
+	pthread_mutex_unlock(&pc->mu);
+	memcpy(sblob, s->buf + loc->offset, loc->desc.length);
+	pthread_mutex_lock(&pc->mu);
+	s->refs--;
+	pthread_cond_broadcast(&pc->cv);
+	pthread_mutex_unlock(&pc->mu);
+	return 0;
+}
+
+static void
+pcache_free(struct bk_pcache *pc)
+{
+	unsigned i;
+
+	if (pc == NULL)
+		return;
+	pthread_mutex_lock(&pc->mu);
+	pc->stop = 1;
+	pthread_cond_broadcast(&pc->cv_work);
+	pthread_mutex_unlock(&pc->mu);
+	for (i = 0; i < pc->nthreads; i++)
+		pthread_join(pc->tid[i], NULL);
+	for (i = 0; i < pc->nslots; i++)
+		free(pc->s[i].buf);
+	pthread_cond_destroy(&pc->cv);
+	pthread_cond_destroy(&pc->cv_work);
+	pthread_mutex_destroy(&pc->mu);
+	free(pc->s);
+	free(pc->tid);
+	free(pc);
+}
+
+int
+cf_bk_repo_pack_cache_start(struct cf_bk_repo *r, unsigned conns,
+    unsigned slots)
+{
+	struct bk_pcache *pc;
+	int rc = -ENOMEM;
+
+	if (conns == 0 || slots < conns)
+		return -EINVAL;
+	if (r->pc != NULL || !store_remote(r))
+		return 0;		/* local: the page cache does it */
+	pc = calloc(1, sizeof(*pc));
+	if (pc == NULL)
+		return -ENOMEM;
+	pc->r = r;
+	pthread_mutex_init(&pc->mu, NULL);
+	pthread_cond_init(&pc->cv, NULL);
+	pthread_cond_init(&pc->cv_work, NULL);
+	pc->s = calloc(slots, sizeof(*pc->s));
+	pc->tid = calloc(conns, sizeof(*pc->tid));
+	if (pc->s == NULL || pc->tid == NULL)
+		goto out;
+	pc->nslots = slots;
+	for (pc->nthreads = 0; pc->nthreads < conns; pc->nthreads++) {
+		if (pthread_create(&pc->tid[pc->nthreads], NULL, pc_loader,
+		    pc) != 0) {
+			rc = -EAGAIN;
+			goto out;
+		}
+	}
+	r->pc = pc;
+	pc = NULL;
+	rc = 0;
+out:
+	pcache_free(pc);
+	return rc;
+}
+
+void
+cf_bk_repo_pack_cache_stop(struct cf_bk_repo *r)
+{
+	pcache_free(r->pc);
+	r->pc = NULL;
+}
+
+void
+cf_bk_repo_prefetch(struct cf_bk_repo *r, enum cf_bk_blob_type type,
+    const unsigned char id[CF_BK_ID_BYTES])
+{
+	struct bk_pcache *pc = r->pc;
+	struct cf_bk_blob_loc loc;
+	struct pc_slot *s;
+
+	if (pc == NULL || cf_bk_index_lookup(r->idx, type, id, &loc) < 0 ||
+	    loc.pack_size > PC_PACK_MAX)
+		return;
+	pthread_mutex_lock(&pc->mu);
+	if (pc_find(pc, loc.pack) == NULL) {
+		s = pc_victim(pc, 0);
+		if (s != NULL) {
+			memcpy(s->pack, loc.pack, CF_BK_ID_BYTES);
+			s->size = loc.pack_size;
+			s->state = PC_QUEUED;
+			s->hinted = 1;
+			s->seq = ++pc->seq;
+			pthread_cond_signal(&pc->cv_work);
+		}
+	}
+	pthread_mutex_unlock(&pc->mu);
+}
+
+/* Reads the sealed blob at loc into sblob: from the pack cache, through
+ * the window, or directly. */
 static int
 read_sealed(struct cf_bk_repo *r, struct bk_window *w,
     const struct cf_bk_blob_loc *loc, const char *name, unsigned char *sblob)
@@ -505,6 +805,9 @@ read_sealed(struct cf_bk_repo *r, struct bk_window *w,
 	size_t n, i, pick = 0;
 	int rc;
 
+	if (r->pc != NULL && loc->pack_size <= PC_PACK_MAX &&
+	    end <= loc->pack_size && end >= loc->offset)
+		return pc_read(r->pc, loc, sblob);
 	if (w == NULL || loc->desc.length > BK_WINDOW ||
 	    loc->pack_size < end)
 		return cf_bk_store_get_range(r->store, CF_BK_KIND_PACK, name,
@@ -607,10 +910,22 @@ cf_bk_repo_blob_load(struct cf_bk_repo *r, enum cf_bk_blob_type type,
 
 /* ---- blob readers (one per restore thread) --------------------------------- */
 
+/*
+ * Pack keys a reader keeps: a backup fills several packs at once (one
+ * per writer thread), so consecutive files of a restore alternate
+ * between packs, and one cached key was derived again (with a
+ * sodium_malloc'd key schedule) at nearly every blob.
+ */
+#define BR_KEYS 8
+
 struct cf_bk_blob_reader {
 	struct cf_bk_repo *r;
-	unsigned char cache_hdr[CF_BK_HEADER_BYTES];
-	struct cf_ks_aead *aead;
+	struct {
+		unsigned char hdr[CF_BK_HEADER_BYTES];
+		struct cf_ks_aead *aead;
+		unsigned long used;
+	} k[BR_KEYS];
+	unsigned long clock;
 	struct bk_window *win;
 };
 
@@ -631,9 +946,12 @@ cf_bk_blob_reader_new(struct cf_bk_blob_reader **out, struct cf_bk_repo *r)
 void
 cf_bk_blob_reader_free(struct cf_bk_blob_reader *br)
 {
+	size_t i;
+
 	if (br == NULL)
 		return;
-	cf_ks_aead_free(br->aead);
+	for (i = 0; i < BR_KEYS; i++)
+		cf_ks_aead_free(br->k[i].aead);
 	window_free(br->win);
 	free(br);
 }
@@ -644,6 +962,7 @@ cf_bk_blob_reader_load(struct cf_bk_blob_reader *br,
     unsigned char **buf, size_t *len)
 {
 	struct cf_bk_blob_loc loc;
+	size_t i, pick = 0;
 	int rc;
 
 	*buf = NULL;
@@ -651,7 +970,18 @@ cf_bk_blob_reader_load(struct cf_bk_blob_reader *br,
 	rc = cf_bk_index_lookup(br->r->idx, type, id, &loc);
 	if (rc < 0)
 		return rc;
-	return blob_load_at(br->r, &loc, br->cache_hdr, &br->aead,
+	/* The slot holding this pack's key, else the least recently used. */
+	for (i = 0; i < BR_KEYS; i++) {
+		if (br->k[i].aead != NULL && memcmp(br->k[i].hdr, loc.header,
+		    CF_BK_HEADER_BYTES) == 0)
+			break;
+		if (br->k[i].used < br->k[pick].used)
+			pick = i;
+	}
+	if (i == BR_KEYS)
+		i = pick;
+	br->k[i].used = ++br->clock;
+	return blob_load_at(br->r, &loc, br->k[i].hdr, &br->k[i].aead,
 	    window_for(br->r, &br->win), buf, len);
 }
 

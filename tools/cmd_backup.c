@@ -3448,6 +3448,22 @@ static int restore_tree(struct rs *r, struct rdir *d,
     const unsigned char id[CF_BK_ID_BYTES], char *path, size_t plen,
     char **filter, int depth);
 
+/*
+ * Tells a remote repository's pack cache which packs the file about to
+ * be queued needs, so that they load while the workers write what is
+ * ahead of it (no-op on local repositories).
+ */
+static void
+rs_hint(struct rs *r, const struct cf_bk_node *n)
+{
+	size_t i;
+
+	for (i = 0; i < n->nitems; i++)
+		if (n->items[i].hole == 0)
+			cf_bk_repo_prefetch(r->repo, CF_BK_BLOB_DATA,
+			    n->items[i].id);
+}
+
 static int
 refuse(struct rs *r, const char *path)
 {
@@ -3577,6 +3593,7 @@ restore_node(struct rs *r, struct rdir *pd, const struct cf_bk_node *n,
 		}
 		return rc;
 	}
+	rs_hint(r, n);
 	if (r->nworkers > 0 && n->link_group == 0) {
 		/* A worker creates it (counted there). */
 		rc = fjob_push(r, -1, pd, n, tr, path);
@@ -3744,6 +3761,7 @@ tar_node(struct rs *r, const struct cf_bk_node *n, char *path, size_t plen,
 	if (l == NULL && n->link_group != 0)
 		rlink_add(r, n->link_group, -1, path + 1);
 	if (l == NULL && n->type == CF_BK_NODE_FILE) {
+		rs_hint(r, n);
 		rc = write_content(r, NULL, n, -1, path);
 		if (rc >= 0)
 			r->bytes += n->size;
@@ -3833,6 +3851,29 @@ restore_tree(struct rs *r, struct rdir *d,
 out:
 	tref_put(r, tr);
 	return rc;
+}
+
+/*
+ * GETs a restore keeps in flight on a remote repository:
+ * COFFER_S3_CONNECTIONS (1..16, default 4; docs/s3.md).
+ */
+static unsigned
+s3_conns(void)
+{
+	const char *v = getenv("COFFER_S3_CONNECTIONS");
+	char *end;
+	long n;
+
+	if (v == NULL || *v == '\0')
+		return 4;
+	errno = 0;
+	n = strtol(v, &end, 10);
+	if (errno != 0 || *end != '\0' || n < 1 || n > 16) {
+		fprintf(stderr, "coffer: COFFER_S3_CONNECTIONS=%s: not 1..16; "
+		    "using 4\n", v);
+		return 4;
+	}
+	return (unsigned)n;
 }
 
 /* Finds the snapshot by "latest", a full id or an id prefix (>= 4). */
@@ -4009,6 +4050,12 @@ cmd_restore(struct tl_ctx *ctx, int argc, char **argv)
 			goto out;
 		}
 	}
+	rc = cf_bk_repo_pack_cache_start(s.repo, s3_conns(),
+	    2 * s3_conns());
+	if (rc < 0) {
+		fprintf(stderr, "coffer: pack cache: %s\n", strerror(-rc));
+		goto out;
+	}
 	if (r.ar == NULL) {
 		root = calloc(1, sizeof(*root));
 		if (root == NULL)
@@ -4022,6 +4069,7 @@ cmd_restore(struct tl_ctx *ctx, int argc, char **argv)
 	if (root != NULL)
 		rdir_put(&r, root);	/* the workers may hold it longer */
 	rs_finish(&r);
+	cf_bk_repo_pack_cache_stop(s.repo);
 	if (r.progress)
 		fputc('\n', stderr);
 	if (r.ar != NULL) {
