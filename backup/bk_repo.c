@@ -54,6 +54,7 @@ repo_new(struct cf_bk_repo **out, struct cf_bk_store *store,
 }
 
 static void window_free(struct bk_window *w);
+static int store_remote(struct cf_bk_repo *r);
 static void pcache_free(struct bk_pcache *pc);
 
 /* Frees r but not its store (init/open failures hand it back). */
@@ -342,12 +343,31 @@ bk_repo_put_object(struct cf_bk_repo *r, enum cf_bk_kind kind,
 	return rc;
 }
 
+/* Checks the storage id of, and opens, the object obj read as name. */
+static int
+open_object(struct cf_bk_repo *r, enum cf_bk_kind kind, const char *name,
+    unsigned char *obj, size_t olen, unsigned char **plain, size_t *plen)
+{
+	unsigned char id[CF_BK_ID_BYTES], want[CF_BK_ID_BYTES];
+	int rc;
+
+	*plain = NULL;
+	*plen = 0;
+	rc = cf_bk_id_parse(name, want);
+	if (rc < 0)
+		return rc;
+	cf_bk_storage_id(obj, olen, id);
+	if (sodium_memcmp(id, want, CF_BK_ID_BYTES) != 0)
+		return -EBADMSG;	/* [BK-LAY-3] */
+	return cf_bk_object_open(r->keys, kind, obj, olen, plain, plen);
+}
+
 /* Gets, checks the storage id of, and opens one object. */
 static int
 get_object(struct cf_bk_repo *r, enum cf_bk_kind kind, const char *name,
     unsigned char **plain, size_t *plen)
 {
-	unsigned char *obj = NULL, id[CF_BK_ID_BYTES], want[CF_BK_ID_BYTES];
+	unsigned char *obj = NULL, want[CF_BK_ID_BYTES];
 	size_t olen;
 	int rc;
 
@@ -362,11 +382,7 @@ get_object(struct cf_bk_repo *r, enum cf_bk_kind kind, const char *name,
 		rc = -EPROTO;
 	if (rc < 0)
 		return rc;
-	cf_bk_storage_id(obj, olen, id);
-	if (sodium_memcmp(id, want, CF_BK_ID_BYTES) != 0)
-		rc = -EBADMSG;	/* [BK-LAY-3] */
-	else
-		rc = cf_bk_object_open(r->keys, kind, obj, olen, plain, plen);
+	rc = open_object(r, kind, name, obj, olen, plain, plen);
 	free(obj);
 	return rc;
 }
@@ -397,25 +413,110 @@ collect(void *arg, const char *name, uint64_t size)
 	return 0;
 }
 
+/*
+ * Index objects fetched at once from a remote store: one GET each, and
+ * a repository has one index per backup, so a year of daily backups
+ * read one after the other is 365 round trips before a restore starts.
+ * Fetched IDX_GETS at a time, in batches of IDX_BATCH (their bytes are
+ * held until decoded, in order, on the calling thread).
+ */
+#define IDX_GETS 8
+#define IDX_BATCH 64
+
+struct idx_fetch {
+	struct cf_bk_repo *r;
+	char (*names)[65];	/* this batch */
+	unsigned char **obj;
+	size_t *olen;
+	int *rc;
+	size_t n, next;		/* next under m */
+	pthread_mutex_t m;
+};
+
+static void *
+idx_fetcher(void *arg)
+{
+	struct idx_fetch *f = arg;
+	size_t i;
+	int rc;
+
+	for (;;) {
+		pthread_mutex_lock(&f->m);
+		i = f->next < f->n ? f->next++ : f->n;
+		pthread_mutex_unlock(&f->m);
+		if (i == f->n)
+			return NULL;
+		rc = cf_bk_store_get(f->r->store, CF_BK_KIND_INDEX,
+		    f->names[i], CF_BK_OBJECT_MAX, &f->obj[i], &f->olen[i]);
+		f->rc[i] = rc == -EFBIG ? -EPROTO : rc;
+	}
+}
+
+/*
+ * Fetches names[0..n) into obj/olen/rc on up to IDX_GETS threads (on
+ * this thread alone if none starts).
+ */
+static void
+idx_fetch_batch(struct idx_fetch *f)
+{
+	pthread_t t[IDX_GETS];
+	size_t i, nt = 0;
+
+	f->next = 0;
+	for (i = 0; i < IDX_GETS && i < f->n; i++) {
+		if (pthread_create(&t[nt], NULL, idx_fetcher, f) != 0)
+			break;
+		nt++;
+	}
+	if (nt == 0)
+		(void)idx_fetcher(f);
+	for (i = 0; i < nt; i++)
+		pthread_join(t[i], NULL);
+}
+
 int
 cf_bk_repo_index_load(struct cf_bk_repo *r, size_t *bad)
 {
 	struct cf_bk_index *idx = NULL;
 	struct names ns = { NULL, 0, 0 };
-	unsigned char *plain;
-	size_t plen, i, nbad = 0;
-	int rc;
+	struct idx_fetch f;
+	unsigned char *plain, *obj[IDX_BATCH];
+	size_t plen, i, k, nbad = 0, olen[IDX_BATCH];
+	int rc, orc[IDX_BATCH];
 
 	if (bad != NULL)
 		*bad = 0;
+	memset(&f, 0, sizeof(f));
+	memset(obj, 0, sizeof(obj));
+	f.r = r;
+	f.obj = obj;
+	f.olen = olen;
+	f.rc = orc;
+	pthread_mutex_init(&f.m, NULL);
 	rc = cf_bk_index_new(&idx);
 	if (rc < 0)
-		return rc;
+		goto out;
 	rc = cf_bk_store_list(r->store, CF_BK_KIND_INDEX, collect, &ns);
 	if (rc < 0)
 		goto out;
 	for (i = 0; i < ns.n; i++) {
-		rc = get_object(r, CF_BK_KIND_INDEX, ns.v[i], &plain, &plen);
+		k = i % IDX_BATCH;
+		if (k == 0 && store_remote(r) && ns.n > 1) {
+			f.names = ns.v + i;
+			f.n = ns.n - i < IDX_BATCH ? ns.n - i : IDX_BATCH;
+			idx_fetch_batch(&f);
+		}
+		if (f.names != NULL) {
+			rc = orc[k];
+			if (rc == 0)
+				rc = open_object(r, CF_BK_KIND_INDEX, ns.v[i],
+				    obj[k], olen[k], &plain, &plen);
+			free(obj[k]);
+			obj[k] = NULL;
+		} else {
+			rc = get_object(r, CF_BK_KIND_INDEX, ns.v[i], &plain,
+			    &plen);
+		}
 		if (rc == 0) {
 			rc = cf_bk_index_decode(idx, plain, plen);
 			free(plain);
@@ -452,6 +553,9 @@ cf_bk_repo_index_load(struct cf_bk_repo *r, size_t *bad)
 	}
 	rc = 0;
 out:
+	for (k = 0; k < IDX_BATCH; k++)
+		free(obj[k]);
+	pthread_mutex_destroy(&f.m);
 	cf_bk_index_free(idx);
 	free(ns.v);
 	return rc;

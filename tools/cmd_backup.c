@@ -3001,12 +3001,11 @@ struct fjob {
 };
 
 /*
- * File workers.  More than the cores: a worker often waits for the
- * file system (inode allocation in a directory, page cache), and
- * creating, writing and closing files on several threads keeps both
- * cores busy.  Measured in docs/backup.md.
+ * File workers, one per core here: with 3 or 4 the workers queued on
+ * the directory's lock while creating files in it, and restores were
+ * slower (docs/backup.md, Measured).
  */
-#define RS_WORKERS 4
+#define RS_WORKERS 2
 #define RS_QUEUE 64		/* file jobs waiting */
 
 struct rs;
