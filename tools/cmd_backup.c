@@ -3025,7 +3025,8 @@ struct rs {
 	uint64_t files, dirs, bytes, damaged, refused, failed;
 	int is_root;
 	int progress;
-	int64_t last_progress;
+	int64_t last_progress, t0;
+	uint64_t total_files, total_bytes;	/* 0: not known (--path) */
 	/*
 	 * --target: regular files' contents are loaded, written and given
 	 * their metadata by RS_WORKERS threads, each with its own blob
@@ -3075,10 +3076,18 @@ rlink_add(struct rs *r, uint64_t group, int fd, const char *path)
 	r->nlinks++;
 }
 
+/*
+ * The progress line on a terminal (never with --json or -q, never when
+ * stderr is not a terminal): files and MiB written, and with the
+ * snapshot's totals (a whole restore) the share done, the rate and the
+ * time left.  Called on the main thread only; locked: the caller holds
+ * r->mu (workers running).
+ */
 static void
-rprogress(struct rs *r)
+rprogress_at(struct rs *r, int locked)
 {
 	uint64_t files, bytes;
+	double el, rate;
 	int64_t t;
 
 	if (!r->progress)
@@ -3087,14 +3096,33 @@ rprogress(struct rs *r)
 	if (t - r->last_progress < 200000000)
 		return;
 	r->last_progress = t;
-	if (r->nworkers > 0)
+	if (r->nworkers > 0 && !locked)
 		pthread_mutex_lock(&r->mu);
 	files = r->files + r->wfiles;
 	bytes = r->bytes + r->wbytes;
-	if (r->nworkers > 0)
+	if (r->nworkers > 0 && !locked)
 		pthread_mutex_unlock(&r->mu);
-	fprintf(stderr, "\r%llu files, %.1f MiB", (unsigned long long)files,
-	    (double)bytes / (1 << 20));
+	el = (double)(t - r->t0) / 1e9;
+	rate = el > 0 ? (double)bytes / el : 0;
+	if (r->total_bytes > 0 && r->total_files > 0)
+		fprintf(stderr, "\r%llu/%llu files, %.1f/%.1f MiB (%.0f %%), "
+		    "%.1f MiB/s, %.0f s left  ", (unsigned long long)files,
+		    (unsigned long long)r->total_files,
+		    (double)bytes / (1 << 20),
+		    (double)r->total_bytes / (1 << 20),
+		    100.0 * (double)bytes / (double)r->total_bytes,
+		    rate / (1 << 20), rate > 0 && bytes < r->total_bytes ?
+		    (double)(r->total_bytes - bytes) / rate : 0.0);
+	else
+		fprintf(stderr, "\r%llu files, %.1f MiB, %.1f MiB/s  ",
+		    (unsigned long long)files, (double)bytes / (1 << 20),
+		    rate / (1 << 20));
+}
+
+static void
+rprogress(struct rs *r)
+{
+	rprogress_at(r, 0);
 }
 
 /*
@@ -3267,6 +3295,29 @@ tref_put(struct rs *r, struct tref *tr)
 	}
 }
 
+/*
+ * Waits on cv (r->mu held), waking every 200 ms to keep the progress
+ * line moving while the workers write large files.
+ */
+static void
+rs_wait(struct rs *r, pthread_cond_t *cv)
+{
+	struct timespec ts;
+
+	if (!r->progress) {
+		pthread_cond_wait(cv, &r->mu);
+		return;
+	}
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_nsec += 200000000;
+	if (ts.tv_nsec >= 1000000000) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000;
+	}
+	(void)pthread_cond_timedwait(cv, &r->mu, &ts);
+	rprogress_at(r, 1);
+}
+
 /* Drops a reference to a directory; the last one sets its metadata. */
 static void
 rdir_put(struct rs *r, struct rdir *d)
@@ -3309,7 +3360,7 @@ fjob_push(struct rs *r, int fd, struct rdir *d, const struct cf_bk_node *n,
 		return -ENOMEM;
 	pthread_mutex_lock(&r->mu);
 	while (r->qlen == RS_QUEUE)
-		pthread_cond_wait(&r->cv_space, &r->mu);
+		rs_wait(r, &r->cv_space);
 	tr->refs++;
 	d->refs++;
 	r->q[(r->qhead + r->qlen) % RS_QUEUE] = j;
@@ -3382,6 +3433,7 @@ rs_worker(void *arg)
 		}
 		wrote = 0;
 		r->busy--;
+		pthread_cond_signal(&r->cv_space);	/* rs_finish's wait */
 		pthread_mutex_unlock(&r->mu);
 		tref_put(r, j.tr);
 		rdir_put(r, j.d);
@@ -3423,6 +3475,8 @@ rs_finish(struct rs *r)
 	if (n == 0)
 		return;
 	pthread_mutex_lock(&r->mu);
+	while (r->progress && (r->qlen > 0 || r->busy > 0))
+		rs_wait(r, &r->cv_space);	/* signalled per job taken */
 	r->stop = 1;
 	pthread_cond_broadcast(&r->cv_job);
 	pthread_mutex_unlock(&r->mu);
@@ -4008,7 +4062,12 @@ cmd_restore(struct tl_ctx *ctx, int argc, char **argv)
 	cf_bk_id_hex(sid, hex);
 	r.repo = s.repo;
 	r.is_root = geteuid() == 0;
-	r.progress = isatty(2) && ctx->verbose >= 0;
+	r.progress = isatty(2) && ctx->verbose >= 0 && !ctx->json;
+	r.t0 = now_ns();
+	if (pcopy == NULL || nf == 0) {
+		r.total_files = snap->stats.files;
+		r.total_bytes = snap->stats.bytes;
+	}
 	pathbuf = calloc(1, PATH_MAX * 2);
 	if (pathbuf == NULL)
 		goto out;
