@@ -3001,9 +3001,9 @@ struct fjob {
 };
 
 /*
- * File workers, one per core here: with 3 or 4 the workers queued on
- * the directory's lock while creating files in it, and restores were
- * slower (docs/backup.md, Measured).
+ * File workers, one per core here: 3 or 4 were no faster (they queue
+ * on the directory's lock while creating files in it; docs/backup.md,
+ * Restore).
  */
 #define RS_WORKERS 2
 #define RS_QUEUE 64		/* file jobs waiting */
