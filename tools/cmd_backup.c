@@ -2970,43 +2970,22 @@ struct tref {
 	size_t refs;		/* under rs.mu */
 };
 
-/*
- * A directory being restored: its fd, and its node (in the parent's
- * tree, held by tr) whose metadata is set when the last reference goes:
- * the walk holds one while it creates the entries, and each queued file
- * job one, because workers create files in it (which changes its
- * mtime).  The root (the target) has no node and keeps its fd.
- */
-struct rdir {
-	int fd;
-	int own;		/* close fd at the end */
-	int meta;		/* set n's metadata at the end */
-	const struct cf_bk_node *n;
-	struct tref *tr;	/* NULL for the root */
-	char *path;
-	size_t refs;		/* under rs.mu */
-};
-
-/*
- * One file's content to write: fd is open (a file with hard links,
- * created by the walk so later names can link to it), or -1 and the
- * worker creates the file in d.  The node lives in tref.
- */
+/* One file's content to write: the fd is open, the node in tref. */
 struct fjob {
 	int fd;
-	struct rdir *d;
 	const struct cf_bk_node *n;
 	struct tref *tr;
 	char *path;
 };
 
 /*
- * File workers, one per core here: 3 or 4 were no faster (they queue
- * on the directory's lock while creating files in it; docs/backup.md,
- * Restore).
+ * File workers, one per core here: 3 or 4 were no faster
+ * (docs/backup.md, Restore).  Files are created by the walk: created
+ * by the workers, the workers spun on the directory's lock
+ * (rwsem_spin_on_owner, 11 % of the CPU) for no gain in time.
  */
 #define RS_WORKERS 2
-#define RS_QUEUE 64		/* file jobs waiting */
+#define RS_QUEUE 64		/* file jobs waiting (each holds an fd) */
 
 struct rs;
 
@@ -3014,7 +2993,7 @@ struct rsw {
 	struct rs *r;
 	struct cf_bk_blob_reader *br;	/* its own key cache */
 	pthread_t tid;
-	uint64_t damaged, failed, refused;	/* added to rs at the end */
+	uint64_t damaged, failed;	/* added to rs at the end */
 };
 
 struct rs {
@@ -3031,14 +3010,14 @@ struct rs {
 	 * --target: regular files' contents are loaded, written and given
 	 * their metadata by RS_WORKERS threads, each with its own blob
 	 * reader; the walk (trees, names, links, directories) stays on the
-	 * main thread.  mu guards the queue, tree and directory refs,
-	 * files, bytes and fatal while workers run.
+	 * main thread.  mu guards the queue, tree refs, wbytes and fatal
+	 * while workers run.
 	 */
 	pthread_mutex_t mu;
 	pthread_cond_t cv_job, cv_space;
 	struct fjob q[RS_QUEUE];
 	size_t qhead, qlen, busy;
-	uint64_t wfiles, wbytes;	/* done by workers */
+	uint64_t wbytes;	/* written by workers */
 	int stop, fatal;
 	struct rsw w[RS_WORKERS];
 	size_t nworkers;	/* started */
@@ -3098,7 +3077,7 @@ rprogress_at(struct rs *r, int locked)
 	r->last_progress = t;
 	if (r->nworkers > 0 && !locked)
 		pthread_mutex_lock(&r->mu);
-	files = r->files + r->wfiles;
+	files = r->files;
 	bytes = r->bytes + r->wbytes;
 	if (r->nworkers > 0 && !locked)
 		pthread_mutex_unlock(&r->mu);
@@ -3318,41 +3297,14 @@ rs_wait(struct rs *r, pthread_cond_t *cv)
 	rprogress_at(r, 1);
 }
 
-/* Drops a reference to a directory; the last one sets its metadata. */
-static void
-rdir_put(struct rs *r, struct rdir *d)
-{
-	size_t left;
-
-	if (r->nworkers > 0)
-		pthread_mutex_lock(&r->mu);
-	left = --d->refs;
-	if (r->nworkers > 0)
-		pthread_mutex_unlock(&r->mu);
-	if (left > 0)
-		return;
-	if (d->meta)
-		set_meta_fd(r, d->fd, d->n, d->path);
-	if (d->own)
-		close(d->fd);
-	if (d->tr != NULL)
-		tref_put(r, d->tr);
-	free(d->path);
-	free(d);
-}
-
-/*
- * Queues a file's content for the workers: fd open (taken on success),
- * or -1 to have a worker create it in d.
- */
+/* Queues a file's content for the workers; takes fd on success. */
 static int
-fjob_push(struct rs *r, int fd, struct rdir *d, const struct cf_bk_node *n,
-    struct tref *tr, const char *path)
+fjob_push(struct rs *r, int fd, const struct cf_bk_node *n, struct tref *tr,
+    const char *path)
 {
 	struct fjob j;
 
 	j.fd = fd;
-	j.d = d;
 	j.n = n;
 	j.tr = tr;
 	j.path = strdup(path);
@@ -3362,7 +3314,6 @@ fjob_push(struct rs *r, int fd, struct rdir *d, const struct cf_bk_node *n,
 	while (r->qlen == RS_QUEUE)
 		rs_wait(r, &r->cv_space);
 	tr->refs++;
-	d->refs++;
 	r->q[(r->qhead + r->qlen) % RS_QUEUE] = j;
 	r->qlen++;
 	pthread_cond_signal(&r->cv_job);
@@ -3371,11 +3322,10 @@ fjob_push(struct rs *r, int fd, struct rdir *d, const struct cf_bk_node *n,
 }
 
 /*
- * A worker: creates the file (unless the walk did), loads its blobs
- * with its own reader, writes them with pwrite, sets the size, then the
- * file's metadata, and closes it.  A file that fails with EIO, ENOSPC
- * or EDQUOT stops the restore (as on the main thread); other failures
- * are counted, and an existing name is refused, not overwritten.
+ * A worker: loads a file's blobs with its own reader, writes them with
+ * pwrite, sets the size, then the file's metadata, and closes it.  A
+ * file write that fails with EIO, ENOSPC or EDQUOT stops the restore
+ * (as on the main thread); other failures are counted.
  */
 static void *
 rs_worker(void *arg)
@@ -3383,7 +3333,7 @@ rs_worker(void *arg)
 	struct rsw *w = arg;
 	struct rs *r = w->r;
 	struct fjob j;
-	int rc, created, wrote = 0;
+	int rc;
 
 	pthread_mutex_lock(&r->mu);
 	for (;;) {
@@ -3397,46 +3347,27 @@ rs_worker(void *arg)
 		r->busy++;
 		pthread_cond_signal(&r->cv_space);
 		pthread_mutex_unlock(&r->mu);
-		created = j.fd < 0;
-		if (created)
-			j.fd = openat(j.d->fd, j.n->name, O_WRONLY | O_CREAT |
-			    O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-		if (j.fd < 0 && errno == EEXIST) {
-			fprintf(stderr, "coffer: %s exists in the target; not "
-			    "overwritten\n", j.path);
-			w->refused++;
-			rc = 0;
+		rc = write_content(r, w->br, j.n, j.fd, j.path);
+		if (rc >= 0) {
+			if (rc > 0)
+				w->damaged++;
+			set_meta_fd(r, j.fd, j.n, j.path);
 		} else {
-			rc = j.fd < 0 ? -errno : write_content(r, w->br, j.n,
-			    j.fd, j.path);
-			if (rc >= 0) {
-				if (rc > 0)
-					w->damaged++;
-				set_meta_fd(r, j.fd, j.n, j.path);
-				wrote = 1;
-			} else {
-				fprintf(stderr, "\ncoffer: %s: %s\n", j.path,
-				    strerror(-rc));
-				w->failed++;
-			}
+			fprintf(stderr, "\ncoffer: %s: %s\n", j.path,
+			    strerror(-rc));
+			w->failed++;
 		}
-		if (j.fd >= 0)
-			close(j.fd);
+		close(j.fd);
 		free(j.path);
 		pthread_mutex_lock(&r->mu);
 		if (rc == -EIO || rc == -ENOSPC || rc == -EDQUOT)
 			r->fatal = 1;
-		if (wrote) {
+		if (rc >= 0)
 			r->wbytes += j.n->size;
-			if (created)
-				r->wfiles++;	/* the walk counted the others */
-		}
-		wrote = 0;
 		r->busy--;
 		pthread_cond_signal(&r->cv_space);	/* rs_finish's wait */
 		pthread_mutex_unlock(&r->mu);
 		tref_put(r, j.tr);
-		rdir_put(r, j.d);
 		pthread_mutex_lock(&r->mu);
 	}
 	pthread_mutex_unlock(&r->mu);
@@ -3485,9 +3416,7 @@ rs_finish(struct rs *r)
 		cf_bk_blob_reader_free(r->w[i].br);
 		r->damaged += r->w[i].damaged;
 		r->failed += r->w[i].failed;
-		r->refused += r->w[i].refused;
 	}
-	r->files += r->wfiles;
 	r->bytes += r->wbytes;
 	r->nworkers = 0;
 	if (r->fatal && r->failed == 0)
@@ -3497,7 +3426,7 @@ rs_finish(struct rs *r)
 	pthread_mutex_destroy(&r->mu);
 }
 
-static int restore_tree(struct rs *r, struct rdir *d,
+static int restore_tree(struct rs *r, int dirfd,
     const unsigned char id[CF_BK_ID_BYTES], char *path, size_t plen,
     char **filter, int depth);
 
@@ -3571,13 +3500,12 @@ restore_special(struct rs *r, int dirfd, const struct cf_bk_node *n,
 }
 
 static int
-restore_node(struct rs *r, struct rdir *pd, const struct cf_bk_node *n,
+restore_node(struct rs *r, int dirfd, const struct cf_bk_node *n,
     struct tref *tr, char *path, size_t plen, char **filter, int depth)
 {
-	struct rdir *d;
 	struct rlink *l;
 	char proc[64];
-	int fd, rc, dirfd = pd->fd;
+	int fd, rc;
 
 	if (n->name[0] == '\0' || strchr(n->name, '/') != NULL ||
 	    strcmp(n->name, ".") == 0 || strcmp(n->name, "..") == 0) {
@@ -3598,27 +3526,11 @@ restore_node(struct rs *r, struct rdir *pd, const struct cf_bk_node *n,
 			r->refused++;
 			return 0;
 		}
-		d = calloc(1, sizeof(*d));
-		if (d == NULL || (d->path = strdup(path)) == NULL) {
-			free(d);
-			close(fd);
-			return -ENOMEM;
-		}
-		d->fd = fd;
-		d->own = 1;
-		d->n = n;
-		d->tr = tr;
-		d->refs = 1;
-		if (r->nworkers > 0)
-			pthread_mutex_lock(&r->mu);
-		tr->refs++;
-		if (r->nworkers > 0)
-			pthread_mutex_unlock(&r->mu);
-		rc = restore_tree(r, d, n->subtree, path, plen, filter,
+		rc = restore_tree(r, fd, n->subtree, path, plen, filter,
 		    depth + 1);
-		/* Its metadata once the workers have made its files. */
-		d->meta = rc >= 0 && filter == NULL;
-		rdir_put(r, d);
+		if (rc >= 0 && filter == NULL)
+			set_meta_fd(r, fd, n, path);
+		close(fd);
 		r->dirs++;
 		return rc;
 	}
@@ -3647,19 +3559,12 @@ restore_node(struct rs *r, struct rdir *pd, const struct cf_bk_node *n,
 		return rc;
 	}
 	rs_hint(r, n);
-	if (r->nworkers > 0 && n->link_group == 0) {
-		/* A worker creates it (counted there). */
-		rc = fjob_push(r, -1, pd, n, tr, path);
-		if (rc == 0)
-			rprogress(r);
-		return rc;
-	}
 	fd = openat(dirfd, n->name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW |
 	    O_CLOEXEC, 0600);
 	if (fd < 0)
 		return errno == EEXIST ? refuse(r, path) : -errno;
 	if (r->nworkers > 0) {
-		rc = fjob_push(r, fd, pd, n, tr, path);
+		rc = fjob_push(r, fd, n, tr, path);
 		if (rc < 0) {
 			close(fd);
 			return rc;
@@ -3807,7 +3712,7 @@ tar_node(struct rs *r, const struct cf_bk_node *n, char *path, size_t plen,
 	archive_entry_free(e);
 	if (n->type == CF_BK_NODE_DIR) {
 		r->dirs++;
-		return restore_tree(r, NULL, n->subtree, path, plen, filter,
+		return restore_tree(r, -1, n->subtree, path, plen, filter,
 		    depth + 1);
 	}
 	r->files++;
@@ -3828,14 +3733,13 @@ tar_node(struct rs *r, const struct cf_bk_node *n, char *path, size_t plen,
 }
 
 /*
- * Restores the tree id into d (or the tar if d is NULL).  path holds
+ * Restores the tree id into dirfd (or the tar if dirfd < 0).  path holds
  * the directory's path ("" for the root) in a PATH_MAX*2 buffer; filter,
  * if not NULL, the remaining --path components.
  */
 static int
-restore_tree(struct rs *r, struct rdir *d,
-    const unsigned char id[CF_BK_ID_BYTES], char *path, size_t plen,
-    char **filter, int depth)
+restore_tree(struct rs *r, int dirfd, const unsigned char id[CF_BK_ID_BYTES],
+    char *path, size_t plen, char **filter, int depth)
 {
 	struct cf_bk_tree *t = NULL;
 	struct tref *tr;
@@ -3878,7 +3782,7 @@ restore_tree(struct rs *r, struct rdir *d,
 			    filter != NULL && filter[1] != NULL ? filter + 1 :
 			    NULL, depth);
 		else
-			rc = restore_node(r, d, n, tr, path, plen + 1 + nlen,
+			rc = restore_node(r, dirfd, n, tr, path, plen + 1 + nlen,
 			    filter != NULL && filter[1] != NULL ? filter + 1 :
 			    NULL, depth);
 		if (rc == 0 && rs_fatal(r))
@@ -3993,7 +3897,6 @@ cmd_restore(struct tl_ctx *ctx, int argc, char **argv)
 	};
 	struct session s;
 	struct rs r;
-	struct rdir *root = NULL;
 	struct cf_bk_snapshot *snap = NULL;
 	unsigned char sid[CF_BK_ID_BYTES];
 	const char *repo = NULL, *target = NULL, *tarf = NULL, *want = "latest";
@@ -4114,18 +4017,10 @@ cmd_restore(struct tl_ctx *ctx, int argc, char **argv)
 		fprintf(stderr, "coffer: pack cache: %s\n", strerror(-rc));
 		goto out;
 	}
-	if (r.ar == NULL) {
-		root = calloc(1, sizeof(*root));
-		if (root == NULL)
-			goto out;
-		root->fd = dirfd;	/* no metadata; closed below */
-		root->refs = 1;
+	if (r.ar == NULL)
 		rs_start(&r);
-	}
-	rc = restore_tree(&r, root, snap->tree, pathbuf, 0,
+	rc = restore_tree(&r, dirfd, snap->tree, pathbuf, 0,
 	    pcopy != NULL && nf > 0 ? filter : NULL, 0);
-	if (root != NULL)
-		rdir_put(&r, root);	/* the workers may hold it longer */
 	rs_finish(&r);
 	cf_bk_repo_pack_cache_stop(s.repo);
 	if (r.progress)
