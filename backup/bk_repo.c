@@ -610,7 +610,7 @@ window_for(struct cf_bk_repo *r, struct bk_window **slot)
 	return *slot;
 }
 
-/* ---- the pack cache (restores from remote stores) ---------------------------- */
+/* ---- the pack cache (restores from remote stores) ------------------------ */
 
 #define PC_PACK_MAX (64U << 20)	/* larger packs: ranged reads */
 
@@ -681,7 +681,8 @@ pc_victim(struct bk_pcache *pc, int demand)
 		h = s->hinted || s->state == PC_QUEUED;
 		if (h && !demand)
 			continue;
-		if (best == NULL || h < bh || (h == bh && s->used < best->used)) {
+		if (best == NULL || h < bh ||
+		    (h == bh && s->used < best->used)) {
 			best = s;
 			bh = h;
 		}

@@ -452,7 +452,7 @@ s3_header(char *p, size_t sz, size_t n, void *arg)
 	size_t len = sz * n;
 
 	if (len > 5 && strncasecmp(p, "http/", 5) == 0)
-		ack_now(r->fd);	/* the status line: first of a response */
+		ack_now(r->fd);	/* the status line comes first */
 	if (len > 5 && strncasecmp(p, "etag:", 5) == 0)
 		hdr_value(p, len, 5, r->etag, sizeof(r->etag));
 	else if (len > 17 && strncasecmp(p, "x-amz-version-id:", 17) == 0)

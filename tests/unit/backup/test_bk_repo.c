@@ -841,7 +841,7 @@ locks_dead_holder(void)
 	cf_bk_keys_free(k);
 }
 
-/* ---- the pack cache of remote restores -------------------------------------- */
+/* ---- the pack cache of remote restores ------------------------------------ */
 
 /*
  * A local store that says it is "s3" (so the repository uses its pack
