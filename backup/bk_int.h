@@ -291,6 +291,7 @@ struct cf_bk_repo {
 	unsigned char cache_hdr[CF_BK_HEADER_BYTES];
 	struct cf_ks_aead *cache_aead;
 	struct bk_window *win;		/* remote stores: read-ahead window */
+	struct bk_pcache *pc;		/* restores from remote stores */
 };
 
 /*

@@ -10,6 +10,7 @@
  */
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,6 +54,8 @@ repo_new(struct cf_bk_repo **out, struct cf_bk_store *store,
 }
 
 static void window_free(struct bk_window *w);
+static int store_remote(struct cf_bk_repo *r);
+static void pcache_free(struct bk_pcache *pc);
 
 /* Frees r but not its store (init/open failures hand it back). */
 static void
@@ -60,6 +63,7 @@ repo_free_keep_store(struct cf_bk_repo *r)
 {
 	if (r == NULL)
 		return;
+	pcache_free(r->pc);
 	cf_bk_chunker_free(r->chunker);
 	cf_bk_index_free(r->idx);
 	cf_ks_aead_free(r->cache_aead);
@@ -449,12 +453,31 @@ bk_repo_put_object(struct cf_bk_repo *r, enum cf_bk_kind kind,
 	return rc;
 }
 
+/* Checks the storage id of, and opens, the object obj read as name. */
+static int
+open_object(struct cf_bk_repo *r, enum cf_bk_kind kind, const char *name,
+    unsigned char *obj, size_t olen, unsigned char **plain, size_t *plen)
+{
+	unsigned char id[CF_BK_ID_BYTES], want[CF_BK_ID_BYTES];
+	int rc;
+
+	*plain = NULL;
+	*plen = 0;
+	rc = cf_bk_id_parse(name, want);
+	if (rc < 0)
+		return rc;
+	cf_bk_storage_id(obj, olen, id);
+	if (sodium_memcmp(id, want, CF_BK_ID_BYTES) != 0)
+		return -EBADMSG;	/* [BK-LAY-3] */
+	return cf_bk_object_open(r->keys, kind, obj, olen, plain, plen);
+}
+
 /* Gets, checks the storage id of, and opens one object. */
 static int
 get_object(struct cf_bk_repo *r, enum cf_bk_kind kind, const char *name,
     unsigned char **plain, size_t *plen)
 {
-	unsigned char *obj = NULL, id[CF_BK_ID_BYTES], want[CF_BK_ID_BYTES];
+	unsigned char *obj = NULL, want[CF_BK_ID_BYTES];
 	size_t olen;
 	int rc;
 
@@ -469,11 +492,7 @@ get_object(struct cf_bk_repo *r, enum cf_bk_kind kind, const char *name,
 		rc = -EPROTO;
 	if (rc < 0)
 		return rc;
-	cf_bk_storage_id(obj, olen, id);
-	if (sodium_memcmp(id, want, CF_BK_ID_BYTES) != 0)
-		rc = -EBADMSG;	/* [BK-LAY-3] */
-	else
-		rc = cf_bk_object_open(r->keys, kind, obj, olen, plain, plen);
+	rc = open_object(r, kind, name, obj, olen, plain, plen);
 	free(obj);
 	return rc;
 }
@@ -504,25 +523,110 @@ collect(void *arg, const char *name, uint64_t size)
 	return 0;
 }
 
+/*
+ * Index objects fetched at once from a remote store: one GET each, and
+ * a repository has one index per backup, so a year of daily backups
+ * read one after the other is 365 round trips before a restore starts.
+ * Fetched IDX_GETS at a time, in batches of IDX_BATCH (their bytes are
+ * held until decoded, in order, on the calling thread).
+ */
+#define IDX_GETS 8
+#define IDX_BATCH 64
+
+struct idx_fetch {
+	struct cf_bk_repo *r;
+	char (*names)[65];	/* this batch */
+	unsigned char **obj;
+	size_t *olen;
+	int *rc;
+	size_t n, next;		/* next under m */
+	pthread_mutex_t m;
+};
+
+static void *
+idx_fetcher(void *arg)
+{
+	struct idx_fetch *f = arg;
+	size_t i;
+	int rc;
+
+	for (;;) {
+		pthread_mutex_lock(&f->m);
+		i = f->next < f->n ? f->next++ : f->n;
+		pthread_mutex_unlock(&f->m);
+		if (i == f->n)
+			return NULL;
+		rc = cf_bk_store_get(f->r->store, CF_BK_KIND_INDEX,
+		    f->names[i], CF_BK_OBJECT_MAX, &f->obj[i], &f->olen[i]);
+		f->rc[i] = rc == -EFBIG ? -EPROTO : rc;
+	}
+}
+
+/*
+ * Fetches names[0..n) into obj/olen/rc on up to IDX_GETS threads (on
+ * this thread alone if none starts).
+ */
+static void
+idx_fetch_batch(struct idx_fetch *f)
+{
+	pthread_t t[IDX_GETS];
+	size_t i, nt = 0;
+
+	f->next = 0;
+	for (i = 0; i < IDX_GETS && i < f->n; i++) {
+		if (pthread_create(&t[nt], NULL, idx_fetcher, f) != 0)
+			break;
+		nt++;
+	}
+	if (nt == 0)
+		(void)idx_fetcher(f);
+	for (i = 0; i < nt; i++)
+		pthread_join(t[i], NULL);
+}
+
 int
 cf_bk_repo_index_load(struct cf_bk_repo *r, size_t *bad)
 {
 	struct cf_bk_index *idx = NULL;
 	struct names ns = { NULL, 0, 0 };
-	unsigned char *plain;
-	size_t plen, i, nbad = 0;
-	int rc;
+	struct idx_fetch f;
+	unsigned char *plain, *obj[IDX_BATCH];
+	size_t plen, i, k, nbad = 0, olen[IDX_BATCH];
+	int rc, orc[IDX_BATCH];
 
 	if (bad != NULL)
 		*bad = 0;
+	memset(&f, 0, sizeof(f));
+	memset(obj, 0, sizeof(obj));
+	f.r = r;
+	f.obj = obj;
+	f.olen = olen;
+	f.rc = orc;
+	pthread_mutex_init(&f.m, NULL);
 	rc = cf_bk_index_new(&idx);
 	if (rc < 0)
-		return rc;
+		goto out;
 	rc = cf_bk_store_list(r->store, CF_BK_KIND_INDEX, collect, &ns);
 	if (rc < 0)
 		goto out;
 	for (i = 0; i < ns.n; i++) {
-		rc = get_object(r, CF_BK_KIND_INDEX, ns.v[i], &plain, &plen);
+		k = i % IDX_BATCH;
+		if (k == 0 && store_remote(r) && ns.n > 1) {
+			f.names = ns.v + i;
+			f.n = ns.n - i < IDX_BATCH ? ns.n - i : IDX_BATCH;
+			idx_fetch_batch(&f);
+		}
+		if (f.names != NULL) {
+			rc = orc[k];
+			if (rc == 0)
+				rc = open_object(r, CF_BK_KIND_INDEX, ns.v[i],
+				    obj[k], olen[k], &plain, &plen);
+			free(obj[k]);
+			obj[k] = NULL;
+		} else {
+			rc = get_object(r, CF_BK_KIND_INDEX, ns.v[i], &plain,
+			    &plen);
+		}
 		if (rc == 0) {
 			rc = cf_bk_index_decode(idx, plain, plen);
 			free(plain);
@@ -559,6 +663,9 @@ cf_bk_repo_index_load(struct cf_bk_repo *r, size_t *bad)
 	}
 	rc = 0;
 out:
+	for (k = 0; k < IDX_BATCH; k++)
+		free(obj[k]);
+	pthread_mutex_destroy(&f.m);
 	cf_bk_index_free(idx);
 	free(ns.v);
 	return rc;
@@ -589,6 +696,15 @@ window_free(struct bk_window *w)
 	free(w);
 }
 
+/* 1 if r's store is remote (each read a request), 0 if local. */
+static int
+store_remote(struct cf_bk_repo *r)
+{
+	const struct cf_bk_store_ops *ops = cf_bk_store_ops(r->store);
+
+	return ops != NULL && ops->name != NULL && strcmp(ops->name, "s3") == 0;
+}
+
 /*
  * The window for r's store, made on first use: NULL for local stores,
  * which read exactly what is asked (the page cache is their window).
@@ -596,17 +712,306 @@ window_free(struct bk_window *w)
 static struct bk_window *
 window_for(struct cf_bk_repo *r, struct bk_window **slot)
 {
-	const struct cf_bk_store_ops *ops = cf_bk_store_ops(r->store);
-
 	if (*slot != NULL)
 		return *slot;
-	if (ops == NULL || ops->name == NULL || strcmp(ops->name, "s3") != 0)
+	if (!store_remote(r))
 		return NULL;
 	*slot = calloc(1, sizeof(**slot));
 	return *slot;
 }
 
-/* Reads the sealed blob at loc into sblob, through the window if any. */
+/* ---- the pack cache (restores from remote stores) ------------------------ */
+
+#define PC_PACK_MAX (64U << 20)	/* larger packs: ranged reads */
+
+enum pc_state { PC_EMPTY, PC_QUEUED, PC_LOADING, PC_READY, PC_FAILED };
+
+struct pc_slot {
+	unsigned char pack[CF_BK_ID_BYTES];
+	uint64_t size;
+	unsigned char *buf;
+	size_t cap;
+	enum pc_state state;
+	int rc;			/* PC_FAILED: why */
+	int hinted;		/* asked for and not used yet: kept */
+	size_t refs;		/* readers copying out of buf */
+	unsigned long used;	/* least recently used goes first */
+	unsigned long seq;	/* PC_QUEUED: order asked */
+};
+
+/*
+ * Every field of the slots, clock, seq and stop is protected by mu.
+ * A slot's buf is written only by the one thread that moved it to
+ * PC_LOADING, and read only while refs > 0 in PC_READY; a slot is
+ * reused only with refs == 0.
+ */
+struct bk_pcache {
+	struct cf_bk_repo *r;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;	/* a slot changed state or refs */
+	pthread_cond_t cv_work;	/* a pack was queued, or stop */
+	struct pc_slot *s;
+	unsigned nslots;
+	pthread_t *tid;
+	unsigned nthreads;
+	unsigned long clock, seq;
+	int stop;
+};
+
+static struct pc_slot *
+pc_find(struct bk_pcache *pc, const unsigned char pack[CF_BK_ID_BYTES])
+{
+	unsigned i;
+
+	for (i = 0; i < pc->nslots; i++)
+		if (pc->s[i].state != PC_EMPTY &&
+		    memcmp(pc->s[i].pack, pack, CF_BK_ID_BYTES) == 0)
+			return &pc->s[i];
+	return NULL;
+}
+
+/*
+ * A slot to reuse: empty, else the least recently used one nobody reads
+ * or loads.  A hint (queued, or loaded and not used yet) is taken only
+ * by a thread that needs a pack now (demand), and last.
+ */
+static struct pc_slot *
+pc_victim(struct bk_pcache *pc, int demand)
+{
+	struct pc_slot *best = NULL, *s;
+	unsigned i;
+	int bh = 0, h;
+
+	for (i = 0; i < pc->nslots; i++) {
+		s = &pc->s[i];
+		if (s->state == PC_EMPTY)
+			return s;
+		if (s->refs > 0 || s->state == PC_LOADING)
+			continue;
+		h = s->hinted || s->state == PC_QUEUED;
+		if (h && !demand)
+			continue;
+		if (best == NULL || h < bh ||
+		    (h == bh && s->used < best->used)) {
+			best = s;
+			bh = h;
+		}
+	}
+	return best;
+}
+
+/* Reads a whole pack into slot s (PC_LOADING, owned by the caller). */
+static int
+pc_load(struct bk_pcache *pc, struct pc_slot *s)
+{
+	unsigned char *b;
+	char name[65];
+
+	if (s->cap < s->size) {
+		b = realloc(s->buf, (size_t)s->size);
+		if (b == NULL)
+			return -ENOMEM;
+		s->buf = b;
+		s->cap = (size_t)s->size;
+	}
+	bk_name(s->pack, name);
+	return cf_bk_store_get_range(pc->r->store, CF_BK_KIND_PACK, name, 0,
+	    (size_t)s->size, s->buf);
+}
+
+/* Loads s outside the lock (held on entry and return); wakes waiters. */
+static void
+pc_load_unlocked(struct bk_pcache *pc, struct pc_slot *s)
+{
+	int rc;
+
+	s->state = PC_LOADING;
+	pthread_mutex_unlock(&pc->mu);
+	rc = pc_load(pc, s);
+	pthread_mutex_lock(&pc->mu);
+	s->state = rc == 0 ? PC_READY : PC_FAILED;
+	s->rc = rc;
+	pthread_cond_broadcast(&pc->cv);
+}
+
+static void *
+pc_loader(void *arg)
+{
+	struct bk_pcache *pc = arg;
+	struct pc_slot *s;
+	unsigned i;
+
+	pthread_mutex_lock(&pc->mu);
+	while (!pc->stop) {
+		s = NULL;
+		for (i = 0; i < pc->nslots; i++)
+			if (pc->s[i].state == PC_QUEUED && (s == NULL ||
+			    pc->s[i].seq < s->seq))
+				s = &pc->s[i];
+		if (s == NULL) {
+			pthread_cond_wait(&pc->cv_work, &pc->mu);
+			continue;
+		}
+		pc_load_unlocked(pc, s);
+	}
+	pthread_mutex_unlock(&pc->mu);
+	return NULL;
+}
+
+/*
+ * Copies the sealed blob at loc out of its cached pack, loading the
+ * pack on this thread when no loader has it yet.  A failed load is
+ * tried again once by the next thread that needs the pack.
+ */
+static int
+pc_read(struct bk_pcache *pc, const struct cf_bk_blob_loc *loc,
+    unsigned char *sblob)
+{
+	struct pc_slot *s;
+	int rc, tried = 0;
+
+	pthread_mutex_lock(&pc->mu);
+	for (;;) {
+		s = pc_find(pc, loc->pack);
+		if (s != NULL && s->state == PC_READY)
+			break;
+		if (s != NULL && s->state == PC_FAILED && tried) {
+			rc = s->rc;
+			pthread_mutex_unlock(&pc->mu);
+			return rc;
+		}
+		if (s != NULL && s->state == PC_LOADING) {
+			pthread_cond_wait(&pc->cv, &pc->mu);
+			continue;
+		}
+		if (s == NULL) {
+			s = pc_victim(pc, 1);
+			if (s == NULL) {
+				/* Every slot is being read or loaded. */
+				pthread_cond_wait(&pc->cv, &pc->mu);
+				continue;
+			}
+			memcpy(s->pack, loc->pack, CF_BK_ID_BYTES);
+			s->size = loc->pack_size;
+			s->hinted = 0;
+		}
+		/* Queued, failed or new: load it here, now. */
+		tried = 1;
+		pc_load_unlocked(pc, s);
+	}
+	if (loc->offset + loc->desc.length > s->size) {
+		/* Two indexes disagree on the pack's size. */
+		pthread_mutex_unlock(&pc->mu);
+		return -EPROTO;
+	}
+	s->refs++;
+	s->hinted = 0;
+	s->used = ++pc->clock;
+	pthread_mutex_unlock(&pc->mu);
+	memcpy(sblob, s->buf + loc->offset, loc->desc.length);
+	pthread_mutex_lock(&pc->mu);
+	s->refs--;
+	pthread_cond_broadcast(&pc->cv);
+	pthread_mutex_unlock(&pc->mu);
+	return 0;
+}
+
+static void
+pcache_free(struct bk_pcache *pc)
+{
+	unsigned i;
+
+	if (pc == NULL)
+		return;
+	pthread_mutex_lock(&pc->mu);
+	pc->stop = 1;
+	pthread_cond_broadcast(&pc->cv_work);
+	pthread_mutex_unlock(&pc->mu);
+	for (i = 0; i < pc->nthreads; i++)
+		pthread_join(pc->tid[i], NULL);
+	for (i = 0; i < pc->nslots; i++)
+		free(pc->s[i].buf);
+	pthread_cond_destroy(&pc->cv);
+	pthread_cond_destroy(&pc->cv_work);
+	pthread_mutex_destroy(&pc->mu);
+	free(pc->s);
+	free(pc->tid);
+	free(pc);
+}
+
+int
+cf_bk_repo_pack_cache_start(struct cf_bk_repo *r, unsigned conns,
+    unsigned slots)
+{
+	struct bk_pcache *pc;
+	int rc = -ENOMEM;
+
+	if (conns == 0 || slots < conns)
+		return -EINVAL;
+	if (r->pc != NULL || !store_remote(r))
+		return 0;		/* local: the page cache does it */
+	pc = calloc(1, sizeof(*pc));
+	if (pc == NULL)
+		return -ENOMEM;
+	pc->r = r;
+	pthread_mutex_init(&pc->mu, NULL);
+	pthread_cond_init(&pc->cv, NULL);
+	pthread_cond_init(&pc->cv_work, NULL);
+	pc->s = calloc(slots, sizeof(*pc->s));
+	pc->tid = calloc(conns, sizeof(*pc->tid));
+	if (pc->s == NULL || pc->tid == NULL)
+		goto out;
+	pc->nslots = slots;
+	for (pc->nthreads = 0; pc->nthreads < conns; pc->nthreads++) {
+		if (pthread_create(&pc->tid[pc->nthreads], NULL, pc_loader,
+		    pc) != 0) {
+			rc = -EAGAIN;
+			goto out;
+		}
+	}
+	r->pc = pc;
+	pc = NULL;
+	rc = 0;
+out:
+	pcache_free(pc);
+	return rc;
+}
+
+void
+cf_bk_repo_pack_cache_stop(struct cf_bk_repo *r)
+{
+	pcache_free(r->pc);
+	r->pc = NULL;
+}
+
+void
+cf_bk_repo_prefetch(struct cf_bk_repo *r, enum cf_bk_blob_type type,
+    const unsigned char id[CF_BK_ID_BYTES])
+{
+	struct bk_pcache *pc = r->pc;
+	struct cf_bk_blob_loc loc;
+	struct pc_slot *s;
+
+	if (pc == NULL || cf_bk_index_lookup(r->idx, type, id, &loc) < 0 ||
+	    loc.pack_size > PC_PACK_MAX)
+		return;
+	pthread_mutex_lock(&pc->mu);
+	if (pc_find(pc, loc.pack) == NULL) {
+		s = pc_victim(pc, 0);
+		if (s != NULL) {
+			memcpy(s->pack, loc.pack, CF_BK_ID_BYTES);
+			s->size = loc.pack_size;
+			s->state = PC_QUEUED;
+			s->hinted = 1;
+			s->seq = ++pc->seq;
+			pthread_cond_signal(&pc->cv_work);
+		}
+	}
+	pthread_mutex_unlock(&pc->mu);
+}
+
+/* Reads the sealed blob at loc into sblob: from the pack cache, through
+ * the window, or directly. */
 static int
 read_sealed(struct cf_bk_repo *r, struct bk_window *w,
     const struct cf_bk_blob_loc *loc, const char *name, unsigned char *sblob)
@@ -615,6 +1020,9 @@ read_sealed(struct cf_bk_repo *r, struct bk_window *w,
 	size_t n, i, pick = 0;
 	int rc;
 
+	if (r->pc != NULL && loc->pack_size <= PC_PACK_MAX &&
+	    end <= loc->pack_size && end >= loc->offset)
+		return pc_read(r->pc, loc, sblob);
 	if (w == NULL || loc->desc.length > BK_WINDOW ||
 	    loc->pack_size < end)
 		return cf_bk_store_get_range(r->store, CF_BK_KIND_PACK, name,
@@ -717,10 +1125,22 @@ cf_bk_repo_blob_load(struct cf_bk_repo *r, enum cf_bk_blob_type type,
 
 /* ---- blob readers (one per restore thread) --------------------------------- */
 
+/*
+ * Pack keys a reader keeps: a backup fills several packs at once (one
+ * per writer thread), so consecutive files of a restore alternate
+ * between packs, and one cached key was derived again (with a
+ * sodium_malloc'd key schedule) at nearly every blob.
+ */
+#define BR_KEYS 8
+
 struct cf_bk_blob_reader {
 	struct cf_bk_repo *r;
-	unsigned char cache_hdr[CF_BK_HEADER_BYTES];
-	struct cf_ks_aead *aead;
+	struct {
+		unsigned char hdr[CF_BK_HEADER_BYTES];
+		struct cf_ks_aead *aead;
+		unsigned long used;
+	} k[BR_KEYS];
+	unsigned long clock;
 	struct bk_window *win;
 };
 
@@ -741,9 +1161,12 @@ cf_bk_blob_reader_new(struct cf_bk_blob_reader **out, struct cf_bk_repo *r)
 void
 cf_bk_blob_reader_free(struct cf_bk_blob_reader *br)
 {
+	size_t i;
+
 	if (br == NULL)
 		return;
-	cf_ks_aead_free(br->aead);
+	for (i = 0; i < BR_KEYS; i++)
+		cf_ks_aead_free(br->k[i].aead);
 	window_free(br->win);
 	free(br);
 }
@@ -754,6 +1177,7 @@ cf_bk_blob_reader_load(struct cf_bk_blob_reader *br,
     unsigned char **buf, size_t *len)
 {
 	struct cf_bk_blob_loc loc;
+	size_t i, pick = 0;
 	int rc;
 
 	*buf = NULL;
@@ -761,7 +1185,18 @@ cf_bk_blob_reader_load(struct cf_bk_blob_reader *br,
 	rc = cf_bk_index_lookup(br->r->idx, type, id, &loc);
 	if (rc < 0)
 		return rc;
-	return blob_load_at(br->r, &loc, br->cache_hdr, &br->aead,
+	/* The slot holding this pack's key, else the least recently used. */
+	for (i = 0; i < BR_KEYS; i++) {
+		if (br->k[i].aead != NULL && memcmp(br->k[i].hdr, loc.header,
+		    CF_BK_HEADER_BYTES) == 0)
+			break;
+		if (br->k[i].used < br->k[pick].used)
+			pick = i;
+	}
+	if (i == BR_KEYS)
+		i = pick;
+	br->k[i].used = ++br->clock;
+	return blob_load_at(br->r, &loc, br->k[i].hdr, &br->k[i].aead,
 	    window_for(br->r, &br->win), buf, len);
 }
 

@@ -570,6 +570,31 @@ void cf_bk_blob_reader_free(struct cf_bk_blob_reader *br);
 CF_MUST_CHECK int cf_bk_blob_reader_load(struct cf_bk_blob_reader *br,
     enum cf_bk_blob_type type, const unsigned char id[CF_BK_ID_BYTES],
     unsigned char **buf, size_t *len);
+/*
+ * A cache of whole packs for a restore from a remote store (S3), shared
+ * by every blob load of r: a pack is read by one GET of the whole pack
+ * (instead of a ranged GET per few blobs on each thread), by `conns`
+ * loader threads, in the order cf_bk_repo_prefetch() asks for them, and
+ * kept in one of `slots` buffers (a pack each, 16 MiB typically) until
+ * needed room evicts it.  A blob whose pack is not there yet is loaded
+ * by the thread that needs it.  Local stores are left as they are (the
+ * page cache is their cache): returns 0 and starts nothing.  Packs over
+ * 64 MiB are read by ranges as before.  Call before any reader loads,
+ * with nothing changing the index while it runs; -ENOMEM, -EAGAIN
+ * (threads), -EINVAL for 0 conns or slots < conns.
+ */
+CF_MUST_CHECK int cf_bk_repo_pack_cache_start(struct cf_bk_repo *r,
+    unsigned conns, unsigned slots);
+/* Stops the loaders and frees the cache (no-op without one). */
+void cf_bk_repo_pack_cache_stop(struct cf_bk_repo *r);
+/*
+ * Asks the loaders for the pack holding blob id, soon needed.  Never
+ * blocks on a load; does nothing without a cache, for a blob the index
+ * does not list, or a pack already cached or asked for; a hint for
+ * which no slot is free is dropped.  Thread-safe.
+ */
+void cf_bk_repo_prefetch(struct cf_bk_repo *r, enum cf_bk_blob_type type,
+    const unsigned char id[CF_BK_ID_BYTES]);
 /* Loads and decodes a tree blob; free with cf_bk_tree_free(). */
 CF_MUST_CHECK int cf_bk_repo_tree_load(struct cf_bk_repo *r,
     const unsigned char id[CF_BK_ID_BYTES], struct cf_bk_tree **out);

@@ -278,6 +278,35 @@ if [ -x "${COFFER:-}" ]; then
 		not_ok "CLI backups to the Object Lock bucket"
 		sed 's/^/# /' "$T/cap.err"
 	fi
+	# Restore through the pack cache (docs/s3.md, Restore): a tree in
+	# several packs comes back identical with one loader and with four.
+	mkdir -p "$T/rsrc/a/b"
+	for i in $(seq 1 40); do
+		head -c $((i * 37000)) /dev/urandom >"$T/rsrc/a/f$i"
+	done
+	head -c $((40 << 20)) /dev/urandom >"$T/rsrc/a/b/big"
+	rrepo="s3://$S3_BUCKET/cli-restore"
+	if COFFER_HOME=$H COFFER_PASSPHRASE_FILE=$T/cpass "$COFFER" -q backup kept \
+	    --dir "$T/rsrc" --repo "$rrepo" >/dev/null 2>"$T/rs.err"; then
+		packs=$("$AWS" --endpoint-url "$S3_ENDPOINT" s3 ls --recursive \
+		    "s3://$S3_BUCKET/cli-restore/data/" 2>/dev/null | wc -l)
+		for c in 1 4; do
+			if COFFER_S3_CONNECTIONS=$c COFFER_HOME=$H COFFER_PASSPHRASE_FILE=$T/cpass \
+			    "$COFFER" -q restore kept latest --target "$T/rdst$c" \
+			    --repo "$rrepo" >/dev/null 2>>"$T/rs.err" &&
+			    diff -r "$T/rsrc" "$T/rdst$c" >/dev/null 2>&1; then
+				ok "CLI restore from S3 with $c connection(s): identical ($packs packs)"
+			else
+				not_ok "CLI restore from S3 with $c connection(s)"
+				sed 's/^/# /' "$T/rs.err"
+			fi
+		done
+		[ "$packs" -ge 3 ] && ok "...the tree spans $packs packs" ||
+		    not_ok "...the tree spans several packs (got $packs)"
+	else
+		not_ok "CLI backup --dir to S3 for the restore test"
+		sed 's/^/# /' "$T/rs.err"
+	fi
 fi
 
 # Reference: raw curl (one process per request), 16 MiB.

@@ -841,6 +841,196 @@ locks_dead_holder(void)
 	cf_bk_keys_free(k);
 }
 
+/* ---- the pack cache of remote restores ------------------------------------ */
+
+/*
+ * A local store that says it is "s3" (so the repository uses its pack
+ * cache), counts range reads, whole-pack ones apart, and fails the
+ * next `fail` range reads with -EIO.
+ */
+struct remote {
+	struct cf_bk_store *inner;
+	pthread_mutex_t m;
+	unsigned ranges, whole, fail;
+};
+
+static int
+rm_range(void *ctx, enum cf_bk_kind kind, const char *name, uint64_t off,
+    size_t len, unsigned char *buf)
+{
+	struct remote *m = ctx;
+	uint64_t size = 0;
+	int fail;
+
+	(void)!cf_bk_store_stat(m->inner, kind, name, &size);
+	pthread_mutex_lock(&m->m);
+	m->ranges++;
+	if (off == 0 && len == size)
+		m->whole++;
+	fail = m->fail > 0;
+	if (fail)
+		m->fail--;
+	pthread_mutex_unlock(&m->m);
+	if (fail)
+		return -EIO;
+	return cf_bk_store_get_range(m->inner, kind, name, off, len, buf);
+}
+
+static void
+rm_close(void *ctx)
+{
+	struct remote *m = ctx;
+
+	cf_bk_store_free(m->inner);
+	pthread_mutex_destroy(&m->m);
+	free(m);
+}
+
+static const struct cf_bk_store_ops remote_ops = {
+	"s3", f_put, f_get, rm_range, f_stat, f_list, f_del, rm_close, NULL,
+};
+
+#define PC_BLOBS 6
+#define PC_LEN 70000
+
+struct pc_job {
+	struct cf_bk_repo *r;
+	unsigned char (*ids)[32];
+	unsigned char **data;
+	int bad;
+};
+
+static void *
+pc_thread(void *arg)
+{
+	struct pc_job *j = arg;
+	struct cf_bk_blob_reader *br = NULL;
+	unsigned char *buf;
+	size_t len;
+	int i, round;
+
+	if (cf_bk_blob_reader_new(&br, j->r) < 0) {
+		j->bad++;
+		return NULL;
+	}
+	for (round = 0; round < 3; round++) {
+		for (i = 0; i < PC_BLOBS; i++) {
+			cf_bk_repo_prefetch(j->r, CF_BK_BLOB_DATA,
+			    j->ids[(i + 1) % PC_BLOBS]);
+			if (cf_bk_blob_reader_load(br, CF_BK_BLOB_DATA,
+			    j->ids[i], &buf, &len) < 0) {
+				j->bad++;
+				continue;
+			}
+			if (len != PC_LEN || memcmp(buf, j->data[i], len) != 0)
+				j->bad++;
+			free(buf);
+		}
+	}
+	cf_bk_blob_reader_free(br);
+	return NULL;
+}
+
+static void
+pack_cache(void)
+{
+	struct cf_bk_keys *k = bkt_keys_x(0);
+	struct cf_bk_store *inner = NULL, *s = NULL;
+	struct cf_bk_repo *r;
+	struct cf_bk_writer *w = NULL;
+	struct cf_bk_blob_loc loc;
+	struct remote *m;
+	struct pc_job job[3];
+	pthread_t t[3];
+	unsigned char ids[PC_BLOBS][32], *data[PC_BLOBS], *buf;
+	char url[4096], name[65], rel[256];
+	size_t len;
+	int i;
+
+	CHECK(k != NULL);
+	/* Six packs: a flush after each blob. */
+	r = open_repo(k, tenant_a, 1, NULL);
+	CHECK(r != NULL);
+	CHECK_RC(cf_bk_writer_new(&w, r, 0), 0);
+	for (i = 0; i < PC_BLOBS; i++) {
+		data[i] = bkt_random(PC_LEN, 40 + i);
+		CHECK(data[i] != NULL);
+		CHECK_RC(cf_bk_writer_add(w, CF_BK_BLOB_DATA, data[i], PC_LEN,
+		    ids[i]), 0);
+		CHECK_RC(cf_bk_writer_flush(w), 0);
+	}
+	cf_bk_writer_free(w);
+	/* Local stores: no cache, nothing started. */
+	CHECK_RC(cf_bk_repo_pack_cache_start(r, 0, 2), -EINVAL);
+	CHECK_RC(cf_bk_repo_pack_cache_start(r, 2, 2), 0);
+	cf_bk_repo_prefetch(r, CF_BK_BLOB_DATA, ids[0]);
+	cf_bk_repo_pack_cache_stop(r);
+	CHECK(count(cf_bk_repo_store(r), CF_BK_KIND_PACK) == PC_BLOBS);
+	cf_bk_repo_free(r);
+
+	CHECK_RC(cf_bk_store_open_url(&inner, repo_url(url, sizeof(url)), 0),
+	    0);
+	m = calloc(1, sizeof(*m));
+	CHECK(m != NULL);
+	m->inner = inner;
+	pthread_mutex_init(&m->m, NULL);
+	CHECK_RC(cf_bk_store_new(&s, &remote_ops, m), 0);
+	CHECK_RC(cf_bk_repo_open(&r, s, k, tenant_a), 0);
+	CHECK_RC(cf_bk_repo_index_load(r, NULL), 0);
+	CHECK_RC(cf_bk_repo_pack_cache_start(r, 2, 2), 0);
+	/* One whole-pack read serves every later load of that pack. */
+	m->ranges = m->whole = 0;
+	for (i = 0; i < 3; i++) {
+		CHECK_RC(cf_bk_repo_blob_load(r, CF_BK_BLOB_DATA, ids[0], &buf,
+		    &len), 0);
+		CHECK(len == PC_LEN && memcmp(buf, data[0], len) == 0);
+		free(buf);
+	}
+	CHECK(m->ranges == 1 && m->whole == 1);
+	/* A failed load is an error, and the next load tries again. */
+	m->fail = 1;
+	CHECK_RC(cf_bk_repo_blob_load(r, CF_BK_BLOB_DATA, ids[1], &buf, &len),
+	    -EIO);
+	CHECK(buf == NULL);
+	CHECK_RC(cf_bk_repo_blob_load(r, CF_BK_BLOB_DATA, ids[1], &buf, &len),
+	    0);
+	CHECK(len == PC_LEN && memcmp(buf, data[1], len) == 0);
+	free(buf);
+	/* Three threads, six packs, two slots: evictions under load. */
+	for (i = 0; i < 3; i++) {
+		job[i].r = r;
+		job[i].ids = ids;
+		job[i].data = data;
+		job[i].bad = 0;
+		CHECK(pthread_create(&t[i], NULL, pc_thread, &job[i]) == 0);
+	}
+	for (i = 0; i < 3; i++) {
+		CHECK(pthread_join(t[i], NULL) == 0);
+		CHECK(job[i].bad == 0);
+	}
+	CHECK(m->whole == m->ranges);	/* never a ranged read */
+	/* A flipped byte in a cached pack: -EBADMSG, never data. */
+	CHECK_RC(cf_bk_index_lookup(cf_bk_repo_index(r), CF_BK_BLOB_DATA,
+	    ids[2], &loc), 0);
+	bk_name(loc.pack, name);
+	snprintf(rel, sizeof(rel), "data/%.2s/%s", name, name);
+	buf = cf_test_read_file(repo_path(rel), &len);
+	CHECK(buf != NULL && len == loc.pack_size);
+	buf[loc.offset + 100] ^= 1;
+	CHECK(unlink(repo_path(rel)) == 0);
+	CHECK_RC(cf_test_write_file(repo_path(rel), buf, len), 0);
+	free(buf);
+	cf_bk_repo_pack_cache_stop(r);	/* drops what it held */
+	CHECK_RC(cf_bk_repo_pack_cache_start(r, 1, 1), 0);
+	CHECK_RC(cf_bk_repo_blob_load(r, CF_BK_BLOB_DATA, ids[2], &buf, &len),
+	    -EBADMSG);
+	CHECK(buf == NULL);
+	cf_bk_repo_free(r);	/* stops the cache too */
+	for (i = 0; i < PC_BLOBS; i++)
+		free(data[i]);
+	cf_bk_keys_free(k);
+}
+
 static const struct cf_test_case cases[] = {
 	CF_TEST(store_put_get_list),
 	CF_TEST(store_temp_not_listed),
@@ -855,6 +1045,7 @@ static const struct cf_test_case cases[] = {
 	CF_TEST(damaged_objects),
 	CF_TEST(locks),
 	CF_TEST(locks_dead_holder),
+	CF_TEST(pack_cache),
 };
 
 CF_TEST_MAIN(cases)
