@@ -35,7 +35,7 @@ expect 2 "a subset over 100: usage" verify acme --read-data-subset 101
 
 PACK=$(find "$REPO/data" -type f -size +200k | head -1)
 cp "$PACK" "$T/pack.bak"
-printf '\125' | dd of="$PACK" bs=1 seek=150000 conv=notrunc 2>/dev/null
+flip_byte "$PACK" 150000
 expect 0 "a flipped byte passes the structural check" verify acme
 expect 3 "...and read-data finds it" verify acme --read-data
 check "...naming the file" out_has "payroll.db"
@@ -58,7 +58,7 @@ expect 0 "restored pack: clean again" verify acme --read-data
 
 SNAP=$(find "$REPO/snapshots" -type f | head -1)
 cp "$SNAP" "$T/snap.bak"
-printf 'x' | dd of="$SNAP" bs=1 seek=40 conv=notrunc 2>/dev/null
+flip_byte "$SNAP" 40
 expect 3 "a tampered snapshot" verify acme
 check "...is named" out_has "damaged snapshot $(basename "$SNAP")"
 cp "$T/snap.bak" "$SNAP"

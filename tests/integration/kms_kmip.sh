@@ -230,7 +230,7 @@ fi
 # ---- a tampered wrapped key: the server refuses to decrypt.
 cp "$WK" "$T/v1.wk.good"
 off=$((50 + 1 + ${#UID1} + 12 + 5))
-printf '\xff' | dd of="$WK" bs=1 seek="$off" conv=notrunc 2>/dev/null
+flip_byte "$WK" "$off"
 expect 3 "a tampered ciphertext is an integrity failure (rotate-kek)" \
 	tenant rotate-kek t1
 sed "s/^/# /" "$ERR"
@@ -238,7 +238,7 @@ check "...saying it does not authenticate" err_has "does not authenticate"
 cp "$T/v1.wk.good" "$WK"
 # The header (AAD) altered: key_version kept, reserved bits untouched,
 # the KEK id changed, so the blob's identifier no longer matches.
-printf '\x00' | dd of="$WK" bs=1 seek=40 conv=notrunc 2>/dev/null
+flip_byte "$WK" 40
 expect 3 "an altered header is an integrity failure" tenant rotate-kek t1
 cp "$T/v1.wk.good" "$WK"
 

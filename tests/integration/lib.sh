@@ -61,6 +61,13 @@ check() {
 	_result $? "$desc"
 }
 
+flip_byte() {	# flip_byte FILE OFFSET: inverts the byte there, in place
+	local b
+	b=$(od -An -tu1 -j "$2" -N1 "$1" | tr -d ' ')
+	# shellcheck disable=SC2059
+	printf "\\$(printf '%03o' $(( b ^ 255 )))" |
+		dd of="$1" bs=1 seek="$2" conv=notrunc 2>/dev/null
+}
 out_has() { grep -q -- "$1" "$OUT"; }
 err_has() { grep -q -- "$1" "$ERR"; }
 
