@@ -436,6 +436,34 @@ link_group(struct bk *b, const struct stat *st)
 	return b->links[b->nlinks++].group;
 }
 
+/* A FIFO, socket or device node gets its type (and rdev): 1, else 0. */
+static int
+special_type(struct cf_bk_node *n, const struct stat *st)
+{
+	if (S_ISFIFO(st->st_mode))
+		n->type = CF_BK_NODE_FIFO;
+	else if (S_ISSOCK(st->st_mode))
+		n->type = CF_BK_NODE_SOCKET;
+	else if (S_ISCHR(st->st_mode))
+		n->type = CF_BK_NODE_CHR;
+	else if (S_ISBLK(st->st_mode))
+		n->type = CF_BK_NODE_BLK;
+	else
+		return 0;
+	if (S_ISCHR(st->st_mode) || S_ISBLK(st->st_mode))
+		n->rdev = st->st_rdev;
+	return 1;
+}
+
+/* A non-directory node's metadata and hard-link group; one more file. */
+static void
+count_node(struct bk *b, struct cf_bk_node *n, const struct stat *st)
+{
+	fill_meta(n, st);
+	n->link_group = link_group(b, st);
+	b->files++;
+}
+
 static int
 add_xattrs(struct dir_nodes *dn, struct cf_bk_node *n,
     const struct cf_fs_rdir *d, const char *name, uint64_t *damaged)
@@ -960,25 +988,11 @@ backup_entry(struct bk *b, struct dir_nodes *dn, struct cf_fs_rdir *d,
 			return 0;
 		n->type = CF_BK_NODE_SYMLINK;
 		n->target = target;
-		fill_meta(n, &st);
-		n->link_group = link_group(b, &st);
-		b->files++;
+		count_node(b, n, &st);
 	} else {
-		if (S_ISFIFO(st.st_mode))
-			n->type = CF_BK_NODE_FIFO;
-		else if (S_ISSOCK(st.st_mode))
-			n->type = CF_BK_NODE_SOCKET;
-		else if (S_ISCHR(st.st_mode))
-			n->type = CF_BK_NODE_CHR;
-		else if (S_ISBLK(st.st_mode))
-			n->type = CF_BK_NODE_BLK;
-		else
+		if (!special_type(n, &st))
 			return 0;
-		if (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode))
-			n->rdev = st.st_rdev;
-		fill_meta(n, &st);
-		n->link_group = link_group(b, &st);
-		b->files++;
+		count_node(b, n, &st);
 	}
 	rc = add_xattrs(dn, n, d, name, &b->damaged);
 	if (rc < 0 && rc != -ENOENT)
@@ -2073,25 +2087,11 @@ plain_entry(struct bk *b, struct dir_nodes *dn, int dfd, const char *name,
 		target[tl] = '\0';
 		n->type = CF_BK_NODE_SYMLINK;
 		n->target = target;
-		fill_meta(n, &st);
-		n->link_group = link_group(b, &st);
-		b->files++;
+		count_node(b, n, &st);
 	} else {
-		if (S_ISFIFO(st.st_mode))
-			n->type = CF_BK_NODE_FIFO;
-		else if (S_ISSOCK(st.st_mode))
-			n->type = CF_BK_NODE_SOCKET;
-		else if (S_ISCHR(st.st_mode))
-			n->type = CF_BK_NODE_CHR;
-		else if (S_ISBLK(st.st_mode))
-			n->type = CF_BK_NODE_BLK;
-		else
+		if (!special_type(n, &st))
 			return 0;
-		if (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode))
-			n->rdev = st.st_rdev;
-		fill_meta(n, &st);
-		n->link_group = link_group(b, &st);
-		b->files++;
+		count_node(b, n, &st);
 	}
 	if (fd < 0) {
 		rc = plain_xattrs(dn, n, -1, dfd, name);
