@@ -245,13 +245,7 @@ session_open(struct session *s, struct tl_ctx *ctx, const char *name,
 		return CF_EXIT_DENIED;
 	}
 	stored = cf_ks_tenant_get(s->t, "repo");
-	if (repo_opt != NULL)
-		snprintf(s->url, sizeof(s->url), "%s", repo_opt);
-	else if (stored != NULL && stored[0] != '\0')
-		snprintf(s->url, sizeof(s->url), "%s", stored);
-	else
-		snprintf(s->url, sizeof(s->url), "file://%s/repos/%s",
-		    cf_ks_home_path(s->home), name);
+	tl_repo_url(s->home, s->t, repo_opt, s->url, sizeof(s->url));
 	if (strncmp(s->url, "file:///", 8) != 0 &&
 	    strncmp(s->url, "s3://", 5) != 0) {
 		fprintf(stderr, "coffer: repository URL must be file:///PATH "

@@ -373,7 +373,7 @@ cmd_drill(struct tl_ctx *ctx, int argc, char **argv)
 	struct cf_bk_snapshot *snap = NULL;
 	struct cmp c;
 	unsigned char sid[CF_BK_ID_BYTES];
-	const char *scratch = NULL, *name, *stored, *result = "failed";
+	const char *scratch = NULL, *name, *result = "failed";
 	char url[PATH_MAX + 16], parent[PATH_MAX], dir[PATH_MAX];
 	char target[PATH_MAX + 16], store[PATH_MAX], hex[65] = "";
 	char *pathbuf = NULL, *rargv[6];
@@ -419,12 +419,7 @@ cmd_drill(struct tl_ctx *ctx, int argc, char **argv)
 		ret = CF_EXIT_DENIED;
 		goto out;
 	}
-	stored = cf_ks_tenant_get(t, "repo");
-	if (stored != NULL && stored[0] != '\0')
-		snprintf(url, sizeof(url), "%s", stored);
-	else
-		snprintf(url, sizeof(url), "file://%s/repos/%s",
-		    cf_ks_home_path(home), name);
+	tl_repo_url(home, t, NULL, url, sizeof(url));
 	if (cf_ks_tenant_get(t, "store") != NULL)
 		snprintf(store, sizeof(store), "%s",
 		    cf_ks_tenant_get(t, "store"));

@@ -1126,7 +1126,7 @@ tl_lifecycle_purge(struct tl_ctx *ctx, const char *name, const char *reason,
 	char rdir[PATH_MAX], rpath[PATH_MAX + 128], when[32], hex[65];
 	char kind_key[16];
 	unsigned char hash[32];
-	const char *stored, *ks;
+	const char *ks;
 	json_t *keys = NULL, *j = NULL, *kinds, *retained = NULL;
 	char *text = NULL;
 	uint64_t left = 0;
@@ -1176,12 +1176,7 @@ tl_lifecycle_purge(struct tl_ctx *ctx, const char *name, const char *reason,
 	rc = unmount_tenant(name, store, force);
 	if (rc < 0)
 		goto out;
-	stored = cf_ks_tenant_get(t, "repo");
-	if (stored != NULL && stored[0] != '\0')
-		snprintf(url, sizeof(url), "%s", stored);
-	else
-		snprintf(url, sizeof(url), "file://%s/repos/%s",
-		    cf_ks_home_path(home), name);
+	tl_repo_url(home, t, NULL, url, sizeof(url));
 	snprintf(tdir, sizeof(tdir), "%s/%s", cf_ks_home_path(home),
 	    cf_ks_tenant_dir(t));
 	/*

@@ -141,7 +141,6 @@ tl_tenant_retire_key(struct tl_ctx *ctx, int argc, char **argv)
 {
 	struct cf_ks_home *home;
 	struct cf_ks_tenant *t = NULL;
-	const char *stored;
 	char store[4096], url[4200], *end;
 	unsigned long v;
 	uint32_t rv = 0;
@@ -182,12 +181,7 @@ tl_tenant_retire_key(struct tl_ctx *ctx, int argc, char **argv)
 		    "first\n", argv[1], (unsigned long long)n, v, argv[1]);
 		goto out;
 	}
-	stored = cf_ks_tenant_get(t, "repo");
-	if (stored != NULL && stored[0] != '\0')
-		snprintf(url, sizeof(url), "%s", stored);
-	else
-		snprintf(url, sizeof(url), "file://%s/repos/%s",
-		    cf_ks_home_path(home), argv[1]);
+	tl_repo_url(home, t, NULL, url, sizeof(url));
 	rc = cf_bk_repo_key_version(url, &rv);
 	if (rc < 0 && rc != -ENOENT) {
 		fprintf(stderr, "coffer: %s: cannot check which key version "

@@ -737,15 +737,10 @@ open_repo(struct tl_ctx *ctx, struct cf_ks_tenant *t, struct cf_bk_repo **out,
 {
 	uint32_t kv = 0;
 	struct cf_secbuf *root = NULL;
-	const char *stored = cf_ks_tenant_get(t, "repo");
 	int rc;
 
 	*out = NULL;
-	if (stored != NULL && stored[0] != '\0')
-		snprintf(url, cap, "%s", stored);
-	else
-		snprintf(url, cap, "file://%s/repos/%s",
-		    cf_ks_home_path(ctx->home), cf_ks_tenant_name(t));
+	tl_repo_url(ctx->home, t, NULL, url, cap);
 	rc = tl_repo_unlock(t, url, &root, &kv);
 	if (rc < 0)
 		return tl_fail(rc, cf_ks_tenant_name(t));

@@ -246,7 +246,7 @@ cmd_verify(struct tl_ctx *ctx, int argc, char **argv)
 	struct cf_bk_lock *lock = NULL;
 	struct cf_bk_coverage *cov = NULL;
 	struct cf_ks_home *home;
-	const char *repo_opt = NULL, *stored, *name;
+	const char *repo_opt = NULL, *name;
 	char url[4200], *end, covpath[PATH_MAX], when[64];
 	unsigned long long seed = 0;
 	unsigned long v;
@@ -328,14 +328,7 @@ cmd_verify(struct tl_ctx *ctx, int argc, char **argv)
 		ret = CF_EXIT_DENIED;
 		goto out;
 	}
-	stored = cf_ks_tenant_get(t, "repo");
-	if (repo_opt != NULL)
-		snprintf(url, sizeof(url), "%s", repo_opt);
-	else if (stored != NULL && stored[0] != '\0')
-		snprintf(url, sizeof(url), "%s", stored);
-	else
-		snprintf(url, sizeof(url), "file://%s/repos/%s",
-		    cf_ks_home_path(home), name);
+	tl_repo_url(home, t, repo_opt, url, sizeof(url));
 	rc = tl_repo_unlock(t, url, &root, &kv);
 	if (rc < 0) {
 		ret = tl_fail(rc, name);

@@ -80,6 +80,12 @@ void tl_store_path(struct cf_ks_home *home, const struct cf_ks_tenant *t,
     char *buf, size_t cap);
 /* Prints a JSON value to stdout (compact or indented) and frees it. */
 void tl_print_json(json_t *j);
+/*
+ * The tenant's repository URL: opt (a --repo option) if not NULL, else
+ * the one recorded by its first backup, else file://HOME/repos/NAME.
+ */
+void tl_repo_url(struct cf_ks_home *home, const struct cf_ks_tenant *t,
+    const char *opt, char *out, size_t cap);
 /* 1 if a daemon serves t's store (its control socket answers), else 0. */
 int tl_store_served(struct cf_ks_home *home, const struct cf_ks_tenant *t);
 /* Prompts on /dev/tty with echo off: the keystore's passphrase callback. */

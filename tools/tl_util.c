@@ -302,3 +302,18 @@ tl_repo_open(struct cf_ks_tenant *t, struct cf_bk_repo **out,
 	return cf_bk_repo_open_url_keys(out, url, keys, cf_ks_tenant_id(t),
 	    flags);
 }
+
+void
+tl_repo_url(struct cf_ks_home *home, const struct cf_ks_tenant *t,
+    const char *opt, char *out, size_t cap)
+{
+	const char *stored = cf_ks_tenant_get(t, "repo");
+
+	if (opt != NULL)
+		snprintf(out, cap, "%s", opt);
+	else if (stored != NULL && stored[0] != '\0')
+		snprintf(out, cap, "%s", stored);
+	else
+		snprintf(out, cap, "file://%s/repos/%s", cf_ks_home_path(home),
+		    cf_ks_tenant_name(t));
+}
