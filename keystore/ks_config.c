@@ -161,22 +161,29 @@ out:
 }
 
 int
-cf_ks_config_load(struct cf_ks_config **out, const char *path)
+ks_config_load_at(struct cf_ks_config **out, int dirfd, const char *name,
+    const char *shown)
 {
 	unsigned char *buf = NULL;
 	size_t len = 0;
 	int rc;
 
 	*out = NULL;
-	rc = ks_read_file(AT_FDCWD, path, CONF_MAX_BYTES, &buf, &len);
+	rc = ks_read_file(dirfd, name, CONF_MAX_BYTES, &buf, &len);
 	if (rc == -ENOENT)
 		return cf_ks_config_parse(out, "", 0);
 	if (rc < 0)
-		return ks_err(rc, "cannot read configuration %s: %s", path,
+		return ks_err(rc, "cannot read configuration %s: %s", shown,
 		    strerror(-rc));
 	rc = cf_ks_config_parse(out, (const char *)buf, len);
 	free(buf);
 	return rc;
+}
+
+int
+cf_ks_config_load(struct cf_ks_config **out, const char *path)
+{
+	return ks_config_load_at(out, AT_FDCWD, path, path);
 }
 
 void

@@ -86,7 +86,9 @@ cf_ks_home_open(struct cf_ks_home **out, const char *path, int flags)
 		rc = -ENAMETOOLONG;
 		goto out;
 	}
-	rc = cf_ks_config_load(&home->cfg, conf);
+	/* Through the home's descriptor, as everything else in it: a home
+	 * path renamed or replaced meanwhile is not read from elsewhere. */
+	rc = ks_config_load_at(&home->cfg, home->dirfd, "coffer.conf", conf);
 	if (rc < 0)
 		goto out;
 	pw = getpwuid(getuid());

@@ -42,6 +42,9 @@ int ks_openat(int dirfd, const char *path, int flags, mode_t mode);
  */
 int ks_read_file(int dirfd, const char *path, size_t max, unsigned char **buf,
     size_t *len);
+/* coffer.conf from dirfd/name (shown: its path in messages); absent: empty. */
+CF_MUST_CHECK int ks_config_load_at(struct cf_ks_config **out, int dirfd,
+    const char *name, const char *shown);
 /*
  * Reads a small secret file (passphrase, PIN, key) straight into sb,
  * which the caller owns: at most max (<= cf_secbuf_len(sb)) bytes, -EFBIG
