@@ -307,7 +307,8 @@ audit(struct session *s, const char *event, const char *snap,
 static int latest_parent(struct session *s, const char *path,
     unsigned char id[CF_BK_ID_BYTES], struct cf_bk_snapshot **snap);
 
-/* A hard-linked inode seen in the store: its backing identity. */
+/* A hard-linked inode seen in the store: its backing identity (group 0:
+ * a free slot of the table). */
 struct hlink {
 	dev_t dev;
 	ino_t ino;
@@ -405,29 +406,53 @@ fill_meta(struct cf_bk_node *n, const struct stat *st)
 	n->ctime = ts_ns(&st->st_ctim);
 }
 
+/* The slot of (dev, ino) in the open-addressed table b->links. */
+static size_t
+link_slot(const struct hlink *t, size_t cap, dev_t dev, ino_t ino)
+{
+	uint64_t h = ((uint64_t)ino ^ ((uint64_t)dev << 32)) *
+	    UINT64_C(0x9e3779b97f4a7c15);
+	size_t i = (size_t)(h >> 32) & (cap - 1);
+
+	while (t[i].group != 0 && (t[i].ino != ino || t[i].dev != dev))
+		i = (i + 1) & (cap - 1);
+	return i;
+}
+
+/*
+ * The hard-link group of a file with more than one link (0: none): files
+ * of one inode share it.  A hash table, so a tree of many hard links
+ * costs no quadratic search.
+ */
 static uint64_t
 link_group(struct bk *b, const struct stat *st)
 {
-	struct hlink *l;
-	size_t i;
+	struct hlink *t;
+	size_t i, cap;
 
 	if (st->st_nlink < 2)
 		return 0;
-	for (i = 0; i < b->nlinks; i++)
-		if (b->links[i].ino == st->st_ino &&
-		    b->links[i].dev == st->st_dev)
-			return b->links[i].group;
-	if (b->nlinks == b->caplinks) {
-		l = realloc(b->links, (b->caplinks * 2 + 16) * sizeof(*l));
-		if (l == NULL)
+	if ((b->nlinks + 1) * 2 > b->caplinks) {
+		cap = b->caplinks ? b->caplinks * 2 : 256;
+		t = calloc(cap, sizeof(*t));
+		if (t == NULL)
 			return 0;	/* stored as separate files */
-		b->links = l;
-		b->caplinks = b->caplinks * 2 + 16;
+		for (i = 0; i < b->caplinks; i++)
+			if (b->links[i].group != 0)
+				t[link_slot(t, cap, b->links[i].dev,
+				    b->links[i].ino)] = b->links[i];
+		free(b->links);
+		b->links = t;
+		b->caplinks = cap;
 	}
-	b->links[b->nlinks].dev = st->st_dev;
-	b->links[b->nlinks].ino = st->st_ino;
-	b->links[b->nlinks].group = ++b->next_group;
-	return b->links[b->nlinks++].group;
+	i = link_slot(b->links, b->caplinks, st->st_dev, st->st_ino);
+	if (b->links[i].group == 0) {
+		b->links[i].dev = st->st_dev;
+		b->links[i].ino = st->st_ino;
+		b->links[i].group = ++b->next_group;
+		b->nlinks++;
+	}
+	return b->links[i].group;
 }
 
 /* A FIFO, socket or device node gets its type (and rdev): 1, else 0. */
