@@ -3060,35 +3060,63 @@ struct rs {
 	size_t nworkers;	/* started */
 };
 
+/* The slot of group in the open-addressed table r->links (0: free). */
+static size_t
+rlink_slot(const struct rlink *t, size_t cap, uint64_t group)
+{
+	size_t i = (size_t)((group * UINT64_C(0x9e3779b97f4a7c15)) >> 32) &
+	    (cap - 1);
+
+	while (t[i].group != 0 && t[i].group != group)
+		i = (i + 1) & (cap - 1);
+	return i;
+}
+
 static struct rlink *
 rlink_find(struct rs *r, uint64_t group)
 {
 	size_t i;
 
-	for (i = 0; i < r->nlinks; i++)
-		if (r->links[i].group == group)
-			return &r->links[i];
-	return NULL;
+	if (r->caplinks == 0)
+		return NULL;
+	i = rlink_slot(r->links, r->caplinks, group);
+	return r->links[i].group != 0 ? &r->links[i] : NULL;
 }
 
+/* Remembers the first name of a hard-link group (a hash table, so many
+ * hard links cost no quadratic search); pointers from rlink_find do not
+ * survive it. */
 static void
 rlink_add(struct rs *r, uint64_t group, int fd, const char *path)
 {
-	struct rlink *l;
+	struct rlink *t;
+	size_t i, cap;
 
-	if (r->nlinks == r->caplinks) {
-		l = realloc(r->links, (r->caplinks * 2 + 16) * sizeof(*l));
-		if (l == NULL) {
+	if ((r->nlinks + 1) * 2 > r->caplinks) {
+		cap = r->caplinks ? r->caplinks * 2 : 256;
+		t = calloc(cap, sizeof(*t));
+		if (t == NULL) {
 			if (fd >= 0)
 				close(fd);
 			return;		/* later names become copies */
 		}
-		r->links = l;
-		r->caplinks = r->caplinks * 2 + 16;
+		for (i = 0; i < r->caplinks; i++)
+			if (r->links[i].group != 0)
+				t[rlink_slot(t, cap, r->links[i].group)] =
+				    r->links[i];
+		free(r->links);
+		r->links = t;
+		r->caplinks = cap;
 	}
-	r->links[r->nlinks].group = group;
-	r->links[r->nlinks].fd = fd;
-	r->links[r->nlinks].path = path != NULL ? strdup(path) : NULL;
+	i = rlink_slot(r->links, r->caplinks, group);
+	if (r->links[i].group != 0) {
+		if (fd >= 0)
+			close(fd);	/* known already */
+		return;
+	}
+	r->links[i].group = group;
+	r->links[i].fd = fd;
+	r->links[i].path = path != NULL ? strdup(path) : NULL;
 	r->nlinks++;
 }
 
@@ -4102,7 +4130,9 @@ cmd_restore(struct tl_ctx *ctx, int argc, char **argv)
 		ret = CF_EXIT_OK;
 	}
 out:
-	for (i = 0; i < r.nlinks; i++) {
+	for (i = 0; i < r.caplinks; i++) {
+		if (r.links[i].group == 0)
+			continue;
 		if (r.links[i].fd >= 0)
 			close(r.links[i].fd);
 		free(r.links[i].path);
