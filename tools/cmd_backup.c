@@ -29,10 +29,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <linux/openat2.h>
 
 #include "cf_backup.h"
 #include "cf_fs.h"
@@ -2997,8 +3000,8 @@ out:
 
 struct rlink {
 	uint64_t group;
-	int fd;			/* O_PATH of the first name (directories) */
-	char *path;		/* its path in the tar */
+	char *path;		/* the first name, relative to the target
+				 * (or in the tar) */
 };
 
 /* A tree whose nodes queued file jobs still use. */
@@ -3039,6 +3042,7 @@ struct rs {
 	struct rlink *links;
 	size_t nlinks, caplinks;
 	uint64_t files, dirs, bytes, damaged, refused, failed;
+	int root_fd;		/* the --target directory, -1 for a tar */
 	int is_root;
 	int progress;
 	int64_t last_progress, t0;
@@ -3083,11 +3087,14 @@ rlink_find(struct rs *r, uint64_t group)
 	return r->links[i].group != 0 ? &r->links[i] : NULL;
 }
 
-/* Remembers the first name of a hard-link group (a hash table, so many
+/*
+ * Remembers the first name of a hard-link group (a hash table, so many
  * hard links cost no quadratic search); pointers from rlink_find do not
- * survive it. */
+ * survive it.  Names, not descriptors: a tree of 100 000 hard-linked
+ * files must not need as many open files.
+ */
 static void
-rlink_add(struct rs *r, uint64_t group, int fd, const char *path)
+rlink_add(struct rs *r, uint64_t group, const char *path)
 {
 	struct rlink *t;
 	size_t i, cap;
@@ -3095,11 +3102,8 @@ rlink_add(struct rs *r, uint64_t group, int fd, const char *path)
 	if ((r->nlinks + 1) * 2 > r->caplinks) {
 		cap = r->caplinks ? r->caplinks * 2 : 256;
 		t = calloc(cap, sizeof(*t));
-		if (t == NULL) {
-			if (fd >= 0)
-				close(fd);
+		if (t == NULL)
 			return;		/* later names become copies */
-		}
 		for (i = 0; i < r->caplinks; i++)
 			if (r->links[i].group != 0)
 				t[rlink_slot(t, cap, r->links[i].group)] =
@@ -3109,15 +3113,40 @@ rlink_add(struct rs *r, uint64_t group, int fd, const char *path)
 		r->caplinks = cap;
 	}
 	i = rlink_slot(r->links, r->caplinks, group);
-	if (r->links[i].group != 0) {
-		if (fd >= 0)
-			close(fd);	/* known already */
+	if (r->links[i].group != 0)
+		return;		/* known already */
+	r->links[i].path = strdup(path);
+	if (r->links[i].path == NULL)
 		return;
-	}
 	r->links[i].group = group;
-	r->links[i].fd = fd;
-	r->links[i].path = path != NULL ? strdup(path) : NULL;
 	r->nlinks++;
+}
+
+/*
+ * Makes name in dirfd another link of the group's first name: that name
+ * is opened beneath the target without following any symlink (a symlink
+ * planted in the target meanwhile is not followed) and linked through
+ * its descriptor.  0, or -errno.
+ */
+static int
+rlink_link(struct rs *r, const struct rlink *l, int dirfd, const char *name)
+{
+	struct open_how how;
+	char proc[64];
+	int fd, rc = 0;
+
+	memset(&how, 0, sizeof(how));
+	how.flags = O_PATH | O_NOFOLLOW | O_CLOEXEC;
+	how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
+	    RESOLVE_NO_MAGICLINKS;
+	fd = (int)syscall(SYS_openat2, r->root_fd, l->path, &how, sizeof(how));
+	if (fd < 0)
+		return -errno;
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+	if (linkat(AT_FDCWD, proc, dirfd, name, AT_SYMLINK_FOLLOW) != 0)
+		rc = -errno;
+	close(fd);
+	return rc;
 }
 
 /*
@@ -3569,7 +3598,6 @@ restore_node(struct rs *r, int dirfd, const struct cf_bk_node *n,
     struct tref *tr, char *path, size_t plen, char **filter, int depth)
 {
 	struct rlink *l;
-	char proc[64];
 	int fd, rc;
 
 	if (n->name[0] == '\0' || strchr(n->name, '/') != NULL ||
@@ -3601,14 +3629,13 @@ restore_node(struct rs *r, int dirfd, const struct cf_bk_node *n,
 	}
 	if (n->link_group != 0) {
 		l = rlink_find(r, n->link_group);
-		if (l != NULL && l->fd >= 0) {
-			snprintf(proc, sizeof(proc), "/proc/self/fd/%d", l->fd);
-			if (linkat(AT_FDCWD, proc, dirfd, n->name,
-			    AT_SYMLINK_FOLLOW) == 0) {
+		if (l != NULL && r->root_fd >= 0) {
+			rc = rlink_link(r, l, dirfd, n->name);
+			if (rc == 0) {
 				r->files++;
 				return 0;
 			}
-			if (errno == EEXIST)
+			if (rc == -EEXIST)
 				return refuse(r, path);
 			/* else: restore this name as its own copy */
 		}
@@ -3616,11 +3643,8 @@ restore_node(struct rs *r, int dirfd, const struct cf_bk_node *n,
 	if (n->type != CF_BK_NODE_FILE) {
 		rc = restore_special(r, dirfd, n, path);
 		if (rc == 0 && n->link_group != 0 &&
-		    rlink_find(r, n->link_group) == NULL) {
-			fd = openat(dirfd, n->name, O_PATH | O_NOFOLLOW |
-			    O_CLOEXEC);
-			rlink_add(r, n->link_group, fd, NULL);
-		}
+		    rlink_find(r, n->link_group) == NULL)
+			rlink_add(r, n->link_group, path + 1);
 		return rc;
 	}
 	rs_hint(r, n);
@@ -3648,10 +3672,8 @@ restore_node(struct rs *r, int dirfd, const struct cf_bk_node *n,
 	}
 	r->files++;
 	rprogress(r);
-	if (n->link_group != 0 && rlink_find(r, n->link_group) == NULL) {
-		fd = openat(dirfd, n->name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
-		rlink_add(r, n->link_group, fd, NULL);
-	}
+	if (n->link_group != 0 && rlink_find(r, n->link_group) == NULL)
+		rlink_add(r, n->link_group, path + 1);
 	return 0;
 }
 
@@ -3782,7 +3804,7 @@ tar_node(struct rs *r, const struct cf_bk_node *n, char *path, size_t plen,
 	}
 	r->files++;
 	if (l == NULL && n->link_group != 0)
-		rlink_add(r, n->link_group, -1, path + 1);
+		rlink_add(r, n->link_group, path + 1);
 	if (l == NULL && n->type == CF_BK_NODE_FILE) {
 		rs_hint(r, n);
 		rc = write_content(r, NULL, n, -1, path);
@@ -3973,6 +3995,7 @@ cmd_restore(struct tl_ctx *ctx, int argc, char **argv)
 	json_t *j;
 
 	memset(&r, 0, sizeof(r));
+	r.root_fd = -1;
 	memset(&s, 0, sizeof(s));
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (c) {
@@ -4051,6 +4074,7 @@ cmd_restore(struct tl_ctx *ctx, int argc, char **argv)
 			    strerror(errno));
 			goto out;
 		}
+		r.root_fd = dirfd;
 	} else {
 		r.ar = archive_write_new();
 		if (r.ar == NULL ||
@@ -4130,13 +4154,8 @@ cmd_restore(struct tl_ctx *ctx, int argc, char **argv)
 		ret = CF_EXIT_OK;
 	}
 out:
-	for (i = 0; i < r.caplinks; i++) {
-		if (r.links[i].group == 0)
-			continue;
-		if (r.links[i].fd >= 0)
-			close(r.links[i].fd);
+	for (i = 0; i < r.caplinks; i++)
 		free(r.links[i].path);
-	}
 	free(r.links);
 	if (r.ar != NULL)
 		archive_write_free(r.ar);

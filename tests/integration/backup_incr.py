@@ -220,6 +220,10 @@ try:
     put("touchd", b"q" * 5000)
     want = current()
     umount(p)
+    # A file changed less than 50 ms before it is opened is read twice
+    # (its times cannot be trusted yet: fs_reader.c RACY_NS); this check
+    # counts the bytes of one read.
+    time.sleep(0.1)
     r, s7 = backup()
     # The empty file's ctime is unchanged since the offline parent.
     ok(r.returncode == 0 and s7.get("read_files") == 1 and

@@ -297,6 +297,36 @@ try:
        "a ustar archive (prefix field, block device) round trips",
        r.stderr + r2.stderr)
 
+    # ---- many hard links: restore needs no descriptor per group ----
+    hl = os.path.join(T, "hardlinks")
+    os.makedirs(os.path.join(hl, "a"))
+    os.makedirs(os.path.join(hl, "b"))
+    for i in range(300):
+        f = os.path.join(hl, "a", f"f{i}")
+        with open(f, "w") as fh:
+            fh.write(str(i))
+        os.link(f, os.path.join(hl, "b", f"l{i}"))
+    htar = os.path.join(T, "hardlinks.tar")
+    subprocess.run(["tar", "-C", hl, "-cf", htar, "."], check=True)
+    r = coffer("--json", "backup", "acme", "--tar", htar)
+    hout = os.path.join(T, "out-hardlinks")
+
+    def low_nofile():
+        import resource
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+    r2 = subprocess.run([cftest.COFFER, "restore", "acme",
+                         cftest.js(r).get("snapshot", "x"), "--target",
+                         hout], capture_output=True, text=True, env=ENV,
+                        timeout=120, preexec_fn=low_nofile)
+    linked = [i for i in range(300)
+              if os.path.exists(os.path.join(hout, "a", f"f{i}")) and
+              os.path.exists(os.path.join(hout, "b", f"l{i}")) and
+              os.path.samefile(os.path.join(hout, "a", f"f{i}"),
+                               os.path.join(hout, "b", f"l{i}"))]
+    ok(r.returncode == 0 and r2.returncode == 0 and len(linked) == 300,
+       "300 hard-link groups restore as links with 64 descriptors allowed",
+       r2.stderr[-500:] + f" linked {len(linked)}")
+
     # ---- hostile entries ----
     victim = os.path.join(T, "victim")
     os.makedirs(victim)
