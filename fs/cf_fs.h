@@ -117,6 +117,16 @@ CF_MUST_CHECK int cf_fs_block_seal(const struct cf_fs_file_ctx *f,
     uint64_t blk, int final, const unsigned char *in, size_t len,
     unsigned char *out);
 /*
+ * As cf_fs_block_seal, with the nonce already in out's first
+ * cf_fs_nonce_bytes(f) bytes: the caller draws the nonces of many blocks
+ * with one randombytes_buf (a getrandom system call per 4 KiB block was
+ * 4 % of a sequential write).  Each must be freshly drawn for this seal.
+ */
+CF_MUST_CHECK int cf_fs_block_seal_drawn(const struct cf_fs_file_ctx *f,
+    uint64_t blk, int final, const unsigned char *in, size_t len,
+    unsigned char *out);
+size_t cf_fs_nonce_bytes(const struct cf_fs_file_ctx *f);
+/*
  * Opens ciphertext block blk (clen bytes) into out (clen - overhead
  * bytes); final as for cf_fs_block_seal, from the file's size.  An
  * all-zero ciphertext block is a hole and opens to zeros, unless it is

@@ -330,14 +330,29 @@ int
 cf_fs_block_seal(const struct cf_fs_file_ctx *f, uint64_t blk, int final,
     const unsigned char *in, size_t len, unsigned char *out)
 {
+	if (len > CF_FS_BLOCK)
+		cf_misuse("cf_fs_block_seal: block too large");
+	randombytes_buf(out, f->nonce);
+	return cf_fs_block_seal_drawn(f, blk, final, in, len, out);
+}
+
+int
+cf_fs_block_seal_drawn(const struct cf_fs_file_ctx *f, uint64_t blk,
+    int final, const unsigned char *in, size_t len, unsigned char *out)
+{
 	unsigned char ad[29];
 	size_t adl;
 
 	if (len > CF_FS_BLOCK)
 		cf_misuse("cf_fs_block_seal: block too large");
 	adl = block_ad(f, blk, final, ad);
-	randombytes_buf(out, f->nonce);
 	return cf_ks_aead_seal(f->aead, out + f->nonce, in, len, ad, adl, out);
+}
+
+size_t
+cf_fs_nonce_bytes(const struct cf_fs_file_ctx *f)
+{
+	return f->nonce;
 }
 
 int

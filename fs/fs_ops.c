@@ -1265,35 +1265,52 @@ new_len(off_t off, off_t end, off_t psize, uint64_t b, size_t *oldlen,
 	return (size_t)(*we - bs) > *oldlen ? (size_t)(*we - bs) : *oldlen;
 }
 
+/* Nonces drawn at once: one getrandom per this many blocks. */
+#define SEAL_DRAW 32
+
 static int
 seal_blocks(void *arg, size_t lo, size_t hi)
 {
 	struct wjob *j = arg;
 	struct fs *fs = j->fs;
-	unsigned char pbuf[CF_FS_BLOCK];
-	size_t i, len, oldlen, newlen;
+	unsigned char pbuf[CF_FS_BLOCK], nonces[SEAL_DRAW * 24];
+	const unsigned char *src;
+	size_t i, k, len, oldlen, newlen, nb = cf_fs_nonce_bytes(j->in->ctx);
 	off_t bs, ws, we;
 	uint64_t b;
 	int rc = 0;
 
+	if (nb > 24)
+		cf_misuse("seal_blocks: nonce too long");
 	for (i = lo; i < hi && rc == 0; i++) {
+		k = (i - lo) % SEAL_DRAW;
+		if (k == 0)
+			randombytes_buf(nonces, nb * (hi - i < SEAL_DRAW ?
+			    hi - i : SEAL_DRAW));
 		b = j->fb + i;
 		bs = (off_t)b * CF_FS_BLOCK;
 		newlen = new_len(j->off, j->end, j->psize, b, &oldlen, &ws,
 		    &we);
-		if (ws > bs || (size_t)(we - bs) < oldlen) {
-			/* Partial block: merge with what is there. */
-			rc = read_block(fs, j->in, j->fd, b, j->psize, pbuf,
-			    &len);
-			if (rc < 0)
-				break;
-			if (len < oldlen)
-				memset(pbuf + len, 0, oldlen - len);
+		if (ws == bs && newlen == (size_t)(we - bs)) {
+			/* Whole new content: seal it where it lies. */
+			src = (const unsigned char *)j->data + (ws - j->off);
+		} else {
+			if (ws > bs || (size_t)(we - bs) < oldlen) {
+				/* Partial block: merge with what is there. */
+				rc = read_block(fs, j->in, j->fd, b, j->psize,
+				    pbuf, &len);
+				if (rc < 0)
+					break;
+				if (len < oldlen)
+					memset(pbuf + len, 0, oldlen - len);
+			}
+			memcpy(pbuf + (ws - bs), j->data + (ws - j->off),
+			    (size_t)(we - ws));
+			src = pbuf;
 		}
-		memcpy(pbuf + (ws - bs), j->data + (ws - j->off),
-		    (size_t)(we - ws));
-		rc = cf_fs_block_seal(j->in->ctx, b, b == j->nl, pbuf, newlen,
-		    j->cbuf + i * (size_t)fs->cb);
+		memcpy(j->cbuf + i * (size_t)fs->cb, nonces + k * nb, nb);
+		rc = cf_fs_block_seal_drawn(j->in->ctx, b, b == j->nl, src,
+		    newlen, j->cbuf + i * (size_t)fs->cb);
 	}
 	sodium_memzero(pbuf, sizeof(pbuf));
 	return rc;

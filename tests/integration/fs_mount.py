@@ -132,6 +132,7 @@ def main():
     run_scale()
     run_misc()
     run_tamper()
+    run_nonces()
     run_crash()
     run_isolation()
 
@@ -812,6 +813,33 @@ def run_tamper():
        any(r["event"] == "fs.unmount" for r in recs),
        "mount and unmount audited")
     ok(coffer("audit", "verify").returncode == 0, "audit log verifies")
+
+
+def run_nonces():
+    """Every block of a large write gets its own nonce (they are drawn
+    many at a time on two threads)."""
+    for tenant, nonce in (("acme", 12), ("beta", 24)):
+        p = mount(tenant, MP)
+        procs.append(p)
+        try:
+            with open(os.path.join(MP, "nonces"), "wb") as f:
+                f.write(bytes(2 << 20))         # two 1 MiB requests
+                f.write(b"\0" * (4096 * 3 + 7))  # and a small one
+        finally:
+            umount(MP, p)
+        cb = 4096 + nonce + 16
+        nblk = 512 + 4
+        path = find_backing(tenant, 32 + (nblk - 1) * cb + 7 + nonce + 16)
+        ok(path is not None, f"{tenant}: found the 2 MiB file's backing file")
+        data = open(path, "rb").read() if path else b""
+        ns = [data[32 + i * cb:32 + i * cb + nonce] for i in range(nblk)]
+        ok(len(set(ns)) == nblk and bytes(nonce) not in ns,
+           f"{tenant}: {nblk} blocks of zeros have {nblk} distinct nonces",
+           len(set(ns)))
+        cs = [data[32 + i * cb + nonce:32 + (i + 1) * cb]
+              for i in range(nblk - 1)]
+        ok(len(set(cs)) == nblk - 1,
+           f"{tenant}: and distinct ciphertexts", len(set(cs)))
 
 
 def run_crash():
