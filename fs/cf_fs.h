@@ -136,6 +136,13 @@ size_t cf_fs_nonce_bytes(const struct cf_fs_file_ctx *f);
 CF_MUST_CHECK int cf_fs_block_open(const struct cf_fs_file_ctx *f,
     uint64_t blk, int final, const unsigned char *in, size_t clen,
     unsigned char *out);
+/*
+ * dense 1: the file has no holes (its generation says so,
+ * CF_FS_GEN_DENSE), so cf_fs_block_open refuses an all-zero block with
+ * -EBADMSG instead of opening it to zeros.  0 (the default): holes read
+ * as zeros.
+ */
+void cf_fs_file_ctx_set_dense(struct cf_fs_file_ctx *f, int dense);
 
 /* ---- file generations (rollback detection) ------------------------------ */
 
@@ -147,19 +154,27 @@ CF_MUST_CHECK int cf_fs_block_open(const struct cf_fs_file_ctx *f,
  */
 #define CF_FS_GEN_XATTR "user.cf.gen"
 #define CF_FS_GEN_BYTES 64U
-#define CF_FS_GEN_VERSION 1U
+#define CF_FS_GEN_VERSION 2U	/* written; version 1 is still read */
+/*
+ * Flag of version 2: the file has no holes, so an all-zero block inside
+ * it is damage (EIO), not zeros.  A file gets it when it is created and
+ * loses it for good when a hole is made in it; a version-1 value, or no
+ * value, means it may have holes.
+ */
+#define CF_FS_GEN_DENSE 0x01U
 
 /* The xattr value of generation gen (at least 1) of file file_id. */
 CF_MUST_CHECK int cf_fs_gen_encode(const struct cf_fs_keys *k,
     const unsigned char file_id[CF_KS_ID_BYTES], uint64_t gen,
-    unsigned char out[CF_FS_GEN_BYTES]);
+    unsigned flags, unsigned char out[CF_FS_GEN_BYTES]);
 /*
- * Decodes and authenticates an xattr value: -EPROTO if malformed, -EBADMSG
- * if its tag is wrong (forged, another tenant's); else the file id and gen.
+ * Decodes and authenticates an xattr value: -EPROTO if malformed (or an
+ * unknown flag), -EBADMSG if its tag is wrong (forged, another tenant's);
+ * else the file id, gen and flags (0 for version 1; flags may be NULL).
  */
 CF_MUST_CHECK int cf_fs_gen_decode(const struct cf_fs_keys *k,
     const unsigned char *buf, size_t len,
-    unsigned char file_id[CF_KS_ID_BYTES], uint64_t *gen);
+    unsigned char file_id[CF_KS_ID_BYTES], uint64_t *gen, unsigned *flags);
 
 /*
  * The generation log in coffer's home (docs/format/fs.md, The generation

@@ -264,7 +264,14 @@ struct cf_fs_file_ctx {
 	unsigned char file_id[CF_KS_ID_BYTES];
 	uint32_t key_version;
 	unsigned version;		/* the header's: 1 has no final flag */
+	int dense;			/* no holes: a zero block is damage */
 };
+
+void
+cf_fs_file_ctx_set_dense(struct cf_fs_file_ctx *f, int dense)
+{
+	f->dense = dense != 0;
+}
 
 int
 cf_fs_file_ctx_new(struct cf_fs_file_ctx **out, const struct cf_fs_keys *k,
@@ -371,8 +378,10 @@ cf_fs_block_open(const struct cf_fs_file_ctx *f, uint64_t blk, int final,
 	if (in[0] == 0 && memcmp(in, in + 1, clen - 1) == 0) {
 		/* A hole left by truncate-up or a sparse write; never the
 		 * last block of a version-2 file, which is always sealed, so
-		 * cutting a file at a block boundary is noticed. */
-		if (final && f->version != 1)
+		 * cutting a file at a block boundary is noticed, and never a
+		 * block of a file whose generation says it has no holes
+		 * (zeros written over a block). */
+		if ((final && f->version != 1) || f->dense)
 			return -EBADMSG;
 		memset(out, 0, clen - ovh);
 		return 0;
@@ -635,12 +644,13 @@ gen_tag(const struct cf_fs_keys *k, const unsigned char *body,
 int
 cf_fs_gen_encode(const struct cf_fs_keys *k,
     const unsigned char file_id[CF_KS_ID_BYTES], uint64_t gen,
-    unsigned char out[CF_FS_GEN_BYTES])
+    unsigned flags, unsigned char out[CF_FS_GEN_BYTES])
 {
-	if (gen == 0)
+	if (gen == 0 || (flags & ~CF_FS_GEN_DENSE) != 0)
 		return -EINVAL;
 	memset(out, 0, CF_FS_GEN_BYTES);
 	out[0] = CF_FS_GEN_VERSION;
+	out[1] = (unsigned char)flags;
 	put64(out + 8, gen);
 	memcpy(out + 16, file_id, CF_KS_ID_BYTES);
 	return gen_tag(k, out, out + 32);
@@ -648,15 +658,22 @@ cf_fs_gen_encode(const struct cf_fs_keys *k,
 
 int
 cf_fs_gen_decode(const struct cf_fs_keys *k, const unsigned char *buf,
-    size_t len, unsigned char file_id[CF_KS_ID_BYTES], uint64_t *gen)
+    size_t len, unsigned char file_id[CF_KS_ID_BYTES], uint64_t *gen,
+    unsigned *flags)
 {
 	unsigned char tag[CF_KS_KEY_BYTES];
 	int rc;
 
 	*gen = 0;
+	if (flags != NULL)
+		*flags = 0;
 	memset(file_id, 0, CF_KS_ID_BYTES);
-	if (len != CF_FS_GEN_BYTES || buf[0] != CF_FS_GEN_VERSION ||
-	    !sodium_is_zero(buf + 1, 7) || get64(buf + 8) == 0)
+	/* [FS-GEN-2] version 1 has 7 zero bytes, version 2 a flags byte
+	 * (only CF_FS_GEN_DENSE known) and 6. */
+	if (len != CF_FS_GEN_BYTES || (buf[0] != 1 && buf[0] != 2) ||
+	    (buf[0] == 1 && buf[1] != 0) ||
+	    (buf[1] & ~CF_FS_GEN_DENSE) != 0 ||
+	    !sodium_is_zero(buf + 2, 6) || get64(buf + 8) == 0)
 		return -EPROTO;
 	rc = gen_tag(k, buf, tag);
 	if (rc < 0)
@@ -666,6 +683,8 @@ cf_fs_gen_decode(const struct cf_fs_keys *k, const unsigned char *buf,
 	if (rc < 0)
 		return rc;
 	*gen = get64(buf + 8);
+	if (flags != NULL)
+		*flags = buf[1];
 	memcpy(file_id, buf + 16, CF_KS_ID_BYTES);
 	return 0;
 }

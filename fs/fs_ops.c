@@ -83,6 +83,7 @@ struct fs_inode {
 	time_t gen_at;			/* monotonic s of the last raise */
 	int gen_raised;			/* raised since the context was made */
 	uint64_t gen_epoch;		/* fs_snap_epoch at the last raise */
+	unsigned gen_flags;		/* CF_FS_GEN_DENSE: no holes */
 	int have_diriv;			/* directories */
 	unsigned char diriv[CF_FS_DIRIV_BYTES];
 };
@@ -327,6 +328,7 @@ gen_check(struct fs *fs, struct fs_inode *in, int fd)
 {
 	unsigned char buf[CF_FS_GEN_BYTES + 1], id[CF_KS_ID_BYTES];
 	uint64_t gen = 0, known;
+	unsigned flags = 0;
 	ssize_t n;
 	int rc = 0;
 
@@ -338,7 +340,7 @@ gen_check(struct fs *fs, struct fs_inode *in, int fd)
 		return -errno;
 	if (n >= 0 || errno == ERANGE) {
 		rc = n < 0 ? -EPROTO : cf_fs_gen_decode(fs->keys, buf,
-		    (size_t)n, id, &gen);
+		    (size_t)n, id, &gen, &flags);
 		if (rc == 0 && sodium_memcmp(id, in->file_id,
 		    CF_KS_ID_BYTES) != 0)
 			rc = -EBADMSG;	/* another file's generation */
@@ -356,6 +358,10 @@ gen_check(struct fs *fs, struct fs_inode *in, int fd)
 	if (rc < 0)
 		return rc;
 	in->gen = gen;
+	/* No value: written before generations; it may have holes. */
+	in->gen_flags = flags;
+	if (in->ctx != NULL)
+		cf_fs_file_ctx_set_dense(in->ctx, flags & CF_FS_GEN_DENSE);
 	return 0;
 }
 
@@ -387,7 +393,8 @@ gen_raise(struct fs *fs, struct fs_inode *in, int fd)
 	if (in->gen_raised && ts.tv_sec - in->gen_at < GEN_INTERVAL &&
 	    in->gen_epoch == epoch)
 		return 0;
-	rc = cf_fs_gen_encode(fs->keys, in->file_id, in->gen + 1, val);
+	rc = cf_fs_gen_encode(fs->keys, in->file_id, in->gen + 1,
+	    in->gen_flags, val);
 	if (rc == 0 && fsetxattr(fd, CF_FS_GEN_XATTR, val, sizeof(val), 0) !=
 	    0)
 		rc = -errno;
@@ -400,6 +407,24 @@ gen_raise(struct fs *fs, struct fs_inode *in, int fd)
 	in->gen_epoch = epoch;
 	in->gen_raised = 1;
 	return 0;
+}
+
+/*
+ * Before a hole is made in the file (truncate-up or a write past its end
+ * over a whole block, a punched range): a file whose generation says it
+ * has none loses that for good, in its generation value first, so a
+ * crash in between leaves a file that may have holes and has none.
+ * Caller holds in->rw exclusively and in->ctx is set.
+ */
+static int
+mark_sparse(struct fs *fs, struct fs_inode *in, int fd)
+{
+	if (!(in->gen_flags & CF_FS_GEN_DENSE))
+		return 0;
+	in->gen_flags &= ~CF_FS_GEN_DENSE;
+	cf_fs_file_ctx_set_dense(in->ctx, 0);
+	in->gen_raised = 0;	/* written now, whatever the interval */
+	return gen_raise(fs, in, fd);
 }
 
 /* ---- attributes --------------------------------------------------------- */
@@ -921,6 +946,7 @@ ensure_ctx(struct fs *fs, struct fs_inode *in, int fd, int create)
 		return rc;
 	in->gen = 0;
 	in->gen_raised = 0;
+	in->gen_flags = 0;
 	if (got == 0) {
 		if (!create)
 			return 0;	/* empty file, no header yet */
@@ -949,6 +975,11 @@ ensure_ctx(struct fs *fs, struct fs_inode *in, int fd, int create)
 			return rc;
 	}
 	rc = cf_fs_file_ctx_new(&in->ctx, fs->keys, &h);
+	if (rc == 0 && got == 0)
+		in->gen_flags = CF_FS_GEN_DENSE;	/* nothing in it yet */
+	if (rc == 0)
+		cf_fs_file_ctx_set_dense(in->ctx, in->gen_flags &
+		    CF_FS_GEN_DENSE);
 	if (rc == 0 && got == 0)
 		rc = gen_raise(fs, in, fd);	/* a new file: generation 1 */
 	return rc;
@@ -1113,6 +1144,9 @@ do_truncate(struct fs *fs, struct fs_inode *in, int fd, off_t newsize)
 				    nlen);
 			}
 		}
+		if (rc == 0 && (psize == 0 ? nl > 0 : nl > (uint64_t)((psize -
+		    1) / CF_FS_BLOCK) + 1))
+			rc = mark_sparse(fs, in, fd);	/* blocks between */
 		if (rc == 0 && (psize == 0 || nl > (uint64_t)((psize - 1) /
 		    CF_FS_BLOCK))) {
 			/* Blocks between are holes; the last is sealed. */
@@ -1449,6 +1483,8 @@ zero_range(struct fs *fs, struct fs_inode *in, int fd, off_t off, off_t end)
 	rc = write_zeros(fs, in, fd, off, first);
 	if (rc == 0)
 		rc = write_zeros(fs, in, fd, last, end);
+	if (rc == 0)
+		rc = mark_sparse(fs, in, fd);
 	if (rc < 0)
 		return rc;
 	if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,

@@ -81,6 +81,7 @@ struct cf_fs_rfile {
 	unsigned char file_id[CF_KS_ID_BYTES];	/* the header's, if ctx */
 	unsigned char *cbuf;		/* sealed bytes of one request */
 	size_t cbufcap;
+	int dense;			/* its generation says: no holes */
 };
 
 /* ---- small helpers ------------------------------------------------------- */
@@ -845,6 +846,29 @@ size_damaged(const struct cf_fs_reader *r, off_t csize)
 	return rem > 0 && rem <= (off_t)r->ovh;
 }
 
+static int gen_of(const struct cf_fs_reader *r, const char *path,
+    unsigned char file_id[CF_KS_ID_BYTES], uint64_t *gen, unsigned *flags);
+
+/*
+ * 1 if the file's generation value (of this file, authentic) says it has
+ * no holes; 0 otherwise, including no value or a bad one: reading a store
+ * offline does not check generations (docs/format/fs.md).
+ */
+static int
+file_dense(const struct cf_fs_rfile *f)
+{
+	unsigned char id[CF_KS_ID_BYTES];
+	char path[64];
+	uint64_t gen;
+	unsigned flags = 0;
+
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", f->fd);
+	if (gen_of(f->r, path, id, &gen, &flags) < 0 ||
+	    sodium_memcmp(id, f->file_id, CF_KS_ID_BYTES) != 0)
+		return 0;
+	return (flags & CF_FS_GEN_DENSE) != 0;
+}
+
 int
 cf_fs_rfile_open(struct cf_fs_rfile **out, const struct cf_fs_rdir *d,
     const char *name)
@@ -907,6 +931,8 @@ cf_fs_rfile_open(struct cf_fs_rfile **out, const struct cf_fs_rdir *d,
 		if (rc < 0)
 			goto out;
 		memcpy(f->file_id, h.file_id, sizeof(f->file_id));
+		f->dense = file_dense(f);
+		cf_fs_file_ctx_set_dense(f->ctx, f->dense);
 	}
 	*out = f;
 	f = NULL;
@@ -950,7 +976,7 @@ cf_fs_rfile_check(struct cf_fs_rfile *f)
 /* Reads and checks the generation xattr of the object at path. */
 static int
 gen_of(const struct cf_fs_reader *r, const char *path,
-    unsigned char file_id[CF_KS_ID_BYTES], uint64_t *gen)
+    unsigned char file_id[CF_KS_ID_BYTES], uint64_t *gen, unsigned *flags)
 {
 	unsigned char buf[CF_FS_GEN_BYTES + 1];
 	ssize_t n;
@@ -959,7 +985,7 @@ gen_of(const struct cf_fs_reader *r, const char *path,
 	if (n < 0)
 		return errno == ERANGE ? -EPROTO : errno == ENOTSUP ?
 		    -ENODATA : -errno;
-	return cf_fs_gen_decode(r->keys, buf, (size_t)n, file_id, gen);
+	return cf_fs_gen_decode(r->keys, buf, (size_t)n, file_id, gen, flags);
 }
 
 int
@@ -973,7 +999,7 @@ cf_fs_rfile_gen(const struct cf_fs_rfile *f,
 	if (f->ctx == NULL)
 		return -ENODATA;	/* no header: nothing to identify */
 	snprintf(path, sizeof(path), "/proc/self/fd/%d", f->fd);
-	rc = gen_of(f->r, path, file_id, gen);
+	rc = gen_of(f->r, path, file_id, gen, NULL);
 	if (rc == 0 && sodium_memcmp(file_id, f->file_id,
 	    CF_KS_ID_BYTES) != 0)
 		rc = -EBADMSG;	/* another file's generation */
@@ -994,7 +1020,7 @@ cf_fs_rdir_gen(const struct cf_fs_rdir *d, const char *name,
 		return -EINVAL;
 	rc = xattr_path(d, name, &fd, path);
 	if (rc == 0)
-		rc = gen_of(d->r, path, file_id, gen);
+		rc = gen_of(d->r, path, file_id, gen, NULL);
 	if (fd >= 0)
 		close(fd);
 	if (rc < 0)
@@ -1157,6 +1183,12 @@ cf_fs_rfile_next_data(struct cf_fs_rfile *f, off_t off, off_t *data_off,
 		return -EINVAL;
 	if (off >= f->psize)
 		return -ENXIO;
+	if (f->dense) {
+		/* No holes: an all-zero block is damage, found when read. */
+		*data_off = off;
+		*data_end = f->psize;
+		return 0;
+	}
 	/* The first block with data: skip unallocated runs in one step. */
 	for (b = (uint64_t)off / CF_FS_BLOCK; b < f->nblocks; b++) {
 		if (!block_is_hole(f, b, 1, &d))

@@ -83,7 +83,7 @@ fs_unlink_plan(const struct cf_fs_keys *k, int dirfd, const char *b,
 	snprintf(path, sizeof(path), "/proc/self/fd/%d/%s", dirfd, b);
 	n = getxattr(path, CF_FS_GEN_XATTR, buf, sizeof(buf));
 	p->last = n > 0 && cf_fs_gen_decode(k, buf, (size_t)n, p->id,
-	    &g) == 0;
+	    &g, NULL) == 0;
 }
 
 void

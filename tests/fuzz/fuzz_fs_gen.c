@@ -8,8 +8,8 @@
  * used are the header plus whole records, at most the input, and every
  * record reported re-encodes to the input's bytes.  Its first 64 bytes
  * (or fewer) are decoded as an xattr value under the vectors' root key
- * (00..1f): -EPROTO or -EBADMSG, or a generation of at least 1 that
- * re-encodes to exactly those bytes.
+ * (00..1f): -EPROTO or -EBADMSG, or a generation of at least 1 with
+ * known flags that (version 2) re-encodes to exactly those bytes.
  */
 #include <errno.h>
 #include <stdint.h>
@@ -65,6 +65,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct walk w = { data, CF_FS_GENLOG_HEADER };
 	size_t used = 0, vl;
 	uint64_t gen = 0;
+	unsigned flags = 0;
 	int rc;
 
 	if (keys == NULL)
@@ -77,14 +78,19 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	    w.off != used))
 		abort();
 	vl = size < CF_FS_GEN_BYTES ? size : CF_FS_GEN_BYTES;
-	rc = cf_fs_gen_decode(keys, data, vl, id, &gen);
+	rc = cf_fs_gen_decode(keys, data, vl, id, &gen, &flags);
 	if (rc != 0) {
-		if ((rc != -EPROTO && rc != -EBADMSG) || gen != 0)
+		if ((rc != -EPROTO && rc != -EBADMSG) || gen != 0 ||
+		    flags != 0)
 			abort();
 		return 0;
 	}
-	if (gen == 0 || cf_fs_gen_encode(keys, id, gen, again) != 0 ||
-	    memcmp(again, data, CF_FS_GEN_BYTES) != 0)
+	if (gen == 0 || (flags & ~CF_FS_GEN_DENSE) != 0)
+		abort();
+	/* Version 1 (no flags) is read, no longer written; a version-2
+	 * value re-encodes to exactly its bytes. */
+	if (data[0] == 1 ? flags != 0 : cf_fs_gen_encode(keys, id, gen,
+	    flags, again) != 0 || memcmp(again, data, CF_FS_GEN_BYTES) != 0)
 		abort();
 	return 0;
 }

@@ -133,6 +133,7 @@ def main():
     run_misc()
     run_tamper()
     run_nonces()
+    run_holes()
     run_crash()
     run_isolation()
 
@@ -764,6 +765,15 @@ def run_tamper():
         sz = os.stat(target3).st_size
         ok(sz == 12293 and expect_eio(target3),
            "a zeroed last block gives EIO", sz)
+        # An inner block zeroed: the file never had a hole, which its
+        # generation says, so it is damage, not zeros.
+        bad = bytearray(orig3)
+        bad[32 + cb:32 + 2 * cb] = bytes(cb)
+        put(f3, bad)
+        with open("/proc/sys/vm/drop_caches", "w") as dc:
+            dc.write("3\n")
+        ok(expect_eio(target3),
+           "a zeroed inner block of a file without holes gives EIO")
         put(f3, orig3[:32] + orig1[32:])
         ok(expect_eio(target3), "another file's blocks give EIO")
         put(f3, orig1[:32] + orig3[32:])
@@ -840,6 +850,60 @@ def run_nonces():
               for i in range(nblk - 1)]
         ok(len(set(cs)) == nblk - 1,
            f"{tenant}: and distinct ciphertexts", len(set(cs)))
+
+
+def run_holes():
+    """Holes made by a sparse write, truncate-up or a punched range read
+    as zeros, before and after a remount; a file that never had one
+    refuses an all-zero block (run_tamper)."""
+    def sparse_files():
+        blk = 4096
+        want = {}
+        with open(os.path.join(MP, "h-write"), "wb") as f:
+            f.write(b"a" * 100)
+            f.seek(3 * blk)
+            f.write(b"b" * 100)         # blocks 1 and 2 are holes
+        want["h-write"] = b"a" * 100 + bytes(3 * blk - 100) + b"b" * 100
+        with open(os.path.join(MP, "h-trunc"), "wb") as f:
+            f.write(b"c" * 10)
+            f.truncate(5 * blk + 1)     # blocks 1..4 are holes
+        want["h-trunc"] = b"c" * 10 + bytes(5 * blk + 1 - 10)
+        data = os.urandom(4 * blk + 5)
+        with open(os.path.join(MP, "h-punch"), "wb") as f:
+            f.write(data)
+        fd = os.open(os.path.join(MP, "h-punch"), os.O_RDWR)
+        try:
+            fallocate(fd, 0x02 | 0x01, blk, 2 * blk)  # PUNCH_HOLE|KEEP_SIZE
+        finally:
+            os.close(fd)
+        want["h-punch"] = data[:blk] + bytes(2 * blk) + data[3 * blk:]
+        return want
+
+    def check(want, when):
+        for name, content in want.items():
+            try:
+                with open(os.path.join(MP, name), "rb") as f:
+                    got = f.read()
+            except OSError as e:
+                got = e
+            ok(got == content, f"{name}: holes read as zeros {when}",
+               got if isinstance(got, OSError) else len(got))
+
+    p = mount("acme", MP)
+    procs.append(p)
+    try:
+        want = sparse_files()
+        with open("/proc/sys/vm/drop_caches", "w") as dc:
+            dc.write("3\n")
+        check(want, "while mounted")
+    finally:
+        umount(MP, p)
+    p = mount("acme", MP)
+    procs.append(p)
+    try:
+        check(want, "after a remount")
+    finally:
+        umount(MP, p)
 
 
 def run_crash():

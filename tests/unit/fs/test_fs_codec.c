@@ -931,7 +931,8 @@ block_swap(void)
 
 /*
  * [FS-BLK-7] an all-zero block of a valid length is a hole and opens to
- * zeros; one non-zero byte anywhere makes it an ordinary (forged) block.
+ * zeros, unless the file is dense; one non-zero byte anywhere makes it an
+ * ordinary (forged) block.
  */
 static void
 block_holes(void)
@@ -975,6 +976,15 @@ block_holes(void)
 			zero[len - 1] = 0x80;	/* last tag byte */
 			CHECK_RC(cf_fs_block_open(ctx, 3, 0, zero, len, out),
 			    -EBADMSG);
+			/* A file whose generation says it has no holes: a
+			 * zero block is damage (zeros written over it). */
+			memset(zero, 0, sizeof(zero));
+			cf_fs_file_ctx_set_dense(ctx, 1);
+			CHECK_RC(cf_fs_block_open(ctx, 3, 0, zero, len, out),
+			    -EBADMSG);
+			cf_fs_file_ctx_set_dense(ctx, 0);
+			CHECK_RC(cf_fs_block_open(ctx, 3, 0, zero, len, out),
+			    0);
 		}
 		cf_fs_file_ctx_free(ctx);
 	}
@@ -1708,15 +1718,16 @@ vu64(json_t *o, const char *k)
 }
 
 /*
- * [FS-GEN-1], [FS-GEN-2] the xattr values of fs-gen-v1.json: encoded
- * byte for byte, decoded back, bound to the file id and the tenant.
+ * [FS-GEN-1], [FS-GEN-2] the xattr values of fs-gen-v1.json (version 1:
+ * decoded, with no flags) and fs-gen-v2.json (version 2: encoded byte for
+ * byte, decoded back with their flags), bound to the file id and the
+ * tenant.
  */
 static void
-kat_gen(void)
+kat_gen_file(const char *name, int version, size_t want)
 {
 	json_error_t je;
-	json_t *v = json_load_file(cf_test_vector_path("fs-gen-v1.json"), 0,
-	    &je);
+	json_t *v = json_load_file(cf_test_vector_path(name), 0, &je);
 	json_t *e;
 	struct cf_fs_keys *k = keys_seq(0), *k2 = keys_seq(0x20);
 	unsigned char out[CF_FS_GEN_BYTES], id[CF_KS_ID_BYTES];
@@ -1730,24 +1741,38 @@ kat_gen(void)
 		uint64_t gen = vu64(e, "gen"), got;
 		struct cf_fs_keys *kk = json_object_get(e, "other_root") ?
 		    k2 : k;
+		unsigned flags = json_is_true(json_object_get(e, "dense")) ?
+		    CF_FS_GEN_DENSE : 0, gotf = 99;
 
 		CHECK(fid != NULL && il == 16 && val != NULL && vl == 64);
-		CHECK_RC(cf_fs_gen_encode(kk, fid, gen, out), 0);
-		CHECK(memcmp(out, val, vl) == 0);
-		CHECK_RC(cf_fs_gen_decode(kk, val, vl, id, &got), 0);
-		CHECK(got == gen && memcmp(id, fid, il) == 0);
+		CHECK(val[0] == version);
+		if (version == CF_FS_GEN_VERSION) {
+			CHECK_RC(cf_fs_gen_encode(kk, fid, gen, flags, out),
+			    0);
+			CHECK(memcmp(out, val, vl) == 0);
+		}
+		CHECK_RC(cf_fs_gen_decode(kk, val, vl, id, &got, &gotf), 0);
+		CHECK(got == gen && memcmp(id, fid, il) == 0 &&
+		    gotf == flags);
 		/* [FS-GEN-2] under the other tenant's keys: forged. */
-		CHECK_RC(cf_fs_gen_decode(kk == k ? k2 : k, val, vl, id, &got),
-		    -EBADMSG);
-		CHECK(got == 0);
+		CHECK_RC(cf_fs_gen_decode(kk == k ? k2 : k, val, vl, id, &got,
+		    &gotf), -EBADMSG);
+		CHECK(got == 0 && gotf == 0);
 		free(fid);
 		free(val);
 		n++;
 	}
-	CHECK(n == 4);
+	CHECK(n == want);
 	cf_fs_keys_free(k);
 	cf_fs_keys_free(k2);
 	json_decref(v);
+}
+
+static void
+kat_gen(void)
+{
+	kat_gen_file("fs-gen-v1.json", 1, 4);
+	kat_gen_file("fs-gen-v2.json", 2, 5);
 }
 
 /* [FS-GEN-2] malformed and altered values. */
@@ -1758,31 +1783,41 @@ gen_reject(void)
 	unsigned char id[CF_KS_ID_BYTES], got_id[CF_KS_ID_BYTES];
 	unsigned char val[CF_FS_GEN_BYTES + 1], bad[CF_FS_GEN_BYTES + 1];
 	uint64_t gen;
+	unsigned flags;
 	size_t i;
 
 	CHECK(k != NULL);
 	memset(id, 0x5a, sizeof(id));
-	CHECK_RC(cf_fs_gen_encode(k, id, 0, val), -EINVAL);
-	CHECK_RC(cf_fs_gen_encode(k, id, 9, val), 0);
-	CHECK_RC(cf_fs_gen_decode(k, val, 63, got_id, &gen), -EPROTO);
+	CHECK_RC(cf_fs_gen_encode(k, id, 0, 0, val), -EINVAL);
+	CHECK_RC(cf_fs_gen_encode(k, id, 9, 2, val), -EINVAL);	/* no flag 2 */
+	CHECK_RC(cf_fs_gen_encode(k, id, 9, CF_FS_GEN_DENSE, val), 0);
+	CHECK_RC(cf_fs_gen_decode(k, val, 63, got_id, &gen, &flags), -EPROTO);
 	val[64] = 0;
-	CHECK_RC(cf_fs_gen_decode(k, val, 65, got_id, &gen), -EPROTO);
-	/* Every single bit flipped: malformed or forged, never accepted. */
+	CHECK_RC(cf_fs_gen_decode(k, val, 65, got_id, &gen, &flags), -EPROTO);
+	/* Every single bit flipped: malformed or forged, never accepted
+	 * (clearing the dense flag included: it is under the tag). */
 	for (i = 0; i < CF_FS_GEN_BYTES * 8; i++) {
 		int rc;
 
 		memcpy(bad, val, CF_FS_GEN_BYTES);
 		bad[i / 8] ^= (unsigned char)(1U << (i % 8));
-		rc = cf_fs_gen_decode(k, bad, CF_FS_GEN_BYTES, got_id, &gen);
+		rc = cf_fs_gen_decode(k, bad, CF_FS_GEN_BYTES, got_id, &gen,
+		    &flags);
 		CHECK(rc == -EPROTO || rc == -EBADMSG);
-		CHECK(gen == 0);
+		CHECK(gen == 0 && flags == 0);
 	}
 	/* Generation 0 never decodes, even with a matching tag. */
 	memset(bad, 0, sizeof(bad));
-	bad[0] = 1;
+	bad[0] = 2;
 	memcpy(bad + 16, id, sizeof(id));
-	CHECK_RC(cf_fs_gen_decode(k, bad, CF_FS_GEN_BYTES, got_id, &gen),
-	    -EPROTO);
+	CHECK_RC(cf_fs_gen_decode(k, bad, CF_FS_GEN_BYTES, got_id, &gen,
+	    &flags), -EPROTO);
+	/* Version 1 has no flags byte: a set bit there is malformed. */
+	bad[0] = 1;
+	bad[1] = 1;
+	bad[8] = 3;
+	CHECK_RC(cf_fs_gen_decode(k, bad, CF_FS_GEN_BYTES, got_id, &gen,
+	    &flags), -EPROTO);
 	cf_fs_keys_free(k);
 }
 
@@ -2019,8 +2054,8 @@ key_versions(void)
 	CHECK_RC(cf_fs_name_encrypt(k1, iv, "a name", n1, sizeof(n1)), 0);
 	CHECK_RC(cf_fs_name_encrypt(k12, iv, "a name", n2, sizeof(n2)), 0);
 	CHECK(strcmp(n1, n2) == 0);
-	CHECK_RC(cf_fs_gen_encode(k1, h.file_id, 9, g1), 0);
-	CHECK_RC(cf_fs_gen_encode(k12, h.file_id, 9, g2), 0);
+	CHECK_RC(cf_fs_gen_encode(k1, h.file_id, 9, 0, g1), 0);
+	CHECK_RC(cf_fs_gen_encode(k12, h.file_id, 9, 0, g2), 0);
 	CHECK(memcmp(g1, g2, sizeof(g1)) == 0);
 	cf_fs_file_ctx_free(c);
 	cf_fs_file_ctx_free(c2);

@@ -695,9 +695,44 @@ sparse(void)
 	CHECK(n == (ssize_t)len);
 	CHECK(memcmp(buf, p, len) == 0);
 	CHECK_RC(cf_fs_rfile_check(f), 0);
+	cf_fs_rfile_free(f);
+	/* Its generation says it has no holes (zeros written over blocks
+	 * of a file that had none): no hole is skipped, and an all-zero
+	 * block does not read. */
+	{
+		unsigned char hb[CF_FS_HEADER_BYTES], val[CF_FS_GEN_BYTES];
+		struct cf_fs_header fh;
+
+		fd = openat(s.root, bn, O_RDWR);
+		CHECK(fd >= 0 && pread(fd, hb, sizeof(hb), 0) ==
+		    (ssize_t)sizeof(hb));
+		CHECK_RC(cf_fs_header_decode(&fh, hb, sizeof(hb)), 0);
+		CHECK_RC(cf_fs_gen_encode(s.k, fh.file_id, 3, CF_FS_GEN_DENSE,
+		    val), 0);
+		CHECK(fsetxattr(fd, CF_FS_GEN_XATTR, val, sizeof(val), 0) ==
+		    0);
+		CHECK_RC(cf_fs_rfile_open(&f, root, "sparse"), 0);
+		CHECK_RC(cf_fs_rfile_next_data(f, 100, &doff, &dend), 0);
+		CHECK(doff == 100 && dend == (off_t)len);
+		n = cf_fs_rfile_pread(f, buf, CF_FS_BLOCK, 10 * CF_FS_BLOCK,
+		    NULL);
+		CHECK(n < 0);
+		n = cf_fs_rfile_pread(f, buf, CF_FS_BLOCK, 0, NULL);
+		CHECK(n == CF_FS_BLOCK && memcmp(buf, p, CF_FS_BLOCK) == 0);
+		cf_fs_rfile_free(f);
+		/* The same without the flag: holes again. */
+		CHECK_RC(cf_fs_gen_encode(s.k, fh.file_id, 4, 0, val), 0);
+		CHECK(fsetxattr(fd, CF_FS_GEN_XATTR, val, sizeof(val), 0) ==
+		    0);
+		close(fd);
+		CHECK_RC(cf_fs_rfile_open(&f, root, "sparse"), 0);
+		n = cf_fs_rfile_pread(f, buf, CF_FS_BLOCK, 10 * CF_FS_BLOCK,
+		    NULL);
+		CHECK(n == CF_FS_BLOCK && memcmp(buf, zero, CF_FS_BLOCK) == 0);
+		cf_fs_rfile_free(f);
+	}
 	free(buf);
 	free(p);
-	cf_fs_rfile_free(f);
 	/* A file of holes only has no data. */
 	CHECK_RC(mk_file(&s, s.root, "allholes", NULL, 3 * CF_FS_BLOCK, 7, 1),
 	    0);
@@ -1215,7 +1250,7 @@ gens(void)
 	fd = openat(s.root, bn, O_RDWR);
 	CHECK(fd >= 0 && pread(fd, hbuf, sizeof(hbuf), 0) == sizeof(hbuf));
 	CHECK_RC(cf_fs_header_decode(&fh, hbuf, sizeof(hbuf)), 0);
-	CHECK_RC(cf_fs_gen_encode(s.k, fh.file_id, 7, val), 0);
+	CHECK_RC(cf_fs_gen_encode(s.k, fh.file_id, 7, 0, val), 0);
 	CHECK(fsetxattr(fd, CF_FS_GEN_XATTR, val, sizeof(val), 0) == 0);
 	CHECK_RC(cf_fs_rdir_gen(root, "f", id, &gen), 0);
 	CHECK(gen == 7 && memcmp(id, fh.file_id, sizeof(id)) == 0);
@@ -1226,18 +1261,18 @@ gens(void)
 	cf_fs_rfile_free(f);
 	/* Another file's id (well tagged): the open file refuses it. */
 	memset(other, 0x5a, sizeof(other));
-	CHECK_RC(cf_fs_gen_encode(s.k, other, 7, val), 0);
+	CHECK_RC(cf_fs_gen_encode(s.k, other, 7, 0, val), 0);
 	CHECK(fsetxattr(fd, CF_FS_GEN_XATTR, val, sizeof(val), 0) == 0);
 	CHECK_RC(cf_fs_rfile_open(&f, root, "f"), 0);
 	CHECK_RC(cf_fs_rfile_gen(f, id, &gen), -EBADMSG);
 	CHECK(gen == 0);
 	cf_fs_rfile_free(f);
 	/* Forged (a flipped bit) and another tenant's: refused. */
-	CHECK_RC(cf_fs_gen_encode(s.k, fh.file_id, 8, val), 0);
+	CHECK_RC(cf_fs_gen_encode(s.k, fh.file_id, 8, 0, val), 0);
 	val[9] ^= 1;
 	CHECK(fsetxattr(fd, CF_FS_GEN_XATTR, val, sizeof(val), 0) == 0);
 	CHECK_RC(cf_fs_rdir_gen(root, "f", id, &gen), -EBADMSG);
-	CHECK_RC(cf_fs_gen_encode(ok, fh.file_id, 8, val), 0);
+	CHECK_RC(cf_fs_gen_encode(ok, fh.file_id, 8, 0, val), 0);
 	CHECK(fsetxattr(fd, CF_FS_GEN_XATTR, val, sizeof(val), 0) == 0);
 	CHECK_RC(cf_fs_rdir_gen(root, "f", id, &gen), -EBADMSG);
 	CHECK(fsetxattr(fd, CF_FS_GEN_XATTR, val, 10, 0) == 0);
@@ -1327,7 +1362,7 @@ hold_unlink(void)
 	fd = openat(s.root, bn, O_RDWR);
 	CHECK(fd >= 0 && pread(fd, hbuf, sizeof(hbuf), 0) == sizeof(hbuf));
 	CHECK_RC(cf_fs_header_decode(&fh, hbuf, sizeof(hbuf)), 0);
-	CHECK_RC(cf_fs_gen_encode(s.k, fh.file_id, 5, val), 0);
+	CHECK_RC(cf_fs_gen_encode(s.k, fh.file_id, 5, 0, val), 0);
 	CHECK(fsetxattr(fd, CF_FS_GEN_XATTR, val, sizeof(val), 0) == 0);
 	close(fd);
 	snprintf(glog, sizeof(glog), "%s/fsgen", cf_test_tmpdir());

@@ -6,7 +6,7 @@
  *
  *   cc -o /tmp/fv fs_vectors.c $(pkg-config --cflags --libs libsodium)
  *   /tmp/fv > ../fs-v1.json; /tmp/fv v2 > ../fs-v2.json
- *   /tmp/fv gen > ../fs-gen-v1.json
+ *   /tmp/fv gen > ../fs-gen-v1.json; /tmp/fv gen2 > ../fs-gen-v2.json
  *
  * Every nonce here is fixed, which the store itself never does (it draws
  * them from randombytes_buf): that is what makes the sealed bytes known
@@ -248,6 +248,58 @@ gen_value(const struct keys *k, const unsigned char id[16], uint64_t gen,
 	derive_id(out + 32, k->content, "fs-gen", out, 32);
 }
 
+/*
+ * fs-gen-v2.json: value version 2, whose byte 1 holds flags (bit 0:
+ * dense, the file has no holes); otherwise as version 1.
+ */
+static void
+gen_value2(const struct keys *k, const unsigned char id[16], uint64_t gen,
+    unsigned flags, unsigned char out[64])
+{
+	memset(out, 0, 64);
+	out[0] = 2;
+	out[1] = (unsigned char)flags;
+	le64(out + 8, gen);
+	memcpy(out + 16, id, 16);
+	derive_id(out + 32, k->content, "fs-gen", out, 32);
+}
+
+static void
+gen2_vectors(const struct keys *k, const struct keys *k2)
+{
+	static const struct {
+		uint64_t gen;
+		unsigned flags;
+	} vs[] = { { 1, 1 }, { 1, 0 }, { 2, 1 }, { 0x0807060504030201ULL, 0 } };
+	unsigned char id[16], v[64];
+	size_t i;
+
+	seq(id, 16, 0xa0);
+	printf("{\n  \"format\": \"fs-gen\",\n  \"version\": 2,\n");
+	hex(2, "root", k->root, 32, 1);
+	hex(2, "content", k->content, 32, 1);
+	printf("  \"values\": [\n");
+	for (i = 0; i < sizeof(vs) / sizeof(vs[0]); i++) {
+		gen_value2(k, id, vs[i].gen, vs[i].flags, v);
+		printf("    {\n");
+		hex(6, "file_id", id, 16, 1);
+		printf("      \"gen\": \"%llu\",\n",
+		    (unsigned long long)vs[i].gen);
+		printf("      \"dense\": %s,\n", vs[i].flags ? "true" : "false");
+		hex(6, "value", v, 64, 0);
+		printf("    },\n");
+	}
+	/* Dense, generation 1, under another tenant's root key. */
+	gen_value2(k2, id, 1, 1, v);
+	printf("    {\n");
+	hex(6, "other_root", k2->root, 32, 1);
+	hex(6, "file_id", id, 16, 1);
+	printf("      \"gen\": \"1\",\n");
+	printf("      \"dense\": true,\n");
+	hex(6, "value", v, 64, 0);
+	printf("    }\n  ]\n}\n");
+}
+
 static void
 gen_record(const unsigned char id[16], uint64_t gen, unsigned char out[32])
 {
@@ -347,6 +399,10 @@ main(int argc, char **argv)
 	seq(k2.root, 32, 0x20);
 	keys_derive(&k2);
 
+	if (argc > 1 && strcmp(argv[1], "gen2") == 0) {
+		gen2_vectors(&k, &k2);
+		return 0;
+	}
 	if (argc > 1 && strcmp(argv[1], "gen") == 0) {
 		gen_vectors(&k, &k2);
 		return 0;
