@@ -172,6 +172,28 @@ rv_is_device(CK_RV rv)
 	}
 }
 
+/*
+ * C_UnwrapKey errors that mean the wrapped bytes did not pass RFC 5649's
+ * integrity check (SoftHSM2 2.6.1 says CKR_GENERAL_ERROR).  Narrower than
+ * "not a device error" on purpose: a token that refuses our template
+ * must not look like tampering, nor count against the tenant's lockout.
+ */
+static int
+rv_is_wrap_data(CK_RV rv)
+{
+	switch (rv) {
+	case CKR_GENERAL_ERROR:
+	case CKR_FUNCTION_FAILED:
+	case CKR_WRAPPED_KEY_INVALID:
+	case CKR_WRAPPED_KEY_LEN_RANGE:
+	case CKR_ENCRYPTED_DATA_INVALID:
+	case CKR_ENCRYPTED_DATA_LEN_RANGE:
+		return 1;
+	default:
+		return 0;
+	}
+}
+
 static int
 p11_initialize(struct ks_kms *kms)
 {
@@ -918,13 +940,16 @@ kwp_unwrap(struct ks_kms *kms, const struct p11_key *kk,
 	rv = p->f->C_UnwrapKey(p->sess, &m, kk->h, (unsigned char *)(uintptr_t)
 	    blob, KS_KWP_WRAPPED_BYTES, t, sizeof(t) / sizeof(t[0]), &h);
 	if (rv != CKR_OK) {
-		/* RFC 5649's integrity check failed, or the token says so. */
-		if (rv_is_device(rv))
-			rc = ks_err(-EIO, "KMS '%s' (pkcs11): C_UnwrapKey with "
-			    "CKM_AES_KEY_WRAP_PAD failed (CKR 0x%lx)",
-			    kms->name, (unsigned long)rv);
-		else
+		if (rv_is_wrap_data(rv))
 			rc = bad_auth(kms);
+		else
+			rc = ks_err(-EIO, "KMS '%s' (pkcs11): C_UnwrapKey with "
+			    "CKM_AES_KEY_WRAP_PAD failed (CKR 0x%lx)%s",
+			    kms->name, (unsigned long)rv,
+			    rv == CKR_TEMPLATE_INCONSISTENT ||
+			    rv == CKR_ATTRIBUTE_VALUE_INVALID ? "; the token "
+			    "may refuse unwrapped keys that are readable "
+			    "(CKA_SENSITIVE false)" : "");
 		goto out;
 	}
 	v.type = CKA_VALUE;
