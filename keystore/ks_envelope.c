@@ -3,7 +3,8 @@
  * formats (docs/format/keystore.md):
  *
  *   - the wrapped-key file: one tenant root key version wrapped by a KEK,
- *     its 48-byte header bound as AAD;
+ *     its 48-byte header bound as AAD, or for alg 3 (RFC 5649 key wrap in
+ *     a PKCS#11 token, which has no AAD) by a MAC computed here;
  *   - the file-KMS KEK file: a KEK sealed under a passphrase with Argon2id
  *     and XChaCha20-Poly1305.
  *

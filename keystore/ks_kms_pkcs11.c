@@ -71,7 +71,7 @@ struct p11_key {
 struct p11_priv {
 	char subject[CF_KS_NAME_MAX + 8];	/* lockout subject "kms.NAME" */
 	const char *module, *token, *key_label;	/* owned by the config */
-	uint8_t alg;			/* mechanism for new wraps: CF_KS_WRAP_* */
+	uint8_t alg;			/* new wraps: CF_KS_WRAP_* */
 	void *dl;
 	CK_FUNCTION_LIST_PTR f;
 	int inited;			/* we called C_Initialize */
@@ -511,7 +511,8 @@ p11_key_info(struct ks_kms *kms, CK_OBJECT_HANDLE h, struct p11_key *k)
 	struct p11_priv *p = kms->priv;
 	unsigned char ckaid[P11_CKAID_MAX];
 	CK_KEY_TYPE kt = 0;
-	CK_BBOOL sens = CK_FALSE, extr = CK_TRUE, wr = CK_FALSE, unwr = CK_FALSE;
+	CK_BBOOL sens = CK_FALSE, extr = CK_TRUE, wr = CK_FALSE;
+	CK_BBOOL unwr = CK_FALSE;
 	CK_ULONG vlen = 0;
 	CK_ATTRIBUTE a[] = {
 		{ CKA_LABEL, k->label, P11_LABEL_MAX },
