@@ -476,6 +476,8 @@ struct cf_ks_envelope {
 
 #define CF_KS_WRAP_XCHACHA20POLY1305 1	/* file KMS */
 #define CF_KS_WRAP_AES256GCM 2		/* file KMS, PKCS#11, KMIP */
+/* AES-256 key wrap with padding (RFC 5649) + header MAC: PKCS#11. */
+#define CF_KS_WRAP_AES256KWP 3
 
 /* Decodes a wrapped-key file image.  -EPROTO on any malformation. */
 CF_MUST_CHECK int cf_ks_envelope_decode(struct cf_ks_envelope *env,

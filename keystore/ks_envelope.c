@@ -3,7 +3,8 @@
  * formats (docs/format/keystore.md):
  *
  *   - the wrapped-key file: one tenant root key version wrapped by a KEK,
- *     its 48-byte header bound as AAD;
+ *     its 48-byte header bound as AAD, or for alg 3 (RFC 5649 key wrap in
+ *     a PKCS#11 token, which has no AAD) by a MAC computed here;
  *   - the file-KMS KEK file: a KEK sealed under a passphrase with Argon2id
  *     and XChaCha20-Poly1305.
  *
@@ -57,6 +58,14 @@ get64(const unsigned char *p)
 	return (uint64_t)get32(p) | ((uint64_t)get32(p + 4) << 32);
 }
 
+/* [KS-ENV-7] the wrap algorithms a wrapped-key file may name. */
+static int
+alg_known(uint8_t alg)
+{
+	return alg == CF_KS_WRAP_XCHACHA20POLY1305 ||
+	    alg == CF_KS_WRAP_AES256GCM || alg == CF_KS_WRAP_AES256KWP;
+}
+
 void
 cf_ks_envelope_header(struct cf_ks_envelope *env)
 {
@@ -82,8 +91,7 @@ cf_ks_envelope_encode(const struct cf_ks_envelope *env, unsigned char *buf,
 	/* Only what the decoder accepts: every encoding must decode. */
 	if (env->blob_len == 0 || env->blob_len > CF_KS_ENVELOPE_BLOB_MAX ||
 	    env->key_version == 0 ||
-	    (env->alg != CF_KS_WRAP_XCHACHA20POLY1305 &&
-	    env->alg != CF_KS_WRAP_AES256GCM))
+	    !alg_known(env->alg))
 		return -EINVAL;
 	need = KS_WK_FIXED + env->blob_len;
 	if (cap < need)
@@ -115,8 +123,7 @@ cf_ks_envelope_decode(struct cf_ks_envelope *env, const unsigned char *buf,
 		return ks_err(-EPROTO, "wrapped key: unknown format version "
 		    "%u", get16(buf + 8));
 	env->alg = buf[10];
-	if (env->alg != CF_KS_WRAP_XCHACHA20POLY1305 &&
-	    env->alg != CF_KS_WRAP_AES256GCM)
+	if (!alg_known(env->alg))
 		return ks_err(-EPROTO, "wrapped key: unknown algorithm %u",
 		    env->alg);
 	if (buf[11] != 0)
@@ -138,6 +145,49 @@ cf_ks_envelope_decode(struct cf_ks_envelope *env, const unsigned char *buf,
 	memcpy(env->blob, buf + KS_WK_FIXED, blen);
 	memcpy(env->header, buf, CF_KS_ENVELOPE_HEADER_BYTES);
 	return 0;
+}
+
+/* ---- alg 3: the header MAC of a key-wrap blob ---------------------- */
+
+/*
+ * Key wrap (RFC 5649) authenticates only the key it wraps, not the
+ * envelope header, so alg 3 adds a MAC over the header and the wrapped
+ * bytes, keyed by a subkey of the unwrapped root key itself: only a
+ * holder of that root key (or of the KEK) can make one, and a root key
+ * moved under another header does not verify there ([KS-KWP-2]).
+ */
+void
+ks_kwp_mac(const unsigned char root[CF_KS_KEY_BYTES],
+    const unsigned char header[CF_KS_ENVELOPE_HEADER_BYTES],
+    const unsigned char wrapped[KS_KWP_WRAPPED_BYTES],
+    unsigned char mac[KS_KWP_MAC_BYTES])
+{
+	unsigned char mk[KS_KWP_MAC_BYTES];
+	crypto_generichash_state st;
+
+	crypto_kdf_derive_from_key(mk, sizeof(mk), KS_KWP_MAC_SUBKEY,
+	    KS_KWP_MAC_CONTEXT, root);
+	crypto_generichash_init(&st, mk, sizeof(mk), KS_KWP_MAC_BYTES);
+	crypto_generichash_update(&st, header, CF_KS_ENVELOPE_HEADER_BYTES);
+	crypto_generichash_update(&st, wrapped, KS_KWP_WRAPPED_BYTES);
+	crypto_generichash_final(&st, mac, KS_KWP_MAC_BYTES);
+	sodium_memzero(mk, sizeof(mk));
+	sodium_memzero(&st, sizeof(st));
+}
+
+int
+ks_kwp_verify(const unsigned char root[CF_KS_KEY_BYTES],
+    const unsigned char header[CF_KS_ENVELOPE_HEADER_BYTES],
+    const unsigned char blob[KS_KWP_BLOB_BYTES])
+{
+	unsigned char mac[KS_KWP_MAC_BYTES];
+	int rc;
+
+	ks_kwp_mac(root, header, blob, mac);
+	rc = crypto_verify_32(mac, blob + KS_KWP_WRAPPED_BYTES) == 0 ? 0 :
+	    -EBADMSG;
+	sodium_memzero(mac, sizeof(mac));
+	return rc;
 }
 
 /* ---- KEK file ---------------------------------------------------------- */

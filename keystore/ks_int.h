@@ -190,6 +190,32 @@ void ks_audit_close(struct cf_ks_home *home);
 #define KS_WK_VERSION 1
 #define KS_WK_FIXED 50U		/* header (48) + blob length (2) */
 
+/*
+ * alg 3 (CF_KS_WRAP_AES256KWP), docs/format/keystore.md: blob = the RFC
+ * 5649 wrap of the root key (40 bytes) || a 32-byte MAC,
+ * mac = BLAKE2b-256(key = crypto_kdf(root, subkey 1, "cf-kwmac"),
+ *                   header || wrapped).
+ */
+#define KS_KWP_WRAPPED_BYTES 40U
+#define KS_KWP_MAC_BYTES 32U
+#define KS_KWP_BLOB_BYTES (KS_KWP_WRAPPED_BYTES + KS_KWP_MAC_BYTES)
+#define KS_KWP_MAC_CONTEXT "cf-kwmac"
+#define KS_KWP_MAC_SUBKEY 1
+
+/* Computes the MAC of an alg-3 blob.  Wipes its temporaries. */
+void ks_kwp_mac(const unsigned char root[CF_KS_KEY_BYTES],
+    const unsigned char header[CF_KS_ENVELOPE_HEADER_BYTES],
+    const unsigned char wrapped[KS_KWP_WRAPPED_BYTES],
+    unsigned char mac[KS_KWP_MAC_BYTES]);
+/*
+ * Checks blob[40..72) against the MAC of header || blob[0..40) under root,
+ * in constant time: 0, or -EBADMSG (no message set: the caller says
+ * which KMS failed).
+ */
+CF_MUST_CHECK int ks_kwp_verify(const unsigned char root[CF_KS_KEY_BYTES],
+    const unsigned char header[CF_KS_ENVELOPE_HEADER_BYTES],
+    const unsigned char blob[KS_KWP_BLOB_BYTES]);
+
 /* File-KMS KEK file. */
 #define KS_KK_MAGIC "\x89" "CFKK\r\n\x1a"
 #define KS_KK_VERSION 1

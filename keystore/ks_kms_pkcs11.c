@@ -5,10 +5,22 @@
  * The configured module is dlopen'ed, the token found by label (retried:
  * SoftHSM2 can miss a token while another process rewrites its files),
  * and the user logs in with a PIN read from a 0600 file owned by us.
- * Root keys are wrapped with CKM_AES_GCM through C_Encrypt inside the
- * token (12-byte random IV, 128-bit tag, the 48-byte envelope header as
- * AAD), so the KEK never leaves the token; blob = IV || ciphertext || tag
- * (60 bytes, docs/format/keystore.md, alg 2).
+ * Root keys are wrapped inside the token, so the KEK never leaves it,
+ * with the configured mechanism (docs/kms.md, docs/format/keystore.md):
+ *
+ *   - aes-gcm (default, alg 2): CKM_AES_GCM through C_Encrypt, 12-byte
+ *     random IV, 128-bit tag, the 48-byte envelope header as AAD;
+ *     blob = IV || ciphertext || tag (60 bytes);
+ *   - aes-key-wrap-pad (alg 3), for tokens without an AEAD: the root key
+ *     is imported as a session object and wrapped with
+ *     CKM_AES_KEY_WRAP_PAD (RFC 5649) through C_WrapKey; key wrap has no
+ *     AAD, so a MAC over the header keyed from the root key follows
+ *     (blob = wrapped (40) || MAC (32)), checked in constant time after
+ *     C_UnwrapKey and before the key is handed out.
+ *
+ * Unwrapping follows the file's alg, not the configuration, so a change
+ * of mechanism never strands a tenant; rotate-kek rewraps under the
+ * configured one.
  *
  * KEKs are found by label: "key_label" is KEK version 1, rotation makes
  * "key_label.v2", "key_label.v3", ... and the highest version present is
@@ -19,8 +31,9 @@
  *
  * Wrong PINs count against the lockout subject "kms.NAME" (three in a
  * row lock it for 30 minutes).  The PIN is kept only for the C_Login call
- * and wiped.  Not here: AES key wrap (RFC 3394/5649) mechanisms, which
- * have no AAD (docs/kms.md says how they would fit).
+ * and wiped.  Not here: RFC 3394 key wrap without padding, and key wrap
+ * through C_Encrypt (SoftHSM2 offers CKM_AES_KEY_WRAP_PAD for
+ * C_WrapKey/C_UnwrapKey only).
  */
 #include <dlfcn.h>
 #include <errno.h>
@@ -51,12 +64,14 @@ struct p11_key {
 	unsigned char id[CF_KS_ID_BYTES];	/* the KEK id */
 	unsigned long version;		/* 0: not one of our labels */
 	int aes256, sensitive, extractable;
+	int can_wrap, can_unwrap;	/* CKA_WRAP, CKA_UNWRAP */
 	char label[P11_LABEL_MAX + 1];
 };
 
 struct p11_priv {
 	char subject[CF_KS_NAME_MAX + 8];	/* lockout subject "kms.NAME" */
 	const char *module, *token, *key_label;	/* owned by the config */
+	uint8_t alg;			/* new wraps: CF_KS_WRAP_* */
 	void *dl;
 	CK_FUNCTION_LIST_PTR f;
 	int inited;			/* we called C_Initialize */
@@ -97,11 +112,15 @@ p11_open(struct ks_kms *kms)
 		    "limited to 32 bytes, key_label to %d", kms->name,
 		    P11_LABEL_MAX - 8);
 	}
-	if (mech != NULL && strcmp(mech, "aes-gcm") != 0) {
+	if (mech == NULL || strcmp(mech, "aes-gcm") == 0)
+		p->alg = CF_KS_WRAP_AES256GCM;
+	else if (strcmp(mech, "aes-key-wrap-pad") == 0)
+		p->alg = CF_KS_WRAP_AES256KWP;
+	else {
 		free(p);
 		return ks_err(-ENOTSUP, "KMS '%s' (pkcs11): mechanism '%.32s' "
-		    "is not supported; only aes-gcm (see docs/kms.md)",
-		    kms->name, mech);
+		    "is not supported; use aes-gcm or aes-key-wrap-pad (see "
+		    "docs/kms.md)", kms->name, mech);
 	}
 	kms->priv = p;
 	return 0;
@@ -147,6 +166,28 @@ rv_is_device(CK_RV rv)
 	case CKR_KEY_HANDLE_INVALID:
 	case CKR_KEY_FUNCTION_NOT_PERMITTED:
 	case CKR_MECHANISM_INVALID:
+		return 1;
+	default:
+		return 0;
+	}
+}
+
+/*
+ * C_UnwrapKey errors that mean the wrapped bytes did not pass RFC 5649's
+ * integrity check (SoftHSM2 2.6.1 says CKR_GENERAL_ERROR).  Narrower than
+ * "not a device error" on purpose: a token that refuses our template
+ * must not look like tampering, nor count against the tenant's lockout.
+ */
+static int
+rv_is_wrap_data(CK_RV rv)
+{
+	switch (rv) {
+	case CKR_GENERAL_ERROR:
+	case CKR_FUNCTION_FAILED:
+	case CKR_WRAPPED_KEY_INVALID:
+	case CKR_WRAPPED_KEY_LEN_RANGE:
+	case CKR_ENCRYPTED_DATA_INVALID:
+	case CKR_ENCRYPTED_DATA_LEN_RANGE:
 		return 1;
 	default:
 		return 0;
@@ -470,7 +511,8 @@ p11_key_info(struct ks_kms *kms, CK_OBJECT_HANDLE h, struct p11_key *k)
 	struct p11_priv *p = kms->priv;
 	unsigned char ckaid[P11_CKAID_MAX];
 	CK_KEY_TYPE kt = 0;
-	CK_BBOOL sens = CK_FALSE, extr = CK_TRUE;
+	CK_BBOOL sens = CK_FALSE, extr = CK_TRUE, wr = CK_FALSE;
+	CK_BBOOL unwr = CK_FALSE;
 	CK_ULONG vlen = 0;
 	CK_ATTRIBUTE a[] = {
 		{ CKA_LABEL, k->label, P11_LABEL_MAX },
@@ -479,6 +521,8 @@ p11_key_info(struct ks_kms *kms, CK_OBJECT_HANDLE h, struct p11_key *k)
 		{ CKA_SENSITIVE, &sens, sizeof(sens) },
 		{ CKA_EXTRACTABLE, &extr, sizeof(extr) },
 		{ CKA_VALUE_LEN, &vlen, sizeof(vlen) },
+		{ CKA_WRAP, &wr, sizeof(wr) },
+		{ CKA_UNWRAP, &unwr, sizeof(unwr) },
 	};
 	size_t i;
 	CK_RV rv;
@@ -504,6 +548,8 @@ p11_key_info(struct ks_kms *kms, CK_OBJECT_HANDLE h, struct p11_key *k)
 	    a[5].ulValueLen != 0 && vlen == CF_KS_KEY_BYTES;
 	k->sensitive = a[3].ulValueLen != 0 && sens == CK_TRUE;
 	k->extractable = a[4].ulValueLen == 0 || extr != CK_FALSE;
+	k->can_wrap = a[6].ulValueLen != 0 && wr == CK_TRUE;
+	k->can_unwrap = a[7].ulValueLen != 0 && unwr == CK_TRUE;
 	kek_id_of(p, k->label, a[0].ulValueLen, ckaid, a[1].ulValueLen, k->id);
 	return 0;
 }
@@ -648,7 +694,7 @@ p11_current(struct ks_kms *kms, unsigned char kek_id[CF_KS_ID_BYTES],
 	unsigned long v;
 	int rc;
 
-	*alg = CF_KS_WRAP_AES256GCM;
+	*alg = ((struct p11_priv *)kms->priv)->alg;
 	rc = p11_ready(kms);
 	if (rc < 0)
 		return rc;
@@ -679,31 +725,19 @@ gcm_mech(CK_MECHANISM *m, CK_GCM_PARAMS *gp, unsigned char *iv,
 }
 
 static int
-p11_wrap(struct ks_kms *kms, const unsigned char *kek_id, uint8_t alg,
+gcm_wrap(struct ks_kms *kms, const struct p11_key *k,
     const unsigned char *aad, size_t aadlen, const struct cf_secbuf *key,
     unsigned char *blob, size_t *bloblen)
 {
 	struct p11_priv *p = kms->priv;
-	struct p11_key k;
 	CK_MECHANISM m;
 	CK_GCM_PARAMS gp;
 	CK_ULONG outlen;
 	CK_RV rv;
-	int rc;
 
-	*bloblen = 0;
-	if (alg != CF_KS_WRAP_AES256GCM || cf_secbuf_len(key) !=
-	    CF_KS_KEY_BYTES)
-		cf_misuse("p11_wrap: algorithm or key not as p11_current named");
-	rc = p11_ready(kms);
-	if (rc < 0)
-		return rc;
-	rc = p11_find(kms, kek_id, &k);
-	if (rc < 0)
-		return rc;
 	randombytes_buf(blob, P11_IV);
 	gcm_mech(&m, &gp, blob, aad, aadlen);
-	rv = p->f->C_EncryptInit(p->sess, &m, k.h);
+	rv = p->f->C_EncryptInit(p->sess, &m, k->h);
 	if (rv != CKR_OK)
 		return ks_err(-EIO, "KMS '%s' (pkcs11): C_EncryptInit with "
 		    "CKM_AES_GCM failed (CKR 0x%lx)", kms->name,
@@ -721,38 +755,124 @@ p11_wrap(struct ks_kms *kms, const unsigned char *kek_id, uint8_t alg,
 }
 
 static int
-p11_unwrap(struct ks_kms *kms, const unsigned char *kek_id, uint8_t alg,
+kwp_refused(struct ks_kms *kms, const struct p11_key *k, const char *what)
+{
+	return ks_err(-EINVAL, "KMS '%s' (pkcs11): key '%s' has %s false; "
+	    "mechanism aes-key-wrap-pad needs a KEK with CKA_WRAP and "
+	    "CKA_UNWRAP (pkcs11-tool --keygen --usage-wrap, docs/kms.md)",
+	    kms->name, k->label, what);
+}
+
+/*
+ * alg 3: the root key goes into the token as a session object (never a
+ * token object), is wrapped by the KEK with CKM_AES_KEY_WRAP_PAD and
+ * destroyed again; the MAC over header || wrapped follows.
+ */
+static int
+kwp_wrap(struct ks_kms *kms, const struct p11_key *k,
+    const unsigned char *hdr, const struct cf_secbuf *key,
+    unsigned char *blob, size_t *bloblen)
+{
+	struct p11_priv *p = kms->priv;
+	CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+	CK_KEY_TYPE kt = CKK_AES;
+	CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+	CK_MECHANISM m = { CKM_AES_KEY_WRAP_PAD, NULL, 0 };
+	CK_ATTRIBUTE t[] = {
+		{ CKA_CLASS, &cls, sizeof(cls) },
+		{ CKA_KEY_TYPE, &kt, sizeof(kt) },
+		{ CKA_TOKEN, &no, sizeof(no) },
+		{ CKA_PRIVATE, &yes, sizeof(yes) },
+		{ CKA_SENSITIVE, &yes, sizeof(yes) },
+		{ CKA_EXTRACTABLE, &yes, sizeof(yes) },
+		{ CKA_VALUE, (void *)(uintptr_t)cf_secbuf_cdata(key),
+		    CF_KS_KEY_BYTES },
+	};
+	CK_OBJECT_HANDLE h;
+	CK_ULONG outlen;
+	CK_RV rv, drv;
+
+	if (!k->can_wrap)
+		return kwp_refused(kms, k, "CKA_WRAP");
+	rv = p->f->C_CreateObject(p->sess, t, sizeof(t) / sizeof(t[0]), &h);
+	if (rv != CKR_OK)
+		return ks_err(-EIO, "KMS '%s' (pkcs11): cannot import the root "
+		    "key as a session object for C_WrapKey (CKR 0x%lx)",
+		    kms->name, (unsigned long)rv);
+	outlen = KS_KWP_WRAPPED_BYTES;
+	rv = p->f->C_WrapKey(p->sess, &m, k->h, h, blob, &outlen);
+	drv = p->f->C_DestroyObject(p->sess, h);
+	if (rv != CKR_OK || outlen != KS_KWP_WRAPPED_BYTES) {
+		sodium_memzero(blob, KS_KWP_BLOB_BYTES);
+		return ks_err(-EIO, "KMS '%s' (pkcs11): C_WrapKey with "
+		    "CKM_AES_KEY_WRAP_PAD failed (CKR 0x%lx, %lu bytes)",
+		    kms->name, (unsigned long)rv, (unsigned long)outlen);
+	}
+	if (drv != CKR_OK) {
+		sodium_memzero(blob, KS_KWP_BLOB_BYTES);
+		return ks_err(-EIO, "KMS '%s' (pkcs11): cannot destroy the "
+		    "session copy of the root key (CKR 0x%lx)", kms->name,
+		    (unsigned long)drv);
+	}
+	ks_kwp_mac(cf_secbuf_cdata(key), hdr, blob, blob +
+	    KS_KWP_WRAPPED_BYTES);
+	*bloblen = KS_KWP_BLOB_BYTES;
+	return 0;
+}
+
+static int
+p11_wrap(struct ks_kms *kms, const unsigned char *kek_id, uint8_t alg,
+    const unsigned char *aad, size_t aadlen, const struct cf_secbuf *key,
+    unsigned char *blob, size_t *bloblen)
+{
+	struct p11_key k;
+	int rc;
+
+	*bloblen = 0;
+	if ((alg != CF_KS_WRAP_AES256GCM && alg != CF_KS_WRAP_AES256KWP) ||
+	    cf_secbuf_len(key) != CF_KS_KEY_BYTES ||
+	    aadlen != CF_KS_ENVELOPE_HEADER_BYTES)
+		cf_misuse("p11_wrap: algorithm or key not as p11_current named");
+	rc = p11_ready(kms);
+	if (rc < 0)
+		return rc;
+	rc = p11_find(kms, kek_id, &k);
+	if (rc < 0)
+		return rc;
+	if (alg == CF_KS_WRAP_AES256KWP)
+		return kwp_wrap(kms, &k, aad, key, blob, bloblen);
+	return gcm_wrap(kms, &k, aad, aadlen, key, blob, bloblen);
+}
+
+static int
+bad_auth(struct ks_kms *kms)
+{
+	return ks_err(-EBADMSG, "wrapped key does not authenticate under KMS "
+	    "'%s' (altered, or bound to another tenant or version)",
+	    kms->name);
+}
+
+static int
+gcm_unwrap(struct ks_kms *kms, const struct p11_key *kk,
     const unsigned char *aad, size_t aadlen, const unsigned char *blob,
-    size_t bloblen, struct cf_secbuf **key)
+    struct cf_secbuf **key)
 {
 	struct p11_priv *p = kms->priv;
 	struct cf_secbuf *tmp = NULL, *k = NULL;
 	unsigned char iv[P11_IV];
-	struct p11_key kk;
 	CK_MECHANISM m;
 	CK_GCM_PARAMS gp;
 	CK_ULONG outlen;
 	CK_RV rv;
 	int rc;
 
-	*key = NULL;
-	if (alg != CF_KS_WRAP_AES256GCM || bloblen != P11_BLOB)
-		return ks_err(-EPROTO, "KMS '%s': wrapped key has algorithm "
-		    "%u / %zu bytes, not what the pkcs11 KMS writes", kms->name,
-		    alg, bloblen);
-	rc = p11_ready(kms);
-	if (rc < 0)
-		return rc;
-	rc = p11_find(kms, kek_id, &kk);
-	if (rc < 0)
-		return rc;
 	/* The output may briefly need room for the tag as well. */
 	rc = cf_secbuf_new(&tmp, CF_KS_KEY_BYTES + CF_KS_TAG_BYTES);
 	if (rc < 0)
 		goto out;
 	memcpy(iv, blob, P11_IV);
 	gcm_mech(&m, &gp, iv, aad, aadlen);
-	rv = p->f->C_DecryptInit(p->sess, &m, kk.h);
+	rv = p->f->C_DecryptInit(p->sess, &m, kk->h);
 	if (rv != CKR_OK) {
 		rc = ks_err(-EIO, "KMS '%s' (pkcs11): C_DecryptInit with "
 		    "CKM_AES_GCM failed (CKR 0x%lx)", kms->name,
@@ -768,9 +888,7 @@ p11_unwrap(struct ks_kms *kms, const unsigned char *kek_id, uint8_t alg,
 			rc = ks_err(-EIO, "KMS '%s' (pkcs11): C_Decrypt failed "
 			    "(CKR 0x%lx)", kms->name, (unsigned long)rv);
 		else
-			rc = ks_err(-EBADMSG, "wrapped key does not "
-			    "authenticate under KMS '%s' (altered, or bound to "
-			    "another tenant or version)", kms->name);
+			rc = bad_auth(kms);
 		goto out;
 	}
 	rc = cf_secbuf_new(&k, CF_KS_KEY_BYTES);
@@ -784,6 +902,113 @@ out:
 	cf_secbuf_free(tmp);
 	cf_secbuf_free(k);
 	return rc;
+}
+
+/*
+ * alg 3: C_UnwrapKey into a session object that may be read (not
+ * sensitive, extractable), read its value, destroy it, and check the MAC
+ * before the key leaves this function.
+ */
+static int
+kwp_unwrap(struct ks_kms *kms, const struct p11_key *kk,
+    const unsigned char *hdr, const unsigned char *blob,
+    struct cf_secbuf **key)
+{
+	struct p11_priv *p = kms->priv;
+	struct cf_secbuf *k = NULL;
+	CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+	CK_KEY_TYPE kt = CKK_AES;
+	CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+	CK_MECHANISM m = { CKM_AES_KEY_WRAP_PAD, NULL, 0 };
+	CK_ATTRIBUTE t[] = {
+		{ CKA_CLASS, &cls, sizeof(cls) },
+		{ CKA_KEY_TYPE, &kt, sizeof(kt) },
+		{ CKA_TOKEN, &no, sizeof(no) },
+		{ CKA_PRIVATE, &yes, sizeof(yes) },
+		{ CKA_SENSITIVE, &no, sizeof(no) },
+		{ CKA_EXTRACTABLE, &yes, sizeof(yes) },
+	};
+	CK_ATTRIBUTE v;
+	CK_OBJECT_HANDLE h;
+	CK_RV rv, drv;
+	int rc;
+
+	if (!kk->can_unwrap)
+		return kwp_refused(kms, kk, "CKA_UNWRAP");
+	rc = cf_secbuf_new(&k, CF_KS_KEY_BYTES);
+	if (rc < 0)
+		return rc;
+	rv = p->f->C_UnwrapKey(p->sess, &m, kk->h, (unsigned char *)(uintptr_t)
+	    blob, KS_KWP_WRAPPED_BYTES, t, sizeof(t) / sizeof(t[0]), &h);
+	if (rv != CKR_OK) {
+		if (rv_is_wrap_data(rv))
+			rc = bad_auth(kms);
+		else
+			rc = ks_err(-EIO, "KMS '%s' (pkcs11): C_UnwrapKey with "
+			    "CKM_AES_KEY_WRAP_PAD failed (CKR 0x%lx)%s",
+			    kms->name, (unsigned long)rv,
+			    rv == CKR_TEMPLATE_INCONSISTENT ||
+			    rv == CKR_ATTRIBUTE_VALUE_INVALID ? "; the token "
+			    "may refuse unwrapped keys that are readable "
+			    "(CKA_SENSITIVE false)" : "");
+		goto out;
+	}
+	v.type = CKA_VALUE;
+	v.pValue = cf_secbuf_data(k);
+	v.ulValueLen = CF_KS_KEY_BYTES;
+	rv = p->f->C_GetAttributeValue(p->sess, h, &v, 1);
+	drv = p->f->C_DestroyObject(p->sess, h);
+	if (rv == CKR_BUFFER_TOO_SMALL || (rv == CKR_OK &&
+	    v.ulValueLen != CF_KS_KEY_BYTES)) {
+		/* Not a 32-byte key: nothing coffer wrapped. */
+		rc = bad_auth(kms);
+		goto out;
+	}
+	if (rv != CKR_OK || drv != CKR_OK) {
+		rc = ks_err(-EIO, "KMS '%s' (pkcs11): cannot %s the unwrapped "
+		    "session key (CKR 0x%lx)", kms->name, rv != CKR_OK ?
+		    "read" : "destroy", (unsigned long)(rv != CKR_OK ? rv :
+		    drv));
+		goto out;
+	}
+	/* [KS-KWP-3] The MAC is checked before the key is used. */
+	rc = ks_kwp_verify(cf_secbuf_cdata(k), hdr, blob);
+	if (rc < 0) {
+		rc = bad_auth(kms);
+		goto out;
+	}
+	*key = k;
+	k = NULL;
+	rc = 0;
+out:
+	cf_secbuf_free(k);
+	return rc;
+}
+
+static int
+p11_unwrap(struct ks_kms *kms, const unsigned char *kek_id, uint8_t alg,
+    const unsigned char *aad, size_t aadlen, const unsigned char *blob,
+    size_t bloblen, struct cf_secbuf **key)
+{
+	struct p11_key kk;
+	int rc;
+
+	*key = NULL;
+	if (!(alg == CF_KS_WRAP_AES256GCM && bloblen == P11_BLOB) &&
+	    !(alg == CF_KS_WRAP_AES256KWP && bloblen == KS_KWP_BLOB_BYTES &&
+	    aadlen == CF_KS_ENVELOPE_HEADER_BYTES))
+		return ks_err(-EPROTO, "KMS '%s': wrapped key has algorithm "
+		    "%u / %zu bytes, not what the pkcs11 KMS writes", kms->name,
+		    alg, bloblen);
+	rc = p11_ready(kms);
+	if (rc < 0)
+		return rc;
+	rc = p11_find(kms, kek_id, &kk);
+	if (rc < 0)
+		return rc;
+	if (alg == CF_KS_WRAP_AES256KWP)
+		return kwp_unwrap(kms, &kk, aad, blob, key);
+	return gcm_unwrap(kms, &kk, aad, aadlen, blob, key);
 }
 
 /* Generates KEK version maxv + 1 on the token and so makes it current. */
@@ -801,6 +1026,7 @@ p11_rotate(struct ks_kms *kms)
 	unsigned char ckaid[CF_KS_ID_BYTES];
 	char label[P11_LABEL_MAX + 1], hex[CF_KS_ID_BYTES * 2 + 1];
 	unsigned long v;
+	int gcm = p->alg == CF_KS_WRAP_AES256GCM;
 	CK_RV rv;
 	int rc;
 
@@ -826,8 +1052,13 @@ p11_rotate(struct ks_kms *kms)
 			{ CKA_PRIVATE, &yes, sizeof(yes) },
 			{ CKA_SENSITIVE, &yes, sizeof(yes) },
 			{ CKA_EXTRACTABLE, &no, sizeof(no) },
-			{ CKA_ENCRYPT, &yes, sizeof(yes) },
-			{ CKA_DECRYPT, &yes, sizeof(yes) },
+			/* Only what the configured mechanism needs. */
+			{ CKA_ENCRYPT, gcm ? &yes : &no, sizeof(yes) },
+			{ CKA_DECRYPT, gcm ? &yes : &no, sizeof(yes) },
+			{ CKA_WRAP, gcm ? &no : &yes, sizeof(yes) },
+			{ CKA_UNWRAP, gcm ? &no : &yes, sizeof(yes) },
+			{ CKA_SIGN, &no, sizeof(no) },
+			{ CKA_VERIFY, &no, sizeof(no) },
 			{ CKA_LABEL, label, strlen(label) },
 			{ CKA_ID, ckaid, sizeof(ckaid) },
 		};

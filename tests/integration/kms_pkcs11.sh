@@ -171,6 +171,122 @@ check "...that says so" err_has "does not authenticate"
 cp "$T/acme.wk" "$(wk acme)"
 expect 0 "the restored file unlocks" tenant rotate-kek acme
 
+# mechanism = aes-key-wrap-pad: RFC 5649 through C_WrapKey/C_UnwrapKey
+# and a header MAC, alg 3 (docs/kms.md, docs/format/keystore.md).  The
+# KEK is imported with a known value (the vector's), so the blob can be
+# checked independently of coffer: Python's RFC 5649 unwrap and MAC.
+KWP_KEK=606162636465666768696a6b6c6d6e6f707172737475767778797a7b7c7d7e7f
+python3 -c "import sys; sys.stdout.buffer.write(bytes.fromhex('$KWP_KEK'))" > "$T/kwp-kek.bin"
+p11 --write-object "$T/kwp-kek.bin" --type secrkey --key-type AES:32 \
+	--label kwp-kek --id 11 --sensitive --usage-wrap >/dev/null 2>&1
+rm -f "$T/kwp-kek.bin"
+p11 --keygen --key-type AES:32 --label sw-kek --id 12 --sensitive \
+	--usage-decrypt --usage-wrap >/dev/null 2>&1
+{
+	section kwp kwp-kek
+	echo "mechanism = aes-key-wrap-pad"
+	echo
+	section sw sw-kek
+	section nowrap coffer-kek
+	echo "mechanism = aes-key-wrap-pad"
+	echo
+	section badmech coffer-kek
+	echo "mechanism = aes-ecb"
+	echo
+} >> "$COFFER_HOME/coffer.conf"
+# kwp_check FILE: the blob is RFC 5649 of a root key under the KEK, then
+# BLAKE2b-256(crypto_kdf(root, 1, "cf-kwmac"), header || wrapped).
+kwp_check() {
+	python3 - "$1" "$KWP_KEK" <<'PY'
+import hashlib, struct, sys
+from cryptography.hazmat.primitives.keywrap import aes_key_unwrap_with_padding
+f = open(sys.argv[1], "rb").read()
+kek = bytes.fromhex(sys.argv[2])
+assert len(f) == 122 and f[10] == 3 and f[48:50] == b"\x48\x00"
+hdr, wrapped, mac = f[:48], f[50:90], f[90:]
+root = aes_key_unwrap_with_padding(kek, wrapped)
+assert len(root) == 32
+mk = hashlib.blake2b(b"", digest_size=32, key=root,
+    salt=struct.pack("<Q", 1) + bytes(8), person=b"cf-kwmac" + bytes(8)).digest()
+assert hashlib.blake2b(hdr + wrapped, digest_size=32, key=mk).digest() == mac
+PY
+}
+# unwrap_refused TENANT DESC: unwrapping fails with exit 3 and the message.
+unwrap_refused() {
+	expect 3 "$2" tenant rotate-kek "$1"
+	check "...does not authenticate under KMS 'kwp'" err_has "wrapped key does not authenticate under KMS 'kwp'"
+}
+
+expect 0 "tenant create on a KMS with mechanism aes-key-wrap-pad" tenant create wrapco --kms kwp
+check "...wrapped key: 50-byte header + 40-byte RFC 5649 wrap + 32-byte MAC" test "$(stat -c %s "$(wk wrapco)")" = 122
+check "...alg byte is 3" test "$(byte_at "$(wk wrapco)" 10)" = 3
+check "...blob length field is 72" test "$(byte_at "$(wk wrapco)" 48)" = 72
+check "...the token's wrap is RFC 5649 and the MAC is as specified (Python)" kwp_check "$(wk wrapco)"
+check "...put data through a real mount" put_note wrapco hello-wrapco
+check "...and unlock through C_UnwrapKey works" unlock_ok wrapco hello-wrapco
+k1=$(json_field wrapco kek)
+expect 0 "rotate-kek of a key-wrap tenant" tenant rotate-kek wrapco
+check "...moves it to a new KEK" test "$k1" != "$(json_field wrapco kek)"
+check "...still alg 3" test "$(byte_at "$(wk wrapco)" 10)" = 3
+check "...the new KEK may wrap and unwrap, not encrypt" bash -c "pkcs11-tool --module '$MOD' --token-label coffer --login --pin '$PIN' --list-objects --type secrkey 2>/dev/null | grep -A4 'label: *kwp-kek.v2\$' | grep -q 'Usage: *wrap, unwrap\$'"
+check "...and the data still unlocks" unlock_ok wrapco hello-wrapco
+expect 0 "rotate-key: version 2 wrapped the same way" tenant rotate-key wrapco
+check "...alg 3" test "$(byte_at "$COFFER_HOME/tenants/wrapco/keys/v2.wk" 10)" = 3
+expect 0 "a second key-wrap tenant on the same KEK" tenant create wrapco2 --kms kwp
+
+# Each tampering is followed by the intact file and a good unlock, which
+# resets the tenant's lockout count.
+cp "$(wk wrapco)" "$T/wrapco.wk"
+flip_byte "$(wk wrapco)" 100
+unwrap_refused wrapco "a flipped MAC byte is refused (exit 3)"
+cp "$T/wrapco.wk" "$(wk wrapco)"
+check "...the intact file unlocks again" unlock_ok wrapco hello-wrapco
+flip_byte "$(wk wrapco)" 60
+unwrap_refused wrapco "a flipped byte of the RFC 5649 wrap is refused (exit 3)"
+cp "$T/wrapco.wk" "$(wk wrapco)"
+check "...the intact file unlocks again" unlock_ok wrapco hello-wrapco
+# Another tenant's wrapped key with the tenant id rewritten to pass the
+# tenant/version check: the wrap unwraps (key wrap has no AAD), the MAC
+# must not verify.
+python3 -c "
+import sys; s=open(sys.argv[1],'rb').read(); d=bytearray(open(sys.argv[2],'rb').read())
+d[16:32]=s[16:32]; open(sys.argv[3],'wb').write(d)" "$(wk wrapco)" "$(wk wrapco2)" "$T/swapped.wk"
+cp "$T/swapped.wk" "$(wk wrapco)"
+unwrap_refused wrapco "another tenant's wrapped key, tenant id rewritten, is refused (exit 3)"
+cp "$T/wrapco.wk" "$(wk wrapco)"
+check "...the intact file unlocks again" unlock_ok wrapco hello-wrapco
+# Version 2's wrapped key as version 1, key version rewritten.
+python3 -c "
+import sys; d=bytearray(open(sys.argv[1],'rb').read()); d[12:16]=(1).to_bytes(4,'little')
+open(sys.argv[2],'wb').write(d)" "$COFFER_HOME/tenants/wrapco/keys/v2.wk" "$(wk wrapco)"
+unwrap_refused wrapco "version 2's wrapped key as version 1, key version rewritten, is refused (exit 3)"
+cp "$T/wrapco.wk" "$(wk wrapco)"
+check "...the intact file unlocks again" unlock_ok wrapco hello-wrapco
+cp "$(wk wrapco2)" "$(wk wrapco)"
+expect 3 "another tenant's wrapped key as it is: refused before unwrapping" tenant rotate-kek wrapco
+check "...as a swapped file" err_has "file swapped"
+cp "$T/wrapco.wk" "$(wk wrapco)"
+check "...the intact file unlocks again" unlock_ok wrapco hello-wrapco
+
+# Unwrapping follows the file's alg, not the configuration.
+expect 0 "an aes-gcm tenant" tenant create swco --kms sw
+check "...alg 2" test "$(byte_at "$(wk swco)" 10)" = 2
+check "...with data" put_note swco hello-swco
+sed -i '/^key_label = sw-kek$/a mechanism = aes-key-wrap-pad' "$COFFER_HOME/coffer.conf"
+check "after the config switches to aes-key-wrap-pad it still unlocks" unlock_ok swco hello-swco
+expect 0 "rotate-kek rewraps under the configured mechanism" tenant rotate-kek swco
+check "...alg 3 now" test "$(byte_at "$(wk swco)" 10)" = 3
+check "...and it unlocks" unlock_ok swco hello-swco
+sed -i '/^key_label = sw-kek$/{n;/^mechanism = aes-key-wrap-pad$/d}' "$COFFER_HOME/coffer.conf"
+check "(the config is back to aes-gcm)" bash -c "! grep -A1 '^key_label = sw-kek\$' '$COFFER_HOME/coffer.conf' | grep -q mechanism"
+check "...an alg-3 tenant still unlocks under an aes-gcm config" unlock_ok swco hello-swco
+
+expect 1 "aes-key-wrap-pad with a KEK that may not wrap is refused" tenant create bad --kms nowrap
+check "...saying CKA_WRAP is false" err_has "has CKA_WRAP false"
+run tenant create bad --kms badmech
+check "an unknown mechanism is refused (exit 1)" test "$RC" = 1
+check "...naming the ones there are" err_has "mechanism 'aes-ecb' is not supported; use aes-gcm or aes-key-wrap-pad"
+
 chmod 644 "$T/hsm.pin"
 expect 4 "a world-readable PIN file is refused" tenant rotate-kek acme
 check "...saying why" err_has "chmod 600"

@@ -3,6 +3,8 @@
  * decodes to the documented fields, round-trips byte for byte, and every
  * malformation (truncation at each length, trailing bytes, bad magic,
  * version, algorithm, reserved byte, lengths) is refused with -EPROTO.
+ * The alg-3 vector (PKCS#11 key wrap) decodes, and its header MAC is
+ * the vector's and catches every changed byte.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -10,7 +12,10 @@
 
 #include <jansson.h>
 
+#include <sodium.h>
+
 #include "cf_test.h"
+#include "ks_int.h"
 
 static unsigned char *
 vector_file(size_t *len, json_t **root)
@@ -85,7 +90,8 @@ reject_malformed(void)
 	MUTATE(8, 2);		/* [KS-ENV-4] unknown version */
 	MUTATE(9, 1);		/* version 257 */
 	MUTATE(10, 0);		/* algorithm */
-	MUTATE(10, 3);
+	MUTATE(10, 4);		/* [KS-ENV-7] 1, 2 and 3 only */
+	MUTATE(10, 255);
 	MUTATE(11, 1);		/* [KS-ENV-5] reserved byte */
 	MUTATE(48, 73);		/* blob length says more than present */
 	MUTATE(48, 0);		/* zero-length blob */
@@ -106,9 +112,97 @@ reject_malformed(void)
 	json_decref(v);
 }
 
+static unsigned char *
+kwp_member(json_t *v, const char *name, size_t want)
+{
+	size_t len = 0;
+	unsigned char *b = cf_test_unhex(json_string_value(json_object_get(
+	    json_object_get(v, "wrapped_key_kwp"), name)), &len);
+
+	if (b != NULL && len != want) {
+		free(b);
+		b = NULL;
+	}
+	return b;
+}
+
+/*
+ * [KS-KWP-1] the alg-3 file decodes to its fields and round-trips;
+ * [KS-KWP-2] its MAC is the vector's (crypto_kdf context "cf-kwmac",
+ * keyed BLAKE2b over header || wrapped), and any change to the header,
+ * the wrapped bytes, the MAC or the root key fails to verify.
+ */
+static void
+kwp_vector(void)
+{
+	struct cf_ks_envelope env;
+	unsigned char *file, *root, *hdr, *wrapped, *mk, *mac, *tid;
+	unsigned char got[32], out[256], blob[KS_KWP_BLOB_BYTES];
+	json_t *v;
+	json_error_t e;
+	size_t len, ol, i;
+
+	v = json_load_file(cf_test_vector_path("keystore-v1.json"), 0, &e);
+	CHECK(v != NULL);
+	file = cf_test_unhex(json_string_value(json_object_get(
+	    json_object_get(v, "wrapped_key_kwp"), "file")), &len);
+	CHECK(file != NULL && len == 122);
+	root = kwp_member(v, "root", 32);
+	hdr = kwp_member(v, "header", 48);
+	wrapped = kwp_member(v, "wrapped", 40);
+	mk = kwp_member(v, "mac_key", 32);
+	mac = kwp_member(v, "mac", 32);
+	tid = kwp_member(v, "tenant_id", 16);
+	CHECK(root != NULL && hdr != NULL && wrapped != NULL && mk != NULL &&
+	    mac != NULL && tid != NULL);
+	CHECK_RC(cf_ks_envelope_decode(&env, file, len), 0);
+	CHECK(env.alg == CF_KS_WRAP_AES256KWP && env.alg == 3);
+	CHECK(env.key_version == 1 && env.blob_len == KS_KWP_BLOB_BYTES);
+	CHECK(memcmp(env.tenant_id, tid, 16) == 0);
+	CHECK(memcmp(env.header, hdr, 48) == 0);
+	CHECK(memcmp(env.blob, wrapped, 40) == 0);
+	CHECK(memcmp(env.blob + 40, mac, 32) == 0);
+	CHECK_RC(cf_ks_envelope_encode(&env, out, sizeof(out), &ol), 0);
+	CHECK(ol == len && memcmp(out, file, len) == 0);
+
+	/* The MAC key's derivation, then the MAC itself. */
+	CHECK(crypto_kdf_derive_from_key(got, 32, KS_KWP_MAC_SUBKEY,
+	    KS_KWP_MAC_CONTEXT, root) == 0);
+	CHECK(memcmp(got, mk, 32) == 0);
+	ks_kwp_mac(root, hdr, wrapped, got);
+	CHECK(memcmp(got, mac, 32) == 0);
+	memcpy(blob, wrapped, 40);
+	memcpy(blob + 40, mac, 32);
+	CHECK_RC(ks_kwp_verify(root, hdr, blob), 0);
+
+	/* Every header byte is bound: tenant id, key version, KEK id, alg. */
+	for (i = 0; i < 48; i++) {
+		hdr[i] ^= 0x01;
+		CHECK_RC(ks_kwp_verify(root, hdr, blob), -EBADMSG);
+		hdr[i] ^= 0x01;
+	}
+	for (i = 0; i < KS_KWP_BLOB_BYTES; i++) {
+		blob[i] ^= 0x80;
+		CHECK_RC(ks_kwp_verify(root, hdr, blob), -EBADMSG);
+		blob[i] ^= 0x80;
+	}
+	/* Another root key (another tenant's, under the same header). */
+	root[31] ^= 0x01;
+	CHECK_RC(ks_kwp_verify(root, hdr, blob), -EBADMSG);
+	root[31] ^= 0x01;
+	CHECK_RC(ks_kwp_verify(root, hdr, blob), 0);
+
+	/* [KS-ENV-3] an alg-3 file cut short or padded is still refused. */
+	CHECK_RC(cf_ks_envelope_decode(&env, file, len - 1), -EPROTO);
+	free(file), free(root), free(hdr), free(wrapped), free(mk), free(mac);
+	free(tid);
+	json_decref(v);
+}
+
 static const struct cf_test_case cases[] = {
 	CF_TEST(decode_vector),
 	CF_TEST(reject_malformed),
+	CF_TEST(kwp_vector),
 };
 
 CF_TEST_MAIN(cases)

@@ -308,7 +308,7 @@ bug_envelope_encoder_unknown_alg(void)
 	for (a = 0; a < 256; a++) {
 		env.alg = (uint8_t)a;
 		if (a == CF_KS_WRAP_XCHACHA20POLY1305 ||
-		    a == CF_KS_WRAP_AES256GCM) {
+		    a == CF_KS_WRAP_AES256GCM || a == CF_KS_WRAP_AES256KWP) {
 			CHECK_RC(cf_ks_envelope_encode(&env, buf, sizeof(buf),
 			    &len), 0);
 			CHECK(len == 122);
