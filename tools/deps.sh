@@ -35,6 +35,7 @@ CF_DEB_PACKAGES=(
 	libexpat1-dev
 	libssl-dev
 	python3-pykmip
+	python3-cryptography
 	softhsm2
 	opensc
 	libp11-kit-dev
