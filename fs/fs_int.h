@@ -4,6 +4,8 @@
 #ifndef FS_INT_H
 #define FS_INT_H
 
+#include <stdatomic.h>
+
 #include "cf_fs.h"
 
 struct cf_fs_keys {
@@ -82,7 +84,7 @@ void fs_snap_set_rekey(struct fs_snap *s, struct fs_rekey_host *h);
  * files once *stop is set (unmount).
  */
 int fs_rekey_ctl(struct fs_rekey_host *h, const char *backing, int c,
-    const char *line, const volatile int *stop);
+    const char *line, const atomic_int *stop);
 
 /*
  * The generation log (fs_gen.c): opened at mount (reset: start empty, for

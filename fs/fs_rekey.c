@@ -234,7 +234,7 @@ struct rekey {
 	const struct cf_fs_keys *keys;
 	struct fs_rekey_host *host;	/* NULL: offline */
 	int client;			/* online: progress goes here */
-	const volatile int *stop;	/* online: the daemon unmounts */
+	const atomic_int *stop;	/* online: the daemon unmounts */
 	int cancelled;			/* online: the client went away */
 	int sfd;			/* the store's directory */
 	struct cf_fs_rekey_stats *st;
@@ -569,7 +569,7 @@ rekey_one(void *arg, int dirfd, const char *name, const char *rel)
 	struct one o = { r, rel };
 	int fd, rc;
 
-	if (r->cancelled || (r->stop != NULL && *r->stop))
+	if (r->cancelled || (r->stop != NULL && atomic_load(r->stop)))
 		return -ECANCELED;
 	if (r->host != NULL) {
 		/* The daemon holds the file's readers and writers off. */
@@ -779,7 +779,7 @@ online_progress(void *arg, const struct cf_fs_rekey_stats *st,
 
 int
 fs_rekey_ctl(struct fs_rekey_host *h, const char *backing, int c,
-    const char *line, const volatile int *stop)
+    const char *line, const atomic_int *stop)
 {
 	struct cf_fs_rekey_stats st;
 	struct rekey r;

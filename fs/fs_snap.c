@@ -71,7 +71,7 @@ struct fs_snap {
 	char farm[PATH_MAX];		/* absolute path of the farm */
 	int broken;			/* a copy-on-write failed */
 	struct fs_rekey_host *rekey;	/* KEYS, REKEY; NULL: refused */
-	volatile int stopping;		/* unmount: a REKEY stops */
+	atomic_int stopping;		/* unmount: a REKEY stops */
 };
 
 static size_t
@@ -900,7 +900,7 @@ fs_snap_free(struct fs_snap *s)
 	if (s == NULL)
 		return;
 	if (s->thread_started) {
-		s->stopping = 1;
+		atomic_store(&s->stopping, 1);
 		(void)!write(s->stop_pipe[1], "x", 1);
 		pthread_join(s->thread, NULL);
 	}
