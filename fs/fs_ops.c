@@ -15,8 +15,8 @@
  * reads share it, writes and truncates hold it exclusively.  Lock order:
  * inode->rw, then fs->mutex or fs->fd_mutex (never both).
  *
- * Not yet here (see the issue notes): xattrs outside the user namespace,
- * writeback cache.
+ * Not here (see the issue notes): xattrs outside the user namespace; the
+ * writeback cache, on purpose (op_init).
  */
 #define FUSE_USE_VERSION 312
 
@@ -2705,7 +2705,9 @@ op_init(void *userdata, struct fuse_conn_info *conn)
 	/* Directory operations on different names may run in parallel. */
 	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
 		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
-	/* Writeback caching would need size bookkeeping we do not do yet. */
+	/* No writeback cache: a snapshot freezes our writers, not the
+	 * kernel's dirty pages, so a write it had not sent yet could land
+	 * half on each side of a snapshot (docs/mount.md). */
 	conn->want &= ~(unsigned)FUSE_CAP_WRITEBACK_CACHE;
 }
 
