@@ -399,6 +399,23 @@ try:
        "v2.wk kept after the refusal")
     ok(not os.listdir(os.path.join(REPO, "locks")),
        "retire-key released its repository lock")
+    # a backup holding the repository lock (reading stdin): refused,
+    # it could be writing under the version; killed, its lock is stale
+    bk = subprocess.Popen([cftest.COFFER, "backup", "acme", "--stdin",
+                           "--name", "held.bin"], env=h.env,
+                          stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+    deadline = time.time() + 20
+    while time.time() < deadline and not os.listdir(
+            os.path.join(REPO, "locks")):
+        time.sleep(0.05)
+    r = h.coffer("tenant", "retire-key", "acme", "3")
+    ok(r.returncode == 1 and "is locked" in r.stderr and
+       os.path.exists(os.path.join(TDIR, "keys", "v3.wk")),
+       "retire-key refused while a backup holds the repository lock",
+       r.stderr)
+    bk.kill()
+    bk.wait()
     r = h.coffer("tenant", "retire-key", "acme", "3")
     ok(r.returncode == 0, "retire-key 3 (nothing under it)", r.stderr)
     # a newer backup of the same stdin path (under 4), then retention
