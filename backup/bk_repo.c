@@ -1274,7 +1274,7 @@ int
 cf_bk_repo_snapshot_save(struct cf_bk_repo *r, const struct cf_bk_snapshot *s,
     unsigned char id[CF_BK_ID_BYTES])
 {
-	struct cf_bk_snapshot c = *s;	/* shallow: only the record changes */
+	struct cf_bk_snapshot c = *s;	/* shallow: only the record differs */
 	uint32_t own[2];
 	char *json = NULL;
 	size_t len;

@@ -137,7 +137,7 @@ out:
 	return ret;
 }
 
-#define NAMED_MAX 10	/* snapshots named in a refusal, then "and N more" */
+#define NAMED_MAX 10	/* snapshots named, then "and N more" */
 
 /*
  * [BK-SNAP-3] Whether the backup repository at url still needs root key
@@ -225,9 +225,10 @@ repo_check(struct cf_ks_tenant *t, const char *name, const char *url,
 		rc = cf_bk_repo_snapshot_load(r, ids[i], &s);
 		if (rc < 0) {
 			cf_bk_id_hex(ids[i], hex);
-			fprintf(stderr, "coffer: %s: snapshot %.8s is unreadable "
-			    "(%s), so what it needs is unknown; run 'coffer "
-			    "verify %s'\n", name, hex, strerror(-rc), name);
+			fprintf(stderr, "coffer: %s: snapshot %.8s is "
+			    "unreadable (%s), so what it needs is unknown; run "
+			    "'coffer verify %s'\n", name, hex, strerror(-rc),
+			    name);
 			goto out;
 		}
 		if (!s->has_key_versions) {
@@ -242,8 +243,8 @@ repo_check(struct cf_ks_tenant *t, const char *name, const char *url,
 				gmtime_r(&secs, &tm);
 				strftime(when, sizeof(when),
 				    "%Y-%m-%dT%H:%M:%SZ", &tm);
-				fprintf(stderr, "%s %.8s (%s)", needs ? "," : "",
-				    hex, when);
+				fprintf(stderr, "%s %.8s (%s)",
+				    needs ? "," : "", hex, when);
 			}
 			needs++;
 		}

@@ -1141,7 +1141,7 @@ writer_key_versions(void)	/* [BK-SNAP-2] */
 	cf_bk_writer_free(w);
 	CHECK_RC(cf_bk_index_lookup(cf_bk_repo_index(r), CF_BK_BLOB_DATA, idb,
 	    &loc), 0);
-	CHECK(bk_rd32(loc.header + 12) == 2);	/* b is in a version-2 pack */
+	CHECK(bk_rd32(loc.header + 12) == 2);	/* b: in a version 2 pack */
 
 	/* Rotated to 3; every blob new: the creation version still. */
 	CHECK_RC(add_version(k, 0x80, 3), 0);
@@ -1188,7 +1188,7 @@ writer_key_versions(void)	/* [BK-SNAP-2] */
 	snap.nkey_versions = 1;
 	snap.key_versions[0] = 2;
 	CHECK_RC(cf_bk_repo_snapshot_save(r, &snap, sid), 0);
-	CHECK(snap.nkey_versions == 1);		/* the caller's is untouched */
+	CHECK(snap.nkey_versions == 1);		/* the caller's: untouched */
 	CHECK_RC(cf_bk_repo_snapshot_load(r, sid, &sb), 0);
 	CHECK(sb->has_key_versions && sb->nkey_versions == 3 &&
 	    sb->key_versions[0] == 1 && sb->key_versions[1] == 2 &&
@@ -1230,7 +1230,7 @@ indexed_version(void)	/* [BK-SNAP-3] */
 	CHECK_RC(cf_bk_writer_flush(w), 0);
 	cf_bk_writer_free(w);
 	CHECK_RC(cf_bk_repo_indexed_version(r, 2, n), 0);
-	CHECK(n[0] == 1 && n[1] == 0);	/* index objects: config version */
+	CHECK(n[0] == 1 && n[1] == 0);	/* index objects: config's */
 	CHECK_RC(cf_bk_repo_indexed_version(r, 1, n), 0);
 	CHECK(n[0] == 0 && n[1] == 1);
 	CHECK_RC(cf_bk_repo_indexed_version(r, 3, n), 0);
