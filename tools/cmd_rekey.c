@@ -329,7 +329,8 @@ tl_tenant_retire_key(struct tl_ctx *ctx, int argc, char **argv)
 	rc = cf_ks_tenant_open(home, argv[1], &t);
 	if (rc < 0)
 		return tl_fail(rc, NULL);
-	if (v >= cf_ks_tenant_key_version(t))
+	if (v >= cf_ks_tenant_key_version(t) ||
+	    cf_ks_tenant_retired(t, (uint32_t)v))
 		goto retire;	/* the keystore refuses it and says why */
 	if (v == TL_FS_META_VERSION) {
 		fprintf(stderr, "coffer: %s: key version %lu keys the names, "

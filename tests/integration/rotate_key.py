@@ -102,6 +102,10 @@ def snap_version(sid):
     return None
 
 
+def s_retired():
+    return show().get("retired_versions")
+
+
 def snap_kv():
     """Snapshot id -> its recorded key_versions (coffer snapshots --json)."""
     r = h.coffer("--json", "snapshots", "acme")
@@ -416,8 +420,16 @@ try:
        r.stderr)
     bk.kill()
     bk.wait()
+    # killed after tenant.json records the retirement, before the shred,
+    # with the repository lock held: a rerun finishes it
+    r = h.coffer("tenant", "retire-key", "acme", "3",
+                 env=dict(h.env, COFFER_TEST_KILL_AT="12"))
+    ok(r.returncode == -9 and s_retired() == [3],
+       "retire-key 3 killed after its commit point", r.stderr)
     r = h.coffer("tenant", "retire-key", "acme", "3")
-    ok(r.returncode == 0, "retire-key 3 (nothing under it)", r.stderr)
+    ok(r.returncode == 0 and
+       not os.path.exists(os.path.join(TDIR, "keys", "v3.wk")),
+       "retire-key 3 (nothing under it), finished by the rerun", r.stderr)
     # a newer backup of the same stdin path (under 4), then retention
     # keeps the newest of each path; prune drops version 2's objects
     ids = snap_ids()
