@@ -228,21 +228,19 @@ collect_named(void *arg, const char *name, uint64_t size)
 	return 0;
 }
 
-int
-cf_bk_repo_count_version(const char *url, uint32_t version, uint64_t n[4])
+/* Counts the objects of store under version by their headers. */
+static int
+count_version_store(struct cf_bk_store *store, uint32_t version,
+    uint64_t n[4])
 {
 	static const enum cf_bk_kind kinds[] = { CF_BK_KIND_PACK,
 		CF_BK_KIND_INDEX, CF_BK_KIND_SNAPSHOT, CF_BK_KIND_LOCK };
-	struct cf_bk_store *store = NULL;
 	struct vnames ns = { NULL, 0, 0 };
 	unsigned char hdr[CF_BK_HEADER_BYTES];
 	size_t k, i;
-	int rc;
+	int rc = 0;
 
 	memset(n, 0, 4 * sizeof(n[0]));
-	rc = cf_bk_store_open_url(&store, url, 0);
-	if (rc < 0)
-		return rc;
 	for (k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++) {
 		rc = cf_bk_store_list(store, kinds[k], collect_named, &ns);
 		for (i = 0; rc == 0 && i < ns.n; i++) {
@@ -263,7 +261,68 @@ cf_bk_repo_count_version(const char *url, uint32_t version, uint64_t n[4])
 			break;
 	}
 	free(ns.v);
+	return rc;
+}
+
+int
+cf_bk_repo_count_version(const char *url, uint32_t version, uint64_t n[4])
+{
+	struct cf_bk_store *store = NULL;
+	int rc;
+
+	memset(n, 0, 4 * sizeof(n[0]));
+	rc = cf_bk_store_open_url(&store, url, 0);
+	if (rc < 0)
+		return rc;
+	rc = count_version_store(store, version, n);
 	cf_bk_store_free(store);
+	return rc;
+}
+
+int
+cf_bk_repo_version_use(struct cf_bk_repo *r, uint32_t v,
+    struct cf_bk_version_use *u)
+{
+	unsigned char (*ids)[CF_BK_ID_BYTES] = NULL;
+	struct cf_bk_snapshot *s = NULL;
+	size_t n = 0, i;
+	int rc;
+
+	memset(u, 0, sizeof(*u));
+	rc = cf_bk_repo_snapshot_list(r, &ids, &n);
+	if (rc < 0)
+		return rc;
+	u->snapshots = n;
+	for (i = 0; i < n; i++) {
+		rc = cf_bk_repo_snapshot_load(r, ids[i], &s);
+		if (rc < 0) {
+			/* What it needs is unknown: the caller must refuse. */
+			memcpy(u->bad_id, ids[i], CF_BK_ID_BYTES);
+			goto out;
+		}
+		if (!s->has_key_versions) {
+			u->unknown++;
+		} else if (cf_bk_snapshot_needs_version(s, v)) {
+			if (u->needs < CF_BK_VERSION_NAMED) {
+				memcpy(u->need_id[u->needs], ids[i],
+				    CF_BK_ID_BYTES);
+				u->need_time[u->needs] = s->time;
+			}
+			u->needs++;
+		}
+		cf_bk_snapshot_free(s);
+		s = NULL;
+	}
+	/* Snapshots without a record: only every header can tell. */
+	if (u->unknown > 0) {
+		rc = count_version_store(r->store, v, u->scan);
+		if (rc < 0)
+			goto out;
+	}
+	rc = cf_bk_repo_indexed_version(r, v, u->indexed);
+out:
+	cf_bk_snapshot_free(s);
+	free(ids);
 	return rc;
 }
 

@@ -547,6 +547,32 @@ CF_MUST_CHECK int cf_bk_repo_indexed_version(struct cf_bk_repo *r,
     uint32_t v, uint64_t n[2]);
 
 /*
+ * [BK-SNAP-3] What of an opened repository needs root key version v
+ * (docs/format/repository.md): the snapshots whose key_versions hold v
+ * (the first CF_BK_VERSION_NAMED named, with their times), the
+ * snapshots without a record and, only if there are any, the header
+ * scan of every object (as cf_bk_repo_count_version), and whatever the
+ * records say the indexed packs and index objects under v
+ * (cf_bk_repo_indexed_version).  v is needed unless needs, scan and
+ * indexed are all 0.  Call it under the exclusive lock, after
+ * cf_bk_repo_index_load.  A snapshot that cannot be loaded stops it:
+ * its error is returned and bad_id names it.
+ */
+#define CF_BK_VERSION_NAMED 10U
+struct cf_bk_version_use {
+	size_t snapshots;			/* listed */
+	size_t needs;				/* records holding v */
+	unsigned char need_id[CF_BK_VERSION_NAMED][CF_BK_ID_BYTES];
+	int64_t need_time[CF_BK_VERSION_NAMED];	/* ns since the epoch */
+	size_t unknown;				/* without a record */
+	uint64_t scan[4];	/* if unknown: packs, indexes, snapshots, locks */
+	uint64_t indexed[2];	/* indexed packs, index objects */
+	unsigned char bad_id[CF_BK_ID_BYTES];	/* an unreadable snapshot */
+};
+CF_MUST_CHECK int cf_bk_repo_version_use(struct cf_bk_repo *r, uint32_t v,
+    struct cf_bk_version_use *u);
+
+/*
  * The CLI's entry point: opens the store for url, derives the keys from
  * a tenant root key, and opens (or with CF_BK_REPO_CREATE creates) the
  * repository, with its index loaded.  The root key is not kept.

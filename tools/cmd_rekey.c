@@ -17,6 +17,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <sodium.h>
+
 #include "cf_backup.h"
 #include "cf_fs.h"
 #include "tl_int.h"
@@ -137,8 +139,6 @@ out:
 	return ret;
 }
 
-#define NAMED_MAX 10	/* snapshots named, then "and N more" */
-
 /*
  * [BK-SNAP-3] Whether the backup repository at url still needs root key
  * version v, decided under the repository's exclusive lock, which
@@ -157,13 +157,11 @@ static int
 repo_check(struct cf_ks_tenant *t, const char *name, const char *url,
     uint32_t v, struct cf_bk_repo **rp, struct cf_bk_lock **lockp)
 {
-	unsigned char (*ids)[CF_BK_ID_BYTES] = NULL;
-	struct cf_bk_snapshot *s = NULL;
+	struct cf_bk_version_use u;
 	struct cf_secbuf *root = NULL;
 	struct cf_bk_repo *r = NULL;
-	uint64_t c[4], ix[2];
 	uint32_t rv = 0, kv = 0;
-	size_t n = 0, i, bad = 0, unknown = 0, needs = 0;
+	size_t i, bad = 0;
 	char hex[65], when[32];
 	time_t secs;
 	struct tm tm;
@@ -213,94 +211,70 @@ repo_check(struct cf_ks_tenant *t, const char *name, const char *url,
 	rc = cf_bk_repo_index_load(r, &bad);
 	if (rc == 0 && bad > 0)
 		rc = -EBADMSG;
-	if (rc == 0)
-		rc = cf_bk_repo_snapshot_list(r, &ids, &n);
+	if (rc < 0) {
+		fprintf(stderr, "coffer: %s: cannot read the index of %s (%s); "
+		    "run 'coffer verify %s'\n", name, url, strerror(-rc),
+		    name);
+		goto out;
+	}
+	rc = cf_bk_repo_version_use(r, v, &u);
+	if (rc < 0 && !sodium_is_zero(u.bad_id, sizeof(u.bad_id))) {
+		cf_bk_id_hex(u.bad_id, hex);
+		fprintf(stderr, "coffer: %s: snapshot %.8s is unreadable (%s), "
+		    "so what it needs is unknown; run 'coffer verify %s'\n",
+		    name, hex, strerror(-rc), name);
+		goto out;
+	}
 	if (rc < 0) {
 		fprintf(stderr, "coffer: %s: cannot read the repository %s "
 		    "(%s); run 'coffer verify %s'\n", name, url,
 		    strerror(-rc), name);
 		goto out;
 	}
-	for (i = 0; i < n; i++) {
-		rc = cf_bk_repo_snapshot_load(r, ids[i], &s);
-		if (rc < 0) {
-			cf_bk_id_hex(ids[i], hex);
-			fprintf(stderr, "coffer: %s: snapshot %.8s is "
-			    "unreadable (%s), so what it needs is unknown; run "
-			    "'coffer verify %s'\n", name, hex, strerror(-rc),
-			    name);
-			goto out;
+	if (u.needs > 0) {
+		fprintf(stderr, "coffer: %s: key version %u is needed by "
+		    "snapshots of %s:", name, v, url);
+		for (i = 0; i < u.needs && i < CF_BK_VERSION_NAMED; i++) {
+			cf_bk_id_hex(u.need_id[i], hex);
+			secs = (time_t)(u.need_time[i] / 1000000000);
+			gmtime_r(&secs, &tm);
+			strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+			fprintf(stderr, "%s %.8s (%s)", i ? "," : "", hex, when);
 		}
-		if (!s->has_key_versions) {
-			unknown++;
-		} else if (cf_bk_snapshot_needs_version(s, v)) {
-			if (needs == 0)
-				fprintf(stderr, "coffer: %s: key version %u is "
-				    "needed by snapshots of %s:", name, v, url);
-			if (needs < NAMED_MAX) {
-				cf_bk_id_hex(ids[i], hex);
-				secs = (time_t)(s->time / 1000000000);
-				gmtime_r(&secs, &tm);
-				strftime(when, sizeof(when),
-				    "%Y-%m-%dT%H:%M:%SZ", &tm);
-				fprintf(stderr, "%s %.8s (%s)",
-				    needs ? "," : "", hex, when);
-			}
-			needs++;
-		}
-		cf_bk_snapshot_free(s);
-		s = NULL;
-	}
-	if (needs > 0) {
-		if (needs > NAMED_MAX)
-			fprintf(stderr, " and %zu more", needs - NAMED_MAX);
+		if (u.needs > CF_BK_VERSION_NAMED)
+			fprintf(stderr, " and %zu more",
+			    u.needs - CF_BK_VERSION_NAMED);
 		fprintf(stderr, "\ncoffer: %s: retention must remove them "
 		    "first (coffer retention apply, which prunes); key "
 		    "version %u is kept\n", name, v);
 		goto out;
 	}
-	if (unknown > 0) {
+	if (u.scan[0] + u.scan[1] + u.scan[2] + u.scan[3] > 0) {
 		/* Snapshots of an older coffer: only the headers can tell. */
-		rc = cf_bk_repo_count_version(url, v, c);
-		if (rc < 0) {
-			fprintf(stderr, "coffer: %s: cannot read the "
-			    "repository %s: %s\n", name, url, strerror(-rc));
-			goto out;
-		}
-		if (c[0] + c[1] + c[2] + c[3] > 0) {
-			fprintf(stderr, "coffer: %s: objects of the backup "
-			    "repository %s are under key version %u (%llu "
-			    "snapshots, %llu packs, %llu indexes, %llu locks) "
-			    "and %zu snapshots do not record which versions "
-			    "they need: the snapshots that need them must go "
-			    "first (coffer retention apply, which prunes)\n",
-			    name, url, v, (unsigned long long)c[2],
-			    (unsigned long long)c[0], (unsigned long long)c[1],
-			    (unsigned long long)c[3], unknown);
-			goto out;
-		}
-	}
-	rc = cf_bk_repo_indexed_version(r, v, ix);
-	if (rc < 0) {
-		fprintf(stderr, "coffer: %s: cannot read the index objects of "
-		    "%s: %s\n", name, url, strerror(-rc));
+		fprintf(stderr, "coffer: %s: objects of the backup repository "
+		    "%s are under key version %u (%llu snapshots, %llu "
+		    "packs, %llu indexes, %llu locks) and %zu snapshots do "
+		    "not record which versions they need: the snapshots that "
+		    "need them must go first (coffer retention apply, which "
+		    "prunes)\n", name, url, v, (unsigned long long)u.scan[2],
+		    (unsigned long long)u.scan[0],
+		    (unsigned long long)u.scan[1],
+		    (unsigned long long)u.scan[3], u.unknown);
 		goto out;
 	}
-	if (ix[0] + ix[1] > 0) {
+	if (u.indexed[0] + u.indexed[1] > 0) {
 		fprintf(stderr, "coffer: %s: %llu packs and %llu index objects "
 		    "of %s are under key version %u, which no snapshot "
 		    "records: either prune has not removed them yet, or a "
 		    "snapshot reuses blobs moved there (a repack, or a "
 		    "concurrent backup); run 'coffer retention apply %s' and "
 		    "retry: if they stay, a live snapshot needs them\n", name,
-		    (unsigned long long)ix[0], (unsigned long long)ix[1], url,
-		    v, name);
+		    (unsigned long long)u.indexed[0],
+		    (unsigned long long)u.indexed[1], url, v, name);
 		goto out;
 	}
 	ret = CF_EXIT_OK;
 out:
-	cf_bk_snapshot_free(s);
-	free(ids);
 	*rp = r;	/* freed by the caller, with the lock */
 	return ret;
 }

@@ -1240,6 +1240,86 @@ indexed_version(void)	/* [BK-SNAP-3] */
 	free(a);
 }
 
+/*
+ * What needs a version: snapshots naming it in their record, the header
+ * scan only while a snapshot has no record, and the index whatever the
+ * records say; an unreadable snapshot stops it.
+ */
+static void
+version_use(void)	/* [BK-SNAP-3] */
+{
+	struct cf_bk_keys *k = bkt_keys_x(0);
+	struct cf_bk_repo *r;
+	struct cf_bk_writer *w = NULL;
+	struct cf_bk_writer_stats st;
+	struct cf_bk_snapshot snap;
+	struct cf_bk_version_use u;
+	unsigned char *a, ida[32], tid[32], s1[32], s0[32];
+	unsigned char junk[100], bad[32];
+	char host[] = "h", path[] = "/", cons[] = "none", name[65];
+
+	CHECK(k != NULL);
+	a = bkt_random(3000, 5);
+	CHECK(a != NULL);
+	r = open_repo(k, tenant_a, 1, NULL);
+	CHECK(r != NULL);
+	CHECK_RC(add_version(k, 0x40, 2), 0);
+	CHECK_RC(cf_bk_writer_new(&w, r, 0), 0);
+	CHECK_RC(cf_bk_writer_add(w, CF_BK_BLOB_DATA, a, 3000, ida), 0);
+	CHECK_RC(file_tree(w, ida, 3000, tid), 0);
+	CHECK_RC(cf_bk_writer_flush(w), 0);
+	cf_bk_writer_stats(w, &st);
+	cf_bk_writer_free(w);
+	memset(&snap, 0, sizeof(snap));
+	snap.time = 1767225600000000000LL;
+	memcpy(snap.tenant, tenant_a, 16);
+	snap.hostname = host;
+	snap.paths = (char *[]){ path };
+	snap.npaths = 1;
+	memcpy(snap.tree, tid, 32);
+	snap.consistency = cons;
+	snap.has_key_versions = st.has_key_versions;
+	snap.nkey_versions = st.nkey_versions;
+	memcpy(snap.key_versions, st.key_versions, sizeof(st.key_versions));
+	CHECK_RC(cf_bk_repo_snapshot_save(r, &snap, s1), 0);
+	snap.time++;
+	snap.has_key_versions = 0;	/* as an older coffer wrote it */
+	snap.nkey_versions = 0;
+	CHECK_RC(cf_bk_repo_snapshot_save(r, &snap, s0), 0);
+
+	CHECK_RC(cf_bk_repo_version_use(r, 2, &u), 0);
+	CHECK(u.snapshots == 2 && u.needs == 1 && u.unknown == 1);
+	CHECK(memcmp(u.need_id[0], s1, 32) == 0 &&
+	    u.need_time[0] == 1767225600000000000LL);
+	CHECK(u.scan[0] == 1 && u.scan[2] == 2);	/* pack, 2 snapshots */
+	CHECK(u.indexed[0] == 1 && u.indexed[1] == 0);
+	/* The recorded one gone: the one without a record still scans. */
+	CHECK_RC(cf_bk_repo_snapshot_delete(r, s1), 0);
+	CHECK_RC(cf_bk_repo_version_use(r, 2, &u), 0);
+	CHECK(u.needs == 0 && u.unknown == 1 && u.scan[2] == 1 &&
+	    u.scan[0] == 1);
+	/* Only recorded snapshots left (none): no scan, the index tells. */
+	CHECK_RC(cf_bk_repo_snapshot_delete(r, s0), 0);
+	CHECK_RC(cf_bk_repo_version_use(r, 2, &u), 0);
+	CHECK(u.snapshots == 0 && u.needs == 0 && u.unknown == 0);
+	CHECK(u.scan[0] == 0 && u.scan[2] == 0);	/* not scanned */
+	CHECK(u.indexed[0] == 1);	/* no prune yet: the pack is there */
+	CHECK_RC(cf_bk_repo_version_use(r, 3, &u), 0);
+	CHECK(u.needs == 0 && u.indexed[0] == 0 && u.indexed[1] == 0);
+	/* A snapshot that cannot be read: named, and an error. */
+	memset(junk, 0x5a, sizeof(junk));
+	memset(bad, 0x77, sizeof(bad));
+	bk_name(bad, name);
+	CHECK_RC(cf_bk_store_put(cf_bk_repo_store(r), CF_BK_KIND_SNAPSHOT,
+	    name, junk, sizeof(junk), 0), 0);
+	CHECK(cf_bk_repo_version_use(r, 2, &u) < 0);
+	CHECK(memcmp(u.bad_id, bad, 32) == 0);
+
+	cf_bk_repo_free(r);
+	cf_bk_keys_free(k);
+	free(a);
+}
+
 static const struct cf_test_case cases[] = {
 	CF_TEST(store_put_get_list),
 	CF_TEST(store_temp_not_listed),
@@ -1257,6 +1337,7 @@ static const struct cf_test_case cases[] = {
 	CF_TEST(pack_cache),
 	CF_TEST(writer_key_versions),
 	CF_TEST(indexed_version),
+	CF_TEST(version_use),
 };
 
 CF_TEST_MAIN(cases)
