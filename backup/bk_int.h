@@ -286,6 +286,7 @@ struct cf_bk_repo {
 	struct cf_bk_chunker *chunker;
 	struct bk_config cfg;
 	unsigned char config_id[CF_BK_ID_BYTES];	/* storage id of config */
+	uint32_t cfg_version;		/* key_version of the config */
 	struct cf_bk_index *idx;
 	/* The AEAD of the pack read last (restores read pack by pack). */
 	unsigned char cache_hdr[CF_BK_HEADER_BYTES];

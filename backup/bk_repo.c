@@ -112,6 +112,7 @@ cf_bk_repo_init(struct cf_bk_repo **out, struct cf_bk_store *store,
 	if (rc < 0)
 		goto out;
 	cf_bk_storage_id(obj, olen, r->config_id);
+	r->cfg_version = bk_rd32(obj + 12);
 	rc = chunker_from_cfg(r);
 	if (rc < 0)
 		goto out;
@@ -148,6 +149,7 @@ cf_bk_repo_open(struct cf_bk_repo **out, struct cf_bk_store *store,
 	    &plen);
 	if (rc < 0)
 		goto out;
+	r->cfg_version = bk_rd32(obj + 12);	/* opened: a valid header */
 	rc = bk_config_decode(&r->cfg, (const char *)plain, plen);
 	if (rc < 0)
 		goto out;
@@ -226,21 +228,19 @@ collect_named(void *arg, const char *name, uint64_t size)
 	return 0;
 }
 
-int
-cf_bk_repo_count_version(const char *url, uint32_t version, uint64_t n[4])
+/* Counts the objects of store under version by their headers. */
+static int
+count_version_store(struct cf_bk_store *store, uint32_t version,
+    uint64_t n[4])
 {
 	static const enum cf_bk_kind kinds[] = { CF_BK_KIND_PACK,
 		CF_BK_KIND_INDEX, CF_BK_KIND_SNAPSHOT, CF_BK_KIND_LOCK };
-	struct cf_bk_store *store = NULL;
 	struct vnames ns = { NULL, 0, 0 };
 	unsigned char hdr[CF_BK_HEADER_BYTES];
 	size_t k, i;
-	int rc;
+	int rc = 0;
 
 	memset(n, 0, 4 * sizeof(n[0]));
-	rc = cf_bk_store_open_url(&store, url, 0);
-	if (rc < 0)
-		return rc;
 	for (k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++) {
 		rc = cf_bk_store_list(store, kinds[k], collect_named, &ns);
 		for (i = 0; rc == 0 && i < ns.n; i++) {
@@ -261,7 +261,115 @@ cf_bk_repo_count_version(const char *url, uint32_t version, uint64_t n[4])
 			break;
 	}
 	free(ns.v);
+	return rc;
+}
+
+int
+cf_bk_repo_count_version(const char *url, uint32_t version, uint64_t n[4])
+{
+	struct cf_bk_store *store = NULL;
+	int rc;
+
+	memset(n, 0, 4 * sizeof(n[0]));
+	rc = cf_bk_store_open_url(&store, url, 0);
+	if (rc < 0)
+		return rc;
+	rc = count_version_store(store, version, n);
 	cf_bk_store_free(store);
+	return rc;
+}
+
+int
+cf_bk_repo_version_use(struct cf_bk_repo *r, uint32_t v,
+    struct cf_bk_version_use *u)
+{
+	unsigned char (*ids)[CF_BK_ID_BYTES] = NULL;
+	struct cf_bk_snapshot *s = NULL;
+	size_t n = 0, i;
+	int rc;
+
+	memset(u, 0, sizeof(*u));
+	rc = cf_bk_repo_snapshot_list(r, &ids, &n);
+	if (rc < 0)
+		return rc;
+	u->snapshots = n;
+	for (i = 0; i < n; i++) {
+		rc = cf_bk_repo_snapshot_load(r, ids[i], &s);
+		if (rc < 0) {
+			/* What it needs is unknown: the caller must refuse. */
+			memcpy(u->bad_id, ids[i], CF_BK_ID_BYTES);
+			goto out;
+		}
+		if (!s->has_key_versions) {
+			u->unknown++;
+		} else if (cf_bk_snapshot_needs_version(s, v)) {
+			if (u->needs < CF_BK_VERSION_NAMED) {
+				memcpy(u->need_id[u->needs], ids[i],
+				    CF_BK_ID_BYTES);
+				u->need_time[u->needs] = s->time;
+			}
+			u->needs++;
+		}
+		cf_bk_snapshot_free(s);
+		s = NULL;
+	}
+	/* Snapshots without a record: only every header can tell. */
+	if (u->unknown > 0) {
+		rc = count_version_store(r->store, v, u->scan);
+		if (rc < 0)
+			goto out;
+	}
+	rc = cf_bk_repo_indexed_version(r, v, u->indexed);
+out:
+	cf_bk_snapshot_free(s);
+	free(ids);
+	return rc;
+}
+
+uint32_t
+cf_bk_repo_config_version(const struct cf_bk_repo *r)
+{
+	return r->cfg_version;
+}
+
+int
+cf_bk_repo_indexed_version(struct cf_bk_repo *r, uint32_t v, uint64_t n[2])
+{
+	struct vnames ns = { NULL, 0, 0 };
+	unsigned char hdr[CF_BK_HEADER_BYTES];
+	const unsigned char *ph;
+	const struct cf_bk_desc *d;
+	const uint32_t *off;
+	uint64_t size;
+	size_t i, nb;
+	int rc;
+
+	n[0] = n[1] = 0;
+	for (i = 0; i < cf_bk_index_packs(r->idx); i++) {
+		bk_index_pack_info(r->idx, i, &ph, &d, &off, &nb, &size);
+		if (bk_rd32(ph + 12) == v)
+			n[0]++;
+	}
+	/*
+	 * An index object under v (one written before [BK-WO-4] sealed
+	 * them all under the config version) would be unreadable without
+	 * v, and its packs orphans that a prune deletes.
+	 */
+	rc = cf_bk_store_list(r->store, CF_BK_KIND_INDEX, collect_named, &ns);
+	for (i = 0; rc == 0 && i < ns.n; i++) {
+		rc = cf_bk_store_get_range(r->store, CF_BK_KIND_INDEX, ns.v[i],
+		    0, sizeof(hdr), hdr);
+		if (rc == -ENOENT) {
+			rc = 0;		/* deleted meanwhile (a prune) */
+			continue;
+		}
+		if (rc == 0 && memcmp(hdr, BK_MAGIC, 8) == 0 &&
+		    bk_rd32(hdr + 12) == v)
+			n[1]++;
+	}
+	for (i = 0; i < ns.n; i++)
+		free(ns.v[i]);
+	free(ns.v);
 	return rc;
 }
 
@@ -374,6 +482,8 @@ cf_bk_repo_open_writer(struct cf_bk_repo **out, const char *url,
 	if (sodium_memcmp(id, info.config_id, CF_BK_ID_BYTES) != 0)
 		goto out;
 	memcpy(r->config_id, id, CF_BK_ID_BYTES);
+	/* The credential's keys are the config version's ([BK-WO-5]). */
+	r->cfg_version = cf_bk_keys_version(r->keys);
 	memcpy(r->cfg.tenant, info.tenant, CF_KS_ID_BYTES);
 	r->cfg.min = info.min;
 	r->cfg.avg = info.avg;
@@ -1223,12 +1333,23 @@ int
 cf_bk_repo_snapshot_save(struct cf_bk_repo *r, const struct cf_bk_snapshot *s,
     unsigned char id[CF_BK_ID_BYTES])
 {
+	struct cf_bk_snapshot c = *s;	/* shallow: only the record differs */
+	uint32_t own[2];
 	char *json = NULL;
 	size_t len;
 	int rc;
 
 	memset(id, 0, CF_BK_ID_BYTES);
-	rc = cf_bk_snapshot_encode(s, &json, &len);
+	/*
+	 * [BK-SNAP-2] The snapshot object is sealed under the write version
+	 * and every snapshot needs the creation version (id and chunker
+	 * keys), whoever filled the record.
+	 */
+	own[0] = cf_bk_keys_write_version(r->keys);
+	own[1] = r->cfg_version;
+	if (c.has_key_versions)
+		(void)!cf_bk_snapshot_add_key_versions(&c, own, 2);
+	rc = cf_bk_snapshot_encode(&c, &json, &len);
 	if (rc < 0)
 		return rc;
 	rc = bk_repo_put_object(r, CF_BK_KIND_SNAPSHOT,

@@ -156,6 +156,105 @@ stat_field(struct cf_bk_snapshot_stats *st, size_t i)
 	return f[i];
 }
 
+/* [BK-SNAP-2] 1..CF_BK_SNAP_KEY_VERSIONS_MAX versions >= 1, increasing. */
+static int
+key_versions_ok(const uint32_t *v, size_t n)
+{
+	size_t i;
+
+	if (n == 0 || n > CF_BK_SNAP_KEY_VERSIONS_MAX)
+		return 0;
+	for (i = 0; i < n; i++)
+		if (v[i] == 0 || (i > 0 && v[i] <= v[i - 1]))
+			return 0;
+	return 1;
+}
+
+static json_t *
+key_versions_json(const uint32_t *v, size_t n)
+{
+	json_t *a = json_array();
+	size_t i;
+
+	if (a == NULL)
+		return NULL;
+	for (i = 0; i < n; i++) {
+		if (json_array_append_new(a, json_integer(v[i])) != 0) {
+			json_decref(a);
+			return NULL;
+		}
+	}
+	return a;
+}
+
+static int
+dec_key_versions(json_t *a, struct cf_bk_snapshot *s)
+{
+	json_int_t x;
+	size_t i, n;
+
+	if (!json_is_array(a))
+		return -EPROTO;
+	n = json_array_size(a);
+	if (n == 0 || n > CF_BK_SNAP_KEY_VERSIONS_MAX)
+		return -EPROTO;
+	for (i = 0; i < n; i++) {
+		if (!json_is_integer(json_array_get(a, i)))
+			return -EPROTO;
+		x = json_integer_value(json_array_get(a, i));
+		if (x < 1 || x > (json_int_t)UINT32_MAX)
+			return -EPROTO;
+		s->key_versions[i] = (uint32_t)x;
+	}
+	if (!key_versions_ok(s->key_versions, n))
+		return -EPROTO;
+	s->nkey_versions = n;
+	s->has_key_versions = 1;
+	return 0;
+}
+
+int
+cf_bk_snapshot_add_key_versions(struct cf_bk_snapshot *s,
+    const uint32_t *versions, size_t n)
+{
+	size_t i, j;
+
+	if (!s->has_key_versions)
+		return 0;
+	for (i = 0; i < n; i++) {
+		if (versions[i] == 0)
+			cf_misuse("cf_bk_snapshot_add_key_versions: "
+			    "version 0");
+		for (j = 0; j < s->nkey_versions &&
+		    s->key_versions[j] < versions[i]; j++)
+			;
+		if (j < s->nkey_versions && s->key_versions[j] == versions[i])
+			continue;
+		if (s->nkey_versions == CF_BK_SNAP_KEY_VERSIONS_MAX) {
+			/* Too many to record: unknown, never incomplete. */
+			s->has_key_versions = 0;
+			s->nkey_versions = 0;
+			return -E2BIG;
+		}
+		memmove(s->key_versions + j + 1, s->key_versions + j,
+		    (s->nkey_versions - j) * sizeof(*s->key_versions));
+		s->key_versions[j] = versions[i];
+		s->nkey_versions++;
+	}
+	return 0;
+}
+
+int
+cf_bk_snapshot_needs_version(const struct cf_bk_snapshot *s, uint32_t v)
+{
+	size_t i;
+
+	for (i = 0; s->has_key_versions && i < s->nkey_versions; i++)
+		if (s->key_versions[i] == v)
+			return 1;
+	return 0;
+}
+
 static json_t *
 str_array(char *const *v, size_t n, size_t max)
 {
@@ -187,7 +286,9 @@ cf_bk_snapshot_encode(const struct cf_bk_snapshot *s, char **out,
 	*len = 0;
 	if (s->time < 0 || !str_ok(s->hostname, MAX_HOST) ||
 	    s->ntags > MAX_TAGS || s->npaths == 0 || s->npaths > MAX_PATHS ||
-	    s->consistency == NULL || !consistency_ok(s->consistency))
+	    s->consistency == NULL || !consistency_ok(s->consistency) ||
+	    (s->has_key_versions &&
+	    !key_versions_ok(s->key_versions, s->nkey_versions)))
 		return -EINVAL;
 	o = json_object();
 	stats = json_object();
@@ -206,6 +307,9 @@ cf_bk_snapshot_encode(const struct cf_bk_snapshot *s, char **out,
 		goto out;
 	if (s->has_parent &&
 	    set(o, "parent", hexval(s->parent, CF_BK_ID_BYTES)))
+		goto out;
+	if (s->has_key_versions && set(o, "key_versions",
+	    key_versions_json(s->key_versions, s->nkey_versions)))
 		goto out;
 	rc = set(o, "stats", stats);
 	stats = NULL;
@@ -253,7 +357,7 @@ cf_bk_snapshot_decode(struct cf_bk_snapshot **out, const char *buf,
 {
 	static const char *const keys[] = {
 		"consistency", "hostname", "paths", "stats", "tags", "tenant",
-		"time", "tree", "parent",
+		"time", "tree", "parent", "key_versions",
 	};
 	struct cf_bk_snapshot *s = NULL;
 	json_error_t e;
@@ -268,7 +372,8 @@ cf_bk_snapshot_decode(struct cf_bk_snapshot **out, const char *buf,
 	o = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &e);
 	if (o == NULL)
 		return -EPROTO;
-	rc = keys_exact(o, keys, sizeof(keys) / sizeof(*keys), 1);
+	/* parent and key_versions ([BK-SNAP-2]) are optional. */
+	rc = keys_exact(o, keys, sizeof(keys) / sizeof(*keys), 2);
 	if (rc < 0)
 		goto out;
 	rc = -ENOMEM;
@@ -290,6 +395,12 @@ cf_bk_snapshot_decode(struct cf_bk_snapshot **out, const char *buf,
 		    s->parent, CF_BK_ID_BYTES) < 0)
 			goto out;
 		s->has_parent = 1;
+	}
+	if (json_object_get(o, "key_versions") != NULL) {
+		rc = dec_key_versions(json_object_get(o, "key_versions"), s);
+		if (rc < 0)
+			goto out;
+		rc = -EPROTO;
 	}
 	str = json_string_value(json_object_get(o, "hostname"));
 	if (!str_ok(str, MAX_HOST))

@@ -21,6 +21,9 @@
  * per pack).  The stream buffer of cf_bk_writer_add_stream is allocated
  * once per writer.
  *
+ * The writer also notes the root key version of every pack it found a
+ * known blob in, for the snapshot's key_versions ([BK-SNAP-2]).
+ *
  * Locking: w->mu protects the queues, the pending set, the stats, the
  * buffer pool, the unindexed-pack index, w->err, and the repo's
  * in-memory index while the writer lives.  Workers and the uploader
@@ -97,8 +100,36 @@ struct cf_bk_writer {
 	size_t pcap, npend;
 
 	struct cf_bk_index *unindexed;	/* put but not yet indexed */
-	struct cf_bk_writer_stats st;
+	struct cf_bk_writer_stats st;	/* key_versions: see kv_note */
 };
+
+/* ---- key versions ([BK-SNAP-2]) ------------------------------------------ */
+
+/*
+ * Notes the root key version of the pack a known blob was found in
+ * (dedup, a parent's tree or data blob), so the snapshot can record
+ * every version it needs.  New blobs go into packs of the write version,
+ * which cf_bk_writer_stats adds.  More versions than a snapshot can
+ * record: the record is dropped, never cut short.  With mu.
+ */
+static void
+kv_note(struct cf_bk_writer *w, const struct cf_bk_blob_loc *loc)
+{
+	uint32_t v = bk_rd32(loc->header + 12);
+	size_t i;
+
+	if (!w->st.has_key_versions)
+		return;
+	for (i = 0; i < w->st.nkey_versions; i++)
+		if (w->st.key_versions[i] == v)
+			return;
+	if (w->st.nkey_versions == CF_BK_SNAP_KEY_VERSIONS_MAX) {
+		w->st.has_key_versions = 0;
+		w->st.nkey_versions = 0;
+		return;
+	}
+	w->st.key_versions[w->st.nkey_versions++] = v;
+}
 
 /* ---- pending set ------------------------------------------------------------ */
 
@@ -432,6 +463,7 @@ cf_bk_writer_new(struct cf_bk_writer **out, struct cf_bk_repo *r,
 	if (w == NULL)
 		return -ENOMEM;
 	w->r = r;
+	w->st.has_key_versions = 1;
 	w->nthreads = nthreads;
 	w->nws = nthreads ? nthreads : 1;
 	w->qcap = 2 * (size_t)nthreads + 2;
@@ -536,8 +568,11 @@ cf_bk_writer_add(struct cf_bk_writer *w, enum cf_bk_blob_type type,
 		goto unlock;
 	w->st.blobs++;
 	w->st.bytes += len;
-	known = cf_bk_index_lookup(w->r->idx, type, id, &loc) == 0 ||
-	    pend_check(w, type, id, 1, &rc);
+	known = cf_bk_index_lookup(w->r->idx, type, id, &loc) == 0;
+	if (known)
+		kv_note(w, &loc);
+	else
+		known = pend_check(w, type, id, 1, &rc);
 	if (known || rc < 0)
 		goto unlock;
 	w->st.new_blobs++;
@@ -681,6 +716,8 @@ cf_bk_writer_tree_load(struct cf_bk_writer *w,
 	*out = NULL;
 	pthread_mutex_lock(&w->mu);
 	rc = cf_bk_index_lookup(w->r->idx, CF_BK_BLOB_TREE, id, &loc);
+	if (rc == 0)
+		kv_note(w, &loc);
 	pthread_mutex_unlock(&w->mu);
 	if (rc < 0)
 		return rc;
@@ -703,6 +740,8 @@ cf_bk_writer_data_blob(struct cf_bk_writer *w,
 	*ulen = 0;
 	pthread_mutex_lock(&w->mu);
 	rc = cf_bk_index_lookup(w->r->idx, CF_BK_BLOB_DATA, id, &loc);
+	if (rc == 0)
+		kv_note(w, &loc);
 	pthread_mutex_unlock(&w->mu);
 	if (rc < 0)
 		return 0;
@@ -760,7 +799,27 @@ out:
 void
 cf_bk_writer_stats(const struct cf_bk_writer *w, struct cf_bk_writer_stats *st)
 {
+	struct cf_bk_snapshot tmp;
+	uint32_t own[2];
+
 	pthread_mutex_lock((pthread_mutex_t *)(uintptr_t)&w->mu);
 	*st = w->st;
 	pthread_mutex_unlock((pthread_mutex_t *)(uintptr_t)&w->mu);
+	/*
+	 * The packs this writer puts (and the snapshot) are under the write
+	 * version; the id and chunker keys under the creation version.
+	 */
+	own[0] = cf_bk_keys_write_version(w->r->keys);
+	own[1] = w->r->cfg_version;
+	memset(&tmp, 0, sizeof(tmp));
+	tmp.has_key_versions = st->has_key_versions;
+	tmp.nkey_versions = 0;
+	if (st->has_key_versions &&
+	    (cf_bk_snapshot_add_key_versions(&tmp, st->key_versions,
+	    st->nkey_versions) < 0 ||
+	    cf_bk_snapshot_add_key_versions(&tmp, own, 2) < 0))
+		tmp.has_key_versions = 0;
+	st->has_key_versions = tmp.has_key_versions;
+	st->nkey_versions = tmp.has_key_versions ? tmp.nkey_versions : 0;
+	memcpy(st->key_versions, tmp.key_versions, sizeof(st->key_versions));
 }

@@ -326,6 +326,9 @@ struct cf_bk_snapshot_stats {
 	uint64_t duration_ns, pause_ns;		/* backup time, writer pause */
 };
 
+/* At most this many versions in a snapshot's key_versions. */
+#define CF_BK_SNAP_KEY_VERSIONS_MAX 64U
+
 struct cf_bk_snapshot {
 	int64_t time;				/* ns since the epoch */
 	unsigned char tenant[CF_KS_ID_BYTES];
@@ -339,7 +342,28 @@ struct cf_bk_snapshot {
 	unsigned char parent[CF_BK_ID_BYTES];
 	char *consistency;	/* offline, freeze, cow, stream, none */
 	struct cf_bk_snapshot_stats stats;
+	/*
+	 * [BK-SNAP-2] The root key versions a restore of it needs, sorted
+	 * and distinct (key_versions); has_key_versions 0: not recorded (a
+	 * snapshot of an older writer, or one whose record would be
+	 * incomplete), so nothing is known.
+	 */
+	int has_key_versions;
+	size_t nkey_versions;
+	uint32_t key_versions[CF_BK_SNAP_KEY_VERSIONS_MAX];
 };
+
+/*
+ * Adds versions (any order, duplicates allowed) to s's record, keeping
+ * it sorted and distinct.  A snapshot without a record keeps none
+ * (unknown stays unknown).  Returns 0, or -E2BIG if the record would
+ * exceed CF_BK_SNAP_KEY_VERSIONS_MAX: the record is then dropped
+ * (has_key_versions 0), which is the conservative answer.
+ */
+CF_MUST_CHECK int cf_bk_snapshot_add_key_versions(struct cf_bk_snapshot *s,
+    const uint32_t *versions, size_t n);
+/* 1 if s records that it needs root key version v, else 0. */
+int cf_bk_snapshot_needs_version(const struct cf_bk_snapshot *s, uint32_t v);
 
 /*
  * Encodes a snapshot as its canonical JSON ([BK-SNAP-1]); -EINVAL if a
@@ -509,6 +533,46 @@ CF_MUST_CHECK int cf_bk_repo_count_version(const char *url, uint32_t version,
     uint64_t n[4]);
 
 /*
+ * The root key version of an opened repository's config (that of its id
+ * and chunker keys, which every snapshot needs).
+ */
+uint32_t cf_bk_repo_config_version(const struct cf_bk_repo *r);
+/*
+ * Counts what of an opened repository is under root key version v
+ * without reading packs: n[0] the packs its loaded index names (their
+ * headers are in the index), n[1] the index objects (one 32-byte range
+ * read each).  Orphan packs (no index names them) are not counted.
+ */
+CF_MUST_CHECK int cf_bk_repo_indexed_version(struct cf_bk_repo *r,
+    uint32_t v, uint64_t n[2]);
+
+/*
+ * [BK-SNAP-3] What of an opened repository needs root key version v
+ * (docs/format/repository.md): the snapshots whose key_versions hold v
+ * (the first CF_BK_VERSION_NAMED named, with their times), the
+ * snapshots without a record and, only if there are any, the header
+ * scan of every object (as cf_bk_repo_count_version), and whatever the
+ * records say the indexed packs and index objects under v
+ * (cf_bk_repo_indexed_version).  v is needed unless needs, scan and
+ * indexed are all 0.  Call it under the exclusive lock, after
+ * cf_bk_repo_index_load.  A snapshot that cannot be loaded stops it:
+ * its error is returned and bad_id names it.
+ */
+#define CF_BK_VERSION_NAMED 10U
+struct cf_bk_version_use {
+	size_t snapshots;			/* listed */
+	size_t needs;				/* records holding v */
+	unsigned char need_id[CF_BK_VERSION_NAMED][CF_BK_ID_BYTES];
+	int64_t need_time[CF_BK_VERSION_NAMED];	/* ns since the epoch */
+	size_t unknown;				/* without a record */
+	uint64_t scan[4];	/* if unknown: packs, indexes, snapshots, locks */
+	uint64_t indexed[2];	/* indexed packs, index objects */
+	unsigned char bad_id[CF_BK_ID_BYTES];	/* an unreadable snapshot */
+};
+CF_MUST_CHECK int cf_bk_repo_version_use(struct cf_bk_repo *r, uint32_t v,
+    struct cf_bk_version_use *u);
+
+/*
  * The CLI's entry point: opens the store for url, derives the keys from
  * a tenant root key, and opens (or with CF_BK_REPO_CREATE creates) the
  * repository, with its index loaded.  The root key is not kept.
@@ -599,7 +663,12 @@ void cf_bk_repo_prefetch(struct cf_bk_repo *r, enum cf_bk_blob_type type,
 CF_MUST_CHECK int cf_bk_repo_tree_load(struct cf_bk_repo *r,
     const unsigned char id[CF_BK_ID_BYTES], struct cf_bk_tree **out);
 
-/* Seals and puts a snapshot; id receives its storage id. */
+/*
+ * Seals and puts a snapshot; id receives its storage id.  A snapshot
+ * with a key_versions record is saved with the version it is sealed
+ * under and the repository's creation version added to it
+ * ([BK-SNAP-2]); s itself is not changed.
+ */
 CF_MUST_CHECK int cf_bk_repo_snapshot_save(struct cf_bk_repo *r,
     const struct cf_bk_snapshot *s, unsigned char id[CF_BK_ID_BYTES]);
 /*
@@ -688,6 +757,17 @@ struct cf_bk_writer_stats {
 	uint64_t new_blobs, new_bytes;		/* those stored (plaintext) */
 	uint64_t stored_bytes;			/* sealed blob bytes */
 	uint64_t packs, indexes;		/* objects put */
+	/*
+	 * The root key versions of every blob added or looked up (the
+	 * packs this writer put, the indexed packs of known blobs, parent
+	 * trees and reused data blobs), with the write version and the
+	 * repository's creation version: a snapshot of what was added needs
+	 * these ([BK-SNAP-2]).  has_key_versions 0 if more than
+	 * CF_BK_SNAP_KEY_VERSIONS_MAX were seen.
+	 */
+	int has_key_versions;
+	size_t nkey_versions;
+	uint32_t key_versions[CF_BK_SNAP_KEY_VERSIONS_MAX];
 };
 
 CF_MUST_CHECK int cf_bk_writer_new(struct cf_bk_writer **out,

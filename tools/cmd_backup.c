@@ -225,6 +225,11 @@ snap_fill(struct cf_bk_snapshot *snap, int64_t when, int64_t t0,
 	snap->stats.new_bytes = ws->new_bytes;
 	snap->stats.stored_bytes = ws->stored_bytes;
 	snap->stats.duration_ns = (uint64_t)(now_ns() - t0);
+	/* [BK-SNAP-2] the root key versions a restore needs. */
+	snap->has_key_versions = ws->has_key_versions;
+	snap->nkey_versions = ws->nkey_versions;
+	memcpy(snap->key_versions, ws->key_versions,
+	    sizeof(snap->key_versions));
 }
 
 static int
@@ -2924,7 +2929,7 @@ cmd_snapshots(struct tl_ctx *ctx, int argc, char **argv)
 	size_t n = 0, i, k, bad = 0;
 	const char *repo = NULL;
 	char hex[65], when[32];
-	json_t *arr, *o, *tags;
+	json_t *arr, *o, *tags, *kv;
 	int c, rc, ret;
 
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -2958,8 +2963,16 @@ cmd_snapshots(struct tl_ctx *ctx, int argc, char **argv)
 			for (k = 0; tags != NULL && k < v[i].s->ntags; k++)
 				json_array_append_new(tags,
 				    json_string(v[i].s->tags[k]));
+			kv = json_null();
+			if (v[i].s->has_key_versions) {
+				kv = json_array();
+				for (k = 0; kv != NULL &&
+				    k < v[i].s->nkey_versions; k++)
+					json_array_append_new(kv, json_integer(
+					    v[i].s->key_versions[k]));
+			}
 			o = json_pack("{s:s, s:s%, s:s, s:I, s:o, s:s, s:s, "
-			    "s:I, s:I, s:I, s:I, s:f}",
+			    "s:I, s:I, s:I, s:I, s:f, s:o}",
 			    "id", hex, "short_id", hex, (size_t)8,
 			    "time", when, "time_ns", (json_int_t)v[i].s->time,
 			    "tags", tags, "hostname", v[i].s->hostname,
@@ -2969,7 +2982,8 @@ cmd_snapshots(struct tl_ctx *ctx, int argc, char **argv)
 			    "bytes", (json_int_t)v[i].s->stats.bytes,
 			    "new_bytes", (json_int_t)v[i].s->stats.new_bytes,
 			    "duration_s",
-			    (double)v[i].s->stats.duration_ns / 1e9);
+			    (double)v[i].s->stats.duration_ns / 1e9,
+			    "key_versions", kv);
 			json_array_append_new(arr, o);
 		}
 		if (arr != NULL)

@@ -870,6 +870,7 @@ retain_class(struct cf_ks_home *home, struct cf_ks_tenant *t,
 	struct cf_bk_writer *w = NULL;
 	struct cf_bk_copy_memo *memo = NULL;
 	struct cf_bk_filter_stats st;
+	struct cf_bk_writer_stats wst;
 	uint64_t files = 0, bytes = 0;
 	int64_t newest = 0;
 	size_t n = 0, i, nk = 0;
@@ -920,6 +921,18 @@ retain_class(struct cf_ks_home *home, struct cf_ks_tenant *t,
 	}
 	if (rc == 0)
 		rc = cf_bk_writer_flush(w);
+	/*
+	 * [BK-SNAP-2] The source's record names the source's versions: in
+	 * dst the copies need what the writer stored or found there.
+	 */
+	if (rc == 0)
+		cf_bk_writer_stats(w, &wst);
+	for (i = 0; rc == 0 && i < nk; i++) {
+		keep[i]->has_key_versions = wst.has_key_versions;
+		keep[i]->nkey_versions = wst.nkey_versions;
+		memcpy(keep[i]->key_versions, wst.key_versions,
+		    sizeof(wst.key_versions));
+	}
 	snprintf(tag, sizeof(tag), "retained:%.63s", c->name);
 	for (i = 0; rc == 0 && i < nk; i++) {
 		char **tags = realloc(keep[i]->tags, (keep[i]->ntags + 1) *

@@ -14,7 +14,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
+
+#include <sodium.h>
 
 #include "cf_backup.h"
 #include "cf_fs.h"
@@ -136,14 +139,155 @@ out:
 	return ret;
 }
 
+/*
+ * [BK-SNAP-3] Whether the backup repository at url still needs root key
+ * version v, decided under the repository's exclusive lock, which
+ * *lockp keeps (with *rp, the opened repository) for the shred that
+ * follows.  Returns CF_EXIT_OK if nothing needs v (or there is no
+ * repository), else prints why and returns CF_EXIT_FAIL.
+ *
+ * Snapshots that record their versions (key_versions) answer for
+ * themselves and are named; for snapshots without a record only the
+ * old scan of every object header can answer.  Whatever the records
+ * say, an indexed pack or an index object under v refuses too: a prune
+ * may have moved a snapshot's blobs into a pack of a version its record
+ * does not list (docs/format/repository.md, [BK-SNAP-2]).
+ */
+static int
+repo_check(struct cf_ks_tenant *t, const char *name, const char *url,
+    uint32_t v, struct cf_bk_repo **rp, struct cf_bk_lock **lockp)
+{
+	struct cf_bk_version_use u;
+	struct cf_secbuf *root = NULL;
+	struct cf_bk_repo *r = NULL;
+	uint32_t rv = 0, kv = 0;
+	size_t i, bad = 0;
+	char hex[65], when[32];
+	time_t secs;
+	struct tm tm;
+	int rc, ret = CF_EXIT_FAIL;
+
+	*rp = NULL;
+	*lockp = NULL;
+	rc = cf_bk_repo_key_version(url, &rv);
+	if (rc == -ENOENT)
+		return CF_EXIT_OK;	/* no repository: nothing needs v */
+	if (rc < 0) {
+		fprintf(stderr, "coffer: %s: cannot check which key version "
+		    "the repository %s needs: %s\n", name, url,
+		    strerror(-rc));
+		return CF_EXIT_FAIL;
+	}
+	if (rv == v) {
+		fprintf(stderr, "coffer: %s: the backup repository %s was "
+		    "created under key version %u: its id and chunking keys "
+		    "derive from it, so every snapshot needs it\n", name, url,
+		    v);
+		return CF_EXIT_FAIL;
+	}
+	rc = tl_repo_unlock(t, url, &root, &kv);
+	if (rc == 0)
+		rc = tl_repo_open(t, &r, url, root, kv, 0);
+	cf_secbuf_free(root);
+	if (rc < 0) {
+		fprintf(stderr, "coffer: %s: cannot open the repository %s to "
+		    "read which key versions its snapshots need: %s\n", name,
+		    url, strerror(-rc));
+		goto out;
+	}
+	rc = cf_bk_repo_lock(r, 1, NULL, lockp);
+	if (rc == -EBUSY) {
+		fprintf(stderr, "coffer: %s: repository %s is locked (a backup "
+		    "or a prune is running, and may be writing under key "
+		    "version %u); try again later\n", name, url, v);
+		goto out;
+	}
+	if (rc < 0) {
+		fprintf(stderr, "coffer: %s: locking the repository %s: %s\n",
+		    name, url, strerror(-rc));
+		goto out;
+	}
+	/* What was written before the lock was taken counts too. */
+	rc = cf_bk_repo_index_load(r, &bad);
+	if (rc == 0 && bad > 0)
+		rc = -EBADMSG;
+	if (rc < 0) {
+		fprintf(stderr, "coffer: %s: cannot read the index of %s (%s); "
+		    "run 'coffer verify %s'\n", name, url, strerror(-rc),
+		    name);
+		goto out;
+	}
+	rc = cf_bk_repo_version_use(r, v, &u);
+	if (rc < 0 && !sodium_is_zero(u.bad_id, sizeof(u.bad_id))) {
+		cf_bk_id_hex(u.bad_id, hex);
+		fprintf(stderr, "coffer: %s: snapshot %.8s is unreadable (%s), "
+		    "so what it needs is unknown; run 'coffer verify %s'\n",
+		    name, hex, strerror(-rc), name);
+		goto out;
+	}
+	if (rc < 0) {
+		fprintf(stderr, "coffer: %s: cannot read the repository %s "
+		    "(%s); run 'coffer verify %s'\n", name, url,
+		    strerror(-rc), name);
+		goto out;
+	}
+	if (u.needs > 0) {
+		fprintf(stderr, "coffer: %s: key version %u is needed by "
+		    "snapshots of %s:", name, v, url);
+		for (i = 0; i < u.needs && i < CF_BK_VERSION_NAMED; i++) {
+			cf_bk_id_hex(u.need_id[i], hex);
+			secs = (time_t)(u.need_time[i] / 1000000000);
+			gmtime_r(&secs, &tm);
+			strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+			fprintf(stderr, "%s %.8s (%s)", i ? "," : "", hex, when);
+		}
+		if (u.needs > CF_BK_VERSION_NAMED)
+			fprintf(stderr, " and %zu more",
+			    u.needs - CF_BK_VERSION_NAMED);
+		fprintf(stderr, "\ncoffer: %s: retention must remove them "
+		    "first (coffer retention apply, which prunes); key "
+		    "version %u is kept\n", name, v);
+		goto out;
+	}
+	if (u.scan[0] + u.scan[1] + u.scan[2] + u.scan[3] > 0) {
+		/* Snapshots of an older coffer: only the headers can tell. */
+		fprintf(stderr, "coffer: %s: objects of the backup repository "
+		    "%s are under key version %u (%llu snapshots, %llu "
+		    "packs, %llu indexes, %llu locks) and %zu snapshots do "
+		    "not record which versions they need: the snapshots that "
+		    "need them must go first (coffer retention apply, which "
+		    "prunes)\n", name, url, v, (unsigned long long)u.scan[2],
+		    (unsigned long long)u.scan[0],
+		    (unsigned long long)u.scan[1],
+		    (unsigned long long)u.scan[3], u.unknown);
+		goto out;
+	}
+	if (u.indexed[0] + u.indexed[1] > 0) {
+		fprintf(stderr, "coffer: %s: %llu packs and %llu index objects "
+		    "of %s are under key version %u, which no snapshot "
+		    "records: either prune has not removed them yet, or a "
+		    "snapshot reuses blobs moved there (a repack, or a "
+		    "concurrent backup); run 'coffer retention apply %s' and "
+		    "retry: if they stay, a live snapshot needs them\n", name,
+		    (unsigned long long)u.indexed[0],
+		    (unsigned long long)u.indexed[1], url, v, name);
+		goto out;
+	}
+	ret = CF_EXIT_OK;
+out:
+	*rp = r;	/* freed by the caller, with the lock */
+	return ret;
+}
+
 int
 tl_tenant_retire_key(struct tl_ctx *ctx, int argc, char **argv)
 {
 	struct cf_ks_home *home;
 	struct cf_ks_tenant *t = NULL;
+	struct cf_bk_repo *repo = NULL;
+	struct cf_bk_lock *lock = NULL;
 	char store[4096], url[4200], *end;
 	unsigned long v;
-	uint32_t rv = 0;
 	uint64_t n = 0;
 	int rc, ret = CF_EXIT_FAIL;
 
@@ -159,7 +303,8 @@ tl_tenant_retire_key(struct tl_ctx *ctx, int argc, char **argv)
 	rc = cf_ks_tenant_open(home, argv[1], &t);
 	if (rc < 0)
 		return tl_fail(rc, NULL);
-	if (v >= cf_ks_tenant_key_version(t))
+	if (v >= cf_ks_tenant_key_version(t) ||
+	    cf_ks_tenant_retired(t, (uint32_t)v))
 		goto retire;	/* the keystore refuses it and says why */
 	if (v == TL_FS_META_VERSION) {
 		fprintf(stderr, "coffer: %s: key version %lu keys the names, "
@@ -182,42 +327,9 @@ tl_tenant_retire_key(struct tl_ctx *ctx, int argc, char **argv)
 		goto out;
 	}
 	tl_repo_url(home, t, NULL, url, sizeof(url));
-	rc = cf_bk_repo_key_version(url, &rv);
-	if (rc < 0 && rc != -ENOENT) {
-		fprintf(stderr, "coffer: %s: cannot check which key version "
-		    "the repository %s needs: %s\n", argv[1], url,
-		    strerror(-rc));
+	if (repo_check(t, argv[1], url, (uint32_t)v, &repo, &lock) !=
+	    CF_EXIT_OK)
 		goto out;
-	}
-	if (rc == 0 && rv == v) {
-		fprintf(stderr, "coffer: %s: the backup repository %s was "
-		    "created under key version %lu: its id and chunking keys "
-		    "derive from it, so every snapshot needs it\n", argv[1],
-		    url, v);
-		goto out;
-	}
-	if (rc == 0) {
-		uint64_t c[4];
-
-		rc = cf_bk_repo_count_version(url, (uint32_t)v, c);
-		if (rc < 0) {
-			fprintf(stderr, "coffer: %s: cannot read the "
-			    "repository %s: %s\n", argv[1], url,
-			    strerror(-rc));
-			goto out;
-		}
-		if (c[0] + c[1] + c[2] + c[3] > 0) {
-			fprintf(stderr, "coffer: %s: objects of the backup "
-			    "repository %s are under key version %lu (%llu "
-			    "snapshots, %llu packs, %llu indexes, %llu locks): "
-			    "the snapshots that need them must go first "
-			    "(coffer retention apply, which prunes)\n",
-			    argv[1], url, v, (unsigned long long)c[2],
-			    (unsigned long long)c[0], (unsigned long long)c[1],
-			    (unsigned long long)c[3]);
-			goto out;
-		}
-	}
 retire:
 	rc = cf_ks_tenant_retire_key(t, (uint32_t)v);
 	if (rc < 0) {
@@ -229,6 +341,9 @@ retire:
 		    v);
 	ret = CF_EXIT_OK;
 out:
+	/* Held from the check to the shred: no backup wrote meanwhile. */
+	(void)!cf_bk_lock_release(lock);
+	cf_bk_repo_free(repo);
 	cf_ks_tenant_free(t);
 	return ret;
 }

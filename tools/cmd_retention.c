@@ -362,6 +362,7 @@ rewrite_classes(struct cf_bk_repo *r, struct cf_bk_lock *lock,
 	struct cf_bk_writer *w = NULL;
 	struct cf_bk_snapshot *s = NULL;
 	struct cf_bk_filter_stats fs;
+	struct cf_bk_writer_stats wst;
 	struct drop_arg da = { cl, ncl, 0, now, 0, 0 };
 	unsigned char (*nt)[CF_BK_ID_BYTES] = NULL;
 	unsigned char nid[CF_BK_ID_BYTES];
@@ -448,6 +449,15 @@ rewrite_classes(struct cf_bk_repo *r, struct cf_bk_lock *lock,
 			s->tags = tags;
 			s->ntags = k;
 			memcpy(s->tree, nt[i], CF_BK_ID_BYTES);
+			/*
+			 * [BK-SNAP-2] The kept blobs need what the old
+			 * record says, the new trees what the writer saw.
+			 */
+			cf_bk_writer_stats(w, &wst);
+			if (!wst.has_key_versions ||
+			    cf_bk_snapshot_add_key_versions(s,
+			    wst.key_versions, wst.nkey_versions) < 0)
+				s->has_key_versions = 0;
 			rc = cf_bk_repo_snapshot_save(r, s, nid);
 			s->tags = old;
 			s->ntags = oldn;

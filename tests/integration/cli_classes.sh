@@ -125,6 +125,9 @@ check "audited" grep -q '"snapshots_rewritten":1' "$COFFER_HOME/audit/audit.log"
 expect 0 "apply again: nothing more" retention apply acme --now "$(iso $((t1 + d30 + 1)))"
 check "idempotent" sh -c "! grep -q rewrote '$OUT'"
 check "snapshot tagged" sh -c "'$COFFER' snapshots acme --json | grep -q dropped:logs"
+check "rewritten snapshots still record their key versions [1]" sh -c \
+    "'$COFFER' snapshots acme --json | python3 -c \"import json,sys
+assert all(s['key_versions'] == [1] for s in json.load(sys.stdin))\""
 
 expect 0 "apply just after 30 days of snapshot 2" retention apply acme --now "$(iso $((t2 + d30 + 1)))"
 check "snapshot 2 rewritten" out_has "rewrote 1 snapshots"
@@ -156,6 +159,9 @@ check "backup finished" test $? = 0
 mnt acme
 echo "invoice 3" > "$MP/billing/2026/inv3.txt"
 umnt
+# acme's final backup is then under root key version 2: the copies in
+# the retained tenant (its own keys, version 1) must not carry that.
+expect 0 "rotate-key acme" tenant rotate-key acme
 p0=$(date -u +%s)
 y7=$((7 * 365 * 86400))
 COFFER_NOW=$(iso "$p0") expect 0 "purge acme" lifecycle purge acme --yes
@@ -182,6 +188,9 @@ run snapshots "$R" --repo "file://$T/acme-copy"
 check "a copy of the old repository: the retained key does not open it (exit $RC)" \
     test "$RC" = 3 -o "$RC" = 4
 expect 0 "retained tenant lists 4 snapshots" snapshots "$R"
+check "retained copies record the retained tenant's key versions [1]" \
+    sh -c "'$COFFER' snapshots '$R' --json | python3 -c \"import json,sys
+assert all(s['key_versions'] == [1] for s in json.load(sys.stdin))\""
 expect 0 "restore retained billing" restore "$R" latest --target "$T/rb"
 check "billing content equal" test "$(sum "$T/rb/billing/2026/inv2.txt")" = "$(cat "$T/inv2.sum")"
 check "only billing retained" test ! -e "$T/rb/docs" -a ! -e "$T/rb/logs"

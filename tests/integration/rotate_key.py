@@ -5,8 +5,10 @@ new version (header bytes in the backing store), `tenant reencrypt`
 killed with SIGKILL part-way and rerun, every file (long names,
 symlinks, xattrs, hard links, holes) reading back, no backing file left
 on an old version, backups and restores of snapshots taken before the
-rotation, `tenant retire-key` refused while anything needs a version and
-shredding it otherwise, and the audit records.  TAP output; needs root
+rotation, the key versions each snapshot records ([BK-SNAP-2]),
+`tenant retire-key` refused while anything needs a version (naming the
+snapshots that record it) and shredding it otherwise, and the audit
+records.  TAP output; needs root
 and /dev/fuse."""
 import fcntl
 import hashlib
@@ -100,6 +102,17 @@ def snap_version(sid):
     return None
 
 
+def s_retired():
+    return show().get("retired_versions")
+
+
+def snap_kv():
+    """Snapshot id -> its recorded key_versions (coffer snapshots --json)."""
+    r = h.coffer("--json", "snapshots", "acme")
+    return {x["id"]: x.get("key_versions") for x in json.loads(r.stdout)} \
+        if r.returncode == 0 else {}
+
+
 def populate(mp):
     os.makedirs(os.path.join(mp, "dir", "sub"))
     with open(os.path.join(mp, "small"), "w") as f:
@@ -143,6 +156,8 @@ try:
     r = h.coffer("backup", "acme")
     ok(r.returncode == 0, "backup before the rotation", r.stderr)
     snap1 = h.coffer("--json", "snapshots", "acme").stdout
+    ok(json.loads(snap1)[0].get("key_versions") == [1],
+       "the snapshot records the key versions it needs: [1]", snap1)
 
     # rotate-key and re-encryption while a writer appends and rewrites
     # through the mount
@@ -215,6 +230,11 @@ try:
     ok(r.returncode == 0 and len(sid2) == 1 and
        snap_version(sid2[0]) == 2, "a backup after the rotation is "
        "written under version 2", r.stderr)
+    # its blobs are new (version 2 packs); the repository was created
+    # under 1 (id and chunker keys): [BK-SNAP-2]
+    kv = snap_kv()
+    ok(kv.get(sid2[0]) == [1, 2],
+       "the version 2 snapshot records key versions [1, 2]", kv)
     h.umount(p)
     r = h.coffer("tenant", "retire-key", "acme", "2")
     ok(r.returncode == 1 and "newest" in r.stderr,
@@ -371,11 +391,45 @@ try:
     ok(r.returncode == 1 and "names" in r.stderr,
        "retire-key refuses the store's metadata version", r.stderr)
     r = h.coffer("tenant", "retire-key", "acme", "2")
-    ok(r.returncode == 1 and "objects of the backup repository" in
-       r.stderr and "(1 snapshots," in r.stderr,
-       "retire-key refuses a version a snapshot needs", r.stderr)
+    kv = snap_kv()
+    need2 = sorted(i for i in kv if kv[i] is not None and 2 in kv[i])
+    ok(need2 == sid2, "only the version 2 snapshot needs version 2", kv)
+    ok(r.returncode == 1 and "needed by snapshots" in r.stderr and
+       sid2[0][:8] in r.stderr and "retention must remove" in r.stderr and
+       all(i[:8] not in r.stderr for i in kv if i not in sid2),
+       "retire-key refuses a version a snapshot needs, naming it",
+       r.stderr)
+    ok(os.path.exists(os.path.join(TDIR, "keys", "v2.wk")),
+       "v2.wk kept after the refusal")
+    ok(not os.listdir(os.path.join(REPO, "locks")),
+       "retire-key released its repository lock")
+    # a backup holding the repository lock (reading stdin): refused,
+    # it could be writing under the version; killed, its lock is stale
+    bk = subprocess.Popen([cftest.COFFER, "backup", "acme", "--stdin",
+                           "--name", "held.bin"], env=h.env,
+                          stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+    deadline = time.time() + 20
+    while time.time() < deadline and not os.listdir(
+            os.path.join(REPO, "locks")):
+        time.sleep(0.05)
     r = h.coffer("tenant", "retire-key", "acme", "3")
-    ok(r.returncode == 0, "retire-key 3 (nothing under it)", r.stderr)
+    ok(r.returncode == 1 and "is locked" in r.stderr and
+       os.path.exists(os.path.join(TDIR, "keys", "v3.wk")),
+       "retire-key refused while a backup holds the repository lock",
+       r.stderr)
+    bk.kill()
+    bk.wait()
+    # killed after tenant.json records the retirement, before the shred,
+    # with the repository lock held: a rerun finishes it
+    r = h.coffer("tenant", "retire-key", "acme", "3",
+                 env=dict(h.env, COFFER_TEST_KILL_AT="12"))
+    ok(r.returncode == -9 and s_retired() == [3],
+       "retire-key 3 killed after its commit point", r.stderr)
+    r = h.coffer("tenant", "retire-key", "acme", "3")
+    ok(r.returncode == 0 and
+       not os.path.exists(os.path.join(TDIR, "keys", "v3.wk")),
+       "retire-key 3 (nothing under it), finished by the rerun", r.stderr)
     # a newer backup of the same stdin path (under 4), then retention
     # keeps the newest of each path; prune drops version 2's objects
     ids = snap_ids()

@@ -891,6 +891,141 @@ snapshot_rejects(void)	/* [BK-SNAP-1] */
 	cf_bk_snapshot_free(s);
 }
 
+/* A snapshot JSON with "key_versions":KV spliced in (sorted position). */
+static char *
+snap_with_kv(const char *kv)
+{
+	static const char pre[] =
+		"{\"consistency\":\"none\",\"hostname\":\"h\",";
+	static const char post[] =
+		"\"paths\":[\"/\"],\"stats\":{\"bytes\":0,\"dirs\":0,"
+		"\"duration_ns\":0,\"files\":0,\"new_blobs\":0,\"new_bytes\":0,"
+		"\"pause_ns\":0,\"stored_bytes\":0},\"tags\":[],\"tenant\":"
+		"\"00000000000000000000000000000000\",\"time\":0,\"tree\":"
+		"\"0000000000000000000000000000000000000000000000000000000000000000\"}";
+	size_t n = strlen(pre) + strlen(kv) + strlen(post) + 32;
+	char *b = malloc(n);
+
+	if (b != NULL)
+		snprintf(b, n, "%s\"key_versions\":%s,%s", pre, kv, post);
+	return b;
+}
+
+static void
+snapshot_key_versions(void)	/* [BK-SNAP-2] */
+{
+	static const char *const bad[] = {
+		"[]",			/* empty: a snapshot needs one */
+		"[0]",			/* versions start at 1 */
+		"[2,1]",		/* unsorted */
+		"[1,1]",		/* duplicate */
+		"[1,2,2,3]",
+		"[1.0]",		/* not an integer */
+		"[\"1\"]",
+		"[true]",
+		"[null]",
+		"[-1]",
+		"[4294967296]",		/* above 2^32-1 */
+		"1",			/* not an array */
+		"{}",
+		"null",
+	};
+	char hostname[] = "h", cons[] = "none", path[] = "/";
+	char *paths[] = { path };
+	struct cf_bk_snapshot *s = NULL, m;
+	uint32_t add[] = { 9, 3, 3, 5 }, big[] = { 100 };
+	char *buf, *enc;
+	char many[64 * 4 + 8], *last;
+	size_t i, len, o;
+
+	for (i = 0; i < sizeof(bad) / sizeof(*bad); i++) {
+		buf = snap_with_kv(bad[i]);
+		CHECK(buf != NULL);
+		CHECK_RC(cf_bk_snapshot_decode(&s, buf, strlen(buf)), -EPROTO);
+		CHECK(s == NULL);
+		free(buf);
+	}
+	/* 64 versions decode, 65 do not. */
+	o = 0;
+	many[o++] = '[';
+	for (i = 1; i <= 65; i++)
+		o += (size_t)snprintf(many + o, sizeof(many) - o, "%s%zu",
+		    i > 1 ? "," : "", i);
+	CHECK(o < sizeof(many) - 1);
+	many[o++] = ']';
+	many[o] = '\0';
+	buf = snap_with_kv(many);
+	CHECK_RC(cf_bk_snapshot_decode(&s, buf, strlen(buf)), -EPROTO);
+	free(buf);
+	last = strrchr(many, ',');	/* drop ",65" */
+	last[0] = ']';
+	last[1] = '\0';
+	buf = snap_with_kv(many);
+	CHECK_RC(cf_bk_snapshot_decode(&s, buf, strlen(buf)), 0);
+	CHECK(s->has_key_versions && s->nkey_versions == 64 &&
+	    s->key_versions[63] == 64);
+	CHECK_RC(cf_bk_snapshot_encode(s, &enc, &len), 0);
+	CHECK(len == strlen(buf) && strcmp(enc, buf) == 0);
+	free(enc);
+	free(buf);
+	cf_bk_snapshot_free(s);
+	s = NULL;
+	/* Round trip; a largest version; absent means not recorded. */
+	buf = snap_with_kv("[1,2,4294967295]");
+	CHECK_RC(cf_bk_snapshot_decode(&s, buf, strlen(buf)), 0);
+	CHECK(s->has_key_versions && s->nkey_versions == 3 &&
+	    s->key_versions[2] == 4294967295U);
+	CHECK(cf_bk_snapshot_needs_version(s, 2) &&
+	    !cf_bk_snapshot_needs_version(s, 3));
+	CHECK_RC(cf_bk_snapshot_encode(s, &enc, &len), 0);
+	CHECK(strcmp(enc, buf) == 0);
+	free(enc);
+	free(buf);
+	s->has_key_versions = 0;
+	CHECK(!cf_bk_snapshot_needs_version(s, 2));
+	CHECK_RC(cf_bk_snapshot_encode(s, &enc, &len), 0);
+	CHECK(strstr(enc, "key_versions") == NULL);
+	free(enc);
+	cf_bk_snapshot_free(s);
+	/* The encoder refuses what the decoder would. */
+	memset(&m, 0, sizeof(m));
+	m.hostname = hostname;
+	m.consistency = cons;
+	m.paths = paths;
+	m.npaths = 1;
+	m.has_key_versions = 1;
+	CHECK_RC(cf_bk_snapshot_encode(&m, &enc, &len), -EINVAL);
+	m.nkey_versions = 2;
+	m.key_versions[0] = 2;
+	m.key_versions[1] = 2;
+	CHECK_RC(cf_bk_snapshot_encode(&m, &enc, &len), -EINVAL);
+	m.key_versions[0] = 0;
+	CHECK_RC(cf_bk_snapshot_encode(&m, &enc, &len), -EINVAL);
+	/* Merging keeps the record sorted and distinct... */
+	m.nkey_versions = 1;
+	m.key_versions[0] = 4;
+	CHECK_RC(cf_bk_snapshot_add_key_versions(&m, add, 4), 0);
+	CHECK(m.has_key_versions && m.nkey_versions == 4 &&
+	    m.key_versions[0] == 3 && m.key_versions[1] == 4 &&
+	    m.key_versions[2] == 5 && m.key_versions[3] == 9);
+	CHECK_RC(cf_bk_snapshot_encode(&m, &enc, &len), 0);
+	CHECK(strstr(enc, "\"key_versions\":[3,4,5,9]") != NULL);
+	free(enc);
+	/* ...unknown stays unknown, and too many drops the record. */
+	m.has_key_versions = 0;
+	m.nkey_versions = 0;
+	CHECK_RC(cf_bk_snapshot_add_key_versions(&m, add, 4), 0);
+	CHECK(!m.has_key_versions && m.nkey_versions == 0);
+	m.has_key_versions = 1;
+	for (i = 0; i < CF_BK_SNAP_KEY_VERSIONS_MAX; i++)
+		m.key_versions[i] = (uint32_t)(i + 1);
+	m.nkey_versions = CF_BK_SNAP_KEY_VERSIONS_MAX;
+	CHECK_RC(cf_bk_snapshot_add_key_versions(&m, add, 1), 0); /* has 9 */
+	CHECK(m.has_key_versions && m.nkey_versions == 64);
+	CHECK_RC(cf_bk_snapshot_add_key_versions(&m, big, 1), -E2BIG);
+	CHECK(!m.has_key_versions && m.nkey_versions == 0);
+}
+
 static const struct cf_test_case cases[] = {
 	CF_TEST(chunker_params),
 	CF_TEST(chunker_bounds_and_insert),
@@ -907,6 +1042,7 @@ static const struct cf_test_case cases[] = {
 	CF_TEST(tree_store_id),
 	CF_TEST(snapshot_round_trip),
 	CF_TEST(snapshot_rejects),
+	CF_TEST(snapshot_key_versions),
 	CF_TEST(object_versions),
 };
 

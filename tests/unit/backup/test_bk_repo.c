@@ -1031,6 +1031,295 @@ pack_cache(void)
 	cf_bk_keys_free(k);
 }
 
+/* ---- key versions [BK-SNAP-2] ------------------------------------------- */
+
+/* Root key bytes start..start+31 as version v of k. */
+static int
+add_version(struct cf_bk_keys *k, unsigned start, uint32_t v)
+{
+	struct cf_secbuf *sb = NULL;
+	size_t i;
+	int rc;
+
+	rc = cf_secbuf_new(&sb, 32);
+	if (rc < 0)
+		return rc;
+	for (i = 0; i < 32; i++)
+		cf_secbuf_data(sb)[i] = (unsigned char)(start + i);
+	rc = cf_bk_keys_add(k, sb, v);
+	cf_secbuf_free(sb);
+	return rc;
+}
+
+/* 1 if st records exactly the n versions in want. */
+static int
+kv_is(const struct cf_bk_writer_stats *st, const uint32_t *want, size_t n)
+{
+	size_t i;
+
+	if (!st->has_key_versions || st->nkey_versions != n)
+		return 0;
+	for (i = 0; i < n; i++)
+		if (st->key_versions[i] != want[i])
+			return 0;
+	return 1;
+}
+
+/* A tree of one file "f" whose content is blob id (len bytes). */
+static int
+file_tree(struct cf_bk_writer *w, const unsigned char id[32], uint64_t len,
+    unsigned char tid[32])
+{
+	struct cf_bk_item item;
+	struct cf_bk_node node;
+	struct cf_bk_tree tree = { &node, 1, NULL };
+
+	memset(&item, 0, sizeof(item));
+	memcpy(item.id, id, 32);
+	memset(&node, 0, sizeof(node));
+	node.type = CF_BK_NODE_FILE;
+	node.name = "f";
+	node.mode = 0600;
+	node.size = len;
+	node.items = &item;
+	node.nitems = 1;
+	return cf_bk_writer_add_tree(w, &tree, tid);
+}
+
+/*
+ * The writer records every version a snapshot needs across rotations:
+ * packs it writes (write version), known blobs found through dedup, a
+ * parent's tree or a reused data blob (their packs' versions), and the
+ * creation version even when every blob is new.
+ */
+static void
+writer_key_versions(void)	/* [BK-SNAP-2] */
+{
+	static const uint32_t v1[] = { 1 }, v12[] = { 1, 2 },
+	    v123[] = { 1, 2, 3 }, v13[] = { 1, 3 };
+	struct cf_bk_keys *k = bkt_keys_x(0);
+	struct cf_bk_repo *r;
+	struct cf_bk_writer *w = NULL;
+	struct cf_bk_writer_stats st;
+	struct cf_bk_snapshot snap, *sb = NULL;
+	struct cf_bk_tree *t = NULL;
+	struct cf_bk_blob_loc loc;
+	unsigned char *a, *b, *c, ida[32], idb[32], idc[32], ta[32], tb[32],
+	    tc[32], sid[32];
+	char host[] = "h", path[] = "/", cons[] = "none";
+	char *paths[] = { path };
+	uint64_t ulen;
+
+	CHECK(k != NULL);
+	a = bkt_random(5000, 1);
+	b = bkt_random(5000, 2);
+	c = bkt_random(5000, 3);
+	CHECK(a != NULL && b != NULL && c != NULL);
+	r = open_repo(k, tenant_a, 1, NULL);
+	CHECK(r != NULL);
+	CHECK(cf_bk_repo_config_version(r) == 1);
+
+	/* Before any rotation: [1]. */
+	CHECK_RC(cf_bk_writer_new(&w, r, 0), 0);
+	CHECK_RC(cf_bk_writer_add(w, CF_BK_BLOB_DATA, a, 5000, ida), 0);
+	CHECK_RC(file_tree(w, ida, 5000, ta), 0);
+	CHECK_RC(cf_bk_writer_flush(w), 0);
+	cf_bk_writer_stats(w, &st);
+	CHECK(kv_is(&st, v1, 1));
+	cf_bk_writer_free(w);
+
+	/* Rotated to 2: a reused blob of a version-1 pack and a new one. */
+	CHECK_RC(add_version(k, 0x40, 2), 0);
+	CHECK_RC(cf_bk_writer_new(&w, r, 2), 0);
+	CHECK_RC(cf_bk_writer_add(w, CF_BK_BLOB_DATA, a, 5000, ida), 0);
+	CHECK_RC(cf_bk_writer_add(w, CF_BK_BLOB_DATA, b, 5000, idb), 0);
+	CHECK_RC(file_tree(w, idb, 5000, tb), 0);
+	CHECK_RC(cf_bk_writer_flush(w), 0);
+	cf_bk_writer_stats(w, &st);
+	CHECK(kv_is(&st, v12, 2));
+	CHECK(st.new_blobs == 2);	/* a was reused, b and the tree new */
+	cf_bk_writer_free(w);
+	CHECK_RC(cf_bk_index_lookup(cf_bk_repo_index(r), CF_BK_BLOB_DATA, idb,
+	    &loc), 0);
+	CHECK(bk_rd32(loc.header + 12) == 2);	/* b: in a version 2 pack */
+
+	/* Rotated to 3; every blob new: the creation version still. */
+	CHECK_RC(add_version(k, 0x80, 3), 0);
+	CHECK_RC(cf_bk_writer_new(&w, r, 0), 0);
+	CHECK_RC(cf_bk_writer_add(w, CF_BK_BLOB_DATA, c, 5000, idc), 0);
+	CHECK_RC(file_tree(w, idc, 5000, tc), 0);
+	CHECK_RC(cf_bk_writer_flush(w), 0);
+	cf_bk_writer_stats(w, &st);
+	CHECK(kv_is(&st, v13, 2));
+	cf_bk_writer_free(w);
+
+	/* Each way of reusing a version-2 blob records 2. */
+	CHECK_RC(cf_bk_writer_new(&w, r, 0), 0);	/* dedup */
+	CHECK_RC(cf_bk_writer_add(w, CF_BK_BLOB_DATA, b, 5000, idb), 0);
+	cf_bk_writer_stats(w, &st);
+	CHECK(kv_is(&st, v123, 3));
+	cf_bk_writer_free(w);
+	CHECK_RC(cf_bk_writer_new(&w, r, 0), 0);	/* a reused data blob */
+	CHECK(cf_bk_writer_data_blob(w, idb, &ulen) == 1 && ulen == 5000);
+	cf_bk_writer_stats(w, &st);
+	CHECK(kv_is(&st, v123, 3));
+	cf_bk_writer_free(w);
+	CHECK_RC(cf_bk_writer_new(&w, r, 0), 0);	/* a parent's tree */
+	CHECK_RC(cf_bk_writer_tree_load(w, tb, &t), 0);
+	cf_bk_tree_free(t);
+	cf_bk_writer_stats(w, &st);
+	CHECK(kv_is(&st, v123, 3));
+	cf_bk_writer_free(w);
+	w = NULL;
+
+	/*
+	 * Saving adds the sealing and creation versions to a record (as a
+	 * retention rewrite needs) and leaves a snapshot without one alone.
+	 */
+	memset(&snap, 0, sizeof(snap));
+	snap.time = 1;
+	memcpy(snap.tenant, tenant_a, 16);
+	snap.hostname = host;
+	snap.paths = paths;
+	snap.npaths = 1;
+	memcpy(snap.tree, tb, 32);
+	snap.consistency = cons;
+	snap.has_key_versions = 1;
+	snap.nkey_versions = 1;
+	snap.key_versions[0] = 2;
+	CHECK_RC(cf_bk_repo_snapshot_save(r, &snap, sid), 0);
+	CHECK(snap.nkey_versions == 1);		/* the caller's: untouched */
+	CHECK_RC(cf_bk_repo_snapshot_load(r, sid, &sb), 0);
+	CHECK(sb->has_key_versions && sb->nkey_versions == 3 &&
+	    sb->key_versions[0] == 1 && sb->key_versions[1] == 2 &&
+	    sb->key_versions[2] == 3);
+	cf_bk_snapshot_free(sb);
+	snap.has_key_versions = 0;
+	snap.nkey_versions = 0;
+	snap.time = 2;
+	CHECK_RC(cf_bk_repo_snapshot_save(r, &snap, sid), 0);
+	CHECK_RC(cf_bk_repo_snapshot_load(r, sid, &sb), 0);
+	CHECK(!sb->has_key_versions);
+	cf_bk_snapshot_free(sb);
+
+	cf_bk_repo_free(r);
+	cf_bk_keys_free(k);
+	free(a);
+	free(b);
+	free(c);
+}
+
+/* The index and the index objects tell which versions are in use. */
+static void
+indexed_version(void)	/* [BK-SNAP-3] */
+{
+	struct cf_bk_keys *k = bkt_keys_x(0);
+	struct cf_bk_repo *r;
+	struct cf_bk_writer *w = NULL;
+	unsigned char *a, ida[32];
+	uint64_t n[2];
+
+	CHECK(k != NULL);
+	a = bkt_random(3000, 4);
+	CHECK(a != NULL);
+	r = open_repo(k, tenant_a, 1, NULL);
+	CHECK(r != NULL);
+	CHECK_RC(add_version(k, 0x40, 2), 0);
+	CHECK_RC(cf_bk_writer_new(&w, r, 0), 0);
+	CHECK_RC(cf_bk_writer_add(w, CF_BK_BLOB_DATA, a, 3000, ida), 0);
+	CHECK_RC(cf_bk_writer_flush(w), 0);
+	cf_bk_writer_free(w);
+	CHECK_RC(cf_bk_repo_indexed_version(r, 2, n), 0);
+	CHECK(n[0] == 1 && n[1] == 0);	/* index objects: config's */
+	CHECK_RC(cf_bk_repo_indexed_version(r, 1, n), 0);
+	CHECK(n[0] == 0 && n[1] == 1);
+	CHECK_RC(cf_bk_repo_indexed_version(r, 3, n), 0);
+	CHECK(n[0] == 0 && n[1] == 0);
+	cf_bk_repo_free(r);
+	cf_bk_keys_free(k);
+	free(a);
+}
+
+/*
+ * What needs a version: snapshots naming it in their record, the header
+ * scan only while a snapshot has no record, and the index whatever the
+ * records say; an unreadable snapshot stops it.
+ */
+static void
+version_use(void)	/* [BK-SNAP-3] */
+{
+	struct cf_bk_keys *k = bkt_keys_x(0);
+	struct cf_bk_repo *r;
+	struct cf_bk_writer *w = NULL;
+	struct cf_bk_writer_stats st;
+	struct cf_bk_snapshot snap;
+	struct cf_bk_version_use u;
+	unsigned char *a, ida[32], tid[32], s1[32], s0[32];
+	unsigned char junk[100], bad[32];
+	char host[] = "h", path[] = "/", cons[] = "none", name[65];
+
+	CHECK(k != NULL);
+	a = bkt_random(3000, 5);
+	CHECK(a != NULL);
+	r = open_repo(k, tenant_a, 1, NULL);
+	CHECK(r != NULL);
+	CHECK_RC(add_version(k, 0x40, 2), 0);
+	CHECK_RC(cf_bk_writer_new(&w, r, 0), 0);
+	CHECK_RC(cf_bk_writer_add(w, CF_BK_BLOB_DATA, a, 3000, ida), 0);
+	CHECK_RC(file_tree(w, ida, 3000, tid), 0);
+	CHECK_RC(cf_bk_writer_flush(w), 0);
+	cf_bk_writer_stats(w, &st);
+	cf_bk_writer_free(w);
+	memset(&snap, 0, sizeof(snap));
+	snap.time = 1767225600000000000LL;
+	memcpy(snap.tenant, tenant_a, 16);
+	snap.hostname = host;
+	snap.paths = (char *[]){ path };
+	snap.npaths = 1;
+	memcpy(snap.tree, tid, 32);
+	snap.consistency = cons;
+	snap.has_key_versions = st.has_key_versions;
+	snap.nkey_versions = st.nkey_versions;
+	memcpy(snap.key_versions, st.key_versions, sizeof(st.key_versions));
+	CHECK_RC(cf_bk_repo_snapshot_save(r, &snap, s1), 0);
+	snap.time++;
+	snap.has_key_versions = 0;	/* as an older coffer wrote it */
+	snap.nkey_versions = 0;
+	CHECK_RC(cf_bk_repo_snapshot_save(r, &snap, s0), 0);
+
+	CHECK_RC(cf_bk_repo_version_use(r, 2, &u), 0);
+	CHECK(u.snapshots == 2 && u.needs == 1 && u.unknown == 1);
+	CHECK(memcmp(u.need_id[0], s1, 32) == 0 &&
+	    u.need_time[0] == 1767225600000000000LL);
+	CHECK(u.scan[0] == 1 && u.scan[2] == 2);	/* pack, 2 snapshots */
+	CHECK(u.indexed[0] == 1 && u.indexed[1] == 0);
+	/* The recorded one gone: the one without a record still scans. */
+	CHECK_RC(cf_bk_repo_snapshot_delete(r, s1), 0);
+	CHECK_RC(cf_bk_repo_version_use(r, 2, &u), 0);
+	CHECK(u.needs == 0 && u.unknown == 1 && u.scan[2] == 1 &&
+	    u.scan[0] == 1);
+	/* Only recorded snapshots left (none): no scan, the index tells. */
+	CHECK_RC(cf_bk_repo_snapshot_delete(r, s0), 0);
+	CHECK_RC(cf_bk_repo_version_use(r, 2, &u), 0);
+	CHECK(u.snapshots == 0 && u.needs == 0 && u.unknown == 0);
+	CHECK(u.scan[0] == 0 && u.scan[2] == 0);	/* not scanned */
+	CHECK(u.indexed[0] == 1);	/* no prune yet: the pack is there */
+	CHECK_RC(cf_bk_repo_version_use(r, 3, &u), 0);
+	CHECK(u.needs == 0 && u.indexed[0] == 0 && u.indexed[1] == 0);
+	/* A snapshot that cannot be read: named, and an error. */
+	memset(junk, 0x5a, sizeof(junk));
+	memset(bad, 0x77, sizeof(bad));
+	bk_name(bad, name);
+	CHECK_RC(cf_bk_store_put(cf_bk_repo_store(r), CF_BK_KIND_SNAPSHOT,
+	    name, junk, sizeof(junk), 0), 0);
+	CHECK(cf_bk_repo_version_use(r, 2, &u) < 0);
+	CHECK(memcmp(u.bad_id, bad, 32) == 0);
+
+	cf_bk_repo_free(r);
+	cf_bk_keys_free(k);
+	free(a);
+}
+
 static const struct cf_test_case cases[] = {
 	CF_TEST(store_put_get_list),
 	CF_TEST(store_temp_not_listed),
@@ -1046,6 +1335,9 @@ static const struct cf_test_case cases[] = {
 	CF_TEST(locks),
 	CF_TEST(locks_dead_holder),
 	CF_TEST(pack_cache),
+	CF_TEST(writer_key_versions),
+	CF_TEST(indexed_version),
+	CF_TEST(version_use),
 };
 
 CF_TEST_MAIN(cases)

@@ -394,6 +394,35 @@ tree_store_id(void)
 	json_decref(v);
 }
 
+/* A snapshot recording its key versions.  [BK-SNAP-2] */
+static void
+snapshot_key_versions(void)
+{
+	json_t *v = vectors(), *t, *kv;
+	struct cf_bk_snapshot *s = NULL;
+	unsigned char *enc;
+	char *again;
+	size_t len, l2, i;
+
+	CHECK(v != NULL);
+	t = json_object_get(v, "snapshot_key_versions");
+	enc = vhex(t, "encoding", &len);
+	kv = json_object_get(t, "key_versions");
+	CHECK(enc != NULL && json_is_array(kv));
+	CHECK_RC(cf_bk_snapshot_decode(&s, (const char *)enc, len), 0);
+	CHECK(s->has_key_versions && s->has_parent &&
+	    s->nkey_versions == json_array_size(kv));
+	for (i = 0; i < s->nkey_versions; i++)
+		CHECK(s->key_versions[i] ==
+		    json_integer_value(json_array_get(kv, i)));
+	CHECK_RC(cf_bk_snapshot_encode(s, &again, &l2), 0);
+	CHECK(l2 == len && memcmp(again, enc, len) == 0);
+	free(again);
+	cf_bk_snapshot_free(s);
+	free(enc);
+	json_decref(v);
+}
+
 static const struct cf_test_case cases[] = {
 	CF_TEST(keys),
 	CF_TEST(chunking),
@@ -402,6 +431,7 @@ static const struct cf_test_case cases[] = {
 	CF_TEST(objects),
 	CF_TEST(tree),
 	CF_TEST(tree_store_id),
+	CF_TEST(snapshot_key_versions),
 };
 
 CF_TEST_MAIN(cases)

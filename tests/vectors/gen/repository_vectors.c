@@ -549,6 +549,20 @@ main(void)
 	    "uid 1000, gid 100, "
 	    "times 1767225600000000001/2/3\",\n");
 	hex(4, "encoding", tg, tglen, 0);
+	printf("  },\n");
+	/* Added 2026-11-24 ([BK-SNAP-2]); nothing above changed. */
+	snap = "{\"consistency\":\"cow\",\"hostname\":\"host\","
+	    "\"key_versions\":[1,2,7],\"parent\":"
+	    "\"abababababababababababababababababababababababababababababababab\","
+	    "\"paths\":[\"/\"],\"stats\":{\"bytes\":4099,\"dirs\":1,"
+	    "\"duration_ns\":0,\"files\":1,\"new_blobs\":2,\"new_bytes\":0,"
+	    "\"pause_ns\":0,\"stored_bytes\":0},\"tags\":[],"
+	    "\"tenant\":\"a1a2a3a4a5a6a7a8a9aaabacadaeafb0\","
+	    "\"time\":1767225600000000000,\"tree\":"
+	    "\"0000000000000000000000000000000000000000000000000000000000000000\"}";
+	printf("  \"snapshot_key_versions\": {\n");
+	printf("    \"key_versions\": [1, 2, 7],\n");
+	hex(4, "encoding", (const unsigned char *)snap, strlen(snap), 0);
 	printf("  }\n");
 	printf("}\n");
 	return 0;
