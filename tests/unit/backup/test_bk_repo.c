@@ -20,6 +20,25 @@
 #include "bk_test.h"
 
 static const unsigned char tenant_a[16] = { 0xa1, 0xa2, 0xa3 };
+
+static char snap_host[] = "h", snap_path[] = "/";
+static char *snap_paths[] = { snap_path };
+
+/* A minimal snapshot of tree (NULL: none) made at time t, of tenant_a. */
+static void
+snap_min(struct cf_bk_snapshot *snap, int64_t t, const unsigned char *tree,
+    char *cons)
+{
+	memset(snap, 0, sizeof(*snap));
+	snap->time = t;
+	memcpy(snap->tenant, tenant_a, 16);
+	snap->hostname = snap_host;
+	snap->paths = snap_paths;
+	snap->npaths = 1;
+	if (tree != NULL)
+		memcpy(snap->tree, tree, 32);
+	snap->consistency = cons;
+}
 static const unsigned char tenant_b[16] = { 0xb1, 0xb2, 0xb3 };
 
 static const char *
@@ -343,8 +362,7 @@ writer_round_trip_n(unsigned nthreads)
 	struct cf_bk_snapshot snap, *sb = NULL;
 	struct stream s;
 	unsigned char *data, tid[32], sid[32], (*ids)[32] = NULL;
-	char host[] = "h", path[] = "/", cons[] = "offline";
-	char *paths[] = { path };
+	char cons[] = "offline";
 	size_t len, n, n2, nsnap;
 	uint64_t size;
 
@@ -373,14 +391,7 @@ writer_round_trip_n(unsigned nthreads)
 	CHECK(st.stored_bytes < len);
 	cf_bk_writer_free(w);
 	w = NULL;
-	memset(&snap, 0, sizeof(snap));
-	snap.time = 1;
-	memcpy(snap.tenant, tenant_a, 16);
-	snap.hostname = host;
-	snap.paths = paths;
-	snap.npaths = 1;
-	memcpy(snap.tree, tid, 32);
-	snap.consistency = cons;
+	snap_min(&snap, 1, tid, cons);
 	snap.stats.files = 1;
 	CHECK_RC(cf_bk_repo_snapshot_save(r, &snap, sid), 0);
 
@@ -685,8 +696,7 @@ damaged_objects(void)	/* [BK-LAY-3] [BK-PACK-3] */
 	struct cf_bk_snapshot snap, *sb = NULL;
 	struct cf_bk_blob_loc loc;
 	unsigned char id[32], sid[32], *data, *buf, (*ids)[32] = NULL;
-	char host[] = "h", path[] = "/", cons[] = "none", name[65], rel[256];
-	char *paths[] = { path };
+	char cons[] = "none", name[65], rel[256];
 	size_t len, n, bad = 0;
 	int rc;
 
@@ -699,11 +709,8 @@ damaged_objects(void)	/* [BK-LAY-3] [BK-PACK-3] */
 	CHECK_RC(cf_bk_writer_add(w, CF_BK_BLOB_DATA, data, 5000, id), 0);
 	CHECK_RC(cf_bk_writer_flush(w), 0);
 	cf_bk_writer_free(w);
-	memset(&snap, 0, sizeof(snap));
-	snap.hostname = host;
-	snap.paths = paths;
-	snap.npaths = 1;
-	snap.consistency = cons;
+	snap_min(&snap, 0, NULL, cons);
+	memset(snap.tenant, 0, sizeof(snap.tenant));
 	CHECK_RC(cf_bk_repo_snapshot_save(r, &snap, sid), 0);
 	/* Flip a byte of the blob in its pack: -EBADMSG, never data. */
 	CHECK_RC(cf_bk_index_lookup(cf_bk_repo_index(r), CF_BK_BLOB_DATA, id,
@@ -1106,8 +1113,7 @@ writer_key_versions(void)	/* [BK-SNAP-2] */
 	struct cf_bk_blob_loc loc;
 	unsigned char *a, *b, *c, ida[32], idb[32], idc[32], ta[32], tb[32],
 	    tc[32], sid[32];
-	char host[] = "h", path[] = "/", cons[] = "none";
-	char *paths[] = { path };
+	char cons[] = "none";
 	uint64_t ulen;
 
 	CHECK(k != NULL);
@@ -1176,14 +1182,7 @@ writer_key_versions(void)	/* [BK-SNAP-2] */
 	 * Saving adds the sealing and creation versions to a record (as a
 	 * retention rewrite needs) and leaves a snapshot without one alone.
 	 */
-	memset(&snap, 0, sizeof(snap));
-	snap.time = 1;
-	memcpy(snap.tenant, tenant_a, 16);
-	snap.hostname = host;
-	snap.paths = paths;
-	snap.npaths = 1;
-	memcpy(snap.tree, tb, 32);
-	snap.consistency = cons;
+	snap_min(&snap, 1, tb, cons);
 	snap.has_key_versions = 1;
 	snap.nkey_versions = 1;
 	snap.key_versions[0] = 2;
@@ -1256,7 +1255,7 @@ version_use(void)	/* [BK-SNAP-3] */
 	struct cf_bk_version_use u;
 	unsigned char *a, ida[32], tid[32], s1[32], s0[32];
 	unsigned char junk[100], bad[32];
-	char host[] = "h", path[] = "/", cons[] = "none", name[65];
+	char cons[] = "none", name[65];
 
 	CHECK(k != NULL);
 	a = bkt_random(3000, 5);
@@ -1270,14 +1269,7 @@ version_use(void)	/* [BK-SNAP-3] */
 	CHECK_RC(cf_bk_writer_flush(w), 0);
 	cf_bk_writer_stats(w, &st);
 	cf_bk_writer_free(w);
-	memset(&snap, 0, sizeof(snap));
-	snap.time = 1767225600000000000LL;
-	memcpy(snap.tenant, tenant_a, 16);
-	snap.hostname = host;
-	snap.paths = (char *[]){ path };
-	snap.npaths = 1;
-	memcpy(snap.tree, tid, 32);
-	snap.consistency = cons;
+	snap_min(&snap, 1767225600000000000LL, tid, cons);
 	snap.has_key_versions = st.has_key_versions;
 	snap.nkey_versions = st.nkey_versions;
 	memcpy(snap.key_versions, st.key_versions, sizeof(st.key_versions));
