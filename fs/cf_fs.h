@@ -426,6 +426,16 @@ struct cf_fs_rfile;	/* a regular file open for reading */
 CF_MUST_CHECK int cf_fs_reader_open(struct cf_fs_reader **out,
     const struct cf_fs_keys *keys, const char *backing);
 void cf_fs_reader_free(struct cf_fs_reader *r);
+/*
+ * Checks generations as the daemon does ([FS-READ-10]): from now on
+ * cf_fs_rfile_open refuses with -EIO a file whose generation is older
+ * than the one the generation log at gen_log records (an older copy put
+ * back), or whose generation value is forged or another file's.  Only for
+ * a store no daemon serves (a daemon's farm is older than its log).  An
+ * absent log checks nothing; -EPROTO if it is damaged.
+ */
+CF_MUST_CHECK int cf_fs_reader_check_gens(struct cf_fs_reader *r,
+    const char *gen_log);
 
 /*
  * Opens the tenant's root directory (data/ in the store), or the

@@ -304,8 +304,9 @@ compact(struct fs_gen *g)
 	return 0;
 }
 
-int
-fs_gen_open(struct fs_gen **out, const char *path, int reset)
+/* The table of the log at path (an absent log is empty); nothing written. */
+static int
+gen_load(struct fs_gen **out, const char *path, int reset)
 {
 	struct fs_gen *g;
 	unsigned char *buf = NULL;
@@ -362,16 +363,34 @@ fs_gen_open(struct fs_gen **out, const char *path, int reset)
 		if (rc < 0)
 			goto fail;
 	}
-	/* Start from a compact log: drops forgotten files and a torn tail. */
-	rc = compact(g);
-	if (rc < 0)
-		goto fail;
 	*out = g;
 	return 0;
 fail:
 	free(buf);
 	fs_gen_close(g);
 	return rc;
+}
+
+int
+fs_gen_open(struct fs_gen **out, const char *path, int reset)
+{
+	int rc;
+
+	rc = gen_load(out, path, reset);
+	/* Start from a compact log: drops forgotten files and a torn tail. */
+	if (rc == 0)
+		rc = compact(*out);
+	if (rc < 0) {
+		fs_gen_close(*out);
+		*out = NULL;
+	}
+	return rc;
+}
+
+int
+fs_gen_read(struct fs_gen **out, const char *path)
+{
+	return gen_load(out, path, 0);
 }
 
 void
@@ -411,6 +430,8 @@ fs_gen_set(struct fs_gen *g, const unsigned char id[CF_KS_ID_BYTES],
 	unsigned char rec[CF_FS_GENLOG_RECORD];
 	int rc;
 
+	if (g->fd < 0)
+		return -EBADF;	/* read with fs_gen_read: never written */
 	cf_fs_genlog_record(id, gen, rec);
 	pthread_mutex_lock(&g->mutex);
 	if (gen == 0) {

@@ -94,6 +94,9 @@ int fs_rekey_ctl(struct fs_rekey_host *h, const char *backing, int c,
 struct fs_gen;
 CF_MUST_CHECK int fs_gen_open(struct fs_gen **out, const char *path,
     int reset);
+/* The log's table only, for reading (an absent log is empty); never
+ * written, not compacted: set fails with -EBADF. */
+CF_MUST_CHECK int fs_gen_read(struct fs_gen **out, const char *path);
 void fs_gen_close(struct fs_gen *g);
 uint64_t fs_gen_get(struct fs_gen *g, const unsigned char id[CF_KS_ID_BYTES]);
 CF_MUST_CHECK int fs_gen_set(struct fs_gen *g,

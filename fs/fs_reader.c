@@ -58,6 +58,7 @@ struct cf_fs_reader {
 	int datafd;			/* data/, the tenant's root */
 	size_t ovh;			/* nonce + tag of a block */
 	off_t cb;			/* sealed bytes of a full block */
+	struct fs_gen *gens;		/* the home's log, if checked */
 };
 
 struct cf_fs_rdir {
@@ -430,7 +431,22 @@ cf_fs_reader_free(struct cf_fs_reader *r)
 		close(r->datafd);
 	if (r->storefd >= 0)
 		close(r->storefd);
+	fs_gen_close(r->gens);
 	free(r);
+}
+
+int
+cf_fs_reader_check_gens(struct cf_fs_reader *r, const char *gen_log)
+{
+	struct fs_gen *g = NULL;
+	int rc;
+
+	rc = fs_gen_read(&g, gen_log);
+	if (rc < 0)
+		return rc;
+	fs_gen_close(r->gens);
+	r->gens = g;
+	return 0;
 }
 
 /* ---- directories ---------------------------------------------------------- */
@@ -850,23 +866,26 @@ static int gen_of(const struct cf_fs_reader *r, const char *path,
     unsigned char file_id[CF_KS_ID_BYTES], uint64_t *gen, unsigned *flags);
 
 /*
- * 1 if the file's generation value (of this file, authentic) says it has
- * no holes; 0 otherwise, including no value or a bad one: reading a store
- * offline does not check generations (docs/format/fs.md).
+ * The file's generation value, read once at open: 0 with *gen and
+ * *flags, -ENODATA if it has none, -EBADMSG if it is another file's or
+ * forged, -EPROTO if malformed (*gen and *flags 0 on failure).
  */
 static int
-file_dense(const struct cf_fs_rfile *f)
+file_gen(const struct cf_fs_rfile *f, uint64_t *gen, unsigned *flags)
 {
 	unsigned char id[CF_KS_ID_BYTES];
 	char path[64];
-	uint64_t gen;
-	unsigned flags = 0;
+	int rc;
 
 	snprintf(path, sizeof(path), "/proc/self/fd/%d", f->fd);
-	if (gen_of(f->r, path, id, &gen, &flags) < 0 ||
-	    sodium_memcmp(id, f->file_id, CF_KS_ID_BYTES) != 0)
-		return 0;
-	return (flags & CF_FS_GEN_DENSE) != 0;
+	rc = gen_of(f->r, path, id, gen, flags);
+	if (rc == 0 && sodium_memcmp(id, f->file_id, CF_KS_ID_BYTES) != 0)
+		rc = -EBADMSG;
+	if (rc < 0) {
+		*gen = 0;
+		*flags = 0;
+	}
+	return rc;
 }
 
 int
@@ -879,6 +898,8 @@ cf_fs_rfile_open(struct cf_fs_rfile **out, const struct cf_fs_rdir *d,
 	struct cf_fs_header h;
 	struct timespec now;
 	size_t got;
+	uint64_t gen;
+	unsigned flags;
 	int rc;
 
 	*out = NULL;
@@ -931,7 +952,16 @@ cf_fs_rfile_open(struct cf_fs_rfile **out, const struct cf_fs_rdir *d,
 		if (rc < 0)
 			goto out;
 		memcpy(f->file_id, h.file_id, sizeof(f->file_id));
-		f->dense = file_dense(f);
+		/* [FS-GEN-9] a dense file has no holes; without a value (or
+		 * with a bad one) it may have some.  [FS-READ-10] with the
+		 * log: an older copy, or a forged value, is damage. */
+		rc = file_gen(f, &gen, &flags);
+		if (f->r->gens != NULL && ((rc < 0 && rc != -ENODATA) ||
+		    gen < fs_gen_get(f->r->gens, f->file_id))) {
+			rc = -EIO;
+			goto out;
+		}
+		f->dense = rc == 0 && (flags & CF_FS_GEN_DENSE) != 0;
 		cf_fs_file_ctx_set_dense(f->ctx, f->dense);
 	}
 	*out = f;
