@@ -78,6 +78,13 @@ const struct tl_cmd tl_cmd_restore = {
  */
 #define GEN_SETTLED_NS 2000000000LL
 #define MAX_DEPTH 256		/* directory nesting we follow */
+/*
+ * The longest path a restore builds: MAX_DEPTH directories and a name
+ * below the deepest, each at most 255 bytes and a '/' (64 KiB, far over
+ * PATH_MAX: restore works relative to directory descriptors and uses
+ * this path for messages, hard-link names and tar entries only).
+ */
+#define RS_PATH_CAP ((MAX_DEPTH + 2) * (NAME_MAX + 1))
 
 static int64_t
 now_ns(void)
@@ -1032,6 +1039,7 @@ backup_dir(struct bk *b, struct cf_fs_rdir *d, const char *path, int depth,
 	struct cf_bk_tree tree;
 	const struct cf_fs_rentry *e;
 	char *sub;
+	size_t subcap;
 	int rc;
 
 	memset(&dn, 0, sizeof(dn));
@@ -1042,7 +1050,8 @@ backup_dir(struct bk *b, struct cf_fs_rdir *d, const char *path, int depth,
 	 */
 	if (parent != NULL && cf_bk_writer_tree_load(b->w, parent, &pt) < 0)
 		pt = NULL;
-	sub = malloc(PATH_MAX * 2);
+	subcap = strlen(path) + NAME_MAX + 2;	/* names are <= 255 bytes */
+	sub = malloc(subcap);
 	if (sub == NULL) {
 		cf_bk_tree_free(pt);
 		return -ENOMEM;
@@ -1059,7 +1068,7 @@ backup_dir(struct bk *b, struct cf_fs_rdir *d, const char *path, int depth,
 			b->damaged++;
 			continue;
 		}
-		snprintf(sub, PATH_MAX * 2, "%s/%s", path, e->name);
+		snprintf(sub, subcap, "%s/%s", path, e->name);
 		rc = backup_entry(b, &dn, d, e, sub, depth, pt);
 		if (rc < 0)
 			break;
@@ -2135,6 +2144,7 @@ plain_dir(struct bk *b, int dfd, const char *path, int depth,
 	struct dirent *de;
 	DIR *d;
 	char *sub;
+	size_t subcap;
 	int fd, rc = 0;
 
 	memset(&dn, 0, sizeof(dn));
@@ -2148,7 +2158,8 @@ plain_dir(struct bk *b, int dfd, const char *path, int depth,
 		return rc;
 	}
 	rewinddir(d);
-	sub = malloc(PATH_MAX * 2);
+	subcap = strlen(path) + NAME_MAX + 2;	/* d_name is <= 255 bytes */
+	sub = malloc(subcap);
 	if (sub == NULL) {
 		closedir(d);
 		return -ENOMEM;
@@ -2163,7 +2174,7 @@ plain_dir(struct bk *b, int dfd, const char *path, int depth,
 		if (strcmp(de->d_name, ".") == 0 ||
 		    strcmp(de->d_name, "..") == 0)
 			continue;
-		snprintf(sub, PATH_MAX * 2, "%s/%s", path, de->d_name);
+		snprintf(sub, subcap, "%s/%s", path, de->d_name);
 		rc = plain_entry(b, &dn, dfd, de->d_name, sub, depth);
 		if (rc < 0)
 			break;
@@ -3123,6 +3134,68 @@ rlink_add(struct rs *r, uint64_t group, const char *path)
 }
 
 /*
+ * Opens path (relative to rootfd, no leading '/') with O_PATH, beneath
+ * rootfd and without following any symlink.  openat2 takes at most
+ * PATH_MAX bytes, so a longer path is resolved a piece at a time: each
+ * piece up to a '/' is opened beneath the directory the last one gave
+ * (names never hold "..": restore_node refuses them).  fd, or -errno.
+ */
+static int
+open_beneath(int rootfd, const char *path)
+{
+	struct open_how how;
+	const char *p = path;
+	char *piece = NULL;
+	size_t len, cut;
+	int dfd = rootfd, fd = -1;
+
+	memset(&how, 0, sizeof(how));
+	how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
+	    RESOLVE_NO_MAGICLINKS;
+	for (;;) {
+		len = strlen(p);
+		if (len < PATH_MAX) {
+			how.flags = O_PATH | O_NOFOLLOW | O_CLOEXEC;
+			fd = (int)syscall(SYS_openat2, dfd, p, &how,
+			    sizeof(how));
+			if (fd < 0)
+				fd = -errno;
+			break;
+		}
+		for (cut = PATH_MAX - 1; cut > 0 && p[cut] != '/'; cut--)
+			;
+		if (cut == 0) {
+			fd = -ENAMETOOLONG;	/* no name is this long */
+			break;
+		}
+		if (piece == NULL) {
+			piece = malloc(PATH_MAX);
+			if (piece == NULL) {
+				fd = -ENOMEM;
+				break;
+			}
+		}
+		memcpy(piece, p, cut);
+		piece[cut] = '\0';
+		how.flags = O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
+		fd = (int)syscall(SYS_openat2, dfd, piece, &how, sizeof(how));
+		if (fd < 0) {
+			fd = -errno;
+			break;
+		}
+		if (dfd != rootfd)
+			close(dfd);
+		dfd = fd;
+		fd = -1;
+		p += cut + 1;
+	}
+	if (dfd != rootfd)
+		close(dfd);
+	free(piece);
+	return fd;
+}
+
+/*
  * Makes name in dirfd another link of the group's first name: that name
  * is opened beneath the target without following any symlink (a symlink
  * planted in the target meanwhile is not followed) and linked through
@@ -3131,17 +3204,12 @@ rlink_add(struct rs *r, uint64_t group, const char *path)
 static int
 rlink_link(struct rs *r, const struct rlink *l, int dirfd, const char *name)
 {
-	struct open_how how;
 	char proc[64];
 	int fd, rc = 0;
 
-	memset(&how, 0, sizeof(how));
-	how.flags = O_PATH | O_NOFOLLOW | O_CLOEXEC;
-	how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
-	    RESOLVE_NO_MAGICLINKS;
-	fd = (int)syscall(SYS_openat2, r->root_fd, l->path, &how, sizeof(how));
+	fd = open_beneath(r->root_fd, l->path);
 	if (fd < 0)
-		return -errno;
+		return fd;
 	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
 	if (linkat(AT_FDCWD, proc, dirfd, name, AT_SYMLINK_FOLLOW) != 0)
 		rc = -errno;
@@ -3389,6 +3457,28 @@ rs_wait(struct rs *r, pthread_cond_t *cv)
 	}
 	(void)pthread_cond_timedwait(cv, &r->mu, &ts);
 	rprogress_at(r, 1);
+}
+
+/*
+ * Waits until the workers have written every queued file: each queued
+ * job holds an open descriptor, so a restore under a low RLIMIT_NOFILE
+ * that meets EMFILE drains the queue and tries again.  1 if there was
+ * anything to wait for.
+ */
+static int
+rs_drain(struct rs *r)
+{
+	int waited = 0;
+
+	if (r->nworkers == 0)
+		return 0;
+	pthread_mutex_lock(&r->mu);
+	while (r->qlen > 0 || r->busy > 0) {
+		waited = 1;
+		rs_wait(r, &r->cv_space);
+	}
+	pthread_mutex_unlock(&r->mu);
+	return waited;
 }
 
 /* Queues a file's content for the workers; takes fd on success. */
@@ -3650,6 +3740,9 @@ restore_node(struct rs *r, int dirfd, const struct cf_bk_node *n,
 	rs_hint(r, n);
 	fd = openat(dirfd, n->name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW |
 	    O_CLOEXEC, 0600);
+	if (fd < 0 && errno == EMFILE && rs_drain(r))
+		fd = openat(dirfd, n->name, O_WRONLY | O_CREAT | O_EXCL |
+		    O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return errno == EEXIST ? refuse(r, path) : -errno;
 	if (r->nworkers > 0) {
@@ -3821,7 +3914,7 @@ tar_node(struct rs *r, const struct cf_bk_node *n, char *path, size_t plen,
 
 /*
  * Restores the tree id into dirfd (or the tar if dirfd < 0).  path holds
- * the directory's path ("" for the root) in a PATH_MAX*2 buffer; filter,
+ * the directory's path ("" for the root) in an RS_PATH_CAP buffer; filter,
  * if not NULL, the remaining --path components.
  */
 static int
@@ -3856,7 +3949,8 @@ restore_tree(struct rs *r, int dirfd, const unsigned char id[CF_BK_ID_BYTES],
 			continue;
 		matched = 1;
 		nlen = strlen(n->name);
-		if (plen + 1 + nlen + 1 > PATH_MAX * 2) {
+		if (plen + 1 + nlen + 1 > RS_PATH_CAP) {
+			/* Unreachable: depth and names are bounded. */
 			fprintf(stderr, "coffer: %s/%s: path too long\n", path,
 			    n->name);
 			r->failed++;
@@ -4059,7 +4153,7 @@ cmd_restore(struct tl_ctx *ctx, int argc, char **argv)
 		r.total_files = snap->stats.files;
 		r.total_bytes = snap->stats.bytes;
 	}
-	pathbuf = calloc(1, PATH_MAX * 2);
+	pathbuf = calloc(1, RS_PATH_CAP);
 	if (pathbuf == NULL)
 		goto out;
 	if (target != NULL) {

@@ -577,6 +577,113 @@ try:
     ok(log.count("backup.create") >= 5 and s1.get("snapshot", "?") in log
        and "file.txt" not in log and "big.bin" not in log,
        "backup.create audited with the snapshot id, no file names")
+
+    # ---- a tree deeper than PATH_MAX (docs/backup.md, Deep trees) ----
+    # 40 levels of 255-byte names: a 10 KiB path, over PATH_MAX and over
+    # the 8 KiB buffer restore had.  Built and compared relative to
+    # directory descriptors (no absolute path this long can be opened).
+    levels = 40
+    dnames = [f"{i:03d}" + "d" * 252 for i in range(levels)]
+    leaf, slink = "f" * 255, "s" * 255
+    deep = os.path.join(T, "deep-src")
+    os.mkdir(deep)
+    fds = [os.open(deep, os.O_RDONLY | os.O_DIRECTORY)]
+    for dn in dnames:
+        os.mkdir(dn, dir_fd=fds[-1])
+        fds.append(os.open(dn, os.O_RDONLY | os.O_DIRECTORY,
+                           dir_fd=fds[-1]))
+    deep_data = b"at the bottom\n" * 1000
+    with open(os.open(leaf, os.O_WRONLY | os.O_CREAT, 0o640,
+                      dir_fd=fds[-1]), "wb") as f:
+        f.write(deep_data)
+    os.symlink(leaf, slink, dir_fd=fds[-1])
+    # The group's first name in restore's walk is the deep one, so the
+    # link restore makes opens a name longer than PATH_MAX.
+    os.link(leaf, "zz-link", src_dir_fd=fds[-1], dst_dir_fd=fds[0])
+    for fd in fds:
+        os.close(fd)
+    deep_path = "/".join(dnames + [leaf])
+    assert len(deep_path) > 10000
+
+    def deep_state(root):
+        """{names tuple: (type, mode, size, data, target, first name of
+        its inode)} of a tree, walked through directory descriptors."""
+        out, inodes = {}, {}
+
+        def walk(dfd, pre):
+            for e in sorted(os.listdir(dfd)):
+                st = os.stat(e, dir_fd=dfd, follow_symlinks=False)
+                key = pre + (e,)
+                first = inodes.setdefault(st.st_ino, key)
+                data = tgt = None
+                if stat.S_ISREG(st.st_mode):
+                    fd = os.open(e, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dfd)
+                    with open(fd, "rb") as f:
+                        data = f.read()
+                elif stat.S_ISLNK(st.st_mode):
+                    tgt = os.readlink(e, dir_fd=dfd)
+                out[key] = (stat.S_IFMT(st.st_mode), st.st_mode & 0o7777,
+                            st.st_size, data, tgt,
+                            first if not stat.S_ISDIR(st.st_mode) else None)
+                if stat.S_ISDIR(st.st_mode):
+                    fd = os.open(e, os.O_RDONLY | os.O_DIRECTORY |
+                                 os.O_NOFOLLOW, dir_fd=dfd)
+                    try:
+                        walk(fd, key)
+                    finally:
+                        os.close(fd)
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            walk(fd, ())
+        finally:
+            os.close(fd)
+        return out
+
+    want = deep_state(deep)
+    r = coffer("--json", "backup", "acme", "--dir", deep)
+    dsid = cftest.js(r).get("snapshot", "x")
+    ok(r.returncode == 0 and cftest.js(r).get("dirs") == levels and
+       cftest.js(r).get("files") == 3,
+       f"backup --dir of a tree {len(deep_path)} bytes deep", r.stderr)
+    out = os.path.join(T, "deep-out")
+    r = coffer("restore", "acme", dsid, "--target", out)
+    got = deep_state(out) if os.path.isdir(out) else {}
+    ok(r.returncode == 0 and got == want,
+       "restore --target gives back a tree deeper than PATH_MAX exactly",
+       r.stderr[-600:] + f" {len(got)} of {len(want)} entries")
+    lk = got.get(("zz-link",), (None,) * 6)[5]
+    ok(lk == tuple(dnames + [leaf]),
+       "its hard link across 10 KiB of path is a link again", lk)
+    dtar = os.path.join(T, "deep.tar")
+    r = coffer("restore", "acme", dsid, "--to-tar", dtar)
+    members = {}
+    if r.returncode == 0:
+        with tarfile.open(dtar) as tf:
+            for m in tf.getmembers():
+                members[m.name] = (m, tf.extractfile(m).read()
+                                   if m.isreg() else None)
+    m, data = members.get(deep_path, (None, None))
+    hm = members.get("zz-link", (None, None))[0]
+    ok(r.returncode == 0 and m is not None and data == deep_data and
+       hm is not None and hm.islnk() and hm.linkname == deep_path,
+       "restore --to-tar writes the deep names whole (pax path and "
+       "linkpath records)", r.stderr[-600:])
+    r = coffer("--json", "backup", "acme", "--tar", dtar)
+    r2 = coffer("restore", "acme", cftest.js(r).get("snapshot", "x"),
+                "--target", os.path.join(T, "deep-out2"))
+    got = deep_state(os.path.join(T, "deep-out2")) if r2.returncode == 0 \
+        else {}
+    ok(r.returncode == 0 and r2.returncode == 0 and got == want,
+       "that tar backed up again (--tar) restores the same tree",
+       r.stderr[-300:] + r2.stderr[-300:])
+    r = coffer("restore", "acme", dsid, "--path", deep_path, "--target",
+               os.path.join(T, "deep-out3"))
+    got = deep_state(os.path.join(T, "deep-out3")) if r.returncode == 0 \
+        else {}
+    ok(r.returncode == 0 and got.get(tuple(dnames + [leaf]), (0,) * 4)[3]
+       == deep_data and len(got) == levels + 1,
+       "restore --path of the deep file restores it alone",
+       r.stderr[-300:])
 finally:
     H.cleanup()
 
