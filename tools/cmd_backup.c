@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
@@ -331,7 +332,18 @@ struct bk {
 	size_t nlinks, caplinks;
 	uint64_t next_group;
 	int live;
-	int progress;
+	/*
+	 * The progress line (tl_progress): files and bytes so far; inflight
+	 * is what the file being read (or the whole tar, whose files are
+	 * counted at its end: pfiles) has passed to the chunker.  Totals
+	 * come from the scanner (store, --dir) or the tar's input position
+	 * against its size.
+	 */
+	struct tl_progress prog;
+	uint64_t inflight, pfiles;
+	struct scan *scan;
+	struct archive *tar_in;
+	uint64_t tar_size;
 	/*
 	 * The farm's daemon raises generations after each snapshot
 	 * (cf_fs_snapshot_gens): every file's generation in the farm can be
@@ -345,7 +357,6 @@ struct bk {
 	uint64_t read_bytes;	/* plaintext bytes read (retries included) */
 	uint64_t files, dirs, bytes, retries;
 	uint64_t changed, damaged, failed;
-	int64_t last_progress;
 };
 
 /* What a directory's nodes own until its tree is encoded. */
@@ -551,8 +562,10 @@ struct src_rd {
 	int fd;
 	off_t pos, end;
 	int err;
-	uint64_t *count;	/* bytes read, added up */
+	struct bk *b;		/* read_bytes, inflight, progress */
 };
+
+static void progress(struct bk *b);
 
 static int
 src_read(void *arg, unsigned char *buf, size_t cap, size_t *got)
@@ -582,7 +595,9 @@ src_read(void *arg, unsigned char *buf, size_t cap, size_t *got)
 		return (int)n;
 	}
 	r->pos += n;
-	*r->count += (uint64_t)n;
+	r->b->read_bytes += (uint64_t)n;
+	r->b->inflight += (uint64_t)n;
+	progress(r->b);
 	*got = (size_t)n;
 	return 0;
 }
@@ -666,13 +681,14 @@ read_file(struct bk *b, struct cf_fs_rfile *f, int fd, off_t size,
 {
 	struct cf_bk_item *items = NULL, *part;
 	size_t n = 0, cap = 0, npart;
-	struct src_rd rd = { f, fd, 0, 0, 0, &b->read_bytes };
+	struct src_rd rd = { f, fd, 0, 0, 0, b };
 	off_t off = 0, doff, dend;
 	uint64_t got;
 	int rc;
 
 	*itemsp = NULL;
 	*nitemsp = 0;
+	b->inflight = 0;	/* a read again starts over */
 	while (off < size) {
 		rc = src_next_data(&rd, off, size, &doff, &dend);
 		if (rc < 0)
@@ -712,19 +728,195 @@ out:
 	return rc;
 }
 
+/*
+ * The progress line's totals for a store or --dir backup: a thread walks
+ * the same tree while the backup reads it (restic runs such a scanner
+ * too), counting what the backup will count: non-directories, and the
+ * sizes of regular files.  It only lists and stats, so it finishes long
+ * before the backup on any tree whose files hold data (10 000 files:
+ * docs/backup.md, Progress).  Only when the progress line is on.  The
+ * counts are the thread's until done is set (release; read with
+ * acquire); stop asks it to end early.
+ */
+struct scan {
+	pthread_t tid;
+	int dirfd;			/* --dir: its own descriptor */
+	struct cf_fs_reader *rd;	/* the store: shared (thread-safe) */
+	uint64_t files, bytes;
+	int done, stop;			/* __atomic */
+};
+
+static int
+scan_stopped(struct scan *sc)
+{
+	return __atomic_load_n(&sc->stop, __ATOMIC_RELAXED);
+}
+
+/* Counts below dfd (closed here). */
+static void
+scan_plain(struct scan *sc, int dfd, int depth)
+{
+	struct dirent *de;
+	struct stat st;
+	DIR *d;
+	int fd;
+
+	d = fdopendir(dfd);
+	if (d == NULL) {
+		close(dfd);
+		return;
+	}
+	while (!scan_stopped(sc) && (de = readdir(d)) != NULL) {
+		if (strcmp(de->d_name, ".") == 0 ||
+		    strcmp(de->d_name, "..") == 0)
+			continue;
+		if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+			continue;
+		if (!S_ISDIR(st.st_mode)) {
+			sc->files++;
+			if (S_ISREG(st.st_mode))
+				sc->bytes += (uint64_t)st.st_size;
+			continue;
+		}
+		if (depth >= MAX_DEPTH)
+			continue;
+		fd = openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY |
+		    O_NOFOLLOW | O_CLOEXEC);
+		if (fd >= 0)
+			scan_plain(sc, fd, depth + 1);
+	}
+	closedir(d);
+}
+
+static void
+scan_store(struct scan *sc, struct cf_fs_rdir *d, int depth)
+{
+	const struct cf_fs_rentry *e;
+	struct cf_fs_rdir *sub;
+
+	while (!scan_stopped(sc) && cf_fs_rdir_next(d, &e) > 0) {
+		if (e->err != 0)
+			continue;
+		if (!S_ISDIR(e->st.st_mode)) {
+			sc->files++;
+			if (S_ISREG(e->st.st_mode))
+				sc->bytes += (uint64_t)e->st.st_size;
+			continue;
+		}
+		if (depth >= MAX_DEPTH || cf_fs_rdir_open(&sub, d, e->name) < 0)
+			continue;
+		scan_store(sc, sub, depth + 1);
+		cf_fs_rdir_free(sub);
+	}
+}
+
+static void *
+scan_main(void *arg)
+{
+	struct scan *sc = arg;
+	struct cf_fs_rdir *root;
+
+	/* Second to the backup itself on a busy machine (Linux: per thread). */
+	(void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 10);
+	if (sc->rd != NULL) {
+		if (cf_fs_rdir_open_root(&root, sc->rd) == 0) {
+			scan_store(sc, root, 0);
+			cf_fs_rdir_free(root);
+		}
+	} else {
+		scan_plain(sc, sc->dirfd, 0);	/* closes it */
+		sc->dirfd = -1;
+	}
+	__atomic_store_n(&sc->done, 1, __ATOMIC_RELEASE);
+	return NULL;
+}
+
+/*
+ * Starts the scanner of the store read through rd, or of the directory
+ * dfd (duplicated), when the progress line is on.  Without it (or if the
+ * thread cannot start) the line has no totals.
+ */
+static void
+scan_start(struct bk *b, struct cf_fs_reader *rd, int dfd)
+{
+	struct scan *sc;
+
+	if (!b->prog.on)
+		return;
+	sc = calloc(1, sizeof(*sc));
+	if (sc == NULL)
+		return;
+	sc->rd = rd;
+	sc->dirfd = -1;
+	if (rd == NULL) {
+		/* Its own open file: a directory stream has an offset. */
+		sc->dirfd = openat(dfd, ".", O_RDONLY | O_DIRECTORY |
+		    O_CLOEXEC);
+		if (sc->dirfd < 0) {
+			free(sc);
+			return;
+		}
+	}
+	if (pthread_create(&sc->tid, NULL, scan_main, sc) != 0) {
+		if (sc->dirfd >= 0)
+			close(sc->dirfd);
+		free(sc);
+		return;
+	}
+	b->scan = sc;
+}
+
+/* Stops and joins the scanner (before the reader it uses is freed). */
+static void
+scan_stop(struct bk *b)
+{
+	if (b->scan == NULL)
+		return;
+	__atomic_store_n(&b->scan->stop, 1, __ATOMIC_RELAXED);
+	pthread_join(b->scan->tid, NULL);
+	free(b->scan);
+	b->scan = NULL;
+}
+
+/* 1 and the totals once the scanner has finished, else 0. */
+static int
+scan_totals(struct scan *sc, uint64_t *files, uint64_t *bytes)
+{
+	if (!__atomic_load_n(&sc->done, __ATOMIC_ACQUIRE))
+		return 0;
+	*files = sc->files;
+	*bytes = sc->bytes;
+	return 1;
+}
+
+/*
+ * The backup's progress line (tl_progress; shared with restore's).  With
+ * the scanner's totals (once it has finished) the share of bytes done
+ * and the time left; with a tar file, the input read against its size.
+ */
 static void
 progress(struct bk *b)
 {
-	int64_t t;
+	uint64_t files, bytes, tf = 0, tb = 0, done, total = 0;
 
-	if (!b->progress)
+	if (!tl_progress_due(&b->prog))
 		return;
-	t = now_ns();
-	if (t - b->last_progress < 200000000)
-		return;
-	b->last_progress = t;
-	fprintf(stderr, "\r%llu files, %.1f MiB", (unsigned long long)b->files,
-	    (double)b->bytes / (1 << 20));
+	files = b->files + b->pfiles;
+	bytes = b->bytes + b->inflight;
+	if (b->scan != NULL && scan_totals(b->scan, &tf, &tb)) {
+		/* Grown since it counted: the counts so far are the floor. */
+		if (tf < files)
+			tf = files;
+		if (tb < bytes)
+			tb = bytes;
+		total = tb;
+	}
+	done = bytes;
+	if (b->tar_in != NULL && b->tar_size > 0) {
+		done = (uint64_t)archive_filter_bytes(b->tar_in, -1);
+		total = b->tar_size;
+	}
+	tl_progress_show(&b->prog, 0, files, tf, bytes, tb, done, total);
 }
 
 /*
@@ -818,6 +1010,7 @@ backup_file(struct bk *b, struct dir_nodes *dn, struct cf_bk_node *n,
 	b->files++;
 	b->read_files++;
 	b->bytes += n->size;
+	b->inflight = 0;
 	progress(b);
 	return 1;
 }
@@ -1093,21 +1286,28 @@ out:
 }
 
 /* add_stream's reader over a file descriptor. */
+struct fd_rd {
+	int fd;
+	struct bk *b;		/* inflight, progress */
+};
+
 static int
 fd_read(void *arg, unsigned char *buf, size_t cap, size_t *got)
 {
-	int fd = *(int *)arg;
+	struct fd_rd *r = arg;
 	ssize_t n;
 
 	*got = 0;
 	for (;;) {
-		n = read(fd, buf, cap);
+		n = read(r->fd, buf, cap);
 		if (n >= 0)
 			break;
 		if (errno != EINTR)
 			return -errno;
 	}
 	*got = (size_t)n;
+	r->b->inflight += (uint64_t)n;
+	progress(r->b);
 	return 0;
 }
 
@@ -1119,11 +1319,13 @@ backup_stdin(struct bk *b, const char *fname, unsigned char id[CF_BK_ID_BYTES])
 	struct cf_bk_item *items = NULL;
 	size_t nitems = 0;
 	uint64_t size = 0;
-	int fd = 0, rc;
+	struct fd_rd rd = { 0, b };
+	int rc;
 	int64_t t = now_ns();
 
-	rc = cf_bk_writer_add_stream(b->w, fd_read, &fd, &items, &nitems,
+	rc = cf_bk_writer_add_stream(b->w, fd_read, &rd, &items, &nitems,
 	    &size);
+	tl_progress_end(&b->prog);
 	if (rc < 0) {
 		fprintf(stderr, "coffer: reading stdin: %s\n", strerror(-rc));
 		return rc;
@@ -1218,6 +1420,7 @@ put_name(const char *s)
 static void
 tar_left_out(struct tarin *ti, const char *path, const char *why)
 {
+	tl_progress_end(&ti->b->prog);	/* the message on its own line */
 	fputs("coffer: tar entry ", stderr);
 	put_name(path);
 	fprintf(stderr, ": %s; left out\n", why);
@@ -1476,6 +1679,7 @@ struct tar_rd {
 	int64_t off;			/* its offset in the file */
 	int pending, eof, err;
 	int64_t pos;			/* bytes of the file consumed */
+	struct bk *b;			/* inflight, progress */
 };
 
 static int
@@ -1503,6 +1707,8 @@ tar_read(void *arg, unsigned char *buf, size_t cap, size_t *got)
 			r->off += (int64_t)len;
 			r->pos += (int64_t)len;
 			*got = len;
+			r->b->inflight += len;
+			progress(r->b);
 			return 0;
 		}
 		if (r->eof)
@@ -1540,6 +1746,7 @@ tar_content(struct tarin *ti, struct archive_entry *e, struct tino *ino)
 
 	memset(&r, 0, sizeof(r));
 	r.a = ti->a;
+	r.b = ti->b;
 	for (;;) {
 		rc = cf_bk_writer_add_stream(ti->b->w, tar_read, &r, &part,
 		    &npart, &got);
@@ -1741,6 +1948,8 @@ tar_entry(struct tarin *ti, struct archive_entry *e)
 	/* A later entry of the same name replaces it, as tar -x would. */
 	tino_put(n->ino);
 	n->ino = ino;
+	if (ino->type != CF_BK_NODE_DIR)
+		ti->b->pfiles++;
 	ino = NULL;
 	progress(ti->b);
 out:
@@ -1830,6 +2039,7 @@ backup_tar(struct bk *b, const char *file, int64_t t0,
 {
 	struct tarin ti;
 	struct archive_entry *e;
+	struct stat st;
 	la_int64_t end;
 	int rc, ar;
 
@@ -1850,6 +2060,12 @@ backup_tar(struct bk *b, const char *file, int64_t t0,
 		ar = archive_read_open_fd(ti.a, 0, 1 << 16);
 	else
 		ar = archive_read_open_filename(ti.a, file, 1 << 16);
+	/* The progress line's total: a regular file's size (not a pipe). */
+	if (ar == ARCHIVE_OK && (strcmp(file, "-") == 0 ? fstat(0, &st) :
+	    stat(file, &st)) == 0 && S_ISREG(st.st_mode)) {
+		b->tar_in = ti.a;
+		b->tar_size = (uint64_t)st.st_size;
+	}
 	if (ar != ARCHIVE_OK) {
 		fprintf(stderr, "coffer: %s: %s\n", strcmp(file, "-") == 0 ?
 		    "standard input" : file, archive_error_string(ti.a));
@@ -1883,6 +2099,7 @@ backup_tar(struct bk *b, const char *file, int64_t t0,
 		rc = -EPROTO;
 		goto out;
 	}
+	b->pfiles = b->inflight = 0;	/* tar_tree counts them */
 	rc = tar_tree(&ti, &ti.root, id);
 	if (rc < 0)
 		fprintf(stderr, "coffer: storing the tree: %s\n",
@@ -1892,8 +2109,8 @@ backup_tar(struct bk *b, const char *file, int64_t t0,
 		    "user.* (or over the limits) were not kept\n",
 		    (unsigned long long)ti.dropped_xattrs);
 out:
-	if (b->progress)
-		fputc('\n', stderr);
+	b->tar_in = NULL;
+	tl_progress_end(&b->prog);
 	tarin_free(&ti);
 	return rc;
 }
@@ -2099,6 +2316,7 @@ plain_entry(struct bk *b, struct dir_nodes *dn, int dfd, const char *name,
 		n->link_group = link_group(b, &st);
 		b->files++;
 		b->bytes += n->size;
+		b->inflight = 0;
 		progress(b);
 	} else if (S_ISLNK(st.st_mode)) {
 		target = malloc(CF_FS_RLINK_MAX + 1);
@@ -2209,9 +2427,10 @@ backup_plain(struct bk *b, const char *dir, unsigned char id[CF_BK_ID_BYTES])
 		fprintf(stderr, "coffer: %s: %s\n", dir, strerror(errno));
 		return rc;
 	}
+	scan_start(b, NULL, fd);
 	rc = plain_dir(b, fd, dir, 0, id);
-	if (b->progress)
-		fputc('\n', stderr);
+	scan_stop(b);
+	tl_progress_end(&b->prog);
 	close(fd);
 	return rc;
 }
@@ -2325,7 +2544,8 @@ backup_writeonly(struct tl_ctx *ctx, const char *name, const char *keyfile,
 	json_t *j;
 
 	memset(&b, 0, sizeof(b));
-	b.progress = isatty(2) && ctx->verbose >= 0;
+	tl_progress_start(&b.prog, isatty(2) && ctx->verbose >= 0 &&
+	    !ctx->json);
 	ret = read_cred(keyfile, &cred);
 	if (ret != CF_EXIT_OK)
 		return ret;
@@ -2627,7 +2847,8 @@ cmd_backup(struct tl_ctx *ctx, int argc, char **argv)
 	if (ret != CF_EXIT_OK)
 		goto out;
 	ret = CF_EXIT_FAIL;
-	b.progress = isatty(2) && ctx->verbose >= 0;
+	tl_progress_start(&b.prog, isatty(2) && ctx->verbose >= 0 &&
+	    !ctx->json);
 	/* The parent: the newest snapshot of the same path. */
 	paths[0] = use_stdin || tarf != NULL || dir != NULL ?
 	    source_path(fname, tarf, dir, tpath, sizeof(tpath)) : (char *)"/";
@@ -2714,10 +2935,11 @@ cmd_backup(struct tl_ctx *ctx, int argc, char **argv)
 			ret = cf_ks_exit_code(rc);
 			goto out;
 		}
+		scan_start(&b, rd, -1);
 		rc = backup_dir(&b, rootd, "", 0, has_parent ? psnap->tree :
 		    NULL, tree);
-		if (b.progress)
-			fputc('\n', stderr);
+		scan_stop(&b);
+		tl_progress_end(&b.prog);
 		if (rc < 0)
 			goto out;
 	}
@@ -3055,8 +3277,7 @@ struct rs {
 	uint64_t files, dirs, bytes, damaged, refused, failed;
 	int root_fd;		/* the --target directory, -1 for a tar */
 	int is_root;
-	int progress;
-	int64_t last_progress, t0;
+	struct tl_progress prog;
 	uint64_t total_files, total_bytes;	/* 0: not known (--path) */
 	/*
 	 * --target: regular files' contents are loaded, written and given
@@ -3228,36 +3449,17 @@ static void
 rprogress_at(struct rs *r, int locked)
 {
 	uint64_t files, bytes;
-	double el, rate;
-	int64_t t;
 
-	if (!r->progress)
+	if (!tl_progress_due(&r->prog))
 		return;
-	t = now_ns();
-	if (t - r->last_progress < 200000000)
-		return;
-	r->last_progress = t;
 	if (r->nworkers > 0 && !locked)
 		pthread_mutex_lock(&r->mu);
 	files = r->files;
 	bytes = r->bytes + r->wbytes;
 	if (r->nworkers > 0 && !locked)
 		pthread_mutex_unlock(&r->mu);
-	el = (double)(t - r->t0) / 1e9;
-	rate = el > 0 ? (double)bytes / el : 0;
-	if (r->total_bytes > 0 && r->total_files > 0)
-		fprintf(stderr, "\r%llu/%llu files, %.1f/%.1f MiB (%.0f %%), "
-		    "%.1f MiB/s, %.0f s left  ", (unsigned long long)files,
-		    (unsigned long long)r->total_files,
-		    (double)bytes / (1 << 20),
-		    (double)r->total_bytes / (1 << 20),
-		    100.0 * (double)bytes / (double)r->total_bytes,
-		    rate / (1 << 20), rate > 0 && bytes < r->total_bytes ?
-		    (double)(r->total_bytes - bytes) / rate : 0.0);
-	else
-		fprintf(stderr, "\r%llu files, %.1f MiB, %.1f MiB/s  ",
-		    (unsigned long long)files, (double)bytes / (1 << 20),
-		    rate / (1 << 20));
+	tl_progress_show(&r->prog, 0, files, r->total_files, bytes,
+	    r->total_bytes, bytes, r->total_bytes);
 }
 
 static void
@@ -3445,7 +3647,7 @@ rs_wait(struct rs *r, pthread_cond_t *cv)
 {
 	struct timespec ts;
 
-	if (!r->progress) {
+	if (!r->prog.on) {
 		pthread_cond_wait(cv, &r->mu);
 		return;
 	}
@@ -3590,7 +3792,7 @@ rs_finish(struct rs *r)
 	if (n == 0)
 		return;
 	pthread_mutex_lock(&r->mu);
-	while (r->progress && (r->qlen > 0 || r->busy > 0))
+	while (r->prog.on && (r->qlen > 0 || r->busy > 0))
 		rs_wait(r, &r->cv_space);	/* signalled per job taken */
 	r->stop = 1;
 	pthread_cond_broadcast(&r->cv_job);
@@ -4147,8 +4349,8 @@ cmd_restore(struct tl_ctx *ctx, int argc, char **argv)
 	cf_bk_id_hex(sid, hex);
 	r.repo = s.repo;
 	r.is_root = geteuid() == 0;
-	r.progress = isatty(2) && ctx->verbose >= 0 && !ctx->json;
-	r.t0 = now_ns();
+	tl_progress_start(&r.prog, isatty(2) && ctx->verbose >= 0 &&
+	    !ctx->json);
 	if (pcopy == NULL || nf == 0) {
 		r.total_files = snap->stats.files;
 		r.total_bytes = snap->stats.bytes;
@@ -4206,8 +4408,7 @@ cmd_restore(struct tl_ctx *ctx, int argc, char **argv)
 	    pcopy != NULL && nf > 0 ? filter : NULL, 0);
 	rs_finish(&r);
 	cf_bk_repo_pack_cache_stop(s.repo);
-	if (r.progress)
-		fputc('\n', stderr);
+	tl_progress_end(&r.prog);
 	if (r.ar != NULL) {
 		if (archive_write_close(r.ar) != ARCHIVE_OK && rc == 0) {
 			fprintf(stderr, "coffer: tar: %s\n",

@@ -249,4 +249,34 @@ int tl_daemon_judge(const struct tl_daemon_state *st, const char *name,
 void tl_daemon_metrics(FILE *f, const struct tl_daemon_state *st,
     const char *const *names, size_t n);
 
+/*
+ * The progress line of backup and restore on standard error.  Only when
+ * on (the caller passes isatty(2) and neither --json nor -q): redrawn at
+ * most every 200 ms, within the terminal's width (TIOCGWINSZ, else 80
+ * columns), and cleared by tl_progress_end before the summary.  It shows
+ * counts, sizes, a rate and, with a total, the share done and the time
+ * left: never names.  Not thread-safe: one thread draws.
+ */
+struct tl_progress {
+	int on;
+	int drawn;		/* a line is on the terminal */
+	int64_t t0, last;	/* CLOCK_MONOTONIC ns: start, last draw */
+};
+/* Starts the clock; draws nothing unless on. */
+void tl_progress_start(struct tl_progress *p, int on);
+/*
+ * Draws the line if on and 200 ms have passed since the last one (the
+ * first call draws at once).  files and bytes so far, out of
+ * total_files and total_bytes when those are not 0; done out of total
+ * (any unit: bytes, input position) gives the percentage and the time
+ * left when total is not 0.  force: draw now (a last state).
+ */
+void tl_progress_show(struct tl_progress *p, int force, uint64_t files,
+    uint64_t total_files, uint64_t bytes, uint64_t total_bytes,
+    uint64_t done, uint64_t total);
+/* 1 if tl_progress_show would draw now (to skip gathering the counts). */
+int tl_progress_due(const struct tl_progress *p);
+/* Clears the line (if one was drawn), leaving the cursor at its start. */
+void tl_progress_end(struct tl_progress *p);
+
 #endif /* TL_INT_H */

@@ -16,6 +16,7 @@ truncated or damaged archive saves no snapshot.  TAP output.  Needs root
 import io
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -94,6 +95,13 @@ def same_sparse(a, b):
             if fa.read(e - s) != fb.read(e - s):
                 return False
     return True
+
+
+def on_pty(args, cols=60, stdin=None):
+    return cftest.on_pty(ENV, args, cols=cols, stdin=stdin)
+
+
+progress_lines = cftest.progress_lines
 
 
 def add(tf, name, data=b"", **kw):
@@ -684,6 +692,99 @@ try:
        == deep_data and len(got) == levels + 1,
        "restore --path of the deep file restores it alone",
        r.stderr[-300:])
+
+    # ---- the progress line on a terminal (docs/backup.md, Progress) ----
+    # Long enough (96 MiB of new data) for redraws after the first one.
+    ps = os.path.join(T, "prog-src")
+    os.makedirs(os.path.join(ps, "secret-dir"))
+    with open(os.path.join(ps, "secret-name-big.bin"), "wb") as f:
+        f.write(os.urandom(96 << 20))
+    for i in range(300):
+        with open(os.path.join(ps, "secret-dir", f"secret-name-{i}"),
+                  "w") as f:
+            f.write(f"file {i}\n" * 50)
+    pfiles = 301
+    secrets = ("secret", "big.bin", "tar test passphrase")
+    rc, out, term, secs = on_pty(["backup", "acme", "--dir", ps], cols=40)
+    lines = progress_lines(term)
+    ok(rc == 0 and len(lines) >= 2 and all(
+        re.fullmatch(r"[0-9/]+ files, [0-9./]+ MiB(, .*)?", ln) or
+        re.fullmatch(r"[0-9./]+ MiB, .*", ln) for ln in lines),
+       f"backup --dir on a terminal draws a progress line "
+       f"({len(lines)} redraws in {secs:.2f} s)", term[-400:])
+    ok(lines and len(lines) <= 2 + 5 * secs,
+       "at most 5 redraws a second", f"{len(lines)} in {secs:.2f} s")
+    ok(lines and all(len(ln) < 40 for ln in lines),
+       "every line fits a 40-column terminal (the last column free)",
+       max(lines, key=len, default=""))
+    ok(any(re.search(r"[0-9.]+/96\.[0-9] MiB, [0-9]+ %, .+ left", ln)
+           for ln in lines),
+       "with the scanner's totals: share done and time left", lines[-3:])
+    ok(term.endswith("\r\x1b[K") and b"snapshot " in out and
+       "\n" not in term,
+       "the line is cleared at the end; the summary goes to stdout",
+       repr(term[-80:]))
+    ok(not any(w in term for w in secrets),
+       "no file names or secrets in it", term[-400:])
+    rc, out, term, secs = on_pty(["backup", "acme", "--dir", ps], cols=200)
+    lines = progress_lines(term)
+    ok(rc == 0 and lines and all(re.fullmatch(
+        r"[0-9/]+ files, [0-9./]+ MiB(, [0-9]+ %)?, [0-9.]+ MiB/s(, .+ "
+        r"left)?", ln) for ln in lines),
+       "on a wide terminal: files, MiB, rate on one line", lines[-2:])
+
+    ptar2 = os.path.join(T, "prog.tar")
+    subprocess.run(["tar", "-C", ps, "-cf", ptar2, "."], check=True)
+    with open(os.path.join(T, "big2"), "wb") as f:
+        f.write(os.urandom(64 << 20))
+    subprocess.run(["tar", "-C", T, "-rf", ptar2, "big2"], check=True)
+    rc, out, term, secs = on_pty(["backup", "acme", "--tar", ptar2],
+                                 cols=200)
+    lines = progress_lines(term)
+    ok(rc == 0 and lines and all(re.search(r", [0-9]+ %", ln)
+                                 for ln in lines),
+       "backup --tar FILE: the share of the archive read", lines[-2:])
+    with open(ptar2, "rb") as f:
+        rc, out, term, secs = on_pty(["backup", "acme", "--tar", "-"],
+                                     cols=200, stdin=f)
+    lines2 = progress_lines(term)
+    ok(rc == 0 and lines2 and all(" %" in ln for ln in lines2),
+       "--tar - from a regular file: its size is the total too", lines2[-1:])
+    cat = subprocess.Popen(["cat", ptar2], stdout=subprocess.PIPE)
+    rc, out, term, secs = on_pty(["backup", "acme", "--tar", "-"],
+                                 cols=200, stdin=cat.stdout)
+    cat.wait()
+    lines = progress_lines(term)
+    ok(rc == 0 and lines and not any("%" in ln or "left" in ln
+                                     for ln in lines),
+       "--tar - from a pipe: no total, no percentage", lines[-1:])
+    with open(os.path.join(T, "big2"), "rb") as f:
+        rc, out, term, secs = on_pty(["backup", "acme", "--stdin", "--name",
+                                      "x.bin"], cols=200, stdin=f)
+    lines = progress_lines(term)
+    ok(rc == 0 and lines and all(re.fullmatch(
+        r"[0-9]+ files, [0-9.]+ MiB, [0-9.]+ MiB/s", ln) for ln in lines),
+       "--stdin: bytes and rate, no total", lines[-1:])
+
+    r = coffer("--json", "backup", "acme", "--dir", ps)
+    ok(r.returncode == 0 and "\r" not in r.stderr and "MiB/s" not in
+       r.stderr, "no progress when standard error is not a terminal",
+       repr(r.stderr[-200:]))
+    rc, out, term, secs = on_pty(["--json", "backup", "acme", "--dir", ps])
+    ok(rc == 0 and "MiB/s" not in term and "\r" not in term and
+       json.loads(out).get("files") == pfiles,
+       "none with --json on a terminal either", repr(term[-200:]))
+    rc, out, term, secs = on_pty(["-q", "backup", "acme", "--dir", ps])
+    ok(rc == 0 and "MiB/s" not in term, "none with -q", repr(term[-200:]))
+    rc, out, term, secs = on_pty(["restore", "acme", "--target",
+                                  os.path.join(T, "prog-out")], cols=200)
+    lines = progress_lines(term)
+    ok(rc == 0 and lines and all(re.match(
+        r"[0-9]+/%d files, [0-9.]+/96\.[0-9] MiB" % pfiles, ln)
+        for ln in lines) and term.endswith("\r\x1b[K") and
+       not any(w in term for w in secrets),
+       "restore's line (the same helper): totals of the snapshot",
+       lines[-2:])
 finally:
     H.cleanup()
 
