@@ -279,4 +279,77 @@ int tl_progress_due(const struct tl_progress *p);
 /* Clears the line (if one was drawn), leaving the cursor at its start. */
 void tl_progress_end(struct tl_progress *p);
 
+/*
+ * Tar input (tools/tl_tarin.c; backup --tar, docs/backup.md): an inode of
+ * the archive (tl_tino) holds metadata and content; the names of the
+ * tree (tl_tnode) point at one, the names a hard link adds share it.
+ */
+struct archive;
+struct archive_entry;
+struct cf_bk_xattr;
+struct cf_bk_item;
+
+struct tl_tino {
+	uint8_t type;
+	uint32_t mode, uid, gid;
+	int64_t atime, mtime, ctime;
+	uint64_t rdev, size, group;
+	char *target;
+	struct cf_bk_xattr *xattrs;
+	size_t nxattrs;
+	struct cf_bk_item *items;
+	size_t nitems;
+	size_t refs;		/* names pointing at it */
+};
+
+struct tl_tnode {
+	char *name;
+	struct tl_tino *ino;
+	struct tl_tnode *parent;
+	struct tl_tnode *child, *last, *sibling;	/* directories' entries */
+	size_t nchild;
+	struct tl_tnode *hnext;	/* hash chain of (parent, name) */
+	struct tl_tnode *all;	/* every node, for freeing */
+};
+
+struct tl_tarin {
+	struct archive *a;	/* the caller's; freed by tl_tarin_free */
+	struct tl_tnode root;
+	struct tl_tnode *all;
+	struct tl_tnode **hash;
+	size_t nhash, nnodes;
+	uint64_t next_group;
+	uint64_t dropped_xattrs;
+	int64_t t0;		/* implicit directories' times */
+	int stripped;		/* said "removing leading '/'" */
+	uint64_t left_out;	/* entries left out (named unless quiet) */
+	int quiet;		/* name nothing on stderr (fuzzing) */
+	/*
+	 * Reads the current entry's content into ino (items, nitems,
+	 * size): 0 or -errno (stops the archive).  Required.
+	 */
+	int (*content)(struct tl_tarin *ti, struct archive_entry *e,
+	    struct tl_tino *ino);
+	/* An entry was taken as the name's new inode (optional). */
+	void (*taken)(struct tl_tarin *ti, const struct tl_tino *ino);
+	/* Before a message on stderr (optional). */
+	void (*before_msg)(struct tl_tarin *ti);
+	void *arg;		/* the caller's */
+};
+/* Empties ti (t0 for implicit directories); 0 or -ENOMEM. */
+int tl_tarin_init(struct tl_tarin *ti, int64_t t0);
+/*
+ * One archive entry into the tree: taken (a later entry of a name
+ * replaces it, as tar -x would) or left out, counted in left_out and
+ * named: a ".." component, a component over 255 bytes or nesting over
+ * 256, a name below a non-directory, a hard link to a name not earlier
+ * in the archive or to a directory, a non-directory over a directory
+ * with entries, ids over 2^32-1, an empty or too long symlink target,
+ * a type the tree cannot hold.  0 (also when left out), or -errno from
+ * content or -ENOMEM: stop.
+ */
+int tl_tarin_entry(struct tl_tarin *ti, struct archive_entry *e);
+/* Frees the tree, its inodes and ti->a (if set); ti may be empty. */
+void tl_tarin_free(struct tl_tarin *ti);
+
 #endif /* TL_INT_H */
