@@ -968,7 +968,8 @@ backup_file(struct bk *b, struct dir_nodes *dn, struct cf_bk_node *n,
 		free(items);
 		items = NULL;
 		if (attempt + 1 >= RETRIES) {
-			fprintf(stderr, "\ncoffer: %s kept changing while it "
+			tl_progress_end(&b->prog);
+			fprintf(stderr, "coffer: %s kept changing while it "
 			    "was read (%d tries); left out of the snapshot\n",
 			    path, RETRIES);
 			b->changed++;
@@ -983,7 +984,8 @@ backup_file(struct bk *b, struct dir_nodes *dn, struct cf_bk_node *n,
 		usleep(25000U << attempt);
 	}
 	if (rc == -EBADMSG || rc == -EPROTO || rc == -EIO) {
-		fprintf(stderr, "\ncoffer: %s: damaged in the store (%s); left "
+		tl_progress_end(&b->prog);
+		fprintf(stderr, "coffer: %s: damaged in the store (%s); left "
 		    "out of the snapshot\n", path, strerror(-rc));
 		free(items);
 		b->damaged++;
@@ -1167,6 +1169,7 @@ backup_entry(struct bk *b, struct dir_nodes *dn, struct cf_fs_rdir *d,
 			return rc;
 	} else if (S_ISDIR(st.st_mode)) {
 		if (depth >= MAX_DEPTH) {
+			tl_progress_end(&b->prog);
 			fprintf(stderr, "coffer: %s: nested too deep; left "
 			    "out\n", path);
 			b->failed++;
@@ -1176,6 +1179,7 @@ backup_entry(struct bk *b, struct dir_nodes *dn, struct cf_fs_rdir *d,
 		if (rc == -ENOENT)
 			return 0;
 		if (rc < 0) {
+			tl_progress_end(&b->prog);
 			fprintf(stderr, "coffer: %s: %s; left out\n", path,
 			    strerror(-rc));
 			b->damaged++;
@@ -1201,6 +1205,7 @@ backup_entry(struct bk *b, struct dir_nodes *dn, struct cf_fs_rdir *d,
 		if (rc == -ENOENT || rc == -EINVAL)
 			return 0;
 		if (rc < 0) {
+			tl_progress_end(&b->prog);
 			fprintf(stderr, "coffer: %s: damaged symlink (%s); "
 			    "left out\n", path, strerror(-rc));
 			b->damaged++;
@@ -1256,6 +1261,7 @@ backup_dir(struct bk *b, struct cf_fs_rdir *d, const char *path, int depth,
 		if (e->err != 0) {
 			if (e->err == -ENOENT)
 				continue;
+			tl_progress_end(&b->prog);
 			fprintf(stderr, "coffer: %s/%s: damaged entry (%s); "
 			    "left out\n", path, e->stored, strerror(-e->err));
 			b->damaged++;
@@ -1267,6 +1273,7 @@ backup_dir(struct bk *b, struct cf_fs_rdir *d, const char *path, int depth,
 			break;
 	}
 	if (rc < 0) {
+		tl_progress_end(&b->prog);
 		fprintf(stderr, "coffer: %s: %s\n", path[0] ? path : "/",
 		    strerror(-rc));
 		goto out;
@@ -1275,9 +1282,11 @@ backup_dir(struct bk *b, struct cf_fs_rdir *d, const char *path, int depth,
 	tree.count = dn.count;
 	tree.mem_ = NULL;
 	rc = cf_bk_writer_add_tree(b->w, &tree, id);
-	if (rc < 0)
+	if (rc < 0) {
+		tl_progress_end(&b->prog);
 		fprintf(stderr, "coffer: %s: storing its tree: %s\n",
 		    path[0] ? path : "/", strerror(-rc));
+	}
 out:
 	free(sub);
 	dir_nodes_free(&dn);
@@ -1758,6 +1767,7 @@ plain_entry(struct bk *b, struct dir_nodes *dn, int dfd, const char *name,
 	if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
 		if (errno == ENOENT)
 			return 0;	/* removed while we walked */
+		tl_progress_end(&b->prog);
 		fprintf(stderr, "coffer: %s: %s; left out\n", path,
 		    strerror(errno));
 		b->failed++;
@@ -1773,6 +1783,7 @@ plain_entry(struct bk *b, struct dir_nodes *dn, int dfd, const char *name,
 	n->name = nm;
 	if (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode)) {
 		if (S_ISDIR(st.st_mode) && depth >= MAX_DEPTH) {
+			tl_progress_end(&b->prog);
 			fprintf(stderr, "coffer: %s: nested too deep; left "
 			    "out\n", path);
 			b->failed++;
@@ -1787,6 +1798,7 @@ plain_entry(struct bk *b, struct dir_nodes *dn, int dfd, const char *name,
 				close(fd);
 			if (rc == ENOENT)
 				return 0;	/* removed meanwhile */
+			tl_progress_end(&b->prog);
 			fprintf(stderr, "coffer: %s: %s; left out\n", path,
 			    rc != 0 ? strerror(rc) : "replaced while read "
 			    "(never followed)");
@@ -1819,6 +1831,7 @@ plain_entry(struct bk *b, struct dir_nodes *dn, int dfd, const char *name,
 			free(items);
 			items = NULL;
 			if (attempt + 1 >= RETRIES) {
+				tl_progress_end(&b->prog);
 				fprintf(stderr, "coffer: %s kept changing "
 				    "while it was read (%d tries); left out\n",
 				    path, RETRIES);
@@ -1831,6 +1844,7 @@ plain_entry(struct bk *b, struct dir_nodes *dn, int dfd, const char *name,
 			fst = st;
 		}
 		if (rc == -EIO || rc == -EACCES) {
+			tl_progress_end(&b->prog);
 			fprintf(stderr, "coffer: %s: %s; left out\n", path,
 			    strerror(-rc));
 			b->failed++;
@@ -1864,6 +1878,7 @@ plain_entry(struct bk *b, struct dir_nodes *dn, int dfd, const char *name,
 		if (tl < 0 && errno == ENOENT)
 			return 0;
 		if (tl <= 0 || tl > CF_FS_RLINK_MAX) {
+			tl_progress_end(&b->prog);
 			fprintf(stderr, "coffer: %s: %s; left out\n", path,
 			    tl < 0 ? strerror(errno) : "symlink target empty "
 			    "or too long");
@@ -1935,6 +1950,7 @@ plain_dir(struct bk *b, int dfd, const char *path, int depth,
 			break;
 	}
 	if (rc < 0) {
+		tl_progress_end(&b->prog);
 		fprintf(stderr, "coffer: %s: %s\n", path, strerror(-rc));
 		goto out;
 	}
@@ -1942,9 +1958,11 @@ plain_dir(struct bk *b, int dfd, const char *path, int depth,
 	tree.count = dn.count;
 	tree.mem_ = NULL;
 	rc = cf_bk_writer_add_tree(b->w, &tree, id);
-	if (rc < 0)
+	if (rc < 0) {
+		tl_progress_end(&b->prog);
 		fprintf(stderr, "coffer: %s: storing its tree: %s\n", path,
 		    strerror(-rc));
+	}
 out:
 	free(sub);
 	closedir(d);

@@ -733,6 +733,20 @@ try:
         r"left)?", ln) for ln in lines),
        "on a wide terminal: files, MiB, rate on one line", lines[-2:])
 
+    # A message during the walk starts on a line of its own.
+    pd = os.path.join(T, "prog-deep")
+    os.makedirs(pd)
+    for i in range(200):
+        with open(os.path.join(pd, f"f{i}"), "wb") as f:
+            f.write(os.urandom(64 << 10))
+    os.makedirs(os.path.join(pd, *(["n"] * 260)))
+    rc, out, term, secs = on_pty(["backup", "acme", "--dir", pd], cols=200)
+    at = [i for i in range(len(term)) if term.startswith("coffer: ", i)]
+    ok(rc == 1 and "nested too deep" in term and at and all(
+        i == 0 or term[:i].endswith(("\n", "\r\x1b[K")) for i in at),
+       "a message during the walk is on its own line, not after the "
+       "progress line", repr(term[:300]))
+
     ptar2 = os.path.join(T, "prog.tar")
     subprocess.run(["tar", "-C", ps, "-cf", ptar2, "."], check=True)
     with open(os.path.join(T, "big2"), "wb") as f:
