@@ -3850,7 +3850,7 @@ cmd_restore(struct tl_ctx *ctx, int argc, char **argv)
 	struct cf_bk_snapshot *snap = NULL;
 	unsigned char sid[CF_BK_ID_BYTES];
 	const char *repo = NULL, *target = NULL, *tarf = NULL, *want = "latest";
-	char *pathbuf = NULL, *pcopy = NULL, *filter[MAX_DEPTH + 1], *tok;
+	char *pathbuf = NULL, *pcopy = NULL, *filter[MAX_DEPTH + 2], *tok;
 	char hex[65], *save = NULL;
 	size_t nf = 0, i;
 	int c, ret, rc, dirfd = -1;
@@ -3897,10 +3897,16 @@ cmd_restore(struct tl_ctx *ctx, int argc, char **argv)
 		    tok = strtok_r(NULL, "/", &save)) {
 			if (strcmp(tok, ".") == 0)
 				continue;
-			if (strcmp(tok, "..") == 0 || nf == MAX_DEPTH) {
+			if (strcmp(tok, "..") == 0) {
 				free(pcopy);
 				return tl_usage(&tl_cmd_restore, "restore: "
 				    "--path may not hold '..'");
+			}
+			if (nf == MAX_DEPTH + 1) {
+				/* 256 directories and a name: the deepest */
+				free(pcopy);
+				return tl_usage(&tl_cmd_restore, "restore: "
+				    "--path is deeper than a snapshot can be");
 			}
 			filter[nf++] = tok;
 		}

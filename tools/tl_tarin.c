@@ -172,7 +172,9 @@ is_tdir(const struct tl_tnode *n)
 /*
  * Splits an archive path into its components in place: leading '/'
  * removed (as tar does), empty and "." components skipped.  -EINVAL for
- * "..", a component over 255 bytes or more than MAX_DEPTH of them.
+ * "..", a component over 255 bytes or more than MAX_DEPTH + 1 of them
+ * (MAX_DEPTH directories and a name in the deepest, as a --dir walk
+ * takes).
  */
 static int
 tar_split(struct tl_tarin *ti, char *p, char **comp, size_t *ncomp)
@@ -190,7 +192,7 @@ tar_split(struct tl_tarin *ti, char *p, char **comp, size_t *ncomp)
 		if (strcmp(s, ".") == 0)
 			continue;
 		if (strcmp(s, "..") == 0 || strlen(s) > 255 ||
-		    *ncomp == MAX_DEPTH)
+		    *ncomp == MAX_DEPTH + 1)
 			return -EINVAL;
 		comp[(*ncomp)++] = s;
 	}
@@ -345,6 +347,11 @@ tl_tarin_entry(struct tl_tarin *ti, struct archive_entry *e)
 		/* "./": the root's own metadata is not recorded. */
 		if (!isdir)
 			tar_left_out(ti, raw, "names the root");
+		goto out;
+	}
+	if (nc == MAX_DEPTH + 1 && isdir) {
+		/* A directory there could hold nothing: restore stops. */
+		tar_left_out(ti, raw, "a directory nested deeper than 256");
 		goto out;
 	}
 	rc = tar_dir(ti, comp, nc - 1, 1, &dir);

@@ -9,7 +9,8 @@
  * Invariants, checked against this file's own reading of each name (not
  * tl_tarin.c's):
  * - a taken entry's name, with a leading '/' and empty and "." components
- *   dropped, has no ".." component, 1..256 components of 1..255 bytes;
+ *   dropped, has no ".." component, 1..257 components of 1..255 bytes
+ *   (256 directories and a name), a directory at most 256;
  * - every directory above a taken name is a directory in the tree (no
  *   name below a symlink or a file), and the name is in the tree with the
  *   entry's type (a hard link: the very inode of its target);
@@ -76,7 +77,7 @@ sink(struct tl_tarin *ti, struct archive_entry *e, struct tl_tino *ino)
 
 /*
  * "a//./b/" -> "a/b" into out (cap bytes); the number of components,
- * or -1 if a component is "..", over 255 bytes, or there are over 256.
+ * or -1 if a component is "..", over 255 bytes, or there are over 257.
  */
 static int
 normalise(const char *raw, char *out, size_t cap)
@@ -96,7 +97,7 @@ normalise(const char *raw, char *out, size_t cap)
 		if (!(len == 1 && s[0] == '.')) {
 			if (len == 2 && s[0] == '.' && s[1] == '.')
 				return -1;
-			if (len > 255 || n == 256 || o + len + 2 > cap)
+			if (len > 255 || n == 257 || o + len + 2 > cap)
 				return -1;
 			if (o > 0)
 				out[o++] = '/';
@@ -188,6 +189,9 @@ check_taken(struct tl_tarin *ti, struct archive_entry *e, struct seen *sn,
 		abort();	/* "..", a long component or too deep */
 	if (nc == 0)
 		return;		/* the root's own entry: nothing changes */
+	if (nc == 257 && archive_entry_hardlink(e) == NULL &&
+	    archive_entry_filetype(e) == AE_IFDIR)
+		abort();	/* a directory deeper than restore goes */
 	n = lookup(ti, norm);
 	if (n == NULL || n->ino == NULL)
 		abort();

@@ -587,10 +587,11 @@ try:
        "backup.create audited with the snapshot id, no file names")
 
     # ---- a tree deeper than PATH_MAX (docs/backup.md, Deep trees) ----
-    # 40 levels of 255-byte names: a 10 KiB path, over PATH_MAX and over
-    # the 8 KiB buffer restore had.  Built and compared relative to
+    # The deepest tree backup and restore follow: 256 levels of 255-byte
+    # names and a 255-byte name at the bottom, a 64 KiB path (PATH_MAX is
+    # 4096; restore had an 8 KiB buffer).  Built and compared relative to
     # directory descriptors (no absolute path this long can be opened).
-    levels = 40
+    levels = 256
     dnames = [f"{i:03d}" + "d" * 252 for i in range(levels)]
     leaf, slink = "f" * 255, "s" * 255
     deep = os.path.join(T, "deep-src")
@@ -611,7 +612,7 @@ try:
     for fd in fds:
         os.close(fd)
     deep_path = "/".join(dnames + [leaf])
-    assert len(deep_path) > 10000
+    assert len(deep_path) > 65000
 
     def deep_state(root):
         """{names tuple: (type, mode, size, data, target, first name of
@@ -661,7 +662,7 @@ try:
        r.stderr[-600:] + f" {len(got)} of {len(want)} entries")
     lk = got.get(("zz-link",), (None,) * 6)[5]
     ok(lk == tuple(dnames + [leaf]),
-       "its hard link across 10 KiB of path is a link again", lk)
+       "its hard link across 64 KiB of path is a link again", lk)
     dtar = os.path.join(T, "deep.tar")
     r = coffer("restore", "acme", dsid, "--to-tar", dtar)
     members = {}
@@ -692,6 +693,19 @@ try:
        == deep_data and len(got) == levels + 1,
        "restore --path of the deep file restores it alone",
        r.stderr[-300:])
+    r = coffer("restore", "acme", dsid, "--path", deep_path + "/x",
+               "--target", os.path.join(T, "deep-out4"))
+    ok(r.returncode == 2 and "deeper than a snapshot" in r.stderr,
+       "a --path deeper than any snapshot is a usage error", r.stderr)
+    dt2 = os.path.join(T, "deeper.tar")
+    with tarfile.open(dt2, "w", format=tarfile.PAX_FORMAT) as tf:
+        add(tf, "/".join(dnames) + "/d", type=tarfile.DIRTYPE)
+        add(tf, "/".join(dnames) + "/ok", b"fine\n")
+    r = coffer("--json", "backup", "acme", "--tar", dt2)
+    ok(r.returncode == 1 and cftest.js(r).get("left_out") == 1 and
+       cftest.js(r).get("files") == 1 and "nested deeper than 256" in
+       r.stderr, "--tar: a directory below 256 levels is left out, a file "
+       "at 257 components is kept", r.stderr[-300:])
 
     # ---- the progress line on a terminal (docs/backup.md, Progress) ----
     # Long enough (96 MiB of new data) for redraws after the first one.
