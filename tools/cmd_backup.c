@@ -1248,7 +1248,7 @@ backup_dir(struct bk *b, struct cf_fs_rdir *d, const char *path, int depth,
 	 */
 	if (parent != NULL && cf_bk_writer_tree_load(b->w, parent, &pt) < 0)
 		pt = NULL;
-	subcap = strlen(path) + NAME_MAX + 2;	/* names are <= 255 bytes */
+	subcap = strlen(path) + NAME_MAX + 2;	/* names: <= 255 bytes */
 	sub = malloc(subcap);
 	if (sub == NULL) {
 		cf_bk_tree_free(pt);
@@ -1523,7 +1523,8 @@ fail:
 
 /* Encodes the directory d's tree, its subdirectories' first. */
 static int
-tar_tree(struct tl_tarin *ti, struct tl_tnode *d, unsigned char id[CF_BK_ID_BYTES])
+tar_tree(struct tl_tarin *ti, struct tl_tnode *d,
+    unsigned char id[CF_BK_ID_BYTES])
 {
 	struct cf_bk_node *nodes;
 	struct cf_bk_tree tree;
@@ -1928,7 +1929,7 @@ plain_dir(struct bk *b, int dfd, const char *path, int depth,
 		return rc;
 	}
 	rewinddir(d);
-	subcap = strlen(path) + NAME_MAX + 2;	/* d_name is <= 255 bytes */
+	subcap = strlen(path) + NAME_MAX + 2;	/* d_name: <= 255 */
 	sub = malloc(subcap);
 	if (sub == NULL) {
 		closedir(d);

@@ -306,7 +306,8 @@ struct tl_tnode {
 	char *name;
 	struct tl_tino *ino;
 	struct tl_tnode *parent;
-	struct tl_tnode *child, *last, *sibling;	/* directories' entries */
+	/* A directory's entries. */
+	struct tl_tnode *child, *last, *sibling;
 	size_t nchild;
 	struct tl_tnode *hnext;	/* hash chain of (parent, name) */
 	struct tl_tnode *all;	/* every node, for freeing */

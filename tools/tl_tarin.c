@@ -398,7 +398,7 @@ tl_tarin_entry(struct tl_tarin *ti, struct archive_entry *e)
 				goto out;
 		}
 		if (n == ln)
-			goto out;	/* a name linked to itself: no change */
+			goto out;	/* linked to itself: no change */
 	} else {
 		switch (ft) {
 		case AE_IFREG: type = CF_BK_NODE_FILE; break;
@@ -414,7 +414,7 @@ tl_tarin_entry(struct tl_tarin *ti, struct archive_entry *e)
 			goto out;
 		}
 		if (isdir && n != NULL && is_tdir(n)) {
-			ino = n->ino;	/* a directory again: its metadata */
+			ino = n->ino;	/* a directory again: metadata */
 			ino->refs++;
 		} else {
 			ino = tino_new(ti, type);

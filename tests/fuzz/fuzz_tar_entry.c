@@ -188,7 +188,7 @@ check_taken(struct tl_tarin *ti, struct archive_entry *e, struct seen *sn,
 	if (nc < 0)
 		abort();	/* "..", a long component or too deep */
 	if (nc == 0)
-		return;		/* the root's own entry: nothing changes */
+		return;		/* the root's own entry: no change */
 	if (nc == 257 && archive_entry_hardlink(e) == NULL &&
 	    archive_entry_filetype(e) == AE_IFDIR)
 		abort();	/* a directory deeper than restore goes */
@@ -331,7 +331,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	while (nent++ < MAX_ENTRIES) {
 		ar = archive_read_next_header(ti.a, &e);
 		if (ar != ARCHIVE_OK && ar != ARCHIVE_WARN)
-			break;		/* the end, or damage: backup stops */
+			break;		/* the end, or damage: stop */
 		before = ti.left_out;
 		rc = tl_tarin_entry(&ti, e);
 		if (rc < 0) {
