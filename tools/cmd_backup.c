@@ -916,7 +916,7 @@ progress(struct bk *b)
 		done = (uint64_t)archive_filter_bytes(b->tar_in, -1);
 		total = b->tar_size;
 	}
-	tl_progress_show(&b->prog, 0, files, tf, bytes, tb, done, total);
+	tl_progress_show(&b->prog, files, tf, bytes, tb, done, total);
 }
 
 /*
@@ -3015,7 +3015,7 @@ rprogress_at(struct rs *r, int locked)
 	bytes = r->bytes + r->wbytes;
 	if (r->nworkers > 0 && !locked)
 		pthread_mutex_unlock(&r->mu);
-	tl_progress_show(&r->prog, 0, files, r->total_files, bytes,
+	tl_progress_show(&r->prog, files, r->total_files, bytes,
 	    r->total_bytes, bytes, r->total_bytes);
 }
 

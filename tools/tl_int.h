@@ -269,9 +269,9 @@ void tl_progress_start(struct tl_progress *p, int on);
  * first call draws at once).  files and bytes so far, out of
  * total_files and total_bytes when those are not 0; done out of total
  * (any unit: bytes, input position) gives the percentage and the time
- * left when total is not 0.  force: draw now (a last state).
+ * left when total is not 0.
  */
-void tl_progress_show(struct tl_progress *p, int force, uint64_t files,
+void tl_progress_show(struct tl_progress *p, uint64_t files,
     uint64_t total_files, uint64_t bytes, uint64_t total_bytes,
     uint64_t done, uint64_t total);
 /* 1 if tl_progress_show would draw now (to skip gathering the counts). */

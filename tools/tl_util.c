@@ -363,7 +363,7 @@ tl_progress_due(const struct tl_progress *p)
 }
 
 void
-tl_progress_show(struct tl_progress *p, int force, uint64_t files,
+tl_progress_show(struct tl_progress *p, uint64_t files,
     uint64_t total_files, uint64_t bytes, uint64_t total_bytes,
     uint64_t done, uint64_t total)
 {
@@ -380,7 +380,7 @@ tl_progress_show(struct tl_progress *p, int force, uint64_t files,
 	if (!p->on)
 		return;
 	t = mono_ns();
-	if (!force && p->last != 0 && t - p->last < 200000000)
+	if (p->last != 0 && t - p->last < 200000000)
 		return;
 	p->last = t;
 	if (ioctl(2, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0)
