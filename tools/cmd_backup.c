@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
@@ -78,6 +79,13 @@ const struct tl_cmd tl_cmd_restore = {
  */
 #define GEN_SETTLED_NS 2000000000LL
 #define MAX_DEPTH 256		/* directory nesting we follow */
+/*
+ * The longest path a restore builds: MAX_DEPTH directories and a name
+ * below the deepest, each at most 255 bytes and a '/' (64 KiB, far over
+ * PATH_MAX: restore works relative to directory descriptors and uses
+ * this path for messages, hard-link names and tar entries only).
+ */
+#define RS_PATH_CAP ((MAX_DEPTH + 2) * (NAME_MAX + 1))
 
 static int64_t
 now_ns(void)
@@ -329,7 +337,18 @@ struct bk {
 	size_t nlinks, caplinks;
 	uint64_t next_group;
 	int live;
-	int progress;
+	/*
+	 * The progress line (tl_progress): files and bytes so far; inflight
+	 * is what the file being read (or the whole tar, whose files are
+	 * counted at its end: pfiles) has passed to the chunker.  Totals
+	 * come from the scanner (store, --dir) or the tar's input position
+	 * against its size.
+	 */
+	struct tl_progress prog;
+	uint64_t inflight, pfiles;
+	struct scan *scan;
+	struct archive *tar_in;
+	uint64_t tar_size;
 	/*
 	 * The farm's daemon raises generations after each snapshot
 	 * (cf_fs_snapshot_gens): every file's generation in the farm can be
@@ -343,7 +362,6 @@ struct bk {
 	uint64_t read_bytes;	/* plaintext bytes read (retries included) */
 	uint64_t files, dirs, bytes, retries;
 	uint64_t changed, damaged, failed;
-	int64_t last_progress;
 };
 
 /* What a directory's nodes own until its tree is encoded. */
@@ -549,8 +567,10 @@ struct src_rd {
 	int fd;
 	off_t pos, end;
 	int err;
-	uint64_t *count;	/* bytes read, added up */
+	struct bk *b;		/* read_bytes, inflight, progress */
 };
+
+static void progress(struct bk *b);
 
 static int
 src_read(void *arg, unsigned char *buf, size_t cap, size_t *got)
@@ -580,7 +600,9 @@ src_read(void *arg, unsigned char *buf, size_t cap, size_t *got)
 		return (int)n;
 	}
 	r->pos += n;
-	*r->count += (uint64_t)n;
+	r->b->read_bytes += (uint64_t)n;
+	r->b->inflight += (uint64_t)n;
+	progress(r->b);
 	*got = (size_t)n;
 	return 0;
 }
@@ -664,13 +686,14 @@ read_file(struct bk *b, struct cf_fs_rfile *f, int fd, off_t size,
 {
 	struct cf_bk_item *items = NULL, *part;
 	size_t n = 0, cap = 0, npart;
-	struct src_rd rd = { f, fd, 0, 0, 0, &b->read_bytes };
+	struct src_rd rd = { f, fd, 0, 0, 0, b };
 	off_t off = 0, doff, dend;
 	uint64_t got;
 	int rc;
 
 	*itemsp = NULL;
 	*nitemsp = 0;
+	b->inflight = 0;	/* a read again starts over */
 	while (off < size) {
 		rc = src_next_data(&rd, off, size, &doff, &dend);
 		if (rc < 0)
@@ -710,19 +733,195 @@ out:
 	return rc;
 }
 
+/*
+ * The progress line's totals for a store or --dir backup: a thread walks
+ * the same tree while the backup reads it (restic runs such a scanner
+ * too), counting what the backup will count: non-directories, and the
+ * sizes of regular files.  It only lists and stats, so it finishes long
+ * before the backup on any tree whose files hold data (10 000 files:
+ * docs/backup.md, Progress).  Only when the progress line is on.  The
+ * counts are the thread's until done is set (release; read with
+ * acquire); stop asks it to end early.
+ */
+struct scan {
+	pthread_t tid;
+	int dirfd;			/* --dir: its own descriptor */
+	struct cf_fs_reader *rd;	/* the store: shared (thread-safe) */
+	uint64_t files, bytes;
+	int done, stop;			/* __atomic */
+};
+
+static int
+scan_stopped(struct scan *sc)
+{
+	return __atomic_load_n(&sc->stop, __ATOMIC_RELAXED);
+}
+
+/* Counts below dfd (closed here). */
+static void
+scan_plain(struct scan *sc, int dfd, int depth)
+{
+	struct dirent *de;
+	struct stat st;
+	DIR *d;
+	int fd;
+
+	d = fdopendir(dfd);
+	if (d == NULL) {
+		close(dfd);
+		return;
+	}
+	while (!scan_stopped(sc) && (de = readdir(d)) != NULL) {
+		if (strcmp(de->d_name, ".") == 0 ||
+		    strcmp(de->d_name, "..") == 0)
+			continue;
+		if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+			continue;
+		if (!S_ISDIR(st.st_mode)) {
+			sc->files++;
+			if (S_ISREG(st.st_mode))
+				sc->bytes += (uint64_t)st.st_size;
+			continue;
+		}
+		if (depth >= MAX_DEPTH)
+			continue;
+		fd = openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY |
+		    O_NOFOLLOW | O_CLOEXEC);
+		if (fd >= 0)
+			scan_plain(sc, fd, depth + 1);
+	}
+	closedir(d);
+}
+
+static void
+scan_store(struct scan *sc, struct cf_fs_rdir *d, int depth)
+{
+	const struct cf_fs_rentry *e;
+	struct cf_fs_rdir *sub;
+
+	while (!scan_stopped(sc) && cf_fs_rdir_next(d, &e) > 0) {
+		if (e->err != 0)
+			continue;
+		if (!S_ISDIR(e->st.st_mode)) {
+			sc->files++;
+			if (S_ISREG(e->st.st_mode))
+				sc->bytes += (uint64_t)e->st.st_size;
+			continue;
+		}
+		if (depth >= MAX_DEPTH || cf_fs_rdir_open(&sub, d, e->name) < 0)
+			continue;
+		scan_store(sc, sub, depth + 1);
+		cf_fs_rdir_free(sub);
+	}
+}
+
+static void *
+scan_main(void *arg)
+{
+	struct scan *sc = arg;
+	struct cf_fs_rdir *root;
+
+	/* Second to the backup itself on a busy machine (Linux: per thread). */
+	(void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 10);
+	if (sc->rd != NULL) {
+		if (cf_fs_rdir_open_root(&root, sc->rd) == 0) {
+			scan_store(sc, root, 0);
+			cf_fs_rdir_free(root);
+		}
+	} else {
+		scan_plain(sc, sc->dirfd, 0);	/* closes it */
+		sc->dirfd = -1;
+	}
+	__atomic_store_n(&sc->done, 1, __ATOMIC_RELEASE);
+	return NULL;
+}
+
+/*
+ * Starts the scanner of the store read through rd, or of the directory
+ * dfd (duplicated), when the progress line is on.  Without it (or if the
+ * thread cannot start) the line has no totals.
+ */
+static void
+scan_start(struct bk *b, struct cf_fs_reader *rd, int dfd)
+{
+	struct scan *sc;
+
+	if (!b->prog.on)
+		return;
+	sc = calloc(1, sizeof(*sc));
+	if (sc == NULL)
+		return;
+	sc->rd = rd;
+	sc->dirfd = -1;
+	if (rd == NULL) {
+		/* Its own open file: a directory stream has an offset. */
+		sc->dirfd = openat(dfd, ".", O_RDONLY | O_DIRECTORY |
+		    O_CLOEXEC);
+		if (sc->dirfd < 0) {
+			free(sc);
+			return;
+		}
+	}
+	if (pthread_create(&sc->tid, NULL, scan_main, sc) != 0) {
+		if (sc->dirfd >= 0)
+			close(sc->dirfd);
+		free(sc);
+		return;
+	}
+	b->scan = sc;
+}
+
+/* Stops and joins the scanner (before the reader it uses is freed). */
+static void
+scan_stop(struct bk *b)
+{
+	if (b->scan == NULL)
+		return;
+	__atomic_store_n(&b->scan->stop, 1, __ATOMIC_RELAXED);
+	pthread_join(b->scan->tid, NULL);
+	free(b->scan);
+	b->scan = NULL;
+}
+
+/* 1 and the totals once the scanner has finished, else 0. */
+static int
+scan_totals(struct scan *sc, uint64_t *files, uint64_t *bytes)
+{
+	if (!__atomic_load_n(&sc->done, __ATOMIC_ACQUIRE))
+		return 0;
+	*files = sc->files;
+	*bytes = sc->bytes;
+	return 1;
+}
+
+/*
+ * The backup's progress line (tl_progress; shared with restore's).  With
+ * the scanner's totals (once it has finished) the share of bytes done
+ * and the time left; with a tar file, the input read against its size.
+ */
 static void
 progress(struct bk *b)
 {
-	int64_t t;
+	uint64_t files, bytes, tf = 0, tb = 0, done, total = 0;
 
-	if (!b->progress)
+	if (!tl_progress_due(&b->prog))
 		return;
-	t = now_ns();
-	if (t - b->last_progress < 200000000)
-		return;
-	b->last_progress = t;
-	fprintf(stderr, "\r%llu files, %.1f MiB", (unsigned long long)b->files,
-	    (double)b->bytes / (1 << 20));
+	files = b->files + b->pfiles;
+	bytes = b->bytes + b->inflight;
+	if (b->scan != NULL && scan_totals(b->scan, &tf, &tb)) {
+		/* Grown since it counted: the counts so far are the floor. */
+		if (tf < files)
+			tf = files;
+		if (tb < bytes)
+			tb = bytes;
+		total = tb;
+	}
+	done = bytes;
+	if (b->tar_in != NULL && b->tar_size > 0) {
+		done = (uint64_t)archive_filter_bytes(b->tar_in, -1);
+		total = b->tar_size;
+	}
+	tl_progress_show(&b->prog, files, tf, bytes, tb, done, total);
 }
 
 /*
@@ -774,7 +973,8 @@ backup_file(struct bk *b, struct dir_nodes *dn, struct cf_bk_node *n,
 		free(items);
 		items = NULL;
 		if (attempt + 1 >= RETRIES) {
-			fprintf(stderr, "\ncoffer: %s kept changing while it "
+			tl_progress_end(&b->prog);
+			fprintf(stderr, "coffer: %s kept changing while it "
 			    "was read (%d tries); left out of the snapshot\n",
 			    path, RETRIES);
 			b->changed++;
@@ -789,7 +989,8 @@ backup_file(struct bk *b, struct dir_nodes *dn, struct cf_bk_node *n,
 		usleep(25000U << attempt);
 	}
 	if (rc == -EBADMSG || rc == -EPROTO || rc == -EIO) {
-		fprintf(stderr, "\ncoffer: %s: damaged in the store (%s); left "
+		tl_progress_end(&b->prog);
+		fprintf(stderr, "coffer: %s: damaged in the store (%s); left "
 		    "out of the snapshot\n", path, strerror(-rc));
 		free(items);
 		b->damaged++;
@@ -816,6 +1017,7 @@ backup_file(struct bk *b, struct dir_nodes *dn, struct cf_bk_node *n,
 	b->files++;
 	b->read_files++;
 	b->bytes += n->size;
+	b->inflight = 0;
 	progress(b);
 	return 1;
 }
@@ -972,6 +1174,7 @@ backup_entry(struct bk *b, struct dir_nodes *dn, struct cf_fs_rdir *d,
 			return rc;
 	} else if (S_ISDIR(st.st_mode)) {
 		if (depth >= MAX_DEPTH) {
+			tl_progress_end(&b->prog);
 			fprintf(stderr, "coffer: %s: nested too deep; left "
 			    "out\n", path);
 			b->failed++;
@@ -981,6 +1184,7 @@ backup_entry(struct bk *b, struct dir_nodes *dn, struct cf_fs_rdir *d,
 		if (rc == -ENOENT)
 			return 0;
 		if (rc < 0) {
+			tl_progress_end(&b->prog);
 			fprintf(stderr, "coffer: %s: %s; left out\n", path,
 			    strerror(-rc));
 			b->damaged++;
@@ -1006,6 +1210,7 @@ backup_entry(struct bk *b, struct dir_nodes *dn, struct cf_fs_rdir *d,
 		if (rc == -ENOENT || rc == -EINVAL)
 			return 0;
 		if (rc < 0) {
+			tl_progress_end(&b->prog);
 			fprintf(stderr, "coffer: %s: damaged symlink (%s); "
 			    "left out\n", path, strerror(-rc));
 			b->damaged++;
@@ -1037,6 +1242,7 @@ backup_dir(struct bk *b, struct cf_fs_rdir *d, const char *path, int depth,
 	struct cf_bk_tree tree;
 	const struct cf_fs_rentry *e;
 	char *sub;
+	size_t subcap;
 	int rc;
 
 	memset(&dn, 0, sizeof(dn));
@@ -1047,7 +1253,8 @@ backup_dir(struct bk *b, struct cf_fs_rdir *d, const char *path, int depth,
 	 */
 	if (parent != NULL && cf_bk_writer_tree_load(b->w, parent, &pt) < 0)
 		pt = NULL;
-	sub = malloc(PATH_MAX * 2);
+	subcap = strlen(path) + NAME_MAX + 2;	/* names: <= 255 bytes */
+	sub = malloc(subcap);
 	if (sub == NULL) {
 		cf_bk_tree_free(pt);
 		return -ENOMEM;
@@ -1059,17 +1266,19 @@ backup_dir(struct bk *b, struct cf_fs_rdir *d, const char *path, int depth,
 		if (e->err != 0) {
 			if (e->err == -ENOENT)
 				continue;
+			tl_progress_end(&b->prog);
 			fprintf(stderr, "coffer: %s/%s: damaged entry (%s); "
 			    "left out\n", path, e->stored, strerror(-e->err));
 			b->damaged++;
 			continue;
 		}
-		snprintf(sub, PATH_MAX * 2, "%s/%s", path, e->name);
+		snprintf(sub, subcap, "%s/%s", path, e->name);
 		rc = backup_entry(b, &dn, d, e, sub, depth, pt);
 		if (rc < 0)
 			break;
 	}
 	if (rc < 0) {
+		tl_progress_end(&b->prog);
 		fprintf(stderr, "coffer: %s: %s\n", path[0] ? path : "/",
 		    strerror(-rc));
 		goto out;
@@ -1078,9 +1287,11 @@ backup_dir(struct bk *b, struct cf_fs_rdir *d, const char *path, int depth,
 	tree.count = dn.count;
 	tree.mem_ = NULL;
 	rc = cf_bk_writer_add_tree(b->w, &tree, id);
-	if (rc < 0)
+	if (rc < 0) {
+		tl_progress_end(&b->prog);
 		fprintf(stderr, "coffer: %s: storing its tree: %s\n",
 		    path[0] ? path : "/", strerror(-rc));
+	}
 out:
 	free(sub);
 	dir_nodes_free(&dn);
@@ -1089,21 +1300,28 @@ out:
 }
 
 /* add_stream's reader over a file descriptor. */
+struct fd_rd {
+	int fd;
+	struct bk *b;		/* inflight, progress */
+};
+
 static int
 fd_read(void *arg, unsigned char *buf, size_t cap, size_t *got)
 {
-	int fd = *(int *)arg;
+	struct fd_rd *r = arg;
 	ssize_t n;
 
 	*got = 0;
 	for (;;) {
-		n = read(fd, buf, cap);
+		n = read(r->fd, buf, cap);
 		if (n >= 0)
 			break;
 		if (errno != EINTR)
 			return -errno;
 	}
 	*got = (size_t)n;
+	r->b->inflight += (uint64_t)n;
+	progress(r->b);
 	return 0;
 }
 
@@ -1115,11 +1333,13 @@ backup_stdin(struct bk *b, const char *fname, unsigned char id[CF_BK_ID_BYTES])
 	struct cf_bk_item *items = NULL;
 	size_t nitems = 0;
 	uint64_t size = 0;
-	int fd = 0, rc;
+	struct fd_rd rd = { 0, b };
+	int rc;
 	int64_t t = now_ns();
 
-	rc = cf_bk_writer_add_stream(b->w, fd_read, &fd, &items, &nitems,
+	rc = cf_bk_writer_add_stream(b->w, fd_read, &rd, &items, &nitems,
 	    &size);
+	tl_progress_end(&b->prog);
 	if (rc < 0) {
 		fprintf(stderr, "coffer: reading stdin: %s\n", strerror(-rc));
 		return rc;
@@ -1147,321 +1367,33 @@ backup_stdin(struct bk *b, const char *fname, unsigned char id[CF_BK_ID_BYTES])
 /* ---- tar input: backup --tar FILE|- (docs/backup.md) ------------------ */
 
 /*
- * The archive is read once, in order, with libarchive (every tar dialect
- * it reads: v7, ustar, pax, GNU, through any of its decompression
- * filters).  Contents go through the chunker as they arrive; names and
- * metadata build a tree in memory, encoded bottom-up at the end, because
- * a tar may name a directory's entries anywhere in the stream.
- *
- * An inode of the archive (struct tino) holds the metadata and content;
- * the names of the tree (struct tnode) point at one, and the names a
- * hard link adds share it.  A later entry of the same name replaces the
- * earlier one, as extracting the archive would.  Entries the tree cannot
- * hold safely are left out and named: ".." components, a name below
- * something that is not a directory (a symlink: never followed), a hard
- * link to a name not earlier in the archive, a file over a directory that
- * has entries.  A damaged or truncated archive (no end-of-archive block)
- * fails the backup: no snapshot is saved.
+ * Which entries become which names is tl_tarin.c's (no repository, so a
+ * fuzz target runs it); here: contents through the chunker as they
+ * arrive, the tree encoded bottom-up at the end (a tar may name a
+ * directory's entries anywhere in the stream), and the archive opened
+ * and checked for damage or truncation.
  */
-struct tino {
-	uint8_t type;
-	uint32_t mode, uid, gid;
-	int64_t atime, mtime, ctime;
-	uint64_t rdev, size, group;
-	char *target;
-	struct cf_bk_xattr *xattrs;
-	size_t nxattrs;
-	struct cf_bk_item *items;
-	size_t nitems;
-	size_t refs;		/* names pointing at it */
-};
 
-struct tnode {
-	char *name;
-	struct tino *ino;
-	struct tnode *parent;
-	struct tnode *child, *last, *sibling;	/* directories' entries */
-	size_t nchild;
-	struct tnode *hnext;	/* hash chain of (parent, name) */
-	struct tnode *all;	/* every node, for freeing */
-};
+static struct bk *
+tar_bk(const struct tl_tarin *ti)
+{
+	return ti->arg;
+}
 
-struct tarin {
-	struct bk *b;
-	struct archive *a;
-	struct tnode root;
-	struct tnode *all;
-	struct tnode **hash;
-	size_t nhash, nnodes;
-	uint64_t next_group;
-	uint64_t dropped_xattrs;
-	int64_t t0;
-	int stripped;
-};
-
-/* Prints a name from the archive with control bytes escaped. */
+/* tl_tarin's taken: the progress line counts files as they come. */
 static void
-put_name(const char *s)
+tar_taken(struct tl_tarin *ti, const struct tl_tino *ino)
 {
-	for (; *s != '\0'; s++) {
-		if ((unsigned char)*s < 0x20 || *s == 0x7f)
-			fprintf(stderr, "\\%03o", (unsigned char)*s);
-		else
-			fputc(*s, stderr);
-	}
+	if (ino->type != CF_BK_NODE_DIR)
+		tar_bk(ti)->pfiles++;
+	progress(tar_bk(ti));
 }
 
+/* tl_tarin's before_msg: a left-out entry's name on its own line. */
 static void
-tar_left_out(struct tarin *ti, const char *path, const char *why)
+tar_before_msg(struct tl_tarin *ti)
 {
-	fputs("coffer: tar entry ", stderr);
-	put_name(path);
-	fprintf(stderr, ": %s; left out\n", why);
-	ti->b->failed++;
-}
-
-static void
-tino_put(struct tino *ino)
-{
-	size_t i;
-
-	if (ino == NULL || --ino->refs > 0)
-		return;
-	free(ino->target);
-	for (i = 0; i < ino->nxattrs; i++) {
-		free((char *)(uintptr_t)ino->xattrs[i].name);
-		free((unsigned char *)(uintptr_t)ino->xattrs[i].value);
-	}
-	free(ino->xattrs);
-	free(ino->items);
-	free(ino);
-}
-
-static struct tino *
-tino_new(struct tarin *ti, uint8_t type)
-{
-	struct tino *ino = calloc(1, sizeof(*ino));
-
-	if (ino == NULL)
-		return NULL;
-	ino->type = type;
-	ino->refs = 1;
-	ino->group = ++ti->next_group;
-	return ino;
-}
-
-static size_t
-tnode_hash(const struct tnode *parent, const char *name, size_t nhash)
-{
-	uint64_t h = 1469598103934665603ULL ^ (uint64_t)(uintptr_t)parent;
-
-	for (; *name != '\0'; name++)
-		h = (h ^ (unsigned char)*name) * 1099511628211ULL;
-	return (size_t)(h ^ (h >> 32)) & (nhash - 1);
-}
-
-static struct tnode *
-tnode_find(struct tarin *ti, const struct tnode *parent, const char *name)
-{
-	struct tnode *n;
-
-	for (n = ti->hash[tnode_hash(parent, name, ti->nhash)]; n != NULL;
-	    n = n->hnext)
-		if (n->parent == parent && strcmp(n->name, name) == 0)
-			return n;
-	return NULL;
-}
-
-/* A new entry named name in the directory parent (no ino yet). */
-static struct tnode *
-tnode_add(struct tarin *ti, struct tnode *parent, const char *name)
-{
-	struct tnode *n, **nh, *m, *next;
-	size_t i, h;
-
-	if (ti->nnodes >= ti->nhash) {
-		nh = calloc(ti->nhash * 2, sizeof(*nh));
-		if (nh == NULL)
-			return NULL;
-		for (i = 0; i < ti->nhash; i++) {
-			for (m = ti->hash[i]; m != NULL; m = next) {
-				next = m->hnext;
-				h = tnode_hash(m->parent, m->name,
-				    ti->nhash * 2);
-				m->hnext = nh[h];
-				nh[h] = m;
-			}
-		}
-		free(ti->hash);
-		ti->hash = nh;
-		ti->nhash *= 2;
-	}
-	n = calloc(1, sizeof(*n));
-	if (n == NULL)
-		return NULL;
-	n->name = strdup(name);
-	if (n->name == NULL) {
-		free(n);
-		return NULL;
-	}
-	n->parent = parent;
-	if (parent->last != NULL)
-		parent->last->sibling = n;
-	else
-		parent->child = n;
-	parent->last = n;
-	parent->nchild++;
-	h = tnode_hash(parent, name, ti->nhash);
-	n->hnext = ti->hash[h];
-	ti->hash[h] = n;
-	n->all = ti->all;
-	ti->all = n;
-	ti->nnodes++;
-	return n;
-}
-
-static int
-is_tdir(const struct tnode *n)
-{
-	return n->ino != NULL && n->ino->type == CF_BK_NODE_DIR;
-}
-
-/*
- * Splits an archive path into its components in place: leading '/'
- * removed (as tar does), empty and "." components skipped.  -EINVAL for
- * "..", a component over 255 bytes or more than MAX_DEPTH of them.
- */
-static int
-tar_split(struct tarin *ti, char *p, char **comp, size_t *ncomp)
-{
-	char *s, *save = NULL;
-
-	*ncomp = 0;
-	if (p[0] == '/' && !ti->stripped) {
-		fprintf(stderr, "coffer: removing leading '/' from tar member "
-		    "names\n");
-		ti->stripped = 1;
-	}
-	for (s = strtok_r(p, "/", &save); s != NULL;
-	    s = strtok_r(NULL, "/", &save)) {
-		if (strcmp(s, ".") == 0)
-			continue;
-		if (strcmp(s, "..") == 0 || strlen(s) > 255 ||
-		    *ncomp == MAX_DEPTH)
-			return -EINVAL;
-		comp[(*ncomp)++] = s;
-	}
-	return 0;
-}
-
-/*
- * The directory holding comp[0..n-1] into *dp, made (as implicit
- * directories: 0755, the caller's owner, the backup's start time) where
- * missing if make, else -ENOENT.  -ENOTDIR if a component is not a
- * directory.
- */
-static int
-tar_dir(struct tarin *ti, char **comp, size_t n, int make,
-    struct tnode **dp)
-{
-	struct tnode *d = &ti->root, *c;
-	size_t i;
-
-	*dp = NULL;
-	for (i = 0; i < n; i++) {
-		c = tnode_find(ti, d, comp[i]);
-		if (c == NULL) {
-			if (!make)
-				return -ENOENT;
-			c = tnode_add(ti, d, comp[i]);
-			if (c == NULL || (c->ino = tino_new(ti,
-			    CF_BK_NODE_DIR)) == NULL)
-				return -ENOMEM;
-			c->ino->mode = 0755;
-			c->ino->uid = getuid();
-			c->ino->gid = getgid();
-			c->ino->atime = c->ino->mtime = c->ino->ctime = ti->t0;
-		} else if (!is_tdir(c)) {
-			return -ENOTDIR;
-		}
-		d = c;
-	}
-	*dp = d;
-	return 0;
-}
-
-static int64_t
-tar_ns(int set, time_t s, long ns, int64_t dflt)
-{
-	if (!set)
-		return dflt;
-	if (s > INT64_MAX / 1000000000 - 1 || s < INT64_MIN / 1000000000 + 1)
-		return dflt;
-	return (int64_t)s * 1000000000 + ns;
-}
-
-/* Metadata and user.* xattrs of the entry into ino.  -EINVAL: bad ids. */
-static int
-tar_meta(struct tarin *ti, struct archive_entry *e, struct tino *ino)
-{
-	const char *xn;
-	const void *xv;
-	size_t xl, i;
-	struct cf_bk_xattr *xa;
-	la_int64_t uid = archive_entry_uid(e), gid = archive_entry_gid(e);
-
-	if (uid < 0 || uid > UINT32_MAX || gid < 0 || gid > UINT32_MAX)
-		return -EINVAL;
-	ino->mode = archive_entry_perm(e) & 07777;
-	ino->uid = (uint32_t)uid;
-	ino->gid = (uint32_t)gid;
-	ino->mtime = tar_ns(archive_entry_mtime_is_set(e),
-	    archive_entry_mtime(e), archive_entry_mtime_nsec(e), 0);
-	ino->atime = tar_ns(archive_entry_atime_is_set(e),
-	    archive_entry_atime(e), archive_entry_atime_nsec(e), ino->mtime);
-	ino->ctime = tar_ns(archive_entry_ctime_is_set(e),
-	    archive_entry_ctime(e), archive_entry_ctime_nsec(e), ino->mtime);
-	for (i = 0; i < ino->nxattrs; i++) {
-		free((char *)(uintptr_t)ino->xattrs[i].name);
-		free((unsigned char *)(uintptr_t)ino->xattrs[i].value);
-	}
-	ino->nxattrs = 0;
-	if (archive_entry_xattr_reset(e) == 0)
-		return 0;
-	while (archive_entry_xattr_next(e, &xn, &xv, &xl) == ARCHIVE_OK) {
-		/*
-		 * user.* only, as a store backup records: a tar must not
-		 * give restore security.* or trusted.* attributes to set.
-		 */
-		if (strncmp(xn, "user.", 5) != 0 || strlen(xn) > 255 ||
-		    xl > 65536 || ino->nxattrs == 1024) {
-			ti->dropped_xattrs++;
-			continue;
-		}
-		for (i = 0; i < ino->nxattrs; i++)
-			if (strcmp(ino->xattrs[i].name, xn) == 0)
-				break;
-		if (i < ino->nxattrs)
-			continue;	/* named twice: the first is kept */
-		xa = realloc(ino->xattrs, (ino->nxattrs + 1) * sizeof(*xa));
-		if (xa == NULL)
-			return -ENOMEM;
-		ino->xattrs = xa;
-		xa[ino->nxattrs].name = strdup(xn);
-		xa[ino->nxattrs].value = malloc(xl > 0 ? xl : 1);
-		xa[ino->nxattrs].value_len = xl;
-		if (xa[ino->nxattrs].name == NULL ||
-		    xa[ino->nxattrs].value == NULL) {
-			free((char *)(uintptr_t)xa[ino->nxattrs].name);
-			free((unsigned char *)(uintptr_t)
-			    xa[ino->nxattrs].value);
-			return -ENOMEM;
-		}
-		memcpy((unsigned char *)(uintptr_t)xa[ino->nxattrs].value, xv,
-		    xl);
-		ino->nxattrs++;
-	}
-	return 0;
+	tl_progress_end(&tar_bk(ti)->prog);
 }
 
 /* add_stream's reader over an entry's data blocks, one region at a time. */
@@ -1472,6 +1404,7 @@ struct tar_rd {
 	int64_t off;			/* its offset in the file */
 	int pending, eof, err;
 	int64_t pos;			/* bytes of the file consumed */
+	struct bk *b;			/* inflight, progress */
 };
 
 static int
@@ -1499,6 +1432,8 @@ tar_read(void *arg, unsigned char *buf, size_t cap, size_t *got)
 			r->off += (int64_t)len;
 			r->pos += (int64_t)len;
 			*got = len;
+			r->b->inflight += len;
+			progress(r->b);
 			return 0;
 		}
 		if (r->eof)
@@ -1526,7 +1461,8 @@ tar_read(void *arg, unsigned char *buf, size_t cap, size_t *got)
  * entries) as holes, and a hole up to the entry's size.
  */
 static int
-tar_content(struct tarin *ti, struct archive_entry *e, struct tino *ino)
+tar_content(struct tl_tarin *ti, struct archive_entry *e,
+    struct tl_tino *ino)
 {
 	struct cf_bk_item *items = NULL, *part;
 	size_t n = 0, cap = 0, npart;
@@ -1536,8 +1472,9 @@ tar_content(struct tarin *ti, struct archive_entry *e, struct tino *ino)
 
 	memset(&r, 0, sizeof(r));
 	r.a = ti->a;
+	r.b = tar_bk(ti);
 	for (;;) {
-		rc = cf_bk_writer_add_stream(ti->b->w, tar_read, &r, &part,
+		rc = cf_bk_writer_add_stream(tar_bk(ti)->w, tar_read, &r, &part,
 		    &npart, &got);
 		if (rc < 0) {
 			if (r.err < 0)
@@ -1589,171 +1526,15 @@ fail:
 	return rc;
 }
 
-/*
- * One archive entry into the tree.  0 (also when it is left out and
- * named), or -errno to stop: the archive is damaged or truncated, or a
- * write failed.
- */
-static int
-tar_entry(struct tarin *ti, struct archive_entry *e)
-{
-	char *path = NULL, *lpath = NULL, *comp[MAX_DEPTH + 1];
-	char *lcomp[MAX_DEPTH + 1];
-	const char *raw = archive_entry_pathname(e), *hl;
-	struct tnode *dir, *n, *ln;
-	struct tino *ino = NULL;
-	size_t nc, nlc;
-	mode_t ft = archive_entry_filetype(e);
-	uint8_t type;
-	int rc = 0, isdir;
-
-	if (raw == NULL)
-		raw = archive_entry_pathname_utf8(e);
-	if (raw == NULL || raw[0] == '\0') {
-		tar_left_out(ti, "(unreadable name)", "no usable name");
-		return 0;
-	}
-	path = strdup(raw);
-	if (path == NULL)
-		return -ENOMEM;
-	if (tar_split(ti, path, comp, &nc) < 0) {
-		tar_left_out(ti, raw, "a '..' component, a name over 255 "
-		    "bytes or too deep");
-		goto out;
-	}
-	hl = archive_entry_hardlink(e);
-	isdir = hl == NULL && ft == AE_IFDIR;
-	if (nc == 0) {
-		/* "./": the root's own metadata is not recorded. */
-		if (!isdir)
-			tar_left_out(ti, raw, "names the root");
-		goto out;
-	}
-	rc = tar_dir(ti, comp, nc - 1, 1, &dir);
-	if (rc == -ENOTDIR) {
-		rc = 0;
-		tar_left_out(ti, raw, "a directory above it is not a "
-		    "directory in the archive (a symlink is never followed)");
-		goto out;
-	}
-	if (rc < 0)
-		goto out;
-	n = tnode_find(ti, dir, comp[nc - 1]);
-	if (n != NULL && is_tdir(n) && !isdir && n->nchild > 0) {
-		tar_left_out(ti, raw, "a directory of that name has entries");
-		goto out;
-	}
-	if (hl != NULL) {
-		lpath = strdup(hl);
-		if (lpath == NULL) {
-			rc = -ENOMEM;
-			goto out;
-		}
-		ln = NULL;
-		if (tar_split(ti, lpath, lcomp, &nlc) == 0 && nlc > 0 &&
-		    tar_dir(ti, lcomp, nlc - 1, 0, &ln) == 0)
-			ln = tnode_find(ti, ln, lcomp[nlc - 1]);
-		if (ln == NULL || is_tdir(ln)) {
-			tar_left_out(ti, raw, ln == NULL ? "a hard link to a "
-			    "name not earlier in the archive" : "a hard link "
-			    "to a directory");
-			goto out;
-		}
-		ino = ln->ino;
-		ino->refs++;
-		/*
-		 * A hard link entry with a size carries the inode's new
-		 * content (pax "hardlink with data"); without one it names
-		 * the inode only.
-		 */
-		if (ino->type == CF_BK_NODE_FILE &&
-		    archive_entry_size_is_set(e) && archive_entry_size(e) > 0) {
-			rc = tar_content(ti, e, ino);
-			if (rc < 0)
-				goto out;
-		}
-		if (n == ln)
-			goto out;	/* a name linked to itself: no change */
-	} else {
-		switch (ft) {
-		case AE_IFREG: type = CF_BK_NODE_FILE; break;
-		case AE_IFDIR: type = CF_BK_NODE_DIR; break;
-		case AE_IFLNK: type = CF_BK_NODE_SYMLINK; break;
-		case AE_IFIFO: type = CF_BK_NODE_FIFO; break;
-		case AE_IFSOCK: type = CF_BK_NODE_SOCKET; break;
-		case AE_IFCHR: type = CF_BK_NODE_CHR; break;
-		case AE_IFBLK: type = CF_BK_NODE_BLK; break;
-		default:
-			tar_left_out(ti, raw, "an entry type the snapshot "
-			    "cannot hold");
-			goto out;
-		}
-		if (isdir && n != NULL && is_tdir(n)) {
-			ino = n->ino;	/* a directory again: its metadata */
-			ino->refs++;
-		} else {
-			ino = tino_new(ti, type);
-			if (ino == NULL) {
-				rc = -ENOMEM;
-				goto out;
-			}
-		}
-		if (tar_meta(ti, e, ino) < 0) {
-			tar_left_out(ti, raw, "owner ids out of range");
-			goto out;
-		}
-		if (type == CF_BK_NODE_SYMLINK) {
-			hl = archive_entry_symlink(e);
-			if (hl == NULL)
-				hl = archive_entry_symlink_utf8(e);
-			if (hl == NULL || hl[0] == '\0' ||
-			    strlen(hl) > CF_FS_RLINK_MAX) {
-				tar_left_out(ti, raw, "an empty or too long "
-				    "symlink target");
-				goto out;
-			}
-			free(ino->target);
-			ino->target = strdup(hl);
-			if (ino->target == NULL) {
-				rc = -ENOMEM;
-				goto out;
-			}
-		}
-		if (type == CF_BK_NODE_CHR || type == CF_BK_NODE_BLK)
-			ino->rdev = archive_entry_rdev(e);
-		if (type == CF_BK_NODE_FILE) {
-			rc = tar_content(ti, e, ino);
-			if (rc < 0)
-				goto out;
-		}
-	}
-	if (n == NULL) {
-		n = tnode_add(ti, dir, comp[nc - 1]);
-		if (n == NULL) {
-			rc = -ENOMEM;
-			goto out;
-		}
-	}
-	/* A later entry of the same name replaces it, as tar -x would. */
-	tino_put(n->ino);
-	n->ino = ino;
-	ino = NULL;
-	progress(ti->b);
-out:
-	tino_put(ino);
-	free(lpath);
-	free(path);
-	return rc;
-}
-
 /* Encodes the directory d's tree, its subdirectories' first. */
 static int
-tar_tree(struct tarin *ti, struct tnode *d, unsigned char id[CF_BK_ID_BYTES])
+tar_tree(struct tl_tarin *ti, struct tl_tnode *d,
+    unsigned char id[CF_BK_ID_BYTES])
 {
 	struct cf_bk_node *nodes;
 	struct cf_bk_tree tree;
-	struct tnode *c;
-	struct tino *ino;
+	struct tl_tnode *c;
+	struct tl_tino *ino;
 	size_t i = 0;
 	int rc = 0;
 
@@ -1776,7 +1557,7 @@ tar_tree(struct tarin *ti, struct tnode *d, unsigned char id[CF_BK_ID_BYTES])
 			rc = tar_tree(ti, c, nodes[i].subtree);
 			if (rc < 0)
 				goto out;
-			ti->b->dirs++;
+			tar_bk(ti)->dirs++;
 			continue;
 		}
 		nodes[i].link_group = ino->refs > 1 ? ino->group : 0;
@@ -1784,35 +1565,19 @@ tar_tree(struct tarin *ti, struct tnode *d, unsigned char id[CF_BK_ID_BYTES])
 			nodes[i].size = ino->size;
 			nodes[i].items = ino->items;
 			nodes[i].nitems = ino->nitems;
-			ti->b->bytes += ino->size;
+			tar_bk(ti)->bytes += ino->size;
 		}
 		nodes[i].target = ino->target;
 		nodes[i].rdev = ino->rdev;
-		ti->b->files++;
+		tar_bk(ti)->files++;
 	}
 	tree.nodes = nodes;
 	tree.count = d->nchild;
 	tree.mem_ = NULL;
-	rc = cf_bk_writer_add_tree(ti->b->w, &tree, id);
+	rc = cf_bk_writer_add_tree(tar_bk(ti)->w, &tree, id);
 out:
 	free(nodes);
 	return rc;
-}
-
-static void
-tarin_free(struct tarin *ti)
-{
-	struct tnode *n, *next;
-
-	for (n = ti->all; n != NULL; n = next) {
-		next = n->all;
-		tino_put(n->ino);
-		free(n->name);
-		free(n);
-	}
-	free(ti->hash);
-	if (ti->a != NULL)
-		archive_read_free(ti->a);
 }
 
 /*
@@ -1824,19 +1589,19 @@ static int
 backup_tar(struct bk *b, const char *file, int64_t t0,
     unsigned char id[CF_BK_ID_BYTES])
 {
-	struct tarin ti;
+	struct tl_tarin ti;
 	struct archive_entry *e;
+	struct stat st;
 	la_int64_t end;
 	int rc, ar;
 
-	memset(&ti, 0, sizeof(ti));
-	ti.b = b;
-	ti.t0 = t0;
-	ti.nhash = 1024;
-	ti.hash = calloc(ti.nhash, sizeof(*ti.hash));
-	ti.root.ino = NULL;
+	rc = tl_tarin_init(&ti, t0);
+	ti.arg = b;
+	ti.content = tar_content;
+	ti.taken = tar_taken;
+	ti.before_msg = tar_before_msg;
 	ti.a = archive_read_new();
-	if (ti.hash == NULL || ti.a == NULL) {
+	if (rc < 0 || ti.a == NULL) {
 		rc = -ENOMEM;
 		goto out;
 	}
@@ -1846,6 +1611,12 @@ backup_tar(struct bk *b, const char *file, int64_t t0,
 		ar = archive_read_open_fd(ti.a, 0, 1 << 16);
 	else
 		ar = archive_read_open_filename(ti.a, file, 1 << 16);
+	/* The progress line's total: a regular file's size (not a pipe). */
+	if (ar == ARCHIVE_OK && (strcmp(file, "-") == 0 ? fstat(0, &st) :
+	    stat(file, &st)) == 0 && S_ISREG(st.st_mode)) {
+		b->tar_in = ti.a;
+		b->tar_size = (uint64_t)st.st_size;
+	}
 	if (ar != ARCHIVE_OK) {
 		fprintf(stderr, "coffer: %s: %s\n", strcmp(file, "-") == 0 ?
 		    "standard input" : file, archive_error_string(ti.a));
@@ -1863,7 +1634,7 @@ backup_tar(struct bk *b, const char *file, int64_t t0,
 			rc = -EPROTO;
 			goto out;
 		}
-		rc = tar_entry(&ti, e);
+		rc = tl_tarin_entry(&ti, e);
 		if (rc < 0)
 			goto out;
 	}
@@ -1879,6 +1650,7 @@ backup_tar(struct bk *b, const char *file, int64_t t0,
 		rc = -EPROTO;
 		goto out;
 	}
+	b->pfiles = b->inflight = 0;	/* tar_tree counts them */
 	rc = tar_tree(&ti, &ti.root, id);
 	if (rc < 0)
 		fprintf(stderr, "coffer: storing the tree: %s\n",
@@ -1888,9 +1660,10 @@ backup_tar(struct bk *b, const char *file, int64_t t0,
 		    "user.* (or over the limits) were not kept\n",
 		    (unsigned long long)ti.dropped_xattrs);
 out:
-	if (b->progress)
-		fputc('\n', stderr);
-	tarin_free(&ti);
+	b->failed += ti.left_out;	/* named; exit 1 */
+	b->tar_in = NULL;
+	tl_progress_end(&b->prog);
+	tl_tarin_free(&ti);
 	return rc;
 }
 
@@ -2000,6 +1773,7 @@ plain_entry(struct bk *b, struct dir_nodes *dn, int dfd, const char *name,
 	if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
 		if (errno == ENOENT)
 			return 0;	/* removed while we walked */
+		tl_progress_end(&b->prog);
 		fprintf(stderr, "coffer: %s: %s; left out\n", path,
 		    strerror(errno));
 		b->failed++;
@@ -2015,6 +1789,7 @@ plain_entry(struct bk *b, struct dir_nodes *dn, int dfd, const char *name,
 	n->name = nm;
 	if (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode)) {
 		if (S_ISDIR(st.st_mode) && depth >= MAX_DEPTH) {
+			tl_progress_end(&b->prog);
 			fprintf(stderr, "coffer: %s: nested too deep; left "
 			    "out\n", path);
 			b->failed++;
@@ -2029,6 +1804,7 @@ plain_entry(struct bk *b, struct dir_nodes *dn, int dfd, const char *name,
 				close(fd);
 			if (rc == ENOENT)
 				return 0;	/* removed meanwhile */
+			tl_progress_end(&b->prog);
 			fprintf(stderr, "coffer: %s: %s; left out\n", path,
 			    rc != 0 ? strerror(rc) : "replaced while read "
 			    "(never followed)");
@@ -2061,6 +1837,7 @@ plain_entry(struct bk *b, struct dir_nodes *dn, int dfd, const char *name,
 			free(items);
 			items = NULL;
 			if (attempt + 1 >= RETRIES) {
+				tl_progress_end(&b->prog);
 				fprintf(stderr, "coffer: %s kept changing "
 				    "while it was read (%d tries); left out\n",
 				    path, RETRIES);
@@ -2073,6 +1850,7 @@ plain_entry(struct bk *b, struct dir_nodes *dn, int dfd, const char *name,
 			fst = st;
 		}
 		if (rc == -EIO || rc == -EACCES) {
+			tl_progress_end(&b->prog);
 			fprintf(stderr, "coffer: %s: %s; left out\n", path,
 			    strerror(-rc));
 			b->failed++;
@@ -2095,6 +1873,7 @@ plain_entry(struct bk *b, struct dir_nodes *dn, int dfd, const char *name,
 		n->link_group = link_group(b, &st);
 		b->files++;
 		b->bytes += n->size;
+		b->inflight = 0;
 		progress(b);
 	} else if (S_ISLNK(st.st_mode)) {
 		target = malloc(CF_FS_RLINK_MAX + 1);
@@ -2105,6 +1884,7 @@ plain_entry(struct bk *b, struct dir_nodes *dn, int dfd, const char *name,
 		if (tl < 0 && errno == ENOENT)
 			return 0;
 		if (tl <= 0 || tl > CF_FS_RLINK_MAX) {
+			tl_progress_end(&b->prog);
 			fprintf(stderr, "coffer: %s: %s; left out\n", path,
 			    tl < 0 ? strerror(errno) : "symlink target empty "
 			    "or too long");
@@ -2140,6 +1920,7 @@ plain_dir(struct bk *b, int dfd, const char *path, int depth,
 	struct dirent *de;
 	DIR *d;
 	char *sub;
+	size_t subcap;
 	int fd, rc = 0;
 
 	memset(&dn, 0, sizeof(dn));
@@ -2153,7 +1934,8 @@ plain_dir(struct bk *b, int dfd, const char *path, int depth,
 		return rc;
 	}
 	rewinddir(d);
-	sub = malloc(PATH_MAX * 2);
+	subcap = strlen(path) + NAME_MAX + 2;	/* d_name: <= 255 */
+	sub = malloc(subcap);
 	if (sub == NULL) {
 		closedir(d);
 		return -ENOMEM;
@@ -2168,12 +1950,13 @@ plain_dir(struct bk *b, int dfd, const char *path, int depth,
 		if (strcmp(de->d_name, ".") == 0 ||
 		    strcmp(de->d_name, "..") == 0)
 			continue;
-		snprintf(sub, PATH_MAX * 2, "%s/%s", path, de->d_name);
+		snprintf(sub, subcap, "%s/%s", path, de->d_name);
 		rc = plain_entry(b, &dn, dfd, de->d_name, sub, depth);
 		if (rc < 0)
 			break;
 	}
 	if (rc < 0) {
+		tl_progress_end(&b->prog);
 		fprintf(stderr, "coffer: %s: %s\n", path, strerror(-rc));
 		goto out;
 	}
@@ -2181,9 +1964,11 @@ plain_dir(struct bk *b, int dfd, const char *path, int depth,
 	tree.count = dn.count;
 	tree.mem_ = NULL;
 	rc = cf_bk_writer_add_tree(b->w, &tree, id);
-	if (rc < 0)
+	if (rc < 0) {
+		tl_progress_end(&b->prog);
 		fprintf(stderr, "coffer: %s: storing its tree: %s\n", path,
 		    strerror(-rc));
+	}
 out:
 	free(sub);
 	closedir(d);
@@ -2203,9 +1988,10 @@ backup_plain(struct bk *b, const char *dir, unsigned char id[CF_BK_ID_BYTES])
 		fprintf(stderr, "coffer: %s: %s\n", dir, strerror(errno));
 		return rc;
 	}
+	scan_start(b, NULL, fd);
 	rc = plain_dir(b, fd, dir, 0, id);
-	if (b->progress)
-		fputc('\n', stderr);
+	scan_stop(b);
+	tl_progress_end(&b->prog);
 	close(fd);
 	return rc;
 }
@@ -2319,7 +2105,8 @@ backup_writeonly(struct tl_ctx *ctx, const char *name, const char *keyfile,
 	json_t *j;
 
 	memset(&b, 0, sizeof(b));
-	b.progress = isatty(2) && ctx->verbose >= 0;
+	tl_progress_start(&b.prog, isatty(2) && ctx->verbose >= 0 &&
+	    !ctx->json);
 	ret = read_cred(keyfile, &cred);
 	if (ret != CF_EXIT_OK)
 		return ret;
@@ -2621,7 +2408,8 @@ cmd_backup(struct tl_ctx *ctx, int argc, char **argv)
 	if (ret != CF_EXIT_OK)
 		goto out;
 	ret = CF_EXIT_FAIL;
-	b.progress = isatty(2) && ctx->verbose >= 0;
+	tl_progress_start(&b.prog, isatty(2) && ctx->verbose >= 0 &&
+	    !ctx->json);
 	/* The parent: the newest snapshot of the same path. */
 	paths[0] = use_stdin || tarf != NULL || dir != NULL ?
 	    source_path(fname, tarf, dir, tpath, sizeof(tpath)) : (char *)"/";
@@ -2708,10 +2496,11 @@ cmd_backup(struct tl_ctx *ctx, int argc, char **argv)
 			ret = cf_ks_exit_code(rc);
 			goto out;
 		}
+		scan_start(&b, rd, -1);
 		rc = backup_dir(&b, rootd, "", 0, has_parent ? psnap->tree :
 		    NULL, tree);
-		if (b.progress)
-			fputc('\n', stderr);
+		scan_stop(&b);
+		tl_progress_end(&b.prog);
 		if (rc < 0)
 			goto out;
 	}
@@ -3058,8 +2847,7 @@ struct rs {
 	uint64_t files, dirs, bytes, damaged, refused, failed;
 	int root_fd;		/* the --target directory, -1 for a tar */
 	int is_root;
-	int progress;
-	int64_t last_progress, t0;
+	struct tl_progress prog;
 	uint64_t total_files, total_bytes;	/* 0: not known (--path) */
 	/*
 	 * --target: regular files' contents are loaded, written and given
@@ -3071,6 +2859,7 @@ struct rs {
 	pthread_mutex_t mu;
 	pthread_cond_t cv_job, cv_space;
 	struct fjob q[RS_QUEUE];
+	size_t qcap;		/* <= RS_QUEUE: set by RLIMIT_NOFILE */
 	size_t qhead, qlen, busy;
 	uint64_t wbytes;	/* written by workers */
 	int stop, fatal;
@@ -3137,6 +2926,68 @@ rlink_add(struct rs *r, uint64_t group, const char *path)
 }
 
 /*
+ * Opens path (relative to rootfd, no leading '/') with O_PATH, beneath
+ * rootfd and without following any symlink.  openat2 takes at most
+ * PATH_MAX bytes, so a longer path is resolved a piece at a time: each
+ * piece up to a '/' is opened beneath the directory the last one gave
+ * (names never hold "..": restore_node refuses them).  fd, or -errno.
+ */
+static int
+open_beneath(int rootfd, const char *path)
+{
+	struct open_how how;
+	const char *p = path;
+	char *piece = NULL;
+	size_t len, cut;
+	int dfd = rootfd, fd = -1;
+
+	memset(&how, 0, sizeof(how));
+	how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
+	    RESOLVE_NO_MAGICLINKS;
+	for (;;) {
+		len = strlen(p);
+		if (len < PATH_MAX) {
+			how.flags = O_PATH | O_NOFOLLOW | O_CLOEXEC;
+			fd = (int)syscall(SYS_openat2, dfd, p, &how,
+			    sizeof(how));
+			if (fd < 0)
+				fd = -errno;
+			break;
+		}
+		for (cut = PATH_MAX - 1; cut > 0 && p[cut] != '/'; cut--)
+			;
+		if (cut == 0) {
+			fd = -ENAMETOOLONG;	/* no name is this long */
+			break;
+		}
+		if (piece == NULL) {
+			piece = malloc(PATH_MAX);
+			if (piece == NULL) {
+				fd = -ENOMEM;
+				break;
+			}
+		}
+		memcpy(piece, p, cut);
+		piece[cut] = '\0';
+		how.flags = O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
+		fd = (int)syscall(SYS_openat2, dfd, piece, &how, sizeof(how));
+		if (fd < 0) {
+			fd = -errno;
+			break;
+		}
+		if (dfd != rootfd)
+			close(dfd);
+		dfd = fd;
+		fd = -1;
+		p += cut + 1;
+	}
+	if (dfd != rootfd)
+		close(dfd);
+	free(piece);
+	return fd;
+}
+
+/*
  * Makes name in dirfd another link of the group's first name: that name
  * is opened beneath the target without following any symlink (a symlink
  * planted in the target meanwhile is not followed) and linked through
@@ -3145,17 +2996,12 @@ rlink_add(struct rs *r, uint64_t group, const char *path)
 static int
 rlink_link(struct rs *r, const struct rlink *l, int dirfd, const char *name)
 {
-	struct open_how how;
 	char proc[64];
 	int fd, rc = 0;
 
-	memset(&how, 0, sizeof(how));
-	how.flags = O_PATH | O_NOFOLLOW | O_CLOEXEC;
-	how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
-	    RESOLVE_NO_MAGICLINKS;
-	fd = (int)syscall(SYS_openat2, r->root_fd, l->path, &how, sizeof(how));
+	fd = open_beneath(r->root_fd, l->path);
 	if (fd < 0)
-		return -errno;
+		return fd;
 	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
 	if (linkat(AT_FDCWD, proc, dirfd, name, AT_SYMLINK_FOLLOW) != 0)
 		rc = -errno;
@@ -3174,36 +3020,17 @@ static void
 rprogress_at(struct rs *r, int locked)
 {
 	uint64_t files, bytes;
-	double el, rate;
-	int64_t t;
 
-	if (!r->progress)
+	if (!tl_progress_due(&r->prog))
 		return;
-	t = now_ns();
-	if (t - r->last_progress < 200000000)
-		return;
-	r->last_progress = t;
 	if (r->nworkers > 0 && !locked)
 		pthread_mutex_lock(&r->mu);
 	files = r->files;
 	bytes = r->bytes + r->wbytes;
 	if (r->nworkers > 0 && !locked)
 		pthread_mutex_unlock(&r->mu);
-	el = (double)(t - r->t0) / 1e9;
-	rate = el > 0 ? (double)bytes / el : 0;
-	if (r->total_bytes > 0 && r->total_files > 0)
-		fprintf(stderr, "\r%llu/%llu files, %.1f/%.1f MiB (%.0f %%), "
-		    "%.1f MiB/s, %.0f s left  ", (unsigned long long)files,
-		    (unsigned long long)r->total_files,
-		    (double)bytes / (1 << 20),
-		    (double)r->total_bytes / (1 << 20),
-		    100.0 * (double)bytes / (double)r->total_bytes,
-		    rate / (1 << 20), rate > 0 && bytes < r->total_bytes ?
-		    (double)(r->total_bytes - bytes) / rate : 0.0);
-	else
-		fprintf(stderr, "\r%llu files, %.1f MiB, %.1f MiB/s  ",
-		    (unsigned long long)files, (double)bytes / (1 << 20),
-		    rate / (1 << 20));
+	tl_progress_show(&r->prog, files, r->total_files, bytes,
+	    r->total_bytes, bytes, r->total_bytes);
 }
 
 static void
@@ -3391,7 +3218,7 @@ rs_wait(struct rs *r, pthread_cond_t *cv)
 {
 	struct timespec ts;
 
-	if (!r->progress) {
+	if (!r->prog.on) {
 		pthread_cond_wait(cv, &r->mu);
 		return;
 	}
@@ -3403,6 +3230,28 @@ rs_wait(struct rs *r, pthread_cond_t *cv)
 	}
 	(void)pthread_cond_timedwait(cv, &r->mu, &ts);
 	rprogress_at(r, 1);
+}
+
+/*
+ * Waits until the workers have written every queued file: each queued
+ * job holds an open descriptor, so a restore under a low RLIMIT_NOFILE
+ * that meets EMFILE drains the queue and tries again.  1 if there was
+ * anything to wait for.
+ */
+static int
+rs_drain(struct rs *r)
+{
+	int waited = 0;
+
+	if (r->nworkers == 0)
+		return 0;
+	pthread_mutex_lock(&r->mu);
+	while (r->qlen > 0 || r->busy > 0) {
+		waited = 1;
+		rs_wait(r, &r->cv_space);
+	}
+	pthread_mutex_unlock(&r->mu);
+	return waited;
 }
 
 /* Queues a file's content for the workers; takes fd on success. */
@@ -3419,7 +3268,7 @@ fjob_push(struct rs *r, int fd, const struct cf_bk_node *n, struct tref *tr,
 	if (j.path == NULL)
 		return -ENOMEM;
 	pthread_mutex_lock(&r->mu);
-	while (r->qlen == RS_QUEUE)
+	while (r->qlen >= r->qcap)
 		rs_wait(r, &r->cv_space);
 	tr->refs++;
 	r->q[(r->qhead + r->qlen) % RS_QUEUE] = j;
@@ -3486,8 +3335,19 @@ rs_worker(void *arg)
 static void
 rs_start(struct rs *r)
 {
+	struct rlimit rl;
 	size_t i;
 
+	/*
+	 * Each queued file holds a descriptor, and the workers open packs
+	 * and the walk directories: under a low RLIMIT_NOFILE the queue is
+	 * shorter (a quarter of what is left above 32), at least 1.
+	 */
+	r->qcap = RS_QUEUE;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 &&
+	    rl.rlim_cur != RLIM_INFINITY &&
+	    rl.rlim_cur < 32 + 4 * RS_QUEUE)
+		r->qcap = rl.rlim_cur > 36 ? (size_t)(rl.rlim_cur - 32) / 4 : 1;
 	pthread_mutex_init(&r->mu, NULL);
 	pthread_cond_init(&r->cv_job, NULL);
 	pthread_cond_init(&r->cv_space, NULL);
@@ -3514,7 +3374,7 @@ rs_finish(struct rs *r)
 	if (n == 0)
 		return;
 	pthread_mutex_lock(&r->mu);
-	while (r->progress && (r->qlen > 0 || r->busy > 0))
+	while (r->prog.on && (r->qlen > 0 || r->busy > 0))
 		rs_wait(r, &r->cv_space);	/* signalled per job taken */
 	r->stop = 1;
 	pthread_cond_broadcast(&r->cv_job);
@@ -3664,6 +3524,9 @@ restore_node(struct rs *r, int dirfd, const struct cf_bk_node *n,
 	rs_hint(r, n);
 	fd = openat(dirfd, n->name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW |
 	    O_CLOEXEC, 0600);
+	if (fd < 0 && errno == EMFILE && rs_drain(r))
+		fd = openat(dirfd, n->name, O_WRONLY | O_CREAT | O_EXCL |
+		    O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return errno == EEXIST ? refuse(r, path) : -errno;
 	if (r->nworkers > 0) {
@@ -3835,7 +3698,7 @@ tar_node(struct rs *r, const struct cf_bk_node *n, char *path, size_t plen,
 
 /*
  * Restores the tree id into dirfd (or the tar if dirfd < 0).  path holds
- * the directory's path ("" for the root) in a PATH_MAX*2 buffer; filter,
+ * the directory's path ("" for the root) in an RS_PATH_CAP buffer; filter,
  * if not NULL, the remaining --path components.
  */
 static int
@@ -3870,7 +3733,8 @@ restore_tree(struct rs *r, int dirfd, const unsigned char id[CF_BK_ID_BYTES],
 			continue;
 		matched = 1;
 		nlen = strlen(n->name);
-		if (plen + 1 + nlen + 1 > PATH_MAX * 2) {
+		if (plen + 1 + nlen + 1 > RS_PATH_CAP) {
+			/* Unreachable: depth and names are bounded. */
 			fprintf(stderr, "coffer: %s/%s: path too long\n", path,
 			    n->name);
 			r->failed++;
@@ -4001,7 +3865,7 @@ cmd_restore(struct tl_ctx *ctx, int argc, char **argv)
 	struct cf_bk_snapshot *snap = NULL;
 	unsigned char sid[CF_BK_ID_BYTES];
 	const char *repo = NULL, *target = NULL, *tarf = NULL, *want = "latest";
-	char *pathbuf = NULL, *pcopy = NULL, *filter[MAX_DEPTH + 1], *tok;
+	char *pathbuf = NULL, *pcopy = NULL, *filter[MAX_DEPTH + 2], *tok;
 	char hex[65], *save = NULL;
 	size_t nf = 0, i;
 	int c, ret, rc, dirfd = -1;
@@ -4048,10 +3912,16 @@ cmd_restore(struct tl_ctx *ctx, int argc, char **argv)
 		    tok = strtok_r(NULL, "/", &save)) {
 			if (strcmp(tok, ".") == 0)
 				continue;
-			if (strcmp(tok, "..") == 0 || nf == MAX_DEPTH) {
+			if (strcmp(tok, "..") == 0) {
 				free(pcopy);
 				return tl_usage(&tl_cmd_restore, "restore: "
 				    "--path may not hold '..'");
+			}
+			if (nf == MAX_DEPTH + 1) {
+				/* 256 directories and a name: the deepest */
+				free(pcopy);
+				return tl_usage(&tl_cmd_restore, "restore: "
+				    "--path is deeper than a snapshot can be");
 			}
 			filter[nf++] = tok;
 		}
@@ -4067,13 +3937,13 @@ cmd_restore(struct tl_ctx *ctx, int argc, char **argv)
 	cf_bk_id_hex(sid, hex);
 	r.repo = s.repo;
 	r.is_root = geteuid() == 0;
-	r.progress = isatty(2) && ctx->verbose >= 0 && !ctx->json;
-	r.t0 = now_ns();
+	tl_progress_start(&r.prog, isatty(2) && ctx->verbose >= 0 &&
+	    !ctx->json);
 	if (pcopy == NULL || nf == 0) {
 		r.total_files = snap->stats.files;
 		r.total_bytes = snap->stats.bytes;
 	}
-	pathbuf = calloc(1, PATH_MAX * 2);
+	pathbuf = calloc(1, RS_PATH_CAP);
 	if (pathbuf == NULL)
 		goto out;
 	if (target != NULL) {
@@ -4126,8 +3996,7 @@ cmd_restore(struct tl_ctx *ctx, int argc, char **argv)
 	    pcopy != NULL && nf > 0 ? filter : NULL, 0);
 	rs_finish(&r);
 	cf_bk_repo_pack_cache_stop(s.repo);
-	if (r.progress)
-		fputc('\n', stderr);
+	tl_progress_end(&r.prog);
 	if (r.ar != NULL) {
 		if (archive_write_close(r.ar) != ARCHIVE_OK && rc == 0) {
 			fprintf(stderr, "coffer: tar: %s\n",

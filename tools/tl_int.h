@@ -249,4 +249,108 @@ int tl_daemon_judge(const struct tl_daemon_state *st, const char *name,
 void tl_daemon_metrics(FILE *f, const struct tl_daemon_state *st,
     const char *const *names, size_t n);
 
+/*
+ * The progress line of backup and restore on standard error.  Only when
+ * on (the caller passes isatty(2) and neither --json nor -q): redrawn at
+ * most every 200 ms, within the terminal's width (TIOCGWINSZ, else 80
+ * columns), and cleared by tl_progress_end before the summary.  It shows
+ * counts, sizes, a rate and, with a total, the share done and the time
+ * left: never names.  Not thread-safe: one thread draws.
+ */
+struct tl_progress {
+	int on;
+	int drawn;		/* a line is on the terminal */
+	int64_t t0, last;	/* CLOCK_MONOTONIC ns: start, last draw */
+};
+/* Starts the clock; draws nothing unless on. */
+void tl_progress_start(struct tl_progress *p, int on);
+/*
+ * Draws the line if on and 200 ms have passed since the last one (the
+ * first call draws at once).  files and bytes so far, out of
+ * total_files and total_bytes when those are not 0; done out of total
+ * (any unit: bytes, input position) gives the percentage and the time
+ * left when total is not 0.
+ */
+void tl_progress_show(struct tl_progress *p, uint64_t files,
+    uint64_t total_files, uint64_t bytes, uint64_t total_bytes,
+    uint64_t done, uint64_t total);
+/* 1 if tl_progress_show would draw now (to skip gathering the counts). */
+int tl_progress_due(const struct tl_progress *p);
+/* Clears the line (if one was drawn), leaving the cursor at its start. */
+void tl_progress_end(struct tl_progress *p);
+
+/*
+ * Tar input (tools/tl_tarin.c; backup --tar, docs/backup.md): an inode of
+ * the archive (tl_tino) holds metadata and content; the names of the
+ * tree (tl_tnode) point at one, the names a hard link adds share it.
+ */
+struct archive;
+struct archive_entry;
+struct cf_bk_xattr;
+struct cf_bk_item;
+
+struct tl_tino {
+	uint8_t type;
+	uint32_t mode, uid, gid;
+	int64_t atime, mtime, ctime;
+	uint64_t rdev, size, group;
+	char *target;
+	struct cf_bk_xattr *xattrs;
+	size_t nxattrs;
+	struct cf_bk_item *items;
+	size_t nitems;
+	size_t refs;		/* names pointing at it */
+};
+
+struct tl_tnode {
+	char *name;
+	struct tl_tino *ino;
+	struct tl_tnode *parent;
+	/* A directory's entries. */
+	struct tl_tnode *child, *last, *sibling;
+	size_t nchild;
+	struct tl_tnode *hnext;	/* hash chain of (parent, name) */
+	struct tl_tnode *all;	/* every node, for freeing */
+};
+
+struct tl_tarin {
+	struct archive *a;	/* the caller's; freed by tl_tarin_free */
+	struct tl_tnode root;
+	struct tl_tnode *all;
+	struct tl_tnode **hash;
+	size_t nhash, nnodes;
+	uint64_t next_group;
+	uint64_t dropped_xattrs;
+	int64_t t0;		/* implicit directories' times */
+	int stripped;		/* said "removing leading '/'" */
+	uint64_t left_out;	/* entries left out (named unless quiet) */
+	int quiet;		/* name nothing on stderr (fuzzing) */
+	/*
+	 * Reads the current entry's content into ino (items, nitems,
+	 * size): 0 or -errno (stops the archive).  Required.
+	 */
+	int (*content)(struct tl_tarin *ti, struct archive_entry *e,
+	    struct tl_tino *ino);
+	/* An entry was taken as the name's new inode (optional). */
+	void (*taken)(struct tl_tarin *ti, const struct tl_tino *ino);
+	/* Before a message on stderr (optional). */
+	void (*before_msg)(struct tl_tarin *ti);
+	void *arg;		/* the caller's */
+};
+/* Empties ti (t0 for implicit directories); 0 or -ENOMEM. */
+int tl_tarin_init(struct tl_tarin *ti, int64_t t0);
+/*
+ * One archive entry into the tree: taken (a later entry of a name
+ * replaces it, as tar -x would) or left out, counted in left_out and
+ * named: a ".." component, a component over 255 bytes or nesting over
+ * 256, a name below a non-directory, a hard link to a name not earlier
+ * in the archive or to a directory, a non-directory over a directory
+ * with entries, ids over 2^32-1, an empty or too long symlink target,
+ * a type the tree cannot hold.  0 (also when left out), or -errno from
+ * content or -ENOMEM: stop.
+ */
+int tl_tarin_entry(struct tl_tarin *ti, struct archive_entry *e);
+/* Frees the tree, its inodes and ti->a (if set); ti may be empty. */
+void tl_tarin_free(struct tl_tarin *ti);
+
 #endif /* TL_INT_H */

@@ -11,7 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <limits.h>
+#include <sys/ioctl.h>
 #include <termios.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <sodium.h>
@@ -316,4 +318,142 @@ tl_repo_url(struct cf_ks_home *home, const struct cf_ks_tenant *t,
 	else
 		snprintf(out, cap, "file://%s/repos/%s", cf_ks_home_path(home),
 		    cf_ks_tenant_name(t));
+}
+
+/* ---- the progress line (backup, restore) ------------------------------ */
+
+static int64_t
+mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+void
+tl_progress_start(struct tl_progress *p, int on)
+{
+	p->on = on;
+	p->drawn = 0;
+	p->t0 = mono_ns();
+	p->last = 0;
+}
+
+/* "42 s", "3:07", "2:03:07" */
+static void
+fmt_left(char *buf, size_t cap, double s)
+{
+	unsigned long long t = s > 0 && s < 1e9 ? (unsigned long long)(s +
+	    0.5) : 0;
+
+	if (t < 100)
+		snprintf(buf, cap, "%llu s", t);
+	else if (t < 3600)
+		snprintf(buf, cap, "%llu:%02llu", t / 60, t % 60);
+	else
+		snprintf(buf, cap, "%llu:%02llu:%02llu", t / 3600,
+		    t / 60 % 60, t % 60);
+}
+
+int
+tl_progress_due(const struct tl_progress *p)
+{
+	return p->on && (p->last == 0 || mono_ns() - p->last >= 200000000);
+}
+
+void
+tl_progress_show(struct tl_progress *p, uint64_t files,
+    uint64_t total_files, uint64_t bytes, uint64_t total_bytes,
+    uint64_t done, uint64_t total)
+{
+	/* Pieces in the order shown; dropped last-listed-first to fit. */
+	enum { P_FILES, P_BYTES, P_PCT, P_RATE, P_LEFT, NP };
+	static const int drop[] = { P_RATE, P_FILES, P_LEFT, P_BYTES };
+	char piece[NP][64], line[512], left[32];
+	struct winsize ws;
+	size_t cols = 80, len, i, k;
+	double el, rate, frac;
+	int64_t t;
+	int keep[NP];
+
+	if (!p->on)
+		return;
+	t = mono_ns();
+	if (p->last != 0 && t - p->last < 200000000)
+		return;
+	p->last = t;
+	if (ioctl(2, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0)
+		cols = ws.ws_col;
+	el = (double)(t - p->t0) / 1e9;
+	rate = el > 0 ? (double)bytes / el : 0;
+	for (i = 0; i < NP; i++) {
+		piece[i][0] = '\0';
+		keep[i] = 0;
+	}
+	if (total_files > 0)
+		snprintf(piece[P_FILES], sizeof(piece[0]), "%llu/%llu files",
+		    (unsigned long long)files,
+		    (unsigned long long)total_files);
+	else
+		snprintf(piece[P_FILES], sizeof(piece[0]), "%llu files",
+		    (unsigned long long)files);
+	if (total_bytes > 0)
+		snprintf(piece[P_BYTES], sizeof(piece[0]), "%.1f/%.1f MiB",
+		    (double)bytes / (1 << 20), (double)total_bytes / (1 << 20));
+	else
+		snprintf(piece[P_BYTES], sizeof(piece[0]), "%.1f MiB",
+		    (double)bytes / (1 << 20));
+	keep[P_FILES] = keep[P_BYTES] = 1;
+	if (total > 0) {
+		frac = done < total ? (double)done / (double)total : 1.0;
+		snprintf(piece[P_PCT], sizeof(piece[0]), "%.0f %%",
+		    100.0 * frac);
+		keep[P_PCT] = 1;
+		/* After a redraw's time and 1 %: earlier guesses are noise. */
+		if (done < total && done >= total / 100 && done > 0 &&
+		    el >= 0.2) {
+			fmt_left(left, sizeof(left), el * (double)(total -
+			    done) / (double)done);
+			snprintf(piece[P_LEFT], sizeof(piece[0]), "%s left",
+			    left);
+			keep[P_LEFT] = 1;
+		}
+	}
+	snprintf(piece[P_RATE], sizeof(piece[0]), "%.1f MiB/s",
+	    rate / (1 << 20));
+	keep[P_RATE] = 1;
+	/* The last column stays free: a full line wraps on some terminals. */
+	for (k = 0;; k++) {
+		line[0] = '\0';
+		len = 0;
+		for (i = 0; i < NP; i++) {
+			if (!keep[i])
+				continue;
+			len += (size_t)snprintf(line + len, sizeof(line) - len,
+			    "%s%s", len > 0 ? ", " : "", piece[i]);
+			if (len >= sizeof(line))
+				len = sizeof(line) - 1;
+		}
+		if (len < cols || k == sizeof(drop) / sizeof(drop[0]) ||
+		    (drop[k] == P_BYTES && !keep[P_PCT]))
+			break;
+		keep[drop[k]] = 0;
+	}
+	if (len >= cols)
+		line[cols > 1 ? cols - 1 : 0] = '\0';
+	/* To the line's start, the line, then erase what an older one left. */
+	fprintf(stderr, "\r%s\033[K", line);
+	fflush(stderr);
+	p->drawn = 1;
+}
+
+void
+tl_progress_end(struct tl_progress *p)
+{
+	if (!p->on || !p->drawn)
+		return;
+	fputs("\r\033[K", stderr);
+	fflush(stderr);
+	p->drawn = 0;
 }

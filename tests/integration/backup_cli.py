@@ -7,6 +7,7 @@ to overwrite, another tenant's repository, a shredded tenant.  TAP output.
 Needs root and /dev/fuse."""
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -328,6 +329,38 @@ try:
        f"{r.returncode} {r.stderr}")
     with open(os.path.join(out9, "small.txt"), "rb") as f:
         ok(f.read() == b"hello coffer\n", "...and restores the others")
+
+    # ---- the progress line of a store backup (docs/backup.md, Progress)
+    # globex's own store: 80 MiB of new data, so that the line is redrawn
+    # after the scanner (a second thread walking the store) has counted.
+    p = mount("globex")
+    os.makedirs(os.path.join(MP, "secret-dir"))
+    with open(os.path.join(MP, "secret-name.bin"), "wb") as f:
+        f.write(os.urandom(80 << 20))
+    for i in range(200):
+        with open(os.path.join(MP, "secret-dir", f"secret-{i}"), "w") as f:
+            f.write("x" * i)
+    umount(p)
+    rc, out, term, secs = cftest.on_pty(ENV, ["backup", "globex"], cols=72)
+    lines = cftest.progress_lines(term)
+    ok(rc == 0 and lines and any(
+        re.fullmatch(r"[0-9]+/201 files, [0-9.]+/80\.0 MiB, [0-9]+ %.*", ln)
+        for ln in lines) and all(len(ln) < 72 for ln in lines) and
+       term.endswith("\r\x1b[K") and "secret" not in term,
+       f"backup of a store on a terminal: the scanner's totals, within "
+       f"72 columns, cleared, no names ({len(lines)} lines in {secs:.2f} s)",
+       lines[-3:])
+    p = mount("globex")
+    rc, out, term, secs = cftest.on_pty(ENV, ["backup", "globex"], cols=72)
+    lines = cftest.progress_lines(term)
+    ok(rc == 0 and b"(freeze)" in out and lines and
+       term.endswith("\r\x1b[K") and "secret" not in term,
+       "and of a mounted store (the farm)", repr(term[-300:]))
+    umount(p)
+    r = coffer("backup", "globex")
+    ok(r.returncode == 0 and "MiB/s" not in r.stderr and "\r" not in
+       r.stderr, "no progress line when stderr is not a terminal",
+       repr(r.stderr[-200:]))
 
     # ---- another tenant's repository ----
     url = "file://" + os.path.join(HOME, "repos", "acme")

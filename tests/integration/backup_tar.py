@@ -16,6 +16,7 @@ truncated or damaged archive saves no snapshot.  TAP output.  Needs root
 import io
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -94,6 +95,13 @@ def same_sparse(a, b):
             if fa.read(e - s) != fb.read(e - s):
                 return False
     return True
+
+
+def on_pty(args, cols=60, stdin=None):
+    return cftest.on_pty(ENV, args, cols=cols, stdin=stdin)
+
+
+progress_lines = cftest.progress_lines
 
 
 def add(tf, name, data=b"", **kw):
@@ -577,6 +585,234 @@ try:
     ok(log.count("backup.create") >= 5 and s1.get("snapshot", "?") in log
        and "file.txt" not in log and "big.bin" not in log,
        "backup.create audited with the snapshot id, no file names")
+
+    # ---- a tree deeper than PATH_MAX (docs/backup.md, Deep trees) ----
+    # The deepest tree backup and restore follow: 256 levels of 255-byte
+    # names and a 255-byte name at the bottom, a 64 KiB path (PATH_MAX is
+    # 4096; restore had an 8 KiB buffer).  Built and compared relative to
+    # directory descriptors (no absolute path this long can be opened).
+    levels = 256
+    dnames = [f"{i:03d}" + "d" * 252 for i in range(levels)]
+    leaf, slink = "f" * 255, "s" * 255
+    deep = os.path.join(T, "deep-src")
+    os.mkdir(deep)
+    fds = [os.open(deep, os.O_RDONLY | os.O_DIRECTORY)]
+    for dn in dnames:
+        os.mkdir(dn, dir_fd=fds[-1])
+        fds.append(os.open(dn, os.O_RDONLY | os.O_DIRECTORY,
+                           dir_fd=fds[-1]))
+    deep_data = b"at the bottom\n" * 1000
+    with open(os.open(leaf, os.O_WRONLY | os.O_CREAT, 0o640,
+                      dir_fd=fds[-1]), "wb") as f:
+        f.write(deep_data)
+    os.symlink(leaf, slink, dir_fd=fds[-1])
+    # The group's first name in restore's walk is the deep one, so the
+    # link restore makes opens a name longer than PATH_MAX.
+    os.link(leaf, "zz-link", src_dir_fd=fds[-1], dst_dir_fd=fds[0])
+    for fd in fds:
+        os.close(fd)
+    deep_path = "/".join(dnames + [leaf])
+    assert len(deep_path) > 65000
+
+    def deep_state(root):
+        """{names tuple: (type, mode, size, data, target, first name of
+        its inode)} of a tree, walked through directory descriptors."""
+        out, inodes = {}, {}
+
+        def walk(dfd, pre):
+            for e in sorted(os.listdir(dfd)):
+                st = os.stat(e, dir_fd=dfd, follow_symlinks=False)
+                key = pre + (e,)
+                first = inodes.setdefault(st.st_ino, key)
+                data = tgt = None
+                if stat.S_ISREG(st.st_mode):
+                    fd = os.open(e, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dfd)
+                    with open(fd, "rb") as f:
+                        data = f.read()
+                elif stat.S_ISLNK(st.st_mode):
+                    tgt = os.readlink(e, dir_fd=dfd)
+                out[key] = (stat.S_IFMT(st.st_mode), st.st_mode & 0o7777,
+                            st.st_size, data, tgt,
+                            first if not stat.S_ISDIR(st.st_mode) else None)
+                if stat.S_ISDIR(st.st_mode):
+                    fd = os.open(e, os.O_RDONLY | os.O_DIRECTORY |
+                                 os.O_NOFOLLOW, dir_fd=dfd)
+                    try:
+                        walk(fd, key)
+                    finally:
+                        os.close(fd)
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            walk(fd, ())
+        finally:
+            os.close(fd)
+        return out
+
+    want = deep_state(deep)
+    r = coffer("--json", "backup", "acme", "--dir", deep)
+    dsid = cftest.js(r).get("snapshot", "x")
+    ok(r.returncode == 0 and cftest.js(r).get("dirs") == levels and
+       cftest.js(r).get("files") == 3,
+       f"backup --dir of a tree {len(deep_path)} bytes deep", r.stderr)
+    out = os.path.join(T, "deep-out")
+    r = coffer("restore", "acme", dsid, "--target", out)
+    got = deep_state(out) if os.path.isdir(out) else {}
+    ok(r.returncode == 0 and got == want,
+       "restore --target gives back a tree deeper than PATH_MAX exactly",
+       r.stderr[-600:] + f" {len(got)} of {len(want)} entries")
+    lk = got.get(("zz-link",), (None,) * 6)[5]
+    ok(lk == tuple(dnames + [leaf]),
+       "its hard link across 64 KiB of path is a link again", lk)
+    dtar = os.path.join(T, "deep.tar")
+    r = coffer("restore", "acme", dsid, "--to-tar", dtar)
+    members = {}
+    if r.returncode == 0:
+        with tarfile.open(dtar) as tf:
+            for m in tf.getmembers():
+                members[m.name] = (m, tf.extractfile(m).read()
+                                   if m.isreg() else None)
+    m, data = members.get(deep_path, (None, None))
+    hm = members.get("zz-link", (None, None))[0]
+    ok(r.returncode == 0 and m is not None and data == deep_data and
+       hm is not None and hm.islnk() and hm.linkname == deep_path,
+       "restore --to-tar writes the deep names whole (pax path and "
+       "linkpath records)", r.stderr[-600:])
+    r = coffer("--json", "backup", "acme", "--tar", dtar)
+    r2 = coffer("restore", "acme", cftest.js(r).get("snapshot", "x"),
+                "--target", os.path.join(T, "deep-out2"))
+    got = deep_state(os.path.join(T, "deep-out2")) if r2.returncode == 0 \
+        else {}
+    ok(r.returncode == 0 and r2.returncode == 0 and got == want,
+       "that tar backed up again (--tar) restores the same tree",
+       r.stderr[-300:] + r2.stderr[-300:])
+    r = coffer("restore", "acme", dsid, "--path", deep_path, "--target",
+               os.path.join(T, "deep-out3"))
+    got = deep_state(os.path.join(T, "deep-out3")) if r.returncode == 0 \
+        else {}
+    ok(r.returncode == 0 and got.get(tuple(dnames + [leaf]), (0,) * 4)[3]
+       == deep_data and len(got) == levels + 1,
+       "restore --path of the deep file restores it alone",
+       r.stderr[-300:])
+    r = coffer("restore", "acme", dsid, "--path", deep_path + "/x",
+               "--target", os.path.join(T, "deep-out4"))
+    ok(r.returncode == 2 and "deeper than a snapshot" in r.stderr,
+       "a --path deeper than any snapshot is a usage error", r.stderr)
+    dt2 = os.path.join(T, "deeper.tar")
+    with tarfile.open(dt2, "w", format=tarfile.PAX_FORMAT) as tf:
+        add(tf, "/".join(dnames) + "/d", type=tarfile.DIRTYPE)
+        add(tf, "/".join(dnames) + "/ok", b"fine\n")
+    r = coffer("--json", "backup", "acme", "--tar", dt2)
+    ok(r.returncode == 1 and cftest.js(r).get("left_out") == 1 and
+       cftest.js(r).get("files") == 1 and "nested deeper than 256" in
+       r.stderr, "--tar: a directory below 256 levels is left out, a file "
+       "at 257 components is kept", r.stderr[-300:])
+
+    # ---- the progress line on a terminal (docs/backup.md, Progress) ----
+    # Long enough (96 MiB of new data) for redraws after the first one.
+    ps = os.path.join(T, "prog-src")
+    os.makedirs(os.path.join(ps, "secret-dir"))
+    with open(os.path.join(ps, "secret-name-big.bin"), "wb") as f:
+        f.write(os.urandom(96 << 20))
+    for i in range(300):
+        with open(os.path.join(ps, "secret-dir", f"secret-name-{i}"),
+                  "w") as f:
+            f.write(f"file {i}\n" * 50)
+    pfiles = 301
+    secrets = ("secret", "big.bin", "tar test passphrase")
+    rc, out, term, secs = on_pty(["backup", "acme", "--dir", ps], cols=40)
+    lines = progress_lines(term)
+    ok(rc == 0 and len(lines) >= 2 and all(
+        re.fullmatch(r"[0-9/]+ files, [0-9./]+ MiB(, .*)?", ln) or
+        re.fullmatch(r"[0-9./]+ MiB, .*", ln) for ln in lines),
+       f"backup --dir on a terminal draws a progress line "
+       f"({len(lines)} redraws in {secs:.2f} s)", term[-400:])
+    ok(lines and len(lines) <= 2 + 5 * secs,
+       "at most 5 redraws a second", f"{len(lines)} in {secs:.2f} s")
+    ok(lines and all(len(ln) < 40 for ln in lines),
+       "every line fits a 40-column terminal (the last column free)",
+       max(lines, key=len, default=""))
+    ok(any(re.search(r"[0-9.]+/96\.[0-9] MiB, [0-9]+ %, .+ left", ln)
+           for ln in lines),
+       "with the scanner's totals: share done and time left", lines[-3:])
+    ok(term.endswith("\r\x1b[K") and b"snapshot " in out and
+       "\n" not in term,
+       "the line is cleared at the end; the summary goes to stdout",
+       repr(term[-80:]))
+    ok(not any(w in term for w in secrets),
+       "no file names or secrets in it", term[-400:])
+    rc, out, term, secs = on_pty(["backup", "acme", "--dir", ps], cols=200)
+    lines = progress_lines(term)
+    ok(rc == 0 and lines and all(re.fullmatch(
+        r"[0-9/]+ files, [0-9./]+ MiB(, [0-9]+ %)?, [0-9.]+ MiB/s(, .+ "
+        r"left)?", ln) for ln in lines),
+       "on a wide terminal: files, MiB, rate on one line", lines[-2:])
+
+    # A message during the walk starts on a line of its own.
+    pd = os.path.join(T, "prog-deep")
+    os.makedirs(pd)
+    for i in range(200):
+        with open(os.path.join(pd, f"f{i}"), "wb") as f:
+            f.write(os.urandom(64 << 10))
+    os.makedirs(os.path.join(pd, *(["n"] * 260)))
+    rc, out, term, secs = on_pty(["backup", "acme", "--dir", pd], cols=200)
+    at = [i for i in range(len(term)) if term.startswith("coffer: ", i)]
+    ok(rc == 1 and "nested too deep" in term and at and all(
+        i == 0 or term[:i].endswith(("\n", "\r\x1b[K")) for i in at),
+       "a message during the walk is on its own line, not after the "
+       "progress line", repr(term[:300]))
+
+    ptar2 = os.path.join(T, "prog.tar")
+    subprocess.run(["tar", "-C", ps, "-cf", ptar2, "."], check=True)
+    with open(os.path.join(T, "big2"), "wb") as f:
+        f.write(os.urandom(64 << 20))
+    subprocess.run(["tar", "-C", T, "-rf", ptar2, "big2"], check=True)
+    rc, out, term, secs = on_pty(["backup", "acme", "--tar", ptar2],
+                                 cols=200)
+    lines = progress_lines(term)
+    ok(rc == 0 and lines and all(re.search(r", [0-9]+ %", ln)
+                                 for ln in lines),
+       "backup --tar FILE: the share of the archive read", lines[-2:])
+    with open(ptar2, "rb") as f:
+        rc, out, term, secs = on_pty(["backup", "acme", "--tar", "-"],
+                                     cols=200, stdin=f)
+    lines2 = progress_lines(term)
+    ok(rc == 0 and lines2 and all(" %" in ln for ln in lines2),
+       "--tar - from a regular file: its size is the total too", lines2[-1:])
+    cat = subprocess.Popen(["cat", ptar2], stdout=subprocess.PIPE)
+    rc, out, term, secs = on_pty(["backup", "acme", "--tar", "-"],
+                                 cols=200, stdin=cat.stdout)
+    cat.wait()
+    lines = progress_lines(term)
+    ok(rc == 0 and lines and not any("%" in ln or "left" in ln
+                                     for ln in lines),
+       "--tar - from a pipe: no total, no percentage", lines[-1:])
+    with open(os.path.join(T, "big2"), "rb") as f:
+        rc, out, term, secs = on_pty(["backup", "acme", "--stdin", "--name",
+                                      "x.bin"], cols=200, stdin=f)
+    lines = progress_lines(term)
+    ok(rc == 0 and lines and all(re.fullmatch(
+        r"[0-9]+ files, [0-9.]+ MiB, [0-9.]+ MiB/s", ln) for ln in lines),
+       "--stdin: bytes and rate, no total", lines[-1:])
+
+    r = coffer("--json", "backup", "acme", "--dir", ps)
+    ok(r.returncode == 0 and "\r" not in r.stderr and "MiB/s" not in
+       r.stderr, "no progress when standard error is not a terminal",
+       repr(r.stderr[-200:]))
+    rc, out, term, secs = on_pty(["--json", "backup", "acme", "--dir", ps])
+    ok(rc == 0 and "MiB/s" not in term and "\r" not in term and
+       json.loads(out).get("files") == pfiles,
+       "none with --json on a terminal either", repr(term[-200:]))
+    rc, out, term, secs = on_pty(["-q", "backup", "acme", "--dir", ps])
+    ok(rc == 0 and "MiB/s" not in term, "none with -q", repr(term[-200:]))
+    rc, out, term, secs = on_pty(["restore", "acme", "--target",
+                                  os.path.join(T, "prog-out")], cols=200)
+    lines = progress_lines(term)
+    ok(rc == 0 and lines and all(re.match(
+        r"[0-9]+/%d files, [0-9.]+/96\.[0-9] MiB" % pfiles, ln)
+        for ln in lines) and term.endswith("\r\x1b[K") and
+       not any(w in term for w in secrets),
+       "restore's line (the same helper): totals of the snapshot",
+       lines[-2:])
 finally:
     H.cleanup()
 

@@ -104,6 +104,44 @@ class Home:
         shutil.rmtree(self.t, ignore_errors=True)
 
 
+def on_pty(env, args, cols=60, stdin=None):
+    """Runs coffer with standard error on a pseudo-terminal cols wide
+    (standard output a pipe); returns (exit code, stdout bytes, what the
+    terminal got as text, seconds)."""
+    import fcntl
+    import struct
+    import termios
+    m, sl = os.openpty()
+    fcntl.ioctl(sl, termios.TIOCSWINSZ, struct.pack("HHHH", 24, cols, 0, 0))
+    t = time.monotonic()
+    p = subprocess.Popen([COFFER] + list(args), env=env,
+                         stdin=stdin if stdin is not None else
+                         subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=sl)
+    os.close(sl)
+    term = b""
+    while True:
+        try:
+            d = os.read(m, 65536)
+        except OSError:     # EIO: the child closed the terminal
+            break
+        if not d:
+            break
+        term += d
+    out = p.stdout.read()
+    p.wait(timeout=300)
+    os.close(m)
+    return p.returncode, out, term.decode(errors="replace"), \
+        time.monotonic() - t
+
+
+def progress_lines(term):
+    """The progress lines drawn on a terminal: each redraw of backup's and
+    restore's line is "\\r LINE ESC[K" (an empty one clears it)."""
+    import re
+    return re.findall(r"\r([^\r\n\x1b]+)\x1b\[K", term)
+
+
 def js(r):
     """The JSON a command printed on stdout, or {} if it printed none."""
     try:
