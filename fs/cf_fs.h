@@ -427,7 +427,7 @@ CF_MUST_CHECK int cf_fs_reader_open(struct cf_fs_reader **out,
     const struct cf_fs_keys *keys, const char *backing);
 void cf_fs_reader_free(struct cf_fs_reader *r);
 /*
- * Checks generations as the daemon does ([FS-READ-10]): from now on
+ * Checks generations as the daemon does ([FS-READ-11]): from now on
  * cf_fs_rfile_open refuses with -EIO a file whose generation is older
  * than the one the generation log at gen_log records (an older copy put
  * back), or whose generation value is forged or another file's.  Only for
@@ -586,7 +586,8 @@ CF_MUST_CHECK int cf_fs_rfile_check(struct cf_fs_rfile *f);
  * name of d without opening it.  0 and *gen >= 1; -ENODATA if the file has
  * none (empty since its creation, written before generations, or by a
  * mount without a generation log); -EPROTO if malformed, -EBADMSG if the
- * tag or (rfile) the file id does not match; -errno.
+ * tag or (rfile) the file id does not match; (rdir, after
+ * cf_fs_reader_check_gens) -ESTALE if older than the log; -errno.
  */
 CF_MUST_CHECK int cf_fs_rfile_gen(const struct cf_fs_rfile *f,
     unsigned char file_id[CF_KS_ID_BYTES], uint64_t *gen);

@@ -953,7 +953,7 @@ cf_fs_rfile_open(struct cf_fs_rfile **out, const struct cf_fs_rdir *d,
 			goto out;
 		memcpy(f->file_id, h.file_id, sizeof(f->file_id));
 		/* [FS-GEN-9] a dense file has no holes; without a value (or
-		 * with a bad one) it may have some.  [FS-READ-10] with the
+		 * with a bad one) it may have some.  [FS-READ-11] with the
 		 * log: an older copy, or a forged value, is damage. */
 		rc = file_gen(f, &gen, &flags);
 		if (f->r->gens != NULL && ((rc < 0 && rc != -ENODATA) ||
@@ -1053,6 +1053,10 @@ cf_fs_rdir_gen(const struct cf_fs_rdir *d, const char *name,
 		rc = gen_of(d->r, path, file_id, gen, NULL);
 	if (fd >= 0)
 		close(fd);
+	/* [FS-READ-11] older than the log: not this file's current state. */
+	if (rc == 0 && d->r->gens != NULL &&
+	    *gen < fs_gen_get(d->r->gens, file_id))
+		rc = -ESTALE;
 	if (rc < 0)
 		*gen = 0;
 	return rc;

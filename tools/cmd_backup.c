@@ -2489,6 +2489,25 @@ cmd_backup(struct tl_ctx *ctx, int argc, char **argv)
 			    strerror(-rc));
 			goto out;
 		}
+		if (farm == NULL) {
+			/*
+			 * Not a daemon's farm (which is older than the log):
+			 * a file older than the home's generation log says is
+			 * an older copy put back, damage as through the mount
+			 * ([FS-READ-11]).  A damaged log is said, not fatal:
+			 * the backup still runs, without that check.
+			 */
+			char genlog[PATH_MAX];
+
+			snprintf(genlog, sizeof(genlog), "%s/%s/fsgen",
+			    cf_ks_home_path(s.home), cf_ks_tenant_dir(s.t));
+			rc = cf_fs_reader_check_gens(rd, genlog);
+			if (rc < 0)
+				fprintf(stderr, "coffer: the generation log %s "
+				    "cannot be read (%s): older copies of files "
+				    "are not told apart in this backup\n", genlog,
+				    strerror(-rc));
+		}
 		rc = cf_fs_rdir_open_root(&rootd, rd);
 		if (rc < 0) {
 			fprintf(stderr, "coffer: store root: %s\n",

@@ -136,6 +136,44 @@ def main():
     ok(read(f) == errno.EIO, "after a remount the older copy still gives EIO")
     h.umount(p)
 
+    # A backup of the unmounted store checks generations too: the older
+    # copy is left out as damaged, the rest is backed up.
+    r = h.coffer("backup", "acme")
+    ok(r.returncode != 0 and "ledger.db" in r.stderr and
+       "damaged" in r.stderr and "other.db" not in r.stderr,
+       "an offline backup leaves the older copy out as damaged",
+       (r.returncode, r.stderr))
+    out = os.path.join(h.t, "restored")
+    r = h.coffer("restore", "acme", "latest", "--target", out)
+    ok(r.returncode == 0 and
+       not os.path.exists(os.path.join(out, "ledger.db")) and
+       read(os.path.join(out, "other.db")) == b"g" * 7000,
+       "and its snapshot holds the other files", (r.returncode, r.stderr))
+    put(bf, cur, curgen)
+    r = h.coffer("backup", "acme")
+    out2 = os.path.join(h.t, "restored2")
+    r2 = h.coffer("restore", "acme", "latest", "--target", out2)
+    ok(r.returncode == 0 and r2.returncode == 0 and
+       read(os.path.join(out2, "ledger.db")) == v2,
+       "with the current copy back, an offline backup holds it",
+       (r.returncode, r.stderr, r2.stderr))
+    # That snapshot's copy put back later, with its mtime, after a newer
+    # write: an incremental backup must not reuse it as unchanged (its
+    # ctime moved, so it is read, and refused at open).
+    st2 = os.stat(bf)
+    p = h.mount("acme")
+    v3 = b"3" * 10000
+    write(f, v3)
+    h.umount(p)
+    put(bf, cur, curgen)
+    os.utime(bf, ns=(st2.st_atime_ns, st2.st_mtime_ns))
+    r = h.coffer("--json", "backup", "acme")
+    ok(r.returncode != 0 and "ledger.db" in r.stderr and
+       "damaged" in r.stderr,
+       "an incremental offline backup does not reuse an older copy put "
+       "back with its old times", (r.returncode, r.stderr, r.stdout))
+    put(bf, old, oldgen)
+
     # An operator who restored an old store on purpose.
     p = h.mount("acme", "-o", "accept_rollback")
     ok(read(f) == v1, "-o accept_rollback reads the older copy")
