@@ -72,6 +72,7 @@ struct s3 {
 	char *secret;		/* wiped on close */
 	char *token_hdr;	/* "x-amz-security-token: ..." or NULL; wiped */
 	char *ca_file;		/* NULL: the system's CA bundle */
+	struct curl_slist *resolve;	/* CURLOPT_RESOLVE entries, or NULL */
 	unsigned max_attempts;
 	size_t part_size;	/* multipart above this many bytes */
 	long retry_ms;		/* total time budget of one op's retries */
@@ -537,6 +538,9 @@ s3_setup(struct s3 *s, struct s3_req *r, struct curl_slist **hdrs)
 	ok &= curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L) == CURLE_OK;
 	if (s->ca_file != NULL)
 		ok &= curl_easy_setopt(h, CURLOPT_CAINFO, s->ca_file) ==
+		    CURLE_OK;
+	if (s->resolve != NULL)
+		ok &= curl_easy_setopt(h, CURLOPT_RESOLVE, s->resolve) ==
 		    CURLE_OK;
 	ok &= curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 10L) == CURLE_OK;
 	/* A stalled transfer (< 1 byte/s for 60 s) is a timeout. */
@@ -1576,6 +1580,7 @@ s3_close(void *ctx)
 	free_secret(s->secret);
 	free_secret(s->token_hdr);
 	free(s->ca_file);
+	curl_slist_free_all(s->resolve);
 	free(s);
 }
 
@@ -1774,6 +1779,7 @@ struct s3_opts {
 	char *lock_days;
 	char *lock_until;	/* seconds since the epoch */
 	char *max_up, *max_down;	/* bandwidth limits, bytes/s */
+	char *resolve;		/* HOST:PORT:ADDR[,...] (CURLOPT_RESOLVE) */
 };
 
 static void
@@ -1790,6 +1796,7 @@ opts_free(struct s3_opts *o)
 	free(o->lock_until);
 	free(o->max_up);
 	free(o->max_down);
+	free(o->resolve);
 }
 
 static int
@@ -1944,6 +1951,8 @@ parse_url(const char *url, struct s3_opts *o)
 			rc = set_opt(&o->max_up, eq, n);
 		else if (KEY("max_down"))
 			rc = set_opt(&o->max_down, eq, n);
+		else if (KEY("resolve"))
+			rc = set_opt(&o->resolve, eq, n);
 		else
 			rc = -EINVAL;
 #undef KEY
@@ -2153,6 +2162,73 @@ opt_rate(const char *v)
 }
 
 /*
+ * The resolve= option: comma-separated HOST:PORT:ADDR entries, each
+ * handed to CURLOPT_RESOLVE, so HOST:PORT connects to ADDR without a
+ * DNS lookup (virtual-host names of a private endpoint, a pinned
+ * address).  The request still names HOST (Host header, SigV4, TLS
+ * name check).  HOST is [A-Za-z0-9.-], PORT 1-65535, ADDR an IPv4
+ * address or a bracketed IPv6 one; anything else is -EINVAL.
+ */
+static int
+resolve_list(const char *v, struct curl_slist **out)
+{
+	struct curl_slist *l = NULL, *t;
+	char ent[256], *p, *c1, *c2;
+	size_t n, i;
+	long long port;
+	int rc = -EINVAL;
+
+	*out = NULL;
+	if (v[0] == '\0' || v[strlen(v) - 1] == ',')
+		return -EINVAL;
+	while (*v != '\0') {
+		n = strcspn(v, ",");
+		if (n == 0 || n >= sizeof(ent))
+			goto out;
+		memcpy(ent, v, n);
+		ent[n] = '\0';
+		v += n + (v[n] == ',');
+		c1 = strchr(ent, ':');
+		c2 = c1 != NULL ? strchr(c1 + 1, ':') : NULL;
+		if (c1 == NULL || c2 == NULL || c1 == ent || c2[1] == '\0')
+			goto out;
+		for (p = ent; p < c1; p++)
+			if (!((*p >= 'a' && *p <= 'z') ||
+			    (*p >= 'A' && *p <= 'Z') ||
+			    (*p >= '0' && *p <= '9') || *p == '.' || *p == '-'))
+				goto out;
+		*c2 = '\0';
+		port = opt_num(c1 + 1, 1, 65535);
+		*c2 = ':';
+		if (port < 0)
+			goto out;
+		p = c2 + 1;
+		if (p[0] == '[') {
+			i = strlen(p);
+			if (i < 4 || p[i - 1] != ']' ||
+			    strspn(p + 1, "0123456789abcdefABCDEF:.") != i - 2)
+				goto out;
+		} else if (strspn(p, "0123456789.") != strlen(p)) {
+			goto out;
+		}
+		t = curl_slist_append(l, ent);
+		if (t == NULL) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		l = t;
+	}
+	if (l == NULL)
+		goto out;
+	*out = l;
+	l = NULL;
+	rc = 0;
+out:
+	curl_slist_free_all(l);
+	return rc;
+}
+
+/*
  * Object Lock: GetObjectLockConfiguration (GET bucket?object-lock)
  * tells whether the bucket has it and its default retention.  The URL's
  * lock= / lock_days= win; without them a bucket default retention is
@@ -2263,6 +2339,8 @@ bk_store_s3_open(struct cf_bk_store **out, const char *url, int flags)
 		rc = env_opt(&o.max_up, "COFFER_S3_MAX_UP", NULL);
 	if (rc == 0)
 		rc = env_opt(&o.max_down, "COFFER_S3_MAX_DOWN", NULL);
+	if (rc == 0)
+		rc = env_opt(&o.resolve, "COFFER_S3_RESOLVE", NULL);
 	if (rc < 0)
 		goto out;
 
@@ -2359,6 +2437,12 @@ bk_store_s3_open(struct cf_bk_store **out, const char *url, int flags)
 		s->ca_file = strdup(o.ca);
 		if (s->ca_file == NULL)
 			goto out;
+	}
+	if (o.resolve != NULL) {
+		rc = resolve_list(o.resolve, &s->resolve);
+		if (rc < 0)
+			goto out;
+		rc = -ENOMEM;
 	}
 
 	/* Credentials: the environment, else the credentials file. */

@@ -67,7 +67,7 @@ if ! openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=coffer-test-ca 
     -keyout "$T/ca.key" -out "$T/ca.pem" >/dev/null 2>&1 ||
     ! openssl req -newkey rsa:2048 -nodes -subj /CN=localhost \
     -keyout "$T/srv.key" -out "$T/srv.csr" >/dev/null 2>&1 ||
-    ! printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >"$T/ext" ||
+    ! printf 'subjectAltName=DNS:localhost,DNS:*.s3.coffer.test,IP:127.0.0.1\n' >"$T/ext" ||
     ! openssl x509 -req -in "$T/srv.csr" -CA "$T/ca.pem" -CAkey "$T/ca.key" \
     -CAcreateserial -days 2 -extfile "$T/ext" -out "$T/srv.pem" >/dev/null 2>&1
 then
@@ -146,6 +146,48 @@ else
 	not_ok "the proxy injected faults ($stats)"
 fi
 
+# Virtual-host addressing (BUCKET.HOST:PORT/KEY).  Nothing here resolves
+# *.s3.coffer.test, so coffer's resolve= option (CURLOPT_RESOLVE) maps
+# the bucket's host name to 127.0.0.1.  RGW serves that form only with
+# rgw_dns_name set: first a negative control while it is not (the same
+# backup must fail: the request really is virtual-host style), then the
+# name goes into the monitors' config database, and the radosgw restart
+# of the dead-server test below picks it up.
+VH=s3.coffer.test
+VB=coffer-test
+vh_url()	# vh_url PREFIX [SCHEME PORT]: a virtual-host repository URL
+{
+	local sch=${2:-http} port=${3:-$rgw_port}
+	echo "s3://$VB/$1?style=virtual&endpoint=$sch://$VH:$port&resolve=$VB.$VH:$port:127.0.0.1"
+}
+VHOME=$T/vhome
+mkdir -p "$VHOME"
+printf '[kms.local]\ntype = file\nargon2_ops = 1\nargon2_mem_kib = 8\n\n[retention]\nkeep_last = 1\n' \
+    >"$VHOME/coffer.conf"
+printf 'vhost test passphrase\n' >"$T/vpass"
+chmod 600 "$T/vpass"
+vh() { COFFER_HOME=$VHOME COFFER_PASSPHRASE_FILE=$T/vpass "$COFFER" "$@"; }
+vh_ready=0
+if [ -x "${COFFER:-}" ] && vh tenant create vt --repo "$(vh_url vhrepo)" >/dev/null 2>"$T/vh.err"; then
+	if echo x | vh backup vt --stdin --name x.txt >/dev/null 2>>"$T/vh.err"; then
+		not_ok "virtual-host backup without rgw_dns_name fails (negative control)"
+	elif [ -z "$("$AWS" --endpoint-url "$S3_ENDPOINT" s3 ls --recursive "s3://$VB/vhrepo/" 2>/dev/null)" ]; then
+		ok "virtual-host backup without rgw_dns_name fails (negative control): $(tail -n1 "$T/vh.err")"
+		vh_ready=1
+	else
+		not_ok "virtual-host backup without rgw_dns_name wrote nothing"
+	fi
+else
+	not_ok "tenant for the virtual-host tests"
+	sed 's/^/# /' "$T/vh.err"
+fi
+if ceph config set client.rgw.0 rgw_dns_name "$VH" >/dev/null 2>&1; then
+	ok "rgw_dns_name = $VH set for the next radosgw start"
+else
+	not_ok "ceph config set client.rgw.0 rgw_dns_name"
+	vh_ready=0
+fi
+
 # Interop: awscli sees coffer's repository layout.
 # Faults: radosgw killed (SIGKILL) in the middle of a backup, restarted
 # on its data by ceph-rgw-up.sh, and the backup rerun.
@@ -185,6 +227,77 @@ if [ "$k2rc" -eq 0 ]; then
 	ok "the rerun completes, no snapshot of the interrupted run, verify --read-data passes"
 else
 	not_ok "the rerun after the restart (exit $k2rc)"
+fi
+
+# Virtual-host style against the restarted radosgw (rgw_dns_name set):
+# two backups, snapshots, restore, retention apply (keep_last = 1, so
+# one snapshot is forgotten and prune deletes its packs), over HTTP and
+# one backup and restore over HTTPS (the certificate names
+# *.s3.coffer.test).  RGW checks every SigV4 signature, which covers
+# the Host header: a wrong canonical host is refused.  Its access log
+# must show the requests without the bucket in the path.
+vh_log_mark=$(wc -l <"$D/log/rgw.log" 2>/dev/null || echo 0)
+if [ "$vh_ready" = 1 ]; then
+	# The second backup drops "one": forgetting the first snapshot
+	# leaves its pack unused.
+	mkdir -p "$T/vsrc"
+	head -c $((3 << 20)) /dev/urandom >"$T/vsrc/one"
+	vpacks() { "$AWS" --endpoint-url "$S3_ENDPOINT" s3 ls --recursive "s3://$VB/vhrepo/data/" 2>/dev/null | wc -l; }
+	if COFFER_NOW=2026-01-01T00:00:00Z vh -q backup vt --dir "$T/vsrc" >/dev/null 2>"$T/vh.err" &&
+	    rm "$T/vsrc/one" && head -c $((3 << 20)) /dev/urandom >"$T/vsrc/two" &&
+	    echo small >"$T/vsrc/small" &&
+	    COFFER_NOW=2026-01-02T00:00:00Z vh -q backup vt --dir "$T/vsrc" >/dev/null 2>>"$T/vh.err"; then
+		ok "virtual-host: two backups"
+	else
+		not_ok "virtual-host: two backups"
+		sed 's/^/# /' "$T/vh.err"
+	fi
+	nsnap=$(vh snapshots vt 2>>"$T/vh.err" | grep -c 2026-01-0)
+	[ "$nsnap" -eq 2 ] && ok "virtual-host: snapshots lists 2" ||
+	    not_ok "virtual-host: snapshots lists 2 (got $nsnap)"
+	before=$(vpacks)
+	if vh retention apply vt --now 2026-01-03 >"$T/vh.apply" 2>>"$T/vh.err"; then
+		after=$(vpacks)
+		nsnap=$(vh snapshots vt 2>>"$T/vh.err" | grep -c 2026-01-0)
+		if [ "$nsnap" -eq 1 ] && [ "$after" -lt "$before" ]; then
+			ok "virtual-host: retention apply forgets one snapshot, prune deletes packs ($before -> $after)"
+		else
+			not_ok "virtual-host: retention apply (snapshots $nsnap, packs $before -> $after)"
+			sed 's/^/# /' "$T/vh.apply"
+		fi
+	else
+		not_ok "virtual-host: retention apply"
+		sed 's/^/# /' "$T/vh.err" "$T/vh.apply"
+	fi
+	if vh -q restore vt latest --target "$T/vdst" >/dev/null 2>>"$T/vh.err" &&
+	    diff -r "$T/vsrc" "$T/vdst" >/dev/null 2>&1; then
+		ok "virtual-host: restore of the kept snapshot is identical"
+	else
+		not_ok "virtual-host: restore"
+		sed 's/^/# /' "$T/vh.err"
+	fi
+	tls_port=${S3_TLS_ENDPOINT##*:}
+	turl="$(vh_url vhtls https "$tls_port")&ca=$T/ca.pem"
+	if vh -q backup vt --dir "$T/vsrc" --repo "$turl" >/dev/null 2>>"$T/vh.err" &&
+	    vh -q restore vt latest --target "$T/vdst2" --repo "$turl" >/dev/null 2>>"$T/vh.err" &&
+	    diff -r "$T/vsrc" "$T/vdst2" >/dev/null 2>&1; then
+		ok "virtual-host over HTTPS: backup and restore (certificate for *.$VH)"
+	else
+		not_ok "virtual-host over HTTPS: backup and restore"
+		sed 's/^/# /' "$T/vh.err"
+	fi
+	# RGW's access log: "PUT /vhrepo/..." (virtual host), never
+	# "PUT /coffer-test/vhrepo/..." (path style).
+	vlog=$(tail -n +"$((vh_log_mark + 1))" "$D/log/rgw.log" 2>/dev/null | grep ' beast: ')
+	nv=$(grep -Ec '"(PUT|GET|HEAD|DELETE|POST) /(vhrepo|vhtls)/' <<<"$vlog")
+	nl=$(grep -Ec '"GET /\?list-type=2[^"]*prefix=vh(repo|tls)' <<<"$vlog")
+	nd=$(grep -Ec '"POST /\?delete' <<<"$vlog")
+	np=$(grep -Ec "\"[A-Z]+ /$VB/vh(repo|tls)" <<<"$vlog")
+	if [ "$nv" -gt 0 ] && [ "$nl" -gt 0 ] && [ "$np" -eq 0 ]; then
+		ok "RGW log: $nv object requests, $nl lists, $nd DeleteObjects in virtual-host form, $np path-style"
+	else
+		not_ok "RGW log: virtual-host requests $nv, lists $nl, path-style $np"
+	fi
 fi
 
 ls_out=$("$AWS" --endpoint-url "$S3_ENDPOINT" s3 ls --recursive "s3://$S3_BUCKET/repo/" 2>&1)

@@ -250,6 +250,25 @@ refused(void)		/* wrong secret, missing bucket, credentials file */
 	CHECK(setenv("COFFER_S3_MAX_UP", "-5", 1) == 0);
 	CHECK_RC(cf_bk_store_open_url(&s, url_of("x"), 0), -EINVAL);
 	CHECK(unsetenv("COFFER_S3_MAX_UP") == 0);
+	/* resolve=HOST:PORT:ADDR[,...]; a good one just works. */
+	CHECK_RC(cf_bk_store_open_url(&s, url_of("x?resolve=h:80"), 0),
+	    -EINVAL);
+	CHECK_RC(cf_bk_store_open_url(&s, url_of("x?resolve=h:0:127.0.0.1"),
+	    0), -EINVAL);
+	CHECK_RC(cf_bk_store_open_url(&s,
+	    url_of("x?resolve=h%2Fx:80:127.0.0.1"), 0), -EINVAL);
+	CHECK_RC(cf_bk_store_open_url(&s,
+	    url_of("x?resolve=h:80:127.0.0.1,"), 0), -EINVAL);
+	CHECK_RC(cf_bk_store_open_url(&s, url_of("x?resolve=h:80:[::1"), 0),
+	    -EINVAL);
+	CHECK(setenv("COFFER_S3_RESOLVE", "h:80:local", 1) == 0);
+	CHECK_RC(cf_bk_store_open_url(&s, url_of("x"), 0), -EINVAL);
+	CHECK(setenv("COFFER_S3_RESOLVE", "a.b:80:127.0.0.1,c:1:[::1]", 1) ==
+	    0);
+	CHECK_RC(cf_bk_store_open_url(&s, url_of("x"), 0), 0);
+	cf_bk_store_free(s);
+	s = NULL;
+	CHECK(unsetenv("COFFER_S3_RESOLVE") == 0);
 
 	/* The credentials file: used only when it is private. */
 	snprintf(path, sizeof(path), "%s/creds", cf_test_tmpdir());
