@@ -55,6 +55,7 @@
 #define S3_URL_MAX 4096U
 #define S3_TEXT_MAX 2048U		/* one XML leaf (key, token) */
 #define S3_ATTEMPTS_DEFAULT 8U
+#define S3_CONNS_DEFAULT 4L		/* COFFER_S3_CONNECTIONS */
 #define S3_PART_SIZE_DEFAULT (64L << 20)
 #define S3_PART_SIZE_MIN (5L << 20)		/* S3's minimum part */
 #define S3_PART_SIZE_MAX (1024L << 20)
@@ -81,6 +82,8 @@ struct s3 {
 	long lock_days;		/* retain-until = now + lock_days... */
 	int64_t lock_max;	/* ...but never later than this (0: no cap) */
 	int versioning;		/* -1 unknown, 0 off, 1 on (Object Lock too) */
+	int objlock;		/* the bucket may hold locked versions */
+	unsigned conns;		/* parallel requests of one op (parts, HEADs) */
 	pthread_mutex_t lock;	/* protects pool, pool_fd and npool */
 	CURL *pool[S3_POOL_MAX];
 	curl_socket_t pool_fd[S3_POOL_MAX];	/* its connection's socket */
@@ -121,6 +124,7 @@ struct s3_req {
 	char etag[128];			/* ETag response header, quoted */
 	char version_id[128];		/* x-amz-version-id */
 	char retain_until[64];		/* x-amz-object-lock-retain-until-date */
+	int legal_hold;			/* x-amz-object-lock-legal-hold: ON */
 	unsigned attempts;
 	CURL *h;
 	curl_socket_t fd;		/* h's socket (ack_now), or BAD */
@@ -462,6 +466,13 @@ s3_header(char *p, size_t sz, size_t n, void *arg)
 	    "x-amz-object-lock-retain-until-date:", 36) == 0)
 		hdr_value(p, len, 36, r->retain_until,
 		    sizeof(r->retain_until));
+	else if (len > 30 && strncasecmp(p,
+	    "x-amz-object-lock-legal-hold:", 29) == 0) {
+		char v[8] = "";
+
+		hdr_value(p, len, 29, v, sizeof(v));
+		r->legal_hold = strcasecmp(v, "ON") == 0;
+	}
 	return sz * n;
 }
 
@@ -676,14 +687,18 @@ nomem:
 struct s3_ent {
 	char *key;
 	uint64_t size;
+	char *vid;		/* ListObjectVersions, DeleteObjects: or NULL */
+	int marker;		/* ListObjectVersions: a <DeleteMarker> */
 };
 
 struct s3_xml {
 	char text[S3_TEXT_MAX];
 	size_t textlen;
 	int toolong;
-	int in_contents;
+	int in_contents;	/* <Contents>, <Version> or <DeleteMarker> */
+	int in_version;		/* <Version> or <DeleteMarker> */
 	char *cur_key;
+	char *cur_vid;
 	uint64_t cur_size;
 	int have_size;
 	struct s3_ent *ents;
@@ -698,6 +713,8 @@ struct s3_xml {
 	struct s3_ent *errs;	/* key and size 1 if AccessDenied, else 0 */
 	size_t nerrs, caperrs;
 	char status[32];	/* GetBucketVersioning's <Status> */
+	char *next_key;		/* ListObjectVersions' NextKeyMarker */
+	char *next_vid;		/* ...and NextVersionIdMarker */
 	int bad;
 };
 
@@ -712,12 +729,17 @@ xml_start(void *arg, const XML_Char *el, const XML_Char **attr)
 	if (strcmp(el, "DeleteResult") == 0)
 		x->in_result = 1;
 	/* A top-level <Error> is an error body, not one key's error. */
-	if (strcmp(el, "Contents") == 0 ||
+	if (strcmp(el, "Contents") == 0 || strcmp(el, "Version") == 0 ||
+	    strcmp(el, "DeleteMarker") == 0 ||
 	    (x->in_result && strcmp(el, "Error") == 0)) {
-		x->in_contents = strcmp(el, "Contents") == 0;
+		x->in_version = strcmp(el, "Version") == 0 ||
+		    strcmp(el, "DeleteMarker") == 0;
+		x->in_contents = x->in_version || strcmp(el, "Contents") == 0;
 		x->in_error = !x->in_contents;
 		free(x->cur_key);
 		x->cur_key = NULL;
+		free(x->cur_vid);
+		x->cur_vid = NULL;
 		x->have_size = 0;
 		x->cur_code[0] = '\0';
 	}
@@ -726,7 +748,7 @@ xml_start(void *arg, const XML_Char *el, const XML_Char **attr)
 /* Appends an entry to a growing array; -ENOMEM into x->bad. */
 static void
 ent_push(struct s3_xml *x, struct s3_ent **v, size_t *n, size_t *cap,
-    char *key, uint64_t size)
+    char *key, uint64_t size, char *vid, int marker)
 {
 	if (*n == *cap) {
 		size_t c = *cap ? *cap * 2 : 64;
@@ -734,6 +756,7 @@ ent_push(struct s3_xml *x, struct s3_ent **v, size_t *n, size_t *cap,
 
 		if (e == NULL) {
 			free(key);
+			free(vid);
 			x->bad = -ENOMEM;
 			return;
 		}
@@ -742,7 +765,23 @@ ent_push(struct s3_xml *x, struct s3_ent **v, size_t *n, size_t *cap,
 	}
 	(*v)[*n].key = key;
 	(*v)[*n].size = size;
+	(*v)[*n].vid = vid;
+	(*v)[*n].marker = marker;
 	(*n)++;
+}
+
+/* A copy of the current leaf's text; NULL if too long (or no memory). */
+static char *
+xml_dup(struct s3_xml *x)
+{
+	char *d;
+
+	if (x->toolong)
+		return NULL;
+	d = strdup(x->text);
+	if (d == NULL)
+		x->bad = -ENOMEM;
+	return d;
 }
 
 static void XMLCALL
@@ -771,13 +810,18 @@ xml_end(void *arg, const XML_Char *el)
 	} else if (x->in_error && strcmp(el, "Code") == 0) {
 		if (x->textlen < sizeof(x->cur_code))
 			memcpy(x->cur_code, x->text, x->textlen + 1);
+	} else if ((x->in_error || x->in_version) &&
+	    strcmp(el, "VersionId") == 0) {
+		free(x->cur_vid);
+		x->cur_vid = xml_dup(x);
 	} else if (x->in_error && strcmp(el, "Error") == 0) {
 		x->in_error = 0;
 		if (x->cur_key == NULL)
 			return;		/* not one of our keys */
 		ent_push(x, &x->errs, &x->nerrs, &x->caperrs, x->cur_key,
-		    strcmp(x->cur_code, "AccessDenied") == 0);
+		    strcmp(x->cur_code, "AccessDenied") == 0, x->cur_vid, 0);
 		x->cur_key = NULL;
+		x->cur_vid = NULL;
 	} else if (strcmp(el, "Status") == 0) {
 		if (x->textlen < sizeof(x->status))
 			memcpy(x->status, x->text, x->textlen + 1);
@@ -795,8 +839,29 @@ xml_end(void *arg, const XML_Char *el)
 		if (x->cur_key == NULL || !x->have_size)
 			return;		/* over-long key: not ours anyway */
 		ent_push(x, &x->ents, &x->nents, &x->capents, x->cur_key,
-		    x->cur_size);
+		    x->cur_size, NULL, 0);
 		x->cur_key = NULL;
+	} else if (x->in_version && (strcmp(el, "Version") == 0 ||
+	    strcmp(el, "DeleteMarker") == 0)) {
+		/* Every version and marker: deleting a key removes all. */
+		x->in_contents = x->in_version = 0;
+		if (x->cur_key == NULL || x->cur_vid == NULL)
+			return;		/* over-long: not ours anyway */
+		ent_push(x, &x->ents, &x->nents, &x->capents, x->cur_key,
+		    x->have_size ? x->cur_size : 0, x->cur_vid,
+		    strcmp(el, "DeleteMarker") == 0);
+		x->cur_key = NULL;
+		x->cur_vid = NULL;
+	} else if (strcmp(el, "NextKeyMarker") == 0) {
+		free(x->next_key);
+		x->next_key = xml_dup(x);
+		if (x->next_key == NULL && x->toolong)
+			x->bad = -EPROTO;
+	} else if (strcmp(el, "NextVersionIdMarker") == 0) {
+		free(x->next_vid);
+		x->next_vid = xml_dup(x);
+		if (x->next_vid == NULL && x->toolong)
+			x->bad = -EPROTO;
 	} else if (strcmp(el, "IsTruncated") == 0) {
 		x->truncated = strcmp(x->text, "true") == 0;
 	} else if (strcmp(el, "NextContinuationToken") == 0) {
@@ -819,14 +884,21 @@ xml_free(struct s3_xml *x)
 {
 	size_t i;
 
-	for (i = 0; i < x->nents; i++)
+	for (i = 0; i < x->nents; i++) {
 		free(x->ents[i].key);
+		free(x->ents[i].vid);
+	}
 	free(x->ents);
-	for (i = 0; i < x->nerrs; i++)
+	for (i = 0; i < x->nerrs; i++) {
 		free(x->errs[i].key);
+		free(x->errs[i].vid);
+	}
 	free(x->errs);
 	free(x->cur_key);
+	free(x->cur_vid);
 	free(x->next_token);
+	free(x->next_key);
+	free(x->next_vid);
 	memset(x, 0, sizeof(*x));
 }
 
@@ -868,7 +940,8 @@ bk_store_s3_xml_probe(const char *buf, size_t len, size_t *nents,
 	if (rc == 0) {
 		/* Every entry kept has a key; an error's flag is 0 or 1. */
 		for (i = 0; i < x.nents; i++)
-			if (x.ents[i].key == NULL)
+			if (x.ents[i].key == NULL || (x.ents[i].marker &&
+			    x.ents[i].vid == NULL))
 				rc = -EFAULT;
 		for (i = 0; i < x.nerrs; i++)
 			if (x.errs[i].key == NULL || x.errs[i].size > 1)
@@ -1007,6 +1080,7 @@ req_reset(struct s3_req *r)
 	r->etag[0] = '\0';
 	r->version_id[0] = '\0';
 	r->retain_until[0] = '\0';
+	r->legal_hold = 0;
 }
 
 static int
@@ -1055,6 +1129,74 @@ s3_perform(struct s3 *s, struct s3_req *r)
 		sleep_ms(delay);
 	}
 	return rc;
+}
+
+/* ---- one op's requests in parallel --------------------------------------- */
+
+struct s3_par {
+	pthread_mutex_t m;	/* protects next and rc */
+	size_t next, n;
+	int rc;			/* the first failure */
+	int (*fn)(void *arg, size_t i);
+	void *arg;
+};
+
+static void *
+par_main(void *a)
+{
+	struct s3_par *p = a;
+	size_t i;
+	int rc;
+
+	for (;;) {
+		pthread_mutex_lock(&p->m);
+		if (p->rc < 0 || p->next >= p->n) {
+			pthread_mutex_unlock(&p->m);
+			return NULL;
+		}
+		i = p->next++;
+		pthread_mutex_unlock(&p->m);
+		rc = p->fn(p->arg, i);
+		if (rc < 0) {
+			pthread_mutex_lock(&p->m);
+			if (p->rc == 0)
+				p->rc = rc;
+			pthread_mutex_unlock(&p->m);
+		}
+	}
+}
+
+/*
+ * Calls fn(arg, i) for every i in [0, n) on up to k threads, the
+ * caller's included; after the first failure no new item starts, and
+ * that failure is returned.  A thread that cannot be created leaves its
+ * share to the others.
+ */
+static int
+par_run(unsigned k, size_t n, int (*fn)(void *, size_t), void *arg)
+{
+	pthread_t t[S3_POOL_MAX];
+	struct s3_par p;
+	unsigned i, nt = 0;
+
+	memset(&p, 0, sizeof(p));
+	if (pthread_mutex_init(&p.m, NULL) != 0)
+		return -ENOMEM;
+	p.n = n;
+	p.fn = fn;
+	p.arg = arg;
+	if (k > S3_POOL_MAX)
+		k = S3_POOL_MAX;
+	if (k > n)
+		k = (unsigned)n;
+	for (i = 1; i < k; i++)
+		if (pthread_create(&t[nt], NULL, par_main, &p) == 0)
+			nt++;
+	par_main(&p);
+	for (i = 0; i < nt; i++)
+		pthread_join(t[i], NULL);
+	pthread_mutex_destroy(&p.m);
+	return p.rc;
 }
 
 /* ---- the ops ------------------------------------------------------------- */
@@ -1363,24 +1505,35 @@ s3_put(void *ctx, enum cf_bk_kind kind, const char *name,
 	return rc;
 }
 
+static int s3_versioned(struct s3 *s);
+static int s3_del_versions(struct s3 *s, enum cf_bk_kind kind,
+    const char *const *names, size_t n, int *rcs);
+
 /*
  * Deletes an object.  In a versioned bucket (Object Lock turns
- * versioning on) each version is deleted by its version id, so the
- * space is freed instead of a delete marker hiding a kept version.  A
- * version whose retention has not expired is not even tried: -EROFS
- * (and an AccessDenied answer to a versioned delete is -EROFS too: the
- * server's lock, e.g. a legal hold).
+ * versioning on) every version and delete marker of the key is deleted
+ * by its version id (s3_del_versions), so the space is freed instead of
+ * a delete marker hiding a kept version; a version under retention or
+ * a legal hold is not even tried: -EROFS (and an AccessDenied answer to
+ * a versioned delete is -EROFS too: the server's lock).
  */
 static int
 s3_del(void *ctx, enum cf_bk_kind kind, const char *name)
 {
 	struct s3 *s = ctx;
 	struct s3_req *r;
-	char code[64];
+	char code[64], vid[128];
 	size_t pos;
-	int rc, round, versioned;
+	int rc, round, versioned, v, one;
 	int64_t until;
 
+	v = s->lock_mode[0] != '\0' ? 1 : s3_versioned(s);
+	if (v < 0)
+		return v;
+	if (v) {
+		rc = s3_del_versions(s, kind, &name, 1, &one);
+		return rc < 0 ? rc : one;
+	}
 	r = calloc(1, sizeof(*r));
 	if (r == NULL)
 		return -ENOMEM;
@@ -1405,14 +1558,14 @@ s3_del(void *ctx, enum cf_bk_kind kind, const char *name)
 		}
 		versioned = r->version_id[0] != '\0' &&
 		    strcmp(r->version_id, "null") != 0;
+		/* (Copied before the reset: an empty versionId= deletes
+		 * nothing, it adds a delete marker.) */
+		memcpy(vid, r->version_id, sizeof(vid));
 		memset(r, 0, sizeof(*r));
 		r->method = "DELETE";
 		r->outmax = S3_ERRBODY_MAX;
 		rc = obj_url(s, kind, name, r);
 		if (rc == 0 && versioned) {
-			char vid[128];
-
-			memcpy(vid, r->version_id, sizeof(vid));
 			pos = strlen(r->url);
 			rc = cat(r->url, sizeof(r->url), &pos, "?versionId=");
 			if (rc == 0)
@@ -1644,6 +1797,7 @@ s3_versioned(struct s3 *s)
 }
 
 #define S3_DEL_BATCH 1000	/* DeleteObjects' limit */
+#define S3_VDEL_ONE_BY_ONE 2	/* up to this many: a listing per key */
 
 /*
  * Deletes up to S3_DEL_BATCH objects in one DeleteObjects request
@@ -1719,9 +1873,443 @@ out:
 }
 
 /*
+ * Batch deletes in a versioned bucket: ListObjectVersions under the
+ * names' directory finds every version and delete marker of the keys
+ * to delete (or, for one or two keys, under each key), a HEAD of each
+ * version (only where Object Lock may be on; 2 x conns at once) leaves
+ * out versions under retention or a legal hold, and DeleteObjects
+ * removes the rest by version id, up to 1000 a request and conns
+ * requests at once.  rcs[i] is 0, -ENOENT (no version listed), -EROFS
+ * (a version is locked; the key's other versions are deleted: objects
+ * are immutable, so they hold the same bytes) or -EIO.
+ */
+struct vdel_key {
+	char *key;
+	size_t idx;		/* into names and rcs */
+};
+
+struct vdel_ver {
+	size_t idx;
+	char *vid;
+	int marker;		/* a delete marker: cannot be locked */
+	int skip;		/* locked or gone: not to be deleted */
+	int rc;			/* -EROFS (locked) or the HEAD's error */
+};
+
+struct vdel {
+	struct s3 *s;
+	enum cf_bk_kind kind;
+	const char *const *names;
+	int *rcs;
+	struct vdel_key *keys;	/* sorted by key */
+	size_t nkeys;
+	struct vdel_ver *v;
+	size_t nv, capv;
+	size_t *del;		/* indexes into v of the versions to delete */
+	size_t ndel, per;	/* ...in batches of per */
+	pthread_mutex_t m;	/* protects rcs while batches run */
+	int64_t now;
+};
+
+static int
+vdel_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct vdel_key *)a)->key,
+	    ((const struct vdel_key *)b)->key);
+}
+
+static const struct vdel_key *
+vdel_find(const struct vdel *d, const char *key)
+{
+	struct vdel_key k = { (char *)(uintptr_t)key, 0 };
+
+	return bsearch(&k, d->keys, d->nkeys, sizeof(k), vdel_cmp);
+}
+
+/* Appends s with XML's five special characters escaped. */
+static int
+cat_xml(char *buf, size_t cap, size_t *pos, const char *s)
+{
+	char t[2] = "";
+	int rc = 0;
+
+	for (; rc == 0 && *s != '\0'; s++) {
+		switch (*s) {
+		case '&':
+			rc = cat(buf, cap, pos, "&amp;");
+			break;
+		case '<':
+			rc = cat(buf, cap, pos, "&lt;");
+			break;
+		case '>':
+			rc = cat(buf, cap, pos, "&gt;");
+			break;
+		case '"':
+			rc = cat(buf, cap, pos, "&quot;");
+			break;
+		case '\'':
+			rc = cat(buf, cap, pos, "&apos;");
+			break;
+		default:
+			t[0] = *s;
+			rc = cat(buf, cap, pos, t);
+		}
+	}
+	return rc;
+}
+
+/* Lists every version under prefix dir, keeping those of our keys. */
+static int
+vdel_list(struct vdel *d, const char *dir)
+{
+	struct s3 *s = d->s;
+	struct s3_req *r;
+	struct s3_xml x;
+	const struct vdel_key *k;
+	char *kmark = NULL, *vmark = NULL;
+	size_t i, pos;
+	int rc;
+
+	memset(&x, 0, sizeof(x));
+	r = calloc(1, sizeof(*r));
+	if (r == NULL)
+		return -ENOMEM;
+	for (;;) {
+		/* Query parameters in SigV4's canonical (sorted) order. */
+		memset(r, 0, sizeof(*r));
+		pos = 0;
+		rc = cat(r->url, sizeof(r->url), &pos, s->bucket_url);
+		if (rc == 0)
+			rc = cat(r->url, sizeof(r->url), &pos, "/?");
+		if (rc == 0 && kmark != NULL) {
+			rc = cat(r->url, sizeof(r->url), &pos, "key-marker=");
+			if (rc == 0)
+				rc = cat_enc(r->url, sizeof(r->url), &pos,
+				    kmark, 0);
+			if (rc == 0)
+				rc = cat(r->url, sizeof(r->url), &pos, "&");
+		}
+		if (rc == 0)
+			rc = cat(r->url, sizeof(r->url), &pos,
+			    "max-keys=1000&prefix=");
+		if (rc == 0)
+			rc = cat_enc(r->url, sizeof(r->url), &pos, dir, 0);
+		if (rc == 0 && vmark != NULL) {
+			rc = cat(r->url, sizeof(r->url), &pos,
+			    "&version-id-marker=");
+			if (rc == 0)
+				rc = cat_enc(r->url, sizeof(r->url), &pos,
+				    vmark, 0);
+		}
+		if (rc == 0)
+			rc = cat(r->url, sizeof(r->url), &pos, "&versions=");
+		if (rc < 0)
+			goto out;
+		r->method = "GET";
+		r->outmax = S3_LIST_BODY_MAX;
+		rc = s3_perform(s, r);
+		if (rc == 0)
+			rc = xml_parse(&x, r->out != NULL ?
+			    (const char *)r->out : "", r->outlen);
+		free(r->out);
+		r->out = NULL;
+		if (rc < 0)
+			goto out;
+		for (i = 0; i < x.nents; i++) {
+			if (x.ents[i].vid == NULL)
+				continue;	/* not a version */
+			k = vdel_find(d, x.ents[i].key);
+			if (k == NULL)
+				continue;
+			if (d->nv == d->capv) {
+				size_t c = d->capv ? d->capv * 2 : 256;
+				struct vdel_ver *v = realloc(d->v,
+				    c * sizeof(*v));
+
+				if (v == NULL) {
+					rc = -ENOMEM;
+					goto out;
+				}
+				d->v = v;
+				d->capv = c;
+			}
+			d->v[d->nv].idx = k->idx;
+			d->v[d->nv].vid = x.ents[i].vid;
+			d->v[d->nv].marker = x.ents[i].marker;
+			d->v[d->nv].skip = 0;
+			d->v[d->nv].rc = 0;
+			x.ents[i].vid = NULL;
+			if (!d->v[d->nv].marker)
+				d->rcs[k->idx] = 0;	/* it exists */
+			d->nv++;
+		}
+		if (!x.truncated)
+			break;
+		/* A truncated page must move on, or we would loop forever. */
+		rc = -EPROTO;
+		if (x.next_key == NULL || x.next_key[0] == '\0' ||
+		    (kmark != NULL && strcmp(kmark, x.next_key) == 0 &&
+		    (vmark == NULL || x.next_vid == NULL ||
+		    strcmp(vmark, x.next_vid) == 0)))
+			goto out;
+		free(kmark);
+		free(vmark);
+		kmark = x.next_key;
+		vmark = x.next_vid != NULL && x.next_vid[0] != '\0' ?
+		    x.next_vid : NULL;
+		if (vmark == NULL)
+			free(x.next_vid);
+		x.next_key = x.next_vid = NULL;
+		xml_free(&x);
+	}
+	rc = 0;
+out:
+	xml_free(&x);
+	free(kmark);
+	free(vmark);
+	free(r->out);
+	free(r);
+	return rc;
+}
+
+/* HEADs one version: locked (retention ahead, legal hold) or gone: skip. */
+static int
+vdel_head(void *arg, size_t i)
+{
+	struct vdel *d = arg;
+	struct vdel_ver *v = &d->v[i];
+	struct s3_req *r;
+	size_t pos;
+	int64_t until;
+	int rc;
+
+	if (v->marker)
+		return 0;
+	r = calloc(1, sizeof(*r));
+	if (r == NULL)
+		return -ENOMEM;
+	r->method = "HEAD";
+	rc = obj_url(d->s, d->kind, d->names[v->idx], r);
+	pos = strlen(r->url);
+	if (rc == 0)
+		rc = cat(r->url, sizeof(r->url), &pos, "?versionId=");
+	if (rc == 0)
+		rc = cat_enc(r->url, sizeof(r->url), &pos, v->vid, 0);
+	if (rc == 0)
+		rc = s3_perform(d->s, r);
+	if (rc == 0) {
+		until = r->retain_until[0] != '\0' ?
+		    parse_iso8601(r->retain_until) : 0;
+		if (until > d->now || r->legal_hold) {
+			v->skip = 1;
+			v->rc = -EROFS;
+		}
+	} else if (rc != -ENOMEM) {
+		/* Gone meanwhile: nothing to do; else that key failed. */
+		v->skip = 1;
+		v->rc = rc == -ENOENT ? 0 : rc;
+		rc = 0;
+	}
+	free(r);
+	return rc;
+}
+
+/* DeleteObjects of batch b: versions del[b * per ...]. */
+static int
+vdel_batch(void *arg, size_t b)
+{
+	struct vdel *d = arg;
+	size_t from = b * d->per, to = from + d->per > d->ndel ? d->ndel :
+	    from + d->per;
+	unsigned char sha[crypto_hash_sha256_BYTES];
+	char key[1024], b64[64], *body = NULL;
+	struct s3_req *r = NULL;
+	struct s3_xml x;
+	const struct vdel_key *k;
+	size_t i, pos = 0, cap = 128 + (to - from) * (sizeof(key) + 320);
+	int rc;
+
+	memset(&x, 0, sizeof(x));
+	body = malloc(cap);
+	r = calloc(1, sizeof(*r));
+	rc = body == NULL || r == NULL ? -ENOMEM : 0;
+	if (rc == 0)
+		rc = cat(body, cap, &pos, "<Delete xmlns=\"http://s3.amazonaws."
+		    "com/doc/2006-03-01/\"><Quiet>true</Quiet>");
+	for (i = from; rc == 0 && i < to; i++) {
+		const struct vdel_ver *v = &d->v[d->del[i]];
+
+		rc = obj_key(d->s, d->kind, d->names[v->idx], key,
+		    sizeof(key));
+		if (rc == 0)
+			rc = cat(body, cap, &pos, "<Object><Key>");
+		if (rc == 0)
+			rc = cat(body, cap, &pos, key);
+		if (rc == 0)
+			rc = cat(body, cap, &pos, "</Key><VersionId>");
+		if (rc == 0)
+			rc = cat_xml(body, cap, &pos, v->vid);
+		if (rc == 0)
+			rc = cat(body, cap, &pos, "</VersionId></Object>");
+	}
+	if (rc == 0)
+		rc = cat(body, cap, &pos, "</Delete>");
+	if (rc < 0)
+		goto out;
+	crypto_hash_sha256(sha, (const unsigned char *)body, pos);
+	sodium_bin2base64(b64, sizeof(b64), sha, sizeof(sha),
+	    sodium_base64_VARIANT_ORIGINAL);
+	r->method = "POST";
+	r->body = (const unsigned char *)body;
+	r->bodylen = pos;
+	r->checksum = b64;
+	r->outmax = S3_LIST_BODY_MAX;
+	pos = 0;
+	rc = cat(r->url, sizeof(r->url), &pos, d->s->bucket_url);
+	if (rc == 0)
+		rc = cat(r->url, sizeof(r->url), &pos, "/?delete=");
+	if (rc == 0)
+		rc = s3_perform(d->s, r);
+	if (rc == 0)
+		rc = xml_parse(&x, r->out != NULL ? (const char *)r->out : "",
+		    r->outlen);
+	if (rc < 0)
+		goto out;
+	pthread_mutex_lock(&d->m);
+	for (i = 0; i < x.nerrs; i++) {
+		k = vdel_find(d, x.errs[i].key);
+		if (k != NULL && d->rcs[k->idx] == 0)
+			d->rcs[k->idx] = x.errs[i].size ? -EROFS : -EIO;
+	}
+	pthread_mutex_unlock(&d->m);
+out:
+	xml_free(&x);
+	if (r != NULL)
+		free(r->out);
+	free(r);
+	free(body);
+	return rc;
+}
+
+static int
+s3_del_versions(struct s3 *s, enum cf_bk_kind kind, const char *const *names,
+    size_t n, int *rcs)
+{
+	static const char *const dirs[] = { NULL, "data/", "index/",
+	    "snapshots/", "locks/" };
+	struct vdel d;
+	char key[1024], dir[1024];
+	size_t i, j, ndirs = 0;
+	int rc, len;
+
+	memset(&d, 0, sizeof(d));
+	if (pthread_mutex_init(&d.m, NULL) != 0)
+		return -ENOMEM;
+	d.s = s;
+	d.kind = kind;
+	d.names = names;
+	d.rcs = rcs;
+	d.now = (int64_t)time(NULL);
+	d.keys = calloc(n, sizeof(*d.keys));
+	rc = -ENOMEM;
+	if (d.keys == NULL)
+		goto out;
+	for (i = 0; i < n; i++) {
+		rcs[i] = -ENOENT;	/* until a version is listed */
+		rc = obj_key(s, kind, names[i], key, sizeof(key));
+		if (rc < 0)
+			goto out;
+		d.keys[i].key = strdup(key);
+		d.keys[i].idx = i;
+		d.nkeys++;
+		if (d.keys[i].key == NULL) {
+			rc = -ENOMEM;
+			goto out;
+		}
+	}
+	qsort(d.keys, d.nkeys, sizeof(*d.keys), vdel_cmp);
+	/*
+	 * Which listings: packs of a few data/XX/ directories list just
+	 * those (cheaper in a large repository), else the whole directory.
+	 */
+	if (kind == CF_BK_KIND_PACK)
+		for (i = 0; i < n && ndirs <= 8; i++)
+			if (i == 0 || strncmp(names[d.keys[i].idx],
+			    names[d.keys[i - 1].idx], 2) != 0)
+				ndirs++;
+	if (n <= S3_VDEL_ONE_BY_ONE || kind < CF_BK_KIND_PACK ||
+	    kind > CF_BK_KIND_LOCK) {
+		/* A few keys: list each one's versions alone. */
+		for (i = 0; i < d.nkeys; i++) {
+			rc = vdel_list(&d, d.keys[i].key);
+			if (rc < 0)
+				goto out;
+		}
+	} else if (kind == CF_BK_KIND_PACK && ndirs <= 8) {
+		for (i = 0; i < n; i = j) {
+			for (j = i + 1; j < n && strncmp(
+			    names[d.keys[j].idx], names[d.keys[i].idx], 2) == 0;
+			    j++)
+				;
+			len = snprintf(dir, sizeof(dir), "%sdata/%.2s/",
+			    s->prefix, names[d.keys[i].idx]);
+			rc = len < 0 || (size_t)len >= sizeof(dir) ?
+			    -ENAMETOOLONG : vdel_list(&d, dir);
+			if (rc < 0)
+				goto out;
+		}
+	} else {
+		len = snprintf(dir, sizeof(dir), "%s%s", s->prefix, dirs[kind]);
+		rc = len < 0 || (size_t)len >= sizeof(dir) ? -ENAMETOOLONG :
+		    vdel_list(&d, dir);
+		if (rc < 0)
+			goto out;
+	}
+	/* Where a version may be locked, ask each one first (never try). */
+	if (s->objlock) {
+		rc = par_run(s->conns * 2, d.nv, vdel_head, &d);
+		if (rc < 0)
+			goto out;
+		for (i = 0; i < d.nv; i++)
+			if (d.v[i].rc < 0 && rcs[d.v[i].idx] == 0)
+				rcs[d.v[i].idx] = d.v[i].rc;
+	}
+	/*
+	 * DeleteObjects, several at once: a server may delete the keys of
+	 * one request one after the other (Ceph RGW: ~10 ms per version),
+	 * so conns requests of up to 1000 share the work.
+	 */
+	d.del = calloc(d.nv + 1, sizeof(*d.del));
+	if (d.del == NULL) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	for (i = 0; i < d.nv; i++)
+		if (!d.v[i].skip)
+			d.del[d.ndel++] = i;
+	d.per = (d.ndel + s->conns - 1) / s->conns;
+	if (d.per > S3_DEL_BATCH)
+		d.per = S3_DEL_BATCH;
+	rc = 0;
+	if (d.ndel > 0)
+		rc = par_run(s->conns, (d.ndel + d.per - 1) / d.per,
+		    vdel_batch, &d);
+out:
+	for (i = 0; i < d.nkeys; i++)
+		free(d.keys[i].key);
+	free(d.keys);
+	for (i = 0; i < d.nv; i++)
+		free(d.v[i].vid);
+	free(d.v);
+	free(d.del);
+	pthread_mutex_destroy(&d.m);
+	return rc;
+}
+
+/*
  * Deletes many objects of one kind.  In a bucket without versions, 1000
- * at a time with DeleteObjects; in a versioned one (Object Lock) one by
- * one through s3_del, which removes every version and respects locks.
+ * at a time with DeleteObjects; in a versioned one (Object Lock) every
+ * version and delete marker of each, by version id (s3_del_versions).
  */
 static int
 s3_del_many(void *ctx, enum cf_bk_kind kind, const char *const *names,
@@ -1735,12 +2323,11 @@ s3_del_many(void *ctx, enum cf_bk_kind kind, const char *const *names,
 	if (v < 0)
 		return v;
 	if (v) {
-		for (i = 0; i < n; i++) {
-			rcs[i] = s3_del(ctx, kind, names[i]);
+		rc = s3_del_versions(s, kind, names, n, rcs);
+		for (i = 0; rc == 0 && i < n; i++)
 			if (rcs[i] == -ENOENT)
 				rcs[i] = 0;
-		}
-		return 0;
+		return rc;
 	}
 	for (i = 0; i < n; i += k) {
 		k = n - i < S3_DEL_BATCH ? n - i : S3_DEL_BATCH;
@@ -2273,7 +2860,12 @@ lock_setup(struct s3 *s, const struct s3_opts *o)
 	if (r == NULL)
 		return rc;
 	b = r->out != NULL ? (const char *)r->out : "";
-	/* Any failure (404 on a bucket without a lock, 403, 501): none. */
+	/*
+	 * Any failure (404 on a bucket without a lock, 403, 501): no
+	 * retention from us.  Only a 404 proves that no version can be
+	 * locked; otherwise batch deletes check each version first.
+	 */
+	s->objlock = rc != -ENOENT;
 	if (rc == 0 && r->out != NULL) {
 		r->out[r->outlen] = '\0';	/* s3_write keeps one byte */
 		enabled = strstr(b, "<ObjectLockEnabled>Enabled<") != NULL;
@@ -2294,6 +2886,8 @@ lock_setup(struct s3 *s, const struct s3_opts *o)
 		if (days <= 0 || days > 36500)
 			s->lock_mode[0] = '\0';	/* enabled, no rule */
 	}
+	if (rc == 0)
+		s->objlock = enabled;
 	free(r->out);
 	free(r);
 	if (s->lock_mode[0] != '\0' && !enabled)
@@ -2367,6 +2961,8 @@ bk_store_s3_open(struct cf_bk_store **out, const char *url, int flags)
 	    S3_RETRY_SECONDS_DEFAULT, 0, 86400) * 1000L;
 	s->part_size = (size_t)env_num("COFFER_S3_PART_SIZE",
 	    S3_PART_SIZE_DEFAULT, S3_PART_SIZE_MIN, S3_PART_SIZE_MAX);
+	s->conns = (unsigned)env_num("COFFER_S3_CONNECTIONS",
+	    S3_CONNS_DEFAULT, 1, S3_POOL_MAX);
 	s->prefix = strdup(o.prefix);
 	if (s->prefix == NULL)
 		goto out;

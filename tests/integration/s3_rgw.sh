@@ -105,6 +105,16 @@ else
 	not_ok "Object Lock bucket made with awscli"
 fi
 
+# A versioned bucket without Object Lock (batch deletes by version id).
+export S3_VER_BUCKET=coffer-ver
+if "$AWS" --endpoint-url "$S3_ENDPOINT" s3 mb "s3://$S3_VER_BUCKET" >/dev/null 2>&1 &&
+    "$AWS" --endpoint-url "$S3_ENDPOINT" s3api put-bucket-versioning --bucket "$S3_VER_BUCKET" \
+    --versioning-configuration Status=Enabled >/dev/null 2>&1; then
+	ok "versioned bucket made with awscli"
+else
+	not_ok "versioned bucket made with awscli"
+fi
+
 rgw_port=${S3_ENDPOINT##*:}
 python3 "$SRC/tests/lib/s3_fault_proxy.py" "$rgw_port" "$T/proxy.port" &
 proxy_pid=$!
@@ -126,12 +136,12 @@ while IFS= read -r line; do
 	case $line in
 	"ok "*)
 		n=$((n + 1))
-		echo "ok $n ${line#ok [0-9]*}" | sed 's/^ok \([0-9]*\)  */ok \1 /'
+		echo "ok $n $(sed 's/^ok [0-9]* *//' <<<"$line")"
 		;;
 	"not ok "*)
 		n=$((n + 1))
 		failed=1
-		echo "not ok $n ${line#not ok [0-9]*}"
+		echo "not ok $n $(sed 's/^not ok [0-9]* *//' <<<"$line")"
 		;;
 	1..*) ;;
 	*) echo "# $line" ;;
@@ -334,6 +344,26 @@ if [ -n "$lkey" ] && ! "$AWS" --endpoint-url "$S3_ENDPOINT" s3api delete-object 
 else
 	not_ok "awscli delete of the locked version ($vid) is refused"
 fi
+
+# Deletes in versioned buckets leave no version and no delete marker
+# behind (s3_store del_versioned, object_lock), except the one version
+# under retention.
+nver() {	# nver BUCKET PREFIX: "versions markers"
+	"$AWS" --endpoint-url "$S3_ENDPOINT" s3api list-object-versions --bucket "$1" --prefix "$2" \
+	    --output json 2>/dev/null | python3 -c 'import json, sys
+t = sys.stdin.read().strip()
+d = json.loads(t) if t else {}
+print(len(d.get("Versions") or []), len(d.get("DeleteMarkers") or []))'
+}
+v=$(nver "$S3_VER_BUCKET" vbatch/)
+[ "$v" = "0 0" ] && ok "list-object-versions: no version or marker left of 1100 keys deleted" ||
+    not_ok "list-object-versions after the versioned batch delete: versions, markers = $v"
+v=$(nver "$S3_LOCK_BUCKET" free/)
+[ "$v" = "0 0" ] && ok "list-object-versions: a deleted object of the lock bucket has no version left" ||
+    not_ok "list-object-versions after del in the lock bucket: versions, markers = $v"
+v=$(nver "$S3_LOCK_BUCKET" vlbatch/)
+[ "$v" = "1 0" ] && ok "list-object-versions: only the locked version is left of the Object Lock batch" ||
+    not_ok "list-object-versions after the Object Lock batch: versions, markers = $v (want 1 0)"
 
 pages=$("$AWS" --endpoint-url "$S3_ENDPOINT" s3 ls --recursive "s3://$S3_BUCKET/pages/deep/index/" 2>/dev/null | wc -l)
 if [ "$pages" -eq 1234 ]; then

@@ -685,6 +685,109 @@ del_batches(void)	/* DeleteObjects, 1000 keys a request */
 	free(rcs);
 }
 
+/*
+ * Deletes in versioned buckets (S3_VER_BUCKET: versioning on, no Object
+ * Lock; S3_LOCK_BUCKET: Object Lock).  Every version of every key goes,
+ * by ListObjectVersions and DeleteObjects with version ids; a version
+ * under retention is never tried and its key is -EROFS.  s3_rgw.sh
+ * checks with awscli's list-object-versions what is left.  The old way
+ * (one key at a time: HEAD + DELETE per version) is timed beside it.
+ */
+static void
+del_versioned(void)
+{
+	enum { N = 1100, TWICE = 100, MISSING = 3, OLD = 100, L = 30 };
+	const char *vb = getenv("S3_VER_BUCKET"), *lb = getenv("S3_LOCK_BUCKET");
+	struct cf_bk_store *s = NULL, *ls = NULL;
+	char (*names)[65] = calloc(N + MISSING, 65), url[1024];
+	const char **v = calloc(N + MISSING, sizeof(*v));
+	int *rcs = calloc(N + MISSING, sizeof(*rcs));
+	unsigned char *data = rnd(1000);
+	double t0, tnew, told;
+	uint64_t size;
+	size_t n = 0;
+	unsigned i;
+
+	CHECK(names != NULL && v != NULL && rcs != NULL && data != NULL);
+	if (vb == NULL || lb == NULL) {
+		printf("# S3_VER_BUCKET or S3_LOCK_BUCKET unset: not tested\n");
+		goto done;
+	}
+	snprintf(url, sizeof(url), "s3://%s/vbatch", vb);
+	CHECK_RC(cf_bk_store_open_url(&s, url, 0), 0);
+	put_index_objects(s, N);
+	/* A second version of some. */
+	for (i = 0; i < TWICE; i++) {
+		name_of(i * 7, names[0]);
+		CHECK_RC(cf_bk_store_put(s, CF_BK_KIND_INDEX, names[0], data,
+		    100, 0), 0);
+	}
+	for (i = 0; i < N + MISSING; i++) {
+		name_of(i < N ? i : 900000 + i, names[i]);
+		v[i] = names[i];
+		rcs[i] = 99;
+	}
+	/* The old way for the first OLD keys, for comparison. */
+	t0 = now_s();
+	for (i = 0; i < OLD; i++)
+		CHECK_RC(cf_bk_store_del(s, CF_BK_KIND_INDEX, v[i]), 0);
+	told = now_s() - t0;
+	t0 = now_s();
+	CHECK_RC(cf_bk_store_del_many(s, CF_BK_KIND_INDEX, v + OLD,
+	    N + MISSING - OLD, rcs + OLD), 0);
+	tnew = now_s() - t0;
+	printf("# versioned bucket: %d keys (%d with 2 versions) deleted in "
+	    "%.2f s by batches; one by one %d keys took %.2f s (%.1f s for "
+	    "%d)\n", N - OLD, TWICE, tnew, OLD, told, told * (N - OLD) / OLD,
+	    N - OLD);
+	for (i = OLD; i < N + MISSING; i++)
+		CHECK_RC(rcs[i], 0);
+	CHECK_RC(cf_bk_store_list(s, CF_BK_KIND_INDEX, count_cb, &n), 0);
+	CHECK(n == 0);
+	cf_bk_store_free(s);
+	s = NULL;
+
+	/*
+	 * Object Lock: L keys, and one more whose older version is locked
+	 * for a day under a newer unlocked one.  The lock is found by a
+	 * HEAD of each version, the key is -EROFS, the unlocked versions
+	 * go, and the locked one is still there (now the current one).
+	 */
+	snprintf(url, sizeof(url), "s3://%s/vlbatch?lock=governance&lock_days=1",
+	    lb);
+	CHECK_RC(cf_bk_store_open_url(&ls, url, 0), 0);
+	snprintf(url, sizeof(url), "s3://%s/vlbatch?lock=none", lb);
+	CHECK_RC(cf_bk_store_open_url(&s, url, 0), 0);
+	for (i = 0; i < L + 1; i++) {
+		name_of(5000 + i, names[i]);
+		v[i] = names[i];
+		rcs[i] = 99;
+		if (i < L)
+			CHECK_RC(cf_bk_store_put(s, CF_BK_KIND_PACK, v[i], data,
+			    1000, 0), 0);
+	}
+	CHECK_RC(cf_bk_store_put(ls, CF_BK_KIND_PACK, v[L], data, 1000, 0), 0);
+	CHECK_RC(cf_bk_store_put(s, CF_BK_KIND_PACK, v[L], data, 1000, 0), 0);
+	name_of(6000, names[L + 1]);	/* missing */
+	v[L + 1] = names[L + 1];
+	CHECK_RC(cf_bk_store_del_many(s, CF_BK_KIND_PACK, v, L + 2, rcs), 0);
+	for (i = 0; i < L; i++)
+		CHECK_RC(rcs[i], 0);
+	CHECK_RC(rcs[L], -EROFS);
+	CHECK_RC(rcs[L + 1], 0);
+	CHECK_RC(cf_bk_store_stat(s, CF_BK_KIND_PACK, v[L], &size), 0);
+	n = 0;
+	CHECK_RC(cf_bk_store_list(s, CF_BK_KIND_PACK, count_cb, &n), 0);
+	CHECK(n == 1);
+done:
+	cf_bk_store_free(s);
+	cf_bk_store_free(ls);
+	free(names);
+	free(v);
+	free(rcs);
+	free(data);
+}
+
 static void
 rate_limit(void)	/* max_up / max_down hold all transfers together */
 {
@@ -971,6 +1074,7 @@ static const struct cf_test_case cases[] = {
 	CF_TEST(throughput),
 	CF_TEST(rate_limit),
 	CF_TEST(del_batches),
+	CF_TEST(del_versioned),
 };
 
 int
