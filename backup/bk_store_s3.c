@@ -22,12 +22,15 @@
  * content, so replaying a PUT stores the same bytes.
  *
  * Objects larger than the part size (COFFER_S3_PART_SIZE, 64 MiB) go up
- * as a multipart upload, part by part.
+ * as a multipart upload, COFFER_S3_CONNECTIONS parts at once.  In
+ * versioned buckets deletes remove every version by id, in batches.
  *
- * What it deliberately does not do: parallel parts, Object Lock retention,
- * bandwidth limits, a request-level thread pool (callers bring their
- * threads), or any logging: errors are returned as -errno, and secrets
- * never leave this file (curl's verbose mode stays off).
+ * What it deliberately does not do: resume a multipart upload (no caller
+ * puts the same object twice), a request-level thread pool (callers
+ * bring their threads; a multipart upload or a batch delete starts a
+ * few threads of its own for its duration), or any logging: errors are
+ * returned as -errno, and secrets never leave this file (curl's verbose
+ * mode stays off).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -1330,11 +1333,57 @@ mp_url(struct s3 *s, enum cf_bk_kind kind, const char *name,
 	return rc;
 }
 
+/* One multipart upload's parts, uploaded by par_run's threads. */
+struct mp {
+	struct s3 *s;
+	enum cf_bk_kind kind;
+	const char *name;
+	const char *id;			/* the upload id */
+	const unsigned char *buf;
+	size_t len, nparts;
+	char (*etags)[128];		/* etags[i]: written by one thread */
+};
+
+/* PUTs part i + 1 (retried on its own by s3_perform). */
+static int
+mp_part(void *arg, size_t i)
+{
+	struct mp *m = arg;
+	struct s3 *s = m->s;
+	struct s3_req *r;
+	char num[32];
+	int rc;
+
+	r = calloc(1, sizeof(*r));
+	if (r == NULL)
+		return -ENOMEM;
+	r->method = "PUT";
+	r->body = m->buf + i * s->part_size;
+	r->bodylen = i + 1 < m->nparts ? s->part_size :
+	    m->len - i * s->part_size;
+	r->outmax = S3_ERRBODY_MAX;
+	snprintf(num, sizeof(num), "?partNumber=%zu", i + 1);
+	rc = mp_url(s, m->kind, m->name, r, num, "&uploadId=", m->id);
+	if (rc == 0)
+		rc = s3_perform(s, r);
+	if (rc == 0 && r->etag[0] == '\0')
+		rc = -EPROTO;
+	if (rc == 0)
+		memcpy(m->etags[i], r->etag, sizeof(m->etags[i]));
+	free(r->out);
+	free(r);
+	return rc;
+}
+
 /*
  * Multipart upload of an object larger than the part size: create,
- * upload the parts one by one (each retried on its own), complete.
+ * upload the parts, up to conns at once (each retried on its own; the
+ * parts are slices of the caller's buffer, so no copies), complete.
  * On failure the upload is aborted (best effort; a bucket lifecycle
- * rule AbortIncompleteMultipartUpload catches the rest).
+ * rule AbortIncompleteMultipartUpload catches the rest).  A retried
+ * upload of the same object does not resume one left by an earlier
+ * attempt: the callers never put the same object twice (pack names are
+ * hashes of bytes sealed under random keys; docs/s3.md).
  */
 static int
 s3_put_multipart(struct s3 *s, enum cf_bk_kind kind, const char *name,
@@ -1342,6 +1391,7 @@ s3_put_multipart(struct s3 *s, enum cf_bk_kind kind, const char *name,
 {
 	struct s3_req *r;
 	struct s3_xml x;
+	struct mp m;
 	char *id = NULL, *body = NULL, (*etags)[128] = NULL, num[32];
 	size_t nparts = (len + s->part_size - 1) / s->part_size, i, pos, cap;
 	int rc;
@@ -1376,25 +1426,17 @@ s3_put_multipart(struct s3 *s, enum cf_bk_kind kind, const char *name,
 		rc = -ENOMEM;
 		goto out;
 	}
-	for (i = 0; i < nparts; i++) {
-		memset(r, 0, sizeof(*r));
-		r->method = "PUT";
-		r->body = buf + i * s->part_size;
-		r->bodylen = i + 1 < nparts ? s->part_size :
-		    len - i * s->part_size;
-		r->outmax = S3_ERRBODY_MAX;
-		snprintf(num, sizeof(num), "?partNumber=%zu", i + 1);
-		rc = mp_url(s, kind, name, r, num, "&uploadId=", id);
-		if (rc == 0)
-			rc = s3_perform(s, r);
-		free(r->out);
-		r->out = NULL;
-		if (rc == 0 && r->etag[0] == '\0')
-			rc = -EPROTO;
-		if (rc < 0)
-			goto abort;
-		memcpy(etags[i], r->etag, sizeof(etags[i]));
-	}
+	m.s = s;
+	m.kind = kind;
+	m.name = name;
+	m.id = id;
+	m.buf = buf;
+	m.len = len;
+	m.nparts = nparts;
+	m.etags = etags;
+	rc = par_run(s->conns, nparts, mp_part, &m);
+	if (rc < 0)
+		goto abort;
 	pos = 0;
 	rc = cat(body, cap, &pos, "<CompleteMultipartUpload>");
 	for (i = 0; rc == 0 && i < nparts; i++) {

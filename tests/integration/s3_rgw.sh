@@ -380,6 +380,23 @@ case $etag in
 *) not_ok "multipart object has a 4-part ETag (got $etag)" ;;
 esac
 
+# ...and its parts went up at once (COFFER_S3_CONNECTIONS=4): in RGW's
+# log (start time and latency of each request) some part PUTs overlap.
+par=$(grep -h ' beast: ' "$D"/log/rgw.log* 2>/dev/null | grep -E '"PUT /'"$S3_BUCKET"'/mp/[^ ]*\?partNumber=' |
+    python3 -c 'import re, sys, datetime
+iv = []
+for l in sys.stdin:
+    m = re.search(r"\[(\d+/\w+/\d+:\d+:\d+:[\d.]+) [^]]*\].*latency=([\d.]+)s", l)
+    if m:
+        t = datetime.datetime.strptime(m.group(1), "%d/%b/%Y:%H:%M:%S.%f").timestamp()
+        iv.append((t, t + float(m.group(2))))
+best = max([sum(1 for a, b in iv if a <= s < b) for s, e in iv] or [0])
+print(len(iv), best)')
+case $par in
+4\ [2-4]) ok "multipart: the 4 parts overlap in RGW's log (parts, most at once: $par)" ;;
+*) not_ok "multipart: parts uploaded at once (parts, most at once: '$par')" ;;
+esac
+
 # The purge date caps Object Lock retention (docs/retention.md): a
 # cancelled tenant (purge 90 days on) backed up with lock_days=365 is
 # locked until its purge date; an active one for the full 365 days.

@@ -840,9 +840,12 @@ multipart(void)		/* over the part size: a multipart upload */
 	uint64_t size;
 
 	CHECK(data != NULL);
+	/* 4 parts, all at once (s3_rgw.sh checks RGW's log for it). */
 	CHECK(setenv("COFFER_S3_PART_SIZE", "5242880", 1) == 0);
+	CHECK(setenv("COFFER_S3_CONNECTIONS", "4", 1) == 0);
 	CHECK_RC(cf_bk_store_open_url(&s, url_of("mp"), 0), 0);
 	CHECK(unsetenv("COFFER_S3_PART_SIZE") == 0);
+	CHECK(unsetenv("COFFER_S3_CONNECTIONS") == 0);
 	name_of(900, name);
 	CHECK_RC(cf_bk_store_put(s, CF_BK_KIND_PACK, name, data, SZ, 0), 0);
 	CHECK_RC(cf_bk_store_stat(s, CF_BK_KIND_PACK, name, &size), 0);
@@ -858,6 +861,7 @@ multipart(void)		/* over the part size: a multipart upload */
 static void
 faults(void)		/* through a proxy injecting 503s and cut bodies */
 {
+	enum { MPSZ = (16 << 20) + 3 };
 	const char *ep = getenv("S3_FAULT_ENDPOINT");
 	struct cf_bk_keys *k = test_keys();
 	struct cf_bk_store *s = NULL;
@@ -866,17 +870,38 @@ faults(void)		/* through a proxy injecting 503s and cut bodies */
 	struct cf_bk_verify_opts vo = { 1, 100, 1 };
 	struct cf_bk_verify_result *res = NULL;
 	unsigned char *data = rnd(1 << 20), *buf = NULL, part[777];
+	unsigned char *big = rnd(MPSZ);
 	unsigned char ids[20][32];
 	char u[2048], name[65];
 	size_t len, n = 0;
 	unsigned i;
 
-	CHECK(k != NULL && data != NULL);
+	CHECK(k != NULL && data != NULL && big != NULL);
 	if (ep == NULL) {
 		printf("# S3_FAULT_ENDPOINT unset: faults not tested\n");
 		CHECK(getenv("CI") == NULL);
 		goto done;
 	}
+	/* A multipart upload, 4 parts at once, through the faults. */
+	snprintf(u, sizeof(u), "%s?endpoint=%s", url_of("mpfaults"), ep);
+	CHECK(setenv("COFFER_S3_PART_SIZE", "5242880", 1) == 0);
+	CHECK(setenv("COFFER_S3_CONNECTIONS", "4", 1) == 0);
+	CHECK_RC(cf_bk_store_open_url(&s, u, 0), 0);
+	CHECK(unsetenv("COFFER_S3_PART_SIZE") == 0);
+	CHECK(unsetenv("COFFER_S3_CONNECTIONS") == 0);
+	for (i = 0; i < 3; i++) {
+		name_of(2100 + i, name);
+		big[0] = (unsigned char)i;
+		CHECK_RC(cf_bk_store_put(s, CF_BK_KIND_PACK, name, big, MPSZ,
+		    0), 0);
+		CHECK_RC(cf_bk_store_get(s, CF_BK_KIND_PACK, name, MPSZ, &buf,
+		    &len), 0);
+		CHECK(len == MPSZ && memcmp(buf, big, MPSZ) == 0);
+		free(buf);
+		buf = NULL;
+	}
+	cf_bk_store_free(s);
+	s = NULL;
 	snprintf(u, sizeof(u), "%s?endpoint=%s", url_of("faults"), ep);
 	CHECK_RC(cf_bk_store_open_url(&s, u, 0), 0);
 	for (i = 0; i < 20; i++) {
@@ -933,6 +958,7 @@ faults(void)		/* through a proxy injecting 503s and cut bodies */
 done:
 	cf_bk_keys_free(k);
 	free(data);
+	free(big);
 }
 
 /*
