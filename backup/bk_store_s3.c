@@ -1569,10 +1569,12 @@ s3_del(void *ctx, enum cf_bk_kind kind, const char *name)
 	int rc, round, versioned, v, one;
 	int64_t until;
 
+	/*
+	 * Versioning unknown (GetBucketVersioning refused): the loop below
+	 * still deletes version by version, using HEAD's version id.
+	 */
 	v = s->lock_mode[0] != '\0' ? 1 : s3_versioned(s);
-	if (v < 0)
-		return v;
-	if (v) {
+	if (v > 0) {
 		rc = s3_del_versions(s, kind, &name, 1, &one);
 		return rc < 0 ? rc : one;
 	}

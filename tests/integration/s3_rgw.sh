@@ -12,7 +12,11 @@
 # PUT/GET of a 16 MiB object beside coffer's figures.  A proxy
 # (tests/lib/s3_fault_proxy.py, stopped by PID) in front of RGW answers
 # a share of requests with 503 and cuts a share of bodies short; the
-# faults case of s3_store must still complete through it.
+# faults case of s3_store must still complete through it.  Also:
+# virtual-host addressing through the CLI (rgw_dns_name set in the
+# monitors' config database before the radosgw restart of the
+# dead-server test), versioned-bucket deletes checked with awscli's
+# list-object-versions, and multipart parts overlapping in RGW's log.
 #
 # Needs root and the Debian packages ceph-mon ceph-osd radosgw
 # ceph-common awscli openssl (installed through tools/deps.sh if

@@ -11,9 +11,11 @@
  * bucket, the credentials file and its mode check, a whole repository
  * over S3 (init, writer, snapshot, reopen, verify) with a flipped byte
  * found by verify, TLS refused without the CA and accepted with it, a
- * multipart upload (16 MiB in 5 MiB parts), retries through a proxy
- * that injects 503s and cuts bodies short (S3_FAULT_ENDPOINT),
- * and PUT/GET throughput of 16 MiB objects (printed as TAP comments).
+ * multipart upload (16 MiB in 5 MiB parts, 4 at once), retries through
+ * a proxy that injects 503s and cuts bodies short (S3_FAULT_ENDPOINT;
+ * multipart uploads too), batch deletes in versioned buckets
+ * (S3_VER_BUCKET, S3_LOCK_BUCKET), the resolve= option's checks, and
+ * PUT/GET throughput of 16 MiB objects (printed as TAP comments).
  * Without S3_BUCKET every case is skipped (run it through s3_rgw.sh).
  */
 #include <errno.h>
