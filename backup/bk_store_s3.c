@@ -2332,6 +2332,8 @@ s3_del_versions(struct s3 *s, enum cf_bk_kind kind, const char *const *names,
 		if (!d.v[i].skip)
 			d.del[d.ndel++] = i;
 	d.per = (d.ndel + s->conns - 1) / s->conns;
+	if (d.per < S3_DEL_BATCH / 10)
+		d.per = S3_DEL_BATCH / 10;	/* small sets: one request */
 	if (d.per > S3_DEL_BATCH)
 		d.per = S3_DEL_BATCH;
 	rc = 0;
@@ -2872,7 +2874,7 @@ lock_setup(struct s3 *s, const struct s3_opts *o)
 	struct s3_req *r;
 	const char *b, *m;
 	long long days = -1;
-	int enabled = 0, rc;
+	int enabled = 0, none = 0, rc;
 
 	if (o->lock_until != NULL) {
 		s->lock_max = opt_num(o->lock_until, 1, 253402300799LL);
@@ -2885,18 +2887,22 @@ lock_setup(struct s3 *s, const struct s3_opts *o)
 			return -EINVAL;
 	}
 	if (o->lock != NULL) {
-		if (strcmp(o->lock, "none") == 0)
-			return o->lock_days == NULL ? 0 : -EINVAL;
+		/*
+		 * none: no retention from us, but the bucket is still asked
+		 * (deletes must know whether versions may be locked).
+		 */
+		none = strcmp(o->lock, "none") == 0;
 		if (strcmp(o->lock, "governance") == 0)
 			snprintf(s->lock_mode, sizeof(s->lock_mode),
 			    "GOVERNANCE");
 		else if (strcmp(o->lock, "compliance") == 0)
 			snprintf(s->lock_mode, sizeof(s->lock_mode),
 			    "COMPLIANCE");
-		else
+		else if (!none)
 			return -EINVAL;
-		if (days < 0)
-			return -EINVAL;		/* lock= needs lock_days= */
+		/* lock= needs lock_days=, lock=none refuses it. */
+		if (none ? o->lock_days != NULL : days < 0)
+			return -EINVAL;
 	} else if (o->lock_days != NULL) {
 		return -EINVAL;
 	}
@@ -2914,7 +2920,7 @@ lock_setup(struct s3 *s, const struct s3_opts *o)
 		r->out[r->outlen] = '\0';	/* s3_write keeps one byte */
 		enabled = strstr(b, "<ObjectLockEnabled>Enabled<") != NULL;
 	}
-	if (enabled && s->lock_mode[0] == '\0') {
+	if (enabled && s->lock_mode[0] == '\0' && !none) {
 		/* The bucket's default retention, applied explicitly. */
 		m = strstr(b, "<Mode>");
 		if (m != NULL && strncmp(m + 6, "COMPLIANCE<", 11) == 0)
