@@ -692,8 +692,9 @@ del_batches(void)	/* DeleteObjects, 1000 keys a request */
  * Lock; S3_LOCK_BUCKET: Object Lock).  Every version of every key goes,
  * by ListObjectVersions and DeleteObjects with version ids; a version
  * under retention is never tried and its key is -EROFS.  s3_rgw.sh
- * checks with awscli's list-object-versions what is left.  The old way
- * (one key at a time: HEAD + DELETE per version) is timed beside it.
+ * checks with awscli's list-object-versions what is left.  One key at a
+ * time (cf_bk_store_del: a listing and a delete per key) is timed beside
+ * it.
  */
 static void
 del_versioned(void)
