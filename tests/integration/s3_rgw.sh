@@ -369,6 +369,21 @@ v=$(nver "$S3_LOCK_BUCKET" vlbatch/)
 [ "$v" = "1 0" ] && ok "list-object-versions: only the locked version is left of the Object Lock batch" ||
     not_ok "list-object-versions after the Object Lock batch: versions, markers = $v (want 1 0)"
 
+# Versions under retention are never even tried: a run that deletes
+# only locked objects (and a missing one) sends no delete request.
+mark=$(wc -l <"$D/log/rgw.log" 2>/dev/null || echo 0)
+S3_LOCKED_DELETE=1 "$S3_STORE" >"$T/ld.tap" 2>&1
+ldrc=$?
+ldlog=$(tail -n +"$((mark + 1))" "$D/log/rgw.log" 2>/dev/null | grep ' beast: ')
+ndel=$(grep -Ec '"(POST /'"$S3_LOCK_BUCKET"'/\?delete|DELETE /'"$S3_LOCK_BUCKET"'/)' <<<"$ldlog")
+nhead=$(grep -Ec '"HEAD /'"$S3_LOCK_BUCKET"'/vlocked/[^ ]*\?versionId=' <<<"$ldlog")
+if [ "$ldrc" -eq 0 ] && [ "$ndel" -eq 0 ] && [ "$nhead" -ge 2 ]; then
+	ok "locked versions: -EROFS from $nhead version HEADs, no delete request sent"
+else
+	not_ok "locked versions never tried (exit $ldrc, $ndel delete requests, $nhead version HEADs)"
+	sed 's/^/# /' "$T/ld.tap"
+fi
+
 pages=$("$AWS" --endpoint-url "$S3_ENDPOINT" s3 ls --recursive "s3://$S3_BUCKET/pages/deep/index/" 2>/dev/null | wc -l)
 if [ "$pages" -eq 1234 ]; then
 	ok "aws s3 ls counts the 1234 index objects coffer put"

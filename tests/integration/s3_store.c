@@ -1085,6 +1085,44 @@ kill_phase2(void)
 	cf_bk_keys_free(k);
 }
 
+/*
+ * Run alone by s3_rgw.sh (S3_LOCKED_DELETE=1), which then checks in
+ * RGW's log that this run sent no delete at all: versions under
+ * retention are found by HEAD and never tried (a refused try would
+ * also end as -EROFS, so only the log tells the difference).
+ */
+static void
+locked_delete(void)
+{
+	const char *lb = getenv("S3_LOCK_BUCKET");
+	struct cf_bk_store *s = NULL;
+	unsigned char *data = rnd(1000);
+	char url[1024], names[3][65];
+	const char *v[3] = { names[0], names[1], names[2] };
+	int rcs[3] = { 99, 99, 99 };
+	uint64_t size;
+	unsigned i;
+
+	CHECK(lb != NULL && data != NULL);
+	if (lb == NULL)
+		goto done;
+	snprintf(url, sizeof(url),
+	    "s3://%s/vlocked?lock=governance&lock_days=1", lb);
+	CHECK_RC(cf_bk_store_open_url(&s, url, 0), 0);
+	for (i = 0; i < 3; i++)
+		name_of(7000 + i, names[i]);
+	CHECK_RC(cf_bk_store_put(s, CF_BK_KIND_PACK, v[0], data, 1000, 0), 0);
+	CHECK_RC(cf_bk_store_put(s, CF_BK_KIND_PACK, v[1], data, 999, 0), 0);
+	CHECK_RC(cf_bk_store_del_many(s, CF_BK_KIND_PACK, v, 3, rcs), 0);
+	CHECK(rcs[0] == -EROFS && rcs[1] == -EROFS && rcs[2] == 0);
+	CHECK_RC(cf_bk_store_del(s, CF_BK_KIND_PACK, v[0]), -EROFS);
+	CHECK_RC(cf_bk_store_stat(s, CF_BK_KIND_PACK, v[1], &size), 0);
+	CHECK(size == 999);
+done:
+	cf_bk_store_free(s);
+	free(data);
+}
+
 static void
 skip_all(void)
 {
@@ -1115,6 +1153,7 @@ main(int argc, char **argv)
 		return 99;
 	static const struct cf_test_case k1[] = { CF_TEST(kill_phase1) };
 	static const struct cf_test_case k2[] = { CF_TEST(kill_phase2) };
+	static const struct cf_test_case ld[] = { CF_TEST(locked_delete) };
 	const char *phase = getenv("S3_KILL_PHASE");
 
 	if (bucket() == NULL)
@@ -1123,6 +1162,8 @@ main(int argc, char **argv)
 		return cf_test_run(k1, 1, argc, argv);
 	if (phase != NULL && strcmp(phase, "2") == 0)
 		return cf_test_run(k2, 1, argc, argv);
+	if (getenv("S3_LOCKED_DELETE") != NULL)
+		return cf_test_run(ld, 1, argc, argv);
 	return cf_test_run(cases, sizeof(cases) / sizeof(cases[0]), argc,
 	    argv);
 }
