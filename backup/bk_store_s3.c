@@ -22,12 +22,15 @@
  * content, so replaying a PUT stores the same bytes.
  *
  * Objects larger than the part size (COFFER_S3_PART_SIZE, 64 MiB) go up
- * as a multipart upload, part by part.
+ * as a multipart upload, COFFER_S3_CONNECTIONS parts at once.  In
+ * versioned buckets deletes remove every version by id, in batches.
  *
- * What it deliberately does not do: parallel parts, Object Lock retention,
- * bandwidth limits, a request-level thread pool (callers bring their
- * threads), or any logging: errors are returned as -errno, and secrets
- * never leave this file (curl's verbose mode stays off).
+ * What it deliberately does not do: resume a multipart upload (no caller
+ * puts the same object twice), a request-level thread pool (callers
+ * bring their threads; a multipart upload or a batch delete starts a
+ * few threads of its own for its duration), or any logging: errors are
+ * returned as -errno, and secrets never leave this file (curl's verbose
+ * mode stays off).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -55,6 +58,7 @@
 #define S3_URL_MAX 4096U
 #define S3_TEXT_MAX 2048U		/* one XML leaf (key, token) */
 #define S3_ATTEMPTS_DEFAULT 8U
+#define S3_CONNS_DEFAULT 4L		/* COFFER_S3_CONNECTIONS */
 #define S3_PART_SIZE_DEFAULT (64L << 20)
 #define S3_PART_SIZE_MIN (5L << 20)		/* S3's minimum part */
 #define S3_PART_SIZE_MAX (1024L << 20)
@@ -72,6 +76,7 @@ struct s3 {
 	char *secret;		/* wiped on close */
 	char *token_hdr;	/* "x-amz-security-token: ..." or NULL; wiped */
 	char *ca_file;		/* NULL: the system's CA bundle */
+	struct curl_slist *resolve;	/* CURLOPT_RESOLVE entries, or NULL */
 	unsigned max_attempts;
 	size_t part_size;	/* multipart above this many bytes */
 	long retry_ms;		/* total time budget of one op's retries */
@@ -80,6 +85,8 @@ struct s3 {
 	long lock_days;		/* retain-until = now + lock_days... */
 	int64_t lock_max;	/* ...but never later than this (0: no cap) */
 	int versioning;		/* -1 unknown, 0 off, 1 on (Object Lock too) */
+	int objlock;		/* the bucket may hold locked versions */
+	unsigned conns;		/* parallel requests of one op (parts, HEADs) */
 	pthread_mutex_t lock;	/* protects pool, pool_fd and npool */
 	CURL *pool[S3_POOL_MAX];
 	curl_socket_t pool_fd[S3_POOL_MAX];	/* its connection's socket */
@@ -120,6 +127,7 @@ struct s3_req {
 	char etag[128];			/* ETag response header, quoted */
 	char version_id[128];		/* x-amz-version-id */
 	char retain_until[64];		/* x-amz-object-lock-retain-until-date */
+	int legal_hold;			/* x-amz-object-lock-legal-hold: ON */
 	unsigned attempts;
 	CURL *h;
 	curl_socket_t fd;		/* h's socket (ack_now), or BAD */
@@ -461,6 +469,13 @@ s3_header(char *p, size_t sz, size_t n, void *arg)
 	    "x-amz-object-lock-retain-until-date:", 36) == 0)
 		hdr_value(p, len, 36, r->retain_until,
 		    sizeof(r->retain_until));
+	else if (len > 30 && strncasecmp(p,
+	    "x-amz-object-lock-legal-hold:", 29) == 0) {
+		char v[8] = "";
+
+		hdr_value(p, len, 29, v, sizeof(v));
+		r->legal_hold = strcasecmp(v, "ON") == 0;
+	}
 	return sz * n;
 }
 
@@ -537,6 +552,9 @@ s3_setup(struct s3 *s, struct s3_req *r, struct curl_slist **hdrs)
 	ok &= curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L) == CURLE_OK;
 	if (s->ca_file != NULL)
 		ok &= curl_easy_setopt(h, CURLOPT_CAINFO, s->ca_file) ==
+		    CURLE_OK;
+	if (s->resolve != NULL)
+		ok &= curl_easy_setopt(h, CURLOPT_RESOLVE, s->resolve) ==
 		    CURLE_OK;
 	ok &= curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 10L) == CURLE_OK;
 	/* A stalled transfer (< 1 byte/s for 60 s) is a timeout. */
@@ -672,14 +690,18 @@ nomem:
 struct s3_ent {
 	char *key;
 	uint64_t size;
+	char *vid;		/* ListObjectVersions, DeleteObjects: or NULL */
+	int marker;		/* ListObjectVersions: a <DeleteMarker> */
 };
 
 struct s3_xml {
 	char text[S3_TEXT_MAX];
 	size_t textlen;
 	int toolong;
-	int in_contents;
+	int in_contents;	/* <Contents>, <Version> or <DeleteMarker> */
+	int in_version;		/* <Version> or <DeleteMarker> */
 	char *cur_key;
+	char *cur_vid;
 	uint64_t cur_size;
 	int have_size;
 	struct s3_ent *ents;
@@ -694,6 +716,8 @@ struct s3_xml {
 	struct s3_ent *errs;	/* key and size 1 if AccessDenied, else 0 */
 	size_t nerrs, caperrs;
 	char status[32];	/* GetBucketVersioning's <Status> */
+	char *next_key;		/* ListObjectVersions' NextKeyMarker */
+	char *next_vid;		/* ...and NextVersionIdMarker */
 	int bad;
 };
 
@@ -708,12 +732,17 @@ xml_start(void *arg, const XML_Char *el, const XML_Char **attr)
 	if (strcmp(el, "DeleteResult") == 0)
 		x->in_result = 1;
 	/* A top-level <Error> is an error body, not one key's error. */
-	if (strcmp(el, "Contents") == 0 ||
+	if (strcmp(el, "Contents") == 0 || strcmp(el, "Version") == 0 ||
+	    strcmp(el, "DeleteMarker") == 0 ||
 	    (x->in_result && strcmp(el, "Error") == 0)) {
-		x->in_contents = strcmp(el, "Contents") == 0;
+		x->in_version = strcmp(el, "Version") == 0 ||
+		    strcmp(el, "DeleteMarker") == 0;
+		x->in_contents = x->in_version || strcmp(el, "Contents") == 0;
 		x->in_error = !x->in_contents;
 		free(x->cur_key);
 		x->cur_key = NULL;
+		free(x->cur_vid);
+		x->cur_vid = NULL;
 		x->have_size = 0;
 		x->cur_code[0] = '\0';
 	}
@@ -722,7 +751,7 @@ xml_start(void *arg, const XML_Char *el, const XML_Char **attr)
 /* Appends an entry to a growing array; -ENOMEM into x->bad. */
 static void
 ent_push(struct s3_xml *x, struct s3_ent **v, size_t *n, size_t *cap,
-    char *key, uint64_t size)
+    char *key, uint64_t size, char *vid, int marker)
 {
 	if (*n == *cap) {
 		size_t c = *cap ? *cap * 2 : 64;
@@ -730,6 +759,7 @@ ent_push(struct s3_xml *x, struct s3_ent **v, size_t *n, size_t *cap,
 
 		if (e == NULL) {
 			free(key);
+			free(vid);
 			x->bad = -ENOMEM;
 			return;
 		}
@@ -738,7 +768,23 @@ ent_push(struct s3_xml *x, struct s3_ent **v, size_t *n, size_t *cap,
 	}
 	(*v)[*n].key = key;
 	(*v)[*n].size = size;
+	(*v)[*n].vid = vid;
+	(*v)[*n].marker = marker;
 	(*n)++;
+}
+
+/* A copy of the current leaf's text; NULL if too long (or no memory). */
+static char *
+xml_dup(struct s3_xml *x)
+{
+	char *d;
+
+	if (x->toolong)
+		return NULL;
+	d = strdup(x->text);
+	if (d == NULL)
+		x->bad = -ENOMEM;
+	return d;
 }
 
 static void XMLCALL
@@ -767,13 +813,18 @@ xml_end(void *arg, const XML_Char *el)
 	} else if (x->in_error && strcmp(el, "Code") == 0) {
 		if (x->textlen < sizeof(x->cur_code))
 			memcpy(x->cur_code, x->text, x->textlen + 1);
+	} else if ((x->in_error || x->in_version) &&
+	    strcmp(el, "VersionId") == 0) {
+		free(x->cur_vid);
+		x->cur_vid = xml_dup(x);
 	} else if (x->in_error && strcmp(el, "Error") == 0) {
 		x->in_error = 0;
 		if (x->cur_key == NULL)
 			return;		/* not one of our keys */
 		ent_push(x, &x->errs, &x->nerrs, &x->caperrs, x->cur_key,
-		    strcmp(x->cur_code, "AccessDenied") == 0);
+		    strcmp(x->cur_code, "AccessDenied") == 0, x->cur_vid, 0);
 		x->cur_key = NULL;
+		x->cur_vid = NULL;
 	} else if (strcmp(el, "Status") == 0) {
 		if (x->textlen < sizeof(x->status))
 			memcpy(x->status, x->text, x->textlen + 1);
@@ -791,8 +842,29 @@ xml_end(void *arg, const XML_Char *el)
 		if (x->cur_key == NULL || !x->have_size)
 			return;		/* over-long key: not ours anyway */
 		ent_push(x, &x->ents, &x->nents, &x->capents, x->cur_key,
-		    x->cur_size);
+		    x->cur_size, NULL, 0);
 		x->cur_key = NULL;
+	} else if (x->in_version && (strcmp(el, "Version") == 0 ||
+	    strcmp(el, "DeleteMarker") == 0)) {
+		/* Every version and marker: deleting a key removes all. */
+		x->in_contents = x->in_version = 0;
+		if (x->cur_key == NULL || x->cur_vid == NULL)
+			return;		/* over-long: not ours anyway */
+		ent_push(x, &x->ents, &x->nents, &x->capents, x->cur_key,
+		    x->have_size ? x->cur_size : 0, x->cur_vid,
+		    strcmp(el, "DeleteMarker") == 0);
+		x->cur_key = NULL;
+		x->cur_vid = NULL;
+	} else if (strcmp(el, "NextKeyMarker") == 0) {
+		free(x->next_key);
+		x->next_key = xml_dup(x);
+		if (x->next_key == NULL && x->toolong)
+			x->bad = -EPROTO;
+	} else if (strcmp(el, "NextVersionIdMarker") == 0) {
+		free(x->next_vid);
+		x->next_vid = xml_dup(x);
+		if (x->next_vid == NULL && x->toolong)
+			x->bad = -EPROTO;
 	} else if (strcmp(el, "IsTruncated") == 0) {
 		x->truncated = strcmp(x->text, "true") == 0;
 	} else if (strcmp(el, "NextContinuationToken") == 0) {
@@ -815,14 +887,21 @@ xml_free(struct s3_xml *x)
 {
 	size_t i;
 
-	for (i = 0; i < x->nents; i++)
+	for (i = 0; i < x->nents; i++) {
 		free(x->ents[i].key);
+		free(x->ents[i].vid);
+	}
 	free(x->ents);
-	for (i = 0; i < x->nerrs; i++)
+	for (i = 0; i < x->nerrs; i++) {
 		free(x->errs[i].key);
+		free(x->errs[i].vid);
+	}
 	free(x->errs);
 	free(x->cur_key);
+	free(x->cur_vid);
 	free(x->next_token);
+	free(x->next_key);
+	free(x->next_vid);
 	memset(x, 0, sizeof(*x));
 }
 
@@ -864,7 +943,8 @@ bk_store_s3_xml_probe(const char *buf, size_t len, size_t *nents,
 	if (rc == 0) {
 		/* Every entry kept has a key; an error's flag is 0 or 1. */
 		for (i = 0; i < x.nents; i++)
-			if (x.ents[i].key == NULL)
+			if (x.ents[i].key == NULL || (x.ents[i].marker &&
+			    x.ents[i].vid == NULL))
 				rc = -EFAULT;
 		for (i = 0; i < x.nerrs; i++)
 			if (x.errs[i].key == NULL || x.errs[i].size > 1)
@@ -1003,6 +1083,7 @@ req_reset(struct s3_req *r)
 	r->etag[0] = '\0';
 	r->version_id[0] = '\0';
 	r->retain_until[0] = '\0';
+	r->legal_hold = 0;
 }
 
 static int
@@ -1051,6 +1132,74 @@ s3_perform(struct s3 *s, struct s3_req *r)
 		sleep_ms(delay);
 	}
 	return rc;
+}
+
+/* ---- one op's requests in parallel --------------------------------------- */
+
+struct s3_par {
+	pthread_mutex_t m;	/* protects next and rc */
+	size_t next, n;
+	int rc;			/* the first failure */
+	int (*fn)(void *arg, size_t i);
+	void *arg;
+};
+
+static void *
+par_main(void *a)
+{
+	struct s3_par *p = a;
+	size_t i;
+	int rc;
+
+	for (;;) {
+		pthread_mutex_lock(&p->m);
+		if (p->rc < 0 || p->next >= p->n) {
+			pthread_mutex_unlock(&p->m);
+			return NULL;
+		}
+		i = p->next++;
+		pthread_mutex_unlock(&p->m);
+		rc = p->fn(p->arg, i);
+		if (rc < 0) {
+			pthread_mutex_lock(&p->m);
+			if (p->rc == 0)
+				p->rc = rc;
+			pthread_mutex_unlock(&p->m);
+		}
+	}
+}
+
+/*
+ * Calls fn(arg, i) for every i in [0, n) on up to k threads, the
+ * caller's included; after the first failure no new item starts, and
+ * that failure is returned.  A thread that cannot be created leaves its
+ * share to the others.
+ */
+static int
+par_run(unsigned k, size_t n, int (*fn)(void *, size_t), void *arg)
+{
+	pthread_t t[S3_POOL_MAX];
+	struct s3_par p;
+	unsigned i, nt = 0;
+
+	memset(&p, 0, sizeof(p));
+	if (pthread_mutex_init(&p.m, NULL) != 0)
+		return -ENOMEM;
+	p.n = n;
+	p.fn = fn;
+	p.arg = arg;
+	if (k > S3_POOL_MAX)
+		k = S3_POOL_MAX;
+	if (k > n)
+		k = (unsigned)n;
+	for (i = 1; i < k; i++)
+		if (pthread_create(&t[nt], NULL, par_main, &p) == 0)
+			nt++;
+	par_main(&p);
+	for (i = 0; i < nt; i++)
+		pthread_join(t[i], NULL);
+	pthread_mutex_destroy(&p.m);
+	return p.rc;
 }
 
 /* ---- the ops ------------------------------------------------------------- */
@@ -1184,11 +1333,57 @@ mp_url(struct s3 *s, enum cf_bk_kind kind, const char *name,
 	return rc;
 }
 
+/* One multipart upload's parts, uploaded by par_run's threads. */
+struct mp {
+	struct s3 *s;
+	enum cf_bk_kind kind;
+	const char *name;
+	const char *id;			/* the upload id */
+	const unsigned char *buf;
+	size_t len, nparts;
+	char (*etags)[128];		/* etags[i]: written by one thread */
+};
+
+/* PUTs part i + 1 (retried on its own by s3_perform). */
+static int
+mp_part(void *arg, size_t i)
+{
+	struct mp *m = arg;
+	struct s3 *s = m->s;
+	struct s3_req *r;
+	char num[32];
+	int rc;
+
+	r = calloc(1, sizeof(*r));
+	if (r == NULL)
+		return -ENOMEM;
+	r->method = "PUT";
+	r->body = m->buf + i * s->part_size;
+	r->bodylen = i + 1 < m->nparts ? s->part_size :
+	    m->len - i * s->part_size;
+	r->outmax = S3_ERRBODY_MAX;
+	snprintf(num, sizeof(num), "?partNumber=%zu", i + 1);
+	rc = mp_url(s, m->kind, m->name, r, num, "&uploadId=", m->id);
+	if (rc == 0)
+		rc = s3_perform(s, r);
+	if (rc == 0 && r->etag[0] == '\0')
+		rc = -EPROTO;
+	if (rc == 0)
+		memcpy(m->etags[i], r->etag, sizeof(m->etags[i]));
+	free(r->out);
+	free(r);
+	return rc;
+}
+
 /*
  * Multipart upload of an object larger than the part size: create,
- * upload the parts one by one (each retried on its own), complete.
+ * upload the parts, up to conns at once (each retried on its own; the
+ * parts are slices of the caller's buffer, so no copies), complete.
  * On failure the upload is aborted (best effort; a bucket lifecycle
- * rule AbortIncompleteMultipartUpload catches the rest).
+ * rule AbortIncompleteMultipartUpload catches the rest).  A retried
+ * upload of the same object does not resume one left by an earlier
+ * attempt: the callers never put the same object twice (pack names are
+ * hashes of bytes sealed under random keys; docs/s3.md).
  */
 static int
 s3_put_multipart(struct s3 *s, enum cf_bk_kind kind, const char *name,
@@ -1196,6 +1391,7 @@ s3_put_multipart(struct s3 *s, enum cf_bk_kind kind, const char *name,
 {
 	struct s3_req *r;
 	struct s3_xml x;
+	struct mp m;
 	char *id = NULL, *body = NULL, (*etags)[128] = NULL, num[32];
 	size_t nparts = (len + s->part_size - 1) / s->part_size, i, pos, cap;
 	int rc;
@@ -1230,25 +1426,17 @@ s3_put_multipart(struct s3 *s, enum cf_bk_kind kind, const char *name,
 		rc = -ENOMEM;
 		goto out;
 	}
-	for (i = 0; i < nparts; i++) {
-		memset(r, 0, sizeof(*r));
-		r->method = "PUT";
-		r->body = buf + i * s->part_size;
-		r->bodylen = i + 1 < nparts ? s->part_size :
-		    len - i * s->part_size;
-		r->outmax = S3_ERRBODY_MAX;
-		snprintf(num, sizeof(num), "?partNumber=%zu", i + 1);
-		rc = mp_url(s, kind, name, r, num, "&uploadId=", id);
-		if (rc == 0)
-			rc = s3_perform(s, r);
-		free(r->out);
-		r->out = NULL;
-		if (rc == 0 && r->etag[0] == '\0')
-			rc = -EPROTO;
-		if (rc < 0)
-			goto abort;
-		memcpy(etags[i], r->etag, sizeof(etags[i]));
-	}
+	m.s = s;
+	m.kind = kind;
+	m.name = name;
+	m.id = id;
+	m.buf = buf;
+	m.len = len;
+	m.nparts = nparts;
+	m.etags = etags;
+	rc = par_run(s->conns, nparts, mp_part, &m);
+	if (rc < 0)
+		goto abort;
 	pos = 0;
 	rc = cat(body, cap, &pos, "<CompleteMultipartUpload>");
 	for (i = 0; rc == 0 && i < nparts; i++) {
@@ -1359,24 +1547,37 @@ s3_put(void *ctx, enum cf_bk_kind kind, const char *name,
 	return rc;
 }
 
+static int s3_versioned(struct s3 *s);
+static int s3_del_versions(struct s3 *s, enum cf_bk_kind kind,
+    const char *const *names, size_t n, int *rcs);
+
 /*
  * Deletes an object.  In a versioned bucket (Object Lock turns
- * versioning on) each version is deleted by its version id, so the
- * space is freed instead of a delete marker hiding a kept version.  A
- * version whose retention has not expired is not even tried: -EROFS
- * (and an AccessDenied answer to a versioned delete is -EROFS too: the
- * server's lock, e.g. a legal hold).
+ * versioning on) every version and delete marker of the key is deleted
+ * by its version id (s3_del_versions), so the space is freed instead of
+ * a delete marker hiding a kept version; a version under retention or
+ * a legal hold is not even tried: -EROFS (and an AccessDenied answer to
+ * a versioned delete is -EROFS too: the server's lock).
  */
 static int
 s3_del(void *ctx, enum cf_bk_kind kind, const char *name)
 {
 	struct s3 *s = ctx;
 	struct s3_req *r;
-	char code[64];
+	char code[64], vid[128];
 	size_t pos;
-	int rc, round, versioned;
+	int rc, round, versioned, v, one;
 	int64_t until;
 
+	/*
+	 * Versioning unknown (GetBucketVersioning refused): the loop below
+	 * still deletes version by version, using HEAD's version id.
+	 */
+	v = s->lock_mode[0] != '\0' ? 1 : s3_versioned(s);
+	if (v > 0) {
+		rc = s3_del_versions(s, kind, &name, 1, &one);
+		return rc < 0 ? rc : one;
+	}
 	r = calloc(1, sizeof(*r));
 	if (r == NULL)
 		return -ENOMEM;
@@ -1401,14 +1602,14 @@ s3_del(void *ctx, enum cf_bk_kind kind, const char *name)
 		}
 		versioned = r->version_id[0] != '\0' &&
 		    strcmp(r->version_id, "null") != 0;
+		/* (Copied before the reset: an empty versionId= deletes
+		 * nothing, it adds a delete marker.) */
+		memcpy(vid, r->version_id, sizeof(vid));
 		memset(r, 0, sizeof(*r));
 		r->method = "DELETE";
 		r->outmax = S3_ERRBODY_MAX;
 		rc = obj_url(s, kind, name, r);
 		if (rc == 0 && versioned) {
-			char vid[128];
-
-			memcpy(vid, r->version_id, sizeof(vid));
 			pos = strlen(r->url);
 			rc = cat(r->url, sizeof(r->url), &pos, "?versionId=");
 			if (rc == 0)
@@ -1576,6 +1777,7 @@ s3_close(void *ctx)
 	free_secret(s->secret);
 	free_secret(s->token_hdr);
 	free(s->ca_file);
+	curl_slist_free_all(s->resolve);
 	free(s);
 }
 
@@ -1639,6 +1841,7 @@ s3_versioned(struct s3 *s)
 }
 
 #define S3_DEL_BATCH 1000	/* DeleteObjects' limit */
+#define S3_VDEL_ONE_BY_ONE 2	/* up to this many: a listing per key */
 
 /*
  * Deletes up to S3_DEL_BATCH objects in one DeleteObjects request
@@ -1714,9 +1917,445 @@ out:
 }
 
 /*
+ * Batch deletes in a versioned bucket: ListObjectVersions under the
+ * names' directory finds every version and delete marker of the keys
+ * to delete (or, for one or two keys, under each key), a HEAD of each
+ * version (only where Object Lock may be on; 2 x conns at once) leaves
+ * out versions under retention or a legal hold, and DeleteObjects
+ * removes the rest by version id, up to 1000 a request and conns
+ * requests at once.  rcs[i] is 0, -ENOENT (no version listed), -EROFS
+ * (a version is locked; the key's other versions are deleted: objects
+ * are immutable, so they hold the same bytes) or -EIO.
+ */
+struct vdel_key {
+	char *key;
+	size_t idx;		/* into names and rcs */
+};
+
+struct vdel_ver {
+	size_t idx;
+	char *vid;
+	int marker;		/* a delete marker: cannot be locked */
+	int skip;		/* locked or gone: not to be deleted */
+	int rc;			/* -EROFS (locked) or the HEAD's error */
+};
+
+struct vdel {
+	struct s3 *s;
+	enum cf_bk_kind kind;
+	const char *const *names;
+	int *rcs;
+	struct vdel_key *keys;	/* sorted by key */
+	size_t nkeys;
+	struct vdel_ver *v;
+	size_t nv, capv;
+	size_t *del;		/* indexes into v of the versions to delete */
+	size_t ndel, per;	/* ...in batches of per */
+	pthread_mutex_t m;	/* protects rcs while batches run */
+	int64_t now;
+};
+
+static int
+vdel_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct vdel_key *)a)->key,
+	    ((const struct vdel_key *)b)->key);
+}
+
+static const struct vdel_key *
+vdel_find(const struct vdel *d, const char *key)
+{
+	struct vdel_key k = { (char *)(uintptr_t)key, 0 };
+
+	return bsearch(&k, d->keys, d->nkeys, sizeof(k), vdel_cmp);
+}
+
+/* Appends s with XML's five special characters escaped. */
+static int
+cat_xml(char *buf, size_t cap, size_t *pos, const char *s)
+{
+	char t[2] = "";
+	int rc = 0;
+
+	for (; rc == 0 && *s != '\0'; s++) {
+		switch (*s) {
+		case '&':
+			rc = cat(buf, cap, pos, "&amp;");
+			break;
+		case '<':
+			rc = cat(buf, cap, pos, "&lt;");
+			break;
+		case '>':
+			rc = cat(buf, cap, pos, "&gt;");
+			break;
+		case '"':
+			rc = cat(buf, cap, pos, "&quot;");
+			break;
+		case '\'':
+			rc = cat(buf, cap, pos, "&apos;");
+			break;
+		default:
+			t[0] = *s;
+			rc = cat(buf, cap, pos, t);
+		}
+	}
+	return rc;
+}
+
+/* Lists every version under prefix dir, keeping those of our keys. */
+static int
+vdel_list(struct vdel *d, const char *dir)
+{
+	struct s3 *s = d->s;
+	struct s3_req *r;
+	struct s3_xml x;
+	const struct vdel_key *k;
+	char *kmark = NULL, *vmark = NULL;
+	size_t i, pos;
+	int rc;
+
+	memset(&x, 0, sizeof(x));
+	r = calloc(1, sizeof(*r));
+	if (r == NULL)
+		return -ENOMEM;
+	for (;;) {
+		/* Query parameters in SigV4's canonical (sorted) order. */
+		memset(r, 0, sizeof(*r));
+		pos = 0;
+		rc = cat(r->url, sizeof(r->url), &pos, s->bucket_url);
+		if (rc == 0)
+			rc = cat(r->url, sizeof(r->url), &pos, "/?");
+		if (rc == 0 && kmark != NULL) {
+			rc = cat(r->url, sizeof(r->url), &pos, "key-marker=");
+			if (rc == 0)
+				rc = cat_enc(r->url, sizeof(r->url), &pos,
+				    kmark, 0);
+			if (rc == 0)
+				rc = cat(r->url, sizeof(r->url), &pos, "&");
+		}
+		if (rc == 0)
+			rc = cat(r->url, sizeof(r->url), &pos,
+			    "max-keys=1000&prefix=");
+		if (rc == 0)
+			rc = cat_enc(r->url, sizeof(r->url), &pos, dir, 0);
+		if (rc == 0 && vmark != NULL) {
+			rc = cat(r->url, sizeof(r->url), &pos,
+			    "&version-id-marker=");
+			if (rc == 0)
+				rc = cat_enc(r->url, sizeof(r->url), &pos,
+				    vmark, 0);
+		}
+		if (rc == 0)
+			rc = cat(r->url, sizeof(r->url), &pos, "&versions=");
+		if (rc < 0)
+			goto out;
+		r->method = "GET";
+		r->outmax = S3_LIST_BODY_MAX;
+		rc = s3_perform(s, r);
+		if (rc == 0)
+			rc = xml_parse(&x, r->out != NULL ?
+			    (const char *)r->out : "", r->outlen);
+		free(r->out);
+		r->out = NULL;
+		if (rc < 0)
+			goto out;
+		for (i = 0; i < x.nents; i++) {
+			if (x.ents[i].vid == NULL)
+				continue;	/* not a version */
+			k = vdel_find(d, x.ents[i].key);
+			if (k == NULL)
+				continue;
+			if (d->nv == d->capv) {
+				size_t c = d->capv ? d->capv * 2 : 256;
+				struct vdel_ver *v = realloc(d->v,
+				    c * sizeof(*v));
+
+				if (v == NULL) {
+					rc = -ENOMEM;
+					goto out;
+				}
+				d->v = v;
+				d->capv = c;
+			}
+			d->v[d->nv].idx = k->idx;
+			d->v[d->nv].vid = x.ents[i].vid;
+			d->v[d->nv].marker = x.ents[i].marker;
+			d->v[d->nv].skip = 0;
+			d->v[d->nv].rc = 0;
+			x.ents[i].vid = NULL;
+			if (!d->v[d->nv].marker)
+				d->rcs[k->idx] = 0;	/* it exists */
+			d->nv++;
+		}
+		if (!x.truncated)
+			break;
+		/* A truncated page must move on, or we would loop forever. */
+		rc = -EPROTO;
+		if (x.next_key == NULL || x.next_key[0] == '\0' ||
+		    (kmark != NULL && strcmp(kmark, x.next_key) == 0 &&
+		    (vmark == NULL || x.next_vid == NULL ||
+		    strcmp(vmark, x.next_vid) == 0)))
+			goto out;
+		free(kmark);
+		free(vmark);
+		kmark = x.next_key;
+		vmark = x.next_vid != NULL && x.next_vid[0] != '\0' ?
+		    x.next_vid : NULL;
+		if (vmark == NULL)
+			free(x.next_vid);
+		x.next_key = x.next_vid = NULL;
+		xml_free(&x);
+	}
+	rc = 0;
+out:
+	xml_free(&x);
+	free(kmark);
+	free(vmark);
+	free(r->out);
+	free(r);
+	return rc;
+}
+
+/* HEADs one version: locked (retention ahead, legal hold) or gone: skip. */
+static int
+vdel_head(void *arg, size_t i)
+{
+	struct vdel *d = arg;
+	struct vdel_ver *v = &d->v[i];
+	struct s3_req *r;
+	size_t pos;
+	int64_t until;
+	int rc;
+
+	if (v->marker)
+		return 0;
+	r = calloc(1, sizeof(*r));
+	if (r == NULL)
+		return -ENOMEM;
+	r->method = "HEAD";
+	rc = obj_url(d->s, d->kind, d->names[v->idx], r);
+	pos = strlen(r->url);
+	if (rc == 0)
+		rc = cat(r->url, sizeof(r->url), &pos, "?versionId=");
+	if (rc == 0)
+		rc = cat_enc(r->url, sizeof(r->url), &pos, v->vid, 0);
+	if (rc == 0)
+		rc = s3_perform(d->s, r);
+	if (rc == 0) {
+		until = r->retain_until[0] != '\0' ?
+		    parse_iso8601(r->retain_until) : 0;
+		if (until > d->now || r->legal_hold) {
+			v->skip = 1;
+			v->rc = -EROFS;
+		}
+	} else if (rc != -ENOMEM) {
+		/* Gone meanwhile: nothing to do; else that key failed. */
+		v->skip = 1;
+		v->rc = rc == -ENOENT ? 0 : rc;
+		rc = 0;
+	}
+	free(r);
+	return rc;
+}
+
+/* DeleteObjects of batch b: versions del[b * per ...]. */
+static int
+vdel_batch(void *arg, size_t b)
+{
+	struct vdel *d = arg;
+	size_t from = b * d->per, to = from + d->per > d->ndel ? d->ndel :
+	    from + d->per;
+	unsigned char sha[crypto_hash_sha256_BYTES];
+	char key[1024], b64[64], *body = NULL;
+	struct s3_req *r = NULL;
+	struct s3_xml x;
+	const struct vdel_key *k;
+	size_t i, pos = 0, cap = 128 + (to - from) * (sizeof(key) + 320);
+	int rc;
+
+	memset(&x, 0, sizeof(x));
+	body = malloc(cap);
+	r = calloc(1, sizeof(*r));
+	rc = body == NULL || r == NULL ? -ENOMEM : 0;
+	if (rc == 0)
+		rc = cat(body, cap, &pos, "<Delete xmlns=\"http://s3.amazonaws."
+		    "com/doc/2006-03-01/\"><Quiet>true</Quiet>");
+	for (i = from; rc == 0 && i < to; i++) {
+		const struct vdel_ver *v = &d->v[d->del[i]];
+
+		rc = obj_key(d->s, d->kind, d->names[v->idx], key,
+		    sizeof(key));
+		if (rc == 0)
+			rc = cat(body, cap, &pos, "<Object><Key>");
+		if (rc == 0)
+			rc = cat(body, cap, &pos, key);
+		if (rc == 0)
+			rc = cat(body, cap, &pos, "</Key><VersionId>");
+		if (rc == 0)
+			rc = cat_xml(body, cap, &pos, v->vid);
+		if (rc == 0)
+			rc = cat(body, cap, &pos, "</VersionId></Object>");
+	}
+	if (rc == 0)
+		rc = cat(body, cap, &pos, "</Delete>");
+	if (rc < 0)
+		goto out;
+	crypto_hash_sha256(sha, (const unsigned char *)body, pos);
+	sodium_bin2base64(b64, sizeof(b64), sha, sizeof(sha),
+	    sodium_base64_VARIANT_ORIGINAL);
+	r->method = "POST";
+	r->body = (const unsigned char *)body;
+	r->bodylen = pos;
+	r->checksum = b64;
+	r->outmax = S3_LIST_BODY_MAX;
+	pos = 0;
+	rc = cat(r->url, sizeof(r->url), &pos, d->s->bucket_url);
+	if (rc == 0)
+		rc = cat(r->url, sizeof(r->url), &pos, "/?delete=");
+	if (rc == 0)
+		rc = s3_perform(d->s, r);
+	if (rc == 0)
+		rc = xml_parse(&x, r->out != NULL ? (const char *)r->out : "",
+		    r->outlen);
+	if (rc < 0)
+		goto out;
+	pthread_mutex_lock(&d->m);
+	for (i = 0; i < x.nerrs; i++) {
+		k = vdel_find(d, x.errs[i].key);
+		if (k != NULL && d->rcs[k->idx] == 0)
+			d->rcs[k->idx] = x.errs[i].size ? -EROFS : -EIO;
+	}
+	pthread_mutex_unlock(&d->m);
+out:
+	xml_free(&x);
+	if (r != NULL)
+		free(r->out);
+	free(r);
+	free(body);
+	return rc;
+}
+
+static int
+s3_del_versions(struct s3 *s, enum cf_bk_kind kind, const char *const *names,
+    size_t n, int *rcs)
+{
+	static const char *const dirs[] = { NULL, "data/", "index/",
+	    "snapshots/", "locks/" };
+	struct vdel d;
+	char key[1024], dir[1024];
+	size_t i, j, ndirs = 0;
+	int rc, len;
+
+	memset(&d, 0, sizeof(d));
+	if (pthread_mutex_init(&d.m, NULL) != 0)
+		return -ENOMEM;
+	d.s = s;
+	d.kind = kind;
+	d.names = names;
+	d.rcs = rcs;
+	d.now = (int64_t)time(NULL);
+	d.keys = calloc(n, sizeof(*d.keys));
+	rc = -ENOMEM;
+	if (d.keys == NULL)
+		goto out;
+	for (i = 0; i < n; i++) {
+		rcs[i] = -ENOENT;	/* until a version is listed */
+		rc = obj_key(s, kind, names[i], key, sizeof(key));
+		if (rc < 0)
+			goto out;
+		d.keys[i].key = strdup(key);
+		d.keys[i].idx = i;
+		d.nkeys++;
+		if (d.keys[i].key == NULL) {
+			rc = -ENOMEM;
+			goto out;
+		}
+	}
+	qsort(d.keys, d.nkeys, sizeof(*d.keys), vdel_cmp);
+	/*
+	 * Which listings: packs of a few data/XX/ directories list just
+	 * those (cheaper in a large repository), else the whole directory.
+	 */
+	if (kind == CF_BK_KIND_PACK)
+		for (i = 0; i < n && ndirs <= 8; i++)
+			if (i == 0 || strncmp(names[d.keys[i].idx],
+			    names[d.keys[i - 1].idx], 2) != 0)
+				ndirs++;
+	if (n <= S3_VDEL_ONE_BY_ONE || kind < CF_BK_KIND_PACK ||
+	    kind > CF_BK_KIND_LOCK) {
+		/* A few keys: list each one's versions alone. */
+		for (i = 0; i < d.nkeys; i++) {
+			rc = vdel_list(&d, d.keys[i].key);
+			if (rc < 0)
+				goto out;
+		}
+	} else if (kind == CF_BK_KIND_PACK && ndirs <= 8) {
+		for (i = 0; i < n; i = j) {
+			for (j = i + 1; j < n && strncmp(
+			    names[d.keys[j].idx], names[d.keys[i].idx], 2) == 0;
+			    j++)
+				;
+			len = snprintf(dir, sizeof(dir), "%sdata/%.2s/",
+			    s->prefix, names[d.keys[i].idx]);
+			rc = len < 0 || (size_t)len >= sizeof(dir) ?
+			    -ENAMETOOLONG : vdel_list(&d, dir);
+			if (rc < 0)
+				goto out;
+		}
+	} else {
+		len = snprintf(dir, sizeof(dir), "%s%s", s->prefix, dirs[kind]);
+		rc = len < 0 || (size_t)len >= sizeof(dir) ? -ENAMETOOLONG :
+		    vdel_list(&d, dir);
+		if (rc < 0)
+			goto out;
+	}
+	/* Where a version may be locked, ask each one first (never try). */
+	if (s->objlock) {
+		rc = par_run(s->conns * 2, d.nv, vdel_head, &d);
+		if (rc < 0)
+			goto out;
+		for (i = 0; i < d.nv; i++)
+			if (d.v[i].rc < 0 && rcs[d.v[i].idx] == 0)
+				rcs[d.v[i].idx] = d.v[i].rc;
+	}
+	/*
+	 * DeleteObjects, several at once: a server may delete the keys of
+	 * one request one after the other (Ceph RGW: ~10 ms per version),
+	 * so conns requests of up to 1000 share the work.
+	 */
+	d.del = calloc(d.nv + 1, sizeof(*d.del));
+	if (d.del == NULL) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	for (i = 0; i < d.nv; i++)
+		if (!d.v[i].skip)
+			d.del[d.ndel++] = i;
+	d.per = (d.ndel + s->conns - 1) / s->conns;
+	if (d.per < S3_DEL_BATCH / 10)
+		d.per = S3_DEL_BATCH / 10;	/* small sets: one request */
+	if (d.per > S3_DEL_BATCH)
+		d.per = S3_DEL_BATCH;
+	rc = 0;
+	if (d.ndel > 0)
+		rc = par_run(s->conns, (d.ndel + d.per - 1) / d.per,
+		    vdel_batch, &d);
+out:
+	for (i = 0; i < d.nkeys; i++)
+		free(d.keys[i].key);
+	free(d.keys);
+	for (i = 0; i < d.nv; i++)
+		free(d.v[i].vid);
+	free(d.v);
+	free(d.del);
+	pthread_mutex_destroy(&d.m);
+	return rc;
+}
+
+/*
  * Deletes many objects of one kind.  In a bucket without versions, 1000
- * at a time with DeleteObjects; in a versioned one (Object Lock) one by
- * one through s3_del, which removes every version and respects locks.
+ * at a time with DeleteObjects; in a versioned one (Object Lock) every
+ * version and delete marker of each, by version id (s3_del_versions).
  */
 static int
 s3_del_many(void *ctx, enum cf_bk_kind kind, const char *const *names,
@@ -1730,12 +2369,11 @@ s3_del_many(void *ctx, enum cf_bk_kind kind, const char *const *names,
 	if (v < 0)
 		return v;
 	if (v) {
-		for (i = 0; i < n; i++) {
-			rcs[i] = s3_del(ctx, kind, names[i]);
+		rc = s3_del_versions(s, kind, names, n, rcs);
+		for (i = 0; rc == 0 && i < n; i++)
 			if (rcs[i] == -ENOENT)
 				rcs[i] = 0;
-		}
-		return 0;
+		return rc;
 	}
 	for (i = 0; i < n; i += k) {
 		k = n - i < S3_DEL_BATCH ? n - i : S3_DEL_BATCH;
@@ -1774,6 +2412,7 @@ struct s3_opts {
 	char *lock_days;
 	char *lock_until;	/* seconds since the epoch */
 	char *max_up, *max_down;	/* bandwidth limits, bytes/s */
+	char *resolve;		/* HOST:PORT:ADDR[,...] (CURLOPT_RESOLVE) */
 };
 
 static void
@@ -1790,6 +2429,7 @@ opts_free(struct s3_opts *o)
 	free(o->lock_until);
 	free(o->max_up);
 	free(o->max_down);
+	free(o->resolve);
 }
 
 static int
@@ -1944,6 +2584,8 @@ parse_url(const char *url, struct s3_opts *o)
 			rc = set_opt(&o->max_up, eq, n);
 		else if (KEY("max_down"))
 			rc = set_opt(&o->max_down, eq, n);
+		else if (KEY("resolve"))
+			rc = set_opt(&o->resolve, eq, n);
 		else
 			rc = -EINVAL;
 #undef KEY
@@ -2153,6 +2795,73 @@ opt_rate(const char *v)
 }
 
 /*
+ * The resolve= option: comma-separated HOST:PORT:ADDR entries, each
+ * handed to CURLOPT_RESOLVE, so HOST:PORT connects to ADDR without a
+ * DNS lookup (virtual-host names of a private endpoint, a pinned
+ * address).  The request still names HOST (Host header, SigV4, TLS
+ * name check).  HOST is [A-Za-z0-9.-], PORT 1-65535, ADDR an IPv4
+ * address or a bracketed IPv6 one; anything else is -EINVAL.
+ */
+static int
+resolve_list(const char *v, struct curl_slist **out)
+{
+	struct curl_slist *l = NULL, *t;
+	char ent[256], *p, *c1, *c2;
+	size_t n, i;
+	long long port;
+	int rc = -EINVAL;
+
+	*out = NULL;
+	if (v[0] == '\0' || v[strlen(v) - 1] == ',')
+		return -EINVAL;
+	while (*v != '\0') {
+		n = strcspn(v, ",");
+		if (n == 0 || n >= sizeof(ent))
+			goto out;
+		memcpy(ent, v, n);
+		ent[n] = '\0';
+		v += n + (v[n] == ',');
+		c1 = strchr(ent, ':');
+		c2 = c1 != NULL ? strchr(c1 + 1, ':') : NULL;
+		if (c1 == NULL || c2 == NULL || c1 == ent || c2[1] == '\0')
+			goto out;
+		for (p = ent; p < c1; p++)
+			if (!((*p >= 'a' && *p <= 'z') ||
+			    (*p >= 'A' && *p <= 'Z') ||
+			    (*p >= '0' && *p <= '9') || *p == '.' || *p == '-'))
+				goto out;
+		*c2 = '\0';
+		port = opt_num(c1 + 1, 1, 65535);
+		*c2 = ':';
+		if (port < 0)
+			goto out;
+		p = c2 + 1;
+		if (p[0] == '[') {
+			i = strlen(p);
+			if (i < 4 || p[i - 1] != ']' ||
+			    strspn(p + 1, "0123456789abcdefABCDEF:.") != i - 2)
+				goto out;
+		} else if (strspn(p, "0123456789.") != strlen(p)) {
+			goto out;
+		}
+		t = curl_slist_append(l, ent);
+		if (t == NULL) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		l = t;
+	}
+	if (l == NULL)
+		goto out;
+	*out = l;
+	l = NULL;
+	rc = 0;
+out:
+	curl_slist_free_all(l);
+	return rc;
+}
+
+/*
  * Object Lock: GetObjectLockConfiguration (GET bucket?object-lock)
  * tells whether the bucket has it and its default retention.  The URL's
  * lock= / lock_days= win; without them a bucket default retention is
@@ -2165,7 +2874,7 @@ lock_setup(struct s3 *s, const struct s3_opts *o)
 	struct s3_req *r;
 	const char *b, *m;
 	long long days = -1;
-	int enabled = 0, rc;
+	int enabled = 0, none = 0, rc;
 
 	if (o->lock_until != NULL) {
 		s->lock_max = opt_num(o->lock_until, 1, 253402300799LL);
@@ -2178,18 +2887,22 @@ lock_setup(struct s3 *s, const struct s3_opts *o)
 			return -EINVAL;
 	}
 	if (o->lock != NULL) {
-		if (strcmp(o->lock, "none") == 0)
-			return o->lock_days == NULL ? 0 : -EINVAL;
+		/*
+		 * none: no retention from us, but the bucket is still asked
+		 * (deletes must know whether versions may be locked).
+		 */
+		none = strcmp(o->lock, "none") == 0;
 		if (strcmp(o->lock, "governance") == 0)
 			snprintf(s->lock_mode, sizeof(s->lock_mode),
 			    "GOVERNANCE");
 		else if (strcmp(o->lock, "compliance") == 0)
 			snprintf(s->lock_mode, sizeof(s->lock_mode),
 			    "COMPLIANCE");
-		else
+		else if (!none)
 			return -EINVAL;
-		if (days < 0)
-			return -EINVAL;		/* lock= needs lock_days= */
+		/* lock= needs lock_days=, lock=none refuses it. */
+		if (none ? o->lock_days != NULL : days < 0)
+			return -EINVAL;
 	} else if (o->lock_days != NULL) {
 		return -EINVAL;
 	}
@@ -2197,12 +2910,17 @@ lock_setup(struct s3 *s, const struct s3_opts *o)
 	if (r == NULL)
 		return rc;
 	b = r->out != NULL ? (const char *)r->out : "";
-	/* Any failure (404 on a bucket without a lock, 403, 501): none. */
+	/*
+	 * Any failure (404 on a bucket without a lock, 403, 501): no
+	 * retention from us.  Only a 404 proves that no version can be
+	 * locked; otherwise batch deletes check each version first.
+	 */
+	s->objlock = rc != -ENOENT;
 	if (rc == 0 && r->out != NULL) {
 		r->out[r->outlen] = '\0';	/* s3_write keeps one byte */
 		enabled = strstr(b, "<ObjectLockEnabled>Enabled<") != NULL;
 	}
-	if (enabled && s->lock_mode[0] == '\0') {
+	if (enabled && s->lock_mode[0] == '\0' && !none) {
 		/* The bucket's default retention, applied explicitly. */
 		m = strstr(b, "<Mode>");
 		if (m != NULL && strncmp(m + 6, "COMPLIANCE<", 11) == 0)
@@ -2218,6 +2936,8 @@ lock_setup(struct s3 *s, const struct s3_opts *o)
 		if (days <= 0 || days > 36500)
 			s->lock_mode[0] = '\0';	/* enabled, no rule */
 	}
+	if (rc == 0)
+		s->objlock = enabled;
 	free(r->out);
 	free(r);
 	if (s->lock_mode[0] != '\0' && !enabled)
@@ -2263,6 +2983,8 @@ bk_store_s3_open(struct cf_bk_store **out, const char *url, int flags)
 		rc = env_opt(&o.max_up, "COFFER_S3_MAX_UP", NULL);
 	if (rc == 0)
 		rc = env_opt(&o.max_down, "COFFER_S3_MAX_DOWN", NULL);
+	if (rc == 0)
+		rc = env_opt(&o.resolve, "COFFER_S3_RESOLVE", NULL);
 	if (rc < 0)
 		goto out;
 
@@ -2289,6 +3011,8 @@ bk_store_s3_open(struct cf_bk_store **out, const char *url, int flags)
 	    S3_RETRY_SECONDS_DEFAULT, 0, 86400) * 1000L;
 	s->part_size = (size_t)env_num("COFFER_S3_PART_SIZE",
 	    S3_PART_SIZE_DEFAULT, S3_PART_SIZE_MIN, S3_PART_SIZE_MAX);
+	s->conns = (unsigned)env_num("COFFER_S3_CONNECTIONS",
+	    S3_CONNS_DEFAULT, 1, S3_POOL_MAX);
 	s->prefix = strdup(o.prefix);
 	if (s->prefix == NULL)
 		goto out;
@@ -2359,6 +3083,12 @@ bk_store_s3_open(struct cf_bk_store **out, const char *url, int flags)
 		s->ca_file = strdup(o.ca);
 		if (s->ca_file == NULL)
 			goto out;
+	}
+	if (o.resolve != NULL) {
+		rc = resolve_list(o.resolve, &s->resolve);
+		if (rc < 0)
+			goto out;
+		rc = -ENOMEM;
 	}
 
 	/* Credentials: the environment, else the credentials file. */

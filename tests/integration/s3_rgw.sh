@@ -12,7 +12,11 @@
 # PUT/GET of a 16 MiB object beside coffer's figures.  A proxy
 # (tests/lib/s3_fault_proxy.py, stopped by PID) in front of RGW answers
 # a share of requests with 503 and cuts a share of bodies short; the
-# faults case of s3_store must still complete through it.
+# faults case of s3_store must still complete through it.  Also:
+# virtual-host addressing through the CLI (rgw_dns_name set in the
+# monitors' config database before the radosgw restart of the
+# dead-server test), versioned-bucket deletes checked with awscli's
+# list-object-versions, and multipart parts overlapping in RGW's log.
 #
 # Needs root and the Debian packages ceph-mon ceph-osd radosgw
 # ceph-common awscli openssl (installed through tools/deps.sh if
@@ -67,7 +71,7 @@ if ! openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=coffer-test-ca 
     -keyout "$T/ca.key" -out "$T/ca.pem" >/dev/null 2>&1 ||
     ! openssl req -newkey rsa:2048 -nodes -subj /CN=localhost \
     -keyout "$T/srv.key" -out "$T/srv.csr" >/dev/null 2>&1 ||
-    ! printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >"$T/ext" ||
+    ! printf 'subjectAltName=DNS:localhost,DNS:*.s3.coffer.test,IP:127.0.0.1\n' >"$T/ext" ||
     ! openssl x509 -req -in "$T/srv.csr" -CA "$T/ca.pem" -CAkey "$T/ca.key" \
     -CAcreateserial -days 2 -extfile "$T/ext" -out "$T/srv.pem" >/dev/null 2>&1
 then
@@ -105,6 +109,16 @@ else
 	not_ok "Object Lock bucket made with awscli"
 fi
 
+# A versioned bucket without Object Lock (batch deletes by version id).
+export S3_VER_BUCKET=coffer-ver
+if "$AWS" --endpoint-url "$S3_ENDPOINT" s3 mb "s3://$S3_VER_BUCKET" >/dev/null 2>&1 &&
+    "$AWS" --endpoint-url "$S3_ENDPOINT" s3api put-bucket-versioning --bucket "$S3_VER_BUCKET" \
+    --versioning-configuration Status=Enabled >/dev/null 2>&1; then
+	ok "versioned bucket made with awscli"
+else
+	not_ok "versioned bucket made with awscli"
+fi
+
 rgw_port=${S3_ENDPOINT##*:}
 python3 "$SRC/tests/lib/s3_fault_proxy.py" "$rgw_port" "$T/proxy.port" &
 proxy_pid=$!
@@ -126,12 +140,12 @@ while IFS= read -r line; do
 	case $line in
 	"ok "*)
 		n=$((n + 1))
-		echo "ok $n ${line#ok [0-9]*}" | sed 's/^ok \([0-9]*\)  */ok \1 /'
+		echo "ok $n $(sed 's/^ok [0-9]* *//' <<<"$line")"
 		;;
 	"not ok "*)
 		n=$((n + 1))
 		failed=1
-		echo "not ok $n ${line#not ok [0-9]*}"
+		echo "not ok $n $(sed 's/^not ok [0-9]* *//' <<<"$line")"
 		;;
 	1..*) ;;
 	*) echo "# $line" ;;
@@ -144,6 +158,48 @@ if grep -Eq 'injected_503=[1-9]' <<<"$stats" && grep -Eq 'truncated=[1-9]' <<<"$
 	ok "the proxy injected faults that coffer retried ($stats)"
 else
 	not_ok "the proxy injected faults ($stats)"
+fi
+
+# Virtual-host addressing (BUCKET.HOST:PORT/KEY).  Nothing here resolves
+# *.s3.coffer.test, so coffer's resolve= option (CURLOPT_RESOLVE) maps
+# the bucket's host name to 127.0.0.1.  RGW serves that form only with
+# rgw_dns_name set: first a negative control while it is not (the same
+# backup must fail: the request really is virtual-host style), then the
+# name goes into the monitors' config database, and the radosgw restart
+# of the dead-server test below picks it up.
+VH=s3.coffer.test
+VB=coffer-test
+vh_url()	# vh_url PREFIX [SCHEME PORT]: a virtual-host repository URL
+{
+	local sch=${2:-http} port=${3:-$rgw_port}
+	echo "s3://$VB/$1?style=virtual&endpoint=$sch://$VH:$port&resolve=$VB.$VH:$port:127.0.0.1"
+}
+VHOME=$T/vhome
+mkdir -p "$VHOME"
+printf '[kms.local]\ntype = file\nargon2_ops = 1\nargon2_mem_kib = 8\n\n[retention]\nkeep_last = 1\n' \
+    >"$VHOME/coffer.conf"
+printf 'vhost test passphrase\n' >"$T/vpass"
+chmod 600 "$T/vpass"
+vh() { COFFER_HOME=$VHOME COFFER_PASSPHRASE_FILE=$T/vpass "$COFFER" "$@"; }
+vh_ready=0
+if [ -x "${COFFER:-}" ] && vh tenant create vt --repo "$(vh_url vhrepo)" >/dev/null 2>"$T/vh.err"; then
+	if echo x | vh backup vt --stdin --name x.txt >/dev/null 2>>"$T/vh.err"; then
+		not_ok "virtual-host backup without rgw_dns_name fails (negative control)"
+	elif [ -z "$("$AWS" --endpoint-url "$S3_ENDPOINT" s3 ls --recursive "s3://$VB/vhrepo/" 2>/dev/null)" ]; then
+		ok "virtual-host backup without rgw_dns_name fails (negative control): $(tail -n1 "$T/vh.err")"
+		vh_ready=1
+	else
+		not_ok "virtual-host backup without rgw_dns_name wrote nothing"
+	fi
+else
+	not_ok "tenant for the virtual-host tests"
+	sed 's/^/# /' "$T/vh.err"
+fi
+if ceph config set client.rgw.0 rgw_dns_name "$VH" >/dev/null 2>&1; then
+	ok "rgw_dns_name = $VH set for the next radosgw start"
+else
+	not_ok "ceph config set client.rgw.0 rgw_dns_name"
+	vh_ready=0
 fi
 
 # Interop: awscli sees coffer's repository layout.
@@ -187,6 +243,77 @@ else
 	not_ok "the rerun after the restart (exit $k2rc)"
 fi
 
+# Virtual-host style against the restarted radosgw (rgw_dns_name set):
+# two backups, snapshots, restore, retention apply (keep_last = 1, so
+# one snapshot is forgotten and prune deletes its packs), over HTTP and
+# one backup and restore over HTTPS (the certificate names
+# *.s3.coffer.test).  RGW checks every SigV4 signature, which covers
+# the Host header: a wrong canonical host is refused.  Its access log
+# must show the requests without the bucket in the path.
+vh_log_mark=$(wc -l <"$D/log/rgw.log" 2>/dev/null || echo 0)
+if [ "$vh_ready" = 1 ]; then
+	# The second backup drops "one": forgetting the first snapshot
+	# leaves its pack unused.
+	mkdir -p "$T/vsrc"
+	head -c $((3 << 20)) /dev/urandom >"$T/vsrc/one"
+	vpacks() { "$AWS" --endpoint-url "$S3_ENDPOINT" s3 ls --recursive "s3://$VB/vhrepo/data/" 2>/dev/null | wc -l; }
+	if COFFER_NOW=2026-01-01T00:00:00Z vh -q backup vt --dir "$T/vsrc" >/dev/null 2>"$T/vh.err" &&
+	    rm "$T/vsrc/one" && head -c $((3 << 20)) /dev/urandom >"$T/vsrc/two" &&
+	    echo small >"$T/vsrc/small" &&
+	    COFFER_NOW=2026-01-02T00:00:00Z vh -q backup vt --dir "$T/vsrc" >/dev/null 2>>"$T/vh.err"; then
+		ok "virtual-host: two backups"
+	else
+		not_ok "virtual-host: two backups"
+		sed 's/^/# /' "$T/vh.err"
+	fi
+	nsnap=$(vh snapshots vt 2>>"$T/vh.err" | grep -c 2026-01-0)
+	[ "$nsnap" -eq 2 ] && ok "virtual-host: snapshots lists 2" ||
+	    not_ok "virtual-host: snapshots lists 2 (got $nsnap)"
+	before=$(vpacks)
+	if vh retention apply vt --now 2026-01-03 >"$T/vh.apply" 2>>"$T/vh.err"; then
+		after=$(vpacks)
+		nsnap=$(vh snapshots vt 2>>"$T/vh.err" | grep -c 2026-01-0)
+		if [ "$nsnap" -eq 1 ] && [ "$after" -lt "$before" ]; then
+			ok "virtual-host: retention apply forgets one snapshot, prune deletes packs ($before -> $after)"
+		else
+			not_ok "virtual-host: retention apply (snapshots $nsnap, packs $before -> $after)"
+			sed 's/^/# /' "$T/vh.apply"
+		fi
+	else
+		not_ok "virtual-host: retention apply"
+		sed 's/^/# /' "$T/vh.err" "$T/vh.apply"
+	fi
+	if vh -q restore vt latest --target "$T/vdst" >/dev/null 2>>"$T/vh.err" &&
+	    diff -r "$T/vsrc" "$T/vdst" >/dev/null 2>&1; then
+		ok "virtual-host: restore of the kept snapshot is identical"
+	else
+		not_ok "virtual-host: restore"
+		sed 's/^/# /' "$T/vh.err"
+	fi
+	tls_port=${S3_TLS_ENDPOINT##*:}
+	turl="$(vh_url vhtls https "$tls_port")&ca=$T/ca.pem"
+	if vh -q backup vt --dir "$T/vsrc" --repo "$turl" >/dev/null 2>>"$T/vh.err" &&
+	    vh -q restore vt latest --target "$T/vdst2" --repo "$turl" >/dev/null 2>>"$T/vh.err" &&
+	    diff -r "$T/vsrc" "$T/vdst2" >/dev/null 2>&1; then
+		ok "virtual-host over HTTPS: backup and restore (certificate for *.$VH)"
+	else
+		not_ok "virtual-host over HTTPS: backup and restore"
+		sed 's/^/# /' "$T/vh.err"
+	fi
+	# RGW's access log: "PUT /vhrepo/..." (virtual host), never
+	# "PUT /coffer-test/vhrepo/..." (path style).
+	vlog=$(tail -n +"$((vh_log_mark + 1))" "$D/log/rgw.log" 2>/dev/null | grep ' beast: ')
+	nv=$(grep -Ec '"(PUT|GET|HEAD|DELETE|POST) /(vhrepo|vhtls)/' <<<"$vlog")
+	nl=$(grep -Ec '"GET /\?list-type=2[^"]*prefix=vh(repo|tls)' <<<"$vlog")
+	nd=$(grep -Ec '"POST /\?delete' <<<"$vlog")
+	np=$(grep -Ec "\"[A-Z]+ /$VB/vh(repo|tls)" <<<"$vlog")
+	if [ "$nv" -gt 0 ] && [ "$nl" -gt 0 ] && [ "$np" -eq 0 ]; then
+		ok "RGW log: $nv object requests, $nl lists, $nd DeleteObjects in virtual-host form, $np path-style"
+	else
+		not_ok "RGW log: virtual-host requests $nv, lists $nl, path-style $np"
+	fi
+fi
+
 ls_out=$("$AWS" --endpoint-url "$S3_ENDPOINT" s3 ls --recursive "s3://$S3_BUCKET/repo/" 2>&1)
 if grep -q ' repo/config$' <<<"$ls_out" &&
     grep -Eq ' repo/data/[0-9a-f]{2}/[0-9a-f]{64}$' <<<"$ls_out" &&
@@ -222,6 +349,41 @@ else
 	not_ok "awscli delete of the locked version ($vid) is refused"
 fi
 
+# Deletes in versioned buckets leave no version and no delete marker
+# behind (s3_store del_versioned, object_lock), except the one version
+# under retention.
+nver() {	# nver BUCKET PREFIX: "versions markers"
+	"$AWS" --endpoint-url "$S3_ENDPOINT" s3api list-object-versions --bucket "$1" --prefix "$2" \
+	    --output json 2>/dev/null | python3 -c 'import json, sys
+t = sys.stdin.read().strip()
+d = json.loads(t) if t else {}
+print(len(d.get("Versions") or []), len(d.get("DeleteMarkers") or []))'
+}
+v=$(nver "$S3_VER_BUCKET" vbatch/)
+[ "$v" = "0 0" ] && ok "list-object-versions: no version or marker left of 1100 keys deleted" ||
+    not_ok "list-object-versions after the versioned batch delete: versions, markers = $v"
+v=$(nver "$S3_LOCK_BUCKET" free/)
+[ "$v" = "0 0" ] && ok "list-object-versions: a deleted object of the lock bucket has no version left" ||
+    not_ok "list-object-versions after del in the lock bucket: versions, markers = $v"
+v=$(nver "$S3_LOCK_BUCKET" vlbatch/)
+[ "$v" = "1 0" ] && ok "list-object-versions: only the locked version is left of the Object Lock batch" ||
+    not_ok "list-object-versions after the Object Lock batch: versions, markers = $v (want 1 0)"
+
+# Versions under retention are never even tried: a run that deletes
+# only locked objects (and a missing one) sends no delete request.
+mark=$(wc -l <"$D/log/rgw.log" 2>/dev/null || echo 0)
+S3_LOCKED_DELETE=1 "$S3_STORE" >"$T/ld.tap" 2>&1
+ldrc=$?
+ldlog=$(tail -n +"$((mark + 1))" "$D/log/rgw.log" 2>/dev/null | grep ' beast: ')
+ndel=$(grep -Ec '"(POST /'"$S3_LOCK_BUCKET"'/\?delete|DELETE /'"$S3_LOCK_BUCKET"'/)' <<<"$ldlog")
+nhead=$(grep -Ec '"HEAD /'"$S3_LOCK_BUCKET"'/vlocked/[^ ]*\?versionId=' <<<"$ldlog")
+if [ "$ldrc" -eq 0 ] && [ "$ndel" -eq 0 ] && [ "$nhead" -ge 2 ]; then
+	ok "locked versions: -EROFS from $nhead version HEADs, no delete request sent"
+else
+	not_ok "locked versions never tried (exit $ldrc, $ndel delete requests, $nhead version HEADs)"
+	sed 's/^/# /' "$T/ld.tap"
+fi
+
 pages=$("$AWS" --endpoint-url "$S3_ENDPOINT" s3 ls --recursive "s3://$S3_BUCKET/pages/deep/index/" 2>/dev/null | wc -l)
 if [ "$pages" -eq 1234 ]; then
 	ok "aws s3 ls counts the 1234 index objects coffer put"
@@ -235,6 +397,23 @@ etag=$("$AWS" --endpoint-url "$S3_ENDPOINT" s3api list-objects-v2 --bucket "$S3_
 case $etag in
 *-4\"*) ok "multipart object has a 4-part ETag ($etag)" ;;
 *) not_ok "multipart object has a 4-part ETag (got $etag)" ;;
+esac
+
+# ...and its parts went up at once (COFFER_S3_CONNECTIONS=4): in RGW's
+# log (start time and latency of each request) some part PUTs overlap.
+par=$(grep -h ' beast: ' "$D"/log/rgw.log* 2>/dev/null | grep -E '"PUT /'"$S3_BUCKET"'/mp/[^ ]*\?partNumber=' |
+    python3 -c 'import re, sys, datetime
+iv = []
+for l in sys.stdin:
+    m = re.search(r"\[(\d+/\w+/\d+:\d+:\d+:[\d.]+) [^]]*\].*latency=([\d.]+)s", l)
+    if m:
+        t = datetime.datetime.strptime(m.group(1), "%d/%b/%Y:%H:%M:%S.%f").timestamp()
+        iv.append((t, t + float(m.group(2))))
+best = max([sum(1 for a, b in iv if a <= s < b) for s, e in iv] or [0])
+print(len(iv), best)')
+case $par in
+4\ [2-4]) ok "multipart: the 4 parts overlap in RGW's log (parts, most at once: $par)" ;;
+*) not_ok "multipart: parts uploaded at once (parts, most at once: '$par')" ;;
 esac
 
 # The purge date caps Object Lock retention (docs/retention.md): a

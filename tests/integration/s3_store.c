@@ -11,9 +11,11 @@
  * bucket, the credentials file and its mode check, a whole repository
  * over S3 (init, writer, snapshot, reopen, verify) with a flipped byte
  * found by verify, TLS refused without the CA and accepted with it, a
- * multipart upload (16 MiB in 5 MiB parts), retries through a proxy
- * that injects 503s and cuts bodies short (S3_FAULT_ENDPOINT),
- * and PUT/GET throughput of 16 MiB objects (printed as TAP comments).
+ * multipart upload (16 MiB in 5 MiB parts, 4 at once), retries through
+ * a proxy that injects 503s and cuts bodies short (S3_FAULT_ENDPOINT;
+ * multipart uploads too), batch deletes in versioned buckets
+ * (S3_VER_BUCKET, S3_LOCK_BUCKET), the resolve= option's checks, and
+ * PUT/GET throughput of 16 MiB objects (printed as TAP comments).
  * Without S3_BUCKET every case is skipped (run it through s3_rgw.sh).
  */
 #include <errno.h>
@@ -250,6 +252,25 @@ refused(void)		/* wrong secret, missing bucket, credentials file */
 	CHECK(setenv("COFFER_S3_MAX_UP", "-5", 1) == 0);
 	CHECK_RC(cf_bk_store_open_url(&s, url_of("x"), 0), -EINVAL);
 	CHECK(unsetenv("COFFER_S3_MAX_UP") == 0);
+	/* resolve=HOST:PORT:ADDR[,...]; a good one just works. */
+	CHECK_RC(cf_bk_store_open_url(&s, url_of("x?resolve=h:80"), 0),
+	    -EINVAL);
+	CHECK_RC(cf_bk_store_open_url(&s, url_of("x?resolve=h:0:127.0.0.1"),
+	    0), -EINVAL);
+	CHECK_RC(cf_bk_store_open_url(&s,
+	    url_of("x?resolve=h%2Fx:80:127.0.0.1"), 0), -EINVAL);
+	CHECK_RC(cf_bk_store_open_url(&s,
+	    url_of("x?resolve=h:80:127.0.0.1,"), 0), -EINVAL);
+	CHECK_RC(cf_bk_store_open_url(&s, url_of("x?resolve=h:80:[::1"), 0),
+	    -EINVAL);
+	CHECK(setenv("COFFER_S3_RESOLVE", "h:80:local", 1) == 0);
+	CHECK_RC(cf_bk_store_open_url(&s, url_of("x"), 0), -EINVAL);
+	CHECK(setenv("COFFER_S3_RESOLVE", "a.b:80:127.0.0.1,c:1:[::1]", 1) ==
+	    0);
+	CHECK_RC(cf_bk_store_open_url(&s, url_of("x"), 0), 0);
+	cf_bk_store_free(s);
+	s = NULL;
+	CHECK(unsetenv("COFFER_S3_RESOLVE") == 0);
 
 	/* The credentials file: used only when it is private. */
 	snprintf(path, sizeof(path), "%s/creds", cf_test_tmpdir());
@@ -666,6 +687,110 @@ del_batches(void)	/* DeleteObjects, 1000 keys a request */
 	free(rcs);
 }
 
+/*
+ * Deletes in versioned buckets (S3_VER_BUCKET: versioning on, no Object
+ * Lock; S3_LOCK_BUCKET: Object Lock).  Every version of every key goes,
+ * by ListObjectVersions and DeleteObjects with version ids; a version
+ * under retention is never tried and its key is -EROFS.  s3_rgw.sh
+ * checks with awscli's list-object-versions what is left.  One key at a
+ * time (cf_bk_store_del: a listing and a delete per key) is timed beside
+ * it.
+ */
+static void
+del_versioned(void)
+{
+	enum { N = 1100, TWICE = 100, MISSING = 3, OLD = 100, L = 30 };
+	const char *vb = getenv("S3_VER_BUCKET"), *lb = getenv("S3_LOCK_BUCKET");
+	struct cf_bk_store *s = NULL, *ls = NULL;
+	char (*names)[65] = calloc(N + MISSING, 65), url[1024];
+	const char **v = calloc(N + MISSING, sizeof(*v));
+	int *rcs = calloc(N + MISSING, sizeof(*rcs));
+	unsigned char *data = rnd(1000);
+	double t0, tnew, told;
+	uint64_t size;
+	size_t n = 0;
+	unsigned i;
+
+	CHECK(names != NULL && v != NULL && rcs != NULL && data != NULL);
+	if (vb == NULL || lb == NULL) {
+		printf("# S3_VER_BUCKET or S3_LOCK_BUCKET unset: not tested\n");
+		goto done;
+	}
+	snprintf(url, sizeof(url), "s3://%s/vbatch", vb);
+	CHECK_RC(cf_bk_store_open_url(&s, url, 0), 0);
+	put_index_objects(s, N);
+	/* A second version of some. */
+	for (i = 0; i < TWICE; i++) {
+		name_of(i * 7, names[0]);
+		CHECK_RC(cf_bk_store_put(s, CF_BK_KIND_INDEX, names[0], data,
+		    100, 0), 0);
+	}
+	for (i = 0; i < N + MISSING; i++) {
+		name_of(i < N ? i : 900000 + i, names[i]);
+		v[i] = names[i];
+		rcs[i] = 99;
+	}
+	/* The old way for the first OLD keys, for comparison. */
+	t0 = now_s();
+	for (i = 0; i < OLD; i++)
+		CHECK_RC(cf_bk_store_del(s, CF_BK_KIND_INDEX, v[i]), 0);
+	told = now_s() - t0;
+	t0 = now_s();
+	CHECK_RC(cf_bk_store_del_many(s, CF_BK_KIND_INDEX, v + OLD,
+	    N + MISSING - OLD, rcs + OLD), 0);
+	tnew = now_s() - t0;
+	printf("# versioned bucket: %d keys (%d with 2 versions) deleted in "
+	    "%.2f s by batches; one by one %d keys took %.2f s (%.1f s for "
+	    "%d)\n", N - OLD, TWICE, tnew, OLD, told, told * (N - OLD) / OLD,
+	    N - OLD);
+	for (i = OLD; i < N + MISSING; i++)
+		CHECK_RC(rcs[i], 0);
+	CHECK_RC(cf_bk_store_list(s, CF_BK_KIND_INDEX, count_cb, &n), 0);
+	CHECK(n == 0);
+	cf_bk_store_free(s);
+	s = NULL;
+
+	/*
+	 * Object Lock: L keys, and one more whose older version is locked
+	 * for a day under a newer unlocked one.  The lock is found by a
+	 * HEAD of each version, the key is -EROFS, the unlocked versions
+	 * go, and the locked one is still there (now the current one).
+	 */
+	snprintf(url, sizeof(url), "s3://%s/vlbatch?lock=governance&lock_days=1",
+	    lb);
+	CHECK_RC(cf_bk_store_open_url(&ls, url, 0), 0);
+	snprintf(url, sizeof(url), "s3://%s/vlbatch?lock=none", lb);
+	CHECK_RC(cf_bk_store_open_url(&s, url, 0), 0);
+	for (i = 0; i < L + 1; i++) {
+		name_of(5000 + i, names[i]);
+		v[i] = names[i];
+		rcs[i] = 99;
+		if (i < L)
+			CHECK_RC(cf_bk_store_put(s, CF_BK_KIND_PACK, v[i], data,
+			    1000, 0), 0);
+	}
+	CHECK_RC(cf_bk_store_put(ls, CF_BK_KIND_PACK, v[L], data, 1000, 0), 0);
+	CHECK_RC(cf_bk_store_put(s, CF_BK_KIND_PACK, v[L], data, 1000, 0), 0);
+	name_of(6000, names[L + 1]);	/* missing */
+	v[L + 1] = names[L + 1];
+	CHECK_RC(cf_bk_store_del_many(s, CF_BK_KIND_PACK, v, L + 2, rcs), 0);
+	for (i = 0; i < L; i++)
+		CHECK_RC(rcs[i], 0);
+	CHECK_RC(rcs[L], -EROFS);
+	CHECK_RC(rcs[L + 1], 0);
+	CHECK_RC(cf_bk_store_stat(s, CF_BK_KIND_PACK, v[L], &size), 0);
+	n = 0;
+	CHECK_RC(cf_bk_store_list(s, CF_BK_KIND_PACK, count_cb, &n), 0);
+	CHECK(n == 1);
+done:
+	cf_bk_store_free(s);
+	cf_bk_store_free(ls);
+	free(names);
+	free(v);
+	free(rcs);
+	free(data);
+}
+
 static void
 rate_limit(void)	/* max_up / max_down hold all transfers together */
 {
@@ -718,9 +843,12 @@ multipart(void)		/* over the part size: a multipart upload */
 	uint64_t size;
 
 	CHECK(data != NULL);
+	/* 4 parts, all at once (s3_rgw.sh checks RGW's log for it). */
 	CHECK(setenv("COFFER_S3_PART_SIZE", "5242880", 1) == 0);
+	CHECK(setenv("COFFER_S3_CONNECTIONS", "4", 1) == 0);
 	CHECK_RC(cf_bk_store_open_url(&s, url_of("mp"), 0), 0);
 	CHECK(unsetenv("COFFER_S3_PART_SIZE") == 0);
+	CHECK(unsetenv("COFFER_S3_CONNECTIONS") == 0);
 	name_of(900, name);
 	CHECK_RC(cf_bk_store_put(s, CF_BK_KIND_PACK, name, data, SZ, 0), 0);
 	CHECK_RC(cf_bk_store_stat(s, CF_BK_KIND_PACK, name, &size), 0);
@@ -736,6 +864,7 @@ multipart(void)		/* over the part size: a multipart upload */
 static void
 faults(void)		/* through a proxy injecting 503s and cut bodies */
 {
+	enum { MPSZ = (16 << 20) + 3 };
 	const char *ep = getenv("S3_FAULT_ENDPOINT");
 	struct cf_bk_keys *k = test_keys();
 	struct cf_bk_store *s = NULL;
@@ -744,17 +873,38 @@ faults(void)		/* through a proxy injecting 503s and cut bodies */
 	struct cf_bk_verify_opts vo = { 1, 100, 1 };
 	struct cf_bk_verify_result *res = NULL;
 	unsigned char *data = rnd(1 << 20), *buf = NULL, part[777];
+	unsigned char *big = rnd(MPSZ);
 	unsigned char ids[20][32];
 	char u[2048], name[65];
 	size_t len, n = 0;
 	unsigned i;
 
-	CHECK(k != NULL && data != NULL);
+	CHECK(k != NULL && data != NULL && big != NULL);
 	if (ep == NULL) {
 		printf("# S3_FAULT_ENDPOINT unset: faults not tested\n");
 		CHECK(getenv("CI") == NULL);
 		goto done;
 	}
+	/* A multipart upload, 4 parts at once, through the faults. */
+	snprintf(u, sizeof(u), "%s?endpoint=%s", url_of("mpfaults"), ep);
+	CHECK(setenv("COFFER_S3_PART_SIZE", "5242880", 1) == 0);
+	CHECK(setenv("COFFER_S3_CONNECTIONS", "4", 1) == 0);
+	CHECK_RC(cf_bk_store_open_url(&s, u, 0), 0);
+	CHECK(unsetenv("COFFER_S3_PART_SIZE") == 0);
+	CHECK(unsetenv("COFFER_S3_CONNECTIONS") == 0);
+	for (i = 0; i < 3; i++) {
+		name_of(2100 + i, name);
+		big[0] = (unsigned char)i;
+		CHECK_RC(cf_bk_store_put(s, CF_BK_KIND_PACK, name, big, MPSZ,
+		    0), 0);
+		CHECK_RC(cf_bk_store_get(s, CF_BK_KIND_PACK, name, MPSZ, &buf,
+		    &len), 0);
+		CHECK(len == MPSZ && memcmp(buf, big, MPSZ) == 0);
+		free(buf);
+		buf = NULL;
+	}
+	cf_bk_store_free(s);
+	s = NULL;
 	snprintf(u, sizeof(u), "%s?endpoint=%s", url_of("faults"), ep);
 	CHECK_RC(cf_bk_store_open_url(&s, u, 0), 0);
 	for (i = 0; i < 20; i++) {
@@ -811,6 +961,7 @@ faults(void)		/* through a proxy injecting 503s and cut bodies */
 done:
 	cf_bk_keys_free(k);
 	free(data);
+	free(big);
 }
 
 /*
@@ -934,6 +1085,44 @@ kill_phase2(void)
 	cf_bk_keys_free(k);
 }
 
+/*
+ * Run alone by s3_rgw.sh (S3_LOCKED_DELETE=1), which then checks in
+ * RGW's log that this run sent no delete at all: versions under
+ * retention are found by HEAD and never tried (a refused try would
+ * also end as -EROFS, so only the log tells the difference).
+ */
+static void
+locked_delete(void)
+{
+	const char *lb = getenv("S3_LOCK_BUCKET");
+	struct cf_bk_store *s = NULL;
+	unsigned char *data = rnd(1000);
+	char url[1024], names[3][65];
+	const char *v[3] = { names[0], names[1], names[2] };
+	int rcs[3] = { 99, 99, 99 };
+	uint64_t size;
+	unsigned i;
+
+	CHECK(lb != NULL && data != NULL);
+	if (lb == NULL)
+		goto done;
+	snprintf(url, sizeof(url),
+	    "s3://%s/vlocked?lock=governance&lock_days=1", lb);
+	CHECK_RC(cf_bk_store_open_url(&s, url, 0), 0);
+	for (i = 0; i < 3; i++)
+		name_of(7000 + i, names[i]);
+	CHECK_RC(cf_bk_store_put(s, CF_BK_KIND_PACK, v[0], data, 1000, 0), 0);
+	CHECK_RC(cf_bk_store_put(s, CF_BK_KIND_PACK, v[1], data, 999, 0), 0);
+	CHECK_RC(cf_bk_store_del_many(s, CF_BK_KIND_PACK, v, 3, rcs), 0);
+	CHECK(rcs[0] == -EROFS && rcs[1] == -EROFS && rcs[2] == 0);
+	CHECK_RC(cf_bk_store_del(s, CF_BK_KIND_PACK, v[0]), -EROFS);
+	CHECK_RC(cf_bk_store_stat(s, CF_BK_KIND_PACK, v[1], &size), 0);
+	CHECK(size == 999);
+done:
+	cf_bk_store_free(s);
+	free(data);
+}
+
 static void
 skip_all(void)
 {
@@ -952,6 +1141,7 @@ static const struct cf_test_case cases[] = {
 	CF_TEST(throughput),
 	CF_TEST(rate_limit),
 	CF_TEST(del_batches),
+	CF_TEST(del_versioned),
 };
 
 int
@@ -963,6 +1153,7 @@ main(int argc, char **argv)
 		return 99;
 	static const struct cf_test_case k1[] = { CF_TEST(kill_phase1) };
 	static const struct cf_test_case k2[] = { CF_TEST(kill_phase2) };
+	static const struct cf_test_case ld[] = { CF_TEST(locked_delete) };
 	const char *phase = getenv("S3_KILL_PHASE");
 
 	if (bucket() == NULL)
@@ -971,6 +1162,8 @@ main(int argc, char **argv)
 		return cf_test_run(k1, 1, argc, argv);
 	if (phase != NULL && strcmp(phase, "2") == 0)
 		return cf_test_run(k2, 1, argc, argv);
+	if (getenv("S3_LOCKED_DELETE") != NULL)
+		return cf_test_run(ld, 1, argc, argv);
 	return cf_test_run(cases, sizeof(cases) / sizeof(cases[0]), argc,
 	    argv);
 }
