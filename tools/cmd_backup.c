@@ -78,14 +78,9 @@ const struct tl_cmd tl_cmd_restore = {
  * same snapshot epoch), never later (docs/backup.md, Incremental).
  */
 #define GEN_SETTLED_NS 2000000000LL
-#define MAX_DEPTH 256		/* directory nesting we follow */
-/*
- * The longest path a restore builds: MAX_DEPTH directories and a name
- * below the deepest, each at most 255 bytes and a '/' (64 KiB, far over
- * PATH_MAX: restore works relative to directory descriptors and uses
- * this path for messages, hard-link names and tar entries only).
- */
-#define RS_PATH_CAP ((MAX_DEPTH + 2) * (NAME_MAX + 1))
+#define MAX_DEPTH TL_TREE_DEPTH	/* directory nesting we follow */
+/* The longest path a restore builds (tl_int.h; drill shares it). */
+#define RS_PATH_CAP TL_PATH_CAP
 
 static int64_t
 now_ns(void)

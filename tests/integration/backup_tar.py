@@ -663,6 +663,23 @@ try:
     lk = got.get(("zz-link",), (None,) * 6)[5]
     ok(lk == tuple(dnames + [leaf]),
        "its hard link across 64 KiB of path is a link again", lk)
+    # A drill of it (docs/operations.md, Drills): restore's code, then
+    # every restored chunk re-hashed, compared and the scratch tree removed
+    # through directory descriptors (the drill had an 8 KiB path buffer
+    # and removed its scratch tree with nftw, which stops at PATH_MAX).
+    dscr = os.path.join(T, "deep-drill")
+    r = coffer("--json", "drill", "acme", "--scratch", dscr)
+    d = cftest.js(r)
+    ok(r.returncode == 0 and d.get("result") == "ok" and
+       d.get("snapshot", "?").startswith(dsid) and
+       d.get("dirs") == levels and d.get("files") == 3 and
+       d.get("bytes") == 2 * len(deep_data) and
+       d.get("blobs_checked") == 2 and d.get("mismatched") == 0 and
+       d.get("damaged") == 0,
+       "drill of the 256-level tree: both deep files re-hashed, ok",
+       r.stdout + r.stderr[-600:])
+    left = os.listdir(dscr) if os.path.isdir(dscr) else None
+    ok(left == [], "...and its 64 KiB deep scratch tree is removed", left)
     dtar = os.path.join(T, "deep.tar")
     r = coffer("restore", "acme", dsid, "--to-tar", dtar)
     members = {}
