@@ -504,9 +504,15 @@ count_node(struct bk *b, struct cf_bk_node *n, const struct stat *st)
 	b->files++;
 }
 
+/*
+ * The user.* xattrs of the store entry name of d (path, for messages)
+ * into n.  One that does not authenticate (name or value) is left out,
+ * counted in b->damaged and named: on a line of its own, as every message
+ * of the walk (the progress line is cleared first).  0 or -errno.
+ */
 static int
-add_xattrs(struct dir_nodes *dn, struct cf_bk_node *n,
-    const struct cf_fs_rdir *d, const char *name, uint64_t *damaged)
+add_xattrs(struct bk *b, struct dir_nodes *dn, struct cf_bk_node *n,
+    const struct cf_fs_rdir *d, const char *name, const char *path)
 {
 	struct cf_bk_xattr *xa = NULL;
 	char *list = NULL;
@@ -518,9 +524,8 @@ add_xattrs(struct dir_nodes *dn, struct cf_bk_node *n,
 	rc = cf_fs_rdir_xattr_list(d, name, &list, &len, &bad);
 	if (rc < 0)
 		return rc == -ENOTSUP ? 0 : rc;
-	*damaged += bad;
 	if (list == NULL)
-		return 0;
+		goto done;
 	rc = keep(dn, list);
 	if (rc < 0)
 		return rc;
@@ -535,7 +540,7 @@ add_xattrs(struct dir_nodes *dn, struct cf_bk_node *n,
 		if (rc == -ENODATA)
 			continue;	/* removed meanwhile */
 		if (rc == -EBADMSG || rc == -EPROTO) {
-			(*damaged)++;
+			bad++;
 			continue;
 		}
 		if (rc < 0)
@@ -550,6 +555,14 @@ add_xattrs(struct dir_nodes *dn, struct cf_bk_node *n,
 	}
 	n->xattrs = xa;
 	n->nxattrs = i;
+done:
+	if (bad > 0) {
+		tl_progress_end(&b->prog);
+		fprintf(stderr, "coffer: %s: %zu extended attribute%s damaged "
+		    "in the store; left out of the snapshot\n", path, bad,
+		    bad == 1 ? "" : "s");
+		b->damaged += bad;
+	}
 	return 0;
 }
 
@@ -1221,7 +1234,7 @@ backup_entry(struct bk *b, struct dir_nodes *dn, struct cf_fs_rdir *d,
 			return 0;
 		count_node(b, n, &st);
 	}
-	rc = add_xattrs(dn, n, d, name, &b->damaged);
+	rc = add_xattrs(b, dn, n, d, name, path);
 	if (rc < 0 && rc != -ENOENT)
 		return rc;
 	dn->count++;
