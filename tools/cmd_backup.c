@@ -1525,6 +1525,8 @@ tar_content(struct tl_tarin *ti, struct archive_entry *e,
 	return 0;
 fail:
 	free(items);
+	if (rc == -EIO || rc == -EPROTO)
+		tl_progress_end(&tar_bk(ti)->prog);
 	if (rc == -EIO)
 		fprintf(stderr, "coffer: reading the tar: %s\n",
 		    archive_error_string(ti->a));
@@ -1637,6 +1639,7 @@ backup_tar(struct bk *b, const char *file, int64_t t0,
 			break;
 		if (ar != ARCHIVE_OK && ar != ARCHIVE_WARN) {
 			/* ARCHIVE_RETRY too: a damaged header. */
+			tl_progress_end(&b->prog);
 			fprintf(stderr, "coffer: reading the tar: %s\n",
 			    archive_error_string(ti.a));
 			rc = -EPROTO;
@@ -1653,6 +1656,7 @@ backup_tar(struct bk *b, const char *file, int64_t t0,
 	 */
 	end = archive_read_header_position(ti.a);
 	if (archive_filter_bytes(ti.a, 0) - end < 512) {
+		tl_progress_end(&b->prog);
 		fprintf(stderr, "coffer: the tar has no end-of-archive block: "
 		    "it is truncated\n");
 		rc = -EPROTO;
@@ -1660,6 +1664,7 @@ backup_tar(struct bk *b, const char *file, int64_t t0,
 	}
 	b->pfiles = b->inflight = 0;	/* tar_tree counts them */
 	rc = tar_tree(&ti, &ti.root, id);
+	tl_progress_end(&b->prog);
 	if (rc < 0)
 		fprintf(stderr, "coffer: storing the tree: %s\n",
 		    strerror(-rc));
