@@ -610,7 +610,7 @@ out:
 		close(dirfd);
 	/* Through descriptors: the restored tree may be 64 KiB of path. */
 	if (made && !keep) {
-		rc = tl_tree_remove(dir);
+		rc = tl_tree_remove(dir, NULL, NULL);
 		if (rc < 0)
 			fprintf(stderr, "coffer: drill: could not remove %s: "
 			    "%s\n", dir, strerror(-rc));

@@ -315,11 +315,13 @@ typedef int tl_walk_fn(void *arg, int dfd, const char *name,
  */
 int tl_walk_at(int dfd, tl_walk_fn *fn, void *arg);
 /*
- * Removes the directory path and everything below it (tl_walk_at, so any
- * depth), never following a symlink.  0 or -errno (the first error; the
- * walk stops there).
+ * Removes path and, for a directory, everything below it (tl_walk_at, so
+ * any depth), never following a symlink; regular files removed and
+ * their bytes are added to *files and *bytes (either may be NULL).  0 if
+ * path is gone (also if it was not there), or -errno (the first error;
+ * the walk stops there).
  */
-int tl_tree_remove(const char *path);
+int tl_tree_remove(const char *path, uint64_t *files, uint64_t *bytes);
 
 /*
  * Tar input (tools/tl_tarin.c; backup --tar, docs/backup.md): an inode of

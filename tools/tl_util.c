@@ -532,15 +532,27 @@ tl_walk_at(int dfd, tl_walk_fn *fn, void *arg)
 	return walk_dir(fd, 1, fn, arg);
 }
 
+struct rm_counts {
+	uint64_t *files, *bytes;
+};
+
 static int
 remove_fn(void *arg, int dfd, const char *name, const struct stat *st,
     int post)
 {
-	(void)arg;
+	struct rm_counts *c = arg;
+
 	if (S_ISDIR(st->st_mode)) {
-		if (post && unlinkat(dfd, name, AT_REMOVEDIR) < 0)
+		if (post && unlinkat(dfd, name, AT_REMOVEDIR) < 0 &&
+		    errno != ENOENT)
 			return -errno;
 		return 0;
+	}
+	if (S_ISREG(st->st_mode)) {
+		if (c->files != NULL)
+			(*c->files)++;
+		if (c->bytes != NULL)
+			*c->bytes += (uint64_t)st->st_size;
 	}
 	if (unlinkat(dfd, name, 0) < 0 && errno != ENOENT)
 		return -errno;
@@ -548,16 +560,22 @@ remove_fn(void *arg, int dfd, const char *name, const struct stat *st,
 }
 
 int
-tl_tree_remove(const char *path)
+tl_tree_remove(const char *path, uint64_t *files, uint64_t *bytes)
 {
+	struct rm_counts c = { files, bytes };
+	struct stat st;
 	int fd, rc;
 
+	if (lstat(path, &st) < 0)
+		return errno == ENOENT ? 0 : -errno;
+	if (!S_ISDIR(st.st_mode))
+		return remove_fn(&c, AT_FDCWD, path, &st, 0);
 	fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
-	rc = tl_walk_at(fd, remove_fn, NULL);
+	rc = tl_walk_at(fd, remove_fn, &c);
 	close(fd);
-	if (rc == 0 && rmdir(path) < 0)
+	if (rc == 0 && rmdir(path) < 0 && errno != ENOENT)
 		rc = -errno;
 	return rc;
 }

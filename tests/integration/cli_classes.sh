@@ -477,5 +477,9 @@ expect 0 "plan of a log 65 KiB deep" retention plan deep --now "$(iso "$N")"
 check "it is past keep" out_has "live store (not mounted): class logs: 1 files, 5000 bytes past keep"
 expect 0 "apply" retention apply deep --now "$(iso "$N")"
 check "and deleted" out_has "live store (not mounted): class logs: 1 files, 5000 bytes deleted"
+# Its purge removes that store (nftw stopped at PATH_MAX: "purge of deep
+# incomplete").
+expect 0 "purge deep" lifecycle purge deep --yes
+check "deep's store is gone" test ! -e "$COFFER_HOME/tenants/deep"
 
 done_testing
