@@ -462,7 +462,7 @@ tl_progress_end(struct tl_progress *p)
 	p->drawn = 0;
 }
 
-/* ---- trees of any depth (drill's scratch and store walks) ------------- */
+/* ---- trees of any depth (drill, purge: scratch trees and stores) ----- */
 
 /* Walks the directory fd (owned: closed here), depth levels down. */
 static int
@@ -497,8 +497,10 @@ walk_dir(int fd, int depth, tl_walk_fn *fn, void *arg)
 			break;
 		}
 		rc = fn(arg, dirfd(d), de->d_name, &st, 0);
-		if (rc != 0 || !S_ISDIR(st.st_mode))
-			goto next;
+		if (rc != 0)
+			break;
+		if (!S_ISDIR(st.st_mode))
+			continue;
 		if (depth >= TL_WALK_DEPTH) {
 			rc = -ELOOP;
 			break;
@@ -512,7 +514,6 @@ walk_dir(int fd, int depth, tl_walk_fn *fn, void *arg)
 		rc = walk_dir(sub, depth + 1, fn, arg);
 		if (rc == 0)
 			rc = fn(arg, dirfd(d), de->d_name, &st, 1);
-next:
 		if (rc != 0)
 			break;
 	}
