@@ -78,14 +78,9 @@ const struct tl_cmd tl_cmd_restore = {
  * same snapshot epoch), never later (docs/backup.md, Incremental).
  */
 #define GEN_SETTLED_NS 2000000000LL
-#define MAX_DEPTH 256		/* directory nesting we follow */
-/*
- * The longest path a restore builds: MAX_DEPTH directories and a name
- * below the deepest, each at most 255 bytes and a '/' (64 KiB, far over
- * PATH_MAX: restore works relative to directory descriptors and uses
- * this path for messages, hard-link names and tar entries only).
- */
-#define RS_PATH_CAP ((MAX_DEPTH + 2) * (NAME_MAX + 1))
+#define MAX_DEPTH TL_TREE_DEPTH	/* directory nesting we follow */
+/* The longest path a restore builds (tl_int.h; drill shares it). */
+#define RS_PATH_CAP TL_PATH_CAP
 
 static int64_t
 now_ns(void)
@@ -509,9 +504,15 @@ count_node(struct bk *b, struct cf_bk_node *n, const struct stat *st)
 	b->files++;
 }
 
+/*
+ * The user.* xattrs of the store entry name of d (path, for messages)
+ * into n.  One that does not authenticate (name or value) is left out,
+ * counted in b->damaged and named: on a line of its own, as every message
+ * of the walk (the progress line is cleared first).  0 or -errno.
+ */
 static int
-add_xattrs(struct dir_nodes *dn, struct cf_bk_node *n,
-    const struct cf_fs_rdir *d, const char *name, uint64_t *damaged)
+add_xattrs(struct bk *b, struct dir_nodes *dn, struct cf_bk_node *n,
+    const struct cf_fs_rdir *d, const char *name, const char *path)
 {
 	struct cf_bk_xattr *xa = NULL;
 	char *list = NULL;
@@ -523,9 +524,8 @@ add_xattrs(struct dir_nodes *dn, struct cf_bk_node *n,
 	rc = cf_fs_rdir_xattr_list(d, name, &list, &len, &bad);
 	if (rc < 0)
 		return rc == -ENOTSUP ? 0 : rc;
-	*damaged += bad;
 	if (list == NULL)
-		return 0;
+		goto done;
 	rc = keep(dn, list);
 	if (rc < 0)
 		return rc;
@@ -540,7 +540,7 @@ add_xattrs(struct dir_nodes *dn, struct cf_bk_node *n,
 		if (rc == -ENODATA)
 			continue;	/* removed meanwhile */
 		if (rc == -EBADMSG || rc == -EPROTO) {
-			(*damaged)++;
+			bad++;
 			continue;
 		}
 		if (rc < 0)
@@ -555,6 +555,14 @@ add_xattrs(struct dir_nodes *dn, struct cf_bk_node *n,
 	}
 	n->xattrs = xa;
 	n->nxattrs = i;
+done:
+	if (bad > 0) {
+		tl_progress_end(&b->prog);
+		fprintf(stderr, "coffer: %s: %zu extended attribute%s damaged "
+		    "in the store; left out of the snapshot\n", path, bad,
+		    bad == 1 ? "" : "s");
+		b->damaged += bad;
+	}
 	return 0;
 }
 
@@ -1226,7 +1234,7 @@ backup_entry(struct bk *b, struct dir_nodes *dn, struct cf_fs_rdir *d,
 			return 0;
 		count_node(b, n, &st);
 	}
-	rc = add_xattrs(dn, n, d, name, &b->damaged);
+	rc = add_xattrs(b, dn, n, d, name, path);
 	if (rc < 0 && rc != -ENOENT)
 		return rc;
 	dn->count++;
@@ -1517,6 +1525,8 @@ tar_content(struct tl_tarin *ti, struct archive_entry *e,
 	return 0;
 fail:
 	free(items);
+	if (rc == -EIO || rc == -EPROTO)
+		tl_progress_end(&tar_bk(ti)->prog);
 	if (rc == -EIO)
 		fprintf(stderr, "coffer: reading the tar: %s\n",
 		    archive_error_string(ti->a));
@@ -1629,6 +1639,7 @@ backup_tar(struct bk *b, const char *file, int64_t t0,
 			break;
 		if (ar != ARCHIVE_OK && ar != ARCHIVE_WARN) {
 			/* ARCHIVE_RETRY too: a damaged header. */
+			tl_progress_end(&b->prog);
 			fprintf(stderr, "coffer: reading the tar: %s\n",
 			    archive_error_string(ti.a));
 			rc = -EPROTO;
@@ -1645,6 +1656,7 @@ backup_tar(struct bk *b, const char *file, int64_t t0,
 	 */
 	end = archive_read_header_position(ti.a);
 	if (archive_filter_bytes(ti.a, 0) - end < 512) {
+		tl_progress_end(&b->prog);
 		fprintf(stderr, "coffer: the tar has no end-of-archive block: "
 		    "it is truncated\n");
 		rc = -EPROTO;
@@ -1652,6 +1664,7 @@ backup_tar(struct bk *b, const char *file, int64_t t0,
 	}
 	b->pfiles = b->inflight = 0;	/* tar_tree counts them */
 	rc = tar_tree(&ti, &ti.root, id);
+	tl_progress_end(&b->prog);
 	if (rc < 0)
 		fprintf(stderr, "coffer: storing the tree: %s\n",
 		    strerror(-rc));

@@ -10,7 +10,10 @@
  * bytes (cf_bk_blob_id; the chunk boundaries come from the blob lengths in
  * the index, so no re-chunking is needed).  Symlink targets and entry
  * types are compared too; owners, modes and times are not (restore as
- * non-root cannot set owners).
+ * non-root cannot set owners).  Like restore it works relative to
+ * directory descriptors (compare, store size, removing the scratch tree),
+ * so every tree restore restores is drilled: TL_TREE_DEPTH levels of
+ * 255-byte names, paths of 64 KiB (docs/backup.md, Deep trees).
  *
  * From the restore's wall time it derives bytes/s and files/s and projects
  * the time a full restore of the tenant's current size would take (the
@@ -28,7 +31,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <getopt.h>
 #include <limits.h>
 #include <stdint.h>
@@ -53,7 +55,6 @@ const struct tl_cmd tl_cmd_drill = {
 	"restore-test the latest snapshot and report the RTO",
 };
 
-#define DRILL_MAX_DEPTH 256
 #define DRILL_SHOW 20		/* mismatches named on stderr */
 
 struct cmp {
@@ -63,6 +64,7 @@ struct cmp {
 	size_t cap;
 	uint64_t files, dirs, bytes, checked_blobs;
 	uint64_t mismatched, damaged;
+	char target[PATH_MAX + 1];	/* a symlink's, read back */
 };
 
 static double
@@ -180,7 +182,6 @@ cmp_tree(struct cmp *c, int dirfd, const unsigned char id[CF_BK_ID_BYTES],
     char *path, size_t plen, int depth)
 {
 	struct cf_bk_tree *t = NULL;
-	char target[PATH_MAX + 1];
 	struct stat st;
 	size_t i, nlen;
 	ssize_t tl;
@@ -199,7 +200,8 @@ cmp_tree(struct cmp *c, int dirfd, const unsigned char id[CF_BK_ID_BYTES],
 		const struct cf_bk_node *n = &t->nodes[i];
 
 		nlen = strlen(n->name);
-		if (plen + 1 + nlen + 1 > PATH_MAX * 2) {
+		if (plen + 1 + nlen + 1 > TL_PATH_CAP) {
+			/* Unreachable: depth and names are bounded. */
 			mismatch(c, path, "path too long");
 			continue;
 		}
@@ -211,7 +213,7 @@ cmp_tree(struct cmp *c, int dirfd, const unsigned char id[CF_BK_ID_BYTES],
 			break;
 		case CF_BK_NODE_DIR:
 			c->dirs++;
-			if (depth >= DRILL_MAX_DEPTH) {
+			if (depth >= TL_TREE_DEPTH) {
 				mismatch(c, path, "too deep");
 				break;
 			}
@@ -227,14 +229,14 @@ cmp_tree(struct cmp *c, int dirfd, const unsigned char id[CF_BK_ID_BYTES],
 			break;
 		case CF_BK_NODE_SYMLINK:
 			c->files++;
-			tl = readlinkat(dirfd, n->name, target,
-			    sizeof(target) - 1);
+			tl = readlinkat(dirfd, n->name, c->target,
+			    sizeof(c->target) - 1);
 			if (tl < 0) {
 				mismatch(c, path, "symlink not restored");
 				break;
 			}
-			target[tl] = '\0';
-			if (strcmp(target, n->target) != 0)
+			c->target[tl] = '\0';
+			if (strcmp(c->target, n->target) != 0)
 				mismatch(c, path, "symlink target differs");
 			break;
 		default:
@@ -250,33 +252,42 @@ cmp_tree(struct cmp *c, int dirfd, const unsigned char id[CF_BK_ID_BYTES],
 }
 
 /* Size and file count of the live store (ciphertext: a slight excess). */
-static int
-live_walk_fn(const char *p, const struct stat *st, int flag, struct FTW *f);
+struct live {
+	uint64_t bytes, files;
+};
 
-static uint64_t live_bytes, live_files;
-
 static int
-live_walk_fn(const char *p, const struct stat *st, int flag, struct FTW *f)
+live_fn(void *arg, int dfd, const char *name, const struct stat *st,
+    int post)
 {
-	(void)p;
-	(void)f;
-	if (flag == FTW_F && S_ISREG(st->st_mode)) {
-		live_bytes += (uint64_t)st->st_size;
-		live_files++;
+	struct live *l = arg;
+
+	(void)dfd;
+	(void)name;
+	(void)post;
+	if (S_ISREG(st->st_mode)) {
+		l->bytes += (uint64_t)st->st_size;
+		l->files++;
 	}
 	return 0;
 }
 
-static int
-rm_fn(const char *p, const struct stat *st, int flag, struct FTW *f)
+/*
+ * Walks the backing store through directory descriptors: a store as deep
+ * as the trees restore makes has paths far over PATH_MAX.  A store that
+ * cannot be read counts what was seen (the snapshot's size still counts).
+ */
+static void
+live_size(const char *store, struct live *l)
 {
-	(void)st;
-	(void)f;
-	if (flag == FTW_DP)
-		(void)rmdir(p);
-	else
-		(void)unlink(p);
-	return 0;
+	int fd;
+
+	l->bytes = l->files = 0;
+	fd = open(store, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	(void)tl_walk_at(fd, live_fn, l);
+	close(fd);
 }
 
 /* Picks the newest snapshot; -ENOENT if there is none. */
@@ -372,6 +383,7 @@ cmd_drill(struct tl_ctx *ctx, int argc, char **argv)
 	struct cf_bk_lock *lock = NULL;
 	struct cf_bk_snapshot *snap = NULL;
 	struct cmp c;
+	struct live live;
 	unsigned char sid[CF_BK_ID_BYTES];
 	const char *scratch = NULL, *name, *result = "failed";
 	char url[PATH_MAX + 16], parent[PATH_MAX], dir[PATH_MAX];
@@ -515,7 +527,7 @@ cmd_drill(struct tl_ctx *ctx, int argc, char **argv)
 	/* Compare what was restored with what the snapshot records. */
 	c.repo = repo;
 	c.keys = cf_bk_repo_keys(repo);
-	pathbuf = calloc(1, PATH_MAX * 2);
+	pathbuf = calloc(1, TL_PATH_CAP);
 	dirfd = open(target, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (pathbuf == NULL || dirfd < 0) {
 		fprintf(stderr, "coffer: drill: %s: %s\n", target,
@@ -528,12 +540,11 @@ cmd_drill(struct tl_ctx *ctx, int argc, char **argv)
 		    (unsigned long long)(c.mismatched + c.damaged));
 
 	/* Throughput and the projection for the tenant's current size. */
-	live_bytes = live_files = 0;
-	(void)nftw(store, live_walk_fn, 32, FTW_PHYS);
-	tbytes = snap->stats.bytes > live_bytes ? snap->stats.bytes :
-	    live_bytes;
-	tfiles = snap->stats.files > live_files ? snap->stats.files :
-	    live_files;
+	live_size(store, &live);
+	tbytes = snap->stats.bytes > live.bytes ? snap->stats.bytes :
+	    live.bytes;
+	tfiles = snap->stats.files > live.files ? snap->stats.files :
+	    live.files;
 	if (restore_s < 1e-6)
 		restore_s = 1e-6;
 	bps = (double)c.bytes / restore_s;
@@ -597,8 +608,13 @@ record:
 out:
 	if (dirfd >= 0)
 		close(dirfd);
-	if (made && !keep)
-		(void)nftw(dir, rm_fn, 32, FTW_DEPTH | FTW_PHYS);
+	/* Through descriptors: the restored tree may be 64 KiB of path. */
+	if (made && !keep) {
+		rc = tl_tree_remove(dir, NULL, NULL);
+		if (rc < 0)
+			fprintf(stderr, "coffer: drill: could not remove %s: "
+			    "%s\n", dir, strerror(-rc));
+	}
 	free(pathbuf);
 	free(c.buf);
 	cf_bk_snapshot_free(snap);

@@ -22,7 +22,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <getopt.h>
 #include <limits.h>
 #include <stdio.h>
@@ -526,33 +525,16 @@ out:
 	return rc;
 }
 
-static struct purge_counts *nftw_pc;
-
-static int
-rm_entry(const char *path, const struct stat *st, int flag, struct FTW *f)
-{
-	(void)f;
-	if (flag == FTW_DP || flag == FTW_D)
-		return rmdir(path) < 0 && errno != ENOENT ? -1 : 0;
-	if (S_ISREG(st->st_mode)) {
-		nftw_pc->files++;
-		nftw_pc->file_bytes += (uint64_t)st->st_size;
-	}
-	return unlink(path) < 0 && errno != ENOENT ? -1 : 0;
-}
-
-/* Removes a directory tree (no symlink followed); 0 if it is gone. */
+/*
+ * Removes a directory tree (no symlink followed); 0 if it is gone.  Through
+ * directory descriptors (tl_tree_remove): a store holds the trees backup
+ * and restore handle, whose paths are far longer than PATH_MAX (nftw(3)
+ * stops there).
+ */
 static int
 rm_tree(const char *dir, struct purge_counts *pc)
 {
-	struct stat st;
-
-	nftw_pc = pc;
-	if (lstat(dir, &st) < 0)
-		return errno == ENOENT ? 0 : -errno;
-	if (nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS) != 0)
-		return -errno ? -errno : -EIO;
-	return lstat(dir, &st) == 0 ? -ENOTEMPTY : 0;
+	return tl_tree_remove(dir, &pc->files, &pc->file_bytes);
 }
 
 /*

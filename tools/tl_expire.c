@@ -40,8 +40,13 @@
 
 _Static_assert(CF_BK_CLASSES_MAX == 16, "struct tl_expire counts 16 classes");
 
-#define MAX_DEPTH 256		/* directory nesting followed */
-#define PATH_CAP 4096		/* longest relative path handled */
+/*
+ * Nesting followed and the longest relative path: those of the trees
+ * backup and restore handle (tl_int.h), 64 KiB; the walk itself works
+ * relative to directory descriptors, the path is only matched and listed.
+ */
+#define MAX_DEPTH TL_TREE_DEPTH
+#define PATH_CAP TL_PATH_CAP
 
 /* One directory being walked: a reader handle, or a descriptor in the mount. */
 struct wdir {

@@ -8,8 +8,10 @@
 #ifndef TL_INT_H
 #define TL_INT_H
 
+#include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <time.h>
 
@@ -278,6 +280,48 @@ void tl_progress_show(struct tl_progress *p, uint64_t files,
 int tl_progress_due(const struct tl_progress *p);
 /* Clears the line (if one was drawn), leaving the cursor at its start. */
 void tl_progress_end(struct tl_progress *p);
+
+/*
+ * The deepest tree backup, restore and drill follow (docs/backup.md, Deep
+ * trees): TL_TREE_DEPTH directories, each name at most NAME_MAX bytes.
+ * TL_PATH_CAP holds the longest path such a tree has, every directory and
+ * a name below the deepest with a '/' each (64 KiB, far over PATH_MAX:
+ * the trees are walked relative to directory descriptors and these paths
+ * serve messages, hard-link names and tar entries only).
+ */
+#define TL_TREE_DEPTH 256
+#define TL_PATH_CAP ((TL_TREE_DEPTH + 2) * (NAME_MAX + 1))
+/*
+ * Levels tl_walk_at descends: a restored tree and the few directories
+ * above it (a drill's scratch directory), or a store's backing tree.
+ */
+#define TL_WALK_DEPTH (TL_TREE_DEPTH + 8)
+
+/*
+ * Called by tl_walk_at for each entry: dfd is its directory, name its name
+ * there, st its lstat.  A directory is passed twice, with post 0 before
+ * its contents and post 1 after them.  Nonzero stops the walk.
+ */
+typedef int tl_walk_fn(void *arg, int dfd, const char *name,
+    const struct stat *st, int post);
+/*
+ * Walks the tree below the directory fd dfd (not itself) without following
+ * symlinks, through directory descriptors only, so a tree whose paths are
+ * far longer than PATH_MAX is walked whole (nftw(3) is not: it builds
+ * each path).  Holds one descriptor per level.  Entries may be removed by
+ * fn (a directory in its post call).  0, fn's nonzero value, -ELOOP for a
+ * tree deeper than TL_WALK_DEPTH, or -errno.  dfd stays open and its
+ * offset is not used.
+ */
+int tl_walk_at(int dfd, tl_walk_fn *fn, void *arg);
+/*
+ * Removes path and, for a directory, everything below it (tl_walk_at, so
+ * any depth), never following a symlink; regular files removed and
+ * their bytes are added to *files and *bytes (either may be NULL).  0 if
+ * path is gone (also if it was not there), or -errno (the first error;
+ * the walk stops there).
+ */
+int tl_tree_remove(const char *path, uint64_t *files, uint64_t *bytes);
 
 /*
  * Tar input (tools/tl_tarin.c; backup --tar, docs/backup.md): an inode of

@@ -36,7 +36,7 @@
 #include "cf_fs.h"
 #include "tl_int.h"
 
-#define MAX_DEPTH 256		/* as cmd_backup.c: nesting followed */
+#define MAX_DEPTH TL_TREE_DEPTH	/* as cmd_backup.c: nesting followed */
 
 /* Prints a name from the archive with control bytes escaped. */
 static void
@@ -183,6 +183,8 @@ tar_split(struct tl_tarin *ti, char *p, char **comp, size_t *ncomp)
 
 	*ncomp = 0;
 	if (p[0] == '/' && !ti->stripped && !ti->quiet) {
+		if (ti->before_msg != NULL)
+			ti->before_msg(ti);
 		fprintf(stderr, "coffer: removing leading '/' from tar member "
 		    "names\n");
 		ti->stripped = 1;

@@ -1,8 +1,11 @@
 /*
  * tl_util.c - what every coffer subcommand needs: opening the home,
  * printing errors and JSON, and asking for a passphrase on the terminal
- * with echo off (never through argv or an environment value).
+ * with echo off (never through argv or an environment value), the
+ * progress line, and walking or removing a tree of any depth through
+ * directory descriptors.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -12,6 +15,7 @@
 #include <string.h>
 #include <limits.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <termios.h>
 #include <time.h>
 #include <unistd.h>
@@ -456,4 +460,123 @@ tl_progress_end(struct tl_progress *p)
 	fputs("\r\033[K", stderr);
 	fflush(stderr);
 	p->drawn = 0;
+}
+
+/* ---- trees of any depth (drill, purge: scratch trees and stores) ----- */
+
+/* Walks the directory fd (owned: closed here), depth levels down. */
+static int
+walk_dir(int fd, int depth, tl_walk_fn *fn, void *arg)
+{
+	struct dirent *de;
+	struct stat st;
+	DIR *d;
+	int sub, rc = 0;
+
+	d = fdopendir(fd);
+	if (d == NULL) {
+		rc = -errno;
+		close(fd);
+		return rc;
+	}
+	for (;;) {
+		errno = 0;
+		de = readdir(d);
+		if (de == NULL) {
+			rc = errno != 0 ? -errno : 0;
+			break;
+		}
+		if (strcmp(de->d_name, ".") == 0 ||
+		    strcmp(de->d_name, "..") == 0)
+			continue;
+		if (fstatat(dirfd(d), de->d_name, &st,
+		    AT_SYMLINK_NOFOLLOW) < 0) {
+			if (errno == ENOENT)
+				continue;	/* removed meanwhile */
+			rc = -errno;
+			break;
+		}
+		rc = fn(arg, dirfd(d), de->d_name, &st, 0);
+		if (rc != 0)
+			break;
+		if (!S_ISDIR(st.st_mode))
+			continue;
+		if (depth >= TL_WALK_DEPTH) {
+			rc = -ELOOP;
+			break;
+		}
+		sub = openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY |
+		    O_NOFOLLOW | O_CLOEXEC);
+		if (sub < 0) {
+			rc = -errno;
+			break;
+		}
+		rc = walk_dir(sub, depth + 1, fn, arg);
+		if (rc == 0)
+			rc = fn(arg, dirfd(d), de->d_name, &st, 1);
+		if (rc != 0)
+			break;
+	}
+	closedir(d);
+	return rc;
+}
+
+int
+tl_walk_at(int dfd, tl_walk_fn *fn, void *arg)
+{
+	int fd;
+
+	/* Its own descriptor: readdir moves the offset, closedir closes. */
+	fd = openat(dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	return walk_dir(fd, 1, fn, arg);
+}
+
+struct rm_counts {
+	uint64_t *files, *bytes;
+};
+
+static int
+remove_fn(void *arg, int dfd, const char *name, const struct stat *st,
+    int post)
+{
+	struct rm_counts *c = arg;
+
+	if (S_ISDIR(st->st_mode)) {
+		if (post && unlinkat(dfd, name, AT_REMOVEDIR) < 0 &&
+		    errno != ENOENT)
+			return -errno;
+		return 0;
+	}
+	if (S_ISREG(st->st_mode)) {
+		if (c->files != NULL)
+			(*c->files)++;
+		if (c->bytes != NULL)
+			*c->bytes += (uint64_t)st->st_size;
+	}
+	if (unlinkat(dfd, name, 0) < 0 && errno != ENOENT)
+		return -errno;
+	return 0;
+}
+
+int
+tl_tree_remove(const char *path, uint64_t *files, uint64_t *bytes)
+{
+	struct rm_counts c = { files, bytes };
+	struct stat st;
+	int fd, rc;
+
+	if (lstat(path, &st) < 0)
+		return errno == ENOENT ? 0 : -errno;
+	if (!S_ISDIR(st.st_mode))
+		return remove_fn(&c, AT_FDCWD, path, &st, 0);
+	fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	rc = tl_walk_at(fd, remove_fn, &c);
+	close(fd);
+	if (rc == 0 && rmdir(path) < 0 && errno != ENOENT)
+		rc = -errno;
+	return rc;
 }

@@ -663,6 +663,23 @@ try:
     lk = got.get(("zz-link",), (None,) * 6)[5]
     ok(lk == tuple(dnames + [leaf]),
        "its hard link across 64 KiB of path is a link again", lk)
+    # A drill of it (docs/operations.md, Drills): restore's code, then
+    # every restored chunk re-hashed, compared and the scratch tree removed
+    # through directory descriptors (the drill had an 8 KiB path buffer
+    # and removed its scratch tree with nftw, which stops at PATH_MAX).
+    dscr = os.path.join(T, "deep-drill")
+    r = coffer("--json", "drill", "acme", "--scratch", dscr)
+    d = cftest.js(r)
+    ok(r.returncode == 0 and d.get("result") == "ok" and
+       d.get("snapshot", "?").startswith(dsid) and
+       d.get("dirs") == levels and d.get("files") == 3 and
+       d.get("bytes") == 2 * len(deep_data) and
+       d.get("blobs_checked") == 2 and d.get("mismatched") == 0 and
+       d.get("damaged") == 0,
+       "drill of the 256-level tree: both deep files re-hashed, ok",
+       r.stdout + r.stderr[-600:])
+    left = os.listdir(dscr) if os.path.isdir(dscr) else None
+    ok(left == [], "...and its 64 KiB deep scratch tree is removed", left)
     dtar = os.path.join(T, "deep.tar")
     r = coffer("restore", "acme", dsid, "--to-tar", dtar)
     members = {}
@@ -772,6 +789,36 @@ try:
     ok(rc == 0 and lines and all(re.search(r", [0-9]+ %", ln)
                                  for ln in lines),
        "backup --tar FILE: the share of the archive read", lines[-2:])
+
+    # The tar's own messages too: a leading '/' removed, an archive cut
+    # short (both came right after the line, on the same terminal line).
+    def own_lines(term):
+        at = [i for i in range(len(term)) if term.startswith("coffer: ", i)]
+        return at and all(i == 0 or term[:i].endswith(("\n", "\r\x1b[K"))
+                          for i in at)
+    pabs = os.path.join(T, "prog-abs.tar")
+    with tarfile.open(pabs, "w", format=tarfile.PAX_FORMAT) as tf:
+        for i in range(20):
+            add(tf, f"rel-{i}", os.urandom(1 << 16))
+        add(tf, "/abs-file", b"absolute\n")
+    rc, out, term, secs = on_pty(["backup", "acme", "--tar", pabs],
+                                 cols=200)
+    ok(rc == 0 and "removing leading '/'" in term and own_lines(term),
+       "--tar: \"removing leading '/'\" on a line of its own",
+       repr(term[:300]))
+    with open(ptar2, "rb") as f:
+        with tarfile.open(fileobj=f) as tf:
+            mid = tf.getmembers()[len(tf.getmembers()) // 2].offset
+        f.seek(0)
+        cut = f.read(mid)
+    pcut = os.path.join(T, "prog-cut.tar")
+    with open(pcut, "wb") as f:
+        f.write(cut)
+    rc, out, term, secs = on_pty(["backup", "acme", "--tar", pcut],
+                                 cols=200)
+    ok(rc == 1 and "no end-of-archive block" in term and own_lines(term),
+       "--tar: a truncated archive's message on a line of its own",
+       repr(term[:300]))
     with open(ptar2, "rb") as f:
         rc, out, term, secs = on_pty(["backup", "acme", "--tar", "-"],
                                      cols=200, stdin=f)

@@ -451,4 +451,35 @@ check "idle purged" test ! -e "$COFFER_HOME/tenants/idle"
 check "busy kept" test -e "$COFFER_HOME/tenants/busy/tenant.json"
 expect 0 "audit verify" audit verify
 
+# ---- a live store deeper than PATH_MAX (docs/backup.md, Deep trees) ----
+# A log below 256 levels of directories (logs and 255 of 255-byte names,
+# a 65 KiB path): retention's live-store walk had a 4 KiB path buffer and
+# counted it as unreadable (exit 1), never expiring it.
+expect 0 "create deep" tenant create deep
+N=$(($(date -u +%s) + 600))
+mnt deep
+python3 - "$MP" "$((N - d30 - 86400))" <<'PY'
+import os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECTORY)
+for name in ["logs"] + [f"{i:03d}" + "d" * 252 for i in range(255)]:
+    os.mkdir(name, dir_fd=fd)
+    nfd = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+    os.close(fd)
+    fd = nfd
+f = os.open("old.log", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+os.write(f, os.urandom(5000))
+os.close(f)
+os.utime("old.log", (int(sys.argv[2]),) * 2, dir_fd=fd)
+os.close(fd)
+PY
+umnt
+expect 0 "plan of a log 65 KiB deep" retention plan deep --now "$(iso "$N")"
+check "it is past keep" out_has "live store (not mounted): class logs: 1 files, 5000 bytes past keep"
+expect 0 "apply" retention apply deep --now "$(iso "$N")"
+check "and deleted" out_has "live store (not mounted): class logs: 1 files, 5000 bytes deleted"
+# Its purge removes that store (nftw stopped at PATH_MAX: "purge of deep
+# incomplete").
+expect 0 "purge deep" lifecycle purge deep --yes
+check "deep's store is gone" test ! -e "$COFFER_HOME/tenants/deep"
+
 done_testing

@@ -10,6 +10,7 @@ import calendar
 import glob
 import json
 import os
+import stat
 import time
 
 import cftest
@@ -197,6 +198,60 @@ try:
     ok(r.returncode == 1 and a.get("health") == "FAIL" and
        a.get("last_drill_result") == "damaged",
        "status FAIL after the damaged drill", r.stdout)
+
+    # ---- a drill of a store deeper than PATH_MAX (docs/backup.md) ----
+    # 256 levels of 255-byte names written through the mount: the drill
+    # re-hashes the file at the bottom, and sizes the live store through
+    # directory descriptors (nftw, like os.walk, stopped at PATH_MAX and
+    # counted a third of the backing files).
+    r = coffer("tenant", "create", "deep")
+    assert r.returncode == 0, r.stderr
+    p = mount("deep")
+    fd = os.open(MP, os.O_RDONLY | os.O_DIRECTORY)
+    for name in [f"{i:03d}" + "d" * 252 for i in range(256)]:
+        os.mkdir(name, dir_fd=fd)
+        nfd = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = nfd
+    f = os.open("f" * 255, os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+    os.write(f, b"at the bottom\n" * 1000)
+    os.close(f)
+    os.close(fd)
+    umount(p)
+
+    def backing_files(fd):
+        n = 0
+        for e in os.listdir(fd):
+            st = os.stat(e, dir_fd=fd, follow_symlinks=False)
+            if stat.S_ISREG(st.st_mode):
+                n += 1
+            elif stat.S_ISDIR(st.st_mode):
+                sub = os.open(e, os.O_RDONLY | os.O_DIRECTORY |
+                              os.O_NOFOLLOW, dir_fd=fd)
+                try:
+                    n += backing_files(sub)
+                finally:
+                    os.close(sub)
+        return n
+    fd = os.open(os.path.join(HOME, "tenants", "deep", "store"),
+                 os.O_RDONLY | os.O_DIRECTORY)
+    nback = backing_files(fd)
+    os.close(fd)
+    r = coffer("backup", "deep")
+    ok(r.returncode == 0, "backup of a store 256 levels deep", r.stderr)
+    r = coffer("--json", "drill", "deep", "--scratch",
+               os.path.join(T, "deep-drill"))
+    d = cftest.js(r)
+    ok(r.returncode == 0 and d.get("result") == "ok" and
+       d.get("dirs") == 256 and d.get("files") == 1 and
+       d.get("bytes") == 14000 and d.get("blobs_checked") == 1,
+       "drill of it: the file 65 KiB deep restored and re-hashed",
+       r.stdout + r.stderr[-400:])
+    ok(d.get("target_files") == nback and nback > 256,
+       f"the live store's size counts all {nback} backing files",
+       f"{d.get('target_files')} of {nback}")
+    ok(os.listdir(os.path.join(T, "deep-drill")) == [],
+       "its scratch tree is removed")
 
     r = coffer("drill", "nosuch")
     ok(r.returncode == 1, "drill of an unknown tenant fails (exit 1)",
