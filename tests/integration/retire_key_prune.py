@@ -62,11 +62,14 @@ try:
     ok(r.returncode == 0, "tenant create", r.stderr)
     y = os.urandom(2000)
     tar = os.path.join(h.t, "in.tar")
-    # B: y first, then 24 files only B has; the writer's two workers
-    # fill a pack each, so y's pack holds mostly blobs that die with B
-    files = {"a-y": y}
+    # B: 24 files only B has, then y last: the writer's two workers
+    # each fill a pack, so whichever takes y already holds blobs that
+    # die with B (y first could land in a pack of its own when the other
+    # worker took every later blob, as seen under load)
+    files = {}
     for i in range(24):
         files["w%02d" % i] = os.urandom(20000)
+    files["z-y"] = y
     make_tar(tar, files)
     r = h.coffer("backup", "acme", "--tar", tar)
     ok(r.returncode == 0, "backup B (tar: y and 24 more files)", r.stderr)
@@ -87,7 +90,7 @@ try:
     r = h.coffer("tenant", "rotate-key", "acme")
     ok(r.returncode == 0, "rotate-key to 2", r.stderr)
     with open(h.conf, "a") as f:
-        f.write("[retention]\nkeep_last = 1\nrepack_pct = 50\n")
+        f.write("[retention]\nkeep_last = 1\nrepack_pct = 100\n")
     r = h.coffer("retention", "apply", "acme")
     kv = snaps()
     ok(r.returncode == 0 and len(kv) == 2 and a[0] in kv and
