@@ -22,8 +22,10 @@
  * content, so replaying a PUT stores the same bytes.
  *
  * Objects larger than the part size (COFFER_S3_PART_SIZE, 64 MiB) go up
- * as a multipart upload, COFFER_S3_CONNECTIONS parts at once.  In
- * versioned buckets deletes remove every version by id, in batches.
+ * as a multipart upload, COFFER_S3_CONNECTIONS parts at once; cleanup
+ * (prune) aborts uploads of repository keys that killed writers left
+ * and that are a day old.  In versioned buckets deletes remove every
+ * version by id, in batches.
  *
  * What it deliberately does not do: resume a multipart upload (no caller
  * puts the same object twice), a request-level thread pool (callers
@@ -1429,8 +1431,8 @@ mp_part(void *arg, size_t i)
  * Multipart upload of an object larger than the part size: create,
  * upload the parts, up to conns at once (each retried on its own; the
  * parts are slices of the caller's buffer, so no copies), complete.
- * On failure the upload is aborted (best effort; a bucket lifecycle
- * rule AbortIncompleteMultipartUpload catches the rest).  A retried
+ * On failure the upload is aborted (best effort; one left by a killed
+ * process is aborted by a later prune, s3_cleanup).  A retried
  * upload of the same object does not resume one left by an earlier
  * attempt: the callers never put the same object twice (pack names are
  * hashes of bytes sealed under random keys; docs/s3.md).
