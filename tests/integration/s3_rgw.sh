@@ -523,13 +523,18 @@ else
 	sed 's/^/# /' "$T/mpu.err"
 fi
 
-# Through the CLI: retention apply (prune) aborts the uploads of the
-# repository's keys initiated more than a day (CF_BK_STALE_SECONDS)
-# ago, and leaves a younger one (a writer may be running), one of a
-# repository under a longer prefix and one outside the prefix.  RGW's
-# Initiated cannot be backdated, so the young upload starts 3 s after
-# the old ones and COFFER_NOW (test builds) is set to one day after the
-# young one, less a second: only the old ones are a day old by then.
+# Through the CLI: a backup killed (SIGKILL) in the middle of a
+# multipart pack upload (5 MiB parts, max_up 1 MiB/s) leaves its upload;
+# retention apply (prune) aborts that one and two more made by awscli
+# for repository keys, once initiated more than a day
+# (CF_BK_STALE_SECONDS) ago, and leaves a younger one (a writer may be
+# running), one of a repository under a longer prefix and one outside
+# the prefix.  RGW's Initiated cannot be backdated, so the young upload
+# starts 3 s after the old ones and COFFER_NOW (test builds) is set to
+# one day after the young one, less a second: only the old ones are a
+# day old by then.  The killed backup's lock is stale at once (its pid
+# is gone, [BK-LOCK-1]), so the first apply, at the real time, prunes
+# too: a control in which no upload is old enough.
 if [ -x "${COFFER:-}" ]; then
 	UH=$T/uhome
 	mkdir -p "$UH"
@@ -544,10 +549,26 @@ if [ -x "${COFFER:-}" ]; then
 	nested=uprepo/sub/index/$(h64 b)
 	outside=uprepo2/index/$(h64 b)
 	young=uprepo/data/cc/$(h64 c)
+	mkdir -p "$T/ubig"
+	head -c $((40 << 20)) /dev/urandom >"$T/ubig/big"
+	killed=""
 	if uc tenant create up --repo "s3://$S3_BUCKET/uprepo" >/dev/null 2>"$T/up.err" &&
-	    echo ledger | uc backup up --stdin --name ledger.txt >/dev/null 2>>"$T/up.err" &&
-	    mpu "$old_pack" "$T/part" && mpu "$old_index" && mpu "$nested" && mpu "$outside" &&
-	    sleep 3 && mpu "$young" "$T/part"; then
+	    echo ledger | uc backup up --stdin --name ledger.txt >/dev/null 2>>"$T/up.err"; then
+		COFFER_HOME=$UH COFFER_PASSPHRASE_FILE=$T/upass COFFER_S3_PART_SIZE=$((5 << 20)) \
+		    COFFER_S3_MAX_UP=1M "$COFFER" -q backup up --dir "$T/ubig" >/dev/null 2>&1 &
+		kb=$!
+		for _ in $(seq 60); do
+			killed=$(uploads uprepo/data/)
+			[ -n "$killed" ] && break
+			sleep 0.2
+		done
+		kill -9 "$kb" 2>/dev/null
+		wait "$kb" 2>/dev/null
+		killed=$(uploads uprepo/data/)
+	fi
+	nk=$(wc -w <<<"$killed")
+	if [ "$nk" -ge 1 ] && mpu "$old_pack" "$T/part" && mpu "$old_index" && mpu "$nested" &&
+	    mpu "$outside" && sleep 3 && mpu "$young" "$T/part"; then
 		yinit=$("$AWS" --endpoint-url "$S3_ENDPOINT" s3api list-multipart-uploads --bucket "$S3_BUCKET" \
 		    --prefix "$young" --query 'Uploads[0].Initiated' --output text 2>/dev/null)
 		ys=$(date -u -d "$yinit" +%s 2>/dev/null || echo 0)
@@ -558,22 +579,28 @@ if [ -x "${COFFER:-}" ]; then
 		left0=$(uploads uprepo)
 		if COFFER_NOW=$cnow uc retention apply up >"$T/up.apply" 2>>"$T/up.err"; then
 			left=$(uploads uprepo/)
-			if [ "$(wc -w <<<"$all")" -eq 5 ] && [ "$left0" = "$all" ] &&
-			    ! grep -q 'interrupted uploads' "$T/up.apply0"; then
-				ok "retention apply now: no upload is a day old, all 5 stay"
+			if [ "$(wc -w <<<"$all")" -eq $((5 + nk)) ] && [ "$left0" = "$all" ] &&
+			    grep -q 'prune: ' "$T/up.apply0" && ! grep -q 'interrupted uploads' "$T/up.apply0"; then
+				ok "retention apply now prunes, but no upload is a day old: all $((5 + nk)) stay"
 			else
-				not_ok "retention apply now leaves the 5 uploads (left: $left0)"
+				not_ok "retention apply now leaves the $((5 + nk)) uploads (left: $left0)"
+				sed 's/^/# /' "$T/up.apply0"
 			fi
-			if grep -q ': prune: 2 interrupted uploads older than a day removed' "$T/up.apply"; then
-				ok "retention apply a day later reports 2 uploads removed"
+			if grep -q ": prune: $((2 + nk)) interrupted uploads older than a day removed" "$T/up.apply"; then
+				ok "retention apply a day later reports $((2 + nk)) uploads removed"
 			else
-				not_ok "retention apply a day later reports 2 uploads removed"
+				not_ok "retention apply a day later reports $((2 + nk)) uploads removed"
 				sed 's/^/# /' "$T/up.apply"
 			fi
-			case " $left" in
-			*" $old_pack "*|*" $old_index "*) not_ok "the day-old uploads are aborted (left: $left)" ;;
-			*) ok "the day-old uploads of a pack (with a part) and an index are aborted" ;;
-			esac
+			gone=1
+			for k in $killed "$old_pack" "$old_index"; do
+				case " $left" in *" $k "*) gone=0 ;; esac
+			done
+			if [ "$gone" = 1 ]; then
+				ok "the day-old uploads are aborted: the killed backup's ($nk), a pack's with a part, an index's"
+			else
+				not_ok "the day-old uploads are aborted (killed: $killed; left: $left)"
+			fi
 			case " $left" in
 			*" $young "*) ok "an upload younger than a day stays" ;;
 			*) not_ok "an upload younger than a day stays (left: $left)" ;;
@@ -591,7 +618,7 @@ if [ -x "${COFFER:-}" ]; then
 			sed 's/^/# /' "$T/up.err" "$T/up.apply"
 		fi
 	else
-		not_ok "a repository and 5 multipart uploads for the stale upload test"
+		not_ok "a repository, a killed backup's upload ($nk) and 5 more for the stale upload test"
 		sed 's/^/# /' "$T/up.err" "$T/mpu.err" 2>/dev/null
 	fi
 fi
