@@ -16,7 +16,9 @@
 # virtual-host addressing through the CLI (rgw_dns_name set in the
 # monitors' config database before the radosgw restart of the
 # dead-server test), versioned-bucket deletes checked with awscli's
-# list-object-versions, and multipart parts overlapping in RGW's log.
+# list-object-versions, multipart parts overlapping in RGW's log, and
+# interrupted multipart uploads (a killed backup's, awscli's) aborted by
+# prune only when a day old and of the repository's keys.
 #
 # Needs root and the Debian packages ceph-mon ceph-osd radosgw
 # ceph-common awscli openssl (installed through tools/deps.sh if
