@@ -1186,15 +1186,22 @@ old_file(const char *dir, const char *name, time_t age)
  * The local store's cleanup: the temporaries a killed put leaves
  * (".tmp-" and 16 hex digits, beside the target: the config's in the
  * top directory) go when last changed before the cutoff; a young one
- * (a running writer's), other names and objects stay.
+ * (a running writer's), other names and objects stay.  Then prune on a
+ * local repository removes a temporary two days old, not one an hour
+ * old (step 7, CF_BK_STALE_SECONDS).
  */
 static void
 local_temporaries(void)
 {
+	struct cf_bk_keys *k = test_keys();
+	struct cf_bk_repo *r = NULL;
+	struct cf_bk_lock *l = NULL;
+	struct cf_bk_prune_opts po;
+	struct cf_bk_prune_stats st;
 	struct cf_bk_store *s = NULL;
 	char dir[] = "/tmp/cf-s3tmp.XXXXXX", sub[4096], name[65];
 	unsigned char data[10] = { 1 };
-	struct stat st;
+	struct stat st2;
 	uint64_t n = 99, size;
 	static const char *const old[] = { ".", "index", "data/ab" };
 	size_t i;
@@ -1220,16 +1227,46 @@ local_temporaries(void)
 	for (i = 0; i < 3; i++) {
 		snprintf(sub, sizeof(sub), "%s/%s/.tmp-0123456789abcdef", dir,
 		    old[i]);
-		CHECK(stat(sub, &st) < 0 && errno == ENOENT);
+		CHECK(stat(sub, &st2) < 0 && errno == ENOENT);
 	}
 	snprintf(sub, sizeof(sub), "%s/snapshots/.tmp-fedcba9876543210", dir);
-	CHECK(stat(sub, &st) == 0);
+	CHECK(stat(sub, &st2) == 0);
 	snprintf(sub, sizeof(sub), "%s/snapshots/.tmp-not-ours", dir);
-	CHECK(stat(sub, &st) == 0);
+	CHECK(stat(sub, &st2) == 0);
 	CHECK_RC(cf_bk_store_stat(s, CF_BK_KIND_INDEX, name, &size), 0);
 	CHECK_RC(cf_bk_store_cleanup(s, (int64_t)time(NULL) - 3600, &n), 0);
 	CHECK(n == 0);
+
+	/* Prune: an empty repository, one old and one young temporary. */
+	cf_bk_store_free(s);
+	s = NULL;
+	snprintf(sub, sizeof(sub), "rm -rf -- '%s'", dir);
+	CHECK(system(sub) == 0);
+	snprintf(sub, sizeof(sub), "file://%s", dir);
+	CHECK_RC(cf_bk_store_open_url(&s, sub, CF_BK_STORE_CREATE), 0);
+	CHECK(k != NULL);
+	if (k == NULL || s == NULL)
+		goto done;
+	CHECK_RC(cf_bk_repo_init(&r, s, k, tenant), 0);
+	s = NULL;
+	if (r == NULL)
+		goto done;
+	snprintf(sub, sizeof(sub), "%s/index", dir);
+	CHECK_RC(old_file(sub, ".tmp-00000000000000aa", 2 * 86400), 0);
+	CHECK_RC(old_file(sub, ".tmp-00000000000000bb", 3600), 0);
+	CHECK_RC(cf_bk_repo_lock(r, 1, NULL, &l), 0);
+	memset(&po, 0, sizeof(po));
+	CHECK_RC(cf_bk_prune(r, l, &po, &st), 0);
+	CHECK(st.stale_removed == 1 && st.stale_rc == 0);
+	snprintf(sub, sizeof(sub), "%s/index/.tmp-00000000000000aa", dir);
+	CHECK(stat(sub, &st2) < 0 && errno == ENOENT);
+	snprintf(sub, sizeof(sub), "%s/index/.tmp-00000000000000bb", dir);
+	CHECK(stat(sub, &st2) == 0);
+	if (l != NULL)
+		CHECK_RC(cf_bk_lock_release(l), 0);
 done:
+	cf_bk_repo_free(r);
+	cf_bk_keys_free(k);
 	cf_bk_store_free(s);
 	snprintf(sub, sizeof(sub), "rm -rf -- '%s'", dir);
 	CHECK(system(sub) == 0);
