@@ -540,10 +540,11 @@ cf_bk_prune(struct cf_bk_repo *r, struct cf_bk_lock *lock,
 	/*
 	 * 7: uploads of writers killed in the middle (a multipart upload
 	 * is invisible to list and costs storage until aborted).  Only old
-	 * ones: the exclusive lock keeps backups out, but a write-only
-	 * agent whose lock went missing (no delete permission, see
-	 * docs/write-only.md) or a clock-skewed host might be writing.
-	 * Not a reason to fail a prune that did its work: reported.
+	 * ones: the exclusive lock keeps backups and write-only agents out,
+	 * but only while their locks are younger than 30 minutes; a writer
+	 * whose host was suspended for longer, or whose clock is off, may
+	 * still be uploading.  Not a reason to fail a prune that did its
+	 * work: reported.
 	 */
 	st->stale_rc = cf_bk_store_cleanup(r->store,
 	    (int64_t)cf_ks_now() - CF_BK_STALE_SECONDS, &st->stale_removed);
