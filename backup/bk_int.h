@@ -260,6 +260,12 @@ int bk_store_s3_open(struct cf_bk_store **out, const char *url, int flags);
  */
 int bk_store_s3_xml_probe(const char *buf, size_t len, size_t *nents,
     size_t *nerrs, char code[64], char status[32]);
+/*
+ * Tests: the page size of the S3 store's ListMultipartUploads (ctx from
+ * cf_bk_store_ctx; 1 to 1000, default 1000), to see its pagination with
+ * a few uploads.  Not thread-safe: call before the store is shared.
+ */
+void bk_store_s3_set_uploads_page(void *ctx, unsigned n);
 /* The Object Lock retain-until date of an object (0: none). */
 int bk_store_s3_lock_until(void *ctx, enum cf_bk_kind kind, const char *name,
     int64_t *until);

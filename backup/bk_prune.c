@@ -12,6 +12,8 @@
  * So after a crash every index object names only existing packs, and
  * every live blob is named by some index object.  Orphans (packs no
  * index names) are harmless to readers and deleted by the next run.
+ * Last, the store removes uploads that killed writers left behind and
+ * that are older than a day (cf_bk_store_cleanup).
  *
  * It relies on the caller's exclusive lock for exclusion from backups
  * (a backup writing while we mark could reference a pack we delete).
@@ -535,6 +537,20 @@ cf_bk_prune(struct cf_bk_repo *r, struct cf_bk_lock *lock,
 		if (rc < 0)
 			goto out;
 	}
+	/*
+	 * 7: uploads of writers killed in the middle (a multipart upload
+	 * is invisible to list and costs storage until aborted).  Only old
+	 * ones: the exclusive lock keeps backups and write-only agents out,
+	 * but only while their locks are younger than 30 minutes; a writer
+	 * whose host was suspended for longer, or whose clock is off, may
+	 * still be uploading.  Not a reason to fail a prune that did its
+	 * work: reported.
+	 */
+	st->stale_rc = cf_bk_store_cleanup(r->store,
+	    (int64_t)cf_ks_now() - CF_BK_STALE_SECONDS, &st->stale_removed);
+	rc = refresh(&p);
+	if (rc < 0)
+		goto out;
 	rc = cf_bk_repo_index_load(r, NULL);
 out:
 	free(act);

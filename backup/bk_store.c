@@ -6,9 +6,11 @@
  * data/XX/<id>, index/<id>, snapshots/<id>, locks/<id>.  A put writes a
  * temporary ".tmp-<random>" beside the target, fsyncs it, renames (or,
  * for an exclusive put, links) it into place and fsyncs the directory,
- * so an object is either whole or absent after a crash.  Every path is
- * resolved relative to the repository's directory fd.  It keeps no
- * state but that fd, so its ops may run on many threads at once.
+ * so an object is either whole or absent after a crash (the temporary
+ * of a killed put is removed by cleanup, from prune, once it is a day
+ * old).  Every path is resolved relative to the repository's directory
+ * fd.  It keeps no state but that fd, so its ops may run on many
+ * threads at once.
  *
  * What it deliberately does not do: locking (bk_repo.c's lock objects),
  * caching, or any interpretation of object bytes.
@@ -166,6 +168,15 @@ cf_bk_store_lock_until(struct cf_bk_store *s, enum cf_bk_kind kind,
 	if (s->ops != &cf_bk_store_s3_ops)
 		return 0;
 	return bk_store_s3_lock_until(s->ctx, kind, name, until);
+}
+
+int
+cf_bk_store_cleanup(struct cf_bk_store *s, int64_t before, uint64_t *n)
+{
+	*n = 0;
+	if (s->ops->cleanup == NULL)
+		return 0;
+	return s->ops->cleanup(s->ctx, before, n);
 }
 
 /* ---- local directory backend ------------------------------------------------ */
@@ -470,6 +481,98 @@ local_del(void *ctx, enum cf_bk_kind kind, const char *name)
 	return fsync_dir_at(l->dirfd, dir);
 }
 
+/* 1 if name is one of local_put's temporaries: ".tmp-" and 16 hex. */
+static int
+tmp_name(const char *name)
+{
+	size_t i;
+
+	if (strncmp(name, ".tmp-", 5) != 0 || strlen(name) != 5 + 16)
+		return 0;
+	for (i = 5; i < 5 + 16; i++)
+		if (!((name[i] >= '0' && name[i] <= '9') ||
+		    (name[i] >= 'a' && name[i] <= 'f')))
+			return 0;
+	return 1;
+}
+
+/* Removes the temporaries of dir last modified before `before`. */
+static int
+cleanup_dir(int dirfd, const char *dir, int64_t before, uint64_t *n)
+{
+	struct dirent *de;
+	struct stat st;
+	DIR *d;
+	uint64_t removed = 0;
+	int fd, rc = 0;
+
+	fd = openat(dirfd, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT ? 0 : -errno;
+	d = fdopendir(fd);
+	if (d == NULL) {
+		rc = -errno;
+		close(fd);
+		return rc;
+	}
+	while ((errno = 0, de = readdir(d)) != NULL) {
+		if (!tmp_name(de->d_name))
+			continue;
+		if (fstatat(fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+			if (errno == ENOENT)
+				continue;	/* renamed into place meanwhile */
+			rc = -errno;
+			break;
+		}
+		/* A writer's temporary changes until it is renamed. */
+		if (!S_ISREG(st.st_mode) || (int64_t)st.st_mtime >= before)
+			continue;
+		if (unlinkat(fd, de->d_name, 0) < 0) {
+			if (errno == ENOENT)
+				continue;
+			rc = -errno;
+			break;
+		}
+		removed++;
+	}
+	if (de == NULL && errno != 0 && rc == 0)
+		rc = -errno;
+	if (removed > 0 && fsync(fd) < 0 && rc == 0)
+		rc = -errno;
+	*n += removed;
+	closedir(d);
+	return rc;
+}
+
+/*
+ * A put killed between creating its temporary and renaming it leaves
+ * ".tmp-<random>" beside the target (the config's in the top
+ * directory); list skips them, this removes the old ones.
+ */
+static int
+local_cleanup(void *ctx, int64_t before, uint64_t *n)
+{
+	static const char *const dirs[] = { ".", "index", "snapshots",
+	    "locks" };
+	struct local *l = ctx;
+	char dir[16];
+	size_t i;
+	int rc;
+
+	for (i = 0; i < sizeof(dirs) / sizeof(*dirs); i++) {
+		rc = cleanup_dir(l->dirfd, dirs[i], before, n);
+		if (rc < 0)
+			return rc;
+	}
+	for (i = 0; i < 256; i++) {
+		snprintf(dir, sizeof(dir), "data/%02zx", i);
+		rc = cleanup_dir(l->dirfd, dir, before, n);
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
+}
+
 static void
 local_close(void *ctx)
 {
@@ -490,6 +593,7 @@ const struct cf_bk_store_ops cf_bk_store_local_ops = {
 	.list = local_list,
 	.del = local_del,
 	.close = local_close,
+	.cleanup = local_cleanup,
 };
 
 /* Makes path (and its parents) as directories, mode 0700. */

@@ -22,8 +22,10 @@
  * content, so replaying a PUT stores the same bytes.
  *
  * Objects larger than the part size (COFFER_S3_PART_SIZE, 64 MiB) go up
- * as a multipart upload, COFFER_S3_CONNECTIONS parts at once.  In
- * versioned buckets deletes remove every version by id, in batches.
+ * as a multipart upload, COFFER_S3_CONNECTIONS parts at once; cleanup
+ * (prune) aborts uploads of repository keys that killed writers left
+ * and that are a day old.  In versioned buckets deletes remove every
+ * version by id, in batches.
  *
  * What it deliberately does not do: resume a multipart upload (no caller
  * puts the same object twice), a request-level thread pool (callers
@@ -87,6 +89,7 @@ struct s3 {
 	int versioning;		/* -1 unknown, 0 off, 1 on (Object Lock too) */
 	int objlock;		/* the bucket may hold locked versions */
 	unsigned conns;		/* parallel requests of one op (parts, HEADs) */
+	unsigned uploads_page;	/* max-uploads of ListMultipartUploads */
 	pthread_mutex_t lock;	/* protects pool, pool_fd and npool */
 	CURL *pool[S3_POOL_MAX];
 	curl_socket_t pool_fd[S3_POOL_MAX];	/* its connection's socket */
@@ -685,13 +688,15 @@ nomem:
 	return -ENOMEM;
 }
 
-/* ---- XML (ListObjectsV2 pages and error bodies) -------------------------- */
+/* ---- XML (list pages, upload lists, delete results, error bodies) -------- */
 
 struct s3_ent {
 	char *key;
 	uint64_t size;
-	char *vid;		/* ListObjectVersions, DeleteObjects: or NULL */
+	char *vid;		/* ListObjectVersions, DeleteObjects: or NULL;
+				 * ListMultipartUploads: the upload id */
 	int marker;		/* ListObjectVersions: a <DeleteMarker> */
+	int64_t time;		/* ListMultipartUploads: Initiated; else -1 */
 };
 
 struct s3_xml {
@@ -700,8 +705,10 @@ struct s3_xml {
 	int toolong;
 	int in_contents;	/* <Contents>, <Version> or <DeleteMarker> */
 	int in_version;		/* <Version> or <DeleteMarker> */
+	int in_upload;		/* ListMultipartUploads' <Upload> */
 	char *cur_key;
 	char *cur_vid;
+	int64_t cur_time;	/* <Initiated> of the <Upload>, or -1 */
 	uint64_t cur_size;
 	int have_size;
 	struct s3_ent *ents;
@@ -716,8 +723,8 @@ struct s3_xml {
 	struct s3_ent *errs;	/* key and size 1 if AccessDenied, else 0 */
 	size_t nerrs, caperrs;
 	char status[32];	/* GetBucketVersioning's <Status> */
-	char *next_key;		/* ListObjectVersions' NextKeyMarker */
-	char *next_vid;		/* ...and NextVersionIdMarker */
+	char *next_key;		/* NextKeyMarker (versions, uploads) */
+	char *next_vid;		/* NextVersionIdMarker, NextUploadIdMarker */
 	int bad;
 };
 
@@ -731,6 +738,15 @@ xml_start(void *arg, const XML_Char *el, const XML_Char **attr)
 	x->toolong = 0;
 	if (strcmp(el, "DeleteResult") == 0)
 		x->in_result = 1;
+	if (strcmp(el, "Upload") == 0) {
+		x->in_upload = 1;
+		free(x->cur_key);
+		x->cur_key = NULL;
+		free(x->cur_vid);
+		x->cur_vid = NULL;
+		x->cur_time = -1;
+		return;
+	}
 	/* A top-level <Error> is an error body, not one key's error. */
 	if (strcmp(el, "Contents") == 0 || strcmp(el, "Version") == 0 ||
 	    strcmp(el, "DeleteMarker") == 0 ||
@@ -751,7 +767,7 @@ xml_start(void *arg, const XML_Char *el, const XML_Char **attr)
 /* Appends an entry to a growing array; -ENOMEM into x->bad. */
 static void
 ent_push(struct s3_xml *x, struct s3_ent **v, size_t *n, size_t *cap,
-    char *key, uint64_t size, char *vid, int marker)
+    char *key, uint64_t size, char *vid, int marker, int64_t time)
 {
 	if (*n == *cap) {
 		size_t c = *cap ? *cap * 2 : 64;
@@ -770,6 +786,7 @@ ent_push(struct s3_xml *x, struct s3_ent **v, size_t *n, size_t *cap,
 	(*v)[*n].size = size;
 	(*v)[*n].vid = vid;
 	(*v)[*n].marker = marker;
+	(*v)[*n].time = time;
 	(*n)++;
 }
 
@@ -800,6 +817,34 @@ xml_text(void *arg, const XML_Char *s, int len)
 	x->textlen += (size_t)len;
 }
 
+/*
+ * The end of an element inside a ListMultipartUploads <Upload>: keeps
+ * the upload if it has a key, an id and a readable Initiated date (one
+ * without is never aborted: its age is unknown).
+ */
+static void
+upload_end(struct s3_xml *x, const XML_Char *el)
+{
+	if (strcmp(el, "Key") == 0) {
+		free(x->cur_key);
+		x->cur_key = xml_dup(x);
+	} else if (strcmp(el, "UploadId") == 0) {
+		free(x->cur_vid);
+		x->cur_vid = xml_dup(x);
+	} else if (strcmp(el, "Initiated") == 0) {
+		x->cur_time = x->toolong ? -1 : parse_iso8601(x->text);
+	} else if (strcmp(el, "Upload") == 0) {
+		x->in_upload = 0;
+		if (x->cur_key == NULL || x->cur_vid == NULL ||
+		    x->cur_time < 0)
+			return;
+		ent_push(x, &x->ents, &x->nents, &x->capents, x->cur_key, 0,
+		    x->cur_vid, 0, x->cur_time);
+		x->cur_key = NULL;
+		x->cur_vid = NULL;
+	}
+}
+
 static void XMLCALL
 xml_end(void *arg, const XML_Char *el)
 {
@@ -807,6 +852,10 @@ xml_end(void *arg, const XML_Char *el)
 	char *end;
 
 	x->text[x->textlen] = '\0';
+	if (x->in_upload) {
+		upload_end(x, el);
+		return;
+	}
 	if (x->in_error && strcmp(el, "Key") == 0) {
 		free(x->cur_key);
 		x->cur_key = x->toolong ? NULL : strdup(x->text);
@@ -822,7 +871,8 @@ xml_end(void *arg, const XML_Char *el)
 		if (x->cur_key == NULL)
 			return;		/* not one of our keys */
 		ent_push(x, &x->errs, &x->nerrs, &x->caperrs, x->cur_key,
-		    strcmp(x->cur_code, "AccessDenied") == 0, x->cur_vid, 0);
+		    strcmp(x->cur_code, "AccessDenied") == 0, x->cur_vid, 0,
+		    -1);
 		x->cur_key = NULL;
 		x->cur_vid = NULL;
 	} else if (strcmp(el, "Status") == 0) {
@@ -842,7 +892,7 @@ xml_end(void *arg, const XML_Char *el)
 		if (x->cur_key == NULL || !x->have_size)
 			return;		/* over-long key: not ours anyway */
 		ent_push(x, &x->ents, &x->nents, &x->capents, x->cur_key,
-		    x->cur_size, NULL, 0);
+		    x->cur_size, NULL, 0, -1);
 		x->cur_key = NULL;
 	} else if (x->in_version && (strcmp(el, "Version") == 0 ||
 	    strcmp(el, "DeleteMarker") == 0)) {
@@ -852,7 +902,7 @@ xml_end(void *arg, const XML_Char *el)
 			return;		/* over-long: not ours anyway */
 		ent_push(x, &x->ents, &x->nents, &x->capents, x->cur_key,
 		    x->have_size ? x->cur_size : 0, x->cur_vid,
-		    strcmp(el, "DeleteMarker") == 0);
+		    strcmp(el, "DeleteMarker") == 0, -1);
 		x->cur_key = NULL;
 		x->cur_vid = NULL;
 	} else if (strcmp(el, "NextKeyMarker") == 0) {
@@ -860,7 +910,8 @@ xml_end(void *arg, const XML_Char *el)
 		x->next_key = xml_dup(x);
 		if (x->next_key == NULL && x->toolong)
 			x->bad = -EPROTO;
-	} else if (strcmp(el, "NextVersionIdMarker") == 0) {
+	} else if (strcmp(el, "NextVersionIdMarker") == 0 ||
+	    strcmp(el, "NextUploadIdMarker") == 0) {
 		free(x->next_vid);
 		x->next_vid = xml_dup(x);
 		if (x->next_vid == NULL && x->toolong)
@@ -944,7 +995,8 @@ bk_store_s3_xml_probe(const char *buf, size_t len, size_t *nents,
 		/* Every entry kept has a key; an error's flag is 0 or 1. */
 		for (i = 0; i < x.nents; i++)
 			if (x.ents[i].key == NULL || (x.ents[i].marker &&
-			    x.ents[i].vid == NULL))
+			    x.ents[i].vid == NULL) || (x.ents[i].time >= 0 &&
+			    x.ents[i].vid == NULL) || x.ents[i].time < -1)
 				rc = -EFAULT;
 		for (i = 0; i < x.nerrs; i++)
 			if (x.errs[i].key == NULL || x.errs[i].size > 1)
@@ -1379,8 +1431,8 @@ mp_part(void *arg, size_t i)
  * Multipart upload of an object larger than the part size: create,
  * upload the parts, up to conns at once (each retried on its own; the
  * parts are slices of the caller's buffer, so no copies), complete.
- * On failure the upload is aborted (best effort; a bucket lifecycle
- * rule AbortIncompleteMultipartUpload catches the rest).  A retried
+ * On failure the upload is aborted (best effort; one left by a killed
+ * process is aborted by a later prune, s3_cleanup).  A retried
  * upload of the same object does not resume one left by an earlier
  * attempt: the callers never put the same object twice (pack names are
  * hashes of bytes sealed under random keys; docs/s3.md).
@@ -1755,6 +1807,246 @@ out:
 	free(r->out);
 	free(r);
 	return rc;
+}
+
+/* ---- interrupted multipart uploads --------------------------------------- */
+
+/*
+ * 1 if key is one of this repository's object keys (prefix + config,
+ * data/XX/<id>, index/<id>, snapshots/<id> or locks/<id>): not another
+ * repository's under a longer prefix, not a stray of another program.
+ */
+static int
+repo_key(const struct s3 *s, const char *key)
+{
+	static const struct {
+		const char *dir;
+		enum cf_bk_kind kind;
+	} dirs[] = {
+		{ "data/", CF_BK_KIND_PACK },
+		{ "index/", CF_BK_KIND_INDEX },
+		{ "snapshots/", CF_BK_KIND_SNAPSHOT },
+		{ "locks/", CF_BK_KIND_LOCK },
+	};
+	size_t plen = strlen(s->prefix), i, dl;
+	const char *rest;
+
+	if (strncmp(key, s->prefix, plen) != 0)
+		return 0;
+	rest = key + plen;
+	if (strcmp(rest, "config") == 0)
+		return 1;
+	for (i = 0; i < sizeof(dirs) / sizeof(*dirs); i++) {
+		dl = strlen(dirs[i].dir);
+		if (strncmp(rest, dirs[i].dir, dl) == 0)
+			return list_name(dirs[i].kind, rest, dl) != NULL;
+	}
+	return 0;
+}
+
+/* The stale uploads found, aborted by par_run's threads. */
+struct stale {
+	struct s3 *s;
+	struct s3_ent *v;	/* key and vid (the upload id) */
+	size_t n, cap;
+	unsigned char *done;	/* done[i]: aborted; written by one thread */
+};
+
+/* AbortMultipartUpload: DELETE key?uploadId=ID. */
+static int
+stale_abort(void *arg, size_t i)
+{
+	struct stale *st = arg;
+	struct s3_req *r;
+	size_t pos = 0;
+	int rc;
+
+	r = calloc(1, sizeof(*r));
+	if (r == NULL)
+		return -ENOMEM;
+	r->method = "DELETE";
+	r->outmax = S3_ERRBODY_MAX;
+	rc = cat(r->url, sizeof(r->url), &pos, st->s->bucket_url);
+	if (rc == 0)
+		rc = cat(r->url, sizeof(r->url), &pos, "/");
+	if (rc == 0)
+		rc = cat_enc(r->url, sizeof(r->url), &pos, st->v[i].key, 1);
+	if (rc == 0)
+		rc = cat(r->url, sizeof(r->url), &pos, "?uploadId=");
+	if (rc == 0)
+		rc = cat_enc(r->url, sizeof(r->url), &pos, st->v[i].vid, 0);
+	if (rc == 0)
+		rc = s3_perform(st->s, r);
+	if (rc == 0)
+		st->done[i] = 1;
+	else if (rc == -ENOENT)
+		rc = 0;		/* NoSuchUpload: completed or aborted meanwhile */
+	free(r->out);
+	free(r);
+	return rc;
+}
+
+/*
+ * Lists the multipart uploads under the prefix (ListMultipartUploads,
+ * pages followed by key-marker / upload-id-marker) and keeps those of
+ * repository keys initiated before `before`.
+ */
+static int
+stale_list(struct stale *st, int64_t before)
+{
+	struct s3 *s = st->s;
+	struct s3_req *r;
+	struct s3_xml x;
+	char *kmark = NULL, *umark = NULL, num[32];
+	size_t i, pos;
+	int rc;
+
+	memset(&x, 0, sizeof(x));
+	r = calloc(1, sizeof(*r));
+	if (r == NULL)
+		return -ENOMEM;
+	snprintf(num, sizeof(num), "%u", s->uploads_page);
+	for (;;) {
+		/* Query parameters in SigV4's canonical (sorted) order. */
+		memset(r, 0, sizeof(*r));
+		pos = 0;
+		rc = cat(r->url, sizeof(r->url), &pos, s->bucket_url);
+		if (rc == 0)
+			rc = cat(r->url, sizeof(r->url), &pos, "/?");
+		if (rc == 0 && kmark != NULL) {
+			rc = cat(r->url, sizeof(r->url), &pos, "key-marker=");
+			if (rc == 0)
+				rc = cat_enc(r->url, sizeof(r->url), &pos,
+				    kmark, 0);
+			if (rc == 0)
+				rc = cat(r->url, sizeof(r->url), &pos, "&");
+		}
+		if (rc == 0)
+			rc = cat(r->url, sizeof(r->url), &pos, "max-uploads=");
+		if (rc == 0)
+			rc = cat(r->url, sizeof(r->url), &pos, num);
+		if (rc == 0)
+			rc = cat(r->url, sizeof(r->url), &pos, "&prefix=");
+		if (rc == 0)
+			rc = cat_enc(r->url, sizeof(r->url), &pos, s->prefix,
+			    0);
+		if (rc == 0 && umark != NULL) {
+			rc = cat(r->url, sizeof(r->url), &pos,
+			    "&upload-id-marker=");
+			if (rc == 0)
+				rc = cat_enc(r->url, sizeof(r->url), &pos,
+				    umark, 0);
+		}
+		if (rc == 0)
+			rc = cat(r->url, sizeof(r->url), &pos, "&uploads=");
+		if (rc < 0)
+			goto out;
+		r->method = "GET";
+		r->outmax = S3_LIST_BODY_MAX;
+		rc = s3_perform(s, r);
+		if (rc == 0)
+			rc = xml_parse(&x, r->out != NULL ?
+			    (const char *)r->out : "", r->outlen);
+		free(r->out);
+		r->out = NULL;
+		if (rc < 0)
+			goto out;
+		for (i = 0; i < x.nents; i++) {
+			if (x.ents[i].time < 0 || x.ents[i].time >= before ||
+			    !repo_key(s, x.ents[i].key))
+				continue;
+			if (st->n == st->cap) {
+				size_t c = st->cap ? st->cap * 2 : 16;
+				struct s3_ent *v = realloc(st->v,
+				    c * sizeof(*v));
+
+				if (v == NULL) {
+					rc = -ENOMEM;
+					goto out;
+				}
+				st->v = v;
+				st->cap = c;
+			}
+			st->v[st->n++] = x.ents[i];
+			x.ents[i].key = x.ents[i].vid = NULL;
+		}
+		if (!x.truncated)
+			break;
+		/* A truncated page must move on, or we would loop forever. */
+		rc = -EPROTO;
+		if (x.next_key == NULL || x.next_key[0] == '\0' ||
+		    (kmark != NULL && strcmp(kmark, x.next_key) == 0 &&
+		    (umark == NULL || x.next_vid == NULL ||
+		    strcmp(umark, x.next_vid) == 0)))
+			goto out;
+		free(kmark);
+		free(umark);
+		kmark = x.next_key;
+		umark = x.next_vid != NULL && x.next_vid[0] != '\0' ?
+		    x.next_vid : NULL;
+		if (umark == NULL)
+			free(x.next_vid);
+		x.next_key = x.next_vid = NULL;
+		xml_free(&x);
+	}
+	rc = 0;
+out:
+	xml_free(&x);
+	free(kmark);
+	free(umark);
+	free(r->out);
+	free(r);
+	return rc;
+}
+
+/*
+ * Aborts the multipart uploads of this repository's keys initiated
+ * before `before` (by the server's clock, as listed): a writer killed
+ * in the middle of a large put leaves its upload, invisible to list
+ * and billed, until someone aborts it.  Younger ones may be a running
+ * writer's and are left alone, and so is every key outside the
+ * repository's layout under the prefix (another program's, or another
+ * repository's under a longer prefix).
+ */
+static int
+s3_cleanup(void *ctx, int64_t before, uint64_t *n)
+{
+	struct stale st;
+	size_t i;
+	int rc;
+
+	*n = 0;
+	memset(&st, 0, sizeof(st));
+	st.s = ctx;
+	rc = stale_list(&st, before);
+	if (rc < 0 || st.n == 0)
+		goto out;
+	st.done = calloc(st.n, 1);
+	if (st.done == NULL) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	rc = par_run(st.s->conns, st.n, stale_abort, &st);
+	for (i = 0; i < st.n; i++)
+		*n += st.done[i];
+out:
+	for (i = 0; i < st.n; i++) {
+		free(st.v[i].key);
+		free(st.v[i].vid);
+	}
+	free(st.v);
+	free(st.done);
+	return rc;
+}
+
+void
+bk_store_s3_set_uploads_page(void *ctx, unsigned n)
+{
+	struct s3 *s = ctx;
+
+	if (n < 1 || n > S3_LIST_PAGE)
+		cf_misuse("bk_store_s3_set_uploads_page: page out of range");
+	s->uploads_page = n;
 }
 
 static void
@@ -2394,6 +2686,7 @@ const struct cf_bk_store_ops cf_bk_store_s3_ops = {
 	.del = s3_del,
 	.del_many = s3_del_many,
 	.close = s3_close,
+	.cleanup = s3_cleanup,
 };
 
 /* ---- opening: URL, environment, credentials ------------------------------ */
@@ -3013,6 +3306,7 @@ bk_store_s3_open(struct cf_bk_store **out, const char *url, int flags)
 	    S3_PART_SIZE_DEFAULT, S3_PART_SIZE_MIN, S3_PART_SIZE_MAX);
 	s->conns = (unsigned)env_num("COFFER_S3_CONNECTIONS",
 	    S3_CONNS_DEFAULT, 1, S3_POOL_MAX);
+	s->uploads_page = S3_LIST_PAGE;
 	s->prefix = strdup(o.prefix);
 	if (s->prefix == NULL)
 		goto out;

@@ -426,6 +426,15 @@ struct cf_bk_store_ops {
 	 */
 	int (*del_many)(void *ctx, enum cf_bk_kind kind,
 	    const char *const *names, size_t n, int *rcs);
+	/*
+	 * Optional (NULL: nothing to clean): removes what a writer killed
+	 * in the middle of a put left behind (S3: incomplete multipart
+	 * uploads of repository keys under the prefix; local: temporary
+	 * files), but only what was started before `before` (seconds since
+	 * the epoch), so a running writer's upload is never touched.
+	 * *n counts what was removed.
+	 */
+	int (*cleanup)(void *ctx, int64_t before, uint64_t *n);
 };
 
 struct cf_bk_store;
@@ -486,6 +495,24 @@ CF_MUST_CHECK int cf_bk_store_del_many(struct cf_bk_store *s,
  */
 CF_MUST_CHECK int cf_bk_store_lock_until(struct cf_bk_store *s,
     enum cf_bk_kind kind, const char *name, int64_t *until);
+
+/*
+ * How old an interrupted upload (S3 multipart upload, local temporary
+ * file) must be before prune removes it: 24 hours.  No writer takes that
+ * long over one object, and a write-only agent or another host's backup
+ * may be writing while prune runs (docs/s3.md, Incomplete uploads).
+ */
+#define CF_BK_STALE_SECONDS (24 * 3600)
+/*
+ * Removes what writers killed in the middle of a put left behind and
+ * started before `before` (seconds since the epoch; the ops' cleanup).
+ * *n (reset on entry) counts what was removed, also on failure.  The
+ * caller should hold the exclusive lock (prune does).  A store without
+ * a cleanup op: 0.  S3 errors as for the other ops (-EACCES if the
+ * credentials may not list or abort uploads).
+ */
+CF_MUST_CHECK int cf_bk_store_cleanup(struct cf_bk_store *s, int64_t before,
+    uint64_t *n);
 
 /* ---- repository ----------------------------------------------------------- */
 
@@ -1013,7 +1040,10 @@ CF_MUST_CHECK int cf_bk_duration_parse(const char *s, int64_t *out);
  *      bytes into new packs (put, not yet indexed: orphans until 4);
  *   4. put new index objects listing every kept and new pack;
  *   5. delete the index objects listed in 1;
- *   6. delete packs no new index lists (dead, repacked, orphans).
+ *   6. delete packs no new index lists (dead, repacked, orphans);
+ *   7. remove interrupted uploads started more than CF_BK_STALE_SECONDS
+ *      before cf_ks_now() (cf_bk_store_cleanup): a failure there is
+ *      reported in st->stale_rc, not returned.
  * A rerun after a crash anywhere finishes the job; a live snapshot's
  * blob is never unreachable.  dry_run computes the statistics and
  * changes nothing.
@@ -1036,6 +1066,13 @@ struct cf_bk_prune_stats {
 	 */
 	uint64_t objects_locked;
 	int64_t locked_until;
+	/*
+	 * Step 7: interrupted uploads removed (S3 multipart uploads, local
+	 * temporary files, older than CF_BK_STALE_SECONDS), and 0 or the
+	 * -errno that stopped that step (prune itself still returns 0).
+	 */
+	uint64_t stale_removed;
+	int stale_rc;
 };
 
 CF_MUST_CHECK int cf_bk_prune(struct cf_bk_repo *r, struct cf_bk_lock *lock,

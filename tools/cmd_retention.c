@@ -1131,6 +1131,17 @@ one_tenant(struct tl_ctx *ctx, const char *name, int apply, int dry_run,
 		    (unsigned long long)st.packs_repacked,
 		    (unsigned long long)st.packs_orphan,
 		    (unsigned long long)st.bytes_deleted);
+	if (!ctx->json && st.stale_removed > 0)
+		printf("tenant %s: prune: %llu interrupted uploads older than "
+		    "a day removed\n", name,
+		    (unsigned long long)st.stale_removed);
+	if (jt != NULL)
+		json_object_set_new(jt, "stale_uploads_removed",
+		    json_integer((json_int_t)st.stale_removed));
+	if (st.stale_rc < 0)
+		fprintf(stderr, "coffer: %s: removing interrupted uploads "
+		    "failed: %s (left for the next prune)\n", url,
+		    strerror(-st.stale_rc));
 	if (!ctx->json && st.objects_locked + snaps_locked > 0)
 		tl_report_locked(name, st.objects_locked + snaps_locked,
 		    st.locked_until > snaps_until ? st.locked_until :

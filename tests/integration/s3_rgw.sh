@@ -16,7 +16,9 @@
 # virtual-host addressing through the CLI (rgw_dns_name set in the
 # monitors' config database before the radosgw restart of the
 # dead-server test), versioned-bucket deletes checked with awscli's
-# list-object-versions, and multipart parts overlapping in RGW's log.
+# list-object-versions, multipart parts overlapping in RGW's log, and
+# interrupted multipart uploads (a killed backup's, awscli's) aborted by
+# prune only when a day old and of the repository's keys.
 #
 # Needs root and the Debian packages ceph-mon ceph-osd radosgw
 # ceph-common awscli openssl (installed through tools/deps.sh if
@@ -487,6 +489,142 @@ if [ -x "${COFFER:-}" ]; then
 		sed 's/^/# /' "$T/rs.err"
 	fi
 fi
+
+# -- stale uploads: begin
+# Interrupted multipart uploads (docs/s3.md, Interrupted uploads).  The
+# library: three uploads made with awscli are aborted by the store's
+# cleanup, one listed per ListMultipartUploads page (s3_store
+# stale_uploads), then a local store's temporaries (local_temporaries).
+h64() { printf "$1%.0s" $(seq 64); }
+mpu()	# mpu KEY [PART]: start a multipart upload (and upload part 1)
+{
+	local id
+	id=$("$AWS" --endpoint-url "$S3_ENDPOINT" s3api create-multipart-upload --bucket "$S3_BUCKET" \
+	    --key "$1" --query UploadId --output text 2>>"$T/mpu.err") || return 1
+	[ -z "${2:-}" ] || "$AWS" --endpoint-url "$S3_ENDPOINT" s3api upload-part --bucket "$S3_BUCKET" \
+	    --key "$1" --upload-id "$id" --part-number 1 --body "$2" >/dev/null 2>>"$T/mpu.err"
+}
+uploads()	# uploads PREFIX: the keys of the incomplete uploads under it, sorted
+{
+	"$AWS" --endpoint-url "$S3_ENDPOINT" s3api list-multipart-uploads --bucket "$S3_BUCKET" \
+	    --prefix "$1" --query 'Uploads[].Key' --output text 2>/dev/null | tr '\t' '\n' |
+	    grep -v '^None$' | sort | tr '\n' ' '
+}
+if mpu "stalepg/config" && mpu "stalepg/index/$(h64 a)" && mpu "stalepg/data/aa/$(h64 a)"; then
+	S3_STALE_PREFIX=stalepg "$S3_STORE" >"$T/stale.tap" 2>&1
+	strc=$?
+	left=$(uploads stalepg/)
+	if [ "$strc" -eq 0 ] && [ -z "$left" ]; then
+		ok "cleanup aborts 3 uploads listed one per page; local temporaries removed ($(grep -c '^ok' "$T/stale.tap") cases)"
+	else
+		not_ok "cleanup of stale uploads (exit $strc, left: $left)"
+		sed 's/^/# /' "$T/stale.tap"
+	fi
+else
+	not_ok "multipart uploads made with awscli"
+	sed 's/^/# /' "$T/mpu.err"
+fi
+
+# Through the CLI: a backup killed (SIGKILL) in the middle of a
+# multipart pack upload (5 MiB parts, max_up 1 MiB/s) leaves its upload;
+# retention apply (prune) aborts that one and two more made by awscli
+# for repository keys, once initiated more than a day
+# (CF_BK_STALE_SECONDS) ago, and leaves a younger one (a writer may be
+# running), one of a repository under a longer prefix and one outside
+# the prefix.  RGW's Initiated cannot be backdated, so the young upload
+# starts 3 s after the old ones and COFFER_NOW (test builds) is set to
+# one day after the young one, less a second: only the old ones are a
+# day old by then.  The killed backup's lock is stale at once (its pid
+# is gone, [BK-LOCK-1]), so the first apply, at the real time, prunes
+# too: a control in which no upload is old enough.
+if [ -x "${COFFER:-}" ]; then
+	UH=$T/uhome
+	mkdir -p "$UH"
+	printf '[kms.local]\ntype = file\nargon2_ops = 1\nargon2_mem_kib = 8\n\n[retention]\nkeep_last = 1\n' \
+	    >"$UH/coffer.conf"
+	printf 'upload test passphrase\n' >"$T/upass"
+	chmod 600 "$T/upass"
+	uc() { COFFER_HOME=$UH COFFER_PASSPHRASE_FILE=$T/upass "$COFFER" "$@"; }
+	head -c $((5 << 20)) /dev/urandom >"$T/part"
+	old_pack=uprepo/data/aa/$(h64 a)
+	old_index=uprepo/index/$(h64 b)
+	nested=uprepo/sub/index/$(h64 b)
+	outside=uprepo2/index/$(h64 b)
+	young=uprepo/data/cc/$(h64 c)
+	mkdir -p "$T/ubig"
+	head -c $((40 << 20)) /dev/urandom >"$T/ubig/big"
+	killed=""
+	if uc tenant create up --repo "s3://$S3_BUCKET/uprepo" >/dev/null 2>"$T/up.err" &&
+	    echo ledger | uc backup up --stdin --name ledger.txt >/dev/null 2>>"$T/up.err"; then
+		COFFER_HOME=$UH COFFER_PASSPHRASE_FILE=$T/upass COFFER_S3_PART_SIZE=$((5 << 20)) \
+		    COFFER_S3_MAX_UP=1M "$COFFER" -q backup up --dir "$T/ubig" >/dev/null 2>&1 &
+		kb=$!
+		for _ in $(seq 60); do
+			killed=$(uploads uprepo/data/)
+			[ -n "$killed" ] && break
+			sleep 0.2
+		done
+		kill -9 "$kb" 2>/dev/null
+		wait "$kb" 2>/dev/null
+		killed=$(uploads uprepo/data/)
+	fi
+	nk=$(wc -w <<<"$killed")
+	if [ "$nk" -ge 1 ] && mpu "$old_pack" "$T/part" && mpu "$old_index" && mpu "$nested" &&
+	    mpu "$outside" && sleep 3 && mpu "$young" "$T/part"; then
+		yinit=$("$AWS" --endpoint-url "$S3_ENDPOINT" s3api list-multipart-uploads --bucket "$S3_BUCKET" \
+		    --prefix "$young" --query 'Uploads[0].Initiated' --output text 2>/dev/null)
+		ys=$(date -u -d "$yinit" +%s 2>/dev/null || echo 0)
+		cnow=$(date -u -d "@$((ys + 86399))" +%Y-%m-%dT%H:%M:%SZ)
+		all=$(uploads uprepo)
+		# Control: at the real time nothing is a day old.
+		uc retention apply up >"$T/up.apply0" 2>>"$T/up.err"
+		left0=$(uploads uprepo)
+		if COFFER_NOW=$cnow uc retention apply up >"$T/up.apply" 2>>"$T/up.err"; then
+			left=$(uploads uprepo/)
+			if [ "$(wc -w <<<"$all")" -eq $((5 + nk)) ] && [ "$left0" = "$all" ] &&
+			    grep -q 'prune: ' "$T/up.apply0" && ! grep -q 'interrupted uploads' "$T/up.apply0"; then
+				ok "retention apply now prunes, but no upload is a day old: all $((5 + nk)) stay"
+			else
+				not_ok "retention apply now leaves the $((5 + nk)) uploads (left: $left0)"
+				sed 's/^/# /' "$T/up.apply0"
+			fi
+			if grep -q ": prune: $((2 + nk)) interrupted uploads older than a day removed" "$T/up.apply"; then
+				ok "retention apply a day later reports $((2 + nk)) uploads removed"
+			else
+				not_ok "retention apply a day later reports $((2 + nk)) uploads removed"
+				sed 's/^/# /' "$T/up.apply"
+			fi
+			gone=1
+			for k in $killed "$old_pack" "$old_index"; do
+				case " $left" in *" $k "*) gone=0 ;; esac
+			done
+			if [ "$gone" = 1 ]; then
+				ok "the day-old uploads are aborted: the killed backup's ($nk), a pack's with a part, an index's"
+			else
+				not_ok "the day-old uploads are aborted (killed: $killed; left: $left)"
+			fi
+			case " $left" in
+			*" $young "*) ok "an upload younger than a day stays" ;;
+			*) not_ok "an upload younger than a day stays (left: $left)" ;;
+			esac
+			case " $left" in
+			*" $nested "*) ok "an old upload of another repository under a longer prefix stays" ;;
+			*) not_ok "an old upload under uprepo/sub/ stays (left: $left)" ;;
+			esac
+			case " $(uploads uprepo2/)" in
+			*" $outside "*) ok "an old upload outside the prefix (uprepo2/) stays" ;;
+			*) not_ok "an old upload outside the prefix stays" ;;
+			esac
+		else
+			not_ok "retention apply with COFFER_NOW=$cnow"
+			sed 's/^/# /' "$T/up.err" "$T/up.apply"
+		fi
+	else
+		not_ok "a repository, a killed backup's upload ($nk) and 5 more for the stale upload test"
+		sed 's/^/# /' "$T/up.err" "$T/mpu.err" 2>/dev/null
+	fi
+fi
+# -- stale uploads: end
 
 # Reference: raw curl (one process per request), 16 MiB.
 head -c $((16 << 20)) /dev/urandom >"$T/raw"

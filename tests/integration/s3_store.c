@@ -16,9 +16,13 @@
  * multipart uploads too), batch deletes in versioned buckets
  * (S3_VER_BUCKET, S3_LOCK_BUCKET), the resolve= option's checks, and
  * PUT/GET throughput of 16 MiB objects (printed as TAP comments).
+ * With S3_STALE_PREFIX: cleanup of interrupted multipart uploads that
+ * the script made with awscli (one listed per page), and of a local
+ * store's temporaries.
  * Without S3_BUCKET every case is skipped (run it through s3_rgw.sh).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +33,7 @@
 
 #include <sodium.h>
 
+#include "bk_int.h"	/* bk_store_s3_set_uploads_page */
 #include "cf_backup.h"
 #include "cf_test.h"
 
@@ -1123,6 +1128,150 @@ done:
 	free(data);
 }
 
+/*
+ * S3_STALE_PREFIX: s3_rgw.sh made 3 multipart uploads of repository
+ * keys under it with awscli.  None was initiated before the epoch; all
+ * were a second from now, and are aborted, found one per
+ * ListMultipartUploads page (so 3 only if the pages are followed); a
+ * second run finds none.
+ */
+static void
+stale_uploads(void)
+{
+	const char *pfx = getenv("S3_STALE_PREFIX");
+	struct cf_bk_store *s = NULL;
+	uint64_t n = 99;
+
+	CHECK(pfx != NULL);
+	if (pfx == NULL)
+		goto done;
+	CHECK_RC(cf_bk_store_open_url(&s, url_of(pfx), 0), 0);
+	if (s == NULL)
+		goto done;
+	bk_store_s3_set_uploads_page(cf_bk_store_ctx(s), 1);
+	CHECK_RC(cf_bk_store_cleanup(s, 0, &n), 0);
+	CHECK(n == 0);
+	CHECK_RC(cf_bk_store_cleanup(s, (int64_t)time(NULL) + 1, &n), 0);
+	printf("# aborted %llu uploads, one listed per page\n",
+	    (unsigned long long)n);
+	CHECK(n == 3);
+	CHECK_RC(cf_bk_store_cleanup(s, (int64_t)time(NULL) + 1, &n), 0);
+	CHECK(n == 0);
+done:
+	cf_bk_store_free(s);
+}
+
+/* Makes an empty file at dir/name with both times `age` seconds ago. */
+static int
+old_file(const char *dir, const char *name, time_t age)
+{
+	struct timespec ts[2];
+	char path[4096];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	ts[0].tv_sec = ts[1].tv_sec = time(NULL) - age;
+	ts[0].tv_nsec = ts[1].tv_nsec = 0;
+	if (futimens(fd, ts) < 0) {
+		close(fd);
+		return -errno;
+	}
+	return close(fd) < 0 ? -errno : 0;
+}
+
+/*
+ * The local store's cleanup: the temporaries a killed put leaves
+ * (".tmp-" and 16 hex digits, beside the target: the config's in the
+ * top directory) go when last changed before the cutoff; a young one
+ * (a running writer's), other names and objects stay.  Then prune on a
+ * local repository removes a temporary two days old, not one an hour
+ * old (step 7, CF_BK_STALE_SECONDS).
+ */
+static void
+local_temporaries(void)
+{
+	struct cf_bk_keys *k = test_keys();
+	struct cf_bk_repo *r = NULL;
+	struct cf_bk_lock *l = NULL;
+	struct cf_bk_prune_opts po;
+	struct cf_bk_prune_stats st;
+	struct cf_bk_store *s = NULL;
+	char dir[] = "/tmp/cf-s3tmp.XXXXXX", sub[4096], name[65];
+	unsigned char data[10] = { 1 };
+	struct stat st2;
+	uint64_t n = 99, size;
+	static const char *const old[] = { ".", "index", "data/ab" };
+	size_t i;
+
+	CHECK(mkdtemp(dir) != NULL);
+	snprintf(sub, sizeof(sub), "file://%s", dir);
+	CHECK_RC(cf_bk_store_open_url(&s, sub, CF_BK_STORE_CREATE), 0);
+	if (s == NULL)
+		goto done;
+	name_of(1, name);
+	CHECK_RC(cf_bk_store_put(s, CF_BK_KIND_INDEX, name, data, 10, 0), 0);
+	snprintf(sub, sizeof(sub), "%s/data/ab", dir);
+	CHECK(mkdir(sub, 0700) == 0);
+	for (i = 0; i < 3; i++) {
+		snprintf(sub, sizeof(sub), "%s/%s", dir, old[i]);
+		CHECK_RC(old_file(sub, ".tmp-0123456789abcdef", 7200), 0);
+	}
+	snprintf(sub, sizeof(sub), "%s/snapshots", dir);
+	CHECK_RC(old_file(sub, ".tmp-fedcba9876543210", 10), 0);
+	CHECK_RC(old_file(sub, ".tmp-not-ours", 7200), 0);
+	CHECK_RC(cf_bk_store_cleanup(s, (int64_t)time(NULL) - 3600, &n), 0);
+	CHECK(n == 3);
+	for (i = 0; i < 3; i++) {
+		snprintf(sub, sizeof(sub), "%s/%s/.tmp-0123456789abcdef", dir,
+		    old[i]);
+		CHECK(stat(sub, &st2) < 0 && errno == ENOENT);
+	}
+	snprintf(sub, sizeof(sub), "%s/snapshots/.tmp-fedcba9876543210", dir);
+	CHECK(stat(sub, &st2) == 0);
+	snprintf(sub, sizeof(sub), "%s/snapshots/.tmp-not-ours", dir);
+	CHECK(stat(sub, &st2) == 0);
+	CHECK_RC(cf_bk_store_stat(s, CF_BK_KIND_INDEX, name, &size), 0);
+	CHECK_RC(cf_bk_store_cleanup(s, (int64_t)time(NULL) - 3600, &n), 0);
+	CHECK(n == 0);
+
+	/* Prune: an empty repository, one old and one young temporary. */
+	cf_bk_store_free(s);
+	s = NULL;
+	snprintf(sub, sizeof(sub), "rm -rf -- '%s'", dir);
+	CHECK(system(sub) == 0);
+	snprintf(sub, sizeof(sub), "file://%s", dir);
+	CHECK_RC(cf_bk_store_open_url(&s, sub, CF_BK_STORE_CREATE), 0);
+	CHECK(k != NULL);
+	if (k == NULL || s == NULL)
+		goto done;
+	CHECK_RC(cf_bk_repo_init(&r, s, k, tenant), 0);
+	s = NULL;
+	if (r == NULL)
+		goto done;
+	snprintf(sub, sizeof(sub), "%s/index", dir);
+	CHECK_RC(old_file(sub, ".tmp-00000000000000aa", 2 * 86400), 0);
+	CHECK_RC(old_file(sub, ".tmp-00000000000000bb", 3600), 0);
+	CHECK_RC(cf_bk_repo_lock(r, 1, NULL, &l), 0);
+	memset(&po, 0, sizeof(po));
+	CHECK_RC(cf_bk_prune(r, l, &po, &st), 0);
+	CHECK(st.stale_removed == 1 && st.stale_rc == 0);
+	snprintf(sub, sizeof(sub), "%s/index/.tmp-00000000000000aa", dir);
+	CHECK(stat(sub, &st2) < 0 && errno == ENOENT);
+	snprintf(sub, sizeof(sub), "%s/index/.tmp-00000000000000bb", dir);
+	CHECK(stat(sub, &st2) == 0);
+	if (l != NULL)
+		CHECK_RC(cf_bk_lock_release(l), 0);
+done:
+	cf_bk_repo_free(r);
+	cf_bk_keys_free(k);
+	cf_bk_store_free(s);
+	snprintf(sub, sizeof(sub), "rm -rf -- '%s'", dir);
+	CHECK(system(sub) == 0);
+}
+
 static void
 skip_all(void)
 {
@@ -1154,6 +1303,8 @@ main(int argc, char **argv)
 	static const struct cf_test_case k1[] = { CF_TEST(kill_phase1) };
 	static const struct cf_test_case k2[] = { CF_TEST(kill_phase2) };
 	static const struct cf_test_case ld[] = { CF_TEST(locked_delete) };
+	static const struct cf_test_case su[] = { CF_TEST(stale_uploads),
+	    CF_TEST(local_temporaries) };
 	const char *phase = getenv("S3_KILL_PHASE");
 
 	if (bucket() == NULL)
@@ -1164,6 +1315,8 @@ main(int argc, char **argv)
 		return cf_test_run(k2, 1, argc, argv);
 	if (getenv("S3_LOCKED_DELETE") != NULL)
 		return cf_test_run(ld, 1, argc, argv);
+	if (getenv("S3_STALE_PREFIX") != NULL)
+		return cf_test_run(su, 2, argc, argv);
 	return cf_test_run(cases, sizeof(cases) / sizeof(cases[0]), argc,
 	    argv);
 }

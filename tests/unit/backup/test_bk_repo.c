@@ -625,7 +625,7 @@ f_close(void *ctx)
 }
 
 static const struct cf_bk_store_ops fault_ops = {
-	"fault", f_put, f_get, f_range, f_stat, f_list, f_del, f_close, NULL,
+	"fault", f_put, f_get, f_range, f_stat, f_list, f_del, f_close, NULL, NULL,
 };
 
 static void
@@ -894,7 +894,7 @@ rm_close(void *ctx)
 }
 
 static const struct cf_bk_store_ops remote_ops = {
-	"s3", f_put, f_get, rm_range, f_stat, f_list, f_del, rm_close, NULL,
+	"s3", f_put, f_get, rm_range, f_stat, f_list, f_del, rm_close, NULL, NULL,
 };
 
 #define PC_BLOBS 6
