@@ -3109,6 +3109,15 @@ cf_fs_mount(struct cf_fs_keys *keys, const struct cf_fs_mount_opts *o)
 	/* libfuse reports the signal that ended the loop: SIGTERM, SIGINT
 	 * and SIGHUP are a clean unmount, not an error. */
 	rc = fuse_session_loop_mt(se, lc);
+	/* Why the session ended, for whoever reads the daemon's stderr: 0
+	 * is an unmount from outside (coffer umount, fusermount -u). */
+	if (rc > 0)
+		fprintf(stderr, "coffer: %s: unmounting on signal %d (%s)\n",
+		    o->tenant ? o->tenant : "store", rc, strsignal(rc));
+	else if (rc < 0)
+		fprintf(stderr, "coffer: %s: the FUSE session failed (%s); "
+		    "unmounting\n", o->tenant ? o->tenant : "store",
+		    strerror(-rc));
 	rc = rc == 0 || rc == SIGTERM || rc == SIGINT || rc == SIGHUP ? 0 :
 	    -EIO;
 out_unmount:

@@ -59,15 +59,37 @@ def wait_mounted(mp, proc, timeout=15):
 
 
 def mount(tenant, mp, env=None):
-    proc = subprocess.Popen([COFFER, "mount", tenant, mp, "-f"],
-                            env=env or ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    """A foreground daemon whose stderr goes to a log file of its own,
+    shown if the harness fails (why a mount went away mid-test)."""
+    log = os.path.join(T, f"daemon-{len(daemon_logs)}.log")
+    daemon_logs.append(log)
+    with open(log, "w") as lf:
+        proc = subprocess.Popen([COFFER, "mount", tenant, mp, "-f"],
+                                env=env or ENV, stdout=subprocess.DEVNULL,
+                                stderr=lf)
     if not wait_mounted(mp, proc):
-        out, err = proc.communicate(timeout=10) if proc.poll() is not None \
-            else ("", "timeout")
-        raise RuntimeError(f"mount {tenant} failed: {err}")
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        with open(log) as lf:
+            raise RuntimeError(f"mount {tenant} failed: {lf.read()}")
     return proc
+
+
+def daemon_report():
+    """The daemons' stderr and the mount/unmount audit records."""
+    out = []
+    for log in daemon_logs:
+        try:
+            with open(log) as lf:
+                text = lf.read().strip()
+        except OSError:
+            continue
+        if text:
+            out.append(f"{os.path.basename(log)}: {text[-2000:]}")
+    r = coffer("audit", "show", "--tenant", "acme")
+    out += [l for l in r.stdout.splitlines() if '"fs.' in l][-20:]
+    return "\n".join(out)
 
 
 def umount(mp, proc):
@@ -99,6 +121,7 @@ ENV = dict(os.environ, COFFER_HOME=HOME, COFFER_PASSPHRASE_FILE=PASS)
 MP = os.path.join(T, "mnt")
 os.makedirs(MP)
 procs = []
+daemon_logs = []
 
 
 def cleanup():
@@ -1001,7 +1024,8 @@ try:
     main()
 except Exception as e:  # report, never hide, a harness failure
     import traceback
-    ok(False, f"harness: {e!r}", traceback.format_exc())
+    ok(False, f"harness: {e!r}", traceback.format_exc() + "\n" +
+       daemon_report())
 finally:
     cleanup()
 print(f"1..{n}")
