@@ -511,6 +511,21 @@ purge_repo(const char *url, struct purge_counts *pc, uint64_t *left)
 		pc->bytes += size;
 		pc->kind_objects[CF_BK_KIND_CONFIG]++;
 	}
+	/*
+	 * What killed writers left (S3 multipart uploads, local temporary
+	 * files), whatever its age: no backup holds the repository (checked
+	 * before), and with the tenant's keys gone nothing could finish it.
+	 * A failure is said, not fatal: the objects themselves are gone.
+	 */
+	{
+		uint64_t nc = 0;
+		int crc = cf_bk_store_cleanup(s, INT64_MAX, &nc);
+
+		if (crc < 0)
+			fprintf(stderr, "coffer: %s: interrupted uploads "
+			    "could not be removed (%s); a bucket lifecycle "
+			    "rule must remove them\n", url, strerror(-crc));
+	}
 	/* Verify by listing: nothing of any kind remains. */
 	for (k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++) {
 		rc = cf_bk_store_list(s, kinds[k], count_left, left);
