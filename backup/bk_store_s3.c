@@ -956,6 +956,34 @@ xml_free(struct s3_xml *x)
 	memset(x, 0, sizeof(*x));
 }
 
+/*
+ * After a page of a listing with two markers (ListObjectVersions:
+ * key and version id; ListMultipartUploads: key and upload id): 1 if it
+ * was the last page; 0 with *kmark and *vmark moved to the next page's
+ * markers (taken over from x); -EPROTO if a truncated page does not move
+ * on, or we would loop forever.
+ */
+static int
+next_page2(struct s3_xml *x, char **kmark, char **vmark)
+{
+	if (!x->truncated)
+		return 1;
+	if (x->next_key == NULL || x->next_key[0] == '\0' ||
+	    (*kmark != NULL && strcmp(*kmark, x->next_key) == 0 &&
+	    (*vmark == NULL || x->next_vid == NULL ||
+	    strcmp(*vmark, x->next_vid) == 0)))
+		return -EPROTO;
+	free(*kmark);
+	free(*vmark);
+	*kmark = x->next_key;
+	*vmark = x->next_vid != NULL && x->next_vid[0] != '\0' ?
+	    x->next_vid : NULL;
+	if (*vmark == NULL)
+		free(x->next_vid);
+	x->next_key = x->next_vid = NULL;
+	return 0;
+}
+
 /* Parses an S3 XML body; -EPROTO if it is not well-formed. */
 static int
 xml_parse(struct s3_xml *x, const char *buf, size_t len)
@@ -1970,23 +1998,11 @@ stale_list(struct stale *st, int64_t before)
 			st->v[st->n++] = x.ents[i];
 			x.ents[i].key = x.ents[i].vid = NULL;
 		}
-		if (!x.truncated)
+		rc = next_page2(&x, &kmark, &umark);
+		if (rc > 0)
 			break;
-		/* A truncated page must move on, or we would loop forever. */
-		rc = -EPROTO;
-		if (x.next_key == NULL || x.next_key[0] == '\0' ||
-		    (kmark != NULL && strcmp(kmark, x.next_key) == 0 &&
-		    (umark == NULL || x.next_vid == NULL ||
-		    strcmp(umark, x.next_vid) == 0)))
+		if (rc < 0)
 			goto out;
-		free(kmark);
-		free(umark);
-		kmark = x.next_key;
-		umark = x.next_vid != NULL && x.next_vid[0] != '\0' ?
-		    x.next_vid : NULL;
-		if (umark == NULL)
-			free(x.next_vid);
-		x.next_key = x.next_vid = NULL;
 		xml_free(&x);
 	}
 	rc = 0;
@@ -2379,23 +2395,11 @@ vdel_list(struct vdel *d, const char *dir)
 				d->rcs[k->idx] = 0;	/* it exists */
 			d->nv++;
 		}
-		if (!x.truncated)
+		rc = next_page2(&x, &kmark, &vmark);
+		if (rc > 0)
 			break;
-		/* A truncated page must move on, or we would loop forever. */
-		rc = -EPROTO;
-		if (x.next_key == NULL || x.next_key[0] == '\0' ||
-		    (kmark != NULL && strcmp(kmark, x.next_key) == 0 &&
-		    (vmark == NULL || x.next_vid == NULL ||
-		    strcmp(vmark, x.next_vid) == 0)))
+		if (rc < 0)
 			goto out;
-		free(kmark);
-		free(vmark);
-		kmark = x.next_key;
-		vmark = x.next_vid != NULL && x.next_vid[0] != '\0' ?
-		    x.next_vid : NULL;
-		if (vmark == NULL)
-			free(x.next_vid);
-		x.next_key = x.next_vid = NULL;
 		xml_free(&x);
 	}
 	rc = 0;
