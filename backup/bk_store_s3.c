@@ -1214,6 +1214,21 @@ s3_perform(struct s3 *s, struct s3_req *r)
 	return rc;
 }
 
+/* A GET of a listing (list body limit), its XML body parsed into x. */
+static int
+list_get(struct s3 *s, struct s3_req *r, struct s3_xml *x)
+{
+	int rc;
+
+	r->method = "GET";
+	r->outmax = S3_LIST_BODY_MAX;
+	rc = s3_perform(s, r);
+	if (rc == 0)
+		rc = xml_parse(x, r->out != NULL ? (const char *)r->out : "",
+		    r->outlen);
+	return rc;
+}
+
 /* ---- one op's requests in parallel --------------------------------------- */
 
 struct s3_par {
@@ -1798,12 +1813,7 @@ s3_list(void *ctx, enum cf_bk_kind kind,
 			rc = cat_enc(r->url, sizeof(r->url), &pos, dir, 0);
 		if (rc < 0)
 			goto out;
-		r->method = "GET";
-		r->outmax = S3_LIST_BODY_MAX;
-		rc = s3_perform(s, r);
-		if (rc < 0)
-			goto out;
-		rc = xml_parse(&x, (const char *)r->out, r->outlen);
+		rc = list_get(s, r, &x);
 		if (rc < 0)
 			goto out;
 		for (i = 0; i < x.nents; i++) {
@@ -1969,12 +1979,7 @@ stale_list(struct stale *st, int64_t before)
 			rc = cat(r->url, sizeof(r->url), &pos, "&uploads=");
 		if (rc < 0)
 			goto out;
-		r->method = "GET";
-		r->outmax = S3_LIST_BODY_MAX;
-		rc = s3_perform(s, r);
-		if (rc == 0)
-			rc = xml_parse(&x, r->out != NULL ?
-			    (const char *)r->out : "", r->outlen);
+		rc = list_get(s, r, &x);
 		free(r->out);
 		r->out = NULL;
 		if (rc < 0)
@@ -2357,12 +2362,7 @@ vdel_list(struct vdel *d, const char *dir)
 			rc = cat(r->url, sizeof(r->url), &pos, "&versions=");
 		if (rc < 0)
 			goto out;
-		r->method = "GET";
-		r->outmax = S3_LIST_BODY_MAX;
-		rc = s3_perform(s, r);
-		if (rc == 0)
-			rc = xml_parse(&x, r->out != NULL ?
-			    (const char *)r->out : "", r->outlen);
+		rc = list_get(s, r, &x);
 		free(r->out);
 		r->out = NULL;
 		if (rc < 0)
