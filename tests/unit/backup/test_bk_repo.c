@@ -883,6 +883,29 @@ rm_range(void *ctx, enum cf_bk_kind kind, const char *name, uint64_t off,
 	return cf_bk_store_get_range(m->inner, kind, name, off, len, buf);
 }
 
+/*
+ * The counters under the lock: the cache's loader threads may still be
+ * reading (a prefetch) while the test looks.
+ */
+static void
+rm_counts(struct remote *m, unsigned *ranges, unsigned *whole)
+{
+	pthread_mutex_lock(&m->m);
+	*ranges = m->ranges;
+	*whole = m->whole;
+	pthread_mutex_unlock(&m->m);
+}
+
+/* Zeroes the counters and makes the next FAIL reads fail. */
+static void
+rm_reset(struct remote *m, unsigned fail)
+{
+	pthread_mutex_lock(&m->m);
+	m->ranges = m->whole = 0;
+	m->fail = fail;
+	pthread_mutex_unlock(&m->m);
+}
+
 static void
 rm_close(void *ctx)
 {
@@ -952,6 +975,7 @@ pack_cache(void)
 	unsigned char ids[PC_BLOBS][32], *data[PC_BLOBS], *buf;
 	char url[4096], name[65], rel[256];
 	size_t len;
+	unsigned nr, nw;
 	int i;
 
 	CHECK(k != NULL);
@@ -986,16 +1010,17 @@ pack_cache(void)
 	CHECK_RC(cf_bk_repo_index_load(r, NULL), 0);
 	CHECK_RC(cf_bk_repo_pack_cache_start(r, 2, 2), 0);
 	/* One whole-pack read serves every later load of that pack. */
-	m->ranges = m->whole = 0;
+	rm_reset(m, 0);
 	for (i = 0; i < 3; i++) {
 		CHECK_RC(cf_bk_repo_blob_load(r, CF_BK_BLOB_DATA, ids[0], &buf,
 		    &len), 0);
 		CHECK(len == PC_LEN && memcmp(buf, data[0], len) == 0);
 		free(buf);
 	}
-	CHECK(m->ranges == 1 && m->whole == 1);
+	rm_counts(m, &nr, &nw);
+	CHECK(nr == 1 && nw == 1);
 	/* A failed load is an error, and the next load tries again. */
-	m->fail = 1;
+	rm_reset(m, 1);
 	CHECK_RC(cf_bk_repo_blob_load(r, CF_BK_BLOB_DATA, ids[1], &buf, &len),
 	    -EIO);
 	CHECK(buf == NULL);
@@ -1015,7 +1040,8 @@ pack_cache(void)
 		CHECK(pthread_join(t[i], NULL) == 0);
 		CHECK(job[i].bad == 0);
 	}
-	CHECK(m->whole == m->ranges);	/* never a ranged read */
+	rm_counts(m, &nr, &nw);
+	CHECK(nw == nr);	/* never a ranged read */
 	/* A flipped byte in a cached pack: -EBADMSG, never data. */
 	CHECK_RC(cf_bk_index_lookup(cf_bk_repo_index(r), CF_BK_BLOB_DATA,
 	    ids[2], &loc), 0);
