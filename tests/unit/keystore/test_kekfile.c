@@ -3,9 +3,13 @@
  * passphrase, wrong passphrases and altered bytes fail with -EBADMSG,
  * malformed or extravagant parameters with -EPROTO before any hashing.
  */
+#include <sys/resource.h>
+#include <sys/wait.h>
+
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <jansson.h>
 #include <sodium.h>
@@ -154,11 +158,56 @@ seal_round_trip(void)
 	cf_secbuf_free(kek);
 }
 
+/*
+ * The default parameters: a KEK file sealed with them records them, and
+ * the process that seals and opens it stays under the 256 MiB a backup
+ * may use (the Argon2id memory is the peak of every command).  Measured
+ * in a child so the test's own allocations do not count; sanitizer
+ * builds map shadow memory for the Argon2id area and skip the bound.
+ */
+static void
+default_budget(void)
+{
+	struct cf_secbuf *kek = NULL, *back = NULL;
+	struct rusage ru;
+	unsigned char img[KS_KK_BYTES], id[16], gid[16];
+	uint64_t mem;
+	uint32_t ops;
+	pid_t pid;
+	int st, ok;
+
+	pid = fork();
+	CHECK(pid >= 0);
+	if (pid == 0) {
+		randombytes_buf(id, sizeof(id));
+		ok = cf_secbuf_random(&kek, 32) == 0 &&
+		    ks_kekfile_seal(img, "pw", 2, KS_KK_OPS_DEFAULT,
+		    KS_KK_MEM_DEFAULT, id, kek) == 0 &&
+		    cf_ks_kekfile_open(img, sizeof(img), "pw", 2, gid,
+		    &back) == 0;
+		/* ops at offset 12 (u32le), mem at 16 (u64le). */
+		ops = (uint32_t)img[12] | (uint32_t)img[13] << 8 |
+		    (uint32_t)img[14] << 16 | (uint32_t)img[15] << 24;
+		mem = 0;
+		for (st = 7; st >= 0; st--)
+			mem = mem << 8 | img[16 + st];
+		ok = ok && ops == 4 && mem == 192ULL << 20;
+		ok = ok && getrusage(RUSAGE_SELF, &ru) == 0;
+#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+		ok = ok && ru.ru_maxrss < 256L * 1024;	/* KiB */
+#endif
+		_exit(ok ? 0 : 1);
+	}
+	CHECK(waitpid(pid, &st, 0) == pid);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
 static const struct cf_test_case cases[] = {
 	CF_TEST(open_vector),
 	CF_TEST(tampered),
 	CF_TEST(hostile_parameters),
 	CF_TEST(seal_round_trip),
+	CF_TEST(default_budget),
 };
 
 CF_TEST_MAIN(cases)
