@@ -605,23 +605,28 @@ rm_empty_dirs(const char *dir)
 
 /*
  * Mountpoints of the tenant's store (fsname coffer:NAME).  Another home
- * may mount a tenant of the same name: where the store's data/ exists, a
- * mount counts only if its root reports that inode (a mount whose daemon
- * is gone cannot tell, and counts).
+ * may mount a tenant of the same name, so the fsname alone proves
+ * nothing: a live mount is this store's only while a daemon serves the
+ * store (its control socket answers) and the mount's root reports the
+ * store's data/ inode.  A dead mount (its daemon gone, ENOTCONN) cannot
+ * tell, and counts only while nothing serves this store.  Without a
+ * data/ directory nothing of this home was ever mounted: no mount is
+ * touched.
  */
 static int
-unmount_tenant(const char *name, const char *store, int force)
+unmount_tenant(const char *name, const char *store, int served, int force)
 {
 	char line[8192], want[CF_KS_NAME_MAX + 16], mp[PATH_MAX];
 	char data[PATH_MAX + 8];
 	FILE *f;
 	struct stat st;
-	ino_t root_ino = 0;
-	int found = 0, rc = 0;
+	ino_t root_ino;
+	int rc = 0;
 
 	snprintf(data, sizeof(data), "%s/data", store);
-	if (stat(data, &st) == 0)
-		root_ino = st.st_ino;
+	if (stat(data, &st) != 0)
+		return 0;
+	root_ino = st.st_ino;
 	f = fopen("/proc/self/mountinfo", "re");
 	if (f == NULL)
 		return 0;
@@ -633,10 +638,10 @@ unmount_tenant(const char *name, const char *store, int force)
 			continue;
 		if (sscanf(line, "%*s %*s %*s %*s %4095s", mp) != 1)
 			continue;
-		if (root_ino != 0 && stat(mp, &st) == 0 &&
-		    st.st_ino != root_ino)
+		if (stat(mp, &st) == 0 ?
+		    !served || st.st_ino != root_ino :
+		    errno != ENOTCONN || served)
 			continue;	/* another home's tenant of this name */
-		found++;
 		if (!force) {
 			fprintf(stderr, "coffer: tenant %s is mounted on %s: "
 			    "unmount it first, or purge with --force\n", name,
@@ -649,7 +654,6 @@ unmount_tenant(const char *name, const char *store, int force)
 		}
 	}
 	fclose(f);
-	(void)found;
 	return rc;
 }
 
@@ -1183,7 +1187,7 @@ tl_lifecycle_purge(struct tl_ctx *ctx, const char *name, const char *reason,
 	else
 		snprintf(store, sizeof(store), "%s/%s/store",
 		    cf_ks_home_path(home), cf_ks_tenant_dir(t));
-	rc = unmount_tenant(name, store, force);
+	rc = unmount_tenant(name, store, tl_store_served(home, t) == 1, force);
 	if (rc < 0)
 		goto out;
 	tl_repo_url(home, t, NULL, url, sizeof(url));

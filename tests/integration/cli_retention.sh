@@ -146,7 +146,29 @@ COFFER_NOW=2026-04-01 expect 0 "apply under hold: no purge" retention apply acme
 check "acme still there" test -d "$COFFER_HOME/tenants/acme"
 expect 0 "release acme" lifecycle release acme
 expect 2 "purge needs --yes" lifecycle purge acme
+# Another home mounts a tenant also named acme: this home's acme was
+# never mounted (no data/), and its purge must leave that mount alone
+# (it used to detach every coffer:acme mount on the host).
+OH=$T/otherhome
+omounted=""
+if [ -c /dev/fuse ] && [ "$(id -u)" = 0 ] && command -v fusermount3 >/dev/null
+then
+	mkdir -p "$OH" "$T/omp"
+	cp "$COFFER_HOME/coffer.conf" "$OH/"
+	if COFFER_HOME=$OH "$COFFER" tenant create acme >/dev/null 2>&1 &&
+	    COFFER_HOME=$OH "$COFFER" mount acme "$T/omp" 2>"$ERR"; then
+		omounted=1
+		echo other-home >"$T/omp/keep.txt"
+	fi
+	check "the other home's acme is mounted" test -n "$omounted"
+fi
 COFFER_NOW=2026-04-01 expect 0 "scheduled purge by apply" retention apply acme
+if [ -n "$omounted" ]; then
+	check "the other home's acme mount is left alone" \
+	    test "$(cat "$T/omp/keep.txt" 2>/dev/null)" = other-home
+	COFFER_HOME=$OH "$COFFER" umount "$T/omp" >/dev/null 2>&1 ||
+	    fusermount3 -u -z "$T/omp" 2>/dev/null
+fi
 check "tenant dir gone" test ! -e "$COFFER_HOME/tenants/acme"
 check "repository gone" test ! -e "$COFFER_HOME/repos/acme"
 left=$(find "$COFFER_HOME" -name '*acme*' ! -path "$COFFER_HOME/receipts/*" \
