@@ -347,6 +347,37 @@ try:
     ok(t3["hl2"][2] == "hl1" and t3["hl2"][3] == 2,
        "a hard link between symlinks is kept by an uninterrupted run")
     h.umount(p)
+
+    # [FS-MKEY-6] no room for two copies of an xattr: killed between the
+    # old one's removal and the new one's set, the stash brings it back
+    r = h.coffer("tenant", "create", "beta")
+    ok(r.returncode == 0, "tenant create beta", r.stderr)
+    p = h.mount("beta")
+    big = os.urandom(3000)
+    os.mkdir(os.path.join(h.mp, "bigx"))
+    os.setxattr(os.path.join(h.mp, "bigx"), "user.big", big)
+    h.umount(p)
+    r = h.coffer("tenant", "rotate-key", "beta")
+    ok(r.returncode == 0, "rotate-key beta", r.stderr)
+    bdata = os.path.join(h.home, "tenants", "beta", "store", "data")
+    r = h.coffer("tenant", "reencrypt", "beta", "--metadata",
+                 env=kill_env(2))
+    sub = [n for n in os.listdir(bdata) if not n.startswith("cf.")]
+    stored = [x for x in os.listxattr(os.path.join(bdata, sub[0]))
+              if x.startswith("user.cf.")] if len(sub) == 1 else None
+    ok(r.returncode == -9 and os.path.exists(os.path.join(bdata,
+                                                          "cf.mk.x")) and
+       stored == [], "killed with the old xattr removed and kept in the "
+       "stash cf.mk.x", (r.returncode, os.listdir(bdata), stored))
+    r = h.coffer("tenant", "reencrypt", "beta", "--metadata")
+    ok(r.returncode == 0 and "1 xattrs" in r.stdout and
+       not os.path.exists(os.path.join(bdata, "cf.mk.x")),
+       "the rerun puts it back from the stash and re-keys it",
+       r.stdout + r.stderr)
+    p = h.mount("beta")
+    ok(os.getxattr(os.path.join(h.mp, "bigx"), "user.big") == big,
+       "the xattr reads back")
+    h.umount(p)
 finally:
     h.cleanup()
 tap.done()
