@@ -70,6 +70,7 @@ struct mk {
 	char *enc, *enc2;		/* LINK_CAP each */
 	char *plain;			/* PATH_MAX + 1 (sodium_malloc) */
 	unsigned char *val, *val2;	/* MK_XVALUE_MAX each */
+	char *xlist;			/* MK_XLIST_MAX: one listxattr */
 };
 
 /*
@@ -338,7 +339,7 @@ out:
 static int
 xattrs_one(struct mk *m, int dirfd, const char *name, int reg)
 {
-	char path[64], list[MK_XLIST_MAX], nname[256];
+	char path[64], *list = m->xlist, nname[256];
 	const char *x;
 	ssize_t len, vlen;
 	int fd, rc = 0;
@@ -347,7 +348,7 @@ xattrs_one(struct mk *m, int dirfd, const char *name, int reg)
 	if (fd < 0)
 		return -errno;
 	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-	len = listxattr(path, list, sizeof(list));
+	len = listxattr(path, list, MK_XLIST_MAX);
 	if (len < 0) {
 		rc = errno == ENOTSUP ? 0 : -errno;
 		goto out;
@@ -1043,8 +1044,9 @@ cf_fs_metakey(struct cf_fs_keys *const *keys, size_t n, const char *backing,
 	m.val = malloc(MK_XVALUE_MAX);
 	m.val2 = sodium_malloc(MK_XVALUE_MAX);
 	m.plain = sodium_malloc(PATH_MAX + 1);
+	m.xlist = malloc(MK_XLIST_MAX);
 	if (m.enc == NULL || m.enc2 == NULL || m.val == NULL ||
-	    m.val2 == NULL || m.plain == NULL) {
+	    m.val2 == NULL || m.plain == NULL || m.xlist == NULL) {
 		rc = -ENOMEM;
 		goto out;
 	}
@@ -1056,6 +1058,7 @@ out:
 	free(m.enc);
 	free(m.enc2);
 	free(m.val);
+	free(m.xlist);
 	if (m.val2 != NULL)
 		sodium_free(m.val2);
 	if (m.plain != NULL)
