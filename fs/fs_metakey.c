@@ -680,7 +680,8 @@ entry_one(struct mk *m, int dirfd, const unsigned char *diriv, const char *b,
 	if (is_long) {
 		snprintf(side, sizeof(side), "%s%s", b, CF_FS_LONG_SIDECAR);
 		rc = read_small(dirfd, side, m->enc, CF_FS_ENC_NAME_MAX, &got);
-		if (rc == -ENOENT || rc == -EFBIG || rc == -EPROTO) {
+		if (rc == -ENOENT || rc == -EFBIG || rc == -EPROTO ||
+		    rc == -ELOOP) {
 			m->st->damaged++;
 			return 0;
 		}
@@ -770,7 +771,8 @@ dir_run(struct mk *m, int dirfd, int depth)
 	if (depth > MK_DEPTH_MAX)
 		return -ELOOP;
 	rc = read_small(dirfd, CF_FS_DIRIV_NAME, diriv, sizeof(diriv), &got);
-	if (rc == -ENOENT || rc == -EFBIG || (rc == 0 && got != sizeof(diriv))) {
+	if (rc == -ENOENT || rc == -EFBIG || rc == -EPROTO || rc == -ELOOP ||
+	    (rc == 0 && got != sizeof(diriv))) {
 		/* Its entries could not be named before either. */
 		m->st->damaged++;
 		return 0;

@@ -206,6 +206,23 @@ cmd_mount(struct tl_ctx *ctx, int argc, char **argv)
 	tl_store_path(home, t, store, sizeof(store));
 	rc = cf_fs_store_init(keys, store);
 	if (rc == -EBADMSG) {
+		uint32_t m = 0;
+
+		/* A re-keying of the metadata may have ended since the
+		 * marker was read: once more with the version it names. */
+		if (cf_fs_store_meta_version(store, &m) == 0 && m != 0 &&
+		    m != cf_fs_keys_meta_version(keys)) {
+			cf_fs_keys_free(keys);
+			keys = NULL;
+			rc = tl_fs_keys(home, t, &keys);
+			if (rc < 0) {
+				ret = tl_fail(rc, argv[optind]);
+				goto out;
+			}
+			rc = cf_fs_store_init(keys, store);
+		}
+	}
+	if (rc == -EBADMSG) {
 		fprintf(stderr, "coffer: the store at %s does not belong to "
 		    "tenant %s (another tenant's store, or its marker was "
 		    "altered); refusing to mount\n", store, argv[optind]);

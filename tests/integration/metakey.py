@@ -378,6 +378,26 @@ try:
     ok(os.getxattr(os.path.join(h.mp, "bigx"), "user.big") == big,
        "the xattr reads back")
     h.umount(p)
+
+    # damage no key opens (a planted file, a planted directory with a
+    # symlink for its IV) is counted and left; the rest is re-keyed
+    junk = os.path.join(bdata, "QUFBQUFBQUFBQUFBQUFBQUFBQUFBQQ")
+    with open(junk, "w") as f:
+        f.write("x")
+    bsub = os.path.join(bdata, [n for n in os.listdir(bdata)
+                                if not n.startswith("cf.") and
+                                os.path.isdir(os.path.join(bdata, n))][0])
+    os.makedirs(os.path.join(bsub, "inner"))
+    os.symlink("/etc/passwd", os.path.join(bsub, "inner", "cf.diriv"))
+    r = h.coffer("tenant", "rotate-key", "beta")
+    r = h.coffer("tenant", "reencrypt", "beta", "--metadata")
+    ok(r.returncode == 0 and "open under no live key version" in r.stderr
+       and os.path.exists(junk), "damage is counted and left",
+       r.stdout + r.stderr)
+    p = h.mount("beta")
+    ok(os.getxattr(os.path.join(h.mp, "bigx"), "user.big") == big,
+       "the rest reads under version 3")
+    h.umount(p)
 finally:
     h.cleanup()
 tap.done()
