@@ -324,6 +324,97 @@ CF_MUST_CHECK int cf_fs_keys_reload(const char *backing, uint32_t *version,
 CF_MUST_CHECK int cf_fs_store_count_version(const char *backing,
     uint32_t version, uint64_t *n);
 
+/* ---- the store's metadata version ---------------------------------------- */
+
+/*
+ * The store marker (docs/format/fs.md, The store marker) names the
+ * store's metadata version M: a 56-byte marker is version 1's, a 60-byte
+ * one states M (at least 2) in clear, authenticated by the marker's tag
+ * under M's meta key.  cf_fs_marker_version reads M from a marker's
+ * bytes without a key (-EPROTO: no marker of either form);
+ * cf_fs_store_meta_version from the store at backing: 0 and *m = 0 if
+ * the store has no marker (a new store: the caller picks M, the newest
+ * version), -EPROTO for a marker of neither form, -errno.
+ */
+#define CF_FS_MARKER1_BYTES 56U
+#define CF_FS_MARKER2_BYTES 60U
+CF_MUST_CHECK int cf_fs_marker_version(const unsigned char *buf, size_t len,
+    uint32_t *m);
+CF_MUST_CHECK int cf_fs_store_meta_version(const char *backing, uint32_t *m);
+
+/*
+ * Re-keying the store's metadata (docs/format/fs.md, Re-keying the
+ * metadata): the journal store/cf.metakey is 32 bytes, the versions the
+ * run moves from and to and a check.  decode: -EPROTO if it is not such
+ * a journal (any damage); from and to are then 0.
+ */
+#define CF_FS_METAKEY_JOURNAL "cf.metakey"
+#define CF_FS_METAKEY_JOURNAL_BYTES 32U
+void cf_fs_metakey_journal_encode(uint32_t from, uint32_t to,
+    unsigned char out[CF_FS_METAKEY_JOURNAL_BYTES]);
+CF_MUST_CHECK int cf_fs_metakey_journal_decode(const unsigned char *buf,
+    size_t len, uint32_t *from, uint32_t *to);
+/*
+ * Reads the journal of the store at backing: 0 and its versions, -ENOENT
+ * if there is none (no run pending), -EPROTO if it is damaged.
+ */
+CF_MUST_CHECK int cf_fs_metakey_journal_read(const char *backing,
+    uint32_t *from, uint32_t *to);
+
+/*
+ * The xattr stash (docs/format/fs.md, [FS-MKEY-6]): where a file system
+ * has no room for an xattr's new copy beside the old one, the old one is
+ * kept in the file cf.mk.x of the entry's directory while it is
+ * replaced.  encode: -EINVAL for names of 0 or over 255 bytes or a value
+ * over CF_FS_METAKEY_STASH_VALUE_MAX, -ERANGE if cap is too small.
+ * decode: -EPROTO for any damage; on success s->value points into buf.
+ */
+#define CF_FS_METAKEY_STASH "cf.mk.x"
+#define CF_FS_METAKEY_STASH_VALUE_MAX 65536U
+#define CF_FS_METAKEY_STASH_MAX (14U + 255U + 255U + \
+	CF_FS_METAKEY_STASH_VALUE_MAX + 8U)
+struct cf_fs_metakey_stash {
+	char entry[256];		/* backing name in the directory */
+	char xname[256];		/* stored xattr name */
+	const unsigned char *value;
+	size_t vlen;
+};
+CF_MUST_CHECK int cf_fs_metakey_stash_encode(const char *entry,
+    const char *xname, const unsigned char *val, size_t vlen,
+    unsigned char *out, size_t cap, size_t *len);
+CF_MUST_CHECK int cf_fs_metakey_stash_decode(const unsigned char *buf,
+    size_t len, struct cf_fs_metakey_stash *s);
+
+struct cf_fs_metakey_stats {
+	uint64_t entries;	/* names seen */
+	uint64_t renamed;	/* names moved to the new version */
+	uint64_t links;		/* symlink targets rewritten */
+	uint64_t xattrs;	/* xattrs rewritten */
+	uint64_t gens;		/* generation values rewritten */
+	uint64_t damaged;	/* names, targets, values no key opens */
+};
+
+/*
+ * Moves the metadata of the unmounted store at backing (names, long-name
+ * sidecars, symlink targets and links/, xattrs, generation values, then
+ * the marker) to keys[0]'s metadata version; keys[1..n) are the other
+ * live versions, each made by cf_fs_keys_new with its own version.
+ * Crash-safe: it writes the journal first and removes it last, and a
+ * rerun finishes a crashed run (each item is tried under every version
+ * given: names, targets and values authenticate, so exactly one opens).
+ * Items no key opens are counted in damaged and left (they did not read
+ * before either).  progress (may be NULL) is called after each name.
+ * Holds the store lock exclusively and the control socket (as a hold)
+ * for the run: -EBUSY if a daemon, a backup or a hold uses the store;
+ * -EBADMSG if no key opens the marker (another tenant's store); -EPROTO
+ * for a damaged journal (nothing is changed: see the format); -ENOENT if
+ * the store has no data/.
+ */
+CF_MUST_CHECK int cf_fs_metakey(struct cf_fs_keys *const *keys, size_t n,
+    const char *backing,
+    void (*progress)(void *arg, const struct cf_fs_metakey_stats *st),
+    void *arg, struct cf_fs_metakey_stats *st);
+
 /* ---- mounting ------------------------------------------------------------ */
 
 struct cf_fs_mount_opts {

@@ -688,3 +688,184 @@ cf_fs_gen_decode(const struct cf_fs_keys *k, const unsigned char *buf,
 	memcpy(file_id, buf + 16, CF_KS_ID_BYTES);
 	return 0;
 }
+
+/* ---- the store marker and the metadata journal ---------------------------- */
+
+#define MARKER1_PLAIN "coffer-store-v1"	/* with its NUL: 16 bytes */
+#define MARKER2_PLAIN "coffer-store-v2"
+#define MARKER_NONCE 24U
+
+int
+cf_fs_marker_version(const unsigned char *buf, size_t len, uint32_t *m)
+{
+	*m = 0;
+	if (len == CF_FS_MARKER1_BYTES) {
+		*m = 1;
+		return 0;
+	}
+	if (len != CF_FS_MARKER2_BYTES || get32(buf) < 2)
+		return -EPROTO;
+	*m = get32(buf);
+	return 0;
+}
+
+int
+fs_marker_seal(const struct cf_fs_keys *k, unsigned char *out, size_t *len)
+{
+	unsigned char *p = out;
+	const char *plain = MARKER1_PLAIN;
+	size_t adlen = 0;
+
+	/*
+	 * Version 1 keeps the first marker's bytes, so a store whose
+	 * metadata never moved reads as before; any other version is
+	 * stated in clear and bound as the AAD ([FS-STORE-8]).
+	 */
+	*len = CF_FS_MARKER1_BYTES;
+	if (k->meta_version != 1) {
+		put32(out, k->meta_version);
+		p = out + 4;
+		adlen = 4;
+		plain = MARKER2_PLAIN;
+		*len = CF_FS_MARKER2_BYTES;
+	}
+	randombytes_buf(p, MARKER_NONCE);
+	return cf_ks_aead_seal(k->meta, p + MARKER_NONCE,
+	    (const unsigned char *)plain, sizeof(MARKER1_PLAIN),
+	    adlen ? out : NULL, adlen, p);
+}
+
+int
+fs_marker_open(const struct cf_fs_keys *k, const unsigned char *buf,
+    size_t len)
+{
+	unsigned char out[sizeof(MARKER1_PLAIN)];
+	const unsigned char *p = buf;
+	const char *plain = MARKER1_PLAIN;
+	uint32_t m;
+	size_t adlen = 0;
+
+	if (cf_fs_marker_version(buf, len, &m) < 0 || m != k->meta_version)
+		return -EBADMSG;
+	if (m != 1) {
+		p = buf + 4;
+		adlen = 4;
+		plain = MARKER2_PLAIN;
+	}
+	if (cf_ks_aead_open(k->meta, out, p + MARKER_NONCE,
+	    sizeof(out) + CF_KS_TAG_BYTES, adlen ? buf : NULL, adlen, p) != 0 ||
+	    memcmp(out, plain, sizeof(out)) != 0)	/* checksrc:allow public marker */
+		return -EBADMSG;
+	return 0;
+}
+
+#define MKJ_MAGIC "\x89" "CFMK\r\n\x1a"
+
+void
+cf_fs_metakey_journal_encode(uint32_t from, uint32_t to,
+    unsigned char out[CF_FS_METAKEY_JOURNAL_BYTES])
+{
+	unsigned char h[16];
+
+	memset(out, 0, CF_FS_METAKEY_JOURNAL_BYTES);
+	memcpy(out, MKJ_MAGIC, 8);
+	out[8] = 1;
+	put32(out + 16, from);
+	put32(out + 20, to);
+	crypto_generichash(h, sizeof(h), out, 24, NULL, 0);
+	memcpy(out + 24, h, 8);
+}
+
+int
+cf_fs_metakey_journal_decode(const unsigned char *buf, size_t len,
+    uint32_t *from, uint32_t *to)
+{
+	unsigned char h[16];
+
+	*from = *to = 0;
+	if (len != CF_FS_METAKEY_JOURNAL_BYTES ||
+	    memcmp(buf, MKJ_MAGIC, 8) != 0 || buf[8] != 1 ||
+	    !sodium_is_zero(buf + 9, 7))
+		return -EPROTO;
+	crypto_generichash(h, sizeof(h), buf, 24, NULL, 0);
+	if (sodium_memcmp(h, buf + 24, 8) != 0)
+		return -EPROTO;
+	if (get32(buf + 16) == 0 || get32(buf + 20) == 0 ||
+	    get32(buf + 16) == get32(buf + 20))
+		return -EPROTO;
+	*from = get32(buf + 16);
+	*to = get32(buf + 20);
+	return 0;
+}
+
+#define MKX_MAGIC "\x89" "CFMX\r\n\x1a"
+
+int
+cf_fs_metakey_stash_encode(const char *entry, const char *xname,
+    const unsigned char *val, size_t vlen, unsigned char *out, size_t cap,
+    size_t *len)
+{
+	size_t n = strlen(entry), x = strlen(xname), total;
+	unsigned char h[16];
+
+	*len = 0;
+	if (n == 0 || n > 255 || x == 0 || x > 255 ||
+	    vlen > CF_FS_METAKEY_STASH_VALUE_MAX)
+		return -EINVAL;
+	total = 14 + n + x + vlen + 8;
+	if (cap < total)
+		return -ERANGE;
+	memcpy(out, MKX_MAGIC, 8);
+	out[8] = (unsigned char)n;
+	out[9] = (unsigned char)x;
+	put32(out + 10, (uint32_t)vlen);
+	memcpy(out + 14, entry, n);
+	memcpy(out + 14 + n, xname, x);
+	if (vlen > 0)
+		memcpy(out + 14 + n + x, val, vlen);
+	crypto_generichash(h, sizeof(h), out, total - 8, NULL, 0);
+	memcpy(out + total - 8, h, 8);
+	*len = total;
+	return 0;
+}
+
+int
+cf_fs_metakey_stash_decode(const unsigned char *buf, size_t len,
+    struct cf_fs_metakey_stash *s)
+{
+	unsigned char h[16];
+	size_t n, x, v, i;
+
+	memset(s, 0, sizeof(*s));
+	if (len < 14 + 8 || memcmp(buf, MKX_MAGIC, 8) != 0)
+		return -EPROTO;
+	n = buf[8];
+	x = buf[9];
+	v = get32(buf + 10);
+	if (n == 0 || x == 0 || v > CF_FS_METAKEY_STASH_VALUE_MAX ||
+	    len != 14 + n + x + v + 8)
+		return -EPROTO;
+	crypto_generichash(h, sizeof(h), buf, len - 8, NULL, 0);
+	if (sodium_memcmp(h, buf + len - 8, 8) != 0)
+		return -EPROTO;
+	/* A name of the directory (no '/', NUL, "." or ".."); an xattr
+	 * name of the store's, no NUL. */
+	for (i = 0; i < n; i++)
+		if (buf[14 + i] == '/' || buf[14 + i] == '\0')
+			return -EPROTO;
+	if ((n == 1 && buf[14] == '.') || (n == 2 && buf[14] == '.' &&
+	    buf[15] == '.'))
+		return -EPROTO;
+	for (i = 0; i < x; i++)
+		if (buf[14 + n + i] == '\0')
+			return -EPROTO;
+	if (x <= 8 || memcmp(buf + 14 + n, "user.cf.", 8) != 0)
+		return -EPROTO;
+	memcpy(s->entry, buf + 14, n);
+	s->entry[n] = '\0';
+	memcpy(s->xname, buf + 14 + n, x);
+	s->xname[x] = '\0';
+	s->value = buf + 14 + n + x;
+	s->vlen = v;
+	return 0;
+}

@@ -29,6 +29,18 @@ struct cf_fs_keys {
 #define FS_STORE_CTL "cf.ctl"		/* the daemon's control socket */
 
 /*
+ * The store marker (fs_crypt.c, [FS-STORE-3], [FS-STORE-8]) under k's
+ * metadata version: seal writes it to out (CF_FS_MARKER2_BYTES) and its
+ * length to *len; open is 0 if buf is the marker of k, else -EBADMSG.
+ */
+CF_MUST_CHECK int fs_marker_seal(const struct cf_fs_keys *k,
+    unsigned char *out, size_t *len);
+CF_MUST_CHECK int fs_marker_open(const struct cf_fs_keys *k,
+    const unsigned char *buf, size_t len);
+/* 1 if the store (its directory fd) has a metadata journal, 0 if not. */
+int fs_metakey_pending(int storefd);
+
+/*
  * The store's control socket (fs_snap.c): fs_ctl_addr fills sa with its
  * address (-ENAMETOOLONG if it does not fit); fs_ctl_connect connects to
  * it and returns the descriptor, -ENOTCONN if no daemon answers (no
@@ -154,5 +166,7 @@ CF_MUST_CHECK int fs_rdir_backing_name(const struct cf_fs_rdir *d,
  * with no NUL; else -EPROTO.
  */
 CF_MUST_CHECK int fs_rekey_path_ok(const char *buf, size_t len);
+/* Finishes a content re-encryption's journal in the store sfd (fs_rekey.c). */
+CF_MUST_CHECK int fs_rekey_finish(int sfd);
 
 #endif /* FS_INT_H */

@@ -2836,8 +2836,8 @@ out:
 int
 cf_fs_store_init(const struct cf_fs_keys *keys, const char *backing)
 {
-	static const char marker[] = "coffer-store-v1";
-	unsigned char blob[24 + sizeof(marker) + 16 + 1], out[sizeof(marker)];
+	unsigned char blob[CF_FS_MARKER2_BYTES + 1];
+	size_t len;
 	int dfd, fd, rc = 0;
 	ssize_t n;
 
@@ -2850,6 +2850,11 @@ cf_fs_store_init(const struct cf_fs_keys *keys, const char *backing)
 		rc = -errno;
 		goto out;
 	}
+	/* Names are under two versions until a re-keying run ends. */
+	if (fs_metakey_pending(dfd)) {
+		rc = -EINPROGRESS;
+		goto out;
+	}
 	fd = openat(dfd, FS_STORE_MARKER, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0 && errno == ENOENT &&
 	    faccessat(dfd, FS_STORE_DATA, F_OK, AT_SYMLINK_NOFOLLOW) == 0) {
@@ -2860,16 +2865,13 @@ cf_fs_store_init(const struct cf_fs_keys *keys, const char *backing)
 	}
 	if (fd < 0 && errno == ENOENT) {
 		/* A new store: its marker proves later mounts use our keys. */
-		randombytes_buf(blob, 24);
-		rc = cf_ks_aead_seal(keys->meta, blob + 24,
-		    (const unsigned char *)marker, sizeof(marker), NULL, 0,
-		    blob);
+		rc = fs_marker_seal(keys, blob, &len);
 		if (rc < 0)
 			goto out;
 		fd = openat(dfd, FS_STORE_MARKER, O_WRONLY | O_CREAT | O_EXCL |
 		    O_CLOEXEC, 0400);
-		if (fd < 0 || write(fd, blob, sizeof(blob) - 1) !=
-		    (ssize_t)sizeof(blob) - 1 || fsync(fd) != 0) {
+		if (fd < 0 || write(fd, blob, len) != (ssize_t)len ||
+		    fsync(fd) != 0) {
 			rc = -EIO;
 			if (fd >= 0)
 				close(fd);
@@ -2902,9 +2904,7 @@ cf_fs_store_init(const struct cf_fs_keys *keys, const char *backing)
 	/* One byte more than a marker has: trailing bytes are refused. */
 	n = read(fd, blob, sizeof(blob));
 	close(fd);
-	if (n != (ssize_t)sizeof(blob) - 1 || cf_ks_aead_open(keys->meta, out,
-	    blob + 24, sizeof(blob) - 1 - 24, NULL, 0, blob) != 0 ||
-	    memcmp(out, marker, sizeof(marker)) != 0) {	/* checksrc:allow public marker */
+	if (n < 0 || fs_marker_open(keys, blob, (size_t)n) != 0) {
 		rc = -EBADMSG;
 		goto out;
 	}

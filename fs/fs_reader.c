@@ -36,9 +36,6 @@
  * Format constants that fs_ops.c and fs_crypt.c also define (statically);
  * docs/format/fs.md is their source.
  */
-#define MARKER_PLAIN "coffer-store-v1"	/* with its NUL: 16 bytes */
-#define MARKER_NONCE 24U
-#define MARKER_BYTES (MARKER_NONCE + sizeof(MARKER_PLAIN) + CF_KS_TAG_BYTES)
 #define XATTR_PREFIX "user."
 #define XATTR_STORED "user.cf."
 #define XATTR_NONCE 24U
@@ -354,11 +351,14 @@ plain_stat(const struct cf_fs_reader *r, int dirfd, const char *enc,
 static int
 check_marker(const struct cf_fs_keys *keys, int storefd)
 {
-	unsigned char blob[MARKER_BYTES + 1], out[sizeof(MARKER_PLAIN)];
+	unsigned char blob[CF_FS_MARKER2_BYTES + 1];
 	struct stat st;
 	size_t got;
 	int fd, rc;
 
+	/* A re-keying of the names is pending ([FS-MKEY-4]). */
+	if (fs_metakey_pending(storefd))
+		return -EINPROGRESS;
 	fd = open_regular(storefd, FS_STORE_MARKER, 0, &st);
 	if (fd == -ENOENT) {
 		/* Data without a marker is refused, not adopted. */
@@ -377,10 +377,7 @@ check_marker(const struct cf_fs_keys *keys, int storefd)
 	close(fd);
 	if (rc < 0)
 		return rc;
-	if (got != MARKER_BYTES || cf_ks_aead_open(keys->meta, out,
-	    blob + MARKER_NONCE, MARKER_BYTES - MARKER_NONCE, NULL, 0,
-	    blob) != 0 ||
-	    memcmp(out, MARKER_PLAIN, sizeof(out)) != 0)	/* checksrc:allow public marker */
+	if (fs_marker_open(keys, blob, got) != 0)
 		return -EBADMSG;
 	return 0;
 }

@@ -601,6 +601,10 @@ rekey_run(struct rekey *r, const char *backing)
 	r->sfd = open(backing, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (r->sfd < 0)
 		return -errno;
+	if (r->host == NULL && fs_metakey_pending(r->sfd)) {
+		close(r->sfd);
+		return -EINPROGRESS;	/* finish the metadata first */
+	}
 	r->in = malloc(CF_FS_BLOCK + 64);
 	r->out = malloc(CF_FS_BLOCK + 64);
 	r->plain = sodium_malloc(CF_FS_BLOCK);
@@ -688,6 +692,12 @@ cf_fs_rekey(const struct cf_fs_keys *keys, const char *backing,
 }
 
 int
+fs_rekey_finish(int sfd)
+{
+	return journal_finish(sfd, -1);
+}
+
+int
 cf_fs_rekey_recover(const char *backing)
 {
 	int sfd, rc;
@@ -695,6 +705,12 @@ cf_fs_rekey_recover(const char *backing)
 	sfd = open(backing, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (sfd < 0)
 		return errno == ENOENT ? 0 : -errno;
+	/* Checked under the store lock the caller holds: a pending re-keying
+	 * of the metadata refuses a mount ([FS-MKEY-4]). */
+	if (fs_metakey_pending(sfd)) {
+		close(sfd);
+		return -EINPROGRESS;
+	}
 	rc = journal_finish(sfd, -1);
 	close(sfd);
 	return rc;

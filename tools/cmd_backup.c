@@ -2454,11 +2454,6 @@ cmd_backup(struct tl_ctx *ctx, int argc, char **argv)
 		if (rc < 0)
 			goto out;	/* named; no snapshot */
 	} else {
-		rc = tl_fs_keys(s.t, &fkeys);
-		if (rc < 0) {
-			ret = tl_fail(rc, "deriving store keys");
-			goto out;
-		}
 		tl_store_path(s.home, s.t, store, sizeof(store));
 		/*
 		 * A mounted store: ask its daemon for a point-in-time farm
@@ -2483,8 +2478,22 @@ cmd_backup(struct tl_ctx *ctx, int argc, char **argv)
 			 * keep one from starting while we read. */
 			storelock = cf_fs_store_lock_shared(store, 1);
 		}
+		/* After the lock: a re-keying of the metadata that ran
+		 * meanwhile changed the version the marker names. */
+		rc = tl_fs_keys(s.home, s.t, &fkeys);
+		if (rc < 0) {
+			ret = tl_fail(rc, "deriving store keys");
+			goto out;
+		}
 		rc = cf_fs_reader_open(&rd, fkeys, farm != NULL ? farm :
 		    store);
+		if (rc == -EINPROGRESS) {
+			fprintf(stderr, "coffer: the metadata of %s's store is "
+			    "being re-keyed (journal %s): run 'coffer tenant "
+			    "reencrypt %s --metadata' to finish it first\n",
+			    name, CF_FS_METAKEY_JOURNAL, name);
+			goto out;
+		}
 		if (rc == -EBADMSG) {
 			fprintf(stderr, "coffer: the store at %s does not "
 			    "belong to tenant %s (or its marker was "

@@ -79,25 +79,37 @@ audit_mount(struct cf_ks_home *home, const char *event, const char *tenant,
 }
 
 int
-tl_fs_keys(struct cf_ks_tenant *t, struct cf_fs_keys **out)
+tl_fs_keys(struct cf_ks_home *home, struct cf_ks_tenant *t,
+    struct cf_fs_keys **out)
 {
 	struct cf_fs_keys *keys = NULL;
 	struct cf_secbuf *root = NULL;
-	uint32_t v[CF_FS_KEYS_MAX + 1];
+	uint32_t v[CF_FS_KEYS_MAX + 1], m = 0;
+	char store[PATH_MAX];
 	size_t n, i;
 	int rc;
 
 	*out = NULL;
 	/*
 	 * Names, symlink targets, xattrs, the marker and generation tags
-	 * stay under version 1; every live version keys the contents of
-	 * its files, and the newest keys new files (docs/crypto.md).
+	 * are under the store's metadata version, which its marker names
+	 * (1 for a marker of version 1; the newest for a store not made
+	 * yet); every live version keys the contents of its files, and
+	 * the newest keys new files (docs/crypto.md).  A marker of
+	 * neither form is refused by the marker check, as before.
 	 */
-	rc = cf_ks_tenant_unlock(t, TL_FS_META_VERSION, &root);
+	tl_store_path(home, t, store, sizeof(store));
+	rc = cf_fs_store_meta_version(store, &m);
+	if (rc < 0 && rc != -EPROTO)
+		return rc;
+	if (rc == -EPROTO)
+		m = 1;
+	else if (m == 0)
+		m = cf_ks_tenant_key_version(t);
+	rc = cf_ks_tenant_unlock(t, m, &root);
 	if (rc < 0)
 		return rc;
-	rc = cf_fs_keys_new(&keys, root, cf_ks_tenant_cipher(t),
-	    TL_FS_META_VERSION);
+	rc = cf_fs_keys_new(&keys, root, cf_ks_tenant_cipher(t), m);
 	cf_secbuf_free(root);	/* only the derived keys stay in memory */
 	root = NULL;
 	if (rc < 0)
@@ -108,7 +120,7 @@ tl_fs_keys(struct cf_ks_tenant *t, struct cf_fs_keys **out)
 		goto out;
 	}
 	for (i = 0; i < n; i++) {
-		if (v[i] == TL_FS_META_VERSION)
+		if (v[i] == m)
 			continue;
 		rc = cf_ks_tenant_unlock(t, v[i], &root);
 		if (rc < 0)
@@ -186,7 +198,7 @@ cmd_mount(struct tl_ctx *ctx, int argc, char **argv)
 		ret = CF_EXIT_DENIED;
 		goto out;
 	}
-	rc = tl_fs_keys(t, &keys);
+	rc = tl_fs_keys(home, t, &keys);
 	if (rc < 0) {
 		ret = tl_fail(rc, argv[optind]);
 		goto out;
@@ -194,10 +206,34 @@ cmd_mount(struct tl_ctx *ctx, int argc, char **argv)
 	tl_store_path(home, t, store, sizeof(store));
 	rc = cf_fs_store_init(keys, store);
 	if (rc == -EBADMSG) {
+		uint32_t m = 0;
+
+		/* A re-keying of the metadata may have ended since the
+		 * marker was read: once more with the version it names. */
+		if (cf_fs_store_meta_version(store, &m) == 0 && m != 0 &&
+		    m != cf_fs_keys_meta_version(keys)) {
+			cf_fs_keys_free(keys);
+			keys = NULL;
+			rc = tl_fs_keys(home, t, &keys);
+			if (rc < 0) {
+				ret = tl_fail(rc, argv[optind]);
+				goto out;
+			}
+			rc = cf_fs_store_init(keys, store);
+		}
+	}
+	if (rc == -EBADMSG) {
 		fprintf(stderr, "coffer: the store at %s does not belong to "
 		    "tenant %s (another tenant's store, or its marker was "
 		    "altered); refusing to mount\n", store, argv[optind]);
 		ret = CF_EXIT_INTEGRITY;
+		goto out;
+	}
+	if (rc == -EINPROGRESS) {
+		fprintf(stderr, "coffer: the metadata of %s's store is being "
+		    "re-keyed (journal %s/%s): run 'coffer tenant reencrypt "
+		    "%s --metadata' to finish it, then mount\n", argv[optind],
+		    store, CF_FS_METAKEY_JOURNAL, argv[optind]);
 		goto out;
 	}
 	if (rc < 0) {
@@ -221,6 +257,13 @@ cmd_mount(struct tl_ctx *ctx, int argc, char **argv)
 	}
 	/* A re-encryption a crash interrupted: finish its file first. */
 	rc = cf_fs_rekey_recover(store);
+	if (rc == -EINPROGRESS) {
+		fprintf(stderr, "coffer: the metadata of %s's store is being "
+		    "re-keyed (journal %s/%s): run 'coffer tenant reencrypt "
+		    "%s --metadata' to finish it, then mount\n", argv[optind],
+		    store, CF_FS_METAKEY_JOURNAL, argv[optind]);
+		goto out;
+	}
 	if (rc < 0) {
 		fprintf(stderr, "coffer: store %s: cannot finish an "
 		    "interrupted re-encryption (journal cf.rekey): %s\n",

@@ -6,11 +6,14 @@
  * key version with the newest (fs_rekey.c): itself on an unmounted store,
  * through the daemon's control socket on a mounted one; retire-key checks
  * that nothing still needs a version (the store's files and metadata, the
- * backup repository) before the keystore shreds it.
+ * backup repository) before the keystore shreds it.  reencrypt --metadata
+ * moves the store's names, targets, xattrs and generation values to the
+ * newest version (fs_metakey.c), so that version 1 can go too.
  *
  * Not here: rotate-key itself (cmd_tenant.c, keystore only).
  */
 #include <errno.h>
+#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,6 +49,156 @@ on_progress(void *arg, const struct cf_fs_rekey_stats *st, const char *rel)
 		    (unsigned long long)(st->bytes >> 20));
 }
 
+static void
+on_meta_progress(void *arg, const struct cf_fs_metakey_stats *st)
+{
+	struct progress *p = arg;
+
+	if (p->verbose < 0)
+		return;
+	if (p->tty && st->entries % 64 == 0)
+		fprintf(stderr, "\rre-keyed %llu of %llu names",
+		    (unsigned long long)st->renamed,
+		    (unsigned long long)st->entries);
+	else if (!p->tty && st->entries % 10000 == 0)
+		fprintf(stderr, "re-keyed %llu of %llu names\n",
+		    (unsigned long long)st->renamed,
+		    (unsigned long long)st->entries);
+}
+
+/*
+ * coffer tenant reencrypt NAME --metadata: the keys of every live
+ * version, each as a metadata version, the newest first.
+ */
+static int
+reencrypt_metadata(struct tl_ctx *ctx, struct cf_ks_home *home,
+    struct cf_ks_tenant *t, const char *name)
+{
+	struct cf_fs_keys *keys[CF_FS_KEYS_MAX + 1];
+	struct cf_fs_metakey_stats st;
+	struct cf_secbuf *root = NULL;
+	struct progress p;
+	uint32_t v[CF_FS_KEYS_MAX + 1], newest, from = 0, to = 0;
+	char store[4096];
+	size_t n, i, nk = 0;
+	int rc, ret = CF_EXIT_FAIL;
+
+	memset(&st, 0, sizeof(st));
+	tl_store_path(home, t, store, sizeof(store));
+	p.tty = isatty(2);
+	p.verbose = ctx->verbose;
+	newest = cf_ks_tenant_key_version(t);
+	rc = cf_fs_metakey_journal_read(store, &from, &to);
+	if (rc == -EPROTO) {
+		fprintf(stderr, "coffer: %s: the metadata journal %s/%s is "
+		    "damaged; nothing was changed.  Every name is under one "
+		    "of the live key versions, which a run tries in turn: "
+		    "move the journal away and rerun 'coffer tenant "
+		    "reencrypt %s --metadata' (do not mount before it "
+		    "ends)\n", name, store, CF_FS_METAKEY_JOURNAL, name);
+		return CF_EXIT_FAIL;
+	}
+	if (cf_fs_store_served(store) == 1) {
+		fprintf(stderr, "coffer: %s: the store is mounted (or held by "
+		    "retention); unmount it first: its metadata is re-keyed "
+		    "offline only\n", name);
+		return CF_EXIT_FAIL;
+	}
+	n = cf_ks_tenant_versions(t, v, CF_FS_KEYS_MAX + 1);
+	if (n > CF_FS_KEYS_MAX || n == 0) {
+		rc = -E2BIG;
+		goto fail;
+	}
+	/* The newest first: it is the one the metadata moves to. */
+	for (i = 0; i <= n; i++) {
+		uint32_t ver = i == 0 ? newest : v[i - 1];
+
+		if (i > 0 && ver == newest)
+			continue;
+		rc = cf_ks_tenant_unlock(t, ver, &root);
+		if (rc < 0)
+			goto fail;
+		rc = cf_fs_keys_new(&keys[nk], root, cf_ks_tenant_cipher(t),
+		    ver);
+		cf_secbuf_free(root);
+		root = NULL;
+		if (rc < 0)
+			goto fail;
+		nk++;
+	}
+	rc = cf_fs_metakey(keys, nk, store, on_meta_progress, &p, &st);
+	if (p.tty && p.verbose >= 0 && st.entries >= 64)
+		fprintf(stderr, "\n");
+	{
+		struct cf_ks_audit_field f[] = {
+			{ "tenant", cf_ks_tenant_name(t), 0 },
+			{ "key_version", NULL, newest },
+			{ "names", NULL, (long long)st.entries },
+			{ "renamed", NULL, (long long)st.renamed },
+			{ "damaged", NULL, (long long)st.damaged },
+			{ "result", rc < 0 ? "error" : "complete", 0 },
+		};
+
+		(void)!cf_ks_audit_append(home, "tenant.reencrypt_metadata",
+		    f, 6);
+	}
+	if (rc == -EBUSY) {
+		fprintf(stderr, "coffer: the store of %s is in use (mounted, "
+		    "a backup reading it, retention holding it, or another "
+		    "re-encryption); retry when it is free\n", name);
+		goto out;
+	}
+	if (rc == -EBADMSG) {
+		fprintf(stderr, "coffer: the store at %s does not belong to "
+		    "tenant %s (no live key version opens its marker)\n",
+		    store, name);
+		ret = CF_EXIT_INTEGRITY;
+		goto out;
+	}
+	if (rc == -ENOENT) {
+		fprintf(stderr, "coffer: tenant %s has no store yet: nothing "
+		    "to re-key\n", name);
+		ret = CF_EXIT_OK;
+		goto out;
+	}
+	if (rc < 0) {
+		fprintf(stderr, "coffer: re-keying the metadata of %s: %s "
+		    "(rerun 'coffer tenant reencrypt %s --metadata' to go "
+		    "on; nothing is lost)\n", name, strerror(-rc), name);
+		goto out;
+	}
+	if (ctx->json)
+		tl_print_json(json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, "
+		    "s:I}", "tenant", cf_ks_tenant_name(t), "key_version",
+		    (json_int_t)newest, "names", (json_int_t)st.entries,
+		    "renamed", (json_int_t)st.renamed, "links",
+		    (json_int_t)st.links, "xattrs", (json_int_t)st.xattrs,
+		    "generations", (json_int_t)st.gens, "damaged",
+		    (json_int_t)st.damaged));
+	else if (ctx->verbose >= 0)
+		printf("%s: metadata under key version %u: %llu names (%llu "
+		    "renamed), %llu symlink targets, %llu xattrs, %llu "
+		    "generation values re-keyed\n", name, newest,
+		    (unsigned long long)st.entries,
+		    (unsigned long long)st.renamed,
+		    (unsigned long long)st.links,
+		    (unsigned long long)st.xattrs,
+		    (unsigned long long)st.gens);
+	if (st.damaged > 0)
+		fprintf(stderr, "coffer: %s: %llu names, targets or values "
+		    "open under no live key version (damaged before this "
+		    "run); they were left as they were\n", name,
+		    (unsigned long long)st.damaged);
+	ret = CF_EXIT_OK;
+	goto out;
+fail:
+	ret = tl_fail(rc, name);
+out:
+	for (i = 0; i < nk; i++)
+		cf_fs_keys_free(keys[i]);
+	return ret;
+}
+
 int
 tl_tenant_reencrypt(struct tl_ctx *ctx, int argc, char **argv)
 {
@@ -56,15 +209,31 @@ tl_tenant_reencrypt(struct tl_ctx *ctx, int argc, char **argv)
 	struct progress p;
 	char store[4096], err[512];
 	uint32_t version = 0;
-	int rc, mounted = 0, ret = CF_EXIT_FAIL;
+	int c, metadata = 0, rc, mounted = 0, ret = CF_EXIT_FAIL;
+	static const struct option opts[] = {
+		{ "metadata", no_argument, NULL, 'm' },
+		{ NULL, 0, NULL, 0 },
+	};
 
-	if (argc != 2)
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		if (c == 'm')
+			metadata = 1;
+		else
+			return tl_usage(&tl_cmd_tenant, "tenant reencrypt: bad "
+			    "option");
+	}
+	if (optind != argc - 1)
 		return tl_usage(&tl_cmd_tenant, "tenant reencrypt: give one "
 		    "NAME");
+	argv += optind - 1;
 	home = tl_home(ctx, 0);
 	rc = cf_ks_tenant_open(home, argv[1], &t);
 	if (rc < 0)
 		return tl_fail(rc, NULL);
+	if (metadata) {
+		ret = reencrypt_metadata(ctx, home, t, argv[1]);
+		goto out;
+	}
 	err[0] = '\0';
 	tl_store_path(home, t, store, sizeof(store));
 	p.tty = isatty(2);
@@ -76,7 +245,7 @@ tl_tenant_reencrypt(struct tl_ctx *ctx, int argc, char **argv)
 		mounted = 1;
 		goto done;
 	}
-	rc = tl_fs_keys(t, &keys);
+	rc = tl_fs_keys(home, t, &keys);
 	if (rc < 0) {
 		ret = tl_fail(rc, argv[1]);
 		goto out;
@@ -99,6 +268,12 @@ done:
 		};
 
 		(void)!cf_ks_audit_append(home, "tenant.reencrypt", f, 7);
+	}
+	if (rc == -EINPROGRESS) {
+		fprintf(stderr, "coffer: the metadata of %s's store is being "
+		    "re-keyed: run 'coffer tenant reencrypt %s --metadata' to "
+		    "finish it first\n", argv[1], argv[1]);
+		goto out;
 	}
 	if (rc == -EBUSY && !mounted) {
 		fprintf(stderr, "coffer: the store of %s is in use (a backup "
@@ -287,6 +462,7 @@ tl_tenant_retire_key(struct tl_ctx *ctx, int argc, char **argv)
 	struct cf_bk_repo *repo = NULL;
 	struct cf_bk_lock *lock = NULL;
 	char store[4096], url[4200], *end;
+	uint32_t m = 0, from, to;
 	unsigned long v;
 	uint64_t n = 0;
 	int rc, ret = CF_EXIT_FAIL;
@@ -306,14 +482,32 @@ tl_tenant_retire_key(struct tl_ctx *ctx, int argc, char **argv)
 	if (v >= cf_ks_tenant_key_version(t) ||
 	    cf_ks_tenant_retired(t, (uint32_t)v))
 		goto retire;	/* the keystore refuses it and says why */
-	if (v == TL_FS_META_VERSION) {
-		fprintf(stderr, "coffer: %s: key version %lu keys the names, "
-		    "symlink targets and xattrs of the store, which "
-		    "re-encryption does not rewrite: it cannot be retired\n",
-		    argv[1], v);
+	tl_store_path(home, t, store, sizeof(store));
+	/* The store's metadata version (its marker; a store not made
+	 * yet needs none), and a re-keying a crash left half done. */
+	rc = cf_fs_metakey_journal_read(store, &from, &to);
+	if (rc != -ENOENT && rc != -ENOTDIR) {
+		fprintf(stderr, "coffer: %s: a re-keying of the store's "
+		    "metadata is pending (journal %s/%s%s): run 'coffer "
+		    "tenant reencrypt %s --metadata' to finish it first\n",
+		    argv[1], store, CF_FS_METAKEY_JOURNAL, rc == -EPROTO ?
+		    ", damaged" : "", argv[1]);
 		goto out;
 	}
-	tl_store_path(home, t, store, sizeof(store));
+	rc = cf_fs_store_meta_version(store, &m);
+	if (rc < 0) {
+		fprintf(stderr, "coffer: %s: cannot read the marker of the "
+		    "store %s: %s\n", argv[1], store, strerror(-rc));
+		goto out;
+	}
+	if (m == v) {
+		fprintf(stderr, "coffer: %s: key version %lu keys the names, "
+		    "symlink targets, xattrs and generation values of the "
+		    "store: run 'coffer tenant reencrypt %s --metadata' "
+		    "(store unmounted) to move them to version %u first\n",
+		    argv[1], v, argv[1], cf_ks_tenant_key_version(t));
+		goto out;
+	}
 	rc = cf_fs_store_count_version(store, (uint32_t)v, &n);
 	if (rc < 0 && rc != -ENOENT) {
 		fprintf(stderr, "coffer: %s: cannot check the store %s: %s\n",

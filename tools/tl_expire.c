@@ -342,7 +342,6 @@ tl_expire_live(struct cf_ks_home *home, struct cf_ks_tenant *t,
     struct tl_expire *x)
 {
 	const char *name = cf_ks_tenant_name(t);
-	struct cf_secbuf *root = NULL;
 	struct cf_fs_keys *keys = NULL;
 	struct cf_fs_reader *r = NULL;
 	struct wdir top = { NULL, -1, NULL };
@@ -406,11 +405,8 @@ tl_expire_live(struct cf_ks_home *home, struct cf_ks_tenant *t,
 		goto out;
 	}
 	x->mounted = 0;
-	rc = cf_ks_tenant_unlock(t, 0, &root);
-	if (rc == 0)
-		rc = cf_fs_keys_new(&keys, root, cf_ks_tenant_cipher(t),
-		    cf_ks_tenant_key_version(t));
-	cf_secbuf_free(root);
+	/* The store's metadata version, not the newest (its marker). */
+	rc = tl_fs_keys(home, t, &keys);
 	if (rc < 0) {
 		tl_fail(rc, name);
 		goto out;
@@ -445,7 +441,9 @@ tl_expire_live(struct cf_ks_home *home, struct cf_ks_tenant *t,
 	if (rc < 0) {
 		fprintf(stderr, "coffer: the store of %s at %s: %s\n", name,
 		    store, rc == -EBADMSG ? "not this tenant's (or its "
-		    "marker was altered)" : strerror(-rc));
+		    "marker was altered)" : rc == -EINPROGRESS ? "its "
+		    "metadata is being re-keyed (finish it with 'coffer "
+		    "tenant reencrypt NAME --metadata')" : strerror(-rc));
 		goto out;
 	}
 	walk(x, &top, path, 0, 0);

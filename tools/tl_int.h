@@ -65,19 +65,19 @@ int tl_repo_open(struct cf_ks_tenant *t, struct cf_bk_repo **out,
 /*
  * The store (tools with fs/, cmd_mount.c).  tl_fs_keys unlocks every live
  * root key version of t and derives the store's keys: names and metadata
- * under TL_FS_META_VERSION, each file's contents under its header's
- * version, new files under the newest (docs/crypto.md).  On success *out
- * is the caller's (cf_fs_keys_free).  tl_store_path gives the backing
- * directory.
+ * under the store's metadata version (its marker's; the newest for a
+ * store not made yet), each file's contents under its header's version,
+ * new files under the newest (docs/crypto.md).  On success *out is the
+ * caller's (cf_fs_keys_free).  tl_store_path gives the backing directory.
  */
-#define TL_FS_META_VERSION 1U
 /* coffer tenant reencrypt | retire-key (cmd_rekey.c) */
 int tl_tenant_reencrypt(struct tl_ctx *ctx, int argc, char **argv);
 int tl_tenant_retire_key(struct tl_ctx *ctx, int argc, char **argv);
 /* After a rotation: a mounted store's daemon loads the new version. */
 void tl_rotate_key_notify(struct tl_ctx *ctx, struct cf_ks_tenant *t);
 struct cf_fs_keys;
-int tl_fs_keys(struct cf_ks_tenant *t, struct cf_fs_keys **out);
+int tl_fs_keys(struct cf_ks_home *home, struct cf_ks_tenant *t,
+    struct cf_fs_keys **out);
 void tl_store_path(struct cf_ks_home *home, const struct cf_ks_tenant *t,
     char *buf, size_t cap);
 /* Prints a JSON value to stdout (compact or indented) and frees it. */

@@ -217,6 +217,8 @@ main(int argc, char **argv)
 	struct cf_fs_reader *r = NULL;
 	struct cf_fs_rdir *d = NULL;
 	char store[4096];
+	uint32_t m = 0, v[64];
+	size_t n, i;
 	int rc;
 
 	if (argc != 3) {
@@ -228,13 +230,8 @@ main(int argc, char **argv)
 		rc = cf_ks_home_open(&home, argv[1], 0);
 	if (rc == 0)
 		rc = cf_ks_tenant_open(home, argv[2], &t);
-	if (rc == 0)
-		rc = cf_ks_tenant_unlock(t, 0, &root);
-	if (rc == 0)
-		rc = cf_fs_keys_new(&keys, root, cf_ks_tenant_cipher(t),
-		    cf_ks_tenant_key_version(t));
 	if (rc < 0) {
-		fprintf(stderr, "fs_reader_dump: keys: %s\n", strerror(-rc));
+		fprintf(stderr, "fs_reader_dump: tenant: %s\n", strerror(-rc));
 		return 1;
 	}
 	if (getenv("FS_READER_STORE") != NULL)	/* a snapshot's farm */
@@ -245,6 +242,28 @@ main(int argc, char **argv)
 	else
 		snprintf(store, sizeof(store), "%s/%s/store",
 		    cf_ks_home_path(home), cf_ks_tenant_dir(t));
+	/* Names under the store's metadata version, contents under all. */
+	rc = cf_fs_store_meta_version(store, &m);
+	if (rc == 0 && m == 0)
+		m = cf_ks_tenant_key_version(t);
+	if (rc == 0)
+		rc = cf_ks_tenant_unlock(t, m, &root);
+	if (rc == 0)
+		rc = cf_fs_keys_new(&keys, root, cf_ks_tenant_cipher(t), m);
+	n = cf_ks_tenant_versions(t, v, 64);
+	for (i = 0; rc == 0 && i < n && i < 64; i++) {
+		if (v[i] == m)
+			continue;
+		cf_secbuf_free(root);
+		root = NULL;
+		rc = cf_ks_tenant_unlock(t, v[i], &root);
+		if (rc == 0)
+			rc = cf_fs_keys_add(keys, root, v[i]);
+	}
+	if (rc < 0) {
+		fprintf(stderr, "fs_reader_dump: keys: %s\n", strerror(-rc));
+		return 1;
+	}
 	rc = cf_fs_reader_open(&r, keys, store);
 	if (rc == 0)
 		rc = cf_fs_rdir_open_root(&d, r);

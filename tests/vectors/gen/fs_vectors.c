@@ -7,6 +7,7 @@
  *   cc -o /tmp/fv fs_vectors.c $(pkg-config --cflags --libs libsodium)
  *   /tmp/fv > ../fs-v1.json; /tmp/fv v2 > ../fs-v2.json
  *   /tmp/fv gen > ../fs-gen-v1.json; /tmp/fv gen2 > ../fs-gen-v2.json
+ *   /tmp/fv meta > ../fs-meta-v1.json
  *
  * Every nonce here is fixed, which the store itself never does (it draws
  * them from randombytes_buf): that is what makes the sealed bytes known
@@ -45,6 +46,8 @@ le64(unsigned char *p, uint64_t v)
 	le32(p, (uint32_t)v);
 	le32(p + 4, (uint32_t)(v >> 32));
 }
+
+static char g_hexbuf[65];
 
 /* Prints `ind"key": "hex"` and an optional comma. */
 static void
@@ -364,6 +367,90 @@ gen_vectors(const struct keys *k, const struct keys *k2)
 	printf("  }\n}\n");
 }
 
+/*
+ * fs-meta-v1.json: markers of metadata versions 2 and 0x04030201
+ * ([FS-STORE-8]), metadata journals ([FS-MKEY-2]) and an xattr stash
+ * ([FS-MKEY-6]).
+ */
+static void
+marker2(const struct keys *k, uint32_t m, unsigned nonce_start, int comma)
+{
+	static const char plain[16] = "coffer-store-v2";	/* NUL incl. */
+	unsigned char b[4 + 24 + 16 + 16];
+	unsigned long long clen;
+
+	le32(b, m);
+	seq(b + 4, 24, nonce_start);
+	crypto_aead_xchacha20poly1305_ietf_encrypt(b + 28, &clen,
+	    (const unsigned char *)plain, sizeof(plain), b, 4, NULL, b + 4,
+	    k->meta);
+	printf("    {\n");
+	hex(6, "root", k->root, 32, 1);
+	printf("      \"meta_version\": %u,\n", (unsigned)m);
+	hex(6, "plaintext", (const unsigned char *)plain, sizeof(plain), 1);
+	hex(6, "nonce", b + 4, 24, 1);
+	hex(6, "bytes", b, 28 + (size_t)clen, 0);
+	printf("    }%s\n", comma ? "," : "");
+}
+
+/* The first 8 bytes of BLAKE2b-128 (no key) of b[0..n) at b + n. */
+static void
+check8(unsigned char *b, size_t n)
+{
+	unsigned char h[16];
+
+	crypto_generichash(h, 16, b, n, NULL, 0);
+	memcpy(b + n, h, 8);
+}
+
+static void
+journal(uint32_t from, uint32_t to, int comma)
+{
+	unsigned char b[32] = "\x89" "CFMK\r\n\x1a";
+
+	memset(b + 8, 0, 24);
+	b[8] = 1;
+	le32(b + 16, from);
+	le32(b + 20, to);
+	check8(b, 24);
+	printf("    { \"from\": %u, \"to\": %u, ", (unsigned)from,
+	    (unsigned)to);
+	sodium_bin2hex((char *)g_hexbuf, sizeof(g_hexbuf), b, 32);
+	printf("\"bytes\": \"%s\" }%s\n", g_hexbuf, comma ? "," : "");
+}
+
+static void
+meta_vectors(const struct keys *k, const struct keys *k2)
+{
+	static const char entry[] = "AAECAwQFBgcICQoLDA0ODxAR";
+	static const char xname[] = "user.cf.abcdefghijklmnopqrstuv";
+	static const unsigned char val[5] = { 1, 2, 3, 4, 5 };
+	unsigned char b[14 + 64 + 64 + 5 + 8] = "\x89" "CFMX\r\n\x1a";
+	size_t n = strlen(entry), x = strlen(xname), len;
+
+	printf("{\n  \"format\": \"fs-meta\",\n  \"version\": 1,\n");
+	printf("  \"markers\": [\n");
+	marker2(k2, 2, 0xc0, 1);
+	marker2(k, 0x04030201UL, 0xd0, 0);
+	printf("  ],\n  \"journals\": [\n");
+	journal(1, 2, 1);
+	journal(3, 0x04030201UL, 0);
+	printf("  ],\n  \"stash\": {\n");
+	b[8] = (unsigned char)n;
+	b[9] = (unsigned char)x;
+	le32(b + 10, sizeof(val));
+	memcpy(b + 14, entry, n);
+	memcpy(b + 14 + n, xname, x);
+	memcpy(b + 14 + n + x, val, sizeof(val));
+	len = 14 + n + x + sizeof(val);
+	check8(b, len);
+	str(4, "entry", entry, 1);
+	str(4, "xname", xname, 1);
+	hex(4, "value", val, sizeof(val), 1);
+	hex(4, "bytes", b, len + 8, 0);
+	printf("  }\n}\n");
+}
+
 int
 main(int argc, char **argv)
 {
@@ -399,6 +486,10 @@ main(int argc, char **argv)
 	seq(k2.root, 32, 0x20);
 	keys_derive(&k2);
 
+	if (argc > 1 && strcmp(argv[1], "meta") == 0) {
+		meta_vectors(&k, &k2);
+		return 0;
+	}
 	if (argc > 1 && strcmp(argv[1], "gen2") == 0) {
 		gen2_vectors(&k, &k2);
 		return 0;
