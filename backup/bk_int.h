@@ -41,6 +41,8 @@ struct cf_bk_keys {
 	struct {
 		uint32_t version;
 		struct cf_secbuf *data;
+		struct cf_secbuf *boxsk;	/* that version's box pair */
+		unsigned char boxpk[32];
 	} more[CF_BK_KEYS_MAX];
 	size_t nmore;
 	int writer;			/* write-only keys: no D, no box secret */
@@ -49,6 +51,8 @@ struct cf_bk_keys {
 	struct cf_secbuf *gear;		/* 256 u64 (host order) */
 	struct cf_secbuf *gkey;		/* G: the gear table's key */
 	struct cf_secbuf *xkey;		/* X: index and lock objects */
+	struct cf_secbuf *ckey;		/* C: parent of I, G, X; NULL writer */
+	uint32_t cversion;		/* the version C derives from */
 	struct cf_secbuf *boxsk;	/* backup secret key; NULL writer */
 	unsigned char boxpk[32];	/* backup public key */
 	struct bk_keytab *tab;		/* full keys: learnt object keys */
@@ -276,9 +280,46 @@ struct bk_config {
 	unsigned char tenant[CF_KS_ID_BYTES];
 	int64_t created;
 	size_t min, avg, max;
+	/*
+	 * A re-keyed config ([BK-CFG-2]) carries the chunk key C and the
+	 * root key version it was derived from; NULL and 0 otherwise.
+	 */
+	struct cf_secbuf *chunk;
+	uint32_t chunk_version;
 };
+/*
+ * Encodes c as the config's JSON plaintext.  *out is owned by the caller:
+ * it holds C when c carries it, so wipe it (bk_config_text_free).
+ */
 int bk_config_encode(const struct bk_config *c, char **out, size_t *len);
+/*
+ * Decodes a config plaintext into c ([BK-CFG-1], [BK-CFG-2]); 0 or
+ * -EPROTO (-ENOMEM).  c->chunk is owned by c: bk_config_clear frees it.
+ * The caller wipes buf (it may hold C).
+ */
 int bk_config_decode(struct bk_config *c, const char *buf, size_t len);
+void bk_config_clear(struct bk_config *c);
+/*
+ * Seals a config plaintext under root key version `version` (which full
+ * keys k hold): the header names it and the object key derives from its
+ * D ([BK-CFG-2]).  kid and nonce NULL: random.  *out as
+ * cf_bk_object_seal.
+ */
+int bk_config_seal(const struct cf_bk_keys *k, uint32_t version,
+    const unsigned char *plain, size_t len, const unsigned char *kid,
+    const unsigned char *nonce, unsigned char **out, size_t *outlen);
+/* Wipes and frees an encoded config text of len bytes; NULL ok. */
+void bk_config_text_free(char *s, size_t len);
+/*
+ * Replaces the chunk key of full keys k with C (32 bytes), derived from
+ * root key version from: I, G, X and the gear table are derived anew
+ * ([BK-CFG-2]).  Not thread safe: before k is shared.  0 or -errno.
+ */
+int bk_keys_set_chunk(struct cf_bk_keys *k, const struct cf_secbuf *c,
+    uint32_t from);
+/* C of full keys (NULL for write-only keys) and, in *from, its version. */
+const struct cf_secbuf *bk_keys_chunk(const struct cf_bk_keys *k,
+    uint32_t *from);
 
 /* 1 if the chunker parameters obey [BK-CDC-1]. */
 int bk_chunker_params_ok(size_t min, size_t avg, size_t max);

@@ -209,13 +209,27 @@ bk_keys_unseal(const struct cf_bk_keys *k, const unsigned char *hdr,
 {
 	unsigned char kid[BK_KID_BYTES];
 
+	const struct cf_secbuf *sk = k->boxsk;
+	const unsigned char *pk = k->boxpk;
+	uint32_t v = bk_rd32(hdr + 12);
+	size_t i;
+
 	box_kid(box, kid);
 	if (sodium_memcmp(kid, hdr + 16, BK_KID_BYTES) != 0)
 		return -EBADMSG;
-	if (k->boxsk == NULL)
+	/* The box pair of the header's version ([BK-WO-2]). */
+	if (v != k->version) {
+		sk = NULL;
+		for (i = 0; i < k->nmore; i++)
+			if (k->more[i].version == v) {
+				sk = k->more[i].boxsk;
+				pk = k->more[i].boxpk;
+			}
+	}
+	if (sk == NULL)
 		return -ENOKEY;
-	if (crypto_box_seal_open(key, box, BK_BOX_BYTES, k->boxpk,
-	    cf_secbuf_cdata(k->boxsk)) != 0) {
+	if (crypto_box_seal_open(key, box, BK_BOX_BYTES, pk,
+	    cf_secbuf_cdata(sk)) != 0) {
 		sodium_memzero(key, CF_KS_KEY_BYTES);
 		return -EBADMSG;
 	}
@@ -261,23 +275,25 @@ cf_bk_keys_writeonly(const struct cf_bk_keys *k)
 	return k->writer;
 }
 
-/* The backup key pair from D: crypto_box_seed_keypair(ID(D, "bk-box")). */
+/* A backup key pair from D: crypto_box_seed_keypair(ID(D, "bk-box")). */
 static int
-derive_box(struct cf_bk_keys *k)
+derive_box(const struct cf_secbuf *data, struct cf_secbuf **skp,
+    unsigned char pk[32])
 {
 	unsigned char seed[CF_KS_KEY_BYTES];
 	int rc;
 
-	rc = cf_ks_derive_id(seed, k->data, "bk-box", NULL, 0);
+	*skp = NULL;
+	rc = cf_ks_derive_id(seed, data, "bk-box", NULL, 0);
 	if (rc < 0)
 		return rc;
-	rc = cf_secbuf_new(&k->boxsk, crypto_box_SECRETKEYBYTES);
-	if (rc == 0 && crypto_box_seed_keypair(k->boxpk,
-	    cf_secbuf_data(k->boxsk), seed) != 0)
+	rc = cf_secbuf_new(skp, crypto_box_SECRETKEYBYTES);
+	if (rc == 0 && crypto_box_seed_keypair(pk, cf_secbuf_data(*skp),
+	    seed) != 0)
 		rc = -EINVAL;
 	sodium_memzero(seed, sizeof(seed));
 	if (rc == 0)
-		cf_secbuf_readonly(k->boxsk);
+		cf_secbuf_readonly(*skp);
 	return rc;
 }
 
@@ -306,6 +322,40 @@ gear_make(struct cf_bk_keys *k)
 	return 0;
 }
 
+/*
+ * I, G, X and the gear table from the chunk key C (derived from root key
+ * version from); k keeps a copy of C for a config re-key ([BK-CFG-2]).
+ */
+static int
+chunk_keys(struct cf_bk_keys *k, const struct cf_secbuf *chunk,
+    uint32_t from)
+{
+	struct cf_secbuf *c = NULL;
+	int rc;
+
+	rc = cf_secbuf_new(&c, CF_KS_KEY_BYTES);
+	if (rc < 0)
+		return rc;
+	memcpy(cf_secbuf_data(c), cf_secbuf_cdata(chunk), CF_KS_KEY_BYTES);
+	cf_secbuf_readonly(c);
+	cf_secbuf_free(k->ckey);
+	k->ckey = c;
+	k->cversion = from;
+	rc = derive_label(&k->idkey, chunk, "bk-chunk-id");
+	if (rc < 0)
+		return rc;
+	rc = derive_label(&k->gkey, chunk, "bk-gear");
+	if (rc < 0)
+		return rc;
+	rc = derive_label(&k->xkey, chunk, "bk-index-key");
+	if (rc < 0)
+		return rc;
+	cf_secbuf_readonly(k->idkey);
+	cf_secbuf_readonly(k->gkey);
+	cf_secbuf_readonly(k->xkey);
+	return gear_make(k);
+}
+
 int
 cf_bk_keys_new(struct cf_bk_keys **out, const struct cf_secbuf *root,
     uint32_t key_version, enum cf_ks_cipher cipher)
@@ -332,28 +382,16 @@ cf_bk_keys_new(struct cf_bk_keys **out, const struct cf_secbuf *root,
 	rc = cf_ks_derive(&chunk, root, CF_KS_PURPOSE_BK_CHUNKID);
 	if (rc < 0)
 		goto out;
-	rc = derive_label(&k->idkey, chunk, "bk-chunk-id");
+	rc = chunk_keys(k, chunk, key_version);
 	if (rc < 0)
 		goto out;
-	rc = derive_label(&k->gkey, chunk, "bk-gear");
-	if (rc < 0)
-		goto out;
-	rc = derive_label(&k->xkey, chunk, "bk-index-key");
-	if (rc < 0)
-		goto out;
-	rc = gear_make(k);
-	if (rc < 0)
-		goto out;
-	rc = derive_box(k);
+	rc = derive_box(k->data, &k->boxsk, k->boxpk);
 	if (rc < 0)
 		goto out;
 	rc = tab_new(&k->tab);
 	if (rc < 0)
 		goto out;
 	cf_secbuf_readonly(k->data);
-	cf_secbuf_readonly(k->idkey);
-	cf_secbuf_readonly(k->gkey);
-	cf_secbuf_readonly(k->xkey);
 	*out = k;
 	k = NULL;
 	rc = 0;
@@ -361,6 +399,36 @@ out:
 	cf_secbuf_free(chunk);
 	cf_bk_keys_free(k);
 	return rc;
+}
+
+int
+bk_keys_set_chunk(struct cf_bk_keys *k, const struct cf_secbuf *c,
+    uint32_t from)
+{
+	struct cf_secbuf *copy = NULL;
+	int rc;
+
+	if (k->writer || from == 0 || cf_secbuf_len(c) != CF_KS_KEY_BYTES)
+		return -EINVAL;
+	rc = cf_secbuf_new(&copy, CF_KS_KEY_BYTES);
+	if (rc < 0)
+		return rc;
+	memcpy(cf_secbuf_data(copy), cf_secbuf_cdata(c), CF_KS_KEY_BYTES);
+	cf_secbuf_free(k->idkey);
+	cf_secbuf_free(k->gkey);
+	cf_secbuf_free(k->xkey);
+	cf_secbuf_free(k->gear);
+	k->idkey = k->gkey = k->xkey = k->gear = NULL;
+	rc = chunk_keys(k, copy, from);
+	cf_secbuf_free(copy);
+	return rc;
+}
+
+const struct cf_secbuf *
+bk_keys_chunk(const struct cf_bk_keys *k, uint32_t *from)
+{
+	*from = k->cversion;
+	return k->ckey;
 }
 
 int
@@ -380,6 +448,13 @@ cf_bk_keys_add(struct cf_bk_keys *k, const struct cf_secbuf *root,
 	if (rc < 0)
 		return rc;
 	cf_secbuf_readonly(d);
+	/* Sealed objects under this version open with its box pair. */
+	rc = derive_box(d, &k->more[k->nmore].boxsk,
+	    k->more[k->nmore].boxpk);
+	if (rc < 0) {
+		cf_secbuf_free(d);
+		return rc;
+	}
 	k->more[k->nmore].version = key_version;
 	k->more[k->nmore].data = d;
 	k->nmore++;
@@ -414,9 +489,12 @@ cf_bk_keys_free(struct cf_bk_keys *k)
 
 	if (k == NULL)
 		return;
-	for (i = 0; i < k->nmore; i++)
+	for (i = 0; i < k->nmore; i++) {
 		cf_secbuf_free(k->more[i].data);
+		cf_secbuf_free(k->more[i].boxsk);
+	}
 	cf_secbuf_free(k->data);
+	cf_secbuf_free(k->ckey);
 	cf_secbuf_free(k->idkey);
 	cf_secbuf_free(k->gear);
 	cf_secbuf_free(k->gkey);

@@ -97,12 +97,23 @@ bk_header_check(const unsigned char *hdr, enum cf_bk_kind kind,
 		return -EPROTO;
 	if (bk_rd32(hdr + 12) == 0)
 		return -EPROTO;
-	/* [BK-OBJ-5] a full-key object of a version k holds (any, since
-	 * root key rotation); version 2 objects: the config's. */
-	if (k != NULL && bk_rd32(hdr + 12) != k->version &&
-	    (hdr[8] != CF_BK_VERSION || k->writer ||
-	    bk_keys_data(k, bk_rd32(hdr + 12)) == NULL))
-		return -ENOKEY;
+	/*
+	 * [BK-OBJ-5] a full-key object of a version k holds (any, since
+	 * root key rotation); a sealed one (keying 1) of a version whose
+	 * box pair k holds; an index-key one (keying 2) of the config's
+	 * version or an older one: X is the same after a config re-key
+	 * ([BK-CFG-2]), and objects written before it name the config
+	 * version of their time.
+	 */
+	if (k != NULL && bk_rd32(hdr + 12) != k->version) {
+		if (hdr[8] == BK_VERSION_WO && hdr[11] == BK_KEYING_INDEX) {
+			if (bk_rd32(hdr + 12) > k->version)
+				return -ENOKEY;
+		} else if (k->writer ||
+		    bk_keys_data(k, bk_rd32(hdr + 12)) == NULL) {
+			return -ENOKEY;
+		}
+	}
 	return 0;
 }
 
@@ -176,11 +187,12 @@ enum seal_mode {
 	SEAL_X,			/* version 2: object key from X */
 };
 
+/* ver: the header's key_version for SEAL_V1 (0: bk_header_make's). */
 static int
 seal_mode(const struct cf_bk_keys *k, enum cf_bk_kind kind,
-    enum seal_mode mode, const unsigned char *plain, size_t len,
-    const unsigned char *kid, const unsigned char *nonce, int compress,
-    unsigned char **out, size_t *outlen)
+    enum seal_mode mode, uint32_t ver, const unsigned char *plain,
+    size_t len, const unsigned char *kid, const unsigned char *nonce,
+    int compress, unsigned char **out, size_t *outlen)
 {
 	struct cf_ks_aead *a = NULL;
 	unsigned char *buf = NULL, *body, key[CF_KS_KEY_BYTES];
@@ -211,6 +223,8 @@ seal_mode(const struct cf_bk_keys *k, enum cf_bk_kind kind,
 		bk_header_make_x(buf, kind, k, kid);
 	} else {
 		bk_header_make(buf, kind, k, kid);
+		if (ver != 0)
+			bk_le32(buf + 12, ver);
 	}
 	if (nonce != NULL)
 		memcpy(buf + pre, nonce, nl);
@@ -266,8 +280,8 @@ bk_object_seal_ex(const struct cf_bk_keys *k, enum cf_bk_kind kind,
 	if (k->writer)
 		m = kind == CF_BK_KIND_INDEX || kind == CF_BK_KIND_LOCK ?
 		    SEAL_X : SEAL_BOX;
-	return seal_mode(k, kind, m, plain, len, kid, nonce, compress, out,
-	    outlen);
+	return seal_mode(k, kind, m, 0, plain, len, kid, nonce, compress,
+	    out, outlen);
 }
 
 int
@@ -278,8 +292,21 @@ bk_object_seal_x(const struct cf_bk_keys *k, enum cf_bk_kind kind,
 {
 	if (kind != CF_BK_KIND_INDEX && kind != CF_BK_KIND_LOCK)
 		return -EINVAL;
-	return seal_mode(k, kind, SEAL_X, plain, len, kid, nonce, compress,
-	    out, outlen);
+	return seal_mode(k, kind, SEAL_X, 0, plain, len, kid, nonce,
+	    compress, out, outlen);
+}
+
+int
+bk_config_seal(const struct cf_bk_keys *k, uint32_t version,
+    const unsigned char *plain, size_t len, const unsigned char *kid,
+    const unsigned char *nonce, unsigned char **out, size_t *outlen)
+{
+	*out = NULL;
+	*outlen = 0;
+	if (k->writer || version == 0 || bk_keys_data(k, version) == NULL)
+		return -EINVAL;
+	return seal_mode(k, CF_BK_KIND_CONFIG, SEAL_V1, version, plain, len,
+	    kid, nonce, 1, out, outlen);
 }
 
 int
@@ -299,7 +326,7 @@ cf_bk_object_open(const struct cf_bk_keys *k, enum cf_bk_kind kind,
 	struct cf_ks_aead *a = NULL;
 	unsigned char *body = NULL, *res = NULL;
 	size_t nl, blen, stored, pre;
-	uint32_t ulen;
+	uint32_t ulen = 0;
 	int rc;
 
 	*plain = NULL;
@@ -362,6 +389,12 @@ cf_bk_object_open(const struct cf_bk_keys *k, enum cf_bk_kind kind,
 	rc = 0;
 out:
 	cf_ks_aead_free(a);
+	if (kind == CF_BK_KIND_CONFIG) {
+		/* A re-keyed config's plaintext holds C ([BK-CFG-2]). */
+		sodium_memzero(body, blen);
+		if (res != NULL)
+			sodium_memzero(res, (size_t)ulen + 1);
+	}
 	free(body);
 	free(res);
 	return rc;

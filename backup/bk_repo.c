@@ -69,6 +69,7 @@ repo_free_keep_store(struct cf_bk_repo *r)
 	cf_ks_aead_free(r->cache_aead);
 	window_free(r->win);
 	cf_bk_keys_free(r->own_keys);
+	bk_config_clear(&r->cfg);
 	free(r);
 }
 
@@ -88,7 +89,7 @@ cf_bk_repo_init(struct cf_bk_repo **out, struct cf_bk_store *store,
 	struct cf_bk_repo *r = NULL;
 	unsigned char *obj = NULL;
 	char *json = NULL;
-	size_t jlen, olen;
+	size_t jlen = 0, olen;
 	int rc;
 
 	*out = NULL;
@@ -119,7 +120,7 @@ cf_bk_repo_init(struct cf_bk_repo **out, struct cf_bk_store *store,
 	*out = r;
 	r = NULL;
 out:
-	free(json);
+	bk_config_text_free(json, jlen);
 	free(obj);
 	repo_free_keep_store(r);
 	return rc;
@@ -156,6 +157,21 @@ cf_bk_repo_open(struct cf_bk_repo **out, struct cf_bk_store *store,
 	rc = -EACCES;
 	if (sodium_memcmp(r->cfg.tenant, tenant, CF_KS_ID_BYTES) != 0)
 		goto out;
+	if (r->cfg.chunk != NULL) {
+		/*
+		 * [BK-CFG-2] A re-keyed config carries C, derived from an
+		 * older version than its own: I, G and X come from it, not
+		 * from the config version.  The keys are the caller's, made
+		 * for this repository and not shared yet.
+		 */
+		rc = -EPROTO;
+		if (r->cfg.chunk_version >= r->cfg_version)
+			goto out;
+		rc = bk_keys_set_chunk((struct cf_bk_keys *)(uintptr_t)keys,
+		    r->cfg.chunk, r->cfg.chunk_version);
+		if (rc < 0)
+			goto out;
+	}
 	rc = chunker_from_cfg(r);
 	if (rc < 0)
 		goto out;
@@ -163,6 +179,8 @@ cf_bk_repo_open(struct cf_bk_repo **out, struct cf_bk_store *store,
 	r = NULL;
 out:
 	free(obj);
+	if (plain != NULL)
+		sodium_memzero(plain, plen);
 	free(plain);
 	repo_free_keep_store(r);
 	return rc;
@@ -228,6 +246,19 @@ collect_named(void *arg, const char *name, uint64_t size)
 	return 0;
 }
 
+/*
+ * An index or lock object under the index key X (version 2, keying 2):
+ * X derives from C, not from the header's version, which names the
+ * config version of its time.  It needs that version only as long as
+ * the config derives C from it, which the config check covers
+ * ([BK-CFG-2]).
+ */
+static int
+x_keyed(const unsigned char *hdr)
+{
+	return hdr[8] == BK_VERSION_WO && hdr[11] == BK_KEYING_INDEX;
+}
+
 /* Counts the objects of store under version by their headers. */
 static int
 count_version_store(struct cf_bk_store *store, uint32_t version,
@@ -251,7 +282,7 @@ count_version_store(struct cf_bk_store *store, uint32_t version,
 				continue;
 			}
 			if (rc == 0 && memcmp(hdr, BK_MAGIC, 8) == 0 &&
-			    bk_rd32(hdr + 12) == version)
+			    bk_rd32(hdr + 12) == version && !x_keyed(hdr))
 				n[k]++;
 		}
 		for (i = 0; i < ns.n; i++)
@@ -279,6 +310,31 @@ cf_bk_repo_count_version(const char *url, uint32_t version, uint64_t n[4])
 	return rc;
 }
 
+/*
+ * [BK-SNAP-3] 1 if snapshot id's record may name v only for the config
+ * it was written under: the config carries C derived from an older
+ * version than v ([BK-CFG-2]), so v was at most a config version, and
+ * the snapshot object itself is not under v.  Its packs answer through
+ * the index check, which retire-key always makes.  0 otherwise.
+ */
+static int
+config_reason_only(struct cf_bk_repo *r, const unsigned char *id, uint32_t v)
+{
+	unsigned char hdr[CF_BK_HEADER_BYTES];
+	char hex[65];
+	int rc;
+
+	if (r->cfg.chunk == NULL || v < r->cfg.chunk_version ||
+	    v >= r->cfg_version)
+		return 0;
+	cf_bk_id_hex(id, hex);
+	rc = cf_bk_store_get_range(r->store, CF_BK_KIND_SNAPSHOT, hex, 0,
+	    sizeof(hdr), hdr);
+	if (rc < 0)
+		return rc;
+	return bk_rd32(hdr + 12) != v;
+}
+
 int
 cf_bk_repo_version_use(struct cf_bk_repo *r, uint32_t v,
     struct cf_bk_version_use *u)
@@ -303,6 +359,15 @@ cf_bk_repo_version_use(struct cf_bk_repo *r, uint32_t v,
 		if (!s->has_key_versions) {
 			u->unknown++;
 		} else if (cf_bk_snapshot_needs_version(s, v)) {
+			rc = config_reason_only(r, ids[i], v);
+			if (rc < 0)
+				goto out;
+			if (rc == 1) {
+				u->discounted++;
+				cf_bk_snapshot_free(s);
+				s = NULL;
+				continue;
+			}
 			if (u->needs < CF_BK_VERSION_NAMED) {
 				memcpy(u->need_id[u->needs], ids[i],
 				    CF_BK_ID_BYTES);
@@ -364,7 +429,7 @@ cf_bk_repo_indexed_version(struct cf_bk_repo *r, uint32_t v, uint64_t n[2])
 			continue;
 		}
 		if (rc == 0 && memcmp(hdr, BK_MAGIC, 8) == 0 &&
-		    bk_rd32(hdr + 12) == v)
+		    bk_rd32(hdr + 12) == v && !x_keyed(hdr))
 			n[1]++;
 	}
 	for (i = 0; i < ns.n; i++)

@@ -464,7 +464,8 @@ cf_bk_snapshot_free(struct cf_bk_snapshot *s)
 int
 bk_config_encode(const struct bk_config *c, char **out, size_t *len)
 {
-	json_t *o = json_object(), *ch = json_object();
+	json_t *o = json_object(), *ch = json_object(), *ck = NULL;
+	char h[2 * CF_KS_KEY_BYTES + 1];
 	int rc = -ENOMEM;
 
 	*out = NULL;
@@ -479,15 +480,90 @@ bk_config_encode(const struct bk_config *c, char **out, size_t *len)
 	    set(o, "tenant", hexval(c->tenant, sizeof(c->tenant))) ||
 	    set(o, "created", json_integer(c->created)))
 		goto out;
+	if (c->chunk != NULL) {
+		/* [BK-CFG-2] C and the version it derives from. */
+		if (cf_secbuf_len(c->chunk) != CF_KS_KEY_BYTES ||
+		    c->chunk_version == 0) {
+			rc = -EINVAL;
+			goto out;
+		}
+		sodium_bin2hex(h, sizeof(h), cf_secbuf_cdata(c->chunk),
+		    CF_KS_KEY_BYTES);
+		ck = json_string(h);
+		sodium_memzero(h, sizeof(h));
+		if (ck == NULL)
+			goto out;
+		/* The object holds a reference: wiped below. */
+		if (json_object_set(o, "chunk_key", ck) != 0 ||
+		    set(o, "chunk_version", json_integer(
+		    (json_int_t)c->chunk_version)))
+			goto out;
+	}
 	rc = set(o, "chunker", ch);
 	ch = NULL;
 	if (rc < 0)
 		goto out;
 	rc = dump(o, out, len);
 out:
+	if (ck != NULL) {
+		/* jansson frees without wiping: wipe the hex first. */
+		sodium_memzero((char *)(uintptr_t)json_string_value(ck),
+		    2 * CF_KS_KEY_BYTES);
+		json_decref(ck);
+	}
 	json_decref(ch);
 	json_decref(o);
 	return rc;
+}
+
+void
+bk_config_text_free(char *s, size_t len)
+{
+	if (s == NULL)
+		return;
+	sodium_memzero(s, len);
+	free(s);
+}
+
+void
+bk_config_clear(struct bk_config *c)
+{
+	cf_secbuf_free(c->chunk);
+	memset(c, 0, sizeof(*c));
+}
+
+/* [BK-CFG-2] "chunk_key" (64 lowercase hex) and "chunk_version". */
+static int
+dec_chunk(json_t *o, struct bk_config *c)
+{
+	json_t *ck = json_object_get(o, "chunk_key");
+	json_t *cv = json_object_get(o, "chunk_version");
+	const char *h;
+	json_int_t v;
+	int rc;
+
+	if (ck == NULL && cv == NULL)
+		return 0;
+	if (!json_is_string(ck) || !json_is_integer(cv))
+		return -EPROTO;
+	v = json_integer_value(cv);
+	if (v < 1 || v > (json_int_t)UINT32_MAX)
+		return -EPROTO;
+	rc = cf_secbuf_new(&c->chunk, CF_KS_KEY_BYTES);
+	if (rc < 0)
+		return rc;
+	h = json_string_value(ck);
+	rc = unhex(h, cf_secbuf_data(c->chunk), CF_KS_KEY_BYTES);
+	/* jansson frees without wiping: wipe the hex in place. */
+	sodium_memzero((char *)(uintptr_t)h, json_string_length(ck));
+	if (rc < 0) {
+		cf_secbuf_free(c->chunk);
+		c->chunk = NULL;
+		return rc;
+	}
+	cf_secbuf_readonly(c->chunk);
+	c->chunk_version = (uint32_t)v;
+	return 0;
 }
 
 int
@@ -495,6 +571,7 @@ bk_config_decode(struct bk_config *c, const char *buf, size_t len)
 {
 	static const char *const keys[] = {
 		"chunker", "created", "repo_id", "tenant",
+		"chunk_key", "chunk_version",
 	};
 	static const char *const ckeys[] = { "avg", "max", "min" };
 	json_error_t e;
@@ -507,7 +584,10 @@ bk_config_decode(struct bk_config *c, const char *buf, size_t len)
 	o = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &e);
 	if (o == NULL)
 		return -EPROTO;
-	rc = keys_exact(o, keys, 4, 0);
+	/* The last two are optional ([BK-CFG-2]), together or not at all. */
+	rc = keys_exact(o, keys, 6, 2);
+	if (rc == 0)
+		rc = dec_chunk(o, c);
 	if (rc < 0)
 		goto out;
 	rc = -EPROTO;
@@ -539,5 +619,7 @@ bk_config_decode(struct bk_config *c, const char *buf, size_t len)
 	rc = 0;
 out:
 	json_decref(o);
+	if (rc < 0)
+		bk_config_clear(c);
 	return rc;
 }

@@ -565,6 +565,28 @@ CF_MUST_CHECK int cf_bk_repo_count_version(const char *url, uint32_t version,
  */
 uint32_t cf_bk_repo_config_version(const struct cf_bk_repo *r);
 /*
+ * 1 if the config of r carries the chunk key C ([BK-CFG-2]: it was
+ * re-keyed), with *from the root key version C derives from; else 0 and
+ * *from 0.
+ */
+int cf_bk_repo_chunk_version(const struct cf_bk_repo *r, uint32_t *from);
+/*
+ * Re-keys the config of r (bk_rekey.c, [BK-CFG-2]): seals it anew under
+ * root key version `version`, which r's keys must hold (cf_bk_keys_add),
+ * carrying C and the version C derives from, and replaces the stored
+ * config with it in one put.  Blob ids, chunking and the index key do
+ * not change.  The caller holds the exclusive lock (cf_bk_repo_lock).
+ * On success r's config version is `version`; r should then only be
+ * read, and closed (its keys' primary version is the old one).
+ * -EALREADY if the config is already under `version` or newer, -ENOKEY
+ * if the keys lack it, -EINVAL for write-only keys, -EIO if the config
+ * read back is not the one written (another re-key raced this one),
+ * else the store's error (the old config is then still in place, or
+ * the new one: both open).  Not thread safe.
+ */
+CF_MUST_CHECK int cf_bk_repo_config_rekey(struct cf_bk_repo *r,
+    uint32_t version);
+/*
  * Counts what of an opened repository is under root key version v
  * without reading packs: n[0] the packs its loaded index names (their
  * headers are in the index), n[1] the index objects (one 32-byte range
@@ -592,6 +614,8 @@ struct cf_bk_version_use {
 	unsigned char need_id[CF_BK_VERSION_NAMED][CF_BK_ID_BYTES];
 	int64_t need_time[CF_BK_VERSION_NAMED];	/* ns since the epoch */
 	size_t unknown;				/* without a record */
+	/* Records naming v only as a former config version ([BK-CFG-2]). */
+	size_t discounted;
 	uint64_t scan[4];	/* if unknown: packs, indexes, snapshots, locks */
 	uint64_t indexed[2];	/* indexed packs, index objects */
 	unsigned char bad_id[CF_BK_ID_BYTES];	/* an unreadable snapshot */

@@ -1026,6 +1026,89 @@ snapshot_key_versions(void)	/* [BK-SNAP-2] */
 	CHECK(!m.has_key_versions && m.nkey_versions == 0);
 }
 
+#define CFG_TAIL "\"chunker\":{\"avg\":1048576,\"max\":8388608," \
+	"\"min\":524288},\"created\":1767225600,\"repo_id\":" \
+	"\"c0c1c2c3c4c5c6c7c8c9cacbcccdcecf\",\"tenant\":" \
+	"\"a1a2a3a4a5a6a7a8a9aaabacadaeafb0\"}"
+#define CFG_K64 "000102030405060708090a0b0c0d0e0f" \
+	"101112131415161718191a1b1c1d1e1f"
+
+/*
+ * [BK-CFG-1], [BK-CFG-2] The config with and without the chunk key:
+ * round trips, and every malformed chunk key or version is -EPROTO
+ * with nothing kept.
+ */
+static void
+config_chunk_key(void)
+{
+	static const char *const good[] = {
+		"{" CFG_TAIL,
+		"{\"chunk_key\":\"" CFG_K64 "\",\"chunk_version\":1," CFG_TAIL,
+		"{\"chunk_key\":\"" CFG_K64 "\",\"chunk_version\":4294967295,"
+		    CFG_TAIL,
+	};
+	static const char *const bad[] = {
+		/* the key without the version, the version without the key */
+		"{\"chunk_key\":\"" CFG_K64 "\"," CFG_TAIL,
+		"{\"chunk_version\":1," CFG_TAIL,
+		/* 31 and 33 bytes */
+		"{\"chunk_key\":\"000102030405060708090a0b0c0d0e0f"
+		    "101112131415161718191a1b1c1d1e\",\"chunk_version\":1,"
+		    CFG_TAIL,
+		"{\"chunk_key\":\"" CFG_K64 "20\",\"chunk_version\":1,"
+		    CFG_TAIL,
+		/* uppercase, not hex, a NUL inside, empty */
+		"{\"chunk_key\":\"000102030405060708090A0B0C0D0E0F"
+		    "101112131415161718191a1b1c1d1e1f\",\"chunk_version\":1,"
+		    CFG_TAIL,
+		"{\"chunk_key\":\"000102030405060708090a0b0c0d0e0f"
+		    "101112131415161718191a1b1c1d1e1g\",\"chunk_version\":1,"
+		    CFG_TAIL,
+		"{\"chunk_key\":\"000102030405060708090a0b0c0d0e0f"
+		    "101112131415161718191a1b1c1d1e\\u0000f\","
+		    "\"chunk_version\":1," CFG_TAIL,
+		"{\"chunk_key\":\"\",\"chunk_version\":1," CFG_TAIL,
+		/* wrong types */
+		"{\"chunk_key\":1,\"chunk_version\":1," CFG_TAIL,
+		"{\"chunk_key\":null,\"chunk_version\":1," CFG_TAIL,
+		"{\"chunk_key\":\"" CFG_K64 "\",\"chunk_version\":\"1\","
+		    CFG_TAIL,
+		"{\"chunk_key\":\"" CFG_K64 "\",\"chunk_version\":1.0,"
+		    CFG_TAIL,
+		/* version 0, negative, past u32 */
+		"{\"chunk_key\":\"" CFG_K64 "\",\"chunk_version\":0," CFG_TAIL,
+		"{\"chunk_key\":\"" CFG_K64 "\",\"chunk_version\":-1,"
+		    CFG_TAIL,
+		"{\"chunk_key\":\"" CFG_K64 "\",\"chunk_version\":4294967296,"
+		    CFG_TAIL,
+		/* duplicated, and an extra key */
+		"{\"chunk_key\":\"" CFG_K64 "\",\"chunk_key\":\"" CFG_K64
+		    "\",\"chunk_version\":1," CFG_TAIL,
+		"{\"chunk_key\":\"" CFG_K64 "\",\"chunk_version\":1,"
+		    "\"chunk_x\":1," CFG_TAIL,
+		"{\"key_version\":2," CFG_TAIL,
+	};
+	struct bk_config c;
+	char *enc;
+	size_t i, len;
+
+	for (i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		CHECK_RC(bk_config_decode(&c, good[i], strlen(good[i])), 0);
+		CHECK((i == 0) == (c.chunk == NULL));
+		if (i > 0)
+			CHECK(cf_secbuf_cdata(c.chunk)[31] == 0x1f &&
+			    c.chunk_version == (i == 1 ? 1U : 4294967295U));
+		CHECK_RC(bk_config_encode(&c, &enc, &len), 0);
+		CHECK(len == strlen(good[i]) && memcmp(enc, good[i], len) == 0);
+		bk_config_text_free(enc, len);
+		bk_config_clear(&c);
+	}
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		CHECK_RC(bk_config_decode(&c, bad[i], strlen(bad[i])), -EPROTO);
+		CHECK(c.chunk == NULL && c.chunk_version == 0);
+	}
+}
+
 static const struct cf_test_case cases[] = {
 	CF_TEST(chunker_params),
 	CF_TEST(chunker_bounds_and_insert),
@@ -1043,6 +1126,7 @@ static const struct cf_test_case cases[] = {
 	CF_TEST(snapshot_round_trip),
 	CF_TEST(snapshot_rejects),
 	CF_TEST(snapshot_key_versions),
+	CF_TEST(config_chunk_key),
 	CF_TEST(object_versions),
 };
 

@@ -1257,7 +1257,7 @@ indexed_version(void)	/* [BK-SNAP-3] */
 	CHECK_RC(cf_bk_repo_indexed_version(r, 2, n), 0);
 	CHECK(n[0] == 1 && n[1] == 0);	/* index objects: config's */
 	CHECK_RC(cf_bk_repo_indexed_version(r, 1, n), 0);
-	CHECK(n[0] == 0 && n[1] == 1);
+	CHECK(n[0] == 0 && n[1] == 0);	/* under X, not D of 1: [BK-CFG-2] */
 	CHECK_RC(cf_bk_repo_indexed_version(r, 3, n), 0);
 	CHECK(n[0] == 0 && n[1] == 0);
 	cf_bk_repo_free(r);
@@ -1338,6 +1338,129 @@ version_use(void)	/* [BK-SNAP-3] */
 	free(a);
 }
 
+/* Keys of root start..start+31 as version v (bkt_keys makes version 1). */
+static struct cf_bk_keys *
+keys_v(unsigned start, uint32_t v)
+{
+	struct cf_secbuf *sb = NULL;
+	struct cf_bk_keys *k = NULL;
+	size_t i;
+
+	if (cf_secbuf_new(&sb, 32) != 0)
+		return NULL;
+	for (i = 0; i < 32; i++)
+		cf_secbuf_data(sb)[i] = (unsigned char)(start + i);
+	if (cf_bk_keys_new(&k, sb, v, CF_KS_CIPHER_XCHACHA20POLY1305) != 0)
+		k = NULL;
+	cf_secbuf_free(sb);
+	return k;
+}
+
+/*
+ * [BK-CFG-2] A repository created under version 1, backed up under 2,
+ * its config re-keyed to 2: it opens with version 2 alone, with the
+ * same I, G and X; old blobs read and dedup (a second backup of the same
+ * data stores no data blob); a leftover temporary of an interrupted
+ * replacement is ignored; retire-key's check discounts the snapshot
+ * records that name 1 only as the config version of their time.
+ */
+static void
+config_rekey(void)
+{
+	struct cf_bk_keys *k = bkt_keys_x(0), *k2;
+	struct cf_bk_repo *r;
+	struct cf_bk_writer *w = NULL;
+	struct cf_bk_writer_stats st;
+	struct cf_bk_snapshot snap;
+	struct cf_bk_version_use u;
+	unsigned char *a, *b = NULL, ida[32], idb[32], tid[32], s1[32];
+	unsigned char ikey[32], gkey[32], xkey[32];
+	char cons[] = "none";
+	uint32_t from = 9;
+	size_t blen = 0;
+	uint64_t n[2];
+	FILE *f;
+
+	CHECK(k != NULL);
+	a = bkt_random(3000, 6);
+	CHECK(a != NULL);
+	r = open_repo(k, tenant_a, 1, NULL);
+	CHECK(r != NULL);
+	memcpy(ikey, cf_secbuf_cdata(k->idkey), 32);
+	memcpy(gkey, cf_secbuf_cdata(k->gkey), 32);
+	memcpy(xkey, cf_secbuf_cdata(k->xkey), 32);
+	CHECK(cf_bk_repo_chunk_version(r, &from) == 0 && from == 0);
+	/* Not held yet: refused, nothing written. */
+	CHECK_RC(cf_bk_repo_config_rekey(r, 2), -ENOKEY);
+	CHECK_RC(add_version(k, 0x40, 2), 0);
+	CHECK_RC(cf_bk_writer_new(&w, r, 0), 0);
+	CHECK_RC(cf_bk_writer_add(w, CF_BK_BLOB_DATA, a, 3000, ida), 0);
+	CHECK_RC(file_tree(w, ida, 3000, tid), 0);
+	CHECK_RC(cf_bk_writer_flush(w), 0);
+	cf_bk_writer_stats(w, &st);
+	cf_bk_writer_free(w);
+	w = NULL;
+	snap_min(&snap, 1767225600000000000LL, tid, cons);
+	snap.has_key_versions = st.has_key_versions;
+	snap.nkey_versions = st.nkey_versions;
+	memcpy(snap.key_versions, st.key_versions, sizeof(st.key_versions));
+	CHECK(cf_bk_snapshot_needs_version(&snap, 1));	/* the config's */
+	CHECK_RC(cf_bk_repo_snapshot_save(r, &snap, s1), 0);
+	CHECK_RC(cf_bk_repo_config_rekey(r, 1), -EALREADY);
+	CHECK_RC(cf_bk_repo_config_rekey(r, 2), 0);
+	CHECK(cf_bk_repo_config_version(r) == 2);
+	CHECK(cf_bk_repo_chunk_version(r, &from) == 1 && from == 1);
+	CHECK_RC(cf_bk_repo_config_rekey(r, 2), -EALREADY);
+	cf_bk_repo_free(r);
+	cf_bk_keys_free(k);
+
+	/* A put killed before its rename leaves a temporary: ignored. */
+	f = fopen(repo_path(".tmp-0123456789abcdef"), "w");
+	CHECK(f != NULL);
+	fputs("half a config", f);
+	fclose(f);
+
+	/* Version 2 alone opens it: version 1 could be retired. */
+	k2 = keys_v(0x40, 2);
+	CHECK(k2 != NULL);
+	CHECK(memcmp(cf_secbuf_cdata(k2->idkey), ikey, 32) != 0);
+	r = open_repo(k2, tenant_a, 0, NULL);
+	CHECK(r != NULL);
+	CHECK(cf_bk_repo_config_version(r) == 2);
+	CHECK(memcmp(cf_secbuf_cdata(k2->idkey), ikey, 32) == 0);
+	CHECK(memcmp(cf_secbuf_cdata(k2->gkey), gkey, 32) == 0);
+	CHECK(memcmp(cf_secbuf_cdata(k2->xkey), xkey, 32) == 0);
+	CHECK(cf_bk_repo_has_blob(r, CF_BK_BLOB_DATA, ida));
+	CHECK_RC(cf_bk_repo_blob_load(r, CF_BK_BLOB_DATA, ida, &b, &blen), 0);
+	CHECK(blen == 3000 && memcmp(b, a, 3000) == 0);
+	free(b);
+	/* The same data again: no new data blob, the same id. */
+	CHECK_RC(cf_bk_writer_new(&w, r, 0), 0);
+	CHECK_RC(cf_bk_writer_add(w, CF_BK_BLOB_DATA, a, 3000, idb), 0);
+	CHECK_RC(cf_bk_writer_flush(w), 0);
+	cf_bk_writer_stats(w, &st);
+	cf_bk_writer_free(w);
+	CHECK(memcmp(ida, idb, 32) == 0);
+	CHECK(st.blobs == 1 && st.new_blobs == 0 && st.packs == 0);
+	/* Index objects under X name version 1: not a need of version 1. */
+	CHECK_RC(cf_bk_repo_indexed_version(r, 1, n), 0);
+	CHECK(n[0] == 0 && n[1] == 0);
+	/* s1 records 1 (the config of its time) and its object is under 2. */
+	CHECK_RC(cf_bk_repo_version_use(r, 1, &u), 0);
+	CHECK(u.snapshots == 1 && u.needs == 0 && u.discounted == 1 &&
+	    u.unknown == 0 && u.indexed[0] == 0 && u.indexed[1] == 0);
+	CHECK_RC(cf_bk_repo_version_use(r, 2, &u), 0);
+	CHECK(u.needs == 1 && u.discounted == 0);
+	cf_bk_repo_free(r);
+	cf_bk_keys_free(k2);
+	/* An older keys holder: version 1 alone no longer opens it. */
+	k = bkt_keys_x(0);
+	CHECK(k != NULL);
+	CHECK(open_repo(k, tenant_a, 0, NULL) == NULL);
+	cf_bk_keys_free(k);
+	free(a);
+}
+
 static const struct cf_test_case cases[] = {
 	CF_TEST(store_put_get_list),
 	CF_TEST(store_temp_not_listed),
@@ -1356,6 +1479,7 @@ static const struct cf_test_case cases[] = {
 	CF_TEST(writer_key_versions),
 	CF_TEST(indexed_version),
 	CF_TEST(version_use),
+	CF_TEST(config_rekey),
 };
 
 CF_TEST_MAIN(cases)

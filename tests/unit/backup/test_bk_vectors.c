@@ -423,6 +423,90 @@ snapshot_key_versions(void)
 	json_decref(v);
 }
 
+/*
+ * [BK-CFG-2] A config re-keyed to version 2 carries C of version 1: it
+ * opens under version 2's D alone, decodes to C and version 1, encodes
+ * back to the same text, seals to the same bytes with the vector's key
+ * id and nonce, and gives the same I, G and X as version 1's C.
+ */
+static void
+config_rekeyed(void)
+{
+	json_t *v = vectors(), *t;
+	struct cf_bk_keys *k = NULL;
+	struct cf_secbuf *root = NULL;
+	struct bk_config c;
+	unsigned char *r2, *obj, *plain, *pp, *chunk, *id, *gk, *x, *kid;
+	unsigned char *nonce, *sid, *open = NULL, *again = NULL, h[32];
+	char *enc = NULL;
+	size_t l, ol, pl, ppl, openl, el, al;
+
+	CHECK(v != NULL);
+	t = json_object_get(v, "config_rekeyed");
+	r2 = vhex(t, "root2", &l);
+	obj = vhex(t, "object", &ol);
+	plain = vhex(t, "plaintext", &pl);
+	pp = vhex(t, "plaintext_plain", &ppl);
+	chunk = vhex(t, "chunk", &l);
+	id = vhex(t, "id", &l);
+	gk = vhex(t, "gear", &l);
+	x = vhex(t, "index", &l);
+	kid = vhex(t, "key_id", &l);
+	nonce = vhex(t, "nonce", &l);
+	sid = vhex(t, "storage_id", &l);
+	CHECK(r2 != NULL && obj != NULL && plain != NULL && pp != NULL &&
+	    chunk != NULL && id != NULL && gk != NULL && x != NULL &&
+	    kid != NULL && nonce != NULL && sid != NULL);
+	CHECK_RC(cf_secbuf_new(&root, 32), 0);
+	memcpy(cf_secbuf_data(root), r2, 32);
+	CHECK_RC(cf_bk_keys_new(&k, root, 2, CF_KS_CIPHER_XCHACHA20POLY1305),
+	    0);
+	cf_bk_storage_id(obj, ol, h);
+	CHECK(memcmp(h, sid, 32) == 0);
+	CHECK_RC(cf_bk_object_open(k, CF_BK_KIND_CONFIG, obj, ol, &open,
+	    &openl), 0);
+	CHECK(openl == pl && memcmp(open, plain, pl) == 0);
+	CHECK(obj[12] == 2);
+	CHECK_RC(bk_config_decode(&c, (const char *)open, openl), 0);
+	CHECK(c.chunk != NULL && c.chunk_version == 1);
+	CHECK(memcmp(cf_secbuf_cdata(c.chunk), chunk, 32) == 0);
+	CHECK_RC(bk_config_encode(&c, &enc, &el), 0);
+	CHECK(el == pl && memcmp(enc, plain, pl) == 0);
+	CHECK_RC(bk_config_seal(k, 2, plain, pl, kid, nonce, &again, &al), 0);
+	CHECK(al == ol && memcmp(again, obj, ol) == 0);
+	/* Before: I of version 2's own C; after: version 1's. */
+	CHECK(memcmp(cf_secbuf_cdata(k->idkey), id, 32) != 0);
+	CHECK_RC(bk_keys_set_chunk(k, c.chunk, 1), 0);
+	CHECK(memcmp(cf_secbuf_cdata(k->idkey), id, 32) == 0);
+	CHECK(memcmp(cf_secbuf_cdata(k->gkey), gk, 32) == 0);
+	CHECK(memcmp(cf_secbuf_cdata(k->xkey), x, 32) == 0);
+	bk_config_clear(&c);
+	bk_config_text_free(enc, el);
+	/* The same config without C: as before the addition. */
+	CHECK_RC(bk_config_decode(&c, (const char *)pp, ppl), 0);
+	CHECK(c.chunk == NULL && c.chunk_version == 0);
+	CHECK_RC(bk_config_encode(&c, &enc, &el), 0);
+	CHECK(el == ppl && memcmp(enc, pp, ppl) == 0);
+	bk_config_clear(&c);
+	free(enc);
+	free(open);
+	free(again);
+	cf_bk_keys_free(k);
+	cf_secbuf_free(root);
+	free(r2);
+	free(obj);
+	free(plain);
+	free(pp);
+	free(chunk);
+	free(id);
+	free(gk);
+	free(x);
+	free(kid);
+	free(nonce);
+	free(sid);
+	json_decref(v);
+}
+
 static const struct cf_test_case cases[] = {
 	CF_TEST(keys),
 	CF_TEST(chunking),
@@ -432,6 +516,7 @@ static const struct cf_test_case cases[] = {
 	CF_TEST(tree),
 	CF_TEST(tree_store_id),
 	CF_TEST(snapshot_key_versions),
+	CF_TEST(config_rekeyed),
 };
 
 CF_TEST_MAIN(cases)

@@ -430,6 +430,78 @@ tree_store_id(unsigned char *o, const unsigned char abc_id[32])
 	return off;
 }
 
+/*
+ * Added 2026-11-24 ([BK-CFG-2]); nothing above changed.  A config
+ * re-keyed to root key version 2 (root 20..3f): it carries C of version 1
+ * (root 00..1f) and is sealed under D of version 2.
+ */
+static void
+config_rekeyed(void)
+{
+	static const char *plain_v1 = "{\"chunker\":{\"avg\":1048576,"
+	    "\"max\":8388608,\"min\":524288},\"created\":1767225600,"
+	    "\"repo_id\":\"c0c1c2c3c4c5c6c7c8c9cacbcccdcecf\","
+	    "\"tenant\":\"a1a2a3a4a5a6a7a8a9aaabacadaeafb0\"}";
+	unsigned char root2[32], D2[32], X[32], key[32], sid[32];
+	unsigned char out[1024], body[1024];
+	char plain[1024], ch[65];
+	size_t n, sl;
+	int comp = 0;
+
+	seq(root2, 32, 0x20);
+	crypto_kdf_derive_from_key(D2, 32, 1, "cf-bkdat", root2);
+	derive_id(X, C, "bk-index-key", NULL, 0);
+	sodium_bin2hex(ch, sizeof(ch), C, 32);
+	n = (size_t)snprintf(plain, sizeof(plain), "{\"chunk_key\":\"%s\","
+	    "\"chunk_version\":1,%s", ch, plain_v1 + 1);
+	/* The header: version 1, kind 5 (config), key_version 2. */
+	memcpy(out, "\x89" "CFBK\r\n\x1a", 8);
+	out[8] = 1;
+	out[9] = 5;
+	out[10] = XCHACHA;
+	out[11] = 0;
+	le32(out + 12, 2);
+	seq(out + 16, 16, 0xc0);
+	derive_id(key, D2, "bk-object", out + 16, 16);
+	seq(out + 32, 24, 0x60);
+	sl = n;
+	{
+		/* [BK-SOB-2]: zstd level 3 if strictly shorter. */
+		size_t r = ZSTD_compress(body + 8, n - 1, plain, n, 3);
+
+		if (!ZSTD_isError(r)) {
+			comp = 1;
+			sl = r;
+		}
+	}
+	if (!comp)
+		memcpy(body + 8, plain, n);
+	body[0] = (unsigned char)comp;
+	body[1] = body[2] = body[3] = 0;
+	le32(body + 4, (uint32_t)n);
+	aead(XCHACHA, out + 56, body, 8 + sl, out, 32, out + 32, key);
+	n = 56 + 8 + sl + 16;
+	crypto_generichash(sid, 32, out, n, NULL, 0);
+	printf("  \"config_rekeyed\": {\n");
+	printf("    \"note\": \"chunk key C of version 1 (root 00..1f) "
+	    "carried by a config sealed under version 2 (root2)\",\n");
+	hex(4, "root2", root2, 32, 1);
+	hex(4, "data2", D2, 32, 1);
+	hex(4, "chunk", C, 32, 1);
+	hex(4, "id", I, 32, 1);
+	hex(4, "gear", G, 32, 1);
+	hex(4, "index", X, 32, 1);
+	hex(4, "plaintext_plain", (const unsigned char *)plain_v1,
+	    strlen(plain_v1), 1);
+	hex(4, "plaintext", (const unsigned char *)plain, strlen(plain), 1);
+	printf("    \"compressed\": %s,\n", comp ? "true" : "false");
+	hex(4, "key_id", out + 16, 16, 1);
+	hex(4, "nonce", out + 32, 24, 1);
+	hex(4, "object", out, n, 1);
+	hex(4, "storage_id", sid, 32, 0);
+	printf("  }\n");
+}
+
 int
 main(void)
 {
@@ -563,7 +635,8 @@ main(void)
 	printf("  \"snapshot_key_versions\": {\n");
 	printf("    \"key_versions\": [1, 2, 7],\n");
 	hex(4, "encoding", (const unsigned char *)snap, strlen(snap), 0);
-	printf("  }\n");
+	printf("  },\n");
+	config_rekeyed();
 	printf("}\n");
 	return 0;
 }
