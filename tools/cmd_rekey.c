@@ -8,12 +8,15 @@
  * that nothing still needs a version (the store's files and metadata, the
  * backup repository) before the keystore shreds it.  reencrypt --metadata
  * moves the store's names, targets, xattrs and generation values to the
- * newest version (fs_metakey.c), so that version 1 can go too.
+ * newest version (fs_metakey.c), so that version 1 can go too;
+ * reencrypt --repository re-keys the backup repository's config
+ * (bk_rekey.c), so that the version it was created with can go.
  *
  * Not here: rotate-key itself (cmd_tenant.c, keystore only).
  */
 #include <errno.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -199,6 +202,129 @@ out:
 	return ret;
 }
 
+/*
+ * Test builds only: COFFER_TEST_KILL_AT=13 kills reencrypt --repository
+ * after the lock is taken and before the config is replaced, 14 after
+ * it is replaced and before the audit record (docs/kms.md; the
+ * keystore's steps are 1..12).
+ */
+static void
+repo_crash_point(int step)
+{
+#ifdef CF_TEST_CLOCK
+	const char *v = getenv("COFFER_TEST_KILL_AT");
+
+	if (v != NULL && strtol(v, NULL, 10) == step)
+		raise(SIGKILL);
+#else
+	(void)step;
+#endif
+}
+
+/*
+ * coffer tenant reencrypt NAME --repository [--repo URL]: re-keys the
+ * backup repository's config to the newest root key version, carrying
+ * the chunk key C ([BK-CFG-2]), so that the version the repository was
+ * created with stops being needed by the config.  Under the exclusive
+ * lock; audited as tenant.reencrypt_repository.
+ */
+static int
+reencrypt_repository(struct tl_ctx *ctx, struct cf_ks_home *home,
+    struct cf_ks_tenant *t, const char *name, const char *opt_url)
+{
+	struct cf_secbuf *root = NULL;
+	struct cf_bk_repo *r = NULL;
+	struct cf_bk_lock *lock = NULL;
+	char url[4200];
+	uint32_t rv = 0, kv = 0, newest, from = 0;
+	int rc, ret = CF_EXIT_FAIL, changed = 0;
+
+	tl_repo_url(home, t, opt_url, url, sizeof(url));
+	newest = cf_ks_tenant_key_version(t);
+	rc = cf_bk_repo_key_version(url, &rv);
+	if (rc == -ENOENT) {
+		if (ctx->verbose >= 0 && !ctx->json)
+			printf("%s: no backup repository at %s: nothing to "
+			    "re-key\n", name, url);
+		if (ctx->json)
+			tl_print_json(json_pack("{s:s, s:s, s:b}", "tenant",
+			    name, "repo", url, "changed", 0));
+		return CF_EXIT_OK;
+	}
+	if (rc == 0 && rv > newest)
+		rc = -EPROTO;
+	if (rc == 0)
+		rc = tl_repo_unlock(t, url, &root, &kv);
+	if (rc == 0)
+		rc = tl_repo_open(t, &r, url, root, kv, 0);
+	cf_secbuf_free(root);
+	if (rc < 0) {
+		fprintf(stderr, "coffer: %s: cannot open the backup repository "
+		    "%s: %s\n", name, url, strerror(-rc));
+		goto out;
+	}
+	rc = cf_bk_repo_lock(r, 1, NULL, &lock);
+	if (rc == -EBUSY) {
+		fprintf(stderr, "coffer: %s: repository %s is locked (a backup "
+		    "or a prune is running); try again later\n", name, url);
+		goto out;
+	}
+	if (rc < 0) {
+		fprintf(stderr, "coffer: %s: locking the repository %s: %s\n",
+		    name, url, strerror(-rc));
+		goto out;
+	}
+	repo_crash_point(13);
+	rc = cf_bk_repo_config_rekey(r, newest);
+	if (rc == -EALREADY) {
+		rc = 0;		/* already under the newest version */
+	} else if (rc == 0) {
+		changed = 1;
+		repo_crash_point(14);
+	}
+	(void)cf_bk_repo_chunk_version(r, &from);
+	{
+		struct cf_ks_audit_field f[] = {
+			{ "tenant", cf_ks_tenant_name(t), 0 },
+			{ "repo", url, 0 },
+			{ "key_version", NULL, newest },
+			{ "previous", NULL, rv },
+			{ "chunk_version", NULL, from != 0 ? from : rv },
+			{ "result", rc < 0 ? "error" : changed ? "rekeyed" :
+			    "unchanged", 0 },
+		};
+
+		(void)!cf_ks_audit_append(home, "tenant.reencrypt_repository",
+		    f, 6);
+	}
+	if (rc < 0) {
+		fprintf(stderr, "coffer: %s: re-keying the config of %s: %s "
+		    "(the old config or the new one is in place, both open; "
+		    "rerun to finish)\n", name, url, strerror(-rc));
+		goto out;
+	}
+	kv = cf_bk_repo_config_version(r);
+	if (ctx->json)
+		tl_print_json(json_pack("{s:s, s:s, s:I, s:I, s:I, s:b}",
+		    "tenant", name, "repo", url, "key_version",
+		    (json_int_t)kv, "previous",
+		    (json_int_t)rv, "chunk_version",
+		    (json_int_t)(from != 0 ? from : rv), "changed", changed));
+	else if (ctx->verbose >= 0 && changed)
+		printf("%s: the config of %s is under key version %u now (was "
+		    "%u); its id and chunking keys, of version %u, are kept "
+		    "in it, so dedup goes on\n", name, url, newest, rv,
+		    from);
+	else if (ctx->verbose >= 0)
+		printf("%s: the config of %s is already under key version "
+		    "%u\n", name, url, kv);
+	ret = CF_EXIT_OK;
+out:
+	(void)!cf_bk_lock_release(lock);
+	cf_bk_repo_free(r);
+	return ret;
+}
+
 int
 tl_tenant_reencrypt(struct tl_ctx *ctx, int argc, char **argv)
 {
@@ -209,15 +335,23 @@ tl_tenant_reencrypt(struct tl_ctx *ctx, int argc, char **argv)
 	struct progress p;
 	char store[4096], err[512];
 	uint32_t version = 0;
-	int c, metadata = 0, rc, mounted = 0, ret = CF_EXIT_FAIL;
+	const char *repo_url = NULL;
+	int c, metadata = 0, repository = 0, rc, mounted = 0;
+	int ret = CF_EXIT_FAIL;
 	static const struct option opts[] = {
 		{ "metadata", no_argument, NULL, 'm' },
+		{ "repository", no_argument, NULL, 'R' },
+		{ "repo", required_argument, NULL, 'r' },
 		{ NULL, 0, NULL, 0 },
 	};
 
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		if (c == 'm')
 			metadata = 1;
+		else if (c == 'R')
+			repository = 1;
+		else if (c == 'r')
+			repo_url = optarg;
 		else
 			return tl_usage(&tl_cmd_tenant, "tenant reencrypt: bad "
 			    "option");
@@ -225,6 +359,10 @@ tl_tenant_reencrypt(struct tl_ctx *ctx, int argc, char **argv)
 	if (optind != argc - 1)
 		return tl_usage(&tl_cmd_tenant, "tenant reencrypt: give one "
 		    "NAME");
+	if (metadata + repository > 1 || (repo_url != NULL && !repository))
+		return tl_usage(&tl_cmd_tenant, "tenant reencrypt: "
+		    "--metadata and --repository are separate runs; --repo "
+		    "goes with --repository");
 	argv += optind - 1;
 	home = tl_home(ctx, 0);
 	rc = cf_ks_tenant_open(home, argv[1], &t);
@@ -232,6 +370,10 @@ tl_tenant_reencrypt(struct tl_ctx *ctx, int argc, char **argv)
 		return tl_fail(rc, NULL);
 	if (metadata) {
 		ret = reencrypt_metadata(ctx, home, t, argv[1]);
+		goto out;
+	}
+	if (repository) {
+		ret = reencrypt_repository(ctx, home, t, argv[1], repo_url);
 		goto out;
 	}
 	err[0] = '\0';
@@ -354,10 +496,12 @@ repo_check(struct cf_ks_tenant *t, const char *name, const char *url,
 		return CF_EXIT_FAIL;
 	}
 	if (rv == v) {
-		fprintf(stderr, "coffer: %s: the backup repository %s was "
-		    "created under key version %u: its id and chunking keys "
-		    "derive from it, so every snapshot needs it\n", name, url,
-		    v);
+		fprintf(stderr, "coffer: %s: the config of the backup "
+		    "repository %s is under key version %u (and, unless "
+		    "re-keyed before, its id and chunking keys derive from "
+		    "it): run 'coffer tenant reencrypt %s --repository' to "
+		    "move it to version %u first\n", name, url, v, name,
+		    cf_ks_tenant_key_version(t));
 		return CF_EXIT_FAIL;
 	}
 	rc = tl_repo_unlock(t, url, &root, &kv);

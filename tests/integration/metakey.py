@@ -304,8 +304,10 @@ try:
 
     # retire 1: the repository (created under 1) still needs it
     r = h.coffer("tenant", "retire-key", "acme", "1")
-    ok(r.returncode == 1 and "created under key version 1" in r.stderr,
-       "retire-key 1 refused while the repository of version 1 exists",
+    ok(r.returncode == 1 and "config of the backup repository" in r.stderr
+       and "'coffer tenant reencrypt acme --repository'" in r.stderr,
+       "retire-key 1 refused while the repository's config is under 1, "
+       "naming the command",
        r.stderr)
     os.rename(REPO, REPO + ".old")
     r = h.coffer("tenant", "retire-key", "acme", "1")
