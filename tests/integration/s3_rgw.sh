@@ -626,6 +626,38 @@ if [ -x "${COFFER:-}" ]; then
 fi
 # -- stale uploads: end
 
+# -- repository re-key ([BK-CFG-2]): the config replaced by one PUT
+if [ -x "${COFFER:-}" ]; then
+	KH=$T/khome
+	mkdir -p "$KH"
+	printf '[kms.local]\ntype = file\nargon2_ops = 1\nargon2_mem_kib = 8\n' >"$KH/coffer.conf"
+	printf 'rekey test passphrase\n' >"$T/kpass"
+	chmod 600 "$T/kpass"
+	kc() { COFFER_HOME=$KH COFFER_PASSPHRASE_FILE=$T/kpass "$COFFER" "$@"; }
+	head -c 300000 /dev/urandom >"$T/kdata"
+	cfgv() {
+		"$AWS" --endpoint-url "$S3_ENDPOINT" s3 cp "s3://$S3_BUCKET/rkrepo/config" "$T/kcfg" \
+		    >/dev/null 2>&1 && od -An -tu4 -j12 -N4 "$T/kcfg" | tr -d ' '
+	}
+	if kc tenant create rk --repo "s3://$S3_BUCKET/rkrepo" >/dev/null 2>"$T/rk.err" &&
+	    kc backup rk --stdin --name d <"$T/kdata" >/dev/null 2>>"$T/rk.err" &&
+	    kc tenant rotate-key rk >/dev/null 2>>"$T/rk.err" &&
+	    [ "$(cfgv)" = 1 ] &&
+	    kc --json tenant reencrypt rk --repository >"$T/rk.json" 2>>"$T/rk.err" &&
+	    grep -q '"changed": true' "$T/rk.json" && [ "$(cfgv)" = 2 ] &&
+	    kc --json backup rk --stdin --name d <"$T/kdata" >"$T/rk.b2" 2>>"$T/rk.err" &&
+	    grep -q '"new_blobs": 1,' "$T/rk.b2" &&
+	    kc restore rk "$(kc --json snapshots rk | python3 -c \
+	    'import json,sys; print(sorted(json.load(sys.stdin), key=lambda x: x["time_ns"])[0]["id"])')" \
+	    --to-tar - 2>>"$T/rk.err" | tar -xO d | cmp -s - "$T/kdata" &&
+	    kc --json tenant reencrypt rk --repository 2>>"$T/rk.err" | grep -q '"changed": false'; then
+		ok "S3: reencrypt --repository replaces the config (version 1 -> 2), the old snapshot restores, dedup goes on"
+	else
+		not_ok "S3: reencrypt --repository (config $(cfgv))"
+		sed 's/^/# /' "$T/rk.err" "$T/rk.json" "$T/rk.b2" 2>/dev/null
+	fi
+fi
+
 # Reference: raw curl (one process per request), 16 MiB.
 head -c $((16 << 20)) /dev/urandom >"$T/raw"
 sha=$(sha256sum "$T/raw" | cut -c1-64)
