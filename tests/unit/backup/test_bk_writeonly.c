@@ -816,6 +816,107 @@ vectors(void)	/* [BK-WO-1..4] [BK-WCRED-1] */
 	json_decref(v);
 }
 
+/*
+ * A repository of versions: primary first (root of start p), then the
+ * others added; each version v has the root start 0x40 * (v - 1).
+ */
+static struct cf_bk_repo *
+repo_versions(const char *name, uint32_t primary, uint32_t other)
+{
+	struct cf_secbuf *root = NULL;
+	struct cf_bk_keys *k = NULL;
+	struct cf_bk_repo *r = NULL;
+	uint32_t v[2] = { primary, other };
+	size_t i, j;
+	int rc = 0;
+
+	for (j = 0; rc == 0 && j < 2 && v[j] != 0; j++) {
+		rc = cf_secbuf_new(&root, 32);
+		for (i = 0; rc == 0 && i < 32; i++)
+			cf_secbuf_data(root)[i] =
+			    (unsigned char)(0x40 * (v[j] - 1) + i);
+		if (rc == 0 && j == 0)
+			rc = cf_bk_keys_new(&k, root, v[j],
+			    CF_KS_CIPHER_XCHACHA20POLY1305);
+		else if (rc == 0)
+			rc = cf_bk_keys_add(k, root, v[j]);
+		cf_secbuf_free(root);
+		root = NULL;
+	}
+	if (rc == 0 && cf_bk_repo_open_url_keys(&r, url_of(name), k,
+	    tenant_a, CF_BK_REPO_CREATE) != 0)
+		r = NULL;
+	else if (rc != 0)
+		cf_bk_keys_free(k);
+	return r;
+}
+
+/*
+ * [BK-CFG-2] [BK-WO-2] [BK-WO-5] After a config re-key: the old
+ * credential is refused (-EACCES); objects an agent sealed under the
+ * old version still open with that version's box pair; a new
+ * credential (under the new version) dedups against blobs stored
+ * before the re-key, reads index objects naming the old version, and
+ * its sealed objects open with the new version alone.
+ */
+static void
+rekeyed_writer(void)
+{
+	struct cf_bk_repo *r, *wr = NULL;
+	struct cf_bk_writer_stats st;
+	unsigned char *cred1, *cred2, *a, *b, sa[32], sb[32], sb2[32], sc[32];
+	unsigned char *c;
+	size_t la = 1U << 20, lb = 2U << 20, lc = 70000;
+
+	a = bkt_random(la, 21);
+	b = bkt_random(lb, 22);
+	c = bkt_random(lc, 23);
+	CHECK(a != NULL && b != NULL && c != NULL);
+	r = repo_versions("r6", 1, 2);
+	CHECK(r != NULL);
+	CHECK_RC(backup(r, tenant_a, a, la, sa, NULL), 0);
+	cred1 = cred_of(r);
+	CHECK(cred1 != NULL);
+	CHECK_RC(cf_bk_repo_open_writer(&wr, url_of("r6"), cred1,
+	    CF_BK_WCRED_BYTES), 0);
+	CHECK_RC(backup(wr, tenant_a, b, lb, sb, NULL), 0);
+	cf_bk_repo_free(wr);
+	wr = NULL;
+	CHECK_RC(cf_bk_repo_config_rekey(r, 2), 0);
+	cf_bk_repo_free(r);
+
+	/* The old credential names the old config. */
+	CHECK_RC(cf_bk_repo_open_writer(&wr, url_of("r6"), cred1,
+	    CF_BK_WCRED_BYTES), -EACCES);
+	/* Version 2 first, 1 held: both snapshots, the agent's too. */
+	r = repo_versions("r6", 2, 1);
+	CHECK(r != NULL);
+	CHECK(cf_bk_repo_config_version(r) == 2);
+	CHECK_RC(restore_eq(r, sa, a, la), 0);
+	CHECK_RC(restore_eq(r, sb, b, lb), 0);
+	cred2 = cred_of(r);
+	CHECK(cred2 != NULL);
+	CHECK_RC(cf_bk_repo_open_writer(&wr, url_of("r6"), cred2,
+	    CF_BK_WCRED_BYTES), 0);
+	CHECK_RC(backup(wr, tenant_a, b, lb, sb2, &st), 0);
+	CHECK(st.new_blobs == 0 && st.packs == 0);	/* dedup across */
+	CHECK_RC(backup(wr, tenant_a, c, lc, sc, &st), 0);
+	CHECK(st.new_blobs >= 1);
+	cf_bk_repo_free(wr);
+	cf_bk_repo_free(r);
+	/* Version 2 alone: the new agent's snapshot; not the old one's. */
+	r = repo_versions("r6", 2, 0);
+	CHECK(r != NULL);
+	CHECK_RC(restore_eq(r, sc, c, lc), 0);
+	CHECK_RC(restore_eq(r, sb, b, lb), -ENOKEY);
+	cf_bk_repo_free(r);
+	free(cred1);
+	free(cred2);
+	free(a);
+	free(b);
+	free(c);
+}
+
 static const struct cf_test_case cases[] = {
 	CF_TEST(writer_cannot_read),
 	CF_TEST(writer_dedup),
@@ -823,6 +924,7 @@ static const struct cf_test_case cases[] = {
 	CF_TEST(credential_checks),
 	CF_TEST(prune_and_locks),
 	CF_TEST(vectors),
+	CF_TEST(rekeyed_writer),
 };
 
 CF_TEST_MAIN(cases)
