@@ -560,8 +560,9 @@ CF_MUST_CHECK int cf_bk_repo_count_version(const char *url, uint32_t version,
     uint64_t n[4]);
 
 /*
- * The root key version of an opened repository's config (that of its id
- * and chunker keys, which every snapshot needs).
+ * The root key version of an opened repository's config, which every
+ * snapshot needs (and that of its id and chunker keys, unless the config
+ * was re-keyed: cf_bk_repo_chunk_version).
  */
 uint32_t cf_bk_repo_config_version(const struct cf_bk_repo *r);
 /*
@@ -589,8 +590,10 @@ CF_MUST_CHECK int cf_bk_repo_config_rekey(struct cf_bk_repo *r,
 /*
  * Counts what of an opened repository is under root key version v
  * without reading packs: n[0] the packs its loaded index names (their
- * headers are in the index), n[1] the index objects (one 32-byte range
- * read each).  Orphan packs (no index names them) are not counted.
+ * headers are in the index), n[1] the index objects keyed from D of v
+ * (one 32-byte range read each; those under the index key X name the
+ * config version of their time but need only C, [BK-CFG-2], and are not
+ * counted).  Orphan packs (no index names them) are not counted.
  */
 CF_MUST_CHECK int cf_bk_repo_indexed_version(struct cf_bk_repo *r,
     uint32_t v, uint64_t n[2]);
@@ -614,7 +617,11 @@ struct cf_bk_version_use {
 	unsigned char need_id[CF_BK_VERSION_NAMED][CF_BK_ID_BYTES];
 	int64_t need_time[CF_BK_VERSION_NAMED];	/* ns since the epoch */
 	size_t unknown;				/* without a record */
-	/* Records naming v only as a former config version ([BK-CFG-2]). */
+	/*
+	 * Records holding v that do not count: v was only a former config
+	 * version for them and their own object is not under v
+	 * ([BK-CFG-2]); their packs count in indexed.
+	 */
 	size_t discounted;
 	uint64_t scan[4];	/* if unknown: packs, indexes, snapshots, locks */
 	uint64_t indexed[2];	/* indexed packs, index objects */

@@ -1451,6 +1451,20 @@ config_rekey(void)
 	    u.unknown == 0 && u.indexed[0] == 0 && u.indexed[1] == 0);
 	CHECK_RC(cf_bk_repo_version_use(r, 2, &u), 0);
 	CHECK(u.needs == 1 && u.discounted == 0);
+	/* A second re-key, 2 -> 3: C still that of version 1. */
+	CHECK_RC(add_version(k2, 0x80, 3), 0);
+	CHECK_RC(cf_bk_repo_config_rekey(r, 3), 0);
+	CHECK(cf_bk_repo_chunk_version(r, &from) == 1 && from == 1);
+	cf_bk_repo_free(r);
+	cf_bk_keys_free(k2);
+	k2 = keys_v(0x80, 3);
+	CHECK(k2 != NULL);
+	r = open_repo(k2, tenant_a, 0, NULL);
+	CHECK(r != NULL);
+	CHECK(cf_bk_repo_config_version(r) == 3);
+	CHECK(memcmp(cf_secbuf_cdata(k2->idkey), ikey, 32) == 0);
+	CHECK(memcmp(cf_secbuf_cdata(k2->xkey), xkey, 32) == 0);
+	CHECK(cf_bk_repo_has_blob(r, CF_BK_BLOB_DATA, ida));
 	cf_bk_repo_free(r);
 	cf_bk_keys_free(k2);
 	/* An older keys holder: version 1 alone no longer opens it. */
