@@ -16,7 +16,11 @@ TAP; needs root and /dev/fuse."""
 import hashlib
 import json
 import os
+import shutil
+import signal
 import struct
+import subprocess
+import time
 
 import cftest
 
@@ -98,6 +102,35 @@ try:
                  "--repository")
     ok(r.returncode == 2, "--metadata with --repository: usage error",
        r.stderr)
+
+    # kill -9 at spread points of a run: the old config or the new
+    # one, and the repository reads; each try starts from a copy
+    shutil.copytree(REPO, REPO + ".bak")
+    t0 = time.time()
+    r = h.coffer("tenant", "reencrypt", "acme", "--repository")
+    dur = time.time() - t0
+    ok(r.returncode == 0 and config_version() == 2, "a timed run "
+       "(%.0f ms)" % (dur * 1000), r.stderr)
+    seen, fine = set(), True
+    for i in range(10):
+        shutil.rmtree(REPO)
+        shutil.copytree(REPO + ".bak", REPO)
+        p = subprocess.Popen([cftest.COFFER, "tenant", "reencrypt", "acme",
+                              "--repository"], env=h.env,
+                             stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+        time.sleep(dur * i / 9)
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        v = config_version()
+        seen.add(v)
+        if v not in (1, 2) or len(snaps() or []) != 2:
+            fine = False
+    shutil.rmtree(REPO)
+    shutil.copytree(REPO + ".bak", REPO)
+    shutil.rmtree(REPO + ".bak")
+    ok(fine, "kill -9 at 10 points of a run: a valid config (versions "
+       "seen: %s) and the repository reads each time" % sorted(seen))
 
     # killed before the replacement: the old config, valid
     env = dict(h.env, COFFER_TEST_KILL_AT="13")
