@@ -253,6 +253,26 @@ int bk_name_valid(const char *s);
  */
 int bk_store_s3_open(struct cf_bk_store **out, const char *url, int flags);
 /*
+ * Objects and listings fetched ahead (bk_prefetch.c) for the store to
+ * hand out once (bk_store.c).  bk_store_hold takes buf (freed on any
+ * failure); bk_store_hold_list takes names and sizes (n entries, as the
+ * kind's list would give them).  Thread-safe.
+ */
+int bk_store_hold(struct cf_bk_store *s, enum cf_bk_kind kind,
+    const char *name, unsigned char *buf, size_t len);
+int bk_store_hold_list(struct cf_bk_store *s, enum cf_bk_kind kind,
+    char (*names)[65], uint64_t *sizes, size_t n);
+/*
+ * Waits for pf's fetching to end and hands over its store (NULL if it
+ * could not open one; the caller then opens its own).  Once.
+ */
+struct cf_bk_store *bk_prefetch_take_store(struct cf_bk_prefetch *pf);
+/* The URL pf was started with. */
+const char *bk_prefetch_url(const struct cf_bk_prefetch *pf);
+/* The key version of a config object's header: 0, or -EPROTO. */
+int bk_config_key_version(const unsigned char *obj, size_t len,
+    uint32_t *version);
+/*
  * The S3 XML reader (bk_store_s3.c) on one response body, for the fuzz
  * target: 0 or -EPROTO (not well-formed) or -ENOMEM; the counts of list
  * entries and of per-key DeleteObjects errors, the error code and the

@@ -169,6 +169,19 @@ out:
 }
 
 int
+bk_config_key_version(const unsigned char *obj, size_t len, uint32_t *version)
+{
+	*version = 0;
+	/* Magic, version 1, kind config: [BK-OBJ-1..3, 5]. */
+	if (len < 32 || memcmp(obj, BK_MAGIC, 8) != 0 ||
+	    obj[8] != 1 || obj[9] != CF_BK_KIND_CONFIG ||
+	    bk_rd32(obj + 12) == 0)
+		return -EPROTO;
+	*version = bk_rd32(obj + 12);
+	return 0;
+}
+
+int
 cf_bk_repo_key_version(const char *url, uint32_t *version)
 {
 	struct cf_bk_store *store = NULL;
@@ -186,15 +199,7 @@ cf_bk_repo_key_version(const char *url, uint32_t *version)
 		rc = -EPROTO;
 	if (rc < 0)
 		goto out;
-	/* Magic, version 1, kind config: [BK-OBJ-1..3, 5]. */
-	if (len < 32 || memcmp(obj, BK_MAGIC, 8) != 0 ||
-	    obj[8] != 1 || obj[9] != CF_BK_KIND_CONFIG ||
-	    bk_rd32(obj + 12) == 0) {
-		rc = -EPROTO;
-		goto out;
-	}
-	*version = bk_rd32(obj + 12);
-	rc = 0;
+	rc = bk_config_key_version(obj, len, version);
 out:
 	free(obj);
 	cf_bk_store_free(store);
@@ -389,18 +394,23 @@ cf_bk_repo_open_url(struct cf_bk_repo **out, const char *url,
 	return cf_bk_repo_open_url_keys(out, url, keys, tenant, flags);
 }
 
-int
-cf_bk_repo_open_url_keys(struct cf_bk_repo **out, const char *url,
-    struct cf_bk_keys *keys, const unsigned char tenant[CF_KS_ID_BYTES],
-    int flags)
+/*
+ * Opens the repository in store (taken over, also on failure), or in a
+ * store opened for url if store is NULL.
+ */
+static int
+open_store_keys(struct cf_bk_repo **out, struct cf_bk_store *store,
+    const char *url, struct cf_bk_keys *keys,
+    const unsigned char tenant[CF_KS_ID_BYTES], int flags)
 {
-	struct cf_bk_store *store = NULL;
 	struct cf_bk_repo *r = NULL;
 	int rc;
 
 	*out = NULL;
-	rc = cf_bk_store_open_url(&store, url,
-	    (flags & CF_BK_REPO_CREATE) ? CF_BK_STORE_CREATE : 0);
+	rc = 0;
+	if (store == NULL)
+		rc = cf_bk_store_open_url(&store, url,
+		    (flags & CF_BK_REPO_CREATE) ? CF_BK_STORE_CREATE : 0);
 	if (rc < 0)
 		goto out;
 	rc = cf_bk_repo_open(&r, store, keys, tenant);
@@ -421,6 +431,27 @@ out:
 	cf_bk_store_free(store);
 	cf_bk_keys_free(keys);
 	return rc;
+}
+
+int
+cf_bk_repo_open_url_keys(struct cf_bk_repo **out, const char *url,
+    struct cf_bk_keys *keys, const unsigned char tenant[CF_KS_ID_BYTES],
+    int flags)
+{
+	return open_store_keys(out, NULL, url, keys, tenant, flags);
+}
+
+int
+cf_bk_repo_open_prefetched(struct cf_bk_repo **out, struct cf_bk_prefetch *pf,
+    struct cf_bk_keys *keys, const unsigned char tenant[CF_KS_ID_BYTES],
+    int flags)
+{
+	/*
+	 * The prefetching store was opened without CF_BK_STORE_CREATE:
+	 * where it found no bucket or directory, this opens its own.
+	 */
+	return open_store_keys(out, bk_prefetch_take_store(pf),
+	    bk_prefetch_url(pf), keys, tenant, flags);
 }
 
 /* ---- write-only ---------------------------------------------------------------- */
