@@ -220,7 +220,8 @@ held_forget(struct cf_bk_store *s, enum cf_bk_kind kind,
 		if (h != NULL)
 			held_drop(s, h);
 	}
-	held_list_clear(&s->lists[kind]);
+	if (kind != CF_BK_KIND_CONFIG)	/* the config has no listing */
+		held_list_clear(&s->lists[kind]);
 	pthread_mutex_unlock(&s->held_mu);
 }
 
