@@ -263,10 +263,12 @@ int bk_store_hold(struct cf_bk_store *s, enum cf_bk_kind kind,
 int bk_store_hold_list(struct cf_bk_store *s, enum cf_bk_kind kind,
     char (*names)[65], uint64_t *sizes, size_t n);
 /*
- * Waits for pf's fetching to end and hands over its store (NULL if it
- * could not open one; the caller then opens its own).  Once.
+ * Waits for pf's fetching to end and hands over its store: NULL if it
+ * could not open one or, with CF_BK_REPO_CREATE in flags, read no
+ * config (the caller then opens its own, creating).  Once.
  */
-struct cf_bk_store *bk_prefetch_take_store(struct cf_bk_prefetch *pf);
+struct cf_bk_store *bk_prefetch_take_store(struct cf_bk_prefetch *pf,
+    int flags);
 /* The URL pf was started with. */
 const char *bk_prefetch_url(const struct cf_bk_prefetch *pf);
 /* The key version of a config object's header: 0, or -EPROTO. */

@@ -357,13 +357,21 @@ pf_join(struct cf_bk_prefetch *pf)
 }
 
 struct cf_bk_store *
-bk_prefetch_take_store(struct cf_bk_prefetch *pf)
+bk_prefetch_take_store(struct cf_bk_prefetch *pf, int flags)
 {
 	struct cf_bk_store *st;
 
 	pf_join(pf);
 	st = pf->store;
 	pf->store = NULL;
+	/*
+	 * A repository about to be created needs a store opened to create
+	 * (a local one's subdirectories, an S3 bucket): not this one.
+	 */
+	if ((flags & CF_BK_REPO_CREATE) && pf->cfg_rc != 0) {
+		cf_bk_store_free(st);
+		st = NULL;
+	}
 	return st;
 }
 

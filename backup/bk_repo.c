@@ -448,9 +448,10 @@ cf_bk_repo_open_prefetched(struct cf_bk_repo **out, struct cf_bk_prefetch *pf,
 {
 	/*
 	 * The prefetching store was opened without CF_BK_STORE_CREATE:
-	 * where it found no bucket or directory, this opens its own.
+	 * where it found no bucket, directory or config, this opens its
+	 * own.
 	 */
-	return open_store_keys(out, bk_prefetch_take_store(pf),
+	return open_store_keys(out, bk_prefetch_take_store(pf, flags),
 	    bk_prefetch_url(pf), keys, tenant, flags);
 }
 
