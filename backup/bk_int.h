@@ -262,6 +262,8 @@ int bk_store_hold(struct cf_bk_store *s, enum cf_bk_kind kind,
     const char *name, unsigned char *buf, size_t len);
 int bk_store_hold_list(struct cf_bk_store *s, enum cf_bk_kind kind,
     char (*names)[65], uint64_t *sizes, size_t n);
+/* Forgets every held listing (not the objects). */
+void bk_store_drop_lists(struct cf_bk_store *s);
 /*
  * Waits for pf's fetching to end and hands over its store: NULL if it
  * could not open one or, with CF_BK_REPO_CREATE in flags, read no
@@ -321,6 +323,13 @@ struct cf_bk_repo {
 	struct cf_ks_aead *cache_aead;
 	struct bk_window *win;		/* remote stores: read-ahead window */
 	struct bk_pcache *pc;		/* restores from remote stores */
+	/* The names of the index objects loaded, sorted, hashed. */
+	unsigned char idx_names[CF_BK_ID_BYTES];
+	/*
+	 * Opened from objects fetched before its lock was taken
+	 * (bk_prefetch.c): cf_bk_repo_lock settles the listings.
+	 */
+	int prefetched;
 };
 
 /*

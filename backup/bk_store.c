@@ -148,6 +148,17 @@ bk_store_hold_list(struct cf_bk_store *s, enum cf_bk_kind kind,
 	return 0;
 }
 
+void
+bk_store_drop_lists(struct cf_bk_store *s)
+{
+	size_t i;
+
+	pthread_mutex_lock(&s->held_mu);
+	for (i = 0; i <= CF_BK_KIND_LOCK; i++)
+		held_list_clear(&s->lists[i]);
+	pthread_mutex_unlock(&s->held_mu);
+}
+
 int
 cf_bk_store_new(struct cf_bk_store **out, const struct cf_bk_store_ops *ops,
     void *ctx)
