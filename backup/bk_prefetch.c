@@ -10,7 +10,7 @@
  * (never creating a bucket or directory: a wrong passphrase must not
  * leave anything behind), reads the config (its header names the key
  * version to unlock), lists the index and snapshot objects and fetches
- * them IDX_GETS at a time, and for a restore of a small remote
+ * them PF_GETS at a time, and for a restore of a small remote
  * repository every pack on conns connections.  What arrives is held by
  * the store (bk_store_hold) and handed out once to the reads of the open
  * that follows; nothing is interpreted here beyond the config's version

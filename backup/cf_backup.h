@@ -636,7 +636,9 @@ void cf_bk_repo_free(struct cf_bk_repo *r);
  * opened under the keys when used, and a fetch that failed is only
  * tried again by the open (which reports errors as without prefetching).
  * Fetched objects are handed out once (docs/s3.md, Overlapping the
- * unlock).
+ * unlock); the listings were read before the repository's lock, so
+ * cf_bk_repo_lock on a repository so opened drops them and reloads the
+ * index if its objects changed meanwhile.
  *
  * cf_bk_prefetch_start: 0, or -ENOMEM/-EAGAIN (no thread: the caller
  * opens without).  On success *out is the caller's (cf_bk_prefetch_free).
@@ -757,6 +759,9 @@ CF_MUST_CHECK int cf_bk_repo_snapshot_load(struct cf_bk_repo *r,
  * Locks ([BK-LOCK-1]): writes a lock object, then checks the others.
  * -EBUSY if a conflicting fresh lock exists (ours is removed again).
  * hostname may be NULL (gethostname).  Release deletes it and frees.
+ * A repository opened by cf_bk_repo_open_prefetched is then brought up
+ * to date (listings read again, the index reloaded if changed; its
+ * errors are returned, the lock removed again).
  */
 struct cf_bk_lock;
 CF_MUST_CHECK int cf_bk_repo_lock(struct cf_bk_repo *r, int exclusive,

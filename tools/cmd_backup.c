@@ -248,6 +248,7 @@ session_open_pf(struct session *s, struct tl_ctx *ctx, const char *name,
 {
 	struct cf_bk_prefetch *pf = NULL;
 	uint32_t kv = 0;
+	unsigned conns;
 	char ourl[sizeof(s->url) + 32];
 	const char *stored;
 	int rc;
@@ -277,8 +278,10 @@ session_open_pf(struct session *s, struct tl_ctx *ctx, const char *name,
 	 * (docs/s3.md, Overlapping the unlock); pf is freed before any
 	 * message, so nothing fetched outlives a failed unlock.
 	 */
-	pf = tl_repo_prefetch(ourl, pf_flags, s3_conns(),
-	    (uint64_t)2 * s3_conns() * (16U << 20));
+	/* Read (and complained about) only where it matters. */
+	conns = strncmp(s->url, "s3://", 5) == 0 ? s3_conns() : 4;
+	pf = tl_repo_prefetch(ourl, pf_flags, conns,
+	    (uint64_t)2 * conns * (16U << 20));
 	rc = tl_repo_unlock_pf(s->t, ourl, pf, &s->root, &kv);
 	if (rc < 0) {
 		cf_bk_prefetch_free(pf);
