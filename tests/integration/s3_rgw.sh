@@ -461,6 +461,9 @@ if [ -x "${COFFER:-}" ]; then
 	fi
 	# Restore through the pack cache (docs/s3.md, Restore): a tree in
 	# several packs comes back identical with one loader and with four.
+	# With four the packs (~60 MiB) are all fetched during the unlock
+	# (within 2 x 4 x 16 MiB: Overlapping the unlock); with one they
+	# exceed 2 x 1 x 16 MiB and the pack cache fetches them after it.
 	mkdir -p "$T/rsrc/a/b"
 	for i in $(seq 1 40); do
 		head -c $((i * 37000)) /dev/urandom >"$T/rsrc/a/f$i"
