@@ -257,6 +257,30 @@ int bk_name_valid(const char *s);
  */
 int bk_store_s3_open(struct cf_bk_store **out, const char *url, int flags);
 /*
+ * Objects and listings fetched ahead (bk_prefetch.c) for the store to
+ * hand out once (bk_store.c).  bk_store_hold takes buf (freed on any
+ * failure); bk_store_hold_list takes names and sizes (n entries, as the
+ * kind's list would give them).  Thread-safe.
+ */
+int bk_store_hold(struct cf_bk_store *s, enum cf_bk_kind kind,
+    const char *name, unsigned char *buf, size_t len);
+int bk_store_hold_list(struct cf_bk_store *s, enum cf_bk_kind kind,
+    char (*names)[65], uint64_t *sizes, size_t n);
+/* Forgets every held listing (not the objects). */
+void bk_store_drop_lists(struct cf_bk_store *s);
+/*
+ * Waits for pf's fetching to end and hands over its store: NULL if it
+ * could not open one or, with CF_BK_REPO_CREATE in flags, read no
+ * config (the caller then opens its own, creating).  Once.
+ */
+struct cf_bk_store *bk_prefetch_take_store(struct cf_bk_prefetch *pf,
+    int flags);
+/* The URL pf was started with. */
+const char *bk_prefetch_url(const struct cf_bk_prefetch *pf);
+/* The key version of a config object's header: 0, or -EPROTO. */
+int bk_config_key_version(const unsigned char *obj, size_t len,
+    uint32_t *version);
+/*
  * The S3 XML reader (bk_store_s3.c) on one response body, for the fuzz
  * target: 0 or -EPROTO (not well-formed) or -ENOMEM; the counts of list
  * entries and of per-key DeleteObjects errors, the error code and the
@@ -340,6 +364,13 @@ struct cf_bk_repo {
 	struct cf_ks_aead *cache_aead;
 	struct bk_window *win;		/* remote stores: read-ahead window */
 	struct bk_pcache *pc;		/* restores from remote stores */
+	/* The names of the index objects loaded, sorted, hashed. */
+	unsigned char idx_names[CF_BK_ID_BYTES];
+	/*
+	 * Opened from objects fetched before its lock was taken
+	 * (bk_prefetch.c): cf_bk_repo_lock settles the listings.
+	 */
+	int prefetched;
 };
 
 /*

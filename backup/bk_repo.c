@@ -187,6 +187,19 @@ out:
 }
 
 int
+bk_config_key_version(const unsigned char *obj, size_t len, uint32_t *version)
+{
+	*version = 0;
+	/* Magic, version 1, kind config: [BK-OBJ-1..3, 5]. */
+	if (len < 32 || memcmp(obj, BK_MAGIC, 8) != 0 ||
+	    obj[8] != 1 || obj[9] != CF_BK_KIND_CONFIG ||
+	    bk_rd32(obj + 12) == 0)
+		return -EPROTO;
+	*version = bk_rd32(obj + 12);
+	return 0;
+}
+
+int
 cf_bk_repo_key_version(const char *url, uint32_t *version)
 {
 	struct cf_bk_store *store = NULL;
@@ -204,15 +217,7 @@ cf_bk_repo_key_version(const char *url, uint32_t *version)
 		rc = -EPROTO;
 	if (rc < 0)
 		goto out;
-	/* Magic, version 1, kind config: [BK-OBJ-1..3, 5]. */
-	if (len < 32 || memcmp(obj, BK_MAGIC, 8) != 0 ||
-	    obj[8] != 1 || obj[9] != CF_BK_KIND_CONFIG ||
-	    bk_rd32(obj + 12) == 0) {
-		rc = -EPROTO;
-		goto out;
-	}
-	*version = bk_rd32(obj + 12);
-	rc = 0;
+	rc = bk_config_key_version(obj, len, version);
 out:
 	free(obj);
 	cf_bk_store_free(store);
@@ -454,18 +459,23 @@ cf_bk_repo_open_url(struct cf_bk_repo **out, const char *url,
 	return cf_bk_repo_open_url_keys(out, url, keys, tenant, flags);
 }
 
-int
-cf_bk_repo_open_url_keys(struct cf_bk_repo **out, const char *url,
-    struct cf_bk_keys *keys, const unsigned char tenant[CF_KS_ID_BYTES],
-    int flags)
+/*
+ * Opens the repository in store (taken over, also on failure), or in a
+ * store opened for url if store is NULL.
+ */
+static int
+open_store_keys(struct cf_bk_repo **out, struct cf_bk_store *store,
+    const char *url, struct cf_bk_keys *keys,
+    const unsigned char tenant[CF_KS_ID_BYTES], int flags)
 {
-	struct cf_bk_store *store = NULL;
 	struct cf_bk_repo *r = NULL;
 	int rc;
 
 	*out = NULL;
-	rc = cf_bk_store_open_url(&store, url,
-	    (flags & CF_BK_REPO_CREATE) ? CF_BK_STORE_CREATE : 0);
+	rc = 0;
+	if (store == NULL)
+		rc = cf_bk_store_open_url(&store, url,
+		    (flags & CF_BK_REPO_CREATE) ? CF_BK_STORE_CREATE : 0);
 	if (rc < 0)
 		goto out;
 	rc = cf_bk_repo_open(&r, store, keys, tenant);
@@ -485,6 +495,35 @@ out:
 	cf_bk_repo_free(r);
 	cf_bk_store_free(store);
 	cf_bk_keys_free(keys);
+	return rc;
+}
+
+int
+cf_bk_repo_open_url_keys(struct cf_bk_repo **out, const char *url,
+    struct cf_bk_keys *keys, const unsigned char tenant[CF_KS_ID_BYTES],
+    int flags)
+{
+	return open_store_keys(out, NULL, url, keys, tenant, flags);
+}
+
+int
+cf_bk_repo_open_prefetched(struct cf_bk_repo **out, struct cf_bk_prefetch *pf,
+    struct cf_bk_keys *keys, const unsigned char tenant[CF_KS_ID_BYTES],
+    int flags)
+{
+	struct cf_bk_store *st;
+	int rc;
+
+	/*
+	 * The prefetching store was opened without CF_BK_STORE_CREATE:
+	 * where it found no bucket, directory or config, this opens its
+	 * own.
+	 */
+	st = bk_prefetch_take_store(pf, flags);
+	rc = open_store_keys(out, st, bk_prefetch_url(pf), keys, tenant,
+	    flags);
+	if (rc == 0 && st != NULL)
+		(*out)->prefetched = 1;
 	return rc;
 }
 
@@ -680,6 +719,23 @@ struct names {
 };
 
 static int
+name_cmp(const void *a, const void *b)
+{
+	return strcmp(a, b);
+}
+
+/* A hash of the set of names (sorted in place). */
+static void
+names_hash(struct names *ns, unsigned char h[CF_BK_ID_BYTES])
+{
+	if (ns->n > 1)
+		qsort(ns->v, ns->n, sizeof(ns->v[0]), name_cmp);
+	crypto_generichash(h, CF_BK_ID_BYTES, ns->n > 0 ?
+	    (const unsigned char *)ns->v : (const unsigned char *)"",
+	    ns->n * sizeof(ns->v[0]), NULL, 0);
+}
+
+static int
 collect(void *arg, const char *name, uint64_t size)
 {
 	struct names *ns = arg;
@@ -814,6 +870,7 @@ cf_bk_repo_index_load(struct cf_bk_repo *r, size_t *bad)
 	cf_bk_index_free(r->idx);
 	r->idx = idx;
 	idx = NULL;
+	names_hash(&ns, r->idx_names);
 	if (bad != NULL)
 		*bad = nbad;
 	/*
@@ -1561,6 +1618,36 @@ lock_conflicts(struct cf_bk_lock *l, const char *name)
 	return conflict;
 }
 
+/*
+ * A repository opened from objects fetched before its lock (bk_prefetch.c)
+ * read its listings up to an unlock's time before the lock was taken;
+ * an exclusive holder (a prune) may have finished meanwhile.  Now that
+ * no such holder can run: the snapshot listing is read again when asked
+ * for (held objects stay: their names are their contents), and the
+ * index is loaded again if its objects are not those loaded.
+ */
+static int
+repo_settle(struct cf_bk_repo *r)
+{
+	struct names ns = { NULL, 0, 0 };
+	unsigned char h[CF_BK_ID_BYTES];
+	int rc;
+
+	if (!r->prefetched)
+		return 0;
+	r->prefetched = 0;
+	bk_store_drop_lists(r->store);
+	rc = cf_bk_store_list(r->store, CF_BK_KIND_INDEX, collect, &ns);
+	if (rc < 0)
+		goto out;
+	names_hash(&ns, h);
+	if (sodium_memcmp(h, r->idx_names, CF_BK_ID_BYTES) != 0)
+		rc = cf_bk_repo_index_load(r, NULL);
+out:
+	free(ns.v);
+	return rc;
+}
+
 int
 cf_bk_repo_lock(struct cf_bk_repo *r, int exclusive, const char *hostname,
     struct cf_bk_lock **out)
@@ -1594,6 +1681,9 @@ cf_bk_repo_lock(struct cf_bk_repo *r, int exclusive, const char *hostname,
 			goto release;
 		}
 	}
+	rc = repo_settle(r);
+	if (rc < 0)
+		goto release;
 	free(ns.v);
 	*out = l;
 	return 0;

@@ -12,13 +12,21 @@
  * fd.  It keeps no state but that fd, so its ops may run on many
  * threads at once.
  *
+ * The generic layer also holds what bk_prefetch.c fetched ahead (whole
+ * objects and listings read while the tenant's key was being unlocked):
+ * each is handed out once, by the get, get_range or list that asks for
+ * it, and dropped when its object is deleted or, for a listing, when an
+ * object of its kind is put.
+ *
  * What it deliberately does not do: locking (bk_repo.c's lock objects),
- * caching, or any interpretation of object bytes.
+ * caching beyond that one hand-out, or any interpretation of object
+ * bytes.
  */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,10 +37,127 @@
 
 #include "bk_int.h"
 
+/* An object fetched ahead (bk_store_hold). */
+struct held_obj {
+	enum cf_bk_kind kind;
+	char name[65];
+	unsigned char *buf;
+	size_t len;
+};
+
+/* A kind's listing fetched ahead (bk_store_hold_list). */
+struct held_list {
+	int valid;
+	char (*names)[65];
+	uint64_t *sizes;
+	size_t n;
+};
+
 struct cf_bk_store {
 	const struct cf_bk_store_ops *ops;
 	void *ctx;
+	/* Fetched ahead (bk_prefetch.c); protected by held_mu. */
+	pthread_mutex_t held_mu;
+	struct held_obj *held;
+	size_t nheld, capheld;
+	struct held_list lists[CF_BK_KIND_LOCK + 1];
 };
+
+static void
+held_list_clear(struct held_list *l)
+{
+	free(l->names);
+	free(l->sizes);
+	memset(l, 0, sizeof(*l));
+}
+
+/* The held object kind/name, or NULL; held_mu held. */
+static struct held_obj *
+held_find(struct cf_bk_store *s, enum cf_bk_kind kind, const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < s->nheld; i++)
+		if (s->held[i].kind == kind &&
+		    strcmp(s->held[i].name, name) == 0)
+			return &s->held[i];
+	return NULL;
+}
+
+/* Forgets held object h; held_mu held. */
+static void
+held_drop(struct cf_bk_store *s, struct held_obj *h)
+{
+	free(h->buf);
+	*h = s->held[--s->nheld];
+}
+
+int
+bk_store_hold(struct cf_bk_store *s, enum cf_bk_kind kind, const char *name,
+    unsigned char *buf, size_t len)
+{
+	struct held_obj *h;
+	size_t nc;
+	int rc = 0;
+
+	pthread_mutex_lock(&s->held_mu);
+	if (held_find(s, kind, name) != NULL) {
+		free(buf);	/* one copy is enough: names are contents */
+		goto out;
+	}
+	if (s->nheld == s->capheld) {
+		nc = s->capheld ? s->capheld * 2 : 64;
+		h = realloc(s->held, nc * sizeof(*h));
+		if (h == NULL) {
+			free(buf);
+			rc = -ENOMEM;
+			goto out;
+		}
+		s->held = h;
+		s->capheld = nc;
+	}
+	h = &s->held[s->nheld++];
+	h->kind = kind;
+	snprintf(h->name, sizeof(h->name), "%s", name);
+	h->buf = buf;
+	h->len = len;
+out:
+	pthread_mutex_unlock(&s->held_mu);
+	return rc;
+}
+
+int
+bk_store_hold_list(struct cf_bk_store *s, enum cf_bk_kind kind,
+    char (*names)[65], uint64_t *sizes, size_t n)
+{
+	struct held_list *l;
+
+	if (kind < CF_BK_KIND_PACK || kind > CF_BK_KIND_LOCK) {
+		free(names);
+		free(sizes);
+		return -EINVAL;
+	}
+	pthread_mutex_lock(&s->held_mu);
+	l = &s->lists[kind];
+	held_list_clear(l);
+	l->valid = 1;
+	l->names = names;
+	l->sizes = sizes;
+	l->n = n;
+	pthread_mutex_unlock(&s->held_mu);
+	return 0;
+}
+
+void
+bk_store_drop_lists(struct cf_bk_store *s)
+{
+	size_t i;
+
+	pthread_mutex_lock(&s->held_mu);
+	for (i = 0; i <= CF_BK_KIND_LOCK; i++)
+		held_list_clear(&s->lists[i]);
+	pthread_mutex_unlock(&s->held_mu);
+}
 
 int
 cf_bk_store_new(struct cf_bk_store **out, const struct cf_bk_store_ops *ops,
@@ -46,6 +171,7 @@ cf_bk_store_new(struct cf_bk_store **out, const struct cf_bk_store_ops *ops,
 		return -ENOMEM;
 	s->ops = ops;
 	s->ctx = ctx;
+	pthread_mutex_init(&s->held_mu, NULL);
 	*out = s;
 	return 0;
 }
@@ -53,10 +179,18 @@ cf_bk_store_new(struct cf_bk_store **out, const struct cf_bk_store_ops *ops,
 void
 cf_bk_store_free(struct cf_bk_store *s)
 {
+	size_t i;
+
 	if (s == NULL)
 		return;
 	if (s->ops->close != NULL)
 		s->ops->close(s->ctx);
+	for (i = 0; i < s->nheld; i++)
+		free(s->held[i].buf);
+	free(s->held);
+	for (i = 0; i <= CF_BK_KIND_LOCK; i++)
+		held_list_clear(&s->lists[i]);
+	pthread_mutex_destroy(&s->held_mu);
 	free(s);
 }
 
@@ -83,12 +217,37 @@ name_ok(enum cf_bk_kind kind, const char *name)
 	return bk_name_valid(name);
 }
 
+/* Drops what is held of objects about to be deleted. */
+static void
+held_forget(struct cf_bk_store *s, enum cf_bk_kind kind,
+    const char *const *names, size_t n)
+{
+	struct held_obj *h;
+	size_t i;
+
+	pthread_mutex_lock(&s->held_mu);
+	for (i = 0; s->nheld > 0 && i < n; i++) {
+		h = held_find(s, kind, names[i]);
+		if (h != NULL)
+			held_drop(s, h);
+	}
+	if (kind != CF_BK_KIND_CONFIG)	/* the config has no listing */
+		held_list_clear(&s->lists[kind]);
+	pthread_mutex_unlock(&s->held_mu);
+}
+
 int
 cf_bk_store_put(struct cf_bk_store *s, enum cf_bk_kind kind, const char *name,
     const unsigned char *buf, size_t len, int excl)
 {
 	if (!name_ok(kind, name))
 		return -EINVAL;
+	if (kind != CF_BK_KIND_CONFIG) {
+		/* A held listing of the kind would miss the new object. */
+		pthread_mutex_lock(&s->held_mu);
+		held_list_clear(&s->lists[kind]);
+		pthread_mutex_unlock(&s->held_mu);
+	}
 	return s->ops->put(s->ctx, kind, name, buf, len, excl);
 }
 
@@ -96,10 +255,27 @@ int
 cf_bk_store_get(struct cf_bk_store *s, enum cf_bk_kind kind, const char *name,
     size_t max, unsigned char **buf, size_t *len)
 {
+	struct held_obj *h;
+	int rc = 1;
+
 	*buf = NULL;
 	*len = 0;
 	if (!name_ok(kind, name))
 		return -EINVAL;
+	pthread_mutex_lock(&s->held_mu);
+	h = s->nheld > 0 ? held_find(s, kind, name) : NULL;
+	if (h != NULL && h->len > max) {
+		rc = -EFBIG;
+	} else if (h != NULL) {
+		*buf = h->buf;		/* handed over: held once */
+		*len = h->len;
+		h->buf = NULL;
+		held_drop(s, h);
+		rc = 0;
+	}
+	pthread_mutex_unlock(&s->held_mu);
+	if (rc <= 0)
+		return rc;
 	return s->ops->get(s->ctx, kind, name, max, buf, len);
 }
 
@@ -107,8 +283,23 @@ int
 cf_bk_store_get_range(struct cf_bk_store *s, enum cf_bk_kind kind,
     const char *name, uint64_t off, size_t len, unsigned char *buf)
 {
+	struct held_obj *h;
+	int rc = 1;
+
 	if (!name_ok(kind, name))
 		return -EINVAL;
+	pthread_mutex_lock(&s->held_mu);
+	h = s->nheld > 0 ? held_find(s, kind, name) : NULL;
+	if (h != NULL && off <= h->len && len <= h->len - off) {
+		memcpy(buf, h->buf + off, len);
+		/* The pack cache reads whole packs: that is the one use. */
+		if (off == 0 && len == h->len)
+			held_drop(s, h);
+		rc = 0;
+	}
+	pthread_mutex_unlock(&s->held_mu);
+	if (rc <= 0)
+		return rc;
 	return s->ops->get_range(s->ctx, kind, name, off, len, buf);
 }
 
@@ -126,9 +317,22 @@ int
 cf_bk_store_list(struct cf_bk_store *s, enum cf_bk_kind kind,
     int (*fn)(void *arg, const char *name, uint64_t size), void *arg)
 {
+	struct held_list l;
+	size_t i;
+	int rc = 0;
+
 	if (kind < CF_BK_KIND_PACK || kind > CF_BK_KIND_LOCK)
 		return -EINVAL;
-	return s->ops->list(s->ctx, kind, fn, arg);
+	pthread_mutex_lock(&s->held_mu);
+	l = s->lists[kind];
+	memset(&s->lists[kind], 0, sizeof(l));
+	pthread_mutex_unlock(&s->held_mu);
+	if (!l.valid)
+		return s->ops->list(s->ctx, kind, fn, arg);
+	for (i = 0; i < l.n && rc == 0; i++)
+		rc = fn(arg, l.names[i], l.sizes[i]);
+	held_list_clear(&l);
+	return rc;
 }
 
 int
@@ -136,6 +340,7 @@ cf_bk_store_del(struct cf_bk_store *s, enum cf_bk_kind kind, const char *name)
 {
 	if (!name_ok(kind, name))
 		return -EINVAL;
+	held_forget(s, kind, &name, 1);
 	return s->ops->del(s->ctx, kind, name);
 }
 
@@ -148,6 +353,7 @@ cf_bk_store_del_many(struct cf_bk_store *s, enum cf_bk_kind kind,
 	for (i = 0; i < n; i++)
 		if (!name_ok(kind, names[i]))
 			return -EINVAL;
+	held_forget(s, kind, names, n);
 	if (s->ops->del_many != NULL)
 		return s->ops->del_many(s->ctx, kind, names, n, rcs);
 	for (i = 0; i < n; i++) {

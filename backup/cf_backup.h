@@ -650,6 +650,53 @@ CF_MUST_CHECK int cf_bk_repo_open_url_keys(struct cf_bk_repo **out,
 /* Frees the repo, its store and (if opened by url) its keys; NULL ok. */
 void cf_bk_repo_free(struct cf_bk_repo *r);
 
+/*
+ * Fetching ahead (bk_prefetch.c).  Opening a repository reads objects
+ * that need no key to be fetched, only to be opened: the config, the
+ * index and snapshot listings and objects.  cf_bk_prefetch_start starts
+ * a thread that opens the store for url (never creating anything) and
+ * fetches them, so a caller can unlock the tenant's key (Argon2id in the
+ * file KMS: 0.6 s) meanwhile; cf_bk_repo_open_prefetched then opens the
+ * repository from what arrived.  With CF_BK_PREFETCH_PACKS (restore) it
+ * also fetches every pack of a remote repository whose packs total at
+ * most pack_budget bytes (a restore of such a repository reads most of
+ * them; a larger one is left to the restore's own pack cache), on up to
+ * conns connections (1..16).
+ *
+ * Nothing fetched is trusted or shown: every object is still checked and
+ * opened under the keys when used, and a fetch that failed is only
+ * tried again by the open (which reports errors as without prefetching).
+ * Fetched objects are handed out once (docs/s3.md, Overlapping the
+ * unlock); the listings were read before the repository's lock, so
+ * cf_bk_repo_lock on a repository so opened drops them and reloads the
+ * index if its objects changed meanwhile.
+ *
+ * cf_bk_prefetch_start: 0, or -ENOMEM/-EAGAIN (no thread: the caller
+ * opens without).  On success *out is the caller's (cf_bk_prefetch_free).
+ * cf_bk_prefetch_key_version waits for the config: 0 and the key version
+ * it is sealed under, or the error reading it (-ENOENT: no repository).
+ * cf_bk_prefetch_free stops the fetching (a request under way ends
+ * first), waits for the thread and frees what was fetched; NULL ok.
+ * One thread may use a cf_bk_prefetch at a time.
+ */
+struct cf_bk_prefetch;
+#define CF_BK_PREFETCH_PACKS 0x1
+CF_MUST_CHECK int cf_bk_prefetch_start(struct cf_bk_prefetch **out,
+    const char *url, int flags, unsigned conns, uint64_t pack_budget);
+CF_MUST_CHECK int cf_bk_prefetch_key_version(struct cf_bk_prefetch *pf,
+    uint32_t *version);
+void cf_bk_prefetch_free(struct cf_bk_prefetch *pf);
+/*
+ * As cf_bk_repo_open_url_keys for pf's URL, from what pf fetched (it
+ * waits for pf's thread to end); the store pf opened becomes the
+ * repository's, or, if pf could not open one, a store is opened as
+ * cf_bk_repo_open_url_keys does.  Takes keys over, also on failure.
+ * pf is still the caller's (to free) and is of no further use.
+ */
+CF_MUST_CHECK int cf_bk_repo_open_prefetched(struct cf_bk_repo **out,
+    struct cf_bk_prefetch *pf, struct cf_bk_keys *keys,
+    const unsigned char tenant[CF_KS_ID_BYTES], int flags);
+
 struct cf_bk_store *cf_bk_repo_store(struct cf_bk_repo *r);
 const struct cf_bk_keys *cf_bk_repo_keys(const struct cf_bk_repo *r);
 const struct cf_bk_chunker *cf_bk_repo_chunker(const struct cf_bk_repo *r);
@@ -743,6 +790,9 @@ CF_MUST_CHECK int cf_bk_repo_snapshot_load(struct cf_bk_repo *r,
  * Locks ([BK-LOCK-1]): writes a lock object, then checks the others.
  * -EBUSY if a conflicting fresh lock exists (ours is removed again).
  * hostname may be NULL (gethostname).  Release deletes it and frees.
+ * A repository opened by cf_bk_repo_open_prefetched is then brought up
+ * to date (listings read again, the index reloaded if changed; its
+ * errors are returned, the lock removed again).
  */
 struct cf_bk_lock;
 CF_MUST_CHECK int cf_bk_repo_lock(struct cf_bk_repo *r, int exclusive,

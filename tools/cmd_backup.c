@@ -235,11 +235,20 @@ snap_fill(struct cf_bk_snapshot *snap, int64_t when, int64_t t0,
 	    sizeof(snap->key_versions));
 }
 
+static unsigned s3_conns(void);
+
+/*
+ * pf_flags: CF_BK_PREFETCH_PACKS for a restore (its packs are fetched
+ * during the unlock when they fit twice COFFER_S3_CONNECTIONS packs of
+ * 16 MiB, what its pack cache holds anyway).
+ */
 static int
-session_open(struct session *s, struct tl_ctx *ctx, const char *name,
-    const char *repo_opt, int create)
+session_open_pf(struct session *s, struct tl_ctx *ctx, const char *name,
+    const char *repo_opt, int create, int pf_flags)
 {
+	struct cf_bk_prefetch *pf = NULL;
 	uint32_t kv = 0;
+	unsigned conns;
 	char ourl[sizeof(s->url) + 32];
 	const char *stored;
 	int rc;
@@ -264,11 +273,23 @@ session_open(struct session *s, struct tl_ctx *ctx, const char *name,
 		return CF_EXIT_USAGE;
 	}
 	open_url(s, ourl, sizeof(ourl));
-	rc = tl_repo_unlock(s->t, ourl, &s->root, &kv);
-	if (rc < 0)
+	/*
+	 * The repository's objects are fetched while the key is unlocked
+	 * (docs/s3.md, Overlapping the unlock); pf is freed before any
+	 * message, so nothing fetched outlives a failed unlock.
+	 */
+	/* Read (and complained about) only where it matters. */
+	conns = strncmp(s->url, "s3://", 5) == 0 ? s3_conns() : 4;
+	pf = tl_repo_prefetch(ourl, pf_flags, conns,
+	    (uint64_t)2 * conns * (16U << 20));
+	rc = tl_repo_unlock_pf(s->t, ourl, pf, &s->root, &kv);
+	if (rc < 0) {
+		cf_bk_prefetch_free(pf);
 		return tl_fail(rc, name);
-	rc = tl_repo_open(s->t, &s->repo, ourl, s->root, kv,
-	    create ? CF_BK_REPO_CREATE : 0);
+	}
+	rc = tl_repo_open_pf(s->t, &s->repo, ourl, s->root, kv,
+	    create ? CF_BK_REPO_CREATE : 0, pf);
+	cf_bk_prefetch_free(pf);
 	if (rc == -EBADMSG) {
 		fprintf(stderr, "coffer: repository %s cannot be opened with "
 		    "tenant %s's key: it belongs to another tenant, or its "
@@ -296,6 +317,13 @@ session_open(struct session *s, struct tl_ctx *ctx, const char *name,
 			return tl_fail(rc, "saving the repository URL");
 	}
 	return lock_for_backup(s->repo, s->url, &s->lock);
+}
+
+static int
+session_open(struct session *s, struct tl_ctx *ctx, const char *name,
+    const char *repo_opt, int create)
+{
+	return session_open_pf(s, ctx, name, repo_opt, create, 0);
 }
 
 static void
@@ -3968,7 +3996,8 @@ cmd_restore(struct tl_ctx *ctx, int argc, char **argv)
 		}
 		filter[nf] = NULL;
 	}
-	ret = session_open(&s, ctx, argv[optind], repo, 0);
+	ret = session_open_pf(&s, ctx, argv[optind], repo, 0,
+	    CF_BK_PREFETCH_PACKS);
 	if (ret != CF_EXIT_OK)
 		goto out;
 	ret = resolve_snapshot(&s, want, sid, &snap);

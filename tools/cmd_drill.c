@@ -369,6 +369,7 @@ fail:
 int
 cmd_drill(struct tl_ctx *ctx, int argc, char **argv)
 {
+	struct cf_bk_prefetch *pf = NULL;
 	uint32_t kv = 0;
 	static const struct option opts[] = {
 		{ "scratch", required_argument, NULL, 's' },
@@ -438,12 +439,16 @@ cmd_drill(struct tl_ctx *ctx, int argc, char **argv)
 	else
 		snprintf(store, sizeof(store), "%s/%s/store",
 		    cf_ks_home_path(home), cf_ks_tenant_dir(t));
-	rc = tl_repo_unlock(t, url, &root, &kv);
+	/* Fetched while the key is unlocked (docs/s3.md). */
+	pf = tl_repo_prefetch(url, 0, 4, 0);
+	rc = tl_repo_unlock_pf(t, url, pf, &root, &kv);
 	if (rc < 0) {
+		cf_bk_prefetch_free(pf);
 		ret = tl_fail(rc, name);
 		goto out;
 	}
-	rc = tl_repo_open(t, &repo, url, root, kv, 0);
+	rc = tl_repo_open_pf(t, &repo, url, root, kv, 0, pf);
+	cf_bk_prefetch_free(pf);
 	cf_secbuf_free(root);
 	root = NULL;
 	if (rc == -ENOENT) {

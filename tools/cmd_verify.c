@@ -228,6 +228,7 @@ coverage_save(const char *path, const struct cf_bk_coverage *c)
 int
 cmd_verify(struct tl_ctx *ctx, int argc, char **argv)
 {
+	struct cf_bk_prefetch *pf = NULL;
 	uint32_t kv = 0;
 	static const struct option opts[] = {
 		{ "read-data", no_argument, NULL, 'd' },
@@ -329,12 +330,16 @@ cmd_verify(struct tl_ctx *ctx, int argc, char **argv)
 		goto out;
 	}
 	tl_repo_url(home, t, repo_opt, url, sizeof(url));
-	rc = tl_repo_unlock(t, url, &root, &kv);
+	/* Fetched while the key is unlocked (docs/s3.md). */
+	pf = tl_repo_prefetch(url, 0, 4, 0);
+	rc = tl_repo_unlock_pf(t, url, pf, &root, &kv);
 	if (rc < 0) {
+		cf_bk_prefetch_free(pf);
 		ret = tl_fail(rc, name);
 		goto out;
 	}
-	rc = tl_repo_open(t, &repo, url, root, kv, 0);
+	rc = tl_repo_open_pf(t, &repo, url, root, kv, 0, pf);
+	cf_bk_prefetch_free(pf);
 	cf_secbuf_free(root);	/* the repo keeps only derived keys */
 	root = NULL;
 	if (rc == -EBADMSG) {

@@ -63,6 +63,24 @@ int tl_repo_open(struct cf_ks_tenant *t, struct cf_bk_repo **out,
     const char *url, const struct cf_secbuf *root, uint32_t version,
     int flags);
 /*
+ * The same two steps overlapped (docs/s3.md, Overlapping the unlock):
+ * tl_repo_prefetch starts fetching what opening url reads (and, with
+ * CF_BK_PREFETCH_PACKS, the packs of a small remote repository) on a
+ * thread of its own; NULL if it cannot (then the _pf calls behave as
+ * the plain ones).  tl_repo_unlock_pf waits only for the config;
+ * tl_repo_open_pf opens from what was fetched, for the same url.  The
+ * caller frees pf (cf_bk_prefetch_free) after the open or on any error:
+ * nothing fetched is shown, and errors are reported as without it.
+ */
+struct cf_bk_prefetch;
+struct cf_bk_prefetch *tl_repo_prefetch(const char *url, int flags,
+    unsigned conns, uint64_t pack_budget);
+int tl_repo_unlock_pf(struct cf_ks_tenant *t, const char *url,
+    struct cf_bk_prefetch *pf, struct cf_secbuf **root, uint32_t *version);
+int tl_repo_open_pf(struct cf_ks_tenant *t, struct cf_bk_repo **out,
+    const char *url, const struct cf_secbuf *root, uint32_t version,
+    int flags, struct cf_bk_prefetch *pf);
+/*
  * The store (tools with fs/, cmd_mount.c).  tl_fs_keys unlocks every live
  * root key version of t and derives the store's keys: names and metadata
  * under the store's metadata version (its marker's; the newest for a

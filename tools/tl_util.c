@@ -251,9 +251,28 @@ tl_store_served(struct cf_ks_home *home, const struct cf_ks_tenant *t)
 #endif
 }
 
+struct cf_bk_prefetch *
+tl_repo_prefetch(const char *url, int flags, unsigned conns,
+    uint64_t pack_budget)
+{
+	struct cf_bk_prefetch *pf = NULL;
+
+	/* Without a thread the open reads everything itself, as before. */
+	if (cf_bk_prefetch_start(&pf, url, flags, conns, pack_budget) < 0)
+		return NULL;
+	return pf;
+}
+
 int
 tl_repo_unlock(struct cf_ks_tenant *t, const char *url,
     struct cf_secbuf **root, uint32_t *version)
+{
+	return tl_repo_unlock_pf(t, url, NULL, root, version);
+}
+
+int
+tl_repo_unlock_pf(struct cf_ks_tenant *t, const char *url,
+    struct cf_bk_prefetch *pf, struct cf_secbuf **root, uint32_t *version)
 {
 	uint32_t v = 0;
 	int rc;
@@ -264,10 +283,14 @@ tl_repo_unlock(struct cf_ks_tenant *t, const char *url,
 	 * A repository keeps the root key version it was created with
 	 * (docs/kms.md, Root key rotation): open it with that one.  One
 	 * that cannot be read here is left to the open that follows to
-	 * report.
+	 * report.  With pf, its thread has read the config (and goes on
+	 * fetching while the key is unlocked).
 	 */
-	if (cf_bk_repo_key_version(url, &v) < 0 ||
-	    v > cf_ks_tenant_key_version(t))
+	if (pf != NULL)
+		rc = cf_bk_prefetch_key_version(pf, &v);
+	else
+		rc = cf_bk_repo_key_version(url, &v);
+	if (rc < 0 || v > cf_ks_tenant_key_version(t))
 		v = cf_ks_tenant_key_version(t);
 	rc = cf_ks_tenant_unlock(t, v, root);
 	if (rc == 0)
@@ -279,6 +302,14 @@ int
 tl_repo_open(struct cf_ks_tenant *t, struct cf_bk_repo **out,
     const char *url, const struct cf_secbuf *root, uint32_t version,
     int flags)
+{
+	return tl_repo_open_pf(t, out, url, root, version, flags, NULL);
+}
+
+int
+tl_repo_open_pf(struct cf_ks_tenant *t, struct cf_bk_repo **out,
+    const char *url, const struct cf_secbuf *root, uint32_t version,
+    int flags, struct cf_bk_prefetch *pf)
 {
 	struct cf_bk_keys *keys = NULL;
 	struct cf_secbuf *other = NULL;
@@ -305,6 +336,9 @@ tl_repo_open(struct cf_ks_tenant *t, struct cf_bk_repo **out,
 			return rc;
 		}
 	}
+	if (pf != NULL)
+		return cf_bk_repo_open_prefetched(out, pf, keys,
+		    cf_ks_tenant_id(t), flags);
 	return cf_bk_repo_open_url_keys(out, url, keys, cf_ks_tenant_id(t),
 	    flags);
 }

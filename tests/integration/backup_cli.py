@@ -172,6 +172,14 @@ try:
     irepo = "file://" + os.path.join(T, "repo-inc")
     r = coffer("backup", "acme", "--repo", irepo)
     ok(r.returncode == 0, "full backup into a second repository", r.stderr)
+    # An existing empty directory: the repository is created in it (the
+    # prefetching store, opened without creating, is not used for that).
+    edir = os.path.join(T, "repo-empty")
+    os.makedirs(edir)
+    r = coffer("backup", "acme", "--repo", "file://" + edir)
+    ok(r.returncode == 0 and os.path.isdir(os.path.join(edir, "index")),
+       "backup into an existing empty directory creates the repository",
+       r.stderr)
     p = mount("acme")
     spath = os.path.join(MP, "small.txt")
     st = os.stat(spath)

@@ -343,9 +343,9 @@ fi
 vid=$("$AWS" --endpoint-url "$S3_ENDPOINT" s3api head-object --bucket "$S3_LOCK_BUCKET" \
     --key "$lkey" --query VersionId --output text 2>/dev/null)
 if [ -n "$lkey" ] && ! "$AWS" --endpoint-url "$S3_ENDPOINT" s3api delete-object --bucket "$S3_LOCK_BUCKET" \
-    --key "$lkey" --version-id "$vid" >/dev/null 2>&1 &&
+    --key "$lkey" --version-id="$vid" >/dev/null 2>&1 &&
     "$AWS" --endpoint-url "$S3_ENDPOINT" s3api head-object --bucket "$S3_LOCK_BUCKET" \
-    --key "$lkey" --version-id "$vid" >/dev/null 2>&1; then
+    --key "$lkey" --version-id="$vid" >/dev/null 2>&1; then
 	ok "awscli cannot delete the locked version either"
 else
 	not_ok "awscli delete of the locked version ($vid) is refused"
@@ -461,6 +461,9 @@ if [ -x "${COFFER:-}" ]; then
 	fi
 	# Restore through the pack cache (docs/s3.md, Restore): a tree in
 	# several packs comes back identical with one loader and with four.
+	# With four the packs (~60 MiB) are all fetched during the unlock
+	# (within 2 x 4 x 16 MiB: Overlapping the unlock); with one they
+	# exceed 2 x 1 x 16 MiB and the pack cache fetches them after it.
 	mkdir -p "$T/rsrc/a/b"
 	for i in $(seq 1 40); do
 		head -c $((i * 37000)) /dev/urandom >"$T/rsrc/a/f$i"
@@ -484,6 +487,32 @@ if [ -x "${COFFER:-}" ]; then
 		done
 		[ "$packs" -ge 3 ] && ok "...the tree spans $packs packs" ||
 		    not_ok "...the tree spans several packs (got $packs)"
+		# The repository's objects and (small repository) packs are
+		# fetched while the key is unlocked (docs/s3.md, Overlapping
+		# the unlock): a wrong passphrase or a missing repository
+		# still fails as before, with nothing on stdout.
+		printf 'not the passphrase\n' >"$T/wpass"
+		chmod 600 "$T/wpass"
+		COFFER_HOME=$H COFFER_PASSPHRASE_FILE=$T/wpass "$COFFER" restore kept latest \
+		    --target "$T/rdstw" --repo "$rrepo" >"$T/rw.out" 2>"$T/rw.err"
+		wrc=$?
+		if [ "$wrc" -eq 4 ] && [ ! -s "$T/rw.out" ] && [ ! -e "$T/rdstw" ] &&
+		    grep -qi 'passphrase' "$T/rw.err"; then
+			ok "S3 restore with a wrong passphrase: exit 4, nothing restored or printed"
+		else
+			not_ok "S3 restore with a wrong passphrase (exit $wrc)"
+			sed 's/^/# /' "$T/rw.out" "$T/rw.err"
+		fi
+		COFFER_HOME=$H COFFER_PASSPHRASE_FILE=$T/cpass "$COFFER" restore kept latest \
+		    --target "$T/rdstn" --repo "s3://$S3_BUCKET/no-such-repo" >"$T/rn.out" 2>"$T/rn.err"
+		nrc=$?
+		if [ "$nrc" -eq 1 ] && [ ! -s "$T/rn.out" ] &&
+		    grep -q 'no repository at s3://' "$T/rn.err"; then
+			ok "S3 restore from a missing repository: exit 1, 'no repository'"
+		else
+			not_ok "S3 restore from a missing repository (exit $nrc)"
+			sed 's/^/# /' "$T/rn.out" "$T/rn.err"
+		fi
 	else
 		not_ok "CLI backup --dir to S3 for the restore test"
 		sed 's/^/# /' "$T/rs.err"
@@ -622,6 +651,38 @@ if [ -x "${COFFER:-}" ]; then
 	else
 		not_ok "a repository, a killed backup's upload ($nk) and 5 more for the stale upload test"
 		sed 's/^/# /' "$T/up.err" "$T/mpu.err" 2>/dev/null
+	fi
+fi
+
+# A purge aborts the purged repository's interrupted uploads whatever
+# their age (docs/s3.md, Interrupted uploads; prune waits a day): two
+# started seconds before the purge under the tenant's repository are
+# gone afterwards, one under a foreign prefix (pgrepo2/) stays.
+if [ -x "${COFFER:-}" ]; then
+	pgk1=pgrepo/data/dd/$(h64 d)
+	pgk2=pgrepo/index/$(h64 e)
+	pgforeign=pgrepo2/index/$(h64 e)
+	if uc tenant create pg --repo "s3://$S3_BUCKET/pgrepo" >/dev/null 2>"$T/pg.err" &&
+	    echo ledger | uc backup pg --stdin --name ledger.txt >/dev/null 2>>"$T/pg.err" &&
+	    mpu "$pgk1" "$T/part" && mpu "$pgk2" && mpu "$pgforeign" &&
+	    [ "$(uploads pgrepo/)" = "$pgk1 $pgk2 " ] &&
+	    uc lifecycle set pg cancelled >/dev/null 2>>"$T/pg.err" &&
+	    uc lifecycle purge pg --yes >"$T/pg.out" 2>>"$T/pg.err"; then
+		left=$(uploads pgrepo/)
+		objs=$("$AWS" --endpoint-url "$S3_ENDPOINT" s3 ls --recursive "s3://$S3_BUCKET/pgrepo/" 2>/dev/null | wc -l)
+		if [ -z "$left" ] && [ "$objs" -eq 0 ]; then
+			ok "purge aborts the purged repository's interrupted uploads (2, seconds old) and leaves no object"
+		else
+			not_ok "purge aborts the purged repository's uploads (left: $left; objects: $objs)"
+			sed 's/^/# /' "$T/pg.out" "$T/pg.err"
+		fi
+		case " $(uploads pgrepo2/)" in
+		*" $pgforeign "*) ok "...an upload under a foreign prefix (pgrepo2/) stays" ;;
+		*) not_ok "...an upload under a foreign prefix stays" ;;
+		esac
+	else
+		not_ok "a tenant with interrupted uploads, purged (uploads: $(uploads pgrepo))"
+		sed 's/^/# /' "$T/pg.err" "$T/pg.out" "$T/mpu.err" 2>/dev/null
 	fi
 fi
 # -- stale uploads: end

@@ -1475,6 +1475,93 @@ config_rekey(void)
 	free(a);
 }
 
+/*
+ * Fetching ahead (bk_prefetch.c, docs/s3.md Overlapping the unlock): the
+ * config's key version before the open; the open from what was fetched;
+ * a repository changed by someone else (a prune) between the fetch and
+ * the lock is seen as it is once the lock is taken (listings settled,
+ * index reloaded); no repository; an empty directory created into.
+ */
+static void
+prefetch(void)
+{
+	struct cf_bk_keys *k = bkt_keys_x(0);
+	struct cf_bk_prefetch *pf = NULL;
+	struct cf_bk_repo *r, *r2 = NULL;
+	struct cf_bk_writer *w = NULL;
+	struct cf_bk_lock *l = NULL;
+	struct cf_bk_snapshot snap;
+	struct cf_bk_blob_loc loc;
+	unsigned char *a, *b, ida[32], idb[32], s1[32], s2[32];
+	unsigned char (*ids)[CF_BK_ID_BYTES] = NULL;
+	char url[4096], name[65], cons[] = "none";
+	uint32_t v = 0;
+	size_t n = 0;
+
+	CHECK(k != NULL);
+	a = bkt_random(5000, 1);
+	b = bkt_random(5000, 2);
+	CHECK(a != NULL && b != NULL);
+	repo_url(url, sizeof(url));
+
+	/* No repository: the config's error, then the open's. */
+	CHECK_RC(cf_bk_prefetch_start(&pf, url, 0, 4, 0), 0);
+	CHECK_RC(cf_bk_prefetch_key_version(pf, &v), -ENOENT);
+	CHECK_RC(cf_bk_repo_open_prefetched(&r2, pf, bkt_keys_x(0), tenant_a,
+	    0), -ENOENT);
+	CHECK(r2 == NULL);
+	cf_bk_prefetch_free(pf);
+	/* An existing empty directory: created into (its subdirectories). */
+	CHECK(mkdir(repo_path(""), 0700) == 0);
+	CHECK_RC(cf_bk_prefetch_start(&pf, url, 0, 4, 0), 0);
+	CHECK_RC(cf_bk_repo_open_prefetched(&r2, pf, bkt_keys_x(0), tenant_a,
+	    CF_BK_REPO_CREATE), 0);
+	cf_bk_prefetch_free(pf);
+	CHECK(r2 != NULL);
+	CHECK_RC(cf_bk_writer_new(&w, r2, 0), 0);
+	CHECK_RC(cf_bk_writer_add(w, CF_BK_BLOB_DATA, a, 5000, ida), 0);
+	CHECK_RC(cf_bk_writer_flush(w), 0);
+	cf_bk_writer_free(w);
+	snap_min(&snap, 1, NULL, cons);
+	CHECK_RC(cf_bk_repo_snapshot_save(r2, &snap, s1), 0);
+
+	/* Fetched ahead, then opened from what was fetched. */
+	CHECK_RC(cf_bk_prefetch_start(&pf, url, 0, 4, 0), 0);
+	CHECK_RC(cf_bk_prefetch_key_version(pf, &v), 0);
+	CHECK(v == 1);
+	CHECK_RC(cf_bk_repo_open_prefetched(&r, pf, bkt_keys_x(0), tenant_a,
+	    0), 0);
+	cf_bk_prefetch_free(pf);
+	CHECK(r != NULL);
+	CHECK(cf_bk_repo_has_blob(r, CF_BK_BLOB_DATA, ida));
+
+	/* A prune (here r2) replaces the snapshot and adds an index. */
+	CHECK_RC(cf_bk_writer_new(&w, r2, 0), 0);
+	CHECK_RC(cf_bk_writer_add(w, CF_BK_BLOB_DATA, b, 5000, idb), 0);
+	CHECK_RC(cf_bk_writer_flush(w), 0);
+	cf_bk_writer_free(w);
+	snap_min(&snap, 2, NULL, cons);
+	CHECK_RC(cf_bk_repo_snapshot_save(r2, &snap, s2), 0);
+	bk_name(s1, name);
+	CHECK_RC(cf_bk_store_del(cf_bk_repo_store(r2), CF_BK_KIND_SNAPSHOT,
+	    name), 0);
+
+	/* Once locked, r sees the repository as it is now. */
+	CHECK_RC(cf_bk_repo_lock(r, 0, NULL, &l), 0);
+	CHECK_RC(cf_bk_index_lookup(cf_bk_repo_index(r), CF_BK_BLOB_DATA,
+	    idb, &loc), 0);
+	CHECK_RC(cf_bk_repo_snapshot_list(r, &ids, &n), 0);
+	CHECK(n == 1 && ids != NULL && memcmp(ids[0], s2, 32) == 0);
+	free(ids);
+	CHECK_RC(cf_bk_lock_release(l), 0);
+
+	cf_bk_repo_free(r);
+	cf_bk_repo_free(r2);
+	cf_bk_keys_free(k);
+	free(a);
+	free(b);
+}
+
 static const struct cf_test_case cases[] = {
 	CF_TEST(store_put_get_list),
 	CF_TEST(store_temp_not_listed),
@@ -1494,6 +1581,7 @@ static const struct cf_test_case cases[] = {
 	CF_TEST(indexed_version),
 	CF_TEST(version_use),
 	CF_TEST(config_rekey),
+	CF_TEST(prefetch),
 };
 
 CF_TEST_MAIN(cases)
