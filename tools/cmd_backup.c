@@ -280,8 +280,12 @@ session_open_pf(struct session *s, struct tl_ctx *ctx, const char *name,
 	 */
 	/* Read (and complained about) only where it matters. */
 	conns = strncmp(s->url, "s3://", 5) == 0 ? s3_conns() : 4;
-	pf = tl_repo_prefetch(ourl, pf_flags, conns,
-	    (uint64_t)2 * conns * (16U << 20));
+	/*
+	 * Packs fetched during the unlock are held beside the Argon2id
+	 * area (192 MiB by default): 32 MiB of them keeps the command
+	 * under the 256 MiB a backup or restore may use.
+	 */
+	pf = tl_repo_prefetch(ourl, pf_flags, conns, (uint64_t)32 << 20);
 	rc = tl_repo_unlock_pf(s->t, ourl, pf, &s->root, &kv);
 	if (rc < 0) {
 		cf_bk_prefetch_free(pf);

@@ -280,8 +280,10 @@ tl_repo_unlock_pf(struct cf_ks_tenant *t, const char *url,
 	*root = NULL;
 	*version = 0;
 	/*
-	 * A repository keeps the root key version it was created with
-	 * (docs/kms.md, Root key rotation): open it with that one.  One
+	 * A repository's config is sealed under one root key version (the
+	 * creation version, or the newest at its last `reencrypt
+	 * --repository`; docs/kms.md, Root key rotation): open it with
+	 * that one.  One
 	 * that cannot be read here is left to the open that follows to
 	 * report.  With pf, its thread has read the config (and goes on
 	 * fetching while the key is unlocked).

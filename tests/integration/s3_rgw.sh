@@ -461,9 +461,9 @@ if [ -x "${COFFER:-}" ]; then
 	fi
 	# Restore through the pack cache (docs/s3.md, Restore): a tree in
 	# several packs comes back identical with one loader and with four.
-	# With four the packs (~60 MiB) are all fetched during the unlock
-	# (within 2 x 4 x 16 MiB: Overlapping the unlock); with one they
-	# exceed 2 x 1 x 16 MiB and the pack cache fetches them after it.
+	# Its packs (~60 MiB) exceed the 32 MiB fetched during the unlock
+	# (Overlapping the unlock), so the pack cache fetches them after it;
+	# a small repository's packs come during the unlock (below).
 	mkdir -p "$T/rsrc/a/b"
 	for i in $(seq 1 40); do
 		head -c $((i * 37000)) /dev/urandom >"$T/rsrc/a/f$i"
@@ -487,6 +487,23 @@ if [ -x "${COFFER:-}" ]; then
 		done
 		[ "$packs" -ge 3 ] && ok "...the tree spans $packs packs" ||
 		    not_ok "...the tree spans several packs (got $packs)"
+		# A repository under 32 MiB: every pack is fetched while the
+		# key is unlocked, and the restore takes them from there.
+		rm -rf "$T/rsmall"
+		mkdir -p "$T/rsmall"
+		for i in $(seq 1 30); do cp "$T/rsrc/a/f$i" "$T/rsmall/"; done
+		srepo="s3://$S3_BUCKET/cli-restore-small"
+		if COFFER_HOME=$H COFFER_PASSPHRASE_FILE=$T/cpass "$COFFER" -q backup kept \
+		    --dir "$T/rsmall" --repo "$srepo" >/dev/null 2>>"$T/rs.err" &&
+		    COFFER_S3_CONNECTIONS=4 COFFER_HOME=$H COFFER_PASSPHRASE_FILE=$T/cpass \
+		    "$COFFER" -q restore kept latest --target "$T/rdsts" \
+		    --repo "$srepo" >/dev/null 2>>"$T/rs.err" &&
+		    diff -r "$T/rsmall" "$T/rdsts" >/dev/null 2>&1; then
+			ok "CLI restore of a small S3 repository (packs fetched during the unlock): identical"
+		else
+			not_ok "CLI restore of a small S3 repository (packs fetched during the unlock)"
+			sed 's/^/# /' "$T/rs.err"
+		fi
 		# The repository's objects and (small repository) packs are
 		# fetched while the key is unlocked (docs/s3.md, Overlapping
 		# the unlock): a wrong passphrase or a missing repository
