@@ -11,12 +11,13 @@
  * waits for a hash (docs/backup.md, Pipeline and memory).  Two workers
  * with the same new blob at once: the pending set, checked and filled
  * under the lock, lets only the first store it.  Blobs added by
- * cf_bk_writer_add (trees) are hashed on the caller's thread, which needs
- * the id at once.  Each worker owns a pack and a zstd context and fills
- * the pack up to CF_BK_PACK_TARGET (a blob that would take it past the
- * target closes it first).  A full pack goes
- * to a bounded queue of the uploader thread, which puts it (the local
- * store writes and fsyncs it there), then records it in the index, so
+ * cf_bk_writer_add (trees) and streams of cf_bk_writer_add_stream (a tar
+ * entry, --stdin) are hashed on the caller's thread, which needs the ids
+ * at once.  Each worker owns a pack and a zstd context and fills the
+ * pack up to CF_BK_PACK_TARGET (a blob that would take it past the
+ * target closes it first).  A full pack goes to a bounded queue of the
+ * uploader thread, which puts it (the local store writes and fsyncs it
+ * there, with O_DIRECT), then records it in the index, so
  * compressing never waits for the disk.  Packs are indexed only after
  * they are put; an index object is written every 256 packs and at flush,
  * after every pack it names was put.
@@ -25,8 +26,8 @@
  * least one blob), one pack buffer per worker, and UPQ_MAX packs waiting
  * for or in the put.  Put packs' buffers are kept in a small pool and
  * reused by the next packs (no fresh 17 MiB allocation and page faults
- * per pack).  The stream buffer of cf_bk_writer_add_stream is allocated
- * once per writer.
+ * per pack).  The stream buffer the chunker cuts from is allocated once
+ * per writer.
  *
  * The writer also notes the root key version of every pack it found a
  * known blob in, for the snapshot's key_versions ([BK-SNAP-2]).
@@ -804,10 +805,16 @@ file_chunk(struct cf_bk_writer *w, struct cf_bk_wfile *wf,
 	return rc;
 }
 
-int
-cf_bk_writer_file_add(struct cf_bk_writer *w, struct cf_bk_wfile *wf,
+/*
+ * Reads a stream to its end through rd, cuts it with the repo's chunker
+ * and passes every chunk to chunk(w, ctx, data, len); *size is the
+ * stream's length.
+ */
+static int
+stream_cut(struct cf_bk_writer *w,
     int (*rd)(void *arg, unsigned char *buf, size_t cap, size_t *got),
-    void *arg, uint64_t *size)
+    void *arg, int (*chunk)(struct cf_bk_writer *, void *,
+    const unsigned char *, size_t), void *ctx, uint64_t *size)
 {
 	const struct cf_bk_chunker *ch = w->r->chunker;
 	size_t max = cf_bk_chunker_max(ch), cap = 2 * max, start = 0, end = 0;
@@ -845,13 +852,28 @@ cf_bk_writer_file_add(struct cf_bk_writer *w, struct cf_bk_wfile *wf,
 		if (end == start)
 			break;
 		cut = cf_bk_chunker_cut(ch, buf + start, end - start);
-		rc = file_chunk(w, wf, buf + start, cut);
+		rc = chunk(w, ctx, buf + start, cut);
 		if (rc < 0)
 			return rc;
 		start += cut;
 	}
 	*size = total;
 	return 0;
+}
+
+static int
+wfile_chunk(struct cf_bk_writer *w, void *ctx, const unsigned char *data,
+    size_t len)
+{
+	return file_chunk(w, ctx, data, len);
+}
+
+int
+cf_bk_writer_file_add(struct cf_bk_writer *w, struct cf_bk_wfile *wf,
+    int (*rd)(void *arg, unsigned char *buf, size_t cap, size_t *got),
+    void *arg, uint64_t *size)
+{
+	return stream_cut(w, rd, arg, wfile_chunk, wf, size);
 }
 
 /* Waits until the workers have every id of wf.  With mu. */
@@ -898,30 +920,59 @@ cf_bk_writer_file_free(struct cf_bk_writer *w, struct cf_bk_wfile *wf)
 	free(wf);
 }
 
+/* A chunk of add_stream: hashed here, appended to the list in ctx. */
+struct slist {
+	struct cf_bk_item *v;
+	size_t n, cap;
+};
+
+static int
+slist_chunk(struct cf_bk_writer *w, void *ctx, const unsigned char *data,
+    size_t len)
+{
+	struct slist *l = ctx;
+	struct cf_bk_item *nv;
+	size_t nc;
+	int rc;
+
+	if (l->n == l->cap) {
+		nc = l->cap ? l->cap * 2 : 16;
+		nv = realloc(l->v, nc * sizeof(*nv));
+		if (nv == NULL)
+			return -ENOMEM;
+		l->v = nv;
+		l->cap = nc;
+	}
+	l->v[l->n].hole = 0;
+	rc = cf_bk_writer_add(w, CF_BK_BLOB_DATA, data, len, l->v[l->n].id);
+	if (rc == 0)
+		l->n++;
+	return rc;
+}
+
+/*
+ * One stream whose items are wanted at once (a tar entry, --stdin): the
+ * ids are computed here, as the caller would otherwise wait for the
+ * workers to reach its chunks behind everything queued.
+ */
 int
 cf_bk_writer_add_stream(struct cf_bk_writer *w,
     int (*rd)(void *arg, unsigned char *buf, size_t cap, size_t *got),
     void *arg, struct cf_bk_item **items, size_t *nitems, uint64_t *size)
 {
-	struct cf_bk_wfile *wf;
-	uint64_t total;
+	struct slist l = { NULL, 0, 0 };
 	int rc;
 
 	*items = NULL;
 	*nitems = 0;
-	*size = 0;
-	rc = cf_bk_writer_file_new(w, &wf);
-	if (rc < 0)
-		return rc;
-	rc = cf_bk_writer_file_add(w, wf, rd, arg, &total);
+	rc = stream_cut(w, rd, arg, slist_chunk, &l, size);
 	if (rc < 0) {
-		cf_bk_writer_file_free(w, wf);
+		free(l.v);
 		return rc;
 	}
-	rc = cf_bk_writer_file_take(w, wf, items, nitems);
-	if (rc == 0)
-		*size = total;
-	return rc;
+	*items = l.v;
+	*nitems = l.n;
+	return 0;
 }
 
 int

@@ -773,7 +773,9 @@ CF_MUST_CHECK int cf_bk_repo_open_writer(struct cf_bk_repo **out,
  * thread) compute each chunk's id, check it against the index and the
  * blobs added so far (dedup), then compress, seal and pack the new ones,
  * each filling its own pack to CF_BK_PACK_TARGET.  Single blobs (trees)
- * go in by cf_bk_writer_add, hashed and checked on the caller's thread.  Full packs
+ * and streams whose items are wanted at once (cf_bk_writer_add,
+ * cf_bk_writer_add_stream) are hashed and checked on the caller's
+ * thread.  Full packs
  * are put, then indexed ([BK-CRASH-1]).  The writer adds what it stored
  * to the repo's in-memory index.  One writer per repo at a time; the
  * caller must not use the repo's index from another thread meanwhile.
@@ -814,8 +816,9 @@ CF_MUST_CHECK int cf_bk_writer_add(struct cf_bk_writer *w,
  * the end, or -errno), cuts it with the repo's chunker and adds every
  * chunk as a data blob.  On success *items (*nitems blob items in order,
  * malloc'd, NULL for an empty stream) is owned by the caller and *size
- * is the stream's length.  Waits for the ids at the end: a one-file
- * cf_bk_writer_file_new/_add/_take.
+ * is the stream's length.  The ids are computed on the caller's thread,
+ * which needs them at once (a file whose items can wait: the
+ * cf_bk_writer_file_* calls below).
  */
 CF_MUST_CHECK int cf_bk_writer_add_stream(struct cf_bk_writer *w,
     int (*rd)(void *arg, unsigned char *buf, size_t cap, size_t *got),
