@@ -72,7 +72,7 @@ struct job {
 struct cf_bk_wfile {
 	struct cf_bk_item *items;
 	size_t n, cap;
-	size_t pending;			/* chunks queued, id not yet known */
+	size_t pending;			/* chunks queued, ids not known */
 };
 
 /* A finished pack on its way to the store. */
@@ -712,7 +712,7 @@ unlock:
 	return rc;
 }
 
-/* ---- files: chunks hashed by the workers ------------------------------------ */
+/* ---- files: chunks hashed by the workers --------------------------------- */
 
 int
 cf_bk_writer_file_new(struct cf_bk_writer *w, struct cf_bk_wfile **out)

@@ -481,7 +481,7 @@ writer_small_blobs(void)	/* many blobs: several packs and indexes */
 	cf_bk_keys_free(k);
 }
 
-/* ---- files hashed by the workers (cf_bk_writer_file_*) ---------------------- */
+/* ---- files hashed by the workers (cf_bk_writer_file_*) ------------------- */
 
 /*
  * The contents of file i of files_add: many small files of three
