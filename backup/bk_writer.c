@@ -72,7 +72,7 @@ struct job {
 struct cf_bk_wfile {
 	struct cf_bk_item *items;
 	size_t n, cap;
-	size_t pending;			/* chunks queued, ids not known */
+	size_t pending;			/* chunks without an id yet */
 };
 
 /* A finished pack on its way to the store. */
