@@ -190,9 +190,18 @@ reserve(struct bk_packer *p, size_t more)
 	cap = p->cap ? p->cap : (CF_BK_PACK_TARGET + (1U << 20));
 	if (cap < want)
 		cap = want + (1U << 20);
-	nb = realloc(p->buf, cap);
-	if (nb == NULL)
-		return -ENOMEM;
+	if (p->buf == NULL) {
+		void *al;
+
+		/* Page-aligned: the local store writes it with O_DIRECT. */
+		if (posix_memalign(&al, 4096, cap) != 0)
+			return -ENOMEM;
+		nb = al;
+	} else {
+		nb = realloc(p->buf, cap);
+		if (nb == NULL)
+			return -ENOMEM;
+	}
 	p->buf = nb;
 	p->cap = cap;
 	return 0;

@@ -3,13 +3,21 @@
  * worker threads, put full packs on an uploader thread, then index them
  * (docs/format/repository.md: [BK-CRASH-1..2]).
  *
- * The caller's thread reads, chunks and hashes (the blob id decides
- * dedup, so a known blob costs one keyed hash and no copy).  New blobs go
- * through a bounded queue to nthreads workers; each worker owns a pack
- * and a zstd context and fills the pack up to CF_BK_PACK_TARGET (a blob
- * that would take it past the target closes it first).  A full pack goes
- * to a bounded queue of the uploader thread, which puts it (the local
- * store writes and fsyncs it there), then records it in the index, so
+ * The caller's thread reads and chunks.  The chunks of a file
+ * (cf_bk_writer_file_add) go through a bounded queue to nthreads workers,
+ * which compute each blob id (keyed hash), write it into the file's item
+ * list and do the dedup check; the caller collects the list with
+ * cf_bk_writer_file_take, typically once per directory, so the walk never
+ * waits for a hash (docs/backup.md, Pipeline and memory).  Two workers
+ * with the same new blob at once: the pending set, checked and filled
+ * under the lock, lets only the first store it.  Blobs added by
+ * cf_bk_writer_add (trees) and streams of cf_bk_writer_add_stream (a tar
+ * entry, --stdin) are hashed on the caller's thread, which needs the ids
+ * at once.  Each worker owns a pack and a zstd context and fills the
+ * pack up to CF_BK_PACK_TARGET (a blob that would take it past the
+ * target closes it first).  A full pack goes to a bounded queue of the
+ * uploader thread, which puts it (the local store writes and fsyncs it
+ * there, with O_DIRECT), then records it in the index, so
  * compressing never waits for the disk.  Packs are indexed only after
  * they are put; an index object is written every 256 packs and at flush,
  * after every pack it names was put.
@@ -18,18 +26,20 @@
  * least one blob), one pack buffer per worker, and UPQ_MAX packs waiting
  * for or in the put.  Put packs' buffers are kept in a small pool and
  * reused by the next packs (no fresh 17 MiB allocation and page faults
- * per pack).  The stream buffer of cf_bk_writer_add_stream is allocated
- * once per writer.
+ * per pack).  The stream buffer the chunker cuts from is allocated once
+ * per writer.
  *
  * The writer also notes the root key version of every pack it found a
  * known blob in, for the snapshot's key_versions ([BK-SNAP-2]).
  *
  * Locking: w->mu protects the queues, the pending set, the stats, the
- * buffer pool, the unindexed-pack index, w->err, and the repo's
+ * buffer pool, the unindexed-pack index, w->err, the item arrays and
+ * pending counts of files in flight (struct cf_bk_wfile), and the repo's
  * in-memory index while the writer lives.  Workers and the uploader
  * never hold it while compressing, sealing or putting.  Only one lock:
  * no lock order to keep.
  */
+#include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,9 +56,23 @@
 
 struct job {
 	enum cf_bk_blob_type type;
-	unsigned char id[CF_BK_ID_BYTES];
+	unsigned char id[CF_BK_ID_BYTES];	/* unless wf: computed there */
 	unsigned char *data;
 	size_t len;
+	struct cf_bk_wfile *wf;		/* a file's chunk: id goes to */
+	size_t idx;			/* wf->items[idx] */
+};
+
+/*
+ * A file in flight: its items in order; the ids of data items are
+ * written by the workers.  items, n (when growing) and pending are
+ * protected by w->mu while pending > 0; the caller's thread alone
+ * appends.
+ */
+struct cf_bk_wfile {
+	struct cf_bk_item *items;
+	size_t n, cap;
+	size_t pending;			/* chunks without an id yet */
 };
 
 /* A finished pack on its way to the store. */
@@ -81,9 +105,10 @@ struct cf_bk_writer {
 	size_t nws;
 
 	pthread_mutex_t mu;
-	pthread_cond_t cv_work, cv_space, cv_idle, cv_up, cv_upspace;
+	pthread_cond_t cv_work, cv_space, cv_idle, cv_up, cv_upspace, cv_ids;
 	struct job *q;			/* ring of qcap jobs */
 	size_t qcap, qhead, qlen, qbytes, busy;
+	size_t idwait;			/* callers waiting on cv_ids */
 	int stop, err;
 
 	struct upl upq[UPQ_MAX];	/* ring of full packs */
@@ -408,6 +433,45 @@ process(struct cf_bk_writer *w, struct wstate *s, struct job *j)
 	return rc;
 }
 
+/*
+ * The first stage of a file's chunk (j->wf): its id, written into the
+ * file's items, and the dedup check.  1 if the chunk is new and must be
+ * stored (j->id set), 0 if known or when the writer failed (skip: only
+ * the pending count drops), or -errno.  Without mu.
+ */
+static int
+chunk_id(struct cf_bk_writer *w, struct job *j, int failed)
+{
+	struct cf_bk_blob_loc loc;
+	int rc = 0, known = 1;
+
+	if (!failed)
+		cf_bk_blob_id(w->r->keys, j->data, j->len, j->id);
+	pthread_mutex_lock(&w->mu);
+	if (!failed && w->err == 0) {
+		memcpy(j->wf->items[j->idx].id, j->id, CF_BK_ID_BYTES);
+		w->st.blobs++;
+		w->st.bytes += j->len;
+		known = cf_bk_index_lookup(w->r->idx, CF_BK_BLOB_DATA, j->id,
+		    &loc) == 0;
+		if (known)
+			kv_note(w, &loc);
+		else
+			known = pend_check(w, CF_BK_BLOB_DATA, j->id, 1, &rc);
+		if (!known && rc == 0) {
+			w->st.new_blobs++;
+			w->st.new_bytes += j->len;
+		}
+	}
+	assert(j->wf->pending > 0);
+	if (--j->wf->pending == 0 && w->idwait > 0)
+		pthread_cond_broadcast(&w->cv_ids);
+	pthread_mutex_unlock(&w->mu);
+	if (rc < 0)
+		return rc;
+	return !known;
+}
+
 static void *
 worker(void *arg)
 {
@@ -431,7 +495,9 @@ worker(void *arg)
 		pthread_cond_signal(&w->cv_space);
 		pthread_mutex_unlock(&w->mu);
 		/* A failed writer only drains: nothing more is stored. */
-		rc = !failed ? process(w, s, &j) : 0;
+		rc = j.wf != NULL ? chunk_id(w, &j, failed) : !failed;
+		if (rc > 0)
+			rc = process(w, s, &j);
 		free(j.data);
 		pthread_mutex_lock(&w->mu);
 		if (rc < 0 && w->err == 0)
@@ -466,13 +532,18 @@ cf_bk_writer_new(struct cf_bk_writer **out, struct cf_bk_repo *r,
 	w->st.has_key_versions = 1;
 	w->nthreads = nthreads;
 	w->nws = nthreads ? nthreads : 1;
-	w->qcap = 2 * (size_t)nthreads + 2;
+	/*
+	 * Many jobs (a small file is one chunk): the walker rarely waits
+	 * for a slot; QBYTES_MAX bounds the memory.
+	 */
+	w->qcap = 64 * (size_t)nthreads + 2;
 	pthread_mutex_init(&w->mu, NULL);
 	pthread_cond_init(&w->cv_work, NULL);
 	pthread_cond_init(&w->cv_space, NULL);
 	pthread_cond_init(&w->cv_idle, NULL);
 	pthread_cond_init(&w->cv_up, NULL);
 	pthread_cond_init(&w->cv_upspace, NULL);
+	pthread_cond_init(&w->cv_ids, NULL);
 	w->ws = calloc(w->nws, sizeof(*w->ws));
 	w->q = calloc(w->qcap, sizeof(*w->q));
 	if (w->ws == NULL || w->q == NULL)
@@ -546,8 +617,49 @@ cf_bk_writer_free(struct cf_bk_writer *w)
 	pthread_cond_destroy(&w->cv_idle);
 	pthread_cond_destroy(&w->cv_up);
 	pthread_cond_destroy(&w->cv_upspace);
+	pthread_cond_destroy(&w->cv_ids);
 	pthread_mutex_destroy(&w->mu);
 	free(w);
+}
+
+/*
+ * Queues a job whose data is the writer's (malloc'd; freed here on
+ * failure), waiting while the queue is full; a file's chunk counts as
+ * pending until a worker has its id.
+ */
+static int
+enqueue(struct cf_bk_writer *w, struct job *j)
+{
+	int rc;
+
+	pthread_mutex_lock(&w->mu);
+	while ((w->qlen == w->qcap ||
+	    (w->qlen > 0 && w->qbytes + j->len > QBYTES_MAX)) && w->err == 0)
+		pthread_cond_wait(&w->cv_space, &w->mu);
+	rc = w->err;
+	if (rc < 0) {
+		pthread_mutex_unlock(&w->mu);
+		free(j->data);
+		return rc;
+	}
+	if (j->wf != NULL)
+		j->wf->pending++;
+	w->q[(w->qhead + w->qlen) % w->qcap] = *j;
+	w->qlen++;
+	w->qbytes += j->len;
+	pthread_cond_signal(&w->cv_work);
+	pthread_mutex_unlock(&w->mu);
+	return 0;
+}
+
+/* Records a worker's failure seen on the caller's thread. */
+static void
+set_err(struct cf_bk_writer *w, int rc)
+{
+	pthread_mutex_lock(&w->mu);
+	if (w->err == 0)
+		w->err = rc;
+	pthread_mutex_unlock(&w->mu);
 }
 
 int
@@ -579,57 +691,138 @@ cf_bk_writer_add(struct cf_bk_writer *w, enum cf_bk_blob_type type,
 	w->st.new_bytes += len;
 	pthread_mutex_unlock(&w->mu);
 
+	memset(&j, 0, sizeof(j));
 	j.type = type;
 	memcpy(j.id, id, CF_BK_ID_BYTES);
 	j.len = len;
 	if (w->nthreads == 0) {
 		j.data = (unsigned char *)(uintptr_t)data;
 		rc = process(w, &w->ws[0], &j);
-		if (rc < 0) {
-			pthread_mutex_lock(&w->mu);
-			if (w->err == 0)
-				w->err = rc;
-			pthread_mutex_unlock(&w->mu);
-		}
+		if (rc < 0)
+			set_err(w, rc);
 		return rc;
 	}
 	j.data = malloc(len ? len : 1);
 	if (j.data == NULL)
 		return -ENOMEM;
 	memcpy(j.data, data, len);
-	pthread_mutex_lock(&w->mu);
-	while ((w->qlen == w->qcap ||
-	    (w->qlen > 0 && w->qbytes + len > QBYTES_MAX)) && w->err == 0)
-		pthread_cond_wait(&w->cv_space, &w->mu);
-	rc = w->err;
-	if (rc < 0) {
-		free(j.data);
-		goto unlock;
-	}
-	w->q[(w->qhead + w->qlen) % w->qcap] = j;
-	w->qlen++;
-	w->qbytes += len;
-	pthread_cond_signal(&w->cv_work);
+	return enqueue(w, &j);
 unlock:
 	pthread_mutex_unlock(&w->mu);
 	return rc;
 }
 
+/* ---- files: chunks hashed by the workers --------------------------------- */
+
 int
-cf_bk_writer_add_stream(struct cf_bk_writer *w,
+cf_bk_writer_file_new(struct cf_bk_writer *w, struct cf_bk_wfile **out)
+{
+	(void)w;
+	*out = calloc(1, sizeof(**out));
+	return *out != NULL ? 0 : -ENOMEM;
+}
+
+/*
+ * Room for one more item.  The workers write ids into wf->items while
+ * chunks are pending, so the array moves only under mu.
+ */
+static int
+file_grow(struct cf_bk_writer *w, struct cf_bk_wfile *wf)
+{
+	struct cf_bk_item *nv;
+	size_t nc;
+
+	if (wf->n < wf->cap)
+		return 0;
+	nc = wf->cap ? wf->cap * 2 : 16;
+	pthread_mutex_lock(&w->mu);
+	nv = realloc(wf->items, nc * sizeof(*nv));
+	if (nv != NULL) {
+		wf->items = nv;
+		wf->cap = nc;
+	}
+	pthread_mutex_unlock(&w->mu);
+	return nv != NULL ? 0 : -ENOMEM;
+}
+
+int
+cf_bk_writer_file_hole(struct cf_bk_writer *w, struct cf_bk_wfile *wf,
+    uint64_t len)
+{
+	int rc;
+
+	if (len == 0)
+		return 0;
+	/* Only the caller writes hole lengths: no lock needed to read. */
+	if (wf->n > 0 && wf->items[wf->n - 1].hole > 0) {
+		wf->items[wf->n - 1].hole += len;
+		return 0;
+	}
+	rc = file_grow(w, wf);
+	if (rc < 0)
+		return rc;
+	memset(wf->items[wf->n].id, 0, CF_BK_ID_BYTES);
+	wf->items[wf->n].hole = len;
+	wf->n++;
+	return 0;
+}
+
+/* One chunk of a file: queued for a worker, or stored here (0 threads). */
+static int
+file_chunk(struct cf_bk_writer *w, struct cf_bk_wfile *wf,
+    const unsigned char *data, size_t len)
+{
+	struct job j;
+	int rc;
+
+	rc = file_grow(w, wf);
+	if (rc < 0)
+		return rc;
+	memset(&wf->items[wf->n], 0, sizeof(wf->items[wf->n]));
+	memset(&j, 0, sizeof(j));
+	j.type = CF_BK_BLOB_DATA;
+	j.len = len;
+	j.wf = wf;
+	j.idx = wf->n;
+	if (w->nthreads == 0) {
+		j.data = (unsigned char *)(uintptr_t)data;
+		wf->pending++;
+		wf->n++;
+		rc = chunk_id(w, &j, 0);
+		if (rc > 0)
+			rc = process(w, &w->ws[0], &j);
+		if (rc < 0)
+			set_err(w, rc);
+		return rc < 0 ? rc : 0;
+	}
+	j.data = malloc(len ? len : 1);
+	if (j.data == NULL)
+		return -ENOMEM;
+	memcpy(j.data, data, len);
+	rc = enqueue(w, &j);
+	if (rc == 0)
+		wf->n++;
+	return rc;
+}
+
+/*
+ * Reads a stream to its end through rd, cuts it with the repo's chunker
+ * and passes every chunk to chunk(w, ctx, data, len); *size is the
+ * stream's length.
+ */
+static int
+stream_cut(struct cf_bk_writer *w,
     int (*rd)(void *arg, unsigned char *buf, size_t cap, size_t *got),
-    void *arg, struct cf_bk_item **items, size_t *nitems, uint64_t *size)
+    void *arg, int (*chunk)(struct cf_bk_writer *, void *,
+    const unsigned char *, size_t), void *ctx, uint64_t *size)
 {
 	const struct cf_bk_chunker *ch = w->r->chunker;
 	size_t max = cf_bk_chunker_max(ch), cap = 2 * max, start = 0, end = 0;
-	size_t n = 0, icap = 0, got, cut;
-	struct cf_bk_item *v = NULL;
+	size_t got, cut;
 	unsigned char *buf;
 	uint64_t total = 0;
 	int eof = 0, rc = 0;
 
-	*items = NULL;
-	*nitems = 0;
 	*size = 0;
 	if (w->sbuf == NULL) {
 		/* Kept for the writer's life: one allocation, not per file. */
@@ -650,7 +843,7 @@ cf_bk_writer_add_stream(struct cf_bk_writer *w,
 			}
 			rc = rd(arg, buf + end, cap - end, &got);
 			if (rc < 0)
-				goto out;
+				return rc;
 			if (got == 0)
 				eof = 1;
 			end += got;
@@ -659,32 +852,127 @@ cf_bk_writer_add_stream(struct cf_bk_writer *w,
 		if (end == start)
 			break;
 		cut = cf_bk_chunker_cut(ch, buf + start, end - start);
-		if (n == icap) {
-			size_t nc = icap ? icap * 2 : 16;
-			struct cf_bk_item *nv = realloc(v, nc * sizeof(*nv));
-
-			rc = -ENOMEM;
-			if (nv == NULL)
-				goto out;
-			v = nv;
-			icap = nc;
-		}
-		v[n].hole = 0;
-		rc = cf_bk_writer_add(w, CF_BK_BLOB_DATA, buf + start, cut,
-		    v[n].id);
+		rc = chunk(w, ctx, buf + start, cut);
 		if (rc < 0)
-			goto out;
-		n++;
+			return rc;
 		start += cut;
 	}
-	*items = v;
-	*nitems = n;
 	*size = total;
-	v = NULL;
-	rc = 0;
-out:
-	free(v);
+	return 0;
+}
+
+static int
+wfile_chunk(struct cf_bk_writer *w, void *ctx, const unsigned char *data,
+    size_t len)
+{
+	return file_chunk(w, ctx, data, len);
+}
+
+int
+cf_bk_writer_file_add(struct cf_bk_writer *w, struct cf_bk_wfile *wf,
+    int (*rd)(void *arg, unsigned char *buf, size_t cap, size_t *got),
+    void *arg, uint64_t *size)
+{
+	return stream_cut(w, rd, arg, wfile_chunk, wf, size);
+}
+
+/* Waits until the workers have every id of wf.  With mu. */
+static void
+file_wait(struct cf_bk_writer *w, struct cf_bk_wfile *wf)
+{
+	w->idwait++;
+	while (wf->pending > 0)
+		pthread_cond_wait(&w->cv_ids, &w->mu);
+	w->idwait--;
+}
+
+int
+cf_bk_writer_file_take(struct cf_bk_writer *w, struct cf_bk_wfile *wf,
+    struct cf_bk_item **items, size_t *nitems)
+{
+	int rc;
+
+	*items = NULL;
+	*nitems = 0;
+	pthread_mutex_lock(&w->mu);
+	file_wait(w, wf);
+	rc = w->err;
+	pthread_mutex_unlock(&w->mu);
+	if (rc == 0 && wf->n > 0) {
+		*items = wf->items;
+		*nitems = wf->n;
+		wf->items = NULL;
+	}
+	free(wf->items);
+	free(wf);
 	return rc;
+}
+
+void
+cf_bk_writer_file_free(struct cf_bk_writer *w, struct cf_bk_wfile *wf)
+{
+	if (wf == NULL)
+		return;
+	pthread_mutex_lock(&w->mu);
+	file_wait(w, wf);
+	pthread_mutex_unlock(&w->mu);
+	free(wf->items);
+	free(wf);
+}
+
+/* A chunk of add_stream: hashed here, appended to the list in ctx. */
+struct slist {
+	struct cf_bk_item *v;
+	size_t n, cap;
+};
+
+static int
+slist_chunk(struct cf_bk_writer *w, void *ctx, const unsigned char *data,
+    size_t len)
+{
+	struct slist *l = ctx;
+	struct cf_bk_item *nv;
+	size_t nc;
+	int rc;
+
+	if (l->n == l->cap) {
+		nc = l->cap ? l->cap * 2 : 16;
+		nv = realloc(l->v, nc * sizeof(*nv));
+		if (nv == NULL)
+			return -ENOMEM;
+		l->v = nv;
+		l->cap = nc;
+	}
+	l->v[l->n].hole = 0;
+	rc = cf_bk_writer_add(w, CF_BK_BLOB_DATA, data, len, l->v[l->n].id);
+	if (rc == 0)
+		l->n++;
+	return rc;
+}
+
+/*
+ * One stream whose items are wanted at once (a tar entry, --stdin): the
+ * ids are computed here, as the caller would otherwise wait for the
+ * workers to reach its chunks behind everything queued.
+ */
+int
+cf_bk_writer_add_stream(struct cf_bk_writer *w,
+    int (*rd)(void *arg, unsigned char *buf, size_t cap, size_t *got),
+    void *arg, struct cf_bk_item **items, size_t *nitems, uint64_t *size)
+{
+	struct slist l = { NULL, 0, 0 };
+	int rc;
+
+	*items = NULL;
+	*nitems = 0;
+	rc = stream_cut(w, rd, arg, slist_chunk, &l, size);
+	if (rc < 0) {
+		free(l.v);
+		return rc;
+	}
+	*items = l.v;
+	*nitems = l.n;
+	return 0;
 }
 
 int

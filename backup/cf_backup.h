@@ -849,11 +849,14 @@ CF_MUST_CHECK int cf_bk_repo_open_writer(struct cf_bk_repo **out,
 /* ---- pack writer ---------------------------------------------------------- */
 
 /*
- * The writer a backup uses.  Blobs go in by cf_bk_writer_add (ids are
- * computed on the caller's thread, which also does the dedup check, so a
- * known blob costs one hash and no copy); new blobs are compressed,
- * sealed and packed by nthreads worker threads (0: on the caller's
- * thread), each filling its own pack to CF_BK_PACK_TARGET.  Full packs
+ * The writer a backup uses.  Files go in chunk by chunk
+ * (cf_bk_writer_file_add); the nthreads worker threads (0: the caller's
+ * thread) compute each chunk's id, check it against the index and the
+ * blobs added so far (dedup), then compress, seal and pack the new ones,
+ * each filling its own pack to CF_BK_PACK_TARGET.  Single blobs (trees)
+ * and streams whose items are wanted at once (cf_bk_writer_add,
+ * cf_bk_writer_add_stream) are hashed and checked on the caller's
+ * thread.  Full packs
  * are put, then indexed ([BK-CRASH-1]).  The writer adds what it stored
  * to the repo's in-memory index.  One writer per repo at a time; the
  * caller must not use the repo's index from another thread meanwhile.
@@ -894,11 +897,52 @@ CF_MUST_CHECK int cf_bk_writer_add(struct cf_bk_writer *w,
  * the end, or -errno), cuts it with the repo's chunker and adds every
  * chunk as a data blob.  On success *items (*nitems blob items in order,
  * malloc'd, NULL for an empty stream) is owned by the caller and *size
- * is the stream's length.
+ * is the stream's length.  The ids are computed on the caller's thread,
+ * which needs them at once (a file whose items can wait: the
+ * cf_bk_writer_file_* calls below).
  */
 CF_MUST_CHECK int cf_bk_writer_add_stream(struct cf_bk_writer *w,
     int (*rd)(void *arg, unsigned char *buf, size_t cap, size_t *got),
     void *arg, struct cf_bk_item **items, size_t *nitems, uint64_t *size);
+/*
+ * A file's content in flight: its items in order, whose data blob ids
+ * the workers fill in while the caller reads on.  The caller creates it
+ * (cf_bk_writer_file_new), appends data (cf_bk_writer_file_add, any
+ * number of times) and holes (cf_bk_writer_file_hole), then either takes
+ * the finished items (cf_bk_writer_file_take: waits for the ids) or
+ * drops them (cf_bk_writer_file_free: waits for the workers to be done
+ * with it; its new blobs are stored all the same).  Taking a file late,
+ * e.g. all files of a directory before encoding its tree, keeps the
+ * reading thread from waiting for each file's hashes.  Every file must
+ * be taken or freed before cf_bk_writer_flush and cf_bk_writer_free.
+ * Only the thread that created a file may use it.
+ */
+struct cf_bk_wfile;
+/* *out owned by the caller until take or free; -ENOMEM. */
+CF_MUST_CHECK int cf_bk_writer_file_new(struct cf_bk_writer *w,
+    struct cf_bk_wfile **out);
+/*
+ * Reads a stream to its end through rd, as cf_bk_writer_add_stream, and
+ * appends its chunks to wf; *size is the stream's length.  On failure
+ * wf holds the chunks added so far: free it.
+ */
+CF_MUST_CHECK int cf_bk_writer_file_add(struct cf_bk_writer *w,
+    struct cf_bk_wfile *wf,
+    int (*rd)(void *arg, unsigned char *buf, size_t cap, size_t *got),
+    void *arg, uint64_t *size);
+/* Appends a hole of len bytes (merged with a hole just before). */
+CF_MUST_CHECK int cf_bk_writer_file_hole(struct cf_bk_writer *w,
+    struct cf_bk_wfile *wf, uint64_t len);
+/*
+ * Waits until every id of wf is known and frees wf.  On success *items
+ * (*nitems items in order, malloc'd, NULL if none) is owned by the
+ * caller.  Fails with the writer's error if a worker failed (the ids are
+ * then not all known).
+ */
+CF_MUST_CHECK int cf_bk_writer_file_take(struct cf_bk_writer *w,
+    struct cf_bk_wfile *wf, struct cf_bk_item **items, size_t *nitems);
+/* Drops wf (accepts NULL), after the workers are done with it. */
+void cf_bk_writer_file_free(struct cf_bk_writer *w, struct cf_bk_wfile *wf);
 /*
  * For an incremental backup, while the writer owns the repo's index:
  * loads and decodes a tree blob (of the parent snapshot) as

@@ -106,6 +106,13 @@ struct cf_fs_file_ctx;
 CF_MUST_CHECK int cf_fs_file_ctx_new(struct cf_fs_file_ctx **out,
     const struct cf_fs_keys *k, const struct cf_fs_header *h);
 void cf_fs_file_ctx_free(struct cf_fs_file_ctx *f);
+/*
+ * Makes f the context of the file with header h, reusing its locked key
+ * memory (cf_ks_aead_rekey), as cf_fs_file_ctx_new would; -ENOKEY as
+ * there, -EPROTO if h's cipher is not f's.  On failure f is unchanged.
+ */
+CF_MUST_CHECK int cf_fs_file_ctx_reset(struct cf_fs_file_ctx *f,
+    const struct cf_fs_keys *k, const struct cf_fs_header *h);
 
 /*
  * Seals plaintext block number blk (len <= CF_FS_BLOCK bytes) into out

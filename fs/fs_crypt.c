@@ -305,6 +305,31 @@ cf_fs_file_ctx_new(struct cf_fs_file_ctx **out, const struct cf_fs_keys *k,
 	return 0;
 }
 
+int
+cf_fs_file_ctx_reset(struct cf_fs_file_ctx *f, const struct cf_fs_keys *k,
+    const struct cf_fs_header *h)
+{
+	unsigned char fk[CF_KS_KEY_BYTES];
+	const struct cf_secbuf *ck = content_key(k, h->key_version);
+	int rc;
+
+	if (ck == NULL)
+		return -ENOKEY;
+	if (h->cipher != cf_ks_aead_cipher(f->aead))
+		return -EPROTO;
+	rc = cf_ks_derive_id(fk, ck, "fs-file", h->file_id, CF_KS_ID_BYTES);
+	if (rc == 0)
+		cf_ks_aead_rekey(f->aead, fk);
+	sodium_memzero(fk, sizeof(fk));
+	if (rc < 0)
+		return rc;
+	f->dense = 0;
+	memcpy(f->file_id, h->file_id, CF_KS_ID_BYTES);
+	f->key_version = h->key_version;
+	f->version = h->version == 1 ? 1 : HDR_VERSION;
+	return 0;
+}
+
 void
 cf_fs_file_ctx_free(struct cf_fs_file_ctx *f)
 {

@@ -138,6 +138,14 @@ struct cf_ks_aead;
 CF_MUST_CHECK int cf_ks_aead_new(struct cf_ks_aead **out, enum cf_ks_cipher c,
     const unsigned char key[CF_KS_KEY_BYTES]);
 void cf_ks_aead_free(struct cf_ks_aead *a);
+/*
+ * Gives a context a new key of the same cipher, in place: no new locked
+ * allocation (cf_ks_aead_new maps, locks and protects pages; a reader
+ * that opens thousands of files would pay that per file).  The old key
+ * is overwritten.  Not while another thread uses the context.
+ */
+void cf_ks_aead_rekey(struct cf_ks_aead *a,
+    const unsigned char key[CF_KS_KEY_BYTES]);
 enum cf_ks_cipher cf_ks_aead_cipher(const struct cf_ks_aead *a);
 
 /*

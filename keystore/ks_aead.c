@@ -133,6 +133,20 @@ out:
 }
 
 void
+cf_ks_aead_rekey(struct cf_ks_aead *a, const unsigned char key[CF_KS_KEY_BYTES])
+{
+	if (a->cipher == CF_KS_CIPHER_AES256GCM) {
+		sodium_mprotect_readwrite(a->aes);
+		crypto_aead_aes256gcm_beforenm(a->aes, key);
+		sodium_mprotect_readonly(a->aes);
+	} else {
+		cf_secbuf_readwrite(a->key);
+		memcpy(cf_secbuf_data(a->key), key, CF_KS_KEY_BYTES);
+		cf_secbuf_readonly(a->key);
+	}
+}
+
+void
 cf_ks_aead_free(struct cf_ks_aead *a)
 {
 	if (a == NULL)

@@ -391,12 +391,25 @@ struct bk {
 	uint64_t changed, damaged, failed;
 };
 
-/* What a directory's nodes own until its tree is encoded. */
+/* A regular file whose blob ids the writer's workers are computing. */
+struct dir_pend {
+	size_t node;			/* index in dir_nodes.n */
+	struct cf_bk_wfile *wf;
+};
+
+/*
+ * What a directory's nodes own until its tree is encoded.  The items of
+ * files read are taken from the writer (dir_settle) only before the
+ * tree is encoded, so the walk reads on while the workers hash.
+ */
 struct dir_nodes {
 	struct cf_bk_node *n;
 	size_t count, cap;
 	void **mem;
 	size_t nmem, capmem;
+	struct cf_bk_writer *w;		/* of the pending files */
+	struct dir_pend *pend;
+	size_t npend, cappend;
 };
 
 static int
@@ -424,11 +437,65 @@ dir_nodes_free(struct dir_nodes *dn)
 {
 	size_t i;
 
+	for (i = 0; i < dn->npend; i++)
+		cf_bk_writer_file_free(dn->w, dn->pend[i].wf);
+	free(dn->pend);
 	for (i = 0; i < dn->nmem; i++)
 		free(dn->mem[i]);
 	free(dn->mem);
 	free(dn->n);
 	memset(dn, 0, sizeof(*dn));
+}
+
+/*
+ * Notes that node (the next one counted) gets its items from wf, which
+ * is dn's from now on (freed on failure).
+ */
+static int
+dir_pend_add(struct dir_nodes *dn, size_t node, struct cf_bk_wfile *wf)
+{
+	struct dir_pend *p;
+
+	if (dn->npend == dn->cappend) {
+		p = realloc(dn->pend, (dn->cappend * 2 + 16) * sizeof(*p));
+		if (p == NULL) {
+			cf_bk_writer_file_free(dn->w, wf);
+			return -ENOMEM;
+		}
+		dn->pend = p;
+		dn->cappend = dn->cappend * 2 + 16;
+	}
+	dn->pend[dn->npend].node = node;
+	dn->pend[dn->npend].wf = wf;
+	dn->npend++;
+	return 0;
+}
+
+/* Takes every pending file's items into its node, before the tree. */
+static int
+dir_settle(struct dir_nodes *dn)
+{
+	struct cf_bk_item *items;
+	struct cf_bk_node *n;
+	size_t i, nitems;
+	int rc = 0;
+
+	for (i = 0; i < dn->npend; i++) {
+		n = &dn->n[dn->pend[i].node];
+		rc = cf_bk_writer_file_take(dn->w, dn->pend[i].wf, &items,
+		    &nitems);
+		dn->pend[i].wf = NULL;
+		if (rc == 0 && items != NULL)
+			rc = keep(dn, items);
+		if (rc < 0)
+			break;
+		n->items = items;
+		n->nitems = nitems;
+	}
+	for (i++; i < dn->npend; i++)
+		cf_bk_writer_file_free(dn->w, dn->pend[i].wf);
+	dn->npend = 0;
+	return rc;
 }
 
 static struct cf_bk_node *
@@ -718,27 +785,29 @@ push_hole(struct cf_bk_item **items, size_t *n, size_t *cap, uint64_t len)
 /*
  * Reads one open file, of the store (f) or plain (fd, f NULL), into
  * content items: data ranges through the chunker, holes as hole items.
- * -EAGAIN if it changed while read.
+ * On success *wfp holds them (ids still being computed: take with
+ * cf_bk_writer_file_take, or free).  -EAGAIN if it changed while read.
  */
 static int
 read_file(struct bk *b, struct cf_fs_rfile *f, int fd, off_t size,
-    struct cf_bk_item **itemsp, size_t *nitemsp)
+    struct cf_bk_wfile **wfp)
 {
-	struct cf_bk_item *items = NULL, *part;
-	size_t n = 0, cap = 0, npart;
+	struct cf_bk_wfile *wf = NULL;
 	struct src_rd rd = { f, fd, 0, 0, 0, b };
 	off_t off = 0, doff, dend;
 	uint64_t got;
 	int rc;
 
-	*itemsp = NULL;
-	*nitemsp = 0;
+	*wfp = NULL;
 	b->inflight = 0;	/* a read again starts over */
+	rc = cf_bk_writer_file_new(b->w, &wf);
+	if (rc < 0)
+		return rc;
 	while (off < size) {
 		rc = src_next_data(&rd, off, size, &doff, &dend);
 		if (rc < 0)
 			goto out;
-		rc = push_hole(&items, &n, &cap, (uint64_t)(doff - off));
+		rc = cf_bk_writer_file_hole(b->w, wf, (uint64_t)(doff - off));
 		if (rc < 0)
 			goto out;
 		off = doff;
@@ -747,29 +816,23 @@ read_file(struct bk *b, struct cf_fs_rfile *f, int fd, off_t size,
 		rd.pos = doff;
 		rd.end = dend;
 		rd.err = 0;
-		rc = cf_bk_writer_add_stream(b->w, src_read, &rd, &part,
-		    &npart, &got);
+		rc = cf_bk_writer_file_add(b->w, wf, src_read, &rd, &got);
 		if (rc < 0) {
 			if (rd.err < 0)
 				rc = rd.err;
 			goto out;
 		}
-		rc = push_items(&items, &n, &cap, part, npart);
-		free(part);
-		if (rc < 0)
-			goto out;
 		if ((off_t)got != dend - doff) {
 			rc = -EAGAIN;
 			goto out;
 		}
 		off = dend;
 	}
-	*itemsp = items;
-	*nitemsp = n;
-	items = NULL;
+	*wfp = wf;
+	wf = NULL;
 	rc = 0;
 out:
-	free(items);
+	cf_bk_writer_file_free(b->w, wf);
 	return rc;
 }
 
@@ -966,17 +1029,17 @@ progress(struct bk *b)
 
 /*
  * One regular file: read, check, retry while it changes.  1 if the node
- * was filled, 0 if the file is left out (vanished, damaged, kept
- * changing; counted), -errno on a failure that ends the backup.
+ * was filled (its items come from *wfp: dir_pend_add), 0 if the file is
+ * left out (vanished, damaged, kept changing; counted), -errno on a
+ * failure that ends the backup.
  */
 static int
-backup_file(struct bk *b, struct dir_nodes *dn, struct cf_bk_node *n,
-    const struct cf_fs_rdir *d, const char *name, const char *path)
+backup_file(struct bk *b, struct cf_bk_node *n, const struct cf_fs_rdir *d,
+    const char *name, const char *path, struct cf_bk_wfile **wfp)
 {
 	struct cf_fs_rfile *f = NULL;
-	struct cf_bk_item *items = NULL;
+	struct cf_bk_wfile *wf = NULL;
 	unsigned char fid[CF_KS_ID_BYTES];
-	size_t nitems = 0;
 	struct stat st;
 	uint64_t gen = 0;
 	int64_t t_open;
@@ -1003,15 +1066,15 @@ backup_file(struct bk *b, struct dir_nodes *dn, struct cf_bk_node *n,
 		    (b->live == 2 ||
 		    t_open - ts_ns(&st.st_ctim) < GEN_SETTLED_NS)))
 			gen = 0;
-		rc = read_file(b, f, -1, st.st_size, &items, &nitems);
+		rc = read_file(b, f, -1, st.st_size, &wf);
 		if (rc == 0)
 			rc = cf_fs_rfile_check(f);
 		cf_fs_rfile_free(f);
 		f = NULL;
 		if (rc != -EAGAIN)
 			break;
-		free(items);
-		items = NULL;
+		cf_bk_writer_file_free(b->w, wf);
+		wf = NULL;
 		if (attempt + 1 >= RETRIES) {
 			tl_progress_end(&b->prog);
 			fprintf(stderr, "coffer: %s kept changing while it "
@@ -1032,22 +1095,18 @@ backup_file(struct bk *b, struct dir_nodes *dn, struct cf_bk_node *n,
 		tl_progress_end(&b->prog);
 		fprintf(stderr, "coffer: %s: damaged in the store (%s); left "
 		    "out of the snapshot\n", path, strerror(-rc));
-		free(items);
+		cf_bk_writer_file_free(b->w, wf);
 		b->damaged++;
 		return 0;
 	}
 	if (rc < 0) {
-		free(items);
+		cf_bk_writer_file_free(b->w, wf);
 		return rc;
 	}
-	rc = keep(dn, items);
-	if (rc < 0 && items != NULL)
-		return rc;
+	*wfp = wf;
 	n->type = CF_BK_NODE_FILE;
 	fill_meta(n, &st);
 	n->size = (uint64_t)st.st_size;
-	n->items = items;
-	n->nitems = nitems;
 	n->link_group = link_group(b, &st);
 	n->gen = gen;
 	if (gen != 0) {
@@ -1192,6 +1251,7 @@ backup_entry(struct bk *b, struct dir_nodes *dn, struct cf_fs_rdir *d,
 {
 	const struct cf_bk_node *pn = parent_node(pt, e->name);
 	struct cf_bk_node *n;
+	struct cf_bk_wfile *wf = NULL;
 	struct cf_fs_rdir *sub = NULL;
 	struct stat st;
 	char *name, *target;
@@ -1209,7 +1269,7 @@ backup_entry(struct bk *b, struct dir_nodes *dn, struct cf_fs_rdir *d,
 	if (S_ISREG(st.st_mode)) {
 		rc = reuse_file(b, dn, n, pn, &st, d, name);
 		if (rc == 0)
-			rc = backup_file(b, dn, n, d, name, path);
+			rc = backup_file(b, n, d, name, path, &wf);
 		if (rc <= 0)
 			return rc;
 	} else if (S_ISDIR(st.st_mode)) {
@@ -1267,8 +1327,15 @@ backup_entry(struct bk *b, struct dir_nodes *dn, struct cf_fs_rdir *d,
 		count_node(b, n, &st);
 	}
 	rc = add_xattrs(b, dn, n, d, name, path);
-	if (rc < 0 && rc != -ENOENT)
+	if (rc < 0 && rc != -ENOENT) {
+		cf_bk_writer_file_free(b->w, wf);
 		return rc;
+	}
+	if (wf != NULL) {
+		rc = dir_pend_add(dn, dn->count, wf);
+		if (rc < 0)
+			return rc;
+	}
 	dn->count++;
 	return 0;
 }
@@ -1286,6 +1353,7 @@ backup_dir(struct bk *b, struct cf_fs_rdir *d, const char *path, int depth,
 	int rc;
 
 	memset(&dn, 0, sizeof(dn));
+	dn.w = b->w;
 	/*
 	 * The parent snapshot's tree of this directory, loaded as the walk
 	 * reaches it (one directory at a time).  Unreadable: every file is
@@ -1317,6 +1385,8 @@ backup_dir(struct bk *b, struct cf_fs_rdir *d, const char *path, int depth,
 		if (rc < 0)
 			break;
 	}
+	if (rc == 0)
+		rc = dir_settle(&dn);
 	if (rc < 0) {
 		tl_progress_end(&b->prog);
 		fprintf(stderr, "coffer: %s: %s\n", path[0] ? path : "/",
@@ -1808,9 +1878,8 @@ plain_entry(struct bk *b, struct dir_nodes *dn, int dfd, const char *name,
     const char *path, int depth)
 {
 	struct cf_bk_node *n;
-	struct cf_bk_item *items = NULL;
+	struct cf_bk_wfile *wf = NULL;
 	struct stat st, fst;
-	size_t nitems = 0;
 	char *nm, *target;
 	ssize_t tl;
 	int fd = -1, rc, attempt;
@@ -1872,15 +1941,15 @@ plain_entry(struct bk *b, struct dir_nodes *dn, int dfd, const char *name,
 		b->dirs++;
 	} else if (S_ISREG(st.st_mode)) {
 		for (attempt = 0;; attempt++) {
-			rc = read_file(b, NULL, fd, fst.st_size, &items, &nitems);
+			rc = read_file(b, NULL, fd, fst.st_size, &wf);
 			if (rc == 0 && fstat(fd, &st) < 0)
 				rc = -errno;
 			if (rc == 0 && !unchanged(&fst, &st))
 				rc = -EAGAIN;
 			if (rc != -EAGAIN)
 				break;
-			free(items);
-			items = NULL;
+			cf_bk_writer_file_free(b->w, wf);
+			wf = NULL;
 			if (attempt + 1 >= RETRIES) {
 				tl_progress_end(&b->prog);
 				fprintf(stderr, "coffer: %s kept changing "
@@ -1899,22 +1968,24 @@ plain_entry(struct bk *b, struct dir_nodes *dn, int dfd, const char *name,
 			fprintf(stderr, "coffer: %s: %s; left out\n", path,
 			    strerror(-rc));
 			b->failed++;
+			cf_bk_writer_file_free(b->w, wf);
 			close(fd);
 			return 0;
 		}
 		if (rc == 0)
-			rc = keep(dn, items);
-		if (rc == 0)
 			rc = plain_xattrs(dn, n, fd, dfd, name);
+		if (rc == 0) {
+			rc = dir_pend_add(dn, dn->count, wf);
+			wf = NULL;
+		}
 		if (rc < 0) {
+			cf_bk_writer_file_free(b->w, wf);
 			close(fd);
 			return rc;
 		}
 		n->type = CF_BK_NODE_FILE;
 		fill_meta(n, &st);
 		n->size = (uint64_t)st.st_size;
-		n->items = items;
-		n->nitems = nitems;
 		n->link_group = link_group(b, &st);
 		b->files++;
 		b->bytes += n->size;
@@ -1969,6 +2040,7 @@ plain_dir(struct bk *b, int dfd, const char *path, int depth,
 	int fd, rc = 0;
 
 	memset(&dn, 0, sizeof(dn));
+	dn.w = b->w;
 	fd = dup(dfd);
 	if (fd < 0)
 		return -errno;
@@ -2000,6 +2072,8 @@ plain_dir(struct bk *b, int dfd, const char *path, int depth,
 		if (rc < 0)
 			break;
 	}
+	if (rc == 0)
+		rc = dir_settle(&dn);
 	if (rc < 0) {
 		tl_progress_end(&b->prog);
 		fprintf(stderr, "coffer: %s: %s\n", path, strerror(-rc));

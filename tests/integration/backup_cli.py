@@ -410,6 +410,39 @@ try:
     ok(r.returncode == 3, "restore from another tenant's repository: exit 3",
        f"{r.returncode} {r.stderr}")
 
+    # ---- a store that fails while files are in flight ----
+    # Pack puts fail in the writer's uploader thread (the repository's
+    # data directories are immutable) while the walk goes on: the backup
+    # fails (exit 1) and saves no snapshot.
+    d1 = os.path.join(T, "dir1")
+    d2 = os.path.join(T, "dir2")
+    os.makedirs(d1)
+    os.makedirs(d2)
+    with open(os.path.join(d1, "a"), "wb") as f:
+        f.write(os.urandom(100000))
+    for i in range(40):
+        with open(os.path.join(d2, "f%02d" % i), "wb") as f:
+            f.write(os.urandom(600000))
+    iurl = "file://" + os.path.join(T, "imm-repo")
+    r = coffer("backup", "acme", "--dir", d1, "--repo", iurl)
+    assert r.returncode == 0, r.stderr
+    data = os.path.join(T, "imm-repo", "data")
+    dirs = [data] + [os.path.join(data, x) for x in os.listdir(data)]
+    if subprocess.run(["chattr", "+i"] + dirs,
+                      capture_output=True).returncode == 0:
+        try:
+            r = coffer("backup", "acme", "--dir", d2, "--repo", iurl)
+            r2 = coffer("--json", "snapshots", "acme", "--repo", iurl)
+        finally:
+            subprocess.run(["chattr", "-i"] + dirs)
+        ok(r.returncode == 1 and r2.returncode == 0 and
+           len(json.loads(r2.stdout)) == 1,
+           "pack puts failing in the writer's threads: exit 1, no snapshot",
+           f"{r.returncode} {r.stderr} {r2.stdout}")
+    else:
+        TAP.skip("pack puts failing in the writer's threads",
+                 "chattr +i not supported here")
+
     # ---- shredded tenant ----
     r = coffer("tenant", "shred", "acme", "--yes")
     assert r.returncode == 0, r.stderr

@@ -481,6 +481,195 @@ writer_small_blobs(void)	/* many blobs: several packs and indexes */
 	cf_bk_keys_free(k);
 }
 
+/* ---- files hashed by the workers (cf_bk_writer_file_*) ------------------- */
+
+/*
+ * The contents of file i of files_add: many small files of three
+ * contents (one chunk each: the same new blob reaches both workers at
+ * once), a mixed 6 MiB stream now and then, holes.
+ */
+#define NFILES 300
+
+static const unsigned char *
+file_data(unsigned i, unsigned char *const small[3], const unsigned char *big,
+    size_t *len)
+{
+	if (i % 50 == 7) {
+		*len = 6U << 20;
+		return big;
+	}
+	*len = 20000 + 1000 * (i % 3);
+	return small[i % 3];
+}
+
+/*
+ * Adds NFILES files to w, taking none until all are in (as a directory's
+ * walk does); leading and trailing holes on every fifth.  it[i], n[i]:
+ * file i's items.
+ */
+static int
+files_add(struct cf_bk_writer *w, unsigned char *const small[3],
+    const unsigned char *big, struct cf_bk_item **it, size_t *n)
+{
+	struct cf_bk_wfile **wf = calloc(NFILES, sizeof(*wf));
+	struct stream s;
+	uint64_t size;
+	size_t len;
+	unsigned i;
+	int rc = 0;
+
+	if (wf == NULL)
+		return -ENOMEM;
+	for (i = 0; i < NFILES && rc == 0; i++) {
+		s.b = file_data(i, small, big, &len);
+		s.len = len;
+		s.off = 0;
+		rc = cf_bk_writer_file_new(w, &wf[i]);
+		if (rc == 0 && i % 5 == 0)
+			rc = cf_bk_writer_file_hole(w, wf[i], 4096);
+		if (rc == 0)
+			rc = cf_bk_writer_file_add(w, wf[i], stream_rd, &s,
+			    &size);
+		if (rc == 0 && size != len)
+			rc = -EIO;
+		if (rc == 0 && i % 5 == 0)
+			rc = cf_bk_writer_file_hole(w, wf[i], 8192);
+	}
+	for (i = 0; i < NFILES; i++) {
+		if (rc == 0 && wf[i] != NULL)
+			rc = cf_bk_writer_file_take(w, wf[i], &it[i], &n[i]);
+		else
+			cf_bk_writer_file_free(w, wf[i]);
+	}
+	free(wf);
+	return rc;
+}
+
+static void
+files_free(struct cf_bk_item **it)
+{
+	unsigned i;
+
+	for (i = 0; i < NFILES; i++)
+		free(it[i]);
+}
+
+/*
+ * Two workers, the same new chunk in many files queued at once: each
+ * distinct blob is stored once (the repository's blob count), every
+ * file's items name it, and the items and the tree are those of a
+ * writer without threads and of one file at a time (add_stream): the
+ * pipeline changes no id, no order, no hole.
+ */
+static void
+writer_files_dedup(void)
+{
+	struct cf_bk_keys *k = bkt_keys_x(0);
+	struct cf_bk_repo *r, *r2;
+	struct cf_bk_writer *w = NULL;
+	struct cf_bk_writer_stats st;
+	struct cf_bk_item *it[NFILES], *it0[NFILES], *one;
+	struct cf_bk_node *nodes;
+	struct cf_bk_tree tree;
+	unsigned char *small[3], *big, tid[32], tid0[32];
+	size_t n[NFILES], n0[NFILES], len, n1, nbig = 0, i;
+	struct stream s;
+	uint64_t size;
+	char names[NFILES][8];
+
+	CHECK(k != NULL);
+	for (i = 0; i < 3; i++) {
+		small[i] = bkt_random(23000, (unsigned)(40 + i));
+		CHECK(small[i] != NULL);
+	}
+	big = mixed(&len, 9);
+	CHECK(big != NULL);
+	r = open_repo(k, tenant_a, 1, NULL);
+	CHECK(r != NULL);
+	memset(it, 0, sizeof(it));
+	memset(it0, 0, sizeof(it0));
+	CHECK_RC(cf_bk_writer_new(&w, r, 2), 0);
+	CHECK_RC(files_add(w, small, big, it, n), 0);
+	nodes = calloc(NFILES, sizeof(*nodes));
+	CHECK(nodes != NULL);
+	for (i = 0; i < NFILES; i++) {
+		snprintf(names[i], sizeof(names[i]), "f%03zu", i);
+		nodes[i].type = CF_BK_NODE_FILE;
+		nodes[i].name = names[i];
+		nodes[i].mode = 0600;
+		nodes[i].items = it[i];
+		nodes[i].nitems = n[i];
+		file_data((unsigned)i, small, big, &len);
+		nodes[i].size = len + (i % 5 == 0 ? 4096 + 8192 : 0);
+	}
+	tree = (struct cf_bk_tree){ nodes, NFILES, NULL };
+	CHECK_RC(cf_bk_writer_add_tree(w, &tree, tid), 0);
+	CHECK_RC(cf_bk_writer_flush(w), 0);
+	cf_bk_writer_stats(w, &st);
+	cf_bk_writer_free(w);
+	w = NULL;
+	/* Blobs: 3 small, the big stream's chunks, the tree. */
+	for (i = 0; i < NFILES; i++)
+		if (i % 50 == 7)
+			nbig = n[i];
+	CHECK(nbig >= 3);
+	CHECK(st.new_blobs == 3 + nbig + 1);
+	CHECK(st.blobs == 1 + (NFILES - NFILES / 50) + (NFILES / 50) * nbig);
+	r2 = open_repo(k, tenant_a, 0, NULL);
+	CHECK(r2 != NULL);
+	CHECK(cf_bk_index_blobs(cf_bk_repo_index(r2)) == 3 + nbig + 1);
+	for (i = 0; i < NFILES; i++) {
+		file_data((unsigned)i, small, big, &len);
+		if (i % 5 == 0) {
+			CHECK(n[i] >= 3 && it[i][0].hole == 4096 &&
+			    it[i][n[i] - 1].hole == 8192);
+			CHECK(check_items(r2, it[i] + 1, n[i] - 2,
+			    file_data((unsigned)i, small, big, &len), len) ==
+			    0);
+		} else {
+			CHECK(check_items(r2, it[i], n[i],
+			    file_data((unsigned)i, small, big, &len), len) ==
+			    0);
+		}
+	}
+	cf_bk_repo_free(r2);
+
+	/* No threads: the same items, the same tree id. */
+	CHECK_RC(cf_bk_writer_new(&w, r, 0), 0);
+	CHECK_RC(files_add(w, small, big, it0, n0), 0);
+	for (i = 0; i < NFILES; i++) {
+		CHECK(n0[i] == n[i]);
+		CHECK(memcmp(it0[i], it[i], n[i] * sizeof(*it[i])) == 0);
+		nodes[i].items = it0[i];
+	}
+	CHECK_RC(cf_bk_writer_add_tree(w, &tree, tid0), 0);
+	CHECK(memcmp(tid, tid0, 32) == 0);
+	/* One file at a time through add_stream: the same ids. */
+	for (i = 0; i < NFILES; i += 7) {
+		s.b = file_data((unsigned)i, small, big, &len);
+		s.len = len;
+		s.off = 0;
+		CHECK_RC(cf_bk_writer_add_stream(w, stream_rd, &s, &one, &n1,
+		    &size), 0);
+		CHECK(n1 == n[i] - (i % 5 == 0 ? 2 : 0));
+		CHECK(memcmp(one, it[i] + (i % 5 == 0 ? 1 : 0),
+		    n1 * sizeof(*one)) == 0);
+		free(one);
+	}
+	CHECK_RC(cf_bk_writer_flush(w), 0);
+	cf_bk_writer_stats(w, &st);
+	CHECK(st.new_blobs == 0 && st.packs == 0);
+	cf_bk_writer_free(w);
+	cf_bk_repo_free(r);
+	free(nodes);
+	files_free(it);
+	files_free(it0);
+	for (i = 0; i < 3; i++)
+		free(small[i]);
+	free(big);
+	cf_bk_keys_free(k);
+}
+
 /* ---- two writers at once [BK-CRASH-2] -------------------------------------- */
 
 struct conc {
@@ -627,6 +816,85 @@ f_close(void *ctx)
 static const struct cf_bk_store_ops fault_ops = {
 	"fault", f_put, f_get, f_range, f_stat, f_list, f_del, f_close, NULL, NULL,
 };
+
+/*
+ * A worker's failure (every pack put fails) while files are in flight:
+ * adding or taking fails with it, files not taken are freed without a
+ * hang, flush fails, and nothing is stored: no pack, no index (so the
+ * backup command saves no snapshot: it saves one only after flush).
+ */
+static void
+writer_files_store_fails(void)	/* [BK-CRASH-1] */
+{
+	struct cf_bk_keys *k = bkt_keys_x(0);
+	struct cf_bk_store *inner = NULL, *s = NULL;
+	struct cf_bk_repo *r = NULL, *r2;
+	struct cf_bk_writer *w = NULL;
+	struct cf_bk_wfile *wf[40];
+	struct cf_bk_item *it;
+	struct fault *f;
+	struct stream st;
+	unsigned char *data, id[32];
+	char url[4096];
+	uint64_t size;
+	size_t i, n, taken = 0;
+	int rc = 0, rc2;
+
+	CHECK(k != NULL);
+	r = open_repo(k, tenant_a, 1, NULL);
+	CHECK(r != NULL);
+	cf_bk_repo_free(r);
+	CHECK_RC(cf_bk_store_open_url(&inner, repo_url(url, sizeof(url)), 0),
+	    0);
+	f = calloc(1, sizeof(*f));
+	CHECK(f != NULL);
+	f->inner = inner;
+	f->fail_kind = CF_BK_KIND_PACK;
+	CHECK_RC(cf_bk_store_new(&s, &fault_ops, f), 0);
+	CHECK_RC(cf_bk_repo_open(&r, s, k, tenant_a), 0);
+	CHECK_RC(cf_bk_writer_new(&w, r, 2), 0);
+	/* 40 MiB of new data: packs fill (and fail) while files go in. */
+	data = bkt_random(41U << 20, 5);
+	CHECK(data != NULL);
+	memset(wf, 0, sizeof(wf));
+	for (i = 0; i < 40 && rc == 0; i++) {
+		st = (struct stream){ data + (i << 20), 1U << 20, 0 };
+		rc = cf_bk_writer_file_new(w, &wf[i]);
+		if (rc == 0)
+			rc = cf_bk_writer_file_add(w, wf[i], stream_rd, &st,
+			    &size);
+		/* Take every other file at once, the rest at the end. */
+		if (rc == 0 && i % 2 == 0) {
+			rc = cf_bk_writer_file_take(w, wf[i], &it, &n);
+			wf[i] = NULL;
+			free(it);
+			taken++;
+		}
+	}
+	CHECK(rc == 0 || rc == -EIO);
+	for (i = 0; i < 40; i++) {
+		if (wf[i] == NULL)
+			continue;
+		if (i % 4 == 1) {
+			cf_bk_writer_file_free(w, wf[i]);
+			continue;
+		}
+		rc2 = cf_bk_writer_file_take(w, wf[i], &it, &n);
+		CHECK(rc2 == -EIO && it == NULL && n == 0);
+	}
+	CHECK_RC(cf_bk_writer_flush(w), -EIO);
+	CHECK_RC(cf_bk_writer_add(w, CF_BK_BLOB_DATA, data, 10, id), -EIO);
+	CHECK(taken > 0);
+	cf_bk_writer_free(w);
+	cf_bk_repo_free(r);
+	r2 = open_repo(k, tenant_a, 0, NULL);
+	CHECK(r2 != NULL);
+	CHECK(count(cf_bk_repo_store(r2), CF_BK_KIND_PACK) == 0);
+	CHECK(count(cf_bk_repo_store(r2), CF_BK_KIND_INDEX) == 0);
+	cf_bk_repo_free(r2);
+	free(data);
+	cf_bk_keys_free(k);
+}
 
 static void
 crash_orphans(void)	/* [BK-CRASH-1] */
@@ -1571,8 +1839,10 @@ static const struct cf_test_case cases[] = {
 	CF_TEST(writer_round_trip_sync),
 	CF_TEST(writer_round_trip_threads),
 	CF_TEST(writer_small_blobs),
+	CF_TEST(writer_files_dedup),
 	CF_TEST(concurrent_writers),
 	CF_TEST(crash_orphans),
+	CF_TEST(writer_files_store_fails),
 	CF_TEST(damaged_objects),
 	CF_TEST(locks),
 	CF_TEST(locks_dead_holder),

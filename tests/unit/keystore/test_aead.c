@@ -165,12 +165,61 @@ cipher_names(void)
 	CHECK(cf_ks_cipher_available(cf_ks_cipher_default()));
 }
 
+/*
+ * cf_ks_aead_rekey: the context then seals and opens exactly as a new
+ * one of the new key (the known answers through a context first keyed
+ * otherwise), and the old key's ciphertext no longer opens.
+ */
+static void
+rekey(void)
+{
+	json_t *v = vectors(), *arr, *o;
+	size_t i, checked = 0;
+
+	CHECK(v != NULL);
+	arr = json_object_get(v, "aead");
+	json_array_foreach(arr, i, o) {
+		enum cf_ks_cipher c;
+		struct cf_ks_aead *a;
+		unsigned char *key, *nonce, *ad, *pt, *ct, out[256], old[32];
+		unsigned char oct[256];
+		size_t kl, nl, al, pl, cl;
+
+		CHECK_RC(cf_ks_cipher_parse(json_string_value(
+		    json_object_get(o, "cipher")), &c), 0);
+		if (!cf_ks_cipher_available(c))
+			continue;
+		key = vhex(o, "key", &kl);
+		nonce = vhex(o, "nonce", &nl);
+		ad = vhex(o, "ad", &al);
+		pt = vhex(o, "plaintext", &pl);
+		ct = vhex(o, "ciphertext", &cl);
+		CHECK(kl == 32 && cl <= sizeof(out));
+		memset(old, 0x5a, sizeof(old));
+		CHECK_RC(cf_ks_aead_new(&a, c, old), 0);
+		CHECK_RC(cf_ks_aead_seal(a, oct, pt, pl, ad, al, nonce), 0);
+		cf_ks_aead_rekey(a, key);
+		CHECK_RC(cf_ks_aead_seal(a, out, pt, pl, ad, al, nonce), 0);
+		CHECK(memcmp(out, ct, cl) == 0);
+		CHECK_RC(cf_ks_aead_open(a, out, ct, cl, ad, al, nonce), 0);
+		CHECK(memcmp(out, pt, pl) == 0);
+		CHECK_RC(cf_ks_aead_open(a, out, oct, cl, ad, al, nonce),
+		    -EBADMSG);
+		cf_ks_aead_free(a);
+		free(key), free(nonce), free(ad), free(pt), free(ct);
+		checked++;
+	}
+	CHECK(checked > 0);
+	json_decref(v);
+}
+
 static const struct cf_test_case cases[] = {
 	CF_TEST(known_answers),
 	CF_TEST(tamper_xchacha),
 	CF_TEST(tamper_aes),
 	CF_TEST(in_place_and_empty),
 	CF_TEST(cipher_names),
+	CF_TEST(rekey),
 };
 
 CF_TEST_MAIN(cases)
