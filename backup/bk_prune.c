@@ -643,23 +643,51 @@ by_time(const void *a, const void *b)
 	return memcmp(x->id, y->id, CF_BK_ID_BYTES);
 }
 
-/* A snapshot under w that is a re-sealed copy of v[k] (a killed run's). */
-static const struct snap *
-copy_of(const struct snap *v, size_t n, size_t k, uint32_t w)
+/* s's canonical encoding without its record and parent. */
+static int
+bare(const struct cf_bk_snapshot *s, char **json, size_t *len)
 {
-	const struct cf_bk_snapshot *s = v[k].s;
-	size_t j;
+	struct cf_bk_snapshot c = *s;	/* shallow */
 
-	for (j = 0; j < n; j++) {
-		const struct cf_bk_snapshot *c = v[j].s;
+	c.has_key_versions = 0;
+	c.nkey_versions = 0;
+	c.has_parent = 0;
+	return cf_bk_snapshot_encode(&c, json, len);
+}
 
-		if (v[j].version >= w && c->time == s->time &&
-		    memcmp(c->tree, s->tree, CF_BK_ID_BYTES) == 0 &&
-		    strcmp(c->hostname, s->hostname) == 0 &&
-		    c->npaths == s->npaths && c->ntags == s->ntags)
-			return &v[j];
+/*
+ * Sets *copy to a snapshot under w equal to v[k] in everything but
+ * key_versions and parent: the copy a killed run put before it could
+ * delete v[k] (or an identical snapshot: it restores the same), or
+ * NULL.
+ */
+static int
+copy_of(const struct snap *v, size_t n, size_t k, uint32_t w,
+    const struct snap **copy)
+{
+	char *a = NULL, *b = NULL;
+	size_t alen = 0, blen = 0, j;
+	int rc = 0;
+
+	*copy = NULL;
+	for (j = 0; j < n && *copy == NULL; j++) {
+		if (v[j].version < w || v[j].s->time != v[k].s->time)
+			continue;
+		if (a == NULL) {
+			rc = bare(v[k].s, &a, &alen);
+			if (rc < 0)
+				break;
+		}
+		rc = bare(v[j].s, &b, &blen);
+		if (rc < 0)
+			break;
+		if (blen == alen && memcmp(a, b, alen) == 0)
+			*copy = &v[j];
+		free(b);
+		b = NULL;
 	}
-	return NULL;
+	free(a);
+	return rc;
 }
 
 /*
@@ -716,7 +744,9 @@ reseal(struct prune *p, uint32_t w)
 
 		if (v[i].version >= w)
 			continue;
-		c = copy_of(v, n, i, w);
+		rc = copy_of(v, n, i, w, &c);
+		if (rc < 0)
+			goto out;
 		if (c != NULL) {
 			memcpy(v[i].new_id, c->id, CF_BK_ID_BYTES);
 		} else {

@@ -1131,8 +1131,9 @@ CF_MUST_CHECK int cf_bk_prune(struct cf_bk_repo *r, struct cf_bk_lock *lock,
  *      the same plaintext with key_versions {W, config version} (its
  *      packs are all under W now) and a parent re-sealed in this run
  *      renamed, put under its new storage id, then the old object
- *      deleted.  A copy left by a killed run (same time, tree and host,
- *      under W) is taken instead of sealing another.
+ *      deleted.  A snapshot under W equal to it but for key_versions
+ *      and parent (the copy a killed run put) is taken instead of
+ *      sealing another.
  * Blob ids, trees and index contents do not change; a re-sealed
  * snapshot's storage id does (it is the hash of its bytes).  fn, if not
  * NULL, is called after each step (and after each old pack and each
