@@ -480,24 +480,24 @@ run(struct prune *p0, struct cf_bk_repo *r, struct cf_bk_lock *lock,
 		}
 		st->blobs_live += live;
 		st->blobs_dead += n - live;
-		if (p.rekey != 0 && bk_rd32(hdr + 12) < p.rekey) {
-			act[i] = ACT_REPACK;
-			st->packs_repacked++;
-			st->bytes_deleted += size;
-		} else if (p.rekey != 0) {
-			goto keep;
-		} else if (live == 0) {
+		/* A re-encryption moves the packs under older versions. */
+		if (p.rekey != 0)
+			act[i] = bk_rd32(hdr + 12) < p.rekey ? ACT_REPACK :
+			    ACT_KEEP;
+		else if (live == 0)
 			act[i] = ACT_DELETE;
+		else if (live < n && o->repack_pct > 0 &&
+		    live_bytes * 100 <= size * o->repack_pct)
+			act[i] = ACT_REPACK;
+		else
+			act[i] = ACT_KEEP;
+		if (act[i] == ACT_DELETE) {
 			st->packs_deleted++;
 			st->bytes_deleted += size;
-		} else if (live < n && o->repack_pct > 0 &&
-		    live_bytes * 100 <= size * o->repack_pct) {
-			act[i] = ACT_REPACK;
+		} else if (act[i] == ACT_REPACK) {
 			st->packs_repacked++;
 			st->bytes_deleted += size;
 		} else {
-keep:
-			act[i] = ACT_KEEP;
 			rc = cf_bk_index_add_pack(nidx,
 			    cf_bk_index_pack_id(idx, i), hdr, d, n);
 			if (rc == 0)
@@ -591,7 +591,9 @@ keep:
 	 * still be uploading.  Not a reason to fail a prune that did its
 	 * work: reported.  Not a re-encryption's business.
 	 */
-	step(&p, CF_BK_REENC_DELETED, st->packs_deleted, st->packs_deleted);
+	if (p.rst != NULL)
+		step(&p, CF_BK_REENC_DELETED, p.rst->packs_deleted,
+		    p.rst->packs_deleted);
 	if (p.rekey == 0)
 		st->stale_rc = cf_bk_store_cleanup(r->store,
 		    (int64_t)cf_ks_now() - CF_BK_STALE_SECONDS,
