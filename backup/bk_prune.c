@@ -158,11 +158,18 @@ struct prune {
 };
 
 static void
+step_ids(struct prune *p, enum cf_bk_reenc_step s, uint64_t done,
+    uint64_t total, const unsigned char *old_id, const unsigned char *new_id)
+{
+	if (p->fn != NULL)
+		p->fn(p->arg, s, done, total, old_id, new_id);
+}
+
+static void
 step(struct prune *p, enum cf_bk_reenc_step s, uint64_t done,
     uint64_t total)
 {
-	if (p->fn != NULL)
-		p->fn(p->arg, s, done, total);
+	step_ids(p, s, done, total, NULL, NULL);
 }
 
 static int
@@ -765,9 +772,9 @@ reseal(struct prune *p, uint32_t w)
 			rc = cf_bk_repo_snapshot_save(r, &s, v[i].new_id);
 			if (rc < 0)
 				goto out;
-			step(p, CF_BK_REENC_SNAPSHOT, done + 1,
-			    st->snapshots_old);
 		}
+		step_ids(p, CF_BK_REENC_SNAPSHOT, done + 1, st->snapshots_old,
+		    v[i].id, v[i].new_id);
 		v[i].moved = 1;
 		st->snapshots_resealed++;
 		done++;

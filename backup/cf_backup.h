@@ -1137,7 +1137,9 @@ CF_MUST_CHECK int cf_bk_prune(struct cf_bk_repo *r, struct cf_bk_lock *lock,
  * Blob ids, trees and index contents do not change; a re-sealed
  * snapshot's storage id does (it is the hash of its bytes).  fn, if not
  * NULL, is called after each step (and after each old pack and each
- * snapshot) with what is done out of what there is.  A rerun after a
+ * snapshot) with what is done out of what there is; for a snapshot,
+ * with its old and its new storage id (NULL otherwise), once the new
+ * object is durable and before the old one is deleted.  A rerun after a
  * crash anywhere finishes the job; every snapshot restores throughout.
  * -EINVAL for write-only keys.  Not thread safe.
  */
@@ -1148,7 +1150,8 @@ enum cf_bk_reenc_step {
 	CF_BK_REENC_SNAPSHOT,		/* one snapshot re-sealed, old kept */
 };
 typedef void cf_bk_reenc_fn(void *arg, enum cf_bk_reenc_step step,
-    uint64_t done, uint64_t total);
+    uint64_t done, uint64_t total, const unsigned char *old_id,
+    const unsigned char *new_id);
 struct cf_bk_reenc_stats {
 	uint32_t key_version;		/* W */
 	uint64_t packs, packs_old;	/* indexed; of those under < W */

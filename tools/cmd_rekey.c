@@ -228,14 +228,42 @@ struct reenc_progress {
 	int tty;
 	int verbose;
 	int shown;
+	struct cf_ks_home *home;
+	const char *tenant, *url;
+	json_t *ids;		/* [{"old": hex, "new": hex}], for --json */
 };
 
 static void
 on_reenc(void *arg, enum cf_bk_reenc_step step, uint64_t done,
-    uint64_t total)
+    uint64_t total, const unsigned char *old_id, const unsigned char *new_id)
 {
 	struct reenc_progress *p = arg;
 	const char *what = NULL;
+	char oh[65], nh[65];
+
+	/*
+	 * A re-sealed snapshot's id changes ([BK-REENC-1]): the audit
+	 * trail keeps the mapping (written before the old object goes),
+	 * so ids recorded by earlier events can still be followed.
+	 */
+	if (old_id != NULL) {
+		struct cf_ks_audit_field f[] = {
+			{ "tenant", p->tenant, 0 },
+			{ "repo", p->url, 0 },
+			{ "snapshot", oh, 0 },
+			{ "new_id", nh, 0 },
+		};
+
+		cf_bk_id_hex(old_id, oh);
+		cf_bk_id_hex(new_id, nh);
+		(void)!cf_ks_audit_append(p->home, "tenant.reencrypt_snapshot",
+		    f, 4);
+		if (p->ids != NULL)
+			(void)json_array_append_new(p->ids, json_pack(
+			    "{s:s, s:s}", "old", oh, "new", nh));
+		else if (p->verbose > 0)
+			printf("snapshot %.8s is now %.8s\n", oh, nh);
+	}
 
 	if (done == 1 && step == CF_BK_REENC_PACK)
 		repo_crash_point(15);
@@ -277,6 +305,7 @@ reencrypt_objects(struct tl_ctx *ctx, struct cf_ks_home *home,
 	int rc, ret = CF_EXIT_FAIL;
 
 	memset(&st, 0, sizeof(st));
+	memset(&p, 0, sizeof(p));
 	rc = tl_repo_unlock(t, url, &root, &kv);
 	if (rc == 0)
 		rc = tl_repo_open(t, &r, url, root, kv, 0);
@@ -300,6 +329,10 @@ reencrypt_objects(struct tl_ctx *ctx, struct cf_ks_home *home,
 	p.tty = isatty(2);
 	p.verbose = ctx->verbose;
 	p.shown = 0;
+	p.home = home;
+	p.tenant = cf_ks_tenant_name(t);
+	p.url = url;
+	p.ids = ctx->json ? json_array() : NULL;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	rc = cf_bk_repo_reencrypt(r, lock, on_reenc, &p, &st);
 	clock_gettime(CLOCK_MONOTONIC, &t1);
@@ -332,7 +365,7 @@ reencrypt_objects(struct tl_ctx *ctx, struct cf_ks_home *home,
 	}
 	if (ctx->json)
 		tl_print_json(json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:I, "
-		    "s:I, s:I, s:I, s:I, s:I, s:I, s:f}", "tenant", name,
+		    "s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:O}", "tenant", name,
 		    "repo", url, "key_version", (json_int_t)st.key_version,
 		    "packs", (json_int_t)st.packs,
 		    "packs_old", (json_int_t)st.packs_old,
@@ -344,7 +377,7 @@ reencrypt_objects(struct tl_ctx *ctx, struct cf_ks_home *home,
 		    "snapshots", (json_int_t)st.snapshots,
 		    "snapshots_resealed", (json_int_t)st.snapshots_resealed,
 		    "objects_locked", (json_int_t)st.objects_locked,
-		    "seconds", secs));
+		    "seconds", secs, "resealed", p.ids));
 	else if (ctx->verbose >= 0)
 		printf("%s: objects of %s under key version %u: %llu of %llu "
 		    "packs rewritten (%llu blobs, %.1f MiB read, %llu packs, "
@@ -366,6 +399,7 @@ reencrypt_objects(struct tl_ctx *ctx, struct cf_ks_home *home,
 	}
 	ret = CF_EXIT_OK;
 out:
+	json_decref(p.ids);
 	(void)!cf_bk_lock_release(lock);
 	cf_bk_repo_free(r);
 	return ret;

@@ -175,7 +175,9 @@ try:
     dur = time.time() - t0
     j = json.loads(r.stdout) if r.returncode == 0 else {}
     ok(r.returncode == 0 and j.get("packs_old", 0) >= 2 and
-       j.get("snapshots_resealed") == 1 and j.get("key_version") == 2,
+       j.get("snapshots_resealed") == 1 and j.get("key_version") == 2 and
+       [x["old"] for x in j.get("resealed", [])] == [s1] and
+       j["resealed"][0]["new"] == snaps()[0]["id"],
        "a timed run: %s packs (%.1f MiB) rewritten, %s snapshots "
        "re-sealed in %.2f s" % (j.get("packs_old"),
                                 j.get("bytes_old", 0) / MIB,
@@ -215,6 +217,10 @@ try:
     r = h.coffer("audit", "show", "--tenant", "acme")
     ok(r.returncode == 0 and "snapshots_resealed" in r.stdout,
        "audited as tenant.reencrypt_repository with counts",
+       r.stdout[-2000:])
+    ok("tenant.reencrypt_snapshot" in r.stdout and s1 in r.stdout and
+       snaps()[0]["id"] in r.stdout,
+       "each re-sealed snapshot audited with its old and new id",
        r.stdout[-2000:])
     # snapshot 1 was re-sealed (a new id, its record [2]); 2 and 3,
     # already under 2, keep their ids and records ([1,2]: 1 was the

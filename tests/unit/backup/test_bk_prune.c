@@ -677,11 +677,15 @@ snap_times(struct cf_bk_repo *r, size_t *listed)
 
 static void
 on_step(void *arg, enum cf_bk_reenc_step step, uint64_t done,
-    uint64_t total)
+    uint64_t total, const unsigned char *old_id, const unsigned char *new_id)
 {
 	unsigned *seen = arg;
 
 	CHECK(done <= total);
+	CHECK((old_id != NULL) == (step == CF_BK_REENC_SNAPSHOT) &&
+	    (new_id != NULL) == (old_id != NULL));
+	if (old_id != NULL)
+		CHECK(memcmp(old_id, new_id, 32) != 0);
 	seen[step]++;
 }
 
