@@ -240,6 +240,12 @@ try:
        "every snapshot restores byte for byte without version 1")
     r = h.coffer("verify", "acme", "--read-data")
     ok(r.returncode == 0, "verify --read-data", r.stdout + r.stderr)
+    r = h.coffer("--json", "backup", "acme")
+    j = json.loads(r.stdout) if r.returncode == 0 else {}
+    ok(r.returncode == 0 and j.get("new_bytes", 1 << 30) < 100000,
+       "a backup of the unchanged store stores no data blob (%s new "
+       "blobs, %s bytes)" % (j.get("new_blobs"), j.get("new_bytes")),
+       r.stdout + r.stderr)
     r = h.coffer("--json", "backup", "acme", "--stdin", "--name", "x",
                  stdin=a_files["a0"], text=False)
     j = json.loads(r.stdout) if r.returncode == 0 else {}
