@@ -20,8 +20,15 @@
  * It does not delete snapshots by policy (the caller decides with
  * cf_bk_retention_plan) and keeps memory to a hash set of blob ids plus
  * one pack being repacked.
+ *
+ * cf_bk_repo_reencrypt runs the same steps with every indexed blob
+ * counted live and every pack under an older root key version than the
+ * write version repacked, then re-seals the snapshots under older
+ * versions ([BK-REENC-1]): the repository's objects move to the newest
+ * version without any blob id, tree or index entry changing.
  */
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -139,7 +146,31 @@ struct prune {
 	struct idset live;		/* (type, blob id) reachable */
 	struct idset keep_packs;	/* (1, pack id) in the new index */
 	struct cf_bk_prune_stats *st;
+	/*
+	 * Re-encryption (cf_bk_repo_reencrypt): 0 for a prune, else the
+	 * write version; packs under an older one move, and all their
+	 * blobs are live.
+	 */
+	uint32_t rekey;
+	cf_bk_reenc_fn *fn;
+	void *arg;
+	struct cf_bk_reenc_stats *rst;
 };
+
+static void
+step_ids(struct prune *p, enum cf_bk_reenc_step s, uint64_t done,
+    uint64_t total, const unsigned char *old_id, const unsigned char *new_id)
+{
+	if (p->fn != NULL)
+		p->fn(p->arg, s, done, total, old_id, new_id);
+}
+
+static void
+step(struct prune *p, enum cf_bk_reenc_step s, uint64_t done,
+    uint64_t total)
+{
+	step_ids(p, s, done, total, NULL, NULL);
+}
 
 static int
 refresh(struct prune *p)
@@ -281,7 +312,7 @@ repack(struct prune *p, size_t i, struct bk_packer **pk,
 
 	bk_index_pack_info(idx, i, &hdr, &d, &off, &n, &size);
 	for (j = 0; j < n; j++) {
-		if (!idset_has(&p->live, d[j].type, d[j].id))
+		if (p->rekey == 0 && !idset_has(&p->live, d[j].type, d[j].id))
 			continue;
 		rc = idset_add(moved, d[j].type, d[j].id);
 		if (rc < 0)
@@ -297,6 +328,10 @@ repack(struct prune *p, size_t i, struct bk_packer **pk,
 		    &plen);
 		if (rc < 0)
 			return rc;
+		if (p->rst != NULL) {
+			p->rst->blobs_copied++;
+			p->rst->bytes_old += d[j].length;
+		}
 		rc = bk_packer_add(*pk, d[j].type, d[j].id, plain, plen, 1,
 		    NULL, NULL);
 		free(plain);
@@ -374,11 +409,15 @@ locked(struct cf_bk_repo *r, struct cf_bk_prune_stats *st,
 		st->locked_until = until;
 }
 
-int
-cf_bk_prune(struct cf_bk_repo *r, struct cf_bk_lock *lock,
+/*
+ * The prune, or with rekey != 0 the pack and index part of a
+ * re-encryption (p's fn, arg and rst set by the caller).
+ */
+static int
+run(struct prune *p0, struct cf_bk_repo *r, struct cf_bk_lock *lock,
     const struct cf_bk_prune_opts *o, struct cf_bk_prune_stats *st)
 {
-	struct prune p;
+	struct prune p = *p0;
 	struct names old_idx = { NULL, 0, 0 }, packs = { NULL, 0, 0 };
 	struct cf_bk_index *nidx = NULL;
 	const struct cf_bk_index *idx;
@@ -389,7 +428,6 @@ cf_bk_prune(struct cf_bk_repo *r, struct cf_bk_lock *lock,
 	int rc, index_locked = 0;
 
 	memset(st, 0, sizeof(*st));
-	memset(&p, 0, sizeof(p));
 	p.r = r;
 	p.lock = lock;
 	p.st = st;
@@ -410,10 +448,12 @@ cf_bk_prune(struct cf_bk_repo *r, struct cf_bk_lock *lock,
 		goto out;
 	}
 	idx = cf_bk_repo_index(r);
-	/* 2: mark. */
-	rc = mark(&p);
-	if (rc < 0)
-		goto out;
+	/* 2: mark (a re-encryption moves every blob it finds). */
+	if (p.rekey == 0) {
+		rc = mark(&p);
+		if (rc < 0)
+			goto out;
+	}
 	/* Classify the indexed packs; count orphans. */
 	rc = cf_bk_store_list(r->store, CF_BK_KIND_PACK, collect, &packs);
 	if (rc < 0)
@@ -439,24 +479,32 @@ cf_bk_prune(struct cf_bk_repo *r, struct cf_bk_lock *lock,
 		if (rc < 0)
 			goto out;
 		for (j = 0; j < n; j++) {
-			if (idset_has(&p.live, d[j].type, d[j].id)) {
+			if (p.rekey != 0 ||
+			    idset_has(&p.live, d[j].type, d[j].id)) {
 				live++;
 				live_bytes += d[j].length;
 			}
 		}
 		st->blobs_live += live;
 		st->blobs_dead += n - live;
-		if (live == 0) {
+		/* A re-encryption moves the packs under older versions. */
+		if (p.rekey != 0)
+			act[i] = bk_rd32(hdr + 12) < p.rekey ? ACT_REPACK :
+			    ACT_KEEP;
+		else if (live == 0)
 			act[i] = ACT_DELETE;
+		else if (live < n && o->repack_pct > 0 &&
+		    live_bytes * 100 <= size * o->repack_pct)
+			act[i] = ACT_REPACK;
+		else
+			act[i] = ACT_KEEP;
+		if (act[i] == ACT_DELETE) {
 			st->packs_deleted++;
 			st->bytes_deleted += size;
-		} else if (live < n && o->repack_pct > 0 &&
-		    live_bytes * 100 <= size * o->repack_pct) {
-			act[i] = ACT_REPACK;
+		} else if (act[i] == ACT_REPACK) {
 			st->packs_repacked++;
 			st->bytes_deleted += size;
 		} else {
-			act[i] = ACT_KEEP;
 			rc = cf_bk_index_add_pack(nidx,
 			    cf_bk_index_pack_id(idx, i), hdr, d, n);
 			if (rc == 0)
@@ -470,12 +518,13 @@ cf_bk_prune(struct cf_bk_repo *r, struct cf_bk_lock *lock,
 		}
 	}
 	/* 3: the moved blobs' new packs are put before any index names them. */
-	for (i = 0; !o->dry_run && i < cf_bk_index_packs(idx); i++) {
+	for (i = 0, j = 0; !o->dry_run && i < cf_bk_index_packs(idx); i++) {
 		if (act[i] != ACT_REPACK)
 			continue;
 		rc = repack(&p, i, &pk, nidx, &moved);
 		if (rc < 0)
 			goto out;
+		step(&p, CF_BK_REENC_PACK, ++j, st->packs_repacked);
 		rc = refresh(&p);
 		if (rc < 0)
 			goto out;
@@ -498,6 +547,7 @@ cf_bk_prune(struct cf_bk_repo *r, struct cf_bk_lock *lock,
 	rc = write_index(&p, nidx);
 	if (rc < 0)
 		goto out;
+	step(&p, CF_BK_REENC_INDEX, st->indexes_written, st->indexes_written);
 	for (i = 0; i < old_idx.n; i++) {
 		rc = cf_bk_store_del(r->store, CF_BK_KIND_INDEX, old_idx.v[i]);
 		if (rc == -EROFS) {
@@ -529,8 +579,10 @@ cf_bk_prune(struct cf_bk_repo *r, struct cf_bk_lock *lock,
 		for (k = 0; rc == 0 && k < nb; k++) {
 			if (rcs[k] == -EROFS)
 				locked(r, st, CF_BK_KIND_PACK, batch[k]);
-			else if (rcs[k] < 0)
+			else if (rcs[k] < 0 && rcs[k] != -ENOENT)
 				rc = rcs[k];
+			else if (rcs[k] == 0 && p.rst != NULL)
+				p.rst->packs_deleted++;
 		}
 		if (rc == 0)
 			rc = refresh(&p);
@@ -544,10 +596,15 @@ cf_bk_prune(struct cf_bk_repo *r, struct cf_bk_lock *lock,
 	 * but only while their locks are younger than 30 minutes; a writer
 	 * whose host was suspended for longer, or whose clock is off, may
 	 * still be uploading.  Not a reason to fail a prune that did its
-	 * work: reported.
+	 * work: reported.  Not a re-encryption's business.
 	 */
-	st->stale_rc = cf_bk_store_cleanup(r->store,
-	    (int64_t)cf_ks_now() - CF_BK_STALE_SECONDS, &st->stale_removed);
+	if (p.rst != NULL)
+		step(&p, CF_BK_REENC_DELETED, p.rst->packs_deleted,
+		    p.rst->packs_deleted);
+	if (p.rekey == 0)
+		st->stale_rc = cf_bk_store_cleanup(r->store,
+		    (int64_t)cf_ks_now() - CF_BK_STALE_SECONDS,
+		    &st->stale_removed);
 	rc = refresh(&p);
 	if (rc < 0)
 		goto out;
@@ -563,6 +620,216 @@ out:
 	free(old_idx.v);
 	free(packs.v);
 	return rc;
+}
+
+int
+cf_bk_prune(struct cf_bk_repo *r, struct cf_bk_lock *lock,
+    const struct cf_bk_prune_opts *o, struct cf_bk_prune_stats *st)
+{
+	struct prune p;
+
+	memset(&p, 0, sizeof(p));
+	return run(&p, r, lock, o, st);
+}
+
+/* ---- re-encryption --------------------------------------------------------- */
+
+struct snap {
+	unsigned char id[CF_BK_ID_BYTES];
+	uint32_t version;		/* of the object's header */
+	struct cf_bk_snapshot *s;
+	unsigned char new_id[CF_BK_ID_BYTES];	/* once re-sealed */
+	int moved;
+};
+
+static int
+by_time(const void *a, const void *b)
+{
+	const struct snap *x = a, *y = b;
+
+	if (x->s->time != y->s->time)
+		return x->s->time < y->s->time ? -1 : 1;
+	return memcmp(x->id, y->id, CF_BK_ID_BYTES);
+}
+
+/* s's canonical encoding without its record and parent. */
+static int
+bare(const struct cf_bk_snapshot *s, char **json, size_t *len)
+{
+	struct cf_bk_snapshot c = *s;	/* shallow */
+
+	c.has_key_versions = 0;
+	c.nkey_versions = 0;
+	c.has_parent = 0;
+	return cf_bk_snapshot_encode(&c, json, len);
+}
+
+/*
+ * Sets *copy to a snapshot under w equal to v[k] in everything but
+ * key_versions and parent: the copy a killed run put before it could
+ * delete v[k] (or an identical snapshot: it restores the same), or
+ * NULL.
+ */
+static int
+copy_of(const struct snap *v, size_t n, size_t k, uint32_t w,
+    const struct snap **copy)
+{
+	char *a = NULL, *b = NULL;
+	size_t alen = 0, blen = 0, j;
+	int rc = 0;
+
+	*copy = NULL;
+	for (j = 0; j < n && *copy == NULL; j++) {
+		if (v[j].version < w || v[j].s->time != v[k].s->time)
+			continue;
+		if (a == NULL) {
+			rc = bare(v[k].s, &a, &alen);
+			if (rc < 0)
+				break;
+		}
+		rc = bare(v[j].s, &b, &blen);
+		if (rc < 0)
+			break;
+		if (blen == alen && memcmp(a, b, alen) == 0)
+			*copy = &v[j];
+		free(b);
+		b = NULL;
+	}
+	free(a);
+	return rc;
+}
+
+/*
+ * Step 5 of cf_bk_repo_reencrypt: snapshots under versions below w, in
+ * time order (a parent before its children, so a child names the
+ * parent's new id).  The new object is put before the old one is
+ * deleted: a crash leaves both, equal but for the record, and the rerun
+ * takes the copy.
+ */
+static int
+reseal(struct prune *p, uint32_t w)
+{
+	struct cf_bk_repo *r = p->r;
+	struct cf_bk_reenc_stats *st = p->rst;
+	unsigned char (*ids)[CF_BK_ID_BYTES] = NULL;
+	unsigned char hdr[CF_BK_HEADER_BYTES];
+	struct snap *v = NULL;
+	uint32_t need[2];
+	size_t n = 0, i, j, done = 0;
+	char name[65];
+	int rc;
+
+	rc = cf_bk_repo_snapshot_list(r, &ids, &n);
+	if (rc < 0)
+		return rc;
+	st->snapshots = n;
+	if (n == 0)
+		goto out;
+	v = calloc(n, sizeof(*v));
+	if (v == NULL) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	for (i = 0; i < n; i++) {
+		memcpy(v[i].id, ids[i], CF_BK_ID_BYTES);
+		bk_name(ids[i], name);
+		rc = cf_bk_store_get_range(r->store, CF_BK_KIND_SNAPSHOT, name,
+		    0, sizeof(hdr), hdr);
+		if (rc < 0)
+			goto out;
+		v[i].version = bk_rd32(hdr + 12);
+		rc = cf_bk_repo_snapshot_load(r, ids[i], &v[i].s);
+		if (rc < 0)
+			goto out;
+		if (v[i].version < w)
+			st->snapshots_old++;
+	}
+	qsort(v, n, sizeof(*v), by_time);
+	need[0] = w;
+	need[1] = r->cfg_version;
+	for (i = 0; i < n; i++) {
+		const struct snap *c;
+		struct cf_bk_snapshot s;
+
+		if (v[i].version >= w)
+			continue;
+		rc = copy_of(v, n, i, w, &c);
+		if (rc < 0)
+			goto out;
+		if (c != NULL) {
+			memcpy(v[i].new_id, c->id, CF_BK_ID_BYTES);
+		} else {
+			s = *v[i].s;	/* shallow: the record and parent differ */
+			s.has_key_versions = 1;
+			s.nkey_versions = 0;
+			(void)!cf_bk_snapshot_add_key_versions(&s, need, 2);
+			for (j = 0; s.has_parent && j < n; j++) {
+				if (v[j].moved && memcmp(v[j].id, s.parent,
+				    CF_BK_ID_BYTES) == 0)
+					memcpy(s.parent, v[j].new_id,
+					    CF_BK_ID_BYTES);
+			}
+			rc = cf_bk_repo_snapshot_save(r, &s, v[i].new_id);
+			if (rc < 0)
+				goto out;
+		}
+		step_ids(p, CF_BK_REENC_SNAPSHOT, done + 1, st->snapshots_old,
+		    v[i].id, v[i].new_id);
+		v[i].moved = 1;
+		st->snapshots_resealed++;
+		done++;
+		rc = cf_bk_repo_snapshot_delete(r, v[i].id);
+		if (rc == -EROFS) {
+			st->objects_locked++;
+		} else if (rc < 0 && rc != -ENOENT) {
+			goto out;
+		}
+		rc = refresh(p);
+		if (rc < 0)
+			goto out;
+	}
+	rc = 0;
+out:
+	for (i = 0; v != NULL && i < n; i++)
+		cf_bk_snapshot_free(v[i].s);
+	free(v);
+	free(ids);
+	return rc;
+}
+
+int
+cf_bk_repo_reencrypt(struct cf_bk_repo *r, struct cf_bk_lock *lock,
+    cf_bk_reenc_fn *fn, void *arg, struct cf_bk_reenc_stats *st)
+{
+	struct cf_bk_prune_opts o = { 0, 0 };
+	struct cf_bk_prune_stats ps;
+	struct prune p;
+	int rc;
+
+	memset(st, 0, sizeof(*st));
+	if (r->keys->writer)
+		return -EINVAL;
+	memset(&p, 0, sizeof(p));
+	p.rekey = cf_bk_keys_write_version(r->keys);
+	p.fn = fn;
+	p.arg = arg;
+	p.rst = st;
+	st->key_version = p.rekey;
+	rc = run(&p, r, lock, &o, &ps);
+	st->packs = ps.packs;
+	st->packs_old = ps.packs_repacked;
+	st->packs_written = ps.packs_written;
+	st->bytes_written = ps.bytes_written;
+	st->indexes_written = ps.indexes_written;
+	st->indexes_deleted = ps.indexes_deleted;
+	st->objects_locked = ps.objects_locked;
+	st->locked_until = ps.locked_until;
+	if (rc < 0)
+		return rc;
+	p.r = r;
+	p.lock = lock;
+	p.refreshed = (int64_t)cf_ks_now();
+	return reseal(&p, p.rekey);
 }
 
 int

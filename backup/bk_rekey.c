@@ -7,9 +7,9 @@
  *
  * Blob ids, chunk boundaries and the index key stay what they were (they
  * derive from C), so dedup, trees and the index are untouched.  It does
- * not re-encrypt packs, indexes or snapshots (no repack): retention
- * removes those under the old version.  The caller holds the
- * repository's exclusive lock.
+ * not re-encrypt packs, indexes or snapshots: retention removes those
+ * under the old version, or cf_bk_repo_reencrypt (bk_prune.c) rewrites
+ * them.  The caller holds the repository's exclusive lock.
  */
 #include <errno.h>
 #include <stdlib.h>

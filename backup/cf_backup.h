@@ -1203,6 +1203,63 @@ struct cf_bk_prune_stats {
 CF_MUST_CHECK int cf_bk_prune(struct cf_bk_repo *r, struct cf_bk_lock *lock,
     const struct cf_bk_prune_opts *o, struct cf_bk_prune_stats *st);
 
+/*
+ * Re-encrypts a repository under its keys' write version W (the newest
+ * root key version they hold: cf_bk_keys_write_version), so that no
+ * indexed pack, index object or snapshot needs an older version
+ * (docs/kms.md, Root key rotation; docs/format/repository.md,
+ * [BK-REENC-1]).  The caller holds lock, an exclusive lock on r, which
+ * it refreshes.  Prune's crash-safe order (bk_prune.c), with every blob
+ * counted live and nothing deleted by reachability:
+ *   1. list the index objects, reload the index (an unreadable index
+ *      object stops it: -EBADMSG, nothing changed);
+ *   2. copy every blob of each indexed pack whose header names a
+ *      version below W into new packs under W (put, not yet indexed),
+ *      except blobs a pack under W already holds;
+ *   3. put new index objects listing the kept and new packs, then
+ *      delete the old index objects (an Object Lock refusal keeps the
+ *      old packs too, as prune does);
+ *   4. delete the packs no new index object names (the old ones, and
+ *      orphans);
+ *   5. re-seal each snapshot whose object is under a version below W:
+ *      the same plaintext with key_versions {W, config version} (its
+ *      packs are all under W now) and a parent re-sealed in this run
+ *      renamed, put under its new storage id, then the old object
+ *      deleted.  A snapshot under W equal to it but for key_versions
+ *      and parent (the copy a killed run put) is taken instead of
+ *      sealing another.
+ * Blob ids, trees and index contents do not change; a re-sealed
+ * snapshot's storage id does (it is the hash of its bytes).  fn, if not
+ * NULL, is called after each step (and after each old pack and each
+ * snapshot) with what is done out of what there is; for a snapshot,
+ * with its old and its new storage id (NULL otherwise), once the new
+ * object is durable and before the old one is deleted.  A rerun after a
+ * crash anywhere finishes the job; every snapshot restores throughout.
+ * -EINVAL for write-only keys.  Not thread safe.
+ */
+enum cf_bk_reenc_step {
+	CF_BK_REENC_PACK = 1,		/* one old pack copied (done/total) */
+	CF_BK_REENC_INDEX,		/* new index objects put */
+	CF_BK_REENC_DELETED,		/* old index objects and packs gone */
+	CF_BK_REENC_SNAPSHOT,		/* one snapshot re-sealed, old kept */
+};
+typedef void cf_bk_reenc_fn(void *arg, enum cf_bk_reenc_step step,
+    uint64_t done, uint64_t total, const unsigned char *old_id,
+    const unsigned char *new_id);
+struct cf_bk_reenc_stats {
+	uint32_t key_version;		/* W */
+	uint64_t packs, packs_old;	/* indexed; of those under < W */
+	uint64_t blobs_copied, bytes_old;	/* read from old packs */
+	uint64_t packs_written, bytes_written;
+	uint64_t indexes_written, indexes_deleted, packs_deleted;
+	uint64_t snapshots, snapshots_old, snapshots_resealed;
+	uint64_t objects_locked;	/* deletions Object Lock refused */
+	int64_t locked_until;
+};
+CF_MUST_CHECK int cf_bk_repo_reencrypt(struct cf_bk_repo *r,
+    struct cf_bk_lock *lock, cf_bk_reenc_fn *fn, void *arg,
+    struct cf_bk_reenc_stats *st);
+
 /* Deletes a snapshot object (the caller holds an exclusive lock). */
 CF_MUST_CHECK int cf_bk_repo_snapshot_delete(struct cf_bk_repo *r,
     const unsigned char id[CF_BK_ID_BYTES]);

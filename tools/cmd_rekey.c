@@ -206,7 +206,10 @@ out:
  * Test builds only: COFFER_TEST_KILL_AT=13 kills reencrypt --repository
  * after the lock is taken and before the config is replaced, 14 after
  * it is replaced and before the audit record (docs/kms.md; the
- * keystore's steps are 1..12).
+ * keystore's steps are 1..12).  With --objects: 15 after the first old
+ * pack is copied (new packs not yet indexed), 16 after the new index
+ * objects are put (old ones not deleted), 17 after the old packs are
+ * deleted, 18 after the first snapshot is re-sealed (old one kept).
  */
 static void
 repo_crash_point(int step)
@@ -221,6 +224,187 @@ repo_crash_point(int step)
 #endif
 }
 
+struct reenc_progress {
+	int tty;
+	int verbose;
+	int shown;
+	struct cf_ks_home *home;
+	const char *tenant, *url;
+	json_t *ids;		/* [{"old": hex, "new": hex}], for --json */
+};
+
+static void
+on_reenc(void *arg, enum cf_bk_reenc_step step, uint64_t done,
+    uint64_t total, const unsigned char *old_id, const unsigned char *new_id)
+{
+	struct reenc_progress *p = arg;
+	const char *what = NULL;
+	char oh[65], nh[65];
+
+	/*
+	 * A re-sealed snapshot's id changes ([BK-REENC-1]): the audit
+	 * trail keeps the mapping (written before the old object goes),
+	 * so ids recorded by earlier events can still be followed.
+	 */
+	if (old_id != NULL) {
+		struct cf_ks_audit_field f[] = {
+			{ "tenant", p->tenant, 0 },
+			{ "repo", p->url, 0 },
+			{ "snapshot", oh, 0 },
+			{ "new_id", nh, 0 },
+		};
+
+		cf_bk_id_hex(old_id, oh);
+		cf_bk_id_hex(new_id, nh);
+		(void)!cf_ks_audit_append(p->home, "tenant.reencrypt_snapshot",
+		    f, 4);
+		if (p->ids != NULL)
+			(void)json_array_append_new(p->ids, json_pack(
+			    "{s:s, s:s}", "old", oh, "new", nh));
+		else if (p->verbose > 0)
+			printf("snapshot %.8s is now %.8s\n", oh, nh);
+	}
+
+	if (done == 1 && step == CF_BK_REENC_PACK)
+		repo_crash_point(15);
+	else if (step == CF_BK_REENC_INDEX)
+		repo_crash_point(16);
+	else if (step == CF_BK_REENC_DELETED)
+		repo_crash_point(17);
+	else if (done == 1 && step == CF_BK_REENC_SNAPSHOT)
+		repo_crash_point(18);
+	if (step == CF_BK_REENC_PACK)
+		what = "packs";
+	else if (step == CF_BK_REENC_SNAPSHOT)
+		what = "snapshots";
+	if (what == NULL || p->verbose < 0 || !p->tty)
+		return;
+	fprintf(stderr, "\r\033[Kre-encrypting the repository: %llu of %llu "
+	    "%s", (unsigned long long)done, (unsigned long long)total, what);
+	p->shown = 1;
+}
+
+/*
+ * --objects: every pack, index object and snapshot under an older
+ * version moves to the newest (cf_bk_repo_reencrypt, [BK-REENC-1]) on
+ * a repository opened anew after the config re-key (the keys of the
+ * one that re-keyed still take the old config version as primary).
+ */
+static int
+reencrypt_objects(struct tl_ctx *ctx, struct cf_ks_home *home,
+    struct cf_ks_tenant *t, const char *name, const char *url)
+{
+	struct cf_secbuf *root = NULL;
+	struct cf_bk_repo *r = NULL;
+	struct cf_bk_lock *lock = NULL;
+	struct cf_bk_reenc_stats st;
+	struct reenc_progress p;
+	struct timespec t0, t1;
+	uint32_t kv = 0;
+	double secs;
+	int rc, ret = CF_EXIT_FAIL;
+
+	memset(&st, 0, sizeof(st));
+	memset(&p, 0, sizeof(p));
+	rc = tl_repo_unlock(t, url, &root, &kv);
+	if (rc == 0)
+		rc = tl_repo_open(t, &r, url, root, kv, 0);
+	cf_secbuf_free(root);
+	if (rc < 0) {
+		fprintf(stderr, "coffer: %s: cannot open the backup repository "
+		    "%s: %s\n", name, url, strerror(-rc));
+		return CF_EXIT_FAIL;
+	}
+	rc = cf_bk_repo_lock(r, 1, NULL, &lock);
+	if (rc == -EBUSY) {
+		fprintf(stderr, "coffer: %s: repository %s is locked (a backup "
+		    "or a prune is running); try again later\n", name, url);
+		goto out;
+	}
+	if (rc < 0) {
+		fprintf(stderr, "coffer: %s: locking the repository %s: %s\n",
+		    name, url, strerror(-rc));
+		goto out;
+	}
+	p.tty = isatty(2);
+	p.verbose = ctx->verbose;
+	p.shown = 0;
+	p.home = home;
+	p.tenant = cf_ks_tenant_name(t);
+	p.url = url;
+	p.ids = ctx->json ? json_array() : NULL;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	rc = cf_bk_repo_reencrypt(r, lock, on_reenc, &p, &st);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	secs = (double)(t1.tv_sec - t0.tv_sec) +
+	    (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+	if (p.shown)
+		fprintf(stderr, "\n");
+	{
+		struct cf_ks_audit_field f[] = {
+			{ "tenant", cf_ks_tenant_name(t), 0 },
+			{ "repo", url, 0 },
+			{ "key_version", NULL, st.key_version },
+			{ "objects", "yes", 0 },
+			{ "packs_old", NULL, st.packs_old },
+			{ "packs_written", NULL, st.packs_written },
+			{ "bytes_written", NULL, st.bytes_written },
+			{ "snapshots_resealed", NULL, st.snapshots_resealed },
+			{ "objects_locked", NULL, st.objects_locked },
+			{ "result", rc < 0 ? "error" : "reencrypted", 0 },
+		};
+
+		(void)!cf_ks_audit_append(home, "tenant.reencrypt_repository",
+		    f, 10);
+	}
+	if (rc < 0) {
+		fprintf(stderr, "coffer: %s: re-encrypting the objects of %s: "
+		    "%s (every snapshot still restores; rerun to finish)\n",
+		    name, url, strerror(-rc));
+		goto out;
+	}
+	if (ctx->json)
+		tl_print_json(json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:I, "
+		    "s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:O}", "tenant", name,
+		    "repo", url, "key_version", (json_int_t)st.key_version,
+		    "packs", (json_int_t)st.packs,
+		    "packs_old", (json_int_t)st.packs_old,
+		    "blobs_copied", (json_int_t)st.blobs_copied,
+		    "bytes_old", (json_int_t)st.bytes_old,
+		    "packs_written", (json_int_t)st.packs_written,
+		    "bytes_written", (json_int_t)st.bytes_written,
+		    "packs_deleted", (json_int_t)st.packs_deleted,
+		    "snapshots", (json_int_t)st.snapshots,
+		    "snapshots_resealed", (json_int_t)st.snapshots_resealed,
+		    "objects_locked", (json_int_t)st.objects_locked,
+		    "seconds", secs, "resealed", p.ids));
+	else if (ctx->verbose >= 0)
+		printf("%s: objects of %s under key version %u: %llu of %llu "
+		    "packs rewritten (%llu blobs, %.1f MiB read, %llu packs, "
+		    "%.1f MiB written), %llu of %llu snapshots re-sealed (new "
+		    "ids), %.1f s\n", name, url, st.key_version,
+		    (unsigned long long)st.packs_old,
+		    (unsigned long long)st.packs,
+		    (unsigned long long)st.blobs_copied,
+		    (double)st.bytes_old / 1048576.0,
+		    (unsigned long long)st.packs_written,
+		    (double)st.bytes_written / 1048576.0,
+		    (unsigned long long)st.snapshots_resealed,
+		    (unsigned long long)st.snapshots, secs);
+	if (st.objects_locked > 0) {
+		fprintf(stderr, "coffer: %s: %llu old objects are under Object "
+		    "Lock and stay until it ends; rerun then\n", name,
+		    (unsigned long long)st.objects_locked);
+		goto out;
+	}
+	ret = CF_EXIT_OK;
+out:
+	json_decref(p.ids);
+	(void)!cf_bk_lock_release(lock);
+	cf_bk_repo_free(r);
+	return ret;
+}
+
 /*
  * coffer tenant reencrypt NAME --repository [--repo URL]: re-keys the
  * backup repository's config to the newest root key version, carrying
@@ -230,7 +414,8 @@ repo_crash_point(int step)
  */
 static int
 reencrypt_repository(struct tl_ctx *ctx, struct cf_ks_home *home,
-    struct cf_ks_tenant *t, const char *name, const char *opt_url)
+    struct cf_ks_tenant *t, const char *name, const char *opt_url,
+    int objects)
 {
 	struct cf_secbuf *root = NULL;
 	struct cf_bk_repo *r = NULL;
@@ -304,6 +489,18 @@ reencrypt_repository(struct tl_ctx *ctx, struct cf_ks_home *home,
 		goto out;
 	}
 	kv = cf_bk_repo_config_version(r);
+	if (objects) {
+		/* One JSON object: the objects' run prints it. */
+		if (ctx->verbose >= 0 && !ctx->json && changed)
+			printf("%s: the config of %s is under key version %u "
+			    "now (was %u)\n", name, url, newest, rv);
+		(void)!cf_bk_lock_release(lock);
+		lock = NULL;
+		cf_bk_repo_free(r);
+		r = NULL;
+		ret = reencrypt_objects(ctx, home, t, name, url);
+		goto out;
+	}
 	if (ctx->json)
 		tl_print_json(json_pack("{s:s, s:s, s:I, s:I, s:I, s:b}",
 		    "tenant", name, "repo", url, "key_version",
@@ -336,11 +533,12 @@ tl_tenant_reencrypt(struct tl_ctx *ctx, int argc, char **argv)
 	char store[4096], err[512];
 	uint32_t version = 0;
 	const char *repo_url = NULL;
-	int c, metadata = 0, repository = 0, rc, mounted = 0;
+	int c, metadata = 0, repository = 0, objects = 0, rc, mounted = 0;
 	int ret = CF_EXIT_FAIL;
 	static const struct option opts[] = {
 		{ "metadata", no_argument, NULL, 'm' },
 		{ "repository", no_argument, NULL, 'R' },
+		{ "objects", no_argument, NULL, 'o' },
 		{ "repo", required_argument, NULL, 'r' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -350,6 +548,8 @@ tl_tenant_reencrypt(struct tl_ctx *ctx, int argc, char **argv)
 			metadata = 1;
 		else if (c == 'R')
 			repository = 1;
+		else if (c == 'o')
+			objects = 1;
 		else if (c == 'r')
 			repo_url = optarg;
 		else
@@ -359,10 +559,11 @@ tl_tenant_reencrypt(struct tl_ctx *ctx, int argc, char **argv)
 	if (optind != argc - 1)
 		return tl_usage(&tl_cmd_tenant, "tenant reencrypt: give one "
 		    "NAME");
-	if (metadata + repository > 1 || (repo_url != NULL && !repository))
+	if (metadata + repository > 1 ||
+	    ((repo_url != NULL || objects) && !repository))
 		return tl_usage(&tl_cmd_tenant, "tenant reencrypt: "
 		    "--metadata and --repository are separate runs; --repo "
-		    "goes with --repository");
+		    "and --objects go with --repository");
 	argv += optind - 1;
 	home = tl_home(ctx, 0);
 	rc = cf_ks_tenant_open(home, argv[1], &t);
@@ -373,7 +574,8 @@ tl_tenant_reencrypt(struct tl_ctx *ctx, int argc, char **argv)
 		goto out;
 	}
 	if (repository) {
-		ret = reencrypt_repository(ctx, home, t, argv[1], repo_url);
+		ret = reencrypt_repository(ctx, home, t, argv[1], repo_url,
+		    objects);
 		goto out;
 	}
 	err[0] = '\0';

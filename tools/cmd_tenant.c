@@ -33,7 +33,7 @@ const struct tl_cmd tl_cmd_tenant = {
 	"  coffer tenant rotate-kek (NAME | --all) [--to PROVIDER]\n"
 	"  coffer tenant rotate-key NAME\n"
 	"  coffer tenant reencrypt NAME [--metadata |\n"
-	"                          --repository [--repo URL]]\n"
+	"                          --repository [--objects] [--repo URL]]\n"
 	"  coffer tenant retire-key NAME VERSION\n"
 	"  coffer tenant writer-key NAME --out FILE [--repo URL]\n"
 	"  coffer tenant shred NAME --yes\n"

@@ -12,6 +12,10 @@
  * after which the repository verifies clean, every kept snapshot still
  * reads, and a rerun finishes the job.  Locks: a backup's shared lock
  * keeps prune's exclusive lock out and the other way round.
+ *
+ * Re-encryption ([BK-REENC-1]): packs, indexes and snapshots under an
+ * older root key version move to the newest, with the same crash at
+ * every mutating store call.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -536,6 +540,308 @@ prune_crash_each_step(void)
 	CHECK(n >= 5);
 }
 
+/* ---- re-encryption [BK-REENC-1] --------------------------------------------- */
+
+/* Adds root key start..start+31 as version v to k. */
+static int
+add_version(struct cf_bk_keys *k, unsigned start, uint32_t v)
+{
+	struct cf_secbuf *sb = NULL;
+	size_t i;
+	int rc;
+
+	rc = cf_secbuf_new(&sb, 32);
+	if (rc < 0)
+		return rc;
+	for (i = 0; i < 32; i++)
+		cf_secbuf_data(sb)[i] = (unsigned char)(start + i);
+	rc = cf_bk_keys_add(k, sb, v);
+	cf_secbuf_free(sb);
+	return rc;
+}
+
+/* Keys of version 2 alone (root 0x70..0x8f): version 1 retired. */
+static struct cf_bk_keys *
+keys2(void)
+{
+	struct cf_secbuf *sb = NULL;
+	struct cf_bk_keys *k = NULL;
+	size_t i;
+
+	if (cf_secbuf_new(&sb, 32) != 0)
+		return NULL;
+	for (i = 0; i < 32; i++)
+		cf_secbuf_data(sb)[i] = (unsigned char)(0x70 + i);
+	if (cf_bk_keys_new(&k, sb, 2, CF_KS_CIPHER_XCHACHA20POLY1305) != 0)
+		k = NULL;
+	cf_secbuf_free(sb);
+	return k;
+}
+
+/* Keys of versions 1 (the fixture's root) and 2: write version 2. */
+static struct cf_bk_keys *
+keys12(void)
+{
+	struct cf_bk_keys *k = bkt_keys_x(0x30);
+
+	if (k != NULL && add_version(k, 0x70, 2) < 0) {
+		cf_bk_keys_free(k);
+		k = NULL;
+	}
+	return k;
+}
+
+/*
+ * Snapshots 0..2 under version 1, then snapshot 3 under 2 (reusing the
+ * shared blob of a version-1 pack; its parent is snapshot 2), and the
+ * config re-keyed to 2: what reencrypt --repository leaves before
+ * --objects.
+ */
+static int
+fix_rotated(struct fix *f, const char *tag)
+{
+	struct cf_bk_repo *r;
+	int rc;
+
+	rc = fix_build(f, tag, 3);
+	if (rc < 0)
+		return rc;
+	cf_bk_keys_free(f->k);
+	f->k = keys12();
+	if (f->k == NULL)
+		return -ENOMEM;
+	r = fix_open(f, 0);
+	if (r == NULL)
+		return -EIO;
+	rc = add_snap(f, r, 3);
+	if (rc == 0)
+		rc = cf_bk_repo_config_rekey(r, 2);
+	cf_bk_repo_free(r);
+	f->nsnaps = 4;
+	/* Fresh keys: the re-keyed config is read as a new open reads it. */
+	cf_bk_keys_free(f->k);
+	f->k = keys12();
+	return f->k == NULL ? -ENOMEM : rc;
+}
+
+/* Header versions of the objects of kind (data: indexed packs only). */
+static int
+hdr_versions(struct cf_bk_repo *r, enum cf_bk_kind kind, uint32_t v,
+    size_t *n)
+{
+	unsigned char (*ids)[32] = NULL, hdr[32];
+	size_t m = 0, i;
+	char name[65];
+	int rc;
+
+	*n = 0;
+	rc = cf_bk_repo_snapshot_list(r, &ids, &m);
+	for (i = 0; rc == 0 && i < m; i++) {
+		cf_bk_id_hex(ids[i], name);
+		rc = cf_bk_store_get_range(cf_bk_repo_store(r), kind, name, 0,
+		    32, hdr);
+		if (rc == 0 && bk_rd32(hdr + 12) == v)
+			(*n)++;
+	}
+	free(ids);
+	return rc;
+}
+
+/* Distinct snapshot times (a killed re-seal leaves two copies of one). */
+static size_t
+snap_times(struct cf_bk_repo *r, size_t *listed)
+{
+	unsigned char (*ids)[32] = NULL;
+	int64_t t[16];
+	size_t n = 0, i, j, d = 0;
+	struct cf_bk_snapshot *s;
+
+	*listed = 0;
+	if (cf_bk_repo_snapshot_list(r, &ids, &n) < 0 || n > 16)
+		return 0;
+	for (i = 0; i < n; i++) {
+		if (cf_bk_repo_snapshot_load(r, ids[i], &s) < 0) {
+			free(ids);
+			return 0;
+		}
+		t[i] = s->time;
+		cf_bk_snapshot_free(s);
+		for (j = 0; j < i && t[j] != t[i]; j++)
+			continue;
+		d += j == i;
+	}
+	free(ids);
+	*listed = n;
+	return d;
+}
+
+static void
+on_step(void *arg, enum cf_bk_reenc_step step, uint64_t done,
+    uint64_t total, const unsigned char *old_id, const unsigned char *new_id)
+{
+	unsigned *seen = arg;
+
+	CHECK(done <= total);
+	CHECK((old_id != NULL) == (step == CF_BK_REENC_SNAPSHOT) &&
+	    (new_id != NULL) == (old_id != NULL));
+	if (old_id != NULL)
+		CHECK(memcmp(old_id, new_id, 32) != 0);
+	seen[step]++;
+}
+
+/*
+ * [BK-REENC-1] One run: the old packs (and the shared blob the version-2
+ * snapshot reused) move to 2 without a blob id changing, the snapshots
+ * under 1 are re-sealed with key_versions [2] and snapshot 3, already
+ * under 2, keeps its id; nothing needs version 1 any more; a rerun does
+ * nothing; the repository opens and reads with version 2 alone.
+ */
+static void
+reencrypt_basic(void)
+{
+	static const int alive[4] = { 1, 1, 1, 1 };
+	struct fix f;
+	struct cf_bk_repo *r;
+	struct cf_bk_lock *l = NULL;
+	struct cf_bk_reenc_stats st;
+	struct cf_bk_version_use u;
+	struct cf_bk_snapshot *s;
+	unsigned char (*ids)[32] = NULL, *buf;
+	unsigned seen[5] = { 0 };
+	size_t n = 0, i, len, listed;
+	uint64_t ix[2];
+
+	CHECK_RC(fix_rotated(&f, "reenc"), 0);
+	r = fix_open(&f, 0);
+	CHECK(r != NULL);
+	CHECK_RC(cf_bk_repo_indexed_version(r, 1, ix), 0);
+	CHECK(ix[0] == 3);
+	CHECK_RC(cf_bk_repo_lock(r, 1, NULL, &l), 0);
+	CHECK_RC(cf_bk_repo_reencrypt(r, l, on_step, seen, &st), 0);
+	CHECK(st.key_version == 2 && st.packs == 4 && st.packs_old == 3);
+	/* 3 own blobs, the shared one, 3 trees: each copied once. */
+	CHECK(st.blobs_copied == 7 && st.packs_written == 1);
+	CHECK(st.packs_deleted == 3 && st.indexes_deleted >= 1);
+	CHECK(st.snapshots == 4 && st.snapshots_old == 3 &&
+	    st.snapshots_resealed == 3 && st.objects_locked == 0);
+	CHECK(seen[CF_BK_REENC_PACK] == 3 && seen[CF_BK_REENC_INDEX] == 1 &&
+	    seen[CF_BK_REENC_DELETED] == 1 && seen[CF_BK_REENC_SNAPSHOT] == 3);
+	/* Nothing needs 1: retire-key's whole check ([BK-SNAP-3]). */
+	CHECK_RC(cf_bk_repo_version_use(r, 1, &u), 0);
+	CHECK(u.snapshots == 4 && u.needs == 0 && u.indexed[0] == 0 &&
+	    u.indexed[1] == 0);
+	/* Snapshot 3 has no record: the header scan finds nothing under 1. */
+	CHECK(u.unknown == 1 && u.scan[0] == 0 && u.scan[1] == 0 &&
+	    u.scan[2] == 0 && u.scan[3] == 0);
+	CHECK_RC(hdr_versions(r, CF_BK_KIND_SNAPSHOT, 1, &n), 0);
+	CHECK(n == 0);
+	CHECK(snap_times(r, &listed) == 4 && listed == 4);
+	CHECK_RC(check_repo(&f, r, alive, 0), 0);
+	/* Snapshot 3 kept its id; the others have new ones and [2]. */
+	CHECK_RC(cf_bk_repo_snapshot_list(r, &ids, &n), 0);
+	for (i = 0; i < n; i++) {
+		int old = memcmp(ids[i], f.snap[3], 32) != 0;
+
+		CHECK(memcmp(ids[i], f.snap[0], 32) != 0 &&
+		    memcmp(ids[i], f.snap[1], 32) != 0 &&
+		    memcmp(ids[i], f.snap[2], 32) != 0);
+		CHECK_RC(cf_bk_repo_snapshot_load(r, ids[i], &s), 0);
+		if (old)
+			CHECK(s->has_key_versions && s->nkey_versions == 1 &&
+			    s->key_versions[0] == 2);
+		cf_bk_snapshot_free(s);
+	}
+	CHECK(n == 4);
+	free(ids);
+	/* A rerun: nothing to do. */
+	CHECK_RC(cf_bk_repo_reencrypt(r, l, NULL, NULL, &st), 0);
+	CHECK(st.packs_old == 0 && st.packs_written == 0 &&
+	    st.snapshots_resealed == 0);
+	CHECK_RC(cf_bk_lock_release(l), 0);
+	cf_bk_repo_free(r);
+	cf_bk_keys_free(f.k);
+	/* Version 2 alone: every blob reads, the same ids. */
+	f.k = keys2();
+	CHECK(f.k != NULL);
+	r = fix_open(&f, 0);
+	CHECK(r != NULL);
+	for (i = 0; i < 4; i++) {
+		CHECK_RC(cf_bk_repo_blob_load(r, CF_BK_BLOB_DATA, f.uniq[i],
+		    &buf, &len), 0);
+		CHECK(len == 100000);
+		free(buf);
+	}
+	CHECK_RC(check_repo(&f, r, alive, 0), 0);
+	cf_bk_repo_free(r);
+	cf_bk_keys_free(f.k);
+}
+
+/*
+ * [BK-REENC-1] A crash at every mutating store call of a re-encryption:
+ * afterwards the repository verifies (orphans allowed), every snapshot
+ * reads (a re-sealed snapshot may be there twice), and a rerun finishes
+ * with no duplicate and nothing under version 1.
+ */
+static void
+reencrypt_crash_each_step(void)
+{
+	static const int alive[4] = { 1, 1, 1, 1 };
+	struct cf_bk_reenc_stats st;
+	struct cf_bk_version_use u;
+	size_t listed;
+	int n, done = 0;
+
+	for (n = 0; n < 64 && !done; n++) {
+		struct fix f;
+		struct cf_bk_store *inner = NULL, *s = NULL;
+		struct cf_bk_repo *r = NULL;
+		struct cf_bk_lock *l = NULL;
+		struct fault *fs;
+		char tag[32];
+		int rc;
+
+		snprintf(tag, sizeof(tag), "recrash%d", n);
+		CHECK_RC(fix_rotated(&f, tag), 0);
+		CHECK_RC(cf_bk_store_open_url(&inner, f.url, 0), 0);
+		fs = calloc(1, sizeof(*fs));
+		CHECK(fs != NULL);
+		fs->inner = inner;
+		fs->countdown = n;
+		CHECK_RC(cf_bk_store_new(&s, &fault_ops, fs), 0);
+		CHECK_RC(cf_bk_repo_open(&r, s, f.k, tenant_a), 0);
+		CHECK_RC(cf_bk_repo_index_load(r, NULL), 0);
+		CHECK_RC(cf_bk_repo_lock(r, 1, NULL, &l), 0);
+		rc = cf_bk_repo_reencrypt(r, l, NULL, NULL, &st);
+		if (!fs->hit) {
+			CHECK_RC(rc, 0);
+			done = 1;
+		} else {
+			CHECK_RC(rc, -EIO);
+		}
+		CHECK_RC(cf_bk_lock_release(l), 0);
+		cf_bk_repo_free(r);
+		r = fix_open(&f, 0);
+		CHECK(r != NULL);
+		CHECK_RC(check_repo(&f, r, alive, 1), 0);
+		CHECK(snap_times(r, &listed) == 4);
+		l = NULL;
+		CHECK_RC(cf_bk_repo_lock(r, 1, NULL, &l), 0);
+		CHECK_RC(cf_bk_repo_reencrypt(r, l, NULL, NULL, &st), 0);
+		CHECK_RC(cf_bk_lock_release(l), 0);
+		CHECK_RC(check_repo(&f, r, alive, 0), 0);
+		CHECK(snap_times(r, &listed) == 4 && listed == 4);
+		CHECK_RC(cf_bk_repo_version_use(r, 1, &u), 0);
+		CHECK(u.needs == 0 && u.indexed[0] == 0 &&
+		    u.indexed[1] == 0 && u.scan[0] == 0 && u.scan[1] == 0 &&
+		    u.scan[2] == 0 && u.scan[3] == 0);
+		cf_bk_repo_free(r);
+		cf_bk_keys_free(f.k);
+	}
+	CHECK(done);
+	/* Puts and deletes of packs, indexes and snapshots were hit. */
+	CHECK(n >= 8);
+}
+
 static void
 prune_locks(void)
 {
@@ -566,6 +872,8 @@ static const struct cf_test_case cases[] = {
 	CF_TEST(prune_basic),
 	CF_TEST(prune_crash_each_step),
 	CF_TEST(prune_locks),
+	CF_TEST(reencrypt_basic),
+	CF_TEST(reencrypt_crash_each_step),
 };
 
 CF_TEST_MAIN(cases)

@@ -865,8 +865,10 @@ rekeyed_writer(void)
 	struct cf_bk_repo *r, *wr = NULL;
 	struct cf_bk_writer_stats st;
 	unsigned char *cred1, *cred2, *a, *b, sa[32], sb[32], sb2[32], sc[32];
-	unsigned char *c;
-	size_t la = 1U << 20, lb = 2U << 20, lc = 70000;
+	unsigned char *c, (*ids)[32] = NULL;
+	size_t la = 1U << 20, lb = 2U << 20, lc = 70000, nids = 0, i, nb;
+	struct cf_bk_reenc_stats rs;
+	struct cf_bk_lock *lk = NULL;
 
 	a = bkt_random(la, 21);
 	b = bkt_random(lb, 22);
@@ -909,6 +911,46 @@ rekeyed_writer(void)
 	CHECK(r != NULL);
 	CHECK_RC(restore_eq(r, sc, c, lc), 0);
 	CHECK_RC(restore_eq(r, sb, b, lb), -ENOKEY);
+	cf_bk_repo_free(r);
+
+	/*
+	 * [BK-REENC-1] Re-encrypting (full keys holding 1 and 2): the
+	 * agent's sealed pack and snapshot under 1 move to 2; the agent
+	 * itself cannot (-EINVAL).  Then version 2 alone restores every
+	 * snapshot.
+	 */
+	CHECK_RC(cf_bk_repo_open_writer(&wr, url_of("r6"), cred2,
+	    CF_BK_WCRED_BYTES), 0);
+	CHECK_RC(cf_bk_repo_reencrypt(wr, NULL, NULL, NULL, &rs), -EINVAL);
+	cf_bk_repo_free(wr);
+	r = repo_versions("r6", 2, 1);
+	CHECK(r != NULL);
+	CHECK_RC(cf_bk_repo_lock(r, 1, NULL, &lk), 0);
+	CHECK_RC(cf_bk_repo_reencrypt(r, lk, NULL, NULL, &rs), 0);
+	CHECK_RC(cf_bk_lock_release(lk), 0);
+	CHECK(rs.key_version == 2 && rs.packs_old >= 1 &&
+	    rs.snapshots_old == 1 && rs.snapshots_resealed == 1 &&
+	    rs.objects_locked == 0);
+	cf_bk_repo_free(r);
+	r = repo_versions("r6", 2, 0);
+	CHECK(r != NULL);
+	CHECK_RC(cf_bk_repo_snapshot_list(r, &ids, &nids), 0);
+	/*
+	 * The helper's snapshots of b (sb under 1, sb2 under 2) are equal
+	 * in every field but the record: sb2 is taken as sb's re-sealed
+	 * copy, as a killed run's would be.
+	 */
+	CHECK(nids == 3);
+	for (i = 0, nb = 0; i < nids; i++) {
+		if (restore_eq(r, ids[i], b, lb) == 0)
+			nb++;
+		else
+			CHECK(restore_eq(r, ids[i], a, la) == 0 ||
+			    restore_eq(r, ids[i], c, lc) == 0);
+	}
+	CHECK(nb == 1);		/* sb2 */
+	CHECK_RC(restore_eq(r, sb, b, lb), -ENOENT);
+	free(ids);
 	cf_bk_repo_free(r);
 	free(cred1);
 	free(cred2);
