@@ -285,6 +285,37 @@ on_reenc(void *arg, enum cf_bk_reenc_step step, uint64_t done,
 }
 
 /*
+ * Opens the tenant's repository at url under its config's key version
+ * and takes its exclusive lock: 0, or -errno after saying why.
+ */
+static int
+open_exclusive(struct cf_ks_tenant *t, const char *name, const char *url,
+    struct cf_bk_repo **rp, struct cf_bk_lock **lockp)
+{
+	struct cf_secbuf *root = NULL;
+	uint32_t kv = 0;
+	int rc;
+
+	rc = tl_repo_unlock(t, url, &root, &kv);
+	if (rc == 0)
+		rc = tl_repo_open(t, rp, url, root, kv, 0);
+	cf_secbuf_free(root);
+	if (rc < 0) {
+		fprintf(stderr, "coffer: %s: cannot open the backup repository "
+		    "%s: %s\n", name, url, strerror(-rc));
+		return rc;
+	}
+	rc = cf_bk_repo_lock(*rp, 1, NULL, lockp);
+	if (rc == -EBUSY)
+		fprintf(stderr, "coffer: %s: repository %s is locked (a backup "
+		    "or a prune is running); try again later\n", name, url);
+	else if (rc < 0)
+		fprintf(stderr, "coffer: %s: locking the repository %s: %s\n",
+		    name, url, strerror(-rc));
+	return rc;
+}
+
+/*
  * --objects: every pack, index object and snapshot under an older
  * version moves to the newest (cf_bk_repo_reencrypt, [BK-REENC-1]) on
  * a repository opened anew after the config re-key (the keys of the
@@ -294,38 +325,18 @@ static int
 reencrypt_objects(struct tl_ctx *ctx, struct cf_ks_home *home,
     struct cf_ks_tenant *t, const char *name, const char *url)
 {
-	struct cf_secbuf *root = NULL;
 	struct cf_bk_repo *r = NULL;
 	struct cf_bk_lock *lock = NULL;
 	struct cf_bk_reenc_stats st;
 	struct reenc_progress p;
 	struct timespec t0, t1;
-	uint32_t kv = 0;
 	double secs;
 	int rc, ret = CF_EXIT_FAIL;
 
 	memset(&st, 0, sizeof(st));
 	memset(&p, 0, sizeof(p));
-	rc = tl_repo_unlock(t, url, &root, &kv);
-	if (rc == 0)
-		rc = tl_repo_open(t, &r, url, root, kv, 0);
-	cf_secbuf_free(root);
-	if (rc < 0) {
-		fprintf(stderr, "coffer: %s: cannot open the backup repository "
-		    "%s: %s\n", name, url, strerror(-rc));
-		return CF_EXIT_FAIL;
-	}
-	rc = cf_bk_repo_lock(r, 1, NULL, &lock);
-	if (rc == -EBUSY) {
-		fprintf(stderr, "coffer: %s: repository %s is locked (a backup "
-		    "or a prune is running); try again later\n", name, url);
+	if (open_exclusive(t, name, url, &r, &lock) < 0)
 		goto out;
-	}
-	if (rc < 0) {
-		fprintf(stderr, "coffer: %s: locking the repository %s: %s\n",
-		    name, url, strerror(-rc));
-		goto out;
-	}
 	p.tty = isatty(2);
 	p.verbose = ctx->verbose;
 	p.shown = 0;
@@ -417,7 +428,6 @@ reencrypt_repository(struct tl_ctx *ctx, struct cf_ks_home *home,
     struct cf_ks_tenant *t, const char *name, const char *opt_url,
     int objects)
 {
-	struct cf_secbuf *root = NULL;
 	struct cf_bk_repo *r = NULL;
 	struct cf_bk_lock *lock = NULL;
 	char url[4200];
@@ -438,27 +448,13 @@ reencrypt_repository(struct tl_ctx *ctx, struct cf_ks_home *home,
 	}
 	if (rc == 0 && rv > newest)
 		rc = -EPROTO;
-	if (rc == 0)
-		rc = tl_repo_unlock(t, url, &root, &kv);
-	if (rc == 0)
-		rc = tl_repo_open(t, &r, url, root, kv, 0);
-	cf_secbuf_free(root);
 	if (rc < 0) {
 		fprintf(stderr, "coffer: %s: cannot open the backup repository "
 		    "%s: %s\n", name, url, strerror(-rc));
 		goto out;
 	}
-	rc = cf_bk_repo_lock(r, 1, NULL, &lock);
-	if (rc == -EBUSY) {
-		fprintf(stderr, "coffer: %s: repository %s is locked (a backup "
-		    "or a prune is running); try again later\n", name, url);
+	if (open_exclusive(t, name, url, &r, &lock) < 0)
 		goto out;
-	}
-	if (rc < 0) {
-		fprintf(stderr, "coffer: %s: locking the repository %s: %s\n",
-		    name, url, strerror(-rc));
-		goto out;
-	}
 	repo_crash_point(13);
 	rc = cf_bk_repo_config_rekey(r, newest);
 	if (rc == -EALREADY) {
