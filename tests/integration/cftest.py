@@ -150,6 +150,21 @@ def js(r):
         return {}
 
 
+def content_tree(top):
+    """Path -> sha256 of a file, or "d" for a directory: contents only."""
+    out = {}
+    for root, dirs, files in os.walk(top):
+        for name in dirs + files:
+            p = os.path.join(root, name)
+            rel = os.path.relpath(p, top)
+            if os.path.isdir(p):
+                out[rel] = "d"
+            else:
+                with open(p, "rb") as f:
+                    out[rel] = hashlib.sha256(f.read()).hexdigest()
+    return out
+
+
 def tree_state(root, all_xattrs=False, hash_data=False):
     """path -> (type, mode, uid, gid, mtime_ns, size (0 for directories),
     content (its sha256 with hash_data) or symlink target, xattrs (user.*

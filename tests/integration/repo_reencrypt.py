@@ -16,7 +16,6 @@ succeeds at once, every snapshot restores byte for byte, verify
 --read-data passes, and a later backup of the same data stores no data
 blob (dedup against the rewritten packs).  TAP; needs root and
 /dev/fuse."""
-import hashlib
 import json
 import os
 import random
@@ -38,19 +37,7 @@ BAK = REPO + ".bak"
 MIB = 1 << 20
 
 
-def tree(top):
-    """Path -> sha256 of a file, or "d" for a directory."""
-    out = {}
-    for root, dirs, files in os.walk(top):
-        for name in dirs + files:
-            p = os.path.join(root, name)
-            rel = os.path.relpath(p, top)
-            if os.path.isdir(p):
-                out[rel] = "d"
-            else:
-                with open(p, "rb") as f:
-                    out[rel] = hashlib.sha256(f.read()).hexdigest()
-    return out
+tree = cftest.content_tree
 
 
 def versions():

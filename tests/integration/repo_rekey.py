@@ -13,7 +13,6 @@ it, and allowed after.  Then the store mounts and reads, the old
 snapshot restores, a new backup of the same data stores no new pack
 (dedup against packs written before the re-key), and it restores.
 TAP; needs root and /dev/fuse."""
-import hashlib
 import json
 import os
 import shutil
@@ -33,19 +32,7 @@ REPO = os.path.join(h.home, "repos", "acme")
 CONFIG = os.path.join(REPO, "config")
 
 
-def tree(top):
-    """Path -> sha256 of a file, or "d" for a directory."""
-    out = {}
-    for root, dirs, files in os.walk(top):
-        for name in dirs + files:
-            p = os.path.join(root, name)
-            rel = os.path.relpath(p, top)
-            if os.path.isdir(p):
-                out[rel] = "d"
-            else:
-                with open(p, "rb") as f:
-                    out[rel] = hashlib.sha256(f.read()).hexdigest()
-    return out
+tree = cftest.content_tree
 
 
 def config_version():

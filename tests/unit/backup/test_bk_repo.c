@@ -818,6 +818,43 @@ static const struct cf_bk_store_ops fault_ops = {
 };
 
 /*
+ * A new repository, opened again through a store whose puts of kind
+ * fail_kind can be made to fail (*fp); NULL if it cannot be set up.
+ */
+static struct cf_bk_repo *
+fault_repo(struct cf_bk_keys *k, enum cf_bk_kind fail_kind, struct fault **fp)
+{
+	struct cf_bk_store *inner = NULL, *s = NULL;
+	struct cf_bk_repo *r;
+	struct fault *f;
+	char url[4096];
+
+	r = open_repo(k, tenant_a, 1, NULL);
+	if (r == NULL)
+		return NULL;
+	cf_bk_repo_free(r);
+	if (cf_bk_store_open_url(&inner, repo_url(url, sizeof(url)), 0) < 0)
+		return NULL;
+	f = calloc(1, sizeof(*f));
+	if (f == NULL) {
+		cf_bk_store_free(inner);
+		return NULL;
+	}
+	f->inner = inner;
+	f->fail_kind = fail_kind;
+	if (cf_bk_store_new(&s, &fault_ops, f) < 0) {
+		f_close(f);
+		return NULL;
+	}
+	if (cf_bk_repo_open(&r, s, k, tenant_a) < 0) {
+		cf_bk_store_free(s);
+		return NULL;
+	}
+	*fp = f;
+	return r;
+}
+
+/*
  * A worker's failure (every pack put fails) while files are in flight:
  * adding or taking fails with it, files not taken are freed without a
  * hang, flush fails, and nothing is stored: no pack, no index (so the
@@ -827,7 +864,6 @@ static void
 writer_files_store_fails(void)	/* [BK-CRASH-1] */
 {
 	struct cf_bk_keys *k = bkt_keys_x(0);
-	struct cf_bk_store *inner = NULL, *s = NULL;
 	struct cf_bk_repo *r = NULL, *r2;
 	struct cf_bk_writer *w = NULL;
 	struct cf_bk_wfile *wf[40];
@@ -835,23 +871,13 @@ writer_files_store_fails(void)	/* [BK-CRASH-1] */
 	struct fault *f;
 	struct stream st;
 	unsigned char *data, id[32];
-	char url[4096];
 	uint64_t size;
 	size_t i, n, taken = 0;
 	int rc = 0, rc2;
 
 	CHECK(k != NULL);
-	r = open_repo(k, tenant_a, 1, NULL);
+	r = fault_repo(k, CF_BK_KIND_PACK, &f);
 	CHECK(r != NULL);
-	cf_bk_repo_free(r);
-	CHECK_RC(cf_bk_store_open_url(&inner, repo_url(url, sizeof(url)), 0),
-	    0);
-	f = calloc(1, sizeof(*f));
-	CHECK(f != NULL);
-	f->inner = inner;
-	f->fail_kind = CF_BK_KIND_PACK;
-	CHECK_RC(cf_bk_store_new(&s, &fault_ops, f), 0);
-	CHECK_RC(cf_bk_repo_open(&r, s, k, tenant_a), 0);
 	CHECK_RC(cf_bk_writer_new(&w, r, 2), 0);
 	/* 40 MiB of new data: packs fill (and fail) while files go in. */
 	data = bkt_random(41U << 20, 5);
@@ -900,26 +926,15 @@ static void
 crash_orphans(void)	/* [BK-CRASH-1] */
 {
 	struct cf_bk_keys *k = bkt_keys_x(0);
-	struct cf_bk_store *inner = NULL, *s = NULL;
 	struct cf_bk_repo *r = NULL, *r2;
 	struct cf_bk_writer *w = NULL;
 	struct fault *f;
 	unsigned char *data, id[32], *buf;
-	char url[4096];
 	size_t blen;
 
 	CHECK(k != NULL);
-	r = open_repo(k, tenant_a, 1, NULL);
+	r = fault_repo(k, CF_BK_KIND_INDEX, &f);
 	CHECK(r != NULL);
-	cf_bk_repo_free(r);
-	CHECK_RC(cf_bk_store_open_url(&inner, repo_url(url, sizeof(url)), 0),
-	    0);
-	f = calloc(1, sizeof(*f));
-	CHECK(f != NULL);
-	f->inner = inner;
-	f->fail_kind = CF_BK_KIND_INDEX;
-	CHECK_RC(cf_bk_store_new(&s, &fault_ops, f), 0);
-	CHECK_RC(cf_bk_repo_open(&r, s, k, tenant_a), 0);
 	CHECK_RC(cf_bk_writer_new(&w, r, 2), 0);
 	data = bkt_random(100000, 11);
 	CHECK(data != NULL);
