@@ -154,7 +154,7 @@ cf_bk_repo_open(struct cf_bk_repo **out, struct cf_bk_store *store,
 	rc = bk_config_decode(&r->cfg, (const char *)plain, plen);
 	if (rc < 0)
 		goto out;
-	rc = -EACCES;
+	rc = -EKEYREJECTED;
 	if (sodium_memcmp(r->cfg.tenant, tenant, CF_KS_ID_BYTES) != 0)
 		goto out;
 	if (r->cfg.chunk != NULL) {
@@ -582,7 +582,7 @@ cf_bk_repo_open_writer(struct cf_bk_repo **out, const char *url,
 	 * the credential was made from (a full-key holder opened them).
 	 */
 	cf_bk_storage_id(obj, olen, id);
-	rc = -EACCES;
+	rc = -EKEYREJECTED;
 	if (sodium_memcmp(id, info.config_id, CF_BK_ID_BYTES) != 0)
 		goto out;
 	memcpy(r->config_id, id, CF_BK_ID_BYTES);

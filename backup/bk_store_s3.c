@@ -723,6 +723,7 @@ struct s3_xml {
 	struct s3_ent *errs;	/* key and size 1 if AccessDenied, else 0 */
 	size_t nerrs, caperrs;
 	char status[32];	/* GetBucketVersioning's <Status> */
+	char root[32];		/* the document's first element */
 	char *next_key;		/* NextKeyMarker (versions, uploads) */
 	char *next_vid;		/* NextVersionIdMarker, NextUploadIdMarker */
 	int bad;
@@ -736,6 +737,8 @@ xml_start(void *arg, const XML_Char *el, const XML_Char **attr)
 	(void)attr;
 	x->textlen = 0;
 	x->toolong = 0;
+	if (x->root[0] == '\0')
+		snprintf(x->root, sizeof(x->root), "%s", el);
 	if (strcmp(el, "DeleteResult") == 0)
 		x->in_result = 1;
 	if (strcmp(el, "Upload") == 0) {
@@ -1129,6 +1132,8 @@ classify(struct s3_req *r, CURLcode cc, int *retry)
 		return -EEXIST;	/* If-None-Match: * and the key exists */
 	case 416:
 		return -EPROTO;	/* the range is past the end */
+	case 501:
+		return -EOPNOTSUPP;	/* NotImplemented: s3rver, some gateways */
 	case 429:
 	case 500:
 	case 502:
@@ -2136,11 +2141,22 @@ s3_versioned(struct s3 *s)
 	rc = bucket_get(s, "versioning=", &r);
 	if (r == NULL)
 		return rc;
-	if (rc == 0) {
+	/*
+	 * A server that does not know the sub-resource may answer with
+	 * something else: s3rver sends the bucket's listing, often more
+	 * than the 64 KiB a versioning answer never needs.  Such a server
+	 * keeps no versions; and were it wrong, a delete without a version
+	 * id only leaves a delete marker, it loses nothing.
+	 */
+	if (rc == -EFBIG) {
+		rc = 0;
+		v = 0;
+	} else if (rc == 0) {
 		rc = xml_parse(&x, r->out != NULL ? (const char *)r->out : "",
 		    r->outlen);
 		/* Suspended still keeps the versions written before. */
-		v = x.status[0] != '\0';
+		v = strcmp(x.root, "VersioningConfiguration") == 0 &&
+		    x.status[0] != '\0';
 		xml_free(&x);
 	}
 	if (rc == 0) {

@@ -531,7 +531,7 @@ CF_MUST_CHECK int cf_bk_repo_init(struct cf_bk_repo **out,
 /*
  * Opens a repository: reads and checks the config.  -ENOENT no config,
  * -EBADMSG wrong key (another tenant's repository or a damaged config),
- * -EACCES config of another tenant, -EPROTO unknown version or
+ * -EKEYREJECTED config of another tenant, -EPROTO unknown version or
  * malformed.  Ownership as cf_bk_repo_init.  The index is not loaded.
  */
 CF_MUST_CHECK int cf_bk_repo_open(struct cf_bk_repo **out,
@@ -837,7 +837,7 @@ int cf_bk_keys_writeonly(const struct cf_bk_keys *k);
 /*
  * Opens the repository at url with a writer credential: no root key.
  * The config is not decrypted; its storage id must be the one the
- * credential names (-EACCES otherwise: another repository or tenant;
+ * credential names (-EKEYREJECTED otherwise: another repository or tenant;
  * -ENOENT no config).  Loads the index objects these keys open (those
  * sealed with the index key), so that blobs stored before are not
  * stored again.  The repo can add packs, indexes, snapshots and locks;

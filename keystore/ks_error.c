@@ -58,6 +58,7 @@ cf_ks_exit_code(int rc)
 		return CF_EXIT_INTEGRITY;
 	case EACCES:
 	case EPERM:
+	case EKEYREJECTED:
 		return CF_EXIT_DENIED;
 	default:
 		return CF_EXIT_FAIL;

@@ -300,7 +300,7 @@ session_open_pf(struct session *s, struct tl_ctx *ctx, const char *name,
 		    "config is damaged\n", s->url, name);
 		return CF_EXIT_INTEGRITY;
 	}
-	if (rc == -EACCES) {
+	if (rc == -EKEYREJECTED) {
 		fprintf(stderr, "coffer: repository %s belongs to another "
 		    "tenant than %s\n", s->url, name);
 		return CF_EXIT_DENIED;
@@ -312,7 +312,7 @@ session_open_pf(struct session *s, struct tl_ctx *ctx, const char *name,
 	}
 	if (rc < 0) {
 		fprintf(stderr, "coffer: repository %s: %s\n", s->url,
-		    strerror(-rc));
+		    tl_repo_strerror(s->url, rc));
 		return cf_ks_exit_code(rc);
 	}
 	if (repo_opt == NULL && (stored == NULL || stored[0] == '\0')) {
@@ -2240,7 +2240,7 @@ backup_writeonly(struct tl_ctx *ctx, const char *name, const char *keyfile,
 	}
 	rc = cf_bk_repo_open_writer(&repo, url, cf_secbuf_cdata(cred),
 	    CF_BK_WCRED_BYTES);
-	if (rc == -EACCES) {
+	if (rc == -EKEYREJECTED) {
 		fprintf(stderr, "coffer: the writer credential %s was made for "
 		    "another repository or tenant than %s (or the repository "
 		    "was recreated): export a new one with coffer tenant "
@@ -2255,7 +2255,7 @@ backup_writeonly(struct tl_ctx *ctx, const char *name, const char *keyfile,
 	}
 	if (rc < 0) {
 		fprintf(stderr, "coffer: repository %s: %s\n", url,
-		    strerror(-rc));
+		    tl_repo_strerror(url, rc));
 		ret = cf_ks_exit_code(rc);
 		goto out;
 	}

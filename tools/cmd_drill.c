@@ -458,7 +458,7 @@ cmd_drill(struct tl_ctx *ctx, int argc, char **argv)
 	}
 	if (rc < 0) {
 		fprintf(stderr, "coffer: repository %s: %s\n", url,
-		    strerror(-rc));
+		    tl_repo_strerror(url, rc));
 		ret = rc == -EBADMSG || rc == -EPROTO ? CF_EXIT_INTEGRITY :
 		    cf_ks_exit_code(rc);
 		if (ret == CF_EXIT_INTEGRITY)

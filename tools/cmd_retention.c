@@ -760,7 +760,7 @@ open_repo(struct tl_ctx *ctx, struct cf_ks_tenant *t, struct cf_bk_repo **out,
 		return -1;	/* no repository: nothing to do */
 	if (rc < 0) {
 		fprintf(stderr, "coffer: repository %s of %s: %s\n", url,
-		    cf_ks_tenant_name(t), strerror(-rc));
+		    cf_ks_tenant_name(t), tl_repo_strerror(url, rc));
 		return rc == -EBADMSG ? CF_EXIT_INTEGRITY : cf_ks_exit_code(rc);
 	}
 	return CF_EXIT_OK;
@@ -1138,10 +1138,20 @@ one_tenant(struct tl_ctx *ctx, const char *name, int apply, int dry_run,
 	if (jt != NULL)
 		json_object_set_new(jt, "stale_uploads_removed",
 		    json_integer((json_int_t)st.stale_removed));
-	if (st.stale_rc < 0)
+	/*
+	 * A server without ListMultipartUploads (s3rver) says so at every
+	 * prune: only -v repeats it; a bucket lifecycle rule must do it.
+	 */
+	if (st.stale_rc == -EOPNOTSUPP) {
+		if (ctx->verbose > 0)
+			fprintf(stderr, "coffer: %s: this server cannot list "
+			    "interrupted uploads (NotImplemented); a bucket "
+			    "lifecycle rule must remove them\n", url);
+	} else if (st.stale_rc < 0) {
 		fprintf(stderr, "coffer: %s: removing interrupted uploads "
 		    "failed: %s (left for the next prune)\n", url,
 		    strerror(-st.stale_rc));
+	}
 	if (!ctx->json && st.objects_locked + snaps_locked > 0)
 		tl_report_locked(name, st.objects_locked + snaps_locked,
 		    st.locked_until > snaps_until ? st.locked_until :

@@ -120,18 +120,18 @@ print_tenant(struct cf_ks_tenant *t)
 		return;
 	json_object_foreach(j, key, v) {
 		if (json_is_string(v))
-			printf("%-13s %s\n", key, json_string_value(v));
+			printf("%-16s %s\n", key, json_string_value(v));
 		else if (json_is_integer(v))
-			printf("%-13s %lld\n", key,
+			printf("%-16s %lld\n", key,
 			    (long long)json_integer_value(v));
 		else if (json_is_array(v)) {
 			size_t i;
 			json_t *e;
 
-			printf("%-13s", key);
+			printf("%-16s", key);
 			json_array_foreach(v, i, e)
 				printf(" %lld", (long long)json_integer_value(e));
-			printf("\n");
+			printf("%s\n", json_array_size(v) == 0 ? " none" : "");
 		}
 	}
 	json_decref(j);

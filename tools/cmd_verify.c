@@ -351,7 +351,7 @@ cmd_verify(struct tl_ctx *ctx, int argc, char **argv)
 		ret = CF_EXIT_INTEGRITY;
 		goto out;
 	}
-	if (rc == -EACCES) {
+	if (rc == -EKEYREJECTED) {
 		fprintf(stderr, "coffer: repository %s belongs to another "
 		    "tenant than %s\n", url, name);
 		ret = CF_EXIT_DENIED;
@@ -364,8 +364,8 @@ cmd_verify(struct tl_ctx *ctx, int argc, char **argv)
 	}
 	if (rc < 0) {
 		fprintf(stderr, "coffer: repository %s: %s\n", url,
-		    strerror(-rc));
-		ret = rc == -EPROTO ? CF_EXIT_INTEGRITY : CF_EXIT_FAIL;
+		    tl_repo_strerror(url, rc));
+		ret = rc == -EPROTO ? CF_EXIT_INTEGRITY : cf_ks_exit_code(rc);
 		goto out;
 	}
 	rc = cf_bk_repo_lock(repo, 0, NULL, &lock);

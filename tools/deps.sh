@@ -117,3 +117,25 @@ cf_python()
 		command -v python3
 	fi
 }
+
+# s3rver (npm), the quick second S3 target of tests/integration/s3_s3rver.sh,
+# installed from tests/s3rver/package-lock.json into tests/s3rver/node_modules
+# (ignored by git) with the machine's Node.js and npm; Debian's nodejs and
+# npm packages when there are none.  Prints the path of s3rver.js.
+cf_deps_s3rver()
+{
+	local root dir js
+	root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd) || return 1
+	dir=$root/tests/s3rver
+	js=$dir/node_modules/s3rver/bin/s3rver.js
+	if [ ! -f "$js" ]; then
+		if ! command -v node >/dev/null 2>&1 ||
+		    ! command -v npm >/dev/null 2>&1; then
+			cf_deps_install nodejs npm >&2 || return 1
+		fi
+		(cd "$dir" && npm ci --no-audit --no-fund --loglevel=error) >&2 ||
+			{ echo "deps: npm ci in $dir failed" >&2; return 1; }
+	fi
+	[ -f "$js" ] || return 1
+	printf '%s\n' "$js"
+}

@@ -106,6 +106,12 @@ void tl_print_json(json_t *j);
  */
 void tl_repo_url(struct cf_ks_home *home, const struct cf_ks_tenant *t,
     const char *opt, char *out, size_t cap);
+/*
+ * What went wrong opening the repository at url, for a person: the S3
+ * store's errnos say more than strerror (an unverified certificate is
+ * -EPERM there); others are strerror(-rc).
+ */
+const char *tl_repo_strerror(const char *url, int rc);
 /* 1 if a daemon serves t's store (its control socket answers), else 0. */
 int tl_store_served(struct cf_ks_home *home, const struct cf_ks_tenant *t);
 /* Prompts on /dev/tty with echo off: the keystore's passphrase callback. */

@@ -345,6 +345,35 @@ tl_repo_open_pf(struct cf_ks_tenant *t, struct cf_bk_repo **out,
 	    flags);
 }
 
+const char *
+tl_repo_strerror(const char *url, int rc)
+{
+	if (strncmp(url, "s3://", 5) != 0)
+		return strerror(-rc);
+	switch (rc) {
+	case -EPERM:
+		return "the server's TLS certificate does not verify, or it "
+		    "offers less than TLS 1.2 (a private CA: ca=FILE or "
+		    "COFFER_S3_CA_FILE)";
+	case -EACCES:
+		return "access denied (the credentials are refused: access "
+		    "key, secret, or the bucket's policy)";
+	case -ENOKEY:
+		return "no S3 credentials (AWS_ACCESS_KEY_ID and "
+		    "AWS_SECRET_ACCESS_KEY, or credentials=FILE)";
+	case -EHOSTUNREACH:
+		return "the endpoint's host name does not resolve";
+	case -ECONNREFUSED:
+		return "the endpoint refuses connections (is the server up?)";
+	case -ETIMEDOUT:
+		return "the endpoint does not answer in time";
+	case -EOPNOTSUPP:
+		return "the server does not implement a request coffer needs";
+	default:
+		return strerror(-rc);
+	}
+}
+
 void
 tl_repo_url(struct cf_ks_home *home, const struct cf_ks_tenant *t,
     const char *opt, char *out, size_t cap)

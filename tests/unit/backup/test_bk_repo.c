@@ -245,7 +245,7 @@ repo_init_open(void)	/* [BK-CFG-1] */
 	cf_bk_repo_free(r);
 	/* The same keys under another tenant id: refused. */
 	r = open_repo(k, tenant_b, 0, &rc);
-	CHECK(r == NULL && rc == -EACCES);
+	CHECK(r == NULL && rc == -EKEYREJECTED);
 	/* Another tenant's keys: the config does not open. */
 	r = open_repo(other, tenant_a, 0, &rc);
 	CHECK(r == NULL && rc == -EBADMSG);

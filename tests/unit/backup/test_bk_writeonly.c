@@ -620,7 +620,7 @@ credential_checks(void)	/* [BK-WCRED-1] [BK-WO-5] */
 	CHECK(info.min == CF_BK_CHUNK_MIN && info.max == CF_BK_CHUNK_MAX);
 	/* Another tenant's credential on this repository: refused. */
 	CHECK_RC(cf_bk_repo_open_writer(&wr, url_of("ra"), cb,
-	    CF_BK_WCRED_BYTES), -EACCES);
+	    CF_BK_WCRED_BYTES), -EKEYREJECTED);
 	CHECK(wr == NULL);
 	CHECK_RC(cf_bk_repo_open_writer(&wr, url_of("none"), ca,
 	    CF_BK_WCRED_BYTES), -ENOENT);
@@ -853,7 +853,7 @@ repo_versions(const char *name, uint32_t primary, uint32_t other)
 
 /*
  * [BK-CFG-2] [BK-WO-2] [BK-WO-5] After a config re-key: the old
- * credential is refused (-EACCES); objects an agent sealed under the
+ * credential is refused (-EKEYREJECTED); objects an agent sealed under the
  * old version still open with that version's box pair; a new
  * credential (under the new version) dedups against blobs stored
  * before the re-key, reads index objects naming the old version, and
@@ -889,7 +889,7 @@ rekeyed_writer(void)
 
 	/* The old credential names the old config. */
 	CHECK_RC(cf_bk_repo_open_writer(&wr, url_of("r6"), cred1,
-	    CF_BK_WCRED_BYTES), -EACCES);
+	    CF_BK_WCRED_BYTES), -EKEYREJECTED);
 	/* Version 2 first, 1 held: both snapshots, the agent's too. */
 	r = repo_versions("r6", 2, 1);
 	CHECK(r != NULL);
