@@ -44,7 +44,7 @@
 
 const struct tl_cmd tl_cmd_backup = {
 	"backup", cmd_backup,
-	"  coffer backup NAME [--repo URL] [--tag TAG]... [--json]\n"
+	"  coffer backup NAME [--repo URL] [--tag TAG]... [--force] [--json]\n"
 	"  coffer backup NAME --stdin --name FILENAME [--repo URL] "
 	"[--tag TAG]... [--json]\n"
 	"  coffer backup NAME (--tar FILE|- | --dir DIR) [--repo URL] "
@@ -2433,6 +2433,7 @@ cmd_backup(struct tl_ctx *ctx, int argc, char **argv)
 		{ "writer-key", required_argument, NULL, 'w' },
 		{ "tar", required_argument, NULL, 'T' },
 		{ "dir", required_argument, NULL, 'D' },
+		{ "force", no_argument, NULL, 'f' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct session s;
@@ -2453,7 +2454,7 @@ cmd_backup(struct tl_ctx *ctx, int argc, char **argv)
 	char tpath[PATH_MAX + 8];
 	const char *repo = NULL, *fname = NULL, *name, *wkey = NULL;
 	const char *tarf = NULL, *dir = NULL;
-	int c, use_stdin = 0, ret, rc;
+	int c, use_stdin = 0, force = 0, ret, rc;
 	size_t ntags = 0;
 	int64_t t0, when;
 	json_t *j;
@@ -2488,6 +2489,9 @@ cmd_backup(struct tl_ctx *ctx, int argc, char **argv)
 			break;
 		case 'D':
 			dir = optarg;
+			break;
+		case 'f':
+			force = 1;
 			break;
 		default:
 			return tl_usage(&tl_cmd_backup, "backup: bad option");
@@ -2644,8 +2648,9 @@ cmd_backup(struct tl_ctx *ctx, int argc, char **argv)
 			goto out;
 		}
 		scan_start(&b, rd, -1);
-		rc = backup_dir(&b, rootd, "", 0, has_parent ? psnap->tree :
-		    NULL, tree);
+		/* --force: the parent is recorded, nothing is reused. */
+		rc = backup_dir(&b, rootd, "", 0, has_parent && !force ?
+		    psnap->tree : NULL, tree);
 		scan_stop(&b);
 		tl_progress_end(&b.prog);
 		if (rc < 0)

@@ -194,6 +194,16 @@ try:
        "and adds only its trees",
        json.dumps(s4))
 
+    # ---- --force: nothing changed, everything read again ----
+    r, s4f = backup("--force")
+    big = 6 << 20
+    ok(r.returncode == 0 and s4f.get("reused") == 0 and
+       s4f.get("read_files") == s4f.get("files") and
+       s4f.get("read_bytes", 0) >= big and
+       s4f.get("new_bytes", 1 << 30) < 16 << 10,
+       "--force reads every file again (6 MiB unchanged included), "
+       "reuses nothing and stores nothing new (dedup)", json.dumps(s4f))
+
     # ---- a write through the old descriptor, a second later ----
     time.sleep(1.1)
     os.pwrite(fd, b"Z" * 5000, 0)
