@@ -348,6 +348,15 @@ const struct cf_secbuf *bk_keys_chunk(const struct cf_bk_keys *k,
 /* 1 if the chunker parameters obey [BK-CDC-1]. */
 int bk_chunker_params_ok(size_t min, size_t avg, size_t max);
 
+/*
+ * The writer puts an index object at the latest this long (ns) after its
+ * last one (default 30 s; tests: 0, an index after every pack).
+ */
+struct cf_bk_writer;
+void bk_writer_index_every(struct cf_bk_writer *w, int64_t ns);
+/* COFFER_S3_CONNECTIONS of an S3 store's ctx (bk_store_s3.c). */
+unsigned bk_store_s3_conns(void *ctx);
+
 /* ---- repository (bk_repo.c), shared with the writer (bk_writer.c) ------- */
 
 struct cf_bk_repo {

@@ -206,6 +206,14 @@ cf_bk_store_ctx(const struct cf_bk_store *s)
 	return s->ctx;
 }
 
+unsigned
+cf_bk_store_parallel_puts(const struct cf_bk_store *s)
+{
+	if (s->ops == &cf_bk_store_s3_ops)
+		return bk_store_s3_conns(s->ctx);
+	return 1;
+}
+
 /* A name is "config" for the config, 64 lowercase hex otherwise. */
 static int
 name_ok(enum cf_bk_kind kind, const char *name)

@@ -2696,6 +2696,14 @@ s3_del_many(void *ctx, enum cf_bk_kind kind, const char *const *names,
 	return 0;
 }
 
+unsigned
+bk_store_s3_conns(void *ctx)
+{
+	struct s3 *s = ctx;
+
+	return s->conns;
+}
+
 const struct cf_bk_store_ops cf_bk_store_s3_ops = {
 	.name = "s3",
 	.put = s3_put,

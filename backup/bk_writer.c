@@ -16,15 +16,18 @@
  * at once.  Each worker owns a pack and a zstd context and fills the
  * pack up to CF_BK_PACK_TARGET (a blob that would take it past the
  * target closes it first).  A full pack goes to a bounded queue of the
- * uploader thread, which puts it (the local store writes and fsyncs it
- * there, with O_DIRECT), then records it in the index, so
- * compressing never waits for the disk.  Packs are indexed only after
- * they are put; an index object is written every 256 packs and at flush,
- * after every pack it names was put.
+ * uploader threads (one for a local store, which writes and fsyncs it
+ * there with O_DIRECT; one per S3 connection, up to UP_MAX, so packs go
+ * up at once), which put it, then record it in the index, so
+ * compressing never waits for the disk or the network.  Packs are indexed only after
+ * they are put; an index object is written every 256 packs, 30 s after
+ * the last one (so a backup interrupted after hours has indexed nearly
+ * everything it put, and its rerun stores only what is missing), and at
+ * flush, after every pack it names was put.
  *
  * Memory is bounded: at most QBYTES_MAX of queued blob copies (and at
- * least one blob), one pack buffer per worker, and UPQ_MAX packs waiting
- * for or in the put.  Put packs' buffers are kept in a small pool and
+ * least one blob), one pack buffer per worker, UPQ_MAX packs waiting for
+ * an uploader and one in each uploader's put.  Put packs' buffers are kept in a small pool and
  * reused by the next packs (no fresh 17 MiB allocation and page faults
  * per pack).  The stream buffer the chunker cuts from is allocated once
  * per writer.
@@ -49,9 +52,11 @@
 #include "bk_int.h"
 
 #define INDEX_EVERY_PACKS 256U
+#define INDEX_EVERY_NS (30 * (int64_t)1000000000)
 #define KEYLEN (1 + CF_BK_ID_BYTES)
 #define QBYTES_MAX (16U << 20)	/* blob copies waiting for a worker */
-#define UPQ_MAX 1U		/* full packs waiting for the uploader */
+#define UPQ_MAX 1U		/* full packs waiting for an uploader */
+#define UP_MAX 4U		/* uploader threads (a remote store's puts) */
 #define POOL_MAX 4U		/* spare pack buffers kept */
 
 struct job {
@@ -113,8 +118,8 @@ struct cf_bk_writer {
 
 	struct upl upq[UPQ_MAX];	/* ring of full packs */
 	size_t uphead, uplen, upbusy;
-	pthread_t uptid;
-	int upstarted;
+	pthread_t uptid[UP_MAX];
+	unsigned upstarted;		/* uploader threads running */
 	struct spare pool[POOL_MAX];	/* buffers of put packs */
 	size_t npool;
 
@@ -125,8 +130,18 @@ struct cf_bk_writer {
 	size_t pcap, npend;
 
 	struct cf_bk_index *unindexed;	/* put but not yet indexed */
+	int64_t index_ns;		/* an index this long after the last */
+	int64_t last_index;		/* CLOCK_MONOTONIC ns of the last */
 	struct cf_bk_writer_stats st;	/* key_versions: see kv_note */
 };
+
+void
+bk_writer_index_every(struct cf_bk_writer *w, int64_t ns)
+{
+	pthread_mutex_lock(&w->mu);
+	w->index_ns = ns;
+	pthread_mutex_unlock(&w->mu);
+}
 
 /* ---- key versions ([BK-SNAP-2]) ------------------------------------------ */
 
@@ -240,9 +255,10 @@ write_index(struct cf_bk_writer *w)
 	free(buf);
 	cf_bk_index_free(old);
 	pthread_mutex_lock(&w->mu);
-	if (rc == 0)
+	if (rc == 0) {
 		w->st.indexes++;
-	else if (w->err == 0)
+		w->last_index = cf_mono_ns();
+	} else if (w->err == 0)
 		w->err = rc;	/* those packs are orphans now: fail */
 	pthread_mutex_unlock(&w->mu);
 	return rc;
@@ -293,7 +309,8 @@ upload(struct cf_bk_writer *w, struct upl *u)
 		w->st.packs++;
 		w->st.stored_bytes += stored;
 		need_index = cf_bk_index_packs(w->unindexed) >=
-		    INDEX_EVERY_PACKS;
+		    INDEX_EVERY_PACKS ||
+		    cf_mono_ns() - w->last_index >= w->index_ns;
 	}
 	pool_put(w, u->buf, u->cap);
 	pthread_mutex_unlock(&w->mu);
@@ -520,6 +537,7 @@ cf_bk_writer_new(struct cf_bk_writer **out, struct cf_bk_repo *r,
 {
 	struct cf_bk_writer *w;
 	size_t i;
+	unsigned nup;
 	int rc = -ENOMEM;
 
 	*out = NULL;
@@ -530,6 +548,8 @@ cf_bk_writer_new(struct cf_bk_writer **out, struct cf_bk_repo *r,
 		return -ENOMEM;
 	w->r = r;
 	w->st.has_key_versions = 1;
+	w->index_ns = INDEX_EVERY_NS;
+	w->last_index = cf_mono_ns();
 	w->nthreads = nthreads;
 	w->nws = nthreads ? nthreads : 1;
 	/*
@@ -564,11 +584,19 @@ cf_bk_writer_new(struct cf_bk_writer **out, struct cf_bk_repo *r,
 			goto fail;
 		w->ws[i].started = 1;
 	}
-	if (nthreads > 0) {
-		rc = -pthread_create(&w->uptid, NULL, uploader, w);
+	/*
+	 * One uploader for a local store (a disk takes one stream best);
+	 * up to UP_MAX for S3, where each put waits on the network: packs
+	 * go up COFFER_S3_CONNECTIONS at once.
+	 */
+	nup = cf_bk_store_parallel_puts(r->store);
+	if (nup > UP_MAX)
+		nup = UP_MAX;
+	for (i = 0; nthreads > 0 && i < nup; i++) {
+		rc = -pthread_create(&w->uptid[i], NULL, uploader, w);
 		if (rc < 0)
 			goto fail;
-		w->upstarted = 1;
+		w->upstarted++;
 	}
 	*out = w;
 	return 0;
@@ -597,8 +625,8 @@ cf_bk_writer_free(struct cf_bk_writer *w)
 		bk_packer_free(w->ws[i].packer);
 		ZSTD_freeCCtx(w->ws[i].cctx);
 	}
-	if (w->upstarted)
-		pthread_join(w->uptid, NULL);
+	for (i = 0; i < w->upstarted; i++)
+		pthread_join(w->uptid[i], NULL);
 	for (i = 0; i < w->uplen; i++) {
 		free(w->upq[(w->uphead + i) % UPQ_MAX].buf);
 		free(w->upq[(w->uphead + i) % UPQ_MAX].descs);

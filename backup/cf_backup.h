@@ -462,6 +462,11 @@ void cf_bk_store_free(struct cf_bk_store *s);
 /* The ops and ctx (to wrap a store in another, e.g. fault injection). */
 const struct cf_bk_store_ops *cf_bk_store_ops(const struct cf_bk_store *s);
 void *cf_bk_store_ctx(const struct cf_bk_store *s);
+/*
+ * How many puts the backend takes at once to good effect: 1 for a local
+ * directory (and wrapped stores), COFFER_S3_CONNECTIONS for S3.
+ */
+unsigned cf_bk_store_parallel_puts(const struct cf_bk_store *s);
 /* The local backend's ops, for wrapping. */
 extern const struct cf_bk_store_ops cf_bk_store_local_ops;
 /* The S3 backend's ops, for wrapping (ctx from cf_bk_store_open_url). */

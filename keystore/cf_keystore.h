@@ -60,6 +60,9 @@ int cf_ks_exit_code(int rc);
 /* Aborts the process: a caller broke an API invariant (not bad input). */
 void cf_misuse(const char *what) __attribute__((noreturn));
 
+/* CLOCK_MONOTONIC in nanoseconds: for intervals, never for dates. */
+int64_t cf_mono_ns(void);
+
 /* ---- library ----------------------------------------------------------- */
 
 /* Initialises libsodium; call once before anything else.  Thread-safe. */

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <sodium.h>
 
@@ -70,4 +71,13 @@ cf_misuse(const char *what)
 {
 	fprintf(stderr, "coffer: internal API misuse: %s\n", what);
 	abort();
+}
+
+int64_t
+cf_mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }

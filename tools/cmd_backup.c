@@ -1444,14 +1444,26 @@ backup_stdin(struct bk *b, const char *fname, unsigned char id[CF_BK_ID_BYTES])
 	size_t nitems = 0;
 	uint64_t size = 0;
 	struct fd_rd rd = { 0, b };
+	struct cf_bk_wfile *wf = NULL;
 	int rc;
 	int64_t t = now_ns();
 
-	rc = cf_bk_writer_add_stream(b->w, fd_read, &rd, &items, &nitems,
-	    &size);
+	/*
+	 * As a store file: the workers hash the chunks while this thread
+	 * reads on (a dump arrives faster than one core hashes it).
+	 */
+	rc = cf_bk_writer_file_new(b->w, &wf);
+	if (rc == 0)
+		rc = cf_bk_writer_file_add(b->w, wf, fd_read, &rd, &size);
 	tl_progress_end(&b->prog);
 	if (rc < 0) {
+		cf_bk_writer_file_free(b->w, wf);
 		fprintf(stderr, "coffer: reading stdin: %s\n", strerror(-rc));
+		return rc;
+	}
+	rc = cf_bk_writer_file_take(b->w, wf, &items, &nitems);
+	if (rc < 0) {
+		fprintf(stderr, "coffer: backup writer: %s\n", strerror(-rc));
 		return rc;
 	}
 	memset(&n, 0, sizeof(n));

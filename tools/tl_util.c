@@ -391,21 +391,12 @@ tl_repo_url(struct cf_ks_home *home, const struct cf_ks_tenant *t,
 
 /* ---- the progress line (backup, restore) ------------------------------ */
 
-static int64_t
-mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 void
 tl_progress_start(struct tl_progress *p, int on)
 {
 	p->on = on;
 	p->drawn = 0;
-	p->t0 = mono_ns();
+	p->t0 = cf_mono_ns();
 	p->last = 0;
 }
 
@@ -428,7 +419,7 @@ fmt_left(char *buf, size_t cap, double s)
 int
 tl_progress_due(const struct tl_progress *p)
 {
-	return p->on && (p->last == 0 || mono_ns() - p->last >= 200000000);
+	return p->on && (p->last == 0 || cf_mono_ns() - p->last >= 200000000);
 }
 
 void
@@ -448,7 +439,7 @@ tl_progress_show(struct tl_progress *p, uint64_t files,
 
 	if (!p->on)
 		return;
-	t = mono_ns();
+	t = cf_mono_ns();
 	if (p->last != 0 && t - p->last < 200000000)
 		return;
 	p->last = t;

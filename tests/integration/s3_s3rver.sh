@@ -30,16 +30,6 @@ SRC=${CF_SRCDIR:?CF_SRCDIR unset}
 S3_STORE=${S3_STORE:?S3_STORE unset}
 AWS=/usr/bin/aws	# not a pyenv shim earlier in PATH
 
-skip_or_fail() {
-	if [ "${CI:-}" = true ]; then
-		echo "not ok 1 - $1"
-		echo "1..1"
-		exit 1
-	fi
-	echo "1..0 # SKIP $1"
-	exit 0
-}
-
 # shellcheck source=tools/deps.sh
 . "$SRC/tools/deps.sh"
 S3RVER_JS=$(cf_deps_s3rver 2>"$T/npm.log") ||

@@ -968,6 +968,113 @@ crash_orphans(void)	/* [BK-CRASH-1] */
 	cf_bk_keys_free(k);
 }
 
+/*
+ * A backup killed after some packs ([BK-CRASH-1], docs/s3.md): the
+ * writer puts an index at most 30 s after the last one, so a rerun
+ * stores only the blobs of packs put since.  Here a child adds 40 blobs
+ * of 1 MiB (two writer threads: one full pack each, 16 MiB), waits
+ * until two packs (every: 0, their indexes) are stored and dies without
+ * a flush; the rerun adds the same blobs.
+ */
+enum { RS_N = 40, RS_LEN = 1 << 20 };
+
+static void
+resume_run(int64_t every, size_t *found, uint64_t *stored)
+{
+	struct cf_bk_keys *k = bkt_keys_x(0);
+	struct cf_bk_repo *r;
+	struct cf_bk_writer *w = NULL;
+	struct cf_bk_writer_stats st;
+	unsigned char id[32], *d, *buf;
+	size_t blen;
+	unsigned i;
+	int status = -1;
+	pid_t pid;
+
+	*found = 0;
+	*stored = 0;
+	CHECK(k != NULL);
+	r = open_repo(k, tenant_a, 1, NULL);
+	CHECK(r != NULL);
+	cf_bk_repo_free(r);
+	pid = fork();
+	CHECK(pid >= 0);
+	if (pid == 0) {
+		r = open_repo(k, tenant_a, 0, NULL);
+		if (r == NULL || cf_bk_writer_new(&w, r, 2) != 0)
+			_exit(1);
+		bk_writer_index_every(w, every);
+		for (i = 0; i < RS_N; i++) {
+			d = bkt_random(RS_LEN, 500 + i);
+			if (d == NULL || cf_bk_writer_add(w, CF_BK_BLOB_DATA,
+			    d, RS_LEN, id) != 0)
+				_exit(1);
+			free(d);
+		}
+		for (i = 0; i < 3000; i++) {
+			if (count(cf_bk_repo_store(r), every == 0 ?
+			    CF_BK_KIND_INDEX : CF_BK_KIND_PACK) >= 2)
+				_exit(0);	/* killed: no flush */
+			usleep(10000);
+		}
+		_exit(2);
+	}
+	CHECK(waitpid(pid, &status, 0) == pid);
+	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	r = open_repo(k, tenant_a, 0, NULL);
+	CHECK(r != NULL);
+	for (i = 0; i < RS_N; i++) {
+		d = bkt_random(RS_LEN, 500 + i);
+		CHECK(d != NULL);
+		cf_bk_blob_id(k, d, RS_LEN, id);
+		if (cf_bk_repo_blob_load(r, CF_BK_BLOB_DATA, id, &buf,
+		    &blen) == 0) {
+			CHECK(blen == RS_LEN && memcmp(buf, d, blen) == 0);
+			free(buf);
+			(*found)++;
+		}
+		free(d);
+	}
+	CHECK_RC(cf_bk_writer_new(&w, r, 2), 0);
+	for (i = 0; i < RS_N; i++) {
+		d = bkt_random(RS_LEN, 500 + i);
+		CHECK(d != NULL);
+		CHECK_RC(cf_bk_writer_add(w, CF_BK_BLOB_DATA, d, RS_LEN, id), 0);
+		free(d);
+	}
+	CHECK_RC(cf_bk_writer_flush(w), 0);
+	cf_bk_writer_stats(w, &st);
+	*stored = st.new_blobs;
+	cf_bk_writer_free(w);
+	cf_bk_repo_free(r);
+	cf_bk_keys_free(k);
+}
+
+static void
+resume_indexed(void)	/* [BK-CRASH-4] */
+{
+	size_t found;
+	uint64_t stored;
+
+	resume_run(0, &found, &stored);
+	printf("# killed with an index per pack: %zu of %d blobs indexed, "
+	    "%llu stored again\n", found, RS_N, (unsigned long long)stored);
+	/* Two full packs of 1 MiB blobs: 15 each. */
+	CHECK(found >= 2 * 14);
+	CHECK(stored == RS_N - found);
+}
+
+static void
+resume_control(void)	/* [BK-CRASH-4]: what the interval changes */
+{
+	size_t found;
+	uint64_t stored;
+
+	resume_run(INT64_MAX, &found, &stored);
+	CHECK(found == 0);
+	CHECK(stored == RS_N);
+}
+
 /* ---- damage ------------------------------------------------------------------ */
 
 static void
@@ -1857,6 +1964,8 @@ static const struct cf_test_case cases[] = {
 	CF_TEST(writer_files_dedup),
 	CF_TEST(concurrent_writers),
 	CF_TEST(crash_orphans),
+	CF_TEST(resume_indexed),
+	CF_TEST(resume_control),
 	CF_TEST(writer_files_store_fails),
 	CF_TEST(damaged_objects),
 	CF_TEST(locks),
