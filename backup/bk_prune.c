@@ -296,11 +296,15 @@ out:
 	return rc;
 }
 
-/* Step 3: live blobs of pack i go into the packer (flushed when full). */
+/*
+ * Step 3: live blobs of pack i go into the packers (flushed when full):
+ * pk[0] data, pk[1] trees, kept apart as the writer keeps them.
+ */
 static int
-repack(struct prune *p, size_t i, struct bk_packer **pk,
+repack(struct prune *p, size_t i, struct bk_packer *pks[2],
     struct cf_bk_index *nidx, struct idset *moved)
 {
+	struct bk_packer **pk;
 	const struct cf_bk_index *idx = cf_bk_repo_index(p->r);
 	const unsigned char *hdr;
 	const struct cf_bk_desc *d;
@@ -319,6 +323,7 @@ repack(struct prune *p, size_t i, struct bk_packer **pk,
 			return rc;
 		if (rc == 0)
 			continue;	/* a duplicate, already moved */
+		pk = &pks[d[j].type == CF_BK_BLOB_TREE];
 		if (*pk == NULL) {
 			rc = bk_packer_new(pk, p->r->keys, NULL);
 			if (rc < 0)
@@ -421,7 +426,7 @@ run(struct prune *p0, struct cf_bk_repo *r, struct cf_bk_lock *lock,
 	struct names old_idx = { NULL, 0, 0 }, packs = { NULL, 0, 0 };
 	struct cf_bk_index *nidx = NULL;
 	const struct cf_bk_index *idx;
-	struct bk_packer *pk = NULL;
+	struct bk_packer *pk[2] = { NULL, NULL };
 	struct idset moved = { NULL, 0, 0 }, indexed = { NULL, 0, 0 };
 	unsigned char pid[CF_BK_ID_BYTES], *act = NULL;
 	size_t i, j, bad = 0;
@@ -521,7 +526,7 @@ run(struct prune *p0, struct cf_bk_repo *r, struct cf_bk_lock *lock,
 	for (i = 0, j = 0; !o->dry_run && i < cf_bk_index_packs(idx); i++) {
 		if (act[i] != ACT_REPACK)
 			continue;
-		rc = repack(&p, i, &pk, nidx, &moved);
+		rc = repack(&p, i, pk, nidx, &moved);
 		if (rc < 0)
 			goto out;
 		step(&p, CF_BK_REENC_PACK, ++j, st->packs_repacked);
@@ -538,8 +543,10 @@ run(struct prune *p0, struct cf_bk_repo *r, struct cf_bk_lock *lock,
 		rc = 0;
 		goto out;
 	}
-	if (pk != NULL) {
-		rc = put_pack(&p, pk, nidx);
+	for (i = 0; i < 2; i++) {
+		if (pk[i] == NULL)
+			continue;
+		rc = put_pack(&p, pk[i], nidx);
 		if (rc < 0)
 			goto out;
 	}
@@ -611,7 +618,8 @@ run(struct prune *p0, struct cf_bk_repo *r, struct cf_bk_lock *lock,
 	rc = cf_bk_repo_index_load(r, NULL);
 out:
 	free(act);
-	bk_packer_free(pk);
+	bk_packer_free(pk[0]);
+	bk_packer_free(pk[1]);
 	cf_bk_index_free(nidx);
 	idset_free(&p.live);
 	idset_free(&p.keep_packs);

@@ -95,9 +95,18 @@ struct spare {
 	size_t cap;
 };
 
+/*
+ * Each worker fills two packs: data blobs and tree blobs apart, so that
+ * reading a snapshot's trees (restore, verify, an incremental's parent)
+ * touches the few small tree packs and not a window of every data pack
+ * (restic keeps them apart for the same reason).
+ */
+#define PK_DATA 0
+#define PK_TREE 1
+
 struct wstate {
 	struct cf_bk_writer *w;
-	struct bk_packer *packer;	/* owned by this worker */
+	struct bk_packer *packer[2];	/* PK_DATA, PK_TREE; this worker's */
 	ZSTD_CCtx *cctx;
 	pthread_t tid;
 	int started;
@@ -366,19 +375,19 @@ uploader(void *arg)
  * mu.
  */
 static int
-finish_pack(struct cf_bk_writer *w, struct wstate *s)
+finish_pack(struct cf_bk_writer *w, struct wstate *s, int k)
 {
 	struct upl u;
 	int rc;
 
-	if (s->packer == NULL || bk_packer_count(s->packer) == 0)
+	if (s->packer[k] == NULL || bk_packer_count(s->packer[k]) == 0)
 		return 0;
 	memset(&u, 0, sizeof(u));
-	u.cap = bk_packer_cap(s->packer);
-	rc = bk_packer_finish(s->packer, NULL, &u.buf, &u.len, u.id, u.hdr,
-	    &u.descs, &u.n);
-	bk_packer_free(s->packer);
-	s->packer = NULL;
+	u.cap = bk_packer_cap(s->packer[k]);
+	rc = bk_packer_finish(s->packer[k], NULL, &u.buf, &u.len, u.id,
+	    u.hdr, &u.descs, &u.n);
+	bk_packer_free(s->packer[k]);
+	s->packer[k] = NULL;
 	if (rc < 0)
 		return rc;
 	if (u.cap < u.len)
@@ -410,7 +419,8 @@ process(struct cf_bk_writer *w, struct wstate *s, struct job *j)
 	struct spare sp = { NULL, 0 };
 	size_t nl = cf_ks_cipher_nonce_bytes(w->r->keys->cipher);
 	size_t need;
-	int rc;
+	int k = j->type == CF_BK_BLOB_TREE ? PK_TREE : PK_DATA, rc;
+	struct bk_packer **pk = &s->packer[k];
 
 	/*
 	 * A sealed blob is at most nl + len + tag bytes (stored raw unless
@@ -419,34 +429,35 @@ process(struct cf_bk_writer *w, struct wstate *s, struct job *j)
 	 * first.  Packs thus stay near CF_BK_PACK_TARGET and their buffers
 	 * are reusable.
 	 */
-	if (s->packer != NULL && bk_packer_count(s->packer) > 0) {
-		need = bk_packer_bytes(s->packer) + nl + j->len + BK_TAG +
-		    CF_BK_DESC_BYTES * (bk_packer_count(s->packer) + 1) +
+	if (*pk != NULL && bk_packer_count(*pk) > 0) {
+		need = bk_packer_bytes(*pk) + nl + j->len + BK_TAG +
+		    CF_BK_DESC_BYTES * (bk_packer_count(*pk) + 1) +
 		    nl + 4 + BK_TAG + 4;
 		if (need > CF_BK_PACK_TARGET) {
-			rc = finish_pack(w, s);
+			rc = finish_pack(w, s, k);
 			if (rc < 0)
 				return rc;
 		}
 	}
-	if (s->packer == NULL) {
-		rc = bk_packer_new(&s->packer, w->r->keys, NULL);
+	if (*pk == NULL) {
+		rc = bk_packer_new(pk, w->r->keys, NULL);
 		if (rc < 0)
 			return rc;
+		/* A spare 17 MiB buffer only for data: tree packs are small. */
 		pthread_mutex_lock(&w->mu);
-		if (w->npool > 0)
+		if (k == PK_DATA && w->npool > 0)
 			sp = w->pool[--w->npool];
 		pthread_mutex_unlock(&w->mu);
 		if (sp.buf != NULL)
-			bk_packer_adopt(s->packer, sp.buf, sp.cap);
+			bk_packer_adopt(*pk, sp.buf, sp.cap);
 	}
-	rc = bk_packer_add(s->packer, j->type, j->id, j->data, j->len, 1,
-	    s->cctx, NULL);
+	rc = bk_packer_add(*pk, j->type, j->id, j->data, j->len, 1, s->cctx,
+	    NULL);
 	if (rc < 0)
 		return rc;
-	if (bk_packer_bytes(s->packer) >= CF_BK_PACK_TARGET ||
-	    bk_packer_count(s->packer) >= CF_BK_PACK_BLOBS_MAX)
-		rc = finish_pack(w, s);
+	if (bk_packer_bytes(*pk) >= CF_BK_PACK_TARGET ||
+	    bk_packer_count(*pk) >= CF_BK_PACK_BLOBS_MAX)
+		rc = finish_pack(w, s, k);
 	return rc;
 }
 
@@ -622,7 +633,8 @@ cf_bk_writer_free(struct cf_bk_writer *w)
 	for (i = 0; i < w->nws && w->ws != NULL; i++) {
 		if (w->ws[i].started)
 			pthread_join(w->ws[i].tid, NULL);
-		bk_packer_free(w->ws[i].packer);
+		bk_packer_free(w->ws[i].packer[PK_DATA]);
+		bk_packer_free(w->ws[i].packer[PK_TREE]);
 		ZSTD_freeCCtx(w->ws[i].cctx);
 	}
 	for (i = 0; i < w->upstarted; i++)
@@ -1090,7 +1102,9 @@ cf_bk_writer_flush(struct cf_bk_writer *w)
 		return rc;
 	/* Workers are idle: their packs may be finished from here. */
 	for (i = 0; i < w->nws; i++) {
-		rc = finish_pack(w, &w->ws[i]);
+		rc = finish_pack(w, &w->ws[i], PK_DATA);
+		if (rc == 0)
+			rc = finish_pack(w, &w->ws[i], PK_TREE);
 		if (rc < 0)
 			goto out;
 	}

@@ -351,23 +351,25 @@ prune_basic(void)
 	CHECK_RC(fix_build(&f, "basic", 4), 0);
 	r = fix_open(&f, 0);
 	CHECK(r != NULL);
-	CHECK(count(r, CF_BK_KIND_PACK) == 4);
+	/* Per snapshot a data pack and a tree pack (trees kept apart). */
+	CHECK(count(r, CF_BK_KIND_PACK) == 8);
 	CHECK_RC(cf_bk_repo_lock(r, 1, NULL, &l), 0);
 	CHECK_RC(cf_bk_repo_snapshot_delete(r, f.snap[0]), 0);
 	CHECK_RC(cf_bk_repo_snapshot_delete(r, f.snap[2]), 0);
 	/* Dry run: counts, changes nothing. */
 	CHECK_RC(cf_bk_prune(r, l, &o, &st), 0);
-	CHECK(st.snapshots == 2 && st.packs == 4 && st.packs_deleted == 1);
+	/* Dead whole: snapshot 2's data pack, 0's and 2's tree packs. */
+	CHECK(st.snapshots == 2 && st.packs == 8 && st.packs_deleted == 3);
 	CHECK(st.blobs_dead == 4 && st.blobs_live == 5);
-	CHECK(count(r, CF_BK_KIND_PACK) == 4);
+	CHECK(count(r, CF_BK_KIND_PACK) == 8);
 	/*
 	 * Snapshot 0's pack holds the shared blob: kept without repack,
 	 * repacked (its live bytes are ~5 %) with repack_pct 50.
 	 */
 	o.dry_run = 0;
 	CHECK_RC(cf_bk_prune(r, l, &o, &st), 0);
-	CHECK(st.packs_deleted == 1 && st.packs_repacked == 0);
-	CHECK(count(r, CF_BK_KIND_PACK) == 3);
+	CHECK(st.packs_deleted == 3 && st.packs_repacked == 0);
+	CHECK(count(r, CF_BK_KIND_PACK) == 5);
 	CHECK(count(r, CF_BK_KIND_INDEX) == 1);
 	CHECK_RC(cf_bk_repo_blob_load(r, CF_BK_BLOB_DATA, f.uniq[2], &buf,
 	    &len), -ENOENT);
@@ -375,7 +377,7 @@ prune_basic(void)
 	o.repack_pct = 50;
 	CHECK_RC(cf_bk_prune(r, l, &o, &st), 0);
 	CHECK(st.packs_repacked == 1 && st.packs_written == 1);
-	CHECK(count(r, CF_BK_KIND_PACK) == 3);
+	CHECK(count(r, CF_BK_KIND_PACK) == 5);
 	CHECK_RC(check_repo(&f, r, alive, 0), 0);
 	CHECK_RC(cf_bk_repo_blob_load(r, CF_BK_BLOB_DATA, f.uniq[0], &buf,
 	    &len), -ENOENT);
@@ -524,14 +526,15 @@ prune_crash_each_step(void)
 		CHECK_RC(cf_bk_lock_release(l), 0);
 		CHECK_RC(check_repo(&f, r, alive, 0), 0);
 		CHECK(count(r, CF_BK_KIND_INDEX) == 1);
-		if (count(r, CF_BK_KIND_PACK) != 3)
+		/* Snapshots 1 and 4: data and tree packs; the shared blob. */
+		if (count(r, CF_BK_KIND_PACK) != 5)
 			fprintf(stderr, "# n %d: %zu packs, rerun %llu deleted"
 			    " %llu repacked %llu orphans\n", n,
 			    count(r, CF_BK_KIND_PACK),
 			    (unsigned long long)st.packs_deleted,
 			    (unsigned long long)st.packs_repacked,
 			    (unsigned long long)st.packs_orphan);
-		CHECK(count(r, CF_BK_KIND_PACK) == 3);
+		CHECK(count(r, CF_BK_KIND_PACK) == 5);
 		cf_bk_repo_free(r);
 		cf_bk_keys_free(f.k);
 	}
@@ -715,16 +718,18 @@ reencrypt_basic(void)
 	r = fix_open(&f, 0);
 	CHECK(r != NULL);
 	CHECK_RC(cf_bk_repo_indexed_version(r, 1, ix), 0);
-	CHECK(ix[0] == 3);
+	/* Snapshots 0-2: a data pack and a tree pack each, under 1. */
+	CHECK(ix[0] == 6);
 	CHECK_RC(cf_bk_repo_lock(r, 1, NULL, &l), 0);
 	CHECK_RC(cf_bk_repo_reencrypt(r, l, on_step, seen, &st), 0);
-	CHECK(st.key_version == 2 && st.packs == 4 && st.packs_old == 3);
-	/* 3 own blobs, the shared one, 3 trees: each copied once. */
-	CHECK(st.blobs_copied == 7 && st.packs_written == 1);
-	CHECK(st.packs_deleted == 3 && st.indexes_deleted >= 1);
+	CHECK(st.key_version == 2 && st.packs == 8 && st.packs_old == 6);
+	/* 3 own blobs, the shared one, 3 trees: each copied once, into
+	 * one data pack and one tree pack. */
+	CHECK(st.blobs_copied == 7 && st.packs_written == 2);
+	CHECK(st.packs_deleted == 6 && st.indexes_deleted >= 1);
 	CHECK(st.snapshots == 4 && st.snapshots_old == 3 &&
 	    st.snapshots_resealed == 3 && st.objects_locked == 0);
-	CHECK(seen[CF_BK_REENC_PACK] == 3 && seen[CF_BK_REENC_INDEX] == 1 &&
+	CHECK(seen[CF_BK_REENC_PACK] == 6 && seen[CF_BK_REENC_INDEX] == 1 &&
 	    seen[CF_BK_REENC_DELETED] == 1 && seen[CF_BK_REENC_SNAPSHOT] == 3);
 	/* Nothing needs 1: retire-key's whole check ([BK-SNAP-3]). */
 	CHECK_RC(cf_bk_repo_version_use(r, 1, &u), 0);

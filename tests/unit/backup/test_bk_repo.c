@@ -1454,6 +1454,97 @@ pack_cache(void)
 	cf_bk_keys_free(k);
 }
 
+/*
+ * Tree blobs go into packs of their own (the writer's workers keep a
+ * tree pack beside their data pack; prune does the same): reading every
+ * tree of a snapshot from a remote store reads the small tree packs, not
+ * a window of each data pack.  60 directories of two 300 kB files and a
+ * tree each, two workers.
+ */
+enum { TA_DIRS = 60, TA_LEN = 300000 };
+
+static int file_tree(struct cf_bk_writer *w, const unsigned char id[32],
+    uint64_t len, unsigned char tid[32]);
+
+static void
+trees_apart(void)
+{
+	struct cf_bk_keys *k = bkt_keys_x(0);
+	struct cf_bk_repo *r;
+	struct cf_bk_store *inner = NULL, *s = NULL;
+	struct cf_bk_writer *w = NULL;
+	struct cf_bk_blob_loc loc;
+	struct cf_bk_tree *t;
+	struct remote *m;
+	unsigned char (*tid)[32] = calloc(TA_DIRS, 32), id[32], *d;
+	unsigned char tpack[2][32];
+	size_t ntp = 0, i, j;
+	unsigned nr, nw;
+	char url[4096];
+
+	CHECK(k != NULL && tid != NULL);
+	r = open_repo(k, tenant_a, 1, NULL);
+	CHECK(r != NULL);
+	CHECK_RC(cf_bk_writer_new(&w, r, 2), 0);
+	for (i = 0; i < TA_DIRS; i++) {
+		for (j = 0; j < 2; j++) {
+			d = bkt_random(TA_LEN, 1000 + (unsigned)(2 * i + j));
+			CHECK(d != NULL);
+			CHECK_RC(cf_bk_writer_add(w, CF_BK_BLOB_DATA, d, TA_LEN,
+			    id), 0);
+			free(d);
+		}
+		CHECK_RC(file_tree(w, id, i, tid[i]), 0);	/* unique */
+	}
+	CHECK_RC(cf_bk_writer_flush(w), 0);
+	cf_bk_writer_free(w);
+	cf_bk_repo_free(r);
+	/* Reopened over a store that counts range reads. */
+	CHECK_RC(cf_bk_store_open_url(&inner, repo_url(url, sizeof(url)), 0),
+	    0);
+	m = calloc(1, sizeof(*m));
+	CHECK(m != NULL);
+	m->inner = inner;
+	pthread_mutex_init(&m->m, NULL);
+	CHECK_RC(cf_bk_store_new(&s, &remote_ops, m), 0);
+	CHECK_RC(cf_bk_repo_open(&r, s, k, tenant_a), 0);
+	CHECK_RC(cf_bk_repo_index_load(r, NULL), 0);
+	/* No pack holds both kinds; at most a tree pack per worker. */
+	for (i = 0; i < TA_DIRS; i++) {
+		CHECK_RC(cf_bk_index_lookup(cf_bk_repo_index(r),
+		    CF_BK_BLOB_TREE, tid[i], &loc), 0);
+		for (j = 0; j < ntp && memcmp(tpack[j], loc.pack, 32); j++)
+			continue;
+		if (j == ntp && ntp < 2)
+			memcpy(tpack[ntp++], loc.pack, 32);
+		CHECK(j < 2);
+	}
+	for (i = 0; i < 2 * TA_DIRS; i++) {
+		d = bkt_random(TA_LEN, 1000 + (unsigned)i);
+		CHECK(d != NULL);
+		cf_bk_blob_id(k, d, TA_LEN, id);
+		free(d);
+		CHECK_RC(cf_bk_index_lookup(cf_bk_repo_index(r),
+		    CF_BK_BLOB_DATA, id, &loc), 0);
+		for (j = 0; j < ntp; j++)
+			CHECK(memcmp(tpack[j], loc.pack, 32) != 0);
+	}
+	/* Every tree read: one window per tree pack. */
+	rm_reset(m, 0);
+	for (i = 0; i < TA_DIRS; i++) {
+		CHECK_RC(cf_bk_repo_tree_load(r, tid[i], &t), 0);
+		CHECK(t->count == 1 && t->nodes[0].size == i);
+		cf_bk_tree_free(t);
+	}
+	rm_counts(m, &nr, &nw);
+	printf("# %d trees in %zu tree packs, read with %u range reads\n",
+	    TA_DIRS, ntp, nr);
+	CHECK(nr <= ntp);
+	cf_bk_repo_free(r);
+	free(tid);
+	cf_bk_keys_free(k);
+}
+
 /* ---- key versions [BK-SNAP-2] ------------------------------------------- */
 
 /* Root key bytes start..start+31 as version v of k. */
@@ -1699,19 +1790,20 @@ version_use(void)	/* [BK-SNAP-3] */
 	CHECK(u.snapshots == 2 && u.needs == 1 && u.unknown == 1);
 	CHECK(memcmp(u.need_id[0], s1, 32) == 0 &&
 	    u.need_time[0] == 1767225600000000000LL);
-	CHECK(u.scan[0] == 1 && u.scan[2] == 2);	/* pack, 2 snapshots */
-	CHECK(u.indexed[0] == 1 && u.indexed[1] == 0);
+	/* A data pack and a tree pack, 2 snapshots. */
+	CHECK(u.scan[0] == 2 && u.scan[2] == 2);
+	CHECK(u.indexed[0] == 2 && u.indexed[1] == 0);
 	/* The recorded one gone: the one without a record still scans. */
 	CHECK_RC(cf_bk_repo_snapshot_delete(r, s1), 0);
 	CHECK_RC(cf_bk_repo_version_use(r, 2, &u), 0);
 	CHECK(u.needs == 0 && u.unknown == 1 && u.scan[2] == 1 &&
-	    u.scan[0] == 1);
+	    u.scan[0] == 2);
 	/* Only recorded snapshots left (none): no scan, the index tells. */
 	CHECK_RC(cf_bk_repo_snapshot_delete(r, s0), 0);
 	CHECK_RC(cf_bk_repo_version_use(r, 2, &u), 0);
 	CHECK(u.snapshots == 0 && u.needs == 0 && u.unknown == 0);
 	CHECK(u.scan[0] == 0 && u.scan[2] == 0);	/* not scanned */
-	CHECK(u.indexed[0] == 1);	/* no prune yet: the pack is there */
+	CHECK(u.indexed[0] == 2);	/* no prune yet: the packs are there */
 	CHECK_RC(cf_bk_repo_version_use(r, 3, &u), 0);
 	CHECK(u.needs == 0 && u.indexed[0] == 0 && u.indexed[1] == 0);
 	/* A snapshot that cannot be read: named, and an error. */
@@ -1971,6 +2063,7 @@ static const struct cf_test_case cases[] = {
 	CF_TEST(locks),
 	CF_TEST(locks_dead_holder),
 	CF_TEST(pack_cache),
+	CF_TEST(trees_apart),
 	CF_TEST(writer_key_versions),
 	CF_TEST(indexed_version),
 	CF_TEST(version_use),
