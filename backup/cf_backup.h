@@ -464,7 +464,8 @@ const struct cf_bk_store_ops *cf_bk_store_ops(const struct cf_bk_store *s);
 void *cf_bk_store_ctx(const struct cf_bk_store *s);
 /*
  * How many puts the backend takes at once to good effect: 1 for a local
- * directory (and wrapped stores), COFFER_S3_CONNECTIONS for S3.
+ * directory (and wrapped stores), COFFER_S3_CONNECTIONS for S3 (4 for a
+ * wrapper whose ops are named "s3").
  */
 unsigned cf_bk_store_parallel_puts(const struct cf_bk_store *s);
 /* The local backend's ops, for wrapping. */
