@@ -1310,6 +1310,44 @@ static const struct cf_bk_store_ops remote_ops = {
 	"s3", f_put, f_get, rm_range, f_stat, f_list, f_del, rm_close, NULL, NULL,
 };
 
+/*
+ * The repository at repo_url() opened over a remote wrapper (*mp), its
+ * index loaded; NULL on failure.
+ */
+static struct cf_bk_repo *
+remote_repo(const struct cf_bk_keys *k, struct remote **mp)
+{
+	struct cf_bk_store *inner = NULL, *s = NULL;
+	struct cf_bk_repo *r = NULL;
+	struct remote *m;
+	char url[4096];
+
+	*mp = NULL;
+	if (cf_bk_store_open_url(&inner, repo_url(url, sizeof(url)), 0) != 0)
+		return NULL;
+	m = calloc(1, sizeof(*m));
+	if (m == NULL) {
+		cf_bk_store_free(inner);
+		return NULL;
+	}
+	m->inner = inner;
+	pthread_mutex_init(&m->m, NULL);
+	if (cf_bk_store_new(&s, &remote_ops, m) != 0) {
+		rm_close(m);
+		return NULL;
+	}
+	if (cf_bk_repo_open(&r, s, k, tenant_a) != 0) {
+		cf_bk_store_free(s);	/* closes m and inner */
+		return NULL;
+	}
+	if (cf_bk_repo_index_load(r, NULL) != 0) {
+		cf_bk_repo_free(r);
+		return NULL;
+	}
+	*mp = m;
+	return r;
+}
+
 #define PC_BLOBS 6
 #define PC_LEN 70000
 
@@ -1355,7 +1393,6 @@ static void
 pack_cache(void)
 {
 	struct cf_bk_keys *k = bkt_keys_x(0);
-	struct cf_bk_store *inner = NULL, *s = NULL;
 	struct cf_bk_repo *r;
 	struct cf_bk_writer *w = NULL;
 	struct cf_bk_blob_loc loc;
@@ -1363,7 +1400,7 @@ pack_cache(void)
 	struct pc_job job[3];
 	pthread_t t[3];
 	unsigned char ids[PC_BLOBS][32], *data[PC_BLOBS], *buf;
-	char url[4096], name[65], rel[256];
+	char name[65], rel[256];
 	size_t len;
 	unsigned nr, nw;
 	int i;
@@ -1389,15 +1426,8 @@ pack_cache(void)
 	CHECK(count(cf_bk_repo_store(r), CF_BK_KIND_PACK) == PC_BLOBS);
 	cf_bk_repo_free(r);
 
-	CHECK_RC(cf_bk_store_open_url(&inner, repo_url(url, sizeof(url)), 0),
-	    0);
-	m = calloc(1, sizeof(*m));
-	CHECK(m != NULL);
-	m->inner = inner;
-	pthread_mutex_init(&m->m, NULL);
-	CHECK_RC(cf_bk_store_new(&s, &remote_ops, m), 0);
-	CHECK_RC(cf_bk_repo_open(&r, s, k, tenant_a), 0);
-	CHECK_RC(cf_bk_repo_index_load(r, NULL), 0);
+	r = remote_repo(k, &m);
+	CHECK(r != NULL);
 	CHECK_RC(cf_bk_repo_pack_cache_start(r, 2, 2), 0);
 	/* One whole-pack read serves every later load of that pack. */
 	rm_reset(m, 0);
@@ -1471,7 +1501,6 @@ trees_apart(void)
 {
 	struct cf_bk_keys *k = bkt_keys_x(0);
 	struct cf_bk_repo *r;
-	struct cf_bk_store *inner = NULL, *s = NULL;
 	struct cf_bk_writer *w = NULL;
 	struct cf_bk_blob_loc loc;
 	struct cf_bk_tree *t;
@@ -1480,7 +1509,6 @@ trees_apart(void)
 	unsigned char tpack[2][32];
 	size_t ntp = 0, i, j;
 	unsigned nr, nw;
-	char url[4096];
 
 	CHECK(k != NULL && tid != NULL);
 	r = open_repo(k, tenant_a, 1, NULL);
@@ -1491,16 +1519,9 @@ trees_apart(void)
 	 * range reads: the writer runs 4 uploaders (ThreadSanitizer builds
 	 * check them here).
 	 */
-	CHECK_RC(cf_bk_store_open_url(&inner, repo_url(url, sizeof(url)), 0),
-	    0);
-	m = calloc(1, sizeof(*m));
-	CHECK(m != NULL);
-	m->inner = inner;
-	pthread_mutex_init(&m->m, NULL);
-	CHECK_RC(cf_bk_store_new(&s, &remote_ops, m), 0);
-	CHECK(cf_bk_store_parallel_puts(s) == 4);
-	CHECK_RC(cf_bk_repo_open(&r, s, k, tenant_a), 0);
-	CHECK_RC(cf_bk_repo_index_load(r, NULL), 0);
+	r = remote_repo(k, &m);
+	CHECK(r != NULL);
+	CHECK(cf_bk_store_parallel_puts(cf_bk_repo_store(r)) == 4);
 	CHECK_RC(cf_bk_writer_new(&w, r, 2), 0);
 	for (i = 0; i < TA_DIRS; i++) {
 		for (j = 0; j < 2; j++) {
