@@ -1764,12 +1764,15 @@ open_backing(struct fs *fs, struct fs_inode *in, int flags)
  * A sequential reader gets 128 KiB requests by default (the kernel's
  * readahead window for a FUSE mount, which INIT can only lower); 1 MiB
  * requests make reads about 30 % faster here (fewer round trips, both
- * cores on each request).  The window is the mount's bdi setting in
- * sysfs, found by the mount's device in /proc/self/mountinfo, and must
- * be raised after INIT's reply (the first open does it); where either is
- * not writable (no root, a container) the default stays.
+ * cores on each request).  A 4 MiB window keeps up to four of them in
+ * flight instead of one or two, so the daemon is less often idle
+ * waiting for the next request (docs/mount.md).  The window is the
+ * mount's bdi setting in sysfs, found by the mount's device in
+ * /proc/self/mountinfo, and must be raised after INIT's reply (the first
+ * open does it); where either is not writable (no root, a container) the
+ * default stays.
  */
-#define FS_READAHEAD_KB "1024"
+#define FS_READAHEAD_KB "4096"
 
 static void
 unescape_mountinfo(char *s)
@@ -3245,6 +3248,15 @@ cf_fs_mount(struct cf_fs_keys *keys, const struct cf_fs_mount_opts *o)
 	/* Two cores here: a few workers keep the pipe busy; more only
 	 * cost memory (each holds a 1 MiB request buffer and an arena). */
 	mallopt(M_ARENA_MAX, 2);
+	/*
+	 * A request's buffers (up to 1 MiB of plaintext and of ciphertext)
+	 * come from the heap and stay there once freed: glibc's default
+	 * maps and unmaps such sizes, and clearing the fresh pages again
+	 * for each request cost about a sixth of a sequential read's CPU
+	 * (18 000 page faults per 256 MiB, 6 000 with this).
+	 */
+	mallopt(M_MMAP_THRESHOLD, 2 << 20);
+	mallopt(M_TRIM_THRESHOLD, 8 << 20);
 	fuse_loop_cfg_set_max_threads(lc, 8);
 	fuse_loop_cfg_set_idle_threads(lc, 4);
 	/* libfuse reports the signal that ended the loop: SIGTERM, SIGINT
