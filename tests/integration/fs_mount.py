@@ -894,8 +894,10 @@ def run_tamper():
                     with open(os.path.join(MP, "sizes", "two-mib"),
                               "rb") as f:
                         data = f.read()
-                    # A read that began past the cut ends early: the
-                    # kernel takes the short reply as the new end.
+                    # A read that began past the cut ends early only
+                    # when this open met the file already cut (the
+                    # daemon learnt the short size); past a cut made
+                    # under an open file it is EIO (checked above).
                     outcomes["data" if data == big else
                              "short" if big.startswith(data) else
                              "wrong"] += 1
