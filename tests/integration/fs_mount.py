@@ -841,6 +841,38 @@ def run_tamper():
         good[32 + 300 * cb + 7] ^= 0x40
         good = bytes(good)
         put(fb, good)
+        # A read that starts past a cut: the file is open and its first
+        # block read (the daemon knows its size), then the backing file
+        # is cut behind the daemon's back.  The kernel still believes
+        # the old size (attributes are cached for a day), so it asks for
+        # the second MiB: that is damage (EIO, audited), not the end of
+        # the file.
+        before = coffer("audit", "show", "--tenant", "acme").stdout
+        n_before = before.count('"fs.integrity"')
+        fd = os.open(os.path.join(MP, "sizes", "two-mib"), os.O_RDONLY)
+        try:
+            first = os.pread(fd, 4096, 0)
+            with open(fb, "r+b") as f:
+                f.truncate(32 + 20 * cb)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            with open("/proc/sys/vm/drop_caches", "w") as dc:
+                dc.write("1\n")
+            try:
+                past = os.pread(fd, 1 << 20, 1 << 20)
+                past_end = ("data", len(past))
+            except OSError as e:
+                past_end = (errno.errorcode.get(e.errno, e.errno), 0)
+        finally:
+            os.close(fd)
+            put(fb, good)
+        after_log = coffer("audit", "show", "--tenant", "acme").stdout
+        ok(first == big[:4096] and past_end[0] == "EIO" and
+           after_log.count('"fs.integrity"') > n_before,
+           "a read starting past a cut behind the daemon's back: EIO and "
+           "an fs.integrity record, not the end of the file",
+           (past_end, n_before, after_log.count('"fs.integrity"')))
+        with open("/proc/sys/vm/drop_caches", "w") as dc:
+            dc.write("3\n")
         stop = threading.Event()
 
         def cutter():
@@ -862,8 +894,10 @@ def run_tamper():
                     with open(os.path.join(MP, "sizes", "two-mib"),
                               "rb") as f:
                         data = f.read()
-                    # A read that began past the cut ends early: the
-                    # kernel takes the short reply as the new end.
+                    # A read that began past the cut ends early only
+                    # when this open met the file already cut (the
+                    # daemon learnt the short size); past a cut made
+                    # under an open file it is EIO (checked above).
                     outcomes["data" if data == big else
                              "short" if big.startswith(data) else
                              "wrong"] += 1
