@@ -150,19 +150,31 @@ def js(r):
         return {}
 
 
+def entries(top, ordered=False):
+    """(path relative to top, path) of everything below top, each
+    directory's names sorted when ordered."""
+    for root, dirs, files in os.walk(top):
+        names = dirs + files
+        for name in sorted(names) if ordered else names:
+            p = os.path.join(root, name)
+            yield os.path.relpath(p, top), p
+
+
+def sha256_file(p):
+    """Hex SHA-256 of a file's bytes."""
+    with open(p, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def xattrs(p):
+    """A file's extended attributes, name -> value."""
+    return {x: os.getxattr(p, x) for x in os.listxattr(p)}
+
+
 def content_tree(top):
     """Path -> sha256 of a file, or "d" for a directory: contents only."""
-    out = {}
-    for root, dirs, files in os.walk(top):
-        for name in dirs + files:
-            p = os.path.join(root, name)
-            rel = os.path.relpath(p, top)
-            if os.path.isdir(p):
-                out[rel] = "d"
-            else:
-                with open(p, "rb") as f:
-                    out[rel] = hashlib.sha256(f.read()).hexdigest()
-    return out
+    return {rel: "d" if os.path.isdir(p) else sha256_file(p)
+            for rel, p in entries(top)}
 
 
 def tree_state(root, all_xattrs=False, hash_data=False):

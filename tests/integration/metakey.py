@@ -11,7 +11,6 @@ a real mount and the offline reader; backups before and after restoring;
 `retire-key 1` refused with the command to run, then (the repository
 gone) allowed, and the store still mounting.  TAP; needs root and
 /dev/fuse."""
-import hashlib
 import json
 import os
 import struct
@@ -39,24 +38,17 @@ def tree(top):
     """Path -> ("f", sha256, xattrs, link group) / ("l", target) /
     ("d", xattrs) / ("p",); hard links share a group (first path)."""
     out, seen = {}, {}
-    for root, dirs, files in os.walk(top):
-        for name in sorted(dirs + files):
-            p = os.path.join(root, name)
-            rel = os.path.relpath(p, top)
-            st = os.lstat(p)
-            grp = seen.setdefault((st.st_ino, st.st_mode & 0o170000), rel)
-            if os.path.islink(p):
-                out[rel] = ("l", os.readlink(p), grp, st.st_nlink)
-            elif os.path.isdir(p):
-                xa = {x: os.getxattr(p, x) for x in os.listxattr(p)}
-                out[rel] = ("d", xa)
-            elif not os.path.isfile(p):
-                out[rel] = ("p",)
-            else:
-                with open(p, "rb") as f:
-                    dig = hashlib.sha256(f.read()).hexdigest()
-                xa = {x: os.getxattr(p, x) for x in os.listxattr(p)}
-                out[rel] = ("f", dig, xa, grp)
+    for rel, p in cftest.entries(top, ordered=True):
+        st = os.lstat(p)
+        grp = seen.setdefault((st.st_ino, st.st_mode & 0o170000), rel)
+        if os.path.islink(p):
+            out[rel] = ("l", os.readlink(p), grp, st.st_nlink)
+        elif os.path.isdir(p):
+            out[rel] = ("d", cftest.xattrs(p))
+        elif not os.path.isfile(p):
+            out[rel] = ("p",)
+        else:
+            out[rel] = ("f", cftest.sha256_file(p), cftest.xattrs(p), grp)
     return out
 
 
@@ -72,22 +64,17 @@ def diff(a, b):
 def backing():
     """Every backing path of the store with its bytes or target."""
     out = {}
-    for root, dirs, files in os.walk(STORE):
-        for name in dirs + files:
-            p = os.path.join(root, name)
-            rel = os.path.relpath(p, STORE)
-            if os.path.islink(p):
-                out[rel] = "->" + os.readlink(p)
-            elif os.path.isfile(p):
-                with open(p, "rb") as f:
-                    out[rel] = hashlib.sha256(f.read()).hexdigest()
-                try:
-                    out[rel] += repr(sorted((x, os.getxattr(p, x))
-                                            for x in os.listxattr(p)))
-                except OSError:
-                    pass
-            else:
-                out[rel] = "dir"
+    for rel, p in cftest.entries(STORE):
+        if os.path.islink(p):
+            out[rel] = "->" + os.readlink(p)
+        elif os.path.isfile(p):
+            out[rel] = cftest.sha256_file(p)
+            try:
+                out[rel] += repr(sorted(cftest.xattrs(p).items()))
+            except OSError:
+                pass
+        else:
+            out[rel] = "dir"
     return out
 
 

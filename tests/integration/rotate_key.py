@@ -11,7 +11,6 @@ snapshots that record it) and shredding it otherwise, and the audit
 records.  TAP output; needs root
 and /dev/fuse."""
 import fcntl
-import hashlib
 import json
 import os
 import struct
@@ -54,21 +53,13 @@ def versions():
 def tree(top):
     """Path -> ("f", sha256, xattrs) / ("l", target) / ("d",)."""
     out = {}
-    for root, dirs, files in os.walk(top):
-        for name in dirs + files:
-            p = os.path.join(root, name)
-            rel = os.path.relpath(p, top)
-            if os.path.islink(p):
-                out[rel] = ("l", os.readlink(p))
-            elif os.path.isdir(p):
-                out[rel] = ("d",)
-            else:
-                with open(p, "rb") as f:
-                    dig = hashlib.sha256(f.read()).hexdigest()
-                xa = {}
-                for x in os.listxattr(p):
-                    xa[x] = os.getxattr(p, x)
-                out[rel] = ("f", dig, xa)
+    for rel, p in cftest.entries(top):
+        if os.path.islink(p):
+            out[rel] = ("l", os.readlink(p))
+        elif os.path.isdir(p):
+            out[rel] = ("d",)
+        else:
+            out[rel] = ("f", cftest.sha256_file(p), cftest.xattrs(p))
     return out
 
 
