@@ -354,8 +354,6 @@ int bk_chunker_params_ok(size_t min, size_t avg, size_t max);
  */
 struct cf_bk_writer;
 void bk_writer_index_every(struct cf_bk_writer *w, int64_t ns);
-/* COFFER_S3_CONNECTIONS of an S3 store's ctx (bk_store_s3.c). */
-unsigned bk_store_s3_conns(void *ctx);
 
 /* ---- repository (bk_repo.c), shared with the writer (bk_writer.c) ------- */
 

@@ -209,12 +209,8 @@ cf_bk_store_ctx(const struct cf_bk_store *s)
 unsigned
 cf_bk_store_parallel_puts(const struct cf_bk_store *s)
 {
-	if (s->ops == &cf_bk_store_s3_ops)
-		return bk_store_s3_conns(s->ctx);
-	/* A wrapper standing in for S3 (tests): as S3's default. */
-	if (strcmp(s->ops->name, "s3") == 0)
-		return 4;
-	return 1;
+	return s->ops->parallel_puts != NULL ?
+	    s->ops->parallel_puts(s->ctx) : 1;
 }
 
 /* A name is "config" for the config, 64 lowercase hex otherwise. */

@@ -2696,8 +2696,9 @@ s3_del_many(void *ctx, enum cf_bk_kind kind, const char *const *names,
 	return 0;
 }
 
-unsigned
-bk_store_s3_conns(void *ctx)
+/* Packs go up on as many threads as there are connections. */
+static unsigned
+s3_parallel_puts(void *ctx)
 {
 	struct s3 *s = ctx;
 
@@ -2715,6 +2716,7 @@ const struct cf_bk_store_ops cf_bk_store_s3_ops = {
 	.del_many = s3_del_many,
 	.close = s3_close,
 	.cleanup = s3_cleanup,
+	.parallel_puts = s3_parallel_puts,
 };
 
 /* ---- opening: URL, environment, credentials ------------------------------ */

@@ -11,24 +11,26 @@
  * waits for a hash (docs/backup.md, Pipeline and memory).  Two workers
  * with the same new blob at once: the pending set, checked and filled
  * under the lock, lets only the first store it.  Blobs added by
- * cf_bk_writer_add (trees) and streams of cf_bk_writer_add_stream (a tar
- * entry, --stdin) are hashed on the caller's thread, which needs the ids
+ * cf_bk_writer_add (trees) and streams of cf_bk_writer_add_stream (tar
+ * entries) are hashed on the caller's thread, which needs the ids
  * at once.  Each worker owns a pack and a zstd context and fills the
  * pack up to CF_BK_PACK_TARGET (a blob that would take it past the
- * target closes it first).  A full pack goes to a bounded queue of the
- * uploader threads (one for a local store, which writes and fsyncs it
- * there with O_DIRECT; one per S3 connection, up to UP_MAX, so packs go
- * up at once), which put it, then record it in the index, so
- * compressing never waits for the disk or the network.  Packs are indexed only after
- * they are put; an index object is written every 256 packs, 30 s after
- * the last one (so a backup interrupted after hours has indexed nearly
- * everything it put, and its rerun stores only what is missing), and at
- * flush, after every pack it names was put.
+ * target closes it first); trees go into a pack of their own.  A full
+ * pack goes to a bounded queue of the uploader threads (one for a local
+ * store, which writes and fsyncs it there with O_DIRECT; one per S3
+ * connection, up to UP_MAX, so packs go up at once), which put it, then
+ * record it in the index, so compressing never waits for the disk or
+ * the network.  Packs are indexed only after they are put; an index
+ * object is written every 256 packs, 30 s after the last one (so a
+ * backup interrupted after hours has indexed nearly everything it put,
+ * and its rerun stores only what is missing), and at flush, after every
+ * pack it names was put.
  *
  * Memory is bounded: at most QBYTES_MAX of queued blob copies (and at
- * least one blob), one pack buffer per worker, UPQ_MAX packs waiting for
- * an uploader and one in each uploader's put.  Put packs' buffers are kept in a small pool and
- * reused by the next packs (no fresh 17 MiB allocation and page faults
+ * least one blob), two pack buffers per worker (the tree one small),
+ * UPQ_MAX packs waiting for an uploader and one in each uploader's put.
+ * Put packs' buffers are kept in a small pool and reused by the next
+ * packs (no fresh 17 MiB allocation and page faults
  * per pack).  The stream buffer the chunker cuts from is allocated once
  * per writer.
  *

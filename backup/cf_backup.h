@@ -435,6 +435,11 @@ struct cf_bk_store_ops {
 	 * *n counts what was removed.
 	 */
 	int (*cleanup)(void *ctx, int64_t before, uint64_t *n);
+	/*
+	 * Optional (NULL: 1): how many puts the backend takes at once to
+	 * good effect (S3: its connections, COFFER_S3_CONNECTIONS).
+	 */
+	unsigned (*parallel_puts)(void *ctx);
 };
 
 struct cf_bk_store;
@@ -462,11 +467,7 @@ void cf_bk_store_free(struct cf_bk_store *s);
 /* The ops and ctx (to wrap a store in another, e.g. fault injection). */
 const struct cf_bk_store_ops *cf_bk_store_ops(const struct cf_bk_store *s);
 void *cf_bk_store_ctx(const struct cf_bk_store *s);
-/*
- * How many puts the backend takes at once to good effect: 1 for a local
- * directory (and wrapped stores), COFFER_S3_CONNECTIONS for S3 (4 for a
- * wrapper whose ops are named "s3").
- */
+/* The ops' parallel_puts: 1 for a local directory, S3's connections. */
 unsigned cf_bk_store_parallel_puts(const struct cf_bk_store *s);
 /* The local backend's ops, for wrapping. */
 extern const struct cf_bk_store_ops cf_bk_store_local_ops;

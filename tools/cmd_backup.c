@@ -1448,10 +1448,7 @@ backup_stdin(struct bk *b, const char *fname, unsigned char id[CF_BK_ID_BYTES])
 	int rc;
 	int64_t t = now_ns();
 
-	/*
-	 * As a store file: the workers hash the chunks while this thread
-	 * reads on (a dump arrives faster than one core hashes it).
-	 */
+	/* As a store file: the workers hash, this thread reads and cuts. */
 	rc = cf_bk_writer_file_new(b->w, &wf);
 	if (rc == 0)
 		rc = cf_bk_writer_file_add(b->w, wf, fd_read, &rd, &size);

@@ -471,6 +471,7 @@ f_close(void *ctx)
 
 static const struct cf_bk_store_ops fault_ops = {
 	"fault", f_put, f_get, f_range, f_stat, f_list, f_del, f_close, NULL, NULL,
+	NULL,
 };
 
 static void

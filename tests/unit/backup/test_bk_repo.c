@@ -815,6 +815,7 @@ f_close(void *ctx)
 
 static const struct cf_bk_store_ops fault_ops = {
 	"fault", f_put, f_get, f_range, f_stat, f_list, f_del, f_close, NULL, NULL,
+	NULL,
 };
 
 /*
@@ -1313,8 +1314,17 @@ rm_close(void *ctx)
 	free(m);
 }
 
+/* Puts at once as S3's default connections: the writer runs 4 uploaders. */
+static unsigned
+rm_parallel_puts(void *ctx)
+{
+	(void)ctx;
+	return 4;
+}
+
 static const struct cf_bk_store_ops remote_ops = {
 	"s3", f_put, f_get, rm_range, f_stat, f_list, f_del, rm_close, NULL, NULL,
+	rm_parallel_puts,
 };
 
 /*
