@@ -21,10 +21,12 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <sodium.h>
 
@@ -420,12 +422,65 @@ splitmix64(uint64_t *s)
 	return z ^ (z >> 31);
 }
 
-/* Downloads pack i and opens every blob the index lists in it. */
+/*
+ * Reading packs whole (read-data) runs on up to VERIFY_THREADS threads:
+ * each takes the next pack of the list, downloads it and opens every
+ * blob the index lists in it, and keeps what it found in the pack's
+ * struct rp_out; the run's counters and reports are then filled from
+ * these in the list's order, so the output does not depend on which
+ * thread finished first.  Nothing shared is written while they run
+ * (the store's gets, the index and the keys are safe to share).
+ */
+#define VERIFY_THREADS 4U
+
+struct rp_bad {
+	unsigned char type;
+	unsigned char id[CF_BK_ID_BYTES];
+	int rc;
+};
+
+struct rp_out {
+	int rc;			/* -ENOMEM: the run stops */
+	int get_rc;		/* < 0: the pack could not be read */
+	int sid_bad;		/* content does not hash to its name */
+	int trailer_rc;		/* < 0: the trailer does not parse */
+	uint64_t len;
+	struct rp_bad *bad;	/* blobs that failed to open */
+	size_t nbad;
+};
+
+struct rp_pool {
+	struct cf_bk_repo *r;
+	const size_t *packs;	/* positions in the index */
+	struct rp_out *out;	/* one per entry of packs */
+	size_t n;
+	size_t next;		/* the next entry to take, under mu */
+	int stop;		/* under mu: a thread ran out of memory */
+	pthread_mutex_t mu;
+};
+
 static int
-read_pack(struct vrun *v, size_t i)
+rp_bad_add(struct rp_out *o, const struct cf_bk_desc *d, int rc)
 {
-	const struct cf_bk_index *idx = cf_bk_repo_index(v->r);
-	const struct cf_bk_keys *k = cf_bk_repo_keys(v->r);
+	struct rp_bad *nb;
+
+	nb = realloc(o->bad, (o->nbad + 1) * sizeof(*nb));
+	if (nb == NULL)
+		return -ENOMEM;
+	o->bad = nb;
+	nb[o->nbad].type = d->type;
+	memcpy(nb[o->nbad].id, d->id, CF_BK_ID_BYTES);
+	nb[o->nbad].rc = rc;
+	o->nbad++;
+	return 0;
+}
+
+/* Downloads pack i and opens every blob the index lists in it. */
+static void
+read_one(struct cf_bk_repo *r, size_t i, struct rp_out *o)
+{
+	const struct cf_bk_index *idx = cf_bk_repo_index(r);
+	const struct cf_bk_keys *k = cf_bk_repo_keys(r);
 	const unsigned char *pid = cf_bk_index_pack_id(idx, i);
 	const struct cf_bk_desc *descs;
 	const unsigned char *hdr;
@@ -433,73 +488,190 @@ read_pack(struct vrun *v, size_t i)
 	unsigned char *buf = NULL, *plain, sid[CF_BK_ID_BYTES];
 	unsigned char phdr[CF_BK_HEADER_BYTES];
 	struct cf_bk_desc *pd = NULL;
-	char name[65], sh[17];
-	const char *why;
+	struct cf_ks_aead *a = NULL;
+	char name[65];
 	size_t len, n, j, pn, plen;
 	uint64_t size;
-	int rc, bad = 0;
+	int rc, krc;
 
 	bk_name(pid, name);
 	bk_index_pack_info(idx, i, &hdr, &descs, &offs, &n, &size);
-	rc = cf_bk_store_get(cf_bk_repo_store(v->r), CF_BK_KIND_PACK, name,
+	rc = cf_bk_store_get(cf_bk_repo_store(r), CF_BK_KIND_PACK, name,
 	    CF_BK_PACK_MAX, &buf, &len);
-	if (rc == -ENOMEM)
-		goto out;
-	if (rc < 0) {
-		rc = problem(v->res, "pack %s: cannot be read (%s)", name,
-		    why_text(rc));
-		goto out;
+	if (rc == -ENOMEM) {
+		o->rc = rc;
+		return;
 	}
-	v->res->packs_read++;
-	v->res->bytes_read += len;
+	if (rc < 0) {
+		o->get_rc = rc;
+		return;
+	}
+	o->len = len;
 	cf_bk_storage_id(buf, len, sid);
-	if (sodium_memcmp(sid, pid, CF_BK_ID_BYTES) != 0) {
-		bad = 1;
-		rc = problem(v->res, "pack %s: content does not match its "
-		    "storage id", name);
-		if (rc < 0)
-			goto out;
+	o->sid_bad = sodium_memcmp(sid, pid, CF_BK_ID_BYTES) != 0;
+	/* One AEAD context for the pack's blobs (they share its header). */
+	krc = bk_header_check(hdr, CF_BK_KIND_PACK, k);
+	if (krc == 0)
+		krc = bk_object_aead(k, hdr, &a);
+	if (krc == -ENOMEM) {
+		rc = krc;
+		goto out;
 	}
 	for (j = 0; j < n; j++) {
 		if ((uint64_t)offs[j] + descs[j].length > len)
 			rc = -EPROTO;
+		else if (krc < 0)
+			rc = krc;
 		else
-			rc = cf_bk_blob_open(k, hdr, &descs[j], buf + offs[j],
-			    descs[j].length, &plain, &plen);
+			rc = bk_blob_open_aead(k, a, hdr, &descs[j],
+			    buf + offs[j], descs[j].length, &plain, &plen);
 		if (rc == 0) {
 			free(plain);
 			continue;
 		}
-		if (rc == -ENOMEM)
-			goto out;
-		bad = 1;
-		if (descs[j].type == CF_BK_BLOB_DATA)
-			v->res->blobs_bad++;
-		why = why_text(rc);
-		rc = set_add(&v->bad_blobs, descs[j].type, descs[j].id, 0);
-		if (rc >= 0)
-			rc = problem(v->res, "pack %s: %s blob %s %s", name,
-			    descs[j].type == CF_BK_BLOB_TREE ? "tree" : "data",
-			    short_id(descs[j].id, sh), why);
-		if (rc < 0)
+		if (rc == -ENOMEM || (rc = rp_bad_add(o, &descs[j], rc)) < 0)
 			goto out;
 	}
 	rc = cf_bk_pack_parse(k, buf, len, phdr, &pd, &pn);
 	if (rc == -ENOMEM)
 		goto out;
-	if (rc < 0) {
-		bad = 1;
-		rc = problem(v->res, "pack %s: trailer %s", name,
-		    why_text(rc));
-		if (rc < 0)
-			goto out;
-	}
+	o->trailer_rc = rc < 0 ? rc : 0;
 	rc = 0;
 out:
-	if (bad)
-		v->res->packs_bad++;
+	o->rc = rc == -ENOMEM ? rc : 0;
+	cf_ks_aead_free(a);
 	free(pd);
 	free(buf);
+}
+
+static void *
+rp_thread(void *arg)
+{
+	struct rp_pool *p = arg;
+	size_t k;
+
+	for (;;) {
+		pthread_mutex_lock(&p->mu);
+		k = p->stop ? p->n : p->next;
+		if (k < p->n)
+			p->next++;
+		pthread_mutex_unlock(&p->mu);
+		if (k >= p->n)
+			return NULL;
+		read_one(p->r, p->packs[k], &p->out[k]);
+		if (p->out[k].rc < 0) {
+			pthread_mutex_lock(&p->mu);
+			p->stop = 1;
+			pthread_mutex_unlock(&p->mu);
+		}
+	}
+}
+
+/* Threads for read-data: the cores, or the S3 connections if more. */
+static unsigned
+rp_threads(struct cf_bk_repo *r, size_t n)
+{
+	long c = sysconf(_SC_NPROCESSORS_ONLN);
+	unsigned t = c > 0 ? (unsigned)c : 1, s;
+
+	s = cf_bk_store_parallel_puts(cf_bk_repo_store(r));
+	if (s > t)
+		t = s;
+	if (t > VERIFY_THREADS)
+		t = VERIFY_THREADS;
+	return n < t ? (unsigned)n : t;
+}
+
+/* Counts and reports what reading one pack found. *clean: read, no fault. */
+static int
+rp_apply(struct vrun *v, size_t i, const struct rp_out *o, int *clean)
+{
+	const unsigned char *pid = cf_bk_index_pack_id(cf_bk_repo_index(v->r),
+	    i);
+	char name[65], sh[17];
+	int rc = 0, bad = 0;
+	size_t j;
+
+	*clean = 0;
+	bk_name(pid, name);
+	if (o->get_rc < 0)
+		return problem(v->res, "pack %s: cannot be read (%s)", name,
+		    why_text(o->get_rc));
+	v->res->packs_read++;
+	v->res->bytes_read += o->len;
+	if (o->sid_bad) {
+		bad = 1;
+		rc = problem(v->res, "pack %s: content does not match its "
+		    "storage id", name);
+	}
+	for (j = 0; j < o->nbad && rc >= 0; j++) {
+		const struct rp_bad *b = &o->bad[j];
+
+		bad = 1;
+		if (b->type == CF_BK_BLOB_DATA)
+			v->res->blobs_bad++;
+		rc = set_add(&v->bad_blobs, b->type, b->id, 0);
+		if (rc >= 0)
+			rc = problem(v->res, "pack %s: %s blob %s %s", name,
+			    b->type == CF_BK_BLOB_TREE ? "tree" : "data",
+			    short_id(b->id, sh), why_text(b->rc));
+	}
+	if (o->trailer_rc < 0 && rc >= 0) {
+		bad = 1;
+		rc = problem(v->res, "pack %s: trailer %s", name,
+		    why_text(o->trailer_rc));
+	}
+	if (bad)
+		v->res->packs_bad++;
+	*clean = !bad;
+	return rc < 0 ? rc : 0;
+}
+
+/*
+ * Reads packs[0..n) whole (positions in the index) and reports in that
+ * order.  clean, if not NULL, receives per entry whether the pack was
+ * read and found sound.
+ */
+static int
+read_list(struct vrun *v, const size_t *packs, size_t n, unsigned char *clean)
+{
+	struct rp_pool p;
+	pthread_t tid[VERIFY_THREADS];
+	unsigned t, started = 0, u;
+	size_t k;
+	int rc = 0, ok;
+
+	if (n == 0)
+		return 0;
+	memset(&p, 0, sizeof(p));
+	p.r = v->r;
+	p.packs = packs;
+	p.n = n;
+	p.out = calloc(n, sizeof(*p.out));
+	if (p.out == NULL)
+		return -ENOMEM;
+	pthread_mutex_init(&p.mu, NULL);
+	/* This thread reads too; too few threads only slow it down. */
+	t = rp_threads(v->r, n);
+	for (u = 1; u < t; u++) {
+		if (pthread_create(&tid[started], NULL, rp_thread, &p) != 0)
+			break;
+		started++;
+	}
+	rp_thread(&p);
+	for (u = 0; u < started; u++)
+		pthread_join(tid[u], NULL);
+	pthread_mutex_destroy(&p.mu);
+	for (k = 0; k < n && rc == 0; k++) {
+		rc = p.out[k].rc;
+		if (rc == 0)
+			rc = rp_apply(v, packs[k], &p.out[k], &ok);
+		if (clean != NULL)
+			clean[k] = rc == 0 && ok;
+	}
+	for (k = 0; k < n; k++)
+		free(p.out[k].bad);
+	free(p.out);
 	return rc;
 }
 
@@ -528,15 +700,12 @@ read_packs(struct vrun *v, const struct cf_bk_verify_opts *o)
 		order[i] = order[j];
 		order[j] = t;
 	}
-	for (i = 0; i < want; i++) {
-		const unsigned char *pid = cf_bk_index_pack_id(idx, order[i]);
-
-		if (set_find(&v->bad_packs, 0, pid) != NULL)
-			continue;	/* missing or truncated: reported */
-		rc = read_pack(v, order[i]);
-		if (rc < 0)
-			break;
-	}
+	/* Missing or truncated packs are reported already: left out. */
+	for (i = j = 0; i < want; i++)
+		if (set_find(&v->bad_packs, 0,
+		    cf_bk_index_pack_id(idx, order[i])) == NULL)
+			order[j++] = order[i];
+	rc = read_list(v, order, j, NULL);
 	free(order);
 	return rc;
 }
@@ -762,12 +931,17 @@ read_due(struct vrun *v, const struct cf_bk_coverage *cov, int64_t now,
 	int64_t period = (int64_t)days * 86400, ref;
 	struct cov_ent *nv = NULL, *old;
 	struct due *d = NULL;
-	uint64_t bad, nread;
+	size_t *list = NULL, *pos = NULL, n;
+	unsigned char *clean = NULL;
 	int rc = 0;
 
 	d = calloc(np ? np : 1, sizeof(*d));
 	nv = calloc(np ? np : 1, sizeof(*nv));
-	if (d == NULL || nv == NULL) {
+	list = calloc(np ? np : 1, sizeof(*list));
+	pos = calloc(np ? np : 1, sizeof(*pos));
+	clean = calloc(np ? np : 1, 1);
+	if (d == NULL || nv == NULL || list == NULL || pos == NULL ||
+	    clean == NULL) {
 		rc = -ENOMEM;
 		goto out;
 	}
@@ -806,20 +980,19 @@ read_due(struct vrun *v, const struct cf_bk_coverage *cov, int64_t now,
 		}
 	}
 	v->res->packs_due = picked;
-	for (i = 0; i < np; i++) {
-		if (!d[i].pick)
-			continue;
-		if (set_find(&v->bad_packs, 0, d[i].e.id) != NULL)
-			continue;	/* missing or truncated: reported */
-		bad = v->res->packs_bad;
-		nread = v->res->packs_read;
-		rc = read_pack(v, d[i].pack);
-		if (rc < 0)
-			goto out;
-		/* A damaged or unreadable pack stays due: read again next time. */
-		if (v->res->packs_bad == bad && v->res->packs_read > nread)
-			d[i].e.last_read = now;
-	}
+	/* Missing or truncated packs are reported already: left out. */
+	for (i = n = 0; i < np; i++)
+		if (d[i].pick && set_find(&v->bad_packs, 0, d[i].e.id) == NULL)
+			list[n++] = i;
+	for (i = 0; i < n; i++)
+		pos[i] = d[list[i]].pack;
+	rc = read_list(v, pos, n, clean);
+	if (rc < 0)
+		goto out;
+	/* A damaged or unreadable pack stays due: read again next time. */
+	for (i = 0; i < n; i++)
+		if (clean[i])
+			d[list[i]].e.last_read = now;
 	v->res->oldest_read = 0;
 	for (i = 0; i < np; i++) {
 		nv[i] = d[i].e;
@@ -836,6 +1009,9 @@ read_due(struct vrun *v, const struct cf_bk_coverage *cov, int64_t now,
 	nv = NULL;
 	rc = 0;
 out:
+	free(clean);
+	free(pos);
+	free(list);
 	free(nv);
 	free(d);
 	return rc;

@@ -5,6 +5,7 @@
  * down to the file: a flipped byte in a pack (read-data only), a
  * deleted pack (structural), a truncated index, a tampered snapshot, a
  * lost tree; and the read-data subset reads 0 % and 100 % of packs.
+ * Read-data on several threads reports in the index's pack order.
  *
  * Layout of the test repo (one pack per flush):
  *   pack A: /a      pack B: /b      pack C: /sub/c
@@ -401,6 +402,106 @@ tampered_snapshot(void)
 	fixture_free(&f);
 }
 
+/*
+ * Read-data runs on several threads (one per core, or per S3
+ * connection): 40 packs, three of them with a flipped byte, must give
+ * the same counts, files and problems in the index's pack order on
+ * every run, whichever thread read which pack.
+ */
+#define NMANY 40
+
+static void
+many_packs(void)
+{
+	static const unsigned bad[] = { 3, 17, 31 };
+	struct fixture f;
+	struct cf_bk_writer *w = NULL;
+	struct cf_bk_node nodes[NMANY];
+	struct cf_bk_item items[NMANY];
+	struct cf_bk_tree root = { nodes, NMANY, NULL };
+	struct cf_bk_verify_result *res, *res2;
+	struct cf_bk_snapshot s;
+	const struct cf_bk_index *idx;
+	unsigned char ids[NMANY][32];
+	char names[NMANY][8], path[4300], hex[65];
+	char host[] = "h", rp[] = "/", cons[] = "offline";
+	char *paths[] = { rp };
+	size_t i, j, np, last = 0;
+	uint64_t off;
+	uint32_t len;
+	int run_no;
+
+	memset(&f, 0, sizeof(f));
+	snprintf(f.dir, sizeof(f.dir), "%s/many", cf_test_tmpdir());
+	f.k = bkt_keys_x(0x41);
+	CHECK(f.k != NULL);
+	CHECK_RC(repo_open_dir(&f, 1), 0);
+	CHECK_RC(cf_bk_writer_new(&w, f.r, 0), 0);
+	for (i = 0; i < NMANY; i++) {
+		CHECK_RC(add_flush(w, 100 + (unsigned)i, 20000 + i, ids[i]), 0);
+		snprintf(names[i], sizeof(names[i]), "f%02zu", i);
+		file_node(&nodes[i], &items[i], names[i], ids[i]);
+	}
+	CHECK_RC(cf_bk_writer_add_tree(w, &root, f.root), 0);
+	CHECK_RC(cf_bk_writer_flush(w), 0);
+	cf_bk_writer_free(w);
+	memset(&s, 0, sizeof(s));
+	s.time = 1;
+	memcpy(s.tenant, tenant, 16);
+	s.hostname = host;
+	s.paths = paths;
+	s.npaths = 1;
+	memcpy(s.tree, f.root, 32);
+	s.consistency = cons;
+	CHECK_RC(cf_bk_repo_snapshot_save(f.r, &s, f.snap), 0);
+	for (i = 0; i < 3; i++) {
+		pack_of(&f, ids[bad[i]], CF_BK_BLOB_DATA, path, sizeof(path),
+		    &off, &len);
+		flip_byte(path, off + len / 2);
+	}
+	run(&f, 1, 100, &res);
+	CHECK(res != NULL);
+	CHECK(cf_bk_verify_damaged(res));
+	CHECK(res->packs_read == NMANY + 1);
+	CHECK(res->blobs_bad == 3 && res->packs_bad == 3);
+	/* Per pack: its storage id, then the blob. */
+	CHECK(res->ndamage == 3 && res->nproblems == 6);
+	for (i = 0; i < 3; i++) {
+		snprintf(path, sizeof(path), "/%s", names[bad[i]]);
+		CHECK(names_file(res, path));
+	}
+	/* Problems in the index's pack order, each pack's together. */
+	idx = cf_bk_repo_index(f.r);
+	np = cf_bk_index_packs(idx);
+	for (i = 0; i < res->nproblems; i++) {
+		for (j = 0; j < np; j++) {
+			cf_bk_id_hex(cf_bk_index_pack_id(idx, j), hex);
+			if (strstr(res->problems[i], hex) != NULL)
+				break;
+		}
+		CHECK(j < np);
+		CHECK(i == 0 || (i % 2 ? j == last : j > last));
+		CHECK(strstr(res->problems[i], i % 2 ? "data blob" :
+		    "storage id") != NULL);
+		last = j;
+	}
+	/* The same report, line for line, on further runs. */
+	for (run_no = 0; run_no < 5; run_no++) {
+		run(&f, 1, 100, &res2);
+		CHECK(res2 != NULL);
+		CHECK(res2->nproblems == res->nproblems &&
+		    res2->ndamage == res->ndamage);
+		for (i = 0; i < res->nproblems && i < res2->nproblems; i++)
+			CHECK(strcmp(res->problems[i], res2->problems[i]) == 0);
+		for (i = 0; i < res->ndamage && i < res2->ndamage; i++)
+			CHECK(strcmp(res->damage[i].path,
+			    res2->damage[i].path) == 0);
+		cf_bk_verify_result_free(res2);
+	}
+	cf_bk_verify_result_free(res);
+	fixture_free(&f);
+}
+
 static const struct cf_test_case cases[] = {
 	CF_TEST(clean_repo),
 	CF_TEST(subset),
@@ -409,6 +510,7 @@ static const struct cf_test_case cases[] = {
 	CF_TEST(lost_tree),
 	CF_TEST(truncated_index),
 	CF_TEST(tampered_snapshot),
+	CF_TEST(many_packs),
 };
 
 CF_TEST_MAIN(cases)
