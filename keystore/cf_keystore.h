@@ -145,7 +145,9 @@ void cf_ks_aead_free(struct cf_ks_aead *a);
  * Gives a context a new key of the same cipher, in place: no new locked
  * allocation (cf_ks_aead_new maps, locks and protects pages; a reader
  * that opens thousands of files would pay that per file).  The old key
- * is overwritten.  Not while another thread uses the context.
+ * is overwritten.  From the first rekey on the key memory stays writable
+ * (no protection change per key).  Not while another thread uses the
+ * context.
  */
 void cf_ks_aead_rekey(struct cf_ks_aead *a,
     const unsigned char key[CF_KS_KEY_BYTES]);

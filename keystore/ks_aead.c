@@ -21,6 +21,8 @@ struct cf_ks_aead {
 	crypto_aead_aes256gcm_state *aes;
 	/* XChaCha: the raw key. */
 	struct cf_secbuf *key;
+	/* Rekeyed once: left writable from then on (cf_ks_aead_rekey). */
+	int writable;
 };
 
 int
@@ -135,15 +137,24 @@ out:
 void
 cf_ks_aead_rekey(struct cf_ks_aead *a, const unsigned char key[CF_KS_KEY_BYTES])
 {
+	/*
+	 * The pages stay locked, guarded and out of core dumps, but are
+	 * left writable after the first rekey: a protection change costs a
+	 * TLB shootdown on every core the process's threads run on, and a
+	 * backup rekeys once per file (two changes per file were 3-4 % of a
+	 * full backup's CPU, docs/backup.md).  Read access was never taken
+	 * away: the protection only guarded against stray writes.
+	 */
 	if (a->cipher == CF_KS_CIPHER_AES256GCM) {
-		sodium_mprotect_readwrite(a->aes);
+		if (!a->writable)
+			sodium_mprotect_readwrite(a->aes);
 		crypto_aead_aes256gcm_beforenm(a->aes, key);
-		sodium_mprotect_readonly(a->aes);
 	} else {
-		cf_secbuf_readwrite(a->key);
+		if (!a->writable)
+			cf_secbuf_readwrite(a->key);
 		memcpy(cf_secbuf_data(a->key), key, CF_KS_KEY_BYTES);
-		cf_secbuf_readonly(a->key);
 	}
+	a->writable = 1;
 }
 
 void
