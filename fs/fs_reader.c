@@ -41,6 +41,7 @@
 #define XATTR_NONCE 24U
 #define XATTR_OVH (XATTR_NONCE + CF_KS_TAG_BYTES)
 #define XATTR_MAX 65536U		/* stored value, Linux's limit */
+#define XATTR_LIST_FIRST 1024U		/* a first listxattr buffer */
 #define HASH_B64 43U			/* base64url of 32 bytes */
 #define ENC_NAME_CAP (CF_FS_ENC_NAME_MAX + 1)
 #define ENC_LINK_CAP 8192U		/* an encoded target (<= 5514 chars) */
@@ -723,8 +724,22 @@ cf_fs_rdir_xattr_list(const struct cf_fs_rdir *d, const char *name,
 	rc = xattr_path(d, name, &fd, path);
 	if (rc < 0)
 		goto out;
-	/* The list may grow between the two calls: try again then. */
-	for (;;) {
+	/*
+	 * Most lists (the generation and a few names) fit 1 KiB: one call.
+	 * Else ask the size; the list may grow between the two calls: try
+	 * again then.
+	 */
+	raw = malloc(XATTR_LIST_FIRST + 1);
+	if (raw == NULL) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	n = listxattr(path, raw, XATTR_LIST_FIRST);
+	if (n < 0 && errno != ERANGE) {
+		rc = errno == ENOTSUP ? 0 : -errno;
+		goto out;
+	}
+	while (n < 0) {
 		n = listxattr(path, NULL, 0);
 		if (n < 0) {
 			rc = errno == ENOTSUP ? 0 : -errno;
@@ -737,9 +752,7 @@ cf_fs_rdir_xattr_list(const struct cf_fs_rdir *d, const char *name,
 			goto out;
 		}
 		n = listxattr(path, raw, (size_t)n);
-		if (n >= 0)
-			break;
-		if (errno != ERANGE) {
+		if (n < 0 && errno != ERANGE) {
 			rc = -errno;
 			goto out;
 		}

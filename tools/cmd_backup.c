@@ -1175,7 +1175,10 @@ parent_node(const struct cf_bk_tree *pt, const char *name)
  *    another inode linked there, has another file id; a copy of the
  *    store put back (cp, rsync, tar, a restore) has other inodes.
  *
- * 1 if n was filled, 0 to read the file, -errno.
+ * 1 if n was filled, 2 if so by ctime (its xattrs are then the parent's
+ * too: a change of the store's xattrs changes the backing file's ctime,
+ * as they are the backing file's own, [FS-XATTR-1]), 0 to read the
+ * file, -errno.
  */
 static int
 reuse_file(struct bk *b, struct dir_nodes *dn, struct cf_bk_node *n,
@@ -1238,7 +1241,44 @@ reuse_file(struct bk *b, struct dir_nodes *dn, struct cf_bk_node *n,
 	b->bytes += n->size;
 	b->reused++;
 	progress(b);
-	return 1;
+	return by_ctime ? 2 : 1;
+}
+
+/* The parent node's xattrs into n (kept in dn).  0 or -ENOMEM. */
+static int
+parent_xattrs(struct dir_nodes *dn, struct cf_bk_node *n,
+    const struct cf_bk_node *pn)
+{
+	struct cf_bk_xattr *xa;
+	unsigned char *val;
+	char *name;
+	size_t i;
+	int rc;
+
+	if (pn->nxattrs == 0)
+		return 0;
+	xa = calloc(pn->nxattrs, sizeof(*xa));
+	rc = keep(dn, xa);
+	if (rc < 0)
+		return rc;
+	for (i = 0; i < pn->nxattrs; i++) {
+		name = strdup(pn->xattrs[i].name);
+		rc = keep(dn, name);
+		if (rc < 0)
+			return rc;
+		val = malloc(pn->xattrs[i].value_len ?
+		    pn->xattrs[i].value_len : 1);
+		rc = keep(dn, val);
+		if (rc < 0)
+			return rc;
+		memcpy(val, pn->xattrs[i].value, pn->xattrs[i].value_len);
+		xa[i].name = name;
+		xa[i].value = val;
+		xa[i].value_len = pn->xattrs[i].value_len;
+	}
+	n->xattrs = xa;
+	n->nxattrs = pn->nxattrs;
+	return 0;
 }
 
 static int backup_dir(struct bk *b, struct cf_fs_rdir *d, const char *path,
@@ -1268,6 +1308,14 @@ backup_entry(struct bk *b, struct dir_nodes *dn, struct cf_fs_rdir *d,
 	st = e->st;
 	if (S_ISREG(st.st_mode)) {
 		rc = reuse_file(b, dn, n, pn, &st, d, name);
+		if (rc == 2) {
+			/* Unchanged by ctime: no need to open it at all. */
+			rc = parent_xattrs(dn, n, pn);
+			if (rc < 0)
+				return rc;
+			dn->count++;
+			return 0;
+		}
 		if (rc == 0)
 			rc = backup_file(b, n, d, name, path, &wf);
 		if (rc <= 0)

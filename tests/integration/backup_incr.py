@@ -8,7 +8,8 @@ within the second of the previous write, a write through a descriptor
 opened before the previous backup, a rename over the file, a hard link
 put in its place.  Proven by restoring and comparing, by the --json
 counters (files read, bytes read, files reused), and by verify
---read-data.  Then offline backups after a mounted one.  TAP output.
+--read-data.  Then offline backups after a mounted one, and the xattrs
+of files reused by ctime (taken from the parent).  TAP output.
 Needs root and /dev/fuse."""
 import json
 import os
@@ -243,6 +244,51 @@ try:
     good, why = restored_equals(want, "out7")
     ok(good and want["touchd"] == b"q" * 5000,
        "...and the offline snapshot restores every file as it is", why)
+
+    # ---- offline: xattrs of files reused by ctime are the parent's ----
+    # A reused file is not opened at all, so its xattrs come from the
+    # parent's node; an xattr change changes the backing file's ctime.
+    p = mount("acme")
+    os.setxattr(os.path.join(MP, "keep/f1"), "user.color", b"red")
+    os.setxattr(os.path.join(MP, "keep/f2"), "user.tag", b"x" * 300)
+    umount(p)
+    time.sleep(0.1)
+    r, s7b = backup()
+    ok(r.returncode == 0, "offline backup after setting two xattrs",
+       r.stderr)
+    r, s7c = backup()
+    ok(r.returncode == 0 and s7c.get("read_files") == 0 and
+       s7c.get("reused") == s7c.get("files", -1),
+       "offline, nothing changed: every file reused (by ctime)",
+       json.dumps(s7c))
+
+    def restored_xattrs(name):
+        out = os.path.join(T, name)
+        r = coffer("restore", "acme", "latest", "--target", out)
+        got = {}
+        for f in ("keep/f1", "keep/f2", "keep/f3"):
+            fp = os.path.join(out, f)
+            got[f] = {a: os.getxattr(fp, a) for a in os.listxattr(fp)}
+        return r.returncode, got
+
+    rc, got = restored_xattrs("out7c")
+    ok(rc == 0 and got["keep/f1"] == {"user.color": b"red"} and
+       got["keep/f2"] == {"user.tag": b"x" * 300} and
+       got["keep/f3"] == {},
+       "xattrs of files reused by ctime are kept in the new snapshot",
+       repr(got)[:300])
+    p = mount("acme")
+    os.setxattr(os.path.join(MP, "keep/f1"), "user.color", b"blue")
+    os.removexattr(os.path.join(MP, "keep/f2"), "user.tag")
+    umount(p)
+    time.sleep(0.1)
+    r, s7d = backup()
+    rc, got = restored_xattrs("out7d")
+    ok(r.returncode == 0 and rc == 0 and
+       got["keep/f1"] == {"user.color": b"blue"} and
+       got["keep/f2"] == {},
+       "an xattr changed or removed (content unchanged) is seen offline",
+       repr(got)[:300] + json.dumps(s7d))
 
     # ---- a copy of the store put back: new inodes, every file read ----
     # Its files keep their generations (copy2 copies xattrs) and get new
