@@ -3044,6 +3044,7 @@ struct rs;
 struct rsw {
 	struct rs *r;
 	struct cf_bk_blob_reader *br;	/* its own key cache */
+	unsigned char *dio;		/* DIO_BUF, aligned; NULL: none */
 	pthread_t tid;
 	uint64_t damaged, failed;	/* added to rs at the end */
 };
@@ -3249,21 +3250,150 @@ rprogress(struct rs *r)
 }
 
 /*
+ * Large dense files are written with O_DIRECT through an aligned buffer
+ * per worker: a buffered write costs this machine about 2 CPU seconds
+ * per GiB in the kernel (page allocation, accounting, the copy; `dd`
+ * here: 1.5 GiB buffered 2.95 s of system time, O_DIRECT 0.10 s), and
+ * the final syncfs then has that much less to write out.  The last
+ * partial block goes through the page cache (the descriptor leaves
+ * O_DIRECT), as does everything where O_DIRECT is refused (tmpfs on
+ * older kernels, some FUSE file systems): the bytes written are the same
+ * either way.  Small files and files with holes are written as before.
+ */
+#define DIO_MIN (1U << 20)	/* files at least this large */
+#define DIO_BUF (4U << 20)	/* the aligned buffer */
+#define DIO_ALIGN 4096U
+
+struct fout {
+	int fd;
+	unsigned char *dbuf;	/* the aligned buffer; NULL: page cache */
+	size_t dlen;		/* bytes in dbuf */
+	uint64_t doff;		/* file offset of dbuf[0] */
+};
+
+static int
+pwrite_all(int fd, const unsigned char *p, size_t len, uint64_t off)
+{
+	ssize_t w;
+	size_t k;
+
+	for (k = 0; k < len; k += (size_t)w) {
+		w = pwrite(fd, p + k, len - k, (off_t)(off + k));
+		if (w < 0 && errno == EINTR) {
+			w = 0;
+			continue;
+		}
+		if (w <= 0)
+			return w < 0 ? -errno : -EIO;
+	}
+	return 0;
+}
+
+/* Leaves O_DIRECT: what the buffer holds goes through the page cache. */
+static int
+fout_buffered(struct fout *o)
+{
+	int fl = fcntl(o->fd, F_GETFL), rc = 0;
+
+	if (fl < 0 || fcntl(o->fd, F_SETFL, fl & ~O_DIRECT) < 0)
+		return -errno;
+	if (o->dlen > 0)
+		rc = pwrite_all(o->fd, o->dbuf, o->dlen, o->doff);
+	o->doff += o->dlen;
+	o->dlen = 0;
+	o->dbuf = NULL;
+	return rc;
+}
+
+/*
+ * Writes the buffer's whole blocks with O_DIRECT and moves the rest to
+ * its front; last: the rest too, through the page cache.
+ */
+static int
+fout_flush(struct fout *o, int last)
+{
+	size_t whole = o->dlen & ~(size_t)(DIO_ALIGN - 1), k;
+	ssize_t w;
+
+	for (k = 0; k < whole; k += (size_t)w) {
+		w = pwrite(o->fd, o->dbuf + k, whole - k, (off_t)(o->doff + k));
+		if (w < 0 && errno == EINTR) {
+			w = 0;
+			continue;
+		}
+		if ((w < 0 && errno == EINVAL) ||
+		    (w > 0 && (size_t)w % DIO_ALIGN != 0)) {
+			/* Refused, or short mid-block: the page cache. */
+			if (w > 0)
+				k += (size_t)w;
+			memmove(o->dbuf, o->dbuf + k, o->dlen - k);
+			o->doff += k;
+			o->dlen -= k;
+			return fout_buffered(o);
+		}
+		if (w <= 0)
+			return w < 0 ? -errno : -EIO;
+	}
+	memmove(o->dbuf, o->dbuf + whole, o->dlen - whole);
+	o->doff += whole;
+	o->dlen -= whole;
+	if (last && o->dlen > 0)
+		return fout_buffered(o);
+	return 0;
+}
+
+/* len bytes at off (in order: off is where the last write ended). */
+static int
+fout_write(struct fout *o, const unsigned char *p, size_t len, uint64_t off)
+{
+	size_t c;
+	int rc;
+
+	while (len > 0 && o->dbuf != NULL) {
+		c = DIO_BUF - o->dlen;
+		if (c > len)
+			c = len;
+		memcpy(o->dbuf + o->dlen, p, c);
+		o->dlen += c;
+		p += c;
+		len -= c;
+		off += c;
+		if (o->dlen == DIO_BUF) {
+			rc = fout_flush(o, 0);
+			if (rc < 0)
+				return rc;
+		}
+	}
+	return len > 0 ? pwrite_all(o->fd, p, len, off) : 0;
+}
+
+/*
  * Writes a file's content: to fd (holes skipped, size set with
  * ftruncate) or to the tar (holes as zeros).  Damaged or missing blobs
- * are counted; the rest is written.  Returns 0, 1 if damaged, or -errno.
+ * are counted; the rest is written.  dio: an aligned DIO_BUF buffer for
+ * large dense files, or NULL.  Returns 0, 1 if damaged, or -errno.
  */
 static int
 write_content(struct rs *r, struct cf_bk_blob_reader *br,
-    const struct cf_bk_node *n, int fd, const char *path)
+    const struct cf_bk_node *n, int fd, const char *path,
+    unsigned char *dio)
 {
 	static const unsigned char zeros[65536];
+	struct fout o = { fd, NULL, 0, 0 };
 	unsigned char *buf;
 	size_t len, i, k;
 	uint64_t off = 0;
 	ssize_t w;
-	int rc, damaged = 0;
+	int rc, fl, damaged = 0;
 
+	if (dio != NULL && r->ar == NULL && n->size >= DIO_MIN) {
+		for (i = 0; i < n->nitems && n->items[i].hole == 0; i++)
+			;
+		fl = fcntl(fd, F_GETFL);
+		if (i == n->nitems && fl >= 0 &&
+		    fcntl(fd, F_SETFL, fl | O_DIRECT) == 0)
+			o.dbuf = dio;
+	}
 	for (i = 0; i < n->nitems; i++) {
 		if (n->items[i].hole > 0) {
 			if (r->ar != NULL) {
@@ -3303,22 +3433,19 @@ write_content(struct rs *r, struct cf_bk_blob_reader *br,
 				return -EIO;
 			}
 		} else {
-			for (k = 0; k < len; k += (size_t)w) {
-				w = pwrite(fd, buf + k, len - k,
-				    (off_t)(off + k));
-				if (w < 0 && errno == EINTR) {
-					w = 0;
-					continue;
-				}
-				if (w <= 0) {
-					rc = -errno;
-					free(buf);
-					return rc < 0 ? rc : -EIO;
-				}
+			rc = fout_write(&o, buf, len, off);
+			if (rc < 0) {
+				free(buf);
+				return rc;
 			}
 		}
 		free(buf);
 		off += len;
+	}
+	if (o.dbuf != NULL) {
+		rc = fout_flush(&o, 1);
+		if (rc < 0)
+			return rc;
 	}
 	if (r->ar != NULL && off < n->size) {
 		/* A damaged file: pad so the archive stays well-formed. */
@@ -3513,7 +3640,7 @@ rs_worker(void *arg)
 		r->busy++;
 		pthread_cond_signal(&r->cv_space);
 		pthread_mutex_unlock(&r->mu);
-		rc = write_content(r, w->br, j.n, j.fd, j.path);
+		rc = write_content(r, w->br, j.n, j.fd, j.path, w->dio);
 		if (rc >= 0) {
 			if (rc > 0)
 				w->damaged++;
@@ -3564,10 +3691,15 @@ rs_start(struct rs *r)
 		r->w[i].r = r;
 		if (cf_bk_blob_reader_new(&r->w[i].br, r->repo) < 0)
 			break;
+		if (posix_memalign((void **)&r->w[i].dio, DIO_ALIGN,
+		    DIO_BUF) != 0)
+			r->w[i].dio = NULL;	/* the page cache, then */
 		if (pthread_create(&r->w[i].tid, NULL, rs_worker,
 		    &r->w[i]) != 0) {
 			cf_bk_blob_reader_free(r->w[i].br);
 			r->w[i].br = NULL;
+			free(r->w[i].dio);
+			r->w[i].dio = NULL;
 			break;
 		}
 		r->nworkers++;
@@ -3591,6 +3723,8 @@ rs_finish(struct rs *r)
 	for (i = 0; i < n; i++) {
 		pthread_join(r->w[i].tid, NULL);
 		cf_bk_blob_reader_free(r->w[i].br);
+		free(r->w[i].dio);
+		r->w[i].dio = NULL;
 		r->damaged += r->w[i].damaged;
 		r->failed += r->w[i].failed;
 	}
@@ -3745,7 +3879,7 @@ restore_node(struct rs *r, int dirfd, const struct cf_bk_node *n,
 			return rc;
 		}
 	} else {
-		rc = write_content(r, NULL, n, fd, path);
+		rc = write_content(r, NULL, n, fd, path, NULL);
 		if (rc < 0) {
 			close(fd);
 			return rc;
@@ -3893,7 +4027,7 @@ tar_node(struct rs *r, const struct cf_bk_node *n, char *path, size_t plen,
 		rlink_add(r, n->link_group, path + 1);
 	if (l == NULL && n->type == CF_BK_NODE_FILE) {
 		rs_hint(r, n);
-		rc = write_content(r, NULL, n, -1, path);
+		rc = write_content(r, NULL, n, -1, path, NULL);
 		if (rc >= 0)
 			r->bytes += n->size;
 		if (rc > 0) {
