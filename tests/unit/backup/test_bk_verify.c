@@ -82,6 +82,25 @@ file_node(struct cf_bk_node *n, struct cf_bk_item *it, const char *name,
 	n->nitems = 1;
 }
 
+/* Saves a snapshot of the tree f->root into f->snap. */
+static void
+save_snapshot(struct fixture *f)
+{
+	struct cf_bk_snapshot s;
+	char host[] = "h", path[] = "/", cons[] = "offline";
+	char *paths[] = { path };
+
+	memset(&s, 0, sizeof(s));
+	s.time = 1;
+	memcpy(s.tenant, tenant, 16);
+	s.hostname = host;
+	s.paths = paths;
+	s.npaths = 1;
+	memcpy(s.tree, f->root, 32);
+	s.consistency = cons;
+	CHECK_RC(cf_bk_repo_snapshot_save(f->r, &s, f->snap), 0);
+}
+
 static void
 build(struct fixture *f, const char *tag)
 {
@@ -90,9 +109,6 @@ build(struct fixture *f, const char *tag)
 	struct cf_bk_node rn[3], sn[1];
 	struct cf_bk_item ia, ib, ic;
 	struct cf_bk_tree sub = { sn, 1, NULL }, root = { rn, 3, NULL };
-	struct cf_bk_snapshot s;
-	char host[] = "h", path[] = "/", cons[] = "offline";
-	char *paths[] = { path };
 
 	memset(f, 0, sizeof(*f));
 	snprintf(f->dir, sizeof(f->dir), "%s/%s-%u", cf_test_tmpdir(), tag,
@@ -116,15 +132,7 @@ build(struct fixture *f, const char *tag)
 	CHECK_RC(cf_bk_writer_add_tree(w, &root, f->root), 0);
 	CHECK_RC(cf_bk_writer_flush(w), 0);
 	cf_bk_writer_free(w);
-	memset(&s, 0, sizeof(s));
-	s.time = 1;
-	memcpy(s.tenant, tenant, 16);
-	s.hostname = host;
-	s.paths = paths;
-	s.npaths = 1;
-	memcpy(s.tree, f->root, 32);
-	s.consistency = cons;
-	CHECK_RC(cf_bk_repo_snapshot_save(f->r, &s, f->snap), 0);
+	save_snapshot(f);
 }
 
 static void
@@ -420,12 +428,9 @@ many_packs(void)
 	struct cf_bk_item items[NMANY];
 	struct cf_bk_tree root = { nodes, NMANY, NULL };
 	struct cf_bk_verify_result *res, *res2;
-	struct cf_bk_snapshot s;
 	const struct cf_bk_index *idx;
 	unsigned char ids[NMANY][32];
 	char names[NMANY][8], path[4300], hex[65];
-	char host[] = "h", rp[] = "/", cons[] = "offline";
-	char *paths[] = { rp };
 	size_t i, j, np, last = 0;
 	uint64_t off;
 	uint32_t len;
@@ -445,15 +450,7 @@ many_packs(void)
 	CHECK_RC(cf_bk_writer_add_tree(w, &root, f.root), 0);
 	CHECK_RC(cf_bk_writer_flush(w), 0);
 	cf_bk_writer_free(w);
-	memset(&s, 0, sizeof(s));
-	s.time = 1;
-	memcpy(s.tenant, tenant, 16);
-	s.hostname = host;
-	s.paths = paths;
-	s.npaths = 1;
-	memcpy(s.tree, f.root, 32);
-	s.consistency = cons;
-	CHECK_RC(cf_bk_repo_snapshot_save(f.r, &s, f.snap), 0);
+	save_snapshot(&f);
 	for (i = 0; i < 3; i++) {
 		pack_of(&f, ids[bad[i]], CF_BK_BLOB_DATA, path, sizeof(path),
 		    &off, &len);
