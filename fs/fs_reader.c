@@ -90,6 +90,8 @@ struct cf_fs_rfile {
 	unsigned char *cbuf;		/* sealed bytes of one request */
 	size_t cbufcap;
 	int dense;			/* its generation says: no holes */
+	int gen_rc;			/* file_gen at the open, if ctx */
+	uint64_t gen;
 };
 
 /* ---- small helpers ------------------------------------------------------- */
@@ -985,6 +987,8 @@ cf_fs_rfile_open(struct cf_fs_rfile **out, const struct cf_fs_rdir *d,
 		 * with a bad one) it may have some.  [FS-READ-11] with the
 		 * log: an older copy, or a forged value, is damage. */
 		rc = file_gen(f, &gen, &flags);
+		f->gen_rc = rc;		/* cf_fs_rfile_gen: not read twice */
+		f->gen = gen;
 		if (f->r->gens != NULL && ((rc < 0 && rc != -ENODATA) ||
 		    gen < fs_gen_get(f->r->gens, f->file_id))) {
 			rc = -EIO;
@@ -1054,20 +1058,18 @@ int
 cf_fs_rfile_gen(const struct cf_fs_rfile *f,
     unsigned char file_id[CF_KS_ID_BYTES], uint64_t *gen)
 {
-	char path[64];
-	int rc;
-
 	*gen = 0;
 	if (f->ctx == NULL)
 		return -ENODATA;	/* no header: nothing to identify */
-	snprintf(path, sizeof(path), "/proc/self/fd/%d", f->fd);
-	rc = gen_of(f->r, path, file_id, gen, NULL);
-	if (rc == 0 && sodium_memcmp(file_id, f->file_id,
-	    CF_KS_ID_BYTES) != 0)
-		rc = -EBADMSG;	/* another file's generation */
-	if (rc < 0)
-		*gen = 0;
-	return rc;
+	/*
+	 * Read at the open (file_gen: authenticated, and checked against
+	 * the header's file id), which is before any content is read.
+	 */
+	if (f->gen_rc < 0)
+		return f->gen_rc;
+	memcpy(file_id, f->file_id, CF_KS_ID_BYTES);
+	*gen = f->gen;
+	return 0;
 }
 
 int
