@@ -68,6 +68,19 @@ struct cf_fs_reader {
 	struct cf_fs_file_ctx *spare;
 };
 
+/*
+ * The O_PATH descriptor xattr_path opened last, and of which entry: the
+ * generation, the xattr list and each value of one entry are read
+ * through one open.  Dropped by cf_fs_rdir_next (the next entry) and
+ * when another entry is asked for.  Behind a pointer: the calls that
+ * fill it take a const handle.
+ */
+struct rdir_pfd {
+	int fd;				/* -1: none */
+	int self;			/* of the directory itself */
+	char name[CF_FS_RNAME_MAX + 1];
+};
+
 struct cf_fs_rdir {
 	struct cf_fs_reader *r;
 	int fd;				/* O_RDONLY | O_DIRECTORY */
@@ -76,6 +89,7 @@ struct cf_fs_rdir {
 	struct cf_fs_rentry ent;
 	char name[CF_FS_RNAME_MAX + 1];
 	char stored[NAME_MAX + 1];
+	struct rdir_pfd *pfd;
 };
 
 struct cf_fs_rfile {
@@ -480,6 +494,15 @@ fs_rdir_backing_name(const struct cf_fs_rdir *d, const char *name, char *out)
 }
 
 /* Makes a handle of directory fd (taken over, closed on failure). */
+static void
+pfd_drop(struct rdir_pfd *p)
+{
+	if (p->fd >= 0)
+		close(p->fd);
+	p->fd = -1;
+	sodium_memzero(p->name, sizeof(p->name));
+}
+
 static int
 rdir_new(struct cf_fs_rdir **out, struct cf_fs_reader *r, int fd)
 {
@@ -496,6 +519,12 @@ rdir_new(struct cf_fs_rdir **out, struct cf_fs_reader *r, int fd)
 	}
 	d->r = r;
 	d->fd = fd;
+	d->pfd = calloc(1, sizeof(*d->pfd));
+	if (d->pfd == NULL) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	d->pfd->fd = -1;
 	/* [FS-STORE-5]: without 16 bytes of IV no entry can be named.  Like
 	 * the daemon, bytes after the 16th are not looked at. */
 	ivfd = open_regular(fd, CF_FS_DIRIV_NAME, 0, &st);
@@ -553,6 +582,10 @@ cf_fs_rdir_free(struct cf_fs_rdir *d)
 	if (d->dp != NULL)
 		closedir(d->dp);
 	close(d->fd);
+	if (d->pfd != NULL) {
+		pfd_drop(d->pfd);
+		free(d->pfd);
+	}
 	sodium_memzero(d->name, sizeof(d->name));
 	free(d);
 }
@@ -570,6 +603,8 @@ cf_fs_rdir_next(struct cf_fs_rdir *d, const struct cf_fs_rentry **ep)
 	struct cf_fs_rentry *e = &d->ent;
 	struct dirent *de;
 	int fd, rc;
+
+	pfd_drop(d->pfd);
 
 	*ep = NULL;
 	if (d->dp == NULL) {
@@ -689,23 +724,42 @@ out:
 /*
  * An O_PATH descriptor of name in d (or of d) and its /proc path: the
  * *xattr() calls have no *at() form, and the magic link reaches the
- * object itself, never through a symlink in the store.
+ * object itself, never through a symlink in the store.  The descriptor
+ * is d's (struct rdir_pfd): the caller does not close it.
  */
 static int
 xattr_path(const struct cf_fs_rdir *d, const char *name, int *fd,
     char path[64])
 {
+	struct rdir_pfd *p = d->pfd;
 	char enc[NAME_MAX + 1];
-	int rc;
+	int nfd, rc;
 
 	*fd = -1;
+	if (p->fd >= 0 && (name == NULL ? p->self :
+	    !p->self && strcmp(p->name, name) == 0)) {
+		*fd = p->fd;
+		snprintf(path, 64, "/proc/self/fd/%d", *fd);
+		return 0;
+	}
 	rc = target_of(d, name, enc);
 	if (rc < 0)
 		return rc;
-	*fd = openat(d->fd, name == NULL ? "." : enc, O_PATH | O_NOFOLLOW |
+	nfd = openat(d->fd, name == NULL ? "." : enc, O_PATH | O_NOFOLLOW |
 	    O_CLOEXEC);
-	if (*fd < 0)
+	if (nfd < 0)
 		return -errno;
+	pfd_drop(p);
+	if (name == NULL || strlen(name) < sizeof(p->name)) {
+		p->fd = nfd;
+		p->self = name == NULL;
+		if (name != NULL)
+			memcpy(p->name, name, strlen(name) + 1);
+	} else {
+		close(nfd);	/* cannot be named here: not kept */
+		return -ENAMETOOLONG;
+	}
+	*fd = nfd;
 	snprintf(path, 64, "/proc/self/fd/%d", *fd);
 	return 0;
 }
@@ -789,8 +843,6 @@ cf_fs_rdir_xattr_list(const struct cf_fs_rdir *d, const char *name,
 		*damaged = bad;
 	rc = 0;
 out:
-	if (fd >= 0)
-		close(fd);
 	free(raw);
 	free(res);
 	return rc;
@@ -851,8 +903,6 @@ cf_fs_rdir_xattr_get(const struct cf_fs_rdir *d, const char *name,
 	plain = NULL;
 	rc = 0;
 out:
-	if (fd >= 0)
-		close(fd);
 	free(blob);
 	free(plain);
 	return rc;
@@ -1085,8 +1135,6 @@ cf_fs_rdir_gen(const struct cf_fs_rdir *d, const char *name,
 	rc = xattr_path(d, name, &fd, path);
 	if (rc == 0)
 		rc = gen_of(d->r, path, file_id, gen, NULL);
-	if (fd >= 0)
-		close(fd);
 	/* [FS-READ-11] older than the log: not this file's current state. */
 	if (rc == 0 && d->r->gens != NULL &&
 	    *gen < fs_gen_get(d->r->gens, file_id))
