@@ -678,10 +678,12 @@ CF_MUST_CHECK int cf_fs_rfile_check(struct cf_fs_rfile *f);
  * A regular file's identity and version for change detection: the file id
  * and generation of its backing xattr CF_FS_GEN_XATTR (docs/format/fs.md,
  * File generations), authenticated under the reader's keys.
- * cf_fs_rfile_gen reads it from the open file and also requires the file
- * id of its header (call it before reading the content: a change after
- * the open then fails cf_fs_rfile_check); cf_fs_rdir_gen from the entry
- * name of d without opening it.  0 and *gen >= 1; -ENODATA if the file has
+ * cf_fs_rfile_gen gives the value cf_fs_rfile_open read from the open
+ * file and checked against the file id of its header (before any content
+ * is read: a change after the open fails cf_fs_rfile_check);
+ * cf_fs_rdir_gen reads it from the entry name of d without opening it
+ * (d's xattr calls for one entry share one O_PATH open of it until
+ * cf_fs_rdir_next).  0 and *gen >= 1; -ENODATA if the file has
  * none (empty since its creation, written before generations, or by a
  * mount without a generation log); -EPROTO if malformed, -EBADMSG if the
  * tag or (rfile) the file id does not match; (rdir, after

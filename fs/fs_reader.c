@@ -493,7 +493,6 @@ fs_rdir_backing_name(const struct cf_fs_rdir *d, const char *name, char *out)
 	return stored_name(d, name, out);
 }
 
-/* Makes a handle of directory fd (taken over, closed on failure). */
 static void
 pfd_drop(struct rdir_pfd *p)
 {
@@ -503,6 +502,7 @@ pfd_drop(struct rdir_pfd *p)
 	sodium_memzero(p->name, sizeof(p->name));
 }
 
+/* Makes a handle of directory fd (taken over, closed on failure). */
 static int
 rdir_new(struct cf_fs_rdir **out, struct cf_fs_reader *r, int fd)
 {
@@ -742,6 +742,8 @@ xattr_path(const struct cf_fs_rdir *d, const char *name, int *fd,
 		snprintf(path, 64, "/proc/self/fd/%d", *fd);
 		return 0;
 	}
+	if (name != NULL && strlen(name) >= sizeof(p->name))
+		return -ENAMETOOLONG;	/* no entry has such a name */
 	rc = target_of(d, name, enc);
 	if (rc < 0)
 		return rc;
@@ -750,15 +752,10 @@ xattr_path(const struct cf_fs_rdir *d, const char *name, int *fd,
 	if (nfd < 0)
 		return -errno;
 	pfd_drop(p);
-	if (name == NULL || strlen(name) < sizeof(p->name)) {
-		p->fd = nfd;
-		p->self = name == NULL;
-		if (name != NULL)
-			memcpy(p->name, name, strlen(name) + 1);
-	} else {
-		close(nfd);	/* cannot be named here: not kept */
-		return -ENAMETOOLONG;
-	}
+	p->fd = nfd;
+	p->self = name == NULL;
+	if (name != NULL)
+		memcpy(p->name, name, strlen(name) + 1);
 	*fd = nfd;
 	snprintf(path, 64, "/proc/self/fd/%d", *fd);
 	return 0;
