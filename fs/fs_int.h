@@ -73,6 +73,13 @@ uint64_t fs_snap_epoch(const struct fs_snap *s);
 /* on: the daemon keeps generations (a log), so SNAPSHOT says "gen". */
 void fs_snap_set_gens(struct fs_snap *s, int on);
 int fs_snap_cow(struct fs_snap *s, dev_t dev, ino_t ino, int obj);
+/*
+ * Called by every operation about to change the entries of directory
+ * (dev, ino), or the metadata or xattrs of the object (dev, ino), while it
+ * holds the freeze's read side: a snapshot's live pass redoes such
+ * directories under the freeze (fs_snap.c).  Cheap when no pass runs.
+ */
+void fs_snap_touch(struct fs_snap *s, dev_t dev, ino_t ino);
 
 /*
  * Root key rotation on a mounted store (fs_rekey.c): what the daemon

@@ -300,13 +300,20 @@ snap_freeze(void *arg, int on)
 static int ifd_get(struct fs *fs, struct fs_inode *in);
 static void ifd_put(struct fs *fs, struct fs_inode *in);
 
-/* Before in changes: a snapshot sharing it gets its own copy first. */
+/*
+ * Before in changes: a snapshot's live pass notes it (a directory's
+ * metadata is copied, not shared), and a snapshot sharing it gets its own
+ * copy first.
+ */
 static void
 cow(struct fs *fs, struct fs_inode *in)
 {
 	int fd;
 
-	if (!fs_snap_active(fs->snap) || in == &fs->root)
+	if (in == &fs->root)
+		return;		/* the frozen pass always redoes data/ */
+	fs_snap_touch(fs->snap, in->dev, in->ino);
+	if (!fs_snap_active(fs->snap))
 		return;
 	fd = ifd_get(fs, in);
 	if (fd < 0)
@@ -2854,31 +2861,47 @@ op_init(void *userdata, struct fuse_conn_info *conn)
 	conn->want &= ~(unsigned)FUSE_CAP_WRITEBACK_CACHE;
 }
 
-/* Namespace changes wait while a snapshot links the store. */
-#define FROZEN(name, params, args)					\
+/* A snapshot's live pass notes directory p's entries are changing. */
+static void
+touch_dir(fuse_req_t req, fuse_ino_t p)
+{
+	struct fs_inode *in = inode_of(req, p);
+
+	if (in != &fs_of(req)->root)	/* data/: always redone */
+		fs_snap_touch(fs_of(req)->snap, in->dev, in->ino);
+}
+
+/*
+ * Namespace changes wait while a snapshot's frozen pass runs, and mark
+ * the directories they change during its live pass (rename: both).
+ */
+#define FROZEN(name, params, args, p2)					\
 static void								\
 frozen_##name params							\
 {									\
 	struct fs *fs_ = fs_of(req);					\
 									\
 	snap_enter(fs_);						\
+	touch_dir(req, p);						\
+	if ((p2) != 0 && (p2) != p)					\
+		touch_dir(req, (p2));					\
 	op_##name args;							\
 	snap_leave(fs_);						\
 }
 FROZEN(mknod, (fuse_req_t req, fuse_ino_t p, const char *n, mode_t m,
-    dev_t r), (req, p, n, m, r))
+    dev_t r), (req, p, n, m, r), 0)
 FROZEN(mkdir, (fuse_req_t req, fuse_ino_t p, const char *n, mode_t m),
-    (req, p, n, m))
-FROZEN(unlink, (fuse_req_t req, fuse_ino_t p, const char *n), (req, p, n))
-FROZEN(rmdir, (fuse_req_t req, fuse_ino_t p, const char *n), (req, p, n))
+    (req, p, n, m), 0)
+FROZEN(unlink, (fuse_req_t req, fuse_ino_t p, const char *n), (req, p, n), 0)
+FROZEN(rmdir, (fuse_req_t req, fuse_ino_t p, const char *n), (req, p, n), 0)
 FROZEN(symlink, (fuse_req_t req, const char *t, fuse_ino_t p,
-    const char *n), (req, t, p, n))
+    const char *n), (req, t, p, n), 0)
 FROZEN(rename, (fuse_req_t req, fuse_ino_t p, const char *n, fuse_ino_t np,
-    const char *nn, unsigned int f), (req, p, n, np, nn, f))
+    const char *nn, unsigned int f), (req, p, n, np, nn, f), np)
 FROZEN(link, (fuse_req_t req, fuse_ino_t i, fuse_ino_t p, const char *n),
-    (req, i, p, n))
+    (req, i, p, n), 0)
 FROZEN(create, (fuse_req_t req, fuse_ino_t p, const char *n, mode_t m,
-    struct fuse_file_info *fi), (req, p, n, m, fi))
+    struct fuse_file_info *fi), (req, p, n, m, fi), 0)
 
 static const struct fuse_lowlevel_ops fs_ops = {
 	.init = op_init,

@@ -2,11 +2,18 @@
  * fs_snap.c - point-in-time snapshots of a mounted store, for backups.
  *
  * A backup asks the daemon over its control socket (store/cf.ctl) for a
- * snapshot.  The daemon freezes every mutating operation, builds a link
- * farm of the store under store/snap/ID (directories copied, every other
- * object hard-linked: no data is copied), notes which inodes the farm
- * shares with the live tree, and thaws.  The writer pause is the farm's
- * build time: one linkat per object.
+ * snapshot.  The daemon builds a link farm of the store under
+ * store/snap/ID (directories copied, every other object hard-linked: no
+ * data is copied) and notes which inodes the farm shares with the live
+ * tree, in two passes.  The live pass links the whole store while the
+ * tenant's writers go on; every operation that changes a directory's
+ * entries or metadata meanwhile marks that directory (fs_snap_touch).
+ * Then every mutating operation is frozen while the frozen pass brings
+ * data/ itself, links/ and the marked directories up to date, and thawed.
+ * The writer pause is the frozen pass: it grows with the directories
+ * changed during the live pass, not with the store.  (A file changed in
+ * place during the live pass needs nothing: the farm links the same
+ * inode, so it holds whatever the file holds at the freeze.)
  *
  * After the thaw, the first change to a shared inode (write, truncate,
  * fallocate, setattr, xattrs) first gives the farm a private copy of it:
@@ -43,6 +50,7 @@
 #include "fs_int.h"
 
 #define SNAP_BUCKETS 16384U
+#define SNAP_MARKS 1024U
 #define SNAP_DIR "snap"
 
 struct snap_ent {
@@ -51,6 +59,21 @@ struct snap_ent {
 	ino_t ino;
 	size_t npaths;
 	char **paths;		/* farm paths, relative to the farm's data/ */
+};
+
+/* A live directory the farm mirrors, and where (control thread only). */
+struct snap_dir {
+	struct snap_dir *next;
+	dev_t dev;
+	ino_t ino;
+	char *path;		/* relative to the farm's data/; "" is data/ */
+};
+
+/* An inode changed during the live pass (fs_snap_touch). */
+struct snap_mark {
+	struct snap_mark *next;
+	dev_t dev;
+	ino_t ino;
 };
 
 struct fs_snap {
@@ -70,6 +93,11 @@ struct fs_snap {
 	int farm_fd;			/* the farm's data/ directory */
 	char farm[PATH_MAX];		/* absolute path of the farm */
 	int broken;			/* a copy-on-write failed */
+	struct snap_dir *dirs[SNAP_BUCKETS];	/* control thread only */
+	atomic_int tracking;		/* the live pass: mark changes */
+	pthread_mutex_t mark_mutex;
+	struct snap_mark *marks[SNAP_MARKS];	/* under mark_mutex */
+	int marks_lost;				/* under mark_mutex */
 	struct fs_rekey_host *rekey;	/* KEYS, REKEY; NULL: refused */
 	atomic_int stopping;		/* unmount: a REKEY stops */
 };
@@ -168,6 +196,171 @@ table_take(struct fs_snap *s, dev_t dev, ino_t ino)
 	return NULL;
 }
 
+/* Forgets that the farm path names (dev, ino).  Holds mutex. */
+static void
+table_drop(struct fs_snap *s, dev_t dev, ino_t ino, const char *path)
+{
+	struct snap_ent **p, *e;
+	size_t i;
+
+	for (p = &s->table[snap_bucket(dev, ino)]; *p != NULL;
+	    p = &(*p)->next)
+		if ((*p)->dev == dev && (*p)->ino == ino)
+			break;
+	if ((e = *p) == NULL)
+		return;
+	for (i = 0; i < e->npaths; i++) {
+		if (strcmp(e->paths[i], path) == 0) {
+			free(e->paths[i]);
+			e->paths[i] = e->paths[--e->npaths];
+			break;
+		}
+	}
+	if (e->npaths == 0) {
+		*p = e->next;
+		ent_free(e);
+	}
+}
+
+/* ---- the live pass's directories and marks --------------------------------- */
+
+/* Notes that the live directory (dev, ino) is mirrored at path. */
+static int
+dir_add(struct fs_snap *s, dev_t dev, ino_t ino, const char *path)
+{
+	size_t b = snap_bucket(dev, ino);
+	struct snap_dir *d;
+	char *p = strdup(path);
+
+	if (p == NULL)
+		return -ENOMEM;
+	for (d = s->dirs[b]; d != NULL; d = d->next) {
+		if (d->dev == dev && d->ino == ino) {
+			free(d->path);
+			d->path = p;
+			return 0;
+		}
+	}
+	d = malloc(sizeof(*d));
+	if (d == NULL) {
+		free(p);
+		return -ENOMEM;
+	}
+	d->dev = dev;
+	d->ino = ino;
+	d->path = p;
+	d->next = s->dirs[b];
+	s->dirs[b] = d;
+	return 0;
+}
+
+static const char *
+dir_find(const struct fs_snap *s, dev_t dev, ino_t ino)
+{
+	const struct snap_dir *d;
+
+	for (d = s->dirs[snap_bucket(dev, ino)]; d != NULL; d = d->next)
+		if (d->dev == dev && d->ino == ino)
+			return d->path;
+	return NULL;
+}
+
+/* Forgets every directory mirrored at path or below it. */
+static void
+dir_drop_under(struct fs_snap *s, const char *path)
+{
+	size_t i, len = strlen(path);
+	struct snap_dir **p, *d;
+
+	for (i = 0; i < SNAP_BUCKETS; i++) {
+		for (p = &s->dirs[i]; (d = *p) != NULL;) {
+			if (strncmp(d->path, path, len) == 0 &&
+			    (d->path[len] == '\0' || d->path[len] == '/')) {
+				*p = d->next;
+				free(d->path);
+				free(d);
+			} else {
+				p = &d->next;
+			}
+		}
+	}
+}
+
+static void
+dirs_clear(struct fs_snap *s)
+{
+	size_t i;
+
+	for (i = 0; i < SNAP_BUCKETS; i++) {
+		struct snap_dir *d = s->dirs[i], *next;
+
+		for (; d != NULL; d = next) {
+			next = d->next;
+			free(d->path);
+			free(d);
+		}
+		s->dirs[i] = NULL;
+	}
+}
+
+void
+fs_snap_touch(struct fs_snap *s, dev_t dev, ino_t ino)
+{
+	struct snap_mark *m;
+	size_t b;
+
+	if (s == NULL || !atomic_load(&s->tracking))
+		return;
+	b = snap_bucket(dev, ino) % SNAP_MARKS;
+	pthread_mutex_lock(&s->mark_mutex);
+	for (m = s->marks[b]; m != NULL; m = m->next)
+		if (m->dev == dev && m->ino == ino)
+			break;
+	if (m == NULL && (m = malloc(sizeof(*m))) != NULL) {
+		m->dev = dev;
+		m->ino = ino;
+		m->next = s->marks[b];
+		s->marks[b] = m;
+	} else if (m == NULL) {
+		/* No memory: the frozen pass must then look everywhere. */
+		s->marks_lost = 1;
+	}
+	pthread_mutex_unlock(&s->mark_mutex);
+}
+
+/* Takes every mark as one list (the caller frees it). */
+static struct snap_mark *
+marks_take(struct fs_snap *s, int *lost)
+{
+	struct snap_mark *all = NULL, *m, *next;
+	size_t i;
+
+	pthread_mutex_lock(&s->mark_mutex);
+	for (i = 0; i < SNAP_MARKS; i++) {
+		for (m = s->marks[i]; m != NULL; m = next) {
+			next = m->next;
+			m->next = all;
+			all = m;
+		}
+		s->marks[i] = NULL;
+	}
+	*lost = s->marks_lost;
+	s->marks_lost = 0;
+	pthread_mutex_unlock(&s->mark_mutex);
+	return all;
+}
+
+static void
+marks_free(struct snap_mark *m)
+{
+	struct snap_mark *next;
+
+	for (; m != NULL; m = next) {
+		next = m->next;
+		free(m);
+	}
+}
+
 /* ---- copying metadata ------------------------------------------------ */
 
 /*
@@ -232,18 +425,106 @@ copy_meta_fd(int dst, const struct stat *st)
 /* ---- building the farm ----------------------------------------------------- */
 
 /*
- * Mirrors directory src (an open fd) into dst: subdirectories are made
- * and filled recursively, every other entry is hard-linked and recorded.
- * rel is dst's path relative to the farm's data/ ("" at the top).
+ * During the live pass the tenant changes the tree under the mirror: an
+ * entry may go, come, or change kind between readdir and the call that
+ * links or opens it.  Each such change marked the directory it happened
+ * in (the daemon touches it), and the frozen pass redoes that directory,
+ * so the live pass skips the entry.  Any other error stops the snapshot.
  */
 static int
-mirror(struct fs_snap *s, int src, int dst, const char *rel, int record)
+raced(int live, int err)
 {
-	struct dirent *de;
+	return live && (err == ENOENT || err == EEXIST || err == ENOTDIR ||
+	    err == ELOOP || err == ENODATA || err == ESTALE);
+}
+
+static int mirror(struct fs_snap *s, int src, int dst, const char *rel,
+    int record, int live);
+
+/*
+ * Mirrors the entry name of directory src into dst: a directory is made
+ * and filled recursively (and, with record, noted with its path), any
+ * other object is hard-linked (and, with record, its inode noted as
+ * shared).  type is the readdir d_type.  rel is dst's path relative to
+ * the farm's data/ ("" at the top).
+ */
+static int
+mirror_one(struct fs_snap *s, int src, int dst, const char *name,
+    unsigned char type, const char *rel, int record, int live)
+{
 	char path[PATH_MAX], a[64], b[64];
 	struct stat st;
+	int rc = 0, sfd, dfd;
+
+	if ((size_t)snprintf(path, sizeof(path), "%s%s%s", rel,
+	    *rel ? "/" : "", name) >= sizeof(path))
+		return -ENAMETOOLONG;
+	if (type == DT_UNKNOWN) {
+		if (fstatat(src, name, &st, AT_SYMLINK_NOFOLLOW) != 0)
+			return errno == ENOENT || raced(live, errno) ? 0 :
+			    -errno;
+		type = S_ISDIR(st.st_mode) ? DT_DIR : DT_REG;
+	}
+	if (type != DT_DIR) {
+		if (linkat(src, name, dst, name, 0) != 0) {
+			rc = errno;
+			/* A directory now: linkat refuses it. */
+			if (rc == EPERM && fstatat(src, name, &st,
+			    AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode))
+				rc = live ? 0 : EPERM;
+			return raced(live, rc) ? 0 : -rc;
+		}
+		if (!record)
+			return 0;
+		/* The inode linked, not the one readdir saw. */
+		if (fstatat(dst, name, &st, AT_SYMLINK_NOFOLLOW) != 0)
+			return -errno;
+		return table_add(s, st.st_dev, st.st_ino, path);
+	}
+	sfd = openat(src, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
+	    O_CLOEXEC);
+	if (sfd < 0)
+		return raced(live, errno) ? 0 : -errno;
+	if (fstat(sfd, &st) != 0 || mkdirat(dst, name, 0700) != 0) {
+		rc = raced(live, errno) ? 0 : -errno;
+		close(sfd);
+		return rc;
+	}
+	dfd = openat(dst, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
+	    O_CLOEXEC);
+	if (dfd < 0)
+		rc = -errno;
+	if (rc == 0)
+		rc = mirror(s, sfd, dfd, path, record, live);
+	if (rc == 0) {
+		fd_path(sfd, a, sizeof(a));
+		fd_path(dfd, b, sizeof(b));
+		rc = copy_xattrs(a, b);
+		if (raced(live, -rc))
+			rc = 0;
+	}
+	/* Last: the entries made above changed dfd's times. */
+	if (rc == 0)
+		rc = copy_meta_fd(dfd, &st);
+	if (rc == 0 && record)
+		rc = dir_add(s, st.st_dev, st.st_ino, path);
+	close(sfd);
+	if (dfd >= 0)
+		close(dfd);
+	return rc;
+}
+
+/*
+ * Mirrors directory src (an open fd) into dst, entry by entry.  live: the
+ * live pass (changes may race with it).
+ */
+static int
+mirror(struct fs_snap *s, int src, int dst, const char *rel, int record,
+    int live)
+{
+	struct dirent *de;
 	DIR *d;
-	int fd, rc = 0, sfd, dfd;
+	int fd, rc = 0;
 
 	fd = dup(src);
 	if (fd < 0)
@@ -257,48 +538,8 @@ mirror(struct fs_snap *s, int src, int dst, const char *rel, int record)
 		if (strcmp(de->d_name, ".") == 0 ||
 		    strcmp(de->d_name, "..") == 0)
 			continue;
-		if (fstatat(src, de->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
-			if (errno == ENOENT)
-				continue;
-			rc = -errno;
-			break;
-		}
-		if ((size_t)snprintf(path, sizeof(path), "%s%s%s", rel,
-		    *rel ? "/" : "", de->d_name) >= sizeof(path)) {
-			rc = -ENAMETOOLONG;
-			break;
-		}
-		if (!S_ISDIR(st.st_mode)) {
-			if (linkat(src, de->d_name, dst, de->d_name, 0) != 0)
-				rc = -errno;
-			else if (record)
-				rc = table_add(s, st.st_dev, st.st_ino, path);
-			continue;
-		}
-		if (mkdirat(dst, de->d_name, 0700) != 0) {
-			rc = -errno;
-			break;
-		}
-		sfd = openat(src, de->d_name, O_RDONLY | O_DIRECTORY |
-		    O_NOFOLLOW | O_CLOEXEC);
-		dfd = openat(dst, de->d_name, O_RDONLY | O_DIRECTORY |
-		    O_NOFOLLOW | O_CLOEXEC);
-		if (sfd < 0 || dfd < 0)
-			rc = -errno;
-		if (rc == 0)
-			rc = mirror(s, sfd, dfd, path, record);
-		if (rc == 0) {
-			fd_path(sfd, a, sizeof(a));
-			fd_path(dfd, b, sizeof(b));
-			rc = copy_xattrs(a, b);
-		}
-		/* Last: the entries made above changed dfd's times. */
-		if (rc == 0)
-			rc = copy_meta_fd(dfd, &st);
-		if (sfd >= 0)
-			close(sfd);
-		if (dfd >= 0)
-			close(dfd);
+		rc = mirror_one(s, src, dst, de->d_name, de->d_type, rel,
+		    record, live);
 	}
 	closedir(d);
 	return rc;
@@ -332,6 +573,340 @@ remove_tree(int at, const char *name)
 	(void)unlinkat(at, name, AT_REMOVEDIR);
 }
 
+/* ---- the frozen pass ----------------------------------------------------- */
+
+struct rent {
+	char *name;
+	ino_t ino;
+	unsigned char type;	/* d_type */
+};
+
+static int
+rent_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct rent *)a)->name,
+	    ((const struct rent *)b)->name);
+}
+
+static void
+rents_free(struct rent *v, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		free(v[i].name);
+	free(v);
+}
+
+/* The entries of directory fd but . and .., sorted by name. */
+static int
+rents_read(int fd, struct rent **out, size_t *nout)
+{
+	struct rent *v = NULL, *nv;
+	struct dirent *de;
+	size_t n = 0, cap = 0;
+	DIR *d;
+	int dfd, rc = 0;
+
+	*out = NULL;
+	*nout = 0;
+	dfd = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		return -errno;
+	d = fdopendir(dfd);
+	if (d == NULL) {
+		close(dfd);
+		return -errno;
+	}
+	while ((de = readdir(d)) != NULL) {
+		if (strcmp(de->d_name, ".") == 0 ||
+		    strcmp(de->d_name, "..") == 0)
+			continue;
+		if (n == cap) {
+			cap = cap ? cap * 2 : 64;
+			nv = realloc(v, cap * sizeof(*v));
+			if (nv == NULL) {
+				rc = -ENOMEM;
+				break;
+			}
+			v = nv;
+		}
+		v[n].name = strdup(de->d_name);
+		if (v[n].name == NULL) {
+			rc = -ENOMEM;
+			break;
+		}
+		v[n].ino = de->d_ino;
+		v[n].type = de->d_type;
+		if (v[n].type == DT_UNKNOWN) {
+			struct stat st;
+
+			if (fstatat(dirfd(d), de->d_name, &st,
+			    AT_SYMLINK_NOFOLLOW) != 0) {
+				free(v[n].name);
+				rc = -errno;
+				break;
+			}
+			v[n].type = S_ISDIR(st.st_mode) ? DT_DIR : DT_REG;
+		}
+		n++;
+	}
+	closedir(d);
+	if (rc < 0) {
+		rents_free(v, n);
+		return rc;
+	}
+	if (n > 1)
+		qsort(v, n, sizeof(*v), rent_cmp);
+	*out = v;
+	*nout = n;
+	return 0;
+}
+
+/* Forgets the shared inodes of every file below the farm directory fd. */
+static void
+forget_files(struct fs_snap *s, int fd, const char *rel)
+{
+	char path[PATH_MAX];
+	struct rent *v;
+	struct stat st;
+	size_t n, i;
+	int sub;
+
+	if (rents_read(fd, &v, &n) < 0)
+		return;
+	for (i = 0; i < n; i++) {
+		if ((size_t)snprintf(path, sizeof(path), "%s/%s", rel,
+		    v[i].name) >= sizeof(path))
+			continue;
+		if (v[i].type != DT_DIR) {
+			if (fstatat(fd, v[i].name, &st,
+			    AT_SYMLINK_NOFOLLOW) == 0)
+				table_drop(s, st.st_dev, st.st_ino, path);
+			continue;
+		}
+		sub = openat(fd, v[i].name, O_RDONLY | O_DIRECTORY |
+		    O_NOFOLLOW | O_CLOEXEC);
+		if (sub >= 0) {
+			forget_files(s, sub, path);
+			close(sub);
+		}
+	}
+	rents_free(v, n);
+}
+
+static void remove_tree(int at, const char *name);
+
+/* Removes the farm entry name of dst (at rel/name) and what notes it. */
+static int
+drop_entry(struct fs_snap *s, int dst, const char *name, const char *rel)
+{
+	char path[PATH_MAX];
+	struct stat st;
+	int sub;
+
+	if ((size_t)snprintf(path, sizeof(path), "%s%s%s", rel,
+	    *rel ? "/" : "", name) >= sizeof(path))
+		return -ENAMETOOLONG;
+	if (fstatat(dst, name, &st, AT_SYMLINK_NOFOLLOW) != 0)
+		return errno == ENOENT ? 0 : -errno;
+	if (!S_ISDIR(st.st_mode)) {
+		table_drop(s, st.st_dev, st.st_ino, path);
+		return unlinkat(dst, name, 0) == 0 ? 0 : -errno;
+	}
+	dir_drop_under(s, path);
+	sub = openat(dst, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
+	    O_CLOEXEC);
+	if (sub >= 0) {
+		forget_files(s, sub, path);
+		close(sub);
+	}
+	remove_tree(dst, name);
+	return fstatat(dst, name, &st, AT_SYMLINK_NOFOLLOW) != 0 &&
+	    errno == ENOENT ? 0 : -EIO;
+}
+
+/* Makes the xattrs of to exactly those of from (/proc/self/fd paths). */
+static int
+copy_xattrs_exact(const char *from, const char *to)
+{
+	char *have = NULL, *want = NULL, *n, *m;
+	ssize_t hl, wl;
+	int rc;
+
+	rc = copy_xattrs(from, to);
+	if (rc < 0)
+		return rc;
+	hl = listxattr(to, NULL, 0);
+	if (hl <= 0)
+		return hl < 0 && errno != ENOTSUP ? -errno : 0;
+	wl = listxattr(from, NULL, 0);
+	have = malloc((size_t)hl);
+	want = malloc(wl > 0 ? (size_t)wl : 1);
+	if (have == NULL || want == NULL || wl < 0) {
+		rc = wl < 0 ? -errno : -ENOMEM;
+		goto out;
+	}
+	hl = listxattr(to, have, (size_t)hl);
+	wl = wl > 0 ? listxattr(from, want, (size_t)wl) : 0;
+	if (hl < 0 || wl < 0) {
+		rc = -errno;
+		goto out;
+	}
+	for (n = have; n < have + hl; n += strlen(n) + 1) {
+		for (m = want; m < want + wl; m += strlen(m) + 1)
+			if (strcmp(n, m) == 0)
+				break;
+		/* Only the tenant's (user.) names: others are the system's. */
+		if (m >= want + wl && strncmp(n, "user.", 5) == 0 &&
+		    removexattr(to, n) != 0) {
+			rc = -errno;
+			goto out;
+		}
+	}
+out:
+	free(have);
+	free(want);
+	return rc;
+}
+
+/*
+ * Makes the farm directory dst (at rel) hold what the live directory src
+ * holds: a name missing from either side, or naming another object, is
+ * removed from the farm and mirrored again (a directory whole); then the
+ * directory's xattrs and metadata.  Entries that did not change are not
+ * touched: readdir's inode numbers tell (a farm entry is a link to the
+ * live inode; a farm directory is known by the live directory it was
+ * mirrored from).  Under the freeze.
+ */
+static int
+resync(struct fs_snap *s, int src, int dst, const char *rel, int record)
+{
+	struct rent *lv = NULL, *fv = NULL;
+	size_t ln = 0, fn = 0, i = 0, j = 0;
+	char path[PATH_MAX], a[64], b[64];
+	const char *at;
+	struct stat st;
+	int rc, c, keep;
+
+	if (fstat(src, &st) != 0)
+		return -errno;
+	rc = rents_read(src, &lv, &ln);
+	if (rc == 0)
+		rc = rents_read(dst, &fv, &fn);
+	while (rc == 0 && (i < ln || j < fn)) {
+		c = i == ln ? 1 : j == fn ? -1 :
+		    strcmp(lv[i].name, fv[j].name);
+		if (c > 0) {		/* only in the farm */
+			rc = drop_entry(s, dst, fv[j++].name, rel);
+			continue;
+		}
+		keep = 0;
+		if (c == 0 && (lv[i].type == DT_DIR) ==
+		    (fv[j].type == DT_DIR)) {
+			if (lv[i].type != DT_DIR) {
+				keep = lv[i].ino == fv[j].ino;
+			} else if ((size_t)snprintf(path, sizeof(path),
+			    "%s%s%s", rel, *rel ? "/" : "", lv[i].name) <
+			    sizeof(path)) {
+				at = dir_find(s, st.st_dev, lv[i].ino);
+				keep = record && at != NULL &&
+				    strcmp(at, path) == 0;
+			}
+		}
+		if (!keep && c == 0)
+			rc = drop_entry(s, dst, fv[j].name, rel);
+		if (!keep && rc == 0)
+			rc = mirror_one(s, src, dst, lv[i].name, lv[i].type,
+			    rel, record, 0);
+		i++;
+		if (c == 0)
+			j++;
+	}
+	rents_free(lv, ln);
+	rents_free(fv, fn);
+	if (rc == 0) {
+		fd_path(src, a, sizeof(a));
+		fd_path(dst, b, sizeof(b));
+		rc = copy_xattrs_exact(a, b);
+	}
+	if (rc == 0)
+		rc = copy_meta_fd(dst, &st);
+	return rc;
+}
+
+/* Opens the directory at path ("" itself) below dirfd, no symlinks. */
+static int
+open_path(int dirfd, const char *path)
+{
+	char part[NAME_MAX + 1];
+	const char *p = path, *slash;
+	size_t len;
+	int fd, next;
+
+	fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	while (fd >= 0 && *p != '\0') {
+		slash = strchr(p, '/');
+		len = slash != NULL ? (size_t)(slash - p) : strlen(p);
+		if (len == 0 || len > NAME_MAX) {
+			close(fd);
+			errno = ENOENT;
+			return -1;
+		}
+		memcpy(part, p, len);
+		part[len] = '\0';
+		next = openat(fd, part, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
+		    O_CLOEXEC);
+		close(fd);
+		fd = next;
+		p += len + (slash != NULL);
+	}
+	return fd;
+}
+
+/*
+ * The frozen pass: data/ itself, then every directory marked during the
+ * live pass that is still where the farm mirrored it.  One that moved
+ * was mirrored whole at its new place by its new parent's resync (that
+ * parent was marked by the rename); one made during the live pass, by
+ * its parent's.
+ */
+static int
+catch_up(struct fs_snap *s, int src, int dst, struct snap_mark *marks)
+{
+	struct snap_mark *m;
+	struct stat st;
+	const char *at;
+	char *path;
+	int rc, lfd, ffd;
+
+	rc = resync(s, src, dst, "", 1);
+	for (m = marks; rc == 0 && m != NULL; m = m->next) {
+		at = dir_find(s, m->dev, m->ino);
+		if (at == NULL || *at == '\0')
+			continue;	/* a file, new, gone, or data/ */
+		path = strdup(at);
+		if (path == NULL)
+			return -ENOMEM;
+		lfd = open_path(src, path);
+		if (lfd < 0 || fstat(lfd, &st) != 0 || st.st_dev != m->dev ||
+		    st.st_ino != m->ino) {
+			/* Moved: another directory's resync mirrored it. */
+			if (lfd >= 0)
+				close(lfd);
+			free(path);
+			continue;
+		}
+		ffd = open_path(dst, path);
+		rc = ffd < 0 ? -EIO : resync(s, lfd, ffd, path, 1);
+		if (ffd >= 0)
+			close(ffd);
+		close(lfd);
+		free(path);
+	}
+	return rc;
+}
+
 /* Removes every farm under store/snap (left by a crash, or released). */
 static void
 remove_farms(struct fs_snap *s)
@@ -340,16 +915,46 @@ remove_farms(struct fs_snap *s)
 }
 
 /*
- * Takes a snapshot: freeze, build the farm store/snap/ID, thaw.  *pause
- * gets the frozen time in ns.
+ * Test builds: with COFFER_TEST_SNAP_HOLD=DIR set and a file DIR/arm,
+ * the daemon removes arm after the live pass, creates DIR/held and waits
+ * (at most 60 s) until held is removed, so a test can change the tree
+ * between the two passes.
+ */
+static void
+test_hold(void)
+{
+#ifdef CF_TEST_CLOCK
+	const char *d = getenv("COFFER_TEST_SNAP_HOLD");
+	char arm[PATH_MAX], held[PATH_MAX];
+	int fd, i;
+
+	if (d == NULL || *d == '\0' ||
+	    (size_t)snprintf(arm, sizeof(arm), "%s/arm", d) >= sizeof(arm) ||
+	    (size_t)snprintf(held, sizeof(held), "%s/held", d) >=
+	    sizeof(held) || unlink(arm) != 0)
+		return;
+	fd = open(held, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+	if (fd >= 0)
+		close(fd);
+	for (i = 0; i < 6000 && access(held, F_OK) == 0; i++)
+		usleep(10000);
+#endif
+}
+
+/*
+ * Takes a snapshot: the live pass, then the frozen pass (file comment).
+ * *pause gets the time writers were frozen, in ns: the frozen pass, and
+ * the moment tracking starts (it waits for the operations in flight).
  */
 static int
 snap_take(struct fs_snap *s, char *id, uint64_t *pause)
 {
+	struct snap_mark *marks = NULL;
 	unsigned char rnd[8];
-	int farm = -1, sub, rc, src;
+	int farm = -1, sub, rc, src = -1, lsrc = -1, ldst = -1, lost = 0;
 	uint64_t t0;
 
+	*pause = 0;
 	randombytes_buf(rnd, sizeof(rnd));
 	sodium_bin2hex(id, 17, rnd, sizeof(rnd));
 	remove_farms(s);
@@ -369,8 +974,7 @@ snap_take(struct fs_snap *s, char *id, uint64_t *pause)
 	close(sub);
 	if (rc < 0)
 		return rc;
-	/* The marker, and long symlink targets, outside the freeze: the
-	 * marker never changes, links/ files are never rewritten in place. */
+	/* The marker never changes: linked outside both passes. */
 	if (linkat(s->store_fd, FS_STORE_MARKER, farm, FS_STORE_MARKER, 0) != 0 ||
 	    mkdirat(farm, CF_FS_LINKS_DIR, 0700) != 0 ||
 	    mkdirat(farm, FS_STORE_DATA, 0700) != 0) {
@@ -378,56 +982,67 @@ snap_take(struct fs_snap *s, char *id, uint64_t *pause)
 		close(farm);
 		return rc;
 	}
+	/*
+	 * Tracking starts while writers are frozen, so an operation either
+	 * finished before it (and the live pass sees its change) or marks
+	 * what it changes.  (Lock order, as copy-on-write's: the freeze,
+	 * then mutex.)
+	 */
 	t0 = now_ns();
 	s->freeze(s->arg, 1);
-	/*
-	 * Under the freeze: every change after the thaw sees the new epoch
-	 * and raises its file's generation first, so a file's generation in
-	 * this farm differs from its generation after any later change.
-	 */
-	atomic_fetch_add(&s->epoch, 1);
+	atomic_store(&s->tracking, 1);
+	s->freeze(s->arg, 0);
+	*pause = now_ns() - t0;
 	pthread_mutex_lock(&s->mutex);
 	s->broken = 0;
 	s->farm_fd = openat(farm, FS_STORE_DATA, O_RDONLY | O_DIRECTORY |
 	    O_NOFOLLOW | O_CLOEXEC);
 	src = openat(s->store_fd, FS_STORE_DATA, O_RDONLY | O_DIRECTORY |
 	    O_NOFOLLOW | O_CLOEXEC);
-	rc = s->farm_fd < 0 || src < 0 ? -EIO : mirror(s, src, s->farm_fd,
-	    "", 1);
-	if (rc == 0) {
-		/* data/ itself is copied too: its mode, times, xattrs. */
-		struct stat st;
-		char a[64], b[64];
-
-		fd_path(src, a, sizeof(a));
-		fd_path(s->farm_fd, b, sizeof(b));
-		rc = copy_xattrs(a, b);
-		if (rc == 0)
-			rc = fstat(src, &st) == 0 ? copy_meta_fd(s->farm_fd,
-			    &st) : -errno;
-	}
-	if (rc == 0) {
-		int lsrc = openat(s->store_fd, CF_FS_LINKS_DIR, O_RDONLY |
-		    O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		int ldst = openat(farm, CF_FS_LINKS_DIR, O_RDONLY |
-		    O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-
-		if (lsrc >= 0 && ldst >= 0)
-			rc = mirror(s, lsrc, ldst, "", 0);
-		if (lsrc >= 0)
-			close(lsrc);
-		if (ldst >= 0)
-			close(ldst);
-	}
-	if (src >= 0)
-		close(src);
+	lsrc = openat(s->store_fd, CF_FS_LINKS_DIR, O_RDONLY | O_DIRECTORY |
+	    O_NOFOLLOW | O_CLOEXEC);
+	ldst = openat(farm, CF_FS_LINKS_DIR, O_RDONLY | O_DIRECTORY |
+	    O_NOFOLLOW | O_CLOEXEC);
+	rc = s->farm_fd < 0 || src < 0 || ldst < 0 ? -EIO : 0;
+	if (rc == 0)
+		rc = mirror(s, src, s->farm_fd, "", 1, 1);
+	if (rc == 0 && lsrc >= 0)
+		rc = mirror(s, lsrc, ldst, "", 0, 1);
+	pthread_mutex_unlock(&s->mutex);
+	if (rc == 0)
+		test_hold();
+	t0 = now_ns();
+	s->freeze(s->arg, 1);
+	pthread_mutex_lock(&s->mutex);
+	/*
+	 * Under the freeze: every change after the thaw sees the new epoch
+	 * and raises its file's generation first, so a file's generation in
+	 * this farm differs from its generation after any later change.
+	 */
+	atomic_fetch_add(&s->epoch, 1);
+	atomic_store(&s->tracking, 0);
+	marks = marks_take(s, &lost);
+	if (rc == 0 && lost)
+		rc = -ENOMEM;	/* a change went unmarked */
+	if (rc == 0)
+		rc = catch_up(s, src, s->farm_fd, marks);
+	if (rc == 0 && lsrc >= 0)
+		rc = resync(s, lsrc, ldst, "", 0);
 	if (rc == 0)
 		atomic_store(&s->active, 1);
 	else
 		table_clear(s);
+	dirs_clear(s);
 	pthread_mutex_unlock(&s->mutex);
 	s->freeze(s->arg, 0);
-	*pause = now_ns() - t0;
+	*pause += now_ns() - t0;
+	marks_free(marks);
+	if (src >= 0)
+		close(src);
+	if (lsrc >= 0)
+		close(lsrc);
+	if (ldst >= 0)
+		close(ldst);
 	close(farm);
 	if (rc < 0) {
 		pthread_mutex_lock(&s->mutex);
@@ -846,6 +1461,7 @@ fs_snap_new(struct fs_snap **out, const char *backing,
 	s->freeze = freeze;
 	s->arg = arg;
 	pthread_mutex_init(&s->mutex, NULL);
+	pthread_mutex_init(&s->mark_mutex, NULL);
 	/* Absolute: the daemon runs in / after it forks, and clients are
 	 * told the farm's path. */
 	s->backing = realpath(backing, NULL);
@@ -897,6 +1513,8 @@ fs_snap_start(struct fs_snap *s)
 void
 fs_snap_free(struct fs_snap *s)
 {
+	int lost;
+
 	if (s == NULL)
 		return;
 	if (s->thread_started) {
@@ -913,6 +1531,8 @@ fs_snap_free(struct fs_snap *s)
 	if (s->stop_pipe[1] >= 0)
 		close(s->stop_pipe[1]);
 	table_clear(s);
+	dirs_clear(s);
+	marks_free(marks_take(s, &lost));
 	if (s->farm_fd >= 0)
 		close(s->farm_fd);
 	if (s->store_fd >= 0) {
@@ -920,6 +1540,7 @@ fs_snap_free(struct fs_snap *s)
 		close(s->store_fd);
 	}
 	pthread_mutex_destroy(&s->mutex);
+	pthread_mutex_destroy(&s->mark_mutex);
 	free(s->backing);
 	free(s);
 }

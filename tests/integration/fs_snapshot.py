@@ -48,7 +48,10 @@ PASS = os.path.join(T, "pass")
 with open(PASS, "w") as f:
     f.write("snapshot test passphrase\n")
 os.chmod(PASS, 0o600)
-ENV = dict(os.environ, COFFER_HOME=HOME, COFFER_PASSPHRASE_FILE=PASS)
+HOLD = os.path.join(T, "hold")  # the daemon's test hook (fs_snap.c)
+os.makedirs(HOLD)
+ENV = dict(os.environ, COFFER_HOME=HOME, COFFER_PASSPHRASE_FILE=PASS,
+           COFFER_TEST_SNAP_HOLD=HOLD)
 MP = os.path.join(T, "mnt")
 os.makedirs(MP)
 STORE = os.path.join(HOME, "tenants", "acme", "store")
@@ -228,6 +231,81 @@ def main():
     ok(not bad and len(seen) >= 1,
        f"a file rewritten during 8 snapshots is always one whole version "
        f"({len(seen)} distinct)", bad)
+
+    # The live pass links the store while the tenant goes on writing;
+    # the frozen pass redoes only what changed meanwhile.  The daemon is
+    # held between the two passes (test builds) while every kind of
+    # change is made: none waits for the snapshot, and the farm holds
+    # the tree as it is at the freeze, after all of them.
+    h = os.path.join(m, "h")
+    os.makedirs(os.path.join(h, "sub", "deep"))
+    os.makedirs(os.path.join(h, "gone", "inner"))
+    for name, data in (("f1", b"one" * 1000), ("f2", b"two"),
+                       ("keep", b"keep"), ("keep2", b"old keep2"),
+                       ("sub/g", b"g" * 5000), ("gone/x", b"x"),
+                       ("gone/inner/y", b"y")):
+        write(os.path.join(h, name), data)
+    os.setxattr(h, "user.old", b"o")
+    with open(os.path.join(HOLD, "arm"), "w"):
+        pass
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(CTL)
+    s.sendall(b"SNAPSHOT\n")
+    held = os.path.join(HOLD, "held")
+    for _ in range(1000):
+        if os.path.exists(held):
+            break
+        time.sleep(0.01)
+    ok(os.path.exists(held), "the daemon stops between the two passes "
+       "(test hook)")
+    with open(os.path.join(h, "f1"), "r+b") as f:
+        f.seek(10)
+        f.write(b"CHANGED IN PLACE")
+    os.unlink(os.path.join(h, "f2"))
+    write(os.path.join(h, "f3"), b"created during the live pass")
+    write(os.path.join(h, "sub", "deep", "new"), b"new deep")
+    os.rename(os.path.join(h, "sub"), os.path.join(h, "sub2"))
+    os.mkdir(os.path.join(h, "newdir"))
+    write(os.path.join(h, "newdir", "z"), b"z")
+    shutil.rmtree(os.path.join(h, "gone"))
+    os.chmod(h, 0o751)
+    os.setxattr(h, "user.dir2", b"d2")
+    os.removexattr(h, "user.old")
+    os.utime(os.path.join(h, "keep"), (5, 5))
+    write(os.path.join(h, "tmp"), b"new keep2")
+    os.rename(os.path.join(h, "tmp"), os.path.join(h, "keep2"))
+    os.symlink("Q" * 3000, os.path.join(h, "longln2"))
+    write(os.path.join(h, "N" * 220), b"long name, live pass")
+    os.link(os.path.join(h, "f3"), os.path.join(h, "newdir", "f3-link"))
+    write(os.path.join(m, "top-new"), b"in data/ itself")
+    still = os.path.exists(held)
+    expect = dump()
+    os.unlink(held)
+    line = s.recv(8192).decode().split()
+    ok(still and line[0] == "OK",
+       "writes, unlink, create, rename of a directory, rmdir, chmod and "
+       "xattrs of a directory, utimens, rename over a name, long symlink "
+       "and long name, hard link: none waited for the snapshot", line)
+    farm = line[1]
+    at = dump(farm)
+    ok(at == expect, "the farm holds the tree at the freeze, every change "
+       "of the live pass included", set(at.items()) ^ set(expect.items()))
+    # After the thaw, copy-on-write covers what the frozen pass linked.
+    with open(os.path.join(h, "f3"), "ab") as f:
+        f.write(b" and after")
+    with open(os.path.join(h, "sub2", "g"), "r+b") as f:
+        f.write(b"G")
+    with open(os.path.join(h, "keep2"), "ab") as f:
+        f.write(b"!")
+    os.chmod(os.path.join(h, "sub2"), 0o700)
+    os.setxattr(os.path.join(h, "newdir", "z"), "user.k", b"later")
+    os.truncate(os.path.join(h, "f1"), 3)
+    at = dump(farm)
+    ok(at == expect and dump() != expect,
+       "changes after the thaw to objects of the live pass (new, moved, "
+       "renamed over, changed in place) leave the farm as it was",
+       set(at.items()) ^ set(expect.items()))
+    ok(release(s) == "OK", "that snapshot releases cleanly")
 
     # Writer pause on a tree of 3000 files.
     big = os.path.join(m, "many")
