@@ -1085,7 +1085,7 @@ copy_sparse(int from, int to, off_t size)
 	unsigned char *buf = malloc(1 << 20);
 	off_t data = 0, hole;
 	ssize_t n;
-	int rc = 0;
+	int rc = 0, kernel = 1;
 
 	if (buf == NULL)
 		return -ENOMEM;
@@ -1103,7 +1103,25 @@ copy_sparse(int from, int to, off_t size)
 		while (data < hole) {
 			size_t want = hole - data > (1 << 20) ? (1 << 20) :
 			    (size_t)(hole - data);
+			loff_t a = data, b = data;
 
+			/* In the kernel (a clone where the file system can). */
+			n = kernel ? copy_file_range(from, &a, to, &b, want, 0) :
+			    -1;
+			if (n > 0) {
+				data += n;
+				continue;
+			}
+			if (n == 0) {
+				data = hole;	/* cut meanwhile: ftruncate */
+				break;
+			}
+			if (kernel && errno != EXDEV && errno != EINVAL &&
+			    errno != ENOSYS && errno != EOPNOTSUPP) {
+				rc = -errno;
+				break;
+			}
+			kernel = 0;
 			n = pread(from, buf, want, data);
 			if (n <= 0) {
 				rc = n < 0 ? -errno : 0;
@@ -1165,6 +1183,24 @@ dir_keep(int fd, int restore, struct timespec saved[2])
 	(void)futimens(fd, saved);
 }
 
+/*
+ * Puts the object at from (a name of dir) at to, which must stay a name
+ * throughout (a backup reads the farm meanwhile), and drops what to
+ * named.  An exchange, not a rename over to: ext4 writes out a renamed
+ * file's delayed blocks when it replaces another (auto_da_alloc), which
+ * kept the writer waiting 40-80 ms for a 4 MiB copy.
+ */
+static int
+swap_in(int dir, const char *from, const char *to)
+{
+	if (renameat2(dir, from, dir, to, RENAME_EXCHANGE) == 0)
+		return unlinkat(dir, from, 0) == 0 ? 0 : -errno;
+	if (errno != EINVAL && errno != ENOSYS && errno != EOPNOTSUPP &&
+	    errno != ENOENT)
+		return -errno;
+	return renameat(dir, from, dir, to) == 0 ? 0 : -errno;
+}
+
 /* Makes the private copy of e from the live object obj (O_PATH). */
 static int
 cow_copy(struct fs_snap *s, struct snap_ent *e, int obj)
@@ -1192,10 +1228,13 @@ cow_copy(struct fs_snap *s, struct snap_ent *e, int obj)
 		    O_NOFOLLOW | O_CLOEXEC, 0600);
 		if (in < 0 || fd < 0)
 			rc = -errno;
+		/*
+		 * Not synced: the farm lives only until release, and a
+		 * daemon that starts removes any farm a crash left, so a
+		 * writer need not wait for the disk here.
+		 */
 		if (rc == 0)
 			rc = copy_sparse(in, fd, st.st_size);
-		if (rc == 0 && fsync(fd) != 0)
-			rc = -errno;
 		if (rc == 0) {
 			char q[64];
 
@@ -1249,14 +1288,14 @@ cow_copy(struct fs_snap *s, struct snap_ent *e, int obj)
 			break;
 		}
 		dir_keep(p2, 0, t2);
-		if (linkat(pfd, tmp, p2, "cf.cow2~", 0) != 0 ||
-		    renameat(p2, "cf.cow2~", p2, l2) != 0)
-			rc = -errno;
+		(void)unlinkat(p2, "cf.cow2~", 0);
+		rc = linkat(pfd, tmp, p2, "cf.cow2~", 0) == 0 ?
+		    swap_in(p2, "cf.cow2~", l2) : -errno;
 		dir_keep(p2, 1, t2);
 		close(p2);
 	}
-	if (rc == 0 && renameat(pfd, tmp, pfd, last) != 0)
-		rc = -errno;
+	if (rc == 0)
+		rc = swap_in(pfd, tmp, last);
 	if (rc < 0)
 		(void)unlinkat(pfd, tmp, 0);
 	dir_keep(pfd, 1, pt);
