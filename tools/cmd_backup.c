@@ -350,6 +350,56 @@ audit(struct session *s, const char *event, const char *snap,
 static int latest_parent(struct session *s, const char *path,
     unsigned char id[CF_BK_ID_BYTES], struct cf_bk_snapshot **snap);
 
+/*
+ * A mounted store's point-in-time snapshot, asked for while the tenant's
+ * key is unlocked: the daemon's live pass (linking the store, seconds for
+ * millions of files) needs no key and runs on the other core meanwhile.
+ * A failed unlock just drops the snapshot.
+ */
+struct early_snap {
+	char store[PATH_MAX];
+	struct cf_fs_snapshot *h;
+	char *farm;
+	uint64_t pause_ns;
+	int rc;
+	pthread_t tid;
+	int started;
+};
+
+static void *
+early_snap_main(void *arg)
+{
+	struct early_snap *e = arg;
+
+	e->rc = cf_fs_snapshot_take(e->store, &e->h, &e->farm, &e->pause_ns);
+	return NULL;
+}
+
+/* Starts asking tenant name's daemon for a snapshot, if its store has one. */
+static void
+early_snap_start(struct early_snap *e, struct tl_ctx *ctx, const char *name)
+{
+	struct cf_ks_home *home = tl_home(ctx, 0);
+	struct cf_ks_tenant *t = NULL;
+
+	memset(e, 0, sizeof(*e));
+	e->rc = -ENOTCONN;
+	if (home == NULL || cf_ks_tenant_open(home, name, &t) < 0)
+		return;		/* session_open says why */
+	tl_store_path(home, t, e->store, sizeof(e->store));
+	cf_ks_tenant_free(t);
+	e->started = pthread_create(&e->tid, NULL, early_snap_main, e) == 0;
+}
+
+/* Waits for the answer; the snapshot is then the caller's. */
+static void
+early_snap_join(struct early_snap *e)
+{
+	if (e->started)
+		pthread_join(e->tid, NULL);
+	e->started = 0;
+}
+
 /* A hard-linked inode seen in the store: its backing identity (group 0:
  * a free slot of the table). */
 struct hlink {
@@ -2499,6 +2549,7 @@ cmd_backup(struct tl_ctx *ctx, int argc, char **argv)
 	struct cf_fs_reader *rd = NULL;
 	struct cf_fs_rdir *rootd = NULL;
 	struct cf_fs_snapshot *fsnap = NULL;
+	struct early_snap es = { .started = 0 };
 	char *farm = NULL;
 	uint64_t pause_ns = 0;
 	int storelock = -1;
@@ -2584,6 +2635,8 @@ cmd_backup(struct tl_ctx *ctx, int argc, char **argv)
 	}
 	t0 = now_ns();
 	when = snap_time_ns();
+	if (!use_stdin && tarf == NULL && dir == NULL)
+		early_snap_start(&es, ctx, name);
 	ret = session_open(&s, ctx, name, repo, 1);
 	if (ret != CF_EXIT_OK)
 		goto out;
@@ -2631,7 +2684,18 @@ cmd_backup(struct tl_ctx *ctx, int argc, char **argv)
 		 * snapshot, read the store live with per-file checks
 		 * ("none").
 		 */
-		rc = cf_fs_snapshot_take(store, &fsnap, &farm, &pause_ns);
+		if (strcmp(es.store, store) == 0 && es.started) {
+			early_snap_join(&es);
+			rc = es.rc;
+			fsnap = es.h;
+			farm = es.farm;
+			pause_ns = es.pause_ns;
+			es.h = NULL;
+			es.farm = NULL;
+		} else {
+			rc = cf_fs_snapshot_take(store, &fsnap, &farm,
+			    &pause_ns);
+		}
 		if (rc == 0) {
 			b.live = 2;
 			b.farm_gens = cf_fs_snapshot_gens(fsnap);
@@ -2811,6 +2875,10 @@ out:
 	if (fsnap != NULL)
 		(void)!cf_fs_snapshot_release(fsnap);
 	free(farm);
+	early_snap_join(&es);
+	if (es.h != NULL)
+		(void)!cf_fs_snapshot_release(es.h);
+	free(es.farm);
 	if (storelock >= 0)
 		close(storelock);
 	cf_fs_keys_free(fkeys);

@@ -265,6 +265,22 @@ try:
        "snapshot (consistency freeze)",
        "\n".join(f"{rr.returncode} {rr.stdout} {rr.stderr}"
                   for rr, s in lives))
+    # The snapshot is asked for while the key is unlocked: a failed
+    # unlock leaves no farm behind, and the next backup gets one.
+    bad = os.path.join(T, "wrong-pass")
+    with open(bad, "w") as f:
+        f.write("not the passphrase\n")
+    os.chmod(bad, 0o600)
+    r = coffer("backup", "acme",
+               env=dict(ENV, COFFER_PASSPHRASE_FILE=bad))
+    snapdir = os.path.join(HOME, "tenants", "acme", "store", "snap")
+    left = os.listdir(snapdir) if os.path.isdir(snapdir) else []
+    r2 = coffer("--json", "backup", "acme", "--tag", "after-bad")
+    ok(r.returncode == 4 and not left and r2.returncode == 0 and
+       json.loads(r2.stdout).get("consistency") == "freeze",
+       "a backup of a mounted tenant with a wrong passphrase fails "
+       "(exit 4) and leaves no farm; the next one is point-in-time",
+       f"{r.returncode} {r.stderr} {left} {r2.returncode} {r2.stderr}")
     umount(p)
     r = coffer("--json", "snapshots", "acme")
     live_ids = [x["id"] for x in json.loads(r.stdout) if x["tags"] == ["live"]]
