@@ -1984,6 +1984,19 @@ op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
 		goto out;
 	dfd = openat(pfd, en.b, O_RDONLY | O_DIRECTORY | O_CLOEXEC |
 	    O_NOFOLLOW);
+	/*
+	 * A snapshot's live pass may copy the directory before its IV, mode
+	 * and owner are set (and its inode number may be a removed
+	 * directory's): the new directory itself is marked for the frozen
+	 * pass too, not only its parent.
+	 */
+	if (dfd >= 0) {
+		struct stat dst;
+
+		if (fstat(dfd, &dst) == 0)
+			fs_snap_touch(fs_of(req)->snap, dst.st_dev,
+			    dst.st_ino);
+	}
 	rc = dfd < 0 ? -errno : write_diriv(dfd);
 	/* The IV exists before the directory gets its requested mode, so
 	 * even a mode without owner write (0151) is reported exactly. */

@@ -663,36 +663,45 @@ rents_read(int fd, struct rent **out, size_t *nout)
 	return 0;
 }
 
-/* Forgets the shared inodes of every file below the farm directory fd. */
-static void
+/*
+ * Forgets the shared inodes of every file below the farm directory fd.
+ * A path left in the table would later get another object's copy.
+ */
+static int
 forget_files(struct fs_snap *s, int fd, const char *rel)
 {
 	char path[PATH_MAX];
 	struct rent *v;
 	struct stat st;
 	size_t n, i;
-	int sub;
+	int sub, rc;
 
-	if (rents_read(fd, &v, &n) < 0)
-		return;
-	for (i = 0; i < n; i++) {
+	rc = rents_read(fd, &v, &n);
+	for (i = 0; rc == 0 && i < n; i++) {
 		if ((size_t)snprintf(path, sizeof(path), "%s/%s", rel,
-		    v[i].name) >= sizeof(path))
-			continue;
+		    v[i].name) >= sizeof(path)) {
+			rc = -ENAMETOOLONG;
+			break;
+		}
 		if (v[i].type != DT_DIR) {
 			if (fstatat(fd, v[i].name, &st,
-			    AT_SYMLINK_NOFOLLOW) == 0)
+			    AT_SYMLINK_NOFOLLOW) != 0)
+				rc = -errno;
+			else
 				table_drop(s, st.st_dev, st.st_ino, path);
 			continue;
 		}
 		sub = openat(fd, v[i].name, O_RDONLY | O_DIRECTORY |
 		    O_NOFOLLOW | O_CLOEXEC);
-		if (sub >= 0) {
-			forget_files(s, sub, path);
-			close(sub);
+		if (sub < 0) {
+			rc = -errno;
+			break;
 		}
+		rc = forget_files(s, sub, path);
+		close(sub);
 	}
 	rents_free(v, n);
+	return rc;
 }
 
 static void remove_tree(int at, const char *name);
@@ -703,7 +712,7 @@ drop_entry(struct fs_snap *s, int dst, const char *name, const char *rel)
 {
 	char path[PATH_MAX];
 	struct stat st;
-	int sub;
+	int sub, rc;
 
 	if ((size_t)snprintf(path, sizeof(path), "%s%s%s", rel,
 	    *rel ? "/" : "", name) >= sizeof(path))
@@ -714,13 +723,16 @@ drop_entry(struct fs_snap *s, int dst, const char *name, const char *rel)
 		table_drop(s, st.st_dev, st.st_ino, path);
 		return unlinkat(dst, name, 0) == 0 ? 0 : -errno;
 	}
+	/* Scans every directory record: cheap next to the tree it drops. */
 	dir_drop_under(s, path);
 	sub = openat(dst, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
 	    O_CLOEXEC);
-	if (sub >= 0) {
-		forget_files(s, sub, path);
-		close(sub);
-	}
+	if (sub < 0)
+		return -errno;
+	rc = forget_files(s, sub, path);
+	close(sub);
+	if (rc < 0)
+		return rc;
 	remove_tree(dst, name);
 	return fstatat(dst, name, &st, AT_SYMLINK_NOFOLLOW) != 0 &&
 	    errno == ENOENT ? 0 : -EIO;
@@ -889,6 +901,12 @@ catch_up(struct fs_snap *s, int src, int dst, struct snap_mark *marks)
 		if (path == NULL)
 			return -ENOMEM;
 		lfd = open_path(src, path);
+		if (lfd < 0 && errno != ENOENT && errno != ENOTDIR &&
+		    errno != ELOOP) {
+			rc = -errno;
+			free(path);
+			break;
+		}
 		if (lfd < 0 || fstat(lfd, &st) != 0 || st.st_dev != m->dev ||
 		    st.st_ino != m->ino) {
 			/* Moved: another directory's resync mirrored it. */
