@@ -391,6 +391,27 @@ early_snap_start(struct early_snap *e, struct tl_ctx *ctx, const char *name)
 	e->started = pthread_create(&e->tid, NULL, early_snap_main, e) == 0;
 }
 
+/*
+ * 1 if unlocking may ask for a passphrase on the terminal: the snapshot
+ * then waits until after the unlock, so that a prompt left unanswered
+ * holds no farm (and no copy-on-write) and the snapshot's instant is not
+ * before it.  No terminal, or COFFER_PASSPHRASE_FILE: no prompt.
+ */
+static int
+unlock_may_prompt(void)
+{
+	const char *env = getenv("COFFER_PASSPHRASE_FILE");
+	int fd;
+
+	if (env != NULL && env[0] != '\0')
+		return 0;
+	fd = open("/dev/tty", O_RDWR | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0)
+		return 0;
+	close(fd);
+	return 1;
+}
+
 /* Waits for the answer; the snapshot is then the caller's. */
 static void
 early_snap_join(struct early_snap *e)
@@ -2635,7 +2656,7 @@ cmd_backup(struct tl_ctx *ctx, int argc, char **argv)
 	}
 	t0 = now_ns();
 	when = snap_time_ns();
-	if (!use_stdin && tarf == NULL && dir == NULL)
+	if (!use_stdin && tarf == NULL && dir == NULL && !unlock_may_prompt())
 		early_snap_start(&es, ctx, name);
 	ret = session_open(&s, ctx, name, repo, 1);
 	if (ret != CF_EXIT_OK)
