@@ -82,6 +82,19 @@ int fs_snap_cow(struct fs_snap *s, dev_t dev, ino_t ino, int obj);
 void fs_snap_touch(struct fs_snap *s, dev_t dev, ino_t ino);
 
 /*
+ * The entries of directory dirfd but . and .., sorted by name (strcmp),
+ * with readdir's inode number and type (DT_UNKNOWN resolved to DT_DIR or
+ * DT_REG by fstatat).  *out is NULL and *n 0 on failure.  fs_snap.c.
+ */
+struct fs_dent {
+	char *name;
+	ino_t ino;
+	unsigned char type;
+};
+CF_MUST_CHECK int fs_dir_list(int dirfd, struct fs_dent **out, size_t *n);
+void fs_dir_list_free(struct fs_dent *v, size_t n);
+
+/*
  * Root key rotation on a mounted store (fs_rekey.c): what the daemon
  * (fs_ops.c) lends the control socket's KEYS and REKEY requests.
  * exclusive runs fn on the regular file name of dirfd, open read-write

@@ -589,12 +589,6 @@ replace:
 
 /* ---- the walk ------------------------------------------------------------- */
 
-static int
-cmp_str(const void *a, const void *b)
-{
-	return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
 /* 1 if a backing name is a long entry's sidecar (cf.L.<43>.n). */
 static int
 is_sidecar(const char *b)
@@ -604,61 +598,6 @@ is_sidecar(const char *b)
 	return strncmp(b, CF_FS_LONG_PREFIX, strlen(CF_FS_LONG_PREFIX)) == 0 &&
 	    len == CF_FS_HASHED_BYTES - 1 + strlen(CF_FS_LONG_SIDECAR) &&
 	    strcmp(b + CF_FS_HASHED_BYTES - 1, CF_FS_LONG_SIDECAR) == 0;
-}
-
-/* The backing names of a directory, sorted; *names malloc'd. */
-static int
-list_dir(int dirfd, char ***names, size_t *n)
-{
-	struct dirent *de;
-	char **v = NULL, **nv;
-	size_t cap = 0, i;
-	DIR *d;
-	int fd, rc = 0;
-
-	*names = NULL;
-	*n = 0;
-	fd = dup(dirfd);
-	if (fd < 0)
-		return -errno;
-	d = fdopendir(fd);
-	if (d == NULL) {
-		close(fd);
-		return -errno;
-	}
-	rewinddir(d);
-	while ((de = readdir(d)) != NULL) {
-		if (strcmp(de->d_name, ".") == 0 ||
-		    strcmp(de->d_name, "..") == 0)
-			continue;
-		if (*n == cap) {
-			cap = cap ? cap * 2 : 64;
-			nv = realloc(v, cap * sizeof(*v));
-			if (nv == NULL) {
-				rc = -ENOMEM;
-				break;
-			}
-			v = nv;
-		}
-		v[*n] = strdup(de->d_name);
-		if (v[*n] == NULL) {
-			rc = -ENOMEM;
-			break;
-		}
-		(*n)++;
-	}
-	closedir(d);
-	if (rc < 0) {
-		for (i = 0; i < *n; i++)
-			free(v[i]);
-		free(v);
-		*n = 0;
-		return rc;
-	}
-	if (*n > 1)
-		qsort(v, *n, sizeof(*v), cmp_str);
-	*names = v;
-	return 0;
 }
 
 static int dir_run(struct mk *m, int dirfd, int depth);
@@ -762,7 +701,7 @@ static int
 dir_run(struct mk *m, int dirfd, int depth)
 {
 	unsigned char diriv[CF_FS_DIRIV_BYTES];
-	char **names = NULL;
+	struct fs_dent *names = NULL;
 	struct timespec ts[2];
 	struct stat st;
 	size_t n = 0, i, got;
@@ -785,32 +724,30 @@ dir_run(struct mk *m, int dirfd, int depth)
 	rc = stash_recover(m, dirfd);
 	if (rc < 0)
 		return rc;
-	rc = list_dir(dirfd, &names, &n);
+	rc = fs_dir_list(dirfd, &names, &n);
 	if (rc < 0)
 		return rc;
 	for (i = 0; i < n && rc == 0; i++) {
-		if (strncmp(names[i], "cf.", 3) == 0 &&
-		    (strncmp(names[i], CF_FS_LONG_PREFIX,
+		if (strncmp(names[i].name, "cf.", 3) == 0 &&
+		    (strncmp(names[i].name, CF_FS_LONG_PREFIX,
 		    strlen(CF_FS_LONG_PREFIX)) != 0 ||
-		    strlen(names[i]) != CF_FS_HASHED_BYTES - 1))
+		    strlen(names[i].name) != CF_FS_HASHED_BYTES - 1))
 			continue;	/* reserved: diriv, sidecars */
-		rc = entry_one(m, dirfd, diriv, names[i], depth);
+		rc = entry_one(m, dirfd, diriv, names[i].name, depth);
 	}
 	/* Sidecars whose entry is gone (a crash between the two). */
 	for (i = 0; i < n && rc == 0; i++) {
 		char e[CF_FS_HASHED_BYTES];
 
-		if (!is_sidecar(names[i]))
+		if (!is_sidecar(names[i].name))
 			continue;
-		memcpy(e, names[i], CF_FS_HASHED_BYTES - 1);
+		memcpy(e, names[i].name, CF_FS_HASHED_BYTES - 1);
 		e[CF_FS_HASHED_BYTES - 1] = '\0';
 		if (faccessat(dirfd, e, F_OK, AT_SYMLINK_NOFOLLOW) != 0 &&
 		    errno == ENOENT)
-			(void)unlinkat(dirfd, names[i], 0);
+			(void)unlinkat(dirfd, names[i].name, 0);
 	}
-	for (i = 0; i < n; i++)
-		free(names[i]);
-	free(names);
+	fs_dir_list_free(names, n);
 	if (rc < 0)
 		return rc;
 	/* Renames are no change of the tenant's: its times stay. */
@@ -825,7 +762,7 @@ dir_run(struct mk *m, int dirfd, int depth)
 static int
 links_sweep(struct mk *m)
 {
-	char **names = NULL;
+	struct fs_dent *names = NULL;
 	size_t n = 0, i, got;
 	int lfd, rc;
 
@@ -833,15 +770,15 @@ links_sweep(struct mk *m)
 	    O_NOFOLLOW | O_CLOEXEC);
 	if (lfd < 0)
 		return errno == ENOENT ? 0 : -errno;
-	rc = list_dir(lfd, &names, &n);
+	rc = fs_dir_list(lfd, &names, &n);
 	for (i = 0; i < n && rc == 0; i++) {
 		size_t k;
 
-		if (strncmp(names[i], "cf.", 3) == 0) {
-			(void)unlinkat(lfd, names[i], 0);	/* a stray tmp */
+		if (strncmp(names[i].name, "cf.", 3) == 0) {
+			(void)unlinkat(lfd, names[i].name, 0);	/* a stray tmp */
 			continue;
 		}
-		if (read_small(lfd, names[i], m->enc, LINK_CAP - 1, &got) != 0)
+		if (read_small(lfd, names[i].name, m->enc, LINK_CAP - 1, &got) != 0)
 			continue;
 		m->enc[got] = '\0';
 		if (cf_fs_link_decrypt(m->keys[0], m->enc, m->plain,
@@ -852,12 +789,10 @@ links_sweep(struct mk *m)
 			if (cf_fs_link_decrypt(m->keys[k], m->enc, m->plain,
 			    PATH_MAX + 1) == 0)
 				break;
-		if (k < m->n && unlinkat(lfd, names[i], 0) != 0)
+		if (k < m->n && unlinkat(lfd, names[i].name, 0) != 0)
 			rc = -errno;
 	}
-	for (i = 0; i < n; i++)
-		free(names[i]);
-	free(names);
+	fs_dir_list_free(names, n);
 	if (rc == 0 && fsync(lfd) != 0)
 		rc = -errno;
 	close(lfd);

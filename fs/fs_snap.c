@@ -575,21 +575,15 @@ remove_tree(int at, const char *name)
 
 /* ---- the frozen pass ----------------------------------------------------- */
 
-struct rent {
-	char *name;
-	ino_t ino;
-	unsigned char type;	/* d_type */
-};
-
 static int
-rent_cmp(const void *a, const void *b)
+dent_cmp(const void *a, const void *b)
 {
-	return strcmp(((const struct rent *)a)->name,
-	    ((const struct rent *)b)->name);
+	return strcmp(((const struct fs_dent *)a)->name,
+	    ((const struct fs_dent *)b)->name);
 }
 
-static void
-rents_free(struct rent *v, size_t n)
+void
+fs_dir_list_free(struct fs_dent *v, size_t n)
 {
 	size_t i;
 
@@ -598,11 +592,11 @@ rents_free(struct rent *v, size_t n)
 	free(v);
 }
 
-/* The entries of directory fd but . and .., sorted by name. */
-static int
-rents_read(int fd, struct rent **out, size_t *nout)
+/* fs_int.h */
+int
+fs_dir_list(int fd, struct fs_dent **out, size_t *nout)
 {
-	struct rent *v = NULL, *nv;
+	struct fs_dent *v = NULL, *nv;
 	struct dirent *de;
 	size_t n = 0, cap = 0;
 	DIR *d;
@@ -653,11 +647,11 @@ rents_read(int fd, struct rent **out, size_t *nout)
 	}
 	closedir(d);
 	if (rc < 0) {
-		rents_free(v, n);
+		fs_dir_list_free(v, n);
 		return rc;
 	}
 	if (n > 1)
-		qsort(v, n, sizeof(*v), rent_cmp);
+		qsort(v, n, sizeof(*v), dent_cmp);
 	*out = v;
 	*nout = n;
 	return 0;
@@ -671,12 +665,12 @@ static int
 forget_files(struct fs_snap *s, int fd, const char *rel)
 {
 	char path[PATH_MAX];
-	struct rent *v;
+	struct fs_dent *v;
 	struct stat st;
 	size_t n, i;
 	int sub, rc;
 
-	rc = rents_read(fd, &v, &n);
+	rc = fs_dir_list(fd, &v, &n);
 	for (i = 0; rc == 0 && i < n; i++) {
 		if ((size_t)snprintf(path, sizeof(path), "%s/%s", rel,
 		    v[i].name) >= sizeof(path)) {
@@ -700,7 +694,7 @@ forget_files(struct fs_snap *s, int fd, const char *rel)
 		rc = forget_files(s, sub, path);
 		close(sub);
 	}
-	rents_free(v, n);
+	fs_dir_list_free(v, n);
 	return rc;
 }
 
@@ -794,7 +788,7 @@ out:
 static int
 resync(struct fs_snap *s, int src, int dst, const char *rel, int record)
 {
-	struct rent *lv = NULL, *fv = NULL;
+	struct fs_dent *lv = NULL, *fv = NULL;
 	size_t ln = 0, fn = 0, i = 0, j = 0;
 	char path[PATH_MAX], a[64], b[64];
 	const char *at;
@@ -803,9 +797,9 @@ resync(struct fs_snap *s, int src, int dst, const char *rel, int record)
 
 	if (fstat(src, &st) != 0)
 		return -errno;
-	rc = rents_read(src, &lv, &ln);
+	rc = fs_dir_list(src, &lv, &ln);
 	if (rc == 0)
-		rc = rents_read(dst, &fv, &fn);
+		rc = fs_dir_list(dst, &fv, &fn);
 	while (rc == 0 && (i < ln || j < fn)) {
 		c = i == ln ? 1 : j == fn ? -1 :
 		    strcmp(lv[i].name, fv[j].name);
@@ -835,8 +829,8 @@ resync(struct fs_snap *s, int src, int dst, const char *rel, int record)
 		if (c == 0)
 			j++;
 	}
-	rents_free(lv, ln);
-	rents_free(fv, fn);
+	fs_dir_list_free(lv, ln);
+	fs_dir_list_free(fv, fn);
 	if (rc == 0) {
 		fd_path(src, a, sizeof(a));
 		fd_path(dst, b, sizeof(b));
