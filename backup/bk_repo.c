@@ -972,7 +972,28 @@ struct pc_slot {
 };
 
 /*
- * Every field of the slots, clock, seq and stop is protected by mu.
+ * A pack that files queued for restore still need: one count per blob
+ * hinted (cf_bk_repo_prefetch) and not read yet.  A slot whose pack is
+ * needed is not reused while another will do, and a needed pack that
+ * has no slot yet is loaded as soon as one is free, in the order first
+ * asked: before, hints found every slot taken were dropped and the
+ * workers fetched those packs themselves, and packs still needed were
+ * evicted and fetched again (a 500 MiB restore: 43 GETs of 16 MiB for
+ * 23 packs).
+ */
+#define PC_NEED_BUCKETS 256U
+
+struct pc_need {
+	struct pc_need *next;
+	unsigned char pack[CF_BK_ID_BYTES];
+	uint64_t size;
+	unsigned long n;	/* blobs hinted, not read yet */
+	unsigned long seq;	/* first asked */
+};
+
+/*
+ * Every field of the slots, the needs, clock, seq and stop is protected
+ * by mu.
  * A slot's buf is written only by the one thread that moved it to
  * PC_LOADING, and read only while refs > 0 in PC_READY; a slot is
  * reused only with refs == 0.
@@ -988,7 +1009,26 @@ struct bk_pcache {
 	unsigned nthreads;
 	unsigned long clock, seq;
 	int stop;
+	struct pc_need *need[PC_NEED_BUCKETS];
 };
+
+static struct pc_need **
+need_at(struct bk_pcache *pc, const unsigned char pack[CF_BK_ID_BYTES])
+{
+	struct pc_need **p = &pc->need[pack[0] % PC_NEED_BUCKETS];
+
+	while (*p != NULL && memcmp((*p)->pack, pack, CF_BK_ID_BYTES) != 0)
+		p = &(*p)->next;
+	return p;
+}
+
+static unsigned long
+need_of(struct bk_pcache *pc, const unsigned char pack[CF_BK_ID_BYTES])
+{
+	struct pc_need *n = *need_at(pc, pack);
+
+	return n != NULL ? n->n : 0;
+}
 
 static struct pc_slot *
 pc_find(struct bk_pcache *pc, const unsigned char pack[CF_BK_ID_BYTES])
@@ -1004,15 +1044,16 @@ pc_find(struct bk_pcache *pc, const unsigned char pack[CF_BK_ID_BYTES])
 
 /*
  * A slot to reuse: empty, else the least recently used one nobody reads
- * or loads.  A hint (queued, or loaded and not used yet) is taken only
- * by a thread that needs a pack now (demand), and last.
+ * or loads whose pack no queued file needs.  A thread that needs a pack
+ * now (demand) takes, failing that, the one needed last (queued hints
+ * included).
  */
 static struct pc_slot *
 pc_victim(struct bk_pcache *pc, int demand)
 {
-	struct pc_slot *best = NULL, *s;
+	struct pc_slot *best = NULL, *late = NULL, *s;
+	unsigned long late_seq = 0, q;
 	unsigned i;
-	int bh = 0, h;
 
 	for (i = 0; i < pc->nslots; i++) {
 		s = &pc->s[i];
@@ -1020,13 +1061,38 @@ pc_victim(struct bk_pcache *pc, int demand)
 			return s;
 		if (s->refs > 0 || s->state == PC_LOADING)
 			continue;
-		h = s->hinted || s->state == PC_QUEUED;
-		if (h && !demand)
+		if (s->state != PC_QUEUED && need_of(pc, s->pack) == 0) {
+			if (best == NULL || s->used < best->used)
+				best = s;
 			continue;
-		if (best == NULL || h < bh ||
-		    (h == bh && s->used < best->used)) {
-			best = s;
-			bh = h;
+		}
+		q = s->state == PC_QUEUED ? s->seq : (*need_at(pc, s->pack))->seq;
+		if (late == NULL || q > late_seq) {
+			late = s;
+			late_seq = q;
+		}
+	}
+	return best != NULL || !demand ? best : late;
+}
+
+/* The needed pack asked for first that has no slot, or NULL. */
+static struct pc_need *
+need_next(struct bk_pcache *pc)
+{
+	struct pc_need *best = NULL, *n;
+	unsigned i, k;
+
+	for (i = 0; i < PC_NEED_BUCKETS; i++) {
+		for (n = pc->need[i]; n != NULL; n = n->next) {
+			if (best != NULL && n->seq >= best->seq)
+				continue;
+			for (k = 0; k < pc->nslots; k++)
+				if (pc->s[k].state != PC_EMPTY &&
+				    memcmp(pc->s[k].pack, n->pack,
+				    CF_BK_ID_BYTES) == 0)
+					break;
+			if (k == pc->nslots)
+				best = n;
 		}
 	}
 	return best;
@@ -1080,6 +1146,16 @@ pc_loader(void *arg)
 			if (pc->s[i].state == PC_QUEUED && (s == NULL ||
 			    pc->s[i].seq < s->seq))
 				s = &pc->s[i];
+		if (s == NULL) {
+			struct pc_need *n = need_next(pc);
+
+			if (n != NULL && (s = pc_victim(pc, 0)) != NULL) {
+				memcpy(s->pack, n->pack, CF_BK_ID_BYTES);
+				s->size = n->size;
+				s->hinted = 1;
+				s->seq = n->seq;
+			}
+		}
 		if (s == NULL) {
 			pthread_cond_wait(&pc->cv_work, &pc->mu);
 			continue;
@@ -1143,6 +1219,16 @@ pc_read(struct bk_pcache *pc, const struct cf_bk_blob_loc *loc,
 	memcpy(sblob, s->buf + loc->offset, loc->desc.length);
 	pthread_mutex_lock(&pc->mu);
 	s->refs--;
+	if (loc->desc.type == CF_BK_BLOB_DATA) {	/* what hints count */
+		struct pc_need **np = need_at(pc, loc->pack), *n = *np;
+
+		if (n != NULL && --n->n == 0) {
+			*np = n->next;
+			free(n);
+		}
+	}
+	/* The slot may go to the next needed pack now. */
+	pthread_cond_signal(&pc->cv_work);
 	pthread_cond_broadcast(&pc->cv);
 	pthread_mutex_unlock(&pc->mu);
 	return 0;
@@ -1163,6 +1249,14 @@ pcache_free(struct bk_pcache *pc)
 		pthread_join(pc->tid[i], NULL);
 	for (i = 0; i < pc->nslots; i++)
 		free(pc->s[i].buf);
+	for (i = 0; i < PC_NEED_BUCKETS; i++) {
+		struct pc_need *n = pc->need[i], *next;
+
+		for (; n != NULL; n = next) {
+			next = n->next;
+			free(n);
+		}
+	}
 	pthread_cond_destroy(&pc->cv);
 	pthread_cond_destroy(&pc->cv_work);
 	pthread_mutex_destroy(&pc->mu);
@@ -1222,20 +1316,29 @@ cf_bk_repo_prefetch(struct cf_bk_repo *r, enum cf_bk_blob_type type,
 {
 	struct bk_pcache *pc = r->pc;
 	struct cf_bk_blob_loc loc;
+	struct pc_need **np;
 	struct pc_slot *s;
 
 	if (pc == NULL || cf_bk_index_lookup(r->idx, type, id, &loc) < 0 ||
 	    loc.pack_size > PC_PACK_MAX)
 		return;
 	pthread_mutex_lock(&pc->mu);
-	if (pc_find(pc, loc.pack) == NULL) {
+	np = need_at(pc, loc.pack);
+	if (*np == NULL && (*np = calloc(1, sizeof(**np))) != NULL) {
+		memcpy((*np)->pack, loc.pack, CF_BK_ID_BYTES);
+		(*np)->size = loc.pack_size;
+		(*np)->seq = ++pc->seq;
+	}
+	if (*np != NULL)
+		(*np)->n++;
+	if (pc_find(pc, loc.pack) == NULL && *np != NULL) {
 		s = pc_victim(pc, 0);
 		if (s != NULL) {
 			memcpy(s->pack, loc.pack, CF_BK_ID_BYTES);
 			s->size = loc.pack_size;
 			s->state = PC_QUEUED;
 			s->hinted = 1;
-			s->seq = ++pc->seq;
+			s->seq = (*np)->seq;
 			pthread_cond_signal(&pc->cv_work);
 		}
 	}
