@@ -965,7 +965,6 @@ struct pc_slot {
 	size_t cap;
 	enum pc_state state;
 	int rc;			/* PC_FAILED: why */
-	int hinted;		/* asked for and not used yet: kept */
 	size_t refs;		/* readers copying out of buf */
 	unsigned long used;	/* least recently used goes first */
 	unsigned long seq;	/* PC_QUEUED: order asked */
@@ -1152,7 +1151,6 @@ pc_loader(void *arg)
 			if (n != NULL && (s = pc_victim(pc, 0)) != NULL) {
 				memcpy(s->pack, n->pack, CF_BK_ID_BYTES);
 				s->size = n->size;
-				s->hinted = 1;
 				s->seq = n->seq;
 			}
 		}
@@ -1201,7 +1199,6 @@ pc_read(struct bk_pcache *pc, const struct cf_bk_blob_loc *loc,
 			}
 			memcpy(s->pack, loc->pack, CF_BK_ID_BYTES);
 			s->size = loc->pack_size;
-			s->hinted = 0;
 		}
 		/* Queued, failed or new: load it here, now. */
 		tried = 1;
@@ -1213,7 +1210,6 @@ pc_read(struct bk_pcache *pc, const struct cf_bk_blob_loc *loc,
 		return -EPROTO;
 	}
 	s->refs++;
-	s->hinted = 0;
 	s->used = ++pc->clock;
 	pthread_mutex_unlock(&pc->mu);
 	memcpy(sblob, s->buf + loc->offset, loc->desc.length);
@@ -1337,7 +1333,6 @@ cf_bk_repo_prefetch(struct cf_bk_repo *r, enum cf_bk_blob_type type,
 			memcpy(s->pack, loc.pack, CF_BK_ID_BYTES);
 			s->size = loc.pack_size;
 			s->state = PC_QUEUED;
-			s->hinted = 1;
 			s->seq = (*np)->seq;
 			pthread_cond_signal(&pc->cv_work);
 		}
