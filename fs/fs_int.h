@@ -74,6 +74,27 @@ uint64_t fs_snap_epoch(const struct fs_snap *s);
 void fs_snap_set_gens(struct fs_snap *s, int on);
 int fs_snap_cow(struct fs_snap *s, dev_t dev, ino_t ino, int obj);
 /*
+ * Called before the daemon changes backing bytes [off, off + len) of the
+ * regular file (dev, ino) (len < 0: to its end; a cut to off is [off,
+ * end)), after fs_snap_cow, holding the freeze's read side: a snapshot
+ * keeping a delta of the file ([CTL-7]) saves what the change replaces.
+ * Cheap when no snapshot keeps deltas.
+ */
+void fs_snap_save(struct fs_snap *s, dev_t dev, ino_t ino, off_t off,
+    off_t len);
+/*
+ * A farm's block deltas (docs/format/ctl.md [CTL-7]): FS_COW_DIR in the
+ * farm holds INO (the live file) and INO.d (header, map, saved units)
+ * for each farm file INO that is a delta.  fs_cow_header_decode checks
+ * the header of INO.d (len bytes) and gives its unit size: 0 or -EPROTO.
+ */
+#define FS_COW_DIR "cow"
+#define FS_COW_HDR 16U
+#define FS_COW_MAGIC "CFCOWD1"		/* 8 bytes with its NUL */
+#define FS_COW_UNIT 65536U		/* what fs_snap.c writes */
+CF_MUST_CHECK int fs_cow_header_decode(const unsigned char *buf, size_t len,
+    uint32_t *unit);
+/*
  * Called by every operation about to change the entries of directory
  * (dev, ino), or the metadata or xattrs of the object (dev, ino), while it
  * holds the freeze's read side: a snapshot's live pass redoes such

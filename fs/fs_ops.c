@@ -936,6 +936,26 @@ write_full(int fd, const void *buf, size_t len, off_t off)
 }
 
 /*
+ * Writes backing bytes of in: a snapshot keeping a delta of the file
+ * saves what they replace first ([CTL-7]).
+ */
+static int
+bwrite(struct fs *fs, struct fs_inode *in, int fd, const void *buf,
+    size_t len, off_t off)
+{
+	fs_snap_save(fs->snap, in->dev, in->ino, off, (off_t)len);
+	return write_full(fd, buf, len, off);
+}
+
+/* Cuts in's backing file to csize, the same way. */
+static int
+bcut(struct fs *fs, struct fs_inode *in, int fd, off_t csize)
+{
+	fs_snap_save(fs->snap, in->dev, in->ino, csize, -1);
+	return ftruncate(fd, csize) == 0 ? 0 : -errno;
+}
+
+/*
  * Makes sure in->ctx is set for the file open as fd: reads the header, or
  * writes a new one if the backing file is empty and create is set.
  * Caller holds in->rw exclusively (or shared when create is 0 and ctx is
@@ -965,7 +985,7 @@ ensure_ctx(struct fs *fs, struct fs_inode *in, int fd, int create)
 		h.key_version = cf_fs_keys_version(fs->keys);
 		randombytes_buf(h.file_id, sizeof(h.file_id));
 		cf_fs_header_encode(&h, buf);
-		rc = write_full(fd, buf, sizeof(buf), 0);
+		rc = bwrite(fs, in, fd, buf, sizeof(buf), 0);
 		if (rc < 0)
 			return rc;
 	} else if (got < sizeof(buf) ||
@@ -1067,7 +1087,7 @@ put_block(struct fs *fs, struct fs_inode *in, int fd, uint64_t blk,
 
 	rc = cf_fs_block_seal(in->ctx, blk, final, pbuf, len, cbuf);
 	if (rc == 0)
-		rc = write_full(fd, cbuf, len + fs->ovh, CF_FS_HEADER_BYTES +
+		rc = bwrite(fs, in, fd, cbuf, len + fs->ovh, CF_FS_HEADER_BYTES +
 		    (off_t)blk * fs->cb);
 	return rc;
 }
@@ -1132,9 +1152,10 @@ do_truncate(struct fs *fs, struct fs_inode *in, int fd, off_t newsize)
 			if (rc < 0)
 				return rc;
 		}
-		if (ftruncate(fd, csize >= CF_FS_HEADER_BYTES ?
-		    CF_FS_HEADER_BYTES : 0) != 0)
-			return -errno;
+		rc = bcut(fs, in, fd, csize >= CF_FS_HEADER_BYTES ?
+		    CF_FS_HEADER_BYTES : 0);
+		if (rc < 0)
+			return rc;
 		in->psize_set = 0;
 		return 0;
 	}
@@ -1177,8 +1198,9 @@ do_truncate(struct fs *fs, struct fs_inode *in, int fd, off_t newsize)
 	sodium_memzero(pbuf, sizeof(pbuf));
 	if (rc < 0)
 		return rc;
-	if (ftruncate(fd, cf_fs_cipher_size(fs->keys->cipher, newsize)) != 0)
-		return -errno;
+	rc = bcut(fs, in, fd, cf_fs_cipher_size(fs->keys->cipher, newsize));
+	if (rc < 0)
+		return rc;
 	in->psize_set = newsize;
 	return 0;
 }
@@ -1547,7 +1569,7 @@ do_write(struct fs *fs, struct fs_inode *in, int fd, const char *data,
 		return -ENOMEM;
 	rc = cf_fs_par_run(fs->par, seal_blocks, &j, (size_t)(lb - j.fb + 1));
 	if (rc == 0)
-		rc = write_full(fd, j.cbuf, ctot, CF_FS_HEADER_BYTES +
+		rc = bwrite(fs, in, fd, j.cbuf, ctot, CF_FS_HEADER_BYTES +
 		    (off_t)j.fb * fs->cb);
 	if (rc == 0 && psize > 0 &&
 	    (uint64_t)((psize - 1) / CF_FS_BLOCK) < j.fb) {
@@ -1634,6 +1656,8 @@ zero_range(struct fs *fs, struct fs_inode *in, int fd, off_t off, off_t end)
 		rc = mark_sparse(fs, in, fd);
 	if (rc < 0)
 		return rc;
+	fs_snap_save(fs->snap, in->dev, in->ino, CF_FS_HEADER_BYTES + first /
+	    CF_FS_BLOCK * fs->cb, (last - first) / CF_FS_BLOCK * fs->cb);
 	if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
 	    CF_FS_HEADER_BYTES + first / CF_FS_BLOCK * fs->cb,
 	    (last - first) / CF_FS_BLOCK * fs->cb) == 0)
@@ -2991,6 +3015,8 @@ rekey_exclusive(void *arg, int dirfd, const char *name,
 	}
 	pthread_rwlock_wrlock(&in->rw);
 	cow(fs, in);
+	/* Rewritten in place, all of it: a delta saves it all first. */
+	fs_snap_save(fs->snap, in->dev, in->ino, 0, -1);
 	rc = fn(fnarg, fd);
 	if (rc == 0 && in->ctx != NULL) {
 		unsigned char buf[CF_FS_HEADER_BYTES];

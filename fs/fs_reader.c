@@ -53,6 +53,7 @@ static const unsigned char xattr_iv[CF_FS_DIRIV_BYTES] = "coffer-xattr-iv";
 struct cf_fs_reader {
 	const struct cf_fs_keys *keys;	/* borrowed, outlives the reader */
 	int storefd;			/* the store directory */
+	int cowfd;			/* a farm's cow/ ([CTL-7]), or -1 */
 	int datafd;			/* data/, the tenant's root */
 	size_t ovh;			/* nonce + tag of a block */
 	off_t cb;			/* sealed bytes of a full block */
@@ -95,6 +96,14 @@ struct cf_fs_rdir {
 struct cf_fs_rfile {
 	struct cf_fs_reader *r;
 	int fd;
+	/*
+	 * A farm's delta ([CTL-7]): fd holds only the metadata; the bytes
+	 * are base's (the live file) where the map of dfd says 0, dfd's at
+	 * area + offset where it says 1.  base -1: fd holds them.
+	 */
+	int base, dfd;
+	off_t area;
+	uint32_t unit;
 	struct stat st0;		/* backing lstat at open */
 	int racy;			/* changed too recently to trust times */
 	off_t csize, psize;
@@ -419,7 +428,7 @@ cf_fs_reader_open(struct cf_fs_reader **out, const struct cf_fs_keys *keys,
 	r = calloc(1, sizeof(*r));
 	if (r == NULL)
 		return -ENOMEM;
-	r->storefd = r->datafd = -1;
+	r->storefd = r->datafd = r->cowfd = -1;
 	r->keys = keys;
 	r->ovh = cf_fs_block_overhead(keys->cipher);
 	r->cb = CF_FS_BLOCK + (off_t)r->ovh;
@@ -437,6 +446,13 @@ cf_fs_reader_open(struct cf_fs_reader **out, const struct cf_fs_keys *keys,
 		rc = errno == ENOENT ? -EIO : -errno;
 		goto out;
 	}
+	/* Only a snapshot's farm has one ([CTL-7]). */
+	r->cowfd = openat(r->storefd, FS_COW_DIR, O_RDONLY | O_DIRECTORY |
+	    O_NOFOLLOW | O_CLOEXEC);
+	if (r->cowfd < 0 && errno != ENOENT) {
+		rc = -errno;
+		goto out;
+	}
 	*out = r;
 	r = NULL;
 	rc = 0;
@@ -452,6 +468,8 @@ cf_fs_reader_free(struct cf_fs_reader *r)
 		return;
 	if (r->datafd >= 0)
 		close(r->datafd);
+	if (r->cowfd >= 0)
+		close(r->cowfd);
 	if (r->storefd >= 0)
 		close(r->storefd);
 	fs_gen_close(r->gens);
@@ -957,6 +975,221 @@ file_gen(const struct cf_fs_rfile *f, uint64_t *gen, unsigned *flags)
 	return rc;
 }
 
+/* ---- a farm's deltas ([CTL-7]) ------------------------------------------ */
+
+int
+fs_cow_header_decode(const unsigned char *buf, size_t len, uint32_t *unit)
+{
+	uint32_t u;
+	size_t i;
+
+	*unit = 0;
+	if (len < FS_COW_HDR || memcmp(buf, FS_COW_MAGIC, 8) != 0)
+		return -EPROTO;
+	u = (uint32_t)buf[8] | (uint32_t)buf[9] << 8 |
+	    (uint32_t)buf[10] << 16 | (uint32_t)buf[11] << 24;
+	/* A power of two from 4 KiB to 16 MiB; the rest reserved, zero. */
+	if (u < 4096 || u > (1U << 24) || (u & (u - 1)) != 0)
+		return -EPROTO;
+	for (i = 12; i < FS_COW_HDR; i++)
+		if (buf[i] != 0)
+			return -EPROTO;
+	*unit = u;
+	return 0;
+}
+
+/* Opens f's delta, if the farm keeps one for it: 0, or -errno. */
+static int
+delta_open(struct cf_fs_rfile *f)
+{
+	unsigned char hdr[FS_COW_HDR];
+	char name[32], dname[40];
+	uint64_t nunits;
+	size_t got;
+	int rc;
+
+	if (f->r->cowfd < 0)
+		return 0;
+	snprintf(name, sizeof(name), "%ju", (uintmax_t)f->st0.st_ino);
+	f->base = openat(f->r->cowfd, name, O_RDONLY | O_NOFOLLOW |
+	    O_CLOEXEC);
+	if (f->base < 0)
+		return errno == ENOENT ? 0 : -errno;
+	snprintf(dname, sizeof(dname), "%s.d", name);
+	f->dfd = openat(f->r->cowfd, dname, O_RDONLY | O_NOFOLLOW |
+	    O_CLOEXEC);
+	if (f->dfd < 0)
+		return errno == ENOENT ? -EIO : -errno;
+	rc = read_full(f->dfd, hdr, sizeof(hdr), 0, &got);
+	if (rc < 0)
+		return rc;
+	if (fs_cow_header_decode(hdr, got, &f->unit) < 0)
+		return -EIO;
+	nunits = ((uint64_t)f->csize + f->unit - 1) / f->unit;
+	f->area = (off_t)((FS_COW_HDR + nunits + 4095) / 4096 * 4096);
+	return 0;
+}
+
+/*
+ * Reads map bytes of units k.. into m (n of them): a byte not yet
+ * written reads 0.  0, -EIO (a byte neither 0 nor 1), or -errno.
+ */
+static int
+map_read(struct cf_fs_rfile *f, uint64_t k, unsigned char *m, size_t n)
+{
+	size_t got, i;
+	int rc;
+
+	rc = read_full(f->dfd, m, n, FS_COW_HDR + (off_t)k, &got);
+	if (rc < 0)
+		return rc;
+	memset(m + got, 0, n - got);
+	for (i = 0; i < n; i++)
+		if (m[i] > 1)
+			return -EIO;
+	return 0;
+}
+
+/*
+ * pread of the farm file's bytes: read_full, or for a delta the live
+ * file's bytes first, then the map, then the saved units over them.  The
+ * daemon saves a unit and marks it before it changes the live file, so
+ * a unit read changed is always found marked.
+ */
+static int
+rf_read(struct cf_fs_rfile *f, void *buf, size_t len, off_t off,
+    size_t *got)
+{
+	unsigned char m[256], *p = buf;
+	uint64_t k, k1, j;
+	size_t n, live, g;
+	off_t a, b;
+	int rc, whole = 1;
+
+	if (f->base < 0)
+		return read_full(f->fd, buf, len, off, got);
+	*got = 0;
+	if (off >= f->csize || len == 0)
+		return 0;
+	if ((off_t)len > f->csize - off)
+		len = (size_t)(f->csize - off);
+	rc = read_full(f->base, buf, len, off, &live);
+	if (rc < 0)
+		return rc;
+	k1 = (uint64_t)(off + (off_t)len - 1) / f->unit;
+	for (k = (uint64_t)off / f->unit; k <= k1; k += n) {
+		n = k1 - k + 1 > sizeof(m) ? sizeof(m) : (size_t)(k1 - k + 1);
+		rc = map_read(f, k, m, n);
+		if (rc < 0)
+			return rc;
+		for (j = 0; j < n; j++) {
+			a = (off_t)(k + j) * f->unit;
+			b = a + f->unit;
+			if (a < off)
+				a = off;
+			if (b > off + (off_t)len)
+				b = off + (off_t)len;
+			if (m[j] == 0) {
+				/* Not saved: the live file must hold it. */
+				if (b > off + (off_t)live)
+					whole = 0;
+				continue;
+			}
+			rc = read_full(f->dfd, p + (a - off), (size_t)(b - a),
+			    f->area + a, &g);
+			if (rc < 0)
+				return rc;
+			if (g != (size_t)(b - a))
+				return -EIO;	/* a saved unit is whole */
+		}
+	}
+	*got = whole ? len : live;
+	return 0;
+}
+
+/* 1 and *ks if a unit in [k0, k1] of f's delta is saved, 0 if none. */
+static int
+first_saved(struct cf_fs_rfile *f, uint64_t k0, uint64_t k1, uint64_t *ks)
+{
+	unsigned char m[4096];
+	uint64_t k;
+	size_t n, j;
+	int rc;
+
+	for (k = k0; k <= k1; k += n) {
+		n = k1 - k + 1 > sizeof(m) ? sizeof(m) : (size_t)(k1 - k + 1);
+		rc = map_read(f, k, m, n);
+		if (rc < 0)
+			return rc;
+		for (j = 0; j < n; j++) {
+			if (m[j]) {
+				*ks = k + j;
+				return 1;
+			}
+		}
+	}
+	return 0;
+}
+
+/*
+ * lseek(SEEK_DATA or SEEK_HOLE) over the farm file's bytes: for a delta,
+ * the live file's where no unit is saved, cow/INO.d's (which keeps the
+ * holes it saved) in a saved unit.  -1 with errno, as lseek.
+ */
+static off_t
+rf_seek(struct cf_fs_rfile *f, off_t pos, int whence)
+{
+	uint64_t ks, kend;
+	off_t x, y, us, ue;
+	int rc;
+
+	if (f->base < 0)
+		return lseek(f->fd, pos, whence);
+	for (;;) {
+		if (pos >= f->csize) {
+			if (whence == SEEK_HOLE)
+				return f->csize;
+			errno = ENXIO;
+			return -1;
+		}
+		x = lseek(f->base, pos, whence);
+		if (x < 0 && errno != ENXIO)
+			return -1;
+		if (x < 0)	/* at or past the live file's end */
+			x = whence == SEEK_DATA ? f->csize : pos;
+		if (x > f->csize)
+			x = f->csize;
+		kend = (uint64_t)(x < f->csize ? x : f->csize - 1) / f->unit;
+		rc = first_saved(f, (uint64_t)pos / f->unit, kend, &ks);
+		if (rc < 0) {
+			errno = -rc;
+			return -1;
+		}
+		if (rc == 0) {
+			/* The live file holds everything before x. */
+			if (whence == SEEK_DATA && x >= f->csize) {
+				errno = ENXIO;
+				return -1;
+			}
+			return x;
+		}
+		/* Before unit ks the live file had no match: look in it. */
+		us = (off_t)ks * f->unit;
+		if (us < pos)
+			us = pos;
+		ue = ((off_t)ks + 1) * f->unit;
+		if (ue > f->csize)
+			ue = f->csize;
+		y = lseek(f->dfd, f->area + us, whence);
+		if (y < 0 && errno != ENXIO)
+			return -1;
+		y = y < 0 ? ue : y - f->area;
+		if (y < ue)
+			return y;
+		pos = ue;
+	}
+}
+
 int
 cf_fs_rfile_open(struct cf_fs_rfile **out, const struct cf_fs_rdir *d,
     const char *name)
@@ -979,6 +1212,7 @@ cf_fs_rfile_open(struct cf_fs_rfile **out, const struct cf_fs_rdir *d,
 	if (f == NULL)
 		return -ENOMEM;
 	f->r = d->r;
+	f->base = f->dfd = -1;
 	/* The clock before the stat: errs towards calling a file racy. */
 	clock_gettime(CLOCK_REALTIME, &now);
 	/* Backups should not touch atimes; O_NOATIME needs ownership. */
@@ -995,6 +1229,9 @@ cf_fs_rfile_open(struct cf_fs_rfile **out, const struct cf_fs_rdir *d,
 	f->racy = (long long)(now.tv_sec - f->st0.st_ctim.tv_sec) *
 	    1000000000LL + (now.tv_nsec - f->st0.st_ctim.tv_nsec) < RACY_NS;
 	f->csize = f->st0.st_size;
+	rc = delta_open(f);
+	if (rc < 0)
+		goto out;
 	if (size_damaged(f->r, f->csize)) {
 		rc = -EIO;
 		goto out;
@@ -1002,7 +1239,7 @@ cf_fs_rfile_open(struct cf_fs_rfile **out, const struct cf_fs_rdir *d,
 	f->psize = cf_fs_plain_size(f->r->keys->cipher, f->csize);
 	f->nblocks = ((uint64_t)f->psize + CF_FS_BLOCK - 1) / CF_FS_BLOCK;
 	if (f->csize > 0) {
-		rc = read_full(f->fd, hbuf, sizeof(hbuf), 0, &got);
+		rc = rf_read(f, hbuf, sizeof(hbuf), 0, &got);
 		if (rc < 0)
 			goto out;
 		if (got != sizeof(hbuf)) {
@@ -1059,6 +1296,10 @@ cf_fs_rfile_free(struct cf_fs_rfile *f)
 		return;
 	if (f->fd >= 0)
 		close(f->fd);
+	if (f->base >= 0)
+		close(f->base);
+	if (f->dfd >= 0)
+		close(f->dfd);
 	/* Kept for the next open; the one it replaces is freed. */
 	if (f->ctx != NULL)
 		cf_fs_file_ctx_free(__atomic_exchange_n(&f->r->spare, f->ctx,
@@ -1215,7 +1456,7 @@ cf_fs_rfile_pread(struct cf_fs_rfile *f, void *buf, size_t len, off_t off,
 	if (rc < 0)
 		return rc;
 	/* One read for the whole request, not one per block. */
-	rc = read_full(f->fd, f->cbuf, (size_t)(ce1 - cs0), cs0, &got);
+	rc = rf_read(f, f->cbuf, (size_t)(ce1 - cs0), cs0, &got);
 	if (rc < 0) {
 		set_bad(f, bad, b0);
 		return -EIO;
@@ -1271,14 +1512,14 @@ block_is_hole(struct cf_fs_rfile *f, uint64_t blk, int read_it,
 	size_t got;
 
 	block_span(f, blk, &cs, &ce);
-	d = lseek(f->fd, cs, SEEK_DATA);
+	d = rf_seek(f, cs, SEEK_DATA);
 	if (d < 0)
 		d = errno == ENXIO ? f->csize : cs;	/* unknown: data */
 	*next_data = d;
 	if (d >= ce)
 		return 1;
 	if (!read_it || cbuf_reserve(f, (size_t)f->r->cb) < 0 ||
-	    read_full(f->fd, f->cbuf, (size_t)(ce - cs), cs, &got) < 0 ||
+	    rf_read(f, f->cbuf, (size_t)(ce - cs), cs, &got) < 0 ||
 	    got != (size_t)(ce - cs))
 		return 0;
 	return sodium_is_zero(f->cbuf, got);
@@ -1322,7 +1563,7 @@ cf_fs_rfile_next_data(struct cf_fs_rfile *f, off_t off, off_t *data_off,
 	 */
 	for (k = b + 1; k < f->nblocks; k++) {
 		block_span(f, k, &cs, &ce);
-		h = lseek(f->fd, cs, SEEK_HOLE);
+		h = rf_seek(f, cs, SEEK_HOLE);
 		if (h < 0 || h >= f->csize)
 			break;
 		k = block_at(f, h);

@@ -18,8 +18,12 @@
  * After the thaw, the first change to a shared inode (write, truncate,
  * fallocate, setattr, xattrs) first gives the farm a private copy of it:
  * the ciphertext is copied sparsely, metadata and xattrs too, and the copy
- * replaces every farm link of the inode with a rename.  So the farm keeps
- * exactly the state at the freeze.  A reader holding the old farm link
+ * replaces every farm link of the inode with a rename.  A regular file of
+ * 1 MiB or more gets a block delta instead (docs/format/ctl.md [CTL-7]):
+ * an empty private file with its metadata, the live file linked in cow/,
+ * and each later change saving the 64 KiB units it replaces first
+ * (fs_snap_save), so a writer waits for what it changes, not for the
+ * file.  So the farm keeps exactly the state at the freeze.  A reader holding the old farm link
  * open sees its ctime change (the link count drops) and rereads the copy
  * (cf_fs_rfile_check).  Each snapshot raises an epoch while writers are
  * frozen, so the daemon raises a file's generation before its first change
@@ -52,6 +56,11 @@
 #define SNAP_BUCKETS 16384U
 #define SNAP_MARKS 1024U
 #define SNAP_DIR "snap"
+#define COW_DIR FS_COW_DIR		/* the farm's block deltas ([CTL-7]) */
+#define COW_UNIT FS_COW_UNIT		/* bytes saved at a time */
+#define COW_MIN (1 << 20)		/* smaller files are copied whole */
+#define COW_HDR FS_COW_HDR		/* magic, unit size, reserved */
+#define COW_MAGIC FS_COW_MAGIC
 
 struct snap_ent {
 	struct snap_ent *next;
@@ -74,6 +83,25 @@ struct snap_mark {
 	struct snap_mark *next;
 	dev_t dev;
 	ino_t ino;
+};
+
+/*
+ * A large shared file after its first change ([CTL-7]): the farm's name
+ * for it is a private, empty, sparse file with its metadata; the live
+ * file is linked at cow/INO and the bytes each change replaces are saved
+ * first in cow/INO.d, a unit at a time.
+ */
+struct snap_delta {
+	struct snap_delta *next;
+	dev_t dev;
+	ino_t ino;			/* the live file's */
+	pthread_mutex_t mutex;		/* saved, and the files' contents */
+	int base;			/* the live file, read-only */
+	int dfd;			/* cow/INO.d */
+	off_t csize;			/* the backing size at the freeze */
+	off_t area;			/* where unit 0 is saved in dfd */
+	uint64_t nunits;
+	unsigned char *saved;		/* the map, as written to dfd */
 };
 
 struct fs_snap {
@@ -100,7 +128,13 @@ struct fs_snap {
 	int marks_lost;				/* under mark_mutex */
 	struct fs_rekey_host *rekey;	/* KEYS, REKEY; NULL: refused */
 	atomic_int stopping;		/* unmount: a REKEY stops */
+	int cow_fd;			/* the farm's cow/ (under mutex) */
+	pthread_mutex_t delta_mutex;
+	struct snap_delta *deltas[SNAP_MARKS];	/* under delta_mutex */
+	atomic_int ndeltas;
 };
+
+static void deltas_clear(struct fs_snap *s);
 
 static size_t
 snap_bucket(dev_t dev, ino_t ino)
@@ -989,7 +1023,8 @@ snap_take(struct fs_snap *s, char *id, uint64_t *pause)
 	/* The marker never changes: linked outside both passes. */
 	if (linkat(s->store_fd, FS_STORE_MARKER, farm, FS_STORE_MARKER, 0) != 0 ||
 	    mkdirat(farm, CF_FS_LINKS_DIR, 0700) != 0 ||
-	    mkdirat(farm, FS_STORE_DATA, 0700) != 0) {
+	    mkdirat(farm, FS_STORE_DATA, 0700) != 0 ||
+	    mkdirat(farm, COW_DIR, 0700) != 0) {
 		rc = -errno;
 		close(farm);
 		return rc;
@@ -1015,7 +1050,10 @@ snap_take(struct fs_snap *s, char *id, uint64_t *pause)
 	    O_NOFOLLOW | O_CLOEXEC);
 	ldst = openat(farm, CF_FS_LINKS_DIR, O_RDONLY | O_DIRECTORY |
 	    O_NOFOLLOW | O_CLOEXEC);
-	rc = s->farm_fd < 0 || src < 0 || ldst < 0 ? -EIO : 0;
+	s->cow_fd = openat(farm, COW_DIR, O_RDONLY | O_DIRECTORY |
+	    O_NOFOLLOW | O_CLOEXEC);
+	rc = s->farm_fd < 0 || src < 0 || ldst < 0 || s->cow_fd < 0 ? -EIO :
+	    0;
 	if (rc == 0)
 		rc = mirror(s, src, s->farm_fd, "", 1, 1);
 	if (rc == 0 && lsrc >= 0)
@@ -1060,7 +1098,9 @@ snap_take(struct fs_snap *s, char *id, uint64_t *pause)
 		pthread_mutex_lock(&s->mutex);
 		if (s->farm_fd >= 0)
 			close(s->farm_fd);
-		s->farm_fd = -1;
+		if (s->cow_fd >= 0)
+			close(s->cow_fd);
+		s->farm_fd = s->cow_fd = -1;
 		pthread_mutex_unlock(&s->mutex);
 		remove_farms(s);
 	}
@@ -1078,9 +1118,12 @@ snap_release(struct fs_snap *s)
 	pthread_mutex_lock(&s->mutex);
 	atomic_store(&s->active, 0);
 	table_clear(s);
+	deltas_clear(s);	/* no operation is saving: frozen */
 	if (s->farm_fd >= 0)
 		close(s->farm_fd);
-	s->farm_fd = -1;
+	if (s->cow_fd >= 0)
+		close(s->cow_fd);
+	s->farm_fd = s->cow_fd = -1;
 	broken = s->broken;
 	pthread_mutex_unlock(&s->mutex);
 	s->freeze(s->arg, 0);
@@ -1213,6 +1256,239 @@ swap_in(int dir, const char *from, const char *to)
 	return renameat(dir, from, dir, to) == 0 ? 0 : -errno;
 }
 
+/* ---- block deltas ([CTL-7]) --------------------------------------------- */
+
+/* Where unit 0 is saved in cow/INO.d: after the header and the map. */
+static off_t
+cow_area(uint64_t nunits)
+{
+	return (off_t)((COW_HDR + nunits + 4095) / 4096 * 4096);
+}
+
+static void
+delta_free(struct snap_delta *d)
+{
+	if (d->base >= 0)
+		close(d->base);
+	if (d->dfd >= 0)
+		close(d->dfd);
+	pthread_mutex_destroy(&d->mutex);
+	free(d->saved);
+	free(d);
+}
+
+/* Forgets every delta.  Only where no operation can be saving. */
+static void
+deltas_clear(struct fs_snap *s)
+{
+	struct snap_delta *d, *next;
+	size_t i;
+
+	pthread_mutex_lock(&s->delta_mutex);
+	for (i = 0; i < SNAP_MARKS; i++) {
+		for (d = s->deltas[i]; d != NULL; d = next) {
+			next = d->next;
+			delta_free(d);
+		}
+		s->deltas[i] = NULL;
+	}
+	atomic_store(&s->ndeltas, 0);
+	pthread_mutex_unlock(&s->delta_mutex);
+}
+
+static struct snap_delta *
+delta_find(struct fs_snap *s, dev_t dev, ino_t ino)
+{
+	struct snap_delta *d;
+
+	pthread_mutex_lock(&s->delta_mutex);
+	for (d = s->deltas[snap_bucket(dev, ino) % SNAP_MARKS]; d != NULL;
+	    d = d->next)
+		if (d->dev == dev && d->ino == ino)
+			break;
+	pthread_mutex_unlock(&s->delta_mutex);
+	return d;
+}
+
+/*
+ * Copies the live file's bytes [a, b) to their place in cow/INO.d, its
+ * holes left holes (cow/INO.d is as long as the file from the start, so
+ * they read as zeros).
+ */
+static int
+delta_copy(struct snap_delta *d, off_t a, off_t b)
+{
+	unsigned char *buf = NULL;
+	loff_t in, out;
+	off_t h;
+	ssize_t n;
+	int kernel = 1, rc = 0;
+
+	while (rc == 0 && a < b) {
+		a = lseek(d->base, a, SEEK_DATA);
+		if (a < 0) {
+			rc = errno == ENXIO ? 0 : -errno;
+			break;		/* ENXIO: only holes to its end */
+		}
+		if (a >= b)
+			break;
+		h = lseek(d->base, a, SEEK_HOLE);
+		if (h < 0 || h > b)
+			h = b;
+		while (a < h) {
+			size_t want = (size_t)(h - a);
+
+			in = a;
+			out = d->area + a;
+			n = kernel ? copy_file_range(d->base, &in, d->dfd,
+			    &out, want, 0) : -1;
+			if (n > 0) {
+				a += n;
+				continue;
+			}
+			if (n == 0) {
+				a = b;	/* the live file ends: zeros */
+				break;
+			}
+			if (kernel && errno != EXDEV && errno != EINVAL &&
+			    errno != ENOSYS && errno != EOPNOTSUPP)
+				return -errno;
+			kernel = 0;
+			if (buf == NULL && (buf = malloc(COW_UNIT)) == NULL)
+				return -ENOMEM;
+			if (want > COW_UNIT)
+				want = COW_UNIT;
+			n = pread(d->base, buf, want, a);
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n <= 0) {
+				rc = n < 0 ? -errno : 0;
+				a = b;
+				break;
+			}
+			if (pwrite(d->dfd, buf, (size_t)n, d->area + a) != n) {
+				rc = -EIO;
+				break;
+			}
+			a += n;
+		}
+	}
+	free(buf);
+	return rc;
+}
+
+void
+fs_snap_save(struct fs_snap *s, dev_t dev, ino_t ino, off_t off, off_t len)
+{
+	struct snap_delta *d;
+	uint64_t k, k1, r;
+	off_t end;
+	int rc = 0;
+
+	if (s == NULL || atomic_load(&s->ndeltas) == 0 || off < 0)
+		return;
+	d = delta_find(s, dev, ino);
+	if (d == NULL || off >= d->csize)
+		return;
+	end = len < 0 || len > d->csize - off ? d->csize : off + len;
+	if (end <= off)
+		return;
+	k1 = (uint64_t)(end - 1) / COW_UNIT;
+	pthread_mutex_lock(&d->mutex);
+	for (k = (uint64_t)off / COW_UNIT; rc == 0 && k <= k1; k = r) {
+		off_t b;
+
+		if (d->saved[k]) {
+			r = k + 1;
+			continue;
+		}
+		/* A run of unsaved units, at most 16 MiB at a time. */
+		for (r = k; r <= k1 && !d->saved[r] && r - k < 256; r++)
+			;
+		b = (off_t)r * COW_UNIT;
+		rc = delta_copy(d, (off_t)k * COW_UNIT, b < d->csize ? b :
+		    d->csize);
+		/* The bytes first, then the map: a reader that finds a unit
+		 * changed in the live file finds it marked ([CTL-7]). */
+		if (rc == 0) {
+			memset(d->saved + k, 1, (size_t)(r - k));
+			if (pwrite(d->dfd, d->saved + k, (size_t)(r - k),
+			    COW_HDR + (off_t)k) != (ssize_t)(r - k))
+				rc = -EIO;
+		}
+	}
+	pthread_mutex_unlock(&d->mutex);
+	if (rc < 0) {
+		pthread_mutex_lock(&s->mutex);
+		s->broken = 1;		/* the backup is told at RELEASE */
+		pthread_mutex_unlock(&s->mutex);
+	}
+}
+
+/*
+ * Makes the delta of a large file: fd is its new farm file (empty, sized,
+ * its metadata set), last in pfd a farm name that still links the live
+ * file, live a path of the live file, st its stat.
+ */
+static int
+delta_new(struct fs_snap *s, int pfd, const char *last, int fd,
+    const char *live, const struct stat *st)
+{
+	unsigned char hdr[COW_HDR] = { 0 };
+	char name[32], dname[40];
+	struct snap_delta *d;
+	struct stat ds;
+	size_t b;
+	int rc = 0;
+
+	if (fstat(fd, &ds) != 0)
+		return -errno;
+	snprintf(name, sizeof(name), "%ju", (uintmax_t)ds.st_ino);
+	snprintf(dname, sizeof(dname), "%s.d", name);
+	d = calloc(1, sizeof(*d));
+	if (d == NULL)
+		return -ENOMEM;
+	d->base = d->dfd = -1;
+	pthread_mutex_init(&d->mutex, NULL);
+	d->dev = st->st_dev;
+	d->ino = st->st_ino;
+	d->csize = st->st_size;
+	d->nunits = ((uint64_t)st->st_size + COW_UNIT - 1) / COW_UNIT;
+	d->area = cow_area(d->nunits);
+	d->saved = calloc(d->nunits + 1, 1);
+	d->base = open(live, O_RDONLY | O_CLOEXEC);
+	d->dfd = openat(s->cow_fd, dname, O_RDWR | O_CREAT | O_EXCL |
+	    O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (d->saved == NULL)
+		rc = -ENOMEM;
+	else if (d->base < 0 || d->dfd < 0)
+		rc = -errno;
+	memcpy(hdr, COW_MAGIC, 8);
+	hdr[8] = COW_UNIT & 0xff;
+	hdr[9] = (COW_UNIT >> 8) & 0xff;
+	hdr[10] = (COW_UNIT >> 16) & 0xff;
+	hdr[11] = (COW_UNIT >> 24) & 0xff;
+	if (rc == 0 && (pwrite(d->dfd, hdr, sizeof(hdr), 0) !=
+	    (ssize_t)sizeof(hdr) || ftruncate(d->dfd, d->area + d->csize) !=
+	    0))
+		rc = -EIO;
+	if (rc == 0 && linkat(pfd, last, s->cow_fd, name, 0) != 0)
+		rc = -errno;
+	if (rc < 0) {
+		if (d->dfd >= 0)
+			(void)unlinkat(s->cow_fd, dname, 0);
+		delta_free(d);
+		return rc;
+	}
+	b = snap_bucket(d->dev, d->ino) % SNAP_MARKS;
+	pthread_mutex_lock(&s->delta_mutex);
+	d->next = s->deltas[b];
+	s->deltas[b] = d;
+	atomic_fetch_add(&s->ndeltas, 1);
+	pthread_mutex_unlock(&s->delta_mutex);
+	return 0;
+}
+
 /* Makes the private copy of e from the live object obj (O_PATH). */
 static int
 cow_copy(struct fs_snap *s, struct snap_ent *e, int obj)
@@ -1234,11 +1510,15 @@ cow_copy(struct fs_snap *s, struct snap_ent *e, int obj)
 	dir_keep(pfd, 0, pt);
 	(void)unlinkat(pfd, tmp, 0);
 	if (S_ISREG(st.st_mode)) {
+		/* A large file: a delta, saved as it changes ([CTL-7]). */
+		int big = st.st_size >= COW_MIN && s->cow_fd >= 0;
+
 		fd_path(obj, p, sizeof(p));
-		in = open(p, O_RDONLY | O_CLOEXEC);
+		if (!big)
+			in = open(p, O_RDONLY | O_CLOEXEC);
 		fd = openat(pfd, tmp, O_WRONLY | O_CREAT | O_EXCL |
 		    O_NOFOLLOW | O_CLOEXEC, 0600);
-		if (in < 0 || fd < 0)
+		if ((!big && in < 0) || fd < 0)
 			rc = -errno;
 		/*
 		 * Not synced: the farm lives only until release, and a
@@ -1246,7 +1526,8 @@ cow_copy(struct fs_snap *s, struct snap_ent *e, int obj)
 		 * writer need not wait for the disk here.
 		 */
 		if (rc == 0)
-			rc = copy_sparse(in, fd, st.st_size);
+			rc = big ? (ftruncate(fd, st.st_size) == 0 ? 0 :
+			    -errno) : copy_sparse(in, fd, st.st_size);
 		if (rc == 0) {
 			char q[64];
 
@@ -1255,6 +1536,8 @@ cow_copy(struct fs_snap *s, struct snap_ent *e, int obj)
 		}
 		if (rc == 0)
 			rc = copy_meta_fd(fd, &st);
+		if (rc == 0 && big)
+			rc = delta_new(s, pfd, last, fd, p, &st);
 	} else if (S_ISLNK(st.st_mode)) {
 		n = readlinkat(obj, "", target, sizeof(target) - 1);
 		if (n < 0) {
@@ -1507,12 +1790,13 @@ fs_snap_new(struct fs_snap **out, const char *backing,
 	s = calloc(1, sizeof(*s));
 	if (s == NULL)
 		return -ENOMEM;
-	s->lfd = s->store_fd = s->farm_fd = -1;
+	s->lfd = s->store_fd = s->farm_fd = s->cow_fd = -1;
 	s->stop_pipe[0] = s->stop_pipe[1] = -1;
 	s->freeze = freeze;
 	s->arg = arg;
 	pthread_mutex_init(&s->mutex, NULL);
 	pthread_mutex_init(&s->mark_mutex, NULL);
+	pthread_mutex_init(&s->delta_mutex, NULL);
 	/* Absolute: the daemon runs in / after it forks, and clients are
 	 * told the farm's path. */
 	s->backing = realpath(backing, NULL);
@@ -1582,16 +1866,20 @@ fs_snap_free(struct fs_snap *s)
 	if (s->stop_pipe[1] >= 0)
 		close(s->stop_pipe[1]);
 	table_clear(s);
+	deltas_clear(s);
 	dirs_clear(s);
 	marks_free(marks_take(s, &lost));
 	if (s->farm_fd >= 0)
 		close(s->farm_fd);
+	if (s->cow_fd >= 0)
+		close(s->cow_fd);
 	if (s->store_fd >= 0) {
 		remove_farms(s);
 		close(s->store_fd);
 	}
 	pthread_mutex_destroy(&s->mutex);
 	pthread_mutex_destroy(&s->mark_mutex);
+	pthread_mutex_destroy(&s->delta_mutex);
 	free(s->backing);
 	free(s);
 }

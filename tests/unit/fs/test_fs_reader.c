@@ -1469,6 +1469,179 @@ hold_unlink(void)
 	store_free(&s);
 }
 
+/*
+ * A farm's block delta, made here by hand the way docs/format/ctl.md
+ * [CTL-7] lays it out: the farm name is an empty file of the frozen size,
+ * cow/INO links the live file, cow/INO.d holds the header, the map and
+ * the saved units (holes kept).  Then the live file is changed where
+ * units were saved (and cut), and must not show through.
+ */
+static void
+put_delta_hdr(int dfd, uint32_t unit, unsigned char first)
+{
+	unsigned char h[FS_COW_HDR] = "CFCOWD1";
+
+	h[0] = first;
+	h[8] = unit & 0xff;
+	h[9] = (unit >> 8) & 0xff;
+	h[10] = (unit >> 16) & 0xff;
+	h[11] = (unit >> 24) & 0xff;
+	CHECK(pwrite(dfd, h, sizeof(h), 0) == (ssize_t)sizeof(h));
+}
+
+/* Saves unit k of base into dfd as the daemon does: data pages only. */
+static void
+save_unit(int base, int dfd, off_t area, off_t csize, uint64_t k)
+{
+	unsigned char page[4096], one = 1;
+	off_t a = (off_t)k * FS_COW_UNIT, b = a + FS_COW_UNIT, o;
+	ssize_t n;
+
+	if (b > csize)
+		b = csize;
+	for (o = a; o < b; o += (off_t)n) {
+		size_t want = (size_t)(b - o) < sizeof(page) ?
+		    (size_t)(b - o) : sizeof(page);
+
+		n = pread(base, page, want, o);
+		CHECK(n == (ssize_t)want);
+		if (n <= 0)
+			return;
+		if (!sodium_is_zero(page, (size_t)n))
+			CHECK(pwrite(dfd, page, (size_t)n, area + o) == n);
+	}
+	CHECK(pwrite(dfd, &one, 1, FS_COW_HDR + (off_t)k) == 1);
+}
+
+static void
+farm_delta(void)
+{
+	struct store s;
+	struct cf_fs_reader *r = NULL;
+	struct cf_fs_rdir *root = NULL;
+	struct cf_fs_rfile *f = NULL, *g = NULL;
+	unsigned char *p, *buf, junk[FS_COW_UNIT], two = 2;
+	size_t len = 200 * CF_FS_BLOCK + 77;
+	off_t csize, area, doff, dend, goff, gend, at;
+	uint64_t nunits, k;
+	char bn[NAME_MAX + 1], ino[32], dn[40];
+	struct stat st;
+	int base, dfd, cow, fd;
+	ssize_t n;
+
+	CHECK_RC(store_new(&s, CF_KS_CIPHER_XCHACHA20POLY1305), 0);
+	p = pattern(len, 9);
+	buf = malloc(len);
+	CHECK(p != NULL && buf != NULL);
+	/* Blocks 20..29 are holes, in both the file and its twin. */
+	memset(p + 20 * CF_FS_BLOCK, 0, 10 * CF_FS_BLOCK);
+	CHECK_RC(mk_file(&s, s.root, "f", p, len, 0x3ff00000UL, 1), 0);
+	CHECK_RC(mk_file(&s, s.root, "twin", p, len, 0x3ff00000UL, 1), 0);
+	csize = cf_fs_cipher_size(s.k->cipher, (off_t)len);
+	nunits = ((uint64_t)csize + FS_COW_UNIT - 1) / FS_COW_UNIT;
+	area = (off_t)((FS_COW_HDR + nunits + 4095) / 4096 * 4096);
+	CHECK(nunits == 13 && area == 4096);
+
+	/* The farm: f's name gets an empty file; the live file is cow/INO. */
+	CHECK(mkdirat(s.fd, FS_COW_DIR, 0700) == 0);
+	cow = openat(s.fd, FS_COW_DIR, O_RDONLY | O_DIRECTORY);
+	CHECK(cow >= 0);
+	CHECK_RC(bname(&s, s.root, "f", bn), 0);
+	CHECK(linkat(s.root, bn, cow, "live", 0) == 0);
+	CHECK(unlinkat(s.root, bn, 0) == 0);
+	fd = openat(s.root, bn, O_WRONLY | O_CREAT | O_EXCL, 0644);
+	CHECK(fd >= 0 && ftruncate(fd, csize) == 0 && fstat(fd, &st) == 0);
+	close(fd);
+	snprintf(ino, sizeof(ino), "%ju", (uintmax_t)st.st_ino);
+	snprintf(dn, sizeof(dn), "%s.d", ino);
+	CHECK(renameat(cow, "live", cow, ino) == 0);
+	base = openat(cow, ino, O_RDWR);
+	dfd = openat(cow, dn, O_RDWR | O_CREAT | O_EXCL, 0600);
+	CHECK(base >= 0 && dfd >= 0);
+	put_delta_hdr(dfd, FS_COW_UNIT, 'C');
+	CHECK(ftruncate(dfd, area + csize) == 0);
+
+	/* Units 0 (the header), 1 (holes inside) and 8.. saved, then the
+	 * live file scribbled over there and cut after unit 7. */
+	memset(junk, 0xa5, sizeof(junk));
+	save_unit(base, dfd, area, csize, 0);
+	save_unit(base, dfd, area, csize, 1);
+	for (k = 8; k < nunits; k++)
+		save_unit(base, dfd, area, csize, k);
+	CHECK(pwrite(base, junk, sizeof(junk), 0) == (ssize_t)sizeof(junk));
+	CHECK(pwrite(base, junk, sizeof(junk), FS_COW_UNIT) ==
+	    (ssize_t)sizeof(junk));
+	CHECK(ftruncate(base, 8 * (off_t)FS_COW_UNIT + 5) == 0);
+	settle();
+
+	CHECK_RC(cf_fs_reader_open(&r, s.k, s.path), 0);
+	CHECK_RC(cf_fs_rdir_open_root(&root, r), 0);
+	CHECK_RC(cf_fs_rfile_open(&f, root, "f"), 0);
+	CHECK_RC(cf_fs_rfile_open(&g, root, "twin"), 0);
+	cf_fs_rfile_stat(f, &st);
+	CHECK(st.st_size == (off_t)len);
+	n = cf_fs_rfile_pread(f, buf, len, 0, NULL);
+	CHECK(n == (ssize_t)len && memcmp(buf, p, len) == 0);
+	/* Reads across a saved and an unsaved unit, at odd offsets. */
+	n = cf_fs_rfile_pread(f, buf, 3 * CF_FS_BLOCK, 15 * CF_FS_BLOCK + 9,
+	    NULL);
+	CHECK(n == 3 * CF_FS_BLOCK && memcmp(buf, p + 15 * CF_FS_BLOCK + 9,
+	    3 * CF_FS_BLOCK) == 0);
+	/* Holes: the same ranges as the untouched twin (the saved unit 1
+	 * kept its holes; the live file's there are filled with junk). */
+	for (at = 0; at < (off_t)len; at = dend) {
+		int rf = cf_fs_rfile_next_data(f, at, &doff, &dend);
+		int rg = cf_fs_rfile_next_data(g, at, &goff, &gend);
+
+		CHECK(rf == rg);
+		if (rf != 0 || rg != 0)
+			break;
+		CHECK(doff == goff && dend == gend);
+		if (doff != goff || dend != gend)
+			break;
+	}
+	CHECK(at > 0);
+	CHECK_RC(cf_fs_rfile_check(f), 0);
+	cf_fs_rfile_free(f);
+	f = NULL;
+
+	/* A unit neither saved nor in the (cut) live file: a short read,
+	 * which the reader calls a change. */
+	CHECK(pwrite(dfd, "\0", 1, FS_COW_HDR + 9) == 1);
+	CHECK_RC(cf_fs_rfile_open(&f, root, "f"), 0);
+	n = cf_fs_rfile_pread(f, buf, CF_FS_BLOCK, 9 * FS_COW_UNIT, NULL);
+	CHECK(n == -EAGAIN);
+	cf_fs_rfile_free(f);
+	f = NULL;
+	/* A map byte that is neither 0 nor 1 is damage. */
+	CHECK(pwrite(dfd, &two, 1, FS_COW_HDR + 9) == 1);
+	CHECK_RC(cf_fs_rfile_open(&f, root, "f"), 0);
+	n = cf_fs_rfile_pread(f, buf, CF_FS_BLOCK, 9 * FS_COW_UNIT, NULL);
+	CHECK(n == -EIO);
+	cf_fs_rfile_free(f);
+	f = NULL;
+	/* A bad header, or a unit size that is no power of two. */
+	put_delta_hdr(dfd, FS_COW_UNIT, 'X');
+	CHECK_RC(cf_fs_rfile_open(&f, root, "f"), -EIO);
+	put_delta_hdr(dfd, FS_COW_UNIT + 4096, 'C');
+	CHECK_RC(cf_fs_rfile_open(&f, root, "f"), -EIO);
+	/* The base without its INO.d. */
+	CHECK(unlinkat(cow, dn, 0) == 0);
+	CHECK_RC(cf_fs_rfile_open(&f, root, "f"), -EIO);
+	/* The twin, with no delta, reads as ever. */
+	n = cf_fs_rfile_pread(g, buf, len, 0, NULL);
+	CHECK(n == (ssize_t)len && memcmp(buf, p, len) == 0);
+	cf_fs_rfile_free(g);
+	close(base);
+	close(dfd);
+	close(cow);
+	cf_fs_rdir_free(root);
+	cf_fs_reader_free(r);
+	free(buf);
+	free(p);
+	store_free(&s);
+}
+
 static const struct cf_test_case cases[] = {
 	CF_TEST(tree_xchacha),
 	CF_TEST(tree_gcm),
@@ -1484,6 +1657,7 @@ static const struct cf_test_case cases[] = {
 	CF_TEST(changed),
 	CF_TEST(gens),
 	CF_TEST(hold_unlink),
+	CF_TEST(farm_delta),
 };
 
 CF_TEST_MAIN(cases)
