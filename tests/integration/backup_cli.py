@@ -237,6 +237,10 @@ try:
     cpath = os.path.join(MP, "counter")
     stop = threading.Event()
 
+    # A 3 MiB one too: files of 1 MiB or more keep a block delta in the
+    # snapshot instead of a whole copy (docs/format/ctl.md [CTL-7]).
+    bpath = os.path.join(MP, "bigcounter")
+
     def writer():
         i = 0
         while not stop.is_set():
@@ -245,10 +249,15 @@ try:
             with open(cpath, "r+b" if os.path.exists(cpath) else "wb") as f:
                 for _ in range(8):
                     f.write(val * 8192)	# 8 x 64 KiB, block by block
+            with open(bpath, "r+b") as f:
+                for _ in range(24):
+                    f.write(val * 16384)  # 24 x 128 KiB
             if i % 2 == 0:
                 time.sleep(0.12)	# quiet spells: a read can succeed
     with open(cpath, "wb") as f:
         f.write(b"%08d" % 0 * 65536)
+    with open(bpath, "wb") as f:
+        f.write(b"%08d" % 0 * (3 << 17))
     th = threading.Thread(target=writer)
     th.start()
     lives = []
@@ -285,36 +294,42 @@ try:
     r = coffer("--json", "snapshots", "acme")
     live_ids = [x["id"] for x in json.loads(r.stdout) if x["tags"] == ["live"]]
     consistent = 0
+
+    def had_state(data, chunk, n):
+        # The writer rewrites a file in n write()s of chunk bytes, so the
+        # states it passes through are: the first j chunks of value v+1,
+        # the rest of value v.  A point-in-time snapshot must show one
+        # of those states, never anything else.
+        ch = [data[i:i + chunk] for i in range(0, len(data), chunk)]
+        vals = [c[:8] for c in ch]
+        uniform = all(c == c[:8] * (chunk // 8) for c in ch)
+        j = next((i for i in range(1, len(vals))
+                  if vals[i] != vals[0]), len(vals))
+        return (len(data) == chunk * n and uniform and
+                all(v == vals[0] for v in vals[:j]) and
+                all(v == vals[-1] for v in vals[j:]) and
+                (j == len(vals) or int(vals[0]) == int(vals[-1]) + 1),
+                vals)
+
     for k, sid in enumerate(live_ids):
         out5 = os.path.join(T, f"out5.{k}")
-        r2 = coffer("restore", "acme", sid, "--target", out5, "--path",
-                    "counter")
-        cp = os.path.join(out5, "counter")
+        r2 = coffer("restore", "acme", sid, "--target", out5)
         rr, s3 = lives[k]
-        if os.path.exists(cp):
-            data = open(cp, "rb").read()
-            consistent += 1
-            # The writer rewrites the file in eight 64 KiB write()s, so
-            # the states it passes through are: the first j chunks of
-            # value v+1, the rest of value v.  A point-in-time snapshot
-            # must show one of those states, never anything else.
-            ch = [data[i:i + 65536] for i in range(0, len(data), 65536)]
-            vals = [c[:8] for c in ch]
-            uniform = all(c == c[:8] * 8192 for c in ch)
-            j = next((i for i in range(1, len(vals))
-                      if vals[i] != vals[0]), len(vals))
-            state_ok = (len(data) == 512 << 10 and uniform and
-                        all(v == vals[0] for v in vals[:j]) and
-                        all(v == vals[-1] for v in vals[j:]) and
-                        (j == len(vals) or
-                         int(vals[0]) == int(vals[-1]) + 1))
-            ok(state_ok, f"live snapshot {k}: the counter file is in a "
-               "state it really had (point in time)",
-               f"len {len(data)} values {vals}")
-        else:
-            ok(rr.returncode == 1 and "kept changing" in rr.stderr,
-               f"live snapshot {k}: counter left out and named",
-               rr.stderr + r2.stderr)
+        for name, chunk, nch in (("counter", 65536, 8),
+                                 ("bigcounter", 131072, 24)):
+            cp = os.path.join(out5, name)
+            if os.path.exists(cp):
+                state_ok, vals = had_state(open(cp, "rb").read(), chunk,
+                                           nch)
+                consistent += 1
+                ok(state_ok, f"live snapshot {k}: the {name} file is in "
+                   "a state it really had (point in time)",
+                   f"values {vals}")
+            else:
+                ok(rr.returncode == 1 and "kept changing" in rr.stderr and
+                   name in rr.stderr,
+                   f"live snapshot {k}: {name} left out and named",
+                   rr.stderr + r2.stderr)
         print(f"# live backup {k}: retries {s3.get('retries')}, "
               f"changed {s3.get('changed')}, pause "
               f"{s3.get('pause_ns', 0) / 1e6:.2f} ms")
