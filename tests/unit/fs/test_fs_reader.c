@@ -13,6 +13,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1642,6 +1643,41 @@ farm_delta(void)
 	store_free(&s);
 }
 
+/*
+ * The same trees read the way kernels before 6.13 need (an O_PATH open
+ * per entry, its /proc path for the xattr calls): test builds only, else
+ * both runs use getxattrat where the kernel has it.
+ */
+static int
+rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	if (ftw->level > 0)
+		(void)remove(path);
+	return 0;
+}
+
+/* Empties the case's scratch directory: the next case body starts anew. */
+static void
+scratch_empty(void)
+{
+	CHECK(nftw(cf_test_tmpdir(), rm_entry, 16, FTW_DEPTH | FTW_PHYS) ==
+	    0);
+}
+
+static void
+xattrs_no_xattrat(void)
+{
+	CHECK(setenv("COFFER_TEST_NO_XATTRAT", "1", 1) == 0);
+	links_and_xattrs();
+	scratch_empty();
+	xattr_tampered();
+	scratch_empty();
+	gens();
+	CHECK(unsetenv("COFFER_TEST_NO_XATTRAT") == 0);
+}
+
 static const struct cf_test_case cases[] = {
 	CF_TEST(tree_xchacha),
 	CF_TEST(tree_gcm),
@@ -1658,6 +1694,7 @@ static const struct cf_test_case cases[] = {
 	CF_TEST(gens),
 	CF_TEST(hold_unlink),
 	CF_TEST(farm_delta),
+	CF_TEST(xattrs_no_xattrat),
 };
 
 CF_TEST_MAIN(cases)
