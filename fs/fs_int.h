@@ -75,13 +75,14 @@ void fs_snap_set_gens(struct fs_snap *s, int on);
 int fs_snap_cow(struct fs_snap *s, dev_t dev, ino_t ino, int obj);
 /*
  * Called before the daemon changes backing bytes [off, off + len) of the
- * regular file (dev, ino) (len < 0: to its end; a cut to off is [off,
- * end)), after fs_snap_cow, holding the freeze's read side: a snapshot
- * keeping a delta of the file ([CTL-7]) saves what the change replaces.
- * Cheap when no snapshot keeps deltas.
+ * regular file (dev, ino), open readable as fd (len < 0: to its end; a
+ * cut to off is [off, end)), after fs_snap_cow, holding the freeze's
+ * read side and the inode's lock: a snapshot keeping a delta of the
+ * file ([CTL-7]) saves what the change replaces.  Cheap when no
+ * snapshot keeps deltas.
  */
-void fs_snap_save(struct fs_snap *s, dev_t dev, ino_t ino, off_t off,
-    off_t len);
+void fs_snap_save(struct fs_snap *s, dev_t dev, ino_t ino, int fd,
+    off_t off, off_t len);
 /*
  * A farm's block deltas (docs/format/ctl.md [CTL-7]): FS_COW_DIR in the
  * farm holds INO (the live file) and INO.d (header, map, saved units)

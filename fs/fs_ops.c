@@ -943,7 +943,7 @@ static int
 bwrite(struct fs *fs, struct fs_inode *in, int fd, const void *buf,
     size_t len, off_t off)
 {
-	fs_snap_save(fs->snap, in->dev, in->ino, off, (off_t)len);
+	fs_snap_save(fs->snap, in->dev, in->ino, fd, off, (off_t)len);
 	return write_full(fd, buf, len, off);
 }
 
@@ -951,7 +951,7 @@ bwrite(struct fs *fs, struct fs_inode *in, int fd, const void *buf,
 static int
 bcut(struct fs *fs, struct fs_inode *in, int fd, off_t csize)
 {
-	fs_snap_save(fs->snap, in->dev, in->ino, csize, -1);
+	fs_snap_save(fs->snap, in->dev, in->ino, fd, csize, -1);
 	return ftruncate(fd, csize) == 0 ? 0 : -errno;
 }
 
@@ -1656,8 +1656,9 @@ zero_range(struct fs *fs, struct fs_inode *in, int fd, off_t off, off_t end)
 		rc = mark_sparse(fs, in, fd);
 	if (rc < 0)
 		return rc;
-	fs_snap_save(fs->snap, in->dev, in->ino, CF_FS_HEADER_BYTES + first /
-	    CF_FS_BLOCK * fs->cb, (last - first) / CF_FS_BLOCK * fs->cb);
+	fs_snap_save(fs->snap, in->dev, in->ino, fd, CF_FS_HEADER_BYTES +
+	    first / CF_FS_BLOCK * fs->cb, (last - first) / CF_FS_BLOCK *
+	    fs->cb);
 	if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
 	    CF_FS_HEADER_BYTES + first / CF_FS_BLOCK * fs->cb,
 	    (last - first) / CF_FS_BLOCK * fs->cb) == 0)
@@ -3016,7 +3017,7 @@ rekey_exclusive(void *arg, int dirfd, const char *name,
 	pthread_rwlock_wrlock(&in->rw);
 	cow(fs, in);
 	/* Rewritten in place, all of it: a delta saves it all first. */
-	fs_snap_save(fs->snap, in->dev, in->ino, 0, -1);
+	fs_snap_save(fs->snap, in->dev, in->ino, fd, 0, -1);
 	rc = fn(fnarg, fd);
 	if (rc == 0 && in->ctx != NULL) {
 		unsigned char buf[CF_FS_HEADER_BYTES];

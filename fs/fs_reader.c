@@ -1111,8 +1111,12 @@ delta_open(struct cf_fs_rfile *f)
 	if (f->r->cowfd < 0)
 		return 0;
 	snprintf(name, sizeof(name), "%ju", (uintmax_t)f->st0.st_ino);
+	/* The tenant's live file: its atime must not move either. */
 	f->base = openat(f->r->cowfd, name, O_RDONLY | O_NOFOLLOW |
-	    O_CLOEXEC);
+	    O_NOATIME | O_CLOEXEC);
+	if (f->base < 0 && errno == EPERM)
+		f->base = openat(f->r->cowfd, name, O_RDONLY | O_NOFOLLOW |
+		    O_CLOEXEC);
 	if (f->base < 0)
 		return errno == ENOENT ? 0 : -errno;
 	snprintf(dname, sizeof(dname), "%s.d", name);

@@ -23,9 +23,9 @@
  * an empty private file with its metadata, the live file linked in cow/,
  * and each later change saving the 64 KiB units it replaces first
  * (fs_snap_save), so a writer waits for what it changes, not for the
- * file.  So the farm keeps exactly the state at the freeze.  A reader holding the old farm link
- * open sees its ctime change (the link count drops) and rereads the copy
- * (cf_fs_rfile_check).  Each snapshot raises an epoch while writers are
+ * file.  So the farm keeps exactly the state at the freeze.  A reader
+ * holding the old farm link open sees its ctime change (the link count
+ * drops) and rereads the copy (cf_fs_rfile_check).  Each snapshot raises an epoch while writers are
  * frozen, so the daemon raises a file's generation before its first change
  * after it (incremental backups rely on that, docs/format/ctl.md [CTL-6]).
  * The farm is itself a store: cf_fs_reader_open()
@@ -96,8 +96,7 @@ struct snap_delta {
 	dev_t dev;
 	ino_t ino;			/* the live file's */
 	pthread_mutex_t mutex;		/* saved, and the files' contents */
-	int base;			/* the live file, read-only */
-	int dfd;			/* cow/INO.d */
+	char dname[40];			/* INO.d in the farm's cow/ */
 	off_t csize;			/* the backing size at the freeze */
 	off_t area;			/* where unit 0 is saved in dfd */
 	uint64_t nunits;
@@ -1268,10 +1267,6 @@ cow_area(uint64_t nunits)
 static void
 delta_free(struct snap_delta *d)
 {
-	if (d->base >= 0)
-		close(d->base);
-	if (d->dfd >= 0)
-		close(d->dfd);
 	pthread_mutex_destroy(&d->mutex);
 	free(d->saved);
 	free(d);
@@ -1316,7 +1311,7 @@ delta_find(struct fs_snap *s, dev_t dev, ino_t ino)
  * they read as zeros).
  */
 static int
-delta_copy(struct snap_delta *d, off_t a, off_t b)
+delta_copy(struct snap_delta *d, int base, int dfd, off_t a, off_t b)
 {
 	unsigned char *buf = NULL;
 	loff_t in, out;
@@ -1325,14 +1320,14 @@ delta_copy(struct snap_delta *d, off_t a, off_t b)
 	int kernel = 1, rc = 0;
 
 	while (rc == 0 && a < b) {
-		a = lseek(d->base, a, SEEK_DATA);
+		a = lseek(base, a, SEEK_DATA);
 		if (a < 0) {
 			rc = errno == ENXIO ? 0 : -errno;
 			break;		/* ENXIO: only holes to its end */
 		}
 		if (a >= b)
 			break;
-		h = lseek(d->base, a, SEEK_HOLE);
+		h = lseek(base, a, SEEK_HOLE);
 		if (h < 0 || h > b)
 			h = b;
 		while (a < h) {
@@ -1340,7 +1335,7 @@ delta_copy(struct snap_delta *d, off_t a, off_t b)
 
 			in = a;
 			out = d->area + a;
-			n = kernel ? copy_file_range(d->base, &in, d->dfd,
+			n = kernel ? copy_file_range(base, &in, dfd,
 			    &out, want, 0) : -1;
 			if (n > 0) {
 				a += n;
@@ -1358,7 +1353,7 @@ delta_copy(struct snap_delta *d, off_t a, off_t b)
 				return -ENOMEM;
 			if (want > COW_UNIT)
 				want = COW_UNIT;
-			n = pread(d->base, buf, want, a);
+			n = pread(base, buf, want, a);
 			if (n < 0 && errno == EINTR)
 				continue;
 			if (n <= 0) {
@@ -1366,7 +1361,7 @@ delta_copy(struct snap_delta *d, off_t a, off_t b)
 				a = b;
 				break;
 			}
-			if (pwrite(d->dfd, buf, (size_t)n, d->area + a) != n) {
+			if (pwrite(dfd, buf, (size_t)n, d->area + a) != n) {
 				rc = -EIO;
 				break;
 			}
@@ -1378,12 +1373,13 @@ delta_copy(struct snap_delta *d, off_t a, off_t b)
 }
 
 void
-fs_snap_save(struct fs_snap *s, dev_t dev, ino_t ino, off_t off, off_t len)
+fs_snap_save(struct fs_snap *s, dev_t dev, ino_t ino, int fd, off_t off,
+    off_t len)
 {
 	struct snap_delta *d;
 	uint64_t k, k1, r;
 	off_t end;
-	int rc = 0;
+	int rc = 0, dfd = -1;
 
 	if (s == NULL || atomic_load(&s->ndeltas) == 0 || off < 0)
 		return;
@@ -1406,18 +1402,31 @@ fs_snap_save(struct fs_snap *s, dev_t dev, ino_t ino, off_t off, off_t len)
 		for (r = k; r <= k1 && !d->saved[r] && r - k < 256; r++)
 			;
 		b = (off_t)r * COW_UNIT;
-		rc = delta_copy(d, (off_t)k * COW_UNIT, b < d->csize ? b :
-		    d->csize);
+		/*
+		 * Opened here, not kept: a delta holds no descriptor (a
+		 * backup may see thousands of large files change).  The
+		 * farm's cow/ stays open until release, which waits for
+		 * every saving operation (the freeze).
+		 */
+		if (dfd < 0 && (dfd = openat(s->cow_fd, d->dname, O_WRONLY |
+		    O_NOFOLLOW | O_CLOEXEC)) < 0) {
+			rc = -errno;
+			break;
+		}
+		rc = delta_copy(d, fd, dfd, (off_t)k * COW_UNIT, b < d->csize ?
+		    b : d->csize);
 		/* The bytes first, then the map: a reader that finds a unit
 		 * changed in the live file finds it marked ([CTL-7]). */
 		if (rc == 0) {
 			memset(d->saved + k, 1, (size_t)(r - k));
-			if (pwrite(d->dfd, d->saved + k, (size_t)(r - k),
+			if (pwrite(dfd, d->saved + k, (size_t)(r - k),
 			    COW_HDR + (off_t)k) != (ssize_t)(r - k))
 				rc = -EIO;
 		}
 	}
 	pthread_mutex_unlock(&d->mutex);
+	if (dfd >= 0)
+		close(dfd);
 	if (rc < 0) {
 		pthread_mutex_lock(&s->mutex);
 		s->broken = 1;		/* the backup is told at RELEASE */
@@ -1432,51 +1441,50 @@ fs_snap_save(struct fs_snap *s, dev_t dev, ino_t ino, off_t off, off_t len)
  */
 static int
 delta_new(struct fs_snap *s, int pfd, const char *last, int fd,
-    const char *live, const struct stat *st)
+    const struct stat *st)
 {
 	unsigned char hdr[COW_HDR] = { 0 };
-	char name[32], dname[40];
+	char name[32];
 	struct snap_delta *d;
 	struct stat ds;
 	size_t b;
-	int rc = 0;
+	int rc = 0, dfd;
 
 	if (fstat(fd, &ds) != 0)
 		return -errno;
 	snprintf(name, sizeof(name), "%ju", (uintmax_t)ds.st_ino);
-	snprintf(dname, sizeof(dname), "%s.d", name);
 	d = calloc(1, sizeof(*d));
 	if (d == NULL)
 		return -ENOMEM;
-	d->base = d->dfd = -1;
 	pthread_mutex_init(&d->mutex, NULL);
+	snprintf(d->dname, sizeof(d->dname), "%s.d", name);
 	d->dev = st->st_dev;
 	d->ino = st->st_ino;
 	d->csize = st->st_size;
 	d->nunits = ((uint64_t)st->st_size + COW_UNIT - 1) / COW_UNIT;
 	d->area = cow_area(d->nunits);
 	d->saved = calloc(d->nunits + 1, 1);
-	d->base = open(live, O_RDONLY | O_CLOEXEC);
-	d->dfd = openat(s->cow_fd, dname, O_RDWR | O_CREAT | O_EXCL |
+	dfd = openat(s->cow_fd, d->dname, O_RDWR | O_CREAT | O_EXCL |
 	    O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (d->saved == NULL)
 		rc = -ENOMEM;
-	else if (d->base < 0 || d->dfd < 0)
+	else if (dfd < 0)
 		rc = -errno;
 	memcpy(hdr, COW_MAGIC, 8);
 	hdr[8] = COW_UNIT & 0xff;
 	hdr[9] = (COW_UNIT >> 8) & 0xff;
 	hdr[10] = (COW_UNIT >> 16) & 0xff;
 	hdr[11] = (COW_UNIT >> 24) & 0xff;
-	if (rc == 0 && (pwrite(d->dfd, hdr, sizeof(hdr), 0) !=
-	    (ssize_t)sizeof(hdr) || ftruncate(d->dfd, d->area + d->csize) !=
-	    0))
+	if (rc == 0 && (pwrite(dfd, hdr, sizeof(hdr), 0) !=
+	    (ssize_t)sizeof(hdr) || ftruncate(dfd, d->area + d->csize) != 0))
 		rc = -EIO;
+	if (dfd >= 0)
+		close(dfd);
 	if (rc == 0 && linkat(pfd, last, s->cow_fd, name, 0) != 0)
 		rc = -errno;
 	if (rc < 0) {
-		if (d->dfd >= 0)
-			(void)unlinkat(s->cow_fd, dname, 0);
+		if (dfd >= 0)
+			(void)unlinkat(s->cow_fd, d->dname, 0);
 		delta_free(d);
 		return rc;
 	}
@@ -1489,6 +1497,37 @@ delta_new(struct fs_snap *s, int pfd, const char *last, int fd,
 	return 0;
 }
 
+/*
+ * Undoes delta_new for (dev, ino), whose farm file fd did not reach the
+ * farm: a reader must never find its INO names attached to a later farm
+ * file that reuses the inode number.  Only the operation that made it
+ * can be saving into it (it holds the inode's lock).
+ */
+static void
+delta_drop(struct fs_snap *s, dev_t dev, ino_t ino, ino_t dino)
+{
+	struct snap_delta **p, *d = NULL;
+	char name[32];
+
+	pthread_mutex_lock(&s->delta_mutex);
+	for (p = &s->deltas[snap_bucket(dev, ino) % SNAP_MARKS]; *p != NULL;
+	    p = &(*p)->next) {
+		if ((*p)->dev == dev && (*p)->ino == ino) {
+			d = *p;
+			*p = d->next;
+			atomic_fetch_sub(&s->ndeltas, 1);
+			break;
+		}
+	}
+	pthread_mutex_unlock(&s->delta_mutex);
+	if (d != NULL) {
+		(void)unlinkat(s->cow_fd, d->dname, 0);
+		delta_free(d);
+	}
+	snprintf(name, sizeof(name), "%ju", (uintmax_t)dino);
+	(void)unlinkat(s->cow_fd, name, 0);
+}
+
 /* Makes the private copy of e from the live object obj (O_PATH). */
 static int
 cow_copy(struct fs_snap *s, struct snap_ent *e, int obj)
@@ -1498,7 +1537,8 @@ cow_copy(struct fs_snap *s, struct snap_ent *e, int obj)
 	struct timespec pt[2];
 	const char *last;
 	struct stat st;
-	int pfd, fd = -1, in = -1, rc = 0;
+	int pfd, fd = -1, in = -1, rc = 0, delta = 0;
+	struct stat ds;
 	size_t i;
 	ssize_t n;
 
@@ -1536,8 +1576,11 @@ cow_copy(struct fs_snap *s, struct snap_ent *e, int obj)
 		}
 		if (rc == 0)
 			rc = copy_meta_fd(fd, &st);
-		if (rc == 0 && big)
-			rc = delta_new(s, pfd, last, fd, p, &st);
+		if (rc == 0 && big) {
+			rc = fstat(fd, &ds) == 0 ? delta_new(s, pfd, last, fd,
+			    &st) : -errno;
+			delta = rc == 0;
+		}
 	} else if (S_ISLNK(st.st_mode)) {
 		n = readlinkat(obj, "", target, sizeof(target) - 1);
 		if (n < 0) {
@@ -1593,6 +1636,8 @@ cow_copy(struct fs_snap *s, struct snap_ent *e, int obj)
 		rc = swap_in(pfd, tmp, last);
 	if (rc < 0)
 		(void)unlinkat(pfd, tmp, 0);
+	if (rc < 0 && delta)
+		delta_drop(s, st.st_dev, st.st_ino, ds.st_ino);
 	dir_keep(pfd, 1, pt);
 	close(pfd);
 	return rc;
