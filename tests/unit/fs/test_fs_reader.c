@@ -1605,6 +1605,28 @@ farm_delta(void)
 	CHECK_RC(cf_fs_rfile_check(f), 0);
 	cf_fs_rfile_free(f);
 	f = NULL;
+	cf_fs_rfile_free(g);
+	g = NULL;
+
+	/* Fresh times: a file is read again, a delta's farm file is not
+	 * (it never changes once in the farm). */
+	CHECK(utimensat(s.root, bn, NULL, 0) == 0);
+	{
+		char tb[NAME_MAX + 1];
+
+		CHECK_RC(bname(&s, s.root, "twin", tb), 0);
+		CHECK(utimensat(s.root, tb, NULL, 0) == 0);
+	}
+	CHECK_RC(cf_fs_rfile_open(&f, root, "f"), 0);
+	CHECK_RC(cf_fs_rfile_open(&g, root, "twin"), 0);
+	CHECK_RC(cf_fs_rfile_check(f), 0);
+	CHECK_RC(cf_fs_rfile_check(g), -EAGAIN);
+	cf_fs_rfile_free(f);
+	f = NULL;
+	cf_fs_rfile_free(g);
+	g = NULL;
+	settle();
+	CHECK_RC(cf_fs_rfile_open(&g, root, "twin"), 0);
 
 	/* A unit neither saved nor in the (cut) live file: a short read,
 	 * which the reader calls a change. */
