@@ -1019,7 +1019,9 @@ resume_run(int64_t every, size_t *found, uint64_t *stored)
 				_exit(1);
 			free(d);
 		}
-		for (i = 0; i < 3000; i++) {
+		/* Up to 300 s: sanitizer builds beside other tests on
+		 * two cores took over 30 s to write two packs. */
+		for (i = 0; i < 30000; i++) {
 			if (count(cf_bk_repo_store(r), every == 0 ?
 			    CF_BK_KIND_INDEX : CF_BK_KIND_PACK) >= 2)
 				_exit(0);	/* killed: no flush */
