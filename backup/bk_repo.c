@@ -1079,21 +1079,13 @@ static struct pc_need *
 need_next(struct bk_pcache *pc)
 {
 	struct pc_need *best = NULL, *n;
-	unsigned i, k;
+	unsigned i;
 
-	for (i = 0; i < PC_NEED_BUCKETS; i++) {
-		for (n = pc->need[i]; n != NULL; n = n->next) {
-			if (best != NULL && n->seq >= best->seq)
-				continue;
-			for (k = 0; k < pc->nslots; k++)
-				if (pc->s[k].state != PC_EMPTY &&
-				    memcmp(pc->s[k].pack, n->pack,
-				    CF_BK_ID_BYTES) == 0)
-					break;
-			if (k == pc->nslots)
+	for (i = 0; i < PC_NEED_BUCKETS; i++)
+		for (n = pc->need[i]; n != NULL; n = n->next)
+			if ((best == NULL || n->seq < best->seq) &&
+			    pc_find(pc, n->pack) == NULL)
 				best = n;
-		}
-	}
 	return best;
 }
 

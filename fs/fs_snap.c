@@ -1132,42 +1132,46 @@ snap_release(struct fs_snap *s)
 
 /* ---- copy on write ------------------------------------------------------- */
 
-/* Copies the regular file open as from (readable) into to, sparsely. */
+/*
+ * Copies the data of from (readable) in [a, b) to to at the same offsets
+ * plus shift; from's holes are skipped, so they stay holes in to (or
+ * whatever to held there).  In the kernel where it can (copy_file_range:
+ * a clone on XFS and btrfs), else through a buffer.  A file cut under us
+ * ends the copy where it ends.
+ */
 static int
-copy_sparse(int from, int to, off_t size)
+copy_range(int from, int to, off_t a, off_t b, off_t shift)
 {
-	unsigned char *buf = malloc(1 << 20);
-	off_t data = 0, hole;
+	unsigned char *buf = NULL;
+	loff_t in, out;
+	off_t h;
 	ssize_t n;
-	int rc = 0, kernel = 1;
+	int kernel = 1, rc = 0;
 
-	if (buf == NULL)
-		return -ENOMEM;
-	while (rc == 0 && data < size) {
-		data = lseek(from, data, SEEK_DATA);
-		if (data < 0) {
+	while (rc == 0 && a < b) {
+		a = lseek(from, a, SEEK_DATA);
+		if (a < 0) {
 			rc = errno == ENXIO ? 0 : -errno;
-			break;
+			break;		/* ENXIO: only holes to its end */
 		}
-		hole = lseek(from, data, SEEK_HOLE);
-		if (hole < 0) {
-			rc = -errno;
+		if (a >= b)
 			break;
-		}
-		while (data < hole) {
-			size_t want = hole - data > (1 << 20) ? (1 << 20) :
-			    (size_t)(hole - data);
-			loff_t a = data, b = data;
+		h = lseek(from, a, SEEK_HOLE);
+		if (h < 0 || h > b)
+			h = b;
+		while (rc == 0 && a < h) {
+			size_t want = (size_t)(h - a);
 
-			/* In the kernel (a clone where the file system can). */
-			n = kernel ? copy_file_range(from, &a, to, &b, want, 0) :
-			    -1;
+			in = a;
+			out = a + shift;
+			n = kernel ? copy_file_range(from, &in, to, &out, want,
+			    0) : -1;
 			if (n > 0) {
-				data += n;
+				a += n;
 				continue;
 			}
 			if (n == 0) {
-				data = hole;	/* cut meanwhile: ftruncate */
+				a = h;	/* cut meanwhile: seek again */
 				break;
 			}
 			if (kernel && errno != EXDEV && errno != EINVAL &&
@@ -1176,22 +1180,38 @@ copy_sparse(int from, int to, off_t size)
 				break;
 			}
 			kernel = 0;
-			n = pread(from, buf, want, data);
+			if (buf == NULL && (buf = malloc(1 << 20)) == NULL) {
+				rc = -ENOMEM;
+				break;
+			}
+			if (want > (1 << 20))
+				want = 1 << 20;
+			n = pread(from, buf, want, a);
+			if (n < 0 && errno == EINTR)
+				continue;
 			if (n <= 0) {
 				rc = n < 0 ? -errno : 0;
-				data = hole;
+				a = h;
 				break;
 			}
-			if (pwrite(to, buf, (size_t)n, data) != n) {
+			if (pwrite(to, buf, (size_t)n, a + shift) != n)
 				rc = -EIO;
-				break;
-			}
-			data += n;
+			else
+				a += n;
 		}
 	}
+	free(buf);
+	return rc;
+}
+
+/* Copies the regular file open as from into to, sparsely, size long. */
+static int
+copy_sparse(int from, int to, off_t size)
+{
+	int rc = copy_range(from, to, 0, size, 0);
+
 	if (rc == 0 && ftruncate(to, size) != 0)
 		rc = -errno;
-	free(buf);
 	return rc;
 }
 
@@ -1305,73 +1325,6 @@ delta_find(struct fs_snap *s, dev_t dev, ino_t ino)
 	return d;
 }
 
-/*
- * Copies the live file's bytes [a, b) to their place in cow/INO.d, its
- * holes left holes (cow/INO.d is as long as the file from the start, so
- * they read as zeros).
- */
-static int
-delta_copy(struct snap_delta *d, int base, int dfd, off_t a, off_t b)
-{
-	unsigned char *buf = NULL;
-	loff_t in, out;
-	off_t h;
-	ssize_t n;
-	int kernel = 1, rc = 0;
-
-	while (rc == 0 && a < b) {
-		a = lseek(base, a, SEEK_DATA);
-		if (a < 0) {
-			rc = errno == ENXIO ? 0 : -errno;
-			break;		/* ENXIO: only holes to its end */
-		}
-		if (a >= b)
-			break;
-		h = lseek(base, a, SEEK_HOLE);
-		if (h < 0 || h > b)
-			h = b;
-		while (a < h) {
-			size_t want = (size_t)(h - a);
-
-			in = a;
-			out = d->area + a;
-			n = kernel ? copy_file_range(base, &in, dfd,
-			    &out, want, 0) : -1;
-			if (n > 0) {
-				a += n;
-				continue;
-			}
-			if (n == 0) {
-				a = b;	/* the live file ends: zeros */
-				break;
-			}
-			if (kernel && errno != EXDEV && errno != EINVAL &&
-			    errno != ENOSYS && errno != EOPNOTSUPP)
-				return -errno;
-			kernel = 0;
-			if (buf == NULL && (buf = malloc(COW_UNIT)) == NULL)
-				return -ENOMEM;
-			if (want > COW_UNIT)
-				want = COW_UNIT;
-			n = pread(base, buf, want, a);
-			if (n < 0 && errno == EINTR)
-				continue;
-			if (n <= 0) {
-				rc = n < 0 ? -errno : 0;
-				a = b;
-				break;
-			}
-			if (pwrite(dfd, buf, (size_t)n, d->area + a) != n) {
-				rc = -EIO;
-				break;
-			}
-			a += n;
-		}
-	}
-	free(buf);
-	return rc;
-}
-
 void
 fs_snap_save(struct fs_snap *s, dev_t dev, ino_t ino, int fd, off_t off,
     off_t len)
@@ -1413,8 +1366,11 @@ fs_snap_save(struct fs_snap *s, dev_t dev, ino_t ino, int fd, off_t off,
 			rc = -errno;
 			break;
 		}
-		rc = delta_copy(d, fd, dfd, (off_t)k * COW_UNIT, b < d->csize ?
-		    b : d->csize);
+		/* The live bytes [k, r) to their place in cow/INO.d, holes
+		 * left holes (it is as long as the file from the start, so
+		 * they read as zeros). */
+		rc = copy_range(fd, dfd, (off_t)k * COW_UNIT, b < d->csize ?
+		    b : d->csize, d->area);
 		/* The bytes first, then the map: a reader that finds a unit
 		 * changed in the live file finds it marked ([CTL-7]). */
 		if (rc == 0) {
