@@ -752,8 +752,10 @@ CF_MUST_CHECK int cf_bk_blob_reader_load(struct cf_bk_blob_reader *br,
  * (instead of a ranged GET per few blobs on each thread), by `conns`
  * loader threads, in the order cf_bk_repo_prefetch() asks for them, and
  * kept in one of `slots` buffers (a pack each, 16 MiB typically) until
- * needed room evicts it.  A blob whose pack is not there yet is loaded
- * by the thread that needs it.  Local stores are left as they are (the
+ * room is needed and no queued file needs it any more.  A blob whose
+ * pack is not there yet is loaded by the thread that needs it: the whole
+ * pack into a slot no queued file needs, else the blob alone by range
+ * (a pack still needed is never evicted and fetched again).  Local stores are left as they are (the
  * page cache is their cache): returns 0 and starts nothing.  Packs over
  * 64 MiB are read by ranges as before.  Call before any reader loads,
  * with nothing changing the index while it runs; -ENOMEM, -EAGAIN
@@ -764,10 +766,22 @@ CF_MUST_CHECK int cf_bk_repo_pack_cache_start(struct cf_bk_repo *r,
 /* Stops the loaders and frees the cache (no-op without one). */
 void cf_bk_repo_pack_cache_stop(struct cf_bk_repo *r);
 /*
+ * What the pack cache downloaded so far: whole packs (count, bytes) and
+ * blobs read alone by range because every slot held a pack queued files
+ * still needed.  Zeros without a cache.  Thread-safe.
+ */
+struct cf_bk_pc_stats {
+	uint64_t packs, pack_bytes;
+	uint64_t blobs, blob_bytes;
+};
+void cf_bk_repo_pack_cache_stats(struct cf_bk_repo *r,
+    struct cf_bk_pc_stats *st);
+/*
  * Asks the loaders for the pack holding blob id, soon needed.  Never
  * blocks on a load; does nothing without a cache, for a blob the index
- * does not list, or a pack already cached or asked for; a hint for
- * which no slot is free is dropped.  Thread-safe.
+ * does not list, or a pack already cached or asked for.  A hint for
+ * which no slot is free is kept and loaded, in order, as slots free.
+ * Thread-safe.
  */
 void cf_bk_repo_prefetch(struct cf_bk_repo *r, enum cf_bk_blob_type type,
     const unsigned char id[CF_BK_ID_BYTES]);

@@ -4295,6 +4295,7 @@ cmd_restore(struct tl_ctx *ctx, int argc, char **argv)
 	};
 	struct session s;
 	struct rs r;
+	struct cf_bk_pc_stats pcs;
 	struct cf_bk_snapshot *snap = NULL;
 	unsigned char sid[CF_BK_ID_BYTES];
 	const char *repo = NULL, *target = NULL, *tarf = NULL, *want = "latest";
@@ -4306,6 +4307,7 @@ cmd_restore(struct tl_ctx *ctx, int argc, char **argv)
 	json_t *j;
 
 	memset(&r, 0, sizeof(r));
+	memset(&pcs, 0, sizeof(pcs));
 	r.root_fd = -1;
 	memset(&s, 0, sizeof(s));
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -4429,6 +4431,7 @@ cmd_restore(struct tl_ctx *ctx, int argc, char **argv)
 	rc = restore_tree(&r, dirfd, snap->tree, pathbuf, 0,
 	    pcopy != NULL && nf > 0 ? filter : NULL, 0);
 	rs_finish(&r);
+	cf_bk_repo_pack_cache_stats(s.repo, &pcs);
 	cf_bk_repo_pack_cache_stop(s.repo);
 	tl_progress_end(&r.prog);
 	if (r.ar != NULL) {
@@ -4452,6 +4455,15 @@ cmd_restore(struct tl_ctx *ctx, int argc, char **argv)
 		    "refused", (json_int_t)r.refused,
 		    "failed", (json_int_t)r.failed,
 		    "duration_s", (double)(now_ns() - t0) / 1e9);
+		/* A remote store's restore: what its pack cache fetched. */
+		if (j != NULL && pcs.packs + pcs.blobs > 0) {
+			json_object_set_new(j, "pack_gets",
+			    json_integer((json_int_t)pcs.packs));
+			json_object_set_new(j, "blob_gets",
+			    json_integer((json_int_t)pcs.blobs));
+			json_object_set_new(j, "fetched_bytes", json_integer(
+			    (json_int_t)(pcs.pack_bytes + pcs.blob_bytes)));
+		}
 		if (j != NULL)
 			tl_print_json(j);
 	} else if (ctx->verbose >= 0 && tarf == NULL) {

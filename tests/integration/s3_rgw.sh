@@ -495,10 +495,25 @@ if [ -x "${COFFER:-}" ]; then
 		    "s3://$S3_BUCKET/cli-restore/data/" 2>/dev/null | wc -l)
 		for c in 1 4; do
 			if COFFER_S3_CONNECTIONS=$c COFFER_HOME=$H COFFER_PASSPHRASE_FILE=$T/cpass \
-			    "$COFFER" -q restore kept latest --target "$T/rdst$c" \
-			    --repo "$rrepo" >/dev/null 2>>"$T/rs.err" &&
+			    "$COFFER" -q --json restore kept latest --target "$T/rdst$c" \
+			    --repo "$rrepo" >"$T/rs$c.json" 2>>"$T/rs.err" &&
 			    diff -r "$T/rsrc" "$T/rdst$c" >/dev/null 2>&1; then
 				ok "CLI restore from S3 with $c connection(s): identical ($packs packs)"
+				# What it says it fetched: the 40 MiB file and 40
+				# small ones are random, so at least their bytes
+				# came through the pack cache (too many for the
+				# packs fetched during the unlock).
+				got=$(python3 -c 'import json, sys
+d = json.load(open(sys.argv[1]))
+print(d.get("pack_gets", -1), d.get("blob_gets", -1), d.get("fetched_bytes", -1))' \
+				    "$T/rs$c.json" 2>/dev/null)
+				read -r pg bg fb <<<"${got:--1 -1 -1}"
+				if [ "$pg" -ge 1 ] && [ "$bg" -ge 0 ] &&
+				    [ "$fb" -ge $(((40 << 20) + 40 * 41 * 37000 / 2)) ]; then
+					ok "...--json: $pg pack GETs, $bg blob GETs, $((fb >> 20)) MiB fetched"
+				else
+					not_ok "...--json fetched counts ($got)"
+				fi
 			else
 				not_ok "CLI restore from S3 with $c connection(s)"
 				sed 's/^/# /' "$T/rs.err"

@@ -1259,6 +1259,7 @@ struct remote {
 	struct cf_bk_store *inner;
 	pthread_mutex_t m;
 	unsigned ranges, whole, fail;
+	uint64_t part_bytes;	/* bytes of the reads that were not whole */
 };
 
 static int
@@ -1274,6 +1275,8 @@ rm_range(void *ctx, enum cf_bk_kind kind, const char *name, uint64_t off,
 	m->ranges++;
 	if (off == 0 && len == size)
 		m->whole++;
+	else
+		m->part_bytes += len;
 	fail = m->fail > 0;
 	if (fail)
 		m->fail--;
@@ -1302,6 +1305,7 @@ rm_reset(struct remote *m, unsigned fail)
 {
 	pthread_mutex_lock(&m->m);
 	m->ranges = m->whole = 0;
+	m->part_bytes = 0;
 	m->fail = fail;
 	pthread_mutex_unlock(&m->m);
 }
@@ -1479,8 +1483,18 @@ pack_cache(void)
 		CHECK(pthread_join(t[i], NULL) == 0);
 		CHECK(job[i].bad == 0);
 	}
+	/*
+	 * A read that is not of a whole pack is of one blob (every slot
+	 * held a needed pack): all six blobs seal to the same length.
+	 */
+	CHECK_RC(cf_bk_index_lookup(cf_bk_repo_index(r), CF_BK_BLOB_DATA,
+	    ids[0], &loc), 0);
 	rm_counts(m, &nr, &nw);
-	CHECK(nw == nr);	/* never a ranged read */
+	pthread_mutex_lock(&m->m);
+	CHECK(m->part_bytes == (uint64_t)(nr - nw) * loc.desc.length);
+	pthread_mutex_unlock(&m->m);
+	printf("# 3 threads, 6 packs, 2 slots: %u whole packs, %u blobs "
+	    "alone\n", nw, nr - nw);
 	/*
 	 * Two slots; pack 0 is needed by two queued files, pack 2 is hinted
 	 * when both slots hold needed packs.  Pack 1, read and needed no
@@ -1505,6 +1519,49 @@ pack_cache(void)
 	}
 	rm_counts(m, &nr, &nw);
 	CHECK(nw == 3 && nr == 3);
+	/*
+	 * Both slots hold packs queued files still need (0 and 1, hinted
+	 * and loaded) when a reader needs pack 2 now: it reads that one
+	 * blob by range, and packs 0 and 1 stay (the policy before took
+	 * the slot of the pack needed last, then fetched that pack again:
+	 * 4 whole packs where 2 and a blob do).
+	 */
+	cf_bk_repo_pack_cache_stop(r);
+	CHECK_RC(cf_bk_repo_pack_cache_start(r, 1, 2), 0);
+	rm_reset(m, 0);
+	cf_bk_repo_prefetch(r, CF_BK_BLOB_DATA, ids[0]);
+	cf_bk_repo_prefetch(r, CF_BK_BLOB_DATA, ids[1]);
+	for (i = 0; i < 3000; i++) {	/* the loader, up to 30 s */
+		struct cf_bk_pc_stats ps;
+
+		cf_bk_repo_pack_cache_stats(r, &ps);
+		if (ps.packs == 2)
+			break;
+		usleep(10000);
+	}
+	cf_bk_repo_prefetch(r, CF_BK_BLOB_DATA, ids[2]);
+	CHECK_RC(cf_bk_repo_blob_load(r, CF_BK_BLOB_DATA, ids[2], &buf,
+	    &len), 0);
+	CHECK(len == PC_LEN && memcmp(buf, data[2], len) == 0);
+	free(buf);
+	for (i = 0; i < 2; i++) {
+		CHECK_RC(cf_bk_repo_blob_load(r, CF_BK_BLOB_DATA, ids[i], &buf,
+		    &len), 0);
+		CHECK(len == PC_LEN && memcmp(buf, data[i], len) == 0);
+		free(buf);
+	}
+	rm_counts(m, &nr, &nw);
+	CHECK(nw == 2 && nr == 3);
+	{
+		struct cf_bk_pc_stats ps;
+
+		CHECK_RC(cf_bk_index_lookup(cf_bk_repo_index(r),
+		    CF_BK_BLOB_DATA, ids[2], &loc), 0);
+		cf_bk_repo_pack_cache_stats(r, &ps);
+		CHECK(ps.packs == 2 && ps.blobs == 1 &&
+		    ps.blob_bytes == loc.desc.length &&
+		    ps.pack_bytes > 2 * (uint64_t)loc.desc.length);
+	}
 	/* A flipped byte in a cached pack: -EBADMSG, never data. */
 	CHECK_RC(cf_bk_index_lookup(cf_bk_repo_index(r), CF_BK_BLOB_DATA,
 	    ids[2], &loc), 0);
