@@ -979,12 +979,15 @@ crash_orphans(void)	/* [BK-CRASH-1] */
 /*
  * A backup killed after some packs ([BK-CRASH-1], docs/s3.md): the
  * writer puts an index at most 30 s after the last one, so a rerun
- * stores only the blobs of packs put since.  Here a child adds 40 blobs
- * of 1 MiB (two writer threads: one full pack each, 16 MiB), waits
- * until two packs (every: 0, their indexes) are stored and dies without
- * a flush; the rerun adds the same blobs.
+ * stores only the blobs of packs put since.  Here a child adds 48 blobs
+ * of 1 MiB (two writer threads, each filling its own pack of 16 MiB,
+ * 15 blobs), waits until two packs (every: 0, their indexes) are stored
+ * and dies without a flush; the rerun adds the same blobs.  48, not 40:
+ * the threads take blobs as they come, and a split of 25 and 15 blobs
+ * makes one full pack of 40, never two (seen under load: the child
+ * waited to its deadline); any split of 48 fills at least two.
  */
-enum { RS_N = 40, RS_LEN = 1 << 20 };
+enum { RS_N = 48, RS_LEN = 1 << 20 };
 
 static void
 resume_run(int64_t every, size_t *found, uint64_t *stored)
@@ -1019,8 +1022,9 @@ resume_run(int64_t every, size_t *found, uint64_t *stored)
 				_exit(1);
 			free(d);
 		}
-		/* Up to 300 s: sanitizer builds beside other tests on
-		 * two cores took over 30 s to write two packs. */
+		/* A guard only: two packs come in seconds, but a
+		 * sanitizer build beside other tests on two cores is
+		 * slow. */
 		for (i = 0; i < 30000; i++) {
 			if (count(cf_bk_repo_store(r), every == 0 ?
 			    CF_BK_KIND_INDEX : CF_BK_KIND_PACK) >= 2)
