@@ -434,6 +434,7 @@ struct cf_fs_mount_opts {
 	/* The generation log, outside the store (NULL: no rollback checks). */
 	const char *gen_log;
 	int accept_rollback;		/* start the log anew: the store as is */
+	int nolend;			/* refuse ROOTKEYS ([CTL-8]) */
 };
 
 /*
@@ -460,6 +461,27 @@ struct cf_fs_snapshot;
 CF_MUST_CHECK int cf_fs_snapshot_take(const char *backing,
     struct cf_fs_snapshot **out, char **dir, uint64_t *pause_ns);
 CF_MUST_CHECK int cf_fs_snapshot_release(struct cf_fs_snapshot *h);
+
+/*
+ * The same in steps, on one connection (the daemon serves one client at
+ * a time): cf_fs_ctl_open connects (-ENOTCONN: no daemon serves the
+ * store); cf_fs_ctl_borrow asks for the tenant's root keys ([CTL-8] in
+ * docs/format/ctl.md) and lends each to t (cf_ks_tenant_lend): -EPERM if
+ * the daemon is neither root nor this process's user (nothing is asked),
+ * -EACCES if it refused (-o nolend, the KMS refused, the tenant is locked
+ * out or shredded), -EPROTO for a reply that breaks the format or names a
+ * version t does not have as live (nothing is lent then);
+ * cf_fs_snapshot_take_on asks for a snapshot on it.
+ * cf_fs_snapshot_release releases a held snapshot and closes;
+ * cf_fs_ctl_close closes (a held snapshot is released by the daemon).
+ */
+CF_MUST_CHECK int cf_fs_ctl_open(const char *backing,
+    struct cf_fs_snapshot **out);
+CF_MUST_CHECK int cf_fs_ctl_borrow(struct cf_fs_snapshot *h,
+    struct cf_ks_tenant *t);
+CF_MUST_CHECK int cf_fs_snapshot_take_on(struct cf_fs_snapshot *h,
+    char **dir, uint64_t *pause_ns);
+void cf_fs_ctl_close(struct cf_fs_snapshot *h);
 /*
  * 1 if the daemon that made h raises a file's generation before its first
  * change after the snapshot ([CTL-6] in docs/format/ctl.md), so a file of

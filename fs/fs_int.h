@@ -139,6 +139,21 @@ void fs_snap_set_rekey(struct fs_snap *s, struct fs_rekey_host *h);
  */
 int fs_rekey_ctl(struct fs_rekey_host *h, const char *backing, int c,
     const char *line, const atomic_int *stop);
+/*
+ * ROOTKEYS's reply ([CTL-8] in docs/format/ctl.md), parsed by the client
+ * (fs_snap.c): fs_ctl_keys_head takes the first line, len bytes with its
+ * newline, and gives the record count (0; -EACCES for a line starting
+ * "ERR ", whose end the caller reads; -EPROTO for anything else);
+ * fs_ctl_keys_check takes the n records of FS_CTL_KEY_REC bytes and gives
+ * 0 only if each version is one of live and none repeats, else -EPROTO.
+ */
+#define FS_CTL_KEY_REC (4U + CF_KS_KEY_BYTES)
+int fs_ctl_keys_head(const char *line, size_t len, size_t *n);
+int fs_ctl_keys_check(const unsigned char *rec, size_t n,
+    const uint32_t *live, size_t nlive);
+uint32_t fs_ctl_le32(const unsigned char *p);
+/* Serves ROOTKEYS ([CTL-8]) to the peer pid/uid on c; c stays open. */
+void fs_rekey_lend(struct fs_rekey_host *h, int c, pid_t pid, uid_t uid);
 
 /*
  * The generation log (fs_gen.c): opened at mount (reset: start empty, for

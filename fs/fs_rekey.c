@@ -836,6 +836,90 @@ fs_rekey_ctl(struct fs_rekey_host *h, const char *backing, int c,
 	return 1;
 }
 
+/*
+ * ROOTKEYS ([CTL-8] in docs/format/ctl.md): unlocks every live root key
+ * version of the tenant through its KMS, as at mount (lockout checked,
+ * each unwrap audited; a shredded tenant or a KMS that refuses gets ERR),
+ * and sends them to the peer: "OK <n>\n", then n records of a 4-byte
+ * little-endian version and the 32-byte key.  One fs.lend_keys audit
+ * record names the peer.  The connection stays open.
+ */
+void
+fs_rekey_lend(struct fs_rekey_host *h, int c, pid_t pid, uid_t uid)
+{
+	struct cf_ks_tenant *t = NULL;
+	struct cf_secbuf *out = NULL, *root = NULL;
+	uint32_t v[CF_KS_LENT_MAX + 1];
+	unsigned char *p;
+	size_t n, i, hl, len;
+	char head[32];
+	int rc;
+
+	if (h->opts->nolend) {
+		send_line(c, "ERR lending keys is off (-o nolend)\n");
+		return;
+	}
+	if (h->opts->home == NULL || h->opts->tenant == NULL) {
+		send_line(c, "ERR this daemon lends no keys\n");
+		return;
+	}
+	rc = cf_ks_tenant_open(h->opts->home, h->opts->tenant, &t);
+	if (rc < 0) {
+		send_line(c, "ERR cannot open the tenant: %s\n",
+		    cf_ks_last_error());
+		return;
+	}
+	n = cf_ks_tenant_versions(t, v, CF_KS_LENT_MAX + 1);
+	if (n == 0 || n > CF_KS_LENT_MAX) {
+		send_line(c, "ERR %zu live key versions\n", n);
+		goto out;
+	}
+	hl = (size_t)snprintf(head, sizeof(head), "OK %zu\n", n);
+	len = hl + n * (4 + CF_KS_KEY_BYTES);
+	if (cf_secbuf_new(&out, len) < 0) {
+		send_line(c, "ERR out of locked memory\n");
+		goto out;
+	}
+	p = cf_secbuf_data(out);
+	memcpy(p, head, hl);
+	p += hl;
+	for (i = 0; i < n; i++) {
+		rc = cf_ks_tenant_unlock(t, v[i], &root);
+		if (rc < 0) {
+			send_line(c, "ERR cannot unlock key version %u: %s\n",
+			    v[i], cf_ks_last_error());
+			goto out;
+		}
+		p[0] = (unsigned char)v[i];
+		p[1] = (unsigned char)(v[i] >> 8);
+		p[2] = (unsigned char)(v[i] >> 16);
+		p[3] = (unsigned char)(v[i] >> 24);
+		memcpy(p + 4, cf_secbuf_cdata(root), CF_KS_KEY_BYTES);
+		p += 4 + CF_KS_KEY_BYTES;
+		cf_secbuf_free(root);
+		root = NULL;
+	}
+	{
+		struct cf_ks_audit_field f[] = {
+			{ "tenant", h->opts->tenant, 0 },
+			{ "versions", NULL, (long long)n },
+			{ "pid", NULL, (long long)pid },
+			{ "uid", NULL, (long long)uid },
+		};
+
+		/* No record, no keys: every loan is on the record. */
+		if (cf_ks_audit_append(h->opts->home, "fs.lend_keys", f,
+		    4) < 0) {
+			send_line(c, "ERR cannot write the audit record\n");
+			goto out;
+		}
+	}
+	(void)!send(c, cf_secbuf_cdata(out), len, MSG_NOSIGNAL);
+out:
+	cf_secbuf_free(out);
+	cf_ks_tenant_free(t);
+}
+
 /* ---- online: the client side ------------------------------------------ */
 
 /* Connects to the store's control socket and sends req. */

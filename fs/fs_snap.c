@@ -1692,6 +1692,9 @@ serve(struct fs_snap *s, int c)
 				    s->gens ? " gen" : "");
 			}
 			reply(c, out);
+		} else if (strcmp(line, "ROOTKEYS\n") == 0 &&
+		    s->rekey != NULL) {
+			fs_rekey_lend(s->rekey, c, cred.pid, cred.uid);
 		} else if (!have && s->rekey != NULL &&
 		    fs_rekey_ctl(s->rekey, s->backing, c, line,
 		    &s->stopping)) {
@@ -1890,30 +1893,183 @@ fs_snap_free(struct fs_snap *s)
 struct cf_fs_snapshot {
 	int fd;
 	int gens;		/* the reply said "gen" ([CTL-6]) */
+	int held;		/* a snapshot is held on fd */
 };
 
 int
-cf_fs_snapshot_take(const char *backing, struct cf_fs_snapshot **out,
-    char **dir, uint64_t *pause_ns)
+cf_fs_ctl_open(const char *backing, struct cf_fs_snapshot **out)
 {
 	struct cf_fs_snapshot *h;
+	int fd;
+
+	*out = NULL;
+	fd = fs_ctl_connect(backing);
+	if (fd < 0)
+		return fd;
+	h = calloc(1, sizeof(*h));
+	if (h == NULL) {
+		close(fd);
+		return -ENOMEM;
+	}
+	h->fd = fd;
+	*out = h;
+	return 0;
+}
+
+void
+cf_fs_ctl_close(struct cf_fs_snapshot *h)
+{
+	if (h == NULL)
+		return;
+	close(h->fd);
+	free(h);
+}
+
+/* Reads exactly len bytes; -EPROTO at an early end. */
+static int
+read_full(int fd, unsigned char *buf, size_t len)
+{
+	ssize_t n;
+
+	while (len > 0) {
+		n = read(fd, buf, len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n == 0 ? -EPROTO : -errno;
+		buf += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+int
+fs_ctl_keys_head(const char *line, size_t len, size_t *n)
+{
+	size_t i, v = 0;
+
+	*n = 0;
+	/* An ERR line's text may go on: the caller reads it to its end. */
+	if (len >= 4 && memcmp(line, "ERR ", 4) == 0)
+		return -EACCES;
+	/* "OK <n>\n": n decimal, 1 to CF_KS_LENT_MAX, no leading zero. */
+	if (len < 5 || len > 6 || memcmp(line, "OK ", 3) != 0 ||
+	    line[len - 1] != '\n' || line[3] == '0')
+		return -EPROTO;
+	for (i = 3; i < len - 1; i++) {
+		if (line[i] < '0' || line[i] > '9')
+			return -EPROTO;
+		v = v * 10 + (size_t)(line[i] - '0');
+	}
+	if (v == 0 || v > CF_KS_LENT_MAX)
+		return -EPROTO;
+	*n = v;
+	return 0;
+}
+
+uint32_t
+fs_ctl_le32(const unsigned char *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+	    (uint32_t)p[3] << 24;
+}
+
+int
+fs_ctl_keys_check(const unsigned char *rec, size_t n, const uint32_t *live,
+    size_t nlive)
+{
+	uint32_t v;
+	size_t i, j;
+
+	for (i = 0; i < n; i++) {
+		v = fs_ctl_le32(rec + i * FS_CTL_KEY_REC);
+		for (j = 0; j < nlive && live[j] != v; j++)
+			;
+		if (j == nlive)
+			return -EPROTO;
+		for (j = 0; j < i; j++)
+			if (fs_ctl_le32(rec + j * FS_CTL_KEY_REC) == v)
+				return -EPROTO;
+	}
+	return 0;
+}
+
+int
+cf_fs_ctl_borrow(struct cf_fs_snapshot *h, struct cf_ks_tenant *t)
+{
+	struct ucred cred;
+	socklen_t cl = sizeof(cred);
+	struct cf_secbuf *rec = NULL;
+	unsigned char *p;
+	char line[16];
+	size_t got = 0, n, i, nlive;
+	uint32_t live[CF_KS_LENT_MAX];
+	int rc;
+
+	nlive = cf_ks_tenant_versions(t, live, CF_KS_LENT_MAX);
+	if (nlive > CF_KS_LENT_MAX)
+		nlive = CF_KS_LENT_MAX;
+	/* The daemon must be root or us ([CTL-8]): a socket bound by
+	 * anyone else gets no request. */
+	if (getsockopt(h->fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) != 0)
+		return -errno;
+	if (cred.uid != 0 && cred.uid != geteuid())
+		return -EPERM;
+	if (send(h->fd, "ROOTKEYS\n", 9, MSG_NOSIGNAL) != 9)
+		return -EIO;
+	/* The line byte by byte: the binary records follow it.  An ERR
+	 * line may be longer than line: its first bytes say enough. */
+	while (got < sizeof(line)) {
+		rc = read_full(h->fd, (unsigned char *)line + got, 1);
+		if (rc < 0)
+			return rc;
+		if (line[got++] == '\n')
+			break;
+	}
+	rc = fs_ctl_keys_head(line, got, &n);
+	if (rc == -EACCES) {
+		/* Read to its end: the next reply follows it. */
+		for (i = 0; line[got - 1] != '\n' && i < 4096; i++) {
+			rc = read_full(h->fd, (unsigned char *)line + got - 1,
+			    1);
+			if (rc < 0)
+				return rc;
+		}
+		return line[got - 1] == '\n' ? -EACCES : -EPROTO;
+	}
+	if (rc < 0)
+		return rc;
+	rc = cf_secbuf_new(&rec, n * FS_CTL_KEY_REC);
+	if (rc < 0)
+		return rc;
+	p = cf_secbuf_data(rec);
+	rc = read_full(h->fd, p, n * FS_CTL_KEY_REC);
+	/* All checked before any is lent. */
+	if (rc == 0)
+		rc = fs_ctl_keys_check(p, n, live, nlive);
+	for (i = 0; rc == 0 && i < n; i++)
+		rc = cf_ks_tenant_lend(t, fs_ctl_le32(p + i * FS_CTL_KEY_REC),
+		    p + i * FS_CTL_KEY_REC + 4);
+	cf_secbuf_free(rec);
+	return rc;
+}
+
+int
+cf_fs_snapshot_take_on(struct cf_fs_snapshot *h, char **dir,
+    uint64_t *pause_ns)
+{
 	char buf[PATH_MAX + 96], path[PATH_MAX], flag[8] = "";
 	unsigned long long pause;
 	size_t got = 0;
 	ssize_t n;
-	int fd;
 
-	*out = NULL;
 	*dir = NULL;
-	fd = fs_ctl_connect(backing);
-	if (fd < 0)
-		return fd;
-	if (write(fd, "SNAPSHOT\n", 9) != 9) {
-		close(fd);
+	if (h->held)
+		return -EBUSY;
+	if (write(h->fd, "SNAPSHOT\n", 9) != 9)
 		return -EIO;
-	}
 	while (got < sizeof(buf) - 1) {
-		n = read(fd, buf + got, sizeof(buf) - 1 - got);
+		n = read(h->fd, buf + got, sizeof(buf) - 1 - got);
 		if (n <= 0)
 			break;
 		got += (size_t)n;
@@ -1922,23 +2078,35 @@ cf_fs_snapshot_take(const char *backing, struct cf_fs_snapshot **out,
 	}
 	buf[got] = '\0';
 	if (strncmp(buf, "OK ", 3) != 0 ||
-	    sscanf(buf + 3, "%4095s %llu %7s", path, &pause, flag) < 2) {
-		close(fd);
+	    sscanf(buf + 3, "%4095s %llu %7s", path, &pause, flag) < 2)
 		return strncmp(buf, "ERR ", 4) == 0 ? -EBUSY : -EPROTO;
-	}
-	h = malloc(sizeof(*h));
+	h->held = 1;
 	*dir = strdup(path);
-	if (h == NULL || *dir == NULL) {
-		free(h);
-		free(*dir);
-		*dir = NULL;
-		close(fd);
-		return -ENOMEM;
-	}
-	h->fd = fd;
+	if (*dir == NULL)
+		return -ENOMEM;	/* held: released with h */
 	h->gens = strcmp(flag, "gen") == 0;
-	*out = h;
 	*pause_ns = pause;
+	return 0;
+}
+
+int
+cf_fs_snapshot_take(const char *backing, struct cf_fs_snapshot **out,
+    char **dir, uint64_t *pause_ns)
+{
+	struct cf_fs_snapshot *h;
+	int rc;
+
+	*out = NULL;
+	*dir = NULL;
+	rc = cf_fs_ctl_open(backing, &h);
+	if (rc < 0)
+		return rc;
+	rc = cf_fs_snapshot_take_on(h, dir, pause_ns);
+	if (rc < 0) {
+		cf_fs_ctl_close(h);	/* a held one is released so */
+		return rc;
+	}
+	*out = h;
 	return 0;
 }
 
@@ -1957,6 +2125,10 @@ cf_fs_snapshot_release(struct cf_fs_snapshot *h)
 
 	if (h == NULL)
 		return 0;
+	if (!h->held) {
+		cf_fs_ctl_close(h);
+		return 0;
+	}
 	if (write(h->fd, "RELEASE\n", 8) != 8)
 		rc = -EIO;
 	n = rc == 0 ? read(h->fd, buf, sizeof(buf) - 1) : -1;

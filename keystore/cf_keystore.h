@@ -335,6 +335,20 @@ CF_MUST_CHECK int cf_ks_tenant_unlock(struct cf_ks_tenant *t, uint32_t version,
     struct cf_secbuf **root);
 
 /*
+ * Root keys lent by the tenant's mounted daemon (docs/format/ctl.md
+ * [CTL-8]), which unlocked them through the KMS (lockout checked, audited)
+ * moments before: from now on cf_ks_tenant_unlock of `version` on t
+ * returns a copy of key without asking the KMS again.  Kept in a locked,
+ * read-only buffer and wiped by cf_ks_tenant_free.  -EEXIST if version
+ * was lent already, -E2BIG beyond CF_KS_LENT_MAX versions.
+ * cf_ks_tenant_lent gives how many versions were lent to t.
+ */
+#define CF_KS_LENT_MAX 64U
+CF_MUST_CHECK int cf_ks_tenant_lend(struct cf_ks_tenant *t, uint32_t version,
+    const unsigned char key[CF_KS_KEY_BYTES]);
+size_t cf_ks_tenant_lent(const struct cf_ks_tenant *t);
+
+/*
  * Rewraps every root key version of the tenant under the KMS provider's
  * newest KEK, creating a new KEK first if the tenant already uses the
  * newest one (or moving to provider to_kms if not NULL).  Each wrapped key

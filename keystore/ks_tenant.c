@@ -41,6 +41,10 @@ struct cf_ks_tenant {
 	json_t *doc;				/* tenant.json, kept whole */
 	uint32_t versions[MAX_VERSIONS];	/* sorted ascending */
 	size_t nversions;
+	/* Root keys lent by the tenant's daemon (cf_ks_tenant_lend). */
+	struct cf_secbuf *lent[CF_KS_LENT_MAX];
+	uint32_t lent_version[CF_KS_LENT_MAX];
+	size_t nlent;
 };
 
 static int
@@ -135,8 +139,12 @@ tenant_alloc(struct cf_ks_home *home, const char *name)
 void
 cf_ks_tenant_free(struct cf_ks_tenant *t)
 {
+	size_t i;
+
 	if (t == NULL)
 		return;
+	for (i = 0; i < t->nlent; i++)
+		cf_secbuf_free(t->lent[i]);
 	json_decref(t->doc);
 	free(t);
 }
@@ -716,6 +724,58 @@ unwrap_any(struct cf_ks_tenant *t, const struct cf_ks_envelope *env,
 }
 
 int
+cf_ks_tenant_lend(struct cf_ks_tenant *t, uint32_t version,
+    const unsigned char key[CF_KS_KEY_BYTES])
+{
+	struct cf_secbuf *k;
+	size_t i;
+	int rc;
+
+	if (version == 0)
+		return -EINVAL;
+	for (i = 0; i < t->nlent; i++)
+		if (t->lent_version[i] == version)
+			return -EEXIST;
+	if (t->nlent == CF_KS_LENT_MAX)
+		return -E2BIG;
+	rc = cf_secbuf_new(&k, CF_KS_KEY_BYTES);
+	if (rc < 0)
+		return rc;
+	memcpy(cf_secbuf_data(k), key, CF_KS_KEY_BYTES);
+	cf_secbuf_readonly(k);
+	t->lent[t->nlent] = k;
+	t->lent_version[t->nlent++] = version;
+	return 0;
+}
+
+size_t
+cf_ks_tenant_lent(const struct cf_ks_tenant *t)
+{
+	return t->nlent;
+}
+
+/* A copy of the key lent for version into *root; -ENOENT if none was. */
+static int
+lent_copy(const struct cf_ks_tenant *t, uint32_t version,
+    struct cf_secbuf **root)
+{
+	size_t i;
+	int rc;
+
+	for (i = 0; i < t->nlent; i++) {
+		if (t->lent_version[i] != version)
+			continue;
+		rc = cf_secbuf_new(root, CF_KS_KEY_BYTES);
+		if (rc < 0)
+			return rc;
+		memcpy(cf_secbuf_data(*root), cf_secbuf_cdata(t->lent[i]),
+		    CF_KS_KEY_BYTES);
+		return 0;
+	}
+	return -ENOENT;
+}
+
+int
 cf_ks_tenant_unlock(struct cf_ks_tenant *t, uint32_t version,
     struct cf_secbuf **root)
 {
@@ -730,6 +790,10 @@ cf_ks_tenant_unlock(struct cf_ks_tenant *t, uint32_t version,
 	if (cf_ks_tenant_shredded(t))
 		return ks_err(-EACCES, "tenant '%s' was crypto-shredded; its "
 		    "keys no longer exist", t->name);
+	/* Lent: the daemon's unlock was checked, counted and audited. */
+	rc = lent_copy(t, version, root);
+	if (rc != -ENOENT)
+		return rc;
 	rc = ks_lockout_attempt(t->home, t->subject);
 	if (rc < 0)
 		return rc;

@@ -244,7 +244,7 @@ static unsigned s3_conns(void);
  */
 static int
 session_open_pf(struct session *s, struct tl_ctx *ctx, const char *name,
-    const char *repo_opt, int create, int pf_flags)
+    const char *repo_opt, int create, int pf_flags, struct cf_ks_tenant *t)
 {
 	struct cf_bk_prefetch *pf = NULL;
 	uint32_t kv = 0;
@@ -256,7 +256,9 @@ session_open_pf(struct session *s, struct tl_ctx *ctx, const char *name,
 	memset(s, 0, sizeof(*s));
 	s->ctx = ctx;
 	s->home = tl_home(ctx, 0);
-	rc = cf_ks_tenant_open(s->home, name, &s->t);
+	/* t: opened already (with keys its daemon lent), now s's. */
+	s->t = t;
+	rc = t != NULL ? 0 : cf_ks_tenant_open(s->home, name, &s->t);
 	if (rc < 0)
 		return tl_fail(rc, NULL);
 	if (cf_ks_tenant_shredded(s->t)) {
@@ -327,7 +329,7 @@ static int
 session_open(struct session *s, struct tl_ctx *ctx, const char *name,
     const char *repo_opt, int create)
 {
-	return session_open_pf(s, ctx, name, repo_opt, create, 0);
+	return session_open_pf(s, ctx, name, repo_opt, create, 0, NULL);
 }
 
 static void
@@ -351,13 +353,17 @@ static int latest_parent(struct session *s, const char *path,
     unsigned char id[CF_BK_ID_BYTES], struct cf_bk_snapshot **snap);
 
 /*
- * A mounted store's point-in-time snapshot, asked for while the tenant's
- * key is unlocked: the daemon's live pass (linking the store, seconds for
- * millions of files) needs no key and runs on the other core meanwhile.
- * A failed unlock just drops the snapshot.
+ * A mounted store's daemon, asked first for the tenant's root keys
+ * ([CTL-8] in docs/format/ctl.md: it holds the KMS's unlock already, so
+ * the backup need not run it again) and then, on the same connection,
+ * for a point-in-time snapshot: the daemon's live pass (linking the
+ * store, seconds for millions of files) runs on the other core while the
+ * repository is opened (or, when no keys were lent, while the key is
+ * unlocked; a failed unlock just drops the snapshot).
  */
 struct early_snap {
 	char store[PATH_MAX];
+	struct cf_ks_tenant *t;		/* with the lent keys; for session */
 	struct cf_fs_snapshot *h;
 	char *farm;
 	uint64_t pause_ns;
@@ -371,24 +377,47 @@ early_snap_main(void *arg)
 {
 	struct early_snap *e = arg;
 
-	e->rc = cf_fs_snapshot_take(e->store, &e->h, &e->farm, &e->pause_ns);
+	e->rc = cf_fs_snapshot_take_on(e->h, &e->farm, &e->pause_ns);
+	if (e->rc < 0) {
+		cf_fs_ctl_close(e->h);
+		e->h = NULL;
+	}
 	return NULL;
 }
 
-/* Starts asking tenant name's daemon for a snapshot, if its store has one. */
+/*
+ * Borrows tenant name's keys from its daemon, if its store has one, and
+ * starts asking it for a snapshot (not before the unlock if that may
+ * prompt for a passphrase).  e->t is the tenant for session_open_pf.
+ */
 static void
-early_snap_start(struct early_snap *e, struct tl_ctx *ctx, const char *name)
+early_snap_start(struct early_snap *e, struct tl_ctx *ctx, const char *name,
+    int may_prompt)
 {
 	struct cf_ks_home *home = tl_home(ctx, 0);
-	struct cf_ks_tenant *t = NULL;
+	int lent;
 
 	memset(e, 0, sizeof(*e));
 	e->rc = -ENOTCONN;
-	if (home == NULL || cf_ks_tenant_open(home, name, &t) < 0)
+	if (home == NULL || cf_ks_tenant_open(home, name, &e->t) < 0)
 		return;		/* session_open says why */
-	tl_store_path(home, t, e->store, sizeof(e->store));
-	cf_ks_tenant_free(t);
+	tl_store_path(home, e->t, e->store, sizeof(e->store));
+	if (cf_fs_ctl_open(e->store, &e->h) < 0)
+		return;		/* not mounted: read it directly */
+	/* Refused or failed: the KMS is asked as for an unmounted store. */
+	lent = cf_fs_ctl_borrow(e->h, e->t) == 0;
+	if (!lent && may_prompt) {
+		/* The snapshot waits for the passphrase (its own
+		 * connection then: one client at a time). */
+		cf_fs_ctl_close(e->h);
+		e->h = NULL;
+		return;
+	}
 	e->started = pthread_create(&e->tid, NULL, early_snap_main, e) == 0;
+	if (!e->started) {
+		cf_fs_ctl_close(e->h);
+		e->h = NULL;
+	}
 }
 
 /*
@@ -2656,9 +2685,10 @@ cmd_backup(struct tl_ctx *ctx, int argc, char **argv)
 	}
 	t0 = now_ns();
 	when = snap_time_ns();
-	if (!use_stdin && tarf == NULL && dir == NULL && !unlock_may_prompt())
-		early_snap_start(&es, ctx, name);
-	ret = session_open(&s, ctx, name, repo, 1);
+	if (!use_stdin && tarf == NULL && dir == NULL)
+		early_snap_start(&es, ctx, name, unlock_may_prompt());
+	ret = session_open_pf(&s, ctx, name, repo, 1, 0, es.t);
+	es.t = NULL;		/* s's now */
 	if (ret != CF_EXIT_OK)
 		goto out;
 	ret = CF_EXIT_FAIL;
@@ -2845,10 +2875,12 @@ cmd_backup(struct tl_ctx *ctx, int argc, char **argv)
 	    b.damaged + b.changed);
 	tl_ops_record_backup(s.home, name, hex, snap.time, b.bytes, b.files);
 	if (ctx->json) {
-		j = json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, "
-		    "s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f}",
+		j = json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, "
+		    "s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
+		    "s:f}",
 		    "snapshot", hex, "tenant", name, "repo", s.url,
 		    "consistency", snap.consistency,
+		    "keys", cf_ks_tenant_lent(s.t) > 0 ? "lent" : "kms",
 		    "files", (json_int_t)b.files, "dirs", (json_int_t)b.dirs,
 		    "bytes", (json_int_t)b.bytes,
 		    "new_blobs", (json_int_t)ws.new_blobs,
@@ -2900,6 +2932,7 @@ out:
 	if (es.h != NULL)
 		(void)!cf_fs_snapshot_release(es.h);
 	free(es.farm);
+	cf_ks_tenant_free(es.t);
 	if (storelock >= 0)
 		close(storelock);
 	cf_fs_keys_free(fkeys);
@@ -4363,7 +4396,7 @@ cmd_restore(struct tl_ctx *ctx, int argc, char **argv)
 		filter[nf] = NULL;
 	}
 	ret = session_open_pf(&s, ctx, argv[optind], repo, 0,
-	    CF_BK_PREFETCH_PACKS);
+	    CF_BK_PREFETCH_PACKS, NULL);
 	if (ret != CF_EXIT_OK)
 		goto out;
 	ret = resolve_snapshot(&s, want, sid, &snap);

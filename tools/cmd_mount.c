@@ -35,16 +35,19 @@ const struct tl_cmd tl_cmd_umount = {
 
 /*
  * Takes coffer's own options out of a -o list (the rest goes to FUSE):
- * accept_rollback.  out gets the remaining list, or "" if none is left.
+ * accept_rollback, nolend.  out gets the remaining list, or "" if none is
+ * left.
  */
 static int
-split_opts(const char *in, char *out, size_t cap, int *accept_rollback)
+split_opts(const char *in, char *out, size_t cap, int *accept_rollback,
+    int *nolend)
 {
 	char buf[1024], *tok, *save = NULL;
 	size_t used = 0;
 	int n;
 
 	*accept_rollback = 0;
+	*nolend = 0;
 	out[0] = '\0';
 	if (in == NULL)
 		return 0;
@@ -54,6 +57,10 @@ split_opts(const char *in, char *out, size_t cap, int *accept_rollback)
 	    tok = strtok_r(NULL, ",", &save)) {
 		if (strcmp(tok, "accept_rollback") == 0) {
 			*accept_rollback = 1;
+			continue;
+		}
+		if (strcmp(tok, "nolend") == 0) {
+			*nolend = 1;
 			continue;
 		}
 		n = snprintf(out + used, cap - used, "%s%s", used ? "," : "",
@@ -164,7 +171,8 @@ cmd_mount(struct tl_ctx *ctx, int argc, char **argv)
 	char store[PATH_MAX], mp[PATH_MAX], gen_log[PATH_MAX], fopts[1024];
 	struct cf_bk_lifecycle_eval le;
 	const char *fuse_opts = NULL;
-	int c, fg = 0, accept_rollback, rc, lockfd = -1, ret = CF_EXIT_FAIL;
+	int c, fg = 0, accept_rollback, nolend, rc, lockfd = -1;
+	int ret = CF_EXIT_FAIL;
 
 	while ((c = getopt(argc, argv, "fo:")) != -1) {
 		if (c == 'f')
@@ -177,7 +185,8 @@ cmd_mount(struct tl_ctx *ctx, int argc, char **argv)
 	if (optind != argc - 2)
 		return tl_usage(&tl_cmd_mount, "mount: give NAME and "
 		    "MOUNTPOINT");
-	if (split_opts(fuse_opts, fopts, sizeof(fopts), &accept_rollback) < 0)
+	if (split_opts(fuse_opts, fopts, sizeof(fopts), &accept_rollback,
+	    &nolend) < 0)
 		return tl_usage(&tl_cmd_mount, "mount: -o list too long");
 	if (realpath(argv[optind + 1], mp) == NULL) {
 		fprintf(stderr, "coffer: mountpoint %s: %s\n",
@@ -280,6 +289,7 @@ cmd_mount(struct tl_ctx *ctx, int argc, char **argv)
 	    cf_ks_tenant_dir(t));
 	mo.gen_log = gen_log;
 	mo.accept_rollback = accept_rollback;
+	mo.nolend = nolend;
 	mo.home = home;
 	mo.tenant = cf_ks_tenant_name(t);
 	audit_mount(home, "fs.mount", mo.tenant, mp);
