@@ -991,8 +991,20 @@ struct pc_need {
 };
 
 /*
- * Every field of the slots, the needs, clock, seq and stop is protected
- * by mu.
+ * A pack a restore will read again later (cf_bk_repo_pack_cache_plan):
+ * one count per data blob of every file the restore will write, counted
+ * before it starts and counted down as blobs are read.  A slot whose
+ * pack has planned reads left goes after every slot with none.
+ */
+struct pc_plan {
+	struct pc_plan *next;
+	unsigned char pack[CF_BK_ID_BYTES];
+	unsigned long n;	/* blobs planned, not read yet */
+};
+
+/*
+ * Every field of the slots, the needs, the plan, clock, seq and stop is
+ * protected by mu.
  * A slot's buf is written only by the one thread that moved it to
  * PC_LOADING, and read only while refs > 0 in PC_READY; a slot is
  * reused only with refs == 0.
@@ -1011,7 +1023,26 @@ struct bk_pcache {
 	uint64_t ranged, ranged_bytes;	/* blobs read alone (slots needed) */
 	int stop;
 	struct pc_need *need[PC_NEED_BUCKETS];
+	struct pc_plan *plan[PC_NEED_BUCKETS];
 };
+
+static struct pc_plan **
+plan_at(struct bk_pcache *pc, const unsigned char pack[CF_BK_ID_BYTES])
+{
+	struct pc_plan **p = &pc->plan[pack[0] % PC_NEED_BUCKETS];
+
+	while (*p != NULL && memcmp((*p)->pack, pack, CF_BK_ID_BYTES) != 0)
+		p = &(*p)->next;
+	return p;
+}
+
+static unsigned long
+plan_of(struct bk_pcache *pc, const unsigned char pack[CF_BK_ID_BYTES])
+{
+	struct pc_plan *n = *plan_at(pc, pack);
+
+	return n != NULL ? n->n : 0;
+}
 
 static struct pc_need **
 need_at(struct bk_pcache *pc, const unsigned char pack[CF_BK_ID_BYTES])
@@ -1045,7 +1076,8 @@ pc_find(struct bk_pcache *pc, const unsigned char pack[CF_BK_ID_BYTES])
 
 /*
  * A slot to reuse: empty, else the least recently used one nobody reads
- * or loads whose pack no queued file needs.  A thread that needs a pack
+ * or loads whose pack no queued file needs, one the restore's plan reads
+ * again later only if there is no other.  A thread that needs a pack
  * now (demand) takes, failing that, a slot that holds no bytes yet
  * (queued, or its load failed), the one needed last; a slot that holds a
  * needed pack is never taken (it would be fetched again: pc_read reads
@@ -1057,6 +1089,7 @@ pc_victim(struct bk_pcache *pc, int demand)
 	struct pc_slot *best = NULL, *late = NULL, *s;
 	unsigned long late_seq = 0, q;
 	unsigned i;
+	int later, best_later = 0;
 
 	for (i = 0; i < pc->nslots; i++) {
 		s = &pc->s[i];
@@ -1065,8 +1098,12 @@ pc_victim(struct bk_pcache *pc, int demand)
 		if (s->refs > 0 || s->state == PC_LOADING)
 			continue;
 		if (s->state != PC_QUEUED && need_of(pc, s->pack) == 0) {
-			if (best == NULL || s->used < best->used)
+			later = plan_of(pc, s->pack) > 0;
+			if (best == NULL || later < best_later ||
+			    (later == best_later && s->used < best->used)) {
 				best = s;
+				best_later = later;
+			}
 			continue;
 		}
 		if (s->state == PC_READY)
@@ -1232,10 +1269,15 @@ pc_read(struct bk_pcache *pc, const struct cf_bk_blob_loc *loc,
 	}
 	if (loc->desc.type == CF_BK_BLOB_DATA) {	/* what hints count */
 		struct pc_need **np = need_at(pc, loc->pack), *n = *np;
+		struct pc_plan **pp = plan_at(pc, loc->pack), *p = *pp;
 
 		if (n != NULL && --n->n == 0) {
 			*np = n->next;
 			free(n);
+		}
+		if (p != NULL && --p->n == 0) {
+			*pp = p->next;
+			free(p);
 		}
 	}
 	/* The slot may go to the next needed pack now. */
@@ -1262,10 +1304,15 @@ pcache_free(struct bk_pcache *pc)
 		free(pc->s[i].buf);
 	for (i = 0; i < PC_NEED_BUCKETS; i++) {
 		struct pc_need *n = pc->need[i], *next;
+		struct pc_plan *p = pc->plan[i], *pnext;
 
 		for (; n != NULL; n = next) {
 			next = n->next;
 			free(n);
+		}
+		for (; p != NULL; p = pnext) {
+			pnext = p->next;
+			free(p);
 		}
 	}
 	pthread_cond_destroy(&pc->cv);
@@ -1334,6 +1381,26 @@ cf_bk_repo_pack_cache_stats(struct cf_bk_repo *r, struct cf_bk_pc_stats *st)
 	st->pack_bytes = pc->fetched_bytes;
 	st->blobs = pc->ranged;
 	st->blob_bytes = pc->ranged_bytes;
+	pthread_mutex_unlock(&pc->mu);
+}
+
+void
+cf_bk_repo_pack_cache_plan(struct cf_bk_repo *r,
+    const unsigned char id[CF_BK_ID_BYTES])
+{
+	struct bk_pcache *pc = r->pc;
+	struct cf_bk_blob_loc loc;
+	struct pc_plan **pp;
+
+	if (pc == NULL || cf_bk_index_lookup(r->idx, CF_BK_BLOB_DATA, id,
+	    &loc) < 0 || loc.pack_size > PC_PACK_MAX)
+		return;
+	pthread_mutex_lock(&pc->mu);
+	pp = plan_at(pc, loc.pack);
+	if (*pp == NULL && (*pp = calloc(1, sizeof(**pp))) != NULL)
+		memcpy((*pp)->pack, loc.pack, CF_BK_ID_BYTES);
+	if (*pp != NULL)
+		(*pp)->n++;
 	pthread_mutex_unlock(&pc->mu);
 }
 

@@ -777,6 +777,16 @@ struct cf_bk_pc_stats {
 void cf_bk_repo_pack_cache_stats(struct cf_bk_repo *r,
     struct cf_bk_pc_stats *st);
 /*
+ * Tells the pack cache, before a restore starts, that data blob id will
+ * be read (once per call): a pack with planned reads left is evicted only
+ * when every other slot has some too, so a pack that later files need
+ * again is not dropped and fetched a second time.  Unknown blobs and
+ * calls without a cache are ignored; a planned read that never comes
+ * only makes its pack stay longer.  Thread-safe.
+ */
+void cf_bk_repo_pack_cache_plan(struct cf_bk_repo *r,
+    const unsigned char id[CF_BK_ID_BYTES]);
+/*
  * Asks the loaders for the pack holding blob id, soon needed.  Never
  * blocks on a load; does nothing without a cache, for a blob the index
  * does not list, or a pack already cached or asked for.  A hint for

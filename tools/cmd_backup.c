@@ -4272,6 +4272,93 @@ out:
 }
 
 /*
+ * The restore's plan for a remote repository's pack cache: every data
+ * blob the restore will read, told to the cache before it starts
+ * (cf_bk_repo_pack_cache_plan), so that a pack files further on need
+ * again is kept rather than dropped and fetched a second time (hints
+ * reach only the files queued ahead).  Walks the trees as restore_tree
+ * does: the same filter, one content per hard-link group.  A tree that
+ * cannot be loaded is left for the restore to report.  The restore then
+ * loads the trees again (from their own packs, which are small).
+ */
+struct plan_links {
+	uint64_t *v;		/* open addressing; 0 is free */
+	size_t cap, n;
+};
+
+/* 1 if group g was seen, else adds it: 0, or -ENOMEM. */
+static int
+plan_link_seen(struct plan_links *pl, uint64_t g)
+{
+	uint64_t *nv;
+	size_t i, j, cap;
+
+	if (pl->n * 2 >= pl->cap) {
+		cap = pl->cap == 0 ? 256 : pl->cap * 2;
+		nv = calloc(cap, sizeof(*nv));
+		if (nv == NULL)
+			return -ENOMEM;
+		for (i = 0; i < pl->cap; i++) {
+			if (pl->v[i] == 0)
+				continue;
+			for (j = (size_t)(pl->v[i] * UINT64_C(0x9e3779b97f4a7c15)
+			    >> 32) & (cap - 1); nv[j] != 0; j = (j + 1) &
+			    (cap - 1))
+				;
+			nv[j] = pl->v[i];
+		}
+		free(pl->v);
+		pl->v = nv;
+		pl->cap = cap;
+	}
+	for (j = (size_t)(g * UINT64_C(0x9e3779b97f4a7c15) >> 32) &
+	    (pl->cap - 1); pl->v[j] != 0; j = (j + 1) & (pl->cap - 1))
+		if (pl->v[j] == g)
+			return 1;
+	pl->v[j] = g;
+	pl->n++;
+	return 0;
+}
+
+static int
+rs_plan(struct cf_bk_repo *repo, const unsigned char id[CF_BK_ID_BYTES],
+    char **filter, int depth, struct plan_links *pl)
+{
+	struct cf_bk_tree *t = NULL;
+	size_t i, k;
+	int rc = 0;
+
+	if (depth > MAX_DEPTH || cf_bk_repo_tree_load(repo, id, &t) < 0)
+		return 0;
+	for (i = 0; i < t->count && rc == 0; i++) {
+		const struct cf_bk_node *n = &t->nodes[i];
+
+		if (filter != NULL && filter[0] != NULL &&
+		    strcmp(filter[0], n->name) != 0)
+			continue;
+		if (n->type == CF_BK_NODE_DIR) {
+			rc = rs_plan(repo, n->subtree, filter != NULL &&
+			    filter[1] != NULL ? filter + 1 : NULL, depth + 1,
+			    pl);
+			continue;
+		}
+		if (n->type != CF_BK_NODE_FILE)
+			continue;
+		if (n->link_group != 0) {
+			rc = plan_link_seen(pl, n->link_group);
+			if (rc != 0)
+				continue;	/* linked, or no memory */
+		}
+		for (k = 0; k < n->nitems; k++)
+			if (n->items[k].hole == 0)
+				cf_bk_repo_pack_cache_plan(repo,
+				    n->items[k].id);
+	}
+	cf_bk_tree_free(t);
+	return rc < 0 ? rc : 0;
+}
+
+/*
  * GETs a restore keeps in flight on a remote repository:
  * COFFER_S3_CONNECTIONS (1..16, default 4; docs/s3.md).
  */
@@ -4488,6 +4575,14 @@ cmd_restore(struct tl_ctx *ctx, int argc, char **argv)
 	if (rc < 0) {
 		fprintf(stderr, "coffer: pack cache: %s\n", strerror(-rc));
 		goto out;
+	}
+	if (strncmp(s.url, "s3://", 5) == 0) {
+		struct plan_links pl = { NULL, 0, 0 };
+
+		/* No memory for the plan: the restore runs without it. */
+		(void)rs_plan(s.repo, snap->tree, pcopy != NULL && nf > 0 ?
+		    filter : NULL, 0, &pl);
+		free(pl.v);
 	}
 	if (r.ar == NULL)
 		rs_start(&r);

@@ -1566,6 +1566,30 @@ pack_cache(void)
 		    ps.blob_bytes == loc.desc.length &&
 		    ps.pack_bytes > 2 * (uint64_t)loc.desc.length);
 	}
+	/*
+	 * The restore's plan: pack 0 is read twice (by the first file and
+	 * by the last), packs 1 and 2 once; two slots, no hints.  When pack
+	 * 2 needs a slot, pack 1 (read, planned no more) goes, not pack 0
+	 * (the least recently used, but planned again): 3 whole packs,
+	 * where the policy without a plan fetched pack 0 twice (4; tried).
+	 */
+	cf_bk_repo_pack_cache_stop(r);
+	CHECK_RC(cf_bk_repo_pack_cache_start(r, 1, 2), 0);
+	rm_reset(m, 0);
+	cf_bk_repo_pack_cache_plan(r, ids[0]);
+	cf_bk_repo_pack_cache_plan(r, ids[1]);
+	cf_bk_repo_pack_cache_plan(r, ids[2]);
+	cf_bk_repo_pack_cache_plan(r, ids[0]);
+	for (i = 0; i < 4; i++) {
+		int b = i < 3 ? i : 0;
+
+		CHECK_RC(cf_bk_repo_blob_load(r, CF_BK_BLOB_DATA, ids[b], &buf,
+		    &len), 0);
+		CHECK(len == PC_LEN && memcmp(buf, data[b], len) == 0);
+		free(buf);
+	}
+	rm_counts(m, &nr, &nw);
+	CHECK(nw == 3 && nr == 3);
 	/* A flipped byte in a cached pack: -EBADMSG, never data. */
 	CHECK_RC(cf_bk_index_lookup(cf_bk_repo_index(r), CF_BK_BLOB_DATA,
 	    ids[2], &loc), 0);
