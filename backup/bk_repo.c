@@ -986,21 +986,17 @@ struct pc_need {
 	struct pc_need *next;
 	unsigned char pack[CF_BK_ID_BYTES];
 	uint64_t size;
-	unsigned long n;	/* blobs hinted, not read yet */
+	unsigned long n;	/* blobs hinted (planned), not read yet */
 	unsigned long seq;	/* first asked */
 };
 
 /*
- * A pack a restore will read again later (cf_bk_repo_pack_cache_plan):
- * one count per data blob of every file the restore will write, counted
- * before it starts and counted down as blobs are read.  A slot whose
- * pack has planned reads left goes after every slot with none.
+ * The same counts for a pack a restore will read again later
+ * (cf_bk_repo_pack_cache_plan): one per data blob of every file the
+ * restore will write, counted before it starts and down as blobs are
+ * read.  A slot whose pack has planned reads left goes after every slot
+ * with none.
  */
-struct pc_plan {
-	struct pc_plan *next;
-	unsigned char pack[CF_BK_ID_BYTES];
-	unsigned long n;	/* blobs planned, not read yet */
-};
 
 /*
  * Every field of the slots, the needs, the plan, clock, seq and stop is
@@ -1023,31 +1019,14 @@ struct bk_pcache {
 	uint64_t ranged, ranged_bytes;	/* blobs read alone (slots needed) */
 	int stop;
 	struct pc_need *need[PC_NEED_BUCKETS];
-	struct pc_plan *plan[PC_NEED_BUCKETS];
+	struct pc_need *plan[PC_NEED_BUCKETS];
 };
 
-static struct pc_plan **
-plan_at(struct bk_pcache *pc, const unsigned char pack[CF_BK_ID_BYTES])
-{
-	struct pc_plan **p = &pc->plan[pack[0] % PC_NEED_BUCKETS];
-
-	while (*p != NULL && memcmp((*p)->pack, pack, CF_BK_ID_BYTES) != 0)
-		p = &(*p)->next;
-	return p;
-}
-
-static unsigned long
-plan_of(struct bk_pcache *pc, const unsigned char pack[CF_BK_ID_BYTES])
-{
-	struct pc_plan *n = *plan_at(pc, pack);
-
-	return n != NULL ? n->n : 0;
-}
-
+/* The count of pack in table t (pc->need or pc->plan). */
 static struct pc_need **
-need_at(struct bk_pcache *pc, const unsigned char pack[CF_BK_ID_BYTES])
+count_at(struct pc_need **t, const unsigned char pack[CF_BK_ID_BYTES])
 {
-	struct pc_need **p = &pc->need[pack[0] % PC_NEED_BUCKETS];
+	struct pc_need **p = &t[pack[0] % PC_NEED_BUCKETS];
 
 	while (*p != NULL && memcmp((*p)->pack, pack, CF_BK_ID_BYTES) != 0)
 		p = &(*p)->next;
@@ -1055,11 +1034,40 @@ need_at(struct bk_pcache *pc, const unsigned char pack[CF_BK_ID_BYTES])
 }
 
 static unsigned long
-need_of(struct bk_pcache *pc, const unsigned char pack[CF_BK_ID_BYTES])
+count_of(struct pc_need **t, const unsigned char pack[CF_BK_ID_BYTES])
 {
-	struct pc_need *n = *need_at(pc, pack);
+	struct pc_need *n = *count_at(t, pack);
 
 	return n != NULL ? n->n : 0;
+}
+
+/* One blob fewer of pack in table t; the entry goes at 0. */
+static void
+count_down(struct pc_need **t, const unsigned char pack[CF_BK_ID_BYTES])
+{
+	struct pc_need **np = count_at(t, pack), *n = *np;
+
+	if (n != NULL && --n->n == 0) {
+		*np = n->next;
+		free(n);
+	}
+}
+
+/* One blob more of pack (size) in table t; a new entry gets seq. */
+static struct pc_need *
+count_up(struct pc_need **t, const unsigned char pack[CF_BK_ID_BYTES],
+    uint64_t size, unsigned long *seq)
+{
+	struct pc_need **np = count_at(t, pack);
+
+	if (*np == NULL && (*np = calloc(1, sizeof(**np))) != NULL) {
+		memcpy((*np)->pack, pack, CF_BK_ID_BYTES);
+		(*np)->size = size;
+		(*np)->seq = ++*seq;
+	}
+	if (*np != NULL)
+		(*np)->n++;
+	return *np;
 }
 
 static struct pc_slot *
@@ -1097,8 +1105,8 @@ pc_victim(struct bk_pcache *pc, int demand)
 			return s;
 		if (s->refs > 0 || s->state == PC_LOADING)
 			continue;
-		if (s->state != PC_QUEUED && need_of(pc, s->pack) == 0) {
-			later = plan_of(pc, s->pack) > 0;
+		if (s->state != PC_QUEUED && count_of(pc->need, s->pack) == 0) {
+			later = count_of(pc->plan, s->pack) > 0;
 			if (best == NULL || later < best_later ||
 			    (later == best_later && s->used < best->used)) {
 				best = s;
@@ -1108,7 +1116,7 @@ pc_victim(struct bk_pcache *pc, int demand)
 		}
 		if (s->state == PC_READY)
 			continue;
-		q = s->state == PC_QUEUED ? s->seq : (*need_at(pc, s->pack))->seq;
+		q = s->state == PC_QUEUED ? s->seq : (*count_at(pc->need, s->pack))->seq;
 		if (late == NULL || q > late_seq) {
 			late = s;
 			late_seq = q;
@@ -1268,17 +1276,8 @@ pc_read(struct bk_pcache *pc, const struct cf_bk_blob_loc *loc,
 		s->refs--;
 	}
 	if (loc->desc.type == CF_BK_BLOB_DATA) {	/* what hints count */
-		struct pc_need **np = need_at(pc, loc->pack), *n = *np;
-		struct pc_plan **pp = plan_at(pc, loc->pack), *p = *pp;
-
-		if (n != NULL && --n->n == 0) {
-			*np = n->next;
-			free(n);
-		}
-		if (p != NULL && --p->n == 0) {
-			*pp = p->next;
-			free(p);
-		}
+		count_down(pc->need, loc->pack);
+		count_down(pc->plan, loc->pack);
 	}
 	/* The slot may go to the next needed pack now. */
 	pthread_cond_signal(&pc->cv_work);
@@ -1304,15 +1303,14 @@ pcache_free(struct bk_pcache *pc)
 		free(pc->s[i].buf);
 	for (i = 0; i < PC_NEED_BUCKETS; i++) {
 		struct pc_need *n = pc->need[i], *next;
-		struct pc_plan *p = pc->plan[i], *pnext;
 
 		for (; n != NULL; n = next) {
 			next = n->next;
 			free(n);
 		}
-		for (; p != NULL; p = pnext) {
-			pnext = p->next;
-			free(p);
+		for (n = pc->plan[i]; n != NULL; n = next) {
+			next = n->next;
+			free(n);
 		}
 	}
 	pthread_cond_destroy(&pc->cv);
@@ -1390,17 +1388,12 @@ cf_bk_repo_pack_cache_plan(struct cf_bk_repo *r,
 {
 	struct bk_pcache *pc = r->pc;
 	struct cf_bk_blob_loc loc;
-	struct pc_plan **pp;
 
 	if (pc == NULL || cf_bk_index_lookup(r->idx, CF_BK_BLOB_DATA, id,
 	    &loc) < 0 || loc.pack_size > PC_PACK_MAX)
 		return;
 	pthread_mutex_lock(&pc->mu);
-	pp = plan_at(pc, loc.pack);
-	if (*pp == NULL && (*pp = calloc(1, sizeof(**pp))) != NULL)
-		memcpy((*pp)->pack, loc.pack, CF_BK_ID_BYTES);
-	if (*pp != NULL)
-		(*pp)->n++;
+	(void)count_up(pc->plan, loc.pack, loc.pack_size, &pc->seq);
 	pthread_mutex_unlock(&pc->mu);
 }
 
@@ -1410,28 +1403,21 @@ cf_bk_repo_prefetch(struct cf_bk_repo *r, enum cf_bk_blob_type type,
 {
 	struct bk_pcache *pc = r->pc;
 	struct cf_bk_blob_loc loc;
-	struct pc_need **np;
+	struct pc_need *n;
 	struct pc_slot *s;
 
 	if (pc == NULL || cf_bk_index_lookup(r->idx, type, id, &loc) < 0 ||
 	    loc.pack_size > PC_PACK_MAX)
 		return;
 	pthread_mutex_lock(&pc->mu);
-	np = need_at(pc, loc.pack);
-	if (*np == NULL && (*np = calloc(1, sizeof(**np))) != NULL) {
-		memcpy((*np)->pack, loc.pack, CF_BK_ID_BYTES);
-		(*np)->size = loc.pack_size;
-		(*np)->seq = ++pc->seq;
-	}
-	if (*np != NULL)
-		(*np)->n++;
-	if (pc_find(pc, loc.pack) == NULL && *np != NULL) {
+	n = count_up(pc->need, loc.pack, loc.pack_size, &pc->seq);
+	if (pc_find(pc, loc.pack) == NULL && n != NULL) {
 		s = pc_victim(pc, 0);
 		if (s != NULL) {
 			memcpy(s->pack, loc.pack, CF_BK_ID_BYTES);
 			s->size = loc.pack_size;
 			s->state = PC_QUEUED;
-			s->seq = (*np)->seq;
+			s->seq = n->seq;
 			pthread_cond_signal(&pc->cv_work);
 		}
 	}

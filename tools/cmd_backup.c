@@ -387,12 +387,14 @@ early_snap_main(void *arg)
 
 /*
  * Borrows tenant name's keys from its daemon, if its store has one, and
- * starts asking it for a snapshot (not before the unlock if that may
- * prompt for a passphrase).  e->t is the tenant for session_open_pf.
+ * with snap starts asking it for a snapshot (not before the unlock if
+ * that may prompt for a passphrase).  e->t is the tenant for
+ * session_open_pf.  A backup of another source (--stdin, --tar, --dir)
+ * borrows the keys too: the tenant is the same.
  */
 static void
 early_snap_start(struct early_snap *e, struct tl_ctx *ctx, const char *name,
-    int may_prompt)
+    int may_prompt, int snap)
 {
 	struct cf_ks_home *home = tl_home(ctx, 0);
 	int lent;
@@ -406,9 +408,9 @@ early_snap_start(struct early_snap *e, struct tl_ctx *ctx, const char *name,
 		return;		/* not mounted: read it directly */
 	/* Refused or failed: the KMS is asked as for an unmounted store. */
 	lent = cf_fs_ctl_borrow(e->h, e->t) == 0;
-	if (!lent && may_prompt) {
-		/* The snapshot waits for the passphrase (its own
-		 * connection then: one client at a time). */
+	if (!snap || (!lent && may_prompt)) {
+		/* No snapshot wanted, or it waits for the passphrase
+		 * (its own connection then: one client at a time). */
 		cf_fs_ctl_close(e->h);
 		e->h = NULL;
 		return;
@@ -2715,8 +2717,8 @@ cmd_backup(struct tl_ctx *ctx, int argc, char **argv)
 	}
 	t0 = now_ns();
 	when = snap_time_ns();
-	if (!use_stdin && tarf == NULL && dir == NULL)
-		early_snap_start(&es, ctx, name, unlock_may_prompt());
+	early_snap_start(&es, ctx, name, unlock_may_prompt(),
+	    !use_stdin && tarf == NULL && dir == NULL);
 	ret = session_open_pf(&s, ctx, name, repo, 1, 0, es.t);
 	es.t = NULL;		/* s's now */
 	if (ret != CF_EXIT_OK)

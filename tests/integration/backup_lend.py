@@ -75,11 +75,11 @@ def ctl(*requests):
     return out
 
 
-def restored_equal(tag, src):
-    """Restores acme's latest snapshot (own unlock, right passphrase)
-    and compares it with the tree state src."""
+def restored_equal(tag, snap, src):
+    """Restores acme's snapshot snap (own unlock, right passphrase) and
+    compares it with the tree state src."""
     tgt = os.path.join(T, "restore-" + tag)
-    r = coffer("restore", "acme", "latest", "--target", tgt)
+    r = coffer("restore", "acme", snap, "--target", tgt)
     if r.returncode != 0:
         return False, r.stderr
     got = cftest.tree_state(tgt, hash_data=True)
@@ -107,6 +107,7 @@ try:
     # ---- the first backup creates the repository with lent keys ----
     before = len(audit_events())
     rc, j, err, pid = backup(env=BAD)
+    first = j.get("snapshot", "none")
     ok(rc == 0 and j.get("keys") == "lent" and
        j.get("consistency") == "freeze",
        "a mounted tenant's backup borrows the daemon's keys: it needs no "
@@ -124,6 +125,16 @@ try:
                for e in ev),
        "the wrong passphrase was never tried", json.dumps(ev))
 
+    # ---- a stream of the mounted tenant borrows the keys too ----
+    p2 = subprocess.run([COFFER, "--json", "backup", "acme", "--stdin",
+                         "--name", "dump.sql"], input=b"SELECT 1;\n" * 1000,
+                        env=BAD, capture_output=True, timeout=300)
+    j2 = json.loads(p2.stdout) if p2.stdout.startswith(b"{") else {}
+    ok(p2.returncode == 0 and j2.get("keys") == "lent" and
+       j2.get("consistency") == "stream",
+       "--stdin backup of a mounted tenant borrows the keys as well (the "
+       "wrong passphrase is not read)", f"{p2.returncode} {p2.stderr}")
+
     # ---- the reply on the wire ([CTL-8]) ----
     rep = ctl(b"ROOTKEYS\n", b"SNAPSHOT\n", b"RELEASE\n")
     ok(len(rep) == 3 and rep[0][:5] == b"OK 1\n" and len(rep[0]) == 41 and
@@ -135,7 +146,7 @@ try:
 
     # ---- unmounted: the keys lent were the tenant's ----
     umount(p)
-    same, diff = restored_equal("lent", src)
+    same, diff = restored_equal("lent", first, src)
     ok(same, "the repository made with lent keys restores with the "
        "tenant's own unlock, byte for byte", diff)
     rc, j, err, _ = backup(env=BAD)
@@ -196,7 +207,7 @@ try:
     ok(rc == 0 and j.get("keys") == "lent",
        "after a rotation the backup borrows both versions", f"{rc} {err}")
     umount(p)
-    same, diff = restored_equal("rotated", src)
+    same, diff = restored_equal("rotated", j.get("snapshot", "none"), src)
     ok(same, "the snapshot made with lent keys after a rotation restores "
        "with the own unlock", diff)
     r = coffer("audit", "verify")

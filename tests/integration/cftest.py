@@ -93,7 +93,7 @@ class Home:
     def umount(self, p):
         if self.coffer("umount", self.mp).returncode != 0:
             subprocess.run(["fusermount3", "-u", "-z", self.mp])
-        p.wait(timeout=15)
+        p.wait(timeout=60)  # a guard against a hang, not a speed check
 
     def cleanup(self):
         if os.path.ismount(self.mp):

@@ -1416,6 +1416,26 @@ pc_thread(void *arg)
 	return NULL;
 }
 
+/* Loads blobs 0, 1, 2 and 0 again; 0 if each is the data it should be. */
+static int
+load_0120(struct cf_bk_repo *r, unsigned char ids[][32],
+    unsigned char **data)
+{
+	static const int order[4] = { 0, 1, 2, 0 };
+	unsigned char *buf;
+	size_t len;
+	int i, bad = 0;
+
+	for (i = 0; i < 4; i++) {
+		if (cf_bk_repo_blob_load(r, CF_BK_BLOB_DATA, ids[order[i]],
+		    &buf, &len) != 0)
+			return -1;
+		bad |= len != PC_LEN || memcmp(buf, data[order[i]], len) != 0;
+		free(buf);
+	}
+	return bad ? -1 : 0;
+}
+
 static void
 pack_cache(void)
 {
@@ -1513,14 +1533,7 @@ pack_cache(void)
 	cf_bk_repo_prefetch(r, CF_BK_BLOB_DATA, ids[1]);
 	cf_bk_repo_prefetch(r, CF_BK_BLOB_DATA, ids[0]);
 	cf_bk_repo_prefetch(r, CF_BK_BLOB_DATA, ids[2]);
-	for (i = 0; i < 4; i++) {
-		int b = i < 3 ? i : 0;
-
-		CHECK_RC(cf_bk_repo_blob_load(r, CF_BK_BLOB_DATA, ids[b], &buf,
-		    &len), 0);
-		CHECK(len == PC_LEN && memcmp(buf, data[b], len) == 0);
-		free(buf);
-	}
+	CHECK(load_0120(r, ids, data) == 0);
 	rm_counts(m, &nr, &nw);
 	CHECK(nw == 3 && nr == 3);
 	/*
@@ -1580,14 +1593,7 @@ pack_cache(void)
 	cf_bk_repo_pack_cache_plan(r, ids[1]);
 	cf_bk_repo_pack_cache_plan(r, ids[2]);
 	cf_bk_repo_pack_cache_plan(r, ids[0]);
-	for (i = 0; i < 4; i++) {
-		int b = i < 3 ? i : 0;
-
-		CHECK_RC(cf_bk_repo_blob_load(r, CF_BK_BLOB_DATA, ids[b], &buf,
-		    &len), 0);
-		CHECK(len == PC_LEN && memcmp(buf, data[b], len) == 0);
-		free(buf);
-	}
+	CHECK(load_0120(r, ids, data) == 0);
 	rm_counts(m, &nr, &nw);
 	CHECK(nw == 3 && nr == 3);
 	/* A flipped byte in a cached pack: -EBADMSG, never data. */
