@@ -470,8 +470,10 @@ CF_MUST_CHECK int cf_fs_snapshot_release(struct cf_fs_snapshot *h);
  * the daemon is neither root nor this process's user (nothing is asked),
  * -EACCES if it refused (-o nolend, the KMS refused, the tenant is locked
  * out or shredded), -EPROTO for a reply that breaks the format or names a
- * version t does not have as live (nothing is lent then);
- * cf_fs_snapshot_take_on asks for a snapshot on it.
+ * version t does not have as live (nothing is lent then).  After 0 or
+ * -EACCES the connection is in step (a request may follow); after any
+ * other error the caller closes it.  cf_fs_snapshot_take_on asks for a
+ * snapshot on it.
  * cf_fs_snapshot_release releases a held snapshot and closes;
  * cf_fs_ctl_close closes (a held snapshot is released by the daemon).
  */

@@ -721,19 +721,30 @@ cf_fs_rekey_recover(const char *backing)
 static void
 send_line(int c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/*
+ * Sends one line: always exactly one, ending in its only newline (a long
+ * text is cut, a newline or other control byte in it becomes a space),
+ * so a client reading to the newline stays in step with the next reply.
+ */
 static void
 send_line(int c, const char *fmt, ...)
 {
 	char buf[256];
 	va_list ap;
+	size_t len, i;
 	int n;
 
 	va_start(ap, fmt);
 	n = vsnprintf(buf, sizeof(buf), fmt, ap);
 	va_end(ap);
-	if (n > 0)
-		(void)!send(c, buf, (size_t)n < sizeof(buf) ? (size_t)n :
-		    sizeof(buf) - 1, MSG_NOSIGNAL);
+	if (n <= 0)
+		return;
+	len = (size_t)n < sizeof(buf) ? (size_t)n : sizeof(buf) - 1;
+	for (i = 0; i + 1 < len; i++)
+		if ((unsigned char)buf[i] < 0x20 || buf[i] == 0x7f)
+			buf[i] = ' ';
+	buf[len - 1] = '\n';
+	(void)!send(c, buf, len, MSG_NOSIGNAL);
 }
 
 /*

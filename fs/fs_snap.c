@@ -2010,19 +2010,25 @@ cf_fs_ctl_borrow(struct cf_fs_snapshot *h, struct cf_ks_tenant *t)
 	if (nlive > CF_KS_LENT_MAX)
 		nlive = CF_KS_LENT_MAX;
 	/* The daemon must be root or us ([CTL-8]): a socket bound by
-	 * anyone else gets no request. */
+	 * anyone else is not asked. */
 	if (getsockopt(h->fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) != 0)
 		return -errno;
 	if (cred.uid != 0 && cred.uid != geteuid())
 		return -EPERM;
-	if (send(h->fd, "ROOTKEYS\n", 9, MSG_NOSIGNAL) != 9)
+	/* Before asking: no failure may leave records unread. */
+	rc = cf_secbuf_new(&rec, CF_KS_LENT_MAX * FS_CTL_KEY_REC);
+	if (rc < 0)
+		return rc;
+	if (send(h->fd, "ROOTKEYS\n", 9, MSG_NOSIGNAL) != 9) {
+		cf_secbuf_free(rec);
 		return -EIO;
+	}
 	/* The line byte by byte: the binary records follow it.  An ERR
 	 * line may be longer than line: its first bytes say enough. */
 	while (got < sizeof(line)) {
 		rc = read_full(h->fd, (unsigned char *)line + got, 1);
 		if (rc < 0)
-			return rc;
+			goto out;
 		if (line[got++] == '\n')
 			break;
 	}
@@ -2033,15 +2039,13 @@ cf_fs_ctl_borrow(struct cf_fs_snapshot *h, struct cf_ks_tenant *t)
 			rc = read_full(h->fd, (unsigned char *)line + got - 1,
 			    1);
 			if (rc < 0)
-				return rc;
+				goto out;
 		}
-		return line[got - 1] == '\n' ? -EACCES : -EPROTO;
+		rc = line[got - 1] == '\n' ? -EACCES : -EPROTO;
+		goto out;
 	}
 	if (rc < 0)
-		return rc;
-	rc = cf_secbuf_new(&rec, n * FS_CTL_KEY_REC);
-	if (rc < 0)
-		return rc;
+		goto out;
 	p = cf_secbuf_data(rec);
 	rc = read_full(h->fd, p, n * FS_CTL_KEY_REC);
 	/* All checked before any is lent. */
@@ -2050,6 +2054,7 @@ cf_fs_ctl_borrow(struct cf_fs_snapshot *h, struct cf_ks_tenant *t)
 	for (i = 0; rc == 0 && i < n; i++)
 		rc = cf_ks_tenant_lend(t, fs_ctl_le32(p + i * FS_CTL_KEY_REC),
 		    p + i * FS_CTL_KEY_REC + 4);
+out:
 	cf_secbuf_free(rec);
 	return rc;
 }
@@ -2066,7 +2071,7 @@ cf_fs_snapshot_take_on(struct cf_fs_snapshot *h, char **dir,
 	*dir = NULL;
 	if (h->held)
 		return -EBUSY;
-	if (write(h->fd, "SNAPSHOT\n", 9) != 9)
+	if (send(h->fd, "SNAPSHOT\n", 9, MSG_NOSIGNAL) != 9)
 		return -EIO;
 	while (got < sizeof(buf) - 1) {
 		n = read(h->fd, buf + got, sizeof(buf) - 1 - got);
@@ -2129,7 +2134,7 @@ cf_fs_snapshot_release(struct cf_fs_snapshot *h)
 		cf_fs_ctl_close(h);
 		return 0;
 	}
-	if (write(h->fd, "RELEASE\n", 8) != 8)
+	if (send(h->fd, "RELEASE\n", 8, MSG_NOSIGNAL) != 8)
 		rc = -EIO;
 	n = rc == 0 ? read(h->fd, buf, sizeof(buf) - 1) : -1;
 	if (n <= 0)

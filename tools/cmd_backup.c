@@ -387,17 +387,19 @@ early_snap_main(void *arg)
 
 /*
  * Borrows tenant name's keys from its daemon, if its store has one, and
- * with snap starts asking it for a snapshot (not before the unlock if
- * that may prompt for a passphrase).  e->t is the tenant for
- * session_open_pf.  A backup of another source (--stdin, --tar, --dir)
- * borrows the keys too: the tenant is the same.
+ * starts asking it for a snapshot (not before the unlock if that may
+ * prompt for a passphrase).  e->t is the tenant for session_open_pf.
+ * Only a backup of the store asks: it needs the daemon's snapshot and
+ * waits for the daemon anyway (one client at a time: a backup or an
+ * online re-encryption may hold it), a --stdin, --tar or --dir one does
+ * not and would wait for nothing.
  */
 static void
 early_snap_start(struct early_snap *e, struct tl_ctx *ctx, const char *name,
-    int may_prompt, int snap)
+    int may_prompt)
 {
 	struct cf_ks_home *home = tl_home(ctx, 0);
-	int lent;
+	int rc;
 
 	memset(e, 0, sizeof(*e));
 	e->rc = -ENOTCONN;
@@ -406,11 +408,14 @@ early_snap_start(struct early_snap *e, struct tl_ctx *ctx, const char *name,
 	tl_store_path(home, e->t, e->store, sizeof(e->store));
 	if (cf_fs_ctl_open(e->store, &e->h) < 0)
 		return;		/* not mounted: read it directly */
-	/* Refused or failed: the KMS is asked as for an unmounted store. */
-	lent = cf_fs_ctl_borrow(e->h, e->t) == 0;
-	if (!snap || (!lent && may_prompt)) {
-		/* No snapshot wanted, or it waits for the passphrase
-		 * (its own connection then: one client at a time). */
+	/*
+	 * Refused or failed: the KMS is asked as for an unmounted store.
+	 * The snapshot goes on this connection only if it is in step (0
+	 * or an ERR line read whole) and no passphrase prompt must come
+	 * first; else on a connection of its own after the unlock.
+	 */
+	rc = cf_fs_ctl_borrow(e->h, e->t);
+	if (rc != 0 && (rc != -EACCES || may_prompt)) {
 		cf_fs_ctl_close(e->h);
 		e->h = NULL;
 		return;
@@ -2717,8 +2722,8 @@ cmd_backup(struct tl_ctx *ctx, int argc, char **argv)
 	}
 	t0 = now_ns();
 	when = snap_time_ns();
-	early_snap_start(&es, ctx, name, unlock_may_prompt(),
-	    !use_stdin && tarf == NULL && dir == NULL);
+	if (!use_stdin && tarf == NULL && dir == NULL)
+		early_snap_start(&es, ctx, name, unlock_may_prompt());
 	ret = session_open_pf(&s, ctx, name, repo, 1, 0, es.t);
 	es.t = NULL;		/* s's now */
 	if (ret != CF_EXIT_OK)
@@ -4347,8 +4352,11 @@ rs_plan(struct cf_bk_repo *repo, const unsigned char id[CF_BK_ID_BYTES],
 		if (n->type != CF_BK_NODE_FILE)
 			continue;
 		if (n->link_group != 0) {
-			rc = plan_link_seen(pl, n->link_group);
-			if (rc != 0)
+			int seen = plan_link_seen(pl, n->link_group);
+
+			if (seen < 0)
+				rc = seen;
+			if (seen != 0)
 				continue;	/* linked, or no memory */
 		}
 		for (k = 0; k < n->nitems; k++)
