@@ -3175,6 +3175,12 @@ struct rlink {
 				 * (or in the tar) */
 };
 
+/* Hard-link groups seen: an open-addressed table of rlink (group 0: free). */
+struct rlinks {
+	struct rlink *v;
+	size_t n, cap;
+};
+
 /* A tree whose nodes queued file jobs still use. */
 struct tref {
 	struct cf_bk_tree *t;
@@ -3212,8 +3218,7 @@ struct rsw {
 struct rs {
 	struct cf_bk_repo *repo;
 	struct archive *ar;	/* --to-tar */
-	struct rlink *links;
-	size_t nlinks, caplinks;
+	struct rlinks links;
 	uint64_t files, dirs, bytes, damaged, refused, failed;
 	int root_fd;		/* the --target directory, -1 for a tar */
 	int is_root;
@@ -3237,7 +3242,7 @@ struct rs {
 	size_t nworkers;	/* started */
 };
 
-/* The slot of group in the open-addressed table r->links (0: free). */
+/* The slot of group in the open-addressed table t (0: free). */
 static size_t
 rlink_slot(const struct rlink *t, size_t cap, uint64_t group)
 {
@@ -3250,14 +3255,14 @@ rlink_slot(const struct rlink *t, size_t cap, uint64_t group)
 }
 
 static struct rlink *
-rlink_find(struct rs *r, uint64_t group)
+rlink_find(const struct rlinks *t, uint64_t group)
 {
 	size_t i;
 
-	if (r->caplinks == 0)
+	if (t->cap == 0)
 		return NULL;
-	i = rlink_slot(r->links, r->caplinks, group);
-	return r->links[i].group != 0 ? &r->links[i] : NULL;
+	i = rlink_slot(t->v, t->cap, group);
+	return t->v[i].group != 0 ? &t->v[i] : NULL;
 }
 
 /*
@@ -3267,32 +3272,42 @@ rlink_find(struct rs *r, uint64_t group)
  * files must not need as many open files.
  */
 static void
-rlink_add(struct rs *r, uint64_t group, const char *path)
+rlink_add(struct rlinks *t, uint64_t group, const char *path)
 {
-	struct rlink *t;
+	struct rlink *nv;
 	size_t i, cap;
 
-	if ((r->nlinks + 1) * 2 > r->caplinks) {
-		cap = r->caplinks ? r->caplinks * 2 : 256;
-		t = calloc(cap, sizeof(*t));
-		if (t == NULL)
+	if ((t->n + 1) * 2 > t->cap) {
+		cap = t->cap ? t->cap * 2 : 256;
+		nv = calloc(cap, sizeof(*nv));
+		if (nv == NULL)
 			return;		/* later names become copies */
-		for (i = 0; i < r->caplinks; i++)
-			if (r->links[i].group != 0)
-				t[rlink_slot(t, cap, r->links[i].group)] =
-				    r->links[i];
-		free(r->links);
-		r->links = t;
-		r->caplinks = cap;
+		for (i = 0; i < t->cap; i++)
+			if (t->v[i].group != 0)
+				nv[rlink_slot(nv, cap, t->v[i].group)] =
+				    t->v[i];
+		free(t->v);
+		t->v = nv;
+		t->cap = cap;
 	}
-	i = rlink_slot(r->links, r->caplinks, group);
-	if (r->links[i].group != 0)
+	i = rlink_slot(t->v, t->cap, group);
+	if (t->v[i].group != 0)
 		return;		/* known already */
-	r->links[i].path = strdup(path);
-	if (r->links[i].path == NULL)
+	t->v[i].path = strdup(path);
+	if (t->v[i].path == NULL)
 		return;
-	r->links[i].group = group;
-	r->nlinks++;
+	t->v[i].group = group;
+	t->n++;
+}
+
+static void
+rlinks_free(struct rlinks *t)
+{
+	size_t i;
+
+	for (i = 0; i < t->cap; i++)
+		free(t->v[i].path);
+	free(t->v);
 }
 
 /*
@@ -4005,7 +4020,7 @@ restore_node(struct rs *r, int dirfd, const struct cf_bk_node *n,
 		return rc;
 	}
 	if (n->link_group != 0) {
-		l = rlink_find(r, n->link_group);
+		l = rlink_find(&r->links, n->link_group);
 		if (l != NULL && r->root_fd >= 0) {
 			rc = rlink_link(r, l, dirfd, n->name);
 			if (rc == 0) {
@@ -4020,8 +4035,8 @@ restore_node(struct rs *r, int dirfd, const struct cf_bk_node *n,
 	if (n->type != CF_BK_NODE_FILE) {
 		rc = restore_special(r, dirfd, n, path);
 		if (rc == 0 && n->link_group != 0 &&
-		    rlink_find(r, n->link_group) == NULL)
-			rlink_add(r, n->link_group, path + 1);
+		    rlink_find(&r->links, n->link_group) == NULL)
+			rlink_add(&r->links, n->link_group, path + 1);
 		return rc;
 	}
 	rs_hint(r, n);
@@ -4052,8 +4067,8 @@ restore_node(struct rs *r, int dirfd, const struct cf_bk_node *n,
 	}
 	r->files++;
 	rprogress(r);
-	if (n->link_group != 0 && rlink_find(r, n->link_group) == NULL)
-		rlink_add(r, n->link_group, path + 1);
+	if (n->link_group != 0 && rlink_find(&r->links, n->link_group) == NULL)
+		rlink_add(&r->links, n->link_group, path + 1);
 	return 0;
 }
 
@@ -4162,7 +4177,7 @@ tar_node(struct rs *r, const struct cf_bk_node *n, char *path, size_t plen,
 		archive_entry_set_symlink(e, n->target);
 	if (n->type == CF_BK_NODE_CHR || n->type == CF_BK_NODE_BLK)
 		archive_entry_set_rdev(e, (dev_t)n->rdev);
-	l = n->link_group != 0 ? rlink_find(r, n->link_group) : NULL;
+	l = n->link_group != 0 ? rlink_find(&r->links, n->link_group) : NULL;
 	if (l != NULL && l->path != NULL) {
 		archive_entry_set_hardlink(e, l->path);
 		archive_entry_set_size(e, 0);
@@ -4184,7 +4199,7 @@ tar_node(struct rs *r, const struct cf_bk_node *n, char *path, size_t plen,
 	}
 	r->files++;
 	if (l == NULL && n->link_group != 0)
-		rlink_add(r, n->link_group, path + 1);
+		rlink_add(&r->links, n->link_group, path + 1);
 	if (l == NULL && n->type == CF_BK_NODE_FILE) {
 		rs_hint(r, n);
 		rc = write_content(r, NULL, n, -1, path, NULL);
@@ -4288,76 +4303,35 @@ out:
  * cannot be loaded is left for the restore to report.  The restore then
  * loads the trees again (from their own packs, which are small).
  */
-struct plan_links {
-	uint64_t *v;		/* open addressing; 0 is free */
-	size_t cap, n;
-};
-
-/* 1 if group g was seen, else adds it: 0, or -ENOMEM. */
-static int
-plan_link_seen(struct plan_links *pl, uint64_t g)
-{
-	uint64_t *nv;
-	size_t i, j, cap;
-
-	if (pl->n * 2 >= pl->cap) {
-		cap = pl->cap == 0 ? 256 : pl->cap * 2;
-		nv = calloc(cap, sizeof(*nv));
-		if (nv == NULL)
-			return -ENOMEM;
-		for (i = 0; i < pl->cap; i++) {
-			if (pl->v[i] == 0)
-				continue;
-			for (j = (size_t)(pl->v[i] * UINT64_C(0x9e3779b97f4a7c15)
-			    >> 32) & (cap - 1); nv[j] != 0; j = (j + 1) &
-			    (cap - 1))
-				;
-			nv[j] = pl->v[i];
-		}
-		free(pl->v);
-		pl->v = nv;
-		pl->cap = cap;
-	}
-	for (j = (size_t)(g * UINT64_C(0x9e3779b97f4a7c15) >> 32) &
-	    (pl->cap - 1); pl->v[j] != 0; j = (j + 1) & (pl->cap - 1))
-		if (pl->v[j] == g)
-			return 1;
-	pl->v[j] = g;
-	pl->n++;
-	return 0;
-}
-
-static int
+static void
 rs_plan(struct cf_bk_repo *repo, const unsigned char id[CF_BK_ID_BYTES],
-    char **filter, int depth, struct plan_links *pl)
+    char **filter, int depth, struct rlinks *pl)
 {
 	struct cf_bk_tree *t = NULL;
 	size_t i, k;
-	int rc = 0;
 
 	if (depth > MAX_DEPTH || cf_bk_repo_tree_load(repo, id, &t) < 0)
-		return 0;
-	for (i = 0; i < t->count && rc == 0; i++) {
+		return;
+	for (i = 0; i < t->count; i++) {
 		const struct cf_bk_node *n = &t->nodes[i];
 
 		if (filter != NULL && filter[0] != NULL &&
 		    strcmp(filter[0], n->name) != 0)
 			continue;
 		if (n->type == CF_BK_NODE_DIR) {
-			rc = rs_plan(repo, n->subtree, filter != NULL &&
+			rs_plan(repo, n->subtree, filter != NULL &&
 			    filter[1] != NULL ? filter + 1 : NULL, depth + 1,
 			    pl);
 			continue;
 		}
 		if (n->type != CF_BK_NODE_FILE)
 			continue;
+		/* One content per hard-link group (no memory for the table:
+		 * later names are planned too, which only keeps packs). */
 		if (n->link_group != 0) {
-			int seen = plan_link_seen(pl, n->link_group);
-
-			if (seen < 0)
-				rc = seen;
-			if (seen != 0)
-				continue;	/* linked, or no memory */
+			if (rlink_find(pl, n->link_group) != NULL)
+				continue;
+			rlink_add(pl, n->link_group, "");
 		}
 		for (k = 0; k < n->nitems; k++)
 			if (n->items[k].hole == 0)
@@ -4365,7 +4339,6 @@ rs_plan(struct cf_bk_repo *repo, const unsigned char id[CF_BK_ID_BYTES],
 				    n->items[k].id);
 	}
 	cf_bk_tree_free(t);
-	return rc < 0 ? rc : 0;
 }
 
 /*
@@ -4461,7 +4434,7 @@ cmd_restore(struct tl_ctx *ctx, int argc, char **argv)
 	const char *repo = NULL, *target = NULL, *tarf = NULL, *want = "latest";
 	char *pathbuf = NULL, *pcopy = NULL, *filter[MAX_DEPTH + 2], *tok;
 	char hex[65], *save = NULL;
-	size_t nf = 0, i;
+	size_t nf = 0;
 	int c, ret, rc, dirfd = -1;
 	int64_t t0 = now_ns();
 	json_t *j;
@@ -4587,12 +4560,11 @@ cmd_restore(struct tl_ctx *ctx, int argc, char **argv)
 		goto out;
 	}
 	if (strncmp(s.url, "s3://", 5) == 0) {
-		struct plan_links pl = { NULL, 0, 0 };
+		struct rlinks pl = { NULL, 0, 0 };
 
-		/* No memory for the plan: the restore runs without it. */
-		(void)rs_plan(s.repo, snap->tree, pcopy != NULL && nf > 0 ?
+		rs_plan(s.repo, snap->tree, pcopy != NULL && nf > 0 ?
 		    filter : NULL, 0, &pl);
-		free(pl.v);
+		rlinks_free(&pl);
 	}
 	if (r.ar == NULL)
 		rs_start(&r);
@@ -4651,9 +4623,7 @@ cmd_restore(struct tl_ctx *ctx, int argc, char **argv)
 		ret = CF_EXIT_OK;
 	}
 out:
-	for (i = 0; i < r.caplinks; i++)
-		free(r.links[i].path);
-	free(r.links);
+	rlinks_free(&r.links);
 	if (r.ar != NULL)
 		archive_write_free(r.ar);
 	if (dirfd >= 0)
