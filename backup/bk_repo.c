@@ -991,14 +991,6 @@ struct pc_need {
 };
 
 /*
- * The same counts for a pack a restore will read again later
- * (cf_bk_repo_pack_cache_plan): one per data blob of every file the
- * restore will write, counted before it starts and down as blobs are
- * read.  A slot whose pack has planned reads left goes after every slot
- * with none.
- */
-
-/*
  * Every field of the slots, the needs, the plan, clock, seq and stop is
  * protected by mu.
  * A slot's buf is written only by the one thread that moved it to
@@ -1019,6 +1011,13 @@ struct bk_pcache {
 	uint64_t ranged, ranged_bytes;	/* blobs read alone (slots needed) */
 	int stop;
 	struct pc_need *need[PC_NEED_BUCKETS];
+	/*
+	 * The same counts for the packs a restore will read later
+	 * (cf_bk_repo_pack_cache_plan): one per data blob of every file
+	 * it will write, counted before it starts and down as blobs are
+	 * read.  A slot whose pack has planned reads left is reused after
+	 * every slot with none (pc_victim).
+	 */
 	struct pc_need *plan[PC_NEED_BUCKETS];
 };
 
@@ -1116,7 +1115,8 @@ pc_victim(struct bk_pcache *pc, int demand)
 		}
 		if (s->state == PC_READY)
 			continue;
-		q = s->state == PC_QUEUED ? s->seq : (*count_at(pc->need, s->pack))->seq;
+		q = s->state == PC_QUEUED ? s->seq :
+		    (*count_at(pc->need, s->pack))->seq;
 		if (late == NULL || q > late_seq) {
 			late = s;
 			late_seq = q;
