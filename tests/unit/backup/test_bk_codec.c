@@ -134,6 +134,47 @@ blob_ids_keyed(void)	/* [BK-KEY-2] */
 	cf_bk_keys_free(k2);
 }
 
+/*
+ * cf_bk_blob_id is OpenSSL's BLAKE2BMAC (bk_keys.c); the format says keyed
+ * BLAKE2b-256, which libsodium's crypto_generichash is.  The two must
+ * agree on every length: empty, around the 128-byte block (the key block
+ * and the last block are where keyed modes differ), and large, at odd
+ * offsets in the buffer.
+ */
+static void
+blob_ids_blake2(void)	/* [BK-KEY-2] */
+{
+	static const size_t big[] = { 1023, 65536, 65537, 1048576 + 7,
+	    4194304 };
+	struct cf_bk_keys *k = bkt_keys_x(0);
+	unsigned char *buf, a[32], b[32];
+	size_t i, n, bad = 0;
+
+	CHECK(k != NULL);
+	buf = malloc(4194304 + 3);
+	CHECK(buf != NULL);
+	randombytes_buf(buf, 4194304 + 3);
+	for (n = 0; n <= 400; n++) {
+		cf_bk_blob_id(k, buf + (n & 3), n, a);
+		crypto_generichash(b, 32, buf + (n & 3), n,
+		    cf_secbuf_cdata(k->idkey), 32);
+		bad += memcmp(a, b, 32) != 0;
+	}
+	for (i = 0; i < sizeof(big) / sizeof(big[0]); i++) {
+		cf_bk_blob_id(k, buf + 3, big[i], a);
+		crypto_generichash(b, 32, buf + 3, big[i],
+		    cf_secbuf_cdata(k->idkey), 32);
+		bad += memcmp(a, b, 32) != 0;
+	}
+	CHECK(bad == 0);
+	/* and a key of its own: not an unkeyed hash */
+	cf_bk_blob_id(k, buf, 100, a);
+	crypto_generichash(b, 32, buf, 100, NULL, 0);
+	CHECK(memcmp(a, b, 32) != 0);
+	free(buf);
+	cf_bk_keys_free(k);
+}
+
 /* ---- sealed objects [BK-OBJ-*], [BK-SOB-*] --------------------------------- */
 
 static void
@@ -1114,6 +1155,7 @@ static const struct cf_test_case cases[] = {
 	CF_TEST(chunker_bounds_and_insert),
 	CF_TEST(chunker_tenants_differ),
 	CF_TEST(blob_ids_keyed),
+	CF_TEST(blob_ids_blake2),
 	CF_TEST(object_round_trip),
 	CF_TEST(object_tamper),
 	CF_TEST(pack_round_trip),
