@@ -8,22 +8,146 @@
  * purpose.  No primitive is implemented here: this is only glue.
  */
 #include <errno.h>
+#include <limits.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/evp.h>
 #include <sodium.h>
 
 #include "ks_int.h"
+
+/*
+ * AES-256-GCM is computed by OpenSSL where it can (docs/crypto.md, "Which
+ * library computes what"): the same GCM with 12-byte nonces and 16-byte
+ * tags as libsodium's, byte for byte, about twice as fast on CPUs with
+ * VAES (4 KiB blocks: 3.6 against 1.9 GB/s here).  An EVP context is
+ * stateful, so each cf_ks_aead keeps a small pool of keyed contexts; a
+ * thread takes one for one seal or open.  libsodium's state stays as the
+ * fallback (no OpenSSL cipher, or a context that cannot be made).
+ */
+#define KS_EVP_POOL 8
+
+struct ks_evp_pool {
+	pthread_mutex_t mu;
+	EVP_CIPHER_CTX *ctx[KS_EVP_POOL];
+	size_t n;
+};
 
 struct cf_ks_aead {
 	enum cf_ks_cipher cipher;
 	/* AES: expanded key state (16-byte aligned, sodium_malloc'd). */
 	crypto_aead_aes256gcm_state *aes;
-	/* XChaCha: the raw key. */
+	/* The raw key: XChaCha's, and AES's for keying OpenSSL contexts. */
 	struct cf_secbuf *key;
+	/* AES through OpenSSL; NULL: libsodium only. */
+	struct ks_evp_pool *pool;
 	/* Rekeyed once: left writable from then on (cf_ks_aead_rekey). */
 	int writable;
 };
+
+static EVP_CIPHER *evp_gcm;
+static pthread_once_t evp_once = PTHREAD_ONCE_INIT;
+
+static void
+evp_fetch(void)
+{
+	evp_gcm = EVP_CIPHER_fetch(NULL, "AES-256-GCM", NULL);
+}
+
+/* A context keyed with the aead's key, from the pool or new; NULL: none. */
+static EVP_CIPHER_CTX *
+evp_take(const struct cf_ks_aead *a)
+{
+	EVP_CIPHER_CTX *x = NULL;
+
+	pthread_mutex_lock(&a->pool->mu);
+	if (a->pool->n > 0)
+		x = a->pool->ctx[--a->pool->n];
+	pthread_mutex_unlock(&a->pool->mu);
+	if (x != NULL)
+		return x;
+	if ((x = EVP_CIPHER_CTX_new()) == NULL)
+		return NULL;
+	if (EVP_CipherInit_ex(x, evp_gcm, NULL, cf_secbuf_cdata(a->key), NULL,
+	    1) != 1) {
+		EVP_CIPHER_CTX_free(x);
+		return NULL;
+	}
+	return x;
+}
+
+/* Back into the pool, or freed (OpenSSL wipes the key schedule). */
+static void
+evp_give(const struct cf_ks_aead *a, EVP_CIPHER_CTX *x)
+{
+	pthread_mutex_lock(&a->pool->mu);
+	if (a->pool->n < KS_EVP_POOL) {
+		a->pool->ctx[a->pool->n++] = x;
+		x = NULL;
+	}
+	pthread_mutex_unlock(&a->pool->mu);
+	EVP_CIPHER_CTX_free(x);
+}
+
+static void
+evp_pool_free(struct ks_evp_pool *p)
+{
+	size_t i;
+
+	if (p == NULL)
+		return;
+	for (i = 0; i < p->n; i++)
+		EVP_CIPHER_CTX_free(p->ctx[i]);
+	pthread_mutex_destroy(&p->mu);
+	free(p);
+}
+
+/* 0, or -1 if OpenSSL failed before writing anything (use libsodium). */
+static int
+evp_seal(EVP_CIPHER_CTX *x, unsigned char *c, const unsigned char *m,
+    size_t mlen, const unsigned char *ad, size_t adlen,
+    const unsigned char *nonce)
+{
+	int l;
+
+	if (mlen > INT_MAX || adlen > INT_MAX ||
+	    EVP_CipherInit_ex(x, NULL, NULL, NULL, nonce, 1) != 1 ||
+	    (adlen > 0 && EVP_CipherUpdate(x, NULL, &l, ad, (int)adlen) != 1))
+		return -1;
+	if ((mlen > 0 && EVP_CipherUpdate(x, c, &l, m, (int)mlen) != 1) ||
+	    EVP_CipherFinal_ex(x, c + mlen, &l) != 1 ||
+	    EVP_CIPHER_CTX_ctrl(x, EVP_CTRL_GCM_GET_TAG, CF_KS_TAG_BYTES,
+	    c + mlen) != 1)
+		return -2;
+	return 0;
+}
+
+/*
+ * 0, -EBADMSG (the tag did not verify, or OpenSSL failed after writing
+ * into m), or -1 if it failed before writing anything (use libsodium).
+ */
+static int
+evp_open(EVP_CIPHER_CTX *x, unsigned char *m, const unsigned char *c,
+    size_t mlen, const unsigned char *ad, size_t adlen,
+    const unsigned char *nonce)
+{
+	unsigned char tag[CF_KS_TAG_BYTES];
+	int l;
+
+	memcpy(tag, c + mlen, sizeof(tag));	/* m may overlap c */
+	if (mlen > INT_MAX || adlen > INT_MAX ||
+	    EVP_CipherInit_ex(x, NULL, NULL, NULL, nonce, 0) != 1 ||
+	    (adlen > 0 && EVP_CipherUpdate(x, NULL, &l, ad, (int)adlen) != 1) ||
+	    EVP_CIPHER_CTX_ctrl(x, EVP_CTRL_GCM_SET_TAG, CF_KS_TAG_BYTES,
+	    tag) != 1)
+		return -1;
+	if ((mlen > 0 && EVP_CipherUpdate(x, m, &l, c, (int)mlen) != 1) ||
+	    EVP_CipherFinal_ex(x, m + mlen, &l) != 1)
+		return -EBADMSG;
+	return 0;
+}
 
 int
 cf_ks_init(void)
@@ -112,6 +236,12 @@ cf_ks_aead_new(struct cf_ks_aead **out, enum cf_ks_cipher c,
 	if (a == NULL)
 		goto out;
 	a->cipher = c;
+	rc = cf_secbuf_new(&a->key, CF_KS_KEY_BYTES);
+	if (rc < 0)
+		goto out;
+	memcpy(cf_secbuf_data(a->key), key, CF_KS_KEY_BYTES);
+	cf_secbuf_readonly(a->key);
+	rc = -ENOMEM;
 	if (c == CF_KS_CIPHER_AES256GCM) {
 		/* The state size is a multiple of 16, so this is aligned. */
 		a->aes = sodium_malloc(sizeof(*a->aes));
@@ -119,12 +249,13 @@ cf_ks_aead_new(struct cf_ks_aead **out, enum cf_ks_cipher c,
 			goto out;
 		crypto_aead_aes256gcm_beforenm(a->aes, key);
 		sodium_mprotect_readonly(a->aes);
-	} else {
-		rc = cf_secbuf_new(&a->key, CF_KS_KEY_BYTES);
-		if (rc < 0)
-			goto out;
-		memcpy(cf_secbuf_data(a->key), key, CF_KS_KEY_BYTES);
-		cf_secbuf_readonly(a->key);
+		(void)pthread_once(&evp_once, evp_fetch);
+		if (evp_gcm != NULL && (a->pool = calloc(1,
+		    sizeof(*a->pool))) != NULL &&
+		    pthread_mutex_init(&a->pool->mu, NULL) != 0) {
+			free(a->pool);
+			a->pool = NULL;
+		}
 	}
 	*out = a;
 	a = NULL;
@@ -145,14 +276,23 @@ cf_ks_aead_rekey(struct cf_ks_aead *a, const unsigned char key[CF_KS_KEY_BYTES])
 	 * full backup's CPU, docs/backup.md).  Read access was never taken
 	 * away: the protection only guarded against stray writes.
 	 */
+	size_t i;
+
+	if (!a->writable)
+		cf_secbuf_readwrite(a->key);
+	memcpy(cf_secbuf_data(a->key), key, CF_KS_KEY_BYTES);
 	if (a->cipher == CF_KS_CIPHER_AES256GCM) {
 		if (!a->writable)
 			sodium_mprotect_readwrite(a->aes);
 		crypto_aead_aes256gcm_beforenm(a->aes, key);
-	} else {
-		if (!a->writable)
-			cf_secbuf_readwrite(a->key);
-		memcpy(cf_secbuf_data(a->key), key, CF_KS_KEY_BYTES);
+		/* The pooled contexts take the new key, or go. */
+		for (i = 0; a->pool != NULL && i < a->pool->n; i++) {
+			if (EVP_CipherInit_ex(a->pool->ctx[i], NULL, NULL, key,
+			    NULL, 1) != 1) {
+				EVP_CIPHER_CTX_free(a->pool->ctx[i]);
+				a->pool->ctx[i--] = a->pool->ctx[--a->pool->n];
+			}
+		}
 	}
 	a->writable = 1;
 }
@@ -162,6 +302,7 @@ cf_ks_aead_free(struct cf_ks_aead *a)
 {
 	if (a == NULL)
 		return;
+	evp_pool_free(a->pool);
 	sodium_free(a->aes);
 	cf_secbuf_free(a->key);
 	free(a);
@@ -179,7 +320,17 @@ cf_ks_aead_seal(const struct cf_ks_aead *a, unsigned char *c,
     const unsigned char *nonce)
 {
 	unsigned long long clen;
+	EVP_CIPHER_CTX *x;
+	int r;
 
+	if (a->pool != NULL && (x = evp_take(a)) != NULL) {
+		r = evp_seal(x, c, m, mlen, ad, adlen, nonce);
+		evp_give(a, x);
+		if (r == 0)
+			return 0;
+		if (r != -1)
+			return -EINVAL;	/* c may hold part of the result */
+	}
 	if (a->cipher == CF_KS_CIPHER_AES256GCM) {
 		if (crypto_aead_aes256gcm_encrypt_afternm(c, &clen, m, mlen, ad,
 		    adlen, NULL, nonce, a->aes) != 0)
@@ -199,10 +350,21 @@ cf_ks_aead_open(const struct cf_ks_aead *a, unsigned char *m,
     const unsigned char *nonce)
 {
 	unsigned long long mlen;
-	int r;
+	EVP_CIPHER_CTX *x;
+	int r = -1;
 
 	if (clen < CF_KS_TAG_BYTES)
 		return -EINVAL;
+	if (a->pool != NULL && (x = evp_take(a)) != NULL) {
+		r = evp_open(x, m, c, clen - CF_KS_TAG_BYTES, ad, adlen, nonce);
+		evp_give(a, x);
+		if (r == 0)
+			return 0;
+		if (r == -EBADMSG) {
+			sodium_memzero(m, clen - CF_KS_TAG_BYTES);
+			return -EBADMSG;
+		}
+	}
 	if (a->cipher == CF_KS_CIPHER_AES256GCM)
 		r = crypto_aead_aes256gcm_decrypt_afternm(m, &mlen, NULL, c,
 		    clen, ad, adlen, nonce, a->aes);

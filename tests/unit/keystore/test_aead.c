@@ -3,6 +3,7 @@
  * trips, and every kind of tampering failing with -EBADMSG.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -213,6 +214,138 @@ rekey(void)
 	json_decref(v);
 }
 
+/*
+ * [KS-AEAD-1] AES-256-GCM goes through OpenSSL (ks_aead.c): its seal must
+ * be libsodium's byte for byte, and each must open the other's, on every
+ * length 0-300, across the 16-byte block and at 4 KiB and 1 MiB sizes,
+ * with and without associated data, in place and not; a flipped bit in
+ * either library's ciphertext must fail with the output zeroed.
+ */
+static void
+aes_libraries(void)
+{
+	static const size_t big[] = { 4095, 4096, 4097, 65541, 1048576 };
+	size_t n, i, len, bad = 0, runs = 0;
+	unsigned char key[32], nonce[12], ad[40], *m, *c1, *c2, *o;
+	unsigned long long cl;
+	struct cf_ks_aead *a;
+
+	if (!cf_ks_cipher_available(CF_KS_CIPHER_AES256GCM))
+		return;
+	m = malloc(1048576 + 16);
+	c1 = malloc(1048576 + 16);
+	c2 = malloc(1048576 + 16);
+	o = malloc(1048576 + 16);
+	CHECK(m != NULL && c1 != NULL && c2 != NULL && o != NULL);
+	randombytes_buf(key, sizeof(key));
+	CHECK_RC(cf_ks_aead_new(&a, CF_KS_CIPHER_AES256GCM, key), 0);
+	for (n = 0; n < 301 + sizeof(big) / sizeof(big[0]); n++) {
+		size_t al = n % (sizeof(ad) + 1);
+
+		len = n <= 300 ? n : big[n - 301];
+		randombytes_buf(m, len);
+		randombytes_buf(nonce, sizeof(nonce));
+		randombytes_buf(ad, sizeof(ad));
+		CHECK_RC(cf_ks_aead_seal(a, c1, m, len, ad, al, nonce), 0);
+		crypto_aead_aes256gcm_encrypt(c2, &cl, m, len, ad, al, NULL,
+		    nonce, key);
+		bad += cl != len + 16 || memcmp(c1, c2, len + 16) != 0;
+		/* each opens the other's */
+		bad += crypto_aead_aes256gcm_decrypt(o, NULL, NULL, c1,
+		    len + 16, ad, al, nonce, key) != 0 ||
+		    memcmp(o, m, len) != 0;
+		bad += cf_ks_aead_open(a, o, c2, len + 16, ad, al, nonce) != 0 ||
+		    memcmp(o, m, len) != 0;
+		/* in place */
+		memcpy(o, m, len);
+		CHECK_RC(cf_ks_aead_seal(a, o, o, len, ad, al, nonce), 0);
+		bad += memcmp(o, c2, len + 16) != 0;
+		bad += cf_ks_aead_open(a, o, o, len + 16, ad, al, nonce) != 0 ||
+		    memcmp(o, m, len) != 0;
+		/* a flipped bit: refused, nothing left in the output */
+		if (len > 0) {
+			c1[len / 2] ^= 0x10;
+			memset(o, 0xee, len);
+			bad += cf_ks_aead_open(a, o, c1, len + 16, ad, al,
+			    nonce) != -EBADMSG;
+			for (i = 0; i < len; i++)
+				bad += o[i] != 0;
+		}
+		runs++;
+	}
+	CHECK(runs == 306);
+	CHECK(bad == 0);
+	cf_ks_aead_free(a);
+	free(m), free(c1), free(c2), free(o);
+}
+
+/*
+ * One context shared by four threads (as fs/'s helper shares a file's):
+ * each seal equals libsodium's under the same nonce, each open succeeds.
+ * Run under ThreadSanitizer too (suite threads).
+ */
+struct share {
+	struct cf_ks_aead *a;
+	unsigned char key[32];
+	int seed;
+	size_t bad;
+};
+
+static void *
+share_main(void *arg)
+{
+	struct share *sh = arg;
+	unsigned char m[4096], c1[4096 + 16], c2[4096 + 16], o[4096];
+	unsigned char nonce[12] = { 0 };
+	unsigned long long cl;
+	int i;
+
+	for (i = 0; i < 2000; i++) {
+		size_t len = (size_t)(i * 37 + sh->seed) % sizeof(m);
+
+		memset(m, i + sh->seed, len);
+		memcpy(nonce, &i, sizeof(i));
+		nonce[8] = (unsigned char)sh->seed;
+		if (cf_ks_aead_seal(sh->a, c1, m, len, nonce, 12, nonce) != 0)
+			sh->bad++;
+		crypto_aead_aes256gcm_encrypt(c2, &cl, m, len, nonce, 12, NULL,
+		    nonce, sh->key);
+		if (memcmp(c1, c2, len + 16) != 0)
+			sh->bad++;
+		if (cf_ks_aead_open(sh->a, o, c1, len + 16, nonce, 12,
+		    nonce) != 0 || memcmp(o, m, len) != 0)
+			sh->bad++;
+	}
+	return NULL;
+}
+
+static void
+aes_shared(void)
+{
+	struct share sh[4];
+	pthread_t th[4];
+	struct cf_ks_aead *a;
+	unsigned char key[32];
+	int i;
+
+	if (!cf_ks_cipher_available(CF_KS_CIPHER_AES256GCM))
+		return;
+	randombytes_buf(key, sizeof(key));
+	CHECK_RC(cf_ks_aead_new(&a, CF_KS_CIPHER_AES256GCM, key), 0);
+	for (i = 0; i < 4; i++) {
+		sh[i].a = a;
+		memcpy(sh[i].key, key, sizeof(key));
+		sh[i].seed = i + 1;
+		sh[i].bad = 0;
+		CHECK(pthread_create(&th[i], NULL, share_main, &sh[i]) == 0);
+	}
+	for (i = 0; i < 4; i++)
+		pthread_join(th[i], NULL);
+	cf_ks_aead_free(a);
+	for (i = 0; i < 4; i++)
+		CHECK(sh[i].bad == 0);
+}
+
 static const struct cf_test_case cases[] = {
 	CF_TEST(known_answers),
 	CF_TEST(tamper_xchacha),
@@ -220,6 +353,8 @@ static const struct cf_test_case cases[] = {
 	CF_TEST(in_place_and_empty),
 	CF_TEST(cipher_names),
 	CF_TEST(rekey),
+	CF_TEST(aes_libraries),
+	CF_TEST(aes_shared),
 };
 
 CF_TEST_MAIN(cases)
