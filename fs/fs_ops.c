@@ -3119,6 +3119,53 @@ out:
 	return rc;
 }
 
+/*
+ * 1 if this process may lock all its memory without a later allocation
+ * failing for it: CAP_IPC_LOCK in its effective set, or no
+ * RLIMIT_MEMLOCK.
+ */
+static int
+may_lock_all(void)
+{
+	struct rlimit rl;
+	unsigned long long eff = 0;
+	char line[128];
+	FILE *f;
+
+	if (getrlimit(RLIMIT_MEMLOCK, &rl) == 0 && rl.rlim_cur == RLIM_INFINITY)
+		return 1;
+	if ((f = fopen("/proc/self/status", "re")) == NULL)
+		return 0;
+	while (fgets(line, sizeof(line), f) != NULL)
+		if (sscanf(line, "CapEff: %llx", &eff) == 1)
+			break;
+	fclose(f);
+	return (eff >> 14) & 1;		/* CAP_IPC_LOCK */
+}
+
+/*
+ * The daemon's pages stay in memory (docs/crypto.md, "Secrets in memory"):
+ * the AES key schedules of open files live in OpenSSL's heap for as long
+ * as the files are open, and must not reach the swap device.  Pages are
+ * locked as they are first touched (MCL_ONFAULT), so the RSS is what it
+ * would be.  Where locking could make a later allocation fail (no
+ * CAP_IPC_LOCK and a finite RLIMIT_MEMLOCK), nothing is locked and the
+ * daemon says so.
+ */
+static void
+lock_pages(void)
+{
+	if (!may_lock_all()) {
+		fprintf(stderr, "coffer: the daemon's memory is not locked "
+		    "(no CAP_IPC_LOCK and RLIMIT_MEMLOCK is finite): key "
+		    "schedules of open files could be swapped out\n");
+		return;
+	}
+	if (mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT) != 0)
+		fprintf(stderr, "coffer: cannot lock the daemon's memory: "
+		    "%s\n", strerror(errno));
+}
+
 int
 cf_fs_mount(struct cf_fs_keys *keys, const struct cf_fs_mount_opts *o)
 {
@@ -3291,6 +3338,7 @@ cf_fs_mount(struct cf_fs_keys *keys, const struct cf_fs_mount_opts *o)
 	umask(0);
 	if (fuse_daemonize(o->foreground) != 0)
 		goto out_unmount;
+	lock_pages();	/* after the fork: locks are not inherited */
 	/* After daemonizing: the control thread must live in the daemon.
 	 * Without it the mount works, but backups read it live. */
 	if (fs->snap == NULL || fs_snap_start(fs->snap) != 0) {
