@@ -131,9 +131,11 @@ enum cf_ks_cipher cf_ks_cipher_default(void);
 size_t cf_ks_cipher_nonce_bytes(enum cf_ks_cipher c);
 
 /*
- * A keyed AEAD context.  For AES-256-GCM the expanded key schedule is
- * computed once here.  The context copies the key into locked memory.
- * Safe to use from many threads at once after creation.
+ * A keyed AEAD context.  For AES-256-GCM the key is expanded once per
+ * OpenSSL cipher context (up to 8 kept, made as threads need them), or
+ * once here where OpenSSL has no AES-256-GCM and libsodium computes it.
+ * The context copies the key into locked memory (one allocation).  Safe
+ * to use from many threads at once after creation.
  */
 struct cf_ks_aead;
 
@@ -157,6 +159,8 @@ enum cf_ks_cipher cf_ks_aead_cipher(const struct cf_ks_aead *a);
  * Encrypts mlen bytes of m into c, which receives mlen + CF_KS_TAG_BYTES
  * bytes (ciphertext then tag).  m and c may be the same buffer.  The nonce
  * has cf_ks_cipher_nonce_bytes() bytes and MUST never repeat for one key.
+ * 0; -ENOMEM if no cipher context can be made; -EINVAL if the library
+ * fails (c may then hold part of a result).
  */
 CF_MUST_CHECK int cf_ks_aead_seal(const struct cf_ks_aead *a, unsigned char *c,
     const unsigned char *m, size_t mlen, const unsigned char *ad, size_t adlen,
@@ -165,7 +169,8 @@ CF_MUST_CHECK int cf_ks_aead_seal(const struct cf_ks_aead *a, unsigned char *c,
 /*
  * Decrypts and authenticates clen bytes of c into m (clen - 16 bytes).
  * -EBADMSG if the tag does not verify (m is then zeroed); -EINVAL if clen
- * is shorter than a tag.
+ * is shorter than a tag or the library fails before writing into m;
+ * -ENOMEM if no cipher context can be made.
  */
 CF_MUST_CHECK int cf_ks_aead_open(const struct cf_ks_aead *a, unsigned char *m,
     const unsigned char *c, size_t clen, const unsigned char *ad, size_t adlen,

@@ -8,7 +8,6 @@
  * purpose.  No primitive is implemented here: this is only glue.
  */
 #include <errno.h>
-#include <limits.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,10 +23,15 @@
  * tags as libsodium's, byte for byte, about twice as fast on CPUs with
  * VAES (4 KiB blocks: 3.6 against 1.9 GB/s here).  An EVP context is
  * stateful, so each cf_ks_aead keeps a small pool of keyed contexts; a
- * thread takes one for one seal or open.  libsodium's state stays as the
- * fallback (no OpenSSL cipher, or a context that cannot be made).
+ * thread takes one for one seal or open.  libsodium computes AES only
+ * where OpenSSL has no AES-256-GCM when the cf_ks_aead is made: its key
+ * state is built then instead of the pool, never beside it, as it is one
+ * more mapped, locked and guarded allocation and fs/ makes a cf_ks_aead
+ * per file open.  With the pool, an EVP context that cannot be made is
+ * -ENOMEM, not a fallback.
  */
 #define KS_EVP_POOL 8
+#define KS_EVP_PIECE ((size_t)1 << 30)
 
 struct ks_evp_pool {
 	pthread_mutex_t mu;
@@ -37,11 +41,14 @@ struct ks_evp_pool {
 
 struct cf_ks_aead {
 	enum cf_ks_cipher cipher;
-	/* AES: expanded key state (16-byte aligned, sodium_malloc'd). */
+	/*
+	 * AES by libsodium (no OpenSSL cipher): expanded key state, 16-byte
+	 * aligned, sodium_malloc'd.  NULL with a pool.
+	 */
 	crypto_aead_aes256gcm_state *aes;
 	/* The raw key: XChaCha's, and AES's for keying OpenSSL contexts. */
 	struct cf_secbuf *key;
-	/* AES through OpenSSL; NULL: libsodium only. */
+	/* AES through OpenSSL; NULL: XChaCha, or AES by libsodium. */
 	struct ks_evp_pool *pool;
 	/* Rekeyed once: left writable from then on (cf_ks_aead_rekey). */
 	int writable;
@@ -104,7 +111,35 @@ evp_pool_free(struct ks_evp_pool *p)
 	free(p);
 }
 
-/* 0, or -1 if OpenSSL failed before writing anything (use libsodium). */
+/*
+ * EVP_CipherUpdate over any length (it takes an int): in pieces of 1 GiB,
+ * a multiple of the block, as libsodium would take it whole.  out NULL:
+ * associated data.  0, or -1.
+ */
+static int
+evp_update(EVP_CIPHER_CTX *x, unsigned char *out, const unsigned char *in,
+    size_t len)
+{
+	size_t n;
+	int l;
+
+	while (len > 0) {
+		n = len < KS_EVP_PIECE ? len : KS_EVP_PIECE;
+		if (EVP_CipherUpdate(x, out, &l, in, (int)n) != 1)
+			return -1;
+		if (out != NULL)
+			out += n;
+		in += n;
+		len -= n;
+	}
+	return 0;
+}
+
+/*
+ * 0; -1 if OpenSSL failed before writing anything; -2 if it failed after
+ * writing into c (c may then hold part of a result).  Either way there is
+ * no other library to try: the caller returns -EINVAL.
+ */
 static int
 evp_seal(EVP_CIPHER_CTX *x, unsigned char *c, const unsigned char *m,
     size_t mlen, const unsigned char *ad, size_t adlen,
@@ -112,11 +147,10 @@ evp_seal(EVP_CIPHER_CTX *x, unsigned char *c, const unsigned char *m,
 {
 	int l;
 
-	if (mlen > INT_MAX || adlen > INT_MAX ||
-	    EVP_CipherInit_ex(x, NULL, NULL, NULL, nonce, 1) != 1 ||
-	    (adlen > 0 && EVP_CipherUpdate(x, NULL, &l, ad, (int)adlen) != 1))
+	if (EVP_CipherInit_ex(x, NULL, NULL, NULL, nonce, 1) != 1 ||
+	    evp_update(x, NULL, ad, adlen) != 0)
 		return -1;
-	if ((mlen > 0 && EVP_CipherUpdate(x, c, &l, m, (int)mlen) != 1) ||
+	if (evp_update(x, c, m, mlen) != 0 ||
 	    EVP_CipherFinal_ex(x, c + mlen, &l) != 1 ||
 	    EVP_CIPHER_CTX_ctrl(x, EVP_CTRL_GCM_GET_TAG, CF_KS_TAG_BYTES,
 	    c + mlen) != 1)
@@ -126,7 +160,7 @@ evp_seal(EVP_CIPHER_CTX *x, unsigned char *c, const unsigned char *m,
 
 /*
  * 0, -EBADMSG (the tag did not verify, or OpenSSL failed after writing
- * into m), or -1 if it failed before writing anything (use libsodium).
+ * into m), or -1 if it failed before writing anything.
  */
 static int
 evp_open(EVP_CIPHER_CTX *x, unsigned char *m, const unsigned char *c,
@@ -137,13 +171,12 @@ evp_open(EVP_CIPHER_CTX *x, unsigned char *m, const unsigned char *c,
 	int l;
 
 	memcpy(tag, c + mlen, sizeof(tag));	/* m may overlap c */
-	if (mlen > INT_MAX || adlen > INT_MAX ||
-	    EVP_CipherInit_ex(x, NULL, NULL, NULL, nonce, 0) != 1 ||
-	    (adlen > 0 && EVP_CipherUpdate(x, NULL, &l, ad, (int)adlen) != 1) ||
+	if (EVP_CipherInit_ex(x, NULL, NULL, NULL, nonce, 0) != 1 ||
+	    evp_update(x, NULL, ad, adlen) != 0 ||
 	    EVP_CIPHER_CTX_ctrl(x, EVP_CTRL_GCM_SET_TAG, CF_KS_TAG_BYTES,
 	    tag) != 1)
 		return -1;
-	if ((mlen > 0 && EVP_CipherUpdate(x, m, &l, c, (int)mlen) != 1) ||
+	if (evp_update(x, m, c, mlen) != 0 ||
 	    EVP_CipherFinal_ex(x, m + mlen, &l) != 1)
 		return -EBADMSG;
 	return 0;
@@ -225,6 +258,13 @@ int
 cf_ks_aead_new(struct cf_ks_aead **out, enum cf_ks_cipher c,
     const unsigned char key[CF_KS_KEY_BYTES])
 {
+	return ks_aead_new(out, c, key, 1);
+}
+
+int
+ks_aead_new(struct cf_ks_aead **out, enum cf_ks_cipher c,
+    const unsigned char key[CF_KS_KEY_BYTES], int use_evp)
+{
 	struct cf_ks_aead *a = NULL;
 	int rc = -ENOMEM;
 
@@ -243,18 +283,23 @@ cf_ks_aead_new(struct cf_ks_aead **out, enum cf_ks_cipher c,
 	cf_secbuf_readonly(a->key);
 	rc = -ENOMEM;
 	if (c == CF_KS_CIPHER_AES256GCM) {
-		/* The state size is a multiple of 16, so this is aligned. */
-		a->aes = sodium_malloc(sizeof(*a->aes));
-		if (a->aes == NULL)
-			goto out;
-		crypto_aead_aes256gcm_beforenm(a->aes, key);
-		sodium_mprotect_readonly(a->aes);
 		(void)pthread_once(&evp_once, evp_fetch);
-		if (evp_gcm != NULL && (a->pool = calloc(1,
-		    sizeof(*a->pool))) != NULL &&
-		    pthread_mutex_init(&a->pool->mu, NULL) != 0) {
-			free(a->pool);
-			a->pool = NULL;
+		if (use_evp && evp_gcm != NULL) {
+			a->pool = calloc(1, sizeof(*a->pool));
+			if (a->pool == NULL)
+				goto out;
+			if (pthread_mutex_init(&a->pool->mu, NULL) != 0) {
+				free(a->pool);
+				a->pool = NULL;
+				goto out;
+			}
+		} else {
+			/* The state size is a multiple of 16: aligned. */
+			a->aes = sodium_malloc(sizeof(*a->aes));
+			if (a->aes == NULL)
+				goto out;
+			crypto_aead_aes256gcm_beforenm(a->aes, key);
+			sodium_mprotect_readonly(a->aes);
 		}
 	}
 	*out = a;
@@ -281,12 +326,17 @@ cf_ks_aead_rekey(struct cf_ks_aead *a, const unsigned char key[CF_KS_KEY_BYTES])
 	if (!a->writable)
 		cf_secbuf_readwrite(a->key);
 	memcpy(cf_secbuf_data(a->key), key, CF_KS_KEY_BYTES);
-	if (a->cipher == CF_KS_CIPHER_AES256GCM) {
+	if (a->aes != NULL) {
 		if (!a->writable)
 			sodium_mprotect_readwrite(a->aes);
 		crypto_aead_aes256gcm_beforenm(a->aes, key);
-		/* The pooled contexts take the new key, or go. */
-		for (i = 0; a->pool != NULL && i < a->pool->n; i++) {
+	}
+	if (a->pool != NULL) {
+		/*
+		 * The pooled contexts take the new key, or go (evp_take keys
+		 * new ones from a->key, already the new key).
+		 */
+		for (i = 0; i < a->pool->n; i++) {
 			if (EVP_CipherInit_ex(a->pool->ctx[i], NULL, NULL, key,
 			    NULL, 1) != 1) {
 				EVP_CIPHER_CTX_free(a->pool->ctx[i]);
@@ -323,15 +373,16 @@ cf_ks_aead_seal(const struct cf_ks_aead *a, unsigned char *c,
 	EVP_CIPHER_CTX *x;
 	int r;
 
-	if (a->pool != NULL && (x = evp_take(a)) != NULL) {
+	if (a->pool != NULL) {
+		x = evp_take(a);
+		if (x == NULL)
+			return -ENOMEM;
 		r = evp_seal(x, c, m, mlen, ad, adlen, nonce);
 		evp_give(a, x);
-		if (r == 0)
-			return 0;
-		if (r != -1)
-			return -EINVAL;	/* c may hold part of the result */
+		/* -1 and -2: there is no other library to try. */
+		return r == 0 ? 0 : -EINVAL;
 	}
-	if (a->cipher == CF_KS_CIPHER_AES256GCM) {
+	if (a->aes != NULL) {
 		if (crypto_aead_aes256gcm_encrypt_afternm(c, &clen, m, mlen, ad,
 		    adlen, NULL, nonce, a->aes) != 0)
 			return -EINVAL;
@@ -355,7 +406,10 @@ cf_ks_aead_open(const struct cf_ks_aead *a, unsigned char *m,
 
 	if (clen < CF_KS_TAG_BYTES)
 		return -EINVAL;
-	if (a->pool != NULL && (x = evp_take(a)) != NULL) {
+	if (a->pool != NULL) {
+		x = evp_take(a);
+		if (x == NULL)
+			return -ENOMEM;
 		r = evp_open(x, m, c, clen - CF_KS_TAG_BYTES, ad, adlen, nonce);
 		evp_give(a, x);
 		if (r == 0)
@@ -364,8 +418,9 @@ cf_ks_aead_open(const struct cf_ks_aead *a, unsigned char *m,
 			sodium_memzero(m, clen - CF_KS_TAG_BYTES);
 			return -EBADMSG;
 		}
+		return -EINVAL;	/* nothing written into m */
 	}
-	if (a->cipher == CF_KS_CIPHER_AES256GCM)
+	if (a->aes != NULL)
 		r = crypto_aead_aes256gcm_decrypt_afternm(m, &mlen, NULL, c,
 		    clen, ad, adlen, nonce, a->aes);
 	else

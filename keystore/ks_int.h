@@ -78,6 +78,16 @@ int ks_json_load(int dirfd, const char *path, size_t max, json_t **out);
 /* Saves a JSON object atomically with mode. */
 int ks_json_save(int dirfd, const char *path, const json_t *obj, mode_t mode);
 
+/* ---- AEAD (ks_aead.c) ------------------------------------------------- */
+
+/*
+ * cf_ks_aead_new, with use_evp 0 meaning: AES-256-GCM by libsodium's
+ * precomputed state, as when OpenSSL has no AES-256-GCM (cf_ks_aead_new
+ * passes 1).  Lets the tests compare both libraries through one API.
+ */
+CF_MUST_CHECK int ks_aead_new(struct cf_ks_aead **out, enum cf_ks_cipher c,
+    const unsigned char key[CF_KS_KEY_BYTES], int use_evp);
+
 /* ---- home (ks_home.c) ------------------------------------------------- */
 
 struct ks_kms;

@@ -4,6 +4,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -11,6 +12,7 @@
 #include <sodium.h>
 
 #include "cf_test.h"
+#include "ks_int.h"
 
 static json_t *
 vectors(void)
@@ -169,13 +171,16 @@ cipher_names(void)
 /*
  * cf_ks_aead_rekey: the context then seals and opens exactly as a new
  * one of the new key (the known answers through a context first keyed
- * otherwise), and the old key's ciphertext no longer opens.
+ * otherwise), and the old key's ciphertext no longer opens.  AES both
+ * ways: OpenSSL's pool (no libsodium state) and libsodium's state (as
+ * without OpenSSL's cipher).
  */
 static void
 rekey(void)
 {
 	json_t *v = vectors(), *arr, *o;
 	size_t i, checked = 0;
+	int evp;
 
 	CHECK(v != NULL);
 	arr = json_object_get(v, "aead");
@@ -197,18 +202,27 @@ rekey(void)
 		ct = vhex(o, "ciphertext", &cl);
 		CHECK(kl == 32 && cl <= sizeof(out));
 		memset(old, 0x5a, sizeof(old));
-		CHECK_RC(cf_ks_aead_new(&a, c, old), 0);
-		CHECK_RC(cf_ks_aead_seal(a, oct, pt, pl, ad, al, nonce), 0);
-		cf_ks_aead_rekey(a, key);
-		CHECK_RC(cf_ks_aead_seal(a, out, pt, pl, ad, al, nonce), 0);
-		CHECK(memcmp(out, ct, cl) == 0);
-		CHECK_RC(cf_ks_aead_open(a, out, ct, cl, ad, al, nonce), 0);
-		CHECK(memcmp(out, pt, pl) == 0);
-		CHECK_RC(cf_ks_aead_open(a, out, oct, cl, ad, al, nonce),
-		    -EBADMSG);
-		cf_ks_aead_free(a);
+		for (evp = 1; evp >= 0; evp--) {
+			CHECK_RC(ks_aead_new(&a, c, old, evp), 0);
+			CHECK_RC(cf_ks_aead_seal(a, oct, pt, pl, ad, al,
+			    nonce), 0);
+			cf_ks_aead_rekey(a, key);
+			CHECK_RC(cf_ks_aead_seal(a, out, pt, pl, ad, al,
+			    nonce), 0);
+			CHECK(memcmp(out, ct, cl) == 0);
+			CHECK_RC(cf_ks_aead_open(a, out, ct, cl, ad, al,
+			    nonce), 0);
+			CHECK(memcmp(out, pt, pl) == 0);
+			CHECK_RC(cf_ks_aead_open(a, out, oct, cl, ad, al,
+			    nonce), -EBADMSG);
+			/* Twice: from the second on, the memory is writable. */
+			cf_ks_aead_rekey(a, old);
+			CHECK_RC(cf_ks_aead_open(a, out, oct, cl, ad, al,
+			    nonce), 0);
+			cf_ks_aead_free(a);
+			checked++;
+		}
 		free(key), free(nonce), free(ad), free(pt), free(ct);
-		checked++;
 	}
 	CHECK(checked > 0);
 	json_decref(v);
@@ -219,10 +233,12 @@ rekey(void)
  * be libsodium's byte for byte, and each must open the other's, on every
  * length 0-300, across the 16-byte block and at 4 KiB and 1 MiB sizes,
  * with and without associated data, in place and not; a flipped bit in
- * either library's ciphertext must fail with the output zeroed.
+ * either library's ciphertext must fail with the output zeroed.  Both
+ * ways a context computes AES: OpenSSL's pool, and libsodium's state
+ * (ks_aead_new without EVP, as where OpenSSL has no AES-256-GCM).
  */
 static void
-aes_libraries(void)
+aes_libraries_with(int evp)
 {
 	static const size_t big[] = { 4095, 4096, 4097, 65541, 1048576 };
 	size_t n, i, len, bad = 0, runs = 0;
@@ -238,7 +254,7 @@ aes_libraries(void)
 	o = malloc(1048576 + 16);
 	CHECK(m != NULL && c1 != NULL && c2 != NULL && o != NULL);
 	randombytes_buf(key, sizeof(key));
-	CHECK_RC(cf_ks_aead_new(&a, CF_KS_CIPHER_AES256GCM, key), 0);
+	CHECK_RC(ks_aead_new(&a, CF_KS_CIPHER_AES256GCM, key, evp), 0);
 	for (n = 0; n < 301 + sizeof(big) / sizeof(big[0]); n++) {
 		size_t al = n % (sizeof(ad) + 1);
 
@@ -277,6 +293,13 @@ aes_libraries(void)
 	CHECK(bad == 0);
 	cf_ks_aead_free(a);
 	free(m), free(c1), free(c2), free(o);
+}
+
+static void
+aes_libraries(void)
+{
+	aes_libraries_with(1);
+	aes_libraries_with(0);
 }
 
 /*
@@ -346,6 +369,66 @@ aes_shared(void)
 		CHECK(sh[i].bad == 0);
 }
 
+/* VmLck of this process in kB, or -1. */
+static long
+locked_kb(void)
+{
+	char line[128];
+	long kb = -1;
+	FILE *f;
+
+	f = fopen("/proc/self/status", "re");
+	if (f == NULL)
+		return -1;
+	while (fgets(line, sizeof(line), f) != NULL)
+		if (sscanf(line, "VmLck: %ld", &kb) == 1)
+			break;
+	fclose(f);
+	return kb;
+}
+
+/*
+ * With OpenSSL's cipher an AES context makes one locked allocation (its
+ * key), not libsodium's state beside it (fs/ makes a context per file
+ * open); libsodium's way makes two.  Counted in locked pages, where a
+ * cf_secbuf locks any: ASan and TSan make mlock a no-op, and a low
+ * RLIMIT_MEMLOCK makes it fail quietly.
+ */
+static void
+aes_locked(void)
+{
+	struct cf_ks_aead *a[4];
+	struct cf_secbuf *sb;
+	unsigned char key[32] = { 7 };
+	long base, one, evp, sodium;
+	size_t i;
+
+	if (!cf_ks_cipher_available(CF_KS_CIPHER_AES256GCM))
+		return;
+	base = locked_kb();
+	CHECK_RC(cf_secbuf_new(&sb, 32), 0);
+	one = locked_kb() - base;
+	cf_secbuf_free(sb);
+	if (base < 0 || one <= 0) {
+		printf("# mlock has no effect here: skipped\n");
+		return;
+	}
+	base = locked_kb();
+	for (i = 0; i < 4; i++)
+		CHECK_RC(cf_ks_aead_new(&a[i], CF_KS_CIPHER_AES256GCM, key), 0);
+	evp = locked_kb() - base;
+	for (i = 0; i < 4; i++)
+		cf_ks_aead_free(a[i]);
+	base = locked_kb();
+	for (i = 0; i < 4; i++)
+		CHECK_RC(ks_aead_new(&a[i], CF_KS_CIPHER_AES256GCM, key, 0), 0);
+	sodium = locked_kb() - base;
+	for (i = 0; i < 4; i++)
+		cf_ks_aead_free(a[i]);
+	CHECK(evp == 4 * one);
+	CHECK(sodium == 8 * one);
+}
+
 static const struct cf_test_case cases[] = {
 	CF_TEST(known_answers),
 	CF_TEST(tamper_xchacha),
@@ -355,6 +438,7 @@ static const struct cf_test_case cases[] = {
 	CF_TEST(rekey),
 	CF_TEST(aes_libraries),
 	CF_TEST(aes_shared),
+	CF_TEST(aes_locked),
 };
 
 CF_TEST_MAIN(cases)
