@@ -27,6 +27,18 @@
 #define BK_VERSION_WO 2U
 #define BK_KEYING_SEALED 1U	/* a sealed key follows the header */
 #define BK_KEYING_INDEX 2U	/* object key from the index key X */
+/*
+ * Bit 7 of byte 11, in either version: the object is named by SHA-256 of
+ * its bytes, not BLAKE2b-256 ([BK-LAY-3], added 2026-11-25).  The low
+ * bits are the keying (version 2) or 0 (version 1).
+ */
+#define BK_SID_SHA256 0x80U
+
+static inline unsigned
+bk_keying(const unsigned char *hdr)
+{
+	return hdr[11] & 0x7fU;
+}
 #define BK_BOX_BYTES CF_BK_SEALED_KEY_BYTES
 
 /* Object keys of sealed packs learnt from their sealed keys. */
@@ -56,6 +68,7 @@ struct cf_bk_keys {
 	struct cf_secbuf *boxsk;	/* backup secret key; NULL writer */
 	unsigned char boxpk[32];	/* backup public key */
 	struct bk_keytab *tab;		/* full keys: learnt object keys */
+	int sid_blake2;			/* name new objects by BLAKE2b-256 */
 };
 
 /* D of root key version `version`, or NULL if k lacks it. */

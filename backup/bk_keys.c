@@ -23,11 +23,53 @@
 
 #include "bk_int.h"
 
+/*
+ * SHA-256 by OpenSSL's EVP digest: SHA-NI or AVX2 code, 1.5-1.6 GB/s on
+ * the machines measured, against libsodium's portable 0.38 GB/s (and
+ * BLAKE2b's 0.6); libsodium computes it where OpenSSL cannot.
+ */
+static EVP_MD *sha256_md;
+static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
+
+static void
+sha256_fetch(void)
+{
+	sha256_md = EVP_MD_fetch(NULL, "SHA2-256", NULL);
+}
+
+void
+cf_bk_sha256(const void *buf, size_t len, unsigned char out[32])
+{
+	unsigned int n = 0;
+
+	(void)pthread_once(&sha256_once, sha256_fetch);
+	if (sha256_md != NULL &&
+	    EVP_Digest(buf, len, out, &n, sha256_md, NULL) == 1 && n == 32)
+		return;
+	crypto_hash_sha256(out, buf, len);
+}
+
+int
+cf_bk_named_sha256(const unsigned char *buf, size_t len)
+{
+	return len >= CF_BK_HEADER_BYTES && memcmp(buf, BK_MAGIC, 8) == 0 &&
+	    (buf[11] & BK_SID_SHA256) != 0;
+}
+
+/*
+ * [BK-LAY-3] An object whose header has bit 7 of byte 11 set is named by
+ * SHA-256 of its bytes (every object written since 2026-11-25); any
+ * other bytes by BLAKE2b-256, as before.  The bit is bound by every
+ * AEAD of the object, so flipping it fails both the name and the seals.
+ */
 void
 cf_bk_storage_id(const unsigned char *buf, size_t len,
     unsigned char id[CF_BK_ID_BYTES])
 {
-	crypto_generichash(id, CF_BK_ID_BYTES, buf, len, NULL, 0);
+	if (cf_bk_named_sha256(buf, len))
+		cf_bk_sha256(buf, len, id);
+	else
+		crypto_generichash(id, CF_BK_ID_BYTES, buf, len, NULL, 0);
 }
 
 void

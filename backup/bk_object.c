@@ -25,7 +25,9 @@ bk_header_make(unsigned char hdr[CF_BK_HEADER_BYTES], enum cf_bk_kind kind,
 	hdr[8] = CF_BK_VERSION;
 	hdr[9] = (unsigned char)kind;
 	hdr[10] = (unsigned char)k->cipher;
-	hdr[11] = 0;
+	/* New objects are named by SHA-256 ([BK-LAY-3]); sid_blake2 writes
+	 * the objects of before (the vectors of version 1). */
+	hdr[11] = k->sid_blake2 ? 0 : BK_SID_SHA256;
 	/* Full-key objects: the newest version held (docs/kms.md); the
 	 * config names the version of I and G. */
 	bk_le32(hdr + 12, kind == CF_BK_KIND_CONFIG ? k->version :
@@ -42,7 +44,7 @@ bk_header_make_x(unsigned char hdr[CF_BK_HEADER_BYTES], enum cf_bk_kind kind,
 {
 	bk_header_make(hdr, kind, k, kid);
 	hdr[8] = BK_VERSION_WO;
-	hdr[11] = BK_KEYING_INDEX;
+	hdr[11] |= BK_KEYING_INDEX;
 	bk_le32(hdr + 12, k->version);	/* X is the config version's */
 }
 
@@ -59,7 +61,7 @@ bk_header_make_sealed(unsigned char *hdr, enum cf_bk_kind kind,
 	}
 	bk_header_make(hdr, kind, k, NULL);
 	hdr[8] = BK_VERSION_WO;
-	hdr[11] = BK_KEYING_SEALED;
+	hdr[11] |= BK_KEYING_SEALED;
 	bk_le32(hdr + 12, k->version);	/* the box key pair's version */
 	/* The key id commits to the sealed key: BLAKE2b-128 of it. */
 	crypto_generichash(hdr + 16, BK_KID_BYTES, box, BK_BOX_BYTES, NULL, 0);
@@ -76,15 +78,15 @@ bk_header_check(const unsigned char *hdr, enum cf_bk_kind kind,
 	if (hdr[9] != (unsigned char)kind)
 		return -EPROTO;
 	if (hdr[8] == CF_BK_VERSION) {
-		if (hdr[11] != 0)
+		if (bk_keying(hdr) != 0)
 			return -EPROTO;
 	} else if (hdr[8] == BK_VERSION_WO) {
 		/* [BK-WO-1] packs and snapshots sealed, the rest X. */
 		if (kind == CF_BK_KIND_PACK || kind == CF_BK_KIND_SNAPSHOT) {
-			if (hdr[11] != BK_KEYING_SEALED)
+			if (bk_keying(hdr) != BK_KEYING_SEALED)
 				return -EPROTO;
 		} else if (kind == CF_BK_KIND_INDEX || kind == CF_BK_KIND_LOCK) {
-			if (hdr[11] != BK_KEYING_INDEX)
+			if (bk_keying(hdr) != BK_KEYING_INDEX)
 				return -EPROTO;
 		} else {
 			return -EPROTO;
@@ -106,7 +108,7 @@ bk_header_check(const unsigned char *hdr, enum cf_bk_kind kind,
 	 * version of their time.
 	 */
 	if (k != NULL && bk_rd32(hdr + 12) != k->version) {
-		if (hdr[8] == BK_VERSION_WO && hdr[11] == BK_KEYING_INDEX) {
+		if (hdr[8] == BK_VERSION_WO && bk_keying(hdr) == BK_KEYING_INDEX) {
 			if (bk_rd32(hdr + 12) > k->version)
 				return -ENOKEY;
 		} else if (k->writer ||
@@ -126,7 +128,7 @@ bk_header_nl(const unsigned char *hdr)
 size_t
 bk_header_extra(const unsigned char *hdr)
 {
-	return hdr[8] == BK_VERSION_WO && hdr[11] == BK_KEYING_SEALED ?
+	return hdr[8] == BK_VERSION_WO && bk_keying(hdr) == BK_KEYING_SEALED ?
 	    BK_BOX_BYTES : 0;
 }
 
@@ -141,7 +143,7 @@ bk_object_aead(const struct cf_bk_keys *k, const unsigned char *hdr,
 	*out = NULL;
 	if (!cf_ks_cipher_available(c))
 		return -ENOTSUP;
-	if (hdr[8] == BK_VERSION_WO && hdr[11] == BK_KEYING_INDEX)
+	if (hdr[8] == BK_VERSION_WO && bk_keying(hdr) == BK_KEYING_INDEX)
 		rc = cf_ks_derive_id(key, k->xkey, "bk-object", hdr + 16,
 		    BK_KID_BYTES);
 	else if (hdr[8] == BK_VERSION_WO)

@@ -261,7 +261,7 @@ collect_named(void *arg, const char *name, uint64_t size)
 static int
 x_keyed(const unsigned char *hdr)
 {
-	return hdr[8] == BK_VERSION_WO && hdr[11] == BK_KEYING_INDEX;
+	return hdr[8] == BK_VERSION_WO && bk_keying(hdr) == BK_KEYING_INDEX;
 }
 
 /* Counts the objects of store under version by their headers. */

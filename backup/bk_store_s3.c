@@ -110,6 +110,8 @@ struct s3_req {
 	size_t bodylen;
 	int if_none_match;		/* PUT: If-None-Match: * */
 	const char *checksum;		/* x-amz-checksum-sha256 value, or NULL */
+	char body_hex[65];		/* PUT: the body's SHA-256 in hex, if
+					 * known ([BK-LAY-3]), else "" */
 	int lock;			/* send the Object Lock headers */
 	int ranged;			/* Range: bytes=off-(off+fixedlen-1) */
 	uint64_t range_off;
@@ -602,8 +604,10 @@ s3_setup(struct s3 *s, struct s3_req *r, struct curl_slist **hdrs)
 	if (!ok)
 		return -EIO;
 
-	if (r->bodylen > 0) {
-		crypto_hash_sha256(sha, r->body, r->bodylen);
+	if (r->body_hex[0] != '\0') {
+		memcpy(hex, r->body_hex, sizeof(hex));	/* s3_put knew it */
+	} else if (r->bodylen > 0) {
+		cf_bk_sha256(r->body, r->bodylen, sha);
 		sodium_bin2hex(hex, sizeof(hex), sha, sizeof(sha));
 	} else {
 		memcpy(hex, S3_EMPTY_SHA256, sizeof(hex));
@@ -1099,6 +1103,18 @@ curl_errno(CURLcode cc)
 	}
 }
 
+/* 1 if r's body hashes to r->body_hex, else 0. */
+static int
+body_has_hash(const struct s3_req *r)
+{
+	unsigned char sha[32];
+	char hex[65];
+
+	cf_bk_sha256(r->body, r->bodylen, sha);
+	sodium_bin2hex(hex, sizeof(hex), sha, sizeof(sha));
+	return strcmp(hex, r->body_hex) == 0;
+}
+
 /*
  * Classifies a finished attempt: returns 0 or -errno, and sets *retry
  * when another attempt may succeed.
@@ -1143,6 +1159,14 @@ classify(struct s3_req *r, CURLcode cc, int *retry)
 		return -EIO;
 	case 400:
 		err_code(r, code, sizeof(code));
+		/*
+		 * The hash sent was the object's name ([BK-LAY-3]): if the
+		 * body's own hash is another, no retry can help.
+		 */
+		if ((strcmp(code, "BadDigest") == 0 ||
+		    strcmp(code, "XAmzContentSHA256Mismatch") == 0) &&
+		    r->body_hex[0] != '\0' && !body_has_hash(r))
+			return -EINVAL;
 		if (strcmp(code, "BadDigest") == 0 ||
 		    strcmp(code, "XAmzContentSHA256Mismatch") == 0 ||
 		    strcmp(code, "RequestTimeout") == 0 ||
@@ -1623,6 +1647,16 @@ s3_put(void *ctx, enum cf_bk_kind kind, const char *name,
 	r->body = buf;
 	r->bodylen = len;
 	r->if_none_match = excl;
+	/*
+	 * An object named by SHA-256 ([BK-LAY-3]) carries its body's hash
+	 * in its name: no second pass over it.  The server checks the
+	 * header against the body it receives, so a wrong name is refused
+	 * (XAmzContentSHA256Mismatch), never stored: -EINVAL, not retried
+	 * (classify).
+	 */
+	if (kind != CF_BK_KIND_CONFIG && bk_name_valid(name) &&
+	    cf_bk_named_sha256(buf, len))
+		memcpy(r->body_hex, name, sizeof(r->body_hex));
 	/* Repository locks come and go: never retained. */
 	r->lock = kind != CF_BK_KIND_LOCK;
 	r->outmax = S3_ERRBODY_MAX;
@@ -2209,7 +2243,7 @@ del_batch(struct s3 *s, enum cf_bk_kind kind, const char *const *names,
 		rc = cat(body, cap, &pos, "</Delete>");
 	if (rc < 0)
 		goto out;
-	crypto_hash_sha256(sha, (const unsigned char *)body, pos);
+	cf_bk_sha256(body, pos, sha);
 	sodium_bin2base64(b64, sizeof(b64), sha, sizeof(sha),
 	    sodium_base64_VARIANT_ORIGINAL);
 	r->method = "POST";
@@ -2512,7 +2546,7 @@ vdel_batch(void *arg, size_t b)
 		rc = cat(body, cap, &pos, "</Delete>");
 	if (rc < 0)
 		goto out;
-	crypto_hash_sha256(sha, (const unsigned char *)body, pos);
+	cf_bk_sha256(body, pos, sha);
 	sodium_bin2base64(b64, sizeof(b64), sha, sizeof(sha),
 	    sodium_base64_VARIANT_ORIGINAL);
 	r->method = "POST";

@@ -67,9 +67,16 @@ enum cf_bk_blob_type {
 
 /* ---- ids ------------------------------------------------------------------ */
 
-/* Storage id of an object: unkeyed BLAKE2b-256 of its bytes. */
+/*
+ * Storage id of an object ([BK-LAY-3]): SHA-256 of its bytes if its
+ * header says so (cf_bk_named_sha256), else unkeyed BLAKE2b-256.
+ */
 void cf_bk_storage_id(const unsigned char *buf, size_t len,
     unsigned char id[CF_BK_ID_BYTES]);
+/* 1 if buf is an object named by SHA-256 of its bytes, else 0. */
+int cf_bk_named_sha256(const unsigned char *buf, size_t len);
+/* SHA-256 of buf (OpenSSL, or libsodium where OpenSSL cannot). */
+void cf_bk_sha256(const void *buf, size_t len, unsigned char out[32]);
 /* 64 lowercase hex digits and a NUL into out (65 bytes). */
 void cf_bk_id_hex(const unsigned char id[CF_BK_ID_BYTES], char out[65]);
 /* Parses exactly 64 lowercase hex digits; -EINVAL otherwise. */

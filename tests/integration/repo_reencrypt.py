@@ -50,8 +50,9 @@ def versions():
                     continue
                 with open(os.path.join(root, name), "rb") as f:
                     hdr = f.read(32)
-                # keying 2 (index key X) objects need no root key
-                if hdr[8] == 2 and hdr[11] == 2:
+                # keying 2 (index key X) objects need no root key; bit 7
+                # of byte 11 is the SHA-256 naming ([BK-LAY-3])
+                if hdr[8] == 2 and hdr[11] & 0x7f == 2:
                     continue
                 out[kind].append(struct.unpack_from("<I", hdr, 12)[0])
     return out

@@ -322,9 +322,11 @@ try:
     sp = os.path.join(URL[len("file://"):], "snapshots", s2)
     with open(sp, "rb") as f:
         obj = bytearray(f.read())
-    ok(obj[8] == 2 and obj[11] == 1,
-       "the agent's snapshot is a version 2 object with a sealed key",
-       obj[:12].hex())
+    ok(obj[8] == 2 and obj[11] == 0x81,
+       "the agent's snapshot is a version 2 object with a sealed key, "
+       "named by SHA-256", obj[:12].hex())
+    ok(hashlib.sha256(obj).hexdigest() == s2,
+       "its name is the SHA-256 of its bytes (sha256sum checks it)", s2)
     obj[50] ^= 1
     with open(sp, "wb") as f:
         f.write(obj)

@@ -166,17 +166,18 @@ blob_ids(void)	/* [BK-KEY-2] */
 	json_decref(v);
 }
 
+/*
+ * The packs of array a: decoded, storage id checked, re-encoded byte for
+ * byte.  sha256: the vectors' headers name them by SHA-256 ([BK-LAY-3]);
+ * otherwise the writer is told to name them as before (sid_blake2).
+ */
 static void
-packs(void)	/* [BK-PACK-1..3] */
+packs_in(json_t *a, size_t want, int zsame, int sha256)
 {
-	json_t *v = vectors(), *a, *pv;
+	json_t *pv;
 	size_t i;
-	int zsame;
 
-	CHECK(v != NULL);
-	zsame = same_zstd(v);
-	a = json_object_get(v, "packs");
-	CHECK(json_array_size(a) == 4);
+	CHECK(json_array_size(a) == want);
 	json_array_foreach(a, i, pv) {
 		enum cf_ks_cipher cipher;
 		struct cf_bk_keys *k;
@@ -203,8 +204,16 @@ packs(void)	/* [BK-PACK-1..3] */
 		kid = vhex(pv, "key_id", &kl);
 		tn = vhex(pv, "trailer_nonce", &tl);
 		CHECK(k != NULL && pack != NULL && sid != NULL && kid != NULL);
+		k->sid_blake2 = !sha256;
+		CHECK(cf_bk_named_sha256(pack, plen) == sha256);
 		cf_bk_storage_id(pack, plen, id);
 		CHECK(memcmp(id, sid, 32) == 0);
+		/* The name is the one hash and not the other. */
+		if (sha256)
+			crypto_generichash(h2, 32, pack, plen, NULL, 0);
+		else
+			crypto_hash_sha256(h2, pack, plen);
+		CHECK(memcmp(h2, sid, 32) != 0);
 		CHECK_RC(cf_bk_pack_parse(k, pack, plen, hdr, &d, &n), 0);
 		CHECK(n == json_array_size(blobs));
 		CHECK_RC(bk_packer_new(&pk, k, kid), 0);
@@ -232,8 +241,10 @@ packs(void)	/* [BK-PACK-1..3] */
 		/* Re-encoding with the vectors' key id and nonces. */
 		CHECK_RC(bk_packer_finish(pk, tn, &buf, &len2, id, h2, &d2,
 		    &n2), 0);
-		if (raw || zsame)
+		if (raw || zsame) {
 			CHECK(len2 == plen && memcmp(buf, pack, plen) == 0);
+			CHECK(memcmp(id, sid, 32) == 0);	/* the writer's */
+		}
 		else
 			printf("# libzstd differs from the generator's: "
 			    "compressed pack not compared byte for byte\n");
@@ -247,21 +258,29 @@ packs(void)	/* [BK-PACK-1..3] */
 		free(tn);
 		cf_bk_keys_free(k);
 	}
-	json_decref(v);
 }
 
 static void
-objects(void)	/* [BK-SOB-1..2] [BK-IDX-1] [BK-SNAP-1] */
+packs(void)	/* [BK-PACK-1..3] */
 {
-	json_t *v = vectors(), *a, *o;
-	struct cf_bk_keys *k = bkt_keys_x(0);
-	size_t i;
-	int zsame;
+	json_t *v = vectors();
 
-	CHECK(v != NULL && k != NULL);
-	zsame = same_zstd(v);
-	a = json_object_get(v, "objects");
-	CHECK(json_array_size(a) == 3);
+	CHECK(v != NULL);
+	packs_in(json_object_get(v, "packs"), 4, same_zstd(v), 0);
+	json_decref(v);
+}
+
+/* The sealed objects of array a, as packs_in. */
+static void
+objects_in(json_t *a, size_t want, int zsame, int sha256)
+{
+	struct cf_bk_keys *k = bkt_keys_x(0);
+	json_t *o;
+	size_t i;
+
+	CHECK(k != NULL);
+	k->sid_blake2 = !sha256;
+	CHECK(json_array_size(a) == want);
 	json_array_foreach(a, i, o) {
 		enum cf_bk_kind kind = (enum cf_bk_kind)json_integer_value(
 		    json_object_get(o, "kind"));
@@ -276,6 +295,7 @@ objects(void)	/* [BK-SOB-1..2] [BK-IDX-1] [BK-SNAP-1] */
 		nonce = vhex(o, "nonce", &nl);
 		sid = vhex(o, "storage_id", &sl);
 		CHECK(obj != NULL && pt != NULL && kid != NULL && nonce != NULL);
+		CHECK(cf_bk_named_sha256(obj, ol) == sha256);
 		cf_bk_storage_id(obj, ol, id);
 		CHECK(memcmp(id, sid, 32) == 0);
 		CHECK_RC(cf_bk_object_open(k, kind, obj, ol, &plain, &plen), 0);
@@ -318,6 +338,62 @@ objects(void)	/* [BK-SOB-1..2] [BK-IDX-1] [BK-SNAP-1] */
 		free(nonce);
 		free(sid);
 	}
+	cf_bk_keys_free(k);
+}
+
+static void
+objects(void)	/* [BK-SOB-1..2] [BK-IDX-1] [BK-SNAP-1] */
+{
+	json_t *v = vectors();
+
+	CHECK(v != NULL);
+	objects_in(json_object_get(v, "objects"), 3, same_zstd(v), 0);
+	json_decref(v);
+}
+
+/*
+ * [BK-LAY-3] (added 2026-11-25): objects whose header has bit 7 of byte
+ * 11 set are named by SHA-256 of their bytes; every writer sets it.
+ * The vectors decode, re-encode byte for byte with the default writer,
+ * and flipping the bit breaks both the name and every seal.
+ */
+static void
+sha256_named(void)
+{
+	json_t *v = vectors(), *t, *p;
+	struct cf_bk_keys *k = bkt_keys(0, CF_KS_CIPHER_AES256GCM);
+	struct cf_bk_desc *d = NULL;
+	unsigned char *pack, *sid, id[32], hdr[32];
+	size_t plen, sl, n = 0;
+
+	CHECK(v != NULL && k != NULL);
+	t = json_object_get(v, "sha256_named");
+	packs_in(json_object_get(t, "packs"), 2, same_zstd(v), 1);
+	objects_in(json_object_get(t, "objects"), 1, same_zstd(v), 1);
+	/* A writer names new objects so unless told otherwise. */
+	CHECK(k->sid_blake2 == 0);
+	bk_header_make(hdr, CF_BK_KIND_PACK, k, NULL);
+	CHECK(hdr[11] == 0x80);
+	/* The bit flipped: another name, and no seal opens. */
+	p = json_array_get(json_object_get(t, "packs"), 0);
+	pack = vhex(p, "pack", &plen);
+	sid = vhex(p, "storage_id", &sl);
+	CHECK(pack != NULL && sid != NULL);
+	if (cf_ks_cipher_available(CF_KS_CIPHER_AES256GCM)) {
+		CHECK_RC(cf_bk_pack_parse(k, pack, plen, hdr, &d, &n), 0);
+		free(d);
+		d = NULL;
+	}
+	pack[11] ^= 0x80;
+	cf_bk_storage_id(pack, plen, id);
+	CHECK(memcmp(id, sid, 32) != 0);
+	CHECK(cf_bk_pack_parse(k, pack, plen, hdr, &d, &n) < 0);
+	free(d);
+	/* Bits other than 7 stay reserved in version 1. */
+	pack[11] ^= 0x81;
+	CHECK_RC(bk_header_check(pack, CF_BK_KIND_PACK, NULL), -EPROTO);
+	free(pack);
+	free(sid);
 	cf_bk_keys_free(k);
 	json_decref(v);
 }
@@ -461,6 +537,7 @@ config_rekeyed(void)
 	memcpy(cf_secbuf_data(root), r2, 32);
 	CHECK_RC(cf_bk_keys_new(&k, root, 2, CF_KS_CIPHER_XCHACHA20POLY1305),
 	    0);
+	k->sid_blake2 = 1;	/* the vector was made before [BK-LAY-3]'s bit */
 	cf_bk_storage_id(obj, ol, h);
 	CHECK(memcmp(h, sid, 32) == 0);
 	CHECK_RC(cf_bk_object_open(k, CF_BK_KIND_CONFIG, obj, ol, &open,
@@ -517,6 +594,7 @@ static const struct cf_test_case cases[] = {
 	CF_TEST(tree_store_id),
 	CF_TEST(snapshot_key_versions),
 	CF_TEST(config_rekeyed),
+	CF_TEST(sha256_named),
 };
 
 CF_TEST_MAIN(cases)

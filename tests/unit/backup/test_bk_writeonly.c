@@ -342,7 +342,8 @@ writer_opens(const struct cf_bk_keys *wk, const unsigned char *cred,
 			opened++;
 		else
 			opened += key_opens(key, o);
-		if (o->len >= 112 && o->buf[8] == 2 && o->buf[11] == 1) {
+		if (o->len >= 112 && o->buf[8] == 2 &&
+		    (o->buf[11] & 0x7f) == 1) {
 			unsigned char pk[32];
 
 			/* The secret as a box secret key, with its own pk. */

@@ -170,6 +170,19 @@ blob_id(unsigned char id[32], const unsigned char *p, size_t n)
 
 /* ---- objects ---------------------------------------------------------------- */
 
+/* Byte 11: 0x80 names objects by SHA-256 ([BK-LAY-3], 2026-11-25). */
+static unsigned char hflags;
+
+/* The storage id ([BK-LAY-3]) of an object made with hflags. */
+static void
+storage_id(unsigned char sid[32], const unsigned char *o, size_t len)
+{
+	if (hflags & 0x80)
+		crypto_hash_sha256(sid, o, len);
+	else
+		crypto_generichash(sid, 32, o, len, NULL, 0);
+}
+
 static void
 header(unsigned char h[32], int kind, int cipher, unsigned kid_start)
 {
@@ -177,7 +190,7 @@ header(unsigned char h[32], int kind, int cipher, unsigned kid_start)
 	h[8] = 1;
 	h[9] = (unsigned char)kind;
 	h[10] = (unsigned char)cipher;
-	h[11] = 0;
+	h[11] = hflags;
 	le32(h + 12, 1);
 	seq(h + 16, 16, kid_start);
 }
@@ -268,7 +281,7 @@ print_pack(const char *name, int cipher, const struct blob *b, size_t nb,
 	unsigned char sid[32];
 	size_t len = pack(cipher, b, nb, out, d), i;
 
-	crypto_generichash(sid, 32, out, len, NULL, 0);
+	storage_id(sid, out, len);
 	printf("    {\n      \"name\": \"%s\",\n", name);
 	printf("      \"cipher\": \"%s\",\n",
 	    cipher == GCM ? "aes-256-gcm" : "xchacha20-poly1305");
@@ -340,7 +353,7 @@ print_object(const char *name, int kind, const unsigned char *p, size_t n,
 	unsigned char sid[32];
 	size_t len = object(kind, p, n, compress, out);
 
-	crypto_generichash(sid, 32, out, len, NULL, 0);
+	storage_id(sid, out, len);
 	printf("    {\n      \"name\": \"%s\",\n      \"kind\": %d,\n", name,
 	    kind);
 	printf("      \"compressed\": %s,\n", last_comp ? "true" : "false");
@@ -499,7 +512,7 @@ config_rekeyed(void)
 	hex(4, "nonce", out + 32, 24, 1);
 	hex(4, "object", out, n, 1);
 	hex(4, "storage_id", sid, 32, 0);
-	printf("  }\n");
+	printf("  },\n");
 }
 
 int
@@ -637,6 +650,29 @@ main(void)
 	hex(4, "encoding", (const unsigned char *)snap, strlen(snap), 0);
 	printf("  },\n");
 	config_rekeyed();
+	/*
+	 * Added 2026-11-25 ([BK-LAY-3]): objects whose byte 11 has bit 7
+	 * set, named by SHA-256; nothing above changed.
+	 */
+	hflags = 0x80;
+	snap = "{\"consistency\":\"offline\",\"hostname\":\"host\","
+	    "\"paths\":[\"/\"],\"stats\":{\"bytes\":4099,\"dirs\":1,"
+	    "\"duration_ns\":0,\"files\":1,\"new_blobs\":2,\"new_bytes\":0,"
+	    "\"pause_ns\":0,\"stored_bytes\":0},\"tags\":[\"tag\",\"tag\","
+	    "\"tag\",\"tag\",\"tag\",\"tag\",\"tag\",\"tag\",\"tag\",\"tag\"],"
+	    "\"tenant\":\"a1a2a3a4a5a6a7a8a9aaabacadaeafb0\","
+	    "\"time\":1767225600000000000,\"tree\":"
+	    "\"0000000000000000000000000000000000000000000000000000000000000000\"}";
+	printf("  \"sha256_named\": {\n");
+	printf("  \"packs\": [\n");
+	print_pack("raw", GCM, raw, 2, 1);
+	print_pack("raw", XCHACHA, raw, 2, 0);
+	printf("  ],\n");
+	printf("  \"objects\": [\n");
+	print_object("snapshot-raw", 3, (const unsigned char *)snap,
+	    strlen(snap), 0, 0);
+	printf("  ]\n");
+	printf("  }\n");
 	printf("}\n");
 	return 0;
 }
