@@ -3120,30 +3120,6 @@ out:
 }
 
 /*
- * 1 if this process may lock all its memory without a later allocation
- * failing for it: CAP_IPC_LOCK in its effective set, or no
- * RLIMIT_MEMLOCK.
- */
-static int
-may_lock_all(void)
-{
-	struct rlimit rl;
-	unsigned long long eff = 0;
-	char line[128];
-	FILE *f;
-
-	if (getrlimit(RLIMIT_MEMLOCK, &rl) == 0 && rl.rlim_cur == RLIM_INFINITY)
-		return 1;
-	if ((f = fopen("/proc/self/status", "re")) == NULL)
-		return 0;
-	while (fgets(line, sizeof(line), f) != NULL)
-		if (sscanf(line, "CapEff: %llx", &eff) == 1)
-			break;
-	fclose(f);
-	return (eff >> 14) & 1;		/* CAP_IPC_LOCK */
-}
-
-/*
  * The daemon's pages stay in memory (docs/crypto.md, "Secrets in memory"):
  * the AES key schedules of open files live in OpenSSL's heap for as long
  * as the files are open, and must not reach the swap device.  Pages are
@@ -3155,15 +3131,15 @@ may_lock_all(void)
 static void
 lock_pages(void)
 {
-	if (!may_lock_all()) {
+	int rc = cf_ks_lock_memory();
+
+	if (rc == 0)
 		fprintf(stderr, "coffer: the daemon's memory is not locked "
 		    "(no CAP_IPC_LOCK and RLIMIT_MEMLOCK is finite): key "
 		    "schedules of open files could be swapped out\n");
-		return;
-	}
-	if (mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT) != 0)
+	else if (rc < 0)
 		fprintf(stderr, "coffer: cannot lock the daemon's memory: "
-		    "%s\n", strerror(errno));
+		    "%s\n", strerror(-rc));
 }
 
 int

@@ -75,6 +75,16 @@ CF_MUST_CHECK int cf_ks_init(void);
 CF_MUST_CHECK int cf_ks_harden_process(void);
 
 /*
+ * Keeps this process's pages out of swap (docs/crypto.md, "Secrets in
+ * memory"): mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT), pages locked
+ * as they are first touched, so the RSS is what it would be.  Only where
+ * it cannot make a later allocation fail (CAP_IPC_LOCK, or no
+ * RLIMIT_MEMLOCK): 1 locked, 0 not tried, -errno if mlockall failed.
+ * Locks are not inherited by a fork's child.
+ */
+int cf_ks_lock_memory(void);
+
+/*
  * Reads the whole regular file open as fd (at most max bytes) into *buf
  * (malloc'd, NUL-terminated, the caller frees it).  -EINVAL if it is not
  * a regular file, -EFBIG if larger than max.

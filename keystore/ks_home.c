@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -223,6 +224,36 @@ cf_ks_harden_process(void)
 		return ks_err(-errno, "prctl(PR_SET_DUMPABLE): %s",
 		    strerror(errno));
 	return 0;
+}
+
+/* 1 if this process may lock all its pages without running into a limit. */
+static int
+may_lock_all(void)
+{
+	struct rlimit rl;
+	unsigned long long eff = 0;
+	char line[128];
+	FILE *f;
+
+	if (getrlimit(RLIMIT_MEMLOCK, &rl) == 0 && rl.rlim_cur == RLIM_INFINITY)
+		return 1;
+	if ((f = fopen("/proc/self/status", "re")) == NULL)
+		return 0;
+	while (fgets(line, sizeof(line), f) != NULL)
+		if (sscanf(line, "CapEff: %llx", &eff) == 1)
+			break;
+	fclose(f);
+	return (eff >> 14) & 1;		/* CAP_IPC_LOCK */
+}
+
+int
+cf_ks_lock_memory(void)
+{
+	if (!may_lock_all())
+		return 0;
+	if (mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT) != 0)
+		return ks_err(-errno, "mlockall: %s", strerror(errno));
+	return 1;
 }
 
 int

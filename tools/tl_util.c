@@ -320,6 +320,15 @@ tl_repo_open_pf(struct cf_ks_tenant *t, struct cf_bk_repo **out,
 	int rc;
 
 	*out = NULL;
+	/*
+	 * From here on the process holds a repository's keys and makes AES
+	 * contexts whose key schedules live in OpenSSL's heap: its pages
+	 * stay out of swap where locking cannot make an allocation fail
+	 * (docs/crypto.md, "Secrets in memory").  Not before: the file
+	 * KMS's Argon2id area (192 MiB, freed by now) would cost 0.5 s more
+	 * locked.
+	 */
+	(void)cf_ks_lock_memory();
 	rc = cf_bk_keys_new(&keys, root, version, cf_ks_tenant_cipher(t));
 	if (rc < 0)
 		return rc;
