@@ -25,9 +25,14 @@ bk_header_make(unsigned char hdr[CF_BK_HEADER_BYTES], enum cf_bk_kind kind,
 	hdr[8] = CF_BK_VERSION;
 	hdr[9] = (unsigned char)kind;
 	hdr[10] = (unsigned char)k->cipher;
-	/* New objects are named by SHA-256 ([BK-LAY-3]); sid_blake2 writes
-	 * the objects of before (the vectors of version 1). */
-	hdr[11] = k->sid_blake2 ? 0 : BK_SID_SHA256;
+	/*
+	 * New objects are named by SHA-256 ([BK-LAY-3]); sid_blake2 writes
+	 * the objects of before (the vectors of version 1).  Locks keep
+	 * BLAKE2b names, so that an older coffer still sees and honours
+	 * them (its prune must not run beside this one's backup).
+	 */
+	hdr[11] = k->sid_blake2 || kind == CF_BK_KIND_LOCK ? 0 :
+	    BK_SID_SHA256;
 	/* Full-key objects: the newest version held (docs/kms.md); the
 	 * config names the version of I and G. */
 	bk_le32(hdr + 12, kind == CF_BK_KIND_CONFIG ? k->version :

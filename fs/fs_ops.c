@@ -1113,6 +1113,9 @@ read_block(struct fs *fs, struct fs_inode *in, int fd, uint64_t blk,
 		return 0;
 	rc = cf_fs_block_open(in->ctx, blk, is_final(psize, blk), cbuf, got,
 	    out);
+	/* Only bytes that fail to authenticate are damage (audited). */
+	if (rc < 0 && rc != -EBADMSG)
+		return rc == -ENOMEM ? -ENOMEM : -EIO;
 	if (rc < 0 || got <= fs->ovh) {
 		audit(fs, "fs.integrity", in, (long long)blk);
 		return -EIO;
@@ -1320,11 +1323,14 @@ open_blocks(void *arg, size_t lo, size_t hi)
 			break;
 		}
 		clen = j->got - at < cb ? j->got - at : cb;
-		if (cf_fs_block_open(j->in->ctx, j->fb + i, is_final(j->psize,
-		    j->fb + i), j->cbuf + at, clen, j->pbuf + i * CF_FS_BLOCK)
-		    < 0) {
-			atomic_compare_exchange_strong(&j->bad, &none,
-			    (long long)(j->fb + i));
+		rc = cf_fs_block_open(j->in->ctx, j->fb + i, is_final(j->psize,
+		    j->fb + i), j->cbuf + at, clen, j->pbuf + i * CF_FS_BLOCK);
+		if (rc < 0) {
+			/* Only a block that fails to authenticate is damage
+			 * (audited); no memory is just an error. */
+			if (rc == -EBADMSG)
+				atomic_compare_exchange_strong(&j->bad, &none,
+				    (long long)(j->fb + i));
 			rc = -EIO;
 			break;
 		}

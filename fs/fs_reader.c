@@ -1593,9 +1593,11 @@ cf_fs_rfile_pread(struct cf_fs_rfile *f, void *buf, size_t len, off_t off,
 			sodium_memzero(tmp, sizeof(tmp));
 			if (done > 0)
 				return (ssize_t)done;
+			/* No memory, or a library failure: not damage. */
+			if (rc != -EBADMSG)
+				return rc == -ENOMEM ? -ENOMEM : -EIO;
 			set_bad(f, bad, b);
-			return block_failed(f, rc == -EBADMSG ? -EBADMSG :
-			    -EIO);
+			return block_failed(f, -EBADMSG);
 		}
 		if (dst == tmp)
 			memcpy((unsigned char *)buf + done, tmp + skip, n);

@@ -252,7 +252,7 @@ cf_ks_lock_memory(void)
 	if (!may_lock_all())
 		return 0;
 	if (mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT) != 0)
-		return ks_err(-errno, "mlockall: %s", strerror(errno));
+		return -errno;	/* not ks_err: callers may ignore it */
 	return 1;
 }
 

@@ -2432,6 +2432,7 @@ backup_writeonly(struct tl_ctx *ctx, const char *name, const char *keyfile,
 		ret = CF_EXIT_INTEGRITY;
 		goto out;
 	}
+	(void)cf_ks_lock_memory();	/* as tl_repo_open_pf */
 	rc = cf_bk_repo_open_writer(&repo, url, cf_secbuf_cdata(cred),
 	    CF_BK_WCRED_BYTES);
 	if (rc == -EKEYREJECTED) {

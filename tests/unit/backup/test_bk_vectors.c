@@ -353,7 +353,8 @@ objects(void)	/* [BK-SOB-1..2] [BK-IDX-1] [BK-SNAP-1] */
 
 /*
  * [BK-LAY-3] (added 2026-11-25): objects whose header has bit 7 of byte
- * 11 set are named by SHA-256 of their bytes; every writer sets it.
+ * 11 set are named by SHA-256 of their bytes; every writer sets it
+ * (locks excepted).
  * The vectors decode, re-encode byte for byte with the default writer,
  * and flipping the bit breaks both the name and every seal.
  */
@@ -374,6 +375,11 @@ sha256_named(void)
 	CHECK(k->sid_blake2 == 0);
 	bk_header_make(hdr, CF_BK_KIND_PACK, k, NULL);
 	CHECK(hdr[11] == 0x80);
+	/* Locks keep BLAKE2b names: an older coffer must still honour them. */
+	bk_header_make(hdr, CF_BK_KIND_LOCK, k, NULL);
+	CHECK(hdr[11] == 0);
+	bk_header_make_x(hdr, CF_BK_KIND_LOCK, k, NULL);
+	CHECK(hdr[11] == BK_KEYING_INDEX);
 	/* The bit flipped: another name, and no seal opens. */
 	p = json_array_get(json_object_get(t, "packs"), 0);
 	pack = vhex(p, "pack", &plen);
