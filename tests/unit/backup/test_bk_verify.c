@@ -101,8 +101,9 @@ save_snapshot(struct fixture *f)
 	CHECK_RC(cf_bk_repo_snapshot_save(f->r, &s, f->snap), 0);
 }
 
+/* blake2: names objects as before [BK-LAY-3]'s bit (an old writer). */
 static void
-build(struct fixture *f, const char *tag)
+build_named(struct fixture *f, const char *tag, int blake2)
 {
 	static unsigned counter;
 	struct cf_bk_writer *w = NULL;
@@ -115,6 +116,7 @@ build(struct fixture *f, const char *tag)
 	    counter++);
 	f->k = bkt_keys_x(0x40);
 	CHECK(f->k != NULL);
+	f->k->sid_blake2 = blake2;
 	CHECK_RC(repo_open_dir(f, 1), 0);
 	CHECK_RC(cf_bk_writer_new(&w, f->r, 0), 0);
 	CHECK_RC(add_flush(w, 1, 3000, f->a), 0);
@@ -133,6 +135,12 @@ build(struct fixture *f, const char *tag)
 	CHECK_RC(cf_bk_writer_flush(w), 0);
 	cf_bk_writer_free(w);
 	save_snapshot(f);
+}
+
+static void
+build(struct fixture *f, const char *tag)
+{
+	build_named(f, tag, 0);
 }
 
 static void
@@ -499,6 +507,84 @@ many_packs(void)
 	fixture_free(&f);
 }
 
+/* Counts the packs named by SHA-256 and by BLAKE2b-256 ([BK-LAY-3]). */
+static void
+count_names(struct fixture *f, int *sha, int *b2)
+{
+	struct cf_bk_store *s = cf_bk_repo_store(f->r);
+	struct names ns;
+	unsigned char *buf, id[32];
+	char hex[65];
+	size_t len, i;
+
+	*sha = *b2 = 0;
+	ns.n = 0;
+	CHECK(cf_bk_store_list(s, CF_BK_KIND_PACK, collect, &ns) >= 0);
+	for (i = 0; i < ns.n; i++) {
+		CHECK_RC(cf_bk_store_get(s, CF_BK_KIND_PACK, ns.v[i], 1 << 24,
+		    &buf, &len), 0);
+		cf_bk_sha256(buf, len, id);
+		cf_bk_id_hex(id, hex);
+		if (strcmp(hex, ns.v[i]) == 0)
+			(*sha)++;
+		cf_bk_storage_id(buf, len, id);
+		cf_bk_id_hex(id, hex);
+		CHECK(strcmp(hex, ns.v[i]) == 0);
+		if (!cf_bk_named_sha256(buf, len))
+			(*b2)++;
+		free(buf);
+	}
+}
+
+/*
+ * A repository written before objects were named by SHA-256 takes new
+ * backups: both kinds of names side by side verify clean (read-data),
+ * and every blob of either loads.  A flipped byte in a SHA-256-named
+ * pack is found.
+ */
+static void
+mixed_names(void)
+{
+	struct fixture f;
+	struct cf_bk_verify_result *res;
+	struct cf_bk_writer *w = NULL;
+	unsigned char d[32], *buf;
+	char path[4200];
+	size_t len;
+	uint64_t off;
+	int sha, b2;
+
+	build_named(&f, "mixed", 1);
+	count_names(&f, &sha, &b2);
+	CHECK(sha == 0 && b2 == 4);
+	/* The same repository, opened by a writer of now. */
+	cf_bk_repo_free(f.r);
+	f.k->sid_blake2 = 0;
+	CHECK_RC(repo_open_dir(&f, 0), 0);
+	CHECK_RC(cf_bk_writer_new(&w, f.r, 0), 0);
+	CHECK_RC(add_flush(w, 4, 3000, d), 0);
+	cf_bk_writer_free(w);
+	count_names(&f, &sha, &b2);
+	CHECK(sha == 1 && b2 == 4);
+	run(&f, 1, 100, &res);
+	CHECK(res != NULL && !cf_bk_verify_damaged(res));
+	CHECK(res->packs == 5 && res->packs_read == 5);
+	cf_bk_verify_result_free(res);
+	CHECK_RC(cf_bk_repo_blob_load(f.r, CF_BK_BLOB_DATA, f.a, &buf, &len),
+	    0);
+	free(buf);
+	CHECK_RC(cf_bk_repo_blob_load(f.r, CF_BK_BLOB_DATA, d, &buf, &len), 0);
+	CHECK(len == 3000);
+	free(buf);
+	/* Damage in the new pack is found. */
+	pack_of(&f, d, CF_BK_BLOB_DATA, path, sizeof(path), &off, NULL);
+	flip_byte(path, off + 20);
+	run(&f, 1, 100, &res);
+	CHECK(res != NULL && res->packs_bad == 1);
+	cf_bk_verify_result_free(res);
+	fixture_free(&f);
+}
+
 static const struct cf_test_case cases[] = {
 	CF_TEST(clean_repo),
 	CF_TEST(subset),
@@ -508,6 +594,7 @@ static const struct cf_test_case cases[] = {
 	CF_TEST(truncated_index),
 	CF_TEST(tampered_snapshot),
 	CF_TEST(many_packs),
+	CF_TEST(mixed_names),
 };
 
 CF_TEST_MAIN(cases)
