@@ -522,7 +522,7 @@ main(void)
 	static unsigned char tg[256];
 	static unsigned char d[44 * 8], idx[4096];
 	unsigned char id[32], abc_id[32], nonce[12] = { 0 }, k64[32];
-	const char *snap;
+	const char *snap, *offline;
 	size_t i, tlen, plen, ilen, tglen;
 	struct blob mixed[3], raw[2];
 
@@ -604,7 +604,7 @@ main(void)
 	le32(idx + 68, 2);
 	memcpy(idx + 72, d, 88);
 	ilen = 72 + 88;
-	snap = "{\"consistency\":\"offline\",\"hostname\":\"host\","
+	offline = "{\"consistency\":\"offline\",\"hostname\":\"host\","
 	    "\"paths\":[\"/\"],\"stats\":{\"bytes\":4099,\"dirs\":1,"
 	    "\"duration_ns\":0,\"files\":1,\"new_blobs\":2,\"new_bytes\":0,"
 	    "\"pause_ns\":0,\"stored_bytes\":0},\"tags\":[\"tag\",\"tag\","
@@ -612,6 +612,7 @@ main(void)
 	    "\"tenant\":\"a1a2a3a4a5a6a7a8a9aaabacadaeafb0\","
 	    "\"time\":1767225600000000000,\"tree\":"
 	    "\"0000000000000000000000000000000000000000000000000000000000000000\"}";
+	snap = offline;
 	printf("  \"objects\": [\n");
 	print_object("index", 2, idx, ilen, 0, 1);
 	print_object("snapshot-raw", 3, (const unsigned char *)snap,
@@ -655,14 +656,7 @@ main(void)
 	 * set, named by SHA-256; nothing above changed.
 	 */
 	hflags = 0x80;
-	snap = "{\"consistency\":\"offline\",\"hostname\":\"host\","
-	    "\"paths\":[\"/\"],\"stats\":{\"bytes\":4099,\"dirs\":1,"
-	    "\"duration_ns\":0,\"files\":1,\"new_blobs\":2,\"new_bytes\":0,"
-	    "\"pause_ns\":0,\"stored_bytes\":0},\"tags\":[\"tag\",\"tag\","
-	    "\"tag\",\"tag\",\"tag\",\"tag\",\"tag\",\"tag\",\"tag\",\"tag\"],"
-	    "\"tenant\":\"a1a2a3a4a5a6a7a8a9aaabacadaeafb0\","
-	    "\"time\":1767225600000000000,\"tree\":"
-	    "\"0000000000000000000000000000000000000000000000000000000000000000\"}";
+	snap = offline;	/* the first snapshot's plaintext */
 	printf("  \"sha256_named\": {\n");
 	printf("  \"packs\": [\n");
 	print_pack("raw", GCM, raw, 2, 1);
