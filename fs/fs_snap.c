@@ -1106,9 +1106,13 @@ snap_take(struct fs_snap *s, char *id, uint64_t *pause)
 	return rc;
 }
 
-/* Ends the snapshot: nothing is shared any more; the farm goes. */
+/*
+ * Ends the snapshot: nothing is shared any more.  1 if it was broken.
+ * The farm stays until remove_farms (snap_release, or serve after its
+ * reply).
+ */
 static int
-snap_release(struct fs_snap *s)
+snap_end(struct fs_snap *s)
 {
 	int broken;
 
@@ -1126,6 +1130,15 @@ snap_release(struct fs_snap *s)
 	broken = s->broken;
 	pthread_mutex_unlock(&s->mutex);
 	s->freeze(s->arg, 0);
+	return broken;
+}
+
+/* Ends the snapshot and removes the farm. */
+static int
+snap_release(struct fs_snap *s)
+{
+	int broken = snap_end(s);
+
 	remove_farms(s);
 	return broken;
 }
@@ -1701,7 +1714,14 @@ serve(struct fs_snap *s, int c)
 			break;
 		} else if (strncmp(line, "RELEASE", 7) == 0 && have) {
 			have = 0;
-			reply(c, snap_release(s) ? "BROKEN\n" : "OK\n");
+			/*
+			 * [CTL-2] The answer first: removing a farm of many
+			 * files takes a while (16 000 links: 0.25 s) that the
+			 * backup need not wait for.  The next client is served
+			 * once it is gone.
+			 */
+			reply(c, snap_end(s) ? "BROKEN\n" : "OK\n");
+			remove_farms(s);
 			break;
 		} else {
 			reply(c, "ERR bad request\n");

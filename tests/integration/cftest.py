@@ -41,6 +41,17 @@ class Tap:
         sys.exit(1 if self.failed else 0)
 
 
+def farm_left(snapdir, secs=10.0):
+    """The farms still under snapdir once the daemon has had up to secs
+    to remove them: it answers RELEASE first (ctl.md [CTL-2])."""
+    deadline = time.monotonic() + secs
+    while True:
+        left = os.listdir(snapdir) if os.path.isdir(snapdir) else []
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.05)
+
+
 def need_fuse():
     """Skips without root and /dev/fuse; in CI (CI=true) that fails."""
     if not os.path.exists("/dev/fuse") or os.geteuid() != 0:
