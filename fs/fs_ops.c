@@ -1544,19 +1544,46 @@ seal_blocks(void *arg, size_t lo, size_t hi)
 }
 
 /*
+ * Puts a file that a failed write was extending back to psize bytes, last
+ * its last block's plaintext (len bytes): everything from that block on
+ * is cut, then the block is sealed again as the final one.  Without this
+ * a full disk left a file longer than any write that succeeded, ending in
+ * a torn or unsealed block: EIO, and an integrity alarm, for its tail.
+ */
+static void
+write_undo(struct fs *fs, struct fs_inode *in, int fd, off_t psize,
+    const unsigned char *last, size_t len)
+{
+	uint64_t ol = psize > 0 ? (uint64_t)((psize - 1) / CF_FS_BLOCK) : 0;
+	int rc;
+
+	rc = bcut(fs, in, fd, CF_FS_HEADER_BYTES + (off_t)ol * fs->cb);
+	if (rc == 0 && psize > 0)
+		rc = put_block(fs, in, fd, ol, 1, last, len);
+	if (rc == 0)
+		in->psize_set = psize;
+	else
+		fprintf(stderr, "coffer: cannot undo a failed write (%s): the "
+		    "file's tail reads as an error\n", strerror(-rc));
+}
+
+/*
  * Writes size bytes at off to the open file fd: whole blocks are sealed
  * from data, partial ones merged with what is there, a large range on
- * two cores.  Caller holds in->rw exclusively.
+ * two cores.  A write that would make the file longer and fails (a full
+ * disk) leaves it as it was, like a local file system's; one inside the
+ * file may leave each block it covers old or new.  Caller holds in->rw
+ * exclusively.
  */
 static int
 do_write(struct fs *fs, struct fs_inode *in, int fd, const char *data,
     size_t size, off_t off)
 {
-	unsigned char pbuf[CF_FS_BLOCK];
+	unsigned char pbuf[CF_FS_BLOCK], last[CF_FS_BLOCK];
 	struct wjob j;
-	off_t psize, end = off + (off_t)size, ws, we;
+	off_t psize, psize0, end = off + (off_t)size, ws, we;
 	uint64_t lb;
-	size_t ctot, oldlen;
+	size_t ctot, oldlen, lastlen = 0;
 	int rc;
 
 	if (size == 0)
@@ -1571,10 +1598,18 @@ do_write(struct fs *fs, struct fs_inode *in, int fd, const char *data,
 	rc = plain_size(fs, in, fd, &psize);
 	if (rc < 0)
 		return rc;
+	psize0 = psize;
+	if (end > psize0 && psize0 > 0) {
+		/* Growing: the last block, to undo a failure with. */
+		rc = read_block(fs, in, fd, (uint64_t)((psize0 - 1) /
+		    CF_FS_BLOCK), psize0, last, &lastlen);
+		if (rc < 0)
+			return rc;
+	}
 	if (off > psize) {
 		rc = do_truncate(fs, in, fd, off);
 		if (rc < 0)
-			return rc;
+			goto out;
 		psize = off;
 	}
 	j.fs = fs;
@@ -1593,26 +1628,37 @@ do_write(struct fs *fs, struct fs_inode *in, int fd, const char *data,
 	j.lb = lb;
 	j.lastlen = ctot - (size_t)(lb - j.fb) * (size_t)fs->cb;
 	j.cbuf = malloc((size_t)(lb - j.fb + 1) * (size_t)fs->cb);
-	if (j.cbuf == NULL)
-		return -ENOMEM;
+	if (j.cbuf == NULL) {
+		rc = -ENOMEM;
+		goto out;
+	}
 	/* What the range replaces goes to a snapshot's delta first. */
 	fs_snap_save(fs->snap, in->dev, in->ino, fd, CF_FS_HEADER_BYTES +
 	    (off_t)j.fb * fs->cb, (off_t)ctot);
 	rc = cf_fs_par_run(fs->par, seal_blocks, &j, (size_t)(lb - j.fb + 1));
+	free(j.cbuf);
 	if (rc == 0 && psize > 0 &&
 	    (uint64_t)((psize - 1) / CF_FS_BLOCK) < j.fb) {
 		/* The old last block is no longer the last. */
 		uint64_t ol = (uint64_t)((psize - 1) / CF_FS_BLOCK);
 		size_t len;
 
-		rc = read_block(fs, in, fd, ol, psize, pbuf, &len);
+		if (psize == psize0) {
+			memcpy(pbuf, last, lastlen);	/* read above */
+			len = lastlen;
+		} else {
+			rc = read_block(fs, in, fd, ol, psize, pbuf, &len);
+		}
 		if (rc == 0)
 			rc = put_block(fs, in, fd, ol, 0, pbuf, len);
 		sodium_memzero(pbuf, sizeof(pbuf));
 	}
 	if (rc == 0)
 		in->psize_set = end > psize ? end : psize;
-	free(j.cbuf);
+out:
+	if (rc < 0 && end > psize0)
+		write_undo(fs, in, fd, psize0, last, lastlen);
+	sodium_memzero(last, lastlen);
 	return rc;
 }
 

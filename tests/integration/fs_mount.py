@@ -138,6 +138,9 @@ def cleanup():
     for p in procs:
         if p.poll() is None:
             p.kill()
+    tiny = store_of("tiny")
+    if os.path.ismount(tiny):
+        subprocess.run(["umount", "-l", tiny])
     shutil.rmtree(T, ignore_errors=True)
 
 
@@ -193,6 +196,7 @@ def main():
     run_nonces()
     run_holes()
     run_crash()
+    run_full_disk()
     run_isolation()
 
 
@@ -1161,6 +1165,75 @@ while True:
            "content or give EIO, never garbage", garbage)
     finally:
         umount(MP, p)
+
+
+def run_full_disk():
+    """A full disk under the store: a write that fails with ENOSPC
+    leaves the file as it was (every write that succeeded reads back,
+    no more, no EIO, no integrity alarm), and deleting a file makes
+    room again, as on a local file system."""
+    coffer("tenant", "create", "tiny", check=True)
+    umount(MP, mount("tiny", MP))  # the first mount makes the store
+    store = store_of("tiny")
+    aside = os.path.join(T, "tiny-store")
+    shutil.copytree(store, aside, symlinks=True)
+    shutil.rmtree(store)
+    os.mkdir(store, 0o700)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700",
+                    "tmpfs", store], check=True)
+    subprocess.run(["cp", "-a", aside + "/.", store], check=True)
+    pat = bytes(random.Random(7).randbytes(100000))
+    path = os.path.join(MP, "log")
+
+    def check(when):
+        try:
+            got = open(path, "rb").read()
+        except OSError as e:
+            got = e
+        want = (pat * (acked // len(pat) + 1))[:acked]
+        ok(got == want and os.stat(path).st_size == acked,
+           f"after ENOSPC the file holds exactly what was written ({when})",
+           (acked, got if isinstance(got, OSError) else len(got)))
+
+    p = mount("tiny", MP)
+    procs.append(p)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        acked, err = 0, None
+        for _ in range(100):  # 4 MiB hold fewer than 42 writes
+            try:
+                acked += os.write(fd, pat)
+            except OSError as e:
+                err = e.errno
+                break
+        ok(err == errno.ENOSPC and acked > 0,
+           "appending until the disk is full fails with ENOSPC",
+           (err, acked))
+        # A write past the end (a hole, then data) cannot fit either.
+        try:
+            os.pwrite(fd, pat * 4, acked + (1 << 20))
+            err = None
+        except OSError as e:
+            err = e.errno
+        os.close(fd)
+        ok(err == errno.ENOSPC, "a write past the end fails with ENOSPC",
+           err)
+        check("mounted")
+        umount(MP, p)
+        p = mount("tiny", MP)
+        procs.append(p)
+        check("remounted")
+        log = coffer("audit", "show", "--tenant", "tiny").stdout
+        ok(log.count('"fs.integrity"') == 0,
+           "a full disk raises no integrity alarm")
+        os.unlink(path)
+        with open(os.path.join(MP, "after"), "wb") as f:
+            f.write(pat * 10)
+        ok(open(os.path.join(MP, "after"), "rb").read() == pat * 10,
+           "deleting a file makes room for 1 MB again")
+    finally:
+        umount(MP, p)
+        subprocess.run(["umount", store])
 
 
 def run_isolation():
