@@ -525,13 +525,21 @@ write_diriv(int dirfd)
 	int fd, rc = 0;
 
 	randombytes_buf(iv, sizeof(iv));
+	ssize_t n;
+
 	fd = openat(dirfd, CF_FS_DIRIV_NAME, O_WRONLY | O_CREAT | O_EXCL |
 	    O_CLOEXEC | O_NOFOLLOW, 0400);
 	if (fd < 0)
 		return -errno;
-	if (write(fd, iv, sizeof(iv)) != (ssize_t)sizeof(iv) || fsync(fd) != 0)
-		rc = -EIO;
+	n = write(fd, iv, sizeof(iv));
+	if (n != (ssize_t)sizeof(iv))
+		rc = n < 0 ? -errno : -ENOSPC;
+	else if (fsync(fd) != 0)
+		rc = -errno;
 	close(fd);
+	/* No half-written IV: the directory could never be read. */
+	if (rc < 0)
+		(void)unlinkat(dirfd, CF_FS_DIRIV_NAME, 0);
 	return rc;
 }
 
@@ -1125,17 +1133,41 @@ read_block(struct fs *fs, struct fs_inode *in, int fd, uint64_t blk,
 }
 
 /*
+ * Puts a file that a failed write was extending back to psize bytes, last
+ * its last block's plaintext (len bytes): everything from that block on
+ * is cut, then the block is sealed again as the final one.  Without this
+ * a full disk left a file longer than any write that succeeded, ending in
+ * a torn or unsealed block: EIO, and an integrity alarm, for its tail.
+ */
+static void
+write_undo(struct fs *fs, struct fs_inode *in, int fd, off_t psize,
+    const unsigned char *last, size_t len)
+{
+	uint64_t ol = psize > 0 ? (uint64_t)((psize - 1) / CF_FS_BLOCK) : 0;
+	int rc;
+
+	rc = bcut(fs, in, fd, CF_FS_HEADER_BYTES + (off_t)ol * fs->cb);
+	if (rc == 0 && psize > 0)
+		rc = put_block(fs, in, fd, ol, 1, last, len);
+	if (rc == 0)
+		in->psize_set = psize;
+	else
+		fprintf(stderr, "coffer: cannot undo a failed write (%s): the "
+		    "file's tail reads as an error\n", strerror(-rc));
+}
+
+/*
  * Truncates to newsize; caller holds in->rw exclusively.  The new last
  * block is always sealed (final), never a hole ([FS-BLK-10]).
  */
 static int
 do_truncate(struct fs *fs, struct fs_inode *in, int fd, off_t newsize)
 {
-	unsigned char pbuf[CF_FS_BLOCK];
+	unsigned char pbuf[CF_FS_BLOCK], last[CF_FS_BLOCK];
 	off_t csize = 0, psize;
 	uint64_t ol, nl;
-	size_t len, keep;
-	int rc;
+	size_t len, keep, lastlen = 0;
+	int rc, undo = 0;
 
 	if (newsize < 0 || newsize > CF_FS_MAX_SIZE)
 		return newsize < 0 ? -EINVAL : -EFBIG;
@@ -1179,14 +1211,18 @@ do_truncate(struct fs *fs, struct fs_inode *in, int fd, off_t newsize)
 			/* The old last block grows (zeros) and, unless it is
 			 * still the last, loses its final mark. */
 			ol = (uint64_t)((psize - 1) / CF_FS_BLOCK);
-			rc = read_block(fs, in, fd, ol, psize, pbuf, &len);
+			rc = read_block(fs, in, fd, ol, psize, last, &lastlen);
 			if (rc == 0) {
 				size_t nlen = nl == ol ? keep : CF_FS_BLOCK;
 
-				memset(pbuf + len, 0, nlen - len);
+				undo = 1;
+				memcpy(pbuf, last, lastlen);
+				memset(pbuf + lastlen, 0, nlen - lastlen);
 				rc = put_block(fs, in, fd, ol, nl == ol, pbuf,
 				    nlen);
 			}
+		} else {
+			undo = 1;
 		}
 		if (rc == 0 && (psize == 0 ? nl > 0 : nl > (uint64_t)((psize -
 		    1) / CF_FS_BLOCK) + 1))
@@ -1199,13 +1235,15 @@ do_truncate(struct fs *fs, struct fs_inode *in, int fd, off_t newsize)
 		}
 	}
 	sodium_memzero(pbuf, sizeof(pbuf));
-	if (rc < 0)
-		return rc;
-	rc = bcut(fs, in, fd, cf_fs_cipher_size(fs->keys->cipher, newsize));
-	if (rc < 0)
-		return rc;
-	in->psize_set = newsize;
-	return 0;
+	if (rc == 0)
+		rc = bcut(fs, in, fd, cf_fs_cipher_size(fs->keys->cipher,
+		    newsize));
+	if (rc == 0)
+		in->psize_set = newsize;
+	else if (undo)		/* growing failed (a full disk): as it was */
+		write_undo(fs, in, fd, psize, last, lastlen);
+	sodium_memzero(last, lastlen);
+	return rc;
 }
 
 /* The blocks of one read request, opened by open_blocks in two halves. */
@@ -1541,30 +1579,6 @@ seal_blocks(void *arg, size_t lo, size_t hi)
 	}
 	sodium_memzero(pbuf, sizeof(pbuf));
 	return rc;
-}
-
-/*
- * Puts a file that a failed write was extending back to psize bytes, last
- * its last block's plaintext (len bytes): everything from that block on
- * is cut, then the block is sealed again as the final one.  Without this
- * a full disk left a file longer than any write that succeeded, ending in
- * a torn or unsealed block: EIO, and an integrity alarm, for its tail.
- */
-static void
-write_undo(struct fs *fs, struct fs_inode *in, int fd, off_t psize,
-    const unsigned char *last, size_t len)
-{
-	uint64_t ol = psize > 0 ? (uint64_t)((psize - 1) / CF_FS_BLOCK) : 0;
-	int rc;
-
-	rc = bcut(fs, in, fd, CF_FS_HEADER_BYTES + (off_t)ol * fs->cb);
-	if (rc == 0 && psize > 0)
-		rc = put_block(fs, in, fd, ol, 1, last, len);
-	if (rc == 0)
-		in->psize_set = psize;
-	else
-		fprintf(stderr, "coffer: cannot undo a failed write (%s): the "
-		    "file's tail reads as an error\n", strerror(-rc));
 }
 
 /*

@@ -1219,6 +1219,36 @@ def run_full_disk():
         ok(err == errno.ENOSPC, "a write past the end fails with ENOSPC",
            err)
         check("mounted")
+        # The last bytes of room, a hundred at a time.
+        filled = 0
+        with open(os.path.join(MP, "fill"), "wb", buffering=0) as f:
+            for _ in range(100000):
+                try:
+                    filled += f.write(b"f" * 100)
+                except OSError as e:
+                    err = e.errno
+                    break
+        got = open(os.path.join(MP, "fill"), "rb").read()
+        ok(err == errno.ENOSPC and got == b"f" * filled,
+           "the disk is full to the last page; those writes read back",
+           (err, filled, len(got)))
+        # Growing by truncate needs a new last block: it cannot fit.
+        try:
+            os.truncate(path, acked + 3000000)
+            err = None
+        except OSError as e:
+            err = e.errno
+        ok(err == errno.ENOSPC, "truncate up fails with ENOSPC", err)
+        check("after truncate")
+        # A directory needs its IV file: no half-made directory is left.
+        try:
+            os.mkdir(os.path.join(MP, "dir"))
+            err = None
+        except OSError as e:
+            err = e.errno
+        ok(err == errno.ENOSPC and "dir" not in os.listdir(MP),
+           "mkdir fails with ENOSPC and leaves no directory",
+           (err, os.listdir(MP)))
         umount(MP, p)
         p = mount("tiny", MP)
         procs.append(p)
