@@ -1716,7 +1716,7 @@ serve(struct fs_snap *s, int c)
 			have = 0;
 			/*
 			 * [CTL-2] The answer first: removing a farm of many
-			 * files takes a while (16 000 links: 0.25 s) that the
+			 * files takes a while (16 000 links: about 0.1 s) that the
 			 * backup need not wait for.  The next client is served
 			 * once it is gone.
 			 */

@@ -249,10 +249,16 @@ may_lock_all(void)
 int
 cf_ks_lock_memory(void)
 {
+	/* MCL_FUTURE holds for the process, not for a fork's child. */
+	static _Atomic pid_t locked;
+
+	if (locked == getpid())
+		return 1;
 	if (!may_lock_all())
 		return 0;
 	if (mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT) != 0)
 		return -errno;	/* not ks_err: callers may ignore it */
+	locked = getpid();
 	return 1;
 }
 
