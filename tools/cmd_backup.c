@@ -3374,6 +3374,41 @@ open_beneath(int rootfd, const char *path)
 }
 
 /*
+ * Removes a file whose content could not be written (a full disk, say):
+ * a file of the right size with zeros where its data belongs must not
+ * pass for a restored one.  Only while the name is still that file.
+ * dirfd: the file's directory, or -1 to open it beneath the target;
+ * path: the file's path in the target, with its leading '/'.
+ */
+static void
+rs_discard(int rootfd, int dirfd, int fd, const char *path)
+{
+	const char *base = strrchr(path, '/');
+	struct stat a, b;
+	char *parent;
+	int pfd = dirfd;
+
+	base = base != NULL ? base + 1 : path;
+	if (pfd < 0 && base - path <= 1) {
+		pfd = rootfd;
+	} else if (pfd < 0) {
+		parent = strndup(path + 1, (size_t)(base - path) - 2);
+		if (parent == NULL)
+			return;
+		pfd = open_beneath(rootfd, parent);
+		free(parent);
+		if (pfd < 0)
+			return;
+	}
+	if (fstat(fd, &a) == 0 &&
+	    fstatat(pfd, base, &b, AT_SYMLINK_NOFOLLOW) == 0 &&
+	    a.st_dev == b.st_dev && a.st_ino == b.st_ino)
+		(void)unlinkat(pfd, base, 0);
+	if (pfd != dirfd && pfd != rootfd)
+		close(pfd);
+}
+
+/*
  * Makes name in dirfd another link of the group's first name: that name
  * is opened beneath the target without following any symlink (a symlink
  * planted in the target meanwhile is not followed) and linked through
@@ -3822,8 +3857,9 @@ rs_worker(void *arg)
 				w->damaged++;
 			set_meta_fd(r, j.fd, j.n, j.path);
 		} else {
-			fprintf(stderr, "\ncoffer: %s: %s\n", j.path,
-			    strerror(-rc));
+			fprintf(stderr, "\ncoffer: %s: %s; not restored\n",
+			    j.path, strerror(-rc));
+			rs_discard(r->root_fd, -1, j.fd, j.path);
 			w->failed++;
 		}
 		close(j.fd);
@@ -3903,6 +3939,7 @@ rs_finish(struct rs *r)
 		r->w[i].dio = NULL;
 		r->damaged += r->w[i].damaged;
 		r->failed += r->w[i].failed;
+		r->files -= r->w[i].failed;	/* counted when queued */
 	}
 	r->bytes += r->wbytes;
 	r->nworkers = 0;
@@ -4057,6 +4094,7 @@ restore_node(struct rs *r, int dirfd, const struct cf_bk_node *n,
 	} else {
 		rc = write_content(r, NULL, n, fd, path, NULL);
 		if (rc < 0) {
+			rs_discard(r->root_fd, dirfd, fd, path);
 			close(fd);
 			return rc;
 		}
@@ -4272,8 +4310,8 @@ restore_tree(struct rs *r, int dirfd, const unsigned char id[CF_BK_ID_BYTES],
 		if (rc == 0 && rs_fatal(r))
 			rc = -EIO;	/* a worker's write failed: stop */
 		if (rc < 0) {
-			fprintf(stderr, "\ncoffer: %s: %s\n", path,
-			    strerror(-rc));
+			fprintf(stderr, "\ncoffer: %s: %s; not restored\n",
+			    path, strerror(-rc));
 			if (rc == -EIO || rc == -ENOSPC || rc == -EDQUOT) {
 				path[plen] = '\0';
 				goto out;
@@ -4607,6 +4645,14 @@ cmd_restore(struct tl_ctx *ctx, int argc, char **argv)
 		}
 		if (j != NULL)
 			tl_print_json(j);
+	} else if (ctx->verbose >= 0 && tarf == NULL && (rc < 0 ||
+	    r.failed > 0 || r.refused > 0)) {
+		printf("restore of snapshot %.8s incomplete: %llu files, %llu "
+		    "dirs, %.1f MiB restored; %llu failed, %llu refused "
+		    "(named above)\n", hex, (unsigned long long)r.files,
+		    (unsigned long long)r.dirs, (double)r.bytes / (1 << 20),
+		    (unsigned long long)r.failed,
+		    (unsigned long long)r.refused);
 	} else if (ctx->verbose >= 0 && tarf == NULL) {
 		printf("restored snapshot %.8s: %llu files, %llu dirs, %.1f "
 		    "MiB in %.2f s\n", hex, (unsigned long long)r.files,

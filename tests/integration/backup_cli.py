@@ -547,6 +547,33 @@ try:
            f"{bad} {r.stderr[:300]}")
     if mounted:
         subprocess.run(["umount", tmpfs])
+    # A target too small for them: the files that fit are whole, the
+    # others are not left behind half written (a file of the right size
+    # with zeros in it would pass for a restored one), and the summary
+    # says the restore is incomplete.
+    small = os.path.join(T, "tmpfs-small")
+    os.makedirs(small)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs",
+                       small]).returncode == 0:
+        try:
+            where = os.path.join(small, "out")
+            r = coffer("restore", "initech", "latest", "--target", where)
+            left = sorted(os.listdir(where))
+            bad = [n for n in left
+                   if open(os.path.join(where, n), "rb").read() != want[n]]
+            gone = [n for n in want if n not in left]
+            ok(r.returncode == 1 and left and gone and not bad and
+               "incomplete" in r.stdout and
+               all(f"/{n}: No space left on device; not restored"
+                   in r.stderr for n in gone),
+               "restore onto a full disk: exit 1, what fits is whole, "
+               "the rest named and not left half written",
+               f"{r.returncode} left={left} bad={bad} {r.stdout} "
+               f"{r.stderr[:400]}")
+        finally:
+            subprocess.run(["umount", small])
+    else:
+        TAP.skip("restore onto a full disk", "cannot mount a tmpfs")
 
     # ---- shredded tenant ----
     r = coffer("tenant", "shred", "acme", "--yes")
