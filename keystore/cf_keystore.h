@@ -339,6 +339,10 @@ const char *cf_ks_tenant_dir(const struct cf_ks_tenant *t);
 const char *cf_ks_tenant_get(const struct cf_ks_tenant *t, const char *key);
 CF_MUST_CHECK int cf_ks_tenant_set(struct cf_ks_tenant *t, const char *key,
     const char *value);
+/* n settings at once, kv = key, value, key, value...: one save, all or
+ * none of them (a backup's four "last_backup" fields). */
+CF_MUST_CHECK int cf_ks_tenant_set_many(struct cf_ks_tenant *t,
+    const char *const *kv, size_t n);
 
 /*
  * Unwraps root key version `version` (0: newest) through the tenant's KMS.

@@ -567,17 +567,15 @@ cf_ks_tenant_get(const struct cf_ks_tenant *t, const char *key)
 	return json_string_value(json_object_get(t->doc, key));
 }
 
-int
-cf_ks_tenant_set(struct cf_ks_tenant *t, const char *key, const char *value)
+/* Checks one setting for cf_ks_tenant_set_many. */
+static int
+check_setting(const struct cf_ks_tenant *t, const char *key,
+    const char *value)
 {
 	static const char *const reserved[] = { "format", "name", "id",
 		"cipher", "kms", "kms_next", "key_version", "retired_versions",
 		"shredded", "created" };
-	char path[PATH_MAX];
-	json_t *copy = NULL;
-	char *text = NULL;
 	size_t i, len;
-	int rc;
 
 	for (i = 0; i < sizeof(reserved) / sizeof(reserved[0]); i++)
 		if (strcmp(key, reserved[i]) == 0)
@@ -592,18 +590,47 @@ cf_ks_tenant_set(struct cf_ks_tenant *t, const char *key, const char *value)
 	if (value != NULL && strlen(value) > CF_KS_TENANT_VALUE_MAX)
 		return ks_err(-E2BIG, "tenant '%s': value of '%s' longer than "
 		    "%u bytes", t->name, key, CF_KS_TENANT_VALUE_MAX);
+	return 0;
+}
+
+int
+cf_ks_tenant_set(struct cf_ks_tenant *t, const char *key, const char *value)
+{
+	const char *kv[2] = { key, value };
+
+	return cf_ks_tenant_set_many(t, kv, 1);
+}
+
+int
+cf_ks_tenant_set_many(struct cf_ks_tenant *t, const char *const *kv,
+    size_t n)
+{
+	char path[PATH_MAX];
+	json_t *copy = NULL;
+	char *text = NULL;
+	size_t i;
+	int rc;
+
+	for (i = 0; i < n; i++) {
+		rc = check_setting(t, kv[2 * i], kv[2 * i + 1]);
+		if (rc < 0)
+			return rc;
+	}
 	rc = reload_doc(t);
 	if (rc < 0)
 		return rc;
 	copy = json_deep_copy(t->doc);
 	if (copy == NULL)
 		return -ENOMEM;
-	if (value == NULL)
-		json_object_del(copy, key);
-	else if (json_object_set_new(copy, key, json_string(value)) != 0) {
-		rc = ks_err(-EINVAL, "tenant '%s': value of '%s' is not valid "
-		    "UTF-8", t->name, key);
-		goto out;
+	for (i = 0; i < n; i++) {
+		if (kv[2 * i + 1] == NULL) {
+			json_object_del(copy, kv[2 * i]);
+		} else if (json_object_set_new(copy, kv[2 * i],
+		    json_string(kv[2 * i + 1])) != 0) {
+			rc = ks_err(-EINVAL, "tenant '%s': value of '%s' is "
+			    "not valid UTF-8", t->name, kv[2 * i]);
+			goto out;
+		}
 	}
 	/*
 	 * Many settings of the maximum size could still outgrow the limit

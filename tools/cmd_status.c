@@ -77,11 +77,15 @@ tl_ops_record_backup(struct cf_ks_home *home, const char *name,
 	cf_ks_time_format((time_t)(time_ns / 1000000000), when, sizeof(when));
 	snprintf(b, sizeof(b), "%llu", (unsigned long long)bytes);
 	snprintf(f, sizeof(f), "%llu", (unsigned long long)files);
-	if (cf_ks_tenant_set(t, "last_backup", when) < 0 ||
-	    cf_ks_tenant_set(t, "last_backup_snapshot", snapshot) < 0 ||
-	    cf_ks_tenant_set(t, "last_backup_bytes", b) < 0 ||
-	    cf_ks_tenant_set(t, "last_backup_files", f) < 0)
-		goto fail;
+	{
+		/* One save, so status never reads half of a backup's. */
+		const char *kv[] = { "last_backup", when,
+			"last_backup_snapshot", snapshot,
+			"last_backup_bytes", b, "last_backup_files", f };
+
+		if (cf_ks_tenant_set_many(t, kv, 4) < 0)
+			goto fail;
+	}
 	cf_ks_tenant_free(t);
 	return;
 fail:

@@ -528,6 +528,50 @@ rotate_key(void)
 	cf_ks_home_free(h);
 }
 
+/*
+ * cf_ks_tenant_set_many: several settings in one save, all or none; a
+ * NULL value deletes; another handle sees all of them after its reread.
+ */
+static void
+set_many(void)
+{
+	struct cf_ks_home *h = open_home();
+	struct cf_ks_tenant *t, *other;
+	char key[CF_KS_TENANT_KEY_MAX + 2];
+	const char *kv[] = { "last_backup", "2026-11-25T10:00:00Z",
+		"last_backup_files", "16206", "state", "active" };
+	const char *bad[] = { "last_backup", "2026-11-25T11:00:00Z", key,
+		"v" };
+	const char *del[] = { "state", NULL, "last_backup_files", "1" };
+
+	CHECK(h != NULL);
+	CHECK_RC(cf_ks_tenant_create(h, "acme", CF_KS_CIPHER_NONE, NULL, NULL,
+	    &t), 0);
+	CHECK_RC(cf_ks_tenant_open(h, "acme", &other), 0);
+	CHECK_RC(cf_ks_tenant_set_many(t, kv, 3), 0);
+	CHECK(strcmp(cf_ks_tenant_get(t, "last_backup_files"), "16206") == 0);
+	memset(key, 'k', sizeof(key) - 1);
+	key[sizeof(key) - 1] = '\0';
+	/* One bad key: neither setting is made, in memory or on disk. */
+	CHECK_RC(cf_ks_tenant_set_many(t, bad, 2), -E2BIG);
+	CHECK(strcmp(cf_ks_tenant_get(t, "last_backup"),
+	    "2026-11-25T10:00:00Z") == 0);
+	CHECK_RC(cf_ks_tenant_set_many(t, del, 2), 0);
+	CHECK(cf_ks_tenant_get(t, "state") == NULL);
+	cf_ks_tenant_free(t);
+	CHECK_RC(cf_ks_tenant_open(h, "acme", &t), 0);
+	CHECK(strcmp(cf_ks_tenant_get(t, "last_backup"),
+	    "2026-11-25T10:00:00Z") == 0);
+	CHECK(strcmp(cf_ks_tenant_get(t, "last_backup_files"), "1") == 0);
+	CHECK(cf_ks_tenant_get(t, "state") == NULL);
+	/* A set through the older handle rereads first: nothing is lost. */
+	CHECK_RC(cf_ks_tenant_set(other, "repo", "file:///r"), 0);
+	CHECK(strcmp(cf_ks_tenant_get(other, "last_backup_files"), "1") == 0);
+	cf_ks_tenant_free(t);
+	cf_ks_tenant_free(other);
+	cf_ks_home_free(h);
+}
+
 static const struct cf_test_case cases[] = {
 	CF_TEST(create_and_unlock),
 	CF_TEST(names_and_duplicates),
@@ -538,6 +582,7 @@ static const struct cf_test_case cases[] = {
 	CF_TEST(move_kms),
 	CF_TEST(shred),
 	CF_TEST(vector_home),
+	CF_TEST(set_many),
 };
 
 CF_TEST_MAIN(cases)
