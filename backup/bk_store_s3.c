@@ -1139,6 +1139,10 @@ classify(struct s3_req *r, CURLcode cc, int *retry)
 		return 0;
 	switch (r->status) {
 	case 403:
+		/* A full quota is no credential problem: say which it is. */
+		err_code(r, code, sizeof(code));
+		if (strcmp(code, "QuotaExceeded") == 0)
+			return -EDQUOT;
 		return -EACCES;	/* AccessDenied, SignatureDoesNotMatch, ... */
 	case 404:
 		return -ENOENT;

@@ -2471,7 +2471,7 @@ backup_writeonly(struct tl_ctx *ctx, const char *name, const char *keyfile,
 		rc = cf_bk_writer_flush(b.w);
 	if (rc < 0) {
 		fprintf(stderr, "coffer: writing to %s: %s\n", url,
-		    strerror(-rc));
+		    tl_repo_strerror(url, rc));
 		goto out;
 	}
 	cf_bk_writer_stats(b.w, &ws);
@@ -2869,7 +2869,7 @@ cmd_backup(struct tl_ctx *ctx, int argc, char **argv)
 	rc = cf_bk_writer_flush(b.w);
 	if (rc < 0) {
 		fprintf(stderr, "coffer: writing to %s: %s\n", s.url,
-		    strerror(-rc));
+		    tl_repo_strerror(s.url, rc));
 		goto out;
 	}
 	if (fsnap != NULL) {

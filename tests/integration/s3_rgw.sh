@@ -570,6 +570,38 @@ print(d.get("pack_gets", -1), d.get("blob_gets", -1), d.get("fetched_bytes", -1)
 	fi
 fi
 
+# A user whose quota is full (RGW's QuotaExceeded, a 403): the backup
+# fails and says the quota is full, not that access is denied.
+if [ -x "${COFFER:-}" ]; then
+	qak=QUOTAAK$RANDOM
+	qsk=quota-secret-$RANDOM$RANDOM
+	if timeout 60 radosgw-admin -c "$CEPH_CONF" user create --uid=quota \
+	    --display-name=quota --access-key="$qak" --secret-key="$qsk" >/dev/null 2>"$T/q.err" &&
+	    timeout 60 radosgw-admin -c "$CEPH_CONF" quota set --quota-scope=user \
+	    --uid=quota --max-size=262144 >/dev/null 2>>"$T/q.err" &&
+	    timeout 60 radosgw-admin -c "$CEPH_CONF" quota enable --quota-scope=user \
+	    --uid=quota >/dev/null 2>>"$T/q.err" &&
+	    AWS_ACCESS_KEY_ID=$qak AWS_SECRET_ACCESS_KEY=$qsk "$AWS" --endpoint-url "$S3_ENDPOINT" \
+	    s3 mb s3://coffer-quota >/dev/null 2>>"$T/q.err"; then
+		mkdir -p "$T/qsrc"
+		head -c $((2 << 20)) /dev/urandom >"$T/qsrc/big"
+		AWS_ACCESS_KEY_ID=$qak AWS_SECRET_ACCESS_KEY=$qsk COFFER_HOME=$H \
+		    COFFER_PASSPHRASE_FILE=$T/cpass "$COFFER" -q backup kept --dir "$T/qsrc" \
+		    --repo s3://coffer-quota/q >"$T/q.out" 2>"$T/q.err"
+		qrc=$?
+		if [ "$qrc" -eq 1 ] && grep -q "quota is full" "$T/q.err" &&
+		    ! grep -q "access denied" "$T/q.err"; then
+			ok "a full S3 quota: exit 1, 'quota is full', not 'access denied'"
+		else
+			not_ok "a full S3 quota: exit 1, 'quota is full' (exit $qrc)"
+			sed 's/^/# /' "$T/q.out" "$T/q.err"
+		fi
+	else
+		not_ok "an RGW user with a 256 KiB quota"
+		sed 's/^/# /' "$T/q.err"
+	fi
+fi
+
 # -- stale uploads: begin
 # Interrupted multipart uploads (docs/s3.md, Interrupted uploads).  The
 # library: three uploads made with awscli are aborted by the store's
