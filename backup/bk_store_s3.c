@@ -133,6 +133,7 @@ struct s3_req {
 	char version_id[128];		/* x-amz-version-id */
 	char retain_until[64];		/* x-amz-object-lock-retain-until-date */
 	int legal_hold;			/* x-amz-object-lock-legal-hold: ON */
+	char date[64];			/* Date: the server's clock */
 	unsigned attempts;
 	CURL *h;
 	curl_socket_t fd;		/* h's socket (ack_now), or BAD */
@@ -468,6 +469,8 @@ s3_header(char *p, size_t sz, size_t n, void *arg)
 		ack_now(r->fd);	/* the status line comes first */
 	if (len > 5 && strncasecmp(p, "etag:", 5) == 0)
 		hdr_value(p, len, 5, r->etag, sizeof(r->etag));
+	else if (len > 5 && strncasecmp(p, "date:", 5) == 0)
+		hdr_value(p, len, 5, r->date, sizeof(r->date));
 	else if (len > 17 && strncasecmp(p, "x-amz-version-id:", 17) == 0)
 		hdr_value(p, len, 17, r->version_id, sizeof(r->version_id));
 	else if (len > 37 && strncasecmp(p,
@@ -1119,6 +1122,23 @@ body_has_hash(const struct s3_req *r)
  * Classifies a finished attempt: returns 0 or -errno, and sets *retry
  * when another attempt may succeed.
  */
+/*
+ * Whether the server's Date differs from this machine's clock by more
+ * than SigV4 allows (15 minutes): a 403 to a HEAD has no body to say
+ * RequestTimeTooSkewed.
+ */
+static int
+clock_skewed(const struct s3_req *r)
+{
+	time_t theirs = r->date[0] != '\0' ? curl_getdate(r->date, NULL) : -1;
+	double d;
+
+	if (theirs == -1)
+		return 0;
+	d = difftime(time(NULL), theirs);
+	return d > 900 || d < -900;
+}
+
 static int
 classify(struct s3_req *r, CURLcode cc, int *retry)
 {
@@ -1143,6 +1163,9 @@ classify(struct s3_req *r, CURLcode cc, int *retry)
 		err_code(r, code, sizeof(code));
 		if (strcmp(code, "QuotaExceeded") == 0)
 			return -EDQUOT;
+		if (strcmp(code, "RequestTimeTooSkewed") == 0 ||
+		    clock_skewed(r))
+			return -ETIME;	/* this machine's clock is off */
 		return -EACCES;	/* AccessDenied, SignatureDoesNotMatch, ... */
 	case 404:
 		return -ENOENT;
@@ -1197,6 +1220,7 @@ req_reset(struct s3_req *r)
 	r->version_id[0] = '\0';
 	r->retain_until[0] = '\0';
 	r->legal_hold = 0;
+	r->date[0] = '\0';
 }
 
 static int

@@ -16,6 +16,7 @@
 # not pulled in by clang on Debian 12), fuse3 for fusermount3, python3 for
 # reading meson's test logs.  Docs: scdoc builds the man pages in
 # docs/man/; man-db and groff-base render them in the man_pages test.
+# faketime runs a backup with its clock two hours off against real RGW.
 CF_DEB_PACKAGES=(
 	meson
 	ninja-build
@@ -42,6 +43,7 @@ CF_DEB_PACKAGES=(
 	scdoc
 	man-db
 	groff-base
+	faketime
 )
 
 # Prints the packages of "$@" that are not installed, one per line.

@@ -378,6 +378,9 @@ tl_repo_strerror(const char *url, int rc)
 		return "the endpoint does not answer in time";
 	case -EOPNOTSUPP:
 		return "the server does not implement a request coffer needs";
+	case -ETIME:
+		return "the server refuses this machine's clock: more than 15 "
+		    "minutes from its own (RequestTimeTooSkewed; check NTP)";
 	case -EDQUOT:
 		return "the bucket's or the user's quota is full "
 		    "(QuotaExceeded): raise it, or prune old snapshots";

@@ -602,6 +602,26 @@ if [ -x "${COFFER:-}" ]; then
 	fi
 fi
 
+# A clock two hours off (faketime): RGW refuses the signature's date
+# (RequestTimeTooSkewed, a 403) and the backup says so, not "access
+# denied".  ASan must tolerate the preloaded library.
+if [ -x "${COFFER:-}" ] && command -v faketime >/dev/null; then
+	echo skew | ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0 \
+	    COFFER_HOME=$H COFFER_PASSPHRASE_FILE=$T/cpass faketime -f +2h \
+	    "$COFFER" -q backup kept --stdin --name skew.txt \
+	    --repo "s3://$S3_BUCKET/skew" >"$T/sk.out" 2>"$T/sk.err"
+	skrc=$?
+	if [ "$skrc" -eq 1 ] && grep -q "refuses this machine's clock" "$T/sk.err" &&
+	    ! grep -q "access denied" "$T/sk.err"; then
+		ok "a clock 2 h off: exit 1, 'refuses this machine's clock'"
+	else
+		not_ok "a clock 2 h off: exit 1, 'refuses this machine's clock' (exit $skrc)"
+		sed 's/^/# /' "$T/sk.out" "$T/sk.err"
+	fi
+elif [ -x "${COFFER:-}" ]; then
+	not_ok "faketime is installed (tools/deps.sh)"
+fi
+
 # -- stale uploads: begin
 # Interrupted multipart uploads (docs/s3.md, Interrupted uploads).  The
 # library: three uploads made with awscli are aborted by the store's
