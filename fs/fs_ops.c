@@ -522,11 +522,10 @@ static int
 write_diriv(int dirfd)
 {
 	unsigned char iv[CF_FS_DIRIV_BYTES];
+	ssize_t n;
 	int fd, rc = 0;
 
 	randombytes_buf(iv, sizeof(iv));
-	ssize_t n;
-
 	fd = openat(dirfd, CF_FS_DIRIV_NAME, O_WRONLY | O_CREAT | O_EXCL |
 	    O_CLOEXEC | O_NOFOLLOW, 0400);
 	if (fd < 0)
@@ -1502,6 +1501,9 @@ struct wjob {
 	uint64_t lb;			/* last block of the range */
 	size_t lastlen;			/* ciphertext bytes of block lb */
 	unsigned char *cbuf;		/* ciphertext of blocks fb.. */
+	const unsigned char *old;	/* block ob's plaintext, or NULL */
+	size_t oldlen;
+	uint64_t ob;
 };
 
 /* Bytes of block b after a write of [off, end) into a file of psize. */
@@ -1551,9 +1553,15 @@ seal_blocks(void *arg, size_t lo, size_t hi)
 			src = (const unsigned char *)j->data + (ws - j->off);
 		} else {
 			if (ws > bs || (size_t)(we - bs) < oldlen) {
-				/* Partial block: merge with what is there. */
-				rc = read_block(fs, j->in, j->fd, b, j->psize,
-				    pbuf, &len);
+				/* Partial block: merge with what is there
+				 * (the old last block: read already). */
+				if (j->old != NULL && b == j->ob) {
+					memcpy(pbuf, j->old, j->oldlen);
+					len = j->oldlen;
+				} else {
+					rc = read_block(fs, j->in, j->fd, b,
+					    j->psize, pbuf, &len);
+				}
 				if (rc < 0)
 					break;
 				if (len < oldlen)
@@ -1641,6 +1649,9 @@ do_write(struct fs *fs, struct fs_inode *in, int fd, const char *data,
 	    lb, &oldlen, &ws, &we) + fs->ovh;
 	j.lb = lb;
 	j.lastlen = ctot - (size_t)(lb - j.fb) * (size_t)fs->cb;
+	j.old = psize == psize0 && lastlen > 0 ? last : NULL;
+	j.oldlen = lastlen;
+	j.ob = psize0 > 0 ? (uint64_t)((psize0 - 1) / CF_FS_BLOCK) : 0;
 	j.cbuf = malloc((size_t)(lb - j.fb + 1) * (size_t)fs->cb);
 	if (j.cbuf == NULL) {
 		rc = -ENOMEM;
