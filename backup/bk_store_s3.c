@@ -1119,10 +1119,6 @@ body_has_hash(const struct s3_req *r)
 }
 
 /*
- * Classifies a finished attempt: returns 0 or -errno, and sets *retry
- * when another attempt may succeed.
- */
-/*
  * Whether the server's Date differs from this machine's clock by more
  * than SigV4 allows (15 minutes): a 403 to a HEAD has no body to say
  * RequestTimeTooSkewed.
@@ -1139,6 +1135,10 @@ clock_skewed(const struct s3_req *r)
 	return d > 900 || d < -900;
 }
 
+/*
+ * Classifies a finished attempt: returns 0 or -errno, and sets *retry
+ * when another attempt may succeed.
+ */
 static int
 classify(struct s3_req *r, CURLcode cc, int *retry)
 {
@@ -1159,7 +1159,7 @@ classify(struct s3_req *r, CURLcode cc, int *retry)
 		return 0;
 	switch (r->status) {
 	case 403:
-		/* A full quota is no credential problem: say which it is. */
+		/* A full quota or a wrong clock is no credential problem. */
 		err_code(r, code, sizeof(code));
 		if (strcmp(code, "QuotaExceeded") == 0)
 			return -EDQUOT;

@@ -4307,8 +4307,13 @@ restore_tree(struct rs *r, int dirfd, const unsigned char id[CF_BK_ID_BYTES],
 			rc = restore_node(r, dirfd, n, tr, path, plen + 1 + nlen,
 			    filter != NULL && filter[1] != NULL ? filter + 1 :
 			    NULL, depth);
-		if (rc == 0 && rs_fatal(r))
-			rc = -EIO;	/* a worker's write failed: stop */
+		if (rc == 0 && rs_fatal(r)) {
+			/* A worker's write failed (named by it): stop. */
+			fprintf(stderr, "\ncoffer: stopping the restore\n");
+			path[plen] = '\0';
+			rc = -EIO;
+			goto out;
+		}
 		if (rc < 0) {
 			fprintf(stderr, "\ncoffer: %s: %s; not restored\n",
 			    path, strerror(-rc));
