@@ -188,6 +188,15 @@ ks_lockout_attempt(struct cf_ks_home *home, const char *subject)
 		goto out;
 	}
 	rc = ks_json_save(home->dirfd, path, j, 0600);
+	if (rc < 0 && rc != -ENOMEM)
+		/*
+		 * Fails closed: an attempt that cannot be counted is not
+		 * made.  Say so, or a full home reads as "unknown error".
+		 */
+		rc = ks_err(rc, "cannot count this unlock attempt in "
+		    "%s/%s: %s (every attempt is recorded before a "
+		    "passphrase or key is tried: make room there)",
+		    home->path, path, strerror(-rc));
 out:
 	json_decref(j);
 	if (fd >= 0)

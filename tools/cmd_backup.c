@@ -3221,7 +3221,12 @@ struct rs {
 	struct archive *ar;	/* --to-tar */
 	struct rlinks links;
 	uint64_t files, dirs, bytes, damaged, refused, failed;
+	uint64_t already;	/* in the target as restored before: skipped */
 	int root_fd;		/* the --target directory, -1 for a tar */
+	int remote;		/* an S3 repository */
+	const char *url;
+	int down;		/* why the repository cannot be read (-errno) */
+	int stopped;		/* the walk said it stops (main thread only) */
 	int is_root;
 	struct tl_progress prog;
 	uint64_t total_files, total_bytes;	/* 0: not known (--path) */
@@ -3584,6 +3589,50 @@ fout_write(struct fout *o, const unsigned char *p, size_t len, uint64_t off)
  * are counted; the rest is written.  dio: an aligned DIO_BUF buffer for
  * large dense files, or NULL.  Returns 0, 1 if damaged, or -errno.
  */
+/*
+ * 1 if rc, a failed read of the repository, says that the repository
+ * cannot be read now rather than that one object is damaged or missing:
+ * its server is down or refuses us, or (S3) kept failing through every
+ * retry; also no memory.  The restore stops then.  Going on would fail
+ * every file that follows, each after a whole retry budget: a restore of
+ * 16 000 files from a dead S3 server crawled on at 2 files a second,
+ * calling each "damaged".  A local read error (EIO) is one pack's damage.
+ */
+static int
+repo_down(const struct rs *r, int rc)
+{
+	switch (rc) {
+	case -EBADMSG:	/* fails authentication */
+	case -ENOENT:	/* not in the index, or its pack is gone */
+	case -EPROTO:	/* malformed, or an unknown version */
+	case -EFBIG:
+	case -EINVAL:
+		return 0;
+	case -EIO:
+		return r->remote;
+	default:
+		return 1;
+	}
+}
+
+/* Marks the restore stopped because the repository cannot be read. */
+static void
+rs_set_down(struct rs *r, int rc)
+{
+	if (r->nworkers > 0)
+		pthread_mutex_lock(&r->mu);
+	if (r->down == 0)
+		r->down = rc;
+	r->fatal = 1;
+	if (r->nworkers > 0)
+		pthread_mutex_unlock(&r->mu);
+}
+
+/*
+ * Writes n's content to fd (or the tar): 0, 1 if damaged data left the
+ * file short (restored up to the damage), -errno if it could not be
+ * written, -ECANCELED if the repository cannot be read (rs_set_down).
+ */
 static int
 write_content(struct rs *r, struct cf_bk_blob_reader *br,
     const struct cf_bk_node *n, int fd, const char *path,
@@ -3625,6 +3674,10 @@ write_content(struct rs *r, struct cf_bk_blob_reader *br,
 		    n->items[i].id, &buf, &len) :
 		    cf_bk_repo_blob_load(r->repo, CF_BK_BLOB_DATA,
 		    n->items[i].id, &buf, &len);
+		if (rc < 0 && repo_down(r, rc)) {
+			rs_set_down(r, rc);
+			return -ECANCELED;
+		}
 		if (rc < 0) {
 			if (!damaged)
 				fprintf(stderr, "\ncoffer: %s: damaged or "
@@ -3732,7 +3785,7 @@ rs_fatal(struct rs *r)
 	int f;
 
 	if (r->nworkers == 0)
-		return 0;
+		return r->fatal;
 	pthread_mutex_lock(&r->mu);
 	f = r->fatal;
 	pthread_mutex_unlock(&r->mu);
@@ -3837,7 +3890,7 @@ rs_worker(void *arg)
 	struct rsw *w = arg;
 	struct rs *r = w->r;
 	struct fjob j;
-	int rc;
+	int rc, stopped;
 
 	pthread_mutex_lock(&r->mu);
 	for (;;) {
@@ -3849,16 +3902,27 @@ rs_worker(void *arg)
 		r->qhead = (r->qhead + 1) % RS_QUEUE;
 		r->qlen--;
 		r->busy++;
+		/*
+		 * The repository cannot be read: what is queued is not
+		 * started (each would wait out a retry budget).  After a
+		 * failed write the rest is tried: a smaller file may fit.
+		 */
+		stopped = r->down != 0;
 		pthread_cond_signal(&r->cv_space);
 		pthread_mutex_unlock(&r->mu);
-		rc = write_content(r, w->br, j.n, j.fd, j.path, w->dio);
+		rc = stopped ? -ECANCELED : write_content(r, w->br, j.n, j.fd,
+		    j.path, w->dio);
 		if (rc >= 0) {
 			if (rc > 0)
 				w->damaged++;
 			set_meta_fd(r, j.fd, j.n, j.path);
 		} else {
-			fprintf(stderr, "\ncoffer: %s: %s; not restored\n",
-			    j.path, strerror(-rc));
+			if (rc == -ECANCELED)
+				fprintf(stderr, "\ncoffer: %s: not restored "
+				    "(the restore stopped)\n", j.path);
+			else
+				fprintf(stderr, "\ncoffer: %s: %s; not "
+				    "restored\n", j.path, strerror(-rc));
 			rs_discard(r->root_fd, -1, j.fd, j.path);
 			w->failed++;
 		}
@@ -3954,6 +4018,41 @@ static int restore_tree(struct rs *r, int dirfd,
     const unsigned char id[CF_BK_ID_BYTES], char *path, size_t plen,
     char **filter, int depth);
 
+/* Why the repository cannot be read (-errno), or 0. */
+static int
+rs_down(struct rs *r)
+{
+	int down;
+
+	if (r->nworkers > 0)
+		pthread_mutex_lock(&r->mu);
+	down = r->down;
+	if (r->nworkers > 0)
+		pthread_mutex_unlock(&r->mu);
+	return down;
+}
+
+/* The walk's one message when it stops early (main thread). */
+static void
+rs_stop_msg(struct rs *r)
+{
+	int down = rs_down(r);
+
+	if (r->stopped)
+		return;
+	r->stopped = 1;
+	if (down == 0) {
+		fprintf(stderr, "\ncoffer: stopping the restore\n");
+		return;
+	}
+	fprintf(stderr, "\ncoffer: the repository cannot be read: %s; "
+	    "stopping the restore\n", tl_repo_strerror(r->url, down));
+	if (r->ar == NULL)
+		fprintf(stderr, "coffer: the files restored so far are kept; "
+		    "once the repository can be read again, the same restore "
+		    "into the same target restores the rest\n");
+}
+
 /*
  * Tells a remote repository's pack cache which packs the file about to
  * be queued needs, so that they load while the workers write what is
@@ -3976,6 +4075,78 @@ refuse(struct rs *r, const char *path)
 	fprintf(stderr, "coffer: %s exists in the target; not overwritten\n",
 	    path);
 	r->refused++;
+	return 0;
+}
+
+/*
+ * 1 if dirfd's entry n->name is n as a restore leaves it: the same type,
+ * permissions, owner (as root) and, for a regular file, size and mtime
+ * to the nanosecond (restore sets the mtime last, after the content); a
+ * symlink's target; a device's number.  A restore run again after one
+ * that stopped (the repository could not be read, the disk filled)
+ * skips such entries instead of refusing them.
+ */
+static int
+rs_already(const struct rs *r, int dirfd, const struct cf_bk_node *n)
+{
+	struct timespec ts[2];
+	struct stat st;
+	char *tgt;
+	ssize_t k;
+	size_t tl;
+	int same;
+
+	if (fstatat(dirfd, n->name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return 0;
+	if (r->is_root && (st.st_uid != n->uid || st.st_gid != n->gid))
+		return 0;
+	switch (n->type) {
+	case CF_BK_NODE_FILE:
+		times_of(n, ts);
+		return S_ISREG(st.st_mode) && (uint64_t)st.st_size == n->size &&
+		    (st.st_mode & 07777) == (n->mode & 07777) &&
+		    st.st_mtim.tv_sec == ts[1].tv_sec &&
+		    st.st_mtim.tv_nsec == ts[1].tv_nsec;
+	case CF_BK_NODE_SYMLINK:
+		tl = strlen(n->target);
+		if (!S_ISLNK(st.st_mode) || (uint64_t)st.st_size != tl)
+			return 0;
+		tgt = malloc(tl + 1);
+		if (tgt == NULL)
+			return 0;
+		k = readlinkat(dirfd, n->name, tgt, tl + 1);
+		same = k == (ssize_t)tl && memcmp(tgt, n->target, tl) == 0;
+		free(tgt);
+		return same;
+	case CF_BK_NODE_FIFO:
+		return S_ISFIFO(st.st_mode) &&
+		    (st.st_mode & 07777) == (n->mode & 07777);
+	case CF_BK_NODE_SOCKET:
+		return S_ISSOCK(st.st_mode) &&
+		    (st.st_mode & 07777) == (n->mode & 07777);
+	case CF_BK_NODE_CHR:
+	case CF_BK_NODE_BLK:
+		return (n->type == CF_BK_NODE_CHR ? S_ISCHR(st.st_mode) :
+		    S_ISBLK(st.st_mode)) && st.st_rdev == (dev_t)n->rdev &&
+		    (st.st_mode & 07777) == (n->mode & 07777);
+	default:
+		return 0;
+	}
+}
+
+/*
+ * An entry of that name exists: skipped if it is the snapshot's as a
+ * restore leaves it (rs_already), else refused.
+ */
+static int
+rs_exists(struct rs *r, int dirfd, const struct cf_bk_node *n,
+    const char *path)
+{
+	if (!rs_already(r, dirfd, n))
+		return refuse(r, path);
+	r->already++;
+	if (n->link_group != 0 && rlink_find(&r->links, n->link_group) == NULL)
+		rlink_add(&r->links, n->link_group, path + 1);
 	return 0;
 }
 
@@ -4002,10 +4173,11 @@ restore_special(struct rs *r, int dirfd, const struct cf_bk_node *n,
 	}
 	if (n->type == CF_BK_NODE_SYMLINK) {
 		if (symlinkat(n->target, dirfd, n->name) < 0)
-			return errno == EEXIST ? refuse(r, path) : -errno;
+			return errno == EEXIST ? rs_exists(r, dirfd, n, path) :
+			    -errno;
 	} else if (mknodat(dirfd, n->name, fmt | (n->mode & 0777),
 	    (dev_t)n->rdev) < 0) {
-		return errno == EEXIST ? refuse(r, path) : -errno;
+		return errno == EEXIST ? rs_exists(r, dirfd, n, path) : -errno;
 	}
 	if (r->is_root && fchownat(dirfd, n->name, n->uid, n->gid,
 	    AT_SYMLINK_NOFOLLOW) < 0)
@@ -4066,7 +4238,7 @@ restore_node(struct rs *r, int dirfd, const struct cf_bk_node *n,
 				return 0;
 			}
 			if (rc == -EEXIST)
-				return refuse(r, path);
+				return rs_exists(r, dirfd, n, path);
 			/* else: restore this name as its own copy */
 		}
 	}
@@ -4084,7 +4256,7 @@ restore_node(struct rs *r, int dirfd, const struct cf_bk_node *n,
 		fd = openat(dirfd, n->name, O_WRONLY | O_CREAT | O_EXCL |
 		    O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (fd < 0)
-		return errno == EEXIST ? refuse(r, path) : -errno;
+		return errno == EEXIST ? rs_exists(r, dirfd, n, path) : -errno;
 	if (r->nworkers > 0) {
 		rc = fjob_push(r, fd, n, tr, path);
 		if (rc < 0) {
@@ -4268,6 +4440,11 @@ restore_tree(struct rs *r, int dirfd, const unsigned char id[CF_BK_ID_BYTES],
 	int rc, matched = 0;
 
 	rc = cf_bk_repo_tree_load(r->repo, id, &t);
+	if (rc < 0 && repo_down(r, rc)) {
+		rs_set_down(r, rc);
+		rs_stop_msg(r);
+		return rc;
+	}
 	if (rc < 0) {
 		fprintf(stderr, "\ncoffer: %s/: directory damaged or missing "
 		    "(%s); its contents are not restored\n", path,
@@ -4307,11 +4484,15 @@ restore_tree(struct rs *r, int dirfd, const unsigned char id[CF_BK_ID_BYTES],
 			rc = restore_node(r, dirfd, n, tr, path, plen + 1 + nlen,
 			    filter != NULL && filter[1] != NULL ? filter + 1 :
 			    NULL, depth);
-		if (rc == 0 && rs_fatal(r)) {
-			/* A worker's write failed (named by it): stop. */
-			fprintf(stderr, "\ncoffer: stopping the restore\n");
+		if (rs_fatal(r)) {
+			/*
+			 * A write failed (named), or the repository cannot be
+			 * read: stop, and say so once.
+			 */
+			rs_stop_msg(r);
 			path[plen] = '\0';
-			rc = -EIO;
+			if (rc >= 0)
+				rc = rs_down(r) < 0 ? rs_down(r) : -EIO;
 			goto out;
 		}
 		if (rc < 0) {
@@ -4549,6 +4730,8 @@ cmd_restore(struct tl_ctx *ctx, int argc, char **argv)
 	ret = CF_EXIT_FAIL;
 	cf_bk_id_hex(sid, hex);
 	r.repo = s.repo;
+	r.url = s.url;
+	r.remote = strncmp(s.url, "s3://", 5) == 0;
 	r.is_root = geteuid() == 0;
 	tl_progress_start(&r.prog, isatty(2) && ctx->verbose >= 0 &&
 	    !ctx->json);
@@ -4615,6 +4798,12 @@ cmd_restore(struct tl_ctx *ctx, int argc, char **argv)
 	rc = restore_tree(&r, dirfd, snap->tree, pathbuf, 0,
 	    pcopy != NULL && nf > 0 ? filter : NULL, 0);
 	rs_finish(&r);
+	if (r.down < 0) {
+		/* The workers met it after the walk had queued everything. */
+		rs_stop_msg(&r);
+		if (rc >= 0)
+			rc = r.down;
+	}
 	cf_bk_repo_pack_cache_stats(s.repo, &pcs);
 	cf_bk_repo_pack_cache_stop(s.repo);
 	tl_progress_end(&r.prog);
@@ -4624,7 +4813,8 @@ cmd_restore(struct tl_ctx *ctx, int argc, char **argv)
 			    archive_error_string(r.ar));
 			rc = -EIO;
 		}
-	} else if (rc == 0 && syncfs(dirfd) < 0) {
+	} else if (syncfs(dirfd) < 0 && rc == 0) {
+		/* Also after a stop: a restore run again keeps what is here. */
 		rc = -errno;
 		fprintf(stderr, "coffer: syncing %s: %s\n", target,
 		    strerror(errno));
@@ -4640,6 +4830,9 @@ cmd_restore(struct tl_ctx *ctx, int argc, char **argv)
 		    "failed", (json_int_t)r.failed,
 		    "duration_s", (double)(now_ns() - t0) / 1e9);
 		/* A remote store's restore: what its pack cache fetched. */
+		if (j != NULL && r.already > 0)
+			json_object_set_new(j, "already",
+			    json_integer((json_int_t)r.already));
 		if (j != NULL && pcs.packs + pcs.blobs > 0) {
 			json_object_set_new(j, "pack_gets",
 			    json_integer((json_int_t)pcs.packs));
@@ -4653,16 +4846,27 @@ cmd_restore(struct tl_ctx *ctx, int argc, char **argv)
 	} else if (ctx->verbose >= 0 && tarf == NULL && (rc < 0 ||
 	    r.failed > 0 || r.refused > 0)) {
 		printf("restore of snapshot %.8s incomplete: %llu files, %llu "
-		    "dirs, %.1f MiB restored; %llu failed, %llu refused "
-		    "(named above)\n", hex, (unsigned long long)r.files,
-		    (unsigned long long)r.dirs, (double)r.bytes / (1 << 20),
-		    (unsigned long long)r.failed,
-		    (unsigned long long)r.refused);
+		    "dirs, %.1f MiB restored", hex,
+		    (unsigned long long)r.files, (unsigned long long)r.dirs,
+		    (double)r.bytes / (1 << 20));
+		if (r.already > 0)
+			printf(", %llu already in the target",
+			    (unsigned long long)r.already);
+		if (r.down < 0)
+			printf("; stopped: the repository cannot be read\n");
+		else
+			printf("; %llu failed, %llu refused (named above)\n",
+			    (unsigned long long)r.failed,
+			    (unsigned long long)r.refused);
 	} else if (ctx->verbose >= 0 && tarf == NULL) {
 		printf("restored snapshot %.8s: %llu files, %llu dirs, %.1f "
-		    "MiB in %.2f s\n", hex, (unsigned long long)r.files,
+		    "MiB in %.2f s", hex, (unsigned long long)r.files,
 		    (unsigned long long)r.dirs, (double)r.bytes / (1 << 20),
 		    (double)(now_ns() - t0) / 1e9);
+		if (r.already > 0)
+			printf(" (%llu already in the target: skipped)",
+			    (unsigned long long)r.already);
+		printf("\n");
 	}
 	if (r.damaged > 0) {
 		fprintf(stderr, "coffer: %llu damaged files or directories "

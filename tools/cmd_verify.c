@@ -399,7 +399,7 @@ cmd_verify(struct tl_ctx *ctx, int argc, char **argv)
 	}
 	if (rc < 0) {
 		fprintf(stderr, "coffer: verify %s: %s\n", url,
-		    strerror(-rc));
+		    tl_repo_strerror(url, rc));
 		record(home, t, "failed", NULL, vo.read_data, vo.subset_pct);
 		goto out;
 	}

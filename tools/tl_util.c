@@ -374,6 +374,10 @@ tl_repo_strerror(const char *url, int rc)
 		return "the endpoint's host name does not resolve";
 	case -ECONNREFUSED:
 		return "the endpoint refuses connections (is the server up?)";
+	case -EIO:
+		return "the server failed the request or cut the connection, "
+		    "also on every retry (HTTP 5xx, resets; "
+		    "COFFER_S3_RETRY_SECONDS)";
 	case -ETIMEDOUT:
 		return "the endpoint does not answer in time";
 	case -EOPNOTSUPP:

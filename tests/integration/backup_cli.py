@@ -98,9 +98,23 @@ try:
        os.stat(os.path.join(out, "docs/hard")).st_ino,
        "hard link pair restored as one inode")
 
-    # ---- restore refuses to overwrite ----
+    # ---- restore run again: skips what it restored, refuses the rest ----
+    # Everything in the target is the snapshot's as restore left it
+    # (type, mode, owner, size, mtime to the ns, symlink target): the
+    # same restore again restores nothing and exits 0.
+    r = coffer("--json", "restore", "acme", "--target", out)
+    js = json.loads(r.stdout) if r.returncode == 0 else {}
+    ok(r.returncode == 0 and js.get("already") == 9 and
+       js.get("files") == 0 and "not overwritten" not in r.stderr and
+       cftest.tree_state(out) == before,
+       "the same restore again into its target skips all 9 files "
+       "(already there), exit 0", f"{r.returncode} {r.stdout} "
+       f"{r.stderr[:300]}")
+    # A name whose file is not the snapshot's (another mtime) is refused.
+    os.utime(os.path.join(out, "small.txt"), ns=(1, 1))
     r = coffer("restore", "acme", "--target", out)
-    ok(r.returncode == 1 and "not overwritten" in r.stderr,
+    ok(r.returncode == 1 and
+       "/small.txt exists in the target; not overwritten" in r.stderr,
        "restore into a populated target refuses existing files (exit 1)",
        f"{r.returncode} {r.stderr[:300]}")
     with open(os.path.join(out, "small.txt"), "rb") as f:
@@ -570,6 +584,25 @@ try:
                "the rest named and not left half written",
                f"{r.returncode} left={left} bad={bad} {r.stdout} "
                f"{r.stderr[:400]}")
+            # Room again: the same restore into the same target
+            # finishes it.  What the first run restored is skipped as
+            # already there (size and mtime to the ns as restore leaves
+            # them); a file whose mtime differs is not the snapshot's:
+            # refused, not overwritten.
+            subprocess.run(["mount", "-o", "remount,size=64m", small])
+            if left:
+                os.utime(os.path.join(where, left[0]), (1, 1))
+            r = coffer("restore", "initech", "latest", "--target", where)
+            bad = [n for n in want if not os.path.exists(
+                os.path.join(where, n)) or open(os.path.join(where, n),
+                                                "rb").read() != want[n]]
+            ok(left and r.returncode == 1 and not bad and
+               f"{len(left) - 1} already in the target" in r.stdout and
+               f"/{left[0]} exists in the target; not overwritten"
+               in r.stderr and r.stderr.count("not overwritten") == 1,
+               "the same restore run again finishes it: the files "
+               "restored before are skipped, one changed since is refused",
+               f"{r.returncode} bad={bad} {r.stdout} {r.stderr[:400]}")
         finally:
             subprocess.run(["umount", small])
     else:

@@ -21,4 +21,26 @@ expect 0 "the audit log records it all" audit show
 check "lockout recorded" out_has '"event":"lockout.locked"'
 check "refusal recorded" out_has '"event":"lockout.refused"'
 expect 0 "and verifies" audit verify
+
+# A full home: every attempt is counted before the passphrase is tried,
+# so an attempt that cannot be counted is not made (fails closed), and
+# the operator is told why (it said "unknown error").
+mkdir -p "$T/small"
+if mount -t tmpfs -o size=2m tmpfs "$T/small" 2>/dev/null; then
+	trap 'umount -l "$T/small" 2>/dev/null; rm -rf "$T"' EXIT
+	cp -a "$COFFER_HOME" "$T/small/home"
+	head -c 4M /dev/zero >"$T/small/fill" 2>/dev/null
+	COFFER_HOME="$T/small/home" expect 1 "a full home: no unlock attempt (exit 1)" \
+	    tenant rotate-kek acme
+	check "...says it cannot count the attempt, and why" \
+	    err_has "cannot count this unlock attempt in $T/small/home/locks/"
+	check "...names the cause" \
+	    err_has "No space left on device (every attempt is recorded"
+	rm -f "$T/small/fill"
+	COFFER_HOME="$T/small/home" expect 0 "...and with room again it works" \
+	    tenant rotate-kek acme
+	umount -l "$T/small"
+else
+	_result 0 "a full home # SKIP cannot mount a tmpfs"
+fi
 done_testing

@@ -521,6 +521,66 @@ print(d.get("pack_gets", -1), d.get("blob_gets", -1), d.get("fetched_bytes", -1)
 		done
 		[ "$packs" -ge 3 ] && ok "...the tree spans $packs packs" ||
 		    not_ok "...the tree spans several packs (got $packs)"
+		# The server vanishes in the middle of a restore (a proxy
+		# in front of RGW, killed by PID): the restore stops within
+		# one retry budget and says why, instead of calling every
+		# file that follows damaged after a retry budget each; the
+		# files it wrote are whole; the same restore run again once
+		# the server answers skips them and restores the rest.
+		python3 "$SRC/tests/lib/s3_fault_proxy.py" "$rgw_port" \
+		    "$T/clean.port" clean &
+		cpid=$!
+		for _ in $(seq 1 50); do
+			[ -s "$T/clean.port" ] && break
+			sleep 0.1
+		done
+		crepo="s3://$S3_BUCKET/cli-restore?endpoint=http://127.0.0.1:$(cat "$T/clean.port" 2>/dev/null)"
+		COFFER_S3_MAX_DOWN=6M COFFER_S3_RETRY_SECONDS=2 \
+		    COFFER_HOME=$H COFFER_PASSPHRASE_FILE=$T/cpass \
+		    "$COFFER" restore kept latest --target "$T/rdown" \
+		    --repo "$crepo" >"$T/rdown.out" 2>"$T/rdown.err" &
+		rpid=$!
+		for _ in $(seq 1 100); do
+			[ -n "$(find "$T/rdown" -type f -size +0 2>/dev/null | head -1)" ] && break
+			sleep 0.1
+		done
+		kill -9 "$cpid" 2>/dev/null
+		wait "$cpid" 2>/dev/null
+		t_kill=$(date +%s.%N)
+		wait "$rpid"
+		drc=$?
+		t_stop=$(awk -v a="$t_kill" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}')
+		nsrc=$(find "$T/rsrc" -type f | wc -l)
+		ndown=$(find "$T/rdown" -type f 2>/dev/null | wc -l)
+		whole=1
+		while IFS= read -r f; do
+			cmp -s "$T/rdown/$f" "$T/rsrc/$f" || whole=0
+		done < <(cd "$T/rdown" 2>/dev/null && find . -type f)
+		if [ "$drc" = 0 ]; then
+			ok "a restore whose server vanishes # SKIP it completed before the kill"
+		elif [ "$drc" = 1 ] && [ "$ndown" -lt "$nsrc" ] && [ "$whole" = 1 ] &&
+		    grep -Eq 'the repository cannot be read: the (endpoint refuses connections|server failed the request)' "$T/rdown.err" &&
+		    [ "$(grep -c 'stopping the restore' "$T/rdown.err")" = 1 ] &&
+		    ! grep -q 'damaged' "$T/rdown.err" &&
+		    grep -q 'stopped: the repository cannot be read' "$T/rdown.out" &&
+		    awk -v s="$t_stop" 'BEGIN{exit !(s < 60)}'; then
+			ok "a restore whose server vanishes stops ${t_stop}s after, exit 1, says why; its $ndown of $nsrc files are whole"
+		else
+			not_ok "a restore whose server vanishes stops cleanly (exit $drc, $ndown of $nsrc files, whole=$whole, ${t_stop}s)"
+			grep -hv -e 'the restore stopped' -e '^$' "$T/rdown.out" "$T/rdown.err" |
+			    sed 's/^/# /' | head -20
+		fi
+		if [ "$drc" != 0 ] &&
+		    COFFER_HOME=$H COFFER_PASSPHRASE_FILE=$T/cpass "$COFFER" \
+		    restore kept latest --target "$T/rdown" --repo "$rrepo" \
+		    >"$T/rdown2.out" 2>"$T/rdown2.err" &&
+		    diff -r "$T/rsrc" "$T/rdown" >/dev/null 2>&1 &&
+		    grep -q "($ndown already in the target: skipped)" "$T/rdown2.out"; then
+			ok "...run again once the server answers: the rest restored, the $ndown files already there skipped, identical"
+		elif [ "$drc" != 0 ]; then
+			not_ok "...run again once the server answers"
+			sed 's/^/# /' "$T/rdown2.out" "$T/rdown2.err" | head -20
+		fi
 		# A repository under 32 MiB: every pack is fetched while the
 		# key is unlocked, and the restore takes them from there.
 		rm -rf "$T/rsmall"

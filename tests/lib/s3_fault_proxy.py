@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""s3_fault_proxy.py UPSTREAM_PORT PORT_FILE - a fault-injecting HTTP proxy.
+"""s3_fault_proxy.py UPSTREAM_PORT PORT_FILE [clean] - a fault-injecting HTTP proxy.
 
 Listens on a free loopback port (written to PORT_FILE once it listens)
 and forwards every request to 127.0.0.1:UPSTREAM_PORT unchanged (Host
@@ -19,6 +19,9 @@ import threading
 
 UP = int(sys.argv[1])
 PORT_FILE = sys.argv[2]
+# A third argument "clean": forward everything, inject nothing (a server
+# that a test can make vanish by killing the proxy).
+CLEAN = len(sys.argv) > 3 and sys.argv[3] == "clean"
 lock = threading.Lock()
 stats = {"bodies": 0, "requests": 0, "injected_503": 0, "truncated": 0}
 HOP = {"connection", "keep-alive", "expect", "proxy-connection",
@@ -42,7 +45,7 @@ class H(http.server.BaseHTTPRequestHandler):
         with lock:
             stats["requests"] += 1
             k = stats["requests"]
-            fail = k % 4 == 2
+            fail = k % 4 == 2 and not CLEAN
             if fail:
                 stats["injected_503"] += 1
             save()
@@ -69,7 +72,7 @@ class H(http.server.BaseHTTPRequestHandler):
         if self.command != "HEAD" and len(data) > 1:
             with lock:
                 stats["bodies"] += 1
-                if stats["bodies"] % 5 == 3:
+                if stats["bodies"] % 5 == 3 and not CLEAN:
                     stats["truncated"] += 1
                     cut = True
                     save()
