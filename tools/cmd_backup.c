@@ -2458,6 +2458,7 @@ backup_writeonly(struct tl_ctx *ctx, const char *name, const char *keyfile,
 	if (ret != CF_EXIT_OK)
 		goto out;
 	ret = CF_EXIT_FAIL;
+	tl_malloc_tune();
 	rc = cf_bk_writer_new(&b.w, repo, 2);
 	if (rc == 0 && (tarf != NULL || dir != NULL)) {
 		rc = tarf != NULL ? backup_tar(&b, tarf, t0, tree) :
@@ -2745,6 +2746,7 @@ cmd_backup(struct tl_ctx *ctx, int argc, char **argv)
 	if (has_parent)
 		b.parent_time = psnap->time <= now_ns() ? psnap->time :
 		    INT64_MIN;
+	tl_malloc_tune();
 	rc = cf_bk_writer_new(&b.w, s.repo, 2);
 	if (rc < 0) {
 		fprintf(stderr, "coffer: backup writer: %s\n", strerror(-rc));
@@ -4780,6 +4782,7 @@ cmd_restore(struct tl_ctx *ctx, int argc, char **argv)
 			goto out;
 		}
 	}
+	tl_malloc_tune();
 	rc = cf_bk_repo_pack_cache_start(s.repo, s3_conns(),
 	    2 * s3_conns());
 	if (rc < 0) {

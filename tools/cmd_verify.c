@@ -395,6 +395,7 @@ cmd_verify(struct tl_ctx *ctx, int argc, char **argv)
 		rc = cf_bk_verify_coverage(repo, cov, (int64_t)cf_ks_now(),
 		    due_days, &res);
 	} else {
+		tl_malloc_tune();
 		rc = cf_bk_verify(repo, &vo, &res);
 	}
 	if (rc < 0) {

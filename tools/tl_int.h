@@ -112,6 +112,7 @@ void tl_repo_url(struct cf_ks_home *home, const struct cf_ks_tenant *t,
  * -EPERM there); others are strerror(-rc).
  */
 const char *tl_repo_strerror(const char *url, int rc);
+void tl_malloc_tune(void);
 /* 1 if a daemon serves t's store (its control socket answers), else 0. */
 int tl_store_served(struct cf_ks_home *home, const struct cf_ks_tenant *t);
 /* Prompts on /dev/tty with echo off: the keystore's passphrase callback. */
