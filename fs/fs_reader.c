@@ -20,6 +20,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1542,15 +1543,153 @@ set_bad(const struct cf_fs_rfile *f, struct cf_fs_rrange *bad, uint64_t blk)
 	bad->len = (end > f->psize ? f->psize : end) - bad->off;
 }
 
+/*
+ * Opens the sealed blocks [ba, bz) of a read of [off, end) (the whole
+ * request's ciphertext in f->cbuf from backing offset cs0) into buf.
+ * *fail gets the first block that does not open (UINT64_MAX: none), *frc
+ * its error.  Threads may run disjoint ranges of one read at once: the
+ * context is shared (cf_ks_aead is), cbuf only read.
+ */
+struct prange {
+	struct cf_fs_rfile *f;
+	unsigned char *buf;
+	uint64_t b0, ba, bz, fail;
+	off_t off, end, cs0;
+	int frc;
+};
+
+static void
+open_range(struct prange *p)
+{
+	struct cf_fs_rfile *f = p->f;
+	unsigned char tmp[CF_FS_BLOCK], *dst;
+	uint64_t b;
+	off_t cs, ce, bstart;
+	size_t skip, n, at;
+	int rc;
+
+	p->fail = UINT64_MAX;
+	p->frc = 0;
+	for (b = p->ba; b < p->bz; b++) {
+		block_span(f, b, &cs, &ce);
+		bstart = (off_t)b * CF_FS_BLOCK;
+		skip = b == p->b0 ? (size_t)(p->off - bstart) : 0;
+		at = b == p->b0 ? 0 : (size_t)(bstart - p->off);
+		n = (size_t)(ce - cs) - f->r->ovh - skip;
+		if (bstart + (off_t)skip + (off_t)n > p->end)
+			n = (size_t)(p->end - bstart) - skip;
+		/* Whole blocks decrypt in place in the caller's buffer. */
+		dst = skip == 0 && n == (size_t)(ce - cs) - f->r->ovh ?
+		    p->buf + at : tmp;
+		rc = cf_fs_block_open(f->ctx, b, b == (uint64_t)(f->psize - 1) /
+		    CF_FS_BLOCK, f->cbuf + (cs - p->cs0), (size_t)(ce - cs),
+		    dst);
+		if (rc < 0) {
+			p->fail = b;
+			p->frc = rc;
+			break;
+		}
+		if (dst == tmp)
+			memcpy(p->buf + at, tmp + skip, n);
+	}
+	sodium_memzero(tmp, sizeof(tmp));
+}
+
+/*
+ * One helper thread for the process opens the second half of large
+ * reads while the caller opens the first: a backup's walking thread
+ * reads, decrypts and cuts every changed file alone, and on an
+ * incremental backup the workers, which only hash known chunks, leave
+ * the other core mostly idle (docs/backup.md, "Sixteenth session").
+ * Whoever finds the helper busy (another reader) or unavailable opens
+ * everything itself.
+ */
+#define PAR_MIN_BLOCKS 64U	/* 256 KiB: below, a handoff costs more */
+
+static struct {
+	pthread_mutex_t mu;
+	pthread_cond_t go, done;
+	struct prange *job;	/* set by the owner, cleared when done */
+	int owned, ok;
+} helper = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
+    PTHREAD_COND_INITIALIZER, NULL, 0, 0 };
+static pthread_once_t helper_once = PTHREAD_ONCE_INIT;
+
+static void *
+helper_main(void *arg)
+{
+	struct prange *p;
+
+	(void)arg;
+	pthread_mutex_lock(&helper.mu);
+	for (;;) {
+		while (helper.job == NULL)
+			pthread_cond_wait(&helper.go, &helper.mu);
+		p = helper.job;
+		pthread_mutex_unlock(&helper.mu);
+		open_range(p);
+		pthread_mutex_lock(&helper.mu);
+		helper.job = NULL;
+		pthread_cond_signal(&helper.done);
+	}
+	return NULL;
+}
+
+/* A fork's child has no helper thread: it opens everything itself. */
+static void
+helper_child(void)
+{
+	helper.ok = 0;
+}
+
+static void
+helper_start(void)
+{
+	pthread_attr_t a;
+	pthread_t t;
+
+	if (pthread_atfork(NULL, NULL, helper_child) != 0 ||
+	    pthread_attr_init(&a) != 0)
+		return;
+	(void)pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+	helper.ok = pthread_create(&t, &a, helper_main, NULL) == 0;
+	pthread_attr_destroy(&a);
+}
+
+/* 1 if the caller now owns the helper (release with helper_wait). */
+static int
+helper_take(void)
+{
+	int got = 0;
+
+	(void)pthread_once(&helper_once, helper_start);
+	if (!helper.ok || pthread_mutex_trylock(&helper.mu) != 0)
+		return 0;
+	if (!helper.owned)
+		helper.owned = got = 1;
+	pthread_mutex_unlock(&helper.mu);
+	return got;
+}
+
+static void
+helper_wait(struct prange *p)
+{
+	pthread_mutex_lock(&helper.mu);
+	while (helper.job == p)
+		pthread_cond_wait(&helper.done, &helper.mu);
+	helper.owned = 0;
+	pthread_mutex_unlock(&helper.mu);
+}
+
 ssize_t
 cf_fs_rfile_pread(struct cf_fs_rfile *f, void *buf, size_t len, off_t off,
     struct cf_fs_rrange *bad)
 {
-	unsigned char tmp[CF_FS_BLOCK], *dst;
-	uint64_t b0, b1, b;
-	off_t end, cs0, ce1, cs, ce, bstart;
-	size_t got, done = 0, skip, n;
-	int rc;
+	struct prange a, h;
+	uint64_t b0, b1, mid, fail;
+	off_t end, cs0, ce1, cs, ce;
+	size_t got, done;
+	int rc, par = 0;
 
 	if (bad != NULL)
 		bad->off = bad->len = 0;
@@ -1576,35 +1715,39 @@ cf_fs_rfile_pread(struct cf_fs_rfile *f, void *buf, size_t len, off_t off,
 	}
 	if (got != (size_t)(ce1 - cs0))
 		return -EAGAIN;		/* shorter than at open */
-	for (b = b0; b <= b1; b++) {
-		block_span(f, b, &cs, &ce);
-		bstart = (off_t)b * CF_FS_BLOCK;
-		skip = b == b0 ? (size_t)(off - bstart) : 0;
-		n = (size_t)(ce - cs) - f->r->ovh - skip;
-		if (bstart + (off_t)skip + (off_t)n > end)
-			n = (size_t)(end - bstart) - skip;
-		/* Whole blocks decrypt in place in the caller's buffer. */
-		dst = skip == 0 && n == (size_t)(ce - cs) - f->r->ovh ?
-		    (unsigned char *)buf + done : tmp;
-		rc = cf_fs_block_open(f->ctx, b, b == (uint64_t)(f->psize - 1) /
-		    CF_FS_BLOCK, f->cbuf + (cs - cs0),
-		    (size_t)(ce - cs), dst);
-		if (rc < 0) {
-			sodium_memzero(tmp, sizeof(tmp));
-			if (done > 0)
-				return (ssize_t)done;
-			/* No memory, or a library failure: not damage. */
-			if (rc != -EBADMSG)
-				return rc == -ENOMEM ? -ENOMEM : -EIO;
-			set_bad(f, bad, b);
-			return block_failed(f, -EBADMSG);
-		}
-		if (dst == tmp)
-			memcpy((unsigned char *)buf + done, tmp + skip, n);
-		done += n;
+	a = (struct prange){ f, buf, b0, b0, b1 + 1, 0, off, end, cs0, 0 };
+	if (b1 - b0 + 1 >= PAR_MIN_BLOCKS && helper_take()) {
+		/* The helper takes the second half; both write apart. */
+		mid = b0 + (b1 - b0 + 1) / 2;
+		h = a;
+		h.ba = mid;
+		a.bz = mid;
+		pthread_mutex_lock(&helper.mu);
+		helper.job = &h;
+		pthread_cond_signal(&helper.go);
+		pthread_mutex_unlock(&helper.mu);
+		par = 1;
 	}
-	sodium_memzero(tmp, sizeof(tmp));
-	return (ssize_t)done;
+	open_range(&a);
+	if (par) {
+		helper_wait(&h);
+		fail = a.fail != UINT64_MAX ? a.fail : h.fail;
+		rc = a.fail != UINT64_MAX ? a.frc : h.frc;
+	} else {
+		fail = a.fail;
+		rc = a.frc;
+	}
+	if (fail == UINT64_MAX)
+		return (ssize_t)(end - off);
+	/* What opened before the first block that did not. */
+	done = fail == b0 ? 0 : (size_t)((off_t)fail * CF_FS_BLOCK - off);
+	if (done > 0)
+		return (ssize_t)done;
+	/* No memory, or a library failure: not damage. */
+	if (rc != -EBADMSG)
+		return rc == -ENOMEM ? -ENOMEM : -EIO;
+	set_bad(f, bad, fail);
+	return block_failed(f, -EBADMSG);
 }
 
 /* Block holding backing offset pos (pos >= the header). */

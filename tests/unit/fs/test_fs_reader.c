@@ -746,6 +746,87 @@ sparse(void)
 	store_free(&s);
 }
 
+/*
+ * A large read is opened on two threads, the second half by the reader's
+ * helper: the bytes come back in order, and the first damaged block
+ * decides the short read whichever half holds it.
+ */
+static void
+tampered_large(void)
+{
+	struct store s;
+	struct cf_fs_reader *r = NULL;
+	struct cf_fs_rdir *root = NULL;
+	struct cf_fs_rfile *f = NULL;
+	struct cf_fs_rrange bad;
+	const size_t len = 256 * CF_FS_BLOCK + 100;	/* 257 blocks */
+	unsigned char *p, *buf, c;
+	char bn[NAME_MAX + 1];
+	size_t ovh, i;
+	ssize_t n;
+	int fd, round;
+
+	CHECK_RC(store_new(&s, CF_KS_CIPHER_AES256GCM), 0);
+	ovh = cf_fs_block_overhead(s.k->cipher);
+	p = pattern(len, 9);
+	buf = malloc(CF_FS_RREAD_MAX);
+	CHECK(p != NULL && buf != NULL);
+	CHECK_RC(mk_file(&s, s.root, "big", p, len, 0, 1), 0);
+	settle();
+	CHECK_RC(cf_fs_reader_open(&r, s.k, s.path), 0);
+	CHECK_RC(cf_fs_rdir_open_root(&root, r), 0);
+	CHECK_RC(cf_fs_rfile_open(&f, root, "big"), 0);
+	/* Many rounds: the helper and the caller meet in every order. */
+	for (round = 0; round < 20; round++) {
+		memset(buf, 0, CF_FS_RREAD_MAX);
+		n = cf_fs_rfile_pread(f, buf, CF_FS_RREAD_MAX, 10, &bad);
+		CHECK(n == (ssize_t)CF_FS_RREAD_MAX);
+		CHECK(memcmp(buf, p + 10, CF_FS_RREAD_MAX) == 0);
+	}
+	n = cf_fs_rfile_pread(f, buf, CF_FS_RREAD_MAX, 21 * CF_FS_BLOCK + 7,
+	    &bad);
+	CHECK(n == (ssize_t)(len - 21 * CF_FS_BLOCK - 7));
+	CHECK(memcmp(buf, p + 21 * CF_FS_BLOCK + 7, (size_t)n) == 0);
+	cf_fs_rfile_free(f);
+	f = NULL;
+	CHECK_RC(bname(&s, s.root, "big", bn), 0);
+	/* Damage in block 200 (the helper's half), then also in 20. */
+	for (i = 0; i < 2; i++) {
+		off_t at = (off_t)(32 + (i == 0 ? 200 : 20) *
+		    (CF_FS_BLOCK + ovh) + 50);
+
+		fd = openat(s.root, bn, O_RDWR);
+		CHECK(fd >= 0);
+		CHECK(pread(fd, &c, 1, at) == 1);
+		c ^= 0x40;
+		CHECK(pwrite(fd, &c, 1, at) == 1);
+		close(fd);
+		settle();
+		CHECK_RC(cf_fs_rfile_open(&f, root, "big"), 0);
+		n = cf_fs_rfile_pread(f, buf, CF_FS_RREAD_MAX, 10, &bad);
+		CHECK(n == (ssize_t)((i == 0 ? 200 : 20) * CF_FS_BLOCK - 10));
+		CHECK(n > 0 && memcmp(buf, p + 10, (size_t)n) == 0);
+		n = cf_fs_rfile_pread(f, buf, CF_FS_RREAD_MAX,
+		    (i == 0 ? 200 : 20) * CF_FS_BLOCK, &bad);
+		CHECK(n == -EBADMSG);
+		CHECK(bad.off == (off_t)(i == 0 ? 200 : 20) * CF_FS_BLOCK &&
+		    bad.len == CF_FS_BLOCK);
+		cf_fs_rfile_free(f);
+		f = NULL;
+	}
+	/* Between the two: 21..199 read whole, then a short read. */
+	CHECK_RC(cf_fs_rfile_open(&f, root, "big"), 0);
+	n = cf_fs_rfile_pread(f, buf, CF_FS_RREAD_MAX, 21 * CF_FS_BLOCK, &bad);
+	CHECK(n == (ssize_t)(179 * CF_FS_BLOCK));
+	CHECK(n > 0 && memcmp(buf, p + 21 * CF_FS_BLOCK, (size_t)n) == 0);
+	cf_fs_rfile_free(f);
+	free(buf);
+	free(p);
+	cf_fs_rdir_free(root);
+	cf_fs_reader_free(r);
+	store_free(&s);
+}
+
 /* A tampered block fails for its own range only; damaged files
  * ([FS-READ-5], [FS-READ-6]). */
 static void
@@ -1707,6 +1788,7 @@ static const struct cf_test_case cases[] = {
 	CF_TEST(xattr_tampered),
 	CF_TEST(sparse),
 	CF_TEST(tampered),
+	CF_TEST(tampered_large),
 	CF_TEST(wrong_tenant),
 	CF_TEST(bad_names),
 	CF_TEST(traversal),
