@@ -678,6 +678,12 @@ CF_MUST_CHECK ssize_t cf_fs_rfile_pread(struct cf_fs_rfile *f, void *buf,
     size_t len, off_t off, struct cf_fs_rrange *bad);
 
 /*
+ * How many reads so far had their second half opened by the reader's
+ * helper thread (reads of 64 blocks or more; process-wide).  For tests.
+ */
+uint64_t cf_fs_rfile_parallel_reads(void);
+
+/*
  * Finds the first plaintext data at or after off: 0 and [*data_off,
  * *data_end), or -ENXIO if only holes follow (like SEEK_DATA).  Between
  * off and *data_off, and from *data_end to the next data, the file is a

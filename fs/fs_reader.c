@@ -1614,6 +1614,13 @@ static struct {
 } helper = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
     PTHREAD_COND_INITIALIZER, NULL, 0, 0 };
 static pthread_once_t helper_once = PTHREAD_ONCE_INIT;
+static uint64_t helper_reads;	/* __atomic */
+
+uint64_t
+cf_fs_rfile_parallel_reads(void)
+{
+	return __atomic_load_n(&helper_reads, __ATOMIC_RELAXED);
+}
 
 static void *
 helper_main(void *arg)
@@ -1663,8 +1670,9 @@ helper_take(void)
 	int got = 0;
 
 	(void)pthread_once(&helper_once, helper_start);
-	if (!helper.ok || pthread_mutex_trylock(&helper.mu) != 0)
+	if (!helper.ok)
 		return 0;
+	pthread_mutex_lock(&helper.mu);	/* held only for moments */
 	if (!helper.owned)
 		helper.owned = got = 1;
 	pthread_mutex_unlock(&helper.mu);
@@ -1727,6 +1735,7 @@ cf_fs_rfile_pread(struct cf_fs_rfile *f, void *buf, size_t len, off_t off,
 		pthread_cond_signal(&helper.go);
 		pthread_mutex_unlock(&helper.mu);
 		par = 1;
+		__atomic_add_fetch(&helper_reads, 1, __ATOMIC_RELAXED);
 	}
 	open_range(&a);
 	if (par) {

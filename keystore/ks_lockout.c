@@ -195,8 +195,9 @@ ks_lockout_attempt(struct cf_ks_home *home, const char *subject)
 		 */
 		rc = ks_err(rc, "cannot count this unlock attempt in "
 		    "%s/%s: %s (every attempt is recorded before a "
-		    "passphrase or key is tried: make room there)",
-		    home->path, path, strerror(-rc));
+		    "passphrase or key is tried%s)", home->path, path,
+		    strerror(-rc), rc == -ENOSPC || rc == -EDQUOT ?
+		    ": make room there" : "");
 out:
 	json_decref(j);
 	if (fd >= 0)

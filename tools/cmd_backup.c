@@ -3609,6 +3609,7 @@ repo_down(const struct rs *r, int rc)
 	case -EPROTO:	/* malformed, or an unknown version */
 	case -EFBIG:
 	case -EINVAL:
+	case -ENOKEY:	/* sealed under a key version not held */
 		return 0;
 	case -EIO:
 		return r->remote;
@@ -3762,7 +3763,7 @@ times_of(const struct cf_bk_node *n, struct timespec ts[2])
  * clears set-id bits). */
 static void
 set_meta_fd(struct rs *r, int fd, const struct cf_bk_node *n,
-    const char *path)
+    const char *path, int damaged)
 {
 	struct timespec ts[2];
 
@@ -3773,6 +3774,13 @@ set_meta_fd(struct rs *r, int fd, const struct cf_bk_node *n,
 	if (fchmod(fd, n->mode) < 0)
 		fprintf(stderr, "coffer: %s: chmod: %s\n", path,
 		    strerror(errno));
+	/*
+	 * A file restored only up to damaged data keeps the time of the
+	 * restore: with the snapshot's mtime and size it would pass for
+	 * a whole one, also to a restore run again (rs_already).
+	 */
+	if (damaged)
+		return;
 	times_of(n, ts);
 	if (futimens(fd, ts) < 0)
 		fprintf(stderr, "coffer: %s: times: %s\n", path,
@@ -3917,7 +3925,7 @@ rs_worker(void *arg)
 		if (rc >= 0) {
 			if (rc > 0)
 				w->damaged++;
-			set_meta_fd(r, j.fd, j.n, j.path);
+			set_meta_fd(r, j.fd, j.n, j.path, rc > 0);
 		} else {
 			if (rc == -ECANCELED)
 				fprintf(stderr, "\ncoffer: %s: not restored "
@@ -4047,6 +4055,11 @@ rs_stop_msg(struct rs *r)
 		fprintf(stderr, "\ncoffer: stopping the restore\n");
 		return;
 	}
+	if (down == -ENOMEM) {
+		fprintf(stderr, "\ncoffer: out of memory; stopping the "
+		    "restore\n");
+		return;
+	}
 	fprintf(stderr, "\ncoffer: the repository cannot be read: %s; "
 	    "stopping the restore\n", tl_repo_strerror(r->url, down));
 	if (r->ar == NULL)
@@ -4100,7 +4113,16 @@ rs_already(const struct rs *r, int dirfd, const struct cf_bk_node *n)
 
 	if (fstatat(dirfd, n->name, &st, AT_SYMLINK_NOFOLLOW) < 0)
 		return 0;
-	if (r->is_root && (st.st_uid != n->uid || st.st_gid != n->gid))
+	/*
+	 * Made by this restore's user (as root: owned as in the
+	 * snapshot): a file another user planted in a target they may
+	 * write to is refused, whatever times they gave it.  A file of no
+	 * link group has no other name.
+	 */
+	if (r->is_root ? st.st_uid != n->uid || st.st_gid != n->gid :
+	    st.st_uid != geteuid())
+		return 0;
+	if (n->link_group == 0 && S_ISREG(st.st_mode) && st.st_nlink != 1)
 		return 0;
 	switch (n->type) {
 	case CF_BK_NODE_FILE:
@@ -4226,7 +4248,7 @@ restore_node(struct rs *r, int dirfd, const struct cf_bk_node *n,
 		rc = restore_tree(r, fd, n->subtree, path, plen, filter,
 		    depth + 1);
 		if (rc >= 0 && filter == NULL)
-			set_meta_fd(r, fd, n, path);
+			set_meta_fd(r, fd, n, path, 0);
 		close(fd);
 		r->dirs++;
 		return rc;
@@ -4275,7 +4297,7 @@ restore_node(struct rs *r, int dirfd, const struct cf_bk_node *n,
 		r->bytes += n->size;
 		if (rc > 0)
 			r->damaged++;
-		set_meta_fd(r, fd, n, path);
+		set_meta_fd(r, fd, n, path, rc > 0);
 		close(fd);
 	}
 	r->files++;
@@ -4486,7 +4508,18 @@ restore_tree(struct rs *r, int dirfd, const unsigned char id[CF_BK_ID_BYTES],
 			rc = restore_node(r, dirfd, n, tr, path, plen + 1 + nlen,
 			    filter != NULL && filter[1] != NULL ? filter + 1 :
 			    NULL, depth);
-		if (rs_fatal(r)) {
+		/* Named unless the stop below explains it. */
+		if (rc < 0 && rc != -ECANCELED && !r->stopped) {
+			fprintf(stderr, "\ncoffer: %s: %s; not restored\n",
+			    path, strerror(-rc));
+			if (rc == -EIO || rc == -ENOSPC || rc == -EDQUOT) {
+				path[plen] = '\0';
+				goto out;
+			}
+			r->failed++;
+			rc = 0;
+		}
+		if (rs_fatal(r) || rc < 0) {
 			/*
 			 * A write failed (named), or the repository cannot be
 			 * read: stop, and say so once.
@@ -4496,16 +4529,6 @@ restore_tree(struct rs *r, int dirfd, const unsigned char id[CF_BK_ID_BYTES],
 			if (rc >= 0)
 				rc = rs_down(r) < 0 ? rs_down(r) : -EIO;
 			goto out;
-		}
-		if (rc < 0) {
-			fprintf(stderr, "\ncoffer: %s: %s; not restored\n",
-			    path, strerror(-rc));
-			if (rc == -EIO || rc == -ENOSPC || rc == -EDQUOT) {
-				path[plen] = '\0';
-				goto out;
-			}
-			r->failed++;
-			rc = 0;
 		}
 		path[plen] = '\0';
 	}
@@ -4833,6 +4856,10 @@ cmd_restore(struct tl_ctx *ctx, int argc, char **argv)
 		    "failed", (json_int_t)r.failed,
 		    "duration_s", (double)(now_ns() - t0) / 1e9);
 		/* A remote store's restore: what its pack cache fetched. */
+		if (j != NULL && r.down < 0)
+			json_object_set_new(j, "stopped", json_string(
+			    r.down == -ENOMEM ? "out of memory" :
+			    tl_repo_strerror(r.url, r.down)));
 		if (j != NULL && r.already > 0)
 			json_object_set_new(j, "already",
 			    json_integer((json_int_t)r.already));
@@ -4873,8 +4900,9 @@ cmd_restore(struct tl_ctx *ctx, int argc, char **argv)
 	}
 	if (r.damaged > 0) {
 		fprintf(stderr, "coffer: %llu damaged files or directories "
-		    "(named above); everything else was restored\n",
-		    (unsigned long long)r.damaged);
+		    "(named above); %s\n", (unsigned long long)r.damaged,
+		    rc < 0 ? "the restore stopped before the rest" :
+		    "everything else was restored");
 		ret = CF_EXIT_INTEGRITY;
 	} else if (rc < 0 || r.refused > 0 || r.failed > 0) {
 		ret = CF_EXIT_FAIL;

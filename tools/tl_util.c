@@ -376,9 +376,9 @@ tl_repo_strerror(const char *url, int rc)
 	case -ECONNREFUSED:
 		return "the endpoint refuses connections (is the server up?)";
 	case -EIO:
-		return "the server failed the request or cut the connection, "
-		    "also on every retry (HTTP 5xx, resets; "
-		    "COFFER_S3_RETRY_SECONDS)";
+		return "the server failed the request or cut the connection "
+		    "(5xx answers and cut connections are retried first, "
+		    "within COFFER_S3_RETRY_SECONDS)";
 	case -ETIMEDOUT:
 		return "the endpoint does not answer in time";
 	case -EOPNOTSUPP:

@@ -384,6 +384,14 @@ try:
        f"{r.returncode} {r.stderr}")
     with open(os.path.join(out9, "small.txt"), "rb") as f:
         ok(f.read() == b"hello coffer\n", "...and restores the others")
+    # The damaged file keeps the restore's time, not the snapshot's: run
+    # again, the restore must not take it for a whole one.
+    r = coffer("restore", "acme", snaps[0]["id"] if snaps else "x",
+               "--repo", "file://" + dmg, "--target", out9)
+    ok(r.returncode == 1 and
+       "/docs/big.bin exists in the target; not overwritten" in r.stderr,
+       "...run again, the damaged file is not taken as already restored",
+       f"{r.returncode} {r.stderr[:400]}")
 
     # ---- a backup's memory is locked (keys, OpenSSL's AES schedules) ----
     # Seen while it waits for the rest of its stdin.  ASan and TSan make

@@ -762,6 +762,7 @@ tampered_large(void)
 	const size_t len = 256 * CF_FS_BLOCK + 100;	/* 257 blocks */
 	unsigned char *p, *buf, c;
 	char bn[NAME_MAX + 1];
+	uint64_t par0;
 	size_t ovh, i;
 	ssize_t n;
 	int fd, round;
@@ -777,12 +778,15 @@ tampered_large(void)
 	CHECK_RC(cf_fs_rdir_open_root(&root, r), 0);
 	CHECK_RC(cf_fs_rfile_open(&f, root, "big"), 0);
 	/* Many rounds: the helper and the caller meet in every order. */
+	par0 = cf_fs_rfile_parallel_reads();
 	for (round = 0; round < 20; round++) {
 		memset(buf, 0, CF_FS_RREAD_MAX);
 		n = cf_fs_rfile_pread(f, buf, CF_FS_RREAD_MAX, 10, &bad);
 		CHECK(n == (ssize_t)CF_FS_RREAD_MAX);
 		CHECK(memcmp(buf, p + 10, CF_FS_RREAD_MAX) == 0);
 	}
+	/* Nobody else reads here: the helper took every one of them. */
+	CHECK(cf_fs_rfile_parallel_reads() - par0 == 20);
 	n = cf_fs_rfile_pread(f, buf, CF_FS_RREAD_MAX, 21 * CF_FS_BLOCK + 7,
 	    &bad);
 	CHECK(n == (ssize_t)(len - 21 * CF_FS_BLOCK - 7));
