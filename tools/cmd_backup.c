@@ -3228,6 +3228,23 @@ struct rs {
 	int remote;		/* an S3 repository */
 	const char *url;
 	int down;		/* why the repository cannot be read (-errno) */
+	/*
+	 * Hard links: the names the walk linked to a group's first name
+	 * (main thread), and the inodes of groups whose content failed
+	 * (workers, under mu).  A name linked before its content failed
+	 * is removed at the end with the first one (rs_unlink_failed).
+	 */
+	struct lname {
+		uint64_t group;
+		char *path;
+	} *lnames;
+	size_t nlnames, lncap;
+	struct fgroup {
+		uint64_t group;
+		dev_t dev;
+		ino_t ino;
+	} *fgroups;
+	size_t nfg, fgcap;
 	int stopped;		/* the walk said it stops (main thread only) */
 	int is_root;
 	struct tl_progress prog;
@@ -3381,19 +3398,17 @@ open_beneath(int rootfd, const char *path)
 }
 
 /*
- * Removes a file whose content could not be written (a full disk, say):
- * a file of the right size with zeros where its data belongs must not
- * pass for a restored one.  Only while the name is still that file.
- * dirfd: the file's directory, or -1 to open it beneath the target;
- * path: the file's path in the target, with its leading '/'.
+ * Removes path while it is still the inode dev/ino; 1 if it did.  dirfd:
+ * the file's directory, or -1 to open it beneath the target; path: the
+ * file's path in the target, with its leading '/'.
  */
-static void
-rs_discard(int rootfd, int dirfd, int fd, const char *path)
+static int
+rs_unlink_ino(int rootfd, int dirfd, const char *path, dev_t dev, ino_t ino)
 {
 	const char *base = strrchr(path, '/');
-	struct stat a, b;
+	struct stat b;
 	char *parent;
-	int pfd = dirfd;
+	int pfd = dirfd, done = 0;
 
 	base = base != NULL ? base + 1 : path;
 	if (pfd < 0 && base - path <= 1) {
@@ -3401,18 +3416,32 @@ rs_discard(int rootfd, int dirfd, int fd, const char *path)
 	} else if (pfd < 0) {
 		parent = strndup(path + 1, (size_t)(base - path) - 2);
 		if (parent == NULL)
-			return;
+			return 0;
 		pfd = open_beneath(rootfd, parent);
 		free(parent);
 		if (pfd < 0)
-			return;
+			return 0;
 	}
-	if (fstat(fd, &a) == 0 &&
-	    fstatat(pfd, base, &b, AT_SYMLINK_NOFOLLOW) == 0 &&
-	    a.st_dev == b.st_dev && a.st_ino == b.st_ino)
-		(void)unlinkat(pfd, base, 0);
+	if (fstatat(pfd, base, &b, AT_SYMLINK_NOFOLLOW) == 0 &&
+	    b.st_dev == dev && b.st_ino == ino)
+		done = unlinkat(pfd, base, 0) == 0;
 	if (pfd != dirfd && pfd != rootfd)
 		close(pfd);
+	return done;
+}
+
+/*
+ * Removes a file whose content could not be written (a full disk, say):
+ * a file of the right size with zeros where its data belongs must not
+ * pass for a restored one.  Only while the name is still that file.
+ */
+static void
+rs_discard(int rootfd, int dirfd, int fd, const char *path)
+{
+	struct stat a;
+
+	if (fstat(fd, &a) == 0)
+		(void)rs_unlink_ino(rootfd, dirfd, path, a.st_dev, a.st_ino);
 }
 
 /*
@@ -3894,6 +3923,89 @@ fjob_push(struct rs *r, int fd, const struct cf_bk_node *n, struct tref *tr,
  * file write that fails with EIO, ENOSPC or EDQUOT stops the restore
  * (as on the main thread); other failures are counted.
  */
+/* Notes that the content of a hard-link group failed (a worker). */
+static void
+rs_fgroup_add(struct rs *r, uint64_t group, int fd)
+{
+	struct fgroup *nv;
+	struct stat st;
+
+	if (fstat(fd, &st) < 0)
+		return;
+	pthread_mutex_lock(&r->mu);
+	if (r->nfg == r->fgcap) {
+		nv = realloc(r->fgroups, (r->fgcap ? 2 * r->fgcap : 8) *
+		    sizeof(*nv));
+		if (nv == NULL) {
+			pthread_mutex_unlock(&r->mu);
+			return;
+		}
+		r->fgroups = nv;
+		r->fgcap = r->fgcap ? 2 * r->fgcap : 8;
+	}
+	r->fgroups[r->nfg].group = group;
+	r->fgroups[r->nfg].dev = st.st_dev;
+	r->fgroups[r->nfg].ino = st.st_ino;
+	r->nfg++;
+	pthread_mutex_unlock(&r->mu);
+}
+
+/*
+ * After the workers: removes the names linked to a first name whose
+ * content failed (still that inode), named, no longer counted as
+ * restored.  Without this they stayed, empty or short, counted.
+ */
+static void
+rs_unlink_failed(struct rs *r)
+{
+	size_t i, k;
+
+	for (i = 0; i < r->nlnames && r->nfg > 0; i++) {
+		for (k = 0; k < r->nfg; k++)
+			if (r->fgroups[k].group == r->lnames[i].group)
+				break;
+		if (k == r->nfg || !rs_unlink_ino(r->root_fd, -1,
+		    r->lnames[i].path, r->fgroups[k].dev, r->fgroups[k].ino))
+			continue;
+		fprintf(stderr, "\ncoffer: %s: not restored (a hard link of "
+		    "a file not restored)\n", r->lnames[i].path);
+		r->files--;
+		r->failed++;
+	}
+	for (i = 0; i < r->nlnames; i++)
+		free(r->lnames[i].path);
+	free(r->lnames);
+	free(r->fgroups);
+	r->lnames = NULL;
+	r->fgroups = NULL;
+	r->nlnames = r->nfg = 0;
+}
+
+/* Remembers a name the walk linked (path with its leading '/'). */
+static void
+rs_lname_add(struct rs *r, uint64_t group, const char *path)
+{
+	struct lname *nv;
+	char *p;
+
+	if (r->nworkers == 0)
+		return;		/* the content was written before the link */
+	if (r->nlnames == r->lncap) {
+		nv = realloc(r->lnames, (r->lncap ? 2 * r->lncap : 16) *
+		    sizeof(*nv));
+		if (nv == NULL)
+			return;
+		r->lnames = nv;
+		r->lncap = r->lncap ? 2 * r->lncap : 16;
+	}
+	p = strdup(path);
+	if (p == NULL)
+		return;
+	r->lnames[r->nlnames].group = group;
+	r->lnames[r->nlnames].path = p;
+	r->nlnames++;
+}
+
 static void *
 rs_worker(void *arg)
 {
@@ -3933,6 +4045,8 @@ rs_worker(void *arg)
 			else
 				fprintf(stderr, "\ncoffer: %s: %s; not "
 				    "restored\n", j.path, strerror(-rc));
+			if (j.n->link_group != 0)
+				rs_fgroup_add(r, j.n->link_group, j.fd);
 			rs_discard(r->root_fd, -1, j.fd, j.path);
 			w->failed++;
 		}
@@ -4158,6 +4272,25 @@ rs_already(const struct rs *r, int dirfd, const struct cf_bk_node *n)
 	}
 }
 
+/* 1 if dirfd's name is the same inode as the group's first name. */
+static int
+rlink_same(struct rs *r, const struct rlink *l, int dirfd, const char *name)
+{
+	struct stat a, b;
+	int fd, same;
+
+	if (r->root_fd < 0)
+		return 0;
+	fd = open_beneath(r->root_fd, l->path);
+	if (fd < 0)
+		return 0;
+	same = fstat(fd, &a) == 0 &&
+	    fstatat(dirfd, name, &b, AT_SYMLINK_NOFOLLOW) == 0 &&
+	    a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+	close(fd);
+	return same;
+}
+
 /*
  * An entry of that name exists: skipped if it is the snapshot's as a
  * restore leaves it (rs_already), else refused.
@@ -4166,7 +4299,12 @@ static int
 rs_exists(struct rs *r, int dirfd, const struct cf_bk_node *n,
     const char *path)
 {
-	if (!rs_already(r, dirfd, n))
+	const struct rlink *l = n->link_group != 0 ?
+	    rlink_find(&r->links, n->link_group) : NULL;
+
+	/* Another name of a group seen: also the same inode. */
+	if (!rs_already(r, dirfd, n) ||
+	    (l != NULL && !rlink_same(r, l, dirfd, n->name)))
 		return refuse(r, path);
 	r->already++;
 	if (n->link_group != 0 && rlink_find(&r->links, n->link_group) == NULL)
@@ -4258,6 +4396,7 @@ restore_node(struct rs *r, int dirfd, const struct cf_bk_node *n,
 		if (l != NULL && r->root_fd >= 0) {
 			rc = rlink_link(r, l, dirfd, n->name);
 			if (rc == 0) {
+				rs_lname_add(r, n->link_group, path);
 				r->files++;
 				return 0;
 			}
@@ -4824,6 +4963,7 @@ cmd_restore(struct tl_ctx *ctx, int argc, char **argv)
 	rc = restore_tree(&r, dirfd, snap->tree, pathbuf, 0,
 	    pcopy != NULL && nf > 0 ? filter : NULL, 0);
 	rs_finish(&r);
+	rs_unlink_failed(&r);
 	if (r.down < 0) {
 		/* The workers met it after the walk had queued everything. */
 		rs_stop_msg(&r);
