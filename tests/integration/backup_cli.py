@@ -25,6 +25,16 @@ T, HOME, ENV, MP = H.t, H.home, H.env, H.mp
 coffer, mount, umount, cleanup = H.coffer, H.mount, H.umount, H.cleanup
 
 
+def mount_tmpfs(name, size):
+    """A tmpfs of size (e.g. "12m") at T/name, or None if none mounts."""
+    where = os.path.join(T, name)
+    os.makedirs(where)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=" + size,
+                       "tmpfs", where]).returncode != 0:
+        return None
+    return where
+
+
 def repo_size(tenant):
     total = 0
     for dirpath, _, files in os.walk(os.path.join(HOME, "repos", tenant)):
@@ -573,10 +583,8 @@ try:
     # others are not left behind half written (a file of the right size
     # with zeros in it would pass for a restored one), and the summary
     # says the restore is incomplete.
-    small = os.path.join(T, "tmpfs-small")
-    os.makedirs(small)
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs",
-                       small]).returncode == 0:
+    small = mount_tmpfs("tmpfs-small", "12m")
+    if small is not None:
         try:
             where = os.path.join(small, "out")
             r = coffer("restore", "initech", "latest", "--target", where)
@@ -629,10 +637,8 @@ try:
     hurl = "file://" + os.path.join(T, "hl-repo")
     r = coffer("backup", "initech", "--dir", hsrc, "--repo", hurl)
     assert r.returncode == 0, r.stderr
-    hsmall = os.path.join(T, "tmpfs-hl")
-    os.makedirs(hsmall)
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs",
-                       hsmall]).returncode == 0:
+    hsmall = mount_tmpfs("tmpfs-hl", "3m")
+    if hsmall is not None:
         try:
             where = os.path.join(hsmall, "out")
             r = coffer("restore", "initech", "latest", "--repo", hurl,
